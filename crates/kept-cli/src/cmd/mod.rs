@@ -1,0 +1,7 @@
+//! One module per subcommand; each has `Args` (or a `Command` enum) and `run`.
+
+pub mod init;
+pub mod keys;
+pub mod ledger;
+pub mod lint;
+pub mod serve;

@@ -1,0 +1,61 @@
+//! The `kept` command: one binary for the server and every offline tool.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Kept: a self-hosted, privacy-first customer data platform that remembers the promises made
+/// to every customer.
+#[derive(Debug, Parser)]
+#[command(name = "kept", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (collection API, decisions, preference center, admin)
+    Serve(cmd::serve::Args),
+    /// Write an example manifest (`kept.toml`) for a retail company
+    Init(cmd::init::Args),
+    /// Check a manifest: syntax, references, owners, retention, promises, rules
+    Lint(cmd::lint::Args),
+    /// Consent ledger tools: verify the chain and checkpoints
+    #[command(subcommand)]
+    Ledger(cmd::ledger::Command),
+    /// Manage API keys
+    #[command(subcommand)]
+    Keys(cmd::keys::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Init(args) => cmd::init::run(args).await,
+            Command::Lint(args) => cmd::lint::run(args).await,
+            Command::Ledger(c) => cmd::ledger::run(c).await,
+            Command::Keys(c) => cmd::keys::run(c).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

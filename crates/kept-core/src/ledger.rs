@@ -1,0 +1,703 @@
+//! The consent ledger's records, their canonical byte encoding, the BLAKE3 hash chain and the
+//! Ed25519-signed checkpoints. Storage keeps the bytes exactly as written; everything else
+//! (columns, indexes, the in-memory state) is derived from them and can be checked against them.
+//!
+//! INVARIANT: `encode(decode(b)) == b` for every accepted `b`, and `decode` rejects anything
+//! `encode` cannot produce, so one record has exactly one encoding.
+
+use crate::{SubjectId, UnixMillis};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The encoding's version byte; bump it when the layout changes, and keep decoding old ones.
+pub const ENCODING_VERSION: u8 = 1;
+
+/// What a consent record says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentAction {
+    /// Consent given (opt-in), or a subscription to a topic.
+    Given,
+    /// Consent withdrawn, or a topic unsubscribed.
+    Withdrawn,
+    /// An opt-out (e.g. of sale or sharing, or of marketing in an opt-out regime).
+    OptedOut,
+    /// An objection (GDPR Art. 21), e.g. to direct marketing.
+    Objected,
+    /// The first step of a double opt-in: asked for, not yet confirmed; it does not count.
+    Pending,
+}
+
+impl ConsentAction {
+    pub const ALL: [ConsentAction; 5] = [
+        ConsentAction::Given,
+        ConsentAction::Withdrawn,
+        ConsentAction::OptedOut,
+        ConsentAction::Objected,
+        ConsentAction::Pending,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsentAction::Given => "given",
+            ConsentAction::Withdrawn => "withdrawn",
+            ConsentAction::OptedOut => "opted_out",
+            ConsentAction::Objected => "objected",
+            ConsentAction::Pending => "pending",
+        }
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            ConsentAction::Given => 1,
+            ConsentAction::Withdrawn => 2,
+            ConsentAction::OptedOut => 3,
+            ConsentAction::Objected => 4,
+            ConsentAction::Pending => 5,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        ConsentAction::ALL.into_iter().find(|a| a.tag() == tag)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        ConsentAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// How the consent was collected (ISO/IEC TS 27560 "collection method").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectionMethod {
+    /// A form with an unticked box or a toggle.
+    WebForm,
+    /// A consent banner choice.
+    Banner,
+    /// Through the API, on behalf of the company's own UI.
+    Api,
+    /// Confirmed by the link of a double opt-in email.
+    DoubleOptIn,
+    /// Written consent with a disclosure (TCPA "prior express written consent").
+    Written,
+    /// Implied by a purchase (CASL 2 years, ePrivacy soft opt-in).
+    ImpliedPurchase,
+    /// Implied by an inquiry (CASL 6 months).
+    ImpliedInquiry,
+    /// A Global Privacy Control signal.
+    Gpc,
+    /// A reply such as `STOP`, or a one-click unsubscribe.
+    Reply,
+    /// Imported from another system.
+    Import,
+}
+
+impl CollectionMethod {
+    pub const ALL: [CollectionMethod; 10] = [
+        CollectionMethod::WebForm,
+        CollectionMethod::Banner,
+        CollectionMethod::Api,
+        CollectionMethod::DoubleOptIn,
+        CollectionMethod::Written,
+        CollectionMethod::ImpliedPurchase,
+        CollectionMethod::ImpliedInquiry,
+        CollectionMethod::Gpc,
+        CollectionMethod::Reply,
+        CollectionMethod::Import,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollectionMethod::WebForm => "web_form",
+            CollectionMethod::Banner => "banner",
+            CollectionMethod::Api => "api",
+            CollectionMethod::DoubleOptIn => "double_opt_in",
+            CollectionMethod::Written => "written",
+            CollectionMethod::ImpliedPurchase => "implied_purchase",
+            CollectionMethod::ImpliedInquiry => "implied_inquiry",
+            CollectionMethod::Gpc => "gpc",
+            CollectionMethod::Reply => "reply",
+            CollectionMethod::Import => "import",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        CollectionMethod::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// The notice a record was given under: its id, version and the BLAKE3 hash of its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NoticeRef {
+    pub id: String,
+    pub version: u32,
+    /// Lowercase hex BLAKE3 of the notice's canonical text (see `manifest`).
+    pub hash: String,
+}
+
+/// What shows the record is genuine. Personal data only ever as a keyed hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Keyed hash (hex) of the client IP address.
+    pub ip_hash: Option<String>,
+    pub user_agent: Option<String>,
+    /// Hash (hex) of the exact disclosure text shown (e.g. the TCPA disclosure).
+    pub text_hash: Option<String>,
+    /// Free reference: a request id, a message id, a form submission id.
+    pub reference: Option<String>,
+}
+
+/// One entry of the consent ledger, before it is chained.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub subject: SubjectId,
+    /// A purpose key from the manifest (`marketing.communications`).
+    pub purpose: String,
+    pub channel: Option<String>,
+    pub topic: Option<String>,
+    pub action: ConsentAction,
+    pub notice: Option<NoticeRef>,
+    /// The regime key that applied when the record was made (`gdpr`, `ccpa`, …).
+    pub regime: String,
+    /// Where the record came from: `preference_center`, `collection`, `api`, `demo`, …
+    pub source: String,
+    pub method: CollectionMethod,
+    pub evidence: Evidence,
+    pub at: UnixMillis,
+}
+
+/// A decoding failure: the bytes are not a record `encode` could have produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unsupported ledger encoding version {0}")]
+    Version(u8),
+    #[error("record ends early while reading {0}")]
+    Truncated(&'static str),
+    #[error("invalid {0} in record")]
+    Invalid(&'static str),
+    #[error("{0} trailing bytes after the record")]
+    Trailing(usize),
+}
+
+/// The canonical bytes of a record.
+pub fn encode(record: &ConsentRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.push(ENCODING_VERSION);
+    out.extend_from_slice(&record.subject.0.to_be_bytes());
+    put_str(&mut out, &record.purpose);
+    put_opt_str(&mut out, record.channel.as_deref());
+    put_opt_str(&mut out, record.topic.as_deref());
+    out.push(record.action.tag());
+    match &record.notice {
+        None => out.push(0),
+        Some(n) => {
+            out.push(1);
+            put_str(&mut out, &n.id);
+            out.extend_from_slice(&n.version.to_be_bytes());
+            put_str(&mut out, &n.hash);
+        }
+    }
+    put_str(&mut out, &record.regime);
+    put_str(&mut out, &record.source);
+    put_str(&mut out, record.method.as_str());
+    put_opt_str(&mut out, record.evidence.ip_hash.as_deref());
+    put_opt_str(&mut out, record.evidence.user_agent.as_deref());
+    put_opt_str(&mut out, record.evidence.text_hash.as_deref());
+    put_opt_str(&mut out, record.evidence.reference.as_deref());
+    out.extend_from_slice(&record.at.to_be_bytes());
+    out
+}
+
+/// Decodes canonical bytes; rejects anything that is not exactly what `encode` writes.
+pub fn decode(bytes: &[u8]) -> Result<ConsentRecord, DecodeError> {
+    let mut r = Reader { rest: bytes };
+    let version = r.u8("version")?;
+    if version != ENCODING_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let subject = SubjectId(r.u32("subject")?);
+    let purpose = r.string("purpose")?;
+    let channel = r.opt_string("channel")?;
+    let topic = r.opt_string("topic")?;
+    let action = ConsentAction::from_tag(r.u8("action")?).ok_or(DecodeError::Invalid("action"))?;
+    let notice = match r.u8("notice")? {
+        0 => None,
+        1 => Some(NoticeRef {
+            id: r.string("notice id")?,
+            version: r.u32("notice version")?,
+            hash: r.string("notice hash")?,
+        }),
+        _ => return Err(DecodeError::Invalid("notice tag")),
+    };
+    let regime = r.string("regime")?;
+    let source = r.string("source")?;
+    let method =
+        CollectionMethod::parse(&r.string("method")?).ok_or(DecodeError::Invalid("method"))?;
+    let evidence = Evidence {
+        ip_hash: r.opt_string("ip hash")?,
+        user_agent: r.opt_string("user agent")?,
+        text_hash: r.opt_string("text hash")?,
+        reference: r.opt_string("reference")?,
+    };
+    let at = r.i64("time")?;
+    if !r.rest.is_empty() {
+        return Err(DecodeError::Trailing(r.rest.len()));
+    }
+    Ok(ConsentRecord {
+        subject,
+        purpose,
+        channel,
+        topic,
+        action,
+        notice,
+        regime,
+        source,
+        method,
+        evidence,
+        at,
+    })
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Lengths are u32: no field of a record comes near 4 GiB (requests are size-limited).
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes().get(..len as usize).unwrap_or_default());
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.rest.len() < n {
+            return Err(DecodeError::Truncated(what));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?.first().copied().unwrap_or_default())
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_be_bytes(
+            b.try_into().map_err(|_| DecodeError::Truncated(what))?,
+        ))
+    }
+    fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+        let b = self.take(8, what)?;
+        Ok(i64::from_be_bytes(
+            b.try_into().map_err(|_| DecodeError::Truncated(what))?,
+        ))
+    }
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let len = self.u32(what)? as usize;
+        let b = self.take(len, what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid(what))
+    }
+    fn opt_string(&mut self, what: &'static str) -> Result<Option<String>, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(None),
+            1 => Ok(Some(self.string(what)?)),
+            _ => Err(DecodeError::Invalid(what)),
+        }
+    }
+}
+
+/// A BLAKE3 digest in the chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ChainHash(pub [u8; 32]);
+
+impl ChainHash {
+    /// The hash before the first record.
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<ChainHash> {
+        bytes.try_into().ok().map(ChainHash)
+    }
+}
+
+impl fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainHash({})", self.to_hex())
+    }
+}
+
+/// `hash(n) = BLAKE3("kept-ledger-v1" ‖ seq(n) ‖ hash(n-1) ‖ bytes(n))`. The sequence number is
+/// inside the hash so that moving a record to another position breaks the chain even if its
+/// neighbours were rewritten consistently.
+pub fn chain_hash(prev: &ChainHash, seq: u64, bytes: &[u8]) -> ChainHash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"kept-ledger-v1");
+    h.update(&seq.to_be_bytes());
+    h.update(&prev.0);
+    h.update(bytes);
+    ChainHash(*h.finalize().as_bytes())
+}
+
+/// A record as stored: its position, its bytes exactly as written and its chain hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// 1-based position in the ledger; gapless.
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+    pub hash: ChainHash,
+}
+
+impl LedgerEntry {
+    /// Chains `record` after `prev` at position `seq`.
+    pub fn chain(prev: &ChainHash, seq: u64, record: &ConsentRecord) -> LedgerEntry {
+        let bytes = encode(record);
+        let hash = chain_hash(prev, seq, &bytes);
+        LedgerEntry { seq, bytes, hash }
+    }
+}
+
+/// A signed statement that the ledger had `hash` at position `seq` at time `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: ChainHash,
+    pub at: UnixMillis,
+    /// Hex of the first 8 bytes of BLAKE3(public key): which key signed.
+    pub key_id: String,
+    pub signature: [u8; 64],
+}
+
+impl Checkpoint {
+    fn message(seq: u64, hash: &ChainHash, at: UnixMillis) -> Vec<u8> {
+        let mut m = Vec::with_capacity(64);
+        m.extend_from_slice(b"kept-ledger-checkpoint-v1");
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(&hash.0);
+        m.extend_from_slice(&at.to_be_bytes());
+        m
+    }
+
+    pub fn sign(key: &SigningKey, seq: u64, hash: ChainHash, at: UnixMillis) -> Checkpoint {
+        let signature = key.sign(&Checkpoint::message(seq, &hash, at)).to_bytes();
+        Checkpoint {
+            seq,
+            hash,
+            at,
+            key_id: key_id(&key.verifying_key()),
+            signature,
+        }
+    }
+
+    pub fn verify_signature(&self, key: &VerifyingKey) -> bool {
+        let sig = Signature::from_bytes(&self.signature);
+        key.verify(&Checkpoint::message(self.seq, &self.hash, self.at), &sig)
+            .is_ok()
+    }
+}
+
+/// A short, stable name for a verifying key.
+pub fn key_id(key: &VerifyingKey) -> String {
+    let digest = blake3::hash(key.as_bytes());
+    hex::encode(digest.as_bytes().get(..8).unwrap_or_default())
+}
+
+/// What `verify` found wrong first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("record {found} is out of place: expected record {expected}")]
+    Sequence { expected: u64, found: u64 },
+    #[error("record {seq} does not decode: {error}")]
+    Decode { seq: u64, error: DecodeError },
+    #[error(
+        "record {seq} has been altered: its hash does not follow from its bytes and the record before it"
+    )]
+    Hash { seq: u64 },
+    #[error("record {seq}'s columns disagree with its stored bytes ({field})")]
+    Column { seq: u64, field: &'static str },
+    #[error("checkpoint at record {seq} is not signed by the ledger key")]
+    CheckpointSignature { seq: u64 },
+    #[error(
+        "checkpoint at record {seq} does not match the ledger: a record up to {seq} was changed, removed or reordered"
+    )]
+    CheckpointMismatch { seq: u64 },
+    #[error(
+        "checkpoint at record {seq} is beyond the end of the ledger ({len} records): records were deleted"
+    )]
+    CheckpointBeyondEnd { seq: u64, len: u64 },
+}
+
+/// Streaming verifier: feed it stored rows in `seq` order, then the checkpoints.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    prev: ChainHash,
+    next_seq: u64,
+    /// Hashes at checkpointed positions, filled as rows pass by.
+    wanted: std::collections::BTreeMap<u64, Option<ChainHash>>,
+}
+
+impl ChainVerifier {
+    /// `checkpoint_seqs`: the positions whose hashes the checkpoints will be compared with.
+    pub fn new(checkpoint_seqs: impl IntoIterator<Item = u64>) -> ChainVerifier {
+        ChainVerifier {
+            prev: ChainHash::GENESIS,
+            next_seq: 1,
+            wanted: checkpoint_seqs.into_iter().map(|s| (s, None)).collect(),
+        }
+    }
+
+    /// Checks the next stored row. `subject` is the row's subject column, if it has one, which
+    /// must agree with the bytes.
+    pub fn push(
+        &mut self,
+        seq: u64,
+        bytes: &[u8],
+        stored_hash: &ChainHash,
+        subject: Option<SubjectId>,
+    ) -> Result<(), VerifyError> {
+        if seq != self.next_seq {
+            return Err(VerifyError::Sequence {
+                expected: self.next_seq,
+                found: seq,
+            });
+        }
+        let computed = chain_hash(&self.prev, seq, bytes);
+        if &computed != stored_hash {
+            return Err(VerifyError::Hash { seq });
+        }
+        let record = decode(bytes).map_err(|error| VerifyError::Decode { seq, error })?;
+        if subject.is_some_and(|s| s != record.subject) {
+            return Err(VerifyError::Column {
+                seq,
+                field: "subject",
+            });
+        }
+        if let Some(slot) = self.wanted.get_mut(&seq) {
+            *slot = Some(computed);
+        }
+        self.prev = computed;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Number of rows verified so far.
+    pub fn len(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The hash of the last verified row.
+    pub fn tip(&self) -> ChainHash {
+        self.prev
+    }
+
+    /// Checks the checkpoints (in any order) once every row has been pushed.
+    pub fn finish(
+        &self,
+        checkpoints: &[Checkpoint],
+        key: &VerifyingKey,
+    ) -> Result<(), VerifyError> {
+        let mut sorted: Vec<&Checkpoint> = checkpoints.iter().collect();
+        sorted.sort_by_key(|c| c.seq);
+        for cp in sorted {
+            if !cp.verify_signature(key) {
+                return Err(VerifyError::CheckpointSignature { seq: cp.seq });
+            }
+            match self.wanted.get(&cp.seq).copied().flatten() {
+                Some(h) if h == cp.hash => {}
+                Some(_) => return Err(VerifyError::CheckpointMismatch { seq: cp.seq }),
+                None => {
+                    return Err(VerifyError::CheckpointBeyondEnd {
+                        seq: cp.seq,
+                        len: self.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample(subject: u32) -> ConsentRecord {
+        ConsentRecord {
+            subject: SubjectId(subject),
+            purpose: "marketing.communications".into(),
+            channel: Some("sms".into()),
+            topic: None,
+            action: ConsentAction::Given,
+            notice: Some(NoticeRef {
+                id: "sms_marketing".into(),
+                version: 2,
+                hash: "ab".repeat(32),
+            }),
+            regime: "us".into(),
+            source: "preference_center".into(),
+            method: CollectionMethod::Written,
+            evidence: Evidence {
+                ip_hash: Some("cd".repeat(32)),
+                user_agent: Some("Mozilla/5.0".into()),
+                text_hash: None,
+                reference: None,
+            },
+            at: 1_790_000_000_000,
+        }
+    }
+
+    fn opt_text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(".{0,20}")
+    }
+
+    prop_compose! {
+        fn any_record()(
+            subject in any::<u32>(), purpose in ".{0,30}", channel in opt_text(), topic in opt_text(),
+            action in proptest::sample::select(ConsentAction::ALL.to_vec()),
+            method in proptest::sample::select(CollectionMethod::ALL.to_vec()),
+            notice in proptest::option::of((".{0,10}", any::<u32>(), "[0-9a-f]{64}")),
+            regime in "[a-z_]{2,10}", source in ".{0,12}",
+            ip in opt_text(), ua in opt_text(), text in opt_text(), reference in opt_text(),
+            at in any::<i64>(),
+        ) -> ConsentRecord {
+            ConsentRecord {
+                subject: SubjectId(subject), purpose, channel, topic, action,
+                notice: notice.map(|(id, version, hash)| NoticeRef { id, version, hash }),
+                regime, source, method,
+                evidence: Evidence { ip_hash: ip, user_agent: ua, text_hash: text, reference },
+                at,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn encoding_round_trips(record in any_record()) {
+            let bytes = encode(&record);
+            prop_assert_eq!(decode(&bytes), Ok(record.clone()));
+            prop_assert_eq!(encode(&decode(&bytes).unwrap()), bytes);
+        }
+
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(record) = decode(&bytes) {
+                prop_assert_eq!(encode(&record), bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn decoding_rejects_trailing_and_truncated_bytes() {
+        let mut bytes = encode(&sample(7));
+        bytes.push(0);
+        assert_eq!(decode(&bytes), Err(DecodeError::Trailing(1)));
+        bytes.truncate(bytes.len() - 3);
+        assert!(matches!(decode(&bytes), Err(DecodeError::Truncated(_))));
+    }
+
+    fn chain(n: u32) -> Vec<LedgerEntry> {
+        let mut prev = ChainHash::GENESIS;
+        (1..=n)
+            .map(|i| {
+                let e = LedgerEntry::chain(&prev, u64::from(i), &sample(i));
+                prev = e.hash;
+                e
+            })
+            .collect()
+    }
+
+    fn verify(
+        entries: &[LedgerEntry],
+        cps: &[Checkpoint],
+        key: &VerifyingKey,
+    ) -> Result<(), VerifyError> {
+        let mut v = ChainVerifier::new(cps.iter().map(|c| c.seq));
+        for e in entries {
+            v.push(e.seq, &e.bytes, &e.hash, None)?;
+        }
+        v.finish(cps, key)
+    }
+
+    #[test]
+    fn verifier_names_the_first_bad_record() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let entries = chain(10);
+        let cps = vec![Checkpoint::sign(&key, 10, entries[9].hash, 0)];
+        assert_eq!(verify(&entries, &cps, &key.verifying_key()), Ok(()));
+
+        let mut edited = entries.clone();
+        edited[4].bytes = encode(&ConsentRecord {
+            action: ConsentAction::Withdrawn,
+            ..sample(5)
+        });
+        assert_eq!(
+            verify(&edited, &cps, &key.verifying_key()),
+            Err(VerifyError::Hash { seq: 5 })
+        );
+
+        let mut deleted = entries.clone();
+        deleted.remove(3);
+        assert_eq!(
+            verify(&deleted, &cps, &key.verifying_key()),
+            Err(VerifyError::Sequence {
+                expected: 4,
+                found: 5
+            })
+        );
+
+        let truncated = &entries[..8];
+        assert_eq!(
+            verify(truncated, &cps, &key.verifying_key()),
+            Err(VerifyError::CheckpointBeyondEnd { seq: 10, len: 8 })
+        );
+
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let forged = vec![Checkpoint::sign(&other, 10, entries[9].hash, 0)];
+        assert_eq!(
+            verify(&entries, &forged, &key.verifying_key()),
+            Err(VerifyError::CheckpointSignature { seq: 10 })
+        );
+    }
+
+    #[test]
+    fn rewriting_the_whole_tail_is_caught_by_a_checkpoint() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let entries = chain(10);
+        let cps = vec![Checkpoint::sign(&key, 10, entries[9].hash, 0)];
+        // An attacker with database access rewrites record 3 and re-chains everything after it.
+        let mut rewritten: Vec<LedgerEntry> = entries[..2].to_vec();
+        let mut prev = entries[1].hash;
+        for i in 3..=10u32 {
+            let mut r = sample(i);
+            if i == 3 {
+                r.action = ConsentAction::Withdrawn;
+            }
+            let e = LedgerEntry::chain(&prev, u64::from(i), &r);
+            prev = e.hash;
+            rewritten.push(e);
+        }
+        assert_eq!(
+            verify(&rewritten, &cps, &key.verifying_key()),
+            Err(VerifyError::CheckpointMismatch { seq: 10 })
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Kept's domain: the manifest, the rulebook, the decision engine, the in-memory index and the
+//! consent ledger's encoding. Nothing here touches a socket, a file or the clock: time and
+//! randomness are inputs, so every rule can be tested as a pure function.
+
+pub mod ids;
+pub mod ledger;
+pub mod manifest;
+pub mod regime;
+pub mod subject;
+
+pub use ids::SubjectId;
+
+/// Milliseconds since the Unix epoch, UTC. Domain code takes `now` as one of these.
+pub type UnixMillis = i64;

@@ -1,0 +1,215 @@
+//! The typed manifest. Produced only by loading and checking a `kept.toml`; keys of every map
+//! are the ids used everywhere else (purpose keys, channel keys, notice ids, …).
+
+use crate::regime::Regime;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A checked manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub organisation: Organisation,
+    pub teams: BTreeMap<String, Team>,
+    pub purposes: BTreeMap<String, Purpose>,
+    pub channels: BTreeMap<String, Channel>,
+    pub topics: BTreeMap<String, Topic>,
+    /// Custom data categories declared by the manifest (fideslang keys are known built-in).
+    pub categories: BTreeMap<String, Category>,
+    pub notices: BTreeMap<String, Notice>,
+    pub collection_points: BTreeMap<String, CollectionPoint>,
+    pub systems: BTreeMap<String, System>,
+    pub rules: Rules,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organisation {
+    pub name: String,
+    pub contact_email: String,
+    pub dpo: Option<Person>,
+    /// Postal address, shown in marketing messages (CAN-SPAM) and the preference center.
+    pub postal_address: Option<String>,
+    /// Brand colour for customer-facing pages, `#RRGGBB`.
+    pub brand_colour: Option<String>,
+    /// Locales the customer-facing pages offer, the first being the default.
+    pub locales: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    pub name: String,
+    /// Email addresses of the people who answer for this team.
+    pub owners: Vec<String>,
+}
+
+/// The lawful basis a purpose relies on (GDPR Art. 6(1) and its equivalents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegalBasis {
+    Consent,
+    Contract,
+    LegalObligation,
+    VitalInterests,
+    PublicTask,
+    LegitimateInterests,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purpose {
+    /// Human name ("Marketing messages").
+    pub name: String,
+    pub description: String,
+    /// Team id.
+    pub owner: String,
+    /// The basis per regime; `default` applies where a regime has no entry.
+    pub legal_basis: BTreeMap<RegimeKey, LegalBasis>,
+    /// How long data used for this purpose is kept, in days.
+    pub retention_days: u32,
+    /// ePrivacy soft opt-in may be used for this purpose (email marketing of own similar
+    /// products to customers whose email came from a purchase).
+    pub soft_opt_in: bool,
+    /// Other purposes whose collected data this purpose may also use (declared compatible).
+    pub compatible_with: Vec<String>,
+}
+
+/// A regime, or the fallback used for every regime without an entry of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegimeKey {
+    Default,
+    #[serde(untagged)]
+    Regime(Regime),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    pub name: String,
+    pub description: String,
+    /// Purpose key the topic belongs to.
+    pub purpose: String,
+    /// Channel keys the topic is sent on.
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Category {
+    pub name: String,
+    pub description: String,
+    /// A special / sensitive category (GDPR Art. 9, CPRA sensitive PI): needs explicit consent.
+    pub sensitive: bool,
+}
+
+/// A promise: the versioned text shown when data was collected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub version: u32,
+    /// Text per locale (`en`, `de`, …).
+    pub locales: BTreeMap<String, NoticeText>,
+    /// Data category keys this notice covers.
+    pub categories: Vec<String>,
+    /// Purpose keys it promises.
+    pub purposes: Vec<String>,
+    /// Channel keys it promises.
+    pub channels: Vec<String>,
+    /// Lowercase hex BLAKE3 of the notice's canonical content; computed at load, never typed.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeText {
+    pub title: String,
+    pub text: String,
+}
+
+/// What kind of interaction a collection point is; the rulebook reads it (a purchase starts
+/// CASL implied consent and makes ePrivacy soft opt-in possible).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectionKind {
+    Purchase,
+    Inquiry,
+    Signup,
+    Account,
+    Preference,
+    Other,
+}
+
+/// A form or API where data enters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionPoint {
+    pub name: String,
+    /// Notice id shown at this point.
+    pub notice: String,
+    pub kind: CollectionKind,
+    /// Field name → data category key.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A system that uses personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct System {
+    pub name: String,
+    /// Team id.
+    pub owner: String,
+    pub uses: Vec<SystemUse>,
+    pub webhook: Option<Webhook>,
+}
+
+/// One declared use: a purpose, the categories it reads, and the channels it reaches people on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemUse {
+    pub purpose: String,
+    pub categories: Vec<String>,
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    /// Name of the environment variable holding the signing secret (never the secret itself).
+    pub secret_env: Option<String>,
+}
+
+/// The organisation's own rules, checked by `kept lint`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rules {
+    pub forbid: Vec<ForbiddenUse>,
+}
+
+/// "Never use `category` for `purpose`"; both may end in `.*` to cover a whole branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForbiddenUse {
+    pub category: String,
+    pub purpose: String,
+    pub reason: String,
+}
+
+/// Ways the manifest tightens the rulebook (never loosens it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub tighten: Vec<Tightening>,
+}
+
+/// Require opt-in consent for a purpose (branch) and channel in a regime where the law
+/// would allow less (e.g. all US subjects opt-in for SMS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tightening {
+    /// `None` = every regime.
+    pub regime: Option<Regime>,
+    /// A purpose key, or a branch ending in `.*`.
+    pub purpose: String,
+    /// `None` = every channel.
+    pub channel: Option<String>,
+    pub reason: String,
+}

@@ -1,0 +1,1 @@
+//! Kept's `Store` on PostgreSQL, selected by a `postgres://` database URL.

@@ -1,0 +1,210 @@
+//! The `Store` trait every Kept database backend implements, the types it speaks, and the
+//! conformance suite (`conformance`) that runs unchanged against each backend.
+//!
+//! INVARIANT: a write method returns `Ok` only after its transaction has committed.
+
+use async_trait::async_trait;
+use kept_core::ledger::{Checkpoint, ConsentRecord, LedgerEntry};
+use kept_core::subject::{ChannelPreference, Contact, Subject, Trait};
+use kept_core::{SubjectId, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+pub mod conformance;
+pub mod group_commit;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A storage failure, with a stable code for the HTTP and CLI layers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("{what} `{key}` already exists")]
+    Conflict { what: &'static str, key: String },
+    #[error("{what} `{key}` not found")]
+    NotFound { what: &'static str, key: String },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl StoreError {
+    /// Stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "store.unavailable",
+            StoreError::Migration(_) => "store.migration",
+            StoreError::Conflict { .. } => "store.conflict",
+            StoreError::NotFound { .. } => "store.not_found",
+            StoreError::Corrupt(_) => "store.corrupt",
+            StoreError::Closed => "store.closed",
+            StoreError::Database(_) => "store.database",
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An API key's role. Roles are not hierarchical except that `admin` may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Write events only; safe to ship in a browser.
+    Collect,
+    /// Decisions and audiences.
+    Decide,
+    /// Data subject requests, the ledger, subject data.
+    Privacy,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Collect, Role::Decide, Role::Privacy, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Collect => "collect",
+            Role::Decide => "decide",
+            Role::Privacy => "privacy",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether a key with this role may call an endpoint that requires `required`.
+    pub fn permits(self, required: Role) -> bool {
+        self == Role::Admin || self == required
+    }
+}
+
+/// An API key as stored: only a hash of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Public, non-secret prefix shown in listings (`kept_ab12cd34`).
+    pub id: String,
+    /// BLAKE3 of the full secret key.
+    pub hash: [u8; 32],
+    pub role: Role,
+    pub name: String,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// A notice's content hash as it was when last recorded, for `kept lint` to detect a text change
+/// without a version bump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeHash {
+    pub notice_id: String,
+    pub version: u32,
+    pub hash: String,
+    pub recorded_at: UnixMillis,
+}
+
+/// A subject to create; the store assigns its dense id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubject {
+    pub user_id: Option<String>,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub time_zone: Option<String>,
+    pub created_at: UnixMillis,
+}
+
+/// A raw ledger row for verification: the columns exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub seq: u64,
+    pub subject: SubjectId,
+    pub bytes: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// Persistence for Kept. One implementation per database; all pass `conformance`.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Cheap liveness check for `/healthz`.
+    async fn ping(&self) -> Result<()>;
+
+    // --- consent ledger -------------------------------------------------------------------
+
+    /// Appends one record, chained after the current tip. Concurrent calls are batched into
+    /// one transaction (group commit); each returns only after that transaction committed.
+    async fn append_consent(&self, record: ConsentRecord) -> Result<LedgerEntry>;
+
+    /// Appends several records atomically, in order, in one transaction.
+    async fn append_consents(&self, records: Vec<ConsentRecord>) -> Result<Vec<LedgerEntry>>;
+
+    /// Rows with `seq > after`, in `seq` order, at most `limit`.
+    async fn ledger_rows(&self, after: u64, limit: u32) -> Result<Vec<LedgerRow>>;
+
+    /// Every entry of one subject, in `seq` order.
+    async fn ledger_for_subject(&self, subject: SubjectId) -> Result<Vec<LedgerEntry>>;
+
+    /// Number of records in the ledger (the tip's `seq`).
+    async fn ledger_len(&self) -> Result<u64>;
+
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()>;
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    // --- notices --------------------------------------------------------------------------
+
+    /// Records the hashes of the manifest's notices (idempotent per id and version).
+    async fn record_notice_hashes(&self, hashes: &[NoticeHash]) -> Result<()>;
+    async fn notice_hashes(&self) -> Result<Vec<NoticeHash>>;
+
+    // --- API keys -------------------------------------------------------------------------
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// The key with this hash if it exists and is not revoked.
+    async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>>;
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> Result<()>;
+
+    // --- settings (small values such as generated secrets) -----------------------------
+
+    async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets `key` only if it has no value yet; returns the value that is stored afterwards
+    /// (so two servers starting at once agree on one generated secret).
+    async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
+
+    // --- subjects -------------------------------------------------------------------------
+
+    /// Creates subjects in one transaction; ids are assigned densely in order.
+    async fn insert_subjects(&self, subjects: Vec<NewSubject>) -> Result<Vec<SubjectId>>;
+    async fn subject(&self, id: SubjectId) -> Result<Option<Subject>>;
+    async fn subject_by_user_id(&self, user_id: &str) -> Result<Option<SubjectId>>;
+    /// Subjects with `id > after`, in id order, at most `limit` (for index builds and exports).
+    async fn subjects_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Subject>>;
+    async fn subject_count(&self) -> Result<u64>;
+    async fn set_erasure_requested(&self, id: SubjectId, at: Option<UnixMillis>) -> Result<()>;
+
+    /// Inserts or replaces traits (keyed by subject and trait key), with provenance.
+    async fn upsert_traits(&self, traits: Vec<Trait>) -> Result<()>;
+    async fn traits(&self, subject: SubjectId) -> Result<Vec<Trait>>;
+    /// Traits of subjects with `id > after`, ordered by subject, for index builds.
+    async fn traits_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Trait>>;
+
+    async fn put_channel_preference(&self, pref: &ChannelPreference) -> Result<()>;
+    async fn channel_preferences(&self, subject: SubjectId) -> Result<Vec<ChannelPreference>>;
+    async fn all_channel_preferences(&self) -> Result<Vec<ChannelPreference>>;
+
+    async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()>;
+    /// Contacts at or after `since`, for rebuilding frequency counters.
+    async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>>;
+}
