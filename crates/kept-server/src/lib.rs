@@ -1,1 +1,4 @@
-//! Kept's HTTP server.
+//! Kept's HTTP server: the APIs, the pages, configuration and authentication.
+
+pub mod ledger;
+pub mod store;

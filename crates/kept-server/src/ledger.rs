@@ -1,0 +1,1 @@
+//! The consent ledger service: appends through the store and signs checkpoints.
