@@ -28,6 +28,8 @@ enum Command {
     /// Manage API keys
     #[command(subcommand)]
     Keys(cmd::keys::Command),
+    /// Print the HTTP API's OpenAPI document
+    Openapi(cmd::openapi::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
             Command::Lint(args) => cmd::lint::run(args).await,
             Command::Ledger(c) => cmd::ledger::run(c).await,
             Command::Keys(c) => cmd::keys::run(c).await,
+            Command::Openapi(args) => cmd::openapi::run(args).await,
         }
     });
     match result {

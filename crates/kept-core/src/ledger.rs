@@ -441,6 +441,35 @@ pub enum VerifyError {
     CheckpointBeyondEnd { seq: u64, len: u64 },
 }
 
+impl VerifyError {
+    /// Stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Sequence { .. } => "ledger.sequence",
+            VerifyError::Decode { .. } => "ledger.decode",
+            VerifyError::Hash { .. } => "ledger.hash",
+            VerifyError::Column { .. } => "ledger.column",
+            VerifyError::CheckpointSignature { .. } => "ledger.checkpoint_signature",
+            VerifyError::CheckpointMismatch { .. } => "ledger.checkpoint_mismatch",
+            VerifyError::CheckpointBeyondEnd { .. } => "ledger.checkpoint_beyond_end",
+        }
+    }
+
+    /// The first record found bad: for a gap or a cut end, the first missing one; for a
+    /// checkpoint that does not match or is not signed, the record it signs.
+    pub fn seq(&self) -> u64 {
+        match self {
+            VerifyError::Sequence { expected, .. } => *expected,
+            VerifyError::CheckpointBeyondEnd { len, .. } => len + 1,
+            VerifyError::Decode { seq, .. }
+            | VerifyError::Hash { seq }
+            | VerifyError::Column { seq, .. }
+            | VerifyError::CheckpointSignature { seq }
+            | VerifyError::CheckpointMismatch { seq } => *seq,
+        }
+    }
+}
+
 /// Streaming verifier: feed it stored rows in `seq` order, then the checkpoints.
 #[derive(Debug)]
 pub struct ChainVerifier {

@@ -2,10 +2,17 @@
 //! consent ledger's encoding. Nothing here touches a socket, a file or the clock: time and
 //! randomness are inputs, so every rule can be tested as a pure function.
 
+pub mod audience;
+pub mod decision;
+pub mod demo;
+pub mod fideslang;
 pub mod ids;
+pub mod index;
 pub mod ledger;
+pub mod lint;
 pub mod manifest;
 pub mod regime;
+pub mod rulebook;
 pub mod subject;
 
 pub use ids::SubjectId;

@@ -1,4 +1,22 @@
 //! Kept's HTTP server: the APIs, the pages, configuration and authentication.
+//!
+//! `app::router` builds the axum application (what tests drive with `oneshot`);
+//! `server::Server` opens the store, binds and serves until a signal; `config` is the layered
+//! configuration.
 
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod error;
 pub mod ledger;
+pub mod observe;
+pub mod openapi;
+pub mod routes;
+pub mod server;
 pub mod store;
+
+pub use app::{AppState, router};
+pub use config::Config;
+pub use error::ApiError;
+pub use server::{ServeError, Server, serve};

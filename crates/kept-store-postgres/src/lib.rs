@@ -1,1 +1,1001 @@
 //! Kept's `Store` on PostgreSQL, selected by a `postgres://` database URL.
+//!
+//! Several Kept servers may share one database. Each batches its ledger appends through its own
+//! group committer; every batch locks the one-row `ledger_tip` table before reading the tip, so
+//! the servers' batches extend one chain one after the other. Batches are inserted with
+//! `UNNEST` over arrays: one statement, prepared once, whatever the batch size.
+
+use async_trait::async_trait;
+use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
+use kept_core::subject::{ChannelPreference, Contact, Provenance, Subject, Trait};
+use kept_core::{SubjectId, UnixMillis};
+use kept_store::columns::{
+    chain_hash, dense_ids, frequency, ledger_subject, quiet_hours, subject_id, to_i64, to_u32,
+    to_u64,
+};
+use kept_store::group_commit::{
+    BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, plan_hot_batch,
+};
+use kept_store::{
+    ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
+    first_duplicate_user_id, last_trait_wins,
+};
+use sqlx::{Connection, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows the group committer puts in one transaction at most.
+const MAX_BATCH_ROWS: usize = 20_000;
+
+/// Kept's store in a PostgreSQL database.
+pub struct PostgresStore {
+    /// The URL with its password replaced, for `Debug` and errors.
+    redacted_url: String,
+    pool: PgPool,
+    hot: GroupCommit<HotWriter>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.redacted_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password (in the user info or a `password=` parameter) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    for (start, end) in password_spans(url).into_iter().rev() {
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
+/// Byte ranges of `url` that hold a password. Over-matching is harmless, missing one is not, so
+/// the user info ends at the last `@` before the query even if a path follows.
+fn password_spans(url: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let query_start = url.find('?').unwrap_or(url.len());
+    if let (Some(scheme_end), Some(head)) = (url.find("://"), url.get(..query_start)) {
+        let user_start = scheme_end + 3;
+        if let Some(at) = head.rfind('@').filter(|&at| at > user_start) {
+            if let Some(colon) = head.get(user_start..at).and_then(|ui| ui.find(':')) {
+                spans.push((user_start + colon + 1, at));
+            }
+        }
+    }
+    let mut offset = query_start + 1;
+    for pair in url.get(offset..).unwrap_or_default().split('&') {
+        if let Some((k, v)) = pair.split_once('=') {
+            if k.eq_ignore_ascii_case("password") && !v.is_empty() {
+                let start = offset + k.len() + 1;
+                spans.push((start, start + v.len()));
+            }
+        }
+        offset += pair.len() + 1;
+    }
+    spans
+}
+
+/// Removes `url`'s password, as written and percent-decoded, from a driver message.
+fn scrub(message: &str, url: &str) -> String {
+    let mut out = message.to_string();
+    for (start, end) in password_spans(url) {
+        if let Some(raw) = url.get(start..end) {
+            for secret in [raw.to_string(), percent_decode(raw)] {
+                if !secret.is_empty() {
+                    out = out.replace(&secret, "***");
+                }
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl PostgresStore {
+    /// Connects, runs the migrations and starts the group committer (inside a Tokio runtime).
+    pub async fn connect(url: &str) -> Result<PostgresStore> {
+        let redacted_url = redact_url(url);
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Unavailable(scrub(
+                &format!("invalid database url `{redacted_url}`: {e}"),
+                url,
+            ))
+        })?;
+        let unreachable = |e: sqlx::Error| {
+            StoreError::Unavailable(scrub(
+                &format!("cannot connect to `{redacted_url}`: {e}"),
+                url,
+            ))
+        };
+        // One direct connection first: the pool would keep retrying a refused connection until
+        // its acquire timeout, and a wrong URL should fail at once.
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(unreachable)?
+            .close()
+            .await
+            .map_err(unreachable)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(unreachable)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(scrub(&e.to_string(), url)))?;
+        let hot = GroupCommit::start(HotWriter { pool: pool.clone() }, MAX_BATCH_ROWS);
+        Ok(PostgresStore {
+            redacted_url,
+            pool,
+            hot,
+        })
+    }
+
+    async fn hot(&self, write: HotWrite) -> Result<HotWritten> {
+        self.hot.submit(write).await
+    }
+
+    /// After a unique violation: the first user id of `subjects` that was already taken.
+    async fn taken_user_id(&self, subjects: &[NewSubject]) -> Option<String> {
+        if let Some(dup) = first_duplicate_user_id(subjects) {
+            return Some(dup.to_string());
+        }
+        let user_ids: Vec<&str> = subjects
+            .iter()
+            .filter_map(|s| s.user_id.as_deref())
+            .collect();
+        sqlx::query_scalar("SELECT user_id FROM subjects WHERE user_id = ANY($1) LIMIT 1")
+            .bind(&user_ids)
+            .fetch_optional(&self.pool)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// After a foreign key violation: names the first of `subjects` that does not exist.
+    async fn missing_subject(
+        &self,
+        e: sqlx::Error,
+        subjects: impl IntoIterator<Item = SubjectId>,
+    ) -> StoreError {
+        if !matches!(&e, sqlx::Error::Database(d) if d.is_foreign_key_violation()) {
+            return db(e);
+        }
+        let mut checked = std::collections::HashSet::new();
+        for id in subjects {
+            if checked.insert(id) && matches!(self.subject(id).await, Ok(None)) {
+                return StoreError::NotFound {
+                    what: "subject",
+                    key: id.to_string(),
+                };
+            }
+        }
+        db(e)
+    }
+}
+
+/// The group committer's side: one transaction per batch.
+struct HotWriter {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl BatchWriter for HotWriter {
+    type Item = HotWrite;
+    type Output = HotWritten;
+
+    async fn write_batch(&mut self, batch: Vec<HotWrite>) -> Result<Vec<HotWritten>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let appends = batch.iter().any(|w| matches!(w, HotWrite::Consents(_)));
+        // Only a batch that appends takes the tip's lock; contacts need no order.
+        let tip = if appends {
+            lock_tip(&mut tx).await?
+        } else {
+            (0, ChainHash::GENESIS)
+        };
+        let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
+        if !rows.is_empty() {
+            insert_ledger_rows(&mut tx, &rows, seq, &hash).await?;
+        }
+        if !contacts.is_empty() {
+            insert_contacts(&mut tx, &contacts).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(answer_hot_batch(&batch, rows))
+    }
+
+    fn weight(item: &HotWrite) -> usize {
+        item.rows()
+    }
+}
+
+async fn lock_tip(conn: &mut PgConnection) -> Result<(u64, ChainHash)> {
+    let row = sqlx::query("SELECT seq, hash FROM ledger_tip WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    let seq = to_u64(row.try_get(0).map_err(db)?, "ledger tip")?;
+    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
+    Ok((seq, chain_hash(seq, &hash)?))
+}
+
+async fn insert_ledger_rows(
+    conn: &mut PgConnection,
+    rows: &[ChainedRow],
+    tip_seq: u64,
+    tip_hash: &ChainHash,
+) -> Result<()> {
+    let seqs: Vec<i64> = rows
+        .iter()
+        .map(|r| to_i64(r.entry.seq))
+        .collect::<Result<_>>()?;
+    let subjects: Vec<i64> = rows.iter().map(|r| r.subject).collect();
+    let ats: Vec<i64> = rows.iter().map(|r| r.at).collect();
+    let bytes: Vec<&[u8]> = rows.iter().map(|r| r.entry.bytes.as_slice()).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|r| r.entry.hash.0.as_slice()).collect();
+    // One round trip for the rows and the new tip (a data-modifying WITH always runs).
+    sqlx::query(
+        "WITH appended AS (INSERT INTO ledger (seq, subject_id, at, bytes, hash) \
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[], $5::BYTEA[])) \
+         UPDATE ledger_tip SET seq = $6, hash = $7 WHERE id = 1",
+    )
+    .bind(&seqs)
+    .bind(&subjects)
+    .bind(&ats)
+    .bind(&bytes)
+    .bind(&hashes)
+    .bind(to_i64(tip_seq)?)
+    .bind(tip_hash.0.as_slice())
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn insert_contacts(conn: &mut PgConnection, contacts: &[&Contact]) -> Result<()> {
+    let subjects: Vec<i64> = contacts.iter().map(|c| i64::from(c.subject.0)).collect();
+    let channels: Vec<&str> = contacts.iter().map(|c| c.channel.as_str()).collect();
+    let purposes: Vec<&str> = contacts.iter().map(|c| c.purpose.as_str()).collect();
+    let topics: Vec<Option<&str>> = contacts.iter().map(|c| c.topic.as_deref()).collect();
+    let ats: Vec<i64> = contacts.iter().map(|c| c.at).collect();
+    sqlx::query(
+        "INSERT INTO contacts (subject_id, channel, purpose, topic, at) \
+         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])",
+    )
+    .bind(&subjects)
+    .bind(&channels)
+    .bind(&purposes)
+    .bind(&topics)
+    .bind(&ats)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    // --- consent ledger -------------------------------------------------------------------
+
+    async fn append_consent(&self, record: ConsentRecord) -> Result<LedgerEntry> {
+        match self.hot(HotWrite::Consents(vec![record])).await? {
+            HotWritten::Entries(entries) => entries.into_iter().next().ok_or_else(lost),
+            HotWritten::Contacts => Err(lost()),
+        }
+    }
+
+    async fn append_consents(&self, records: Vec<ConsentRecord>) -> Result<Vec<LedgerEntry>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.hot(HotWrite::Consents(records)).await? {
+            HotWritten::Entries(entries) => Ok(entries),
+            HotWritten::Contacts => Err(lost()),
+        }
+    }
+
+    async fn ledger_rows(&self, after: u64, limit: u32) -> Result<Vec<LedgerRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, subject_id, bytes, hash FROM ledger WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(ledger_row).collect()
+    }
+
+    async fn ledger_for_subject(&self, subject: SubjectId) -> Result<Vec<LedgerEntry>> {
+        let rows =
+            sqlx::query("SELECT seq, bytes, hash FROM ledger WHERE subject_id = $1 ORDER BY seq")
+                .bind(i64::from(subject.0))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let seq = to_u64(row.try_get(0).map_err(db)?, "ledger seq")?;
+                let hash: Vec<u8> = row.try_get(2).map_err(db)?;
+                Ok(LedgerEntry {
+                    seq,
+                    bytes: row.try_get(1).map_err(db)?,
+                    hash: chain_hash(seq, &hash)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ledger_len(&self) -> Result<u64> {
+        let len: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM ledger")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        to_u64(len, "ledger length")
+    }
+
+    async fn ledger_tip(&self) -> Result<Option<(u64, ChainHash)>> {
+        let row = sqlx::query("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let seq = to_u64(row.try_get(0).map_err(db)?, "ledger seq")?;
+                let hash: Vec<u8> = row.try_get(1).map_err(db)?;
+                Ok(Some((seq, chain_hash(seq, &hash)?)))
+            }
+        }
+    }
+
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        // Two servers may sign the same position; the first signature stands.
+        sqlx::query(
+            "INSERT INTO ledger_checkpoints (seq, hash, at, key_id, signature) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(to_i64(checkpoint.seq)?)
+        .bind(checkpoint.hash.0.as_slice())
+        .bind(checkpoint.at)
+        .bind(checkpoint.key_id.as_str())
+        .bind(checkpoint.signature.as_slice())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT seq, hash, at, key_id, signature FROM ledger_checkpoints ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(checkpoint_row).collect()
+    }
+
+    // --- notices --------------------------------------------------------------------------
+
+    async fn record_notice_hashes(&self, hashes: &[NoticeHash]) -> Result<()> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = hashes.iter().map(|h| h.notice_id.as_str()).collect();
+        let versions: Vec<i64> = hashes.iter().map(|h| i64::from(h.version)).collect();
+        let digests: Vec<&str> = hashes.iter().map(|h| h.hash.as_str()).collect();
+        let ats: Vec<i64> = hashes.iter().map(|h| h.recorded_at).collect();
+        sqlx::query(
+            "INSERT INTO notice_hashes (notice_id, version, hash, recorded_at) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[]) \
+             ON CONFLICT (notice_id, version) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&digests)
+        .bind(&ats)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn notice_hashes(&self) -> Result<Vec<NoticeHash>> {
+        let rows = sqlx::query(
+            "SELECT notice_id, version, hash, recorded_at FROM notice_hashes \
+             ORDER BY notice_id, version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(NoticeHash {
+                    notice_id: row.try_get(0).map_err(db)?,
+                    version: to_u32(row.try_get(1).map_err(db)?, "notice version")?,
+                    hash: row.try_get(2).map_err(db)?,
+                    recorded_at: row.try_get(3).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    // --- API keys -------------------------------------------------------------------------
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, hash, role, name, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.hash.as_slice())
+        .bind(key.role.as_str())
+        .bind(key.name.as_str())
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "api key", &key.id))?;
+        Ok(())
+    }
+
+    async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query(
+            "SELECT id, hash, role, name, created_at, revoked_at FROM api_keys \
+             WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(api_key_row).transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, hash, role, name, created_at, revoked_at FROM api_keys \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(api_key_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> Result<()> {
+        // Revoking twice keeps the first revocation time.
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "api key",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    // --- settings -------------------------------------------------------------------------
+
+    async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn put_setting(&self, key: &str, value: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        // Either this insert wins, or another's committed value is there to read: an insert
+        // that conflicts waits for the other transaction first.
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    // --- subjects -------------------------------------------------------------------------
+
+    async fn insert_subjects(&self, subjects: Vec<NewSubject>) -> Result<Vec<SubjectId>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = i64::try_from(subjects.len())
+            .map_err(|_| StoreError::Database("too many subjects in one call".into()))?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The row lock taken by this update orders concurrent inserts; a rollback gives the
+        // ids back, so they stay dense.
+        let first: i64 = sqlx::query_scalar(
+            "UPDATE subject_next_id SET next = next + $1 WHERE id = 1 RETURNING next - $1",
+        )
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let ids = dense_ids(to_u32(first, "subject id")?, subjects.len())?;
+        let id_column: Vec<i64> = ids.iter().map(|id| i64::from(id.0)).collect();
+        let user_ids: Vec<Option<&str>> = subjects.iter().map(|s| s.user_id.as_deref()).collect();
+        let countries: Vec<Option<&str>> = subjects.iter().map(|s| s.country.as_deref()).collect();
+        let regions: Vec<Option<&str>> = subjects.iter().map(|s| s.region.as_deref()).collect();
+        let zones: Vec<Option<&str>> = subjects.iter().map(|s| s.time_zone.as_deref()).collect();
+        let created: Vec<i64> = subjects.iter().map(|s| s.created_at).collect();
+        let inserted = sqlx::query(
+            "INSERT INTO subjects (id, user_id, country, region, time_zone, created_at) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+             $6::BIGINT[])",
+        )
+        .bind(&id_column)
+        .bind(&user_ids)
+        .bind(&countries)
+        .bind(&regions)
+        .bind(&zones)
+        .bind(&created)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            drop(tx);
+            return Err(match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict {
+                    what: "subject with user id",
+                    key: self.taken_user_id(&subjects).await.unwrap_or_default(),
+                },
+                _ => db(e),
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(ids)
+    }
+
+    async fn subject(&self, id: SubjectId) -> Result<Option<Subject>> {
+        let row = sqlx::query(&format!("{SUBJECT_COLUMNS} WHERE id = $1"))
+            .bind(i64::from(id.0))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(subject_row).transpose()
+    }
+
+    async fn subject_by_user_id(&self, user_id: &str) -> Result<Option<SubjectId>> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM subjects WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        id.map(subject_id).transpose()
+    }
+
+    async fn subjects_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Subject>> {
+        let rows = sqlx::query(&format!(
+            "{SUBJECT_COLUMNS} WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after.map_or(-1, |s| i64::from(s.0)))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(subject_row).collect()
+    }
+
+    async fn subject_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subjects")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        to_u64(n, "subject count")
+    }
+
+    async fn set_erasure_requested(&self, id: SubjectId, at: Option<UnixMillis>) -> Result<()> {
+        let done = sqlx::query("UPDATE subjects SET erasure_requested_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(i64::from(id.0))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "subject",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn upsert_traits(&self, traits: Vec<Trait>) -> Result<()> {
+        let traits = last_trait_wins(traits);
+        if traits.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<String> = traits
+            .iter()
+            .map(|t| serde_json::to_string(&t.value))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Database(format!("cannot encode a trait value: {e}")))?;
+        let subjects: Vec<i64> = traits.iter().map(|t| i64::from(t.subject.0)).collect();
+        let keys: Vec<&str> = traits.iter().map(|t| t.key.as_str()).collect();
+        let categories: Vec<&str> = traits.iter().map(|t| t.category.as_str()).collect();
+        let points: Vec<&str> = traits
+            .iter()
+            .map(|t| t.provenance.collection_point.as_str())
+            .collect();
+        let notices: Vec<&str> = traits
+            .iter()
+            .map(|t| t.provenance.notice_id.as_str())
+            .collect();
+        let versions: Vec<i64> = traits
+            .iter()
+            .map(|t| i64::from(t.provenance.notice_version))
+            .collect();
+        let collected: Vec<i64> = traits.iter().map(|t| t.provenance.collected_at).collect();
+        let sources: Vec<&str> = traits
+            .iter()
+            .map(|t| t.provenance.source.as_str())
+            .collect();
+        let done = sqlx::query(
+            "INSERT INTO traits (subject_id, key, value, category, collection_point, notice_id, \
+             notice_version, collected_at, source) \
+             SELECT s, k, v::JSONB, c, p, n, nv, ca, src FROM UNNEST($1::BIGINT[], $2::TEXT[], \
+             $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[], $8::BIGINT[], \
+             $9::TEXT[]) AS t(s, k, v, c, p, n, nv, ca, src) \
+             ON CONFLICT (subject_id, key) DO UPDATE SET value = excluded.value, \
+             category = excluded.category, collection_point = excluded.collection_point, \
+             notice_id = excluded.notice_id, notice_version = excluded.notice_version, \
+             collected_at = excluded.collected_at, source = excluded.source",
+        )
+        .bind(&subjects)
+        .bind(&keys)
+        .bind(&values)
+        .bind(&categories)
+        .bind(&points)
+        .bind(&notices)
+        .bind(&versions)
+        .bind(&collected)
+        .bind(&sources)
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = done {
+            let subjects: Vec<SubjectId> = traits.iter().map(|t| t.subject).collect();
+                return Err(self.missing_subject(e, subjects).await);
+        }
+        Ok(())
+    }
+
+    async fn traits(&self, subject: SubjectId) -> Result<Vec<Trait>> {
+        let rows = sqlx::query(&format!(
+            "{TRAIT_COLUMNS} WHERE subject_id = $1 ORDER BY key"
+        ))
+        .bind(i64::from(subject.0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(trait_row).collect()
+    }
+
+    async fn traits_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Trait>> {
+        let rows = sqlx::query(&format!(
+            "{TRAIT_COLUMNS} WHERE subject_id IN (SELECT DISTINCT subject_id FROM traits \
+             WHERE subject_id > $1 ORDER BY subject_id LIMIT $2) ORDER BY subject_id, key"
+        ))
+        .bind(after.map_or(-1, |s| i64::from(s.0)))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(trait_row).collect()
+    }
+
+    async fn put_channel_preference(&self, pref: &ChannelPreference) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO channel_preferences (subject_id, channel, frequency_max, \
+             frequency_period, quiet_start, quiet_end, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (subject_id, channel) DO UPDATE SET \
+             frequency_max = excluded.frequency_max, frequency_period = excluded.frequency_period, \
+             quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(i64::from(pref.subject.0))
+        .bind(pref.channel.as_str())
+        .bind(pref.frequency.map(|f| i64::from(f.max)))
+        .bind(pref.frequency.map(|f| f.period.as_str()))
+        .bind(pref.quiet_hours.map(|q| i64::from(q.start_minute)))
+        .bind(pref.quiet_hours.map(|q| i64::from(q.end_minute)))
+        .bind(pref.updated_at)
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = done {
+            return Err(self.missing_subject(e, [pref.subject]).await);
+        }
+        Ok(())
+    }
+
+    async fn channel_preferences(&self, subject: SubjectId) -> Result<Vec<ChannelPreference>> {
+        let rows = sqlx::query(&format!(
+            "{PREFERENCE_COLUMNS} WHERE subject_id = $1 ORDER BY channel"
+        ))
+        .bind(i64::from(subject.0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(preference_row).collect()
+    }
+
+    async fn all_channel_preferences(&self) -> Result<Vec<ChannelPreference>> {
+        let rows = sqlx::query(&format!(
+            "{PREFERENCE_COLUMNS} ORDER BY subject_id, channel"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(preference_row).collect()
+    }
+
+    async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        self.hot(HotWrite::Contacts(contacts)).await.map(|_| ())
+    }
+
+    async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>> {
+        let rows = sqlx::query(
+            "SELECT subject_id, channel, purpose, topic, at FROM contacts WHERE at >= $1 \
+             ORDER BY at, id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Contact {
+                    subject: subject_id(row.try_get(0).map_err(db)?)?,
+                    channel: row.try_get(1).map_err(db)?,
+                    purpose: row.try_get(2).map_err(db)?,
+                    topic: row.try_get(3).map_err(db)?,
+                    at: row.try_get(4).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.hot.close().await;
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+const SUBJECT_COLUMNS: &str = "SELECT id, user_id, country, region, time_zone, created_at, \
+     erasure_requested_at, suppressed FROM subjects";
+
+const TRAIT_COLUMNS: &str = "SELECT subject_id, key, value::TEXT, category, collection_point, \
+     notice_id, notice_version, collected_at, source FROM traits";
+
+const PREFERENCE_COLUMNS: &str = "SELECT subject_id, channel, frequency_max, frequency_period, \
+     quiet_start, quiet_end, updated_at FROM channel_preferences";
+
+fn ledger_row(row: &PgRow) -> Result<LedgerRow> {
+    let seq = to_u64(row.try_get(0).map_err(db)?, "ledger seq")?;
+    Ok(LedgerRow {
+        seq,
+        subject: ledger_subject(seq, row.try_get(1).map_err(db)?)?,
+        bytes: row.try_get(2).map_err(db)?,
+        hash: row.try_get(3).map_err(db)?,
+    })
+}
+
+fn checkpoint_row(row: &PgRow) -> Result<Checkpoint> {
+    let seq = to_u64(row.try_get(0).map_err(db)?, "checkpoint seq")?;
+    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
+    let signature: Vec<u8> = row.try_get(4).map_err(db)?;
+    Ok(Checkpoint {
+        seq,
+        hash: chain_hash(seq, &hash)?,
+        at: row.try_get(2).map_err(db)?,
+        key_id: row.try_get(3).map_err(db)?,
+        signature: signature.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "checkpoint at record {seq} has a malformed signature"
+            ))
+        })?,
+    })
+}
+
+fn api_key_row(row: &PgRow) -> Result<ApiKeyRecord> {
+    let id: String = row.try_get(0).map_err(db)?;
+    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
+    let role: String = row.try_get(2).map_err(db)?;
+    Ok(ApiKeyRecord {
+        hash: hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("api key `{id}` has a malformed hash")))?,
+        role: Role::parse(&role).ok_or_else(|| {
+            StoreError::Corrupt(format!("api key `{id}` has unknown role `{role}`"))
+        })?,
+        name: row.try_get(3).map_err(db)?,
+        created_at: row.try_get(4).map_err(db)?,
+        revoked_at: row.try_get(5).map_err(db)?,
+        id,
+    })
+}
+
+fn subject_row(row: &PgRow) -> Result<Subject> {
+    Ok(Subject {
+        id: subject_id(row.try_get(0).map_err(db)?)?,
+        user_id: row.try_get(1).map_err(db)?,
+        country: row.try_get(2).map_err(db)?,
+        region: row.try_get(3).map_err(db)?,
+        time_zone: row.try_get(4).map_err(db)?,
+        created_at: row.try_get(5).map_err(db)?,
+        erasure_requested_at: row.try_get(6).map_err(db)?,
+        suppressed: row.try_get(7).map_err(db)?,
+    })
+}
+
+fn trait_row(row: &PgRow) -> Result<Trait> {
+    let subject = subject_id(row.try_get(0).map_err(db)?)?;
+    let key: String = row.try_get(1).map_err(db)?;
+    let value: String = row.try_get(2).map_err(db)?;
+    Ok(Trait {
+        value: serde_json::from_str(&value).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "trait `{key}` of subject {subject} is not JSON: {e}"
+            ))
+        })?,
+        subject,
+        key,
+        category: row.try_get(3).map_err(db)?,
+        provenance: Provenance {
+            collection_point: row.try_get(4).map_err(db)?,
+            notice_id: row.try_get(5).map_err(db)?,
+            notice_version: to_u32(row.try_get(6).map_err(db)?, "notice version")?,
+            collected_at: row.try_get(7).map_err(db)?,
+            source: row.try_get(8).map_err(db)?,
+        },
+    })
+}
+
+fn preference_row(row: &PgRow) -> Result<ChannelPreference> {
+    let max: Option<i64> = row.try_get(2).map_err(db)?;
+    let period: Option<String> = row.try_get(3).map_err(db)?;
+    Ok(ChannelPreference {
+        subject: subject_id(row.try_get(0).map_err(db)?)?,
+        channel: row.try_get(1).map_err(db)?,
+        frequency: frequency(max, period.as_deref())?,
+        quiet_hours: quiet_hours(row.try_get(4).map_err(db)?, row.try_get(5).map_err(db)?)?,
+        updated_at: row.try_get(6).map_err(db)?,
+    })
+}
+
+fn lost() -> StoreError {
+    StoreError::Database("the group committer lost a write's result".into())
+}
+
+/// Maps a driver error to the store's vocabulary.
+fn db(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => StoreError::Closed,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+fn conflict(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict {
+            what,
+            key: key.to_string(),
+        },
+        _ => db(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        assert_eq!(
+            redact_url("postgres://kept:s3cret@db:5432/kept"),
+            "postgres://kept:***@db:5432/kept"
+        );
+        assert_eq!(
+            redact_url("postgresql://kept:p@ss@db/kept?sslmode=require"),
+            "postgresql://kept:***@db/kept?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://db/kept?user=kept&password=s3cret"),
+            "postgres://db/kept?user=kept&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://kept:pa/ss@db/kept"),
+            "postgres://kept:***@db/kept"
+        );
+        assert_eq!(
+            super::scrub("auth failed for p@ss w/ p%40ss", "postgres://k:p%40ss@db/x"),
+            "auth failed for *** w/ ***"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/test"),
+            "postgres://postgres@127.0.0.1:5432/test"
+        );
+    }
+}

@@ -1,1 +1,948 @@
 //! Kept's `Store` on SQLite: the embedded default (`./kept-data/kept.db`, WAL).
+//!
+//! SQLite admits one writer at a time, so every write goes through a pool of exactly one
+//! connection (writes queue in memory instead of spinning on the file lock) and ledger appends
+//! and contacts are batched by the group committer; reads use their own pool and, with WAL,
+//! never wait for the writer. `synchronous = FULL` makes a commit durable before it returns.
+
+use async_trait::async_trait;
+use kept_core::SubjectId;
+use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
+use kept_core::subject::{ChannelPreference, Contact, Provenance, Subject, Trait};
+use kept_core::UnixMillis;
+use kept_store::group_commit::{
+    BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, plan_hot_batch,
+};
+use kept_store::columns::{
+    chain_hash, dense_ids, frequency, ledger_subject, quiet_hours, subject_id, to_i64, to_u32,
+    to_u64,
+};
+use kept_store::{
+    ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
+    first_duplicate_user_id, last_trait_wins,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::Row;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows per multi-row `INSERT`. Full chunks share one prepared statement; SQLite allows 32,766
+/// bound values per statement, far above 500 rows of at most 9 columns.
+const CHUNK: usize = 500;
+
+/// Rows the group committer puts in one transaction at most.
+const MAX_BATCH_ROWS: usize = 20_000;
+
+/// Kept's store in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    read: SqlitePool,
+    write: SqlitePool,
+    hot: GroupCommit<HotWriter>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its folder if needed) the database at `path` and runs the
+    /// migrations. Must be called inside a Tokio runtime: it starts the group committer.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create `{}`: {e}", parent.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .statement_cache_capacity(512)
+            .pragma("temp_store", "memory");
+        let unavailable = |e: sqlx::Error| {
+            StoreError::Unavailable(format!("cannot open `{}`: {e}", path.display()))
+        };
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(unavailable)?;
+        let hot = GroupCommit::start(
+            HotWriter {
+                pool: write.clone(),
+                tip: None,
+            },
+            MAX_BATCH_ROWS,
+        );
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            read,
+            write,
+            hot,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn hot(&self, write: HotWrite) -> Result<HotWritten> {
+        self.hot.submit(write).await
+    }
+
+    /// After a unique violation: the first user id of `subjects` that was already taken (by
+    /// the batch itself or by a stored subject), to name it in the error.
+    async fn taken_user_id(&self, subjects: &[NewSubject]) -> Option<String> {
+        if let Some(dup) = first_duplicate_user_id(subjects) {
+            return Some(dup.to_string());
+        }
+        for user_id in subjects.iter().filter_map(|s| s.user_id.as_deref()) {
+            if let Ok(Some(_)) = self.subject_by_user_id(user_id).await {
+                return Some(user_id.to_string());
+            }
+        }
+        None
+    }
+
+    /// After a foreign key violation: names the first of `subjects` that does not exist.
+    async fn missing_subject(
+        &self,
+        e: sqlx::Error,
+        subjects: impl IntoIterator<Item = SubjectId>,
+    ) -> StoreError {
+        if !matches!(&e, sqlx::Error::Database(d) if d.is_foreign_key_violation()) {
+            return db(e);
+        }
+        let mut checked = std::collections::HashSet::new();
+        for id in subjects {
+            if checked.insert(id) && matches!(self.subject(id).await, Ok(None)) {
+                return StoreError::NotFound {
+                    what: "subject",
+                    key: id.to_string(),
+                };
+            }
+        }
+        db(e)
+    }
+}
+
+/// The group committer's side: one transaction per batch on the single write connection.
+///
+/// It keeps the chain's tip between batches and writes a batch as one script (`BEGIN
+/// IMMEDIATE; INSERT …; COMMIT`): a single round trip to the connection's thread. Another
+/// process appending to the same file cannot fork the chain: its rows take the positions this
+/// batch counted on, the primary key refuses ours, and the batch is redone with the tip read
+/// under the write lock.
+struct HotWriter {
+    pool: SqlitePool,
+    /// The tip as of this committer's last commit; `None` after a failure or before the first
+    /// batch, when it is read from the database.
+    tip: Option<(u64, ChainHash)>,
+}
+
+#[async_trait]
+impl BatchWriter for HotWriter {
+    type Item = HotWrite;
+    type Output = HotWritten;
+
+    async fn write_batch(&mut self, batch: Vec<HotWrite>) -> Result<Vec<HotWritten>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        if let Some(tip) = self.tip.take() {
+            let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
+            match write_script(&mut conn, &rows, &contacts).await {
+                Ok(()) => {
+                    self.tip = Some((seq, hash));
+                    return Ok(answer_hot_batch(&batch, rows));
+                }
+                Err(e) => {
+                    // Whatever failed, no transaction may stay open on the write connection.
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    if !matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
+                        return Err(db(e));
+                    }
+                    tracing::debug!("the ledger grew under this committer; re-reading its tip");
+                }
+            }
+        }
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
+        let tip = read_tip(&mut tx).await?;
+        let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
+        insert_ledger_rows(&mut tx, &rows).await?;
+        insert_contacts(&mut tx, &contacts).await?;
+        tx.commit().await.map_err(db)?;
+        self.tip = Some((seq, hash));
+        Ok(answer_hot_batch(&batch, rows))
+    }
+
+    fn weight(item: &HotWrite) -> usize {
+        item.rows()
+    }
+}
+
+const LEDGER_INSERT: &str = "INSERT INTO ledger (seq, subject_id, at, bytes, hash) VALUES ";
+const CONTACT_INSERT: &str = "INSERT INTO contacts (subject_id, channel, purpose, topic, at) VALUES ";
+
+/// One transaction as one script. Its text depends only on the row counts, so the prepared
+/// statements are reused from the connection's cache.
+async fn write_script(
+    conn: &mut SqliteConnection,
+    rows: &[ChainedRow],
+    contacts: &[&Contact],
+) -> Result<(), sqlx::Error> {
+    let mut sql = String::from("BEGIN IMMEDIATE;");
+    for chunk in rows.chunks(CHUNK) {
+        sql.push_str(&values_sql(LEDGER_INSERT, 5, chunk.len(), ";"));
+    }
+    for chunk in contacts.chunks(CHUNK) {
+        sql.push_str(&values_sql(CONTACT_INSERT, 5, chunk.len(), ";"));
+    }
+    sql.push_str("COMMIT;");
+    let mut q = sqlx::query(&sql);
+    for row in rows {
+        let seq = i64::try_from(row.entry.seq)
+            .map_err(|_| sqlx::Error::Protocol(format!("seq `{}` is out of range", row.entry.seq)))?;
+        q = q
+            .bind(seq)
+            .bind(row.subject)
+            .bind(row.at)
+            .bind(row.entry.bytes.as_slice())
+            .bind(row.entry.hash.0.as_slice());
+    }
+    for c in contacts {
+        q = q
+            .bind(i64::from(c.subject.0))
+            .bind(c.channel.as_str())
+            .bind(c.purpose.as_str())
+            .bind(c.topic.as_deref())
+            .bind(c.at);
+    }
+    q.execute(&mut *conn).await.map(|_| ())
+}
+
+async fn read_tip(conn: &mut SqliteConnection) -> Result<(u64, ChainHash)> {
+    let row = sqlx::query("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    match row {
+        None => Ok((0, ChainHash::GENESIS)),
+        Some(row) => {
+            let seq = to_u64(row.try_get::<i64, _>(0).map_err(db)?, "ledger seq")?;
+            let hash: Vec<u8> = row.try_get(1).map_err(db)?;
+            Ok((seq, chain_hash(seq, &hash)?))
+        }
+    }
+}
+
+fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let one = format!("({})", vec!["?"; columns].join(","));
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (one.len() + 1));
+    sql.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&one);
+    }
+    sql.push_str(tail);
+    sql
+}
+
+async fn insert_ledger_rows(conn: &mut SqliteConnection, rows: &[ChainedRow]) -> Result<()> {
+    for chunk in rows.chunks(CHUNK) {
+        let sql = values_sql(LEDGER_INSERT, 5, chunk.len(), "");
+        let mut q = sqlx::query(&sql);
+        for row in chunk {
+            q = q
+                .bind(to_i64(row.entry.seq)?)
+                .bind(row.subject)
+                .bind(row.at)
+                .bind(row.entry.bytes.as_slice())
+                .bind(row.entry.hash.0.as_slice());
+        }
+        q.execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+async fn insert_contacts(conn: &mut SqliteConnection, contacts: &[&Contact]) -> Result<()> {
+    for chunk in contacts.chunks(CHUNK) {
+        let sql = values_sql(CONTACT_INSERT, 5, chunk.len(), "");
+        let mut q = sqlx::query(&sql);
+        for c in chunk {
+            q = q
+                .bind(i64::from(c.subject.0))
+                .bind(c.channel.as_str())
+                .bind(c.purpose.as_str())
+                .bind(c.topic.as_deref())
+                .bind(c.at);
+        }
+        q.execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    // --- consent ledger -------------------------------------------------------------------
+
+    async fn append_consent(&self, record: ConsentRecord) -> Result<LedgerEntry> {
+        match self.hot(HotWrite::Consents(vec![record])).await? {
+            HotWritten::Entries(entries) => entries.into_iter().next().ok_or_else(lost),
+            HotWritten::Contacts => Err(lost()),
+        }
+    }
+
+    async fn append_consents(&self, records: Vec<ConsentRecord>) -> Result<Vec<LedgerEntry>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.hot(HotWrite::Consents(records)).await? {
+            HotWritten::Entries(entries) => Ok(entries),
+            HotWritten::Contacts => Err(lost()),
+        }
+    }
+
+    async fn ledger_rows(&self, after: u64, limit: u32) -> Result<Vec<LedgerRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, subject_id, bytes, hash FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter().map(ledger_row).collect()
+    }
+
+    async fn ledger_for_subject(&self, subject: SubjectId) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, bytes, hash FROM ledger WHERE subject_id = ? ORDER BY seq",
+        )
+        .bind(i64::from(subject.0))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let seq = to_u64(row.try_get(0).map_err(db)?, "ledger seq")?;
+                let hash: Vec<u8> = row.try_get(2).map_err(db)?;
+                Ok(LedgerEntry {
+                    seq,
+                    bytes: row.try_get(1).map_err(db)?,
+                    hash: chain_hash(seq, &hash)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ledger_len(&self) -> Result<u64> {
+        let len: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM ledger")
+            .fetch_one(&self.read)
+            .await
+            .map_err(db)?;
+        to_u64(len, "ledger length")
+    }
+
+    async fn ledger_tip(&self) -> Result<Option<(u64, ChainHash)>> {
+        let mut conn = self.read.acquire().await.map_err(db)?;
+        let (seq, hash) = read_tip(&mut conn).await?;
+        Ok((seq > 0).then_some((seq, hash)))
+    }
+
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        // Two servers may sign the same position; the first signature stands.
+        sqlx::query(
+            "INSERT INTO ledger_checkpoints (seq, hash, at, key_id, signature) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(to_i64(checkpoint.seq)?)
+        .bind(checkpoint.hash.0.as_slice())
+        .bind(checkpoint.at)
+        .bind(checkpoint.key_id.as_str())
+        .bind(checkpoint.signature.as_slice())
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT seq, hash, at, key_id, signature FROM ledger_checkpoints ORDER BY seq",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter().map(checkpoint_row).collect()
+    }
+
+    // --- notices --------------------------------------------------------------------------
+
+    async fn record_notice_hashes(&self, hashes: &[NoticeHash]) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        for chunk in hashes.chunks(CHUNK) {
+            let sql = values_sql(
+                "INSERT INTO notice_hashes (notice_id, version, hash, recorded_at) VALUES ",
+                4,
+                chunk.len(),
+                " ON CONFLICT (notice_id, version) DO NOTHING",
+            );
+            let mut q = sqlx::query(&sql);
+            for h in chunk {
+                q = q
+                    .bind(h.notice_id.as_str())
+                    .bind(i64::from(h.version))
+                    .bind(h.hash.as_str())
+                    .bind(h.recorded_at);
+            }
+            q.execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn notice_hashes(&self) -> Result<Vec<NoticeHash>> {
+        let rows = sqlx::query(
+            "SELECT notice_id, version, hash, recorded_at FROM notice_hashes \
+             ORDER BY notice_id, version",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(NoticeHash {
+                    notice_id: row.try_get(0).map_err(db)?,
+                    version: to_u32(row.try_get(1).map_err(db)?, "notice version")?,
+                    hash: row.try_get(2).map_err(db)?,
+                    recorded_at: row.try_get(3).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    // --- API keys -------------------------------------------------------------------------
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, hash, role, name, created_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.hash.as_slice())
+        .bind(key.role.as_str())
+        .bind(key.name.as_str())
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .execute(&self.write)
+        .await
+        .map_err(|e| conflict(e, "api key", &key.id))?;
+        Ok(())
+    }
+
+    async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query(
+            "SELECT id, hash, role, name, created_at, revoked_at FROM api_keys \
+             WHERE hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(api_key_row).transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, hash, role, name, created_at, revoked_at FROM api_keys \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter().map(api_key_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> Result<()> {
+        // Revoking twice keeps the first revocation time.
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "api key",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    // --- settings -------------------------------------------------------------------------
+
+    async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db)
+    }
+
+    async fn put_setting(&self, key: &str, value: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(stored)
+    }
+
+    // --- subjects -------------------------------------------------------------------------
+
+    async fn insert_subjects(&self, subjects: Vec<NewSubject>) -> Result<Vec<SubjectId>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id) + 1, 0) FROM subjects")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let first = to_u32(next, "subject id")?;
+        let ids = dense_ids(first, subjects.len())?;
+        for (chunk, chunk_ids) in subjects.chunks(CHUNK).zip(ids.chunks(CHUNK)) {
+            let sql = values_sql(
+                "INSERT INTO subjects (id, user_id, country, region, time_zone, created_at) VALUES ",
+                6,
+                chunk.len(),
+                "",
+            );
+            let mut q = sqlx::query(&sql);
+            for (s, id) in chunk.iter().zip(chunk_ids) {
+                q = q
+                    .bind(i64::from(id.0))
+                    .bind(s.user_id.as_deref())
+                    .bind(s.country.as_deref())
+                    .bind(s.region.as_deref())
+                    .bind(s.time_zone.as_deref())
+                    .bind(s.created_at);
+            }
+            if let Err(e) = q.execute(&mut *tx).await {
+                drop(tx);
+                return Err(match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict {
+                        what: "subject with user id",
+                        key: self.taken_user_id(&subjects).await.unwrap_or_default(),
+                    },
+                    _ => db(e),
+                });
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(ids)
+    }
+
+    async fn subject(&self, id: SubjectId) -> Result<Option<Subject>> {
+        let row = sqlx::query(&format!("{SUBJECT_COLUMNS} WHERE id = ?"))
+            .bind(i64::from(id.0))
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(subject_row).transpose()
+    }
+
+    async fn subject_by_user_id(&self, user_id: &str) -> Result<Option<SubjectId>> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM subjects WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db)?;
+        id.map(subject_id).transpose()
+    }
+
+    async fn subjects_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Subject>> {
+        let rows = sqlx::query(&format!("{SUBJECT_COLUMNS} WHERE id > ? ORDER BY id LIMIT ?"))
+            .bind(after.map_or(-1, |s| i64::from(s.0)))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db)?;
+        rows.iter().map(subject_row).collect()
+    }
+
+    async fn subject_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subjects")
+            .fetch_one(&self.read)
+            .await
+            .map_err(db)?;
+        to_u64(n, "subject count")
+    }
+
+    async fn set_erasure_requested(&self, id: SubjectId, at: Option<UnixMillis>) -> Result<()> {
+        let done = sqlx::query("UPDATE subjects SET erasure_requested_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(i64::from(id.0))
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "subject",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn upsert_traits(&self, traits: Vec<Trait>) -> Result<()> {
+        let traits = last_trait_wins(traits);
+        if traits.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<String> = traits
+            .iter()
+            .map(|t| serde_json::to_string(&t.value))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Database(format!("cannot encode a trait value: {e}")))?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        for (chunk, values) in traits.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+            let sql = values_sql(
+                "INSERT INTO traits (subject_id, key, value, category, collection_point, \
+                 notice_id, notice_version, collected_at, source) VALUES ",
+                9,
+                chunk.len(),
+                " ON CONFLICT (subject_id, key) DO UPDATE SET value = excluded.value, \
+                 category = excluded.category, collection_point = excluded.collection_point, \
+                 notice_id = excluded.notice_id, notice_version = excluded.notice_version, \
+                 collected_at = excluded.collected_at, source = excluded.source",
+            );
+            let mut q = sqlx::query(&sql);
+            for (t, value) in chunk.iter().zip(values) {
+                q = q
+                    .bind(i64::from(t.subject.0))
+                    .bind(t.key.as_str())
+                    .bind(value.as_str())
+                    .bind(t.category.as_str())
+                    .bind(t.provenance.collection_point.as_str())
+                    .bind(t.provenance.notice_id.as_str())
+                    .bind(i64::from(t.provenance.notice_version))
+                    .bind(t.provenance.collected_at)
+                    .bind(t.provenance.source.as_str());
+            }
+            if let Err(e) = q.execute(&mut *tx).await {
+                drop(tx);
+                let subjects: Vec<SubjectId> = traits.iter().map(|t| t.subject).collect();
+                return Err(self.missing_subject(e, subjects).await);
+            }
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn traits(&self, subject: SubjectId) -> Result<Vec<Trait>> {
+        let rows = sqlx::query(&format!("{TRAIT_COLUMNS} WHERE subject_id = ? ORDER BY key"))
+            .bind(i64::from(subject.0))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db)?;
+        rows.iter().map(trait_row).collect()
+    }
+
+    async fn traits_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Trait>> {
+        let rows = sqlx::query(&format!(
+            "{TRAIT_COLUMNS} WHERE subject_id IN (SELECT DISTINCT subject_id FROM traits \
+             WHERE subject_id > ?1 ORDER BY subject_id LIMIT ?2) ORDER BY subject_id, key"
+        ))
+        .bind(after.map_or(-1, |s| i64::from(s.0)))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter().map(trait_row).collect()
+    }
+
+    async fn put_channel_preference(&self, pref: &ChannelPreference) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO channel_preferences (subject_id, channel, frequency_max, \
+             frequency_period, quiet_start, quiet_end, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (subject_id, channel) DO UPDATE SET \
+             frequency_max = excluded.frequency_max, frequency_period = excluded.frequency_period, \
+             quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(i64::from(pref.subject.0))
+        .bind(pref.channel.as_str())
+        .bind(pref.frequency.map(|f| i64::from(f.max)))
+        .bind(pref.frequency.map(|f| f.period.as_str()))
+        .bind(pref.quiet_hours.map(|q| i64::from(q.start_minute)))
+        .bind(pref.quiet_hours.map(|q| i64::from(q.end_minute)))
+        .bind(pref.updated_at)
+        .execute(&self.write)
+        .await;
+        if let Err(e) = done {
+            return Err(self.missing_subject(e, [pref.subject]).await);
+        }
+        Ok(())
+    }
+
+    async fn channel_preferences(&self, subject: SubjectId) -> Result<Vec<ChannelPreference>> {
+        let rows = sqlx::query(&format!(
+            "{PREFERENCE_COLUMNS} WHERE subject_id = ? ORDER BY channel"
+        ))
+        .bind(i64::from(subject.0))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter().map(preference_row).collect()
+    }
+
+    async fn all_channel_preferences(&self) -> Result<Vec<ChannelPreference>> {
+        let rows = sqlx::query(&format!("{PREFERENCE_COLUMNS} ORDER BY subject_id, channel"))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db)?;
+        rows.iter().map(preference_row).collect()
+    }
+
+    async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        self.hot(HotWrite::Contacts(contacts)).await.map(|_| ())
+    }
+
+    async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>> {
+        let rows = sqlx::query(
+            "SELECT subject_id, channel, purpose, topic, at FROM contacts WHERE at >= ? \
+             ORDER BY at, id",
+        )
+        .bind(since)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Contact {
+                    subject: subject_id(row.try_get(0).map_err(db)?)?,
+                    channel: row.try_get(1).map_err(db)?,
+                    purpose: row.try_get(2).map_err(db)?,
+                    topic: row.try_get(3).map_err(db)?,
+                    at: row.try_get(4).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.hot.close().await;
+        self.write.close().await;
+        self.read.close().await;
+        Ok(())
+    }
+}
+
+const SUBJECT_COLUMNS: &str = "SELECT id, user_id, country, region, time_zone, created_at, \
+     erasure_requested_at, suppressed FROM subjects";
+
+const TRAIT_COLUMNS: &str = "SELECT subject_id, key, value, category, collection_point, \
+     notice_id, notice_version, collected_at, source FROM traits";
+
+const PREFERENCE_COLUMNS: &str = "SELECT subject_id, channel, frequency_max, frequency_period, \
+     quiet_start, quiet_end, updated_at FROM channel_preferences";
+
+fn ledger_row(row: &SqliteRow) -> Result<LedgerRow> {
+    let seq = to_u64(row.try_get(0).map_err(db)?, "ledger seq")?;
+    Ok(LedgerRow {
+        seq,
+        subject: ledger_subject(seq, row.try_get(1).map_err(db)?)?,
+        bytes: row.try_get(2).map_err(db)?,
+        hash: row.try_get(3).map_err(db)?,
+    })
+}
+
+fn checkpoint_row(row: &SqliteRow) -> Result<Checkpoint> {
+    let seq = to_u64(row.try_get(0).map_err(db)?, "checkpoint seq")?;
+    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
+    let signature: Vec<u8> = row.try_get(4).map_err(db)?;
+    Ok(Checkpoint {
+        seq,
+        hash: ChainHash::from_slice(&hash).ok_or_else(|| {
+            StoreError::Corrupt(format!("checkpoint at record {seq} has a malformed hash"))
+        })?,
+        at: row.try_get(2).map_err(db)?,
+        key_id: row.try_get(3).map_err(db)?,
+        signature: signature.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!("checkpoint at record {seq} has a malformed signature"))
+        })?,
+    })
+}
+
+fn api_key_row(row: &SqliteRow) -> Result<ApiKeyRecord> {
+    let id: String = row.try_get(0).map_err(db)?;
+    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
+    let role: String = row.try_get(2).map_err(db)?;
+    Ok(ApiKeyRecord {
+        hash: hash.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!("api key `{id}` has a malformed hash"))
+        })?,
+        role: Role::parse(&role).ok_or_else(|| {
+            StoreError::Corrupt(format!("api key `{id}` has unknown role `{role}`"))
+        })?,
+        name: row.try_get(3).map_err(db)?,
+        created_at: row.try_get(4).map_err(db)?,
+        revoked_at: row.try_get(5).map_err(db)?,
+        id,
+    })
+}
+
+fn subject_row(row: &SqliteRow) -> Result<Subject> {
+    Ok(Subject {
+        id: subject_id(row.try_get(0).map_err(db)?)?,
+        user_id: row.try_get(1).map_err(db)?,
+        country: row.try_get(2).map_err(db)?,
+        region: row.try_get(3).map_err(db)?,
+        time_zone: row.try_get(4).map_err(db)?,
+        created_at: row.try_get(5).map_err(db)?,
+        erasure_requested_at: row.try_get(6).map_err(db)?,
+        suppressed: row.try_get::<i64, _>(7).map_err(db)? != 0,
+    })
+}
+
+fn trait_row(row: &SqliteRow) -> Result<Trait> {
+    let subject = subject_id(row.try_get(0).map_err(db)?)?;
+    let key: String = row.try_get(1).map_err(db)?;
+    let value: String = row.try_get(2).map_err(db)?;
+    Ok(Trait {
+        value: serde_json::from_str(&value).map_err(|e| {
+            StoreError::Corrupt(format!("trait `{key}` of subject {subject} is not JSON: {e}"))
+        })?,
+        subject,
+        key,
+        category: row.try_get(3).map_err(db)?,
+        provenance: Provenance {
+            collection_point: row.try_get(4).map_err(db)?,
+            notice_id: row.try_get(5).map_err(db)?,
+            notice_version: to_u32(row.try_get(6).map_err(db)?, "notice version")?,
+            collected_at: row.try_get(7).map_err(db)?,
+            source: row.try_get(8).map_err(db)?,
+        },
+    })
+}
+
+fn preference_row(row: &SqliteRow) -> Result<ChannelPreference> {
+    let subject = subject_id(row.try_get(0).map_err(db)?)?;
+    let max: Option<i64> = row.try_get(2).map_err(db)?;
+    let period: Option<String> = row.try_get(3).map_err(db)?;
+    let start: Option<i64> = row.try_get(4).map_err(db)?;
+    let end: Option<i64> = row.try_get(5).map_err(db)?;
+    Ok(ChannelPreference {
+        subject,
+        channel: row.try_get(1).map_err(db)?,
+        frequency: frequency(max, period.as_deref())?,
+        quiet_hours: quiet_hours(start, end)?,
+        updated_at: row.try_get(6).map_err(db)?,
+    })
+}
+
+
+
+
+
+
+
+fn lost() -> StoreError {
+    StoreError::Database("the group committer lost a write's result".into())
+}
+
+/// Maps a driver error to the store's vocabulary.
+fn db(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => StoreError::Closed,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+fn conflict(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict {
+            what,
+            key: key.to_string(),
+        },
+        _ => db(e),
+    }
+}

@@ -1,2 +1,762 @@
-//! The conformance suite: one story every backend must tell the same way. Backend crates call
-//! [`run_all`] from their tests with a fresh, empty store.
+//! The conformance suite: one story every backend must tell the same way. A backend's test
+//! crate implements [`Harness`] (a fresh, empty store per case) and expands
+//! [`conformance_tests!`](crate::conformance_tests), which makes one `#[tokio::test]` per case.
+//!
+//! The cases panic on a failed expectation: they are test code, compiled into the library only
+//! so that both backend crates run the very same functions.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed expectation is a failed test"
+)]
+
+use crate::{ApiKeyRecord, NewSubject, NoticeHash, Role, Store, StoreError};
+use async_trait::async_trait;
+use ed25519_dalek::SigningKey;
+use futures::FutureExt;
+use kept_core::SubjectId;
+use kept_core::ledger::{
+    ChainHash, ChainVerifier, Checkpoint, CollectionMethod, ConsentAction, ConsentRecord,
+    Evidence, LedgerEntry, NoticeRef, decode, encode,
+};
+use kept_core::subject::{
+    ChannelPreference, Contact, Frequency, Period, Provenance, QuietHours, Trait,
+};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+/// Gives each conformance case its own fresh, empty store and cleans up after it.
+#[async_trait]
+pub trait Harness: Send + Sized + 'static {
+    /// A fresh, empty store, or `None` when this backend cannot run here (having said why).
+    async fn start() -> Option<Self>;
+    fn store(&self) -> Arc<dyn Store>;
+    /// Drops whatever `start` created (a schema, a directory).
+    async fn finish(self);
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each with a fresh store from the
+/// given [`Harness`] type.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:ty) => {
+        $crate::conformance_tests!(@cases $harness;
+            empty_store_has_an_empty_ledger,
+            ledger_appends_are_gapless_and_chained,
+            concurrent_appends_are_all_acknowledged_and_verify,
+            append_consents_is_atomic_and_ordered,
+            ledger_rows_pages_through_everything,
+            ledger_for_subject_returns_only_that_subject,
+            checkpoints_round_trip,
+            notice_hashes_are_idempotent,
+            api_keys_insert_lookup_revoke,
+            settings_put_if_absent_keeps_the_first_value,
+            subjects_get_dense_ids_in_insert_order,
+            subjects_page_and_erasure,
+            concurrent_subject_inserts_stay_dense,
+            traits_upsert_replaces_and_pages,
+            channel_preferences_round_trip,
+            contacts_since_filters_and_orders,
+            close_refuses_later_writes,
+        );
+    };
+    (@cases $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::conformance::run_case::<$harness, _, _>($crate::conformance::$case).await;
+            }
+        )*
+    };
+}
+
+/// Runs one case on a fresh store, then closes it and lets the harness clean up, even when the
+/// case fails.
+pub async fn run_case<H, F, Fut>(case: F)
+where
+    H: Harness,
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(harness) = H::start().await else {
+        return;
+    };
+    let store = harness.store();
+    let outcome = AssertUnwindSafe(case(store.clone())).catch_unwind().await;
+    let _ = store.close().await;
+    drop(store);
+    harness.finish().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+// --- helpers ---------------------------------------------------------------------------------
+
+const T0: i64 = 1_790_000_000_000;
+
+/// A record whose every field depends on `i`, so swapped or mixed-up records differ.
+pub fn record(subject: u32, i: u32) -> ConsentRecord {
+    ConsentRecord {
+        subject: SubjectId(subject),
+        purpose: if i % 2 == 0 {
+            "marketing.communications".into()
+        } else {
+            "personalize.content.profiled".into()
+        },
+        channel: (i % 3 != 0).then(|| "email".to_string()),
+        topic: (i % 5 == 0).then(|| "newsletter".to_string()),
+        action: ConsentAction::ALL[(i as usize) % ConsentAction::ALL.len()],
+        notice: Some(NoticeRef {
+            id: "newsletter".into(),
+            version: 1 + i % 3,
+            hash: "ab".repeat(32),
+        }),
+        regime: "gdpr".into(),
+        source: "conformance".into(),
+        method: CollectionMethod::ALL[(i as usize) % CollectionMethod::ALL.len()],
+        evidence: Evidence {
+            ip_hash: Some(format!("{i:064x}")),
+            user_agent: Some("Mozilla/5.0 (conformance)".into()),
+            text_hash: None,
+            reference: Some(format!("req-{i}")),
+        },
+        at: T0 + i64::from(i),
+    }
+}
+
+/// Verifies the whole stored chain (with the subject column cross-check) and returns its length.
+pub async fn verify_stored_chain(store: &dyn Store) -> u64 {
+    let mut verifier = ChainVerifier::new(std::iter::empty());
+    let mut after = 0;
+    loop {
+        let rows = store.ledger_rows(after, 257).await.unwrap();
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for row in &rows {
+            let hash = ChainHash::from_slice(&row.hash).unwrap();
+            verifier
+                .push(row.seq, &row.bytes, &hash, Some(row.subject))
+                .unwrap();
+        }
+    }
+    verifier.len()
+}
+
+fn new_subject(user_id: Option<&str>, country: &str) -> NewSubject {
+    NewSubject {
+        user_id: user_id.map(str::to_string),
+        country: Some(country.to_string()),
+        region: None,
+        time_zone: Some("Europe/Paris".into()),
+        created_at: T0,
+    }
+}
+
+fn provenance(point: &str, version: u32) -> Provenance {
+    Provenance {
+        collection_point: point.to_string(),
+        notice_id: format!("{point}_notice"),
+        notice_version: version,
+        collected_at: T0 + i64::from(version),
+        source: "collection".into(),
+    }
+}
+
+fn a_trait(subject: SubjectId, key: &str, value: serde_json::Value, version: u32) -> Trait {
+    Trait {
+        subject,
+        key: key.to_string(),
+        value,
+        category: format!("user.{key}"),
+        provenance: provenance("checkout", version),
+    }
+}
+
+// --- ledger ----------------------------------------------------------------------------------
+
+pub async fn empty_store_has_an_empty_ledger(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    assert_eq!(store.ledger_len().await.unwrap(), 0);
+    assert_eq!(store.ledger_tip().await.unwrap(), None);
+    assert!(store.ledger_rows(0, 10).await.unwrap().is_empty());
+    assert!(store.checkpoints().await.unwrap().is_empty());
+    assert!(store.append_consents(Vec::new()).await.unwrap().is_empty());
+    assert_eq!(store.ledger_len().await.unwrap(), 0);
+}
+
+pub async fn ledger_appends_are_gapless_and_chained(store: Arc<dyn Store>) {
+    let mut prev = ChainHash::GENESIS;
+    let mut expected = Vec::new();
+    for i in 1..=10u32 {
+        let entry = store.append_consent(record(i % 4, i)).await.unwrap();
+        let want = LedgerEntry::chain(&prev, u64::from(i), &record(i % 4, i));
+        assert_eq!(entry, want, "append {i} returned the wrong entry");
+        prev = entry.hash;
+        expected.push(entry);
+    }
+    assert_eq!(store.ledger_len().await.unwrap(), 10);
+    assert_eq!(store.ledger_tip().await.unwrap(), Some((10, prev)));
+
+    let rows = store.ledger_rows(0, 100).await.unwrap();
+    assert_eq!(rows.len(), 10);
+    for (row, entry) in rows.iter().zip(&expected) {
+        assert_eq!(row.seq, entry.seq);
+        assert_eq!(row.bytes, entry.bytes, "record {} is not stored as written", row.seq);
+        assert_eq!(row.hash, entry.hash.0.to_vec());
+        assert_eq!(row.subject, decode(&row.bytes).unwrap().subject);
+    }
+    let middle: Vec<u64> = store
+        .ledger_rows(3, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(middle, vec![4, 5]);
+    assert!(store.ledger_rows(10, 5).await.unwrap().is_empty());
+    assert_eq!(verify_stored_chain(store.as_ref()).await, 10);
+}
+
+pub async fn concurrent_appends_are_all_acknowledged_and_verify(store: Arc<dyn Store>) {
+    const WRITERS: u32 = 64;
+    const EACH: u32 = 50;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..EACH {
+                    let r = record(w, w * EACH + i);
+                    let entry = store.append_consent(r.clone()).await.unwrap();
+                    assert_eq!(entry.bytes, encode(&r));
+                    acked.push(entry);
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        let entries = t.await.unwrap();
+        // One writer's appends land in the order it made them.
+        assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+        acked.extend(entries);
+    }
+    let total = u64::from(WRITERS * EACH);
+    let seqs: BTreeSet<u64> = acked.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.len() as u64, total, "two writers were given the same seq");
+    assert_eq!(seqs.first(), Some(&1));
+    assert_eq!(seqs.last(), Some(&total), "the acknowledged seqs have a gap");
+    assert_eq!(verify_stored_chain(store.as_ref()).await, total);
+
+    let rows = store.ledger_rows(0, u32::MAX).await.unwrap();
+    acked.sort_by_key(|e| e.seq);
+    for (row, entry) in rows.iter().zip(&acked) {
+        assert_eq!((row.seq, &row.bytes), (entry.seq, &entry.bytes));
+        assert_eq!(row.hash, entry.hash.0.to_vec());
+    }
+}
+
+pub async fn append_consents_is_atomic_and_ordered(store: Arc<dyn Store>) {
+    // Batches interleaved with single appends: each batch still occupies consecutive seqs, in
+    // the order given.
+    let tasks: Vec<_> = (0..16u32)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                if t % 2 == 0 {
+                    let records: Vec<ConsentRecord> =
+                        (0..25).map(|i| record(t, t * 100 + i)).collect();
+                    let entries = store.append_consents(records.clone()).await.unwrap();
+                    assert_eq!(entries.len(), 25);
+                    for (pair, r) in entries.windows(2).zip(&records[1..]) {
+                        assert_eq!(pair[1].seq, pair[0].seq + 1, "a batch was interleaved");
+                        assert_eq!(pair[1].bytes, encode(r));
+                    }
+                    entries.len()
+                } else {
+                    for i in 0..10 {
+                        store.append_consent(record(t, t * 100 + i)).await.unwrap();
+                    }
+                    10
+                }
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await.unwrap() as u64;
+    }
+    assert_eq!(store.ledger_len().await.unwrap(), total);
+    assert_eq!(verify_stored_chain(store.as_ref()).await, total);
+
+    // A large batch goes in whole.
+    let big: Vec<ConsentRecord> = (0..3_000).map(|i| record(i % 97, i)).collect();
+    let entries = store.append_consents(big).await.unwrap();
+    assert_eq!(entries.first().map(|e| e.seq), Some(total + 1));
+    assert_eq!(entries.last().map(|e| e.seq), Some(total + 3_000));
+    assert_eq!(verify_stored_chain(store.as_ref()).await, total + 3_000);
+}
+
+pub async fn ledger_rows_pages_through_everything(store: Arc<dyn Store>) {
+    let records: Vec<ConsentRecord> = (0..1_000).map(|i| record(i % 13, i)).collect();
+    store.append_consents(records).await.unwrap();
+    let mut after = 0;
+    let mut seen = 0;
+    loop {
+        let page = store.ledger_rows(after, 333).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 333);
+        assert_eq!(page[0].seq, after + 1);
+        seen += page.len();
+        after = page.last().unwrap().seq;
+    }
+    assert_eq!(seen, 1_000);
+}
+
+pub async fn ledger_for_subject_returns_only_that_subject(store: Arc<dyn Store>) {
+    let subjects = [1u32, 2, 1, 3, 1, 2];
+    let mut appended = Vec::new();
+    for (i, s) in subjects.iter().enumerate() {
+        appended.push(store.append_consent(record(*s, i as u32)).await.unwrap());
+    }
+    let ones = store.ledger_for_subject(SubjectId(1)).await.unwrap();
+    assert_eq!(
+        ones.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 3, 5]
+    );
+    assert_eq!(ones[1], appended[2]);
+    assert_eq!(store.ledger_for_subject(SubjectId(3)).await.unwrap().len(), 1);
+    assert!(
+        store
+            .ledger_for_subject(SubjectId(9))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn checkpoints_round_trip(store: Arc<dyn Store>) {
+    let key = SigningKey::from_bytes(&[42; 32]);
+    let entries = store
+        .append_consents((0..5).map(|i| record(1, i)).collect())
+        .await
+        .unwrap();
+    let late = Checkpoint::sign(&key, 5, entries[4].hash, T0 + 5);
+    let early = Checkpoint::sign(&key, 2, entries[1].hash, T0 + 2);
+    store.put_checkpoint(&late).await.unwrap();
+    store.put_checkpoint(&early).await.unwrap();
+    // A second signature for a position already signed does not replace the first.
+    let again = Checkpoint::sign(&key, 5, entries[4].hash, T0 + 99);
+    store.put_checkpoint(&again).await.unwrap();
+    let stored = store.checkpoints().await.unwrap();
+    assert_eq!(stored, vec![early, late]);
+    assert!(stored[1].verify_signature(&key.verifying_key()));
+}
+
+// --- notices, keys, settings -----------------------------------------------------------------
+
+pub async fn notice_hashes_are_idempotent(store: Arc<dyn Store>) {
+    let h = |id: &str, version: u32, hash: &str| NoticeHash {
+        notice_id: id.into(),
+        version,
+        hash: hash.into(),
+        recorded_at: T0 + i64::from(version),
+    };
+    store
+        .record_notice_hashes(&[h("rewards", 1, "aa"), h("newsletter", 2, "bb")])
+        .await
+        .unwrap();
+    // Recording the same version again (even with another hash) keeps what was first seen:
+    // that is what lint compares the manifest with.
+    store
+        .record_notice_hashes(&[h("rewards", 1, "cc"), h("rewards", 2, "dd")])
+        .await
+        .unwrap();
+    store.record_notice_hashes(&[]).await.unwrap();
+    assert_eq!(
+        store.notice_hashes().await.unwrap(),
+        vec![
+            h("newsletter", 2, "bb"),
+            h("rewards", 1, "aa"),
+            h("rewards", 2, "dd")
+        ]
+    );
+}
+
+pub async fn api_keys_insert_lookup_revoke(store: Arc<dyn Store>) {
+    let key = |id: &str, byte: u8, role: Role, at: i64| ApiKeyRecord {
+        id: id.into(),
+        hash: [byte; 32],
+        role,
+        name: format!("{id} key"),
+        created_at: at,
+        revoked_at: None,
+    };
+    let collect = key("kept_aaaa1111", 1, Role::Collect, T0);
+    let admin = key("kept_bbbb2222", 2, Role::Admin, T0 + 1);
+    store.insert_api_key(&collect).await.unwrap();
+    store.insert_api_key(&admin).await.unwrap();
+    assert!(matches!(
+        store.insert_api_key(&collect).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.api_key_by_hash(&[1; 32]).await.unwrap(), Some(collect.clone()));
+    assert_eq!(store.api_key_by_hash(&[3; 32]).await.unwrap(), None);
+
+    store.revoke_api_key("kept_aaaa1111", T0 + 10).await.unwrap();
+    assert_eq!(store.api_key_by_hash(&[1; 32]).await.unwrap(), None);
+    store.revoke_api_key("kept_aaaa1111", T0 + 20).await.unwrap();
+    let listed = store.list_api_keys().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, "kept_aaaa1111");
+    assert_eq!(listed[0].revoked_at, Some(T0 + 10), "a second revocation moved the time");
+    assert_eq!(listed[1], admin);
+    assert!(matches!(
+        store.revoke_api_key("kept_nope", T0).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn settings_put_if_absent_keeps_the_first_value(store: Arc<dyn Store>) {
+    assert_eq!(store.get_setting("ledger.signing_key").await.unwrap(), None);
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .put_setting_if_absent("ledger.signing_key", &[i; 4])
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut answers = BTreeSet::new();
+    for t in tasks {
+        answers.insert(t.await.unwrap());
+    }
+    assert_eq!(answers.len(), 1, "racing starters disagreed: {answers:?}");
+    let winner = answers.into_iter().next().unwrap();
+    assert_eq!(
+        store.get_setting("ledger.signing_key").await.unwrap(),
+        Some(winner.clone())
+    );
+    assert_eq!(
+        store
+            .put_setting_if_absent("ledger.signing_key", b"other")
+            .await
+            .unwrap(),
+        winner
+    );
+    store.put_setting("ledger.signing_key", b"replaced").await.unwrap();
+    assert_eq!(
+        store.get_setting("ledger.signing_key").await.unwrap(),
+        Some(b"replaced".to_vec())
+    );
+    store.put_setting("fresh", b"").await.unwrap();
+    assert_eq!(store.get_setting("fresh").await.unwrap(), Some(Vec::new()));
+}
+
+// --- subjects --------------------------------------------------------------------------------
+
+pub async fn subjects_get_dense_ids_in_insert_order(store: Arc<dyn Store>) {
+    assert!(store.insert_subjects(Vec::new()).await.unwrap().is_empty());
+    let ids = store
+        .insert_subjects(vec![
+            new_subject(Some("u-1"), "FR"),
+            new_subject(None, "US"),
+            new_subject(Some("u-3"), "BR"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![SubjectId(0), SubjectId(1), SubjectId(2)]);
+
+    // A conflicting user id fails the whole call, names the id, and uses up no ids.
+    match store
+        .insert_subjects(vec![new_subject(Some("u-4"), "FR"), new_subject(Some("u-1"), "FR")])
+        .await
+    {
+        Err(StoreError::Conflict { key, .. }) => assert_eq!(key, "u-1"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.subject_by_user_id("u-4").await.unwrap(), None);
+    match store
+        .insert_subjects(vec![new_subject(Some("u-5"), "FR"), new_subject(Some("u-5"), "FR")])
+        .await
+    {
+        Err(StoreError::Conflict { key, .. }) => assert_eq!(key, "u-5"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let more = store
+        .insert_subjects(vec![new_subject(Some("u-4"), "CA"), new_subject(None, "DE")])
+        .await
+        .unwrap();
+    assert_eq!(more, vec![SubjectId(3), SubjectId(4)]);
+    assert_eq!(store.subject_count().await.unwrap(), 5);
+
+    let s = store.subject(SubjectId(2)).await.unwrap().unwrap();
+    assert_eq!(s.user_id.as_deref(), Some("u-3"));
+    assert_eq!(s.country.as_deref(), Some("BR"));
+    assert_eq!(s.time_zone.as_deref(), Some("Europe/Paris"));
+    assert_eq!(s.created_at, T0);
+    assert_eq!(s.erasure_requested_at, None);
+    assert!(!s.suppressed);
+    assert_eq!(store.subject(SubjectId(5)).await.unwrap(), None);
+    assert_eq!(
+        store.subject_by_user_id("u-4").await.unwrap(),
+        Some(SubjectId(3))
+    );
+    assert_eq!(store.subject_by_user_id("nobody").await.unwrap(), None);
+}
+
+pub async fn subjects_page_and_erasure(store: Arc<dyn Store>) {
+    let batch: Vec<NewSubject> = (0..7)
+        .map(|i| new_subject(Some(&format!("p-{i}")), "FR"))
+        .collect();
+    store.insert_subjects(batch).await.unwrap();
+    let ids = |page: Vec<kept_core::subject::Subject>| -> Vec<u32> {
+        page.iter().map(|s| s.id.0).collect()
+    };
+    assert_eq!(ids(store.subjects_page(None, 3).await.unwrap()), vec![0, 1, 2]);
+    assert_eq!(
+        ids(store.subjects_page(Some(SubjectId(2)), 3).await.unwrap()),
+        vec![3, 4, 5]
+    );
+    assert_eq!(
+        ids(store.subjects_page(Some(SubjectId(5)), 3).await.unwrap()),
+        vec![6]
+    );
+    assert!(
+        store
+            .subjects_page(Some(SubjectId(6)), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store
+        .set_erasure_requested(SubjectId(4), Some(T0 + 7))
+        .await
+        .unwrap();
+    let erased = store.subject(SubjectId(4)).await.unwrap().unwrap();
+    assert_eq!(erased.erasure_requested_at, Some(T0 + 7));
+    let page = store.subjects_page(Some(SubjectId(3)), 1).await.unwrap();
+    assert_eq!(page[0].erasure_requested_at, Some(T0 + 7));
+    store.set_erasure_requested(SubjectId(4), None).await.unwrap();
+    assert_eq!(
+        store
+            .subject(SubjectId(4))
+            .await
+            .unwrap()
+            .unwrap()
+            .erasure_requested_at,
+        None
+    );
+    assert!(matches!(
+        store.set_erasure_requested(SubjectId(70), Some(T0)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn concurrent_subject_inserts_stay_dense(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..8u32)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let batch = (0..10).map(|_| new_subject(None, "US")).collect();
+                let ids = store.insert_subjects(batch).await.unwrap();
+                // One call's ids are consecutive.
+                assert!(ids.windows(2).all(|w| w[1].0 == w[0].0 + 1), "{t}: {ids:?}");
+                ids
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        all.extend(t.await.unwrap().into_iter().map(|id| id.0));
+    }
+    assert_eq!(all, (0..80).collect::<BTreeSet<u32>>());
+    assert_eq!(store.subject_count().await.unwrap(), 80);
+}
+
+pub async fn traits_upsert_replaces_and_pages(store: Arc<dyn Store>) {
+    let ids = store
+        .insert_subjects((0..4).map(|_| new_subject(None, "FR")).collect())
+        .await
+        .unwrap();
+    let (a, b, c) = (ids[0], ids[1], ids[3]);
+    store
+        .upsert_traits(vec![
+            a_trait(a, "phone", serde_json::json!("+33 6 12 34 56 78"), 1),
+            a_trait(a, "email", serde_json::json!("a@example.com"), 1),
+            a_trait(
+                b,
+                "address",
+                serde_json::json!({"city": "Lyon", "lines": ["1 rue X", null], "zip": 69001}),
+                1,
+            ),
+            a_trait(c, "score", serde_json::json!(12.5), 1),
+            a_trait(c, "vip", serde_json::json!(true), 1),
+        ])
+        .await
+        .unwrap();
+    // Upserting replaces the value and the provenance; within one call the last one wins.
+    store
+        .upsert_traits(vec![
+            a_trait(a, "phone", serde_json::json!("+33 7 00 00 00 00"), 2),
+            a_trait(a, "email", serde_json::json!("first@example.com"), 2),
+            a_trait(a, "email", serde_json::json!("last@example.com"), 3),
+        ])
+        .await
+        .unwrap();
+    store.upsert_traits(Vec::new()).await.unwrap();
+
+    let of_a = store.traits(a).await.unwrap();
+    assert_eq!(
+        of_a,
+        vec![
+            a_trait(a, "email", serde_json::json!("last@example.com"), 3),
+            a_trait(a, "phone", serde_json::json!("+33 7 00 00 00 00"), 2),
+        ]
+    );
+    assert_eq!(
+        store.traits(b).await.unwrap()[0].value,
+        serde_json::json!({"city": "Lyon", "lines": ["1 rue X", null], "zip": 69001})
+    );
+    assert!(store.traits(ids[2]).await.unwrap().is_empty());
+
+    // Pages count subjects (with traits), never splitting one subject's traits.
+    let page = store.traits_page(None, 2).await.unwrap();
+    let keys: Vec<(u32, &str)> = page.iter().map(|t| (t.subject.0, t.key.as_str())).collect();
+    assert_eq!(keys, vec![(a.0, "email"), (a.0, "phone"), (b.0, "address")]);
+    let page = store.traits_page(Some(b), 2).await.unwrap();
+    let keys: Vec<(u32, &str)> = page.iter().map(|t| (t.subject.0, t.key.as_str())).collect();
+    assert_eq!(keys, vec![(c.0, "score"), (c.0, "vip")]);
+    assert_eq!(page[0].value, serde_json::json!(12.5));
+    assert!(store.traits_page(Some(c), 2).await.unwrap().is_empty());
+
+    match store
+        .upsert_traits(vec![a_trait(SubjectId(99), "phone", serde_json::json!("x"), 1)])
+        .await
+    {
+        Err(StoreError::NotFound { what, key }) => assert_eq!((what, key.as_str()), ("subject", "99")),
+        other => panic!("expected the unknown subject to be named, got {other:?}"),
+    }
+}
+
+pub async fn channel_preferences_round_trip(store: Arc<dyn Store>) {
+    let ids = store
+        .insert_subjects((0..2).map(|_| new_subject(None, "US")).collect())
+        .await
+        .unwrap();
+    let pref = |subject: SubjectId, channel: &str, at: i64| ChannelPreference {
+        subject,
+        channel: channel.into(),
+        frequency: Some(Frequency {
+            max: 2,
+            period: Period::Week,
+        }),
+        quiet_hours: Some(QuietHours {
+            start_minute: 22 * 60,
+            end_minute: 7 * 60,
+        }),
+        updated_at: at,
+    };
+    store.put_channel_preference(&pref(ids[1], "sms", T0)).await.unwrap();
+    store.put_channel_preference(&pref(ids[0], "email", T0)).await.unwrap();
+    let replaced = ChannelPreference {
+        frequency: None,
+        quiet_hours: None,
+        ..pref(ids[1], "sms", T0 + 1)
+    };
+    store.put_channel_preference(&replaced).await.unwrap();
+    store.put_channel_preference(&pref(ids[1], "email", T0 + 2)).await.unwrap();
+
+    assert_eq!(
+        store.channel_preferences(ids[1]).await.unwrap(),
+        vec![pref(ids[1], "email", T0 + 2), replaced.clone()]
+    );
+    assert_eq!(
+        store.all_channel_preferences().await.unwrap(),
+        vec![pref(ids[0], "email", T0), pref(ids[1], "email", T0 + 2), replaced]
+    );
+    assert!(matches!(
+        store.put_channel_preference(&pref(SubjectId(50), "sms", T0)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn contacts_since_filters_and_orders(store: Arc<dyn Store>) {
+    let contact = |subject: u32, at: i64, topic: Option<&str>| Contact {
+        subject: SubjectId(subject),
+        channel: "sms".into(),
+        purpose: "marketing.communications".into(),
+        topic: topic.map(str::to_string),
+        at,
+    };
+    store
+        .record_contacts(vec![contact(1, T0 + 30, Some("offers")), contact(2, T0 + 10, None)])
+        .await
+        .unwrap();
+    store.record_contacts(Vec::new()).await.unwrap();
+    // Contacts and ledger appends share the committer; both must land.
+    let tasks: Vec<_> = (0..8u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_contacts(vec![contact(i, T0 + 20, None)])
+                    .await
+                    .unwrap();
+                store.append_consent(record(i, i)).await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.ledger_len().await.unwrap(), 8);
+
+    let all = store.contacts_since(T0).await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].at <= w[1].at), "not in time order");
+    let since = store.contacts_since(T0 + 30).await.unwrap();
+    assert_eq!(since, vec![contact(1, T0 + 30, Some("offers"))]);
+    assert!(store.contacts_since(T0 + 31).await.unwrap().is_empty());
+}
+
+pub async fn close_refuses_later_writes(store: Arc<dyn Store>) {
+    store.append_consent(record(0, 0)).await.unwrap();
+    // Writers racing with close: each is either written and acknowledged, or refused with
+    // `Closed`; nothing is written without its writer hearing of it.
+    let racing: Vec<_> = (1..=32u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append_consent(record(i, i)).await })
+        })
+        .collect();
+    store.close().await.unwrap();
+    let mut acked = vec![1];
+    for t in racing {
+        match t.await.unwrap() {
+            Ok(entry) => acked.push(entry.seq),
+            Err(StoreError::Closed) => {}
+            Err(other) => panic!("a writer racing close got {other}"),
+        }
+    }
+    acked.sort_unstable();
+    let expected: Vec<u64> = (1..=acked.len() as u64).collect();
+    assert_eq!(acked, expected, "acknowledged seqs are not the committed prefix");
+    assert!(matches!(
+        store.append_consent(record(1, 1)).await,
+        Err(StoreError::Closed)
+    ));
+    store.close().await.unwrap();
+}

@@ -4,11 +4,12 @@
 //! INVARIANT: a write method returns `Ok` only after its transaction has committed.
 
 use async_trait::async_trait;
-use kept_core::ledger::{Checkpoint, ConsentRecord, LedgerEntry};
+use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
 use kept_core::subject::{ChannelPreference, Contact, Subject, Trait};
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
+pub mod columns;
 pub mod conformance;
 pub mod group_commit;
 
@@ -20,8 +21,9 @@ pub enum Backend {
     Postgres,
 }
 
-/// A storage failure, with a stable code for the HTTP and CLI layers.
-#[derive(Debug, thiserror::Error)]
+/// A storage failure, with a stable code for the HTTP and CLI layers. `Clone` because one failed
+/// group commit answers every writer of its batch with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -159,6 +161,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Number of records in the ledger (the tip's `seq`).
     async fn ledger_len(&self) -> Result<u64>;
 
+    /// The last record's position and hash, `None` while the ledger is empty (what a checkpoint
+    /// signs).
+    async fn ledger_tip(&self) -> Result<Option<(u64, ChainHash)>> {
+        let len = self.ledger_len().await?;
+        let Some(after) = len.checked_sub(1) else {
+            return Ok(None);
+        };
+        let rows = self.ledger_rows(after, 1).await?;
+        match rows.first() {
+            Some(row) => ChainHash::from_slice(&row.hash)
+                .map(|hash| Some((row.seq, hash)))
+                .ok_or_else(|| StoreError::Corrupt(format!("record {} has a malformed hash", row.seq))),
+            None => Ok(None),
+        }
+    }
+
     async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()>;
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
 
@@ -179,13 +197,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // --- settings (small values such as generated secrets) -----------------------------
 
     async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets `key`, replacing any value it had.
+    async fn put_setting(&self, key: &str, value: &[u8]) -> Result<()>;
     /// Sets `key` only if it has no value yet; returns the value that is stored afterwards
     /// (so two servers starting at once agree on one generated secret).
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
 
     // --- subjects -------------------------------------------------------------------------
 
-    /// Creates subjects in one transaction; ids are assigned densely in order.
+    /// Creates subjects in one transaction; ids are assigned densely in insert order, the first
+    /// subject ever created getting id 0 (so an index can be a plain vector). A `user_id` that
+    /// is already taken fails the whole call with `Conflict`.
     async fn insert_subjects(&self, subjects: Vec<NewSubject>) -> Result<Vec<SubjectId>>;
     async fn subject(&self, id: SubjectId) -> Result<Option<Subject>>;
     async fn subject_by_user_id(&self, user_id: &str) -> Result<Option<SubjectId>>;
@@ -197,7 +219,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts or replaces traits (keyed by subject and trait key), with provenance.
     async fn upsert_traits(&self, traits: Vec<Trait>) -> Result<()>;
     async fn traits(&self, subject: SubjectId) -> Result<Vec<Trait>>;
-    /// Traits of subjects with `id > after`, ordered by subject, for index builds.
+    /// Every trait of the first `limit` subjects with `id > after` that have traits, ordered by
+    /// subject then key, for index builds. `limit` counts subjects, so one subject's traits are
+    /// never split across pages and the next page starts after the last subject returned.
     async fn traits_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Trait>>;
 
     async fn put_channel_preference(&self, pref: &ChannelPreference) -> Result<()>;
@@ -207,4 +231,44 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()>;
     /// Contacts at or after `since`, for rebuilding frequency counters.
     async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>>;
+
+    // --- lifecycle ------------------------------------------------------------------------
+
+    /// Writes whatever the group committer still holds, then closes the connections. Later
+    /// writes fail with `Closed`. Dropping a store without closing it also lets queued writes
+    /// finish, but nobody waits for them.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps the last of several traits with the same subject and key, in first-seen order: one
+/// upsert statement may not touch a row twice on PostgreSQL, and the last write should win.
+pub fn last_trait_wins(traits: Vec<Trait>) -> Vec<Trait> {
+    let mut position: std::collections::HashMap<(SubjectId, String), usize> =
+        std::collections::HashMap::with_capacity(traits.len());
+    let mut out: Vec<Trait> = Vec::with_capacity(traits.len());
+    for t in traits {
+        match position.get(&(t.subject, t.key.clone())) {
+            Some(&i) => {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = t;
+                }
+            }
+            None => {
+                position.insert((t.subject, t.key.clone()), out.len());
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// The first user id that appears twice in `subjects`, to name it in a conflict.
+pub fn first_duplicate_user_id(subjects: &[NewSubject]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(subjects.len());
+    subjects
+        .iter()
+        .filter_map(|s| s.user_id.as_deref())
+        .find(|u| !seen.insert(*u))
 }

@@ -4,4 +4,5 @@ pub mod init;
 pub mod keys;
 pub mod ledger;
 pub mod lint;
+pub mod openapi;
 pub mod serve;

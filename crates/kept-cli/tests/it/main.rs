@@ -1,0 +1,10 @@
+//! kept-cli integration tests: run the built `kept` binary. One binary, one module per area.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod ledger;
+mod lint;

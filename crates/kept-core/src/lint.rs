@@ -1,0 +1,703 @@
+//! `kept lint`: checks a loaded manifest for broken references, missing owners and retention,
+//! changed notice texts, uses of data that no notice promised, and the organisation's own
+//! rules. Every finding has a stable code and points at the line it is about.
+
+use crate::fideslang;
+use crate::manifest::{
+    KNOWN_CHANNELS, Loaded, Manifest, RegimeKey, child_path, covers, entry_path, is_within,
+    item_path,
+};
+use crate::regime::Regime;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A notice hash as recorded earlier (in the database), to catch a text changed without a
+/// version bump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedNotice {
+    pub notice_id: String,
+    pub version: u32,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Fails `kept lint`.
+    Error,
+    /// Reported; fails `kept lint` only with `--deny-warnings`.
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// One problem in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Stable machine code, see [`codes`].
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    /// The key path the finding is about (`systems.sms_blaster.uses[0]`).
+    pub path: String,
+    /// The manifest file.
+    pub file: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+}
+
+/// The stable finding codes.
+pub mod codes {
+    /// A reference to a team, purpose, channel, topic, notice or collection point that the
+    /// manifest does not declare.
+    pub const DANGLING_REFERENCE: &str = "manifest.dangling_reference";
+    /// A data category that is neither a fideslang key nor declared under `[categories]`.
+    pub const CATEGORY_UNKNOWN: &str = "category.unknown";
+    /// A purpose key that is not a fideslang data use and is not marked `custom = true`.
+    pub const PURPOSE_UNKNOWN: &str = "purpose.unknown";
+    pub const PURPOSE_NO_OWNER: &str = "purpose.no_owner";
+    pub const PURPOSE_NO_RETENTION: &str = "purpose.no_retention";
+    pub const PURPOSE_NO_LEGAL_BASIS: &str = "purpose.no_legal_basis";
+    /// Some regimes have no legal basis and there is no `default` (warning).
+    pub const PURPOSE_LEGAL_BASIS_INCOMPLETE: &str = "purpose.legal_basis_incomplete";
+    pub const SYSTEM_NO_OWNER: &str = "system.no_owner";
+    /// A system uses a category for a purpose (and channel) that no notice covering that
+    /// category promises.
+    pub const SYSTEM_USE_NOT_PROMISED: &str = "system.use_not_promised";
+    /// A notice's text or promises differ from the hash recorded for the same id and version.
+    pub const NOTICE_CHANGED_WITHOUT_VERSION_BUMP: &str = "notice.changed_without_version_bump";
+    /// A later version of the notice was already recorded (warning).
+    pub const NOTICE_VERSION_BEHIND: &str = "notice.version_behind";
+    /// A notice has no text for one of the organisation's locales (warning).
+    pub const NOTICE_MISSING_LOCALE: &str = "notice.missing_locale";
+    /// No collection point shows the notice, so nothing is collected under it (warning).
+    pub const NOTICE_UNUSED: &str = "notice.unused";
+    /// A collection point collects a category its notice does not cover.
+    pub const COLLECTION_POINT_CATEGORY_NOT_IN_NOTICE: &str =
+        "collection_point.category_not_in_notice";
+    /// A use or a notice breaks one of the manifest's `[[rules.forbid]]`.
+    pub const RULE_FORBIDDEN_USE: &str = "rule.forbidden_use";
+    /// A rule or policy pattern matches no known key, so it can never apply (warning).
+    pub const RULE_UNKNOWN_KEY: &str = "rule.unknown_key";
+    /// A channel the rulebook does not know; decisions on it fail closed (warning).
+    pub const CHANNEL_UNKNOWN: &str = "channel.unknown";
+    pub const TEAM_NO_OWNERS: &str = "team.no_owners";
+    pub const ORGANISATION_NO_LOCALES: &str = "organisation.no_locales";
+}
+
+/// Checks a manifest. `recorded` are the notice hashes stored earlier (empty without a
+/// database). Findings come back in file order.
+pub fn lint(loaded: &Loaded, recorded: &[RecordedNotice]) -> Vec<Finding> {
+    let mut linter = Linter {
+        loaded,
+        manifest: &loaded.manifest,
+        findings: Vec::new(),
+    };
+    linter.organisation();
+    linter.teams_and_channels();
+    linter.purposes();
+    linter.topics();
+    linter.notices(recorded);
+    linter.collection_points();
+    linter.systems();
+    linter.rules_and_policy();
+    let mut findings = linter.findings;
+    findings.sort_by_key(|f| (f.line.is_none(), f.line, f.column, f.code));
+    findings
+}
+
+/// Counts of findings by severity.
+pub fn count(findings: &[Finding]) -> (usize, usize) {
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    (errors, findings.len() - errors)
+}
+
+struct Linter<'a> {
+    loaded: &'a Loaded,
+    manifest: &'a Manifest,
+    findings: Vec<Finding>,
+}
+
+impl Linter<'_> {
+    fn report(&mut self, code: &'static str, severity: Severity, path: String, message: String) {
+        let at = self.loaded.locations.get(&path);
+        self.findings.push(Finding {
+            code,
+            severity,
+            message,
+            file: self.loaded.locations.file.clone(),
+            line: at.map(|a| a.line),
+            column: at.map(|a| a.column),
+            path,
+        });
+    }
+
+    fn error(&mut self, code: &'static str, path: String, message: String) {
+        self.report(code, Severity::Error, path, message);
+    }
+
+    fn warning(&mut self, code: &'static str, path: String, message: String) {
+        self.report(code, Severity::Warning, path, message);
+    }
+
+    fn dangling<'k>(
+        &mut self,
+        path: String,
+        what: &str,
+        section: &str,
+        key: &str,
+        known: impl Iterator<Item = &'k String>,
+    ) {
+        let hint = did_you_mean(key, known.map(String::as_str));
+        self.error(
+            codes::DANGLING_REFERENCE,
+            path,
+            format!("{what} `{key}` is not declared under `[{section}]`{hint}"),
+        );
+    }
+
+    fn check_team(&mut self, path: String, team: &str) {
+        if !self.manifest.teams.contains_key(team) {
+            self.dangling(path, "team", "teams", team, self.manifest.teams.keys());
+        }
+    }
+
+    fn check_purpose(&mut self, path: String, purpose: &str) {
+        if !self.manifest.purposes.contains_key(purpose) {
+            self.dangling(
+                path,
+                "purpose",
+                "purposes",
+                purpose,
+                self.manifest.purposes.keys(),
+            );
+        }
+    }
+
+    fn check_channel(&mut self, path: String, channel: &str) {
+        if !self.manifest.channels.contains_key(channel) {
+            self.dangling(
+                path,
+                "channel",
+                "channels",
+                channel,
+                self.manifest.channels.keys(),
+            );
+        }
+    }
+
+    /// Reports an unknown category; true when the category is known.
+    fn check_category(&mut self, path: String, category: &str) -> bool {
+        if self.manifest.knows_category(category) {
+            return true;
+        }
+        let known = fideslang::DATA_CATEGORIES
+            .iter()
+            .map(|c| c.key)
+            .chain(self.manifest.categories.keys().map(String::as_str));
+        let hint = did_you_mean(category, known);
+        self.error(
+            codes::CATEGORY_UNKNOWN,
+            path,
+            format!(
+                "unknown data category `{category}`: not a fideslang category and not declared under `[categories]`{hint}"
+            ),
+        );
+        false
+    }
+
+    fn organisation(&mut self) {
+        if self.manifest.organisation.locales.is_empty() {
+            self.error(
+                codes::ORGANISATION_NO_LOCALES,
+                "organisation.locales".to_owned(),
+                "the organisation offers no locale; list at least one, the default first"
+                    .to_owned(),
+            );
+        }
+    }
+
+    fn teams_and_channels(&mut self) {
+        for (id, team) in &self.manifest.teams {
+            if team.owners.is_empty() {
+                self.warning(
+                    codes::TEAM_NO_OWNERS,
+                    entry_path("teams", id),
+                    format!("team `{id}` has no owners; list who answers for it"),
+                );
+            }
+        }
+        for id in self.manifest.channels.keys() {
+            if !KNOWN_CHANNELS.contains(&id.as_str()) {
+                self.warning(
+                    codes::CHANNEL_UNKNOWN,
+                    entry_path("channels", id),
+                    format!(
+                        "channel `{id}` is not one the rulebook knows ({}); every decision on it will be denied",
+                        KNOWN_CHANNELS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn purposes(&mut self) {
+        for (id, purpose) in &self.manifest.purposes {
+            let base = entry_path("purposes", id);
+            if fideslang::data_use(id).is_none() && !self.loaded.custom_purposes.contains(id) {
+                let hint = did_you_mean(id, fideslang::DATA_USES.iter().map(|u| u.key));
+                self.error(
+                    codes::PURPOSE_UNKNOWN,
+                    base.clone(),
+                    format!(
+                        "purpose `{id}` is not a fideslang data use; if it is your own, add `custom = true`{hint}"
+                    ),
+                );
+            }
+            if purpose.owner.is_empty() {
+                self.error(
+                    codes::PURPOSE_NO_OWNER,
+                    base.clone(),
+                    format!("purpose `{id}` has no owner; add `owner = \"<team>\"`"),
+                );
+            } else {
+                self.check_team(child_path(&base, "owner"), &purpose.owner);
+            }
+            if purpose.retention_days == 0 {
+                self.error(
+                    codes::PURPOSE_NO_RETENTION,
+                    base.clone(),
+                    format!(
+                        "purpose `{id}` has no retention; add how long its data is kept, e.g. `retention = \"2y\"`"
+                    ),
+                );
+            }
+            if purpose.legal_basis.is_empty() {
+                self.error(
+                    codes::PURPOSE_NO_LEGAL_BASIS,
+                    base.clone(),
+                    format!(
+                        "purpose `{id}` has no legal basis; add e.g. `legal_basis = \"consent\"`"
+                    ),
+                );
+            } else if !purpose.legal_basis.contains_key(&RegimeKey::Default) {
+                let missing: Vec<&str> = Regime::ALL
+                    .iter()
+                    .filter(|r| !purpose.legal_basis.contains_key(&RegimeKey::Regime(**r)))
+                    .map(|r| r.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    self.warning(
+                        codes::PURPOSE_LEGAL_BASIS_INCOMPLETE,
+                        base.clone(),
+                        format!(
+                            "purpose `{id}` has no legal basis for {} and no `default`; decisions there will be denied",
+                            backticked(&missing)
+                        ),
+                    );
+                }
+            }
+            for (i, other) in purpose.compatible_with.iter().enumerate() {
+                self.check_purpose(item_path(&child_path(&base, "compatible_with"), i), other);
+            }
+        }
+    }
+
+    fn topics(&mut self) {
+        for (id, topic) in &self.manifest.topics {
+            let base = entry_path("topics", id);
+            self.check_purpose(child_path(&base, "purpose"), &topic.purpose);
+            for (i, channel) in topic.channels.iter().enumerate() {
+                self.check_channel(item_path(&child_path(&base, "channels"), i), channel);
+            }
+        }
+    }
+
+    fn notices(&mut self, recorded: &[RecordedNotice]) {
+        for (id, notice) in &self.manifest.notices {
+            let base = entry_path("notices", id);
+            for (i, category) in notice.categories.iter().enumerate() {
+                self.check_category(item_path(&child_path(&base, "categories"), i), category);
+            }
+            for (i, purpose) in notice.purposes.iter().enumerate() {
+                self.check_purpose(item_path(&child_path(&base, "purposes"), i), purpose);
+            }
+            for (i, channel) in notice.channels.iter().enumerate() {
+                self.check_channel(item_path(&child_path(&base, "channels"), i), channel);
+            }
+            let missing: Vec<&str> = self
+                .manifest
+                .organisation
+                .locales
+                .iter()
+                .filter(|l| !notice.locales.contains_key(*l))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                self.warning(
+                    codes::NOTICE_MISSING_LOCALE,
+                    base.clone(),
+                    format!(
+                        "notice `{id}` has no text in {}; customers using it will see the default locale",
+                        backticked(&missing)
+                    ),
+                );
+            }
+            if !self
+                .manifest
+                .collection_points
+                .values()
+                .any(|p| &p.notice == id)
+            {
+                self.warning(
+                    codes::NOTICE_UNUSED,
+                    base.clone(),
+                    format!(
+                        "no collection point shows notice `{id}`, so no data is collected under it"
+                    ),
+                );
+            }
+            let same_id = recorded.iter().filter(|r| &r.notice_id == id);
+            let mut latest = 0;
+            for r in same_id {
+                latest = latest.max(r.version);
+                if r.version == notice.version && r.hash != notice.hash {
+                    self.error(
+                        codes::NOTICE_CHANGED_WITHOUT_VERSION_BUMP,
+                        child_path(&base, "version"),
+                        format!(
+                            "notice `{id}` changed since version {} was recorded (hash {} now, {} recorded); raise `version` so consent given under the old text stays tied to it",
+                            notice.version,
+                            short(&notice.hash),
+                            short(&r.hash)
+                        ),
+                    );
+                }
+            }
+            if latest > notice.version {
+                self.warning(
+                    codes::NOTICE_VERSION_BEHIND,
+                    child_path(&base, "version"),
+                    format!(
+                        "notice `{id}` is at version {} but version {latest} was already recorded",
+                        notice.version
+                    ),
+                );
+            }
+            for (i, rule) in self.manifest.rules.forbid.iter().enumerate() {
+                let category = notice
+                    .categories
+                    .iter()
+                    .find(|c| rule_covers_category(&rule.category, c));
+                let purpose = notice.purposes.iter().find(|p| covers(&rule.purpose, p));
+                if let (Some(category), Some(purpose)) = (category, purpose) {
+                    self.error(
+                        codes::RULE_FORBIDDEN_USE,
+                        base.clone(),
+                        format!(
+                            "notice `{id}` promises `{category}` for `{purpose}`, which rule {} forbids: {}",
+                            i + 1,
+                            rule.reason
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn collection_points(&mut self) {
+        for (id, point) in &self.manifest.collection_points {
+            let base = entry_path("collection_points", id);
+            let notice = self.manifest.notices.get(&point.notice);
+            if notice.is_none() {
+                self.dangling(
+                    child_path(&base, "notice"),
+                    "notice",
+                    "notices",
+                    &point.notice,
+                    self.manifest.notices.keys(),
+                );
+            }
+            for (field, category) in &point.fields {
+                let path = child_path(&child_path(&base, "fields"), field);
+                if !self.check_category(path.clone(), category) {
+                    continue;
+                }
+                if let Some(notice) = notice
+                    && !notice.categories.iter().any(|c| is_within(category, c))
+                {
+                    self.error(
+                            codes::COLLECTION_POINT_CATEGORY_NOT_IN_NOTICE,
+                            path,
+                            format!(
+                                "collection point `{id}` collects `{field}` (`{category}`) but its notice `{}` does not cover that category",
+                                point.notice
+                            ),
+                        );
+                }
+            }
+        }
+    }
+
+    fn systems(&mut self) {
+        for (id, system) in &self.manifest.systems {
+            let base = entry_path("systems", id);
+            if system.owner.is_empty() {
+                self.error(
+                    codes::SYSTEM_NO_OWNER,
+                    base.clone(),
+                    format!("system `{id}` has no owner; add `owner = \"<team>\"`"),
+                );
+            } else {
+                self.check_team(child_path(&base, "owner"), &system.owner);
+            }
+            for (u, system_use) in system.uses.iter().enumerate() {
+                let use_base = item_path(&child_path(&base, "uses"), u);
+                let purpose = &system_use.purpose;
+                self.check_purpose(child_path(&use_base, "purpose"), purpose);
+                for (i, channel) in system_use.channels.iter().enumerate() {
+                    self.check_channel(item_path(&child_path(&use_base, "channels"), i), channel);
+                }
+                for (i, category) in system_use.categories.iter().enumerate() {
+                    let path = item_path(&child_path(&use_base, "categories"), i);
+                    if !self.check_category(path, category) {
+                        continue;
+                    }
+                    self.check_promised(id, &use_base, category, purpose, &system_use.channels);
+                }
+                for (i, rule) in self.manifest.rules.forbid.iter().enumerate() {
+                    if !covers(&rule.purpose, purpose) {
+                        continue;
+                    }
+                    let forbidden = system_use
+                        .categories
+                        .iter()
+                        .find(|c| rule_covers_category(&rule.category, c));
+                    if let Some(category) = forbidden {
+                        self.error(
+                            codes::RULE_FORBIDDEN_USE,
+                            use_base.clone(),
+                            format!(
+                                "system `{id}` uses `{category}` for `{purpose}`, which rule {} forbids: {}",
+                                i + 1,
+                                rule.reason
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// One finding per category × channel that no notice promises.
+    fn check_promised(
+        &mut self,
+        system: &str,
+        use_base: &str,
+        category: &str,
+        purpose: &str,
+        channels: &[String],
+    ) {
+        let covering: Vec<&str> = self
+            .manifest
+            .notices
+            .iter()
+            .filter(|(_, n)| n.categories.iter().any(|c| is_within(category, c)))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let channels: Vec<Option<&str>> = if channels.is_empty() {
+            vec![None]
+        } else {
+            channels.iter().map(|c| Some(c.as_str())).collect()
+        };
+        for channel in channels {
+            let promised = self
+                .manifest
+                .notices
+                .values()
+                .any(|n| self.manifest.notice_promises(n, category, purpose, channel));
+            if promised {
+                continue;
+            }
+            let by = channel.map(|c| format!(" by `{c}`")).unwrap_or_default();
+            let why = if covering.is_empty() {
+                format!("no notice covers `{category}`")
+            } else {
+                format!(
+                    "the notices that cover `{category}` ({}) do not promise `{purpose}`{by}",
+                    backticked(&covering)
+                )
+            };
+            self.error(
+                codes::SYSTEM_USE_NOT_PROMISED,
+                use_base.to_owned(),
+                format!(
+                    "system `{system}` uses `{category}` for `{purpose}`{by}, but {why}; add a notice that promises it and collect under it"
+                ),
+            );
+        }
+    }
+
+    fn rules_and_policy(&mut self) {
+        for (i, rule) in self.manifest.rules.forbid.iter().enumerate() {
+            let base = item_path("rules.forbid", i);
+            if !self.category_pattern_known(&rule.category) {
+                self.warning(
+                    codes::RULE_UNKNOWN_KEY,
+                    child_path(&base, "category"),
+                    format!(
+                        "rule {} names category `{}`, which matches no known category, so it never applies",
+                        i + 1,
+                        rule.category
+                    ),
+                );
+            }
+            if !self.purpose_pattern_known(&rule.purpose) {
+                self.warning(
+                    codes::RULE_UNKNOWN_KEY,
+                    child_path(&base, "purpose"),
+                    format!(
+                        "rule {} names purpose `{}`, which matches no known purpose, so it never applies",
+                        i + 1,
+                        rule.purpose
+                    ),
+                );
+            }
+        }
+        for (i, tightening) in self.manifest.policy.tighten.iter().enumerate() {
+            let base = item_path("policy.tighten", i);
+            if !self.purpose_pattern_known(&tightening.purpose) {
+                self.warning(
+                    codes::RULE_UNKNOWN_KEY,
+                    child_path(&base, "purpose"),
+                    format!(
+                        "policy {} names purpose `{}`, which matches no known purpose, so it never applies",
+                        i + 1,
+                        tightening.purpose
+                    ),
+                );
+            }
+            if let Some(channel) = &tightening.channel {
+                self.check_channel(child_path(&base, "channel"), channel);
+            }
+        }
+    }
+
+    fn category_pattern_known(&self, pattern: &str) -> bool {
+        let branch = pattern.strip_suffix(".*").unwrap_or(pattern);
+        branch == "*"
+            || fideslang::DATA_CATEGORIES
+                .iter()
+                .any(|c| is_within(c.key, branch))
+            || self
+                .manifest
+                .categories
+                .keys()
+                .any(|c| is_within(c, branch))
+    }
+
+    fn purpose_pattern_known(&self, pattern: &str) -> bool {
+        let branch = pattern.strip_suffix(".*").unwrap_or(pattern);
+        branch == "*"
+            || fideslang::DATA_USES
+                .iter()
+                .any(|u| is_within(u.key, branch))
+            || self.manifest.purposes.keys().any(|p| is_within(p, branch))
+    }
+}
+
+/// A rule about a category also applies to a use of a wider branch that contains it: using
+/// all of `user` for marketing includes health data.
+fn rule_covers_category(pattern: &str, category: &str) -> bool {
+    let branch = pattern.strip_suffix(".*").unwrap_or(pattern);
+    covers(pattern, category) || is_within(branch, category)
+}
+
+fn backticked(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// ` (did you mean `x`?)` for the closest known key within a few edits, or nothing.
+fn did_you_mean<'k>(key: &str, known: impl Iterator<Item = &'k str>) -> String {
+    let mut best: BTreeMap<usize, &str> = BTreeMap::new();
+    for candidate in known {
+        let distance = edit_distance(key, candidate);
+        best.entry(distance).or_insert(candidate);
+    }
+    match best.first_key_value() {
+        Some((&distance, candidate)) if distance > 0 && distance <= 3 => {
+            format!(" (did you mean `{candidate}`?)")
+        }
+        _ => String::new(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous
+                .get(j)
+                .copied()
+                .unwrap_or(usize::MAX)
+                .saturating_add(usize::from(ca != *cb));
+            let delete = previous
+                .get(j + 1)
+                .copied()
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
+            let insert = current
+                .get(j)
+                .copied()
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
+            current.push(substitute.min(delete).min(insert));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("purpse", "purpose"), 1);
+        assert_eq!(edit_distance("sms", "sms"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn suggestions_only_for_near_misses() {
+        let known = ["marketing", "engineering"];
+        assert_eq!(
+            did_you_mean("marketng", known.iter().copied()),
+            " (did you mean `marketing`?)"
+        );
+        assert_eq!(did_you_mean("legal", known.iter().copied()), "");
+    }
+}

@@ -1,0 +1,14 @@
+//! kept-core integration tests: one binary, one module per area.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod lint;
+mod manifest;
+mod decision;
+mod index;
+mod rulebook;
+mod seed_scenario;

@@ -1,0 +1,154 @@
+//! The axum application: shared state, the route table, and the middleware every request passes
+//! (span and metrics, panic catcher, timeout, body limit). `router` is all a test needs to drive
+//! the API with `tower::ServiceExt::oneshot`.
+
+use crate::auth::Authenticator;
+use crate::config::DEFAULT_BODY_LIMIT;
+use crate::error::{ApiError, BodyLimit};
+use crate::ledger::Ledger;
+use crate::{observe, routes};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use kept_core::UnixMillis;
+use kept_core::manifest::Manifest;
+use kept_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// Where handlers read the time from. The system clock in production; fixed in tests.
+pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
+
+/// The current time from the system clock.
+pub fn system_now() -> UnixMillis {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis::try_from(now.as_millis()).unwrap_or(UnixMillis::MAX)
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub ledger: Arc<Ledger>,
+    pub manifest: Arc<Manifest>,
+    pub auth: Arc<Authenticator>,
+    pub metrics: PrometheusHandle,
+    pub clock: Clock,
+    pub limits: Limits,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State on the system clock with default limits.
+    pub fn new(store: Arc<dyn Store>, ledger: Arc<Ledger>, manifest: Arc<Manifest>) -> AppState {
+        AppState {
+            auth: Arc::new(Authenticator::new(store.clone())),
+            store,
+            ledger,
+            manifest,
+            metrics: observe::prometheus(),
+            clock: Arc::new(system_now),
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> AppState {
+        self.limits = limits;
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> AppState {
+        self.clock = clock;
+        self
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        (self.clock)()
+    }
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Arc<Authenticator> {
+        state.auth.clone()
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    router_with(Router::new(), state)
+}
+
+/// The application with `extra` routes behind the same middleware (for embedding, and for
+/// tests that need a handler that panics or hangs).
+pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
+    let limits = state.limits;
+    routes::routes()
+        .merge(extra)
+        .fallback(crate::error::not_found)
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
+        // Innermost first: the body limit, then the timeout, the panic catcher, and outermost
+        // the span and metrics, so that they see every answer, errors included.
+        .layer(DefaultBodyLimit::max(limits.body_limit))
+        .layer(middleware::from_fn_with_state(
+            limits.body_limit,
+            announce_body_limit,
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            time_limit,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(observe::track))
+        .with_state(state)
+}
+
+async fn announce_body_limit(State(limit): State<usize>, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(BodyLimit(limit));
+    next.run(req).await
+}
+
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit.as_secs().max(1)).into_response(),
+    }
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a handler panicked".to_owned());
+    ApiError::Internal(format!("panic: {detail}")).into_response()
+}

@@ -1,0 +1,611 @@
+//! The server's configuration: one typed struct, layered defaults → `[server]` in `kept.toml` →
+//! `KEPT_*` environment → command-line flags. Every value is parsed where it is read, so an error
+//! names the field and the layer it came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the server listens unless told otherwise.
+pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+    DEFAULT_PORT,
+);
+pub const DEFAULT_PORT: u16 = 7300;
+pub const DEFAULT_DATABASE_URL: &str = "./kept-data/kept.db";
+pub const DEFAULT_MANIFEST: &str = "./kept.toml";
+pub const DEFAULT_DATA_DIR: &str = "./kept-data";
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// A database URL. It may carry a password, so `Debug` and `Display` show it redacted; only
+/// `expose` hands out the real text, for the one place that connects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL as given, password included. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password (in the user info or a `password=` parameter) replaced by
+    /// `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // A plain file path has no place for a password.
+        return url.to_owned();
+    };
+    let (scheme, rest) = url.split_at(scheme_end + 3);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:***{host}", userinfo.get(..colon).unwrap_or_default()),
+                None => authority.to_owned(),
+            }
+        }
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => {
+            let (path, query) = tail.split_at(q + 1);
+            let query = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                        format!("{k}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            format!("{path}{query}")
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The server's configuration once every layer has been applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub database_url: DatabaseUrl,
+    /// The manifest (`kept.toml`) to load; ignored in demo mode.
+    pub manifest: PathBuf,
+    /// File holding the Ed25519 key that signs ledger checkpoints.
+    pub ledger_key_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// A request still running after this long is answered with an error.
+    pub request_timeout: Duration,
+    /// How often a ledger checkpoint is signed when new records arrived.
+    pub checkpoint_interval: Duration,
+    pub log_format: LogFormat,
+    /// A `tracing` filter (`info`, `kept_server=debug,info`).
+    pub log_filter: String,
+    /// Where generated files (demo keys) are written.
+    pub data_dir: PathBuf,
+    /// Load the example manifest and the demo population.
+    pub demo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            bind: DEFAULT_BIND,
+            database_url: DatabaseUrl::new(DEFAULT_DATABASE_URL),
+            manifest: PathBuf::from(DEFAULT_MANIFEST),
+            ledger_key_file: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: Duration::from_secs(30),
+            checkpoint_interval: Duration::from_secs(60),
+            log_format: LogFormat::Pretty,
+            log_filter: "info".to_owned(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            demo: false,
+        }
+    }
+}
+
+/// A configuration field: its key in `[server]`, its environment variable and its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Bind,
+    DatabaseUrl,
+    Manifest,
+    LedgerKeyFile,
+    BodyLimit,
+    RequestTimeout,
+    CheckpointInterval,
+    LogFormat,
+    LogFilter,
+    DataDir,
+    Demo,
+}
+
+impl Key {
+    pub const ALL: [Key; 11] = [
+        Key::Bind,
+        Key::DatabaseUrl,
+        Key::Manifest,
+        Key::LedgerKeyFile,
+        Key::BodyLimit,
+        Key::RequestTimeout,
+        Key::CheckpointInterval,
+        Key::LogFormat,
+        Key::LogFilter,
+        Key::DataDir,
+        Key::Demo,
+    ];
+
+    /// The key in `[server]`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Key::Bind => "bind",
+            Key::DatabaseUrl => "database_url",
+            Key::Manifest => "manifest",
+            Key::LedgerKeyFile => "ledger_key_file",
+            Key::BodyLimit => "body_limit",
+            Key::RequestTimeout => "request_timeout",
+            Key::CheckpointInterval => "checkpoint_interval",
+            Key::LogFormat => "log_format",
+            Key::LogFilter => "log_filter",
+            Key::DataDir => "data_dir",
+            Key::Demo => "demo",
+        }
+    }
+
+    /// The environment variable (`KEPT_BIND`).
+    pub fn env(self) -> String {
+        format!("KEPT_{}", self.name().to_ascii_uppercase())
+    }
+
+    /// The command-line flag (`--bind`).
+    pub fn flag(self) -> String {
+        format!("--{}", self.name().replace('_', "-"))
+    }
+
+    /// Whether `[server]` may set it: the manifest's own path cannot come from the manifest.
+    fn in_file(self) -> bool {
+        self != Key::Manifest
+    }
+}
+
+/// The layer a value came from, named in errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    /// `[server]` of this manifest file.
+    File(PathBuf),
+    /// This environment variable (or a `*_FILE` variable naming a file that holds the value).
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the default"),
+            Origin::File(path) => write!(f, "[server] in `{}`", path.display()),
+            Origin::Env(var) => write!(f, "environment variable `{var}`"),
+            Origin::Flag(flag) => write!(f, "flag `{flag}`"),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown key `{key}` in [server] of `{file}`; known keys: {known}")]
+    UnknownKey {
+        key: String,
+        file: PathBuf,
+        known: String,
+    },
+    #[error("invalid `{field}` from {origin}: {message}")]
+    Invalid {
+        field: &'static str,
+        origin: Origin,
+        message: String,
+    },
+    #[error("cannot read `{path}` named by {origin}: {message}")]
+    SecretFile {
+        path: PathBuf,
+        origin: Origin,
+        message: String,
+    },
+    #[error("both `{0}` and `{0}_FILE` are set; set only one")]
+    Conflict(String),
+}
+
+impl ConfigError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConfigError::UnknownKey { .. } => "config.unknown_key",
+            ConfigError::Invalid { .. } => "config.invalid_value",
+            ConfigError::SecretFile { .. } => "config.secret_file",
+            ConfigError::Conflict(_) => "config.conflict",
+        }
+    }
+}
+
+/// A snapshot of the `KEPT_*` environment, so that loading is a function of its inputs.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env::from_pairs(std::env::vars().filter(|(k, _)| k.starts_with("KEPT_")))
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Env {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, var: &str) -> Option<&str> {
+        self.vars.get(var).map(String::as_str)
+    }
+}
+
+/// Values given as command-line flags, by field.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    values: Vec<(Key, String)>,
+}
+
+impl Flags {
+    pub fn new() -> Flags {
+        Flags::default()
+    }
+
+    pub fn set(&mut self, key: Key, value: impl Into<String>) -> &mut Flags {
+        self.values.push((key, value.into()));
+        self
+    }
+
+    /// Sets `key` when the flag was given.
+    pub fn set_opt(&mut self, key: Key, value: Option<impl Into<String>>) -> &mut Flags {
+        if let Some(v) = value {
+            self.set(key, v);
+        }
+        self
+    }
+
+    fn get(&self, key: Key) -> Option<&str> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The `[server]` table of a manifest, with the file it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct FileLayer<'a> {
+    pub table: &'a toml::Table,
+    pub path: &'a Path,
+}
+
+enum Raw<'a> {
+    Text(&'a str),
+    Toml(&'a toml::Value),
+}
+
+impl Config {
+    /// The manifest path, which must be known before `[server]` can be read: environment, then
+    /// flags, then the default.
+    pub fn manifest_path(env: &Env, flags: &Flags) -> PathBuf {
+        flags
+            .get(Key::Manifest)
+            .or_else(|| env.get(&Key::Manifest.env()))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST))
+    }
+
+    /// Applies the layers in order: defaults, `[server]` of the manifest, `KEPT_*`
+    /// environment, flags. `*_FILE` variables (`KEPT_DATABASE_URL_FILE`) name a file whose
+    /// content is the value.
+    pub fn load(
+        file: Option<FileLayer<'_>>,
+        env: &Env,
+        flags: &Flags,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(file) = file {
+            let origin = Origin::File(file.path.to_path_buf());
+            for (name, value) in file.table {
+                let key = Key::ALL
+                    .into_iter()
+                    .find(|k| k.in_file() && k.name() == name)
+                    .or_else(|| (name == "database_url_file").then_some(Key::DatabaseUrl));
+                let Some(key) = key else {
+                    return Err(ConfigError::UnknownKey {
+                        key: name.clone(),
+                        file: file.path.to_path_buf(),
+                        known: known_file_keys(),
+                    });
+                };
+                if name == "database_url_file" {
+                    let path = toml_str(Key::DatabaseUrl, value, &origin)?;
+                    let text = read_secret(Path::new(path), &origin)?;
+                    config.apply(Key::DatabaseUrl, Raw::Text(&text), &origin)?;
+                } else {
+                    config.apply(key, Raw::Toml(value), &origin)?;
+                }
+            }
+        }
+        for key in Key::ALL {
+            let var = key.env();
+            let file_var = format!("{var}_FILE");
+            // `KEPT_LEDGER_KEY_FILE` is itself a field (a path), not a `*_FILE` indirection.
+            let indirect = key == Key::DatabaseUrl;
+            match (
+                env.get(&var),
+                indirect.then(|| env.get(&file_var)).flatten(),
+            ) {
+                (Some(_), Some(_)) => return Err(ConfigError::Conflict(var)),
+                (Some(value), None) => config.apply(key, Raw::Text(value), &Origin::Env(var))?,
+                (None, Some(path)) => {
+                    let origin = Origin::Env(file_var);
+                    let text = read_secret(Path::new(path), &origin)?;
+                    config.apply(key, Raw::Text(&text), &origin)?;
+                }
+                (None, None) => {}
+            }
+        }
+        for key in Key::ALL {
+            if let Some(value) = flags.get(key) {
+                config.apply(key, Raw::Text(value), &Origin::Flag(key.flag()))?;
+            }
+        }
+        Ok(config)
+    }
+
+    fn apply(&mut self, key: Key, raw: Raw<'_>, origin: &Origin) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            field: key.name(),
+            origin: origin.clone(),
+            message,
+        };
+        let text = |raw: &Raw<'_>| -> Result<String, ConfigError> {
+            match raw {
+                Raw::Text(s) => Ok((*s).to_owned()),
+                Raw::Toml(v) => toml_str(key, v, origin).map(str::to_owned),
+            }
+        };
+        match key {
+            Key::Bind => self.bind = parse_bind(&text(&raw)?).map_err(invalid)?,
+            Key::DatabaseUrl => {
+                let url = text(&raw)?;
+                if url.trim().is_empty() {
+                    return Err(invalid("must not be empty".to_owned()));
+                }
+                self.database_url = DatabaseUrl::new(url.trim());
+            }
+            Key::Manifest => self.manifest = PathBuf::from(text(&raw)?),
+            Key::LedgerKeyFile => {
+                let path = text(&raw)?;
+                self.ledger_key_file = (!path.is_empty()).then(|| PathBuf::from(path));
+            }
+            Key::BodyLimit => {
+                self.body_limit = match raw {
+                    Raw::Toml(toml::Value::Integer(n)) => usize::try_from(*n)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| invalid(format!("`{n}` is not a positive size")))?,
+                    other => parse_size(&text(&other)?).map_err(invalid)?,
+                }
+            }
+            Key::RequestTimeout | Key::CheckpointInterval => {
+                let duration = match raw {
+                    Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| invalid(format!("`{n}` is not a positive duration")))?,
+                    other => parse_duration(&text(&other)?).map_err(invalid)?,
+                };
+                if key == Key::RequestTimeout {
+                    self.request_timeout = duration;
+                } else {
+                    self.checkpoint_interval = duration;
+                }
+            }
+            Key::LogFormat => {
+                self.log_format = match text(&raw)?.as_str() {
+                    "pretty" => LogFormat::Pretty,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(invalid(format!(
+                            "`{other}` is not a log format; use `pretty` or `json`"
+                        )));
+                    }
+                }
+            }
+            Key::LogFilter => self.log_filter = text(&raw)?,
+            Key::DataDir => self.data_dir = PathBuf::from(text(&raw)?),
+            Key::Demo => {
+                self.demo = match raw {
+                    Raw::Toml(toml::Value::Boolean(b)) => *b,
+                    other => parse_bool(&text(&other)?).map_err(invalid)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn known_file_keys() -> String {
+    Key::ALL
+        .into_iter()
+        .filter(|k| k.in_file())
+        .map(|k| format!("`{}`", k.name()))
+        .chain(std::iter::once("`database_url_file`".to_owned()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn toml_str<'v>(key: Key, value: &'v toml::Value, origin: &Origin) -> Result<&'v str, ConfigError> {
+    value.as_str().ok_or_else(|| ConfigError::Invalid {
+        field: key.name(),
+        origin: origin.clone(),
+        message: format!("expected a string, found {}", value.type_str()),
+    })
+}
+
+fn read_secret(path: &Path, origin: &Origin) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| ConfigError::SecretFile {
+            path: path.to_path_buf(),
+            origin: origin.clone(),
+            message: e.to_string(),
+        })
+}
+
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{port}` is not a port number"))?;
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    }
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address such as `127.0.0.1:7300`"))
+}
+
+/// `1048576`, `512KiB`, `1MiB`, `2MB`, `64kb`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as `1MiB` or `65536`"))?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1000 * 1000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        _ => return Err(format!("`{s}` has an unknown unit; use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(multiplier)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{s}` is not a positive size that fits in memory"))
+}
+
+/// `30` (seconds), `30s`, `2m`, `500ms`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as `30s` or `2m`"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("`{s}` has an unknown unit; use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(format!("`{s}` must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("`{s}` is not `true` or `false`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_user_info_and_query() {
+        let url = DatabaseUrl::new("postgres://kept:s3cr3t@db.internal:5432/kept?sslmode=require");
+        assert_eq!(
+            url.redacted(),
+            "postgres://kept:***@db.internal:5432/kept?sslmode=require"
+        );
+        let url = DatabaseUrl::new("postgres://db/kept?user=kept&password=s3cr3t");
+        assert_eq!(url.redacted(), "postgres://db/kept?user=kept&password=***");
+        assert_eq!(
+            DatabaseUrl::new("./kept-data/kept.db").redacted(),
+            "./kept-data/kept.db"
+        );
+        assert_eq!(
+            DatabaseUrl::new("postgres://kept@db/kept").redacted(),
+            "postgres://kept@db/kept"
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
+        assert_eq!(parse_size("64 KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! The one error type every endpoint answers with, its stable codes, the single place that maps
+//! an error to an HTTP status, and extractors whose rejections come out in the same JSON shape
+//! (`{ "error": { "code", "message" } }`) instead of axum's plain-text ones.
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use kept_store::{Role, StoreError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+/// Everything an endpoint can answer other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("this endpoint needs an API key: send `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("the API key is not valid or has been revoked")]
+    InvalidKey,
+    #[error("an API key with role `{have}` may not call this endpoint; it needs role `{need}`")]
+    Forbidden {
+        have: &'static str,
+        need: &'static str,
+    },
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the request body must be JSON: send `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
+    #[error("the request body is larger than the server accepts{}", limit_text(*.limit))]
+    TooLarge { limit: Option<usize> },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    #[error("the request took longer than {0} seconds")]
+    Timeout(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug or an unexpected failure; the detail is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(have: Role, need: Role) -> ApiError {
+        ApiError::Forbidden {
+            have: have.as_str(),
+            need: need.as_str(),
+        }
+    }
+
+    /// Stable machine code, part of the API contract.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MissingKey => "auth.missing_key",
+            ApiError::InvalidKey => "auth.invalid_key",
+            ApiError::Forbidden { .. } => "auth.forbidden",
+            ApiError::InvalidJson(_) => "request.invalid_json",
+            ApiError::UnsupportedMediaType => "request.unsupported_media_type",
+            ApiError::InvalidField { .. } => "request.invalid_field",
+            ApiError::TooLarge { .. } => "request.too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "request.method_not_allowed",
+            ApiError::Timeout(_) => "server.timeout",
+            ApiError::Store(e) => e.code(),
+            ApiError::Internal(_) => "server.internal",
+        }
+    }
+
+    /// THE mapping from error to HTTP status; no other place chooses a status for an error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingKey | ApiError::InvalidKey => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(e) => match e {
+                StoreError::Unavailable(_) | StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Conflict { .. } => StatusCode::CONFLICT,
+                StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+                StoreError::Migration(_) | StoreError::Corrupt(_) | StoreError::Database(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message sent to the client: server-side failures say what kind of failure it was,
+    /// never database text or internals (those go to the log).
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Store(StoreError::Database(_) | StoreError::Corrupt(_)) => {
+                "the database failed to answer; see the server log".to_owned()
+            }
+            ApiError::Store(StoreError::Unavailable(_)) => "the database is unavailable".to_owned(),
+            _ => self.to_string(),
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.public_message(),
+                field: match self {
+                    ApiError::InvalidField { field, .. } => Some(field.clone()),
+                    _ => None,
+                },
+            },
+        }
+    }
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine code (`auth.missing_key`, `request.invalid_field`, …).
+    #[schema(example = "request.invalid_field")]
+    pub code: String,
+    /// Human-readable; names the offending field or value.
+    pub message: String,
+    /// The offending field, as a path into the request (`records[0].purpose`), when one is to
+    /// blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            match &self {
+                ApiError::Internal(detail) => tracing::error!(code = self.code(), %detail),
+                other => tracing::error!(code = other.code(), error = %other),
+            }
+        }
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if matches!(self, ApiError::MissingKey | ApiError::InvalidKey) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kept\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            // The limit itself is not in the rejection; `JsonBody` fills it in when it knows it.
+            ApiError::TooLarge { limit: None }
+        } else {
+            ApiError::InvalidJson(format!("cannot read the request body: {rejection}"))
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        use axum::extract::path::ErrorKind;
+        match rejection {
+            PathRejection::FailedToDeserializePathParams(e) => match e.into_kind() {
+                ErrorKind::ParseErrorAtKey { key, value, .. } => ApiError::invalid_field(
+                    key.clone(),
+                    format!("`{value}` is not a valid `{key}`"),
+                ),
+                ErrorKind::ParseError { value, .. }
+                | ErrorKind::ParseErrorAtIndex { value, .. } => {
+                    ApiError::invalid_field("path", format!("`{value}` is not valid here"))
+                }
+                other => ApiError::invalid_field("path", other.to_string()),
+            },
+            PathRejection::MissingPathParams(e) => ApiError::Internal(e.body_text()),
+            other => ApiError::Internal(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::invalid_field("query", rejection.body_text())
+    }
+}
+
+fn limit_text(limit: Option<usize>) -> String {
+    limit.map_or_else(String::new, |l| format!(" ({l} bytes)"))
+}
+
+/// The configured body limit, put in each request's extensions so that rejections can say it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Like `axum::Json`, but its rejections are `ApiError`s that name the offending field, and
+/// unknown fields are errors wherever the target type says so (`deny_unknown_fields`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match ApiError::from(rejection) {
+                ApiError::TooLarge { .. } => ApiError::TooLarge { limit },
+                other => other,
+            })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > 5
+            && essence
+                .get(essence.len() - 5..)
+                .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
+}
+
+/// Parses a JSON body, turning syntax errors into `request.invalid_json` and shape errors
+/// (missing, unknown or mistyped fields) into `request.invalid_field` naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end().map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    Ok(value)
+}
+
+fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    use serde_json::error::Category;
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson(inner.to_string()),
+        Category::Data => {
+            let full = inner.to_string();
+            // serde_json appends the position; the field path says more.
+            let message = match full.rfind(" at line ") {
+                Some(i) => full.get(..i).unwrap_or(&full).to_owned(),
+                None => full,
+            };
+            let message = humanize(&message);
+            let parent = if path == "." { None } else { Some(path) };
+            // An unknown or missing field is reported by serde at its parent; name the field
+            // itself.
+            let named = ["unknown field `", "missing field `"]
+                .iter()
+                .find_map(|prefix| message.strip_prefix(prefix))
+                .and_then(|rest| rest.split('`').next());
+            let field = match (parent, named) {
+                // An unknown field is already the last step of the path; a missing one is not.
+                (Some(p), Some(n)) if p == n || p.ends_with(&format!(".{n}")) => p,
+                (Some(p), Some(n)) => format!("{p}.{n}"),
+                (None, Some(n)) => n.to_owned(),
+                (Some(p), None) => p,
+                (None, None) => "body".to_owned(),
+            };
+            let message = if named.is_some() {
+                if field.contains('.') || field.contains('[') {
+                    format!("{message} (at `{field}`)")
+                } else {
+                    message
+                }
+            } else {
+                format!("`{field}`: {message}")
+            };
+            ApiError::InvalidField { field, message }
+        }
+    }
+}
+
+/// Replaces serde's Rust primitive names with words a client understands.
+fn humanize(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, words) in [
+        ("expected u8", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected a borrowed string", "expected a string"),
+    ] {
+        if let Some(stripped) = out.strip_suffix(rust) {
+            out = format!("{stripped}{words}");
+        }
+    }
+    out
+}
+
+/// Like `axum::extract::Path`, with rejections as `ApiError`s naming the parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(PathParams(value))
+    }
+}
+
+/// Answers requests no route matched.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".to_owned())
+}
+
+/// Answers requests whose path exists but not with this method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,542 @@
+//! The consent ledger over HTTP: append records (checked against the manifest, answered only
+//! after commit), read one subject's records, and the ledger's state.
+
+use crate::app::AppState;
+use crate::auth::{Authorized, role};
+use crate::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use crate::observe;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use kept_core::SubjectId;
+use kept_core::ledger::{
+    self, CollectionMethod, ConsentAction, ConsentRecord, Evidence, LedgerEntry, NoticeRef,
+};
+use kept_core::manifest::{Manifest, is_within};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Records one request may append at most.
+pub const MAX_RECORDS: usize = 1000;
+
+/// What a consent record says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Given,
+    Withdrawn,
+    OptedOut,
+    Objected,
+    Pending,
+}
+
+impl From<Action> for ConsentAction {
+    fn from(a: Action) -> ConsentAction {
+        match a {
+            Action::Given => ConsentAction::Given,
+            Action::Withdrawn => ConsentAction::Withdrawn,
+            Action::OptedOut => ConsentAction::OptedOut,
+            Action::Objected => ConsentAction::Objected,
+            Action::Pending => ConsentAction::Pending,
+        }
+    }
+}
+
+impl From<ConsentAction> for Action {
+    fn from(a: ConsentAction) -> Action {
+        match a {
+            ConsentAction::Given => Action::Given,
+            ConsentAction::Withdrawn => Action::Withdrawn,
+            ConsentAction::OptedOut => Action::OptedOut,
+            ConsentAction::Objected => Action::Objected,
+            ConsentAction::Pending => Action::Pending,
+        }
+    }
+}
+
+/// How the consent was collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    WebForm,
+    Banner,
+    Api,
+    DoubleOptIn,
+    Written,
+    ImpliedPurchase,
+    ImpliedInquiry,
+    Gpc,
+    Reply,
+    Import,
+}
+
+impl From<Method> for CollectionMethod {
+    fn from(m: Method) -> CollectionMethod {
+        match m {
+            Method::WebForm => CollectionMethod::WebForm,
+            Method::Banner => CollectionMethod::Banner,
+            Method::Api => CollectionMethod::Api,
+            Method::DoubleOptIn => CollectionMethod::DoubleOptIn,
+            Method::Written => CollectionMethod::Written,
+            Method::ImpliedPurchase => CollectionMethod::ImpliedPurchase,
+            Method::ImpliedInquiry => CollectionMethod::ImpliedInquiry,
+            Method::Gpc => CollectionMethod::Gpc,
+            Method::Reply => CollectionMethod::Reply,
+            Method::Import => CollectionMethod::Import,
+        }
+    }
+}
+
+impl From<CollectionMethod> for Method {
+    fn from(m: CollectionMethod) -> Method {
+        match m {
+            CollectionMethod::WebForm => Method::WebForm,
+            CollectionMethod::Banner => Method::Banner,
+            CollectionMethod::Api => Method::Api,
+            CollectionMethod::DoubleOptIn => Method::DoubleOptIn,
+            CollectionMethod::Written => Method::Written,
+            CollectionMethod::ImpliedPurchase => Method::ImpliedPurchase,
+            CollectionMethod::ImpliedInquiry => Method::ImpliedInquiry,
+            CollectionMethod::Gpc => Method::Gpc,
+            CollectionMethod::Reply => Method::Reply,
+            CollectionMethod::Import => Method::Import,
+        }
+    }
+}
+
+/// Evidence that the record is genuine. Never raw personal data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, expecting = "an evidence object")]
+pub struct EvidenceBody {
+    /// Keyed hash (hex) of the subject's IP address, computed by the caller.
+    #[serde(default)]
+    pub ip_hash: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// Hash (hex) of the exact disclosure text shown.
+    #[serde(default)]
+    pub text_hash: Option<String>,
+    /// A request, form submission or message id.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// One consent record to append.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, expecting = "a consent record object")]
+pub struct ConsentInput {
+    /// The subject's internal id.
+    pub subject: u32,
+    /// A purpose key the manifest declares (`marketing.communications`).
+    #[schema(example = "marketing.communications")]
+    pub purpose: String,
+    /// A channel key the manifest declares (`email`, `sms`).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// A topic the manifest declares under `purpose`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    pub action: Action,
+    /// The id of the notice shown; its version and content hash are taken from the manifest
+    /// the server runs.
+    #[serde(default)]
+    pub notice: Option<String>,
+    pub method: Method,
+    /// Where the record comes from (`preference_center`, `api`, `import`).
+    #[schema(example = "api")]
+    pub source: String,
+    #[serde(default)]
+    pub evidence: Option<EvidenceBody>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, expecting = "an object with `records`")]
+pub struct AppendConsents {
+    /// Appended atomically, in this order.
+    pub records: Vec<ConsentInput>,
+}
+
+/// Where one appended record landed in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Appended {
+    pub seq: u64,
+    /// Lowercase hex BLAKE3 chain hash.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppendedConsents {
+    pub entries: Vec<Appended>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NoticeView {
+    pub id: String,
+    pub version: u32,
+    pub hash: String,
+}
+
+/// A consent record as stored in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsentView {
+    pub subject: u32,
+    pub purpose: String,
+    pub channel: Option<String>,
+    pub topic: Option<String>,
+    pub action: Action,
+    pub notice: Option<NoticeView>,
+    /// The regime that applied when the record was made (`gdpr`, `ccpa`, …).
+    pub regime: String,
+    pub source: String,
+    pub method: Method,
+    pub evidence: EvidenceBody,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+}
+
+impl From<ConsentRecord> for ConsentView {
+    fn from(r: ConsentRecord) -> ConsentView {
+        ConsentView {
+            subject: r.subject.0,
+            purpose: r.purpose,
+            channel: r.channel,
+            topic: r.topic,
+            action: r.action.into(),
+            notice: r.notice.map(|n| NoticeView {
+                id: n.id,
+                version: n.version,
+                hash: n.hash,
+            }),
+            regime: r.regime,
+            source: r.source,
+            method: r.method.into(),
+            evidence: EvidenceBody {
+                ip_hash: r.evidence.ip_hash,
+                user_agent: r.evidence.user_agent,
+                text_hash: r.evidence.text_hash,
+                reference: r.evidence.reference,
+            },
+            at: r.at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerEntryView {
+    pub seq: u64,
+    pub hash: String,
+    pub record: ConsentView,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectConsents {
+    pub subject: u32,
+    pub entries: Vec<LedgerEntryView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointView {
+    pub seq: u64,
+    pub hash: String,
+    pub at: i64,
+    /// Which key signed (hex of the first 8 bytes of BLAKE3 of the public key).
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerStatus {
+    /// Number of records.
+    pub length: u64,
+    /// Hash of the last record; absent while the ledger is empty.
+    pub tip_hash: Option<String>,
+    pub last_checkpoint: Option<CheckpointView>,
+}
+
+/// Appends consent records. Answers only after they are committed.
+#[utoipa::path(
+    post,
+    path = "/v1/consents",
+    tag = "consent",
+    request_body = AppendConsents,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "committed, in order", body = AppendedConsents),
+        (status = 400, description = "not JSON", body = ErrorBody),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not `application/json`", body = ErrorBody),
+        (status = 422, description = "a field is missing, unknown or names nothing the manifest declares", body = ErrorBody),
+    )
+)]
+pub async fn append(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<AppendConsents>,
+) -> Result<(StatusCode, Json<AppendedConsents>), ApiError> {
+    if body.records.is_empty() {
+        return Err(ApiError::invalid_field(
+            "records",
+            "`records` must hold at least one record",
+        ));
+    }
+    if body.records.len() > MAX_RECORDS {
+        return Err(ApiError::invalid_field(
+            "records",
+            format!("`records` may hold at most {MAX_RECORDS} records per request"),
+        ));
+    }
+    let now = state.now();
+    let mut records = Vec::with_capacity(body.records.len());
+    for (i, input) in body.records.into_iter().enumerate() {
+        let field = |name: &str| format!("records[{i}].{name}");
+        let subject = state
+            .store
+            .subject(SubjectId(input.subject))
+            .await?
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    field("subject"),
+                    format!("unknown subject `{}`", input.subject),
+                )
+            })?;
+        let notice = check_against_manifest(&state.manifest, &input)
+            .map_err(|(name, message)| ApiError::invalid_field(field(name), message))?;
+        if input.source.trim().is_empty() {
+            return Err(ApiError::invalid_field(
+                field("source"),
+                "`source` must not be empty",
+            ));
+        }
+        let evidence = input.evidence.unwrap_or_default();
+        records.push(ConsentRecord {
+            subject: subject.id,
+            purpose: input.purpose,
+            channel: input.channel,
+            topic: input.topic,
+            action: input.action.into(),
+            notice,
+            regime: subject.regime().as_str().to_owned(),
+            source: input.source,
+            method: input.method.into(),
+            evidence: Evidence {
+                ip_hash: evidence.ip_hash,
+                user_agent: evidence.user_agent,
+                text_hash: evidence.text_hash,
+                reference: evidence.reference,
+            },
+            at: now,
+        });
+    }
+    let entries = state.ledger.append_many(records).await?;
+    observe::count_ledger_appends(entries.len());
+    Ok((
+        StatusCode::CREATED,
+        Json(AppendedConsents {
+            entries: entries
+                .iter()
+                .map(|e| Appended {
+                    seq: e.seq,
+                    hash: e.hash.to_hex(),
+                })
+                .collect(),
+        }),
+    ))
+}
+
+/// Checks the keys a record names against the manifest; returns the notice reference to store,
+/// or the offending field and why.
+fn check_against_manifest(
+    manifest: &Manifest,
+    input: &ConsentInput,
+) -> Result<Option<NoticeRef>, (&'static str, String)> {
+    let known = |keys: Vec<&String>| -> String {
+        let list: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.join(", ")
+        }
+    };
+    if !manifest.purposes.contains_key(&input.purpose) {
+        return Err((
+            "purpose",
+            format!(
+                "unknown purpose `{}`; the manifest declares {}",
+                input.purpose,
+                known(manifest.purposes.keys().collect())
+            ),
+        ));
+    }
+    if let Some(channel) = &input.channel
+        && !manifest.channels.contains_key(channel)
+    {
+        return Err((
+            "channel",
+            format!(
+                "unknown channel `{channel}`; the manifest declares {}",
+                known(manifest.channels.keys().collect())
+            ),
+        ));
+    }
+    if let Some(topic_key) = &input.topic {
+        let Some(topic) = manifest.topics.get(topic_key) else {
+            return Err((
+                "topic",
+                format!(
+                    "unknown topic `{topic_key}`; the manifest declares {}",
+                    known(manifest.topics.keys().collect())
+                ),
+            ));
+        };
+        if topic.purpose != input.purpose {
+            return Err((
+                "topic",
+                format!(
+                    "topic `{topic_key}` belongs to purpose `{}`, not `{}`",
+                    topic.purpose, input.purpose
+                ),
+            ));
+        }
+        if let Some(channel) = &input.channel
+            && !topic.channels.contains(channel)
+        {
+            return Err((
+                "topic",
+                format!("topic `{topic_key}` is not sent on channel `{channel}`"),
+            ));
+        }
+    }
+    let Some(notice_id) = &input.notice else {
+        return Ok(None);
+    };
+    let Some(notice) = manifest.notices.get(notice_id) else {
+        return Err((
+            "notice",
+            format!(
+                "unknown notice `{notice_id}`; the manifest declares {}",
+                known(manifest.notices.keys().collect())
+            ),
+        ));
+    };
+    // Consent given under a notice that never mentioned the purpose proves nothing.
+    let promised = notice.purposes.iter().any(|p| is_within(&input.purpose, p));
+    if input.action == Action::Given && !promised {
+        return Err((
+            "notice",
+            format!(
+                "notice `{notice_id}` does not mention purpose `{}`",
+                input.purpose
+            ),
+        ));
+    }
+    Ok(Some(NoticeRef {
+        id: notice_id.clone(),
+        version: notice.version,
+        hash: notice.hash.clone(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubjectPath {
+    id: u32,
+}
+
+/// Every consent record of one subject, decoded, in ledger order.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/consents",
+    tag = "consent",
+    params(("id" = u32, Path, description = "the subject's internal id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = SubjectConsents),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "no such subject", body = ErrorBody),
+        (status = 422, description = "`id` is not a subject id", body = ErrorBody),
+    )
+)]
+pub async fn of_subject(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(SubjectPath { id }): PathParams<SubjectPath>,
+) -> Result<Json<SubjectConsents>, ApiError> {
+    let subject = SubjectId(id);
+    if state.store.subject(subject).await?.is_none() {
+        return Err(ApiError::NotFound(format!("subject `{id}` not found")));
+    }
+    let entries = state.store.ledger_for_subject(subject).await?;
+    let entries = entries
+        .into_iter()
+        .map(entry_view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(SubjectConsents {
+        subject: id,
+        entries,
+    }))
+}
+
+fn entry_view(entry: LedgerEntry) -> Result<LedgerEntryView, ApiError> {
+    let record = ledger::decode(&entry.bytes).map_err(|e| {
+        ApiError::Store(kept_store::StoreError::Corrupt(format!(
+            "record {} does not decode: {e}",
+            entry.seq
+        )))
+    })?;
+    Ok(LedgerEntryView {
+        seq: entry.seq,
+        hash: entry.hash.to_hex(),
+        record: record.into(),
+    })
+}
+
+/// The ledger's length, tip and last signed checkpoint.
+#[utoipa::path(
+    get,
+    path = "/v1/ledger",
+    tag = "consent",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = LedgerStatus),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    )
+)]
+pub async fn ledger_status(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+) -> Result<Json<LedgerStatus>, ApiError> {
+    let tip = state.store.ledger_tip().await?;
+    let checkpoints = state.store.checkpoints().await?;
+    let last = checkpoints.into_iter().max_by_key(|c| c.seq);
+    Ok(Json(LedgerStatus {
+        length: tip.map_or(0, |(seq, _)| seq),
+        tip_hash: tip.map(|(_, hash)| hash.to_hex()),
+        last_checkpoint: last.map(|c| CheckpointView {
+            seq: c.seq,
+            hash: c.hash.to_hex(),
+            at: c.at,
+            key_id: c.key_id,
+        }),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_the_domain_names() {
+        for a in ConsentAction::ALL {
+            let json = serde_json::to_value(Action::from(a)).unwrap();
+            assert_eq!(json, a.as_str());
+            assert_eq!(ConsentAction::from(Action::from(a)), a);
+        }
+        for m in CollectionMethod::ALL {
+            let json = serde_json::to_value(Method::from(m)).unwrap();
+            assert_eq!(json, m.as_str());
+            assert_eq!(CollectionMethod::from(Method::from(m)), m);
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Starting and stopping the server: open the store (migrations run), record the manifest's
+//! notice hashes, load the ledger key, load the demo when asked, bind; then serve until a
+//! signal, let in-flight requests finish, and sign a final ledger checkpoint.
+
+use crate::app::{self, AppState, Limits};
+use crate::config::{Config, DatabaseUrl};
+use crate::demo::{self, DemoLoadError};
+use crate::ledger::{self, Ledger};
+use crate::store;
+use kept_core::UnixMillis;
+use kept_core::manifest::Manifest;
+use kept_store::{NoticeHash, Store, StoreError};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "no ledger signing key: set `ledger_key_file` in [server] of the manifest, \
+         `KEPT_LEDGER_KEY_FILE` or `--ledger-key-file`; create a key with \
+         `kept keys ledger-keygen kept-ledger.key` (or run `kept serve --demo`)"
+    )]
+    NoLedgerKey,
+    #[error("cannot use the ledger key in `{path}`: {message}")]
+    LedgerKey { path: PathBuf, message: String },
+    #[error(transparent)]
+    Demo(#[from] DemoLoadError),
+    #[error("cannot listen on `{addr}`: {message}")]
+    Bind { addr: SocketAddr, message: String },
+    #[error("cannot create the data directory `{path}`: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error("the server stopped: {0}")]
+    Io(String),
+}
+
+impl ServeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServeError::Store(e) => e.code(),
+            ServeError::NoLedgerKey => "serve.no_ledger_key",
+            ServeError::LedgerKey { .. } => "serve.ledger_key",
+            ServeError::Demo(e) => e.code(),
+            ServeError::Bind { .. } => "serve.bind",
+            ServeError::DataDir { .. } => "serve.data_dir",
+            ServeError::Io(_) => "serve.io",
+        }
+    }
+}
+
+/// A server that is bound and ready, not yet answering.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    state: AppState,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Opens the store, prepares the ledger (and the demo), and binds `config.bind`.
+    pub async fn start(config: Config, manifest: Manifest) -> Result<Server, ServeError> {
+        let started = Instant::now();
+        let now = app::system_now();
+        // Installed first so that the demo's appends are counted too.
+        crate::observe::prometheus();
+        create_sqlite_dir(&config.database_url)?;
+        let store = store::open(config.database_url.expose()).await?;
+        store
+            .record_notice_hashes(&notice_hashes(&manifest, now))
+            .await?;
+        let signing_key = match (&config.ledger_key_file, config.demo) {
+            (Some(path), _) => {
+                ledger::load_signing_key(path).map_err(|e| ServeError::LedgerKey {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            (None, true) => ledger::demo_signing_key(store.as_ref()).await?,
+            (None, false) => return Err(ServeError::NoLedgerKey),
+        };
+        let ledger = Arc::new(Ledger::new(store.clone(), signing_key));
+        let startup = started.elapsed();
+
+        let mut demo_time = Duration::ZERO;
+        if config.demo {
+            let demo_started = Instant::now();
+            demo::load_if_empty(store.as_ref(), &ledger, &manifest, now, &config.data_dir).await?;
+            demo_time = demo_started.elapsed();
+        }
+
+        let state = AppState::new(store, ledger, Arc::new(manifest)).with_limits(Limits {
+            body_limit: config.body_limit,
+            request_timeout: config.request_timeout,
+        });
+        let bind_started = Instant::now();
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| ServeError::Bind {
+                addr: config.bind,
+                message: e.to_string(),
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServeError::Io(e.to_string()))?;
+        let ready = startup + bind_started.elapsed();
+        tracing::info!(
+            %addr,
+            database = %config.database_url,
+            backend = ?state.store.backend(),
+            demo = config.demo,
+            startup_ms = ready.as_millis() as u64,
+            demo_load_ms = demo_time.as_millis() as u64,
+            "kept is listening on http://{addr}"
+        );
+        Ok(Server {
+            config,
+            state,
+            listener,
+            addr,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, lets in-flight requests finish, then signs a final
+    /// checkpoint and closes the store.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Server {
+            config,
+            state,
+            listener,
+            addr: _,
+        } = self;
+        let checkpoints = tokio::spawn(checkpoint_periodically(
+            state.ledger.clone(),
+            config.checkpoint_interval,
+        ));
+        let router = app::router(state.clone());
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing requests in flight");
+            })
+            .await;
+        checkpoints.abort();
+        // Whatever ended serving, what was acknowledged gets a signed checkpoint.
+        match state.ledger.checkpoint_now().await {
+            Ok(Some(cp)) => tracing::info!(seq = cp.seq, "final ledger checkpoint signed"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "final ledger checkpoint failed"),
+        }
+        state.store.close().await?;
+        tracing::info!("stopped");
+        served.map_err(|e| ServeError::Io(e.to_string()))
+    }
+}
+
+/// Starts the server on `config` and runs it until SIGINT or SIGTERM.
+pub async fn serve(config: Config, manifest: Manifest) -> Result<(), ServeError> {
+    Server::start(config, manifest)
+        .await?
+        .run(shutdown_signal())
+        .await
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// Signs a checkpoint every `interval` when records arrived since the last one.
+async fn checkpoint_periodically(ledger: Arc<Ledger>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once; the server just started, nothing to sign yet.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match ledger.checkpoint_now().await {
+            Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "ledger checkpoint signed"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "ledger checkpoint failed; retrying next time"),
+        }
+    }
+}
+
+fn notice_hashes(manifest: &Manifest, now: UnixMillis) -> Vec<NoticeHash> {
+    manifest
+        .notices
+        .iter()
+        .map(|(id, n)| NoticeHash {
+            notice_id: id.clone(),
+            version: n.version,
+            hash: n.hash.clone(),
+            recorded_at: now,
+        })
+        .collect()
+}
+
+/// SQLite cannot create the directory its file goes in; make it for the default
+/// `./kept-data/kept.db` and the like.
+fn create_sqlite_dir(url: &DatabaseUrl) -> Result<(), ServeError> {
+    let text = url.expose();
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(());
+    }
+    let path = text
+        .strip_prefix("sqlite://")
+        .or_else(|| text.strip_prefix("sqlite:"))
+        .unwrap_or(text);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    match std::path::Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
+            .map_err(|e| ServeError::DataDir {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// Opens the store a configuration names, for commands that only need the database.
+pub async fn open_store(url: &DatabaseUrl) -> Result<Arc<dyn Store>, ServeError> {
+    create_sqlite_dir(url)?;
+    Ok(store::open(url.expose()).await?)
+}
+
+/// Writes a new Ed25519 ledger signing key to `path` as a PKCS#8 PEM file only its owner can
+/// read, refusing to replace an existing file (that would orphan every checkpoint it signed).
+/// Returns the verifying key in hex, for `kept ledger verify --public-key`.
+pub fn write_ledger_key(path: &std::path::Path) -> std::io::Result<String> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    demo::write_private(path, pem.as_bytes(), false).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::new(
+                e.kind(),
+                "the file exists; a ledger key is never overwritten",
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok(hex::encode(key.verifying_key().as_bytes()))
+}

@@ -1,0 +1,176 @@
+//! A server on a fresh SQLite store in a temporary directory, with a fixed clock, the demo
+//! manifest, three subjects and one API key per role.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use ed25519_dalek::SigningKey;
+use kept_core::SubjectId;
+use kept_core::UnixMillis;
+use kept_core::manifest::Manifest;
+use kept_server::app::{AppState, Limits};
+use kept_server::ledger::Ledger;
+use kept_store::{NewSubject, Role, Store};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// 2026-05-28T20:26:40Z, the time every test runs at.
+pub const NOW: UnixMillis = 1_780_000_000_000;
+
+pub fn demo_manifest() -> Manifest {
+    kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
+        .expect("the demo manifest loads")
+        .manifest
+}
+
+pub fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+pub struct TestApp {
+    /// Holds the database; dropped (deleted) with the app.
+    _dir: tempfile::TempDir,
+    pub store: Arc<dyn Store>,
+    pub state: AppState,
+    pub keys: HashMap<Role, String>,
+    /// Subjects in Germany (gdpr), California (ccpa) and nowhere known (strictest).
+    pub subjects: Vec<SubjectId>,
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        TestApp::with_limits(Limits::default()).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("kept.db");
+        let store = kept_server::store::open(url.to_str().unwrap())
+            .await
+            .unwrap();
+        let ledger = Arc::new(Ledger::new(store.clone(), signing_key()));
+        let state = AppState::new(store.clone(), ledger, Arc::new(demo_manifest()))
+            .with_limits(limits)
+            .with_clock(Arc::new(|| NOW));
+        let mut keys = HashMap::new();
+        for role in Role::ALL {
+            let (secret, _) = kept_server::auth::create_key(store.as_ref(), role, "test", NOW)
+                .await
+                .unwrap();
+            keys.insert(role, secret.expose().to_owned());
+        }
+        let subjects = store
+            .insert_subjects(vec![
+                new_subject("u1", Some("DE"), None),
+                new_subject("u2", Some("US"), Some("CA")),
+                new_subject("u3", None, None),
+            ])
+            .await
+            .unwrap();
+        TestApp {
+            _dir: dir,
+            store,
+            state,
+            keys,
+            subjects,
+        }
+    }
+
+    pub fn key(&self, role: Role) -> &str {
+        &self.keys[&role]
+    }
+
+    pub fn router(&self) -> Router {
+        kept_server::router(self.state.clone())
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Answer {
+        send(self.router(), req).await
+    }
+}
+
+pub fn new_subject(user_id: &str, country: Option<&str>, region: Option<&str>) -> NewSubject {
+    NewSubject {
+        user_id: Some(user_id.to_owned()),
+        country: country.map(str::to_owned),
+        region: region.map(str::to_owned),
+        time_zone: None,
+        created_at: NOW - 1000,
+    }
+}
+
+/// An answer, its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl Answer {
+    /// The `error.code` of an error body.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
+    }
+}
+
+pub async fn send(router: Router, req: Request<Body>) -> Answer {
+    let response = router.oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
+pub fn request(method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    match body {
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap(),
+        None => builder.body(Body::empty()).unwrap(),
+    }
+}
+
+pub fn get(path: &str, key: Option<&str>) -> Request<Body> {
+    request("GET", path, key, None)
+}
+
+pub fn post(path: &str, key: Option<&str>, body: &str) -> Request<Body> {
+    request("POST", path, key, Some(body))
+}
+
+/// A valid consent append for `subject`: the newsletter, by email.
+pub fn newsletter_consent(subject: SubjectId) -> String {
+    serde_json::json!({
+        "records": [{
+            "subject": subject.0,
+            "purpose": "marketing.communications",
+            "channel": "email",
+            "topic": "newsletter",
+            "action": "given",
+            "notice": "newsletter",
+            "method": "double_opt_in",
+            "source": "api",
+            "evidence": { "reference": "signup-42" }
+        }]
+    })
+    .to_string()
+}

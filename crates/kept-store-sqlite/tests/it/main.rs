@@ -1,0 +1,84 @@
+//! The conformance suite on SQLite, each case in its own temporary directory.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use async_trait::async_trait;
+use kept_store::Store;
+use kept_store::conformance::Harness;
+use kept_store_sqlite::SqliteStore;
+use std::sync::Arc;
+
+struct Sqlite {
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+#[async_trait]
+impl Harness for Sqlite {
+    async fn start() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder that does not exist yet: open must create it.
+        let store = SqliteStore::open(&dir.path().join("data").join("kept.db"))
+            .await
+            .unwrap();
+        Some(Sqlite {
+            store: Arc::new(store),
+            _dir: dir,
+        })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    async fn finish(self) {}
+}
+
+kept_store::conformance_tests!(Sqlite);
+
+#[tokio::test]
+async fn an_acknowledged_append_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kept.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let entry = store
+        .append_consent(kept_store::conformance::record(3, 3))
+        .await
+        .unwrap();
+    // Dropped without close, as a crash would leave it.
+    drop(store);
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.ledger_tip().await.unwrap(), Some((1, entry.hash)));
+    // Migrations ran once; a second open found them applied.
+    let next = store
+        .append_consent(kept_store::conformance::record(4, 4))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 2);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_ledger_refuses_updates_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kept.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .append_consent(kept_store::conformance::record(1, 1))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let url = format!("sqlite://{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let update = sqlx::query("UPDATE ledger SET at = 0 WHERE seq = 1")
+        .execute(&pool)
+        .await;
+    assert!(update.unwrap_err().to_string().contains("append-only"));
+    let delete = sqlx::query("DELETE FROM ledger").execute(&pool).await;
+    assert!(delete.unwrap_err().to_string().contains("append-only"));
+    pool.close().await;
+}
