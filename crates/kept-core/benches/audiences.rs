@@ -1,1 +1,287 @@
-fn main() {}
+//! Audience evaluation (a campaign dry run: marketing.communications by email over every
+//! subject, across regimes, with weekly frequency caps) on the index at 1M and 10M synthetic
+//! subjects, beside the same audience as one SQL query on SQLite with indexes at 1M. Prints the
+//! times, the ratio and the index memory per subject. Kept's and SQLite's eligible counts must
+//! match, or the benchmark stops.
+//!
+//! cargo bench -p kept-core --bench audiences
+//! (KEPT_BENCH_SIZES=1000000,10000000 and KEPT_BENCH_SQLITE=1000000 by default; 0 skips SQLite)
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::*;
+use kept_core::SubjectId;
+use kept_core::audience::{AudienceRequest, Candidates, PlaceFilter, evaluate};
+use kept_core::index::Index;
+use kept_core::ledger::ConsentAction;
+use kept_core::regime::Regime;
+use rusqlite::{Connection, params};
+use std::time::Duration;
+
+const SEED: u64 = 42;
+
+fn campaign(candidates: Candidates) -> AudienceRequest {
+    AudienceRequest {
+        purpose: MARKETING.into(),
+        channel: Some("email".into()),
+        topic: None,
+        categories: vec![],
+        candidates,
+        sample_size: 10,
+    }
+}
+
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort_unstable();
+    d[d.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct KeptRun {
+    eligible: u64,
+    all: Duration,
+    filtered: Duration,
+}
+
+fn kept(n: u32) -> KeptRun {
+    let ctx = compiled();
+    let mut seq = 0u64;
+    let (index, build) = time(|| {
+        Index::build(
+            ctx,
+            (0..n).flat_map(|i| changes(&person(SEED, i), &mut seq)),
+        )
+    });
+    let snapshot = index.snapshot();
+    let memory = snapshot.memory();
+    println!(
+        "  {n} subjects: index built in {:.1} s; memory {:.1} bytes per subject ({:.0} MiB)",
+        build.as_secs_f64(),
+        memory.bytes_per_subject,
+        (memory.bitmap_bytes + memory.entry_bytes) as f64 / (1024.0 * 1024.0)
+    );
+    let all = campaign(Candidates::All);
+    let filtered = campaign(Candidates::Where(PlaceFilter {
+        regimes: vec![Regime::UsState, Regime::Ccpa],
+        regions: vec![],
+    }));
+    let result = evaluate(&snapshot, &all, NOW);
+    let repeat: usize = std::env::var("KEPT_BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    let mut times = Vec::new();
+    for _ in 0..repeat {
+        let (r, t) = time(|| evaluate(&snapshot, &all, NOW));
+        assert_eq!(r.eligible_count, result.eligible_count);
+        times.push(t);
+    }
+    let mut filtered_times = Vec::new();
+    for _ in 0..11 {
+        let (_, t) = time(|| evaluate(&snapshot, &filtered, NOW));
+        filtered_times.push(t);
+    }
+    if n <= 1_000_000 {
+        // The bitmaps must agree with deciding subject by subject.
+        let q = snapshot.prepare(&all.decision_request());
+        let one_by_one = (0..n)
+            .filter(|i| snapshot.decide_prepared(SubjectId(*i), &q, NOW).allowed)
+            .count() as u64;
+        assert_eq!(one_by_one, result.eligible_count);
+    }
+    println!(
+        "    eligible {} of {n}; excluded: {}",
+        result.eligible_count,
+        result
+            .excluded
+            .iter()
+            .map(|(r, c)| format!("{r} {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    KeptRun {
+        eligible: result.eligible_count,
+        all: median(times),
+        filtered: median(filtered_times),
+    }
+}
+
+const SQL: &str = "
+SELECT s.id FROM subjects s
+LEFT JOIN consents c ON c.subject = s.id AND c.purpose = 'marketing.communications'
+    AND (c.channel IS NULL OR c.channel = 'email')
+WHERE s.erasure = 0 AND s.suppressed = 0
+  AND EXISTS (SELECT 1 FROM provenance p WHERE p.subject = s.id
+              AND p.category = 'user.contact.email' AND p.point = 'newsletter_signup')
+  AND (
+        c.action = 'given'
+     OR (c.action IS NULL AND s.regime = 'us')
+     OR (c.action IS NULL AND s.regime IN ('gdpr', 'uk_gdpr', 'ccpa', 'us_state')
+         AND EXISTS (SELECT 1 FROM provenance p WHERE p.subject = s.id
+                     AND p.category = 'user.contact.email' AND p.point = 'checkout'))
+  )
+  AND NOT EXISTS (
+    SELECT 1 FROM preferences f WHERE f.subject = s.id AND f.channel = 'email'
+      AND f.max <= (SELECT count(*) FROM contacts k WHERE k.subject = s.id AND k.channel = 'email'
+                    AND k.at > ?1 - f.period_ms AND k.at <= ?1))
+";
+
+fn sqlite(n: u32) -> (u64, Duration, Duration) {
+    let path = std::env::temp_dir().join(format!("kept-bench-audience-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut db = Connection::open(&path).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -1000000;
+         CREATE TABLE subjects (id INTEGER PRIMARY KEY, regime TEXT NOT NULL,
+                                erasure INTEGER NOT NULL, suppressed INTEGER NOT NULL);
+         CREATE TABLE provenance (subject INTEGER NOT NULL, category TEXT NOT NULL, point TEXT NOT NULL);
+         CREATE TABLE consents (subject INTEGER NOT NULL, purpose TEXT NOT NULL, channel TEXT,
+                                action TEXT NOT NULL, seq INTEGER NOT NULL);
+         CREATE TABLE preferences (subject INTEGER NOT NULL, channel TEXT NOT NULL,
+                                   max INTEGER NOT NULL, period_ms INTEGER NOT NULL);
+         CREATE TABLE contacts (subject INTEGER NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL);",
+    )
+    .unwrap();
+    let (_, load) = time(|| {
+        let tx = db.transaction().unwrap();
+        {
+            let mut subject = tx
+                .prepare("INSERT INTO subjects VALUES (?1, ?2, ?3, ?4)")
+                .unwrap();
+            let mut provenance = tx
+                .prepare("INSERT INTO provenance VALUES (?1, ?2, ?3)")
+                .unwrap();
+            let mut consent = tx
+                .prepare("INSERT INTO consents VALUES (?1, ?2, ?3, ?4, ?5)")
+                .unwrap();
+            let mut pref = tx
+                .prepare("INSERT INTO preferences VALUES (?1, 'email', 2, ?2)")
+                .unwrap();
+            let mut contact = tx
+                .prepare("INSERT INTO contacts VALUES (?1, 'email', ?2)")
+                .unwrap();
+            let mut seq = 0;
+            for i in 0..n {
+                let p = person(SEED, i);
+                subject
+                    .execute(params![p.id, PLACES[p.place].2, p.erasure, p.suppressed])
+                    .unwrap();
+                if p.email_newsletter {
+                    provenance
+                        .execute(params![p.id, "user.contact.email", "newsletter_signup"])
+                        .unwrap();
+                }
+                if p.email_checkout {
+                    provenance
+                        .execute(params![p.id, "user.contact.email", "checkout"])
+                        .unwrap();
+                }
+                if let Some((channel, action)) = p.consent {
+                    seq += 1;
+                    let action = match action {
+                        ConsentAction::Given => "given",
+                        ConsentAction::Withdrawn => "withdrawn",
+                        _ => "opted_out",
+                    };
+                    consent
+                        .execute(params![p.id, MARKETING, channel, action, seq])
+                        .unwrap();
+                }
+                if p.capped {
+                    pref.execute(params![p.id, 7 * DAY]).unwrap();
+                    for at in &p.sends {
+                        contact.execute(params![p.id, at]).unwrap();
+                    }
+                }
+            }
+        }
+        tx.commit().unwrap();
+        db.execute_batch(
+            "CREATE INDEX provenance_by_subject ON provenance (subject, category, point);
+             CREATE INDEX consents_by_subject ON consents (subject, purpose, channel);
+             CREATE INDEX preferences_by_subject ON preferences (subject, channel);
+             CREATE INDEX contacts_by_subject ON contacts (subject, channel, at);
+             ANALYZE;",
+        )
+        .unwrap();
+    });
+    let run = |db: &Connection| -> Vec<i64> {
+        let mut stmt = db.prepare_cached(SQL).unwrap();
+        stmt.query_map(params![NOW], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let ids = run(&db);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (r, t) = time(|| run(&db));
+        assert_eq!(r.len(), ids.len());
+        times.push(t);
+    }
+    drop(db);
+    let _ = std::fs::remove_file(&path);
+    (ids.len() as u64, load, median(times))
+}
+
+fn main() {
+    let sizes: Vec<u32> = std::env::var("KEPT_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000000,10000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let sqlite_n: u32 = std::env::var("KEPT_BENCH_SQLITE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    println!(
+        "audiences: marketing.communications by email, all subjects, six regimes, weekly caps"
+    );
+    let mut rows = Vec::new();
+    for n in &sizes {
+        rows.push((*n, kept(*n)));
+    }
+    let sql = (sqlite_n > 0).then(|| {
+        let (eligible, load, query) = sqlite(sqlite_n);
+        println!(
+            "  SQLite {sqlite_n} subjects: loaded and indexed in {:.1} s; eligible {eligible}",
+            load.as_secs_f64()
+        );
+        (eligible, query)
+    });
+    println!();
+    println!(
+        "  {:<12} {:>14} {:>22} {:>14} {:>10}",
+        "subjects", "Kept all (ms)", "Kept US filter (ms)", "SQLite (ms)", "ratio"
+    );
+    for (n, k) in &rows {
+        let (sqlite_ms, ratio) = match sql {
+            Some((eligible, query)) if *n == sqlite_n => {
+                assert_eq!(eligible, k.eligible, "SQLite and Kept disagree");
+                (
+                    format!("{:.1}", ms(query)),
+                    format!("{:.0}x", query.as_secs_f64() / k.all.as_secs_f64()),
+                )
+            }
+            _ => ("-".into(), "-".into()),
+        };
+        println!(
+            "  {:<12} {:>14.2} {:>22.2} {:>14} {:>10}",
+            n,
+            ms(k.all),
+            ms(k.filtered),
+            sqlite_ms,
+            ratio
+        );
+    }
+}

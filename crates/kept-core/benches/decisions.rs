@@ -52,14 +52,38 @@ fn entity(p: &Person) -> Entity {
         Some(_) => "other",
     };
     let attrs = HashMap::from([
-        ("erasure".to_string(), RestrictedExpression::new_bool(p.erasure)),
-        ("suppressed".to_string(), RestrictedExpression::new_bool(p.suppressed)),
-        ("email_promised".to_string(), RestrictedExpression::new_bool(p.email_newsletter)),
-        ("email_from_purchase".to_string(), RestrictedExpression::new_bool(p.email_checkout)),
-        ("regime".to_string(), RestrictedExpression::new_string(PLACES[p.place].2.to_string())),
-        ("consent".to_string(), RestrictedExpression::new_string(consent.to_string())),
-        ("weekly_max".to_string(), RestrictedExpression::new_long(if p.capped { 2 } else { -1 })),
-        ("sent_this_week".to_string(), RestrictedExpression::new_long(sent_this_week(p))),
+        (
+            "erasure".to_string(),
+            RestrictedExpression::new_bool(p.erasure),
+        ),
+        (
+            "suppressed".to_string(),
+            RestrictedExpression::new_bool(p.suppressed),
+        ),
+        (
+            "email_promised".to_string(),
+            RestrictedExpression::new_bool(p.email_newsletter),
+        ),
+        (
+            "email_from_purchase".to_string(),
+            RestrictedExpression::new_bool(p.email_checkout),
+        ),
+        (
+            "regime".to_string(),
+            RestrictedExpression::new_string(PLACES[p.place].2.to_string()),
+        ),
+        (
+            "consent".to_string(),
+            RestrictedExpression::new_string(consent.to_string()),
+        ),
+        (
+            "weekly_max".to_string(),
+            RestrictedExpression::new_long(if p.capped { 2 } else { -1 }),
+        ),
+        (
+            "sent_this_week".to_string(),
+            RestrictedExpression::new_long(sent_this_week(p)),
+        ),
     ]);
     Entity::new(uid("Subject", &p.id.to_string()), attrs, HashSet::new()).unwrap()
 }
@@ -103,7 +127,10 @@ fn main() {
 
     let policies = PolicySet::from_str(POLICY).unwrap();
     let entities = Entities::from_entities(people.iter().map(entity), None).unwrap();
-    let principals: Vec<EntityUid> = people.iter().map(|p| uid("Subject", &p.id.to_string())).collect();
+    let principals: Vec<EntityUid> = people
+        .iter()
+        .map(|p| uid("Subject", &p.id.to_string()))
+        .collect();
     let action = uid("Action", "use");
     let resource = uid("Purpose", MARKETING);
     let authorizer = Authorizer::new();
@@ -116,7 +143,10 @@ fn main() {
             None,
         )
         .unwrap();
-        authorizer.is_authorized(&request, &policies, &entities).decision() == CedarDecision::Allow
+        authorizer
+            .is_authorized(&request, &policies, &entities)
+            .decision()
+            == CedarDecision::Allow
     };
 
     let req = request();
@@ -124,7 +154,9 @@ fn main() {
     // Same answers for every subject, or the comparison means nothing.
     let mut allowed = 0;
     for (i, p) in people.iter().enumerate() {
-        let kept = snapshot.decide_prepared(SubjectId(p.id), &prepared, NOW).allowed;
+        let kept = snapshot
+            .decide_prepared(SubjectId(p.id), &prepared, NOW)
+            .allowed;
         assert_eq!(kept, cedar(i), "subject {} disagrees: {p:?}", p.id);
         allowed += usize::from(kept);
     }
@@ -176,18 +208,27 @@ fn main() {
         },
         300_000,
     );
-    let (cedar_p50, cedar_p99) = latencies(|i| {
-        black_box(cedar(order[i] as usize));
-    }, 100_000);
-    let (empty_p50, _) = latencies(|i| {
-        black_box(i);
-    }, 1_000_000);
+    let (cedar_p50, cedar_p99) = latencies(
+        |i| {
+            black_box(cedar(order[i] as usize));
+        },
+        100_000,
+    );
+    let (empty_p50, _) = latencies(
+        |i| {
+            black_box(i);
+        },
+        1_000_000,
+    );
 
     let kept_rate = rate(kept_n, kept_time);
     let unprep_rate = rate(unprepared_n, unprepared_time);
     let cedar_rate = rate(cedar_n, cedar_time);
     println!();
-    println!("  {:<44} {:>14} {:>10} {:>10}", "engine", "decisions/s", "p50", "p99");
+    println!(
+        "  {:<44} {:>14} {:>10} {:>10}",
+        "engine", "decisions/s", "p50", "p99"
+    );
     println!(
         "  {:<44} {:>14.0} {:>10?} {:>10?}",
         "Kept index, prepared request", kept_rate, kept_p50, kept_p99
@@ -202,8 +243,14 @@ fn main() {
     );
     println!("  (timer overhead per timed call: ~{empty_p50:?})");
     println!();
-    println!("  ratio, prepared: {:.0}x Cedar's rate", kept_rate / cedar_rate);
-    println!("  ratio, by keys:  {:.0}x Cedar's rate", unprep_rate / cedar_rate);
+    println!(
+        "  ratio, prepared: {:.0}x Cedar's rate",
+        kept_rate / cedar_rate
+    );
+    println!(
+        "  ratio, by keys:  {:.0}x Cedar's rate",
+        unprep_rate / cedar_rate
+    );
     let memory = snapshot.memory();
     println!(
         "  index memory: {:.1} bytes per subject ({} bitmap bytes, {} entry bytes)",

@@ -4,8 +4,8 @@
 //! caps, quiet hours) is checked subject by subject, and only for the candidates still left.
 
 use crate::decision::walk::{self, SubjectView};
-use crate::decision::{DecisionRequest, PlaceId, ReasonCode, Requirement};
-use crate::index::{Chunk, IndexQuery, Layout, Snapshot, StateKind};
+use crate::decision::{ChannelId, DecisionRequest, PlaceId, ReasonCode, Requirement};
+use crate::index::{Chunk, IndexQuery, Layout, LocalMinutes, Snapshot, StateKind};
 use crate::ledger::ConsentAction;
 use crate::regime::Regime;
 use crate::rulebook::{Level, Obligations, PurposeClass};
@@ -84,29 +84,30 @@ impl Tally {
         }
     }
 
-    /// Counts `denied` under `reason` and takes it out of `rest`.
+    /// Counts the members of `denied` in `rest` under `reason` and takes them out.
     fn exclude(&mut self, rest: &mut RoaringBitmap, denied: &RoaringBitmap, reason: ReasonCode) {
-        let taken = &*rest & denied;
-        self.add(reason, taken.len());
-        *rest -= &taken;
+        self.add(reason, rest.intersection_len(denied));
+        *rest -= denied;
     }
-}
 
-/// Places grouped by the requirement the query meets there.
-fn groups<'a>(snapshot: &'a Snapshot, q: &IndexQuery) -> Vec<(&'a Requirement, Vec<PlaceId>)> {
-    let mut groups: Vec<(&Requirement, Vec<PlaceId>)> = Vec::new();
-    for i in 0..snapshot.ctx.places().len() {
-        let Ok(i) = u8::try_from(i) else { break };
-        let place = PlaceId(i);
-        let Some(req) = snapshot.ctx.requirement(place, &q.query) else {
-            continue;
-        };
-        match groups.iter_mut().find(|(r, _)| *r == req) {
-            Some((_, places)) => places.push(place),
-            None => groups.push((req, vec![place])),
+    /// `exclude` for the members of `denied` at the places `mask` selects.
+    fn exclude_at(
+        &mut self,
+        chunk: &Chunk,
+        rest: &mut RoaringBitmap,
+        mask: &PlaceMask,
+        denied: &RoaringBitmap,
+        reason: ReasonCode,
+    ) {
+        match mask {
+            PlaceMask::None => {}
+            PlaceMask::All => self.exclude(rest, denied, reason),
+            _ => {
+                let taken = mask.select(chunk, &(&*rest & denied));
+                self.exclude(rest, &taken, reason);
+            }
         }
     }
-    groups
 }
 
 fn union<'a>(sets: impl IntoIterator<Item = Option<&'a RoaringBitmap>>) -> RoaringBitmap {
@@ -121,6 +122,114 @@ fn union<'a>(sets: impl IntoIterator<Item = Option<&'a RoaringBitmap>>) -> Roari
 pub fn evaluate(snapshot: &Snapshot, req: &AudienceRequest, now: UnixMillis) -> AudienceResult {
     let q = snapshot.prepare(&req.decision_request());
     evaluate_prepared(snapshot, &q, &req.candidates, req.sample_size, now)
+}
+
+/// Which places a condition holds at, as the cheaper of a list or its complement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PlaceMask {
+    None,
+    All,
+    Only(Vec<usize>),
+    Except(Vec<usize>),
+}
+
+impl PlaceMask {
+    fn new(layout: Layout, holds: &[bool]) -> PlaceMask {
+        let sets = |want: bool| -> Vec<usize> {
+            holds
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| **h == want)
+                .filter_map(|(i, _)| u8::try_from(i).ok())
+                .map(|i| layout.place(PlaceId(i)))
+                .collect()
+        };
+        let yes = sets(true);
+        let no = sets(false);
+        if no.is_empty() {
+            PlaceMask::All
+        } else if yes.is_empty() {
+            PlaceMask::None
+        } else if yes.len() <= no.len() {
+            PlaceMask::Only(yes)
+        } else {
+            PlaceMask::Except(no)
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        *self == PlaceMask::None
+    }
+
+    /// The subjects of `bits` at a place where the condition holds (`bits` are known subjects,
+    /// each at exactly one place).
+    fn select(&self, chunk: &Chunk, bits: &RoaringBitmap) -> RoaringBitmap {
+        match self {
+            PlaceMask::None => RoaringBitmap::new(),
+            PlaceMask::All => bits.clone(),
+            PlaceMask::Only(sets) => bits & &union(sets.iter().map(|s| chunk.set(*s))),
+            PlaceMask::Except(sets) => bits - &union(sets.iter().map(|s| chunk.set(*s))),
+        }
+    }
+}
+
+/// Where each part of gate 3 applies, for one query at one time.
+struct Masks {
+    no_basis: PlaceMask,
+    objectionable: PlaceMask,
+    negative: PlaceMask,
+    gpc: PlaceMask,
+    opt_in: PlaceMask,
+    written: PlaceMask,
+    implied: PlaceMask,
+    refresh: PlaceMask,
+    soft: PlaceMask,
+    obligations: Vec<(usize, Obligations)>,
+}
+
+impl Masks {
+    fn new(snapshot: &Snapshot, q: &IndexQuery, now: UnixMillis) -> Masks {
+        let layout = snapshot.layout;
+        let query = &q.query;
+        let reqs: Vec<Option<&Requirement>> = (0..snapshot.ctx.places().len())
+            .map(|i| {
+                u8::try_from(i)
+                    .ok()
+                    .and_then(|i| snapshot.ctx.requirement(PlaceId(i), query))
+                    .filter(|r| r.basis.is_some())
+            })
+            .collect();
+        let mask = |f: &dyn Fn(&Requirement) -> bool| {
+            let holds: Vec<bool> = reqs.iter().map(|r| r.is_some_and(f)).collect();
+            PlaceMask::new(layout, &holds)
+        };
+        let class = query.class;
+        let no_basis: Vec<bool> = reqs.iter().map(Option::is_none).collect();
+        Masks {
+            no_basis: PlaceMask::new(layout, &no_basis),
+            objectionable: mask(&|r| {
+                r.level >= Level::OptOut
+                    || class.is_direct_marketing()
+                    || class == PurposeClass::Personalize
+            }),
+            negative: mask(&|r| r.level >= Level::OptOut),
+            gpc: mask(&|r| r.gpc.is_some_and(|(_, from)| now >= from)),
+            opt_in: mask(&|r| r.level >= Level::OptIn),
+            written: mask(&|r| r.level == Level::OptInWritten),
+            implied: mask(&|r| r.level >= Level::OptIn && r.implied.is_some()),
+            refresh: mask(&|r| r.level >= Level::OptIn && r.refresh.is_some()),
+            soft: mask(&|r| r.soft_opt_in.is_some() && query.soft_channel),
+            obligations: reqs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let p = PlaceId(u8::try_from(i).ok()?);
+                    Some((layout.place(p), (*r)?.obligations))
+                })
+                .filter(|(_, o)| !o.is_empty())
+                .collect(),
+        }
+    }
 }
 
 /// `evaluate` with a prepared request.
@@ -148,43 +257,41 @@ pub fn evaluate_prepared(
             .filter(|(c, _)| **c >= snapshot.chunks.len())
             .map(|(_, b)| b.len())
             .sum();
-        match q.query.invalid {
-            Some(reason) => tally.add(reason, beyond),
-            None => tally.add(ReasonCode::DeniedUnknownSubject, beyond),
-        }
+        tally.add(
+            q.query.invalid.unwrap_or(ReasonCode::DeniedUnknownSubject),
+            beyond,
+        );
     }
-    let filter_places: Vec<usize> = match candidates {
-        Candidates::Where(f) => (0..snapshot.ctx.places().len())
-            .filter(|i| {
-                let Some(place) = u8::try_from(*i)
-                    .ok()
-                    .and_then(|i| snapshot.ctx.place(PlaceId(i)))
-                else {
-                    return false;
-                };
-                (f.regimes.is_empty() || f.regimes.contains(&place.regime))
-                    && (f.regions.is_empty()
-                        || place
-                            .region
-                            .is_some_and(|r| f.regions.iter().any(|x| x.eq_ignore_ascii_case(r))))
-            })
-            .filter_map(|i| u8::try_from(i).ok())
-            .map(|i| layout.place(PlaceId(i)))
-            .collect(),
-        _ => Vec::new(),
+    let filter = match candidates {
+        Candidates::Where(f) => {
+            let holds: Vec<bool> = snapshot
+                .ctx
+                .places()
+                .iter()
+                .map(|place| {
+                    (f.regimes.is_empty() || f.regimes.contains(&place.regime))
+                        && (f.regions.is_empty()
+                            || place.region.is_some_and(|r| {
+                                f.regions.iter().any(|x| x.eq_ignore_ascii_case(r))
+                            }))
+                })
+                .collect();
+            PlaceMask::new(layout, &holds)
+        }
+        _ => PlaceMask::All,
     };
-    let groups = if q.query.invalid.is_none() {
-        groups(snapshot, q)
-    } else {
-        Vec::new()
-    };
+    let masks = Masks::new(snapshot, q, now);
+    let minutes = LocalMinutes::new(now);
     let mut eligible = RoaringBitmap::new();
     let mut obligations = Obligations::NONE;
     for (c, chunk) in snapshot.chunks.iter().enumerate() {
         let cand = match candidates {
             Candidates::All => chunk.set(Layout::KNOWN).cloned().unwrap_or_default(),
             Candidates::Ids(_) => by_chunk.remove(&c).unwrap_or_default(),
-            Candidates::Where(_) => union(filter_places.iter().map(|s| chunk.set(*s))),
+            Candidates::Where(_) => filter.select(
+                chunk,
+                chunk.set(Layout::KNOWN).unwrap_or(&RoaringBitmap::new()),
+            ),
         };
         if cand.is_empty() {
             continue;
@@ -193,16 +300,12 @@ pub fn evaluate_prepared(
             tally.add(reason, cand.len());
             continue;
         }
-        let rest = chunk_audience(
-            snapshot,
-            chunk,
-            q,
-            &groups,
-            cand,
-            now,
-            &mut tally,
-            &mut obligations,
-        );
+        let rest = chunk_audience(snapshot, chunk, q, &masks, cand, now, &minutes, &mut tally);
+        for (set, o) in &masks.obligations {
+            if chunk.set(*set).is_some_and(|s| !s.is_disjoint(&rest)) {
+                obligations = obligations.union(*o);
+            }
+        }
         eligible |= rest;
     }
     let sample = eligible.iter().take(sample_size).map(SubjectId).collect();
@@ -215,16 +318,17 @@ pub fn evaluate_prepared(
     }
 }
 
+/// The gates over one chunk's candidates; returns the eligible ones.
 #[allow(clippy::too_many_arguments)]
 fn chunk_audience(
     snapshot: &Snapshot,
     chunk: &Chunk,
     q: &IndexQuery,
-    groups: &[(&Requirement, Vec<PlaceId>)],
+    masks: &Masks,
     cand: RoaringBitmap,
     now: UnixMillis,
+    minutes: &LocalMinutes,
     tally: &mut Tally,
-    obligations: &mut Obligations,
 ) -> RoaringBitmap {
     let layout = snapshot.layout;
     let query = &q.query;
@@ -259,20 +363,8 @@ fn chunk_audience(
         tally.exclude(&mut rest, &not_promised, ReasonCode::DeniedNotPromised);
     }
 
-    // Gate 3: the legal basis, place group by place group.
-    let mut allowed = RoaringBitmap::new();
-    for (req, places) in groups {
-        let group = &rest & &union(places.iter().map(|p| chunk.set(layout.place(*p))));
-        if group.is_empty() {
-            continue;
-        }
-        let ok = legal(snapshot, chunk, q, req, group, now, tally);
-        if !ok.is_empty() {
-            *obligations = obligations.union(req.obligations);
-        }
-        allowed |= ok;
-    }
-    let mut rest = allowed;
+    // Gate 3: the legal basis.
+    let mut rest = legal(snapshot, chunk, q, masks, rest, now, tally);
 
     // Gate 4: preferences.
     if query.topic.is_some() {
@@ -285,28 +377,22 @@ fn chunk_audience(
     if query.class != PurposeClass::Essential
         && let Some(channel) = query.channel
     {
-        let with_choices = &rest & set(layout.preference(channel));
-        let mut scratch = crate::decision::EvidenceList::new();
-        for id in &with_choices {
-            let Some(view) = snapshot.view(SubjectId(id), q) else {
-                continue;
-            };
-            if let Some(denied) = walk::contact_gate(query, &view, now, &mut scratch) {
-                tally.add(denied.reason, 1);
-                rest.remove(id);
-            }
+        let watched = &rest & set(layout.preference(channel));
+        for (id, reason) in contact_scan(chunk, channel, &watched, minutes, now) {
+            tally.add(reason, 1);
+            rest.remove(id);
         }
     }
     rest
 }
 
-/// Gate 3 for the candidates of one place group; returns the ones it allows.
+/// Gate 3 over one chunk; returns the candidates it allows.
 fn legal(
     snapshot: &Snapshot,
     chunk: &Chunk,
     q: &IndexQuery,
-    req: &Requirement,
-    group: RoaringBitmap,
+    masks: &Masks,
+    rest: RoaringBitmap,
     now: UnixMillis,
     tally: &mut Tally,
 ) -> RoaringBitmap {
@@ -314,80 +400,80 @@ fn legal(
     let query = &q.query;
     let empty = RoaringBitmap::new();
     let state = |k: StateKind| chunk.set(layout.state(query.scope, k)).unwrap_or(&empty);
-    if req.basis.is_none() {
-        tally.add(ReasonCode::DeniedNoLegalBasis, group.len());
-        return RoaringBitmap::new();
+    let mut rest = rest;
+
+    if !masks.no_basis.is_none() {
+        let no_basis = masks.no_basis.select(chunk, &rest);
+        tally.exclude(&mut rest, &no_basis, ReasonCode::DeniedNoLegalBasis);
     }
-    let mut sub = group;
-    let objectionable = req.level >= Level::OptOut
-        || query.class.is_direct_marketing()
-        || query.class == PurposeClass::Personalize;
-    if objectionable {
-        tally.exclude(
-            &mut sub,
-            state(StateKind::Objected),
-            ReasonCode::DeniedObjected,
-        );
+    tally.exclude_at(
+        chunk,
+        &mut rest,
+        &masks.objectionable,
+        state(StateKind::Objected),
+        ReasonCode::DeniedObjected,
+    );
+    for (kind, reason) in [
+        (StateKind::Withdrawn, ReasonCode::DeniedWithdrawn),
+        (StateKind::OptedOut, ReasonCode::DeniedOptedOut),
+        (StateKind::TopicNegative, ReasonCode::DeniedUnsubscribed),
+    ] {
+        tally.exclude_at(chunk, &mut rest, &masks.negative, state(kind), reason);
     }
-    if req.level >= Level::OptOut {
-        tally.exclude(
-            &mut sub,
-            state(StateKind::Withdrawn),
-            ReasonCode::DeniedWithdrawn,
-        );
-        tally.exclude(
-            &mut sub,
-            state(StateKind::OptedOut),
-            ReasonCode::DeniedOptedOut,
-        );
-        tally.exclude(
-            &mut sub,
-            state(StateKind::TopicNegative),
-            ReasonCode::DeniedUnsubscribed,
-        );
-    }
-    if let Some((_, from)) = req.gpc
-        && now >= from
-    {
-        tally.exclude(
-            &mut sub,
-            chunk.set(Layout::GPC).unwrap_or(&empty),
-            ReasonCode::DeniedGpc,
-        );
-    }
-    if req.level < Level::OptIn {
-        return sub;
+    tally.exclude_at(
+        chunk,
+        &mut rest,
+        &masks.gpc,
+        chunk.set(Layout::GPC).unwrap_or(&empty),
+        ReasonCode::DeniedGpc,
+    );
+    // Outside opt-in places, what is left is allowed (by contract or opt-out rules).
+    let (opt_in, mut allowed) = match &masks.opt_in {
+        PlaceMask::None => return rest,
+        PlaceMask::All => (rest, RoaringBitmap::new()),
+        mask => {
+            let opt_in = mask.select(chunk, &rest);
+            let allowed = rest - &opt_in;
+            (opt_in, allowed)
+        }
+    };
+    if opt_in.is_empty() {
+        return allowed;
     }
 
-    let express = &sub & state(StateKind::GivenExpress);
-    let written = &sub & state(StateKind::GivenWritten);
-    let implied = &sub & state(StateKind::GivenImplied);
-    let mut no_record = sub;
+    let express = &opt_in & state(StateKind::GivenExpress);
+    let written = &opt_in & state(StateKind::GivenWritten);
+    let implied = &opt_in & state(StateKind::GivenImplied);
+    let mut no_record = opt_in;
     no_record -= &express;
     no_record -= &written;
     no_record -= &implied;
 
-    let mut allowed = RoaringBitmap::new();
-    let mut to_check = RoaringBitmap::new();
+    // Where written consent is required, other consents are not enough.
+    let needs_written_express = masks.written.select(chunk, &express);
+    let needs_written_implied = masks.written.select(chunk, &implied);
+    tally.add(
+        ReasonCode::DeniedNoConsent,
+        needs_written_express.len() + needs_written_implied.len(),
+    );
+    let good = written | (express - needs_written_express);
+    let implied = implied - needs_written_implied;
+    let implied_ok = masks.implied.select(chunk, &implied);
+    tally.add(
+        ReasonCode::DeniedNoConsent,
+        implied.len() - implied_ok.len(),
+    );
+    let refresh = masks.refresh.select(chunk, &good);
+    allowed |= &good - &refresh;
+    let to_check = refresh | implied_ok;
+
     let mut scratch = crate::decision::EvidenceList::new();
-    let good = if req.level == Level::OptInWritten {
-        tally.add(ReasonCode::DeniedNoConsent, express.len() + implied.len());
-        written
-    } else {
-        if req.implied.is_some() {
-            to_check |= &implied;
-        } else {
-            tally.add(ReasonCode::DeniedNoConsent, implied.len());
-        }
-        express | written
-    };
-    if req.refresh.is_some() {
-        to_check |= good;
-    } else {
-        allowed |= good;
-    }
     for id in &to_check {
+        scratch.clear();
         let Some(view) = snapshot.view(SubjectId(id), q) else {
+            continue;
+        };
+        let Some(req) = snapshot.ctx.requirement(view.place(), query) else {
             continue;
         };
         let Some(fact) = view
@@ -404,16 +490,22 @@ fn legal(
         }
     }
 
-    if req.soft_opt_in.is_some() && query.soft_channel {
-        let soft = &no_record & &union(q.email_purchase.iter().map(|s| chunk.set(*s)));
+    if !masks.soft.is_none() {
+        let purchased = &no_record & &union(q.email_purchase.iter().map(|s| chunk.set(*s)));
+        let soft = masks.soft.select(chunk, &purchased);
         no_record -= &soft;
         allowed |= soft;
     }
-    if req.implied.is_some() {
-        let maybe = &no_record & chunk.set(Layout::IMPLIED).unwrap_or(&empty);
+    if !masks.implied.is_none() {
+        let collected = &no_record & chunk.set(Layout::IMPLIED).unwrap_or(&empty);
+        let maybe = masks.implied.select(chunk, &collected);
         no_record -= &maybe;
         for id in &maybe {
+            scratch.clear();
             let Some(view) = snapshot.view(SubjectId(id), q) else {
+                continue;
+            };
+            let Some(req) = snapshot.ctx.requirement(view.place(), query) else {
                 continue;
             };
             match walk::without_record(query, req, &view, now, &mut scratch) {
@@ -426,4 +518,48 @@ fn legal(
     }
     tally.add(ReasonCode::DeniedNoConsent, no_record.len());
     allowed
+}
+
+/// Gate 4's frequency and quiet-hours part for the candidates the index watches on the channel,
+/// merging them with the chunk's sorted watch list instead of visiting their pages. The same
+/// tests as `walk::contact_gate`, in the same order. Returns the denied candidates.
+fn contact_scan(
+    chunk: &Chunk,
+    channel: ChannelId,
+    candidates: &RoaringBitmap,
+    minutes: &LocalMinutes,
+    now: UnixMillis,
+) -> Vec<(u32, ReasonCode)> {
+    let mut denied = Vec::new();
+    let watch = chunk.watch.as_slice();
+    let mut i = 0;
+    for id in candidates {
+        while watch
+            .get(i)
+            .is_some_and(|w| (w.id, w.channel) < (id, channel))
+        {
+            i += 1;
+        }
+        let Some(w) = watch.get(i).filter(|w| w.id == id && w.channel == channel) else {
+            continue;
+        };
+        if now < w.capped_until {
+            denied.push((id, ReasonCode::DeniedFrequencyCap));
+            continue;
+        }
+        if let Some(q) = w.quiet
+            && q.start_minute != q.end_minute
+        {
+            let m = minutes.get(w.tz.unwrap_or(chrono_tz::Tz::UTC), now);
+            let inside = if q.start_minute < q.end_minute {
+                (q.start_minute..q.end_minute).contains(&m)
+            } else {
+                m >= q.start_minute || m < q.end_minute
+            };
+            if inside {
+                denied.push((id, ReasonCode::DeniedQuietHours));
+            }
+        }
+    }
+    denied
 }

@@ -32,8 +32,15 @@ fn record(n: u64) -> ConsentRecord {
         subject: SubjectId((n % 1_000_003) as u32),
         purpose: "marketing.communications".into(),
         channel: Some("email".into()),
-        topic: Some(if n % 2 == 0 { "newsletter" } else { "offers" }.into()),
-        action: if n % 5 == 0 {
+        topic: Some(
+            if n.is_multiple_of(2) {
+                "newsletter"
+            } else {
+                "offers"
+            }
+            .into(),
+        ),
+        action: if n.is_multiple_of(5) {
             ConsentAction::Withdrawn
         } else {
             ConsentAction::Given
@@ -176,10 +183,12 @@ async fn scratch_postgres(url: &str) -> Option<String> {
 }
 
 async fn reset_scratch(admin: &sqlx::PgPool) {
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)"))
-        .execute(admin)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)"
+    ))
+    .execute(admin)
+    .await
+    .unwrap();
     sqlx::query(&format!("CREATE DATABASE {SCRATCH_DB}"))
         .execute(admin)
         .await
@@ -188,9 +197,11 @@ async fn reset_scratch(admin: &sqlx::PgPool) {
 
 async fn drop_scratch(url: &str) {
     if let Ok(admin) = sqlx::PgPool::connect(url).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)"))
-            .execute(&admin)
-            .await;
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)"
+        ))
+        .execute(&admin)
+        .await;
         admin.close().await;
     }
 }
@@ -236,7 +247,11 @@ fn main() {
                     "ledger-{}.db",
                     counter.fetch_add(1, Ordering::Relaxed)
                 ));
-                async move { kept_server::store::open(path.to_str().unwrap()).await.unwrap() }
+                async move {
+                    kept_server::store::open(path.to_str().unwrap())
+                        .await
+                        .unwrap()
+                }
             }
         };
         rows.extend(append_rows("sqlite", &sqlite, seconds).await);

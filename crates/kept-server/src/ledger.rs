@@ -75,7 +75,7 @@ pub struct Ledger {
     key: SigningKey,
     every: u64,
     clock: Clock,
-    published: tokio::sync::OnceCell<()>,
+    published: Arc<tokio::sync::OnceCell<()>>,
     /// The highest position this process signed; `checkpoint_now` skips a tip already signed.
     signed: AtomicU64,
 }
@@ -94,13 +94,29 @@ impl fmt::Debug for Ledger {
 impl Ledger {
     /// A ledger over `store` signing with `key`, checkpointing every
     /// [`DEFAULT_CHECKPOINT_EVERY`] records and on [`Ledger::checkpoint_now`].
+    ///
+    /// Inside a Tokio runtime it starts publishing the verifying key at once; either way the
+    /// key is published before the first checkpoint is stored.
     pub fn new(store: Arc<dyn Store>, key: SigningKey) -> Ledger {
+        let published = Arc::new(tokio::sync::OnceCell::new());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (published, store, verifying) =
+                (published.clone(), store.clone(), key.verifying_key());
+            runtime.spawn(async move {
+                let done = published
+                    .get_or_try_init(|| publish(store.as_ref(), verifying))
+                    .await;
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "publishing the ledger key failed; retried at the first checkpoint");
+                }
+            });
+        }
         Ledger {
             store,
             key,
             every: DEFAULT_CHECKPOINT_EVERY,
             clock: system_clock(),
-            published: tokio::sync::OnceCell::new(),
+            published,
             signed: AtomicU64::new(0),
         }
     }
@@ -390,8 +406,15 @@ pub async fn verify_ledger(
         let store = store.clone();
         tokio::spawn(async move {
             let mut after = 0;
+            let mut limit = VERIFY_PAGE;
             loop {
-                let page = store.ledger_rows(after, VERIFY_PAGE).await;
+                let page = store.ledger_rows(after, limit).await;
+                // A row the store cannot even read fails its whole page: go on one row at a
+                // time, so the rows before it are checked and the bad one is named.
+                if matches!(page, Err(StoreError::Corrupt(_))) && limit > 1 {
+                    limit = 1;
+                    continue;
+                }
                 let last = match &page {
                     Ok(rows) => rows.last().map(|r| r.seq),
                     Err(_) => None,

@@ -20,8 +20,8 @@ use kept_store::{
     ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
     first_duplicate_user_id, last_trait_wins,
 };
-use sqlx::{Connection, Row};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -63,19 +63,20 @@ fn password_spans(url: &str) -> Vec<(usize, usize)> {
     let query_start = url.find('?').unwrap_or(url.len());
     if let (Some(scheme_end), Some(head)) = (url.find("://"), url.get(..query_start)) {
         let user_start = scheme_end + 3;
-        if let Some(at) = head.rfind('@').filter(|&at| at > user_start) {
-            if let Some(colon) = head.get(user_start..at).and_then(|ui| ui.find(':')) {
-                spans.push((user_start + colon + 1, at));
-            }
+        if let Some(at) = head.rfind('@').filter(|&at| at > user_start)
+            && let Some(colon) = head.get(user_start..at).and_then(|ui| ui.find(':'))
+        {
+            spans.push((user_start + colon + 1, at));
         }
     }
     let mut offset = query_start + 1;
     for pair in url.get(offset..).unwrap_or_default().split('&') {
-        if let Some((k, v)) = pair.split_once('=') {
-            if k.eq_ignore_ascii_case("password") && !v.is_empty() {
-                let start = offset + k.len() + 1;
-                spans.push((start, start + v.len()));
-            }
+        if let Some((k, v)) = pair.split_once('=')
+            && k.eq_ignore_ascii_case("password")
+            && !v.is_empty()
+        {
+            let start = offset + k.len() + 1;
+            spans.push((start, start + v.len()));
         }
         offset += pair.len() + 1;
     }
@@ -725,7 +726,7 @@ impl Store for PostgresStore {
         .await;
         if let Err(e) = done {
             let subjects: Vec<SubjectId> = traits.iter().map(|t| t.subject).collect();
-                return Err(self.missing_subject(e, subjects).await);
+            return Err(self.missing_subject(e, subjects).await);
         }
         Ok(())
     }

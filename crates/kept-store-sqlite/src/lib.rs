@@ -7,25 +7,25 @@
 
 use async_trait::async_trait;
 use kept_core::SubjectId;
+use kept_core::UnixMillis;
 use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
 use kept_core::subject::{ChannelPreference, Contact, Provenance, Subject, Trait};
-use kept_core::UnixMillis;
-use kept_store::group_commit::{
-    BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, plan_hot_batch,
-};
 use kept_store::columns::{
     chain_hash, dense_ids, frequency, ledger_subject, quiet_hours, subject_id, to_i64, to_u32,
     to_u64,
+};
+use kept_store::group_commit::{
+    BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, plan_hot_batch,
 };
 use kept_store::{
     ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
     first_duplicate_user_id, last_trait_wins,
 };
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::Row;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -215,7 +215,8 @@ impl BatchWriter for HotWriter {
 }
 
 const LEDGER_INSERT: &str = "INSERT INTO ledger (seq, subject_id, at, bytes, hash) VALUES ";
-const CONTACT_INSERT: &str = "INSERT INTO contacts (subject_id, channel, purpose, topic, at) VALUES ";
+const CONTACT_INSERT: &str =
+    "INSERT INTO contacts (subject_id, channel, purpose, topic, at) VALUES ";
 
 /// One transaction as one script. Its text depends only on the row counts, so the prepared
 /// statements are reused from the connection's cache.
@@ -234,8 +235,9 @@ async fn write_script(
     sql.push_str("COMMIT;");
     let mut q = sqlx::query(&sql);
     for row in rows {
-        let seq = i64::try_from(row.entry.seq)
-            .map_err(|_| sqlx::Error::Protocol(format!("seq `{}` is out of range", row.entry.seq)))?;
+        let seq = i64::try_from(row.entry.seq).map_err(|_| {
+            sqlx::Error::Protocol(format!("seq `{}` is out of range", row.entry.seq))
+        })?;
         q = q
             .bind(seq)
             .bind(row.subject)
@@ -351,25 +353,39 @@ impl Store for SqliteStore {
     }
 
     async fn ledger_rows(&self, after: u64, limit: u32) -> Result<Vec<LedgerRow>> {
-        let rows = sqlx::query(
-            "SELECT seq, subject_id, bytes, hash FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(to_i64(after)?)
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await
-        .map_err(db)?;
-        rows.iter().map(ledger_row).collect()
+        // Verification streams the whole ledger through here. Row by row, the driver hands
+        // every row across threads one at a time; packed, SQLite concatenates a page into one
+        // row of six columns, about three times faster.
+        let packed = sqlx::query(PACKED_LEDGER_PAGE)
+            .bind(to_i64(after)?)
+            .bind(i64::from(limit))
+            .fetch_one(&self.read)
+            .await
+            .map_err(db)?;
+        match unpack_ledger_page(&packed)? {
+            Some(rows) => Ok(rows),
+            None => {
+                let rows = sqlx::query(
+                    "SELECT seq, subject_id, bytes, hash FROM ledger WHERE seq > ? \
+                     ORDER BY seq LIMIT ?",
+                )
+                .bind(to_i64(after)?)
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await
+                .map_err(db)?;
+                rows.iter().map(ledger_row).collect()
+            }
+        }
     }
 
     async fn ledger_for_subject(&self, subject: SubjectId) -> Result<Vec<LedgerEntry>> {
-        let rows = sqlx::query(
-            "SELECT seq, bytes, hash FROM ledger WHERE subject_id = ? ORDER BY seq",
-        )
-        .bind(i64::from(subject.0))
-        .fetch_all(&self.read)
-        .await
-        .map_err(db)?;
+        let rows =
+            sqlx::query("SELECT seq, bytes, hash FROM ledger WHERE subject_id = ? ORDER BY seq")
+                .bind(i64::from(subject.0))
+                .fetch_all(&self.read)
+                .await
+                .map_err(db)?;
         rows.iter()
             .map(|row| {
                 let seq = to_u64(row.try_get(0).map_err(db)?, "ledger seq")?;
@@ -512,14 +528,13 @@ impl Store for SqliteStore {
 
     async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> Result<()> {
         // Revoking twice keeps the first revocation time.
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-        )
-        .bind(at)
-        .bind(id)
-        .execute(&self.write)
-        .await
-        .map_err(db)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+                .bind(at)
+                .bind(id)
+                .execute(&self.write)
+                .await
+                .map_err(db)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound {
                 what: "api key",
@@ -633,12 +648,14 @@ impl Store for SqliteStore {
     }
 
     async fn subjects_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Subject>> {
-        let rows = sqlx::query(&format!("{SUBJECT_COLUMNS} WHERE id > ? ORDER BY id LIMIT ?"))
-            .bind(after.map_or(-1, |s| i64::from(s.0)))
-            .bind(i64::from(limit))
-            .fetch_all(&self.read)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "{SUBJECT_COLUMNS} WHERE id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(after.map_or(-1, |s| i64::from(s.0)))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
         rows.iter().map(subject_row).collect()
     }
 
@@ -711,11 +728,13 @@ impl Store for SqliteStore {
     }
 
     async fn traits(&self, subject: SubjectId) -> Result<Vec<Trait>> {
-        let rows = sqlx::query(&format!("{TRAIT_COLUMNS} WHERE subject_id = ? ORDER BY key"))
-            .bind(i64::from(subject.0))
-            .fetch_all(&self.read)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "{TRAIT_COLUMNS} WHERE subject_id = ? ORDER BY key"
+        ))
+        .bind(i64::from(subject.0))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
         rows.iter().map(trait_row).collect()
     }
 
@@ -768,10 +787,12 @@ impl Store for SqliteStore {
     }
 
     async fn all_channel_preferences(&self) -> Result<Vec<ChannelPreference>> {
-        let rows = sqlx::query(&format!("{PREFERENCE_COLUMNS} ORDER BY subject_id, channel"))
-            .fetch_all(&self.read)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "{PREFERENCE_COLUMNS} ORDER BY subject_id, channel"
+        ))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
         rows.iter().map(preference_row).collect()
     }
 
@@ -812,6 +833,72 @@ impl Store for SqliteStore {
     }
 }
 
+/// A page of the ledger as one row: the integer columns as comma-separated text, the blobs
+/// concatenated, with their lengths. The rows reach the aggregates in the subquery's order
+/// (`unpack_ledger_page` checks, and the caller falls back to plain rows if not).
+const PACKED_LEDGER_PAGE: &str = "SELECT count(*), group_concat(seq), group_concat(subject_id), \
+     group_concat(length(bytes)), CAST(group_concat(bytes, '') AS BLOB), \
+     group_concat(length(hash)), CAST(group_concat(hash, '') AS BLOB) \
+     FROM (SELECT seq, subject_id, bytes, hash FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?)";
+
+/// The rows of a packed page; `None` when they did not come in `seq` order.
+fn unpack_ledger_page(packed: &SqliteRow) -> Result<Option<Vec<LedgerRow>>> {
+    let count: i64 = packed.try_get(0).map_err(db)?;
+    if count == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let text = |i: usize| -> Result<String> {
+        packed
+            .try_get::<Option<String>, _>(i)
+            .map_err(db)
+            .map(Option::unwrap_or_default)
+    };
+    let blob = |i: usize| -> Result<Vec<u8>> {
+        packed
+            .try_get::<Option<Vec<u8>>, _>(i)
+            .map_err(db)
+            .map(Option::unwrap_or_default)
+    };
+    let (seqs, subjects, byte_lens, hash_lens) = (text(1)?, text(2)?, text(3)?, text(5)?);
+    let (bytes, hashes) = (blob(4)?, blob(6)?);
+    let malformed = || StoreError::Corrupt("a ledger page did not unpack".into());
+    let int = |s: &str| s.parse::<i64>().map_err(|_| malformed());
+    let len = |s: &str| s.parse::<usize>().map_err(|_| malformed());
+    let capacity = usize::try_from(count).unwrap_or_default();
+    let mut rows = Vec::with_capacity(capacity);
+    let (mut at_bytes, mut at_hash) = (0usize, 0usize);
+    let columns = seqs
+        .split(',')
+        .zip(subjects.split(','))
+        .zip(byte_lens.split(','))
+        .zip(hash_lens.split(','));
+    for (((seq, subject), byte_len), hash_len) in columns {
+        let seq = to_u64(int(seq)?, "ledger seq")?;
+        if rows.last().is_some_and(|r: &LedgerRow| r.seq >= seq) {
+            return Ok(None);
+        }
+        let (byte_len, hash_len) = (len(byte_len)?, len(hash_len)?);
+        let row_bytes = bytes
+            .get(at_bytes..at_bytes + byte_len)
+            .ok_or_else(malformed)?;
+        let row_hash = hashes
+            .get(at_hash..at_hash + hash_len)
+            .ok_or_else(malformed)?;
+        at_bytes += byte_len;
+        at_hash += hash_len;
+        rows.push(LedgerRow {
+            seq,
+            subject: ledger_subject(seq, int(subject)?)?,
+            bytes: row_bytes.to_vec(),
+            hash: row_hash.to_vec(),
+        });
+    }
+    if rows.len() != capacity || at_bytes != bytes.len() || at_hash != hashes.len() {
+        return Err(malformed());
+    }
+    Ok(Some(rows))
+}
+
 const SUBJECT_COLUMNS: &str = "SELECT id, user_id, country, region, time_zone, created_at, \
      erasure_requested_at, suppressed FROM subjects";
 
@@ -843,7 +930,9 @@ fn checkpoint_row(row: &SqliteRow) -> Result<Checkpoint> {
         at: row.try_get(2).map_err(db)?,
         key_id: row.try_get(3).map_err(db)?,
         signature: signature.as_slice().try_into().map_err(|_| {
-            StoreError::Corrupt(format!("checkpoint at record {seq} has a malformed signature"))
+            StoreError::Corrupt(format!(
+                "checkpoint at record {seq} has a malformed signature"
+            ))
         })?,
     })
 }
@@ -853,9 +942,10 @@ fn api_key_row(row: &SqliteRow) -> Result<ApiKeyRecord> {
     let hash: Vec<u8> = row.try_get(1).map_err(db)?;
     let role: String = row.try_get(2).map_err(db)?;
     Ok(ApiKeyRecord {
-        hash: hash.as_slice().try_into().map_err(|_| {
-            StoreError::Corrupt(format!("api key `{id}` has a malformed hash"))
-        })?,
+        hash: hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("api key `{id}` has a malformed hash")))?,
         role: Role::parse(&role).ok_or_else(|| {
             StoreError::Corrupt(format!("api key `{id}` has unknown role `{role}`"))
         })?,
@@ -885,7 +975,9 @@ fn trait_row(row: &SqliteRow) -> Result<Trait> {
     let value: String = row.try_get(2).map_err(db)?;
     Ok(Trait {
         value: serde_json::from_str(&value).map_err(|e| {
-            StoreError::Corrupt(format!("trait `{key}` of subject {subject} is not JSON: {e}"))
+            StoreError::Corrupt(format!(
+                "trait `{key}` of subject {subject} is not JSON: {e}"
+            ))
         })?,
         subject,
         key,
@@ -914,12 +1006,6 @@ fn preference_row(row: &SqliteRow) -> Result<ChannelPreference> {
         updated_at: row.try_get(6).map_err(db)?,
     })
 }
-
-
-
-
-
-
 
 fn lost() -> StoreError {
     StoreError::Database("the group committer lost a write's result".into())

@@ -18,8 +18,8 @@ use ed25519_dalek::SigningKey;
 use futures::FutureExt;
 use kept_core::SubjectId;
 use kept_core::ledger::{
-    ChainHash, ChainVerifier, Checkpoint, CollectionMethod, ConsentAction, ConsentRecord,
-    Evidence, LedgerEntry, NoticeRef, decode, encode,
+    ChainHash, ChainVerifier, Checkpoint, CollectionMethod, ConsentAction, ConsentRecord, Evidence,
+    LedgerEntry, NoticeRef, decode, encode,
 };
 use kept_core::subject::{
     ChannelPreference, Contact, Frequency, Period, Provenance, QuietHours, Trait,
@@ -103,13 +103,13 @@ const T0: i64 = 1_790_000_000_000;
 pub fn record(subject: u32, i: u32) -> ConsentRecord {
     ConsentRecord {
         subject: SubjectId(subject),
-        purpose: if i % 2 == 0 {
+        purpose: if i.is_multiple_of(2) {
             "marketing.communications".into()
         } else {
             "personalize.content.profiled".into()
         },
-        channel: (i % 3 != 0).then(|| "email".to_string()),
-        topic: (i % 5 == 0).then(|| "newsletter".to_string()),
+        channel: (!i.is_multiple_of(3)).then(|| "email".to_string()),
+        topic: i.is_multiple_of(5).then(|| "newsletter".to_string()),
         action: ConsentAction::ALL[(i as usize) % ConsentAction::ALL.len()],
         notice: Some(NoticeRef {
             id: "newsletter".into(),
@@ -206,7 +206,11 @@ pub async fn ledger_appends_are_gapless_and_chained(store: Arc<dyn Store>) {
     assert_eq!(rows.len(), 10);
     for (row, entry) in rows.iter().zip(&expected) {
         assert_eq!(row.seq, entry.seq);
-        assert_eq!(row.bytes, entry.bytes, "record {} is not stored as written", row.seq);
+        assert_eq!(
+            row.bytes, entry.bytes,
+            "record {} is not stored as written",
+            row.seq
+        );
         assert_eq!(row.hash, entry.hash.0.to_vec());
         assert_eq!(row.subject, decode(&row.bytes).unwrap().subject);
     }
@@ -249,9 +253,17 @@ pub async fn concurrent_appends_are_all_acknowledged_and_verify(store: Arc<dyn S
     }
     let total = u64::from(WRITERS * EACH);
     let seqs: BTreeSet<u64> = acked.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs.len() as u64, total, "two writers were given the same seq");
+    assert_eq!(
+        seqs.len() as u64,
+        total,
+        "two writers were given the same seq"
+    );
     assert_eq!(seqs.first(), Some(&1));
-    assert_eq!(seqs.last(), Some(&total), "the acknowledged seqs have a gap");
+    assert_eq!(
+        seqs.last(),
+        Some(&total),
+        "the acknowledged seqs have a gap"
+    );
     assert_eq!(verify_stored_chain(store.as_ref()).await, total);
 
     let rows = store.ledger_rows(0, u32::MAX).await.unwrap();
@@ -333,7 +345,10 @@ pub async fn ledger_for_subject_returns_only_that_subject(store: Arc<dyn Store>)
         vec![1, 3, 5]
     );
     assert_eq!(ones[1], appended[2]);
-    assert_eq!(store.ledger_for_subject(SubjectId(3)).await.unwrap().len(), 1);
+    assert_eq!(
+        store.ledger_for_subject(SubjectId(3)).await.unwrap().len(),
+        1
+    );
     assert!(
         store
             .ledger_for_subject(SubjectId(9))
@@ -408,16 +423,29 @@ pub async fn api_keys_insert_lookup_revoke(store: Arc<dyn Store>) {
         store.insert_api_key(&collect).await,
         Err(StoreError::Conflict { .. })
     ));
-    assert_eq!(store.api_key_by_hash(&[1; 32]).await.unwrap(), Some(collect.clone()));
+    assert_eq!(
+        store.api_key_by_hash(&[1; 32]).await.unwrap(),
+        Some(collect.clone())
+    );
     assert_eq!(store.api_key_by_hash(&[3; 32]).await.unwrap(), None);
 
-    store.revoke_api_key("kept_aaaa1111", T0 + 10).await.unwrap();
+    store
+        .revoke_api_key("kept_aaaa1111", T0 + 10)
+        .await
+        .unwrap();
     assert_eq!(store.api_key_by_hash(&[1; 32]).await.unwrap(), None);
-    store.revoke_api_key("kept_aaaa1111", T0 + 20).await.unwrap();
+    store
+        .revoke_api_key("kept_aaaa1111", T0 + 20)
+        .await
+        .unwrap();
     let listed = store.list_api_keys().await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].id, "kept_aaaa1111");
-    assert_eq!(listed[0].revoked_at, Some(T0 + 10), "a second revocation moved the time");
+    assert_eq!(
+        listed[0].revoked_at,
+        Some(T0 + 10),
+        "a second revocation moved the time"
+    );
     assert_eq!(listed[1], admin);
     assert!(matches!(
         store.revoke_api_key("kept_nope", T0).await,
@@ -455,7 +483,10 @@ pub async fn settings_put_if_absent_keeps_the_first_value(store: Arc<dyn Store>)
             .unwrap(),
         winner
     );
-    store.put_setting("ledger.signing_key", b"replaced").await.unwrap();
+    store
+        .put_setting("ledger.signing_key", b"replaced")
+        .await
+        .unwrap();
     assert_eq!(
         store.get_setting("ledger.signing_key").await.unwrap(),
         Some(b"replaced".to_vec())
@@ -480,7 +511,10 @@ pub async fn subjects_get_dense_ids_in_insert_order(store: Arc<dyn Store>) {
 
     // A conflicting user id fails the whole call, names the id, and uses up no ids.
     match store
-        .insert_subjects(vec![new_subject(Some("u-4"), "FR"), new_subject(Some("u-1"), "FR")])
+        .insert_subjects(vec![
+            new_subject(Some("u-4"), "FR"),
+            new_subject(Some("u-1"), "FR"),
+        ])
         .await
     {
         Err(StoreError::Conflict { key, .. }) => assert_eq!(key, "u-1"),
@@ -488,14 +522,20 @@ pub async fn subjects_get_dense_ids_in_insert_order(store: Arc<dyn Store>) {
     }
     assert_eq!(store.subject_by_user_id("u-4").await.unwrap(), None);
     match store
-        .insert_subjects(vec![new_subject(Some("u-5"), "FR"), new_subject(Some("u-5"), "FR")])
+        .insert_subjects(vec![
+            new_subject(Some("u-5"), "FR"),
+            new_subject(Some("u-5"), "FR"),
+        ])
         .await
     {
         Err(StoreError::Conflict { key, .. }) => assert_eq!(key, "u-5"),
         other => panic!("expected a conflict, got {other:?}"),
     }
     let more = store
-        .insert_subjects(vec![new_subject(Some("u-4"), "CA"), new_subject(None, "DE")])
+        .insert_subjects(vec![
+            new_subject(Some("u-4"), "CA"),
+            new_subject(None, "DE"),
+        ])
         .await
         .unwrap();
     assert_eq!(more, vec![SubjectId(3), SubjectId(4)]);
@@ -524,7 +564,10 @@ pub async fn subjects_page_and_erasure(store: Arc<dyn Store>) {
     let ids = |page: Vec<kept_core::subject::Subject>| -> Vec<u32> {
         page.iter().map(|s| s.id.0).collect()
     };
-    assert_eq!(ids(store.subjects_page(None, 3).await.unwrap()), vec![0, 1, 2]);
+    assert_eq!(
+        ids(store.subjects_page(None, 3).await.unwrap()),
+        vec![0, 1, 2]
+    );
     assert_eq!(
         ids(store.subjects_page(Some(SubjectId(2)), 3).await.unwrap()),
         vec![3, 4, 5]
@@ -549,7 +592,10 @@ pub async fn subjects_page_and_erasure(store: Arc<dyn Store>) {
     assert_eq!(erased.erasure_requested_at, Some(T0 + 7));
     let page = store.subjects_page(Some(SubjectId(3)), 1).await.unwrap();
     assert_eq!(page[0].erasure_requested_at, Some(T0 + 7));
-    store.set_erasure_requested(SubjectId(4), None).await.unwrap();
+    store
+        .set_erasure_requested(SubjectId(4), None)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .subject(SubjectId(4))
@@ -643,10 +689,17 @@ pub async fn traits_upsert_replaces_and_pages(store: Arc<dyn Store>) {
     assert!(store.traits_page(Some(c), 2).await.unwrap().is_empty());
 
     match store
-        .upsert_traits(vec![a_trait(SubjectId(99), "phone", serde_json::json!("x"), 1)])
+        .upsert_traits(vec![a_trait(
+            SubjectId(99),
+            "phone",
+            serde_json::json!("x"),
+            1,
+        )])
         .await
     {
-        Err(StoreError::NotFound { what, key }) => assert_eq!((what, key.as_str()), ("subject", "99")),
+        Err(StoreError::NotFound { what, key }) => {
+            assert_eq!((what, key.as_str()), ("subject", "99"))
+        }
         other => panic!("expected the unknown subject to be named, got {other:?}"),
     }
 }
@@ -669,15 +722,24 @@ pub async fn channel_preferences_round_trip(store: Arc<dyn Store>) {
         }),
         updated_at: at,
     };
-    store.put_channel_preference(&pref(ids[1], "sms", T0)).await.unwrap();
-    store.put_channel_preference(&pref(ids[0], "email", T0)).await.unwrap();
+    store
+        .put_channel_preference(&pref(ids[1], "sms", T0))
+        .await
+        .unwrap();
+    store
+        .put_channel_preference(&pref(ids[0], "email", T0))
+        .await
+        .unwrap();
     let replaced = ChannelPreference {
         frequency: None,
         quiet_hours: None,
         ..pref(ids[1], "sms", T0 + 1)
     };
     store.put_channel_preference(&replaced).await.unwrap();
-    store.put_channel_preference(&pref(ids[1], "email", T0 + 2)).await.unwrap();
+    store
+        .put_channel_preference(&pref(ids[1], "email", T0 + 2))
+        .await
+        .unwrap();
 
     assert_eq!(
         store.channel_preferences(ids[1]).await.unwrap(),
@@ -685,10 +747,16 @@ pub async fn channel_preferences_round_trip(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store.all_channel_preferences().await.unwrap(),
-        vec![pref(ids[0], "email", T0), pref(ids[1], "email", T0 + 2), replaced]
+        vec![
+            pref(ids[0], "email", T0),
+            pref(ids[1], "email", T0 + 2),
+            replaced
+        ]
     );
     assert!(matches!(
-        store.put_channel_preference(&pref(SubjectId(50), "sms", T0)).await,
+        store
+            .put_channel_preference(&pref(SubjectId(50), "sms", T0))
+            .await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -702,7 +770,10 @@ pub async fn contacts_since_filters_and_orders(store: Arc<dyn Store>) {
         at,
     };
     store
-        .record_contacts(vec![contact(1, T0 + 30, Some("offers")), contact(2, T0 + 10, None)])
+        .record_contacts(vec![
+            contact(1, T0 + 30, Some("offers")),
+            contact(2, T0 + 10, None),
+        ])
         .await
         .unwrap();
     store.record_contacts(Vec::new()).await.unwrap();
@@ -726,7 +797,10 @@ pub async fn contacts_since_filters_and_orders(store: Arc<dyn Store>) {
 
     let all = store.contacts_since(T0).await.unwrap();
     assert_eq!(all.len(), 10);
-    assert!(all.windows(2).all(|w| w[0].at <= w[1].at), "not in time order");
+    assert!(
+        all.windows(2).all(|w| w[0].at <= w[1].at),
+        "not in time order"
+    );
     let since = store.contacts_since(T0 + 30).await.unwrap();
     assert_eq!(since, vec![contact(1, T0 + 30, Some("offers"))]);
     assert!(store.contacts_since(T0 + 31).await.unwrap().is_empty());
@@ -753,7 +827,10 @@ pub async fn close_refuses_later_writes(store: Arc<dyn Store>) {
     }
     acked.sort_unstable();
     let expected: Vec<u64> = (1..=acked.len() as u64).collect();
-    assert_eq!(acked, expected, "acknowledged seqs are not the committed prefix");
+    assert_eq!(
+        acked, expected,
+        "acknowledged seqs are not the committed prefix"
+    );
     assert!(matches!(
         store.append_consent(record(1, 1)).await,
         Err(StoreError::Closed)

@@ -83,10 +83,10 @@ impl<W: BatchWriter> GroupCommit<W> {
         // stopping.
         let _ = self.tx.send(Message::Close).await;
         let task = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "the group committer stopped abnormally");
-            }
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the group committer stopped abnormally");
         }
     }
 }
@@ -213,12 +213,9 @@ pub fn answer_hot_batch(batch: &[HotWrite], rows: Vec<ChainedRow>) -> Vec<HotWri
     batch
         .iter()
         .map(|write| match write {
-            HotWrite::Consents(records) => HotWritten::Entries(
-                rows.by_ref()
-                    .take(records.len())
-                    .map(|r| r.entry)
-                    .collect(),
-            ),
+            HotWrite::Consents(records) => {
+                HotWritten::Entries(rows.by_ref().take(records.len()).map(|r| r.entry).collect())
+            }
             HotWrite::Contacts(_) => HotWritten::Contacts,
         })
         .collect()

@@ -172,7 +172,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         match rows.first() {
             Some(row) => ChainHash::from_slice(&row.hash)
                 .map(|hash| Some((row.seq, hash)))
-                .ok_or_else(|| StoreError::Corrupt(format!("record {} has a malformed hash", row.seq))),
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("record {} has a malformed hash", row.seq))
+                }),
             None => Ok(None),
         }
     }

@@ -250,7 +250,7 @@ fn progress_bar(total: u64) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
-        "verifying {bar:40} {human_pos}/{human_len} records ({per_sec}, {eta} left)",
+        "verifying {wide_bar} {human_pos}/{human_len} records, {eta} left",
     ) {
         bar.set_style(style);
     }
@@ -323,7 +323,7 @@ fn load_record(writer: u32, n: u64) -> ConsentRecord {
         purpose: "marketing.communications".into(),
         channel: Some("email".into()),
         topic: Some("newsletter".into()),
-        action: if n % 3 == 0 {
+        action: if n.is_multiple_of(3) {
             ConsentAction::Withdrawn
         } else {
             ConsentAction::Given

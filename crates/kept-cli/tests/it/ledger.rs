@@ -112,7 +112,10 @@ impl Db {
                 self.exec("DROP TRIGGER ledger_no_update", &[]).await;
                 self.exec("DROP TRIGGER ledger_no_delete", &[]).await;
             }
-            Db::Postgres(_) => self.exec("DROP TRIGGER ledger_append_only ON ledger", &[]).await,
+            Db::Postgres(_) => {
+                self.exec("DROP TRIGGER ledger_append_only ON ledger", &[])
+                    .await
+            }
         }
     }
 
@@ -143,8 +146,11 @@ fn tampers() -> Vec<Tamper> {
                 Box::pin(async move {
                     let mut forged = record(17);
                     forged.action = ConsentAction::Withdrawn;
-                    db.exec("UPDATE ledger SET bytes = $1 WHERE seq = 17", &[encode(&forged)])
-                        .await;
+                    db.exec(
+                        "UPDATE ledger SET bytes = $1 WHERE seq = 17",
+                        &[encode(&forged)],
+                    )
+                    .await;
                 })
             },
         },
@@ -158,6 +164,12 @@ fn tampers() -> Vec<Tamper> {
                     &[],
                 ))
             },
+        },
+        Tamper {
+            name: "a record's subject column set to no subject id at all",
+            first_bad: 26,
+            code: "ledger.corrupt_row",
+            apply: |db| Box::pin(db.exec("UPDATE ledger SET subject_id = -5 WHERE seq = 26", &[])),
         },
         Tamper {
             name: "a record deleted",
@@ -177,9 +189,12 @@ fn tampers() -> Vec<Tamper> {
             code: "ledger.hash",
             apply: |db| {
                 Box::pin(async move {
-                    db.exec("UPDATE ledger SET seq = -1 WHERE seq = 12", &[]).await;
-                    db.exec("UPDATE ledger SET seq = 12 WHERE seq = 13", &[]).await;
-                    db.exec("UPDATE ledger SET seq = 13 WHERE seq = -1", &[]).await;
+                    db.exec("UPDATE ledger SET seq = -1 WHERE seq = 12", &[])
+                        .await;
+                    db.exec("UPDATE ledger SET seq = 12 WHERE seq = 13", &[])
+                        .await;
+                    db.exec("UPDATE ledger SET seq = 13 WHERE seq = -1", &[])
+                        .await;
                 })
             },
         },
@@ -221,8 +236,7 @@ fn tampers() -> Vec<Tamper> {
                     for i in 1..=20 {
                         prev = LedgerEntry::chain(&prev, u64::from(i), &record(i)).hash;
                     }
-                    let forged =
-                        kept_core::ledger::Checkpoint::sign(&other, 20, prev, 0).signature;
+                    let forged = kept_core::ledger::Checkpoint::sign(&other, 20, prev, 0).signature;
                     db.exec(
                         "UPDATE ledger_checkpoints SET signature = $1 WHERE seq = 20",
                         &[forged.to_vec()],
@@ -353,7 +367,11 @@ impl Schema {
     }
 
     fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') { '&' } else { '?' };
+        let sep = if self.admin_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         format!("{}{sep}options[search_path]={}", self.admin_url, self.name)
     }
 }
@@ -439,7 +457,9 @@ fn killed_writer_loses_nothing_acknowledged(url: &str, enough: usize) {
     let mut rest = Vec::new();
     stdout.read_to_end(&mut rest).unwrap();
     let rest = String::from_utf8(rest).unwrap();
-    let complete = rest.rsplit_once('\n').map_or("", |(whole_lines, _)| whole_lines);
+    let complete = rest
+        .rsplit_once('\n')
+        .map_or("", |(whole_lines, _)| whole_lines);
     for l in complete.lines() {
         acked.insert(l.parse::<u64>().unwrap());
     }
@@ -462,7 +482,14 @@ fn killed_writer_loses_nothing_acknowledged(url: &str, enough: usize) {
     });
     assert!(len >= acked.len() as u64);
 
-    let verify = kept(&["ledger", "verify", "--database-url", url, "--format", "json"]);
+    let verify = kept(&[
+        "ledger",
+        "verify",
+        "--database-url",
+        url,
+        "--format",
+        "json",
+    ]);
     let verdict = json(&verify);
     assert_eq!(verify.status.code(), Some(0), "{verdict}");
     assert_eq!(verdict["records"], len);
@@ -488,7 +515,12 @@ fn a_writer_killed_mid_load_on_postgres_loses_nothing_acknowledged() {
 fn verify_refuses_unusable_input_with_status_2() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.db");
-    let out = kept(&["ledger", "verify", "--database-url", missing.to_str().unwrap()]);
+    let out = kept(&[
+        "ledger",
+        "verify",
+        "--database-url",
+        missing.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"));
 

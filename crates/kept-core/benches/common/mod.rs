@@ -10,7 +10,9 @@ use kept_core::decision::{Compiled, DecisionRequest, SequencedRecord};
 use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence};
 use kept_core::manifest::{Manifest, demo_toml, load};
-use kept_core::subject::{ChannelPreference, Contact, Frequency, Period, Provenance, Subject, Trait};
+use kept_core::subject::{
+    ChannelPreference, Contact, Frequency, Period, Provenance, Subject, Trait,
+};
 use kept_core::{SubjectId, UnixMillis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,7 +61,11 @@ pub fn person(seed: u64, id: u32) -> Person {
         _ => 5,
     };
     let consent = rng.gen_bool(0.4).then(|| {
-        let channel = if rng.gen_bool(0.5) { Some("email") } else { None };
+        let channel = if rng.gen_bool(0.5) {
+            Some("email")
+        } else {
+            None
+        };
         let action = match rng.gen_range(0..10) {
             0..6 => ConsentAction::Given,
             6..8 => ConsentAction::Withdrawn,

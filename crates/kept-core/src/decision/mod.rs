@@ -17,9 +17,9 @@ mod state;
 pub(crate) mod walk;
 
 pub use compiled::{
-    ChannelId, CompileError, Compiled, EMAIL_CATEGORY, NoticeId, PlaceId, PointId, PurposeId,
-    PurposeInfo, Query, RecordScope, Requirement, Scope, ScopeId, TopicId, TopicInfo,
-    channel_categories,
+    ChannelId, CompileError, Compiled, EMAIL_CATEGORY, NoticeId, NoticeInfo, PlaceId, PointId,
+    PointInfo, PurposeId, PurposeInfo, Query, RecordScope, Requirement, Scope, ScopeId, TopicId,
+    TopicInfo, channel_categories,
 };
 pub use state::{SequencedRecord, SubjectState};
 

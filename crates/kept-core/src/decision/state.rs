@@ -19,6 +19,18 @@ pub struct SequencedRecord {
     pub record: ConsentRecord,
 }
 
+impl SequencedRecord {
+    /// The record a stored ledger entry holds.
+    pub fn from_entry(
+        entry: &crate::ledger::LedgerEntry,
+    ) -> Result<SequencedRecord, crate::ledger::DecodeError> {
+        Ok(SequencedRecord {
+            seq: entry.seq,
+            record: crate::ledger::decode(&entry.bytes)?,
+        })
+    }
+}
+
 /// One subject, with its traits (each with provenance; a trait collected again at another point
 /// adds a provenance, it does not erase the earlier promise), its consent records, its channel
 /// preferences and the messages sent to it.

@@ -72,6 +72,10 @@ pub(crate) trait SubjectView {
     fn contacts_between(&self, channel: ChannelId, after: UnixMillis, until: UnixMillis) -> u32;
     /// `None`: no time zone, or one Kept does not know.
     fn time_zone(&self) -> Option<Tz>;
+    /// Minutes after local midnight at `now` in `tz` (a view may cache it).
+    fn local_minute(&self, tz: Tz, now: UnixMillis) -> u16 {
+        local_minute(tz, now)
+    }
 }
 
 /// The view of a subject Kept does not know.
@@ -448,7 +452,7 @@ pub(crate) fn contact_gate<V: SubjectView>(
         && q.start_minute != q.end_minute
     {
         let tz = view.time_zone();
-        let local_minute = local_minute(tz.unwrap_or(Tz::UTC), now);
+        let local_minute = view.local_minute(tz.unwrap_or(Tz::UTC), now);
         let inside = if q.start_minute < q.end_minute {
             (q.start_minute..q.end_minute).contains(&local_minute)
         } else {

@@ -28,7 +28,7 @@ use crate::{SubjectId, UnixMillis};
 use arc_swap::ArcSwap;
 use chrono_tz::Tz;
 use std::sync::Arc;
-pub(crate) use store::{Chunk, Page, Registry, Row, SetKey, StateKind};
+pub(crate) use store::{Chunk, Page, Registry, Row, SetKey, StateKind, Watch};
 use store::{
     ContactEntry, ERASURE, Fact, GPC, GPC_SCOPE, HAS_IMPLIED, HAS_PREFS, ImpliedEntry, KNOWN,
     OriginInfo, PrefEntry, SUPPRESSED, implied_kind, locate, pack_scope, unpack_scope,
@@ -302,8 +302,11 @@ impl Snapshot {
             for set in chunk.sets.iter().flatten() {
                 bitmap_bytes += set.serialized_size() as u64;
             }
-            // The chunk's tables of pointers.
-            entry_bytes += (chunk.pages.len() * 8 + chunk.sets.len() * 8) as u64;
+            // The chunk's tables of pointers and its watch list.
+            entry_bytes += (chunk.pages.len() * 8
+                + chunk.sets.len() * 8
+                + chunk.watch.len() * std::mem::size_of::<Watch>())
+                as u64;
             for page in chunk.pages.iter().flatten() {
                 // Five list headers and the shared-pointer counts.
                 entry_bytes += (page.bytes() + 5 * 24 + 16) as u64;
@@ -360,6 +363,7 @@ impl Snapshot {
             return;
         };
         let old_place = (row.flags & KNOWN != 0).then_some(row.place);
+        let row_tz_changed = row.tz != tz;
         let erasure = s.erasure_requested_at.is_some();
         let mut flags = KNOWN | (row.flags & (GPC | HAS_PREFS | HAS_IMPLIED));
         if erasure {
@@ -374,6 +378,14 @@ impl Snapshot {
             tz,
             fact_end: row.fact_end,
         };
+        let watched: Vec<ChannelId> = if row_tz_changed {
+            chunk
+                .page(p)
+                .map(|page| page.prefs_of(local).iter().map(|e| e.channel).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         chunk.put(Layout::KNOWN, s.id.0, true);
         chunk.put(Layout::ERASURE, s.id.0, erasure);
         chunk.put(Layout::SUPPRESSED, s.id.0, s.suppressed);
@@ -382,6 +394,9 @@ impl Snapshot {
                 chunk.put(layout.place(PlaceId(old)), s.id.0, false);
             }
             chunk.put(layout.place(place), s.id.0, true);
+        }
+        for channel in watched {
+            self.refresh_watch(s.id, channel);
         }
     }
 
@@ -634,7 +649,6 @@ impl Snapshot {
         let Some(channel) = self.ctx.channel_id(&pref.channel) else {
             return;
         };
-        let layout = self.layout;
         let (c, p, local) = locate(pref.subject);
         self.len = self.len.max(pref.subject.0.saturating_add(1));
         let Some(chunk) = self.chunk_mut(c) else {
@@ -668,11 +682,10 @@ impl Snapshot {
                 page.prefs.insert(pos, entry);
             }
         }
-        let active = pref.frequency.is_some() || pref.quiet_hours.is_some();
         if let Some(row) = page.rows.get_mut(usize::from(local)) {
             row.flags |= HAS_PREFS;
         }
-        chunk.put(layout.preference(channel), pref.subject.0, active);
+        self.refresh_watch(pref.subject, channel);
     }
 
     fn apply_contact(&mut self, contact: &Contact) {
@@ -708,6 +721,59 @@ impl Snapshot {
         let horizon = newest.saturating_sub(Period::Month.millis().max(30 * DAY));
         page.contacts
             .retain(|e| !(e.local == local && e.channel == channel && e.at <= horizon));
+        self.refresh_watch(contact.subject, channel);
+    }
+
+    /// What gate 4 needs to know about (`local`, `channel`) to possibly deny it, or `None` if it
+    /// never will for a `now` at or after the newest contact: quiet hours, or a frequency cap
+    /// reached at the newest contact. For such `now` the messages in the period are a subset of
+    /// those in the period ending at the newest contact, and the subject stays at the cap until
+    /// the `max`-th newest message leaves the period.
+    fn watch_entry(page: &Page, local: u8, id: u32, channel: ChannelId) -> Option<Watch> {
+        let row = page.rows.get(usize::from(local))?;
+        let pref = page.prefs_of(local).iter().find(|p| p.channel == channel)?;
+        let capped_until = match pref.frequency {
+            None => i64::MIN,
+            Some(f) if f.max == 0 => i64::MAX,
+            Some(f) => {
+                let mut sent: Vec<UnixMillis> = page
+                    .contacts_of(local)
+                    .iter()
+                    .filter(|c| c.channel == channel)
+                    .map(|c| c.at)
+                    .collect();
+                sent.sort_unstable_by(|a, b| b.cmp(a));
+                let newest = sent.first().copied().unwrap_or(i64::MIN);
+                match sent.get(f.max as usize - 1) {
+                    Some(kth) => {
+                        let until = kth.saturating_add(f.period.millis());
+                        if newest < until { until } else { i64::MIN }
+                    }
+                    None => i64::MIN,
+                }
+            }
+        };
+        (pref.quiet.is_some() || capped_until != i64::MIN).then_some(Watch {
+            id,
+            channel,
+            capped_until,
+            quiet: pref.quiet,
+            tz: row.tz,
+        })
+    }
+
+    /// Recomputes the watch entry and bitmap of (`subject`, `channel`).
+    fn refresh_watch(&mut self, subject: SubjectId, channel: ChannelId) {
+        let layout = self.layout;
+        let (c, p, local) = locate(subject);
+        let Some(chunk) = self.chunk_mut(c) else {
+            return;
+        };
+        let entry = chunk
+            .page(p)
+            .and_then(|page| Self::watch_entry(page, local, subject.0, channel));
+        chunk.put(layout.preference(channel), subject.0, entry.is_some());
+        chunk.set_watch(subject.0, channel, entry);
     }
 
     fn forget(&mut self, id: SubjectId) {
@@ -729,6 +795,9 @@ impl Snapshot {
         }
         for set in 0..chunk.sets.len() {
             chunk.put(set, id.0, false);
+        }
+        if chunk.watch.iter().any(|w| w.id == id.0) {
+            Arc::make_mut(&mut chunk.watch).retain(|w| w.id != id.0);
         }
     }
 }
@@ -868,6 +937,31 @@ impl SubjectView for IndexView<'_> {
 
     fn time_zone(&self) -> Option<Tz> {
         self.row.tz
+    }
+}
+
+/// Local minutes at one `now`, per time zone, computed once each (audiences read many).
+pub(crate) struct LocalMinutes {
+    now: UnixMillis,
+    by_zone: Vec<std::cell::Cell<u16>>,
+}
+
+impl LocalMinutes {
+    pub(crate) fn new(now: UnixMillis) -> LocalMinutes {
+        LocalMinutes {
+            now,
+            by_zone: vec![std::cell::Cell::new(u16::MAX); chrono_tz::TZ_VARIANTS.len()],
+        }
+    }
+
+    pub(crate) fn get(&self, tz: Tz, now: UnixMillis) -> u16 {
+        let Some(cell) = self.by_zone.get(tz as usize).filter(|_| now == self.now) else {
+            return walk::local_minute(tz, now);
+        };
+        if cell.get() == u16::MAX {
+            cell.set(walk::local_minute(tz, now));
+        }
+        cell.get()
     }
 }
 

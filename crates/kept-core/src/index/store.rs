@@ -284,6 +284,21 @@ impl Registry {
 pub(crate) struct Chunk {
     pub pages: Vec<Option<Arc<Page>>>,
     pub sets: Vec<Option<Arc<RoaringBitmap>>>,
+    /// Subjects gate 4 may hold back on a channel, sorted by (id, channel): what an audience
+    /// reads instead of visiting their pages.
+    pub watch: Arc<Vec<Watch>>,
+}
+
+/// A subject with quiet hours or a frequency cap on a channel, as audiences read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Watch {
+    pub id: u32,
+    pub channel: ChannelId,
+    /// At the cap for every `now` before this (`i64::MIN`: not at the cap; exact for `now` at or
+    /// after the newest contact).
+    pub capped_until: UnixMillis,
+    pub quiet: Option<QuietHours>,
+    pub tz: Option<Tz>,
 }
 
 impl Chunk {
@@ -291,6 +306,27 @@ impl Chunk {
         Chunk {
             pages: vec![None; PAGES_PER_CHUNK],
             sets: Vec::new(),
+            watch: Arc::new(Vec::new()),
+        }
+    }
+
+    /// Sets or clears the watch entry of (`id`, `channel`).
+    pub fn set_watch(&mut self, id: u32, channel: ChannelId, entry: Option<Watch>) {
+        let key = (id, channel);
+        let pos = self.watch.binary_search_by(|w| (w.id, w.channel).cmp(&key));
+        match (pos, entry) {
+            (Ok(i), Some(e)) => {
+                if self.watch.get(i) != Some(&e)
+                    && let Some(slot) = Arc::make_mut(&mut self.watch).get_mut(i)
+                {
+                    *slot = e;
+                }
+            }
+            (Ok(i), None) => {
+                Arc::make_mut(&mut self.watch).remove(i);
+            }
+            (Err(i), Some(e)) => Arc::make_mut(&mut self.watch).insert(i, e),
+            (Err(_), None) => {}
         }
     }
 

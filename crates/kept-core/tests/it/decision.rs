@@ -786,3 +786,23 @@ fn unknown_location_fails_closed() {
     assert_eq!(d.reason, ReasonCode::DeniedNoConsent);
     assert_eq!(s.cited(&d), vec!["strictest.opt_in"]);
 }
+
+#[test]
+fn a_stored_ledger_entry_becomes_a_sequenced_record() {
+    let r = record(
+        7,
+        3,
+        MARKETING,
+        Some("sms"),
+        None,
+        ConsentAction::Given,
+        CollectionMethod::Written,
+        now(),
+    );
+    let entry =
+        kept_core::ledger::LedgerEntry::chain(&kept_core::ledger::ChainHash::GENESIS, 7, &r.record);
+    assert_eq!(SequencedRecord::from_entry(&entry).unwrap(), r);
+    let mut broken = entry.clone();
+    broken.bytes.push(0);
+    assert!(SequencedRecord::from_entry(&broken).is_err());
+}

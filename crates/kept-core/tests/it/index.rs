@@ -230,6 +230,15 @@ fn population(seed: u64, m: &Manifest) -> Population {
     changes.extend(consents.into_iter().map(Change::Consent));
     changes.extend(prefs.into_iter().map(Change::Preference));
     changes.extend(contacts.into_iter().map(Change::Contact));
+    // Some subjects move to another time zone after their choices were recorded.
+    for id in &ids {
+        if rng.gen_bool(0.1)
+            && let Some(state) = states.get_mut(id)
+        {
+            state.subject.time_zone = pick(&mut rng, ZONES).map(String::from);
+            changes.push(Change::Subject(state.subject.clone()));
+        }
+    }
     // Some subjects are erased completely at the end.
     for id in &ids {
         if rng.gen_bool(0.05) {
@@ -268,7 +277,11 @@ fn requests(seed: u64, m: &Manifest) -> Vec<DecisionRequest> {
         let mut r = DecisionRequest::new(pick(&mut rng, &purposes).as_str());
         r.channel = pick(&mut rng, CHANNELS).map(String::from);
         // Mostly requests that make sense: topics only where they exist.
-        let odds = if r.purpose == "marketing.communications" { 0.5 } else { 0.1 };
+        let odds = if r.purpose == "marketing.communications" {
+            0.5
+        } else {
+            0.1
+        };
         if rng.gen_bool(odds) {
             r.topic = pick(&mut rng, TOPICS).map(String::from);
         }
