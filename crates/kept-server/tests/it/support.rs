@@ -24,6 +24,41 @@ pub fn demo_manifest() -> Manifest {
         .manifest
 }
 
+/// A fresh, empty store for one test: SQLite in `dir`, or, when `KEPT_TEST_BACKEND=postgres`,
+/// a schema of its own in the database `KEPT_TEST_DATABASE_URL` names (so tests run in
+/// parallel; `.ci/run` drops the `kept_it_*` schemas before each run).
+pub async fn test_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    let postgres = std::env::var("KEPT_TEST_BACKEND").is_ok_and(|b| b == "postgres");
+    if !postgres {
+        let url = dir.path().join("kept.db");
+        return kept_server::store::open(url.to_str().unwrap())
+            .await
+            .unwrap();
+    }
+    let url = std::env::var("KEPT_TEST_DATABASE_URL")
+        .expect("KEPT_TEST_BACKEND=postgres needs KEPT_TEST_DATABASE_URL");
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let schema = format!(
+        "kept_it_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    kept_server::store::open(&format!("{url}{sep}options[search_path]={schema}"))
+        .await
+        .unwrap()
+}
+
 pub fn signing_key() -> SigningKey {
     SigningKey::from_bytes(&[7; 32])
 }
@@ -45,10 +80,7 @@ impl TestApp {
 
     pub async fn with_limits(limits: Limits) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("kept.db");
-        let store = kept_server::store::open(url.to_str().unwrap())
-            .await
-            .unwrap();
+        let store = test_store(&dir).await;
         let ledger = Arc::new(Ledger::new(store.clone(), signing_key()));
         let state = AppState::new(store.clone(), ledger, Arc::new(demo_manifest()))
             .with_limits(limits)
