@@ -30,6 +30,13 @@ enum Command {
     Keys(cmd::keys::Command),
     /// Print the HTTP API's OpenAPI document
     Openapi(cmd::openapi::Args),
+    /// Print the effective rulebook: the law's rules with their sources, and the manifest's
+    /// tightenings
+    Rules(cmd::rules::Args),
+    /// Decide one use offline, from the database: allowed or denied, with the evidence
+    Decide(cmd::decide::Args),
+    /// Dry-run a campaign: who may be reached, and a table of who may not and why
+    Audience(cmd::audience::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +59,9 @@ fn main() -> ExitCode {
             Command::Ledger(c) => cmd::ledger::run(c).await,
             Command::Keys(c) => cmd::keys::run(c).await,
             Command::Openapi(args) => cmd::openapi::run(args).await,
+            Command::Rules(args) => cmd::rules::run(args).await,
+            Command::Decide(args) => cmd::decide::run(args).await,
+            Command::Audience(args) => cmd::audience::run(args).await,
         }
     });
     match result {

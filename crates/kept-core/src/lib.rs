@@ -3,9 +3,11 @@
 //! randomness are inputs, so every rule can be tested as a pure function.
 
 pub mod audience;
+pub mod collection;
 pub mod decision;
 pub mod demo;
 pub mod fideslang;
+pub mod identity;
 pub mod ids;
 pub mod index;
 pub mod ledger;

@@ -4,7 +4,10 @@
 
 use crate::auth::Authenticator;
 use crate::config::DEFAULT_BODY_LIMIT;
+use crate::decision_log::DecisionLog;
 use crate::error::{ApiError, BodyLimit};
+use crate::forward::Forwarder;
+use crate::index::IndexHandle;
 use crate::ledger::Ledger;
 use crate::{observe, routes};
 use axum::Router;
@@ -57,6 +60,14 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub clock: Clock,
     pub limits: Limits,
+    /// The in-memory index decisions and audiences read; every write path applies to it.
+    pub index: IndexHandle,
+    /// Where denied (and sampled allowed) decisions are logged, off the request path.
+    pub decision_log: DecisionLog,
+    /// Webhook forwarding: its settings, HTTP client and worker wake-up.
+    pub forward: Arc<Forwarder>,
+    /// First-party collection: its secrets, caches and admission gate.
+    pub collect: Arc<crate::collect::Collector>,
 }
 
 impl fmt::Debug for AppState {
@@ -71,6 +82,8 @@ impl fmt::Debug for AppState {
 impl AppState {
     /// State on the system clock with default limits.
     pub fn new(store: Arc<dyn Store>, ledger: Arc<Ledger>, manifest: Arc<Manifest>) -> AppState {
+        let index = IndexHandle::new(&manifest);
+        let decision_log = DecisionLog::start(store.clone());
         AppState {
             auth: Arc::new(Authenticator::new(store.clone())),
             store,
@@ -79,7 +92,29 @@ impl AppState {
             metrics: observe::prometheus(),
             clock: Arc::new(system_now),
             limits: Limits::default(),
+            index,
+            decision_log,
+            forward: Arc::new(Forwarder::default()),
+            collect: Arc::new(crate::collect::Collector::default()),
         }
+    }
+
+    /// Collects with `collector` (its configuration) instead of the defaults.
+    pub fn with_collector(mut self, collector: crate::collect::Collector) -> AppState {
+        self.collect = Arc::new(collector);
+        self
+    }
+
+    /// Forwards through `forwarder` (its settings, its secrets) instead of the defaults.
+    pub fn with_forwarder(mut self, forwarder: Forwarder) -> AppState {
+        self.forward = Arc::new(forwarder);
+        self
+    }
+
+    /// Replaces the (empty) index `new` made with one already built.
+    pub fn with_index(mut self, index: IndexHandle) -> AppState {
+        self.index = index;
+        self
     }
 
     pub fn with_limits(mut self, limits: Limits) -> AppState {
@@ -113,6 +148,9 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
     let limits = state.limits;
     routes::routes()
+        .merge(crate::forward::routes())
+        .merge(crate::snippet::routes())
+        .merge(crate::collect::routes::routes(&state))
         .merge(extra)
         .fallback(crate::error::not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)

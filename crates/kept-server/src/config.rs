@@ -124,6 +124,22 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Load the example manifest and the demo population.
     pub demo: bool,
+    /// Attempts at a webhook delivery before it becomes a dead letter.
+    pub webhook_max_attempts: u32,
+    /// The share of allowed decisions written to the decision log, in millionths (denied ones
+    /// always are). Configured as a share between 0 and 1 (`decision_log_sample_rate`).
+    pub decision_log_sample_ppm: u32,
+    /// Origins whose pages may call the collection endpoints (CORS); `*` for any.
+    pub cors_origins: Vec<String>,
+    /// ISO 3166-1 alpha-2 country that phone numbers without a country code are read in.
+    pub default_country: Option<String>,
+    /// Collected events admitted at once; beyond, clients are answered 429.
+    pub collect_queue: usize,
+    /// How often expired events and traits are deleted.
+    pub retention_interval: Duration,
+    /// File holding the 32-byte master secret identifiers are hashed and sealed with; without
+    /// one a secret is generated and kept in the database.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -140,6 +156,13 @@ impl Default for Config {
             log_filter: "info".to_owned(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             demo: false,
+            webhook_max_attempts: crate::forward::DEFAULT_MAX_ATTEMPTS,
+            decision_log_sample_ppm: crate::decision_log::DEFAULT_SAMPLE_PPM,
+            cors_origins: Vec::new(),
+            default_country: None,
+            collect_queue: crate::collect::DEFAULT_QUEUE_EVENTS,
+            retention_interval: Duration::from_secs(60 * 60),
+            master_key_file: None,
         }
     }
 }
@@ -158,10 +181,17 @@ pub enum Key {
     LogFilter,
     DataDir,
     Demo,
+    WebhookMaxAttempts,
+    DecisionLogSampleRate,
+    CorsOrigins,
+    DefaultCountry,
+    CollectQueue,
+    RetentionInterval,
+    MasterKeyFile,
 }
 
 impl Key {
-    pub const ALL: [Key; 11] = [
+    pub const ALL: [Key; 18] = [
         Key::Bind,
         Key::DatabaseUrl,
         Key::Manifest,
@@ -173,6 +203,13 @@ impl Key {
         Key::LogFilter,
         Key::DataDir,
         Key::Demo,
+        Key::WebhookMaxAttempts,
+        Key::DecisionLogSampleRate,
+        Key::CorsOrigins,
+        Key::DefaultCountry,
+        Key::CollectQueue,
+        Key::RetentionInterval,
+        Key::MasterKeyFile,
     ];
 
     /// The key in `[server]`.
@@ -189,6 +226,13 @@ impl Key {
             Key::LogFilter => "log_filter",
             Key::DataDir => "data_dir",
             Key::Demo => "demo",
+            Key::WebhookMaxAttempts => "webhook_max_attempts",
+            Key::DecisionLogSampleRate => "decision_log_sample_rate",
+            Key::CorsOrigins => "cors_origins",
+            Key::DefaultCountry => "default_country",
+            Key::CollectQueue => "collect_queue",
+            Key::RetentionInterval => "retention_interval",
+            Key::MasterKeyFile => "master_key_file",
         }
     }
 
@@ -476,6 +520,98 @@ impl Config {
                     Raw::Toml(toml::Value::Boolean(b)) => *b,
                     other => parse_bool(&text(&other)?).map_err(invalid)?,
                 }
+            }
+            Key::WebhookMaxAttempts => {
+                let n = match raw {
+                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
+                    other => text(&other),
+                }?;
+                self.webhook_max_attempts = n
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(format!("`{n}` is not a positive whole number")))?;
+            }
+            Key::DecisionLogSampleRate => {
+                let rate = match raw {
+                    Raw::Toml(toml::Value::Float(f)) => Ok(f.to_string()),
+                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
+                    other => text(&other),
+                }?;
+                self.decision_log_sample_ppm = rate
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .map(|r| (r * 1_000_000.0).round() as u32)
+                    .ok_or_else(|| invalid(format!("`{rate}` is not a share between 0 and 1")))?;
+            }
+            Key::CorsOrigins => {
+                self.cors_origins = match raw {
+                    Raw::Toml(toml::Value::Array(items)) => items
+                        .iter()
+                        .map(|v| {
+                            v.as_str().map(|s| s.trim().to_owned()).ok_or_else(|| {
+                                invalid(format!("expected strings, found {}", v.type_str()))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                    other => text(&other)?
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|o| !o.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                };
+                for origin in &self.cors_origins {
+                    let valid = origin == "*"
+                        || origin.starts_with("http://")
+                        || origin.starts_with("https://");
+                    if !valid {
+                        return Err(invalid(format!(
+                            "`{origin}` is not an origin such as `https://shop.example`"
+                        )));
+                    }
+                }
+            }
+            Key::DefaultCountry => {
+                let country = text(&raw)?.trim().to_ascii_uppercase();
+                if country.is_empty() {
+                    self.default_country = None;
+                } else if country.len() == 2 && country.chars().all(|c| c.is_ascii_alphabetic()) {
+                    self.default_country = Some(country);
+                } else {
+                    return Err(invalid(format!(
+                        "`{country}` is not a two-letter country code such as `DE`"
+                    )));
+                }
+            }
+            Key::CollectQueue => {
+                let n = match raw {
+                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
+                    other => text(&other),
+                }?;
+                self.collect_queue = n
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(format!("`{n}` is not a positive whole number")))?;
+            }
+            Key::RetentionInterval => {
+                self.retention_interval = match raw {
+                    Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| invalid(format!("`{n}` is not a positive duration")))?,
+                    other => parse_duration(&text(&other)?).map_err(invalid)?,
+                };
+            }
+            Key::MasterKeyFile => {
+                let path = text(&raw)?;
+                self.master_key_file = (!path.is_empty()).then(|| PathBuf::from(path));
             }
         }
         Ok(())

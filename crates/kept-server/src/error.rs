@@ -29,6 +29,25 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{message}")]
     InvalidField { field: String, message: String },
+    /// A collected event that is malformed or misses a required field (400, as Segment
+    /// answers); `index` is its position in a batch.
+    #[error("{message}")]
+    InvalidEvent {
+        field: String,
+        index: Option<usize>,
+        message: String,
+    },
+    /// A collection limit (`batch_bytes`, `batch_events`, `event_bytes`) exceeded.
+    #[error("{message}")]
+    LimitExceeded {
+        limit: &'static str,
+        message: String,
+    },
+    /// Too much in flight; the client retries after `retry_after` seconds.
+    #[error("the server is busy; retry in {retry_after} seconds")]
+    Overloaded { retry_after: u64 },
+    #[error("content encoding `{0}` is not supported; send `gzip`, `deflate` or no encoding")]
+    UnsupportedEncoding(String),
     #[error("the request body is larger than the server accepts{}", limit_text(*.limit))]
     TooLarge { limit: Option<usize> },
     #[error("{0}")]
@@ -68,6 +87,10 @@ impl ApiError {
             ApiError::InvalidJson(_) => "request.invalid_json",
             ApiError::UnsupportedMediaType => "request.unsupported_media_type",
             ApiError::InvalidField { .. } => "request.invalid_field",
+            ApiError::InvalidEvent { .. } => "request.invalid_event",
+            ApiError::LimitExceeded { .. } => "request.limit_exceeded",
+            ApiError::Overloaded { .. } => "server.overloaded",
+            ApiError::UnsupportedEncoding(_) => "request.unsupported_encoding",
             ApiError::TooLarge { .. } => "request.too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "request.method_not_allowed",
@@ -85,6 +108,10 @@ impl ApiError {
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
+            ApiError::LimitExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -119,7 +146,17 @@ impl ApiError {
                 code: self.code().to_owned(),
                 message: self.public_message(),
                 field: match self {
-                    ApiError::InvalidField { field, .. } => Some(field.clone()),
+                    ApiError::InvalidField { field, .. } | ApiError::InvalidEvent { field, .. } => {
+                        Some(field.clone())
+                    }
+                    _ => None,
+                },
+                index: match self {
+                    ApiError::InvalidEvent { index, .. } => *index,
+                    _ => None,
+                },
+                limit: match self {
+                    ApiError::LimitExceeded { limit, .. } => Some((*limit).to_owned()),
                     _ => None,
                 },
             },
@@ -144,6 +181,12 @@ pub struct ErrorDetail {
     /// blame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The position of the offending event in a batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// The limit exceeded (`batch_bytes`, `batch_events`, `event_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -156,6 +199,11 @@ impl IntoResponse for ApiError {
             }
         }
         let mut response = (status, axum::Json(self.body())).into_response();
+        if let ApiError::Overloaded { retry_after } = &self
+            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if matches!(self, ApiError::MissingKey | ApiError::InvalidKey) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -239,7 +287,7 @@ where
     }
 }
 
-fn is_json(headers: &axum::http::HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -263,7 +311,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+pub(crate) fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     use serde_json::error::Category;
     let path = err.path().to_string();
     let inner = err.into_inner();

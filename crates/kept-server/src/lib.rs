@@ -6,14 +6,20 @@
 
 pub mod app;
 pub mod auth;
+pub mod collect;
 pub mod config;
+pub mod decision_log;
 pub mod demo;
 pub mod error;
+pub mod forward;
+pub mod index;
 pub mod ledger;
 pub mod observe;
 pub mod openapi;
+pub mod resolve;
 pub mod routes;
 pub mod server;
+pub mod snippet;
 pub mod store;
 
 pub use app::{AppState, router};

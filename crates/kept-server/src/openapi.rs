@@ -2,7 +2,9 @@
 //! `openapi.json` at the workspace root is this document; a test fails when they drift.
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{consents, keys, system};
+use crate::routes::{
+    audiences, consents, contacts, decision_log, decisions, keys, profile, system,
+};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -26,6 +28,25 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         keys::list,
         keys::create,
         keys::revoke,
+        decisions::decide,
+        contacts::record,
+        profile::profile,
+        audiences::evaluate_audience,
+        audiences::export,
+        decision_log::read,
+        crate::forward::api::dead_letters,
+        crate::forward::api::retry_dead_letter,
+        crate::collect::routes::identify,
+        crate::collect::routes::track,
+        crate::collect::routes::page,
+        crate::collect::routes::screen,
+        crate::collect::routes::group,
+        crate::collect::routes::alias,
+        crate::collect::routes::batch,
+        crate::collect::routes::gpc,
+        crate::collect::read::lookup,
+        crate::collect::read::events,
+        crate::collect::read::set_collection_point,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&ApiKeyScheme),
@@ -33,6 +54,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "system", description = "health, metrics and this document; no key needed"),
         (name = "consent", description = "the consent ledger (role `privacy`)"),
         (name = "keys", description = "API keys (role `admin`)"),
+        (name = "decisions", description = "decisions, purpose-limited profiles and recorded \
+            sends (role `decide`)"),
+        (name = "audiences", description = "campaign dry runs and exports (role `decide`)"),
+        (name = "decision log", description = "denied and sampled decisions (role `privacy`)"),
+        (name = "collection", description = "Segment-compatible event collection (role \
+            `collect`, the write key), and reading back subjects and events (role `privacy`)"),
+        (name = "webhooks", description = "signed forwarding to the manifest's systems: dead \
+            letters and their retry (role `admin`)"),
     )
 )]
 struct ApiDoc;

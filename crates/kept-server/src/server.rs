@@ -5,6 +5,7 @@
 use crate::app::{self, AppState, Limits};
 use crate::config::{Config, DatabaseUrl};
 use crate::demo::{self, DemoLoadError};
+use crate::forward::{self, ForwardConfig, Forwarder};
 use crate::ledger::{self, Ledger};
 use crate::store;
 use kept_core::UnixMillis;
@@ -16,6 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+
+/// How long shutdown waits for the webhook worker's round in flight.
+const FORWARDING_STOP: Duration = Duration::from_secs(5);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,10 @@ pub enum ServeError {
     DataDir { path: PathBuf, message: String },
     #[error("the server stopped: {0}")]
     Io(String),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error("cannot use the master key in `{path}`: {message}")]
+    MasterKey { path: PathBuf, message: String },
 }
 
 impl ServeError {
@@ -50,6 +58,8 @@ impl ServeError {
             ServeError::Bind { .. } => "serve.bind",
             ServeError::DataDir { .. } => "serve.data_dir",
             ServeError::Io(_) => "serve.io",
+            ServeError::Index(e) => e.code(),
+            ServeError::MasterKey { .. } => "serve.master_key",
         }
     }
 }
@@ -86,6 +96,17 @@ impl Server {
             (None, false) => return Err(ServeError::NoLedgerKey),
         };
         let ledger = Arc::new(Ledger::new(store.clone(), signing_key));
+        let compiled = crate::index::compile(&manifest)
+            .map_err(|e| crate::index::IndexError::Unavailable(e.to_string()))?;
+        let master_key = match &config.master_key_file {
+            Some(path) => Some(crate::collect::load_master_key(path).map_err(|message| {
+                ServeError::MasterKey {
+                    path: path.clone(),
+                    message,
+                }
+            })?),
+            None => None,
+        };
         let startup = started.elapsed();
 
         let mut demo_time = Duration::ZERO;
@@ -94,11 +115,44 @@ impl Server {
             demo::load_if_empty(store.as_ref(), &ledger, &manifest, now, &config.data_dir).await?;
             demo_time = demo_started.elapsed();
         }
+        // Built after the demo so it holds the demo; from here every write applies to it.
+        let index = crate::index::IndexHandle::with_compiled(compiled);
+        index
+            .load(store.as_ref(), app::system_now(), &mut |_| {})
+            .await?;
 
-        let state = AppState::new(store, ledger, Arc::new(manifest)).with_limits(Limits {
-            body_limit: config.body_limit,
-            request_timeout: config.request_timeout,
-        });
+        let state = AppState::new(store, ledger, Arc::new(manifest))
+            .with_index(index)
+            .with_limits(Limits {
+                body_limit: config.body_limit,
+                request_timeout: config.request_timeout,
+            })
+            .with_forwarder(Forwarder::new(ForwardConfig {
+                max_attempts: config.webhook_max_attempts,
+                ..ForwardConfig::default()
+            }))
+            .with_collector(crate::collect::Collector::new(
+                crate::collect::CollectConfig {
+                    cors_origins: config.cors_origins.clone(),
+                    default_country: config.default_country.clone(),
+                    queue_events: config.collect_queue,
+                    master_key,
+                    ..crate::collect::CollectConfig::default()
+                },
+            ));
+        crate::collect::describe_metrics();
+        if config.master_key_file.is_none() {
+            tracing::info!(
+                "identifiers are sealed with a master key kept in the database; set \
+                 `master_key_file` to keep it apart from the data"
+            );
+        }
+        state
+            .decision_log
+            .set_sample_rate(f64::from(config.decision_log_sample_ppm) / 1e6);
+        for warning in forward::webhook_warnings(&state.manifest, &state.forward) {
+            tracing::warn!("{warning}");
+        }
         let bind_started = Instant::now();
         let listener = TcpListener::bind(config.bind)
             .await
@@ -152,6 +206,14 @@ impl Server {
             state.ledger.clone(),
             config.checkpoint_interval,
         ));
+        // Deliveries left pending by an earlier run are picked up by the worker's first round.
+        let (stop_forwarding, forwarding_stopped) = tokio::sync::watch::channel(false);
+        let forwarding = forward::spawn_worker(state.clone(), forwarding_stopped.clone());
+        let retention = crate::collect::spawn_retention(
+            state.clone(),
+            config.retention_interval,
+            forwarding_stopped,
+        );
         let router = app::router(state.clone());
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -160,12 +222,24 @@ impl Server {
             })
             .await;
         checkpoints.abort();
+        // Lets the round in flight record its attempts; what is cut short is claimed again
+        // after a restart, once its lease has run out.
+        let _ = stop_forwarding.send(true);
+        retention.abort();
+        let mut forwarding = forwarding;
+        if tokio::time::timeout(FORWARDING_STOP, &mut forwarding)
+            .await
+            .is_err()
+        {
+            forwarding.abort();
+        }
         // Whatever ended serving, what was acknowledged gets a signed checkpoint.
         match state.ledger.checkpoint_now().await {
             Ok(Some(cp)) => tracing::info!(seq = cp.seq, "final ledger checkpoint signed"),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "final ledger checkpoint failed"),
         }
+        state.decision_log.close().await;
         state.store.close().await?;
         tracing::info!("stopped");
         served.map_err(|e| ServeError::Io(e.to_string()))

@@ -26,6 +26,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod decision_log;
+mod outbox;
+
+mod collection;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows the group committer puts in one transaction at most.
@@ -37,6 +42,8 @@ pub struct PostgresStore {
     redacted_url: String,
     pool: PgPool,
     hot: GroupCommit<HotWriter>,
+    /// Events and profile traits from the collection API.
+    events: GroupCommit<collection::EventWriter>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -156,10 +163,12 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Migration(scrub(&e.to_string(), url)))?;
         let hot = GroupCommit::start(HotWriter { pool: pool.clone() }, MAX_BATCH_ROWS);
+        let events = collection::start_event_committer(pool.clone());
         Ok(PostgresStore {
             redacted_url,
             pool,
             hot,
+            events,
         })
     }
 
@@ -830,7 +839,19 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
+        decision_log::append(&self.pool, entries).await
+    }
+
+    async fn decision_log(
+        &self,
+        query: &kept_store::DecisionLogQuery,
+    ) -> Result<Vec<kept_store::DecisionLogEntry>> {
+        decision_log::read(&self.pool, query).await
+    }
+
     async fn close(&self) -> Result<()> {
+        self.events.close().await;
         self.hot.close().await;
         self.pool.close().await;
         Ok(())

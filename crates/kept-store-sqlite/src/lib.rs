@@ -30,6 +30,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod decision_log;
+mod outbox;
+
+mod collection;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows per multi-row `INSERT`. Full chunks share one prepared statement; SQLite allows 32,766
@@ -45,6 +50,8 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     hot: GroupCommit<HotWriter>,
+    /// Events and profile traits from the collection API.
+    events: GroupCommit<collection::EventWriter>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -106,11 +113,13 @@ impl SqliteStore {
             },
             MAX_BATCH_ROWS,
         );
+        let events = collection::start_event_committer(write.clone());
         Ok(SqliteStore {
             path: path.to_path_buf(),
             read,
             write,
             hot,
+            events,
         })
     }
 
@@ -825,7 +834,19 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
+        decision_log::append(&self.write, entries).await
+    }
+
+    async fn decision_log(
+        &self,
+        query: &kept_store::DecisionLogQuery,
+    ) -> Result<Vec<kept_store::DecisionLogEntry>> {
+        decision_log::read(&self.read, query).await
+    }
+
     async fn close(&self) -> Result<()> {
+        self.events.close().await;
         self.hot.close().await;
         self.write.close().await;
         self.read.close().await;

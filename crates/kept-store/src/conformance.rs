@@ -62,6 +62,12 @@ macro_rules! conformance_tests {
             channel_preferences_round_trip,
             contacts_since_filters_and_orders,
             close_refuses_later_writes,
+            identities_attach_merge_and_follow,
+            an_identity_conflict_writes_nothing,
+            events_deduplicate_and_follow_merges,
+            retention_deletes_what_expired,
+            key_collection_points_round_trip,
+            decision_log_appends_and_filters,
         );
     };
     (@cases $harness:ty; $($case:ident),* $(,)?) => {
@@ -836,4 +842,547 @@ pub async fn close_refuses_later_writes(store: Arc<dyn Store>) {
         Err(StoreError::Closed)
     ));
     store.close().await.unwrap();
+}
+
+// --- decision log ----------------------------------------------------------------------------
+
+fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::DecisionLogEntry {
+    crate::DecisionLogEntry {
+        id: 0,
+        at: T0 + i64::from(i) * 10,
+        subject: subject.map(SubjectId),
+        purpose: purpose.to_string(),
+        channel: (i % 2 == 0).then(|| "sms".to_string()),
+        topic: (i % 3 == 0).then(|| "offers".to_string()),
+        categories: (0..i % 3).map(|c| format!("user.category_{c}")).collect(),
+        allowed: reason.starts_with("allowed."),
+        reason: reason.to_string(),
+        evidence: format!(r#"[{{"kind":"ledger","seq":{i}}}]"#),
+        obligations: if i % 2 == 0 {
+            r#"["honour_stop_reply"]"#.to_string()
+        } else {
+            "[]".to_string()
+        },
+        caller: format!("kept_{i:08x}"),
+    }
+}
+
+pub async fn decision_log_appends_and_filters(store: Arc<dyn Store>) {
+    use crate::DecisionLogQuery;
+    assert!(
+        store
+            .decision_log(&DecisionLogQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.append_decision_log(Vec::new()).await.unwrap();
+    let written: Vec<_> = (0..12u32)
+        .map(|i| {
+            let reason = match i % 3 {
+                0 => "denied.not_promised",
+                1 => "denied.no_consent",
+                _ => "allowed.consent",
+            };
+            let purpose = if i < 6 {
+                "marketing.communications"
+            } else {
+                "personalize.content.profiled"
+            };
+            logged(i, (i != 7).then_some(i % 4), purpose, reason)
+        })
+        .collect();
+    // Two transactions: ids keep increasing across them.
+    store
+        .append_decision_log(written[..5].to_vec())
+        .await
+        .unwrap();
+    store
+        .append_decision_log(written[5..].to_vec())
+        .await
+        .unwrap();
+
+    let all = store
+        .decision_log(&DecisionLogQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 12);
+    assert!(
+        all.windows(2).all(|w| w[0].id > w[1].id),
+        "not newest first"
+    );
+    // Round trip of every field, oldest last.
+    let mut oldest_first = all.clone();
+    oldest_first.reverse();
+    for (got, want) in oldest_first.iter().zip(&written) {
+        assert_eq!(
+            crate::DecisionLogEntry {
+                id: 0,
+                ..got.clone()
+            },
+            *want
+        );
+    }
+
+    let q = |f: fn(&mut DecisionLogQuery)| {
+        let mut query = DecisionLogQuery::default();
+        f(&mut query);
+        query
+    };
+    let by_subject = store
+        .decision_log(&q(|q| q.subject = Some(SubjectId(1))))
+        .await
+        .unwrap();
+    let want: Vec<u32> = (0..12).filter(|i| *i != 7 && i % 4 == 1).rev().collect();
+    let got: Vec<i64> = by_subject.iter().map(|e| (e.at - T0) / 10).collect();
+    assert_eq!(got, want.iter().map(|i| i64::from(*i)).collect::<Vec<_>>());
+
+    let by_reason = store
+        .decision_log(&q(|q| q.reason = Some("denied.no_consent".into())))
+        .await
+        .unwrap();
+    assert_eq!(by_reason.len(), 4);
+    assert!(by_reason.iter().all(|e| e.reason == "denied.no_consent"));
+
+    let by_purpose_since = store
+        .decision_log(&q(|q| {
+            q.purpose = Some("marketing.communications".into());
+            q.since = Some(T0 + 30);
+        }))
+        .await
+        .unwrap();
+    let got: Vec<i64> = by_purpose_since.iter().map(|e| (e.at - T0) / 10).collect();
+    assert_eq!(got, vec![5, 4, 3]);
+
+    // Paging with `before`: two pages of 5 and one of 2, no entry twice.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .decision_log(&DecisionLogQuery {
+                before,
+                limit: 5,
+                ..DecisionLogQuery::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        assert!(page.len() <= 5);
+        seen.extend(page.iter().map(|e| e.id));
+    }
+    assert_eq!(seen, all.iter().map(|e| e.id).collect::<Vec<_>>());
+    let unknown = all.iter().find(|e| e.subject.is_none()).unwrap();
+    assert_eq!(unknown.caller, "kept_00000007");
+}
+
+// --- collection: identities, merges, events, retention ----------------------------------------
+
+fn ident(n: u8) -> kept_core::identity::IdentifierHash {
+    kept_core::identity::IdentifierHash([n; 32])
+}
+
+fn new_identity(
+    subject: kept_core::identity::SubjectRef,
+    kind: kept_core::identity::IdentifierKind,
+    n: u8,
+) -> crate::collection::NewIdentity {
+    crate::collection::NewIdentity {
+        subject,
+        key_subject: subject,
+        kind,
+        hash: ident(n),
+        sealed: vec![n; 40],
+    }
+}
+
+fn event(
+    source: &str,
+    message_id: &str,
+    subject: SubjectId,
+    at: i64,
+) -> crate::collection::NewEvent {
+    crate::collection::NewEvent {
+        source: source.into(),
+        message_id: message_id.into(),
+        subject,
+        kind: "track".into(),
+        name: Some(format!("Viewed {message_id}")),
+        at,
+        received_at: at,
+        retain_until: at + 1000,
+        consent: r#"{"carried":false}"#.into(),
+        properties: format!(r#"{{"n":"{message_id}"}}"#),
+        context: "{}".into(),
+    }
+}
+
+pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {
+    use crate::collection::{IdentityWrite, NewMerge};
+    use kept_core::identity::{IdentifierKind as K, SubjectRef};
+    // One existing subject from outside collection, with a user id column only.
+    let known = store
+        .insert_subjects(vec![new_subject(Some("u-known"), "DE")])
+        .await
+        .unwrap()[0];
+    let ids = store
+        .write_identities(IdentityWrite {
+            new_subjects: vec![new_subject(None, "FR"), new_subject(None, "FR")],
+            keys: vec![
+                (SubjectRef::New(0), vec![1; 56]),
+                (SubjectRef::New(1), vec![2; 56]),
+                (SubjectRef::Existing(known), vec![3; 56]),
+            ],
+            attach: vec![
+                new_identity(SubjectRef::New(0), K::AnonymousId, 10),
+                new_identity(SubjectRef::New(0), K::Email, 11),
+                new_identity(SubjectRef::New(1), K::AnonymousId, 12),
+                new_identity(SubjectRef::Existing(known), K::UserId, 13),
+            ],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![SubjectId(known.0 + 1), SubjectId(known.0 + 2)]);
+    let (anon, other) = (ids[0], ids[1]);
+
+    let mut found = store
+        .find_identities(&[ident(10), ident(11), ident(13), ident(99)])
+        .await
+        .unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![(ident(10), anon), (ident(11), anon), (ident(13), known)]
+    );
+    let by_user = store
+        .subjects_by_user_ids(&["u-known".into(), "u-nobody".into()])
+        .await
+        .unwrap();
+    assert_eq!(by_user, vec![("u-known".to_string(), known)]);
+    let mut facts = store
+        .identity_facts(&[anon, known, SubjectId(999)])
+        .await
+        .unwrap();
+    facts.sort_by_key(|f| f.subject);
+    assert_eq!(facts.len(), 2);
+    assert!(facts[0].identified && !facts[1].identified);
+    assert_eq!(facts[1].counts.get(K::AnonymousId), 1);
+    assert_eq!(facts[1].counts.get(K::Email), 1);
+    assert_eq!(facts[1].country.as_deref(), Some("FR"));
+    let mut keys = store.subject_keys(&[anon, known, other]).await.unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            (known, vec![3; 56]),
+            (anon, vec![1; 56]),
+            (other, vec![2; 56])
+        ]
+    );
+
+    // The anonymous profile's trait moves with the merge; the survivor's own newer one stays.
+    store
+        .upsert_traits(vec![
+            a_trait(anon, "name", serde_json::json!("From browsing"), 1),
+            a_trait(anon, "shoe", serde_json::json!(38), 1),
+            a_trait(known, "name", serde_json::json!("Known"), 2),
+        ])
+        .await
+        .unwrap();
+    store
+        .write_identities(IdentityWrite {
+            merges: vec![NewMerge {
+                from: SubjectRef::Existing(anon),
+                into: SubjectRef::Existing(known),
+                reason: "identify".into(),
+            }],
+            user_ids: vec![(other, "u-other".into())],
+            at: T0 + 1,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    let found = store
+        .find_identities(&[ident(10), ident(11)])
+        .await
+        .unwrap();
+    assert!(found.iter().all(|(_, s)| *s == known), "{found:?}");
+    let held = store.identities_of(known).await.unwrap();
+    assert_eq!(held.len(), 3);
+    let email = held.iter().find(|i| i.kind == K::Email).unwrap();
+    // The seal stays bound to the key it was made with.
+    assert_eq!(
+        (email.key_subject, email.sealed.clone()),
+        (anon, vec![11; 40])
+    );
+    assert!(store.identities_of(anon).await.unwrap().is_empty());
+    assert_eq!(store.merged_into(known).await.unwrap(), vec![anon]);
+    assert!(store.merged_into(anon).await.unwrap().is_empty());
+    let traits = store.traits(known).await.unwrap();
+    let value = |k: &str| traits.iter().find(|t| t.key == k).map(|t| t.value.clone());
+    assert_eq!(value("name"), Some(serde_json::json!("Known")));
+    assert_eq!(value("shoe"), Some(serde_json::json!(38)));
+    assert!(store.traits(anon).await.unwrap().is_empty());
+    assert_eq!(
+        store.subject_by_user_id("u-other").await.unwrap(),
+        Some(other)
+    );
+
+    // A chain of merges is followed all the way.
+    store
+        .write_identities(IdentityWrite {
+            merges: vec![NewMerge {
+                from: SubjectRef::Existing(known),
+                into: SubjectRef::Existing(other),
+                reason: "alias".into(),
+            }],
+            at: T0 + 2,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.merged_into(other).await.unwrap(), vec![known, anon]);
+}
+
+pub async fn an_identity_conflict_writes_nothing(store: Arc<dyn Store>) {
+    use crate::collection::IdentityWrite;
+    use kept_core::identity::{IdentifierKind as K, SubjectRef};
+    let first = store
+        .write_identities(IdentityWrite {
+            new_subjects: vec![new_subject(None, "DE")],
+            keys: vec![(SubjectRef::New(0), vec![1; 56])],
+            attach: vec![new_identity(SubjectRef::New(0), K::AnonymousId, 1)],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    // A second writer that did not see the first claims the same anonymous id.
+    let err = store
+        .write_identities(IdentityWrite {
+            new_subjects: vec![new_subject(Some("u-late"), "DE")],
+            keys: vec![(SubjectRef::New(0), vec![2; 56])],
+            attach: vec![
+                new_identity(SubjectRef::New(0), K::UserId, 2),
+                new_identity(SubjectRef::New(0), K::AnonymousId, 1),
+            ],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "store.conflict", "{err}");
+    assert_eq!(store.subject_count().await.unwrap(), 1);
+    assert!(store.find_identities(&[ident(2)]).await.unwrap().is_empty());
+    assert_eq!(store.subject_by_user_id("u-late").await.unwrap(), None);
+    // A key for a subject that has one is a conflict too; ids stay dense afterwards.
+    let err = store
+        .write_identities(IdentityWrite {
+            keys: vec![(SubjectRef::Existing(first[0]), vec![3; 56])],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "store.conflict");
+    let next = store
+        .write_identities(IdentityWrite {
+            new_subjects: vec![new_subject(None, "DE")],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next, vec![SubjectId(first[0].0 + 1)]);
+}
+
+pub async fn events_deduplicate_and_follow_merges(store: Arc<dyn Store>) {
+    use crate::collection::{EventWrite, IdentityWrite, NewMerge};
+    use kept_core::identity::SubjectRef;
+    let ids = store
+        .insert_subjects(vec![new_subject(Some("a"), "DE"), new_subject(None, "DE")])
+        .await
+        .unwrap();
+    let (user, anon) = (ids[0], ids[1]);
+    // Concurrent writers, one of them retrying a message the other already sent.
+    let writes = [
+        EventWrite {
+            events: vec![
+                event("key1", "m1", anon, T0),
+                event("key1", "m2", anon, T0 + 1),
+            ],
+            traits: vec![a_trait(anon, "name", serde_json::json!("Ada"), 1)],
+        },
+        EventWrite {
+            events: vec![
+                event("key1", "m1", anon, T0 + 5),
+                event("key2", "m1", user, T0 + 2),
+            ],
+            traits: Vec::new(),
+        },
+        EventWrite {
+            events: vec![
+                event("key1", "m3", user, T0 + 3),
+                event("key1", "m3", user, T0 + 3),
+            ],
+            traits: Vec::new(),
+        },
+    ];
+    let tasks: Vec<_> = writes
+        .into_iter()
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write_events(w).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let of_anon = store.events_of(anon, None, 100).await.unwrap();
+    let keys: BTreeSet<(String, String)> = of_anon
+        .iter()
+        .map(|e| (e.event.source.clone(), e.event.message_id.clone()))
+        .collect();
+    assert_eq!(of_anon.len(), 2, "{of_anon:?}");
+    assert!(keys.contains(&("key1".into(), "m1".into())));
+    assert_eq!(store.traits(anon).await.unwrap().len(), 1);
+    assert_eq!(store.events_of(user, None, 100).await.unwrap().len(), 2);
+
+    store
+        .write_identities(IdentityWrite {
+            merges: vec![NewMerge {
+                from: SubjectRef::Existing(anon),
+                into: SubjectRef::Existing(user),
+                reason: "identify".into(),
+            }],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    let all = store.events_of(user, None, 100).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let page = store.events_of(user, Some(all[1].id), 2).await.unwrap();
+    assert_eq!(page, all[2..4].to_vec());
+    let stored = &all
+        .iter()
+        .find(|e| e.event.message_id == "m2")
+        .unwrap()
+        .event;
+    assert_eq!(stored, &event("key1", "m2", anon, T0 + 1));
+}
+
+pub async fn retention_deletes_what_expired(store: Arc<dyn Store>) {
+    use crate::collection::EventWrite;
+    use kept_core::collection::TraitCutoffs;
+    let s = store
+        .insert_subjects(vec![new_subject(None, "DE")])
+        .await
+        .unwrap()[0];
+    let mut short = event("k", "short", s, T0);
+    short.retain_until = T0 + 10;
+    let mut long = event("k", "long", s, T0);
+    long.retain_until = T0 + 1_000_000;
+    let mut old = event("k", "old", s, T0 - 500);
+    old.received_at = T0 - 500;
+    old.retain_until = T0 + 1_000_000;
+    store
+        .write_events(EventWrite {
+            events: vec![short, long, old],
+            traits: Vec::new(),
+        })
+        .await
+        .unwrap();
+    // `short` is past its own retention; `old` was received before the manifest-wide cutoff.
+    assert_eq!(
+        store
+            .delete_expired_events(T0 + 10, T0 - 100, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_expired_events(T0 + 10, T0 - 100, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_expired_events(T0 + 10, T0 - 100, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    let left = store.events_of(s, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event.message_id, "long");
+
+    // Traits: `a_trait` files them under `checkout_notice`, collected at T0 + version.
+    let mut elsewhere = a_trait(s, "elsewhere", serde_json::json!(1), 1);
+    elsewhere.provenance.notice_id = "gone_notice".into();
+    store
+        .upsert_traits(vec![
+            a_trait(s, "old", serde_json::json!(1), 1),
+            a_trait(s, "new", serde_json::json!(1), 9),
+            elsewhere,
+        ])
+        .await
+        .unwrap();
+    let deleted = store
+        .delete_expired_traits(&TraitCutoffs {
+            by_notice: vec![("checkout_notice".into(), T0 + 5)],
+            otherwise: T0 + 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2);
+    let keys: Vec<String> = store
+        .traits(s)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(keys, vec!["new".to_string()]);
+}
+
+pub async fn key_collection_points_round_trip(store: Arc<dyn Store>) {
+    let key = ApiKeyRecord {
+        id: "kept_0000abcd".into(),
+        hash: [5; 32],
+        role: Role::Collect,
+        name: "web".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    store.insert_api_key(&key).await.unwrap();
+    assert_eq!(store.key_collection_point(&key.id).await.unwrap(), None);
+    store
+        .set_key_collection_point(&key.id, Some("web_shop"))
+        .await
+        .unwrap();
+    store
+        .set_key_collection_point(&key.id, Some("checkout"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .key_collection_point(&key.id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("checkout")
+    );
+    store.set_key_collection_point(&key.id, None).await.unwrap();
+    assert_eq!(store.key_collection_point(&key.id).await.unwrap(), None);
+    let err = store
+        .set_key_collection_point("kept_ffffffff", Some("checkout"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "store.not_found");
 }

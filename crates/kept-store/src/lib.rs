@@ -9,9 +9,14 @@ use kept_core::subject::{ChannelPreference, Contact, Subject, Trait};
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
+pub mod collection;
 pub mod columns;
 pub mod conformance;
+pub mod decision_log;
 pub mod group_commit;
+
+pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
+pub mod outbox;
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,9 +140,13 @@ pub struct LedgerRow {
     pub hash: Vec<u8>,
 }
 
-/// Persistence for Kept. One implementation per database; all pass `conformance`.
+/// Persistence for Kept. One implementation per database; all pass `conformance`. The webhook
+/// outbox (`outbox::Outbox`) and the collection API's storage (`collection::CollectionStore`)
+/// are part of every store.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    outbox::Outbox + collection::CollectionStore + Send + Sync + std::fmt::Debug + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Cheap liveness check for `/healthz`.
@@ -233,6 +242,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()>;
     /// Contacts at or after `since`, for rebuilding frequency counters.
     async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>>;
+
+    // --- decision log -----------------------------------------------------------------------
+
+    /// Appends entries in one transaction; ids are assigned in order.
+    async fn append_decision_log(&self, entries: Vec<DecisionLogEntry>) -> Result<()>;
+    /// Entries matching `query`, newest (highest id) first.
+    async fn decision_log(&self, query: &DecisionLogQuery) -> Result<Vec<DecisionLogEntry>>;
 
     // --- lifecycle ------------------------------------------------------------------------
 

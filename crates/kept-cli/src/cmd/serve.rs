@@ -51,6 +51,13 @@ pub struct Args {
     /// Where generated files such as the demo keys go [default: ./kept-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
+    /// Share of allowed decisions written to the decision log, 0 to 1 (denied ones always
+    /// are) [default: 0.01]
+    #[arg(long, value_name = "SHARE")]
+    decision_log_sample_rate: Option<String>,
+    /// Attempts at a webhook delivery before it is kept as a dead letter [default: 20]
+    #[arg(long, value_name = "N")]
+    webhook_max_attempts: Option<String>,
 }
 
 impl Args {
@@ -69,7 +76,12 @@ impl Args {
             .set_opt(Key::CheckpointInterval, self.checkpoint_interval.clone())
             .set_opt(Key::LogFormat, self.log_format.clone())
             .set_opt(Key::LogFilter, self.log_filter.clone())
-            .set_opt(Key::DataDir, self.data_dir.clone());
+            .set_opt(Key::DataDir, self.data_dir.clone())
+            .set_opt(
+                Key::DecisionLogSampleRate,
+                self.decision_log_sample_rate.clone(),
+            )
+            .set_opt(Key::WebhookMaxAttempts, self.webhook_max_attempts.clone());
         flags
     }
 }

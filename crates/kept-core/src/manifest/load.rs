@@ -386,6 +386,22 @@ impl Converter<'_> {
             });
         }
 
+        let mut consent_categories = BTreeMap::new();
+        for (key, purposes) in raw.consent_categories {
+            // Consent managers name their categories their own way (`Advertising`, `C0004`),
+            // so any non-empty key is accepted here.
+            let id = key.get_ref().clone();
+            if id.trim().is_empty() {
+                return Err(
+                    self.invalid(key.span(), "a consent category must have a name".to_owned())
+                );
+            }
+            let base = entry_path("consent_categories", &id);
+            self.mark(base.clone(), key.span());
+            let purposes = self.references(&base, &purposes);
+            consent_categories.insert(id, purposes);
+        }
+
         Ok(Loaded {
             manifest: Manifest {
                 organisation,
@@ -399,6 +415,7 @@ impl Converter<'_> {
                 systems,
                 rules: Rules { forbid },
                 policy: Policy { tighten },
+                consent_categories,
             },
             server: raw.server,
             locations: self.locations,

@@ -20,6 +20,10 @@ pub struct Manifest {
     pub systems: BTreeMap<String, System>,
     pub rules: Rules,
     pub policy: Policy,
+    /// What each consent-manager category (a key of `context.consent.categoryPreferences`)
+    /// stands for, as purpose keys. A category that is itself a purpose key needs no entry.
+    #[serde(default)]
+    pub consent_categories: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,9 @@ pub(super) struct RawManifest {
     pub rules: RawRules,
     #[serde(default)]
     pub policy: RawPolicy,
+    /// Consent-manager category (`context.consent.categoryPreferences` key) → purpose keys.
+    #[serde(default)]
+    pub consent_categories: BTreeMap<Key, Vec<Key>>,
     /// Server configuration; the server checks it, the manifest only carries it.
     pub server: Option<toml::Table>,
 }

@@ -330,6 +330,8 @@ pub async fn append(
     }
     let entries = state.ledger.append_many(records).await?;
     observe::count_ledger_appends(entries.len());
+    // Committed: from here the records must reach the index before the caller hears back.
+    state.index.consents_appended(&entries).await?;
     Ok((
         StatusCode::CREATED,
         Json(AppendedConsents {

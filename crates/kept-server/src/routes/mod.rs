@@ -1,12 +1,18 @@
 //! The route table, one module per area. Each handler states the role it needs by extracting
 //! `Authorized<role::…>`; the OpenAPI document (`crate::openapi`) lists the same handlers.
 
+pub mod audiences;
 pub mod consents;
+pub mod contacts;
+pub mod decision_log;
+pub mod decisions;
 pub mod keys;
+pub mod profile;
 pub mod system;
 
 use crate::app::AppState;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 
 pub fn routes() -> Router<AppState> {
@@ -19,4 +25,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/ledger", get(consents::ledger_status))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route(
+            "/v1/decisions",
+            post(decisions::decide).layer(DefaultBodyLimit::max(decisions::BODY_LIMIT)),
+        )
+        .route("/v1/contacts", post(contacts::record))
+        .route("/v1/audiences/evaluate", post(audiences::evaluate_audience))
+        .route("/v1/audiences/export", post(audiences::export))
+        .route("/v1/subjects/{id}/profile", get(profile::profile))
+        .route("/v1/decision-log", get(decision_log::read))
 }

@@ -7,9 +7,14 @@
 )]
 
 mod api;
+mod audiences;
+mod collect;
 mod config;
+mod decisions;
 mod demo;
 mod e2e;
+mod forward;
 mod openapi;
 mod roles;
+mod snippet;
 mod support;

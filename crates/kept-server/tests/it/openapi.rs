@@ -33,6 +33,12 @@ async fn the_server_serves_the_same_document() {
         "/v1/ledger",
         "/v1/keys",
         "/v1/keys/{id}",
+        "/v1/decisions",
+        "/v1/contacts",
+        "/v1/audiences/evaluate",
+        "/v1/audiences/export",
+        "/v1/subjects/{id}/profile",
+        "/v1/decision-log",
     ] {
         assert!(
             answer.json["paths"][path].is_object(),

@@ -68,6 +68,94 @@ fn endpoints() -> Vec<Endpoint> {
             role: Role::Admin,
             success: StatusCode::NO_CONTENT,
         },
+        Endpoint {
+            method: "POST",
+            path: "/v1/decisions",
+            body: Some(|_| {
+                r#"{"subject": {"user_id": "u1"}, "purpose": "marketing.communications"}"#
+                    .to_owned()
+            }),
+            role: Role::Decide,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "POST",
+            path: "/v1/contacts",
+            body: Some(|_| {
+                r#"{"subject": {"user_id": "u1"}, "channel": "email", "purpose": "marketing.communications"}"#
+                    .to_owned()
+            }),
+            role: Role::Decide,
+            success: StatusCode::CREATED,
+        },
+        Endpoint {
+            method: "POST",
+            path: "/v1/audiences/evaluate",
+            body: Some(|_| {
+                r#"{"purpose": "marketing.communications", "channel": "sms"}"#.to_owned()
+            }),
+            role: Role::Decide,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "POST",
+            path: "/v1/audiences/export?format=csv",
+            body: Some(|_| r#"{"purpose": "loyalty.rewards"}"#.to_owned()),
+            role: Role::Decide,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "GET",
+            path: "/v1/subjects/{subject}/profile?purpose=loyalty.rewards",
+            body: None,
+            role: Role::Decide,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "GET",
+            path: "/v1/decision-log?limit=10",
+            body: None,
+            role: Role::Privacy,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "POST",
+            path: "/v1/track",
+            body: Some(|_| r#"{"anonymousId": "matrix", "event": "Checked"}"#.to_owned()),
+            role: Role::Collect,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "POST",
+            path: "/v1/batch",
+            body: Some(|_| {
+                r#"{"batch": [{"type": "page", "anonymousId": "matrix", "name": "Home"}]}"#
+                    .to_owned()
+            }),
+            role: Role::Collect,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "GET",
+            path: "/v1/subjects/lookup?user_id=u1",
+            body: None,
+            role: Role::Privacy,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "GET",
+            path: "/v1/subjects/{subject}/events",
+            body: None,
+            role: Role::Privacy,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "PUT",
+            path: "/v1/keys/{victim}/collection-point",
+            body: Some(|_| r#"{"collection_point": "checkout"}"#.to_owned()),
+            role: Role::Admin,
+            success: StatusCode::OK,
+        },
     ]
 }
 
@@ -141,6 +229,6 @@ async fn every_endpoint_checks_its_role() {
             }
         }
     }
-    assert_eq!(checked, 6 * 8);
+    assert_eq!(checked, endpoints().len() * callers().len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -100,6 +100,12 @@ impl TestApp {
             ])
             .await
             .unwrap();
+        // The index is built from the store, as at server start.
+        state
+            .index
+            .load(store.as_ref(), NOW, &mut |_| {})
+            .await
+            .unwrap();
         TestApp {
             _dir: dir,
             store,

@@ -1,0 +1,469 @@
+//! Consent carried by an event: what it said (`context.consent.categoryPreferences`, the
+//! `Sec-GPC` header, IAB strings), what that means as purposes, which purposes the event may
+//! serve, and which ledger records it implies for the subject.
+//!
+//! Fail closed: a purpose that needs consent is usable only when the event itself said yes;
+//! missing consent never counts as consent.
+
+use super::message::{FieldError, field_path};
+use crate::UnixMillis;
+use crate::decision::{Compiled, DecisionRequest, PlaceId};
+use crate::ledger::{CollectionMethod, ConsentAction, ConsentRecord};
+use crate::manifest::Manifest;
+use crate::rulebook::{Level, PurposeClass};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Longest IAB string kept (a TC string with many vendors runs to a few kilobytes).
+pub const MAX_SIGNAL_LEN: usize = 8192;
+
+/// The consent signals one event carried, as it carried them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentSignals {
+    /// `context.consent.categoryPreferences`: consent-manager category → yes or no.
+    pub categories: BTreeMap<String, bool>,
+    /// Global Privacy Control: the `Sec-GPC: 1` header or `context.consent.gpc`.
+    pub gpc: bool,
+    /// IAB TCF consent string (`context.consent.tcString`), recorded as carried.
+    pub tcf: Option<String>,
+    /// IAB GPP string (`context.consent.gppString`), recorded as carried.
+    pub gpp: Option<String>,
+    /// The GPP sections that apply (`context.consent.gppSid`).
+    pub gpp_sections: Option<String>,
+    /// The deprecated four-character US Privacy string (`context.consent.usPrivacy`).
+    pub us_privacy: Option<String>,
+}
+
+impl ConsentSignals {
+    /// Whether the event carried any choice about purposes.
+    pub fn carried(&self) -> bool {
+        !self.categories.is_empty()
+    }
+}
+
+/// Reads the consent signals of an event's `context` (at `base`, for error paths).
+pub fn signals(
+    context: &Map<String, Value>,
+    gpc_header: bool,
+    base: &str,
+) -> Result<ConsentSignals, FieldError> {
+    let base = field_path(base, "context.consent");
+    let mut out = ConsentSignals {
+        gpc: gpc_header || context.get("gpc").is_some_and(truthy),
+        ..ConsentSignals::default()
+    };
+    let consent = match context.get("consent") {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Object(c)) => c,
+        Some(_) => return Err(FieldError::new(base, "`consent` must be an object")),
+    };
+    match consent.get("categoryPreferences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(prefs)) => {
+            for (category, value) in prefs {
+                let choice = choice(value).ok_or_else(|| {
+                    FieldError::new(
+                        format!("{base}.categoryPreferences.{category}"),
+                        format!("the choice for `{category}` must be `true` or `false`"),
+                    )
+                })?;
+                out.categories.insert(category.clone(), choice);
+            }
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                format!("{base}.categoryPreferences"),
+                "`categoryPreferences` must be an object of `true`/`false` choices",
+            ));
+        }
+    }
+    out.gpc |= consent.get("gpc").is_some_and(truthy);
+    let text = |names: &[&str]| -> Result<Option<String>, FieldError> {
+        for name in names {
+            match consent.get(*name) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) if s.len() <= MAX_SIGNAL_LEN => {
+                    return Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty()));
+                }
+                Some(Value::String(_)) => {
+                    return Err(FieldError::new(
+                        format!("{base}.{name}"),
+                        format!("`{name}` is longer than {MAX_SIGNAL_LEN} characters"),
+                    ));
+                }
+                Some(Value::Array(items)) => {
+                    let joined: Vec<String> = items
+                        .iter()
+                        .map(|i| match i {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    return Ok(Some(joined.join(",")));
+                }
+                Some(Value::Number(n)) => return Ok(Some(n.to_string())),
+                Some(_) => {
+                    return Err(FieldError::new(
+                        format!("{base}.{name}"),
+                        format!("`{name}` must be a string"),
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    };
+    out.tcf = text(&["tcString", "tcfString", "tcf"])?;
+    out.gpp = text(&["gppString", "gpp"])?;
+    out.gpp_sections = text(&["gppSid", "applicableSections"])?;
+    out.us_privacy = text(&["usPrivacy", "uspString", "us_privacy"])?;
+    Ok(out)
+}
+
+fn truthy(v: &Value) -> bool {
+    choice(v) == Some(true)
+}
+
+fn choice(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(1) => Some(true),
+            Some(0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "granted" | "yes" | "1" => Some(true),
+            "false" | "denied" | "no" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Consent-manager categories read as purposes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurposeChoices {
+    /// Purpose key → yes or no. When two categories disagree about a purpose, no wins.
+    pub purposes: BTreeMap<String, bool>,
+    /// Categories the manifest does not map: recorded, and worth nothing.
+    pub unmapped: Vec<String>,
+}
+
+/// Maps categories to purposes through the manifest's `[consent_categories]`; a category that
+/// is itself a purpose key stands for that purpose.
+pub fn purpose_choices(manifest: &Manifest, categories: &BTreeMap<String, bool>) -> PurposeChoices {
+    let mut out = PurposeChoices::default();
+    for (category, &yes) in categories {
+        let purposes: Vec<&String> = match manifest.consent_categories.get(category) {
+            Some(purposes) => purposes.iter().collect(),
+            None => manifest
+                .purposes
+                .get_key_value(category)
+                .map(|(k, _)| vec![k])
+                .unwrap_or_default(),
+        };
+        let purposes: Vec<&String> = purposes
+            .into_iter()
+            .filter(|p| manifest.purposes.contains_key(*p))
+            .collect();
+        if purposes.is_empty() {
+            out.unmapped.push(category.clone());
+        }
+        for p in purposes {
+            let slot = out.purposes.entry(p.clone()).or_insert(yes);
+            *slot = *slot && yes;
+        }
+    }
+    out
+}
+
+/// The purposes an event may serve for a subject at `place`, judged from the event alone:
+/// - no consent needed (contract, legal obligation) → usable;
+/// - opt-out → usable unless the event said no, or carried GPC where GPC is an opt-out (and
+///   always for advertising, sale and sharing);
+/// - opt-in → usable only if the event said yes; written consent never comes with an event.
+pub fn usable_purposes(
+    compiled: &Compiled,
+    place: PlaceId,
+    choices: &BTreeMap<String, bool>,
+    gpc: bool,
+    now: UnixMillis,
+) -> Vec<String> {
+    compiled
+        .manifest()
+        .purposes
+        .keys()
+        .filter(|key| {
+            let query = compiled.prepare(&DecisionRequest::new(key));
+            if query.invalid.is_some() {
+                return false;
+            }
+            let Some(req) = compiled.requirement(place, &query) else {
+                return false;
+            };
+            let said = choices.get(*key).copied();
+            match req.level {
+                Level::None => true,
+                Level::OptOut => {
+                    let gpc_opts_out = gpc
+                        && (req.gpc.is_some_and(|(_, from)| now >= from)
+                            || query.class == PurposeClass::Advertising);
+                    said != Some(false) && !gpc_opts_out
+                }
+                Level::OptIn => said == Some(true),
+                Level::OptInWritten => false,
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// What the event carried, stored with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentSnapshot {
+    /// Whether the event carried any choice about purposes.
+    pub carried: bool,
+    pub categories: BTreeMap<String, bool>,
+    pub purposes: BTreeMap<String, bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmapped: Vec<String>,
+    pub gpc: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcf: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpp_sections: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub us_privacy: Option<String>,
+    /// The subject's regime when the event arrived.
+    pub regime: String,
+    /// The purposes this event may serve (see [`usable_purposes`]).
+    pub usable_for: Vec<String>,
+}
+
+/// A subject's consent as the ledger states it, for the scopes an event can change: each
+/// purpose as a whole (no channel, no topic), and GPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CurrentConsent {
+    pub purposes: BTreeMap<String, ConsentAction>,
+    /// The latest GPC signal recorded.
+    pub gpc: Option<ConsentAction>,
+}
+
+impl CurrentConsent {
+    /// From the subject's records in ledger order.
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = &'a ConsentRecord>,
+    ) -> CurrentConsent {
+        let mut out = CurrentConsent::default();
+        for r in records {
+            if r.action == ConsentAction::Pending {
+                continue;
+            }
+            if r.method == CollectionMethod::Gpc {
+                out.gpc = Some(r.action);
+            } else if r.channel.is_none() && r.topic.is_none() {
+                out.purposes.insert(r.purpose.clone(), r.action);
+            }
+        }
+        out
+    }
+
+    /// The state after `changes` were recorded.
+    pub fn apply(&mut self, changes: &[ConsentChange]) {
+        for c in changes {
+            if c.gpc {
+                self.gpc = Some(c.action);
+            } else {
+                self.purposes.insert(c.purpose.clone(), c.action);
+            }
+        }
+    }
+}
+
+/// One ledger record an event implies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentChange {
+    pub purpose: String,
+    pub action: ConsentAction,
+    /// A GPC signal rather than a banner choice.
+    pub gpc: bool,
+}
+
+/// The records that bring the ledger in line with what the event said: a yes where the latest
+/// record is not a given consent, a no where it is not already negative (withdrawn where the
+/// purpose needs opt-in, opted out where it is opt-out), and a GPC opt-out when the last GPC
+/// record is not one. Absence says nothing: no record is made for what the event did not carry.
+pub fn consent_changes(
+    choices: &BTreeMap<String, bool>,
+    gpc: bool,
+    current: &CurrentConsent,
+    level_of: impl Fn(&str) -> Option<Level>,
+    gpc_purpose: &str,
+) -> Vec<ConsentChange> {
+    let mut out = Vec::new();
+    for (purpose, &yes) in choices {
+        let latest = current.purposes.get(purpose).copied();
+        let action = if yes {
+            (latest != Some(ConsentAction::Given)).then_some(ConsentAction::Given)
+        } else {
+            let negative = matches!(
+                latest,
+                Some(ConsentAction::Withdrawn | ConsentAction::OptedOut | ConsentAction::Objected)
+            );
+            (!negative).then(|| match level_of(purpose) {
+                Some(Level::OptOut) => ConsentAction::OptedOut,
+                _ => ConsentAction::Withdrawn,
+            })
+        };
+        if let Some(action) = action {
+            out.push(ConsentChange {
+                purpose: purpose.clone(),
+                action,
+                gpc: false,
+            });
+        }
+    }
+    if gpc && current.gpc != Some(ConsentAction::OptedOut) {
+        out.push(ConsentChange {
+            purpose: gpc_purpose.to_owned(),
+            action: ConsentAction::OptedOut,
+            gpc: true,
+        });
+    }
+    out
+}
+
+/// The purpose a GPC record is filed under: the manifest's first advertising purpose, else
+/// fideslang's `third_party_sharing`.
+pub fn gpc_purpose(manifest: &Manifest) -> String {
+    manifest
+        .purposes
+        .keys()
+        .find(|k| PurposeClass::of(k) == PurposeClass::Advertising)
+        .cloned()
+        .unwrap_or_else(|| "third_party_sharing".to_owned())
+}
+
+/// The opt-in level of a purpose at a place, as the rulebook and manifest set it.
+pub fn level_of(compiled: &Compiled, place: PlaceId, purpose: &str) -> Option<Level> {
+    let query = compiled.prepare(&DecisionRequest::new(purpose));
+    if query.invalid.is_some() {
+        return None;
+    }
+    compiled.requirement(place, &query).map(|r| r.level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn manifest() -> Manifest {
+        let mut m = crate::manifest::load(&crate::manifest::demo_toml(), "kept.toml")
+            .unwrap()
+            .manifest;
+        m.consent_categories.insert(
+            "Advertising".into(),
+            vec!["marketing.advertising.third_party.targeted".into()],
+        );
+        m
+    }
+
+    #[test]
+    fn signals_are_read_with_paths_for_bad_values() {
+        let ctx = json!({"consent": {
+            "categoryPreferences": {"Advertising": true, "personalize.content.profiled": "denied"},
+            "tcString": "CP1234", "gppString": "DBABMA~CP1234", "gppSid": [7, 8]
+        }});
+        let s = signals(ctx.as_object().unwrap(), true, "").unwrap();
+        assert!(s.gpc && s.carried());
+        assert_eq!(s.categories["personalize.content.profiled"], false);
+        assert_eq!(s.tcf.as_deref(), Some("CP1234"));
+        assert_eq!(s.gpp_sections.as_deref(), Some("7,8"));
+        let bad = json!({"consent": {"categoryPreferences": {"Ads": "maybe"}}});
+        let err = signals(bad.as_object().unwrap(), false, "batch[2]").unwrap_err();
+        assert_eq!(err.path, "batch[2].context.consent.categoryPreferences.Ads");
+    }
+
+    #[test]
+    fn categories_map_to_purposes_and_no_wins() {
+        let m = manifest();
+        let mut cats = BTreeMap::new();
+        cats.insert("Advertising".to_owned(), true);
+        cats.insert(
+            "marketing.advertising.third_party.targeted".to_owned(),
+            false,
+        );
+        cats.insert("Mystery".to_owned(), true);
+        let c = purpose_choices(&m, &cats);
+        assert_eq!(
+            c.purposes["marketing.advertising.third_party.targeted"],
+            false
+        );
+        assert_eq!(c.unmapped, vec!["Mystery".to_owned()]);
+    }
+
+    #[test]
+    fn missing_consent_is_never_consent() {
+        let compiled = Compiled::new(manifest()).unwrap();
+        let gdpr = compiled.place_of(Some("DE"), None);
+        let none = usable_purposes(&compiled, gdpr, &BTreeMap::new(), false, 0);
+        assert!(none.contains(&"essential.service.operations".to_owned()));
+        assert!(!none.contains(&"personalize.content.profiled".to_owned()));
+        let mut yes = BTreeMap::new();
+        yes.insert("personalize.content.profiled".to_owned(), true);
+        let some = usable_purposes(&compiled, gdpr, &yes, false, 0);
+        assert!(some.contains(&"personalize.content.profiled".to_owned()));
+        // Opt-out in the US: usable until the person says no, and GPC stops advertising.
+        let us = compiled.place_of(Some("US"), Some("FL"));
+        let open = usable_purposes(&compiled, us, &BTreeMap::new(), false, 0);
+        assert!(open.contains(&"marketing.advertising.third_party.targeted".to_owned()));
+        let gpc = usable_purposes(&compiled, us, &BTreeMap::new(), true, 0);
+        assert!(!gpc.contains(&"marketing.advertising.third_party.targeted".to_owned()));
+        // Unknown place: the strictest regime.
+        let unknown = compiled.place_of(None, None);
+        let strict = usable_purposes(&compiled, unknown, &BTreeMap::new(), false, 0);
+        assert!(!strict.contains(&"marketing.advertising.third_party.targeted".to_owned()));
+    }
+
+    #[test]
+    fn changes_only_where_the_ledger_differs() {
+        let mut choices = BTreeMap::new();
+        choices.insert("a".to_owned(), true);
+        choices.insert("b".to_owned(), false);
+        choices.insert("c".to_owned(), false);
+        let mut current = CurrentConsent::default();
+        current.purposes.insert("a".into(), ConsentAction::Given);
+        current.purposes.insert("c".into(), ConsentAction::Given);
+        let changes = consent_changes(
+            &choices,
+            true,
+            &current,
+            |p| {
+                Some(if p == "b" {
+                    Level::OptOut
+                } else {
+                    Level::OptIn
+                })
+            },
+            "ads",
+        );
+        let summary: Vec<(&str, ConsentAction, bool)> = changes
+            .iter()
+            .map(|c| (c.purpose.as_str(), c.action, c.gpc))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("b", ConsentAction::OptedOut, false),
+                ("c", ConsentAction::Withdrawn, false),
+                ("ads", ConsentAction::OptedOut, true),
+            ]
+        );
+        current.apply(&changes);
+        assert!(consent_changes(&choices, true, &current, |_| None, "ads").is_empty());
+    }
+}

@@ -1,0 +1,17 @@
+//! First-party collection's pure parts: the Segment message model and its checks (`message`),
+//! the consent an event carries and what it permits (`consent`), and what it adds to a profile
+//! and for how long (`profile`). The server does the I/O around them.
+
+pub mod consent;
+pub mod message;
+pub mod profile;
+
+pub use consent::{
+    ConsentChange, ConsentSignals, ConsentSnapshot, CurrentConsent, PurposeChoices,
+    consent_changes, gpc_purpose, level_of, purpose_choices, signals, usable_purposes,
+};
+pub use message::{FieldError, Message, MessageKind, field_path, parse_message, parse_time};
+pub use profile::{
+    COLLECTION_SOURCE, IDENTIFIER_TRAITS, Location, TraitCutoffs, UNMAPPED_CATEGORY, event_cutoff,
+    event_retain_until, location, profile_traits, trait_cutoffs,
+};

@@ -1,0 +1,222 @@
+//! Reading a collection request's body: `application/json` or `text/plain` (what
+//! `navigator.sendBeacon` sends), gzip- or deflate-encoded or not, within the size limits; and
+//! splitting it into checked messages, rejecting the whole request at the first bad one.
+
+use super::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use kept_core::collection::{FieldError, Message, MessageKind, parse_message};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::io::Read;
+
+/// The messages of one request.
+#[derive(Debug)]
+pub struct Incoming {
+    pub messages: Vec<Message>,
+}
+
+/// Reads the body: at most `limit` bytes on the wire and after decompression.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, ApiError> {
+    check_content_type(headers)?;
+    let mut raw = Vec::new();
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+        let chunk = chunk
+            .map_err(|e| ApiError::InvalidJson(format!("cannot read the request body: {e}")))?;
+        if raw.len() + chunk.len() > limit {
+            return Err(too_large(what, limit));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let decoded = match encoding.as_str() {
+        "" | "identity" => return Ok(raw),
+        "gzip" | "x-gzip" => inflate(flate2::read::GzDecoder::new(raw.as_slice()), limit),
+        "deflate" => inflate(flate2::read::ZlibDecoder::new(raw.as_slice()), limit),
+        other => return Err(ApiError::UnsupportedEncoding(other.to_owned())),
+    }?;
+    if decoded.len() > limit {
+        return Err(too_large(what, limit));
+    }
+    Ok(decoded)
+}
+
+/// Decompresses, reading one byte past `limit` at most (a small body may inflate to gigabytes).
+fn inflate(reader: impl Read, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    reader
+        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::InvalidJson(format!("the compressed body does not decompress: {e}"))
+        })?;
+    Ok(out)
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let value = value.to_str().unwrap_or_default();
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let accepted = essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("text/plain")
+        || essence.to_ascii_lowercase().ends_with("+json");
+    if accepted {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+pub fn too_large(what: &'static str, limit: usize) -> ApiError {
+    let message = match what {
+        "batch_bytes" => format!(
+            "a batch may be at most {limit} bytes ({} KB) after decompression",
+            limit / 1024
+        ),
+        _ => format!(
+            "an event may be at most {limit} bytes ({} KB)",
+            limit / 1024
+        ),
+    };
+    ApiError::LimitExceeded {
+        limit: what,
+        message,
+    }
+}
+
+fn invalid(error: FieldError, index: Option<usize>) -> ApiError {
+    ApiError::InvalidEvent {
+        field: error.path,
+        index,
+        message: error.message,
+    }
+}
+
+fn not_json(e: &serde_json::Error, index: Option<usize>) -> ApiError {
+    match index {
+        Some(i) => ApiError::InvalidEvent {
+            field: format!("batch[{i}]"),
+            index: Some(i),
+            message: format!("event {i} of the batch is not valid JSON: {e}"),
+        },
+        None => ApiError::InvalidJson(e.to_string()),
+    }
+}
+
+/// One message of a single-call endpoint (`/v1/track`, …).
+pub fn single(bytes: &[u8], kind: MessageKind) -> Result<Incoming, ApiError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(too_large("event_bytes", MAX_EVENT_BYTES));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| not_json(&e, None))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::InvalidEvent {
+            field: "body".into(),
+            index: None,
+            message: "the body must be a JSON object".into(),
+        });
+    };
+    let message = parse_message(&obj, Some(kind), "").map_err(|e| invalid(e, None))?;
+    Ok(Incoming {
+        messages: vec![message],
+    })
+}
+
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Option<&'a RawValue>,
+    context: Option<Value>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<Value>,
+}
+
+/// The messages of a `/v1/batch` body, each checked; the first bad one rejects them all.
+pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
+    if bytes.len() > MAX_BATCH_BYTES {
+        return Err(too_large("batch_bytes", MAX_BATCH_BYTES));
+    }
+    let body: BatchBody<'_> = serde_json::from_slice(bytes).map_err(|e| not_json(&e, None))?;
+    let field = |name: &str, message: &str| ApiError::InvalidEvent {
+        field: name.to_owned(),
+        index: None,
+        message: message.to_owned(),
+    };
+    let Some(raw) = body.batch else {
+        return Err(field("batch", "`batch` is required: an array of events"));
+    };
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| field("batch", "`batch` must be an array of events"))?;
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::LimitExceeded {
+            limit: "batch_events",
+            message: format!(
+                "a batch may hold at most {MAX_BATCH_EVENTS} events; this one holds {}",
+                items.len()
+            ),
+        });
+    }
+    let shared_context = match body.context {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(c)) => c,
+        Some(_) => return Err(field("context", "`context` must be an object")),
+    };
+    let shared_sent_at = match body.sent_at {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(kept_core::collection::parse_time(&s).ok_or_else(|| {
+            field(
+                "sentAt",
+                &format!("`{s}` is not an ISO 8601 time such as `2026-05-28T20:26:40.000Z`"),
+            )
+        })?),
+        Some(_) => return Err(field("sentAt", "`sentAt` must be an ISO 8601 string")),
+    };
+    let mut messages = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if item.get().len() > MAX_EVENT_BYTES {
+            return Err(ApiError::LimitExceeded {
+                limit: "event_bytes",
+                message: format!(
+                    "event {i} of the batch is {} bytes; an event may be at most {MAX_EVENT_BYTES} bytes ({} KB)",
+                    item.get().len(),
+                    MAX_EVENT_BYTES / 1024
+                ),
+            });
+        }
+        let value: Value = serde_json::from_str(item.get()).map_err(|e| not_json(&e, Some(i)))?;
+        let Value::Object(obj) = value else {
+            return Err(ApiError::InvalidEvent {
+                field: format!("batch[{i}]"),
+                index: Some(i),
+                message: format!("event {i} of the batch must be a JSON object"),
+            });
+        };
+        let mut message =
+            parse_message(&obj, None, &format!("batch[{i}]")).map_err(|e| invalid(e, Some(i)))?;
+        for (k, v) in &shared_context {
+            message
+                .context
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        if message.sent_at.is_none() {
+            message.sent_at = shared_sent_at;
+        }
+        messages.push(message);
+    }
+    Ok(Incoming { messages })
+}

@@ -1,0 +1,663 @@
+//! Resolving each message's identifiers (user id, anonymous id, email, phone) to one subject:
+//! from the cache when every identifier is known and nothing changes, otherwise in a round that
+//! reads the store, plans with `kept_core::identity::resolve` (guard rails included), seals the
+//! new identifiers and writes everything in one transaction, retried when another writer took
+//! an identifier first.
+
+use super::Collector;
+use crate::app::AppState;
+use crate::error::ApiError;
+use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
+use kept_core::identity::{
+    Caps, Claim, DataKey, IdentifierCounts, IdentifierHash, IdentifierKind, IdentityKeys,
+    OwnerFacts, Refusal, SubjectRef, identifier_aad, normalize, resolve,
+};
+use kept_core::subject::Subject;
+use kept_core::{SubjectId, UnixMillis};
+use kept_store::collection::{IdentityWrite, NewIdentity, NewLocation, NewMerge};
+use kept_store::{NewSubject, StoreError};
+use rand::RngCore;
+use std::collections::{HashMap, HashSet};
+
+/// Entries the cache holds before it starts over.
+const CACHE_MAX: usize = 1_000_000;
+/// Resolution rounds tried before a request fails (each retry follows a concurrent write).
+const ATTEMPTS: usize = 4;
+
+/// What resolution knows of a subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub identified: bool,
+    pub counts: IdentifierCounts,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+impl Facts {
+    fn owner(&self) -> OwnerFacts {
+        OwnerFacts {
+            identified: self.identified,
+            counts: self.counts,
+        }
+    }
+}
+
+/// Identifiers, subjects and data keys seen recently, so that a known visitor's events need
+/// no identity query at all.
+#[derive(Debug, Default)]
+pub struct IdentityCache {
+    holders: HashMap<IdentifierHash, SubjectId>,
+    /// Subjects merged into another: lookups go on to the survivor.
+    merged: HashMap<SubjectId, SubjectId>,
+    facts: HashMap<SubjectId, Facts>,
+    keys: HashMap<SubjectId, DataKey>,
+}
+
+impl IdentityCache {
+    fn holder(&self, hash: &IdentifierHash) -> Option<SubjectId> {
+        let mut at = *self.holders.get(hash)?;
+        // Merges never form a cycle; the bound only guards against a corrupt cache.
+        for _ in 0..32 {
+            match self.merged.get(&at) {
+                Some(next) => at = *next,
+                None => return Some(at),
+            }
+        }
+        None
+    }
+
+    fn make_room(&mut self) {
+        if self.holders.len() + self.facts.len() + self.keys.len() > CACHE_MAX {
+            *self = IdentityCache::default();
+        }
+    }
+
+    fn forget(&mut self, hashes: &[IdentifierHash]) {
+        for h in hashes {
+            self.holders.remove(h);
+        }
+    }
+}
+
+/// One identifier of a message, normalised and hashed.
+#[derive(Debug, Clone)]
+pub struct Identifier {
+    pub kind: IdentifierKind,
+    pub value: String,
+    pub hash: IdentifierHash,
+}
+
+/// A message's identifiers, as resolution reads them.
+#[derive(Debug, Clone)]
+pub struct MessageIds {
+    /// `userId` first (it decides), then `anonymousId`, email and phone.
+    pub ids: Vec<Identifier>,
+    /// An `alias` call's `previousId`, as a user id and as an anonymous id: whichever is held.
+    pub previous: Option<(Identifier, Identifier)>,
+    pub location: Location,
+    /// An `alias`: merging two known people is what was asked.
+    pub explicit: bool,
+}
+
+/// Normalises and hashes a message's identifiers; `base` prefixes error paths (`batch[3]`).
+pub fn identifiers(
+    keys: &IdentityKeys,
+    message: &Message,
+    default_country: Option<&str>,
+    base: &str,
+    index: Option<usize>,
+) -> Result<MessageIds, ApiError> {
+    let make = |kind: IdentifierKind, raw: &str, field: &str| -> Result<Identifier, ApiError> {
+        let value = normalize(kind, raw, default_country).map_err(|e| ApiError::InvalidEvent {
+            field: field_path(base, field),
+            index,
+            message: e.to_string(),
+        })?;
+        Ok(Identifier {
+            kind,
+            hash: keys.identifier_hash(kind, &value),
+            value,
+        })
+    };
+    let mut ids = Vec::with_capacity(4);
+    if let Some(u) = &message.user_id {
+        ids.push(make(IdentifierKind::UserId, u, "userId")?);
+    }
+    if let Some(a) = &message.anonymous_id {
+        ids.push(make(IdentifierKind::AnonymousId, a, "anonymousId")?);
+    }
+    if message.kind == MessageKind::Identify {
+        for (key, kind) in IDENTIFIER_TRAITS {
+            match message.traits.get(key) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(s)) if s.trim().is_empty() => {}
+                Some(serde_json::Value::String(s)) => {
+                    ids.push(make(kind, s, &format!("traits.{key}"))?);
+                }
+                Some(serde_json::Value::Number(n)) if kind == IdentifierKind::Phone => {
+                    ids.push(make(kind, &n.to_string(), &format!("traits.{key}"))?);
+                }
+                Some(_) => {
+                    return Err(ApiError::InvalidEvent {
+                        field: field_path(base, &format!("traits.{key}")),
+                        index,
+                        message: format!("`{key}` must be a string"),
+                    });
+                }
+            }
+        }
+    }
+    let previous = match &message.previous_id {
+        Some(p) => Some((
+            make(IdentifierKind::UserId, p, "previousId")?,
+            make(IdentifierKind::AnonymousId, p, "previousId")?,
+        )),
+        None => None,
+    };
+    Ok(MessageIds {
+        ids,
+        previous,
+        location: kept_core::collection::location(&message.context),
+        explicit: message.kind == MessageKind::Alias,
+    })
+}
+
+/// Where a request's messages landed.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One per message, in order.
+    pub subjects: Vec<SubjectId>,
+    pub facts: HashMap<SubjectId, Facts>,
+    /// Subjects created, for the index.
+    pub created: Vec<Subject>,
+    /// Existing subjects given a user id or a location, for the index.
+    pub updated: Vec<SubjectId>,
+    /// `(merged, survivor)`.
+    pub merges: Vec<(SubjectId, SubjectId)>,
+}
+
+impl Outcome {
+    pub fn facts_of(&self, s: SubjectId) -> Facts {
+        self.facts.get(&s).cloned().unwrap_or_default()
+    }
+}
+
+/// Resolves every message of a request.
+pub async fn resolve_all(
+    state: &AppState,
+    collector: &Collector,
+    keys: &IdentityKeys,
+    messages: &[MessageIds],
+    now: UnixMillis,
+) -> Result<Outcome, ApiError> {
+    let caps = collector.config().caps;
+    if let Some(outcome) = from_cache(collector, messages, &caps) {
+        return Ok(outcome);
+    }
+    let _round = collector.resolving.lock().await;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match round(state, collector, keys, messages, &caps, now).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(ApiError::Store(e @ StoreError::Conflict { .. })) => {
+                tracing::debug!(error = %e, "identity resolution raced another writer; resolving again");
+                if let Ok(mut cache) = collector.cache.lock() {
+                    cache.forget(&all_hashes(messages));
+                }
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::Store(last.unwrap_or_else(|| {
+        StoreError::Unavailable("identity resolution did not settle".into())
+    })))
+}
+
+fn all_hashes(messages: &[MessageIds]) -> Vec<IdentifierHash> {
+    let mut out = Vec::new();
+    for m in messages {
+        out.extend(m.ids.iter().map(|i| i.hash));
+        if let Some((u, a)) = &m.previous {
+            out.push(u.hash);
+            out.push(a.hash);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The claims of one message, holders looked up by `holder`. An alias's previous id is a user
+/// id if someone holds it as one, else an anonymous id.
+fn claims_of(
+    m: &MessageIds,
+    mut holder: impl FnMut(&IdentifierHash) -> Option<SubjectRef>,
+) -> Vec<Claim> {
+    let mut claims: Vec<Claim> = Vec::with_capacity(m.ids.len() + 1);
+    // The message's own user id comes first: it is the one that decides.
+    let user = m.ids.first().filter(|i| i.kind == IdentifierKind::UserId);
+    let mut ordered: Vec<&Identifier> = user.into_iter().collect();
+    if let Some((as_user, as_anon)) = &m.previous {
+        ordered.push(if holder(&as_user.hash).is_some() {
+            as_user
+        } else {
+            as_anon
+        });
+    }
+    ordered.extend(m.ids.iter().skip(usize::from(user.is_some())));
+    for i in ordered {
+        claims.push(Claim {
+            kind: i.kind,
+            hash: i.hash,
+            owner: holder(&i.hash),
+        });
+    }
+    claims
+}
+
+fn identifier_value<'a>(m: &'a MessageIds, hash: &IdentifierHash) -> Option<&'a Identifier> {
+    m.ids.iter().find(|i| i.hash == *hash).or_else(|| {
+        m.previous
+            .as_ref()
+            .and_then(|(u, a)| [u, a].into_iter().find(|i| i.hash == *hash))
+    })
+}
+
+fn report(refusals: &[Refusal], quiet: bool) {
+    for r in refusals {
+        metrics::counter!(
+            super::REFUSALS,
+            "kind" => r.kind.as_str(),
+            "reason" => r.reason.as_str()
+        )
+        .increment(1);
+        let holder = match r.holder {
+            Some(SubjectRef::Existing(id)) => Some(id.0),
+            _ => None,
+        };
+        if quiet {
+            tracing::debug!(
+                kind = r.kind.as_str(),
+                reason = r.reason.as_str(),
+                holder,
+                "identifier not merged"
+            );
+        } else {
+            tracing::info!(
+                kind = r.kind.as_str(),
+                reason = r.reason.as_str(),
+                holder,
+                "identifier not merged"
+            );
+        }
+    }
+}
+
+/// Every message resolved from the cache, when all its identifiers are known there and
+/// resolution would change nothing.
+fn from_cache(collector: &Collector, messages: &[MessageIds], caps: &Caps) -> Option<Outcome> {
+    let cache = collector.cache.lock().ok()?;
+    let mut outcome = Outcome::default();
+    let mut refused = Vec::new();
+    for m in messages {
+        let mut missing = false;
+        let claims = claims_of(m, |h| match cache.holder(h) {
+            Some(s) => Some(SubjectRef::Existing(s)),
+            None => {
+                missing = true;
+                None
+            }
+        });
+        if missing {
+            return None;
+        }
+        let mut owners = HashMap::new();
+        for c in &claims {
+            if let Some(SubjectRef::Existing(s)) = c.owner {
+                owners.insert(SubjectRef::Existing(s), cache.facts.get(&s)?.owner());
+            }
+        }
+        let plan = resolve(&claims, &owners, m.explicit, caps);
+        let Some(SubjectRef::Existing(subject)) = plan.subject else {
+            return None;
+        };
+        let facts = cache.facts.get(&subject)?;
+        let relocate = facts.country.is_none() && m.location.country.is_some()
+            || facts.time_zone.is_none() && m.location.time_zone.is_some();
+        if !plan.attach.is_empty() || !plan.merge.is_empty() || relocate {
+            return None;
+        }
+        refused.extend(plan.refused);
+        outcome.facts.insert(subject, facts.clone());
+        outcome.subjects.push(subject);
+    }
+    drop(cache);
+    report(&refused, true);
+    Some(outcome)
+}
+
+/// One resolution round against the store.
+async fn round(
+    state: &AppState,
+    collector: &Collector,
+    keys: &IdentityKeys,
+    messages: &[MessageIds],
+    caps: &Caps,
+    now: UnixMillis,
+) -> Result<Outcome, ApiError> {
+    let store = state.store.as_ref();
+    let hashes = all_hashes(messages);
+    let mut holders: HashMap<IdentifierHash, SubjectId> =
+        store.find_identities(&hashes).await?.into_iter().collect();
+    // Subjects made outside collection know their user id only by its column.
+    let mut by_column: HashMap<String, IdentifierHash> = HashMap::new();
+    for m in messages {
+        let user_ids = m
+            .ids
+            .iter()
+            .filter(|i| i.kind == IdentifierKind::UserId)
+            .chain(m.previous.as_ref().map(|(u, _)| u));
+        for u in user_ids {
+            if !holders.contains_key(&u.hash) {
+                by_column.insert(u.value.clone(), u.hash);
+            }
+        }
+    }
+    if !by_column.is_empty() {
+        let user_ids: Vec<String> = by_column.keys().cloned().collect();
+        for (user_id, subject) in store.subjects_by_user_ids(&user_ids).await? {
+            if let Some(hash) = by_column.get(&user_id) {
+                holders.insert(*hash, subject);
+            }
+        }
+    }
+    let mut known: Vec<SubjectId> = holders.values().copied().collect();
+    known.sort();
+    known.dedup();
+    let mut facts: HashMap<SubjectRef, Facts> = HashMap::new();
+    for f in store.identity_facts(&known).await? {
+        facts.insert(
+            SubjectRef::Existing(f.subject),
+            Facts {
+                identified: f.identified,
+                counts: f.counts,
+                country: f.country,
+                region: f.region,
+                time_zone: f.time_zone,
+            },
+        );
+    }
+
+    // Plan every message in order, each seeing what the earlier ones did.
+    let mut view: HashMap<IdentifierHash, SubjectRef> = holders
+        .iter()
+        .map(|(h, s)| (*h, SubjectRef::Existing(*s)))
+        .collect();
+    let mut write = IdentityWrite {
+        at: now,
+        ..IdentityWrite::default()
+    };
+    let mut intents: Vec<(SubjectRef, Identifier)> = Vec::new();
+    let mut placed: Vec<SubjectRef> = Vec::with_capacity(messages.len());
+    let mut merges: Vec<(SubjectRef, SubjectRef)> = Vec::new();
+    let mut relocated: HashSet<SubjectId> = HashSet::new();
+    let mut renamed: HashSet<SubjectId> = HashSet::new();
+    let mut refused = Vec::new();
+    for m in messages {
+        let claims = claims_of(m, |h| view.get(h).copied());
+        let owners: HashMap<SubjectRef, OwnerFacts> =
+            facts.iter().map(|(r, f)| (*r, f.owner())).collect();
+        let plan = resolve(&claims, &owners, m.explicit, caps);
+        refused.extend(plan.refused.iter().copied());
+        let subject = match plan.subject {
+            Some(s) => s,
+            None => {
+                let n = u32::try_from(write.new_subjects.len()).unwrap_or(u32::MAX);
+                write.new_subjects.push(NewSubject {
+                    user_id: None,
+                    country: m.location.country.clone(),
+                    region: m.location.region.clone(),
+                    time_zone: m.location.time_zone.clone(),
+                    created_at: now,
+                });
+                facts.insert(
+                    SubjectRef::New(n),
+                    Facts {
+                        country: m.location.country.clone(),
+                        region: m.location.region.clone(),
+                        time_zone: m.location.time_zone.clone(),
+                        ..Facts::default()
+                    },
+                );
+                SubjectRef::New(n)
+            }
+        };
+        for from in &plan.merge {
+            let from_facts = facts.remove(from).unwrap_or_default();
+            let into = facts.entry(subject).or_default();
+            into.counts = into.counts.plus(&from_facts.counts);
+            into.identified |= from_facts.identified;
+            if into.country.is_none() {
+                into.country = from_facts.country;
+                into.region = from_facts.region;
+            }
+            if into.time_zone.is_none() {
+                into.time_zone = from_facts.time_zone;
+            }
+            for holder in view.values_mut() {
+                if holder == from {
+                    *holder = subject;
+                }
+            }
+            for p in placed.iter_mut() {
+                if p == from {
+                    *p = subject;
+                }
+            }
+            write.merges.push(NewMerge {
+                from: *from,
+                into: subject,
+                reason: if m.explicit { "alias" } else { "identify" }.to_owned(),
+            });
+            merges.push((*from, subject));
+        }
+        for (kind, hash) in &plan.attach {
+            let Some(identifier) = identifier_value(m, hash) else {
+                continue;
+            };
+            view.insert(*hash, subject);
+            let f = facts.entry(subject).or_default();
+            f.counts.add(*kind, 1);
+            if *kind == IdentifierKind::UserId {
+                f.identified = true;
+                match subject {
+                    SubjectRef::New(n) => {
+                        if let Some(s) = usize::try_from(n)
+                            .ok()
+                            .and_then(|n| write.new_subjects.get_mut(n))
+                        {
+                            s.user_id.get_or_insert_with(|| identifier.value.clone());
+                        }
+                    }
+                    SubjectRef::Existing(id) => {
+                        if renamed.insert(id) {
+                            write.user_ids.push((id, identifier.value.clone()));
+                        }
+                    }
+                }
+            }
+            intents.push((subject, identifier.clone()));
+        }
+        if let SubjectRef::Existing(id) = subject {
+            let f = facts.entry(subject).or_default();
+            let country = f.country.is_none() && m.location.country.is_some();
+            let zone = f.time_zone.is_none() && m.location.time_zone.is_some();
+            if (country || zone) && relocated.insert(id) {
+                if country {
+                    f.country = m.location.country.clone();
+                    f.region = m.location.region.clone();
+                }
+                if zone {
+                    f.time_zone = m.location.time_zone.clone();
+                }
+                write.locations.push(NewLocation {
+                    subject: id,
+                    country: m.location.country.clone().filter(|_| country),
+                    region: m.location.region.clone().filter(|_| country),
+                    time_zone: m.location.time_zone.clone().filter(|_| zone),
+                });
+            }
+        }
+        placed.push(subject);
+    }
+    report(&refused, false);
+
+    // Seal the new identifiers, each under its subject's data key.
+    let mut data_keys: HashMap<SubjectRef, DataKey> = HashMap::new();
+    let mut need: Vec<SubjectId> = Vec::new();
+    if let Ok(cache) = collector.cache.lock() {
+        for (s, _) in &intents {
+            if let SubjectRef::Existing(id) = s
+                && !data_keys.contains_key(s)
+            {
+                match cache.keys.get(id) {
+                    Some(k) => {
+                        data_keys.insert(*s, k.clone());
+                    }
+                    None => need.push(*id),
+                }
+            }
+        }
+    }
+    need.sort();
+    need.dedup();
+    if !need.is_empty() {
+        for (id, wrapped) in store.subject_keys(&need).await? {
+            let key = keys.unwrap(&wrapped).map_err(|e| {
+                ApiError::Store(StoreError::Corrupt(format!(
+                    "the data key of subject {id} does not open: {e}"
+                )))
+            })?;
+            data_keys.insert(SubjectRef::Existing(id), key);
+        }
+    }
+    let mut rng = rand::rngs::OsRng;
+    let mut fresh_key =
+        |subject: SubjectRef, write: &mut IdentityWrite| -> Result<DataKey, ApiError> {
+            let mut bytes = [0u8; 32];
+            rng.fill_bytes(&mut bytes);
+            let key = DataKey(bytes);
+            let mut nonce = [0u8; 24];
+            rng.fill_bytes(&mut nonce);
+            let wrapped = keys
+                .wrap(&key, nonce)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            write.keys.push((subject, wrapped));
+            Ok(key)
+        };
+    // Every new subject gets a key, whether or not it holds an identifier yet.
+    let new_refs = (0..write.new_subjects.len())
+        .map(|i| SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)));
+    let wanted: Vec<SubjectRef> = intents.iter().map(|(s, _)| *s).chain(new_refs).collect();
+    for s in wanted {
+        if let std::collections::hash_map::Entry::Vacant(slot) = data_keys.entry(s) {
+            slot.insert(fresh_key(s, &mut write)?);
+        }
+    }
+    for (subject, identifier) in &intents {
+        let key = data_keys
+            .get(subject)
+            .ok_or_else(|| ApiError::Internal("a data key went missing".into()))?;
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = key
+            .seal(
+                &identifier_aad(identifier.kind, &identifier.hash),
+                identifier.value.as_bytes(),
+                nonce,
+            )
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        write.attach.push(NewIdentity {
+            subject: *subject,
+            key_subject: *subject,
+            kind: identifier.kind,
+            hash: identifier.hash,
+            sealed,
+        });
+    }
+
+    let new_subjects = write.new_subjects.clone();
+    let user_ids = write.user_ids.clone();
+    let locations: Vec<SubjectId> = write.locations.iter().map(|l| l.subject).collect();
+    let ids = store.write_identities(write).await?;
+    let real = |r: SubjectRef| -> Result<SubjectId, ApiError> {
+        match r {
+            SubjectRef::Existing(id) => Ok(id),
+            SubjectRef::New(n) => usize::try_from(n)
+                .ok()
+                .and_then(|n| ids.get(n).copied())
+                .ok_or_else(|| ApiError::Internal(format!("new subject {n} got no id"))),
+        }
+    };
+
+    let mut outcome = Outcome::default();
+    for p in &placed {
+        outcome.subjects.push(real(*p)?);
+    }
+    for (from, into) in &merges {
+        outcome.merges.push((real(*from)?, real(*into)?));
+    }
+    for (i, s) in new_subjects.into_iter().enumerate() {
+        let id = real(SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)))?;
+        outcome.created.push(Subject {
+            id,
+            user_id: s.user_id,
+            country: s.country,
+            region: s.region,
+            time_zone: s.time_zone,
+            created_at: s.created_at,
+            erasure_requested_at: None,
+            suppressed: false,
+        });
+    }
+    outcome.updated = user_ids
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(locations)
+        .collect();
+    outcome.updated.sort();
+    outcome.updated.dedup();
+    for (r, f) in &facts {
+        outcome.facts.insert(real(*r)?, f.clone());
+    }
+
+    // Remember what is now true.
+    if let Ok(mut cache) = collector.cache.lock() {
+        cache.make_room();
+        for (hash, r) in &view {
+            cache.holders.insert(*hash, real(*r)?);
+        }
+        for (from, into) in &outcome.merges {
+            cache.merged.insert(*from, *into);
+            cache.facts.remove(from);
+        }
+        for (id, f) in &outcome.facts {
+            cache.facts.insert(*id, f.clone());
+        }
+        for (r, k) in data_keys {
+            cache.keys.insert(real(r)?, k);
+        }
+    }
+    for (from, into) in &outcome.merges {
+        let reason = if messages.iter().any(|m| m.explicit) {
+            "alias"
+        } else {
+            "identify"
+        };
+        metrics::counter!(super::MERGES, "reason" => reason).increment(1);
+        tracing::info!(merged = from.0, into = into.0, reason, "subjects merged");
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,239 @@
+//! First-party collection, compatible with the Segment HTTP tracking API: the endpoints
+//! (`/v1/identify` … `/v1/batch` and the one-letter paths browser libraries use), identity
+//! resolution with its guard rails, consent on every event (fail closed), trait provenance,
+//! the read API the tests and privacy team use, and the retention job.
+//!
+//! INVARIANT: a collection endpoint answers `{"success": true}` only after every event it
+//! received is committed (or found already stored), every ledger record it implied is
+//! committed, and the index reflects both.
+
+mod body;
+mod identity;
+mod ingest;
+pub mod read;
+pub mod retention;
+pub mod routes;
+
+pub use ingest::RequestFacts;
+pub use retention::{RetentionReport, run_retention, spawn_retention};
+
+use kept_core::identity::{Caps, IdentityKeys};
+use kept_store::{Store, StoreError};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A batch may hold at most this many bytes (after decompression).
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// One event may hold at most this many bytes.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// A batch may hold at most this many events.
+pub const MAX_BATCH_EVENTS: usize = 2500;
+/// Events admitted at once (parsed, resolved, waiting for their commit) unless configured.
+pub const DEFAULT_QUEUE_EVENTS: usize = 50_000;
+/// What a client is told to wait when the queue is full.
+pub const RETRY_AFTER_SECS: u64 = 1;
+/// Setting that holds the generated master secret when no key file is configured.
+pub const MASTER_KEY_SETTING: &str = "collection.master_key";
+
+pub const EVENTS: &str = "kept_collect_events_total";
+pub const MERGES: &str = "kept_identity_merges_total";
+pub const REFUSALS: &str = "kept_identity_merge_refusals_total";
+pub const CONSENT_RECORDS: &str = "kept_collect_consent_records_total";
+
+/// How collection behaves, from the server's configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CollectConfig {
+    /// Origins allowed to call the collection endpoints from a browser (CORS).
+    pub cors_origins: Vec<String>,
+    /// ISO 3166-1 alpha-2 country national phone numbers are read in.
+    pub default_country: Option<String>,
+    /// Events admitted at once before answering 429.
+    pub queue_events: usize,
+    pub caps: Caps,
+    /// The master secret (32 bytes) identifiers are hashed and data keys wrapped with; `None`:
+    /// generated once and kept in the database's settings.
+    pub master_key: Option<[u8; 32]>,
+}
+
+impl Default for CollectConfig {
+    fn default() -> CollectConfig {
+        CollectConfig {
+            cors_origins: Vec::new(),
+            default_country: None,
+            queue_events: DEFAULT_QUEUE_EVENTS,
+            caps: Caps::default(),
+            master_key: None,
+        }
+    }
+}
+
+impl fmt::Debug for CollectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CollectConfig")
+            .field("cors_origins", &self.cors_origins)
+            .field("default_country", &self.default_country)
+            .field("queue_events", &self.queue_events)
+            .field("caps", &self.caps)
+            .field("master_key", &self.master_key.map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Reads a master secret file: 32 bytes as 64 hex digits or base64, or the raw bytes.
+pub fn load_master_key(path: &Path) -> Result<[u8; 32], String> {
+    use base64::Engine as _;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim();
+    let decoded = hex::decode(text)
+        .ok()
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .unwrap_or(bytes);
+    decoded.as_slice().try_into().map_err(|_| {
+        format!(
+            "`{}` must hold 32 bytes (64 hex digits or base64)",
+            path.display()
+        )
+    })
+}
+
+/// The collection service's state: its secrets, caches and admission gate.
+pub struct Collector {
+    config: CollectConfig,
+    keys: tokio::sync::OnceCell<IdentityKeys>,
+    gate: Arc<Semaphore>,
+    pub(crate) cache: Mutex<identity::IdentityCache>,
+    /// The consent each subject's events carried last, so that the ledger is read only when
+    /// it changes.
+    pub(crate) carried: Mutex<std::collections::HashMap<kept_core::SubjectId, u64>>,
+    /// Write keys' default collection points, briefly remembered.
+    points: Mutex<std::collections::HashMap<String, (Option<String>, Instant)>>,
+    /// One identity resolution round at a time in this process: concurrent rounds would only
+    /// collide on the same new identifiers and retry.
+    pub(crate) resolving: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for Collector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collector")
+            .field("config", &self.config)
+            .field("available", &self.gate.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Collector {
+    fn default() -> Collector {
+        Collector::new(CollectConfig::default())
+    }
+}
+
+/// How long a write key's default collection point is remembered.
+const POINT_TTL: Duration = Duration::from_secs(5);
+
+impl Collector {
+    pub fn new(config: CollectConfig) -> Collector {
+        let permits = config.queue_events.clamp(1, Semaphore::MAX_PERMITS);
+        Collector {
+            gate: Arc::new(Semaphore::new(permits)),
+            keys: tokio::sync::OnceCell::new(),
+            cache: Mutex::new(identity::IdentityCache::default()),
+            carried: Mutex::new(std::collections::HashMap::new()),
+            points: Mutex::new(std::collections::HashMap::new()),
+            resolving: tokio::sync::Mutex::new(()),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &CollectConfig {
+        &self.config
+    }
+
+    /// The identity keys, derived from the configured master secret or the one kept in the
+    /// store (generated on first use).
+    pub async fn keys(&self, store: &dyn Store) -> Result<&IdentityKeys, StoreError> {
+        self.keys
+            .get_or_try_init(|| async {
+                let master = match self.config.master_key {
+                    Some(master) => master,
+                    None => {
+                        let mut fresh = [0u8; 32];
+                        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+                        let kept = store
+                            .put_setting_if_absent(MASTER_KEY_SETTING, &fresh)
+                            .await?;
+                        kept.as_slice().try_into().map_err(|_| {
+                            StoreError::Corrupt(format!(
+                                "setting `{MASTER_KEY_SETTING}` is not 32 bytes"
+                            ))
+                        })?
+                    }
+                };
+                Ok(IdentityKeys::derive(&master))
+            })
+            .await
+    }
+
+    /// Admits `events` events, or `None` when the queue is full (the caller answers 429).
+    pub fn admit(&self, events: usize) -> Option<OwnedSemaphorePermit> {
+        let cap = self.config.queue_events.clamp(1, Semaphore::MAX_PERMITS);
+        let n = u32::try_from(events.clamp(1, cap)).unwrap_or(u32::MAX);
+        self.gate.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// Takes `n` admission slots and holds them until the permit is dropped: for tests that
+    /// need a full queue.
+    pub fn occupy(&self, n: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(n).ok()?;
+        self.gate.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// The collection point events sent with `key_id` are collected at when they name none.
+    pub(crate) async fn default_point(
+        &self,
+        store: &dyn Store,
+        key_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if let Ok(points) = self.points.lock()
+            && let Some((point, at)) = points.get(key_id)
+            && at.elapsed() < POINT_TTL
+        {
+            return Ok(point.clone());
+        }
+        let point = store.key_collection_point(key_id).await?;
+        if let Ok(mut points) = self.points.lock() {
+            if points.len() > 10_000 {
+                points.clear();
+            }
+            points.insert(key_id.to_owned(), (point.clone(), Instant::now()));
+        }
+        Ok(point)
+    }
+
+    pub(crate) fn forget_point(&self, key_id: &str) {
+        if let Ok(mut points) = self.points.lock() {
+            points.remove(key_id);
+        }
+    }
+}
+
+/// Declares the collection metrics.
+pub fn describe_metrics() {
+    metrics::describe_counter!(EVENTS, "events accepted by the collection API, by type");
+    metrics::describe_counter!(
+        MERGES,
+        "subjects merged into another by identity resolution, by reason"
+    );
+    metrics::describe_counter!(
+        REFUSALS,
+        "identifiers not attached or subjects not merged by a guard rail, by kind and reason"
+    );
+    metrics::describe_counter!(
+        CONSENT_RECORDS,
+        "consent ledger records written because an event carried a consent change"
+    );
+}

@@ -1,0 +1,82 @@
+//! Retention: events and traits are deleted once older than the retention of the purposes they
+//! serve, as the manifest declares it, by a job that runs at a configured interval. The consent
+//! ledger is never touched: it is the proof, and it holds no identifiers.
+
+use crate::app::AppState;
+use kept_core::UnixMillis;
+use kept_core::collection::{event_cutoff, trait_cutoffs};
+use kept_store::StoreError;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Events deleted per statement, so that the writer is never held for long.
+const EVENTS_PER_ROUND: u32 = 10_000;
+
+pub const RETENTION_DELETED: &str = "kept_retention_deleted_total";
+
+/// What one run deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub events: u64,
+    pub traits: u64,
+}
+
+/// Deletes everything past its retention at `now`.
+pub async fn run_retention(
+    state: &AppState,
+    now: UnixMillis,
+) -> Result<RetentionReport, StoreError> {
+    let manifest = state.manifest.as_ref();
+    let traits = state
+        .store
+        .delete_expired_traits(&trait_cutoffs(manifest, now))
+        .await?;
+    let cutoff = event_cutoff(manifest, now);
+    let mut events = 0;
+    loop {
+        let n = state
+            .store
+            .delete_expired_events(now, cutoff, EVENTS_PER_ROUND)
+            .await?;
+        events += n;
+        if n < u64::from(EVENTS_PER_ROUND) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    metrics::counter!(RETENTION_DELETED, "what" => "events").increment(events);
+    metrics::counter!(RETENTION_DELETED, "what" => "traits").increment(traits);
+    Ok(RetentionReport { events, traits })
+}
+
+/// Runs retention every `every` until `stop` turns true.
+pub fn spawn_retention(
+    state: AppState,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            match run_retention(&state, state.now()).await {
+                Ok(r) if r.events + r.traits > 0 => {
+                    tracing::info!(
+                        events = r.events,
+                        traits = r.traits,
+                        "retention deleted expired data"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention failed; retrying next time"),
+            }
+        }
+    })
+}

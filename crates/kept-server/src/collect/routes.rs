@@ -1,0 +1,336 @@
+//! The collection endpoints: Segment's paths and the one-letter ones browser libraries use,
+//! behind CORS for the configured origins; the read API; `/.well-known/gpc.json`.
+
+use super::{MAX_BATCH_BYTES, MAX_EVENT_BYTES, RETRY_AFTER_SECS, body, ingest, read};
+use crate::app::AppState;
+use crate::auth::presented_key;
+use crate::error::{ApiError, ErrorBody};
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::routing::{get, post, put};
+use kept_core::collection::MessageKind;
+use kept_store::{ApiKeyRecord, Role};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::ToSchema;
+
+/// The date this server's GPC support last changed, for `/.well-known/gpc.json`.
+pub const GPC_LAST_UPDATE: &str = "2026-11-29";
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let collect = Router::new()
+        .route("/v1/identify", post(identify).options(preflight))
+        .route("/v1/i", post(identify).options(preflight))
+        .route("/v1/track", post(track).options(preflight))
+        .route("/v1/t", post(track).options(preflight))
+        .route("/v1/page", post(page).options(preflight))
+        .route("/v1/p", post(page).options(preflight))
+        .route("/v1/screen", post(screen).options(preflight))
+        .route("/v1/s", post(screen).options(preflight))
+        .route("/v1/group", post(group).options(preflight))
+        .route("/v1/g", post(group).options(preflight))
+        .route("/v1/alias", post(alias).options(preflight))
+        .route("/v1/a", post(alias).options(preflight))
+        .route("/v1/batch", post(batch).options(preflight))
+        .route("/v1/b", post(batch).options(preflight))
+        .layer(cors(&state.collect.config().cors_origins));
+    Router::new()
+        .merge(collect)
+        .route("/v1/subjects/lookup", get(read::lookup))
+        .route("/v1/subjects/{id}/events", get(read::events))
+        .route(
+            "/v1/keys/{id}/collection-point",
+            put(read::set_collection_point),
+        )
+        .route("/.well-known/gpc.json", get(gpc))
+}
+
+/// Answered by the CORS layer before it gets here; an explicit `OPTIONS` route keeps the
+/// router's 405 fallback from answering first.
+async fn preflight() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// Browsers on `origins` may call the collection endpoints; `*` allows any origin.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::CONTENT_ENCODING,
+            HeaderName::from_static("sec-gpc"),
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60))
+}
+
+/// Segment's answer to an accepted request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub success: bool,
+}
+
+/// One Segment message. Which fields a call needs: `userId` or `anonymousId` (every call but
+/// `alias`); `event` (`track`); `groupId` (`group`); `userId` and `previousId` (`alias`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentMessage {
+    /// In a batch: `identify`, `track`, `page`, `screen`, `group` or `alias`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// The client's id for this message; a retry with the same id is stored once.
+    pub message_id: Option<String>,
+    /// ISO 8601.
+    pub timestamp: Option<String>,
+    /// ISO 8601: when the client sent it (corrects the client's clock).
+    pub sent_at: Option<String>,
+    /// `track`: the event name.
+    pub event: Option<String>,
+    /// `page`/`screen`: the page name.
+    pub name: Option<String>,
+    pub group_id: Option<String>,
+    pub previous_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub properties: Option<serde_json::Value>,
+    /// `identify`: profile traits; `email` and `phone` are identifiers.
+    #[schema(value_type = Object)]
+    pub traits: Option<serde_json::Value>,
+    /// `consent.categoryPreferences`, `consent.tcString`, `consent.gppString`, `location`,
+    /// `timezone`, `ip`, `userAgent`, `kept.collection_point`, `kept.notice`.
+    #[schema(value_type = Object)]
+    pub context: Option<serde_json::Value>,
+    /// The write key, when not sent as HTTP Basic user.
+    pub write_key: Option<String>,
+}
+
+/// A batch of messages (`/v1/batch`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentBatch {
+    /// At most 2,500 messages, 500 KB in all, 32 KB each.
+    pub batch: Vec<SegmentMessage>,
+    /// Shared by every message that has none of its own keys.
+    #[schema(value_type = Object)]
+    pub context: Option<serde_json::Value>,
+    pub sent_at: Option<String>,
+    pub write_key: Option<String>,
+}
+
+/// Authenticates (header key first, else the body's `writeKey`), reads and checks the body,
+/// admits it, and takes it to committed.
+async fn receive(
+    state: AppState,
+    headers: HeaderMap,
+    body: Body,
+    kind: Option<MessageKind>,
+) -> Result<Json<Accepted>, ApiError> {
+    let received_at = state.now();
+    let header_key = match presented_key(&headers) {
+        Ok(key) => Some(authorize(&state, &key).await?),
+        Err(ApiError::MissingKey) => None,
+        Err(e) => return Err(e),
+    };
+    let (limit, what) = match kind {
+        Some(_) => (MAX_EVENT_BYTES, "event_bytes"),
+        None => (MAX_BATCH_BYTES, "batch_bytes"),
+    };
+    let bytes = body::read(&headers, body, limit, what).await?;
+    let key = match header_key {
+        Some(key) => key,
+        None => {
+            let presented = body_write_key(&bytes).ok_or(ApiError::MissingKey)?;
+            authorize(&state, &presented).await?
+        }
+    };
+    let incoming = match kind {
+        Some(kind) => body::single(&bytes, kind)?,
+        None => body::batch(&bytes)?,
+    };
+    let _admitted = state
+        .collect
+        .admit(incoming.messages.len())
+        .ok_or(ApiError::Overloaded {
+            retry_after: RETRY_AFTER_SECS,
+        })?;
+    let facts = ingest::RequestFacts::from_headers(&headers);
+    ingest::ingest(
+        &state,
+        &key,
+        incoming.messages,
+        &facts,
+        kind.is_none(),
+        received_at,
+    )
+    .await?;
+    Ok(Json(Accepted { success: true }))
+}
+
+async fn authorize(state: &AppState, presented: &str) -> Result<ApiKeyRecord, ApiError> {
+    let key = state.auth.verify(presented).await?;
+    if !key.role.permits(Role::Collect) {
+        return Err(ApiError::forbidden(key.role, Role::Collect));
+    }
+    tracing::Span::current().record("key", key.id.as_str());
+    Ok(key)
+}
+
+/// The `writeKey` of a body (at the top, or in a batch's first message).
+fn body_write_key(bytes: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let key = value.get("writeKey").or_else(|| {
+        value
+            .get("batch")
+            .and_then(|b| b.get(0))
+            .and_then(|m| m.get("writeKey"))
+    })?;
+    key.as_str()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+}
+
+macro_rules! call {
+    ($name:ident, $kind:expr, $path:literal, $short:literal, $summary:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "collection",
+            description = concat!(
+                "Also at `", $short, "`. Segment-compatible; the write key (role `collect`) as \
+                 HTTP Basic user with an empty password, or `writeKey` in the body. JSON or \
+                 `text/plain` bodies, optionally gzip-encoded. Answered only after the event is \
+                 committed; a retried `messageId` is stored once."
+            ),
+            request_body = SegmentMessage,
+            security(("api_key" = [])),
+            responses(
+                (status = 200, description = "committed", body = Accepted),
+                (status = 400, description = "malformed JSON or a missing or malformed field, named in `error.field`", body = ErrorBody),
+                (status = 401, description = "no write key, or an invalid one", body = ErrorBody),
+                (status = 403, description = "the key's role is not `collect` or `admin`", body = ErrorBody),
+                (status = 413, description = "larger than 32 KB; `error.limit` names the limit", body = ErrorBody),
+                (status = 415, description = "not JSON or text, or an unsupported encoding", body = ErrorBody),
+                (status = 429, description = "too many events in flight; retry after `Retry-After` seconds", body = ErrorBody),
+            )
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Result<Json<Accepted>, ApiError> {
+            receive(state, headers, body, Some($kind)).await
+        }
+    };
+}
+
+call!(
+    identify,
+    MessageKind::Identify,
+    "/v1/identify",
+    "/v1/i",
+    "Who the person is: their id and traits."
+);
+call!(
+    track,
+    MessageKind::Track,
+    "/v1/track",
+    "/v1/t",
+    "Something the person did."
+);
+call!(
+    page,
+    MessageKind::Page,
+    "/v1/page",
+    "/v1/p",
+    "A web page the person viewed."
+);
+call!(
+    screen,
+    MessageKind::Screen,
+    "/v1/screen",
+    "/v1/s",
+    "An app screen the person viewed."
+);
+call!(
+    group,
+    MessageKind::Group,
+    "/v1/group",
+    "/v1/g",
+    "The account or company the person belongs to."
+);
+call!(
+    alias,
+    MessageKind::Alias,
+    "/v1/alias",
+    "/v1/a",
+    "Merges a previous id into a user id, explicitly."
+);
+
+/// Several messages at once.
+#[utoipa::path(
+    post,
+    path = "/v1/batch",
+    tag = "collection",
+    description = "Also at `/v1/b`. At most 2,500 messages and 500 KB (after decompression), \
+        32 KB per message. A batch with one bad message is rejected whole: nothing is written, \
+        and `error.field` and `error.index` name the message. Answered only after every \
+        message is committed.",
+    request_body = SegmentBatch,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "every message committed", body = Accepted),
+        (status = 400, description = "malformed JSON, or a bad message named by `error.field` and `error.index`", body = ErrorBody),
+        (status = 401, description = "no write key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `collect` or `admin`", body = ErrorBody),
+        (status = 413, description = "a limit exceeded, named by `error.limit` (`batch_bytes`, `batch_events`, `event_bytes`)", body = ErrorBody),
+        (status = 415, description = "not JSON or text, or an unsupported encoding", body = ErrorBody),
+        (status = 429, description = "too many events in flight; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
+pub async fn batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
+    receive(state, headers, body, None).await
+}
+
+/// The site's Global Privacy Control support (`/.well-known/gpc.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpcSupport {
+    pub gpc: bool,
+    /// ISO 8601 date.
+    pub last_update: String,
+}
+
+/// Declares that this site honours Global Privacy Control.
+#[utoipa::path(
+    get,
+    path = "/.well-known/gpc.json",
+    tag = "collection",
+    responses((status = 200, body = GpcSupport))
+)]
+pub async fn gpc() -> Json<GpcSupport> {
+    Json(GpcSupport {
+        gpc: true,
+        last_update: GPC_LAST_UPDATE.to_owned(),
+    })
+}

@@ -1,0 +1,457 @@
+//! Audiences: a campaign's dry run over the index (`POST /v1/audiences/evaluate`: how many may
+//! be reached, and why the others may not, gate by gate), and the export of the eligible
+//! subjects' ids, streamed as NDJSON or CSV (`POST /v1/audiences/export`).
+
+use crate::app::AppState;
+use crate::auth::{Authorized, role};
+use crate::error::{ApiError, ErrorBody, JsonBody};
+use crate::index::{IndexHandle, Location};
+use crate::resolve::{SubjectRef, resolve_subjects};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use kept_core::audience::{AudienceResult, Candidates, PlaceFilter, evaluate};
+use kept_core::decision::ReasonCode;
+use kept_core::regime::Regime;
+use kept_core::rulebook::Place;
+use kept_core::{SubjectId, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use utoipa::ToSchema;
+
+/// Eligible ids an evaluation returns at most as its sample.
+pub const MAX_SAMPLE: usize = 1000;
+/// Candidates a list may name at most.
+pub const MAX_CANDIDATES: usize = 1_000_000;
+/// Ids per chunk of an export.
+const EXPORT_CHUNK: usize = 4096;
+
+/// Who the campaign would reach before any rule applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CandidatesInput {
+    /// Every subject Kept knows.
+    #[default]
+    Everyone,
+    /// These internal ids.
+    Ids(Vec<u32>),
+    /// These user ids (one Kept does not know counts as `denied.unknown_subject`).
+    UserIds(Vec<String>),
+    /// Subjects whose location matches every list given.
+    Filter(FilterInput),
+}
+
+/// A location filter; an empty list matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterInput {
+    /// `gdpr`, `uk_gdpr`, `ccpa`, `us_state`, `us`, `casl`, `lgpd`, `strictest`.
+    #[serde(default)]
+    pub regimes: Vec<String>,
+    /// ISO 3166-1 alpha-2 (`DE`, `US`).
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Subdivisions without the country (`CA`, `CO`).
+    #[serde(default)]
+    pub regions: Vec<String>,
+}
+
+/// A campaign to dry-run: the use, and who it would reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceInput {
+    #[schema(example = "marketing.communications")]
+    pub purpose: String,
+    #[serde(default)]
+    #[schema(example = "sms")]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Data categories the campaign reads; when empty, the one the channel reaches people by.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// `"everyone"` (the default), `{"ids": [...]}`, `{"user_ids": [...]}` or
+    /// `{"filter": {"regimes": [...], "countries": [...], "regions": [...]}}`.
+    #[serde(default)]
+    pub candidates: CandidatesInput,
+    /// How many eligible subjects to return as a sample (the lowest ids), at most 1,000.
+    #[serde(default = "default_sample")]
+    pub sample_size: usize,
+}
+
+fn default_sample() -> usize {
+    10
+}
+
+/// Candidates left out for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Exclusion {
+    #[schema(example = "denied.not_promised")]
+    pub reason: String,
+    pub count: u64,
+}
+
+/// An eligible subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AudienceMember {
+    pub id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+/// The dry run's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AudienceView {
+    /// Candidates considered: `eligible` plus every exclusion.
+    pub candidates: u64,
+    pub eligible: u64,
+    /// By reason, in the order of the gates (each candidate counted once, at the first gate
+    /// that excluded it).
+    pub excluded: Vec<Exclusion>,
+    pub sample: Vec<AudienceMember>,
+    /// What sending to the eligible subjects must do.
+    pub obligations: Vec<String>,
+    pub took_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    #[default]
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// An evaluation with the ids it could not resolve counted in.
+struct Evaluated {
+    result: AudienceResult,
+    unresolved: u64,
+    took_ms: f64,
+}
+
+/// Turns the input into the core's candidates, resolving user ids and location filters.
+fn candidates(state: &AppState, input: &CandidatesInput) -> Result<(Candidates, u64), ApiError> {
+    let too_many = |field: &str| {
+        ApiError::invalid_field(
+            field,
+            format!("`{field}` may name at most {MAX_CANDIDATES} subjects"),
+        )
+    };
+    Ok(match input {
+        CandidatesInput::Everyone => (Candidates::All, 0),
+        CandidatesInput::Ids(ids) => {
+            if ids.len() > MAX_CANDIDATES {
+                return Err(too_many("candidates.ids"));
+            }
+            (
+                Candidates::Ids(ids.iter().map(|i| SubjectId(*i)).collect()),
+                0,
+            )
+        }
+        CandidatesInput::UserIds(users) => {
+            if users.len() > MAX_CANDIDATES {
+                return Err(too_many("candidates.user_ids"));
+            }
+            let refs: Vec<SubjectRef<'_>> = users
+                .iter()
+                .map(|u| SubjectRef::UserId(u.as_str().into()))
+                .collect();
+            let found = resolve_subjects(state, &refs)?;
+            let unresolved = found.iter().filter(|f| f.is_none()).count() as u64;
+            (
+                Candidates::Ids(found.into_iter().flatten().collect()),
+                unresolved,
+            )
+        }
+        CandidatesInput::Filter(f) => (filter_candidates(&state.index, f)?, 0),
+    })
+}
+
+/// The candidates a location filter selects: by place through the index's bitmaps, or, when it
+/// names countries (many countries share a place), through the directory's locations.
+pub fn filter_candidates(index: &IndexHandle, f: &FilterInput) -> Result<Candidates, ApiError> {
+    let mut regimes = Vec::with_capacity(f.regimes.len());
+    for (i, r) in f.regimes.iter().enumerate() {
+        let regime = Regime::ALL
+            .into_iter()
+            .find(|x| x.as_str() == r.trim())
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    format!("candidates.filter.regimes[{i}]"),
+                    format!(
+                        "unknown regime `{r}`; use one of {}",
+                        Regime::ALL
+                            .iter()
+                            .map(|x| format!("`{}`", x.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+        regimes.push(regime);
+    }
+    let upper =
+        |v: &[String]| -> Vec<String> { v.iter().map(|s| s.trim().to_ascii_uppercase()).collect() };
+    let countries = upper(&f.countries);
+    let regions = upper(&f.regions);
+    if countries.is_empty() {
+        return Ok(Candidates::Where(PlaceFilter { regimes, regions }));
+    }
+    let keep = |l: &Location| {
+        let country = l.country.as_deref();
+        let region = l.region.as_deref();
+        let place = Place::resolve(country, region);
+        country.is_some_and(|c| countries.iter().any(|x| x == c))
+            && (regimes.is_empty() || regimes.contains(&place.regime))
+            && (regions.is_empty() || region.is_some_and(|r| regions.iter().any(|x| x == r)))
+    };
+    Ok(Candidates::Ids(index.directory()?.subjects_where(keep)))
+}
+
+fn run(state: &AppState, input: &AudienceInput, now: UnixMillis) -> Result<Evaluated, ApiError> {
+    let started = Instant::now();
+    let (candidates, unresolved) = candidates(state, &input.candidates)?;
+    let snapshot = state.index.snapshot()?;
+    let req = kept_core::audience::AudienceRequest {
+        purpose: input.purpose.clone(),
+        channel: input.channel.clone(),
+        topic: input.topic.clone(),
+        categories: input.categories.clone(),
+        candidates,
+        sample_size: input.sample_size,
+    };
+    let result = evaluate(&snapshot, &req, now);
+    Ok(Evaluated {
+        result,
+        unresolved,
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// Runs the evaluation on a blocking thread: over millions of subjects it takes milliseconds.
+async fn evaluate_off_workers(
+    state: &AppState,
+    input: AudienceInput,
+) -> Result<(Evaluated, AudienceInput), ApiError> {
+    if input.sample_size > MAX_SAMPLE {
+        return Err(ApiError::invalid_field(
+            "sample_size",
+            format!("`sample_size` may be at most {MAX_SAMPLE}"),
+        ));
+    }
+    let now = state.now();
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || run(&state, &input, now).map(|e| (e, input)))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the audience task failed: {e}")))?
+}
+
+/// Exclusions in gate order, with ids that named nobody counted as unknown subjects.
+pub fn exclusions(result: &AudienceResult, unresolved: u64) -> BTreeMap<ReasonCode, u64> {
+    let mut excluded = result.excluded.clone();
+    if unresolved > 0 {
+        *excluded
+            .entry(ReasonCode::DeniedUnknownSubject)
+            .or_default() += unresolved;
+    }
+    excluded
+}
+
+/// Dry-runs a campaign: how many of the candidates may be reached, and why the others may not.
+#[utoipa::path(
+    post,
+    path = "/v1/audiences/evaluate",
+    tag = "audiences",
+    request_body = AudienceInput,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = AudienceView),
+        (status = 400, description = "not JSON", body = ErrorBody),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `decide` or `admin`", body = ErrorBody),
+        (status = 415, description = "not `application/json`", body = ErrorBody),
+        (status = 422, description = "a field is missing, unknown or out of range", body = ErrorBody),
+    )
+)]
+pub async fn evaluate_audience(
+    _caller: Authorized<role::Decide>,
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<AudienceInput>,
+) -> Result<Json<AudienceView>, ApiError> {
+    let (evaluated, _) = evaluate_off_workers(&state, input).await?;
+    let Evaluated {
+        result,
+        unresolved,
+        took_ms,
+    } = evaluated;
+    let excluded = exclusions(&result, unresolved);
+    let sample = {
+        let directory = state.index.directory()?;
+        result
+            .sample
+            .iter()
+            .map(|id| AudienceMember {
+                id: id.0,
+                user_id: directory.user_id(*id).map(str::to_owned),
+            })
+            .collect()
+    };
+    Ok(Json(AudienceView {
+        candidates: result.eligible_count + excluded.values().sum::<u64>(),
+        eligible: result.eligible_count,
+        excluded: excluded
+            .into_iter()
+            .map(|(reason, count)| Exclusion {
+                reason: reason.as_str().to_owned(),
+                count,
+            })
+            .collect(),
+        sample,
+        obligations: result
+            .obligations
+            .iter()
+            .map(|o| o.as_str().to_owned())
+            .collect(),
+        took_ms,
+    }))
+}
+
+/// Streams the eligible subjects' ids (internal id and user id), one per line, without holding
+/// the whole export in memory.
+#[utoipa::path(
+    post,
+    path = "/v1/audiences/export",
+    tag = "audiences",
+    request_body = AudienceInput,
+    params(("format" = Option<ExportFormat>, Query, description = "`ndjson` (the default): \
+        `{\"id\":12,\"user_id\":\"u-12\"}` per line; `csv`: a header `id,user_id`, then a row per subject")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "the eligible subjects, in id order; `x-kept-eligible` \
+            holds their number", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "not JSON", body = ErrorBody),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `decide` or `admin`", body = ErrorBody),
+        (status = 415, description = "not `application/json`", body = ErrorBody),
+        (status = 422, description = "a field is missing, unknown or out of range", body = ErrorBody),
+    )
+)]
+pub async fn export(
+    _caller: Authorized<role::Decide>,
+    State(state): State<AppState>,
+    params: Result<Query<ExportParams>, QueryRejection>,
+    JsonBody(mut input): JsonBody<AudienceInput>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params?;
+    let format = match params.format.as_deref() {
+        None | Some("ndjson") => ExportFormat::Ndjson,
+        Some("csv") => ExportFormat::Csv,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "format",
+                format!("unknown format `{other}`; use `ndjson` or `csv`"),
+            ));
+        }
+    };
+    input.sample_size = 0;
+    let (evaluated, _) = evaluate_off_workers(&state, input).await?;
+    let eligible = evaluated.result.eligible_count;
+    let stream = export_stream(state.index.clone(), evaluated.result.eligible, format);
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    let (content_type, file) = match format {
+        ExportFormat::Ndjson => (
+            "application/x-ndjson",
+            "attachment; filename=\"audience.ndjson\"",
+        ),
+        ExportFormat::Csv => (
+            "text/csv; charset=utf-8",
+            "attachment; filename=\"audience.csv\"",
+        ),
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(file));
+    if let Ok(v) = HeaderValue::from_str(&eligible.to_string()) {
+        headers.insert("x-kept-eligible", v);
+    }
+    Ok(response)
+}
+
+/// The export, a chunk of ids at a time; the directory is read per chunk, never held across
+/// a chunk's send.
+pub fn export_stream(
+    index: IndexHandle,
+    eligible: roaring::RoaringBitmap,
+    format: ExportFormat,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let header = match format {
+        ExportFormat::Csv => Some(Bytes::from_static(b"id,user_id\n")),
+        ExportFormat::Ndjson => None,
+    };
+    let ids = eligible.into_iter();
+    let chunks = futures::stream::unfold(ids, move |mut ids| {
+        let index = index.clone();
+        async move {
+            let chunk: Vec<u32> = ids.by_ref().take(EXPORT_CHUNK).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            let bytes = export_chunk(&index, &chunk, format);
+            Some((bytes, ids))
+        }
+    });
+    futures::StreamExt::chain(
+        futures::stream::iter(header.map(Ok)),
+        futures::StreamExt::map(chunks, Ok),
+    )
+}
+
+fn export_chunk(index: &IndexHandle, chunk: &[u32], format: ExportFormat) -> Bytes {
+    let mut out = Vec::with_capacity(chunk.len() * 32);
+    let directory = index.directory().ok();
+    for &id in chunk {
+        let user_id = directory.as_ref().and_then(|d| d.user_id(SubjectId(id)));
+        match format {
+            ExportFormat::Ndjson => {
+                out.extend_from_slice(b"{\"id\":");
+                crate::routes::decisions::push_int(&mut out, i64::from(id));
+                if let Some(u) = user_id {
+                    out.extend_from_slice(b",\"user_id\":");
+                    crate::routes::decisions::push_str(&mut out, u);
+                }
+                out.extend_from_slice(b"}\n");
+            }
+            ExportFormat::Csv => {
+                crate::routes::decisions::push_int(&mut out, i64::from(id));
+                out.push(b',');
+                if let Some(u) = user_id {
+                    csv_field(&mut out, u);
+                }
+                out.push(b'\n');
+            }
+        }
+    }
+    Bytes::from(out)
+}
+
+/// A CSV field, quoted when it must be (RFC 4180).
+fn csv_field(out: &mut Vec<u8>, value: &str) {
+    if value.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(value.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
+}

@@ -1,0 +1,604 @@
+//! Decisions over HTTP: the seed scenario, batches and their limits, frequency caps after a
+//! recorded send, the decision log, and purpose-limited profiles.
+
+use crate::support::{Answer, NOW, TestApp, get, post, request};
+use axum::http::StatusCode;
+use kept_core::SubjectId;
+use kept_core::index::Change;
+use kept_core::subject::{ChannelPreference, Frequency, Period, Provenance, Trait};
+use kept_store::{NewSubject, Role};
+use serde_json::{Value, json};
+
+const MARKETING: &str = "marketing.communications";
+const DAY: i64 = 24 * 60 * 60 * 1000;
+
+/// Adds a subject to the store and then the index, as a write path does.
+pub async fn add_subject(
+    app: &TestApp,
+    user_id: &str,
+    country: Option<&str>,
+    region: Option<&str>,
+) -> SubjectId {
+    let ids = app
+        .store
+        .insert_subjects(vec![NewSubject {
+            user_id: Some(user_id.to_owned()),
+            country: country.map(str::to_owned),
+            region: region.map(str::to_owned),
+            time_zone: Some("America/Chicago".to_owned()),
+            created_at: NOW - 100 * DAY,
+        }])
+        .await
+        .unwrap();
+    let subject = app.store.subject(ids[0]).await.unwrap().unwrap();
+    app.state
+        .index
+        .apply(vec![Change::Subject(subject)])
+        .await
+        .unwrap();
+    ids[0]
+}
+
+/// Stores a trait collected at `point` (under its notice, as the manifest says) and applies it.
+pub async fn add_trait(app: &TestApp, subject: SubjectId, key: &str, category: &str, point: &str) {
+    let manifest = &app.state.manifest;
+    let notice = manifest.collection_points[point].notice.clone();
+    let version = manifest.notices[&notice].version;
+    let t = Trait {
+        subject,
+        key: key.to_owned(),
+        value: json!(format!("{key} of {}", subject.0)),
+        category: category.to_owned(),
+        provenance: Provenance {
+            collection_point: point.to_owned(),
+            notice_id: notice,
+            notice_version: version,
+            collected_at: NOW - 10 * DAY,
+            source: "test".to_owned(),
+        },
+    };
+    app.store.upsert_traits(vec![t.clone()]).await.unwrap();
+    app.state.index.apply(vec![Change::Trait(t)]).await.unwrap();
+}
+
+async fn decide(app: &TestApp, body: Value) -> Answer {
+    app.send(post(
+        "/v1/decisions",
+        Some(app.key(Role::Decide)),
+        &body.to_string(),
+    ))
+    .await
+}
+
+fn by_user(user_id: &str, purpose: &str, channel: Option<&str>) -> Value {
+    let mut r = json!({ "subject": { "user_id": user_id }, "purpose": purpose });
+    if let Some(c) = channel {
+        r["channel"] = json!(c);
+    }
+    r
+}
+
+fn reasons(answer: &Answer) -> Vec<String> {
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.json["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn rewards_phones_are_not_promised_until_one_member_gives_written_consent() {
+    let app = TestApp::new().await;
+    let texan = add_subject(&app, "member-tx", Some("US"), Some("TX")).await;
+    let floridian = add_subject(&app, "member-fl", Some("US"), Some("FL")).await;
+    for member in [texan, floridian] {
+        add_trait(
+            &app,
+            member,
+            "phone",
+            "user.contact.phone_number",
+            "rewards_signup",
+        )
+        .await;
+        add_trait(&app, member, "name", "user.name", "rewards_signup").await;
+    }
+    let batch = json!({ "requests": [
+        by_user("member-tx", MARKETING, Some("sms")),
+        by_user("member-fl", MARKETING, Some("sms")),
+        by_user("member-tx", "essential.service.notifications.sms", Some("sms")),
+    ]});
+
+    let answer = decide(&app, batch.clone()).await;
+    assert_eq!(
+        reasons(&answer),
+        [
+            "denied.not_promised",
+            "denied.not_promised",
+            "allowed.contract"
+        ]
+    );
+    let first = &answer.json["decisions"][0];
+    assert_eq!(first["allowed"], false);
+    assert_eq!(
+        first["evidence"],
+        json!([{ "kind": "not_promised", "category": "user.contact.phone_number" }])
+    );
+    assert_eq!(first["obligations"], json!([]));
+
+    // The member ticks the SMS offers box: the number arrives again under that notice...
+    add_trait(
+        &app,
+        texan,
+        "phone",
+        "user.contact.phone_number",
+        "sms_offers_optin",
+    )
+    .await;
+    let answer = decide(&app, batch.clone()).await;
+    assert_eq!(
+        reasons(&answer)[..2],
+        ["denied.no_consent", "denied.not_promised"],
+        "promised now, but TCPA asks for written consent"
+    );
+
+    // ...and the ledger records the written consent. No restart: the next decision sees it.
+    let consent = json!({ "records": [{
+        "subject": texan.0,
+        "purpose": MARKETING,
+        "channel": "sms",
+        "action": "given",
+        "notice": "sms_offers",
+        "method": "written",
+        "source": "sms_offers_optin",
+        "evidence": { "reference": "form-7" }
+    }]});
+    let appended = app
+        .send(post(
+            "/v1/consents",
+            Some(app.key(Role::Privacy)),
+            &consent.to_string(),
+        ))
+        .await;
+    assert_eq!(appended.status, StatusCode::CREATED, "{}", appended.text);
+    let seq = appended.json["entries"][0]["seq"].as_u64().unwrap();
+
+    let answer = decide(&app, batch).await;
+    assert_eq!(
+        reasons(&answer),
+        ["allowed.consent", "denied.not_promised", "allowed.contract"]
+    );
+    let allowed = &answer.json["decisions"][0];
+    assert_eq!(allowed["allowed"], true);
+    assert_eq!(
+        allowed["evidence"],
+        json!([
+            {
+                "kind": "provenance",
+                "category": "user.contact.phone_number",
+                "collection_point": "sms_offers_optin",
+                "notice": "sms_offers",
+                "notice_version": 1
+            },
+            { "kind": "ledger", "seq": seq }
+        ])
+    );
+    assert!(
+        allowed["obligations"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("honour_stop_reply")),
+        "{allowed}"
+    );
+}
+
+#[tokio::test]
+async fn batches_answer_in_order_and_single_requests_answer_alone() {
+    let app = TestApp::new().await;
+    let u2 = app.subjects[1];
+    let batch = json!({ "requests": [
+        by_user("nobody", MARKETING, Some("email")),
+        by_user("u1", "no.such.purpose", None),
+        { "subject": { "id": u2.0 }, "purpose": MARKETING, "channel": "fax" },
+        { "subject": { "id": 4_000_000 }, "purpose": MARKETING },
+        by_user("u2", MARKETING, Some("email")),
+        by_user("u1", "no.such.purpose", None),
+    ]});
+    let answer = decide(&app, batch).await;
+    assert_eq!(
+        reasons(&answer),
+        [
+            "denied.unknown_subject",
+            "denied.unknown_purpose",
+            "denied.unknown_channel",
+            "denied.unknown_subject",
+            "denied.not_promised",
+            "denied.unknown_purpose",
+        ]
+    );
+    assert_eq!(
+        answer.json["decisions"][4]["evidence"],
+        json!([{ "kind": "not_promised", "category": "user.contact.email" }])
+    );
+
+    let one = decide(&app, by_user("u1", "no.such.purpose", Some("email"))).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+    assert_eq!(one.json["reason"], "denied.unknown_purpose");
+    assert_eq!(one.json["allowed"], false);
+    assert!(one.json.get("decisions").is_none());
+    assert_eq!(
+        one.headers["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+}
+
+#[tokio::test]
+async fn bad_batches_are_refused_naming_the_field_and_the_item() {
+    let app = TestApp::new().await;
+    let cases = [
+        (
+            json!({ "requests": [by_user("u1", MARKETING, None), { "subject": {}, "purpose": MARKETING }] }),
+            "requests[1].subject",
+        ),
+        (
+            json!({ "requests": [by_user("u1", MARKETING, None), by_user("u1", MARKETING, None),
+                { "subject": { "user_id": "u1" }, "purpose": 7 }] }),
+            "requests[2].purpose",
+        ),
+        (
+            json!({ "requests": [{ "subject": { "user_id": "u1", "id": 3 }, "purpose": MARKETING }] }),
+            "requests[0].subject",
+        ),
+        (
+            json!({ "requests": [{ "subject": { "user_id": "u1" }, "purpose": MARKETING, "colour": 1 }] }),
+            "requests[0].colour",
+        ),
+        (
+            json!({ "requests": [{ "subject": { "user_id": "" }, "purpose": MARKETING }] }),
+            "requests[0].subject.user_id",
+        ),
+        (json!({ "requests": [] }), "requests"),
+        (
+            json!({ "requests": [by_user("u1", MARKETING, None)], "purpose": MARKETING }),
+            "requests",
+        ),
+        (json!({ "subject": { "user_id": "u1" } }), "purpose"),
+        (json!({ "purpose": MARKETING }), "subject"),
+    ];
+    for (body, field) in cases {
+        let answer = decide(&app, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            answer.text
+        );
+        assert_eq!(answer.code(), "request.invalid_field", "{body}");
+        assert_eq!(
+            answer.json["error"]["field"], field,
+            "{body}: {}",
+            answer.text
+        );
+    }
+
+    // One past the limit: refused, naming the limit.
+    let requests: Vec<Value> = (0..10_001)
+        .map(|_| by_user("u1", MARKETING, None))
+        .collect();
+    let answer = decide(&app, json!({ "requests": requests })).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.json["error"]["field"], "requests");
+    assert!(
+        answer.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10000"),
+        "{}",
+        answer.text
+    );
+    // At the limit: answered, in full.
+    let requests: Vec<Value> = (0..10_000)
+        .map(|_| by_user("u1", MARKETING, None))
+        .collect();
+    let answer = decide(&app, json!({ "requests": requests })).await;
+    assert_eq!(reasons(&answer).len(), 10_000);
+
+    let not_json = app
+        .send(request(
+            "POST",
+            "/v1/decisions",
+            Some(app.key(Role::Decide)),
+            None,
+        ))
+        .await;
+    assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let broken = app
+        .send(post("/v1/decisions", Some(app.key(Role::Decide)), "{"))
+        .await;
+    assert_eq!(broken.status, StatusCode::BAD_REQUEST);
+    assert_eq!(broken.code(), "request.invalid_json");
+    let huge = format!("{{\"purpose\": \"{}\"}}", "x".repeat(17 * 1024 * 1024));
+    let too_large = app
+        .send(post("/v1/decisions", Some(app.key(Role::Decide)), &huge))
+        .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(too_large.text.contains("16777216"), "{}", too_large.text);
+}
+
+#[tokio::test]
+async fn a_recorded_send_counts_against_the_frequency_the_person_chose() {
+    let app = TestApp::new().await;
+    // Georgia (no state privacy law): marketing email is allowed until the person opts out,
+    // once promised.
+    let u2 = add_subject(&app, "u-ga", Some("US"), Some("GA")).await;
+    add_trait(&app, u2, "email", "user.contact.email", "newsletter_signup").await;
+    let pref = ChannelPreference {
+        subject: u2,
+        channel: "email".into(),
+        frequency: Some(Frequency {
+            max: 2,
+            period: Period::Week,
+        }),
+        quiet_hours: None,
+        updated_at: NOW - DAY,
+    };
+    app.store.put_channel_preference(&pref).await.unwrap();
+    app.state
+        .index
+        .apply(vec![Change::Preference(pref)])
+        .await
+        .unwrap();
+    let ask = json!({ "requests": [by_user("u-ga", MARKETING, Some("email"))] });
+    let send = |at: i64| {
+        json!({ "contacts": [{ "subject": { "user_id": "u-ga" }, "channel": "email",
+            "purpose": MARKETING, "at": at }] })
+        .to_string()
+    };
+
+    assert_eq!(
+        reasons(&decide(&app, ask.clone()).await),
+        ["allowed.opt_out_regime"]
+    );
+    let recorded = app
+        .send(post(
+            "/v1/contacts",
+            Some(app.key(Role::Decide)),
+            &send(NOW - 2 * DAY),
+        ))
+        .await;
+    assert_eq!(recorded.status, StatusCode::CREATED, "{}", recorded.text);
+    assert_eq!(recorded.json["recorded"], 1);
+    assert_eq!(
+        reasons(&decide(&app, ask.clone()).await),
+        ["allowed.opt_out_regime"]
+    );
+
+    // The second send of the week reaches the cap: the very next decision is denied.
+    let single = json!({ "subject": { "id": u2.0 }, "channel": "email", "purpose": MARKETING });
+    let recorded = app
+        .send(post(
+            "/v1/contacts",
+            Some(app.key(Role::Decide)),
+            &single.to_string(),
+        ))
+        .await;
+    assert_eq!(recorded.status, StatusCode::CREATED, "{}", recorded.text);
+    let answer = decide(&app, ask).await;
+    assert_eq!(reasons(&answer), ["denied.frequency_cap"]);
+    assert_eq!(
+        answer.json["decisions"][0]["evidence"],
+        json!([{ "kind": "frequency_cap", "channel": "email", "max": 2, "period": "week", "sent": 2 }])
+    );
+
+    // Bad sends are refused, naming the item and the field.
+    for (body, field) in [
+        (
+            json!({ "contacts": [{ "subject": { "user_id": "u2" }, "channel": "email", "purpose": MARKETING },
+                { "subject": { "user_id": "ghost" }, "channel": "email", "purpose": MARKETING }] }),
+            "contacts[1].subject",
+        ),
+        (
+            json!({ "contacts": [{ "subject": { "user_id": "u2" }, "channel": "pigeon", "purpose": MARKETING }] }),
+            "contacts[0].channel",
+        ),
+        (
+            json!({ "subject": { "user_id": "u2" }, "channel": "email", "purpose": MARKETING, "at": NOW + DAY }),
+            "at",
+        ),
+        (
+            json!({ "subject": { "user_id": "u2" }, "channel": "email" }),
+            "purpose",
+        ),
+    ] {
+        let answer = app
+            .send(post(
+                "/v1/contacts",
+                Some(app.key(Role::Decide)),
+                &body.to_string(),
+            ))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            answer.text
+        );
+        assert_eq!(
+            answer.json["error"]["field"], field,
+            "{body}: {}",
+            answer.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn denied_decisions_are_logged_and_the_privacy_role_can_query_them() {
+    let app = &TestApp::new().await;
+    let u1 = app.subjects[0];
+    add_trait(&app, u1, "email", "user.contact.email", "newsletter_signup").await;
+    app.state.decision_log.set_sample_rate(0.0);
+    let batch = json!({ "requests": [
+        by_user("u1", MARKETING, Some("sms")),
+        by_user("u1", MARKETING, Some("email")),
+        by_user("nobody", MARKETING, Some("sms")),
+        by_user("u2", "loyalty.rewards", None),
+    ]});
+    let answer = decide(&app, batch.clone()).await;
+    let got = reasons(&answer);
+    assert_eq!(got[0], "denied.not_promised");
+    assert_eq!(got[2], "denied.unknown_subject");
+    app.state.decision_log.flush().await;
+
+    let read = |query: &str| {
+        let path = format!("/v1/decision-log{query}");
+        async move { app.send(get(&path, Some(app.key(Role::Privacy)))).await }
+    };
+    let all = read("").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+    let denied = got.iter().filter(|r| r.starts_with("denied.")).count();
+    let entries = all.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), denied, "{}", all.text);
+    assert!(entries.iter().all(|e| e["allowed"] == false));
+
+    let mine = read(&format!("?subject={}&reason=denied.not_promised", u1.0)).await;
+    let entries = mine.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{}", mine.text);
+    let e = &entries[0];
+    assert_eq!(e["purpose"], MARKETING);
+    assert_eq!(e["channel"], "sms");
+    assert_eq!(e["subject"], u1.0);
+    assert_eq!(e["at"], NOW);
+    assert_eq!(e["evidence"], answer.json["decisions"][0]["evidence"]);
+    assert!(e["caller"].as_str().unwrap().starts_with("kept_"));
+    let unknown = read("?reason=denied.unknown_subject").await;
+    let entries = unknown.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0].get("subject").is_none());
+
+    // With every allowed decision sampled, the allowed ones are logged too.
+    app.state.decision_log.set_sample_rate(1.0);
+    decide(&app, batch).await;
+    app.state.decision_log.flush().await;
+    let since = read(&format!("?since={NOW}&limit=1000")).await;
+    let entries = since.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), denied + got.len());
+    assert!(entries.iter().any(|e| e["allowed"] == true));
+    let page = read("?limit=2").await;
+    let before = page.json["next_before"].as_u64().unwrap();
+    let next = read(&format!("?limit=2&before={before}")).await;
+    assert!(next.json["entries"][0]["id"].as_u64().unwrap() < before);
+
+    for (query, field) in [
+        ("?reason=denied.nonsense", "reason"),
+        ("?subject=abc", "subject"),
+        ("?limit=0", "limit"),
+        ("?since=yesterday", "since"),
+    ] {
+        let bad = read(query).await;
+        assert_eq!(
+            bad.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {}",
+            bad.text
+        );
+        assert_eq!(bad.json["error"]["field"], field, "{query}");
+    }
+    let unknown_param = read("?colour=red").await;
+    assert_eq!(unknown_param.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_profile_shows_only_what_the_purpose_may_use() {
+    let app = &TestApp::new().await;
+    let u2 = add_subject(app, "u-ga", Some("US"), Some("GA")).await;
+    add_trait(&app, u2, "email", "user.contact.email", "newsletter_signup").await;
+    add_trait(
+        &app,
+        u2,
+        "phone",
+        "user.contact.phone_number",
+        "rewards_signup",
+    )
+    .await;
+    add_trait(&app, u2, "name", "user.name", "rewards_signup").await;
+    let profile = |purpose: &str| {
+        let path = format!("/v1/subjects/{}/profile?purpose={purpose}", u2.0);
+        async move { app.send(get(&path, Some(app.key(Role::Decide)))).await }
+    };
+    let keys = |answer: &Answer, list: &str| -> Vec<(String, String)> {
+        answer.json[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let second = t.get("reason").unwrap_or(&t["collection_point"]);
+                (
+                    t["key"].as_str().unwrap().to_owned(),
+                    second.as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let marketing = profile(MARKETING).await;
+    assert_eq!(marketing.status, StatusCode::OK, "{}", marketing.text);
+    assert_eq!(marketing.json["user_id"], "u-ga");
+    assert_eq!(
+        keys(&marketing, "traits"),
+        [("email".to_owned(), "newsletter_signup".to_owned())]
+    );
+    assert_eq!(
+        marketing.json["traits"][0]["value"],
+        format!("email of {}", u2.0)
+    );
+    assert_eq!(
+        keys(&marketing, "withheld"),
+        [
+            ("name".to_owned(), "denied.not_promised".to_owned()),
+            ("phone".to_owned(), "denied.not_promised".to_owned()),
+        ]
+    );
+
+    let rewards = profile("loyalty.rewards").await;
+    assert_eq!(
+        keys(&rewards, "traits"),
+        [
+            ("name".to_owned(), "rewards_signup".to_owned()),
+            ("phone".to_owned(), "rewards_signup".to_owned()),
+        ]
+    );
+    assert_eq!(
+        keys(&rewards, "withheld"),
+        [("email".to_owned(), "denied.not_promised".to_owned())]
+    );
+
+    let unknown = profile("no.such.purpose").await;
+    assert!(keys(&unknown, "traits").is_empty());
+    assert!(
+        keys(&unknown, "withheld")
+            .iter()
+            .all(|(_, r)| r == "denied.unknown_purpose")
+    );
+
+    let missing = app
+        .send(get(
+            &format!("/v1/subjects/{}/profile", u2.0),
+            Some(app.key(Role::Decide)),
+        ))
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(missing.json["error"]["field"], "purpose");
+    let nobody = app
+        .send(get(
+            "/v1/subjects/999999/profile?purpose=loyalty.rewards",
+            Some(app.key(Role::Decide)),
+        ))
+        .await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+}

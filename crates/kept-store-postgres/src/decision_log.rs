@@ -1,0 +1,105 @@
+//! The decision log on PostgreSQL: one `UNNEST` insert per batch, and filtered reads newest
+//! first.
+
+use crate::db;
+use kept_store::columns::{subject_id, to_i64, to_u64};
+use kept_store::decision_log::{categories_column, categories_from_column};
+use kept_store::{DecisionLogEntry, DecisionLogQuery, Result};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+pub(crate) async fn append(pool: &PgPool, entries: Vec<DecisionLogEntry>) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ats: Vec<i64> = entries.iter().map(|e| e.at).collect();
+    let subjects: Vec<Option<i64>> = entries
+        .iter()
+        .map(|e| e.subject.map(|s| i64::from(s.0)))
+        .collect();
+    let purposes: Vec<&str> = entries.iter().map(|e| e.purpose.as_str()).collect();
+    let channels: Vec<Option<&str>> = entries.iter().map(|e| e.channel.as_deref()).collect();
+    let topics: Vec<Option<&str>> = entries.iter().map(|e| e.topic.as_deref()).collect();
+    let categories: Vec<String> = entries
+        .iter()
+        .map(|e| categories_column(&e.categories))
+        .collect();
+    let allowed: Vec<bool> = entries.iter().map(|e| e.allowed).collect();
+    let reasons: Vec<&str> = entries.iter().map(|e| e.reason.as_str()).collect();
+    let evidence: Vec<&str> = entries.iter().map(|e| e.evidence.as_str()).collect();
+    let obligations: Vec<&str> = entries.iter().map(|e| e.obligations.as_str()).collect();
+    let callers: Vec<&str> = entries.iter().map(|e| e.caller.as_str()).collect();
+    // One statement is one transaction; `WITH ORDINALITY` keeps the ids in the given order.
+    sqlx::query(
+        "INSERT INTO decision_log (at, subject_id, purpose, channel, topic, categories, allowed, \
+         reason, evidence, obligations, caller) \
+         SELECT at, subject_id, purpose, channel, topic, categories, allowed, reason, evidence, \
+         obligations, caller FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], \
+         $5::TEXT[], $6::TEXT[], $7::BOOLEAN[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[]) \
+         WITH ORDINALITY AS t(at, subject_id, purpose, channel, topic, categories, allowed, \
+         reason, evidence, obligations, caller, n) ORDER BY n",
+    )
+    .bind(&ats)
+    .bind(&subjects)
+    .bind(&purposes)
+    .bind(&channels)
+    .bind(&topics)
+    .bind(&categories)
+    .bind(&allowed)
+    .bind(&reasons)
+    .bind(&evidence)
+    .bind(&obligations)
+    .bind(&callers)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) async fn read(pool: &PgPool, query: &DecisionLogQuery) -> Result<Vec<DecisionLogEntry>> {
+    let mut select = QueryBuilder::<Postgres>::new(
+        "SELECT id, at, subject_id, purpose, channel, topic, categories, allowed, reason, \
+         evidence, obligations, caller FROM decision_log WHERE TRUE",
+    );
+    if let Some(subject) = query.subject {
+        select
+            .push(" AND subject_id = ")
+            .push_bind(i64::from(subject.0));
+    }
+    if let Some(reason) = &query.reason {
+        select.push(" AND reason = ").push_bind(reason.as_str());
+    }
+    if let Some(purpose) = &query.purpose {
+        select.push(" AND purpose = ").push_bind(purpose.as_str());
+    }
+    if let Some(since) = query.since {
+        select.push(" AND at >= ").push_bind(since);
+    }
+    if let Some(before) = query.before {
+        select.push(" AND id < ").push_bind(to_i64(before)?);
+    }
+    select
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.page_size()));
+    let rows = select.build().fetch_all(pool).await.map_err(db)?;
+    rows.iter().map(entry).collect()
+}
+
+fn entry(row: &PgRow) -> Result<DecisionLogEntry> {
+    let subject: Option<i64> = row.try_get(2).map_err(db)?;
+    let categories: String = row.try_get(6).map_err(db)?;
+    Ok(DecisionLogEntry {
+        id: to_u64(row.try_get(0).map_err(db)?, "decision log id")?,
+        at: row.try_get(1).map_err(db)?,
+        subject: subject.map(subject_id).transpose()?,
+        purpose: row.try_get(3).map_err(db)?,
+        channel: row.try_get(4).map_err(db)?,
+        topic: row.try_get(5).map_err(db)?,
+        categories: categories_from_column(&categories)?,
+        allowed: row.try_get(7).map_err(db)?,
+        reason: row.try_get(8).map_err(db)?,
+        evidence: row.try_get(9).map_err(db)?,
+        obligations: row.try_get(10).map_err(db)?,
+        caller: row.try_get(11).map_err(db)?,
+    })
+}

@@ -1,0 +1,595 @@
+//! The collection API's storage on SQLite: identities and merges are written in one transaction
+//! per resolution round; events and profile traits go through their own group committer, so
+//! concurrent `/v1/batch` requests share one commit.
+
+use super::{CHUNK, SqliteStore, db, values_sql};
+use async_trait::async_trait;
+use kept_core::collection::TraitCutoffs;
+use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, SubjectRef};
+use kept_core::subject::Trait;
+use kept_core::{SubjectId, UnixMillis};
+use kept_store::collection::{
+    CollectionStore, EventWrite, IdentityFacts, IdentityWrite, NewEvent, StoredEvent,
+    StoredIdentity,
+};
+use kept_store::columns::{dense_ids, subject_id, to_u32};
+use kept_store::group_commit::{BatchWriter, GroupCommit};
+use kept_store::{Result, StoreError, last_trait_wins};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use std::collections::HashMap;
+
+/// Rows the event committer puts in one transaction at most.
+const MAX_EVENT_BATCH_ROWS: usize = 20_000;
+
+/// Starts the committer that writes events and traits on the write connection.
+pub(crate) fn start_event_committer(pool: SqlitePool) -> GroupCommit<EventWriter> {
+    GroupCommit::start(EventWriter { pool }, MAX_EVENT_BATCH_ROWS)
+}
+
+pub(crate) struct EventWriter {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl BatchWriter for EventWriter {
+    type Item = EventWrite;
+    type Output = ();
+
+    async fn write_batch(&mut self, batch: Vec<EventWrite>) -> Result<Vec<()>> {
+        let count = batch.len();
+        let mut events = Vec::new();
+        let mut traits = Vec::new();
+        for write in batch {
+            events.extend(write.events);
+            traits.extend(write.traits);
+        }
+        let traits = last_trait_wins(traits);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        insert_events(&mut tx, &events).await?;
+        upsert_traits(&mut tx, &traits).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(vec![(); count])
+    }
+
+    fn weight(item: &EventWrite) -> usize {
+        item.rows()
+    }
+}
+
+const EVENT_INSERT: &str = "INSERT INTO events (source, message_id, subject_id, kind, name, at, \
+     received_at, retain_until, consent, properties, context) VALUES ";
+
+async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Result<()> {
+    for chunk in events.chunks(CHUNK) {
+        let sql = values_sql(
+            EVENT_INSERT,
+            11,
+            chunk.len(),
+            " ON CONFLICT (source, message_id) DO NOTHING",
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.source.as_str())
+                .bind(e.message_id.as_str())
+                .bind(i64::from(e.subject.0))
+                .bind(e.kind.as_str())
+                .bind(e.name.as_deref())
+                .bind(e.at)
+                .bind(e.received_at)
+                .bind(e.retain_until)
+                .bind(e.consent.as_str())
+                .bind(e.properties.as_str())
+                .bind(e.context.as_str());
+        }
+        q.execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+async fn upsert_traits(conn: &mut SqliteConnection, traits: &[Trait]) -> Result<()> {
+    for chunk in traits.chunks(CHUNK) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|t| serde_json::to_string(&t.value))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Database(format!("cannot encode a trait value: {e}")))?;
+        let sql = values_sql(
+            "INSERT INTO traits (subject_id, key, value, category, collection_point, \
+             notice_id, notice_version, collected_at, source) VALUES ",
+            9,
+            chunk.len(),
+            " ON CONFLICT (subject_id, key) DO UPDATE SET value = excluded.value, \
+             category = excluded.category, collection_point = excluded.collection_point, \
+             notice_id = excluded.notice_id, notice_version = excluded.notice_version, \
+             collected_at = excluded.collected_at, source = excluded.source",
+        );
+        let mut q = sqlx::query(&sql);
+        for (t, value) in chunk.iter().zip(&values) {
+            q = q
+                .bind(i64::from(t.subject.0))
+                .bind(t.key.as_str())
+                .bind(value.as_str())
+                .bind(t.category.as_str())
+                .bind(t.provenance.collection_point.as_str())
+                .bind(t.provenance.notice_id.as_str())
+                .bind(i64::from(t.provenance.notice_version))
+                .bind(t.provenance.collected_at)
+                .bind(t.provenance.source.as_str());
+        }
+        q.execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// `(?,?,…)` with `n` places.
+fn places(n: usize) -> String {
+    let mut s = String::with_capacity(n * 2 + 2);
+    s.push('(');
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('?');
+    }
+    s.push(')');
+    s
+}
+
+/// A unique or primary key violation inside an identity write: something was taken meanwhile.
+fn taken(e: sqlx::Error, what: &'static str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict {
+            what,
+            key: "taken by a concurrent write".to_owned(),
+        },
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound {
+            what: "subject",
+            key: "named by an identity write".to_owned(),
+        },
+        _ => db(e),
+    }
+}
+
+fn hash_of(row: &SqliteRow, i: usize) -> Result<IdentifierHash> {
+    let bytes: Vec<u8> = row.try_get(i).map_err(db)?;
+    IdentifierHash::from_slice(&bytes)
+        .ok_or_else(|| StoreError::Corrupt("an identity hash is not 32 bytes".into()))
+}
+
+fn kind_of(row: &SqliteRow, i: usize) -> Result<IdentifierKind> {
+    let kind: String = row.try_get(i).map_err(db)?;
+    IdentifierKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown identifier kind `{kind}`")))
+}
+
+const MERGED_INTO: &str = "WITH RECURSIVE m(id) AS (SELECT ?1 UNION \
+     SELECT merges.from_subject_id FROM merges JOIN m ON merges.into_subject_id = m.id)";
+
+#[async_trait]
+impl CollectionStore for SqliteStore {
+    async fn find_identities(
+        &self,
+        hashes: &[IdentifierHash],
+    ) -> Result<Vec<(IdentifierHash, SubjectId)>> {
+        let mut out = Vec::new();
+        for chunk in hashes.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT hash, subject_id FROM identities WHERE hash IN {}",
+                places(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for h in chunk {
+                q = q.bind(h.0.as_slice());
+            }
+            for row in q.fetch_all(&self.read).await.map_err(db)? {
+                out.push((hash_of(&row, 0)?, subject_id(row.try_get(1).map_err(db)?)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn subjects_by_user_ids(&self, user_ids: &[String]) -> Result<Vec<(String, SubjectId)>> {
+        let mut out = Vec::new();
+        for chunk in user_ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT user_id, id FROM subjects WHERE user_id IN {}",
+                places(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for u in chunk {
+                q = q.bind(u.as_str());
+            }
+            for row in q.fetch_all(&self.read).await.map_err(db)? {
+                out.push((
+                    row.try_get(0).map_err(db)?,
+                    subject_id(row.try_get(1).map_err(db)?)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn identity_facts(&self, subjects: &[SubjectId]) -> Result<Vec<IdentityFacts>> {
+        let mut out = Vec::new();
+        for chunk in subjects.chunks(CHUNK) {
+            let list = places(chunk.len());
+            let sql = format!(
+                "SELECT id, user_id IS NOT NULL, country, region, time_zone FROM subjects \
+                 WHERE id IN {list}"
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(i64::from(s.0));
+            }
+            let rows = q.fetch_all(&self.read).await.map_err(db)?;
+            let sql = format!(
+                "SELECT subject_id, kind, COUNT(*) FROM identities WHERE subject_id IN {list} \
+                 GROUP BY subject_id, kind"
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(i64::from(s.0));
+            }
+            let mut counts: HashMap<SubjectId, IdentifierCounts> = HashMap::new();
+            for row in q.fetch_all(&self.read).await.map_err(db)? {
+                let subject = subject_id(row.try_get(0).map_err(db)?)?;
+                let n: i64 = row.try_get(2).map_err(db)?;
+                counts
+                    .entry(subject)
+                    .or_default()
+                    .add(kind_of(&row, 1)?, u16::try_from(n).unwrap_or(u16::MAX));
+            }
+            for row in rows {
+                let subject = subject_id(row.try_get(0).map_err(db)?)?;
+                let counts = counts.get(&subject).copied().unwrap_or_default();
+                let has_user_id: bool = row.try_get(1).map_err(db)?;
+                out.push(IdentityFacts {
+                    subject,
+                    identified: has_user_id || counts.get(IdentifierKind::UserId) > 0,
+                    counts,
+                    country: row.try_get(2).map_err(db)?,
+                    region: row.try_get(3).map_err(db)?,
+                    time_zone: row.try_get(4).map_err(db)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn subject_keys(&self, subjects: &[SubjectId]) -> Result<Vec<(SubjectId, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for chunk in subjects.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT subject_id, wrapped FROM subject_keys WHERE subject_id IN {}",
+                places(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(i64::from(s.0));
+            }
+            for row in q.fetch_all(&self.read).await.map_err(db)? {
+                out.push((
+                    subject_id(row.try_get(0).map_err(db)?)?,
+                    row.try_get(1).map_err(db)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_identities(&self, write: IdentityWrite) -> Result<Vec<SubjectId>> {
+        if write.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let ids = if write.new_subjects.is_empty() {
+            Vec::new()
+        } else {
+            let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id) + 1, 0) FROM subjects")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+            dense_ids(to_u32(next, "subject id")?, write.new_subjects.len())?
+        };
+        let id_of = |r: SubjectRef| -> Result<SubjectId> {
+            match r {
+                SubjectRef::Existing(id) => Ok(id),
+                SubjectRef::New(i) => usize::try_from(i)
+                    .ok()
+                    .and_then(|i| ids.get(i).copied())
+                    .ok_or_else(|| {
+                        StoreError::Database(format!("an identity write names new subject {i}"))
+                    }),
+            }
+        };
+        for (s, id) in write.new_subjects.iter().zip(&ids) {
+            sqlx::query(
+                "INSERT INTO subjects (id, user_id, country, region, time_zone, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(i64::from(id.0))
+            .bind(s.user_id.as_deref())
+            .bind(s.country.as_deref())
+            .bind(s.region.as_deref())
+            .bind(s.time_zone.as_deref())
+            .bind(s.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| taken(e, "subject with user id"))?;
+        }
+        for (subject, wrapped) in &write.keys {
+            sqlx::query(
+                "INSERT INTO subject_keys (subject_id, wrapped, created_at) VALUES (?, ?, ?)",
+            )
+            .bind(i64::from(id_of(*subject)?.0))
+            .bind(wrapped.as_slice())
+            .bind(write.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| taken(e, "subject data key"))?;
+        }
+        for (subject, user_id) in &write.user_ids {
+            sqlx::query("UPDATE subjects SET user_id = ? WHERE id = ? AND user_id IS NULL")
+                .bind(user_id.as_str())
+                .bind(i64::from(subject.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| taken(e, "subject with user id"))?;
+        }
+        for l in &write.locations {
+            sqlx::query(
+                "UPDATE subjects SET country = ?, region = ? WHERE id = ? AND country IS NULL",
+            )
+            .bind(l.country.as_deref())
+            .bind(l.region.as_deref())
+            .bind(i64::from(l.subject.0))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query("UPDATE subjects SET time_zone = ? WHERE id = ? AND time_zone IS NULL")
+                .bind(l.time_zone.as_deref())
+                .bind(i64::from(l.subject.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        for m in &write.merges {
+            let into = i64::from(id_of(m.into)?.0);
+            let from = i64::from(id_of(m.from)?.0);
+            sqlx::query(
+                "INSERT INTO merges (from_subject_id, into_subject_id, reason, at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(from)
+            .bind(into)
+            .bind(m.reason.as_str())
+            .bind(write.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| taken(e, "merge"))?;
+            sqlx::query("UPDATE identities SET subject_id = ? WHERE subject_id = ?")
+                .bind(into)
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            // The survivor keeps its own trait where both have one, unless the merged one is
+            // newer.
+            sqlx::query(
+                "INSERT INTO traits (subject_id, key, value, category, collection_point, \
+                 notice_id, notice_version, collected_at, source) \
+                 SELECT ?1, key, value, category, collection_point, notice_id, notice_version, \
+                 collected_at, source FROM traits WHERE subject_id = ?2 AND true \
+                 ON CONFLICT (subject_id, key) DO UPDATE SET value = excluded.value, \
+                 category = excluded.category, collection_point = excluded.collection_point, \
+                 notice_id = excluded.notice_id, notice_version = excluded.notice_version, \
+                 collected_at = excluded.collected_at, source = excluded.source \
+                 WHERE excluded.collected_at > traits.collected_at",
+            )
+            .bind(into)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query("DELETE FROM traits WHERE subject_id = ?")
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        for a in &write.attach {
+            sqlx::query(
+                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
+                 created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(a.hash.0.as_slice())
+            .bind(a.kind.as_str())
+            .bind(i64::from(id_of(a.subject)?.0))
+            .bind(i64::from(id_of(a.key_subject)?.0))
+            .bind(a.sealed.as_slice())
+            .bind(write.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| taken(e, "identity"))?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(ids)
+    }
+
+    async fn identities_of(&self, subject: SubjectId) -> Result<Vec<StoredIdentity>> {
+        let rows = sqlx::query(
+            "SELECT hash, kind, subject_id, key_subject_id, sealed, created_at FROM identities \
+             WHERE subject_id = ? ORDER BY kind, created_at, hash",
+        )
+        .bind(i64::from(subject.0))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredIdentity {
+                    hash: hash_of(row, 0)?,
+                    kind: kind_of(row, 1)?,
+                    subject: subject_id(row.try_get(2).map_err(db)?)?,
+                    key_subject: subject_id(row.try_get(3).map_err(db)?)?,
+                    sealed: row.try_get(4).map_err(db)?,
+                    created_at: row.try_get(5).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn merged_into(&self, subject: SubjectId) -> Result<Vec<SubjectId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(&format!(
+            "{MERGED_INTO} SELECT id FROM m WHERE id <> ?1 ORDER BY id"
+        ))
+        .bind(i64::from(subject.0))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        ids.into_iter().map(subject_id).collect()
+    }
+
+    async fn write_events(&self, write: EventWrite) -> Result<()> {
+        if write.events.is_empty() && write.traits.is_empty() {
+            return Ok(());
+        }
+        self.events.submit(write).await
+    }
+
+    async fn events_of(
+        &self,
+        subject: SubjectId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "{MERGED_INTO} SELECT id, source, message_id, subject_id, kind, name, at, \
+             received_at, retain_until, consent, properties, context FROM events \
+             WHERE subject_id IN (SELECT id FROM m) AND id > ?2 ORDER BY id LIMIT ?3"
+        ))
+        .bind(i64::from(subject.0))
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    id: row.try_get(0).map_err(db)?,
+                    event: NewEvent {
+                        source: row.try_get(1).map_err(db)?,
+                        message_id: row.try_get(2).map_err(db)?,
+                        subject: subject_id(row.try_get(3).map_err(db)?)?,
+                        kind: row.try_get(4).map_err(db)?,
+                        name: row.try_get(5).map_err(db)?,
+                        at: row.try_get(6).map_err(db)?,
+                        received_at: row.try_get(7).map_err(db)?,
+                        retain_until: row.try_get(8).map_err(db)?,
+                        consent: row.try_get(9).map_err(db)?,
+                        properties: row.try_get(10).map_err(db)?,
+                        context: row.try_get(11).map_err(db)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_expired_events(
+        &self,
+        now: UnixMillis,
+        received_before: UnixMillis,
+        limit: u32,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events \
+             WHERE retain_until <= ?1 OR received_at < ?2 LIMIT ?3)",
+        )
+        .bind(now)
+        .bind(received_before)
+        .bind(i64::from(limit))
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_expired_traits(&self, cutoffs: &TraitCutoffs) -> Result<u64> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut deleted = 0;
+        for (notice, before) in &cutoffs.by_notice {
+            let done = sqlx::query("DELETE FROM traits WHERE notice_id = ? AND collected_at < ?")
+                .bind(notice.as_str())
+                .bind(*before)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            deleted += done.rows_affected();
+        }
+        let sql = if cutoffs.by_notice.is_empty() {
+            "DELETE FROM traits WHERE collected_at < ?".to_owned()
+        } else {
+            format!(
+                "DELETE FROM traits WHERE notice_id NOT IN {} AND collected_at < ?",
+                places(cutoffs.by_notice.len())
+            )
+        };
+        let mut q = sqlx::query(&sql);
+        for (notice, _) in &cutoffs.by_notice {
+            q = q.bind(notice.as_str());
+        }
+        let done = q
+            .bind(cutoffs.otherwise)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        deleted += done.rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
+    }
+
+    async fn set_key_collection_point(&self, key_id: &str, point: Option<&str>) -> Result<()> {
+        let done = match point {
+            Some(point) => {
+                sqlx::query(
+                    "INSERT INTO api_key_collection_points (key_id, collection_point) \
+                     VALUES (?, ?) ON CONFLICT (key_id) DO UPDATE SET \
+                     collection_point = excluded.collection_point",
+                )
+                .bind(key_id)
+                .bind(point)
+                .execute(&self.write)
+                .await
+            }
+            None => {
+                sqlx::query("DELETE FROM api_key_collection_points WHERE key_id = ?")
+                    .bind(key_id)
+                    .execute(&self.write)
+                    .await
+            }
+        };
+        match done {
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                Err(StoreError::NotFound {
+                    what: "api key",
+                    key: key_id.to_owned(),
+                })
+            }
+            Err(e) => Err(db(e)),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn key_collection_point(&self, key_id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT collection_point FROM api_key_collection_points WHERE key_id = ?",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)
+    }
+}

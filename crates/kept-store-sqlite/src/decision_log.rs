@@ -1,0 +1,91 @@
+//! The decision log on SQLite: multi-row inserts in one transaction on the write connection,
+//! and filtered reads newest first on the read pool.
+
+use crate::db;
+use kept_store::columns::{subject_id, to_i64, to_u64};
+use kept_store::decision_log::{categories_column, categories_from_column};
+use kept_store::{DecisionLogEntry, DecisionLogQuery, Result};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+/// Rows per `INSERT`: 11 bound values each, well under SQLite's 32,766.
+const CHUNK: usize = 1000;
+
+pub(crate) async fn append(pool: &SqlitePool, entries: Vec<DecisionLogEntry>) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await.map_err(db)?;
+    for chunk in entries.chunks(CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO decision_log (at, subject_id, purpose, channel, topic, categories, \
+             allowed, reason, evidence, obligations, caller) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(e.at)
+                .push_bind(e.subject.map(|s| i64::from(s.0)))
+                .push_bind(e.purpose.as_str())
+                .push_bind(e.channel.as_deref())
+                .push_bind(e.topic.as_deref())
+                .push_bind(categories_column(&e.categories))
+                .push_bind(e.allowed)
+                .push_bind(e.reason.as_str())
+                .push_bind(e.evidence.as_str())
+                .push_bind(e.obligations.as_str())
+                .push_bind(e.caller.as_str());
+        });
+        insert.build().execute(&mut *tx).await.map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+pub(crate) async fn read(
+    pool: &SqlitePool,
+    query: &DecisionLogQuery,
+) -> Result<Vec<DecisionLogEntry>> {
+    let mut select = QueryBuilder::<Sqlite>::new(
+        "SELECT id, at, subject_id, purpose, channel, topic, categories, allowed, reason, \
+         evidence, obligations, caller FROM decision_log WHERE 1 = 1",
+    );
+    if let Some(subject) = query.subject {
+        select
+            .push(" AND subject_id = ")
+            .push_bind(i64::from(subject.0));
+    }
+    if let Some(reason) = &query.reason {
+        select.push(" AND reason = ").push_bind(reason.as_str());
+    }
+    if let Some(purpose) = &query.purpose {
+        select.push(" AND purpose = ").push_bind(purpose.as_str());
+    }
+    if let Some(since) = query.since {
+        select.push(" AND at >= ").push_bind(since);
+    }
+    if let Some(before) = query.before {
+        select.push(" AND id < ").push_bind(to_i64(before)?);
+    }
+    select
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.page_size()));
+    let rows = select.build().fetch_all(pool).await.map_err(db)?;
+    rows.iter().map(entry).collect()
+}
+
+fn entry(row: &SqliteRow) -> Result<DecisionLogEntry> {
+    let subject: Option<i64> = row.try_get(2).map_err(db)?;
+    let categories: String = row.try_get(6).map_err(db)?;
+    Ok(DecisionLogEntry {
+        id: to_u64(row.try_get(0).map_err(db)?, "decision log id")?,
+        at: row.try_get(1).map_err(db)?,
+        subject: subject.map(subject_id).transpose()?,
+        purpose: row.try_get(3).map_err(db)?,
+        channel: row.try_get(4).map_err(db)?,
+        topic: row.try_get(5).map_err(db)?,
+        categories: categories_from_column(&categories)?,
+        allowed: row.try_get(7).map_err(db)?,
+        reason: row.try_get(8).map_err(db)?,
+        evidence: row.try_get(9).map_err(db)?,
+        obligations: row.try_get(10).map_err(db)?,
+        caller: row.try_get(11).map_err(db)?,
+    })
+}

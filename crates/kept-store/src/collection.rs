@@ -1,0 +1,202 @@
+//! What the collection API stores: identities (keyed hash → subject, value sealed under the
+//! subject's data key), merges, events (deduplicated per source on `messageId`), and the
+//! retention deletes. Every `Store` implements [`CollectionStore`].
+//!
+//! INVARIANT: an identifier hash has exactly one holder, and a merged subject holds none: a
+//! merge moves its identifiers to the subject it was merged into, so lookups follow merges.
+
+use crate::{NewSubject, Result};
+use async_trait::async_trait;
+use kept_core::collection::TraitCutoffs;
+use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, SubjectRef};
+use kept_core::subject::Trait;
+use kept_core::{SubjectId, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+/// What resolution needs to know about a subject that holds identifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityFacts {
+    pub subject: SubjectId,
+    /// It has a user id (its own column, or a `user_id` identifier).
+    pub identified: bool,
+    pub counts: IdentifierCounts,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+/// An identifier to attach. `key_subject` is the subject whose data key sealed the value (the
+/// holder when attached; it stays when a merge moves the identifier to another holder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIdentity {
+    pub subject: SubjectRef,
+    pub key_subject: SubjectRef,
+    pub kind: IdentifierKind,
+    pub hash: IdentifierHash,
+    pub sealed: Vec<u8>,
+}
+
+/// A subject merged into another: its identifiers and traits move; its events, ledger records
+/// and id stay, and reads of the survivor follow the merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMerge {
+    /// An existing subject, or one this same write creates (made by an earlier message of the
+    /// batch, merged by a later one).
+    pub from: SubjectRef,
+    pub into: SubjectRef,
+    /// `identify`, `alias`, …
+    pub reason: String,
+}
+
+/// Location to give a subject that has none yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLocation {
+    pub subject: SubjectId,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+/// Everything one resolution round writes, atomically. `SubjectRef::New(i)` names the i-th
+/// entry of `new_subjects`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityWrite {
+    pub new_subjects: Vec<NewSubject>,
+    /// Wrapped data keys, for new subjects and for existing ones that had none.
+    pub keys: Vec<(SubjectRef, Vec<u8>)>,
+    pub attach: Vec<NewIdentity>,
+    pub merges: Vec<NewMerge>,
+    /// User ids for existing subjects that have none yet.
+    pub user_ids: Vec<(SubjectId, String)>,
+    pub locations: Vec<NewLocation>,
+    pub at: UnixMillis,
+}
+
+impl IdentityWrite {
+    pub fn is_empty(&self) -> bool {
+        self.new_subjects.is_empty()
+            && self.keys.is_empty()
+            && self.attach.is_empty()
+            && self.merges.is_empty()
+            && self.user_ids.is_empty()
+            && self.locations.is_empty()
+    }
+}
+
+/// An identifier as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIdentity {
+    pub hash: IdentifierHash,
+    pub kind: IdentifierKind,
+    pub subject: SubjectId,
+    pub key_subject: SubjectId,
+    pub sealed: Vec<u8>,
+    pub created_at: UnixMillis,
+}
+
+/// An event to store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Who sent it (the write key's id): `message_id` is unique per source.
+    pub source: String,
+    pub message_id: String,
+    pub subject: SubjectId,
+    /// `identify`, `track`, `page`, `screen`, `group`, `alias`.
+    pub kind: String,
+    /// The track event's or the page's name.
+    pub name: Option<String>,
+    /// When it happened (server clock, client skew corrected).
+    pub at: UnixMillis,
+    pub received_at: UnixMillis,
+    /// When retention deletes it.
+    pub retain_until: UnixMillis,
+    /// JSON: the consent the event carried and what it may serve.
+    pub consent: String,
+    /// JSON object.
+    pub properties: String,
+    /// JSON object (the client IP replaced by its keyed hash).
+    pub context: String,
+}
+
+/// An event as stored, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+/// Events and profile traits written together, through the store's group committer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventWrite {
+    pub events: Vec<NewEvent>,
+    pub traits: Vec<Trait>,
+}
+
+impl EventWrite {
+    /// Rows it inserts, for the group committer's batch cap.
+    pub fn rows(&self) -> usize {
+        (self.events.len() + self.traits.len()).max(1)
+    }
+}
+
+/// Storage for the collection API. Write methods return only after their commit.
+#[async_trait]
+pub trait CollectionStore: Send + Sync {
+    /// The holder of each of `hashes` that has one.
+    async fn find_identities(
+        &self,
+        hashes: &[IdentifierHash],
+    ) -> Result<Vec<(IdentifierHash, SubjectId)>>;
+
+    /// Subjects by their `user_id` column, for subjects made outside collection (imports, the
+    /// demo) that hold no `user_id` identifier yet.
+    async fn subjects_by_user_ids(&self, user_ids: &[String]) -> Result<Vec<(String, SubjectId)>>;
+
+    /// Resolution facts of each of `subjects` that exists.
+    async fn identity_facts(&self, subjects: &[SubjectId]) -> Result<Vec<IdentityFacts>>;
+
+    /// The wrapped data key of each of `subjects` that has one.
+    async fn subject_keys(&self, subjects: &[SubjectId]) -> Result<Vec<(SubjectId, Vec<u8>)>>;
+
+    /// Writes `write` in one transaction and returns the ids given to its new subjects, in
+    /// order (dense, like `insert_subjects`). When an identifier, a user id or a data key was
+    /// taken meanwhile, nothing is written and the answer is `Conflict`: resolve again.
+    async fn write_identities(&self, write: IdentityWrite) -> Result<Vec<SubjectId>>;
+
+    /// The identifiers `subject` holds.
+    async fn identities_of(&self, subject: SubjectId) -> Result<Vec<StoredIdentity>>;
+
+    /// Subjects merged into `subject`, directly or through others.
+    async fn merged_into(&self, subject: SubjectId) -> Result<Vec<SubjectId>>;
+
+    /// Inserts events (skipping any whose `(source, message_id)` is stored) and upserts
+    /// traits, in one transaction shared with other writers (group commit).
+    async fn write_events(&self, write: EventWrite) -> Result<()>;
+
+    /// Events of `subject` and of every subject merged into it, with `id > after`, in id
+    /// order, at most `limit`.
+    async fn events_of(
+        &self,
+        subject: SubjectId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>>;
+
+    /// Deletes at most `limit` events whose `retain_until` is at or before `now` or that were
+    /// received before `received_before`; returns how many.
+    async fn delete_expired_events(
+        &self,
+        now: UnixMillis,
+        received_before: UnixMillis,
+        limit: u32,
+    ) -> Result<u64>;
+
+    /// Deletes traits collected before their notice's cutoff; returns how many.
+    async fn delete_expired_traits(&self, cutoffs: &TraitCutoffs) -> Result<u64>;
+
+    /// Sets (or with `None` clears) the collection point events sent with API key `key_id`
+    /// are collected at when they name none.
+    async fn set_key_collection_point(&self, key_id: &str, point: Option<&str>) -> Result<()>;
+    async fn key_collection_point(&self, key_id: &str) -> Result<Option<String>>;
+}

@@ -1,0 +1,77 @@
+//! The decision log's types: denied decisions (and a sample of allowed ones) as they were
+//! answered, written in batches off the request path and read newest first by the privacy team.
+
+use kept_core::{SubjectId, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+/// Entries one `decision_log` call returns at most.
+pub const MAX_DECISION_LOG_PAGE: u32 = 1000;
+
+/// One logged decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionLogEntry {
+    /// Assigned by the store, increasing in write order; ignored when appending.
+    pub id: u64,
+    pub at: UnixMillis,
+    /// `None`: the subject was unknown.
+    pub subject: Option<SubjectId>,
+    pub purpose: String,
+    pub channel: Option<String>,
+    pub topic: Option<String>,
+    pub categories: Vec<String>,
+    pub allowed: bool,
+    /// The reason code (`denied.not_promised`).
+    pub reason: String,
+    /// The evidence as answered: a JSON array.
+    pub evidence: String,
+    /// The obligations as answered: a JSON array.
+    pub obligations: String,
+    /// Public id of the API key that asked (`kept_ab12cd34`), or who else did (`cli`).
+    pub caller: String,
+}
+
+/// Which entries to read: all conditions hold, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionLogQuery {
+    pub subject: Option<SubjectId>,
+    pub reason: Option<String>,
+    pub purpose: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<UnixMillis>,
+    /// Only entries whose id is below this (the last id of the previous page).
+    pub before: Option<u64>,
+    /// At most this many, capped at [`MAX_DECISION_LOG_PAGE`].
+    pub limit: u32,
+}
+
+impl Default for DecisionLogQuery {
+    fn default() -> DecisionLogQuery {
+        DecisionLogQuery {
+            subject: None,
+            reason: None,
+            purpose: None,
+            since: None,
+            before: None,
+            limit: 100,
+        }
+    }
+}
+
+impl DecisionLogQuery {
+    /// The limit a backend applies.
+    pub fn page_size(&self) -> u32 {
+        self.limit.clamp(1, MAX_DECISION_LOG_PAGE)
+    }
+}
+
+/// Categories as the one text column both backends keep them in.
+pub fn categories_column(categories: &[String]) -> String {
+    serde_json::to_string(categories).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Categories from their column.
+pub fn categories_from_column(text: &str) -> crate::Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| {
+        crate::StoreError::Corrupt(format!("decision log categories are not a list: {e}"))
+    })
+}
