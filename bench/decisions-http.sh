@@ -58,6 +58,11 @@ if [ -z "$ADDR" ]; then
     exit 1
 fi
 KEY="$(grep -o '"decide": *"[^"]*"' "$WORK/kept-data/demo-keys.json" | cut -d'"' -f4)"
+BUILT="$(grep '"index built"' "$WORK/server.log" | head -1 || true)"
+built_field() { echo "$BUILT" | grep -o "\"$1\":\"\?[0-9.]*" | grep -o '[0-9.]*$' || true; }
+echo "index built in $(built_field ms) ms: $(built_field subjects) subjects," \
+    "$(built_field index_bytes_per_subject) bytes per subject in the index," \
+    "$(built_field directory_bytes_per_subject) in the user id directory"
 
 # Four campaigns' worth of bodies, each a batch of $BATCH decisions over random demo customers
 # (user ids u000001…u005000; about one in ten is unknown, as in the demo population).

@@ -140,6 +140,52 @@ pub struct Config {
     /// File holding the 32-byte master secret identifiers are hashed and sealed with; without
     /// one a secret is generated and kept in the database.
     pub master_key_file: Option<PathBuf>,
+    /// The address customers reach this server at (`https://privacy.shop.example`), used in
+    /// the links the preference center sends; `None`: `http://` and the bind address.
+    pub public_url: Option<String>,
+    /// Mail server the preference center sends sign-in and confirmation links through;
+    /// `None`: links are written to the log in demo mode and not sent otherwise.
+    pub smtp_host: Option<String>,
+    /// `None`: the TLS mode's usual port (25, 587 or 465).
+    pub smtp_port: Option<u16>,
+    pub smtp_tls: SmtpTls,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<Secret>,
+    /// The `From` address of the preference center's mail.
+    pub smtp_from: Option<String>,
+}
+
+/// How the connection to the mail server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SmtpTls {
+    /// Plain text (a relay on the same machine).
+    None,
+    /// Plain connection upgraded with `STARTTLS` (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// A secret configuration value: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Default for Config {
@@ -163,6 +209,13 @@ impl Default for Config {
             collect_queue: crate::collect::DEFAULT_QUEUE_EVENTS,
             retention_interval: Duration::from_secs(60 * 60),
             master_key_file: None,
+            public_url: None,
+            smtp_host: None,
+            smtp_port: None,
+            smtp_tls: SmtpTls::default(),
+            smtp_user: None,
+            smtp_password: None,
+            smtp_from: None,
         }
     }
 }
@@ -188,10 +241,17 @@ pub enum Key {
     CollectQueue,
     RetentionInterval,
     MasterKeyFile,
+    PublicUrl,
+    SmtpHost,
+    SmtpPort,
+    SmtpTls,
+    SmtpUser,
+    SmtpPassword,
+    SmtpFrom,
 }
 
 impl Key {
-    pub const ALL: [Key; 18] = [
+    pub const ALL: [Key; 25] = [
         Key::Bind,
         Key::DatabaseUrl,
         Key::Manifest,
@@ -210,6 +270,13 @@ impl Key {
         Key::CollectQueue,
         Key::RetentionInterval,
         Key::MasterKeyFile,
+        Key::PublicUrl,
+        Key::SmtpHost,
+        Key::SmtpPort,
+        Key::SmtpTls,
+        Key::SmtpUser,
+        Key::SmtpPassword,
+        Key::SmtpFrom,
     ];
 
     /// The key in `[server]`.
@@ -233,6 +300,13 @@ impl Key {
             Key::CollectQueue => "collect_queue",
             Key::RetentionInterval => "retention_interval",
             Key::MasterKeyFile => "master_key_file",
+            Key::PublicUrl => "public_url",
+            Key::SmtpHost => "smtp_host",
+            Key::SmtpPort => "smtp_port",
+            Key::SmtpTls => "smtp_tls",
+            Key::SmtpUser => "smtp_user",
+            Key::SmtpPassword => "smtp_password",
+            Key::SmtpFrom => "smtp_from",
         }
     }
 
@@ -408,7 +482,8 @@ impl Config {
                 let key = Key::ALL
                     .into_iter()
                     .find(|k| k.in_file() && k.name() == name)
-                    .or_else(|| (name == "database_url_file").then_some(Key::DatabaseUrl));
+                    .or_else(|| (name == "database_url_file").then_some(Key::DatabaseUrl))
+                    .or_else(|| (name == "smtp_password_file").then_some(Key::SmtpPassword));
                 let Some(key) = key else {
                     return Err(ConfigError::UnknownKey {
                         key: name.clone(),
@@ -416,10 +491,10 @@ impl Config {
                         known: known_file_keys(),
                     });
                 };
-                if name == "database_url_file" {
-                    let path = toml_str(Key::DatabaseUrl, value, &origin)?;
+                if name == "database_url_file" || name == "smtp_password_file" {
+                    let path = toml_str(key, value, &origin)?;
                     let text = read_secret(Path::new(path), &origin)?;
-                    config.apply(Key::DatabaseUrl, Raw::Text(&text), &origin)?;
+                    config.apply(key, Raw::Text(&text), &origin)?;
                 } else {
                     config.apply(key, Raw::Toml(value), &origin)?;
                 }
@@ -429,7 +504,7 @@ impl Config {
             let var = key.env();
             let file_var = format!("{var}_FILE");
             // `KEPT_LEDGER_KEY_FILE` is itself a field (a path), not a `*_FILE` indirection.
-            let indirect = key == Key::DatabaseUrl;
+            let indirect = key == Key::DatabaseUrl || key == Key::SmtpPassword;
             match (
                 env.get(&var),
                 indirect.then(|| env.get(&file_var)).flatten(),
@@ -613,6 +688,67 @@ impl Config {
                 let path = text(&raw)?;
                 self.master_key_file = (!path.is_empty()).then(|| PathBuf::from(path));
             }
+            Key::PublicUrl => {
+                let url = text(&raw)?.trim().trim_end_matches('/').to_owned();
+                if url.is_empty() {
+                    self.public_url = None;
+                } else if url.starts_with("http://") || url.starts_with("https://") {
+                    self.public_url = Some(url);
+                } else {
+                    return Err(invalid(format!(
+                        "`{url}` is not a URL such as `https://privacy.shop.example`"
+                    )));
+                }
+            }
+            Key::SmtpHost => {
+                let host = text(&raw)?.trim().to_owned();
+                self.smtp_host = (!host.is_empty()).then_some(host);
+            }
+            Key::SmtpPort => {
+                let port = match raw {
+                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
+                    other => text(&other),
+                }?;
+                self.smtp_port = Some(
+                    port.trim()
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| invalid(format!("`{port}` is not a port number")))?,
+                );
+            }
+            Key::SmtpTls => {
+                self.smtp_tls = match text(&raw)?.trim() {
+                    "none" => SmtpTls::None,
+                    "starttls" => SmtpTls::Starttls,
+                    "tls" => SmtpTls::Tls,
+                    other => {
+                        return Err(invalid(format!(
+                            "`{other}` is not a TLS mode; use `none`, `starttls` or `tls`"
+                        )));
+                    }
+                }
+            }
+            Key::SmtpUser => {
+                let user = text(&raw)?.trim().to_owned();
+                self.smtp_user = (!user.is_empty()).then_some(user);
+            }
+            Key::SmtpPassword => {
+                let password = text(&raw)?;
+                self.smtp_password = (!password.is_empty()).then(|| Secret::new(password));
+            }
+            Key::SmtpFrom => {
+                let from = text(&raw)?.trim().to_owned();
+                if from.is_empty() {
+                    self.smtp_from = None;
+                } else if from.contains('@') {
+                    self.smtp_from = Some(from);
+                } else {
+                    return Err(invalid(format!(
+                        "`{from}` is not an address such as `Shop <privacy@shop.example>`"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -623,7 +759,7 @@ fn known_file_keys() -> String {
         .into_iter()
         .filter(|k| k.in_file())
         .map(|k| format!("`{}`", k.name()))
-        .chain(std::iter::once("`database_url_file`".to_owned()))
+        .chain(["`database_url_file`".to_owned(), "`smtp_password_file`".to_owned()])
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -750,7 +750,7 @@ mod tests {
         d.put(&subject(1, Some("b"), None));
         // Force what a collision does: "c" files under the hash "a" already holds.
         let h = hash_user_id("a");
-        d.text.push_str("c");
+        d.text.push('c');
         let start = (d.text.len() - 1) as u64;
         d.spans.push(start << 24 | 1);
         d.locations.push(NO_LOCATION);

@@ -140,6 +140,13 @@ impl Ledger {
         self.key.verifying_key()
     }
 
+    /// Signs `message` with the ledger key: consent receipts carry such a signature, so a
+    /// receipt is as trustworthy as the ledger's checkpoints.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        self.key.sign(message).to_bytes()
+    }
+
     /// Appends one record; answers after it is committed.
     pub async fn append(&self, record: ConsentRecord) -> Result<LedgerEntry, StoreError> {
         let entry = self.store.append_consent(record).await?;

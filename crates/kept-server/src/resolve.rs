@@ -1,13 +1,15 @@
 //! Which subject a caller means. Every endpoint that names a subject by user id, internal id,
 //! email, phone or anonymous id resolves it through `resolve_subjects`, the one place that knows
 //! how: ids are taken as they are, user ids are read from the index's directory (kept current
-//! by every write, never a database query per item), and email, phone and anonymous ids go to
-//! `resolve_identities`.
+//! by every write, never a database query per item), and email, phone and anonymous ids are
+//! looked up by keyed hash, as the collection API stored them, in one query per request.
 
 use crate::app::AppState;
-use crate::index::IndexError;
+use crate::error::ApiError;
 use kept_core::SubjectId;
+use kept_core::identity::{IdentifierHash, IdentifierKind, normalize};
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 /// How a request names a subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,21 +35,14 @@ impl SubjectRef<'_> {
     }
 }
 
-/// An identifier kind looked up by keyed hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentityKind {
-    Email,
-    Phone,
-    AnonymousId,
-}
-
 /// The subject each reference names, in order; `None` for a subject Kept does not know (its
-/// decisions are `denied.unknown_subject`). The directory is read under one lock for the whole
-/// list.
-pub fn resolve_subjects(
+/// decisions are `denied.unknown_subject`). Ids and user ids are read from the directory under
+/// one lock for the whole list; email addresses, phone numbers and anonymous ids are looked up
+/// together, by keyed hash, in one store query for the whole list.
+pub async fn resolve_subjects(
     state: &AppState,
     refs: &[SubjectRef<'_>],
-) -> Result<Vec<Option<SubjectId>>, IndexError> {
+) -> Result<Vec<Option<SubjectId>>, ApiError> {
     let mut out = Vec::with_capacity(refs.len());
     let mut identities = Vec::new();
     {
@@ -57,22 +52,22 @@ pub fn resolve_subjects(
                 SubjectRef::Id(id) => Some(SubjectId(*id)),
                 SubjectRef::UserId(u) => directory.subject(u),
                 SubjectRef::Email(v) => {
-                    identities.push((i, IdentityKind::Email, v.as_ref()));
+                    identities.push((i, IdentifierKind::Email, v.as_ref()));
                     None
                 }
                 SubjectRef::Phone(v) => {
-                    identities.push((i, IdentityKind::Phone, v.as_ref()));
+                    identities.push((i, IdentifierKind::Phone, v.as_ref()));
                     None
                 }
                 SubjectRef::AnonymousId(v) => {
-                    identities.push((i, IdentityKind::AnonymousId, v.as_ref()));
+                    identities.push((i, IdentifierKind::AnonymousId, v.as_ref()));
                     None
                 }
             });
         }
     }
     if !identities.is_empty() {
-        let found = resolve_identities(state, &identities);
+        let found = resolve_identities(state, &identities).await?;
         for ((i, _, _), subject) in identities.iter().zip(found) {
             if let Some(slot) = out.get_mut(*i) {
                 *slot = subject;
@@ -82,12 +77,29 @@ pub fn resolve_subjects(
     Ok(out)
 }
 
-/// Email addresses, phone numbers and anonymous ids, looked up by keyed hash in the identity
-/// store. Until that lookup is wired here, no such identifier resolves: their decisions are
-/// denied as `denied.unknown_subject`, which fails closed.
-pub fn resolve_identities(
-    _state: &AppState,
-    identities: &[(usize, IdentityKind, &str)],
-) -> Vec<Option<SubjectId>> {
-    vec![None; identities.len()]
+/// Email addresses, phone numbers and anonymous ids, normalised and hashed with the identity
+/// keys as the collection API stores them, then looked up in one query. A malformed one
+/// (an email without `@`) names nobody.
+async fn resolve_identities(
+    state: &AppState,
+    identities: &[(usize, IdentifierKind, &str)],
+) -> Result<Vec<Option<SubjectId>>, ApiError> {
+    let store = state.store.as_ref();
+    let keys = state.collect.keys(store).await?;
+    let country = state.collect.config().default_country.as_deref();
+    let hashes: Vec<Option<IdentifierHash>> = identities
+        .iter()
+        .map(|(_, kind, raw)| {
+            normalize(*kind, raw, country)
+                .ok()
+                .map(|value| keys.identifier_hash(*kind, &value))
+        })
+        .collect();
+    let wanted: Vec<IdentifierHash> = hashes.iter().flatten().copied().collect();
+    let holders: HashMap<IdentifierHash, SubjectId> =
+        store.find_identities(&wanted).await?.into_iter().collect();
+    Ok(hashes
+        .iter()
+        .map(|h| h.and_then(|h| holders.get(&h).copied()))
+        .collect())
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 mod decision_log;
 mod outbox;
+mod prefcenter;
 
 mod collection;
 

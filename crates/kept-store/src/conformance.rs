@@ -852,13 +852,13 @@ fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::D
         at: T0 + i64::from(i) * 10,
         subject: subject.map(SubjectId),
         purpose: purpose.to_string(),
-        channel: (i % 2 == 0).then(|| "sms".to_string()),
-        topic: (i % 3 == 0).then(|| "offers".to_string()),
+        channel: i.is_multiple_of(2).then(|| "sms".to_string()),
+        topic: i.is_multiple_of(3).then(|| "offers".to_string()),
         categories: (0..i % 3).map(|c| format!("user.category_{c}")).collect(),
         allowed: reason.starts_with("allowed."),
         reason: reason.to_string(),
         evidence: format!(r#"[{{"kind":"ledger","seq":{i}}}]"#),
-        obligations: if i % 2 == 0 {
+        obligations: if i.is_multiple_of(2) {
             r#"["honour_stop_reply"]"#.to_string()
         } else {
             "[]".to_string()

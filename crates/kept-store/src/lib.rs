@@ -17,6 +17,7 @@ pub mod group_commit;
 
 pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
 pub mod outbox;
+pub mod prefcenter;
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,10 +143,16 @@ pub struct LedgerRow {
 
 /// Persistence for Kept. One implementation per database; all pass `conformance`. The webhook
 /// outbox (`outbox::Outbox`) and the collection API's storage (`collection::CollectionStore`)
-/// are part of every store.
+/// are part of every store, and so is the preference center's (`prefcenter::PrefCenterStore`).
 #[async_trait]
 pub trait Store:
-    outbox::Outbox + collection::CollectionStore + Send + Sync + std::fmt::Debug + 'static
+    outbox::Outbox
+    + collection::CollectionStore
+    + prefcenter::PrefCenterStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     fn backend(&self) -> Backend;
 

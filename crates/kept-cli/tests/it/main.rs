@@ -6,5 +6,6 @@
     clippy::indexing_slicing
 )]
 
+mod decide;
 mod ledger;
 mod lint;

@@ -128,7 +128,7 @@ impl Message {
 /// Checks one message object. `kind` is the endpoint's call; `None` (a batch item) reads it
 /// from `type`. `base` prefixes every path in errors (`batch[3]`).
 pub fn parse_message(
-    obj: &Map<String, Value>,
+    mut obj: Map<String, Value>,
     kind: Option<MessageKind>,
     base: &str,
 ) -> Result<Message, FieldError> {
@@ -148,6 +148,7 @@ pub fn parse_message(
             None => return Err(FieldError::new(at("type"), "`type` is required")),
         },
     };
+    let obj = &mut obj;
     let user_id = id_field(obj, "userId", base)?;
     let anonymous_id = id_field(obj, "anonymousId", base)?;
     let message_id = match obj.get("messageId") {
@@ -289,14 +290,15 @@ fn name_field(
     }
 }
 
+/// Takes an object field out of the message (no copy: messages are large, and many).
 fn object_field(
-    obj: &Map<String, Value>,
+    obj: &mut Map<String, Value>,
     name: &str,
     base: &str,
 ) -> Result<Map<String, Value>, FieldError> {
-    match obj.get(name) {
+    match obj.remove(name) {
         None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(map)) => Ok(map.clone()),
+        Some(Value::Object(map)) => Ok(map),
         Some(_) => Err(FieldError::new(
             field_path(base, name),
             format!("`{name}` must be an object"),
@@ -347,17 +349,17 @@ mod tests {
     #[test]
     fn a_track_call_needs_an_event_and_an_id() {
         let err =
-            parse_message(&obj(json!({"userId": "u1"})), Some(MessageKind::Track), "").unwrap_err();
+            parse_message(obj(json!({"userId": "u1"})), Some(MessageKind::Track), "").unwrap_err();
         assert_eq!(err.path, "event");
         let err = parse_message(
-            &obj(json!({"event": "Bought"})),
+            obj(json!({"event": "Bought"})),
             Some(MessageKind::Track),
             "",
         )
         .unwrap_err();
         assert_eq!(err.path, "userId");
         let m = parse_message(
-            &obj(json!({"event": "Bought", "anonymousId": 42, "properties": {"total": 3}})),
+            obj(json!({"event": "Bought", "anonymousId": 42, "properties": {"total": 3}})),
             Some(MessageKind::Track),
             "",
         )
@@ -368,24 +370,24 @@ mod tests {
 
     #[test]
     fn batch_items_name_their_path_and_type() {
-        let err = parse_message(&obj(json!({"userId": "u"})), None, "batch[3]").unwrap_err();
+        let err = parse_message(obj(json!({"userId": "u"})), None, "batch[3]").unwrap_err();
         assert_eq!(err.path, "batch[3].type");
         let err = parse_message(
-            &obj(json!({"type": "track", "userId": "u", "event": "x", "context": 5})),
+            obj(json!({"type": "track", "userId": "u", "event": "x", "context": 5})),
             None,
             "batch[1]",
         )
         .unwrap_err();
         assert_eq!(err.path, "batch[1].context");
         let err = parse_message(
-            &obj(json!({"type": "alias", "userId": "u"})),
+            obj(json!({"type": "alias", "userId": "u"})),
             None,
             "batch[0]",
         )
         .unwrap_err();
         assert_eq!(err.path, "batch[0].previousId");
         let err = parse_message(
-            &obj(json!({"type": "identify", "userId": "u", "timestamp": "yesterday"})),
+            obj(json!({"type": "identify", "userId": "u", "timestamp": "yesterday"})),
             None,
             "",
         )
@@ -396,7 +398,7 @@ mod tests {
     #[test]
     fn the_client_clock_is_corrected_by_sent_at() {
         let m = parse_message(
-            &obj(json!({
+            obj(json!({
                 "userId": "u",
                 "timestamp": "2026-05-28T10:00:00Z",
                 "sentAt": "2026-05-28T10:00:05Z"

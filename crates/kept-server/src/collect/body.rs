@@ -130,7 +130,7 @@ pub fn single(bytes: &[u8], kind: MessageKind) -> Result<Incoming, ApiError> {
             message: "the body must be a JSON object".into(),
         });
     };
-    let message = parse_message(&obj, Some(kind), "").map_err(|e| invalid(e, None))?;
+    let message = parse_message(obj, Some(kind), "").map_err(|e| invalid(e, None))?;
     Ok(Incoming {
         messages: vec![message],
     })
@@ -206,7 +206,7 @@ pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
             });
         };
         let mut message =
-            parse_message(&obj, None, &format!("batch[{i}]")).map_err(|e| invalid(e, Some(i)))?;
+            parse_message(obj, None, &format!("batch[{i}]")).map_err(|e| invalid(e, Some(i)))?;
         for (k, v) in &shared_context {
             message
                 .context

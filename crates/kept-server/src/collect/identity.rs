@@ -188,7 +188,7 @@ pub async fn resolve_all(
     state: &AppState,
     collector: &Collector,
     keys: &IdentityKeys,
-    messages: &[MessageIds],
+    messages: &[&MessageIds],
     now: UnixMillis,
 ) -> Result<Outcome, ApiError> {
     let caps = collector.config().caps;
@@ -215,7 +215,7 @@ pub async fn resolve_all(
     })))
 }
 
-fn all_hashes(messages: &[MessageIds]) -> Vec<IdentifierHash> {
+fn all_hashes(messages: &[&MessageIds]) -> Vec<IdentifierHash> {
     let mut out = Vec::new();
     for m in messages {
         out.extend(m.ids.iter().map(|i| i.hash));
@@ -297,7 +297,7 @@ fn report(refusals: &[Refusal], quiet: bool) {
 
 /// Every message resolved from the cache, when all its identifiers are known there and
 /// resolution would change nothing.
-fn from_cache(collector: &Collector, messages: &[MessageIds], caps: &Caps) -> Option<Outcome> {
+fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> Option<Outcome> {
     let cache = collector.cache.lock().ok()?;
     let mut outcome = Outcome::default();
     let mut refused = Vec::new();
@@ -343,7 +343,7 @@ async fn round(
     state: &AppState,
     collector: &Collector,
     keys: &IdentityKeys,
-    messages: &[MessageIds],
+    messages: &[&MessageIds],
     caps: &Caps,
     now: UnixMillis,
 ) -> Result<Outcome, ApiError> {

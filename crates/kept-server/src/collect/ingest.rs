@@ -118,8 +118,9 @@ pub async fn ingest(
         });
     }
 
-    let ids: Vec<MessageIds> = prepared.iter().map(|p| p.ids.clone()).collect();
+    let ids: Vec<&MessageIds> = prepared.iter().map(|p| &p.ids).collect();
     let outcome = identity::resolve_all(state, collector, keys, &ids, received_at).await?;
+    drop(ids);
 
     let ip_hash = |m: &Message| {
         m.context_str(&["ip"])
@@ -132,33 +133,42 @@ pub async fn ingest(
     for (from, into) in &outcome.merges {
         records.extend(carried_over(state, *from, *into, &mut current, received_at).await?);
     }
-    let mut usable: HashMap<(PlaceId, u64), Vec<String>> = HashMap::new();
+    // Events of one request mostly carry the same consent from the same regime: judged and
+    // encoded once per distinct pair.
+    let mut judged: HashMap<(PlaceId, u64), Judged> = HashMap::new();
     let mut fingerprints: Vec<(SubjectId, u64)> = Vec::new();
     let mut events = Vec::with_capacity(prepared.len());
     let mut traits: Vec<Trait> = Vec::new();
     let mut forwarded: Vec<(SubjectId, String, Value)> = Vec::with_capacity(prepared.len());
-    for (p, subject) in prepared.iter().zip(&outcome.subjects) {
-        let subject = *subject;
-        let m = &p.message;
+    let kinds: Vec<&'static str> = prepared.iter().map(|p| p.message.kind.as_str()).collect();
+    for (p, subject) in prepared.into_iter().zip(outcome.subjects.iter().copied()) {
+        let Prepared {
+            message: m,
+            ids: _,
+            signals,
+            choices,
+            point,
+            message_id,
+        } = p;
         let facts = outcome.facts_of(subject);
         let place = compiled.place_of(facts.country.as_deref(), facts.region.as_deref());
         let regime = Regime::resolve(facts.country.as_deref(), facts.region.as_deref());
         let at = m.event_time(received_at);
-        let print = fingerprint(&p.choices, p.signals.gpc);
-        let usable_for = usable
-            .entry((place, print))
-            .or_insert_with(|| {
-                usable_purposes(
-                    &compiled,
-                    place,
-                    &p.choices.purposes,
-                    p.signals.gpc,
-                    received_at,
-                )
-            })
-            .clone();
+        let print = fingerprint(&choices, signals.gpc);
+        let judgement = match judged.entry((place, signal_print(&signals, print))) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(judge(
+                &compiled,
+                manifest,
+                place,
+                regime,
+                &signals,
+                &choices,
+                received_at,
+            )?),
+        };
 
-        if p.signals.carried() || p.signals.gpc {
+        if signals.carried() || signals.gpc {
             let seen = !current.contains_key(&subject)
                 && collector
                     .carried
@@ -170,15 +180,15 @@ pub async fn ingest(
                     Entry::Vacant(e) => e.insert(ledger_state(state, subject).await?),
                 };
                 let changes = consent_changes(
-                    &p.choices.purposes,
-                    p.signals.gpc,
+                    &choices.purposes,
+                    signals.gpc,
                     state_now,
                     |purpose| level_of(&compiled, place, purpose),
                     &gpc_key,
                 );
                 state_now.apply(&changes);
                 for c in changes {
-                    let notice = notice_for(manifest, m, p.point.as_deref(), &c.purpose);
+                    let notice = notice_for(manifest, &m, point.as_deref(), &c.purpose);
                     records.push(ConsentRecord {
                         subject,
                         purpose: c.purpose,
@@ -194,13 +204,13 @@ pub async fn ingest(
                             CollectionMethod::Banner
                         },
                         evidence: Evidence {
-                            ip_hash: ip_hash(m),
+                            ip_hash: ip_hash(&m),
                             user_agent: m
                                 .context_str(&["userAgent"])
                                 .map(str::to_owned)
                                 .or_else(|| request.user_agent.clone()),
                             text_hash: None,
-                            reference: Some(p.message_id.clone()),
+                            reference: Some(message_id.clone()),
                         },
                         at: at.min(received_at),
                     });
@@ -209,63 +219,72 @@ pub async fn ingest(
             fingerprints.push((subject, print));
         }
 
-        let profile = if m.kind == MessageKind::Identify {
-            profile_traits(manifest, p.point.as_deref(), &m.traits, subject, at)
-        } else {
-            Vec::new()
-        };
-        let properties = match m.kind {
-            MessageKind::Identify => Value::Object(
-                profile
+        let ip = ip_hash(&m);
+        let Message {
+            kind,
+            user_id,
+            anonymous_id,
+            previous_id,
+            group_id,
+            name,
+            traits: message_traits,
+            properties,
+            mut context,
+            ..
+        } = m;
+        let properties = match kind {
+            MessageKind::Identify => {
+                let profile =
+                    profile_traits(manifest, point.as_deref(), &message_traits, subject, at);
+                let shown = profile
                     .iter()
                     .map(|t| (t.key.clone(), t.value.clone()))
-                    .collect(),
-            ),
-            MessageKind::Group => json!({
-                "groupId": m.group_id,
-                "traits": Value::Object(m.traits.clone()),
-            }),
-            MessageKind::Alias => json!({ "previousId": m.previous_id }),
-            _ => Value::Object(m.properties.clone()),
+                    .collect();
+                traits.extend(profile);
+                shown
+            }
+            MessageKind::Group => {
+                let mut shown = Map::new();
+                shown.insert("groupId".into(), json!(group_id));
+                shown.insert("traits".into(), Value::Object(message_traits));
+                shown
+            }
+            MessageKind::Alias => {
+                let mut shown = Map::new();
+                shown.insert("previousId".into(), json!(previous_id));
+                shown
+            }
+            _ => properties,
         };
-        traits.extend(profile);
-        let mut context = m.context.clone();
-        if let Some(hash) = ip_hash(m) {
+        if let Some(hash) = ip {
             context.remove("ip");
             context.insert("ip_hash".into(), Value::String(hash));
         }
-        let snapshot = ConsentSnapshot {
-            carried: p.signals.carried(),
-            categories: p.signals.categories.clone(),
-            purposes: p.choices.purposes.clone(),
-            unmapped: p.choices.unmapped.clone(),
-            gpc: p.signals.gpc,
-            tcf: p.signals.tcf.clone(),
-            gpp: p.signals.gpp.clone(),
-            gpp_sections: p.signals.gpp_sections.clone(),
-            us_privacy: p.signals.us_privacy.clone(),
-            regime: regime.as_str().to_owned(),
-            usable_for: usable_for.clone(),
-        };
-        let event = NewEvent {
+        events.push(NewEvent {
             source: key.id.clone(),
-            message_id: p.message_id.clone(),
+            message_id: message_id.clone(),
             subject,
-            kind: m.kind.as_str().to_owned(),
-            name: m.name.clone(),
+            kind: kind.as_str().to_owned(),
+            name: name.clone(),
             at,
             received_at,
-            retain_until: event_retain_until(manifest, &usable_for, received_at),
-            consent: serde_json::to_string(&snapshot).map_err(internal)?,
-            properties: properties.to_string(),
-            context: Value::Object(context.clone()).to_string(),
-        };
-        forwarded.push((
-            subject,
-            format!("{}/{}", key.id, p.message_id),
-            forward_view(m, &p.message_id, &properties, &context, &snapshot, at),
-        ));
-        events.push(event);
+            retain_until: received_at.saturating_add(judgement.retention),
+            consent: judgement.snapshot.clone(),
+            properties: serde_json::to_string(&properties).map_err(internal)?,
+            context: serde_json::to_string(&context).map_err(internal)?,
+        });
+        let view = forward_view(
+            kind,
+            &message_id,
+            user_id,
+            anonymous_id,
+            name,
+            properties,
+            context,
+            &judgement.regime,
+            at,
+        );
+        forwarded.push((subject, format!("{}/{}", key.id, message_id), view));
     }
 
     // Consent first: an event that withdrew consent must not be forwarded on the old state.
@@ -277,7 +296,6 @@ pub async fn ingest(
         metrics::counter!(super::CONSENT_RECORDS).increment(entries.len() as u64);
         entries
     };
-    let kinds: Vec<&'static str> = prepared.iter().map(|p| p.message.kind.as_str()).collect();
     store
         .write_events(EventWrite {
             events,
@@ -319,8 +337,15 @@ pub async fn ingest(
         })
         .collect();
     crate::forward::enqueue_for_events(state, &to_forward).await?;
+    let mut counted: Vec<(&'static str, u64)> = Vec::new();
     for kind in kinds {
-        metrics::counter!(super::EVENTS, "type" => kind).increment(1);
+        match counted.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((kind, 1)),
+        }
+    }
+    for (kind, n) in counted {
+        metrics::counter!(super::EVENTS, "type" => kind).increment(n);
     }
     Ok(())
 }
@@ -483,47 +508,94 @@ fn notice_for(
     })
 }
 
+/// What one distinct (place, consent) pair allows, judged once per request.
+struct Judged {
+    /// The event's consent snapshot, encoded.
+    snapshot: String,
+    /// How long after its arrival such an event is kept.
+    retention: UnixMillis,
+    regime: String,
+}
+
+fn judge(
+    compiled: &kept_core::decision::Compiled,
+    manifest: &Manifest,
+    place: PlaceId,
+    regime: Regime,
+    signals: &ConsentSignals,
+    choices: &PurposeChoices,
+    received_at: UnixMillis,
+) -> Result<Judged, ApiError> {
+    let usable_for = usable_purposes(compiled, place, &choices.purposes, signals.gpc, received_at);
+    let retention = event_retain_until(manifest, &usable_for, 0);
+    let snapshot = ConsentSnapshot {
+        carried: signals.carried(),
+        categories: signals.categories.clone(),
+        purposes: choices.purposes.clone(),
+        unmapped: choices.unmapped.clone(),
+        gpc: signals.gpc,
+        tcf: signals.tcf.clone(),
+        gpp: signals.gpp.clone(),
+        gpp_sections: signals.gpp_sections.clone(),
+        us_privacy: signals.us_privacy.clone(),
+        regime: regime.as_str().to_owned(),
+        usable_for,
+    };
+    Ok(Judged {
+        snapshot: serde_json::to_string(&snapshot).map_err(internal)?,
+        retention,
+        regime: regime.as_str().to_owned(),
+    })
+}
+
+/// Everything about the signals that changes the stored snapshot.
+fn signal_print(signals: &ConsentSignals, choices_print: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    choices_print.hash(&mut h);
+    signals.categories.hash(&mut h);
+    signals.tcf.hash(&mut h);
+    signals.gpp.hash(&mut h);
+    signals.gpp_sections.hash(&mut h);
+    signals.us_privacy.hash(&mut h);
+    h.finish()
+}
+
 /// The event as a destination receives it: Segment's shape, with the IP address hashed.
+#[allow(clippy::too_many_arguments)]
 fn forward_view(
-    m: &Message,
+    kind: MessageKind,
     message_id: &str,
-    properties: &Value,
-    context: &Map<String, Value>,
-    consent: &ConsentSnapshot,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    name: Option<String>,
+    properties: Map<String, Value>,
+    context: Map<String, Value>,
+    regime: &str,
     at: UnixMillis,
 ) -> Value {
     let timestamp = chrono::DateTime::from_timestamp_millis(at)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    let mut out = json!({
-        "type": m.kind.as_str(),
-        "messageId": message_id,
-        "userId": m.user_id,
-        "anonymousId": m.anonymous_id,
-        "timestamp": timestamp,
-        "context": Value::Object(context.clone()),
-        "consent": { "regime": consent.regime, "usable_for": consent.usable_for },
-    });
-    if let Value::Object(o) = &mut out {
-        match m.kind {
-            MessageKind::Track => {
-                o.insert("event".into(), json!(m.name));
-                o.insert("properties".into(), properties.clone());
-            }
-            MessageKind::Page | MessageKind::Screen => {
-                o.insert("name".into(), json!(m.name));
-                o.insert("properties".into(), properties.clone());
-            }
-            MessageKind::Identify => {
-                o.insert("traits".into(), properties.clone());
-            }
-            MessageKind::Group | MessageKind::Alias => {
-                if let Value::Object(p) = properties {
-                    for (k, v) in p {
-                        o.insert(k.clone(), v.clone());
-                    }
-                }
-            }
+    let mut out = Map::new();
+    out.insert("type".into(), Value::from(kind.as_str()));
+    out.insert("messageId".into(), Value::from(message_id));
+    out.insert("userId".into(), json!(user_id));
+    out.insert("anonymousId".into(), json!(anonymous_id));
+    out.insert("timestamp".into(), json!(timestamp));
+    out.insert("regime".into(), Value::from(regime));
+    match kind {
+        MessageKind::Track => {
+            out.insert("event".into(), json!(name));
+            out.insert("properties".into(), Value::Object(properties));
         }
+        MessageKind::Page | MessageKind::Screen => {
+            out.insert("name".into(), json!(name));
+            out.insert("properties".into(), Value::Object(properties));
+        }
+        MessageKind::Identify => {
+            out.insert("traits".into(), Value::Object(properties));
+        }
+        MessageKind::Group | MessageKind::Alias => out.extend(properties),
     }
-    out
+    out.insert("context".into(), Value::Object(context));
+    Value::Object(out)
 }

@@ -140,7 +140,34 @@ struct Evaluated {
     took_ms: f64,
 }
 
-/// Turns the input into the core's candidates, resolving user ids and location filters.
+/// Resolves candidates named by user id (the only ones that may need the store), with how
+/// many named nobody.
+async fn resolve_named(
+    state: &AppState,
+    input: &CandidatesInput,
+) -> Result<Option<(Candidates, u64)>, ApiError> {
+    let CandidatesInput::UserIds(users) = input else {
+        return Ok(None);
+    };
+    if users.len() > MAX_CANDIDATES {
+        return Err(ApiError::invalid_field(
+            "candidates.user_ids",
+            format!("`candidates.user_ids` may name at most {MAX_CANDIDATES} subjects"),
+        ));
+    }
+    let refs: Vec<SubjectRef<'_>> = users
+        .iter()
+        .map(|u| SubjectRef::UserId(u.as_str().into()))
+        .collect();
+    let found = resolve_subjects(state, &refs).await?;
+    let unresolved = found.iter().filter(|f| f.is_none()).count() as u64;
+    Ok(Some((
+        Candidates::Ids(found.into_iter().flatten().collect()),
+        unresolved,
+    )))
+}
+
+/// Turns the input into the core's candidates (user ids resolved by `resolve_named` first).
 fn candidates(state: &AppState, input: &CandidatesInput) -> Result<(Candidates, u64), ApiError> {
     let too_many = |field: &str| {
         ApiError::invalid_field(
@@ -159,21 +186,8 @@ fn candidates(state: &AppState, input: &CandidatesInput) -> Result<(Candidates, 
                 0,
             )
         }
-        CandidatesInput::UserIds(users) => {
-            if users.len() > MAX_CANDIDATES {
-                return Err(too_many("candidates.user_ids"));
-            }
-            let refs: Vec<SubjectRef<'_>> = users
-                .iter()
-                .map(|u| SubjectRef::UserId(u.as_str().into()))
-                .collect();
-            let found = resolve_subjects(state, &refs)?;
-            let unresolved = found.iter().filter(|f| f.is_none()).count() as u64;
-            (
-                Candidates::Ids(found.into_iter().flatten().collect()),
-                unresolved,
-            )
-        }
+        // Resolved before, on the async side; here only if called without that.
+        CandidatesInput::UserIds(_) => (Candidates::Ids(Vec::new()), 0),
         CandidatesInput::Filter(f) => (filter_candidates(&state.index, f)?, 0),
     })
 }
@@ -219,9 +233,17 @@ pub fn filter_candidates(index: &IndexHandle, f: &FilterInput) -> Result<Candida
     Ok(Candidates::Ids(index.directory()?.subjects_where(keep)))
 }
 
-fn run(state: &AppState, input: &AudienceInput, now: UnixMillis) -> Result<Evaluated, ApiError> {
+fn run(
+    state: &AppState,
+    input: &AudienceInput,
+    named: Option<(Candidates, u64)>,
+    now: UnixMillis,
+) -> Result<Evaluated, ApiError> {
     let started = Instant::now();
-    let (candidates, unresolved) = candidates(state, &input.candidates)?;
+    let (candidates, unresolved) = match named {
+        Some(named) => named,
+        None => candidates(state, &input.candidates)?,
+    };
     let snapshot = state.index.snapshot()?;
     let req = kept_core::audience::AudienceRequest {
         purpose: input.purpose.clone(),
@@ -251,8 +273,9 @@ async fn evaluate_off_workers(
         ));
     }
     let now = state.now();
+    let named = resolve_named(state, &input.candidates).await?;
     let state = state.clone();
-    tokio::task::spawn_blocking(move || run(&state, &input, now).map(|e| (e, input)))
+    tokio::task::spawn_blocking(move || run(&state, &input, named, now).map(|e| (e, input)))
         .await
         .map_err(|e| ApiError::Internal(format!("the audience task failed: {e}")))?
 }

@@ -143,7 +143,7 @@ pub async fn record(
         .enumerate()
         .map(|(i, c)| c.subject.reference(&field(i, "subject")))
         .collect::<Result<Vec<_>, _>>()?;
-    let subjects = resolve_subjects(&state, &refs)?;
+    let subjects = resolve_subjects(&state, &refs).await?;
     let mut contacts = Vec::with_capacity(list.len());
     for (i, (input, subject)) in list.iter().zip(subjects).enumerate() {
         let Some(subject) = subject else {

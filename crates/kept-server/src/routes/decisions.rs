@@ -462,11 +462,12 @@ pub async fn decide(
     let now = state.now();
     let caller = caller.key.id;
     let out = if bytes.len() > INLINE_BODY {
-        tokio::task::spawn_blocking(move || answer(&state, &bytes, now, &caller))
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runtime.block_on(answer(&state, &bytes, now, &caller)))
             .await
             .map_err(|e| ApiError::Internal(format!("the decision task failed: {e}")))??
     } else {
-        answer(&state, &bytes, now, &caller)?
+        answer(&state, &bytes, now, &caller).await?
     };
     let mut response = Response::new(Body::from(out));
     response.headers_mut().insert(
@@ -514,7 +515,7 @@ fn key<'b>(r: &'b WireRequest<'b>) -> Key<'b> {
     )
 }
 
-fn answer(
+async fn answer(
     state: &AppState,
     bytes: &[u8],
     now: UnixMillis,
@@ -531,7 +532,7 @@ fn answer(
             Err(_) => return Err(r.subject_error(i)),
         }
     }
-    let subjects = resolve_subjects(state, &refs)?;
+    let subjects = resolve_subjects(state, &refs).await?;
     drop(refs);
     let snapshot = state.index.snapshot()?;
     let mut out = Vec::with_capacity(requests.len() * 160 + 16);

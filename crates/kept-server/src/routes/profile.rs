@@ -121,18 +121,17 @@ pub async fn profile(
         let p = &t.provenance;
         // The index answers for the category (any collection of it); this trait's own
         // collection must have promised the use too.
-        let reason = if !decision.allowed {
-            decision.reason
-        } else if ctx.promises(
+        let promised_here = ctx.promises(
             &q.query,
             ctx.point_id(&p.collection_point),
             ctx.notice_id(&p.notice_id),
             p.notice_version,
             &t.category,
-        ) {
-            decision.reason
-        } else {
+        );
+        let reason = if decision.allowed && !promised_here {
             ReasonCode::DeniedNotPromised
+        } else {
+            decision.reason
         };
         if reason.is_allowed() {
             visible.push(VisibleTrait {

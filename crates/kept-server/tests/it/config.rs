@@ -208,3 +208,31 @@ fn manifest_path_comes_from_the_environment_or_flags() {
         Path::new("./kept.toml")
     );
 }
+
+#[test]
+fn the_decision_log_sample_rate_is_a_share_between_0_and_1() {
+    let default = load(None, &[], &Flags::new()).unwrap();
+    assert_eq!(default.decision_log_sample_ppm, 10_000, "1% by default");
+    let file = table("decision_log_sample_rate = 0.25");
+    assert_eq!(
+        load(Some(&file), &[], &Flags::new())
+            .unwrap()
+            .decision_log_sample_ppm,
+        250_000
+    );
+    let env = [("KEPT_DECISION_LOG_SAMPLE_RATE", "1")];
+    assert_eq!(
+        load(Some(&file), &env, &Flags::new())
+            .unwrap()
+            .decision_log_sample_ppm,
+        1_000_000
+    );
+    let mut flags = Flags::new();
+    flags.set(Key::DecisionLogSampleRate, "1.5");
+    let err = load(None, &[], &flags).unwrap_err();
+    assert_eq!(err.code(), "config.invalid_value");
+    assert!(
+        err.to_string().contains("decision_log_sample_rate"),
+        "{err}"
+    );
+}

@@ -441,7 +441,7 @@ async fn a_recorded_send_counts_against_the_frequency_the_person_chose() {
 async fn denied_decisions_are_logged_and_the_privacy_role_can_query_them() {
     let app = &TestApp::new().await;
     let u1 = app.subjects[0];
-    add_trait(&app, u1, "email", "user.contact.email", "newsletter_signup").await;
+    add_trait(app, u1, "email", "user.contact.email", "newsletter_signup").await;
     app.state.decision_log.set_sample_rate(0.0);
     let batch = json!({ "requests": [
         by_user("u1", MARKETING, Some("sms")),
@@ -449,7 +449,7 @@ async fn denied_decisions_are_logged_and_the_privacy_role_can_query_them() {
         by_user("nobody", MARKETING, Some("sms")),
         by_user("u2", "loyalty.rewards", None),
     ]});
-    let answer = decide(&app, batch.clone()).await;
+    let answer = decide(app, batch.clone()).await;
     let got = reasons(&answer);
     assert_eq!(got[0], "denied.not_promised");
     assert_eq!(got[2], "denied.unknown_subject");
@@ -483,7 +483,7 @@ async fn denied_decisions_are_logged_and_the_privacy_role_can_query_them() {
 
     // With every allowed decision sampled, the allowed ones are logged too.
     app.state.decision_log.set_sample_rate(1.0);
-    decide(&app, batch).await;
+    decide(app, batch).await;
     app.state.decision_log.flush().await;
     let since = read(&format!("?since={NOW}&limit=1000")).await;
     let entries = since.json["entries"].as_array().unwrap();
@@ -517,16 +517,16 @@ async fn denied_decisions_are_logged_and_the_privacy_role_can_query_them() {
 async fn a_profile_shows_only_what_the_purpose_may_use() {
     let app = &TestApp::new().await;
     let u2 = add_subject(app, "u-ga", Some("US"), Some("GA")).await;
-    add_trait(&app, u2, "email", "user.contact.email", "newsletter_signup").await;
+    add_trait(app, u2, "email", "user.contact.email", "newsletter_signup").await;
     add_trait(
-        &app,
+        app,
         u2,
         "phone",
         "user.contact.phone_number",
         "rewards_signup",
     )
     .await;
-    add_trait(&app, u2, "name", "user.name", "rewards_signup").await;
+    add_trait(app, u2, "name", "user.name", "rewards_signup").await;
     let profile = |purpose: &str| {
         let path = format!("/v1/subjects/{}/profile?purpose={purpose}", u2.0);
         async move { app.send(get(&path, Some(app.key(Role::Decide)))).await }
@@ -601,4 +601,43 @@ async fn a_profile_shows_only_what_the_purpose_may_use() {
         ))
         .await;
     assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn subjects_collected_by_the_collection_api_are_decided_by_any_identifier() {
+    let app = TestApp::new().await;
+    let identify = json!({ "userId": "ada", "anonymousId": "phone-1",
+        "traits": { "email": "Ada@Example.com" } });
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:", app.key(Role::Collect)),
+    );
+    let answer = app
+        .send(
+            axum::http::Request::post("/v1/identify")
+                .header("authorization", format!("Basic {basic}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(identify.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    let ask = |subject: Value| json!({ "subject": subject, "purpose": "loyalty.rewards" });
+    let batch = json!({ "requests": [
+        ask(json!({ "user_id": "ada" })),
+        ask(json!({ "email": "  ada@example.COM " })),
+        ask(json!({ "anonymous_id": "phone-1" })),
+        ask(json!({ "email": "someone.else@example.com" })),
+        ask(json!({ "email": "not an email" })),
+    ]});
+    let got = reasons(&decide(&app, batch).await);
+    // Known, whichever identifier names her; the rewards purpose then finds no promised data.
+    for (i, r) in got.iter().take(3).enumerate() {
+        assert_ne!(r, "denied.unknown_subject", "request {i}: {got:?}");
+    }
+    assert_eq!(got[0], got[1]);
+    assert_eq!(got[0], got[2]);
+    assert_eq!(got[3], "denied.unknown_subject");
+    assert_eq!(got[4], "denied.unknown_subject");
 }

@@ -1,0 +1,229 @@
+//! `kept rules`, `kept decide` and `kept audience` on a demo database: the effective rulebook
+//! with the manifest's tightenings, one decision explained, and the SMS campaign's dry run.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+fn kept(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kept"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KEPT_DATABASE_URL")
+        .env_remove("KEPT_MANIFEST")
+        .output()
+        .expect("run kept")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A demo database in `dir`, and the demo manifest beside it.
+fn demo_database(dir: &Path) -> (String, String) {
+    let db = dir.join("kept.db");
+    let manifest = dir.join("kept.toml");
+    std::fs::write(&manifest, kept_core::manifest::demo_toml()).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = kept_server::store::open(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let ledger = kept_server::ledger::Ledger::new(
+            store.clone(),
+            kept_server::ledger::SigningKey::from_bytes(&[3; 32]),
+        );
+        let loaded = kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
+            .unwrap()
+            .manifest;
+        let now = kept_server::app::system_now();
+        kept_server::demo::load_if_empty(store.as_ref(), &Arc::new(ledger), &loaded, now, dir)
+            .await
+            .unwrap()
+            .unwrap();
+        store.close().await.unwrap();
+    });
+    (
+        db.to_str().unwrap().to_owned(),
+        manifest.to_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn rules_show_the_law_and_the_manifests_tightenings() {
+    let dir = tempfile::tempdir().unwrap();
+    let law = kept(dir.path(), &["rules", "--format", "json"]);
+    assert!(law.status.success());
+    let law = json(&law);
+    let rows = law["rules"].as_array().unwrap();
+    assert!(rows.len() > 10);
+    assert!(
+        rows.iter()
+            .all(|r| !r["source"].as_str().unwrap().is_empty())
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["id"].as_str().unwrap().contains("tcpa")),
+        "{law}"
+    );
+
+    let tightened = format!(
+        "{}\n[[policy.tighten]]\nregime = \"us\"\npurpose = \"marketing.*\"\nchannel = \"sms\"\n\
+         reason = \"Opt-in before any marketing text.\"\n",
+        kept_core::manifest::EXAMPLE_TOML
+    );
+    let path = dir.path().join("kept.toml");
+    std::fs::write(&path, tightened).unwrap();
+    // Found as ./kept.toml, without naming it.
+    let text = kept(dir.path(), &["rules"]);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("1 from kept.toml"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("manifest.tighten.1"))
+        .unwrap_or_else(|| panic!("no tightening row:\n{text}"));
+    assert!(row.contains("marketing.*") && row.contains("sms"), "{row}");
+    assert!(row.contains("Opt-in before any marketing text."), "{row}");
+
+    let missing = kept(dir.path(), &["rules", "--manifest", "nowhere.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn the_sms_campaign_reaches_only_the_opt_ins_and_decide_explains_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, manifest) = demo_database(dir.path());
+    let export = dir.path().join("ids.csv");
+    let out = kept(
+        dir.path(),
+        &[
+            "audience",
+            "--purpose",
+            "marketing.communications",
+            "--channel",
+            "sms",
+            "--database-url",
+            &db,
+            "--manifest",
+            &manifest,
+            "--format",
+            "json",
+            "--export",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    let eligible = report["eligible"].as_u64().unwrap();
+    let excluded = report["excluded"].as_array().unwrap();
+    let not_promised = excluded
+        .iter()
+        .find(|e| e["reason"] == "denied.not_promised")
+        .unwrap();
+    assert!(eligible > 0, "{report}");
+    assert!(
+        not_promised["count"].as_u64().unwrap() > 10 * eligible,
+        "{report}"
+    );
+    let total: u64 = eligible
+        + excluded
+            .iter()
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum::<u64>();
+    assert_eq!(report["candidates"], total);
+    assert_eq!(total, kept_core::demo::DEFAULT_SIZE as u64);
+
+    let csv = std::fs::read_to_string(&export).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("id,user_id"));
+    let ids: Vec<String> = lines
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len() as u64, eligible);
+
+    // The table a marketer reads.
+    let text = kept(
+        dir.path(),
+        &[
+            "audience",
+            "--purpose",
+            "marketing.communications",
+            "--channel",
+            "sms",
+            "--database-url",
+            &db,
+            "--manifest",
+            &manifest,
+        ],
+    );
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("denied.not_promised"), "{text}");
+    assert!(text.contains('█'), "{text}");
+    assert!(text.contains("5,000 candidates"), "{text}");
+
+    // One of the eligible, decided alone: allowed, with the SMS offers form as provenance.
+    let decide = |id: &str| {
+        kept(
+            dir.path(),
+            &[
+                "decide",
+                "--subject-id",
+                id,
+                "--purpose",
+                "marketing.communications",
+                "--channel",
+                "sms",
+                "--database-url",
+                &db,
+                "--manifest",
+                &manifest,
+                "--format",
+                "json",
+            ],
+        )
+    };
+    let allowed = decide(&ids[0]);
+    assert_eq!(allowed.status.code(), Some(0));
+    let answer = json(&allowed);
+    assert_eq!(answer["allowed"], true);
+    assert!(
+        answer["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["collection_point"] == "sms_offers_optin"),
+        "{answer}"
+    );
+
+    let denied = kept(
+        dir.path(),
+        &[
+            "decide",
+            "--subject-user-id",
+            "nobody-at-all",
+            "--purpose",
+            "marketing.communications",
+            "--database-url",
+            &db,
+            "--manifest",
+            &manifest,
+        ],
+    );
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stdout).contains("DENIED denied.unknown_subject"));
+}

@@ -1,0 +1,1083 @@
+//! Where a subject stands (each purpose, topic and channel choice, as the decisions see it) and
+//! how a change of mind is written: ledger records through the ledger service, channel
+//! preferences and trait provenance through the store, and every one of them into the index.
+//! The page and the JSON API share all of it.
+
+use super::token::{Claims, Kind, Topic};
+use super::{PrefCenter, SOURCE, texts::Texts};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::observe;
+use kept_core::decision::{DecisionRequest, PlaceId, ReasonCode, SequencedRecord};
+use kept_core::identity::{
+    DataKey, IdentifierKind, SubjectRef, identifier_aad, normalize_phone,
+};
+use kept_core::index::Change;
+use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
+use kept_core::manifest::{LegalBasis, Manifest, Notice, RegimeKey, is_within};
+use kept_core::regime::Regime;
+use kept_core::rulebook::{Level, PurposeClass};
+use kept_core::subject::{ChannelPreference, Frequency, Provenance, QuietHours, Subject, Trait};
+use kept_core::{SubjectId, UnixMillis};
+use kept_store::StoreError;
+use kept_store::collection::{IdentityWrite, NewIdentity};
+use kept_store::prefcenter::ErasureRequest;
+use rand::RngCore;
+
+/// One purpose as the customer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurposeState {
+    pub key: String,
+    pub basis: Option<LegalBasis>,
+    pub level: Level,
+    /// The customer may switch it (not carried by a contract or the law, not managed as
+    /// message topics).
+    pub switchable: bool,
+    /// Decisions allow it now.
+    pub allowed: bool,
+    /// The notice that promises it.
+    pub notice: Option<String>,
+}
+
+/// One topic on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicState {
+    pub topic: String,
+    pub purpose: String,
+    /// Decisions allow messages on it now (frequency caps and quiet hours aside).
+    pub subscribed: bool,
+    /// A double opt-in waits for its confirmation.
+    pub pending: bool,
+    pub notice: Option<String>,
+}
+
+/// One channel with topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelState {
+    pub channel: String,
+    pub topics: Vec<TopicState>,
+    pub frequency: Option<Frequency>,
+    pub quiet: Option<QuietHours>,
+}
+
+/// "Do not sell or share", where the law makes sale and sharing opt-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoNotSell {
+    pub purpose: String,
+    /// Sale and sharing are off for this subject.
+    pub on: bool,
+    /// A GPC signal counts as an opt-out here, now.
+    pub gpc_binding: bool,
+    /// A GPC opt-out is recorded.
+    pub gpc_recorded: bool,
+}
+
+/// Everything the page and the API show about a subject's choices.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub subject: Subject,
+    pub regime: Regime,
+    pub place: PlaceId,
+    /// The subject's ledger, decoded, in order.
+    pub records: Vec<SequencedRecord>,
+    pub purposes: Vec<PurposeState>,
+    pub channels: Vec<ChannelState>,
+    pub do_not_sell: Option<DoNotSell>,
+    /// The latest erasure request.
+    pub erasure: Option<ErasureRequest>,
+    pub traits: Vec<Trait>,
+}
+
+/// Why a change could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("unknown purpose `{0}`")]
+    UnknownPurpose(String),
+    #[error("purpose `{0}` cannot be switched: a contract or the law carries it, or it is managed per topic")]
+    NotSwitchable(String),
+    #[error("no topic `{topic}` on channel `{channel}`")]
+    UnknownTopic { channel: String, topic: String },
+    #[error("unknown channel `{0}`")]
+    UnknownChannel(String),
+    #[error("text messages need a mobile number and the disclosure accepted")]
+    SmsNeedsAgreement,
+    #[error("`{0}` is not a valid mobile number")]
+    PhoneInvalid(String),
+    #[error("this mobile number belongs to another subject")]
+    PhoneTaken,
+    #[error("no email address is known for this subject, so a subscription cannot be confirmed")]
+    NoEmail,
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<StoreError> for ChangeError {
+    fn from(e: StoreError) -> ChangeError {
+        ChangeError::Api(ApiError::Store(e))
+    }
+}
+
+impl From<crate::index::IndexError> for ChangeError {
+    fn from(e: crate::index::IndexError) -> ChangeError {
+        ChangeError::Api(e.into())
+    }
+}
+
+impl ChangeError {
+    /// The field of the JSON API body to blame.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ChangeError::UnknownPurpose(_) | ChangeError::NotSwitchable(_) => "purposes",
+            ChangeError::UnknownTopic { .. } | ChangeError::NoEmail => "topics",
+            ChangeError::UnknownChannel(_) => "channels",
+            ChangeError::SmsNeedsAgreement
+            | ChangeError::PhoneInvalid(_)
+            | ChangeError::PhoneTaken => "sms",
+            ChangeError::Api(_) => "body",
+        }
+    }
+
+    pub fn into_api(self) -> ApiError {
+        match self {
+            ChangeError::Api(e) => e,
+            other => ApiError::invalid_field(other.field(), other.to_string()),
+        }
+    }
+
+    /// What the page tells the customer.
+    pub fn message(&self, t: &Texts) -> &'static str {
+        match self {
+            ChangeError::PhoneInvalid(_) => t.phone_invalid,
+            ChangeError::PhoneTaken => t.phone_taken,
+            _ => t.sms_needs_agreement,
+        }
+    }
+}
+
+/// The legal basis the manifest declares for `purpose` in `regime`.
+pub fn basis(manifest: &Manifest, purpose: &str, regime: Regime) -> Option<LegalBasis> {
+    let p = manifest.purposes.get(purpose)?;
+    p.legal_basis
+        .get(&RegimeKey::Regime(regime))
+        .or_else(|| p.legal_basis.get(&RegimeKey::Default))
+        .copied()
+}
+
+/// The notice that promises `purpose` (on `channel`, when given): the first in key order.
+pub fn notice_for<'m>(
+    manifest: &'m Manifest,
+    purpose: &str,
+    channel: Option<&str>,
+) -> Option<(&'m String, &'m Notice)> {
+    manifest.notices.iter().find(|(_, n)| {
+        n.purposes.iter().any(|p| is_within(purpose, p))
+            && channel.is_none_or(|c| n.channels.iter().any(|nc| nc == c))
+    })
+}
+
+fn notice_ref(manifest: &Manifest, id: Option<&String>) -> Option<NoticeRef> {
+    let id = id?;
+    let n = manifest.notices.get(id)?;
+    Some(NoticeRef {
+        id: id.clone(),
+        version: n.version,
+        hash: n.hash.clone(),
+    })
+}
+
+/// Whether a decision's reason means the use goes ahead, the person's contact limits aside.
+fn allows(reason: ReasonCode) -> bool {
+    reason.is_allowed()
+        || matches!(
+            reason,
+            ReasonCode::DeniedFrequencyCap | ReasonCode::DeniedQuietHours
+        )
+}
+
+/// Reads where `id` stands.
+pub async fn standing(
+    state: &AppState,
+    id: SubjectId,
+    now: UnixMillis,
+) -> Result<Option<Standing>, ApiError> {
+    let store = state.store.as_ref();
+    let Some(subject) = store.subject(id).await? else {
+        return Ok(None);
+    };
+    let records = store
+        .ledger_for_subject(id)
+        .await?
+        .iter()
+        .map(|e| {
+            SequencedRecord::from_entry(e).map_err(|err| {
+                ApiError::Store(StoreError::Corrupt(format!(
+                    "record {} does not decode: {err}",
+                    e.seq
+                )))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let preferences = store.channel_preferences(id).await?;
+    let erasure = store.erasure_requests(id).await?.into_iter().last();
+    let traits = store.traits(id).await?;
+    let compiled = state.index.compiled().map_err(ApiError::from)?.clone();
+    let snapshot = state.index.snapshot().map_err(ApiError::from)?;
+    let manifest = state.manifest.as_ref();
+    let regime = subject.regime();
+    let place = compiled.place_of(subject.country.as_deref(), subject.region.as_deref());
+    let level_of = |req: &DecisionRequest| {
+        let query = compiled.prepare(req);
+        compiled
+            .requirement(place, &query)
+            .map_or(Level::OptIn, |r| r.level)
+    };
+    let decide = |req: &DecisionRequest| allows(snapshot.decide(id, req, now).reason);
+
+    let gpc_purpose = kept_core::collection::gpc_purpose(manifest);
+    let do_not_sell = manifest.purposes.get(&gpc_purpose).and_then(|_| {
+        let req = DecisionRequest::new(&gpc_purpose);
+        (level_of(&req) == Level::OptOut).then(|| {
+            let query = compiled.prepare(&req);
+            let gpc_binding = compiled
+                .requirement(place, &query)
+                .and_then(|r| r.gpc)
+                .is_some_and(|(_, from)| now >= from);
+            let gpc_recorded = records
+                .iter()
+                .filter(|r| {
+                    r.record.method == CollectionMethod::Gpc
+                        && r.record.action != ConsentAction::Pending
+                })
+                .max_by_key(|r| r.seq)
+                .is_some_and(|r| r.record.action == ConsentAction::OptedOut);
+            DoNotSell {
+                on: !decide(&req),
+                purpose: gpc_purpose.clone(),
+                gpc_binding,
+                gpc_recorded,
+            }
+        })
+    });
+
+    let with_topics: Vec<&String> = manifest.topics.values().map(|t| &t.purpose).collect();
+    let purposes = manifest
+        .purposes
+        .keys()
+        .map(|key| {
+            let req = DecisionRequest::new(key);
+            let level = level_of(&req);
+            let managed_elsewhere = with_topics.contains(&key)
+                || do_not_sell.as_ref().is_some_and(|d| &d.purpose == key);
+            PurposeState {
+                key: key.clone(),
+                basis: basis(manifest, key, regime),
+                level,
+                switchable: level != Level::None && !managed_elsewhere,
+                allowed: decide(&req),
+                notice: notice_for(manifest, key, None).map(|(id, _)| id.clone()),
+            }
+        })
+        .collect();
+
+    let mut channels: Vec<ChannelState> = Vec::new();
+    for channel in manifest.channels.keys() {
+        let topics: Vec<TopicState> = manifest
+            .topics
+            .iter()
+            .filter(|(_, t)| t.channels.contains(channel))
+            .map(|(key, t)| {
+                let req = DecisionRequest::new(&t.purpose).channel(channel).topic(key);
+                let exact = records
+                    .iter()
+                    .filter(|r| {
+                        r.record.purpose == t.purpose
+                            && r.record.channel.as_deref() == Some(channel.as_str())
+                            && r.record.topic.as_deref() == Some(key.as_str())
+                    })
+                    .max_by_key(|r| r.seq);
+                TopicState {
+                    topic: key.clone(),
+                    purpose: t.purpose.clone(),
+                    subscribed: decide(&req),
+                    pending: exact.is_some_and(|r| r.record.action == ConsentAction::Pending),
+                    notice: notice_for(manifest, &t.purpose, Some(channel))
+                        .map(|(id, _)| id.clone()),
+                }
+            })
+            .collect();
+        if topics.is_empty() {
+            continue;
+        }
+        let pref = preferences
+            .iter()
+            .filter(|p| &p.channel == channel)
+            .max_by_key(|p| p.updated_at);
+        channels.push(ChannelState {
+            channel: channel.clone(),
+            topics,
+            frequency: pref.and_then(|p| p.frequency),
+            quiet: pref.and_then(|p| p.quiet_hours),
+        });
+    }
+
+    Ok(Some(Standing {
+        regime,
+        place,
+        records,
+        purposes,
+        channels,
+        do_not_sell,
+        erasure,
+        traits,
+        subject,
+    }))
+}
+
+/// The SMS opt-in's written consent: the number and whether the disclosure was accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmsConsent {
+    pub phone: Option<String>,
+    pub accepted: bool,
+}
+
+/// What the customer wants, as far as they said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub purposes: Vec<(String, bool)>,
+    /// (channel, topic, subscribed)
+    pub topics: Vec<(String, String, bool)>,
+    /// (channel, frequency, quiet hours)
+    pub channels: Vec<(String, Option<Frequency>, Option<QuietHours>)>,
+    pub do_not_sell: Option<bool>,
+    pub sms: SmsConsent,
+}
+
+/// How and by whom a change is made.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub method: CollectionMethod,
+    pub evidence: Evidence,
+    /// The language the customer read the notices in.
+    pub texts: &'static Texts,
+    pub now: UnixMillis,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub records: usize,
+    /// Double opt-ins started (a confirmation mail sent).
+    pub confirmations: usize,
+}
+
+struct Writer<'a> {
+    state: &'a AppState,
+    standing: &'a Standing,
+    ctx: &'a Context,
+    records: Vec<ConsentRecord>,
+    changes: Vec<Change>,
+    traits: Vec<Trait>,
+}
+
+impl Writer<'_> {
+    fn record(
+        &mut self,
+        purpose: &str,
+        channel: Option<&str>,
+        topic: Option<&str>,
+        action: ConsentAction,
+        method: CollectionMethod,
+        notice: Option<&String>,
+        text_hash: Option<String>,
+    ) {
+        let mut evidence = self.ctx.evidence.clone();
+        if text_hash.is_some() {
+            evidence.text_hash = text_hash;
+        }
+        self.records.push(ConsentRecord {
+            subject: self.standing.subject.id,
+            purpose: purpose.to_owned(),
+            channel: channel.map(str::to_owned),
+            topic: topic.map(str::to_owned),
+            action,
+            notice: notice_ref(&self.state.manifest, notice),
+            regime: self.standing.regime.as_str().to_owned(),
+            source: SOURCE.to_owned(),
+            method,
+            evidence,
+            at: self.ctx.now,
+        });
+    }
+
+    /// Commits what was gathered: traits, then the ledger records, then the index.
+    async fn commit(self) -> Result<usize, ChangeError> {
+        let Writer {
+            state,
+            records,
+            mut changes,
+            traits,
+            ..
+        } = self;
+        if !traits.is_empty() {
+            state.store.upsert_traits(traits.clone()).await?;
+            changes.extend(traits.into_iter().map(Change::Trait));
+        }
+        let n = records.len();
+        if !records.is_empty() {
+            let entries = state.ledger.append_many(records).await?;
+            observe::count_ledger_appends(entries.len());
+            state.index.consents_appended(&entries).await?;
+        }
+        state.index.apply(changes).await?;
+        Ok(n)
+    }
+}
+
+/// Applies what the customer wants and answers once it is committed and in the index.
+pub async fn apply(
+    state: &AppState,
+    prefcenter: &PrefCenter,
+    standing: &Standing,
+    wanted: &Wanted,
+    ctx: &Context,
+) -> Result<Outcome, ChangeError> {
+    let manifest = state.manifest.as_ref();
+    let mut w = Writer {
+        state,
+        standing,
+        ctx,
+        records: Vec::new(),
+        changes: Vec::new(),
+        traits: Vec::new(),
+    };
+    let mut confirmations: Vec<Topic> = Vec::new();
+
+    for (key, on) in &wanted.purposes {
+        let Some(p) = standing.purposes.iter().find(|p| &p.key == key) else {
+            return Err(ChangeError::UnknownPurpose(key.clone()));
+        };
+        if !p.switchable {
+            if *on == p.allowed {
+                continue;
+            }
+            return Err(ChangeError::NotSwitchable(key.clone()));
+        }
+        if *on == p.allowed {
+            continue;
+        }
+        let action = match (*on, p.level) {
+            (true, _) => ConsentAction::Given,
+            (false, Level::OptOut) => ConsentAction::OptedOut,
+            (false, _) => ConsentAction::Withdrawn,
+        };
+        w.record(
+            key,
+            None,
+            None,
+            action,
+            ctx.method,
+            p.notice.as_ref(),
+            None,
+        );
+    }
+
+    if let (Some(want), Some(dns)) = (wanted.do_not_sell, &standing.do_not_sell)
+        && want != dns.on
+    {
+        let notice = notice_for(manifest, &dns.purpose, None).map(|(id, _)| id.clone());
+        let action = if want {
+            ConsentAction::OptedOut
+        } else {
+            ConsentAction::Given
+        };
+        w.record(
+            &dns.purpose,
+            None,
+            None,
+            action,
+            ctx.method,
+            notice.as_ref(),
+            None,
+        );
+    }
+
+    for (channel, topic, on) in &wanted.topics {
+        let Some(c) = standing.channels.iter().find(|c| &c.channel == channel) else {
+            return Err(ChangeError::UnknownTopic {
+                channel: channel.clone(),
+                topic: topic.clone(),
+            });
+        };
+        let Some(t) = c.topics.iter().find(|t| &t.topic == topic) else {
+            return Err(ChangeError::UnknownTopic {
+                channel: channel.clone(),
+                topic: topic.clone(),
+            });
+        };
+        if *on == t.subscribed || (*on && t.pending && channel == "email") {
+            continue;
+        }
+        if !*on {
+            w.record(
+                &t.purpose,
+                Some(channel),
+                Some(topic),
+                ConsentAction::Withdrawn,
+                ctx.method,
+                t.notice.as_ref(),
+                None,
+            );
+            continue;
+        }
+        match channel.as_str() {
+            // Email marketing is confirmed by a link first (double opt-in): until then the
+            // ledger holds a pending record, which counts for nothing.
+            "email" => {
+                w.record(
+                    &t.purpose,
+                    Some(channel),
+                    Some(topic),
+                    ConsentAction::Pending,
+                    CollectionMethod::DoubleOptIn,
+                    t.notice.as_ref(),
+                    None,
+                );
+                confirmations.push(Topic {
+                    purpose: t.purpose.clone(),
+                    channel: channel.clone(),
+                    topic: Some(topic.clone()),
+                });
+            }
+            // Marketing texts need prior express written consent to the disclosure (TCPA).
+            "sms" => {
+                if !wanted.sms.accepted {
+                    return Err(ChangeError::SmsNeedsAgreement);
+                }
+                let disclosure = t
+                    .notice
+                    .as_ref()
+                    .and_then(|id| manifest.notices.get(id))
+                    .map(|n| disclosure_text(n, ctx.texts.code));
+                let text_hash = disclosure.map(|text| blake3::hash(text.as_bytes()).to_hex());
+                phone_provenance(&mut w, prefcenter, wanted.sms.phone.as_deref(), t).await?;
+                w.record(
+                    &t.purpose,
+                    Some(channel),
+                    Some(topic),
+                    ConsentAction::Given,
+                    CollectionMethod::Written,
+                    t.notice.as_ref(),
+                    text_hash.map(|h| h.to_string()),
+                );
+            }
+            _ => w.record(
+                &t.purpose,
+                Some(channel),
+                Some(topic),
+                ConsentAction::Given,
+                ctx.method,
+                t.notice.as_ref(),
+                None,
+            ),
+        }
+    }
+
+    for (channel, frequency, quiet) in &wanted.channels {
+        let Some(c) = standing.channels.iter().find(|c| &c.channel == channel) else {
+            return Err(ChangeError::UnknownChannel(channel.clone()));
+        };
+        if c.frequency == *frequency && c.quiet == *quiet {
+            continue;
+        }
+        let pref = ChannelPreference {
+            subject: standing.subject.id,
+            channel: channel.clone(),
+            frequency: *frequency,
+            quiet_hours: *quiet,
+            updated_at: ctx.now,
+        };
+        state.store.put_channel_preference(&pref).await?;
+        w.changes.push(Change::Preference(pref));
+    }
+
+    let email = if confirmations.is_empty() {
+        None
+    } else {
+        Some(
+            contact_address(state, standing, IdentifierKind::Email)
+                .await?
+                .ok_or(ChangeError::NoEmail)?,
+        )
+    };
+    let records = w.commit().await?;
+    if let Some(email) = email {
+        for topic in &confirmations {
+            send_confirmation(state, prefcenter, standing.subject.id, topic, &email, ctx)
+                .await?;
+        }
+    }
+    Ok(Outcome {
+        records,
+        confirmations: confirmations.len(),
+    })
+}
+
+/// The disclosure text of a notice in a language, else its first.
+pub fn disclosure_text(notice: &Notice, code: &str) -> String {
+    notice
+        .locales
+        .get(code)
+        .or_else(|| notice.locales.values().next())
+        .map(|t| t.text.clone())
+        .unwrap_or_default()
+}
+
+/// Mails the double opt-in link for `topic`. Sending happens off the request.
+async fn send_confirmation(
+    state: &AppState,
+    prefcenter: &PrefCenter,
+    subject: SubjectId,
+    topic: &Topic,
+    email: &str,
+    ctx: &Context,
+) -> Result<(), ChangeError> {
+    let keys = prefcenter.keys(state.store.as_ref()).await?;
+    let mut claims = Claims::new(
+        Kind::Confirm,
+        subject,
+        ctx.now + prefcenter.config().confirm_ttl,
+    );
+    claims.topic = Some(topic.clone());
+    claims.locale = Some(ctx.texts.code.to_owned());
+    let link = format!(
+        "{}/preferences/confirm?token={}",
+        prefcenter.base_url(),
+        keys.sign(&claims)
+    );
+    let t = ctx.texts;
+    let mail = super::mail::Mail {
+        to: email.to_owned(),
+        subject: format!("{} · {}", t.mail_confirm_subject, state.manifest.organisation.name),
+        text: format!("{}\n\n{link}\n\n{}\n", t.mail_confirm_body, t.mail_ignore),
+    };
+    let mailer = prefcenter.mailer().clone();
+    tokio::spawn(async move {
+        if let Err(e) = mailer.send(mail, &link).await {
+            tracing::warn!(code = e.code(), error = %e, "confirmation mail not sent");
+        }
+    });
+    Ok(())
+}
+
+/// Confirms a double opt-in: the `given` record that makes it count, and the email's
+/// provenance under the notice that promised it. `false` when there was nothing pending.
+pub async fn confirm(
+    state: &AppState,
+    standing: &Standing,
+    topic: &Topic,
+    ctx: &Context,
+) -> Result<bool, ChangeError> {
+    let pending = standing
+        .records
+        .iter()
+        .filter(|r| {
+            r.record.purpose == topic.purpose
+                && r.record.channel.as_deref() == Some(topic.channel.as_str())
+                && r.record.topic == topic.topic
+        })
+        .max_by_key(|r| r.seq)
+        .filter(|r| r.record.action == ConsentAction::Pending);
+    let Some(pending) = pending else {
+        return Ok(false);
+    };
+    let notice = pending.record.notice.as_ref().map(|n| n.id.clone());
+    let mut w = Writer {
+        state,
+        standing,
+        ctx,
+        records: Vec::new(),
+        changes: Vec::new(),
+        traits: Vec::new(),
+    };
+    if let Some(id) = &notice {
+        provenance_trait(&mut w, id, kept_core::decision::EMAIL_CATEGORY, None);
+    }
+    let mut evidence = ctx.evidence.clone();
+    evidence.reference = Some(format!("confirms ledger record {}", pending.seq));
+    w.records.push(ConsentRecord {
+        subject: standing.subject.id,
+        purpose: topic.purpose.clone(),
+        channel: Some(topic.channel.clone()),
+        topic: topic.topic.clone(),
+        action: ConsentAction::Given,
+        notice: pending.record.notice.clone(),
+        regime: standing.regime.as_str().to_owned(),
+        source: SOURCE.to_owned(),
+        method: CollectionMethod::DoubleOptIn,
+        evidence,
+        at: ctx.now,
+    });
+    w.commit().await?;
+    Ok(true)
+}
+
+/// Withdraws `purpose` (on `channel`, for `topic`) at once: one-click unsubscribe.
+pub async fn withdraw(
+    state: &AppState,
+    standing: &Standing,
+    topic: &Topic,
+    ctx: &Context,
+) -> Result<usize, ChangeError> {
+    let notice = notice_for(&state.manifest, &topic.purpose, Some(&topic.channel))
+        .map(|(id, _)| id.clone());
+    let mut w = Writer {
+        state,
+        standing,
+        ctx,
+        records: Vec::new(),
+        changes: Vec::new(),
+        traits: Vec::new(),
+    };
+    w.record(
+        &topic.purpose,
+        Some(&topic.channel),
+        topic.topic.as_deref(),
+        ConsentAction::Withdrawn,
+        CollectionMethod::Reply,
+        notice.as_ref(),
+        None,
+    );
+    w.commit().await
+}
+
+/// Withdraws every marketing purpose, on every channel.
+pub async fn unsubscribe_all(
+    state: &AppState,
+    standing: &Standing,
+    ctx: &Context,
+) -> Result<usize, ChangeError> {
+    let manifest = state.manifest.as_ref();
+    let mut w = Writer {
+        state,
+        standing,
+        ctx,
+        records: Vec::new(),
+        changes: Vec::new(),
+        traits: Vec::new(),
+    };
+    for key in manifest.purposes.keys() {
+        if PurposeClass::of(key) != PurposeClass::Marketing {
+            continue;
+        }
+        let notice = notice_for(manifest, key, None).map(|(id, _)| id.clone());
+        w.record(
+            key,
+            None,
+            None,
+            ConsentAction::Withdrawn,
+            ctx.method,
+            notice.as_ref(),
+            None,
+        );
+    }
+    w.commit().await
+}
+
+/// Records a GPC signal as an opt-out of sale and sharing where the law makes it one and none
+/// is recorded yet. `true` when it wrote one.
+pub async fn honour_gpc(
+    state: &AppState,
+    standing: &Standing,
+    ctx: &Context,
+) -> Result<bool, ChangeError> {
+    let Some(dns) = &standing.do_not_sell else {
+        return Ok(false);
+    };
+    if !dns.gpc_binding || dns.gpc_recorded {
+        return Ok(false);
+    }
+    let mut w = Writer {
+        state,
+        standing,
+        ctx,
+        records: Vec::new(),
+        changes: Vec::new(),
+        traits: Vec::new(),
+    };
+    w.record(
+        &dns.purpose,
+        None,
+        None,
+        ConsentAction::OptedOut,
+        CollectionMethod::Gpc,
+        None,
+        None,
+    );
+    w.commit().await?;
+    Ok(true)
+}
+
+/// Files an erasure request with its legal deadline and stops every use at once.
+pub async fn request_erasure(
+    state: &AppState,
+    standing: &Standing,
+    now: UnixMillis,
+) -> Result<ErasureRequest, ChangeError> {
+    let due_at = erasure_deadline(standing.regime, now);
+    let filed = state
+        .store
+        .file_erasure_request(kept_store::prefcenter::NewErasureRequest {
+            subject: standing.subject.id,
+            regime: standing.regime.as_str().to_owned(),
+            source: SOURCE.to_owned(),
+            requested_at: now,
+            due_at,
+        })
+        .await?;
+    if standing.subject.erasure_requested_at.is_none() {
+        state
+            .store
+            .set_erasure_requested(standing.subject.id, Some(filed.requested_at))
+            .await?;
+        let mut subject = standing.subject.clone();
+        subject.erasure_requested_at = Some(filed.requested_at);
+        state.index.apply(vec![Change::Subject(subject)]).await?;
+    }
+    Ok(filed)
+}
+
+/// When an erasure request made at `at` must be answered: GDPR and UK GDPR one month (Art.
+/// 12(3)), CCPA and the US state laws 45 days (Cal. Civ. Code 1798.130, VCDPA and peers), LGPD
+/// 15 days (Art. 19), CASL/PIPEDA 30 days; where no law sets one, and for an unknown place,
+/// the shortest of them.
+pub fn erasure_deadline(regime: Regime, at: UnixMillis) -> UnixMillis {
+    match regime {
+        Regime::Gdpr | Regime::UkGdpr => kept_core::rulebook::add_months(at, 1),
+        Regime::Ccpa | Regime::UsState | Regime::Us => at + 45 * super::DAY,
+        Regime::Casl => at + 30 * super::DAY,
+        Regime::Lgpd | Regime::Strictest => at + 15 * super::DAY,
+    }
+}
+
+/// The trait that records `category` as collected at the collection point showing `notice`
+/// (the preference center's form). Kept apart from a trait of the same field collected
+/// elsewhere, so the earlier promise is not overwritten.
+fn provenance_trait(
+    w: &mut Writer<'_>,
+    notice: &str,
+    category: &str,
+    value: Option<serde_json::Value>,
+) {
+    let manifest = w.state.manifest.as_ref();
+    let Some((point_key, point, field)) =
+        manifest.collection_points.iter().find_map(|(key, p)| {
+            (p.notice == notice)
+                .then(|| p.fields.iter().find(|(_, c)| c.as_str() == category))
+                .flatten()
+                .map(|(field, _)| (key, p, field))
+        })
+    else {
+        return;
+    };
+    let existing = |k: &str| w.standing.traits.iter().find(|t| t.key == k);
+    let key = match existing(field) {
+        Some(t) if &t.provenance.collection_point != point_key => format!("{field}@{point_key}"),
+        _ => field.clone(),
+    };
+    let value = value
+        .or_else(|| {
+            w.standing
+                .traits
+                .iter()
+                .find(|t| t.category == category && t.value.is_string())
+                .map(|t| t.value.clone())
+        })
+        .unwrap_or_else(|| {
+            let kind = if category == kept_core::decision::EMAIL_CATEGORY {
+                "email"
+            } else {
+                "phone"
+            };
+            serde_json::json!({ "sealed_identifier": kind })
+        });
+    let version = manifest.notices.get(&point.notice).map_or(0, |n| n.version);
+    w.traits.push(Trait {
+        subject: w.standing.subject.id,
+        key,
+        value,
+        category: category.to_owned(),
+        provenance: Provenance {
+            collection_point: point_key.clone(),
+            notice_id: point.notice.clone(),
+            notice_version: version,
+            collected_at: w.ctx.now,
+            source: SOURCE.to_owned(),
+        },
+    });
+}
+
+const PHONE_CATEGORY: &str = "user.contact.phone_number";
+
+/// The phone number's provenance under the SMS notice, attaching the number given (sealed
+/// under the subject's data key) when the subject does not hold it yet.
+async fn phone_provenance(
+    w: &mut Writer<'_>,
+    prefcenter: &PrefCenter,
+    phone: Option<&str>,
+    topic: &TopicState,
+) -> Result<(), ChangeError> {
+    let _ = prefcenter;
+    let state = w.state;
+    let subject = w.standing.subject.id;
+    let phone = phone.map(str::trim).filter(|p| !p.is_empty());
+    let known = contact_address(state, w.standing, IdentifierKind::Phone).await?;
+    let value = match (phone, known) {
+        (None, None) => return Err(ChangeError::SmsNeedsAgreement),
+        (None, Some(_)) => None,
+        (Some(raw), _) => {
+            let default_country = state.collect.config().default_country.clone();
+            let normalized = normalize_phone(raw, default_country.as_deref())
+                .map_err(|_| ChangeError::PhoneInvalid(raw.to_owned()))?;
+            attach_phone(state, subject, &normalized, w.ctx.now).await?;
+            Some(serde_json::json!({ "sealed_identifier": "phone" }))
+        }
+    };
+    if let Some(notice) = &topic.notice {
+        provenance_trait(w, notice, PHONE_CATEGORY, value);
+    }
+    Ok(())
+}
+
+async fn attach_phone(
+    state: &AppState,
+    subject: SubjectId,
+    normalized: &str,
+    now: UnixMillis,
+) -> Result<(), ChangeError> {
+    let store = state.store.as_ref();
+    let keys = state.collect.keys(store).await?;
+    let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
+    match store.find_identities(&[hash]).await?.first() {
+        Some((_, holder)) if *holder == subject => return Ok(()),
+        Some(_) => return Err(ChangeError::PhoneTaken),
+        None => {}
+    }
+    let mut write = IdentityWrite {
+        at: now,
+        ..IdentityWrite::default()
+    };
+    let data_key = match store.subject_keys(&[subject]).await?.first() {
+        Some((_, wrapped)) => keys
+            .unwrap(wrapped)
+            .map_err(|e| StoreError::Corrupt(format!("subject data key: {e}")))?,
+        None => {
+            let mut key = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            let key = DataKey(key);
+            let wrapped = keys
+                .wrap(&key, nonce())
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            write.keys.push((SubjectRef::Existing(subject), wrapped));
+            key
+        }
+    };
+    let sealed = data_key
+        .seal(
+            &identifier_aad(IdentifierKind::Phone, &hash),
+            normalized.as_bytes(),
+            nonce(),
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    write.attach.push(NewIdentity {
+        subject: SubjectRef::Existing(subject),
+        key_subject: SubjectRef::Existing(subject),
+        kind: IdentifierKind::Phone,
+        hash,
+        sealed,
+    });
+    match store.write_identities(write).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { .. }) => Err(ChangeError::PhoneTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn nonce() -> [u8; 24] {
+    let mut n = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+/// A subject's email address or phone number in clear: its identifier opened with its data
+/// key, else a trait holding it in clear (the demo's).
+pub async fn contact_address(
+    state: &AppState,
+    standing: &Standing,
+    kind: IdentifierKind,
+) -> Result<Option<String>, ApiError> {
+    let opened = identifiers(state, standing.subject.id).await?;
+    if let Some((_, value, _)) = opened.into_iter().find(|(k, v, _)| *k == kind && v.is_some()) {
+        return Ok(value);
+    }
+    let category = match kind {
+        IdentifierKind::Email => kept_core::decision::EMAIL_CATEGORY,
+        IdentifierKind::Phone => PHONE_CATEGORY,
+        _ => return Ok(None),
+    };
+    Ok(standing
+        .traits
+        .iter()
+        .filter(|t| t.category == category)
+        .find_map(|t| t.value.as_str().map(str::to_owned)))
+}
+
+/// A subject's identifiers: kind, value in clear (`None` when its key is gone) and since when.
+pub async fn identifiers(
+    state: &AppState,
+    subject: SubjectId,
+) -> Result<Vec<(IdentifierKind, Option<String>, UnixMillis)>, ApiError> {
+    let store = state.store.as_ref();
+    let held = store.identities_of(subject).await?;
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = state.collect.keys(store).await?;
+    let mut key_subjects: Vec<SubjectId> = held.iter().map(|i| i.key_subject).collect();
+    key_subjects.sort();
+    key_subjects.dedup();
+    let mut data_keys = std::collections::HashMap::new();
+    for (id, wrapped) in store.subject_keys(&key_subjects).await? {
+        if let Ok(key) = keys.unwrap(&wrapped) {
+            data_keys.insert(id, key);
+        }
+    }
+    Ok(held
+        .iter()
+        .map(|i| {
+            let value = data_keys
+                .get(&i.key_subject)
+                .and_then(|k| k.open(&identifier_aad(i.kind, &i.hash), &i.sealed).ok())
+                .and_then(|v| String::from_utf8(v).ok());
+            (i.kind, value, i.created_at)
+        })
+        .collect())
+}
+
+/// Finds the subject an email address belongs to: by its keyed hash, and in demo mode among
+/// the demo's email traits too.
+pub async fn subject_by_email(
+    state: &AppState,
+    prefcenter: &PrefCenter,
+    normalized: &str,
+) -> Result<Option<SubjectId>, ApiError> {
+    let store = state.store.as_ref();
+    let keys = state.collect.keys(store).await?;
+    let hash = keys.identifier_hash(IdentifierKind::Email, normalized);
+    if let Some((_, s)) = store.find_identities(&[hash]).await?.first() {
+        return Ok(Some(*s));
+    }
+    if prefcenter.config().demo {
+        return Ok(prefcenter.demo_emails(store).await?.get(normalized).copied());
+    }
+    Ok(None)
+}
