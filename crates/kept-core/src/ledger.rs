@@ -15,6 +15,7 @@ pub const ENCODING_VERSION: u8 = 1;
 
 /// What a consent record says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentAction {
     /// Consent given (opt-in), or a subscription to a topic.
@@ -69,6 +70,7 @@ impl ConsentAction {
 
 /// How the consent was collected (ISO/IEC TS 27560 "collection method").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CollectionMethod {
     /// A form with an unticked box or a toggle.

@@ -2,6 +2,8 @@
 //! field so that a rejection names the JSON path of the bad field (`batch[3].event`).
 
 use crate::UnixMillis;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -98,8 +100,9 @@ pub struct Message {
     /// When the client sent it, by the same clock, to correct that clock's skew.
     pub sent_at: Option<UnixMillis>,
     pub traits: Map<String, Value>,
-    pub properties: Map<String, Value>,
-    pub context: Map<String, Value>,
+    /// The `properties` object exactly as sent (`{}` when absent): stored as it came.
+    pub properties: Box<RawValue>,
+    pub context: Context,
     pub write_key: Option<String>,
 }
 
@@ -115,14 +118,263 @@ impl Message {
     }
 
     /// A string at a path inside `context` (`["kept", "collection_point"]`).
-    pub fn context_str(&self, path: &[&str]) -> Option<&str> {
-        let (last, parents) = path.split_last()?;
-        let mut map = &self.context;
-        for p in parents {
-            map = map.get(*p)?.as_object()?;
-        }
-        map.get(*last)?.as_str().filter(|s| !s.trim().is_empty())
+    pub fn context_str(&self, path: &[&str]) -> Option<String> {
+        self.context.text(path)
     }
+}
+
+/// An event's `context`, parsed one level deep: each entry's value stays the client's JSON
+/// text, read only where Kept needs it. Events are many and their contexts large, so storing
+/// one costs no tree of values.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    entries: Vec<(String, Box<RawValue>)>,
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Context) -> bool {
+        self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|((a, x), (b, y))| a == b && x.get() == y.get())
+    }
+}
+
+impl Context {
+    /// Reads a JSON object; `None` for anything else.
+    pub fn parse(json: &str) -> Option<Context> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Vec<(String, Box<RawValue>)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, Box<RawValue>)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    // A repeated key: the last one wins, as in a parsed object.
+                    out.retain(|(seen, _)| *seen != k);
+                    out.push((k, v));
+                }
+                Ok(out)
+            }
+        }
+        let mut de = serde_json::Deserializer::from_str(json);
+        let entries = serde::Deserializer::deserialize_map(&mut de, Entries).ok()?;
+        de.end().ok()?;
+        Some(Context { entries })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k == key)
+    }
+
+    /// One entry, parsed.
+    pub fn value(&self, key: &str) -> Option<Value> {
+        let (_, raw) = self.entries.iter().find(|(k, _)| k == key)?;
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    /// A non-blank string at `path` (`["kept", "collection_point"]`).
+    pub fn text(&self, path: &[&str]) -> Option<String> {
+        let (first, rest) = path.split_first()?;
+        let (_, raw) = self.entries.iter().find(|(k, _)| k == first)?;
+        let found = if rest.is_empty() {
+            serde_json::from_str::<String>(raw.get()).ok()?
+        } else {
+            let mut v: Value = serde_json::from_str(raw.get()).ok()?;
+            for p in rest {
+                v = v.as_object_mut()?.remove(*p)?;
+            }
+            match v {
+                Value::String(s) => s,
+                _ => return None,
+            }
+        };
+        (!found.trim().is_empty()).then_some(found)
+    }
+
+    /// The entries named in `keys`, parsed (for the checks that read a few of them).
+    pub fn subset(&self, keys: &[&str]) -> Map<String, Value> {
+        keys.iter()
+            .filter_map(|k| self.value(k).map(|v| ((*k).to_owned(), v)))
+            .collect()
+    }
+
+    /// Every entry, parsed.
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.entries
+            .iter()
+            .filter_map(|(k, raw)| {
+                serde_json::from_str(raw.get())
+                    .ok()
+                    .map(|v| (k.clone(), v))
+            })
+            .collect()
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.entries.retain(|(k, _)| k != key);
+    }
+
+    /// Sets `key` to the string `value`.
+    pub fn set_text(&mut self, key: &str, value: &str) {
+        self.remove(key);
+        if let Ok(raw) = serde_json::value::to_raw_value(value) {
+            self.entries.push((key.to_owned(), raw));
+        }
+    }
+
+    /// Adds the entries of `shared` this context does not have (a batch's shared context).
+    pub fn fill_from(&mut self, shared: &Context) {
+        for (k, v) in &shared.entries {
+            if !self.contains(k) {
+                self.entries.push((k.clone(), v.clone()));
+            }
+        }
+    }
+
+    /// The context as JSON text.
+    pub fn to_json(&self) -> String {
+        let size: usize = self
+            .entries
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
+        let mut out = String::with_capacity(size + 2);
+        out.push('{');
+        for (i, (k, v)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k).unwrap_or_else(|_| "\"\"".to_owned()));
+            out.push(':');
+            out.push_str(v.get());
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// A message as it arrives: the fields Kept reads, with `properties` and `context` kept as
+/// text. Unknown fields are ignored, as Segment does.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    #[serde(rename = "userId")]
+    user_id: Option<Value>,
+    #[serde(rename = "anonymousId")]
+    anonymous_id: Option<Value>,
+    #[serde(rename = "messageId")]
+    message_id: Option<Value>,
+    timestamp: Option<Value>,
+    #[serde(rename = "originalTimestamp")]
+    original_timestamp: Option<Value>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<Value>,
+    event: Option<Value>,
+    name: Option<Value>,
+    #[serde(rename = "groupId")]
+    group_id: Option<Value>,
+    #[serde(rename = "previousId")]
+    previous_id: Option<Value>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<Value>,
+    traits: Option<Value>,
+    #[serde(borrow)]
+    properties: Option<&'a RawValue>,
+    #[serde(borrow)]
+    context: Option<&'a RawValue>,
+    #[serde(borrow)]
+    integrations: Option<&'a RawValue>,
+}
+
+/// Why a message's text could not be read as a message at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// Not JSON, or not an object.
+    #[error("{0}")]
+    NotJson(String),
+    #[error(transparent)]
+    Field(#[from] FieldError),
+}
+
+/// Checks one message given as JSON text (see [`parse_message`]).
+pub fn parse_message_json(
+    json: &str,
+    kind: Option<MessageKind>,
+    base: &str,
+) -> Result<Message, MessageError> {
+    let wire: Wire<'_> =
+        serde_json::from_str(json).map_err(|e| MessageError::NotJson(e.to_string()))?;
+    let mut obj = Map::new();
+    let scalars = [
+        ("type", wire.kind),
+        ("userId", wire.user_id),
+        ("anonymousId", wire.anonymous_id),
+        ("messageId", wire.message_id),
+        ("timestamp", wire.timestamp),
+        ("originalTimestamp", wire.original_timestamp),
+        ("sentAt", wire.sent_at),
+        ("event", wire.event),
+        ("name", wire.name),
+        ("groupId", wire.group_id),
+        ("previousId", wire.previous_id),
+        ("writeKey", wire.write_key),
+        ("traits", wire.traits),
+    ];
+    for (k, v) in scalars {
+        if let Some(v) = v {
+            obj.insert(k.to_owned(), v);
+        }
+    }
+    let is_object = |raw: &RawValue| raw.get().starts_with('{');
+    let is_null = |raw: &RawValue| raw.get() == "null";
+    let properties = match wire.properties {
+        None => None,
+        Some(raw) if is_null(raw) => None,
+        Some(raw) if is_object(raw) => Some(raw.to_owned()),
+        Some(_) => {
+            return Err(FieldError::new(
+                field_path(base, "properties"),
+                "`properties` must be an object",
+            )
+            .into());
+        }
+    };
+    let context = match wire.context {
+        None => Context::default(),
+        Some(raw) if is_null(raw) => Context::default(),
+        Some(raw) => Context::parse(raw.get()).ok_or_else(|| {
+            FieldError::new(field_path(base, "context"), "`context` must be an object")
+        })?,
+    };
+    if let Some(raw) = wire.integrations
+        && !is_null(raw)
+        && !is_object(raw)
+    {
+        return Err(FieldError::new(
+            field_path(base, "integrations"),
+            "`integrations` must be an object",
+        )
+        .into());
+    }
+    let mut message = parse_message(obj, kind, base)?;
+    if let Some(p) = properties {
+        message.properties = p;
+    }
+    message.context = context;
+    Ok(message)
 }
 
 /// Checks one message object. `kind` is the endpoint's call; `None` (a batch item) reads it
@@ -176,8 +428,14 @@ pub fn parse_message(
     };
     let sent_at = time_field(obj, "sentAt", base)?;
     let traits = object_field(obj, "traits", base)?;
-    let properties = object_field(obj, "properties", base)?;
-    let context = object_field(obj, "context", base)?;
+    let properties = match object_field(obj, "properties", base)? {
+        p if p.is_empty() => empty_object(),
+        p => serde_json::value::to_raw_value(&p).unwrap_or_else(|_| empty_object()),
+    };
+    let context = match object_field(obj, "context", base)? {
+        c if c.is_empty() => Context::default(),
+        c => Context::parse(&Value::Object(c).to_string()).unwrap_or_default(),
+    };
     // Checked for shape only: Kept decides where events go from consent, not from
     // `integrations`.
     object_field(obj, "integrations", base)?;
@@ -236,6 +494,10 @@ pub fn parse_message(
         ));
     }
     Ok(message)
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| Box::<RawValue>::default())
 }
 
 /// An id: a non-empty string, or a number (some clients send numeric user ids).

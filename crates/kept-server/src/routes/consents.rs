@@ -19,90 +19,6 @@ use utoipa::ToSchema;
 /// Records one request may append at most.
 pub const MAX_RECORDS: usize = 1000;
 
-/// What a consent record says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Given,
-    Withdrawn,
-    OptedOut,
-    Objected,
-    Pending,
-}
-
-impl From<Action> for ConsentAction {
-    fn from(a: Action) -> ConsentAction {
-        match a {
-            Action::Given => ConsentAction::Given,
-            Action::Withdrawn => ConsentAction::Withdrawn,
-            Action::OptedOut => ConsentAction::OptedOut,
-            Action::Objected => ConsentAction::Objected,
-            Action::Pending => ConsentAction::Pending,
-        }
-    }
-}
-
-impl From<ConsentAction> for Action {
-    fn from(a: ConsentAction) -> Action {
-        match a {
-            ConsentAction::Given => Action::Given,
-            ConsentAction::Withdrawn => Action::Withdrawn,
-            ConsentAction::OptedOut => Action::OptedOut,
-            ConsentAction::Objected => Action::Objected,
-            ConsentAction::Pending => Action::Pending,
-        }
-    }
-}
-
-/// How the consent was collected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    WebForm,
-    Banner,
-    Api,
-    DoubleOptIn,
-    Written,
-    ImpliedPurchase,
-    ImpliedInquiry,
-    Gpc,
-    Reply,
-    Import,
-}
-
-impl From<Method> for CollectionMethod {
-    fn from(m: Method) -> CollectionMethod {
-        match m {
-            Method::WebForm => CollectionMethod::WebForm,
-            Method::Banner => CollectionMethod::Banner,
-            Method::Api => CollectionMethod::Api,
-            Method::DoubleOptIn => CollectionMethod::DoubleOptIn,
-            Method::Written => CollectionMethod::Written,
-            Method::ImpliedPurchase => CollectionMethod::ImpliedPurchase,
-            Method::ImpliedInquiry => CollectionMethod::ImpliedInquiry,
-            Method::Gpc => CollectionMethod::Gpc,
-            Method::Reply => CollectionMethod::Reply,
-            Method::Import => CollectionMethod::Import,
-        }
-    }
-}
-
-impl From<CollectionMethod> for Method {
-    fn from(m: CollectionMethod) -> Method {
-        match m {
-            CollectionMethod::WebForm => Method::WebForm,
-            CollectionMethod::Banner => Method::Banner,
-            CollectionMethod::Api => Method::Api,
-            CollectionMethod::DoubleOptIn => Method::DoubleOptIn,
-            CollectionMethod::Written => Method::Written,
-            CollectionMethod::ImpliedPurchase => Method::ImpliedPurchase,
-            CollectionMethod::ImpliedInquiry => Method::ImpliedInquiry,
-            CollectionMethod::Gpc => Method::Gpc,
-            CollectionMethod::Reply => Method::Reply,
-            CollectionMethod::Import => Method::Import,
-        }
-    }
-}
 
 /// Evidence that the record is genuine. Never raw personal data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -136,12 +52,12 @@ pub struct ConsentInput {
     /// A topic the manifest declares under `purpose`.
     #[serde(default)]
     pub topic: Option<String>,
-    pub action: Action,
+    pub action: ConsentAction,
     /// The id of the notice shown; its version and content hash are taken from the manifest
     /// the server runs.
     #[serde(default)]
     pub notice: Option<String>,
-    pub method: Method,
+    pub method: CollectionMethod,
     /// Where the record comes from (`preference_center`, `api`, `import`).
     #[schema(example = "api")]
     pub source: String,
@@ -183,12 +99,12 @@ pub struct ConsentView {
     pub purpose: String,
     pub channel: Option<String>,
     pub topic: Option<String>,
-    pub action: Action,
+    pub action: ConsentAction,
     pub notice: Option<NoticeView>,
     /// The regime that applied when the record was made (`gdpr`, `ccpa`, …).
     pub regime: String,
     pub source: String,
-    pub method: Method,
+    pub method: CollectionMethod,
     pub evidence: EvidenceBody,
     /// Milliseconds since the Unix epoch.
     pub at: i64,
@@ -201,7 +117,7 @@ impl From<ConsentRecord> for ConsentView {
             purpose: r.purpose,
             channel: r.channel,
             topic: r.topic,
-            action: r.action.into(),
+            action: r.action,
             notice: r.notice.map(|n| NoticeView {
                 id: n.id,
                 version: n.version,
@@ -209,7 +125,7 @@ impl From<ConsentRecord> for ConsentView {
             }),
             regime: r.regime,
             source: r.source,
-            method: r.method.into(),
+            method: r.method,
             evidence: EvidenceBody {
                 ip_hash: r.evidence.ip_hash,
                 user_agent: r.evidence.user_agent,
@@ -314,11 +230,11 @@ pub async fn append(
             purpose: input.purpose,
             channel: input.channel,
             topic: input.topic,
-            action: input.action.into(),
+            action: input.action,
             notice,
             regime: subject.regime().as_str().to_owned(),
             source: input.source,
-            method: input.method.into(),
+            method: input.method,
             evidence: Evidence {
                 ip_hash: evidence.ip_hash,
                 user_agent: evidence.user_agent,
@@ -423,7 +339,7 @@ fn check_against_manifest(
     };
     // Consent given under a notice that never mentioned the purpose proves nothing.
     let promised = notice.purposes.iter().any(|p| is_within(&input.purpose, p));
-    if input.action == Action::Given && !promised {
+    if input.action == ConsentAction::Given && !promised {
         return Err((
             "notice",
             format!(
@@ -522,23 +438,4 @@ pub async fn ledger_status(
             key_id: c.key_id,
         }),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_names_match_the_domain_names() {
-        for a in ConsentAction::ALL {
-            let json = serde_json::to_value(Action::from(a)).unwrap();
-            assert_eq!(json, a.as_str());
-            assert_eq!(ConsentAction::from(Action::from(a)), a);
-        }
-        for m in CollectionMethod::ALL {
-            let json = serde_json::to_value(Method::from(m)).unwrap();
-            assert_eq!(json, m.as_str());
-            assert_eq!(CollectionMethod::from(Method::from(m)), m);
-        }
-    }
 }

@@ -1,0 +1,1602 @@
+//! The customer's pages: sign-in, the preference page and its forms, double opt-in
+//! confirmation, one-click unsubscribe, downloads and receipts. Server-rendered, usable without
+//! JavaScript.
+//!
+//! Every POST that changes something needs the session's CSRF token and is refused when the
+//! browser says it came from another site (`Sec-Fetch-Site`, `Origin`); the one-click
+//! unsubscribe is the exception RFC 8058 asks for, carried by its signed token instead.
+
+use super::model::{self, ChangeError, Context, Standing, Wanted};
+use super::texts::{self, Texts};
+use super::token::{Claims, Kind, TokenError, TokenKeys};
+use super::{COOKIE, PrefCenter};
+use crate::app::AppState;
+use crate::collect::RequestFacts;
+use crate::error::ApiError;
+use askama::Template;
+use axum::body::Body;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kept_core::ledger::{CollectionMethod, ConsentAction, Evidence};
+use kept_core::subject::{Frequency, Period, QuietHours};
+use kept_core::{SubjectId, UnixMillis};
+use serde::Deserialize;
+use std::collections::HashSet;
+
+/// The language cookie: a choice made with `?lang=` sticks to the pages.
+const LANG_COOKIE: &str = "kept_lang";
+/// Latest ledger entries listed on the page; the download holds them all.
+const HISTORY_ROWS: usize = 50;
+/// Latest events listed on the page.
+const EVENT_ROWS: usize = 20;
+
+// --- the frame every page shares ---------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct LocaleChoice {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub selected: bool,
+}
+
+/// What the frame of every page shows: the company, its colour, the language choice.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub t: &'static Texts,
+    pub org: String,
+    pub brand: String,
+    pub on_brand: &'static str,
+    pub accent: String,
+    pub locales: Vec<LocaleChoice>,
+    pub contact_email: String,
+    pub postal_address: Option<String>,
+    pub signed_in: bool,
+    pub csrf: String,
+    /// The page the language form reloads.
+    pub path: &'static str,
+}
+
+fn chrome(state: &AppState, t: &'static Texts, path: &'static str) -> Chrome {
+    let org = &state.manifest.organisation;
+    let brand = org
+        .brand_colour
+        .clone()
+        .filter(|c| parse_hex(c).is_some())
+        .unwrap_or_else(|| "#33475b".to_owned());
+    let rgb = parse_hex(&brand).unwrap_or((51, 71, 91));
+    let on_white = contrast(luminance(rgb), 1.0);
+    let on_brand = if contrast(luminance(rgb), 1.0) >= contrast(luminance(rgb), 0.0) {
+        "#ffffff"
+    } else {
+        "#111111"
+    };
+    let offered: Vec<&'static Texts> = texts::ALL
+        .iter()
+        .copied()
+        .filter(|l| org.locales.is_empty() || org.locales.iter().any(|o| o == l.code))
+        .collect();
+    Chrome {
+        t,
+        org: org.name.clone(),
+        accent: if on_white >= 4.5 {
+            brand.clone()
+        } else {
+            "#1f4e79".to_owned()
+        },
+        brand,
+        on_brand,
+        locales: offered
+            .into_iter()
+            .map(|l| LocaleChoice {
+                code: l.code,
+                name: l.language_name,
+                selected: l.code == t.code,
+            })
+            .collect(),
+        contact_email: org.contact_email.clone(),
+        postal_address: org.postal_address.clone(),
+        signed_in: false,
+        csrf: String::new(),
+        path,
+    }
+}
+
+fn parse_hex(c: &str) -> Option<(u8, u8, u8)> {
+    let h = c.strip_prefix('#')?;
+    if h.len() != 6 {
+        return None;
+    }
+    let byte = |i: usize| u8::from_str_radix(h.get(i..i + 2)?, 16).ok();
+    Some((byte(0)?, byte(2)?, byte(4)?))
+}
+
+fn luminance((r, g, b): (u8, u8, u8)) -> f64 {
+    let channel = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.039_28 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+}
+
+fn contrast(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a > b { (a, b) } else { (b, a) };
+    (hi + 0.05) / (lo + 0.05)
+}
+
+/// The language of this request: `?lang=`, the language cookie, `Accept-Language`.
+fn language(state: &AppState, lang: Option<&str>, headers: &HeaderMap) -> &'static Texts {
+    let chosen = lang.or_else(|| super::cookie(headers, LANG_COOKIE));
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    texts::choose(chosen, accept, &state.manifest.organisation.locales)
+}
+
+/// An HTML answer with the headers every page carries.
+fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return ApiError::Internal(format!("page template: {e}")).into_response(),
+    };
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    security_headers(h);
+    response
+}
+
+fn security_headers(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Links carry tokens: never hand them to another site in a referrer.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+}
+
+fn redirect(to: &str, cookies: &[String]) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        h.insert(header::LOCATION, v);
+    }
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    security_headers(h);
+    response
+}
+
+fn session_cookie(value: &str, max_age_secs: i64, secure: bool) -> String {
+    format!(
+        "{COOKIE}={value}; Path=/preferences; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+fn lang_cookie(code: &str, secure: bool) -> String {
+    format!(
+        "{LANG_COOKIE}={code}; Path=/preferences; SameSite=Lax; Max-Age=31536000{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+// --- templates ---------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "prefcenter/signin.html")]
+struct SignInPage {
+    c: Chrome,
+    message: Option<&'static str>,
+    error: Option<&'static str>,
+    form_token: String,
+    available: bool,
+}
+
+#[derive(Template)]
+#[template(path = "prefcenter/action.html")]
+struct ActionPage {
+    c: Chrome,
+    title: &'static str,
+    text: Option<&'static str>,
+    done: Option<&'static str>,
+    error: Option<&'static str>,
+    /// A button that posts `token` to `action`.
+    form: Option<ActionForm>,
+    back: Option<String>,
+}
+
+struct ActionForm {
+    action: String,
+    token: String,
+    button: &'static str,
+    one_click: bool,
+}
+
+#[derive(Template)]
+#[template(path = "prefcenter/page.html")]
+struct PreferencePage {
+    c: Chrome,
+    done: Option<&'static str>,
+    error: Option<&'static str>,
+    erasure: Option<ErasureView>,
+    purposes: Vec<PurposeView>,
+    channels: Vec<ChannelView>,
+    dns: Option<DnsView>,
+    gpc_sent: bool,
+    has_marketing: bool,
+    identifiers: Vec<IdentifierRow>,
+    traits: Vec<TraitRow>,
+    events: Vec<EventRow>,
+    history: Vec<HistoryRow>,
+    history_total: usize,
+    lang: &'static str,
+}
+
+struct ErasureView {
+    requested: String,
+    due: String,
+}
+
+struct NoticeView {
+    id: String,
+    version: u32,
+    hash: String,
+    title: String,
+    text: String,
+}
+
+struct PurposeView {
+    key: String,
+    name: String,
+    description: String,
+    basis: &'static str,
+    switchable: bool,
+    on: bool,
+    notice: Option<NoticeView>,
+}
+
+struct TopicView {
+    value: String,
+    id: String,
+    name: String,
+    description: String,
+    on: bool,
+    pending: bool,
+}
+
+struct ChannelView {
+    key: String,
+    name: String,
+    topics: Vec<TopicView>,
+    frequencies: Vec<Choice>,
+    quiet_from: String,
+    quiet_to: String,
+    is_email: bool,
+    /// The TCPA disclosure, for text messages.
+    disclosure: Option<NoticeView>,
+    sms_subscribed: bool,
+}
+
+struct Choice {
+    value: &'static str,
+    label: &'static str,
+    selected: bool,
+}
+
+struct DnsView {
+    on: bool,
+    gpc_binding: bool,
+    gpc_recorded: bool,
+}
+
+struct IdentifierRow {
+    kind: String,
+    value: String,
+    since: String,
+}
+
+struct TraitRow {
+    key: String,
+    category: String,
+    value: String,
+    collected: String,
+    point: String,
+    notice: String,
+}
+
+struct EventRow {
+    name: String,
+    when: String,
+}
+
+struct HistoryRow {
+    seq: u64,
+    date: String,
+    purpose: String,
+    scope: String,
+    choice: &'static str,
+    how: String,
+    notice: String,
+}
+
+fn date(ms: UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+fn datetime(ms: UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+fn minutes_text(m: u16) -> String {
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+fn notice_view(state: &AppState, id: Option<&String>, t: &Texts) -> Option<NoticeView> {
+    let id = id?;
+    let n = state.manifest.notices.get(id)?;
+    let text = n
+        .locales
+        .get(t.code)
+        .or_else(|| {
+            state
+                .manifest
+                .organisation
+                .locales
+                .first()
+                .and_then(|c| n.locales.get(c))
+        })
+        .or_else(|| n.locales.values().next())?;
+    Some(NoticeView {
+        id: id.clone(),
+        version: n.version,
+        hash: n.hash.get(..12).unwrap_or(&n.hash).to_owned(),
+        title: text.title.clone(),
+        text: text.text.clone(),
+    })
+}
+
+fn basis_text(t: &'static Texts, basis: Option<kept_core::manifest::LegalBasis>) -> &'static str {
+    use kept_core::manifest::LegalBasis;
+    match basis {
+        Some(LegalBasis::Consent) => t.basis_consent,
+        Some(LegalBasis::Contract) => t.basis_contract,
+        Some(LegalBasis::LegalObligation) => t.basis_legal_obligation,
+        Some(LegalBasis::LegitimateInterests) => t.basis_legitimate_interests,
+        _ => t.basis_other,
+    }
+}
+
+fn frequency_value(f: Option<Frequency>) -> &'static str {
+    match f.map(|f| f.period) {
+        None => "any",
+        Some(Period::Day) => "day",
+        Some(Period::Week) => "week",
+        Some(Period::Month) => "month",
+    }
+}
+
+async fn build_page(
+    state: &AppState,
+    standing: &Standing,
+    c: Chrome,
+    gpc_sent: bool,
+    done: Option<&'static str>,
+    error: Option<&'static str>,
+) -> Result<PreferencePage, ApiError> {
+    let t = c.t;
+    let manifest = state.manifest.as_ref();
+    let purposes = standing
+        .purposes
+        .iter()
+        .map(|p| {
+            let m = manifest.purposes.get(&p.key);
+            PurposeView {
+                key: p.key.clone(),
+                name: m.map_or_else(|| p.key.clone(), |m| m.name.clone()),
+                description: m.map(|m| m.description.clone()).unwrap_or_default(),
+                basis: basis_text(t, p.basis),
+                switchable: p.switchable,
+                on: p.allowed,
+                notice: notice_view(state, p.notice.as_ref(), t),
+            }
+        })
+        .collect();
+    let channels = standing
+        .channels
+        .iter()
+        .map(|ch| {
+            let manifest_name = manifest
+                .channels
+                .get(&ch.channel)
+                .map_or(ch.channel.as_str(), |c| c.name.as_str());
+            let frequency = frequency_value(ch.frequency);
+            let sms = ch.channel == "sms";
+            ChannelView {
+                key: ch.channel.clone(),
+                name: t.channel(&ch.channel, manifest_name).to_owned(),
+                topics: ch
+                    .topics
+                    .iter()
+                    .map(|tp| {
+                        let m = manifest.topics.get(&tp.topic);
+                        TopicView {
+                            value: format!("{}:{}", ch.channel, tp.topic),
+                            id: format!("topic-{}-{}", ch.channel, tp.topic),
+                            name: t
+                                .topic(&tp.topic, m.map_or(tp.topic.as_str(), |m| m.name.as_str()))
+                                .to_owned(),
+                            description: m.map(|m| m.description.clone()).unwrap_or_default(),
+                            on: tp.subscribed,
+                            pending: tp.pending,
+                        }
+                    })
+                    .collect(),
+                frequencies: [
+                    ("any", t.freq_any),
+                    ("day", t.freq_day),
+                    ("week", t.freq_week),
+                    ("month", t.freq_month),
+                ]
+                .into_iter()
+                .map(|(value, label)| Choice {
+                    value,
+                    label,
+                    selected: value == frequency,
+                })
+                .collect(),
+                quiet_from: ch.quiet.map(|q| minutes_text(q.start_minute)).unwrap_or_default(),
+                quiet_to: ch.quiet.map(|q| minutes_text(q.end_minute)).unwrap_or_default(),
+                is_email: ch.channel == "email",
+                disclosure: if sms {
+                    ch.topics
+                        .iter()
+                        .find_map(|tp| notice_view(state, tp.notice.as_ref(), t))
+                } else {
+                    None
+                },
+                sms_subscribed: sms && ch.topics.iter().any(|tp| tp.subscribed),
+            }
+        })
+        .collect();
+    let identifiers: Vec<IdentifierRow> = model::identifiers(state, standing.subject.id)
+        .await?
+        .into_iter()
+        .map(|(kind, value, since)| IdentifierRow {
+            kind: kind.as_str().replace('_', " "),
+            value: value.unwrap_or_else(|| t.hidden_value.to_owned()),
+            since: date(since),
+        })
+        .collect();
+    let traits = standing
+        .traits
+        .iter()
+        .map(|tr| TraitRow {
+            key: tr.key.clone(),
+            category: tr.category.clone(),
+            value: match &tr.value {
+                serde_json::Value::String(s) => s.clone(),
+                v if v.get("sealed_identifier").is_some() => t.hidden_value.to_owned(),
+                v => {
+                    let text = v.to_string();
+                    if text.chars().count() > 80 {
+                        format!("{}…", text.chars().take(80).collect::<String>())
+                    } else {
+                        text
+                    }
+                }
+            },
+            collected: date(tr.provenance.collected_at),
+            point: manifest
+                .collection_points
+                .get(&tr.provenance.collection_point)
+                .map_or_else(
+                    || tr.provenance.collection_point.clone(),
+                    |p| p.name.clone(),
+                ),
+            notice: if tr.provenance.notice_id.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "{} v{}",
+                    tr.provenance.notice_id, tr.provenance.notice_version
+                )
+            },
+        })
+        .collect();
+    let events = recent_events(state, standing.subject.id)
+        .await?
+        .into_iter()
+        .rev()
+        .map(|e| EventRow {
+            name: match e.event.name {
+                Some(name) => format!("{} · {name}", e.event.kind),
+                None => e.event.kind,
+            },
+            when: datetime(e.event.at),
+        })
+        .collect();
+    let history = standing
+        .records
+        .iter()
+        .rev()
+        .take(HISTORY_ROWS)
+        .map(|r| {
+            let rec = &r.record;
+            let scope = match (&rec.channel, &rec.topic) {
+                (None, _) => t.all_channels.to_owned(),
+                (Some(ch), None) => t.channel(ch, ch).to_owned(),
+                (Some(ch), Some(tp)) => format!("{} · {}", t.channel(ch, ch), t.topic(tp, tp)),
+            };
+            HistoryRow {
+                seq: r.seq,
+                date: datetime(rec.at),
+                purpose: manifest
+                    .purposes
+                    .get(&rec.purpose)
+                    .map_or_else(|| rec.purpose.clone(), |p| p.name.clone()),
+                scope,
+                choice: t.action(rec.action),
+                how: rec.method.as_str().replace('_', " "),
+                notice: rec
+                    .notice
+                    .as_ref()
+                    .map(|n| format!("{} v{} · {}", n.id, n.version, n.hash.get(..8).unwrap_or(&n.hash)))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    let has_marketing = manifest
+        .purposes
+        .keys()
+        .any(|k| kept_core::rulebook::PurposeClass::of(k) == kept_core::rulebook::PurposeClass::Marketing);
+    Ok(PreferencePage {
+        lang: t.code,
+        done,
+        error,
+        erasure: standing.erasure.as_ref().filter(|e| {
+            e.state == kept_store::prefcenter::ErasureState::Received
+        }).map(|e| ErasureView {
+            requested: date(e.requested_at),
+            due: date(e.due_at),
+        }),
+        purposes,
+        channels,
+        dns: standing.do_not_sell.as_ref().map(|d| DnsView {
+            on: d.on,
+            gpc_binding: d.gpc_binding,
+            gpc_recorded: d.gpc_recorded,
+        }),
+        gpc_sent,
+        has_marketing,
+        identifiers,
+        traits,
+        events,
+        history_total: standing.records.len(),
+        history,
+        c,
+    })
+}
+
+/// The latest events of a subject, oldest first.
+async fn recent_events(
+    state: &AppState,
+    subject: SubjectId,
+) -> Result<Vec<kept_store::collection::StoredEvent>, ApiError> {
+    let mut kept: std::collections::VecDeque<kept_store::collection::StoredEvent> =
+        std::collections::VecDeque::with_capacity(EVENT_ROWS);
+    let mut after = None;
+    // Bounded: a subject with a very long history shows the latest of its first pages.
+    for _ in 0..10 {
+        let page = state.store.events_of(subject, after, 1_000).await?;
+        let full = page.len() == 1_000;
+        after = page.last().map(|e| e.id);
+        for e in page {
+            if kept.len() == EVENT_ROWS {
+                kept.pop_front();
+            }
+            kept.push_back(e);
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(kept.into_iter().collect())
+}
+
+// --- sessions, CSRF and origins ----------------------------------------------------------------
+
+/// A signed-in customer.
+struct Session {
+    claims: Claims,
+    csrf: String,
+}
+
+async fn session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, ApiError> {
+    let Some(value) = super::cookie(headers, COOKIE) else {
+        return Ok(None);
+    };
+    let keys = state.prefcenter.keys(state.store.as_ref()).await?;
+    Ok(keys
+        .open(Kind::Session, value, state.now())
+        .ok()
+        .map(|claims| Session {
+            csrf: keys.csrf(&claims.id),
+            claims,
+        }))
+}
+
+/// Whether the browser says this request came from another site. A request without these
+/// headers (an old browser, a script) passes here and still needs its CSRF token.
+fn cross_site(prefcenter: &PrefCenter, headers: &HeaderMap) -> bool {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site.trim(), "same-origin" | "none")
+    {
+        return true;
+    }
+    let Some(origin) = text(header::ORIGIN) else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/');
+    if origin == "null" {
+        return true;
+    }
+    let own_host = text(header::HOST).map(str::trim);
+    let host_of = |o: &str| {
+        o.strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+            .map(str::to_owned)
+    };
+    let matches_host = own_host.is_some_and(|h| host_of(origin).as_deref() == Some(h));
+    let matches_public = origin == prefcenter.base_url().trim_end_matches('/');
+    !(matches_host || matches_public)
+}
+
+fn evidence(state: &AppState, headers: &HeaderMap, reference: Option<String>, ip_key: Option<&kept_core::identity::IdentityKeys>) -> Evidence {
+    let facts = RequestFacts::from_headers(headers);
+    let _ = state;
+    Evidence {
+        ip_hash: facts.ip.as_deref().and_then(|ip| ip_key.map(|k| k.ip_hash(ip))),
+        user_agent: facts.user_agent,
+        text_hash: None,
+        reference,
+    }
+}
+
+async fn context(
+    state: &AppState,
+    headers: &HeaderMap,
+    t: &'static Texts,
+    reference: Option<String>,
+) -> Result<Context, ApiError> {
+    let keys = state.collect.keys(state.store.as_ref()).await?;
+    Ok(Context {
+        method: CollectionMethod::WebForm,
+        evidence: evidence(state, headers, reference, Some(keys)),
+        texts: t,
+        now: state.now(),
+    })
+}
+
+fn refused(state: &AppState, t: &'static Texts, status: StatusCode, message: &'static str) -> Response {
+    html(
+        status,
+        ActionPage {
+            c: chrome(state, t, "/preferences/sign-in"),
+            title: t.page_title,
+            text: None,
+            done: None,
+            error: Some(message),
+            form: None,
+            back: Some(format!("/preferences/sign-in?lang={}", t.code)),
+        }
+        .render(),
+    )
+}
+
+/// The checks every session form passes: same site, a session, its CSRF token.
+async fn signed_in_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<(Session, &'static Texts), Response> {
+    let t = language(state, field(form, "lang"), headers);
+    if cross_site(&state.prefcenter, headers) {
+        return Err(refused(state, t, StatusCode::FORBIDDEN, t.cross_site));
+    }
+    let session = match session(state, headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(refused(state, t, StatusCode::UNAUTHORIZED, t.session_ended)),
+        Err(e) => return Err(e.into_response()),
+    };
+    let keys = match state.prefcenter.keys(state.store.as_ref()).await {
+        Ok(k) => k,
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    };
+    let presented = field(form, "csrf").unwrap_or_default();
+    if !keys.csrf_matches(&session.claims.id, presented) {
+        return Err(refused(state, t, StatusCode::FORBIDDEN, t.form_expired));
+    }
+    Ok((session, t))
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn fields<'a>(form: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
+    form.iter()
+        .filter(move |(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn form_or_empty(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Vec<(String, String)> {
+    form.map(|Form(f)| f).unwrap_or_default()
+}
+
+async fn load_standing(state: &AppState, subject: SubjectId) -> Result<Option<Standing>, ApiError> {
+    model::standing(state, subject, state.now()).await
+}
+
+fn done_path(t: &Texts, done: &str, anchor: &str) -> String {
+    format!("/preferences?lang={}&done={done}#{anchor}", t.code)
+}
+
+// --- handlers ----------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    lang: Option<String>,
+    done: Option<String>,
+    reason: Option<String>,
+}
+
+fn done_text(t: &'static Texts, done: Option<&str>) -> Option<&'static str> {
+    Some(match done? {
+        "saved" => t.done_saved,
+        "confirm_sent" => t.done_confirm_sent,
+        "confirmed" => t.done_confirmed,
+        "unsubscribed_all" => t.done_unsubscribed_all,
+        "unsubscribed" => t.done_unsubscribed,
+        "erasure" => t.done_erasure,
+        _ => return None,
+    })
+}
+
+/// `GET /preferences`: the page, for a signed-in customer; anyone else is sent to sign in.
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Option<Query<PageQuery>>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let t = language(&state, q.lang.as_deref(), &headers);
+    let secure = state.prefcenter.secure(&headers);
+    let lang_set: Vec<String> = q
+        .lang
+        .as_deref()
+        .and_then(texts::by_code)
+        .map(|l| vec![lang_cookie(l.code, secure)])
+        .unwrap_or_default();
+    let session = match session(&state, &headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return redirect(
+                &format!("/preferences/sign-in?lang={}&reason=session", t.code),
+                &lang_set,
+            );
+        }
+        Err(e) => return e.into_response(),
+    };
+    let result = async {
+        let Some(mut standing) = load_standing(&state, session.claims.subject()).await? else {
+            return Ok(None);
+        };
+        let gpc_sent = RequestFacts::from_headers(&headers).gpc;
+        if gpc_sent {
+            let ctx = context(&state, &headers, t, Some("Sec-GPC: 1".to_owned())).await?;
+            if model::honour_gpc(&state, &standing, &ctx)
+                .await
+                .map_err(ChangeError::into_api)?
+            {
+                if let Some(fresh) = load_standing(&state, standing.subject.id).await? {
+                    standing = fresh;
+                }
+            }
+        }
+        let mut c = chrome(&state, t, "/preferences");
+        c.signed_in = true;
+        c.csrf = session.csrf.clone();
+        let page = build_page(&state, &standing, c, gpc_sent, done_text(t, q.done.as_deref()), None).await?;
+        Ok::<_, ApiError>(Some(page))
+    }
+    .await;
+    match result {
+        Ok(Some(page)) => {
+            let mut response = html(StatusCode::OK, page.render());
+            for c in lang_set {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    response.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            response
+        }
+        Ok(None) => redirect(
+            &format!("/preferences/sign-in?lang={}&reason=session", t.code),
+            &[session_cookie("", 0, secure)],
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn sign_in_page(
+    state: &AppState,
+    t: &'static Texts,
+    status: StatusCode,
+    message: Option<&'static str>,
+    error: Option<&'static str>,
+) -> Response {
+    let keys = match state.prefcenter.keys(state.store.as_ref()).await {
+        Ok(k) => k,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let claims = Claims::new(Kind::SignInForm, SubjectId(0), state.now() + 60 * super::MINUTE);
+    html(
+        status,
+        SignInPage {
+            c: chrome(state, t, "/preferences/sign-in"),
+            message,
+            error,
+            form_token: keys.sign(&claims),
+            available: state.prefcenter.mailer().can_send(),
+        }
+        .render(),
+    )
+}
+
+/// `GET /preferences/sign-in`.
+pub async fn sign_in_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Option<Query<PageQuery>>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let t = language(&state, q.lang.as_deref(), &headers);
+    let error = match q.reason.as_deref() {
+        Some("session") => Some(t.session_ended),
+        Some("link") => Some(t.link_invalid),
+        _ => None,
+    };
+    sign_in_page(&state, t, StatusCode::OK, None, error).await
+}
+
+/// `POST /preferences/sign-in`: mails a sign-in link if the address is known. The answer is
+/// the same either way, and comes before the mail is sent.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    let t = language(&state, field(&form, "lang"), &headers);
+    if cross_site(&state.prefcenter, &headers) {
+        return refused(&state, t, StatusCode::FORBIDDEN, t.cross_site);
+    }
+    let now = state.now();
+    let keys = match state.prefcenter.keys(state.store.as_ref()).await {
+        Ok(k) => k.clone(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if keys
+        .open(Kind::SignInForm, field(&form, "form_token").unwrap_or_default(), now)
+        .is_err()
+    {
+        return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.form_expired)).await;
+    }
+    if !state.prefcenter.mailer().can_send() {
+        return sign_in_page(&state, t, StatusCode::SERVICE_UNAVAILABLE, None, Some(t.signin_unavailable)).await;
+    }
+    let raw = field(&form, "email").unwrap_or_default();
+    let normalized = kept_core::identity::normalize_email(raw).ok();
+    let limit_key = normalized.clone().unwrap_or_else(|| raw.trim().to_lowercase());
+    let ip = RequestFacts::from_headers(&headers).ip;
+    if !state.prefcenter.admit_sign_in(&limit_key, ip.as_deref(), now) {
+        return sign_in_page(&state, t, StatusCode::TOO_MANY_REQUESTS, None, Some(t.too_many)).await;
+    }
+    if let Some(address) = normalized {
+        let subject = match model::subject_by_email(&state, &state.prefcenter, &address).await {
+            Ok(s) => s,
+            Err(e) => return e.into_response(),
+        };
+        if let Some(subject) = subject {
+            let mut claims = Claims::new(Kind::Link, subject, now + state.prefcenter.config().link_ttl);
+            claims.locale = Some(t.code.to_owned());
+            let link = format!(
+                "{}/preferences/open?token={}",
+                state.prefcenter.base_url(),
+                keys.sign(&claims)
+            );
+            let mail = super::mail::Mail {
+                to: address,
+                subject: format!("{} · {}", t.mail_signin_subject, state.manifest.organisation.name),
+                text: format!("{}\n\n{link}\n\n{}\n", t.mail_signin_body, t.mail_ignore),
+            };
+            let mailer = state.prefcenter.mailer().clone();
+            tokio::spawn(async move {
+                if let Err(e) = mailer.send(mail, &link).await {
+                    tracing::warn!(code = e.code(), error = %e, "sign-in mail not sent");
+                }
+            });
+        }
+    }
+    sign_in_page(&state, t, StatusCode::OK, Some(t.signin_sent), None).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+    lang: Option<String>,
+}
+
+/// `GET /preferences/open?token=…`: spends a sign-in link and opens a session.
+pub async fn open_link(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Option<Query<TokenQuery>>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let now = state.now();
+    let keys = match state.prefcenter.keys(state.store.as_ref()).await {
+        Ok(k) => k.clone(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let opened = keys.open(Kind::Link, q.token.as_deref().unwrap_or_default(), now);
+    let t = language(
+        &state,
+        q.lang.as_deref().or(opened.as_ref().ok().and_then(|c| c.locale.as_deref())),
+        &headers,
+    );
+    let claims = match opened {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(code = e.code(), "preference link refused");
+            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid)).await;
+        }
+    };
+    match state.store.spend_token(&claims.id, claims.expires, now).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(code = TokenError::Spent.code(), "preference link refused");
+            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid)).await;
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    match state.store.subject(claims.subject()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid)).await;
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    let ttl = state.prefcenter.config().session_ttl;
+    let mut session = Claims::new(Kind::Session, claims.subject(), now + ttl);
+    session.locale = Some(t.code.to_owned());
+    let secure = state.prefcenter.secure(&headers);
+    redirect(
+        &format!("/preferences?lang={}", t.code),
+        &[
+            session_cookie(&keys.sign(&session), ttl / 1000, secure),
+            lang_cookie(t.code, secure),
+        ],
+    )
+}
+
+/// `POST /preferences/sign-out`.
+pub async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    match signed_in_post(&state, &headers, &form).await {
+        Ok((_, t)) => redirect(
+            &format!("/preferences/sign-in?lang={}", t.code),
+            &[session_cookie("", 0, state.prefcenter.secure(&headers))],
+        ),
+        Err(response) => response,
+    }
+}
+
+/// Runs a change for the signed-in customer and answers with a redirect to the page, or the
+/// page with the error.
+async fn change<F, Fut>(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+    anchor: &'static str,
+    run: F,
+) -> Response
+where
+    F: FnOnce(Standing, Context, &'static Texts) -> Fut,
+    Fut: std::future::Future<Output = Result<&'static str, ChangeError>>,
+{
+    let (session, t) = match signed_in_post(state, headers, form).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let reference = Some(format!("session {}", session.claims.id.get(..8).unwrap_or_default()));
+    let result = async {
+        let standing = load_standing(state, session.claims.subject())
+            .await
+            .map_err(ChangeError::Api)?
+            .ok_or_else(|| ChangeError::Api(ApiError::NotFound("subject not found".into())))?;
+        let ctx = context(state, headers, t, reference).await.map_err(ChangeError::Api)?;
+        run(standing, ctx, t).await
+    }
+    .await;
+    match result {
+        Ok(done) => redirect(&done_path(t, done, anchor), &[]),
+        Err(ChangeError::Api(e)) => e.into_response(),
+        Err(e) => {
+            let message = e.message(t);
+            let page = async {
+                let standing = load_standing(state, session.claims.subject())
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
+                let mut c = chrome(state, t, "/preferences");
+                c.signed_in = true;
+                c.csrf = session.csrf.clone();
+                build_page(state, &standing, c, RequestFacts::from_headers(headers).gpc, None, Some(message)).await
+            }
+            .await;
+            match page {
+                Ok(page) => html(StatusCode::UNPROCESSABLE_ENTITY, page.render()),
+                Err(e) => e.into_response(),
+            }
+        }
+    }
+}
+
+/// `POST /preferences/purposes`: the purpose switches (a ticked box is `purpose=<key>`).
+pub async fn save_purposes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    let on: HashSet<&str> = fields(&form, "purpose").collect();
+    change(&state, &headers, &form, "purposes", |standing, ctx, _| {
+        let state = &state;
+        let on = &on;
+        async move {
+            let wanted = Wanted {
+                purposes: standing
+                    .purposes
+                    .iter()
+                    .filter(|p| p.switchable)
+                    .map(|p| (p.key.clone(), on.contains(p.key.as_str())))
+                    .collect(),
+                ..Wanted::default()
+            };
+            model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            Ok("saved")
+        }
+    })
+    .await
+}
+
+fn parse_time(s: &str) -> Option<u16> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// Frequency and quiet hours from the form (`frequency.<channel>`, `quiet_from.<channel>`,
+/// `quiet_to.<channel>`).
+pub fn channel_choice(
+    frequency: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> (Option<Frequency>, Option<QuietHours>) {
+    let frequency = match frequency.unwrap_or("any") {
+        "day" => Some(Period::Day),
+        "week" => Some(Period::Week),
+        "month" => Some(Period::Month),
+        _ => None,
+    }
+    .map(|period| Frequency { max: 1, period });
+    let quiet = match (from.and_then(parse_time), to.and_then(parse_time)) {
+        (Some(start_minute), Some(end_minute)) if start_minute != end_minute => Some(QuietHours {
+            start_minute,
+            end_minute,
+        }),
+        _ => None,
+    };
+    (frequency, quiet)
+}
+
+/// `POST /preferences/messages`: topics per channel (`topic=<channel>:<topic>`), frequency
+/// and quiet hours per channel, and the SMS opt-in's number and agreement.
+pub async fn save_messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    change(&state, &headers, &form, "messages", |standing, ctx, _| {
+        let state = &state;
+        let form = &form;
+        async move {
+            let on: HashSet<&str> = fields(form, "topic").collect();
+            let mut wanted = Wanted::default();
+            for ch in &standing.channels {
+                for tp in &ch.topics {
+                    let key = format!("{}:{}", ch.channel, tp.topic);
+                    wanted
+                        .topics
+                        .push((ch.channel.clone(), tp.topic.clone(), on.contains(key.as_str())));
+                }
+                let name = |prefix: &str| format!("{prefix}.{}", ch.channel);
+                let (frequency, quiet) = channel_choice(
+                    field(form, &name("frequency")),
+                    field(form, &name("quiet_from")),
+                    field(form, &name("quiet_to")),
+                );
+                wanted.channels.push((ch.channel.clone(), frequency, quiet));
+            }
+            wanted.sms = model::SmsConsent {
+                phone: field(form, "phone").map(str::to_owned),
+                accepted: field(form, "sms_agree").is_some(),
+            };
+            let outcome = model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            Ok(if outcome.confirmations > 0 {
+                "confirm_sent"
+            } else {
+                "saved"
+            })
+        }
+    })
+    .await
+}
+
+/// `POST /preferences/do-not-sell`.
+pub async fn save_do_not_sell(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    let on = field(&form, "do_not_sell").is_some();
+    change(&state, &headers, &form, "do-not-sell", |standing, ctx, _| {
+        let state = &state;
+        async move {
+            let wanted = Wanted {
+                do_not_sell: Some(on),
+                ..Wanted::default()
+            };
+            model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            Ok("saved")
+        }
+    })
+    .await
+}
+
+/// `POST /preferences/unsubscribe-all`.
+pub async fn unsubscribe_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    change(&state, &headers, &form, "messages", |standing, ctx, _| {
+        let state = &state;
+        async move {
+            model::unsubscribe_all(state, &standing, &ctx).await?;
+            Ok("unsubscribed_all")
+        }
+    })
+    .await
+}
+
+/// `POST /preferences/erase`: files an erasure request (the box must be ticked).
+pub async fn erase(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    let confirmed = field(&form, "confirm").is_some();
+    if !confirmed {
+        let (session, t) = match signed_in_post(&state, &headers, &form).await {
+            Ok(s) => s,
+            Err(response) => return response,
+        };
+        let page = async {
+            let standing = load_standing(&state, session.claims.subject())
+                .await?
+                .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
+            let mut c = chrome(&state, t, "/preferences");
+            c.signed_in = true;
+            c.csrf = session.csrf.clone();
+            build_page(&state, &standing, c, false, None, Some(t.delete_needs_confirm)).await
+        }
+        .await;
+        return match page {
+            Ok(page) => html(StatusCode::UNPROCESSABLE_ENTITY, page.render()),
+            Err(e) => e.into_response(),
+        };
+    }
+    change(&state, &headers, &form, "delete", |standing, ctx, _| {
+        let state = &state;
+        async move {
+            model::request_erasure(state, &standing, ctx.now).await?;
+            Ok("erasure")
+        }
+    })
+    .await
+}
+
+/// The signed-in customer's standing, or the answer to give instead.
+async fn signed_in_get(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(Standing, &'static Texts), Response> {
+    let t = language(state, None, headers);
+    let session = match session(state, headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(refused(state, t, StatusCode::UNAUTHORIZED, t.session_ended)),
+        Err(e) => return Err(e.into_response()),
+    };
+    match load_standing(state, session.claims.subject()).await {
+        Ok(Some(s)) => Ok((s, t)),
+        Ok(None) => Err(refused(state, t, StatusCode::UNAUTHORIZED, t.session_ended)),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+fn download(content_type: &'static str, filename: String, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    security_headers(h);
+    response
+}
+
+/// `GET /preferences/data.json`: everything held about the customer.
+pub async fn download_json(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (standing, _) = match signed_in_get(&state, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    match super::api::export(&state, &standing).await {
+        Ok(value) => download(
+            "application/json",
+            format!("my-data-{}.json", standing.subject.id.0),
+            serde_json::to_vec_pretty(&value).unwrap_or_default(),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /preferences/data.csv`: the same, one row per piece of data.
+pub async fn download_csv(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (standing, _) = match signed_in_get(&state, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    match super::api::export_csv(&state, &standing).await {
+        Ok(text) => download(
+            "text/csv; charset=utf-8",
+            format!("my-data-{}.csv", standing.subject.id.0),
+            text.into_bytes(),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /preferences/receipts/{seq}`: the signed receipt of one of the customer's records.
+pub async fn receipt(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(seq): Path<String>,
+) -> Response {
+    let (standing, t) = match signed_in_get(&state, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let seq = seq.trim_end_matches(".json").parse::<u64>().ok();
+    // Only the customer's own records: another subject's seq is as unknown as a missing one.
+    let entries = match state.store.ledger_for_subject(standing.subject.id).await {
+        Ok(e) => e,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let Some(entry) = entries.iter().find(|e| Some(e.seq) == seq) else {
+        return ApiError::NotFound("no such record of yours".into()).into_response();
+    };
+    let Some(record) = standing.records.iter().find(|r| r.seq == entry.seq) else {
+        return ApiError::NotFound("no such record of yours".into()).into_response();
+    };
+    let ledger = &state.ledger;
+    let value = super::receipt::build(
+        &state.manifest,
+        super::receipt::Entry {
+            seq: entry.seq,
+            hash: &entry.hash,
+            bytes: &entry.bytes,
+            record: &record.record,
+        },
+        t.code,
+        &format!("{}/preferences", state.prefcenter.base_url()),
+        &ledger.verifying_key(),
+        |m| ledger.sign(m),
+    );
+    download(
+        "application/json",
+        format!("consent-receipt-{}.json", entry.seq),
+        serde_json::to_vec_pretty(&value).unwrap_or_default(),
+    )
+}
+
+fn token_page(
+    state: &AppState,
+    t: &'static Texts,
+    title: &'static str,
+    text: &'static str,
+    action: &str,
+    token: &str,
+    button: &'static str,
+    one_click: bool,
+) -> Response {
+    html(
+        StatusCode::OK,
+        ActionPage {
+            c: chrome(state, t, "/preferences"),
+            title,
+            text: Some(text),
+            done: None,
+            error: None,
+            form: Some(ActionForm {
+                action: action.to_owned(),
+                token: token.to_owned(),
+                button,
+                one_click,
+            }),
+            back: None,
+        }
+        .render(),
+    )
+}
+
+fn done_page(state: &AppState, t: &'static Texts, title: &'static str, done: &'static str) -> Response {
+    html(
+        StatusCode::OK,
+        ActionPage {
+            c: chrome(state, t, "/preferences"),
+            title,
+            text: None,
+            done: Some(done),
+            error: None,
+            form: None,
+            back: Some(format!("/preferences?lang={}", t.code)),
+        }
+        .render(),
+    )
+}
+
+async fn open_token(
+    state: &AppState,
+    kind: Kind,
+    token: &str,
+) -> Result<(Claims, TokenKeys), Result<TokenError, ApiError>> {
+    let keys = state
+        .prefcenter
+        .keys(state.store.as_ref())
+        .await
+        .map_err(|e| Err(ApiError::from(e)))?
+        .clone();
+    let claims = keys.open(kind, token, state.now()).map_err(Ok)?;
+    Ok((claims, keys))
+}
+
+/// `GET /preferences/confirm?token=…`: a button that confirms. A mail scanner that follows
+/// the link confirms nothing; a person presses the button.
+pub async fn confirm_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Option<Query<TokenQuery>>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let token = q.token.unwrap_or_default();
+    match open_token(&state, Kind::Confirm, &token).await {
+        Ok((claims, _)) => {
+            let t = language(&state, q.lang.as_deref().or(claims.locale.as_deref()), &headers);
+            token_page(
+                &state,
+                t,
+                t.confirm_title,
+                t.confirm_text,
+                "/preferences/confirm",
+                &token,
+                t.confirm_button,
+                false,
+            )
+        }
+        Err(Ok(_)) => {
+            let t = language(&state, q.lang.as_deref(), &headers);
+            refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid)
+        }
+        Err(Err(e)) => e.into_response(),
+    }
+}
+
+/// `POST /preferences/confirm`: the double opt-in's second step, once per link.
+pub async fn confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    let t0 = language(&state, field(&form, "lang"), &headers);
+    if cross_site(&state.prefcenter, &headers) {
+        return refused(&state, t0, StatusCode::FORBIDDEN, t0.cross_site);
+    }
+    let token = field(&form, "token").unwrap_or_default();
+    let (claims, _) = match open_token(&state, Kind::Confirm, token).await {
+        Ok(c) => c,
+        Err(Ok(_)) => return refused(&state, t0, StatusCode::FORBIDDEN, t0.link_invalid),
+        Err(Err(e)) => return e.into_response(),
+    };
+    let t = language(&state, claims.locale.as_deref(), &headers);
+    let Some(topic) = claims.topic.clone() else {
+        return refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid);
+    };
+    match state.store.spend_token(&claims.id, claims.expires, state.now()).await {
+        Ok(true) => {}
+        Ok(false) => return refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid),
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    let result = async {
+        let standing = load_standing(&state, claims.subject())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
+        let mut ctx = context(&state, &headers, t, None).await?;
+        ctx.method = CollectionMethod::DoubleOptIn;
+        model::confirm(&state, &standing, &topic, &ctx)
+            .await
+            .map_err(ChangeError::into_api)
+    }
+    .await;
+    match result {
+        Ok(_) => done_page(&state, t, t.confirm_title, t.done_confirmed),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /preferences/unsubscribe?token=…`: a one-button page for people; mail clients post
+/// to the same URL (RFC 8058).
+pub async fn unsubscribe_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Option<Query<TokenQuery>>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let token = q.token.unwrap_or_default();
+    let t = language(&state, q.lang.as_deref(), &headers);
+    match open_token(&state, Kind::Unsubscribe, &token).await {
+        Ok(_) => token_page(
+            &state,
+            t,
+            t.unsubscribe_title,
+            t.unsubscribe_text,
+            &format!("/preferences/unsubscribe?token={token}"),
+            &token,
+            t.unsubscribe_button,
+            true,
+        ),
+        Err(Ok(_)) => refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid),
+        Err(Err(e)) => e.into_response(),
+    }
+}
+
+/// `POST /preferences/unsubscribe?token=…` with `List-Unsubscribe=One-Click`: takes effect at
+/// once. No session and no CSRF token: mail providers post it from elsewhere, and the signed
+/// token is the authority.
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Option<Query<TokenQuery>>,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let form = form_or_empty(form);
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let token = q
+        .token
+        .or_else(|| field(&form, "token").map(str::to_owned))
+        .unwrap_or_default();
+    let t = language(&state, q.lang.as_deref(), &headers);
+    let (claims, _) = match open_token(&state, Kind::Unsubscribe, &token).await {
+        Ok(c) => c,
+        Err(Ok(_)) => return refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid),
+        Err(Err(e)) => return e.into_response(),
+    };
+    let t = language(&state, q.lang.as_deref().or(claims.locale.as_deref()), &headers);
+    let Some(topic) = claims.topic.clone() else {
+        return refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid);
+    };
+    let result = async {
+        let standing = load_standing(&state, claims.subject())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
+        let keys = state.collect.keys(state.store.as_ref()).await?;
+        let ctx = Context {
+            method: CollectionMethod::Reply,
+            evidence: evidence(
+                &state,
+                &headers,
+                Some(if field(&form, "List-Unsubscribe") == Some("One-Click") {
+                    "List-Unsubscribe=One-Click".to_owned()
+                } else {
+                    "unsubscribe page".to_owned()
+                }),
+                Some(keys),
+            ),
+            texts: t,
+            now: state.now(),
+        };
+        // Withdrawn already: a second post changes nothing and answers the same.
+        let latest = standing
+            .records
+            .iter()
+            .filter(|r| {
+                r.record.purpose == topic.purpose
+                    && r.record.channel.as_deref() == Some(topic.channel.as_str())
+                    && r.record.topic == topic.topic
+            })
+            .max_by_key(|r| r.seq);
+        if latest.is_some_and(|r| r.record.action == ConsentAction::Withdrawn) {
+            return Ok(());
+        }
+        model::withdraw(&state, &standing, &topic, &ctx)
+            .await
+            .map(|_| ())
+            .map_err(ChangeError::into_api)
+    }
+    .await;
+    match result {
+        Ok(()) => done_page(&state, t, t.unsubscribe_title, t.done_unsubscribed),
+        Err(e) => e.into_response(),
+    }
+}
