@@ -68,6 +68,8 @@ pub struct AppState {
     pub forward: Arc<Forwarder>,
     /// First-party collection: its secrets, caches and admission gate.
     pub collect: Arc<crate::collect::Collector>,
+    /// The preference center: its signing keys, mailer and sign-in limits.
+    pub prefcenter: Arc<crate::prefcenter::PrefCenter>,
 }
 
 impl fmt::Debug for AppState {
@@ -96,12 +98,19 @@ impl AppState {
             decision_log,
             forward: Arc::new(Forwarder::default()),
             collect: Arc::new(crate::collect::Collector::default()),
+            prefcenter: Arc::new(crate::prefcenter::PrefCenter::default()),
         }
     }
 
     /// Collects with `collector` (its configuration) instead of the defaults.
     pub fn with_collector(mut self, collector: crate::collect::Collector) -> AppState {
         self.collect = Arc::new(collector);
+        self
+    }
+
+    /// Runs the preference center with `prefcenter` (its settings, its mailer).
+    pub fn with_prefcenter(mut self, prefcenter: crate::prefcenter::PrefCenter) -> AppState {
+        self.prefcenter = Arc::new(prefcenter);
         self
     }
 
@@ -151,6 +160,7 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
         .merge(crate::forward::routes())
         .merge(crate::snippet::routes())
         .merge(crate::collect::routes::routes(&state))
+        .merge(crate::prefcenter::routes())
         .merge(extra)
         .fallback(crate::error::not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)

@@ -759,7 +759,10 @@ fn known_file_keys() -> String {
         .into_iter()
         .filter(|k| k.in_file())
         .map(|k| format!("`{}`", k.name()))
-        .chain(["`database_url_file`".to_owned(), "`smtp_password_file`".to_owned()])
+        .chain([
+            "`database_url_file`".to_owned(),
+            "`smtp_password_file`".to_owned(),
+        ])
         .collect::<Vec<_>>()
         .join(", ")
 }

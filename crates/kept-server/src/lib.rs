@@ -16,6 +16,7 @@ pub mod index;
 pub mod ledger;
 pub mod observe;
 pub mod openapi;
+pub mod prefcenter;
 pub mod resolve;
 pub mod routes;
 pub mod server;

@@ -47,6 +47,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::collect::read::lookup,
         crate::collect::read::events,
         crate::collect::read::set_collection_point,
+        crate::prefcenter::api::preference_link,
+        crate::prefcenter::api::get_preferences,
+        crate::prefcenter::api::put_preferences,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&ApiKeyScheme),
@@ -60,6 +63,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "decision log", description = "denied and sampled decisions (role `privacy`)"),
         (name = "collection", description = "Segment-compatible event collection (role \
             `collect`, the write key), and reading back subjects and events (role `privacy`)"),
+        (name = "preferences", description = "the preference center for companies that build \
+            their own page: sign-in links, a subject's choices and changing them (role \
+            `privacy`)"),
         (name = "webhooks", description = "signed forwarding to the manifest's systems: dead \
             letters and their retry (role `admin`)"),
     )

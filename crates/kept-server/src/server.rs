@@ -46,6 +46,8 @@ pub enum ServeError {
     Index(#[from] crate::index::IndexError),
     #[error("cannot use the master key in `{path}`: {message}")]
     MasterKey { path: PathBuf, message: String },
+    #[error(transparent)]
+    Mail(#[from] crate::prefcenter::mail::MailError),
 }
 
 impl ServeError {
@@ -60,6 +62,7 @@ impl ServeError {
             ServeError::Io(_) => "serve.io",
             ServeError::Index(e) => e.code(),
             ServeError::MasterKey { .. } => "serve.master_key",
+            ServeError::Mail(e) => e.code(),
         }
     }
 }
@@ -140,6 +143,14 @@ impl Server {
                     ..crate::collect::CollectConfig::default()
                 },
             ));
+        let mailer = crate::prefcenter::mail::Mailer::from_config(
+            &config,
+            &state.manifest.organisation.name,
+        )?;
+        let state = state.with_prefcenter(crate::prefcenter::PrefCenter::new(
+            crate::prefcenter::PrefCenterConfig::from_config(&config),
+            mailer,
+        ));
         crate::collect::describe_metrics();
         if config.master_key_file.is_none() {
             tracing::info!(
@@ -163,6 +174,7 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| ServeError::Io(e.to_string()))?;
+        state.prefcenter.set_local_addr(addr);
         let ready = startup + bind_started.elapsed();
         tracing::info!(
             %addr,

@@ -33,6 +33,13 @@ CREATE TABLE merges (
 );
 CREATE INDEX merges_into ON merges (into_subject_id);
 
+-- The consent snapshots events carried, each stored once: most events of a site carry one of
+-- a handful, and an event row then holds a 16-byte reference instead of the whole snapshot.
+CREATE TABLE event_consents (
+    hash    BYTEA PRIMARY KEY,
+    consent TEXT  NOT NULL
+);
+
 -- Events. No foreign key to subjects: they are batched through the group committer, like
 -- contacts. A client's retry carries the same message id: (source, message_id) is unique.
 -- The JSON columns are text: they are written far more often than they are queried.
@@ -46,7 +53,7 @@ CREATE TABLE events (
     at           BIGINT NOT NULL,
     received_at  BIGINT NOT NULL,
     retain_until BIGINT NOT NULL,
-    consent      TEXT   NOT NULL,
+    consent_hash BYTEA  NOT NULL,
     properties   TEXT   NOT NULL,
     context      TEXT   NOT NULL,
     UNIQUE (source, message_id)

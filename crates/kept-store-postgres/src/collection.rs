@@ -10,7 +10,7 @@ use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
     CollectionStore, EventWrite, IdentityFacts, IdentityWrite, NewEvent, StoredEvent,
-    StoredIdentity,
+    StoredIdentity, consent_keys,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
@@ -62,17 +62,30 @@ impl BatchWriter for EventWriter {
 }
 
 async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
+    let (keys, distinct) = consent_keys(events);
+    let hashes: Vec<&[u8]> = distinct.iter().map(|(k, _)| k.as_slice()).collect();
+    let consents: Vec<&str> = distinct.iter().map(|(_, c)| *c).collect();
+    sqlx::query(
+        "INSERT INTO event_consents (hash, consent) \
+         SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[]) ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(&hashes)
+    .bind(&consents)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     let col = |f: fn(&NewEvent) -> &str| -> Vec<&str> { events.iter().map(f).collect() };
     let names: Vec<Option<&str>> = events.iter().map(|e| e.name.as_deref()).collect();
     let subjects: Vec<i64> = events.iter().map(|e| i64::from(e.subject.0)).collect();
     let ats: Vec<i64> = events.iter().map(|e| e.at).collect();
     let received: Vec<i64> = events.iter().map(|e| e.received_at).collect();
     let retain: Vec<i64> = events.iter().map(|e| e.retain_until).collect();
+    let consent_keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
     sqlx::query(
         "INSERT INTO events (source, message_id, subject_id, kind, name, at, received_at, \
-         retain_until, consent, properties, context) \
+         retain_until, consent_hash, properties, context) \
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], \
-         $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[]) \
+         $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BYTEA[], $10::TEXT[], $11::TEXT[]) \
          ON CONFLICT (source, message_id) DO NOTHING",
     )
     .bind(col(|e| &e.source))
@@ -83,7 +96,7 @@ async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(
     .bind(&ats)
     .bind(&received)
     .bind(&retain)
-    .bind(col(|e| &e.consent))
+    .bind(&consent_keys)
     .bind(col(|e| &e.properties))
     .bind(col(|e| &e.context))
     .execute(&mut *conn)
@@ -453,9 +466,10 @@ impl CollectionStore for PostgresStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
-            "{MERGED_INTO} SELECT id, source, message_id, subject_id, kind, name, at, \
-             received_at, retain_until, consent, properties, context FROM events \
-             WHERE subject_id IN (SELECT id FROM m) AND id > $2 ORDER BY id LIMIT $3"
+            "{MERGED_INTO} SELECT e.id, e.source, e.message_id, e.subject_id, e.kind, e.name, \
+             e.at, e.received_at, e.retain_until, c.consent, e.properties, e.context \
+             FROM events e JOIN event_consents c ON c.hash = e.consent_hash \
+             WHERE e.subject_id IN (SELECT id FROM m) AND e.id > $2 ORDER BY e.id LIMIT $3"
         ))
         .bind(i64::from(subject.0))
         .bind(after.unwrap_or(0))

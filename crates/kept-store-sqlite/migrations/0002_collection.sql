@@ -33,6 +33,13 @@ CREATE TABLE merges (
 ) STRICT;
 CREATE INDEX merges_into ON merges (into_subject_id);
 
+-- The consent snapshots events carried, each stored once: most events of a site carry one of
+-- a handful, and an event row then holds a 16-byte reference instead of the whole snapshot.
+CREATE TABLE event_consents (
+    hash    BLOB PRIMARY KEY,
+    consent TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
 -- Events. No foreign key to subjects: they are batched through the group committer, like
 -- contacts. A client's retry carries the same message id: (source, message_id) is unique.
 CREATE TABLE events (
@@ -45,7 +52,7 @@ CREATE TABLE events (
     at           INTEGER NOT NULL,
     received_at  INTEGER NOT NULL,
     retain_until INTEGER NOT NULL,
-    consent      TEXT    NOT NULL,
+    consent_hash BLOB    NOT NULL,
     properties   TEXT    NOT NULL,
     context      TEXT    NOT NULL,
     UNIQUE (source, message_id)

@@ -10,7 +10,7 @@ use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
     CollectionStore, EventWrite, IdentityFacts, IdentityWrite, NewEvent, StoredEvent,
-    StoredIdentity,
+    StoredIdentity, consent_keys,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
@@ -58,10 +58,24 @@ impl BatchWriter for EventWriter {
 }
 
 const EVENT_INSERT: &str = "INSERT INTO events (source, message_id, subject_id, kind, name, at, \
-     received_at, retain_until, consent, properties, context) VALUES ";
+     received_at, retain_until, consent_hash, properties, context) VALUES ";
 
 async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Result<()> {
-    for chunk in events.chunks(CHUNK) {
+    let (keys, distinct) = consent_keys(events);
+    for chunk in distinct.chunks(CHUNK) {
+        let sql = values_sql(
+            "INSERT INTO event_consents (hash, consent) VALUES ",
+            2,
+            chunk.len(),
+            " ON CONFLICT (hash) DO NOTHING",
+        );
+        let mut q = sqlx::query(&sql);
+        for (key, consent) in chunk {
+            q = q.bind(key.as_slice()).bind(*consent);
+        }
+        q.execute(&mut *conn).await.map_err(db)?;
+    }
+    for (chunk, keys) in events.chunks(CHUNK).zip(keys.chunks(CHUNK)) {
         let sql = values_sql(
             EVENT_INSERT,
             11,
@@ -69,7 +83,7 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
             " ON CONFLICT (source, message_id) DO NOTHING",
         );
         let mut q = sqlx::query(&sql);
-        for e in chunk {
+        for (e, key) in chunk.iter().zip(keys) {
             q = q
                 .bind(e.source.as_str())
                 .bind(e.message_id.as_str())
@@ -79,7 +93,7 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
                 .bind(e.at)
                 .bind(e.received_at)
                 .bind(e.retain_until)
-                .bind(e.consent.as_str())
+                .bind(key.as_slice())
                 .bind(e.properties.as_str())
                 .bind(e.context.as_str());
         }
@@ -466,9 +480,10 @@ impl CollectionStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
-            "{MERGED_INTO} SELECT id, source, message_id, subject_id, kind, name, at, \
-             received_at, retain_until, consent, properties, context FROM events \
-             WHERE subject_id IN (SELECT id FROM m) AND id > ?2 ORDER BY id LIMIT ?3"
+            "{MERGED_INTO} SELECT e.id, e.source, e.message_id, e.subject_id, e.kind, e.name, \
+             e.at, e.received_at, e.retain_until, c.consent, e.properties, e.context \
+             FROM events e JOIN event_consents c ON c.hash = e.consent_hash \
+             WHERE e.subject_id IN (SELECT id FROM m) AND e.id > ?2 ORDER BY e.id LIMIT ?3"
         ))
         .bind(i64::from(subject.0))
         .bind(after.unwrap_or(0))

@@ -126,6 +126,33 @@ pub struct StoredEvent {
     pub event: NewEvent,
 }
 
+/// The key a consent snapshot is stored under (stores keep each distinct snapshot once).
+pub fn consent_key(consent: &str) -> [u8; 16] {
+    let hash = blake3::hash(consent.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(hash.as_bytes().get(..16).unwrap_or(&[0; 16]));
+    key
+}
+
+/// Each event's consent key, and the distinct snapshots among them (first seen first).
+pub fn consent_keys(events: &[NewEvent]) -> (Vec<[u8; 16]>, Vec<([u8; 16], &str)>) {
+    let mut keys = Vec::with_capacity(events.len());
+    let mut distinct: Vec<([u8; 16], &str)> = Vec::new();
+    for e in events {
+        // Events mostly repeat one of a few snapshots: comparing is cheaper than hashing.
+        let key = match distinct.iter().find(|(_, c)| *c == e.consent) {
+            Some((k, _)) => *k,
+            None => {
+                let key = consent_key(&e.consent);
+                distinct.push((key, e.consent.as_str()));
+                key
+            }
+        };
+        keys.push(key);
+    }
+    (keys, distinct)
+}
+
 /// Events and profile traits written together, through the store's group committer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventWrite {

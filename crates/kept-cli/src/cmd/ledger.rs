@@ -25,6 +25,17 @@ pub enum Command {
 
 Exit status: 0 intact, 1 tampered (the first bad record is named), 2 unusable input.")]
     Verify(VerifyArgs),
+    /// Check a consent receipt from the preference center: its signature and the ledger
+    /// record inside it
+    #[command(after_help = "Examples:
+  kept ledger verify-receipt consent-receipt-42.json
+  kept ledger verify-receipt consent-receipt-42.json --public-key ledger.pub
+
+Without --public-key the signature is checked against the key the receipt names; pass the
+ledger's own key to be sure it was Kept's ledger that signed.
+
+Exit status: 0 valid, 1 changed or not signed by that key, 2 unusable input.")]
+    VerifyReceipt(VerifyReceiptArgs),
     /// Append records as fast as possible, printing each acknowledged seq (for crash tests)
     #[command(hide = true)]
     LoadTest(LoadTestArgs),
@@ -79,7 +90,83 @@ pub struct LoadTestArgs {
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Verify(args) => verify(args).await,
+        Command::VerifyReceipt(args) => verify_receipt(&args),
         Command::LoadTest(args) => load_test(args).await,
+    }
+}
+
+// --- verify-receipt --------------------------------------------------------------------------
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyReceiptArgs {
+    /// The receipt (JSON) to check
+    #[arg(value_name = "FILE")]
+    file: std::path::PathBuf,
+    /// The ledger's verifying key (a file holding PEM or hex, or the key in hex) the receipt
+    /// must be signed with
+    #[arg(long = "public-key", value_name = "FILE_OR_HEX")]
+    public_key: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
+    use kept_server::prefcenter::receipt;
+    let format = args.format;
+    let report = |code: u8, status: &str, error: Option<(&str, String)>, ok: Option<String>| {
+        match (format, &error) {
+            (Format::Text, Some((_, message))) if code == 2 => eprintln!("error: {message}"),
+            (Format::Text, Some((_, message))) => println!("receipt INVALID: {message}"),
+            (Format::Text, None) => println!("{}", ok.clone().unwrap_or_default()),
+            (Format::Json, _) => println!(
+                "{}",
+                json!({
+                    "status": status,
+                    "error": error.as_ref().map(|(c, m)| json!({"code": c, "message": m})),
+                    "detail": ok,
+                })
+            ),
+        }
+        Ok(ExitCode::from(code))
+    };
+    let expected = match args.public_key.as_deref().map(ledger::load_verifying_key) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(e)) => return report(2, "unusable", Some((e.code(), e.to_string())), None),
+    };
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            let message = format!("cannot read `{}`: {e}", args.file.display());
+            return report(2, "unusable", Some(("receipt.read", message)), None);
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            let message = format!("`{}` is not JSON: {e}", args.file.display());
+            return report(2, "unusable", Some(("receipt.not_json", message)), None);
+        }
+    };
+    match receipt::verify(&value, expected.as_ref()) {
+        Ok(v) => {
+            let whose = if expected.is_some() {
+                "the given ledger key"
+            } else {
+                "the key it names (pass --public-key to require your ledger's)"
+            };
+            report(
+                0,
+                "valid",
+                None,
+                Some(format!(
+                    "receipt valid: ledger record {} ({} {} for subject {}), signed by key {} — {whose}",
+                    v.seq, v.purpose, v.action, v.subject, v.key_id
+                )),
+            )
+        }
+        Err(e) => report(1, "invalid", Some((e.code(), e.to_string())), None),
     }
 }
 

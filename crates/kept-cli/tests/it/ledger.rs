@@ -569,3 +569,70 @@ fn verify_reads_the_database_url_from_the_environment() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("50 records, chain intact"));
 }
+
+/// `kept ledger verify-receipt`: a receipt the preference center signed verifies; one with a
+/// changed field, or checked against another key, does not.
+#[test]
+fn verify_receipt_accepts_a_signed_receipt_and_refuses_a_changed_one() {
+    use kept_server::prefcenter::receipt;
+    let manifest = kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
+        .unwrap()
+        .manifest;
+    let key = SigningKey::from_bytes(&[11; 32]);
+    let record = record(3);
+    let entry = LedgerEntry::chain(&ChainHash::GENESIS, 1, &record);
+    let signed = receipt::build(
+        &manifest,
+        receipt::Entry {
+            seq: 1,
+            hash: &entry.hash,
+            bytes: &entry.bytes,
+            record: &record,
+        },
+        "en",
+        "https://shop.example/preferences",
+        &key.verifying_key(),
+        receipt::signer(&key),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("receipt.json");
+    std::fs::write(&good, serde_json::to_string_pretty(&signed).unwrap()).unwrap();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let public = hex(key.verifying_key().as_bytes());
+
+    let ok = kept(&[
+        "ledger",
+        "verify-receipt",
+        good.to_str().unwrap(),
+        "--public-key",
+        &public,
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("receipt valid"));
+
+    let mut changed = signed.clone();
+    changed["jurisdiction"] = "us".into();
+    let bad = dir.path().join("changed.json");
+    std::fs::write(&bad, changed.to_string()).unwrap();
+    let refused = kept(&["ledger", "verify-receipt", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("INVALID"));
+
+    let other = hex(SigningKey::from_bytes(&[12; 32]).verifying_key().as_bytes());
+    let wrong_key = kept(&[
+        "ledger",
+        "verify-receipt",
+        good.to_str().unwrap(),
+        "--public-key",
+        &other,
+    ]);
+    assert_eq!(wrong_key.status.code(), Some(1));
+
+    let missing = kept(&["ledger", "verify-receipt", "/nonexistent/receipt.json"]);
+    assert_eq!(missing.status.code(), Some(2));
+}

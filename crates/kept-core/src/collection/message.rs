@@ -83,7 +83,7 @@ pub const MAX_MESSAGE_ID_LEN: usize = 200;
 pub const MAX_NAME_LEN: usize = 1000;
 
 /// One checked message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Message {
     pub kind: MessageKind,
     pub message_id: Option<String>,
@@ -214,11 +214,7 @@ impl Context {
     pub fn to_map(&self) -> Map<String, Value> {
         self.entries
             .iter()
-            .filter_map(|(k, raw)| {
-                serde_json::from_str(raw.get())
-                    .ok()
-                    .map(|v| (k.clone(), v))
-            })
+            .filter_map(|(k, raw)| serde_json::from_str(raw.get()).ok().map(|v| (k.clone(), v)))
             .collect()
     }
 
@@ -315,29 +311,8 @@ pub fn parse_message_json(
     kind: Option<MessageKind>,
     base: &str,
 ) -> Result<Message, MessageError> {
-    let wire: Wire<'_> =
+    let mut wire: Wire<'_> =
         serde_json::from_str(json).map_err(|e| MessageError::NotJson(e.to_string()))?;
-    let mut obj = Map::new();
-    let scalars = [
-        ("type", wire.kind),
-        ("userId", wire.user_id),
-        ("anonymousId", wire.anonymous_id),
-        ("messageId", wire.message_id),
-        ("timestamp", wire.timestamp),
-        ("originalTimestamp", wire.original_timestamp),
-        ("sentAt", wire.sent_at),
-        ("event", wire.event),
-        ("name", wire.name),
-        ("groupId", wire.group_id),
-        ("previousId", wire.previous_id),
-        ("writeKey", wire.write_key),
-        ("traits", wire.traits),
-    ];
-    for (k, v) in scalars {
-        if let Some(v) = v {
-            obj.insert(k.to_owned(), v);
-        }
-    }
     let is_object = |raw: &RawValue| raw.get().starts_with('{');
     let is_null = |raw: &RawValue| raw.get() == "null";
     let properties = match wire.properties {
@@ -369,7 +344,7 @@ pub fn parse_message_json(
         )
         .into());
     }
-    let mut message = parse_message(obj, kind, base)?;
+    let mut message = parse_fields(&mut wire, kind, base)?;
     if let Some(p) = properties {
         message.properties = p;
     }
@@ -384,10 +359,78 @@ pub fn parse_message(
     kind: Option<MessageKind>,
     base: &str,
 ) -> Result<Message, FieldError> {
+    parse_fields(&mut obj, kind, base)
+}
+
+/// Where a message's fields come from: a parsed object, or the fields read off its text.
+trait Fields {
+    fn field(&self, name: &str) -> Option<&Value>;
+    fn take(&mut self, name: &str) -> Option<Value>;
+}
+
+impl Fields for Map<String, Value> {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.remove(name)
+    }
+}
+
+impl Wire<'_> {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<Value>> {
+        Some(match name {
+            "type" => &mut self.kind,
+            "userId" => &mut self.user_id,
+            "anonymousId" => &mut self.anonymous_id,
+            "messageId" => &mut self.message_id,
+            "timestamp" => &mut self.timestamp,
+            "originalTimestamp" => &mut self.original_timestamp,
+            "sentAt" => &mut self.sent_at,
+            "event" => &mut self.event,
+            "name" => &mut self.name,
+            "groupId" => &mut self.group_id,
+            "previousId" => &mut self.previous_id,
+            "writeKey" => &mut self.write_key,
+            "traits" => &mut self.traits,
+            _ => return None,
+        })
+    }
+}
+
+impl Fields for Wire<'_> {
+    fn field(&self, name: &str) -> Option<&Value> {
+        match name {
+            "type" => self.kind.as_ref(),
+            "userId" => self.user_id.as_ref(),
+            "anonymousId" => self.anonymous_id.as_ref(),
+            "messageId" => self.message_id.as_ref(),
+            "timestamp" => self.timestamp.as_ref(),
+            "originalTimestamp" => self.original_timestamp.as_ref(),
+            "sentAt" => self.sent_at.as_ref(),
+            "event" => self.event.as_ref(),
+            "name" => self.name.as_ref(),
+            "groupId" => self.group_id.as_ref(),
+            "previousId" => self.previous_id.as_ref(),
+            "writeKey" => self.write_key.as_ref(),
+            "traits" => self.traits.as_ref(),
+            _ => None,
+        }
+    }
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.slot(name)?.take()
+    }
+}
+
+fn parse_fields<F: Fields>(
+    obj: &mut F,
+    kind: Option<MessageKind>,
+    base: &str,
+) -> Result<Message, FieldError> {
     let at = |name: &str| field_path(base, name);
     let kind = match kind {
         Some(k) => k,
-        None => match obj.get("type") {
+        None => match obj.field("type") {
             Some(Value::String(t)) => MessageKind::parse(t).ok_or_else(|| {
                 FieldError::new(
                     at("type"),
@@ -400,10 +443,9 @@ pub fn parse_message(
             None => return Err(FieldError::new(at("type"), "`type` is required")),
         },
     };
-    let obj = &mut obj;
     let user_id = id_field(obj, "userId", base)?;
     let anonymous_id = id_field(obj, "anonymousId", base)?;
-    let message_id = match obj.get("messageId") {
+    let message_id = match obj.field("messageId") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
         Some(Value::String(s)) if s.chars().count() <= MAX_MESSAGE_ID_LEN => {
@@ -439,7 +481,7 @@ pub fn parse_message(
     // Checked for shape only: Kept decides where events go from consent, not from
     // `integrations`.
     object_field(obj, "integrations", base)?;
-    let write_key = match obj.get("writeKey") {
+    let write_key = match obj.field("writeKey") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         _ => None,
     };
@@ -501,12 +543,8 @@ fn empty_object() -> Box<RawValue> {
 }
 
 /// An id: a non-empty string, or a number (some clients send numeric user ids).
-fn id_field(
-    obj: &Map<String, Value>,
-    name: &str,
-    base: &str,
-) -> Result<Option<String>, FieldError> {
-    match obj.get(name) {
+fn id_field<F: Fields>(obj: &F, name: &str, base: &str) -> Result<Option<String>, FieldError> {
+    match obj.field(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             let s = s.trim();
@@ -532,12 +570,8 @@ fn id_field(
     }
 }
 
-fn name_field(
-    obj: &Map<String, Value>,
-    name: &str,
-    base: &str,
-) -> Result<Option<String>, FieldError> {
-    match obj.get(name) {
+fn name_field<F: Fields>(obj: &F, name: &str, base: &str) -> Result<Option<String>, FieldError> {
+    match obj.field(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) if s.chars().count() <= MAX_NAME_LEN => Ok(Some(s.clone())),
@@ -553,12 +587,12 @@ fn name_field(
 }
 
 /// Takes an object field out of the message (no copy: messages are large, and many).
-fn object_field(
-    obj: &mut Map<String, Value>,
+fn object_field<F: Fields>(
+    obj: &mut F,
     name: &str,
     base: &str,
 ) -> Result<Map<String, Value>, FieldError> {
-    match obj.remove(name) {
+    match obj.take(name) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(map)) => Ok(map),
         Some(_) => Err(FieldError::new(
@@ -568,12 +602,12 @@ fn object_field(
     }
 }
 
-fn time_field(
-    obj: &Map<String, Value>,
+fn time_field<F: Fields>(
+    obj: &F,
     name: &str,
     base: &str,
 ) -> Result<Option<UnixMillis>, FieldError> {
-    match obj.get(name) {
+    match obj.field(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => parse_time(s).map(Some).ok_or_else(|| {
             FieldError::new(
@@ -678,5 +712,68 @@ mod tests {
             parse_time("2026-05-28T10:00:00.250+02:00"),
             parse_time("2026-05-28T08:00:00.250Z")
         );
+    }
+
+    #[test]
+    fn json_messages_keep_properties_and_context_as_sent() {
+        let text = r#"{"type":"track","anonymousId":"a","event":"E","properties":{"b":1,"a":[1,2]},
+            "context":{"ip":"203.0.113.9","kept":{"collection_point":"checkout"},"ip":"10.0.0.1"},
+            "unknown":{"ignored":true}}"#;
+        let mut m = parse_message_json(text, None, "batch[0]").unwrap();
+        assert_eq!(m.properties.get(), r#"{"b":1,"a":[1,2]}"#);
+        assert_eq!(
+            m.context_str(&["kept", "collection_point"]).as_deref(),
+            Some("checkout")
+        );
+        // A repeated key: the last wins.
+        assert_eq!(m.context_str(&["ip"]).as_deref(), Some("10.0.0.1"));
+        m.context.remove("ip");
+        m.context.set_text("ip_hash", "ab\"c");
+        assert_eq!(
+            m.context.to_json(),
+            r#"{"kept":{"collection_point":"checkout"},"ip_hash":"ab\"c"}"#
+        );
+        let mut shared = Context::parse(r#"{"library":{"name":"x"},"kept":{}}"#).unwrap();
+        m.context.fill_from(&shared);
+        assert!(m.context.contains("library"));
+        assert_eq!(
+            m.context_str(&["kept", "collection_point"]).as_deref(),
+            Some("checkout")
+        );
+        shared.remove("library");
+        assert!(!shared.contains("library"));
+
+        let err = parse_message_json(
+            r#"{"type":"track","anonymousId":"a","event":"E","properties":[1]}"#,
+            None,
+            "batch[2]",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            MessageError::Field(FieldError::new(
+                "batch[2].properties",
+                "`properties` must be an object"
+            ))
+        );
+        let err = parse_message_json(
+            r#"{"type":"page","anonymousId":"a","context":"x"}"#,
+            None,
+            "",
+        )
+        .unwrap_err();
+        assert!(matches!(err, MessageError::Field(f) if f.path == "context"));
+        assert!(matches!(
+            parse_message_json("[1]", None, ""),
+            Err(MessageError::NotJson(_))
+        ));
+        let m = parse_message_json(
+            r#"{"anonymousId":"a","name":"Home"}"#,
+            Some(MessageKind::Page),
+            "",
+        )
+        .unwrap();
+        assert_eq!(m.properties.get(), "{}");
+        assert!(m.context.is_empty());
     }
 }

@@ -10,7 +10,10 @@ pub use consent::{
     ConsentChange, ConsentSignals, ConsentSnapshot, CurrentConsent, PurposeChoices,
     consent_changes, gpc_purpose, level_of, purpose_choices, signals, usable_purposes,
 };
-pub use message::{FieldError, Message, MessageKind, field_path, parse_message, parse_time};
+pub use message::{
+    Context, FieldError, Message, MessageError, MessageKind, field_path, parse_message,
+    parse_message_json, parse_time,
+};
 pub use profile::{
     COLLECTION_SOURCE, IDENTIFIER_TRAITS, Location, TraitCutoffs, UNMAPPED_CATEGORY, event_cutoff,
     event_retain_until, location, profile_traits, trait_cutoffs,

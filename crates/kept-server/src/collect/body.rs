@@ -6,10 +6,12 @@ use super::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use kept_core::collection::{FieldError, Message, MessageKind, parse_message};
+use kept_core::collection::{
+    Context, FieldError, Message, MessageError, MessageKind, parse_message_json,
+};
 use serde::Deserialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use std::io::Read;
 
 /// The messages of one request.
@@ -122,15 +124,12 @@ pub fn single(bytes: &[u8], kind: MessageKind) -> Result<Incoming, ApiError> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(too_large("event_bytes", MAX_EVENT_BYTES));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| not_json(&e, None))?;
-    let Value::Object(obj) = value else {
-        return Err(ApiError::InvalidEvent {
-            field: "body".into(),
-            index: None,
-            message: "the body must be a JSON object".into(),
-        });
-    };
-    let message = parse_message(obj, Some(kind), "").map_err(|e| invalid(e, None))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::InvalidJson("the request body is not UTF-8".into()))?;
+    let message = parse_message_json(text, Some(kind), "").map_err(|e| match e {
+        MessageError::NotJson(m) => ApiError::InvalidJson(m),
+        MessageError::Field(f) => invalid(f, None),
+    })?;
     Ok(Incoming {
         messages: vec![message],
     })
@@ -139,8 +138,9 @@ pub fn single(bytes: &[u8], kind: MessageKind) -> Result<Incoming, ApiError> {
 #[derive(Deserialize)]
 struct BatchBody<'a> {
     #[serde(borrow)]
-    batch: Option<&'a RawValue>,
-    context: Option<Value>,
+    batch: Option<Vec<&'a RawValue>>,
+    #[serde(borrow)]
+    context: Option<&'a RawValue>,
     #[serde(rename = "sentAt")]
     sent_at: Option<Value>,
 }
@@ -150,17 +150,21 @@ pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
     if bytes.len() > MAX_BATCH_BYTES {
         return Err(too_large("batch_bytes", MAX_BATCH_BYTES));
     }
-    let body: BatchBody<'_> = serde_json::from_slice(bytes).map_err(|e| not_json(&e, None))?;
     let field = |name: &str, message: &str| ApiError::InvalidEvent {
         field: name.to_owned(),
         index: None,
         message: message.to_owned(),
     };
-    let Some(raw) = body.batch else {
+    let body: BatchBody<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            field("batch", "`batch` must be an array of events")
+        } else {
+            not_json(&e, None)
+        }
+    })?;
+    let Some(items) = body.batch else {
         return Err(field("batch", "`batch` is required: an array of events"));
     };
-    let items: Vec<&RawValue> = serde_json::from_str(raw.get())
-        .map_err(|_| field("batch", "`batch` must be an array of events"))?;
     if items.len() > MAX_BATCH_EVENTS {
         return Err(ApiError::LimitExceeded {
             limit: "batch_events",
@@ -171,9 +175,10 @@ pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
         });
     }
     let shared_context = match body.context {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(c)) => c,
-        Some(_) => return Err(field("context", "`context` must be an object")),
+        None => Context::default(),
+        Some(raw) if raw.get() == "null" => Context::default(),
+        Some(raw) => Context::parse(raw.get())
+            .ok_or_else(|| field("context", "`context` must be an object"))?,
     };
     let shared_sent_at = match body.sent_at {
         None | Some(Value::Null) => None,
@@ -197,22 +202,23 @@ pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
                 ),
             });
         }
-        let value: Value = serde_json::from_str(item.get()).map_err(|e| not_json(&e, Some(i)))?;
-        let Value::Object(obj) = value else {
-            return Err(ApiError::InvalidEvent {
-                field: format!("batch[{i}]"),
-                index: Some(i),
-                message: format!("event {i} of the batch must be a JSON object"),
-            });
-        };
         let mut message =
-            parse_message(obj, None, &format!("batch[{i}]")).map_err(|e| invalid(e, Some(i)))?;
-        for (k, v) in &shared_context {
-            message
-                .context
-                .entry(k.clone())
-                .or_insert_with(|| v.clone());
-        }
+            parse_message_json(item.get(), None, &format!("batch[{i}]")).map_err(|e| match e {
+                MessageError::NotJson(_) if !item.get().starts_with('{') => {
+                    ApiError::InvalidEvent {
+                        field: format!("batch[{i}]"),
+                        index: Some(i),
+                        message: format!("event {i} of the batch must be a JSON object"),
+                    }
+                }
+                MessageError::NotJson(m) => ApiError::InvalidEvent {
+                    field: format!("batch[{i}]"),
+                    index: Some(i),
+                    message: format!("event {i} of the batch is not a message: {m}"),
+                },
+                MessageError::Field(f) => invalid(f, Some(i)),
+            })?;
+        message.context.fill_from(&shared_context);
         if message.sent_at.is_none() {
             message.sent_at = shared_sent_at;
         }

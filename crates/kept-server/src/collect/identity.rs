@@ -17,6 +17,7 @@ use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{IdentityWrite, NewIdentity, NewLocation, NewMerge};
 use kept_store::{NewSubject, StoreError};
 use rand::RngCore;
+use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 
 /// Entries the cache holds before it starts over.
@@ -47,11 +48,11 @@ impl Facts {
 /// no identity query at all.
 #[derive(Debug, Default)]
 pub struct IdentityCache {
-    holders: HashMap<IdentifierHash, SubjectId>,
+    holders: FxHashMap<IdentifierHash, SubjectId>,
     /// Subjects merged into another: lookups go on to the survivor.
-    merged: HashMap<SubjectId, SubjectId>,
-    facts: HashMap<SubjectId, Facts>,
-    keys: HashMap<SubjectId, DataKey>,
+    merged: FxHashMap<SubjectId, SubjectId>,
+    facts: FxHashMap<SubjectId, Facts>,
+    keys: FxHashMap<SubjectId, DataKey>,
 }
 
 impl IdentityCache {
@@ -158,7 +159,9 @@ pub fn identifiers(
     Ok(MessageIds {
         ids,
         previous,
-        location: kept_core::collection::location(&message.context),
+        location: kept_core::collection::location(
+            &message.context.subset(&["location", "timezone"]),
+        ),
         explicit: message.kind == MessageKind::Alias,
     })
 }
@@ -302,6 +305,23 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
     let mut outcome = Outcome::default();
     let mut refused = Vec::new();
     for m in messages {
+        // The common case: every identifier is already held by one subject, which then
+        // resolution would leave as it is.
+        let mut held = m
+            .ids
+            .iter()
+            .map(|i| cache.holder(&i.hash))
+            .chain(m.previous.iter().map(|_| None));
+        if let Some(Some(first)) = held.next()
+            && held.all(|h| h == Some(first))
+            && let Some(facts) = cache.facts.get(&first)
+            && !(facts.country.is_none() && m.location.country.is_some())
+            && !(facts.time_zone.is_none() && m.location.time_zone.is_some())
+        {
+            outcome.facts.insert(first, facts.clone());
+            outcome.subjects.push(first);
+            continue;
+        }
         let mut missing = false;
         let claims = claims_of(m, |h| match cache.holder(h) {
             Some(s) => Some(SubjectRef::Existing(s)),

@@ -100,12 +100,15 @@ pub async fn ingest(
             (String::new(), None)
         };
         let ids = identity::identifiers(keys, &message, default_country.as_deref(), &base, index)?;
-        let signals =
-            signals(&message.context, request.gpc, &base).map_err(|e| invalid(e, index))?;
+        let signals = signals(
+            &message.context.subset(&["consent", "gpc"]),
+            request.gpc,
+            &base,
+        )
+        .map_err(|e| invalid(e, index))?;
         let choices = purpose_choices(manifest, &signals.categories);
         let point = message
             .context_str(&["kept", "collection_point"])
-            .map(str::to_owned)
             .or_else(|| default_point.clone());
         let message_id = message.message_id.clone().unwrap_or_else(random_id);
         prepared.push(Prepared {
@@ -124,8 +127,8 @@ pub async fn ingest(
 
     let ip_hash = |m: &Message| {
         m.context_str(&["ip"])
-            .or(request.ip.as_deref())
-            .map(|ip| keys.ip_hash(ip))
+            .or_else(|| request.ip.clone())
+            .map(|ip| keys.ip_hash(&ip))
     };
     let gpc_key = gpc_purpose(manifest);
     let mut records: Vec<ConsentRecord> = Vec::new();
@@ -139,7 +142,7 @@ pub async fn ingest(
     let mut fingerprints: Vec<(SubjectId, u64)> = Vec::new();
     let mut events = Vec::with_capacity(prepared.len());
     let mut traits: Vec<Trait> = Vec::new();
-    let mut forwarded: Vec<(SubjectId, String, Value)> = Vec::with_capacity(prepared.len());
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(prepared.len());
     let kinds: Vec<&'static str> = prepared.iter().map(|p| p.message.kind.as_str()).collect();
     for (p, subject) in prepared.into_iter().zip(outcome.subjects.iter().copied()) {
         let Prepared {
@@ -207,7 +210,6 @@ pub async fn ingest(
                             ip_hash: ip_hash(&m),
                             user_agent: m
                                 .context_str(&["userAgent"])
-                                .map(str::to_owned)
                                 .or_else(|| request.user_agent.clone()),
                             text_hash: None,
                             reference: Some(message_id.clone()),
@@ -232,34 +234,42 @@ pub async fn ingest(
             mut context,
             ..
         } = m;
-        let properties = match kind {
+        // What the event adds beyond its context: a track's or page's own properties as sent,
+        // or what an identify, group or alias call says.
+        let shown = match kind {
             MessageKind::Identify => {
                 let profile =
                     profile_traits(manifest, point.as_deref(), &message_traits, subject, at);
-                let shown = profile
+                let shown: Map<String, Value> = profile
                     .iter()
                     .map(|t| (t.key.clone(), t.value.clone()))
                     .collect();
                 traits.extend(profile);
-                shown
+                Some(shown)
             }
             MessageKind::Group => {
                 let mut shown = Map::new();
                 shown.insert("groupId".into(), json!(group_id));
                 shown.insert("traits".into(), Value::Object(message_traits));
-                shown
+                Some(shown)
             }
             MessageKind::Alias => {
                 let mut shown = Map::new();
                 shown.insert("previousId".into(), json!(previous_id));
-                shown
+                Some(shown)
             }
-            _ => properties,
+            _ => None,
         };
         if let Some(hash) = ip {
             context.remove("ip");
-            context.insert("ip_hash".into(), Value::String(hash));
+            context.set_text("ip_hash", &hash);
         }
+        // What the consent said is stored once, in the event's consent snapshot.
+        context.remove("consent");
+        let properties_json = match &shown {
+            Some(map) => serde_json::to_string(map).map_err(internal)?,
+            None => properties.get().to_owned(),
+        };
         events.push(NewEvent {
             source: key.id.clone(),
             message_id: message_id.clone(),
@@ -270,21 +280,22 @@ pub async fn ingest(
             received_at,
             retain_until: received_at.saturating_add(judgement.retention),
             consent: judgement.snapshot.clone(),
-            properties: serde_json::to_string(&properties).map_err(internal)?,
-            context: serde_json::to_string(&context).map_err(internal)?,
+            properties: properties_json,
+            context: context.to_json(),
         });
-        let view = forward_view(
+        candidates.push(Candidate {
+            subject,
             kind,
-            &message_id,
+            message_id,
             user_id,
             anonymous_id,
             name,
+            shown,
             properties,
             context,
-            &judgement.regime,
+            regime: judgement.regime.clone(),
             at,
-        );
-        forwarded.push((subject, format!("{}/{}", key.id, message_id), view));
+        });
     }
 
     // Consent first: an event that withdrew consent must not be forwarded on the old state.
@@ -328,15 +339,7 @@ pub async fn ingest(
         carried.extend(fingerprints);
     }
 
-    let to_forward: Vec<crate::forward::EventToForward<'_>> = forwarded
-        .iter()
-        .map(|(subject, id, event)| crate::forward::EventToForward {
-            subject: *subject,
-            event_id: id,
-            event,
-        })
-        .collect();
-    crate::forward::enqueue_for_events(state, &to_forward).await?;
+    forward(state, &key.id, candidates, received_at).await?;
     let mut counted: Vec<(&'static str, u64)> = Vec::new();
     for kind in kinds {
         match counted.iter_mut().find(|(k, _)| *k == kind) {
@@ -491,6 +494,7 @@ fn notice_for(
         .and_then(|p| manifest.collection_points.get(p))
         .map(|p| p.notice.as_str());
     let id = named
+        .as_deref()
         .filter(|id| manifest.notices.contains_key(*id))
         .or_else(|| from_point.filter(|id| promises(id).is_some()))
         .or_else(|| {
@@ -560,35 +564,93 @@ fn signal_print(signals: &ConsentSignals, choices_print: u64) -> u64 {
     h.finish()
 }
 
-/// The event as a destination receives it: Segment's shape, with the IP address hashed.
-#[allow(clippy::too_many_arguments)]
-fn forward_view(
+/// A committed event, kept until forwarding has decided on it.
+struct Candidate {
+    subject: SubjectId,
     kind: MessageKind,
-    message_id: &str,
+    message_id: String,
     user_id: Option<String>,
     anonymous_id: Option<String>,
     name: Option<String>,
-    properties: Map<String, Value>,
-    context: Map<String, Value>,
-    regime: &str,
+    /// What an identify, group or alias call says; `None` for the others, whose
+    /// `properties` are the client's.
+    shown: Option<Map<String, Value>>,
+    properties: Box<serde_json::value::RawValue>,
+    context: kept_core::collection::Context,
+    regime: String,
     at: UnixMillis,
-) -> Value {
-    let timestamp = chrono::DateTime::from_timestamp_millis(at)
+}
+
+/// Queues the deliveries of committed events. Only an event that some system with a webhook
+/// may receive (its decision allows the subject, as the forwarder asks it) is turned into the
+/// destination's JSON: most events go nowhere, and building that JSON for each would cost more
+/// than storing them.
+async fn forward(
+    state: &AppState,
+    source: &str,
+    candidates: Vec<Candidate>,
+    now: UnixMillis,
+) -> Result<(), ApiError> {
+    let hooks: Vec<&kept_core::manifest::System> = state
+        .manifest
+        .systems
+        .values()
+        .filter(|s| s.webhook.as_ref().is_some_and(|w| w.secret_env.is_some()))
+        .collect();
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let decisions = state.index.snapshot().ok();
+    let mut views: Vec<(SubjectId, String, Value)> = Vec::new();
+    for c in candidates {
+        let wanted = hooks.iter().any(|system| {
+            crate::forward::decide_system(decisions.as_deref(), system, c.subject, now).is_ok()
+        });
+        if wanted {
+            views.push((
+                c.subject,
+                format!("{source}/{}", c.message_id),
+                forward_view(c),
+            ));
+        }
+    }
+    if views.is_empty() {
+        return Ok(());
+    }
+    let to_forward: Vec<crate::forward::EventToForward<'_>> = views
+        .iter()
+        .map(|(subject, id, event)| crate::forward::EventToForward {
+            subject: *subject,
+            event_id: id,
+            event,
+        })
+        .collect();
+    crate::forward::enqueue_for_events(state, &to_forward).await?;
+    Ok(())
+}
+
+/// The event as a destination receives it: Segment's shape, with the IP address hashed.
+fn forward_view(c: Candidate) -> Value {
+    let timestamp = chrono::DateTime::from_timestamp_millis(c.at)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let properties = match c.shown {
+        Some(shown) => shown,
+        None => serde_json::from_str(c.properties.get()).unwrap_or_default(),
+    };
     let mut out = Map::new();
-    out.insert("type".into(), Value::from(kind.as_str()));
-    out.insert("messageId".into(), Value::from(message_id));
-    out.insert("userId".into(), json!(user_id));
-    out.insert("anonymousId".into(), json!(anonymous_id));
+    out.insert("type".into(), Value::from(c.kind.as_str()));
+    out.insert("messageId".into(), Value::from(c.message_id));
+    out.insert("userId".into(), json!(c.user_id));
+    out.insert("anonymousId".into(), json!(c.anonymous_id));
     out.insert("timestamp".into(), json!(timestamp));
-    out.insert("regime".into(), Value::from(regime));
-    match kind {
+    out.insert("regime".into(), Value::from(c.regime));
+    match c.kind {
         MessageKind::Track => {
-            out.insert("event".into(), json!(name));
+            out.insert("event".into(), json!(c.name));
             out.insert("properties".into(), Value::Object(properties));
         }
         MessageKind::Page | MessageKind::Screen => {
-            out.insert("name".into(), json!(name));
+            out.insert("name".into(), json!(c.name));
             out.insert("properties".into(), Value::Object(properties));
         }
         MessageKind::Identify => {
@@ -596,6 +658,6 @@ fn forward_view(
         }
         MessageKind::Group | MessageKind::Alias => out.extend(properties),
     }
-    out.insert("context".into(), Value::Object(context));
+    out.insert("context".into(), Value::Object(c.context.to_map()));
     Value::Object(out)
 }

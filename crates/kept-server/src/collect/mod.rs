@@ -109,7 +109,7 @@ pub struct Collector {
     pub(crate) cache: Mutex<identity::IdentityCache>,
     /// The consent each subject's events carried last, so that the ledger is read only when
     /// it changes.
-    pub(crate) carried: Mutex<std::collections::HashMap<kept_core::SubjectId, u64>>,
+    pub(crate) carried: Mutex<rustc_hash::FxHashMap<kept_core::SubjectId, u64>>,
     /// Write keys' default collection points, briefly remembered.
     points: Mutex<std::collections::HashMap<String, (Option<String>, Instant)>>,
     /// One identity resolution round at a time in this process: concurrent rounds would only
@@ -142,7 +142,7 @@ impl Collector {
             gate: Arc::new(Semaphore::new(permits)),
             keys: tokio::sync::OnceCell::new(),
             cache: Mutex::new(identity::IdentityCache::default()),
-            carried: Mutex::new(std::collections::HashMap::new()),
+            carried: Mutex::new(rustc_hash::FxHashMap::default()),
             points: Mutex::new(std::collections::HashMap::new()),
             resolving: tokio::sync::Mutex::new(()),
             config,

@@ -93,10 +93,9 @@ impl Mailer {
                 .port(config.smtp_port.unwrap_or(465)),
         };
         let builder = match (&config.smtp_user, &config.smtp_password) {
-            (Some(user), Some(password)) => builder.credentials(Credentials::new(
-                user.clone(),
-                password.expose().to_owned(),
-            )),
+            (Some(user), Some(password)) => {
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()))
+            }
             _ => builder,
         };
         Ok(Mailer::Smtp {

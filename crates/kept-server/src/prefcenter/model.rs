@@ -9,9 +9,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::observe;
 use kept_core::decision::{DecisionRequest, PlaceId, ReasonCode, SequencedRecord};
-use kept_core::identity::{
-    DataKey, IdentifierKind, SubjectRef, identifier_aad, normalize_phone,
-};
+use kept_core::identity::{DataKey, IdentifierKind, SubjectRef, identifier_aad, normalize_phone};
 use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
 use kept_core::manifest::{LegalBasis, Manifest, Notice, RegimeKey, is_within};
@@ -33,6 +31,8 @@ pub struct PurposeState {
     /// The customer may switch it (not carried by a contract or the law, not managed as
     /// message topics).
     pub switchable: bool,
+    /// Where it is switched instead: `messages` (per channel and topic) or `do-not-sell`.
+    pub elsewhere: Option<&'static str>,
     /// Decisions allow it now.
     pub allowed: bool,
     /// The notice that promises it.
@@ -93,7 +93,9 @@ pub struct Standing {
 pub enum ChangeError {
     #[error("unknown purpose `{0}`")]
     UnknownPurpose(String),
-    #[error("purpose `{0}` cannot be switched: a contract or the law carries it, or it is managed per topic")]
+    #[error(
+        "purpose `{0}` cannot be switched: a contract or the law carries it, or it is managed per topic"
+    )]
     NotSwitchable(String),
     #[error("no topic `{topic}` on channel `{channel}`")]
     UnknownTopic { channel: String, topic: String },
@@ -266,13 +268,19 @@ pub async fn standing(
         .map(|key| {
             let req = DecisionRequest::new(key);
             let level = level_of(&req);
-            let managed_elsewhere = with_topics.contains(&key)
-                || do_not_sell.as_ref().is_some_and(|d| &d.purpose == key);
+            let elsewhere = if with_topics.contains(&key) {
+                Some("messages")
+            } else if do_not_sell.as_ref().is_some_and(|d| &d.purpose == key) {
+                Some("do-not-sell")
+            } else {
+                None
+            };
             PurposeState {
                 key: key.clone(),
                 basis: basis(manifest, key, regime),
                 level,
-                switchable: level != Level::None && !managed_elsewhere,
+                switchable: level != Level::None && elsewhere.is_none(),
+                elsewhere: elsewhere.filter(|_| level != Level::None),
                 allowed: decide(&req),
                 notice: notice_for(manifest, key, None).map(|(id, _)| id.clone()),
             }
@@ -382,9 +390,7 @@ struct Writer<'a> {
 impl Writer<'_> {
     fn record(
         &mut self,
-        purpose: &str,
-        channel: Option<&str>,
-        topic: Option<&str>,
+        (purpose, channel, topic): (&str, Option<&str>, Option<&str>),
         action: ConsentAction,
         method: CollectionMethod,
         notice: Option<&String>,
@@ -471,9 +477,7 @@ pub async fn apply(
             (false, _) => ConsentAction::Withdrawn,
         };
         w.record(
-            key,
-            None,
-            None,
+            (key, None, None),
             action,
             ctx.method,
             p.notice.as_ref(),
@@ -491,9 +495,7 @@ pub async fn apply(
             ConsentAction::Given
         };
         w.record(
-            &dns.purpose,
-            None,
-            None,
+            (&dns.purpose, None, None),
             action,
             ctx.method,
             notice.as_ref(),
@@ -519,9 +521,7 @@ pub async fn apply(
         }
         if !*on {
             w.record(
-                &t.purpose,
-                Some(channel),
-                Some(topic),
+                (&t.purpose, Some(channel), Some(topic)),
                 ConsentAction::Withdrawn,
                 ctx.method,
                 t.notice.as_ref(),
@@ -534,9 +534,7 @@ pub async fn apply(
             // ledger holds a pending record, which counts for nothing.
             "email" => {
                 w.record(
-                    &t.purpose,
-                    Some(channel),
-                    Some(topic),
+                    (&t.purpose, Some(channel), Some(topic)),
                     ConsentAction::Pending,
                     CollectionMethod::DoubleOptIn,
                     t.notice.as_ref(),
@@ -561,9 +559,7 @@ pub async fn apply(
                 let text_hash = disclosure.map(|text| blake3::hash(text.as_bytes()).to_hex());
                 phone_provenance(&mut w, prefcenter, wanted.sms.phone.as_deref(), t).await?;
                 w.record(
-                    &t.purpose,
-                    Some(channel),
-                    Some(topic),
+                    (&t.purpose, Some(channel), Some(topic)),
                     ConsentAction::Given,
                     CollectionMethod::Written,
                     t.notice.as_ref(),
@@ -571,9 +567,7 @@ pub async fn apply(
                 );
             }
             _ => w.record(
-                &t.purpose,
-                Some(channel),
-                Some(topic),
+                (&t.purpose, Some(channel), Some(topic)),
                 ConsentAction::Given,
                 ctx.method,
                 t.notice.as_ref(),
@@ -612,8 +606,7 @@ pub async fn apply(
     let records = w.commit().await?;
     if let Some(email) = email {
         for topic in &confirmations {
-            send_confirmation(state, prefcenter, standing.subject.id, topic, &email, ctx)
-                .await?;
+            send_confirmation(state, prefcenter, standing.subject.id, topic, &email, ctx).await?;
         }
     }
     Ok(Outcome {
@@ -657,7 +650,10 @@ async fn send_confirmation(
     let t = ctx.texts;
     let mail = super::mail::Mail {
         to: email.to_owned(),
-        subject: format!("{} · {}", t.mail_confirm_subject, state.manifest.organisation.name),
+        subject: format!(
+            "{} · {}",
+            t.mail_confirm_subject, state.manifest.organisation.name
+        ),
         text: format!("{}\n\n{link}\n\n{}\n", t.mail_confirm_body, t.mail_ignore),
     };
     let mailer = prefcenter.mailer().clone();
@@ -728,8 +724,8 @@ pub async fn withdraw(
     topic: &Topic,
     ctx: &Context,
 ) -> Result<usize, ChangeError> {
-    let notice = notice_for(&state.manifest, &topic.purpose, Some(&topic.channel))
-        .map(|(id, _)| id.clone());
+    let notice =
+        notice_for(&state.manifest, &topic.purpose, Some(&topic.channel)).map(|(id, _)| id.clone());
     let mut w = Writer {
         state,
         standing,
@@ -739,9 +735,7 @@ pub async fn withdraw(
         traits: Vec::new(),
     };
     w.record(
-        &topic.purpose,
-        Some(&topic.channel),
-        topic.topic.as_deref(),
+        (&topic.purpose, Some(&topic.channel), topic.topic.as_deref()),
         ConsentAction::Withdrawn,
         CollectionMethod::Reply,
         notice.as_ref(),
@@ -771,9 +765,7 @@ pub async fn unsubscribe_all(
         }
         let notice = notice_for(manifest, key, None).map(|(id, _)| id.clone());
         w.record(
-            key,
-            None,
-            None,
+            (key, None, None),
             ConsentAction::Withdrawn,
             ctx.method,
             notice.as_ref(),
@@ -805,9 +797,7 @@ pub async fn honour_gpc(
         traits: Vec::new(),
     };
     w.record(
-        &dns.purpose,
-        None,
-        None,
+        (&dns.purpose, None, None),
         ConsentAction::OptedOut,
         CollectionMethod::Gpc,
         None,
@@ -869,14 +859,12 @@ fn provenance_trait(
     value: Option<serde_json::Value>,
 ) {
     let manifest = w.state.manifest.as_ref();
-    let Some((point_key, point, field)) =
-        manifest.collection_points.iter().find_map(|(key, p)| {
-            (p.notice == notice)
-                .then(|| p.fields.iter().find(|(_, c)| c.as_str() == category))
-                .flatten()
-                .map(|(field, _)| (key, p, field))
-        })
-    else {
+    let Some((point_key, point, field)) = manifest.collection_points.iter().find_map(|(key, p)| {
+        (p.notice == notice)
+            .then(|| p.fields.iter().find(|(_, c)| c.as_str() == category))
+            .flatten()
+            .map(|(field, _)| (key, p, field))
+    }) else {
         return;
     };
     let existing = |k: &str| w.standing.traits.iter().find(|t| t.key == k);
@@ -1016,7 +1004,10 @@ pub async fn contact_address(
     kind: IdentifierKind,
 ) -> Result<Option<String>, ApiError> {
     let opened = identifiers(state, standing.subject.id).await?;
-    if let Some((_, value, _)) = opened.into_iter().find(|(k, v, _)| *k == kind && v.is_some()) {
+    if let Some((_, value, _)) = opened
+        .into_iter()
+        .find(|(k, v, _)| *k == kind && v.is_some())
+    {
         return Ok(value);
     }
     let category = match kind {
@@ -1077,7 +1068,11 @@ pub async fn subject_by_email(
         return Ok(Some(*s));
     }
     if prefcenter.config().demo {
-        return Ok(prefcenter.demo_emails(store).await?.get(normalized).copied());
+        return Ok(prefcenter
+            .demo_emails(store)
+            .await?
+            .get(normalized)
+            .copied());
     }
     Ok(None)
 }

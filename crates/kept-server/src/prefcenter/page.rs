@@ -15,7 +15,7 @@ use crate::collect::RequestFacts;
 use crate::error::ApiError;
 use askama::Template;
 use axum::body::Body;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -157,7 +157,10 @@ fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
 fn security_headers(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Links carry tokens: never hand them to another site in a referrer.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -272,6 +275,8 @@ struct PurposeView {
     description: String,
     basis: &'static str,
     switchable: bool,
+    /// The section it is switched in instead, and that section's title.
+    elsewhere: Option<(&'static str, &'static str)>,
     on: bool,
     notice: Option<NoticeView>,
 }
@@ -421,6 +426,14 @@ async fn build_page(
                 description: m.map(|m| m.description.clone()).unwrap_or_default(),
                 basis: basis_text(t, p.basis),
                 switchable: p.switchable,
+                elsewhere: p.elsewhere.map(|anchor| {
+                    let title = if anchor == "messages" {
+                        t.messages_title
+                    } else {
+                        t.do_not_sell_title
+                    };
+                    (anchor, title)
+                }),
                 on: p.allowed,
                 notice: notice_view(state, p.notice.as_ref(), t),
             }
@@ -469,8 +482,14 @@ async fn build_page(
                     selected: value == frequency,
                 })
                 .collect(),
-                quiet_from: ch.quiet.map(|q| minutes_text(q.start_minute)).unwrap_or_default(),
-                quiet_to: ch.quiet.map(|q| minutes_text(q.end_minute)).unwrap_or_default(),
+                quiet_from: ch
+                    .quiet
+                    .map(|q| minutes_text(q.start_minute))
+                    .unwrap_or_default(),
+                quiet_to: ch
+                    .quiet
+                    .map(|q| minutes_text(q.end_minute))
+                    .unwrap_or_default(),
                 is_email: ch.channel == "email",
                 disclosure: if sms {
                     ch.topics
@@ -565,25 +584,33 @@ async fn build_page(
                 notice: rec
                     .notice
                     .as_ref()
-                    .map(|n| format!("{} v{} · {}", n.id, n.version, n.hash.get(..8).unwrap_or(&n.hash)))
+                    .map(|n| {
+                        format!(
+                            "{} v{} · {}",
+                            n.id,
+                            n.version,
+                            n.hash.get(..8).unwrap_or(&n.hash)
+                        )
+                    })
                     .unwrap_or_default(),
             }
         })
         .collect();
-    let has_marketing = manifest
-        .purposes
-        .keys()
-        .any(|k| kept_core::rulebook::PurposeClass::of(k) == kept_core::rulebook::PurposeClass::Marketing);
+    let has_marketing = manifest.purposes.keys().any(|k| {
+        kept_core::rulebook::PurposeClass::of(k) == kept_core::rulebook::PurposeClass::Marketing
+    });
     Ok(PreferencePage {
         lang: t.code,
         done,
         error,
-        erasure: standing.erasure.as_ref().filter(|e| {
-            e.state == kept_store::prefcenter::ErasureState::Received
-        }).map(|e| ErasureView {
-            requested: date(e.requested_at),
-            due: date(e.due_at),
-        }),
+        erasure: standing
+            .erasure
+            .as_ref()
+            .filter(|e| e.state == kept_store::prefcenter::ErasureState::Received)
+            .map(|e| ErasureView {
+                requested: date(e.requested_at),
+                due: date(e.due_at),
+            }),
         purposes,
         channels,
         dns: standing.do_not_sell.as_ref().map(|d| DnsView {
@@ -636,10 +663,7 @@ struct Session {
     csrf: String,
 }
 
-async fn session(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<Session>, ApiError> {
+async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, ApiError> {
     let Some(value) = super::cookie(headers, COOKIE) else {
         return Ok(None);
     };
@@ -680,11 +704,19 @@ fn cross_site(prefcenter: &PrefCenter, headers: &HeaderMap) -> bool {
     !(matches_host || matches_public)
 }
 
-fn evidence(state: &AppState, headers: &HeaderMap, reference: Option<String>, ip_key: Option<&kept_core::identity::IdentityKeys>) -> Evidence {
+fn evidence(
+    state: &AppState,
+    headers: &HeaderMap,
+    reference: Option<String>,
+    ip_key: Option<&kept_core::identity::IdentityKeys>,
+) -> Evidence {
     let facts = RequestFacts::from_headers(headers);
     let _ = state;
     Evidence {
-        ip_hash: facts.ip.as_deref().and_then(|ip| ip_key.map(|k| k.ip_hash(ip))),
+        ip_hash: facts
+            .ip
+            .as_deref()
+            .and_then(|ip| ip_key.map(|k| k.ip_hash(ip))),
         user_agent: facts.user_agent,
         text_hash: None,
         reference,
@@ -706,7 +738,12 @@ async fn context(
     })
 }
 
-fn refused(state: &AppState, t: &'static Texts, status: StatusCode, message: &'static str) -> Response {
+fn refused(
+    state: &AppState,
+    t: &'static Texts,
+    status: StatusCode,
+    message: &'static str,
+) -> Response {
     html(
         status,
         ActionPage {
@@ -760,7 +797,9 @@ fn fields<'a>(form: &'a [(String, String)], name: &'a str) -> impl Iterator<Item
         .map(|(_, v)| v.as_str())
 }
 
-fn form_or_empty(form: Result<Form<Vec<(String, String)>>, FormRejection>) -> Vec<(String, String)> {
+fn form_or_empty(
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Vec<(String, String)> {
     form.map(|Form(f)| f).unwrap_or_default()
 }
 
@@ -797,7 +836,7 @@ fn done_text(t: &'static Texts, done: Option<&str>) -> Option<&'static str> {
 pub async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Option<Query<PageQuery>>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let t = language(&state, q.lang.as_deref(), &headers);
@@ -828,16 +867,23 @@ pub async fn show(
             if model::honour_gpc(&state, &standing, &ctx)
                 .await
                 .map_err(ChangeError::into_api)?
+                && let Some(fresh) = load_standing(&state, standing.subject.id).await?
             {
-                if let Some(fresh) = load_standing(&state, standing.subject.id).await? {
-                    standing = fresh;
-                }
+                standing = fresh;
             }
         }
         let mut c = chrome(&state, t, "/preferences");
         c.signed_in = true;
         c.csrf = session.csrf.clone();
-        let page = build_page(&state, &standing, c, gpc_sent, done_text(t, q.done.as_deref()), None).await?;
+        let page = build_page(
+            &state,
+            &standing,
+            c,
+            gpc_sent,
+            done_text(t, q.done.as_deref()),
+            None,
+        )
+        .await?;
         Ok::<_, ApiError>(Some(page))
     }
     .await;
@@ -870,7 +916,11 @@ async fn sign_in_page(
         Ok(k) => k,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let claims = Claims::new(Kind::SignInForm, SubjectId(0), state.now() + 60 * super::MINUTE);
+    let claims = Claims::new(
+        Kind::SignInForm,
+        SubjectId(0),
+        state.now() + 60 * super::MINUTE,
+    );
     html(
         status,
         SignInPage {
@@ -888,7 +938,7 @@ async fn sign_in_page(
 pub async fn sign_in_form(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Option<Query<PageQuery>>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let t = language(&state, q.lang.as_deref(), &headers);
@@ -918,20 +968,43 @@ pub async fn sign_in(
         Err(e) => return ApiError::from(e).into_response(),
     };
     if keys
-        .open(Kind::SignInForm, field(&form, "form_token").unwrap_or_default(), now)
+        .open(
+            Kind::SignInForm,
+            field(&form, "form_token").unwrap_or_default(),
+            now,
+        )
         .is_err()
     {
         return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.form_expired)).await;
     }
     if !state.prefcenter.mailer().can_send() {
-        return sign_in_page(&state, t, StatusCode::SERVICE_UNAVAILABLE, None, Some(t.signin_unavailable)).await;
+        return sign_in_page(
+            &state,
+            t,
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            Some(t.signin_unavailable),
+        )
+        .await;
     }
     let raw = field(&form, "email").unwrap_or_default();
     let normalized = kept_core::identity::normalize_email(raw).ok();
-    let limit_key = normalized.clone().unwrap_or_else(|| raw.trim().to_lowercase());
+    let limit_key = normalized
+        .clone()
+        .unwrap_or_else(|| raw.trim().to_lowercase());
     let ip = RequestFacts::from_headers(&headers).ip;
-    if !state.prefcenter.admit_sign_in(&limit_key, ip.as_deref(), now) {
-        return sign_in_page(&state, t, StatusCode::TOO_MANY_REQUESTS, None, Some(t.too_many)).await;
+    if !state
+        .prefcenter
+        .admit_sign_in(&limit_key, ip.as_deref(), now)
+    {
+        return sign_in_page(
+            &state,
+            t,
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            Some(t.too_many),
+        )
+        .await;
     }
     if let Some(address) = normalized {
         let subject = match model::subject_by_email(&state, &state.prefcenter, &address).await {
@@ -939,7 +1012,11 @@ pub async fn sign_in(
             Err(e) => return e.into_response(),
         };
         if let Some(subject) = subject {
-            let mut claims = Claims::new(Kind::Link, subject, now + state.prefcenter.config().link_ttl);
+            let mut claims = Claims::new(
+                Kind::Link,
+                subject,
+                now + state.prefcenter.config().link_ttl,
+            );
             claims.locale = Some(t.code.to_owned());
             let link = format!(
                 "{}/preferences/open?token={}",
@@ -948,7 +1025,10 @@ pub async fn sign_in(
             );
             let mail = super::mail::Mail {
                 to: address,
-                subject: format!("{} · {}", t.mail_signin_subject, state.manifest.organisation.name),
+                subject: format!(
+                    "{} · {}",
+                    t.mail_signin_subject, state.manifest.organisation.name
+                ),
                 text: format!("{}\n\n{link}\n\n{}\n", t.mail_signin_body, t.mail_ignore),
             };
             let mailer = state.prefcenter.mailer().clone();
@@ -972,7 +1052,7 @@ pub struct TokenQuery {
 pub async fn open_link(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Option<Query<TokenQuery>>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Response {
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let now = state.now();
@@ -983,28 +1063,37 @@ pub async fn open_link(
     let opened = keys.open(Kind::Link, q.token.as_deref().unwrap_or_default(), now);
     let t = language(
         &state,
-        q.lang.as_deref().or(opened.as_ref().ok().and_then(|c| c.locale.as_deref())),
+        q.lang
+            .as_deref()
+            .or(opened.as_ref().ok().and_then(|c| c.locale.as_deref())),
         &headers,
     );
     let claims = match opened {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(code = e.code(), "preference link refused");
-            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid)).await;
+            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid))
+                .await;
         }
     };
-    match state.store.spend_token(&claims.id, claims.expires, now).await {
+    match state
+        .store
+        .spend_token(&claims.id, claims.expires, now)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(code = TokenError::Spent.code(), "preference link refused");
-            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid)).await;
+            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid))
+                .await;
         }
         Err(e) => return ApiError::from(e).into_response(),
     }
     match state.store.subject(claims.subject()).await {
         Ok(Some(_)) => {}
         Ok(None) => {
-            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid)).await;
+            return sign_in_page(&state, t, StatusCode::FORBIDDEN, None, Some(t.link_invalid))
+                .await;
         }
         Err(e) => return ApiError::from(e).into_response(),
     }
@@ -1054,13 +1143,18 @@ where
         Ok(s) => s,
         Err(response) => return response,
     };
-    let reference = Some(format!("session {}", session.claims.id.get(..8).unwrap_or_default()));
+    let reference = Some(format!(
+        "session {}",
+        session.claims.id.get(..8).unwrap_or_default()
+    ));
     let result = async {
         let standing = load_standing(state, session.claims.subject())
             .await
             .map_err(ChangeError::Api)?
             .ok_or_else(|| ChangeError::Api(ApiError::NotFound("subject not found".into())))?;
-        let ctx = context(state, headers, t, reference).await.map_err(ChangeError::Api)?;
+        let ctx = context(state, headers, t, reference)
+            .await
+            .map_err(ChangeError::Api)?;
         run(standing, ctx, t).await
     }
     .await;
@@ -1076,7 +1170,15 @@ where
                 let mut c = chrome(state, t, "/preferences");
                 c.signed_in = true;
                 c.csrf = session.csrf.clone();
-                build_page(state, &standing, c, RequestFacts::from_headers(headers).gpc, None, Some(message)).await
+                build_page(
+                    state,
+                    &standing,
+                    c,
+                    RequestFacts::from_headers(headers).gpc,
+                    None,
+                    Some(message),
+                )
+                .await
             }
             .await;
             match page {
@@ -1162,9 +1264,11 @@ pub async fn save_messages(
             for ch in &standing.channels {
                 for tp in &ch.topics {
                     let key = format!("{}:{}", ch.channel, tp.topic);
-                    wanted
-                        .topics
-                        .push((ch.channel.clone(), tp.topic.clone(), on.contains(key.as_str())));
+                    wanted.topics.push((
+                        ch.channel.clone(),
+                        tp.topic.clone(),
+                        on.contains(key.as_str()),
+                    ));
                 }
                 let name = |prefix: &str| format!("{prefix}.{}", ch.channel);
                 let (frequency, quiet) = channel_choice(
@@ -1197,17 +1301,23 @@ pub async fn save_do_not_sell(
 ) -> Response {
     let form = form_or_empty(form);
     let on = field(&form, "do_not_sell").is_some();
-    change(&state, &headers, &form, "do-not-sell", |standing, ctx, _| {
-        let state = &state;
-        async move {
-            let wanted = Wanted {
-                do_not_sell: Some(on),
-                ..Wanted::default()
-            };
-            model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
-            Ok("saved")
-        }
-    })
+    change(
+        &state,
+        &headers,
+        &form,
+        "do-not-sell",
+        |standing, ctx, _| {
+            let state = &state;
+            async move {
+                let wanted = Wanted {
+                    do_not_sell: Some(on),
+                    ..Wanted::default()
+                };
+                model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+                Ok("saved")
+            }
+        },
+    )
     .await
 }
 
@@ -1248,7 +1358,15 @@ pub async fn erase(
             let mut c = chrome(&state, t, "/preferences");
             c.signed_in = true;
             c.csrf = session.csrf.clone();
-            build_page(&state, &standing, c, false, None, Some(t.delete_needs_confirm)).await
+            build_page(
+                &state,
+                &standing,
+                c,
+                false,
+                None,
+                Some(t.delete_needs_confirm),
+            )
+            .await
         }
         .await;
         return match page {
@@ -1375,10 +1493,7 @@ fn token_page(
     t: &'static Texts,
     title: &'static str,
     text: &'static str,
-    action: &str,
-    token: &str,
-    button: &'static str,
-    one_click: bool,
+    form: ActionForm,
 ) -> Response {
     html(
         StatusCode::OK,
@@ -1388,19 +1503,19 @@ fn token_page(
             text: Some(text),
             done: None,
             error: None,
-            form: Some(ActionForm {
-                action: action.to_owned(),
-                token: token.to_owned(),
-                button,
-                one_click,
-            }),
+            form: Some(form),
             back: None,
         }
         .render(),
     )
 }
 
-fn done_page(state: &AppState, t: &'static Texts, title: &'static str, done: &'static str) -> Response {
+fn done_page(
+    state: &AppState,
+    t: &'static Texts,
+    title: &'static str,
+    done: &'static str,
+) -> Response {
     html(
         StatusCode::OK,
         ActionPage {
@@ -1436,22 +1551,28 @@ async fn open_token(
 pub async fn confirm_form(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Option<Query<TokenQuery>>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Response {
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let token = q.token.unwrap_or_default();
     match open_token(&state, Kind::Confirm, &token).await {
         Ok((claims, _)) => {
-            let t = language(&state, q.lang.as_deref().or(claims.locale.as_deref()), &headers);
+            let t = language(
+                &state,
+                q.lang.as_deref().or(claims.locale.as_deref()),
+                &headers,
+            );
             token_page(
                 &state,
                 t,
                 t.confirm_title,
                 t.confirm_text,
-                "/preferences/confirm",
-                &token,
-                t.confirm_button,
-                false,
+                ActionForm {
+                    action: "/preferences/confirm".to_owned(),
+                    token: token.clone(),
+                    button: t.confirm_button,
+                    one_click: false,
+                },
             )
         }
         Err(Ok(_)) => {
@@ -1483,7 +1604,11 @@ pub async fn confirm(
     let Some(topic) = claims.topic.clone() else {
         return refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid);
     };
-    match state.store.spend_token(&claims.id, claims.expires, state.now()).await {
+    match state
+        .store
+        .spend_token(&claims.id, claims.expires, state.now())
+        .await
+    {
         Ok(true) => {}
         Ok(false) => return refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid),
         Err(e) => return ApiError::from(e).into_response(),
@@ -1510,7 +1635,7 @@ pub async fn confirm(
 pub async fn unsubscribe_form(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Option<Query<TokenQuery>>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Response {
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let token = q.token.unwrap_or_default();
@@ -1521,10 +1646,12 @@ pub async fn unsubscribe_form(
             t,
             t.unsubscribe_title,
             t.unsubscribe_text,
-            &format!("/preferences/unsubscribe?token={token}"),
-            &token,
-            t.unsubscribe_button,
-            true,
+            ActionForm {
+                action: format!("/preferences/unsubscribe?token={token}"),
+                token: token.clone(),
+                button: t.unsubscribe_button,
+                one_click: true,
+            },
         ),
         Err(Ok(_)) => refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid),
         Err(Err(e)) => e.into_response(),
@@ -1537,7 +1664,7 @@ pub async fn unsubscribe_form(
 pub async fn unsubscribe(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Option<Query<TokenQuery>>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
     let form = form_or_empty(form);
@@ -1552,7 +1679,11 @@ pub async fn unsubscribe(
         Err(Ok(_)) => return refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid),
         Err(Err(e)) => return e.into_response(),
     };
-    let t = language(&state, q.lang.as_deref().or(claims.locale.as_deref()), &headers);
+    let t = language(
+        &state,
+        q.lang.as_deref().or(claims.locale.as_deref()),
+        &headers,
+    );
     let Some(topic) = claims.topic.clone() else {
         return refused(&state, t, StatusCode::FORBIDDEN, t.link_invalid);
     };

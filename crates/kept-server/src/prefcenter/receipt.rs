@@ -7,9 +7,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, VerifyingKey};
-use kept_core::ledger::{
-    self, ChainHash, CollectionMethod, ConsentRecord, key_id,
-};
+use kept_core::ledger::{self, ChainHash, CollectionMethod, ConsentRecord, key_id};
 use kept_core::manifest::Manifest;
 use kept_core::rulebook::PurposeClass;
 use serde_json::{Map, Value, json};
@@ -100,6 +98,15 @@ pub fn build(
         );
     }
     receipt
+}
+
+/// Signs with `key` directly (what the ledger service does with its own key): for tools and
+/// tests that hold the key itself.
+pub fn signer(key: &ed25519_dalek::SigningKey) -> impl FnOnce(&[u8]) -> [u8; 64] + '_ {
+    move |message| {
+        use ed25519_dalek::Signer as _;
+        key.sign(message).to_bytes()
+    }
 }
 
 /// The canonical bytes of a JSON value: object keys sorted, no insignificant space.
@@ -223,7 +230,13 @@ pub fn verify(receipt: &Value, expected: Option<&VerifyingKey>) -> Result<Verifi
         .get("ledger_seq")
         .and_then(Value::as_u64)
         .ok_or(ReceiptError::Missing("kept.ledger_seq"))?;
-    let same = |field: &'static str, ok: bool| if ok { Ok(()) } else { Err(ReceiptError::Mismatch(field)) };
+    let same = |field: &'static str, ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(ReceiptError::Mismatch(field))
+        }
+    };
     same(
         "kept.action",
         kept.get("action").and_then(Value::as_str) == Some(record.action.as_str()),
@@ -253,7 +266,10 @@ pub fn verify(receipt: &Value, expected: Option<&VerifyingKey>) -> Result<Verifi
         .and_then(|p| p.get("purposeCategory"))
         .and_then(|c| c.get(0))
         .and_then(Value::as_str);
-    same("services[0].purposes[0].purposeCategory", category == Some(record.purpose.as_str()))?;
+    same(
+        "services[0].purposes[0].purposeCategory",
+        category == Some(record.purpose.as_str()),
+    )?;
     Ok(Verified {
         key_id: key_id(&key),
         seq,

@@ -712,10 +712,7 @@ pub fn choose(
             return t;
         }
     }
-    offered
-        .first()
-        .and_then(|c| by_code(c))
-        .unwrap_or(&EN)
+    offered.first().and_then(|c| by_code(c)).unwrap_or(&EN)
 }
 
 impl Texts {
@@ -763,8 +760,14 @@ mod tests {
     fn the_language_comes_from_the_query_then_the_header_then_the_default() {
         let offered: Vec<String> = ["en", "de", "fr", "es"].map(String::from).to_vec();
         assert_eq!(choose(Some("fr"), Some("de"), &offered).code, "fr");
-        assert_eq!(choose(None, Some("it, de-AT;q=0.8, en;q=0.5"), &offered).code, "de");
-        assert_eq!(choose(Some("xx"), Some("es;q=0.9, fr;q=0.95"), &offered).code, "fr");
+        assert_eq!(
+            choose(None, Some("it, de-AT;q=0.8, en;q=0.5"), &offered).code,
+            "de"
+        );
+        assert_eq!(
+            choose(Some("xx"), Some("es;q=0.9, fr;q=0.95"), &offered).code,
+            "fr"
+        );
         assert_eq!(choose(None, None, &offered).code, "en");
         let german_first: Vec<String> = vec!["de".into(), "en".into()];
         assert_eq!(choose(Some("fr"), None, &german_first).code, "de");

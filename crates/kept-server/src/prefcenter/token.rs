@@ -242,7 +242,10 @@ mod tests {
         let claims = Claims::new(Kind::Link, SubjectId(4), 1_000);
         let token = keys.sign(&claims);
         assert_eq!(keys.open(Kind::Link, &token, 999), Ok(claims));
-        assert_eq!(keys.open(Kind::Link, &token, 1_000), Err(TokenError::Expired));
+        assert_eq!(
+            keys.open(Kind::Link, &token, 1_000),
+            Err(TokenError::Expired)
+        );
         // Another kind's key: the signature fails before the kind is even read.
         assert_eq!(
             keys.open(Kind::Session, &token, 0),
@@ -266,8 +269,14 @@ mod tests {
             "{}.{mac}",
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json).unwrap())
         );
-        assert_eq!(keys.open(Kind::Link, &forged, 0), Err(TokenError::Signature));
-        assert_eq!(keys.open(Kind::Link, "nonsense", 0), Err(TokenError::Malformed));
+        assert_eq!(
+            keys.open(Kind::Link, &forged, 0),
+            Err(TokenError::Signature)
+        );
+        assert_eq!(
+            keys.open(Kind::Link, "nonsense", 0),
+            Err(TokenError::Malformed)
+        );
         assert_eq!(keys.open(Kind::Link, "a.b", 0), Err(TokenError::Malformed));
     }
 

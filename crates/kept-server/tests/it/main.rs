@@ -15,6 +15,7 @@ mod demo;
 mod e2e;
 mod forward;
 mod openapi;
+mod prefcenter;
 mod roles;
 mod snippet;
 mod support;

@@ -150,6 +150,27 @@ fn endpoints() -> Vec<Endpoint> {
             success: StatusCode::OK,
         },
         Endpoint {
+            method: "POST",
+            path: "/v1/subjects/{subject}/preference-link",
+            body: Some(|_| r#"{"ttl_minutes": 10}"#.to_owned()),
+            role: Role::Privacy,
+            success: StatusCode::CREATED,
+        },
+        Endpoint {
+            method: "GET",
+            path: "/v1/subjects/{subject}/preferences",
+            body: None,
+            role: Role::Privacy,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "PUT",
+            path: "/v1/subjects/{subject}/preferences",
+            body: Some(|_| r#"{"do_not_sell": true}"#.to_owned()),
+            role: Role::Privacy,
+            success: StatusCode::OK,
+        },
+        Endpoint {
             method: "PUT",
             path: "/v1/keys/{victim}/collection-point",
             body: Some(|_| r#"{"collection_point": "checkout"}"#.to_owned()),

@@ -1,0 +1,753 @@
+//! The preference center's JSON API (role `privacy`), for companies that build their own page:
+//! mint a sign-in link for a customer their app already knows, read a subject's choices, and
+//! change them with the same rules the hosted page follows (double opt-in by email, written
+//! consent for texts, ledger records for every change). Also the data export both share.
+
+use super::model::{self, ChangeError, Context, SmsConsent, Standing, Wanted};
+use super::texts;
+use super::token::{Claims, Kind, Topic};
+use crate::app::AppState;
+use crate::auth::{Authorized, role};
+use crate::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use kept_core::ledger::{CollectionMethod, Evidence};
+use kept_core::rulebook::Level;
+use kept_core::subject::{Frequency, Period, QuietHours};
+use kept_core::{SubjectId, UnixMillis};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize)]
+pub struct SubjectPath {
+    id: u32,
+}
+
+/// A sign-in link to mint.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// How long the link works, in minutes (default 30, at most 10,080: a week).
+    #[serde(default)]
+    pub ttl_minutes: Option<u32>,
+    /// The page's language (`en`, `de`, `fr`, `es`); default: the customer's browser's.
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// A single-use sign-in link.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PreferenceLink {
+    /// Open it once to start a session on the preference page.
+    pub url: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at: i64,
+}
+
+async fn subject_standing(state: &AppState, id: u32) -> Result<Standing, ApiError> {
+    model::standing(state, SubjectId(id), state.now())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("subject `{id}` not found")))
+}
+
+/// Mints a signed, expiring, single-use link to the preference page for one subject, for the
+/// company's app to hand to a customer it has signed in.
+#[utoipa::path(
+    post,
+    path = "/v1/subjects/{id}/preference-link",
+    tag = "preferences",
+    params(("id" = u32, Path, description = "the subject's internal id")),
+    request_body(content = LinkRequest, description = "optional"),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, body = PreferenceLink),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no such subject", body = ErrorBody),
+        (status = 422, description = "a field is out of range", body = ErrorBody),
+    )
+)]
+pub async fn preference_link(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(SubjectPath { id }): PathParams<SubjectPath>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<PreferenceLink>), ApiError> {
+    // The body is optional: no body (or `{}`) mints a link with the defaults.
+    let body: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LinkRequest::default()
+    } else {
+        crate::error::parse_json(&body)?
+    };
+    if state.store.subject(SubjectId(id)).await?.is_none() {
+        return Err(ApiError::NotFound(format!("subject `{id}` not found")));
+    }
+    let config = state.prefcenter.config();
+    let ttl = match body.ttl_minutes {
+        None => config.link_ttl,
+        Some(0) => {
+            return Err(ApiError::invalid_field(
+                "ttl_minutes",
+                "`ttl_minutes` must be at least 1",
+            ));
+        }
+        Some(m) => {
+            let ttl = UnixMillis::from(m) * super::MINUTE;
+            if ttl > config.api_link_max_ttl {
+                return Err(ApiError::invalid_field(
+                    "ttl_minutes",
+                    format!(
+                        "`ttl_minutes` may be at most {}",
+                        config.api_link_max_ttl / super::MINUTE
+                    ),
+                ));
+            }
+            ttl
+        }
+    };
+    let locale = match body.locale.as_deref() {
+        None => None,
+        Some(code) => Some(
+            texts::by_code(code)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "locale",
+                        format!("`{code}` is not a language the page speaks (en, de, fr, es)"),
+                    )
+                })?
+                .code
+                .to_owned(),
+        ),
+    };
+    let keys = state.prefcenter.keys(state.store.as_ref()).await?;
+    let now = state.now();
+    let mut claims = Claims::new(Kind::Link, SubjectId(id), now + ttl);
+    claims.locale = locale;
+    Ok((
+        StatusCode::CREATED,
+        Json(PreferenceLink {
+            url: format!(
+                "{}/preferences/open?token={}",
+                state.prefcenter.base_url(),
+                keys.sign(&claims)
+            ),
+            expires_at: claims.expires,
+        }),
+    ))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NoticeRefView {
+    pub id: String,
+    pub version: u32,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PurposeView {
+    pub purpose: String,
+    pub name: String,
+    /// `consent`, `contract`, `legal_obligation`, `legitimate_interests`, …
+    pub legal_basis: Option<String>,
+    /// `none` (carried by a contract or the law), `opt_out`, `opt_in`, `opt_in_written`.
+    pub requirement: String,
+    /// The customer may switch it here (otherwise: not at all, or per topic).
+    pub switchable: bool,
+    /// Decisions allow it now.
+    pub allowed: bool,
+    pub notice: Option<NoticeRefView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TopicView {
+    pub topic: String,
+    pub purpose: String,
+    pub subscribed: bool,
+    /// A double opt-in waits for the customer's confirmation.
+    pub pending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursView {
+    /// Local time `HH:MM`.
+    #[schema(example = "22:00")]
+    pub start: String,
+    #[schema(example = "07:00")]
+    pub end: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelView {
+    pub channel: String,
+    pub topics: Vec<TopicView>,
+    /// `any` (as it happens), `day`, `week` or `month` (at most one message per period).
+    pub frequency: String,
+    pub quiet_hours: Option<QuietHoursView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DoNotSellView {
+    /// Sale and sharing are off.
+    pub on: bool,
+    /// The purpose it stands for.
+    pub purpose: String,
+    /// A GPC signal counts as this opt-out here.
+    pub gpc_binding: bool,
+    /// A GPC opt-out is recorded.
+    pub gpc_recorded: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErasureView {
+    pub state: String,
+    pub requested_at: i64,
+    /// The legal deadline.
+    pub due_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ListUnsubscribe {
+    /// The signed one-click unsubscribe URL for marketing email.
+    pub url: String,
+    /// The value of the `List-Unsubscribe` header.
+    pub header: String,
+    /// The value of the `List-Unsubscribe-Post` header (RFC 8058).
+    pub post: String,
+}
+
+/// A subject's choices, as decisions see them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Preferences {
+    pub subject: u32,
+    pub regime: String,
+    pub purposes: Vec<PurposeView>,
+    pub channels: Vec<ChannelView>,
+    /// Present where the law makes sale and sharing opt-out.
+    pub do_not_sell: Option<DoNotSellView>,
+    pub erasure: Option<ErasureView>,
+    /// For the company's marketing email: where one click unsubscribes this subject.
+    pub list_unsubscribe: Option<ListUnsubscribe>,
+}
+
+fn frequency_text(f: Option<Frequency>) -> &'static str {
+    match f.map(|f| f.period) {
+        None => "any",
+        Some(Period::Day) => "day",
+        Some(Period::Week) => "week",
+        Some(Period::Month) => "month",
+    }
+}
+
+fn level_text(level: Level) -> &'static str {
+    level.as_str()
+}
+
+fn hhmm(m: u16) -> String {
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+async fn view(state: &AppState, standing: &Standing) -> Result<Preferences, ApiError> {
+    let manifest = state.manifest.as_ref();
+    let notice = |id: Option<&String>| {
+        let id = id?;
+        manifest.notices.get(id).map(|n| NoticeRefView {
+            id: id.clone(),
+            version: n.version,
+            hash: n.hash.clone(),
+        })
+    };
+    let list_unsubscribe = match standing.channels.iter().find(|c| c.channel == "email") {
+        Some(email) => match email.topics.first() {
+            Some(topic) => {
+                let keys = state.prefcenter.keys(state.store.as_ref()).await?;
+                let mut claims = Claims::new(
+                    Kind::Unsubscribe,
+                    standing.subject.id,
+                    state.now() + state.prefcenter.config().unsubscribe_ttl,
+                );
+                claims.topic = Some(Topic {
+                    purpose: topic.purpose.clone(),
+                    channel: "email".to_owned(),
+                    topic: None,
+                });
+                let url = format!(
+                    "{}/preferences/unsubscribe?token={}",
+                    state.prefcenter.base_url(),
+                    keys.sign(&claims)
+                );
+                Some(ListUnsubscribe {
+                    header: format!("<{url}>"),
+                    url,
+                    post: "List-Unsubscribe=One-Click".to_owned(),
+                })
+            }
+            None => None,
+        },
+        None => None,
+    };
+    Ok(Preferences {
+        subject: standing.subject.id.0,
+        regime: standing.regime.as_str().to_owned(),
+        purposes: standing
+            .purposes
+            .iter()
+            .map(|p| PurposeView {
+                purpose: p.key.clone(),
+                name: manifest
+                    .purposes
+                    .get(&p.key)
+                    .map_or_else(|| p.key.clone(), |m| m.name.clone()),
+                legal_basis: p.basis.and_then(|b| {
+                    serde_json::to_value(b)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                }),
+                requirement: level_text(p.level).to_owned(),
+                switchable: p.switchable,
+                allowed: p.allowed,
+                notice: notice(p.notice.as_ref()),
+            })
+            .collect(),
+        channels: standing
+            .channels
+            .iter()
+            .map(|c| ChannelView {
+                channel: c.channel.clone(),
+                topics: c
+                    .topics
+                    .iter()
+                    .map(|t| TopicView {
+                        topic: t.topic.clone(),
+                        purpose: t.purpose.clone(),
+                        subscribed: t.subscribed,
+                        pending: t.pending,
+                    })
+                    .collect(),
+                frequency: frequency_text(c.frequency).to_owned(),
+                quiet_hours: c.quiet.map(|q| QuietHoursView {
+                    start: hhmm(q.start_minute),
+                    end: hhmm(q.end_minute),
+                }),
+            })
+            .collect(),
+        do_not_sell: standing.do_not_sell.as_ref().map(|d| DoNotSellView {
+            on: d.on,
+            purpose: d.purpose.clone(),
+            gpc_binding: d.gpc_binding,
+            gpc_recorded: d.gpc_recorded,
+        }),
+        erasure: standing.erasure.as_ref().map(|e| ErasureView {
+            state: e.state.as_str().to_owned(),
+            requested_at: e.requested_at,
+            due_at: e.due_at,
+        }),
+        list_unsubscribe,
+    })
+}
+
+/// A subject's choices: purposes with their legal basis, topics per channel, frequency and
+/// quiet hours, "do not sell or share", a pending erasure, and its one-click unsubscribe URL.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/preferences",
+    tag = "preferences",
+    params(("id" = u32, Path, description = "the subject's internal id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = Preferences),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no such subject", body = ErrorBody),
+    )
+)]
+pub async fn get_preferences(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(SubjectPath { id }): PathParams<SubjectPath>,
+) -> Result<Json<Preferences>, ApiError> {
+    let standing = subject_standing(&state, id).await?;
+    Ok(Json(view(&state, &standing).await?))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicChange {
+    pub channel: String,
+    pub topic: String,
+    /// `true` by email starts a double opt-in (Kept mails the confirmation link); by text
+    /// message it needs `sms`.
+    pub subscribed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelChange {
+    pub channel: String,
+    /// `any`, `day`, `week` or `month`.
+    #[serde(default)]
+    pub frequency: Option<String>,
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHoursView>,
+}
+
+/// The written consent marketing texts need: the number, and the customer's acceptance of
+/// the manifest's SMS disclosure, shown in `locale`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsChange {
+    #[serde(default)]
+    pub phone: Option<String>,
+    pub disclosure_accepted: bool,
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceInput {
+    #[serde(default)]
+    pub ip_hash: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// Changes to make; anything left out stays as it is.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesUpdate {
+    /// Purpose key → allowed.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub purposes: serde_json::Map<String, Value>,
+    #[serde(default)]
+    pub topics: Vec<TopicChange>,
+    #[serde(default)]
+    pub channels: Vec<ChannelChange>,
+    #[serde(default)]
+    pub do_not_sell: Option<bool>,
+    #[serde(default)]
+    pub sms: Option<SmsChange>,
+    #[serde(default)]
+    pub evidence: Option<EvidenceInput>,
+}
+
+fn parse_hhmm(field: &str, s: &str) -> Result<u16, ApiError> {
+    let bad = || ApiError::invalid_field(field, format!("`{s}` is not a time such as `22:00`"));
+    let (h, m) = s.trim().split_once(':').ok_or_else(bad)?;
+    let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h < 24 && m < 60 {
+        Ok(h * 60 + m)
+    } else {
+        Err(bad())
+    }
+}
+
+/// Changes a subject's choices. Every change is a ledger record (source
+/// `preference_center`, method `api`, the notice it was given under); decisions see it when
+/// this answers.
+#[utoipa::path(
+    put,
+    path = "/v1/subjects/{id}/preferences",
+    tag = "preferences",
+    params(("id" = u32, Path, description = "the subject's internal id")),
+    request_body = PreferencesUpdate,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "the choices after the change", body = Preferences),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no such subject", body = ErrorBody),
+        (status = 422, description = "an unknown or unswitchable purpose, topic or channel, or texts without written consent", body = ErrorBody),
+    )
+)]
+pub async fn put_preferences(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(SubjectPath { id }): PathParams<SubjectPath>,
+    JsonBody(body): JsonBody<PreferencesUpdate>,
+) -> Result<Json<Preferences>, ApiError> {
+    let standing = subject_standing(&state, id).await?;
+    let mut wanted = Wanted::default();
+    for (key, value) in &body.purposes {
+        let on = value.as_bool().ok_or_else(|| {
+            ApiError::invalid_field(
+                format!("purposes.{key}"),
+                format!("`purposes.{key}` must be `true` or `false`"),
+            )
+        })?;
+        wanted.purposes.push((key.clone(), on));
+    }
+    for t in &body.topics {
+        wanted
+            .topics
+            .push((t.channel.clone(), t.topic.clone(), t.subscribed));
+    }
+    for (i, c) in body.channels.iter().enumerate() {
+        let current = standing.channels.iter().find(|s| s.channel == c.channel);
+        let frequency = match c.frequency.as_deref() {
+            None => current.and_then(|s| s.frequency),
+            Some("any") => None,
+            Some(other) => Some(Frequency {
+                max: 1,
+                period: Period::parse(other).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        format!("channels[{i}].frequency"),
+                        format!("`{other}` is not `any`, `day`, `week` or `month`"),
+                    )
+                })?,
+            }),
+        };
+        let quiet = match &c.quiet_hours {
+            None => current.and_then(|s| s.quiet),
+            Some(q) => {
+                let field = format!("channels[{i}].quiet_hours");
+                Some(QuietHours {
+                    start_minute: parse_hhmm(&field, &q.start)?,
+                    end_minute: parse_hhmm(&field, &q.end)?,
+                })
+            }
+        };
+        wanted.channels.push((c.channel.clone(), frequency, quiet));
+    }
+    wanted.do_not_sell = body.do_not_sell;
+    let mut texts = texts::choose(None, None, &state.manifest.organisation.locales);
+    if let Some(sms) = &body.sms {
+        if let Some(code) = sms.locale.as_deref() {
+            texts = texts::by_code(code).ok_or_else(|| {
+                ApiError::invalid_field("sms.locale", format!("`{code}` is not en, de, fr or es"))
+            })?;
+        }
+        wanted.sms = SmsConsent {
+            phone: sms.phone.clone(),
+            accepted: sms.disclosure_accepted,
+        };
+    }
+    let evidence = body
+        .evidence
+        .clone()
+        .map_or_else(Evidence::default, |e| Evidence {
+            ip_hash: e.ip_hash,
+            user_agent: e.user_agent,
+            text_hash: None,
+            reference: e.reference,
+        });
+    let ctx = Context {
+        method: CollectionMethod::Api,
+        evidence,
+        texts,
+        now: state.now(),
+    };
+    model::apply(&state, &state.prefcenter, &standing, &wanted, &ctx)
+        .await
+        .map_err(ChangeError::into_api)?;
+    let after = subject_standing(&state, id).await?;
+    Ok(Json(view(&state, &after).await?))
+}
+
+/// Everything held about a subject, for "download my data": identifiers, traits with their
+/// provenance, events, the consent ledger, channel choices and erasure requests.
+pub async fn export(state: &AppState, standing: &Standing) -> Result<Value, ApiError> {
+    let store = state.store.as_ref();
+    let id = standing.subject.id;
+    let identifiers: Vec<Value> = model::identifiers(state, id)
+        .await?
+        .into_iter()
+        .map(|(kind, value, since)| json!({"kind": kind.as_str(), "value": value, "since": since}))
+        .collect();
+    let mut events = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.events_of(id, after, 1_000).await?;
+        let full = page.len() == 1_000;
+        after = page.last().map(|e| e.id);
+        for e in page {
+            let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+            events.push(json!({
+                "type": e.event.kind,
+                "name": e.event.name,
+                "timestamp": e.event.at,
+                "properties": parse(&e.event.properties),
+                "context": parse(&e.event.context),
+            }));
+        }
+        if !full {
+            break;
+        }
+    }
+    let consents: Vec<Value> = standing
+        .records
+        .iter()
+        .map(|r| {
+            json!({
+                "seq": r.seq,
+                "purpose": r.record.purpose,
+                "channel": r.record.channel,
+                "topic": r.record.topic,
+                "action": r.record.action.as_str(),
+                "notice": r.record.notice.as_ref().map(|n| json!({"id": n.id, "version": n.version, "hash": n.hash})),
+                "regime": r.record.regime,
+                "source": r.record.source,
+                "method": r.record.method.as_str(),
+                "at": r.record.at,
+            })
+        })
+        .collect();
+    let preferences: Vec<Value> = store
+        .channel_preferences(id)
+        .await?
+        .into_iter()
+        .map(|p| {
+            json!({
+                "channel": p.channel,
+                "frequency": frequency_text(p.frequency),
+                "quiet_hours": p.quiet_hours.map(|q| json!({"start": hhmm(q.start_minute), "end": hhmm(q.end_minute)})),
+                "updated_at": p.updated_at,
+            })
+        })
+        .collect();
+    let erasure: Vec<Value> = store
+        .erasure_requests(id)
+        .await?
+        .into_iter()
+        .map(|e| json!({"state": e.state.as_str(), "requested_at": e.requested_at, "due_at": e.due_at, "regime": e.regime}))
+        .collect();
+    Ok(json!({
+        "controller": {
+            "name": state.manifest.organisation.name,
+            "contact": state.manifest.organisation.contact_email,
+        },
+        "subject": {
+            "id": id.0,
+            "user_id": standing.subject.user_id,
+            "country": standing.subject.country,
+            "region": standing.subject.region,
+            "time_zone": standing.subject.time_zone,
+            "regime": standing.regime.as_str(),
+            "created_at": standing.subject.created_at,
+        },
+        "identifiers": identifiers,
+        "traits": standing.traits.iter().map(|t| json!({
+            "key": t.key,
+            "value": t.value,
+            "category": t.category,
+            "collection_point": t.provenance.collection_point,
+            "notice": t.provenance.notice_id,
+            "notice_version": t.provenance.notice_version,
+            "collected_at": t.provenance.collected_at,
+            "source": t.provenance.source,
+        })).collect::<Vec<_>>(),
+        "events": events,
+        "consents": consents,
+        "channel_preferences": preferences,
+        "erasure_requests": erasure,
+    }))
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The export as CSV: one row per piece of data (`section,key,value,category,source,notice,at`).
+pub async fn export_csv(state: &AppState, standing: &Standing) -> Result<String, ApiError> {
+    let data = export(state, standing).await?;
+    let mut out = String::from("section,key,value,category,source,notice,at\n");
+    let mut row = |cells: [String; 7]| {
+        let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    for i in at(&data, "identifiers").as_array().into_iter().flatten() {
+        row([
+            "identifier".into(),
+            text(at(i, "kind")),
+            text(at(i, "value")),
+            String::new(),
+            String::new(),
+            String::new(),
+            text(at(i, "since")),
+        ]);
+    }
+    for t in at(&data, "traits").as_array().into_iter().flatten() {
+        row([
+            "trait".into(),
+            text(at(t, "key")),
+            text(at(t, "value")),
+            text(at(t, "category")),
+            text(at(t, "collection_point")),
+            format!(
+                "{} v{}",
+                text(at(t, "notice")),
+                text(at(t, "notice_version"))
+            ),
+            text(at(t, "collected_at")),
+        ]);
+    }
+    for e in at(&data, "events").as_array().into_iter().flatten() {
+        row([
+            "event".into(),
+            text(at(e, "type")),
+            text(at(e, "name")),
+            String::new(),
+            String::new(),
+            String::new(),
+            text(at(e, "timestamp")),
+        ]);
+    }
+    for c in at(&data, "consents").as_array().into_iter().flatten() {
+        row([
+            "consent".into(),
+            format!(
+                "{} {} {}",
+                text(at(c, "purpose")),
+                text(at(c, "channel")),
+                text(at(c, "topic"))
+            )
+            .trim()
+            .to_owned(),
+            text(at(c, "action")),
+            text(at(c, "method")),
+            text(at(c, "source")),
+            at(at(c, "notice"), "id")
+                .as_str()
+                .map_or_else(String::new, |id| {
+                    format!("{id} v{}", text(at(at(c, "notice"), "version")))
+                }),
+            text(at(c, "at")),
+        ]);
+    }
+    for e in at(&data, "erasure_requests")
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        row([
+            "erasure_request".into(),
+            text(at(e, "state")),
+            format!("due {}", text(at(e, "due_at"))),
+            String::new(),
+            String::new(),
+            String::new(),
+            text(at(e, "requested_at")),
+        ]);
+    }
+    Ok(out)
+}
+
+/// A member of a JSON object, `null` when absent.
+fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
+}
