@@ -149,7 +149,7 @@ for backend in $BACKENDS; do
     echo
     echo "== $backend: kept serve --demo on $ADDR; wrk -t1 -c$CONNECTIONS, batches of $BATCH ~1 KB events"
     # Warm-up: every visitor seen once (identities resolved, consent recorded).
-    wrk -t1 -c4 -d12s -s "$WORK/run/batch.lua" "http://$ADDR" -- warm >/dev/null
+    WARM="$(wrk -t1 -c4 -d12s -s "$WORK/run/batch.lua" "http://$ADDR" -- warm | grep '^RESULT')"
     OUT="$(run_wrk "$DURATION" "m")"
     echo "$OUT" | grep -v '^RESULT'
     LINE="$(echo "$OUT" | grep '^RESULT')"
@@ -174,8 +174,25 @@ codes = d.get("statusCodeDistribution", {})
 print("single /v1/track at 1,000 req/s: %.0f req/s done, p50 %.2f ms, p99 %.2f ms, statuses %s"
       % (s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, codes))
 PY
-    # Every acknowledged event is in the database.
+    ACKED="$(python3 - "$WORK/run/oha.json" "$(field "$WARM" requests)" "$REQUESTS" "$BATCH" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+singles = d.get("statusCodeDistribution", {}).get("200", 0)
+print((int(sys.argv[2]) + int(sys.argv[3])) * int(sys.argv[4]) + singles)
+PY
+)"
     stop_server
+    # Every acknowledged event is in the database (a few more may have been committed for
+    # requests the load tools stopped waiting for).
+    case "$backend" in
+        sqlite) STORED="$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from events").fetchone()[0])' "$URL")" ;;
+        postgres) STORED="$(psql "$URL" -tAc 'select count(*) from events')" ;;
+    esac
+    echo "stored: $STORED events for $ACKED acknowledged"
+    if [ "$STORED" -lt "$ACKED" ]; then
+        echo "an acknowledged event is missing" >&2
+        exit 1
+    fi
 done
 
 echo

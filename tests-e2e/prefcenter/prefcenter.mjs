@@ -255,7 +255,7 @@ await test('email opt-in is confirmed by a link (double opt-in)', async () => {
   await confirm.goto(link);
   await check(confirm, 'confirm');
   equal(await decide(ada, newsletter), before, 'opening the link alone confirms nothing');
-  await Promise.all([confirm.waitForNavigation(), confirm.locator('button[type=submit]').click()]);
+  await Promise.all([confirm.waitForNavigation(), confirm.locator("main button[type=submit]").click()]);
   assert((await confirm.locator('[role=status]').innerText()).includes('confirmed'), 'confirmed');
   await check(confirm, 'confirmed');
   await confirm.context().close();

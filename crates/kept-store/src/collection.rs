@@ -134,10 +134,13 @@ pub fn consent_key(consent: &str) -> [u8; 16] {
     key
 }
 
+/// A consent snapshot's key and text.
+pub type KeyedConsent<'a> = ([u8; 16], &'a str);
+
 /// Each event's consent key, and the distinct snapshots among them (first seen first).
-pub fn consent_keys(events: &[NewEvent]) -> (Vec<[u8; 16]>, Vec<([u8; 16], &str)>) {
+pub fn consent_keys(events: &[NewEvent]) -> (Vec<[u8; 16]>, Vec<KeyedConsent<'_>>) {
     let mut keys = Vec::with_capacity(events.len());
-    let mut distinct: Vec<([u8; 16], &str)> = Vec::new();
+    let mut distinct: Vec<KeyedConsent<'_>> = Vec::new();
     for e in events {
         // Events mostly repeat one of a few snapshots: comparing is cheaper than hashing.
         let key = match distinct.iter().find(|(_, c)| *c == e.consent) {

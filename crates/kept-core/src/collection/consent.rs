@@ -463,4 +463,27 @@ mod tests {
         current.apply(&changes);
         assert!(consent_changes(&choices, true, &current, |_| None, "ads").is_empty());
     }
+
+    #[test]
+    fn the_manifest_maps_consent_manager_categories() {
+        let toml = format!(
+            "{}\n[consent_categories]\nAdvertising = [\"marketing.advertising.third_party.targeted\"]\nC0004 = [\"personalize.content.profiled\", \"marketing.communications\"]\n",
+            crate::manifest::demo_toml()
+        );
+        let loaded = crate::manifest::load(&toml, "kept.toml").unwrap();
+        let m = loaded.manifest;
+        assert_eq!(m.consent_categories["C0004"].len(), 2);
+        assert!(loaded.locations.get("consent_categories.C0004").is_some());
+        let mut cats = BTreeMap::new();
+        cats.insert("C0004".to_owned(), true);
+        let c = purpose_choices(&m, &cats);
+        assert!(
+            c.purposes["personalize.content.profiled"] && c.purposes["marketing.communications"]
+        );
+        let bad = format!(
+            "{}\n[consent_categories]\nAds = \"not a list\"\n",
+            crate::manifest::demo_toml()
+        );
+        assert!(crate::manifest::load(&bad, "kept.toml").is_err());
+    }
 }

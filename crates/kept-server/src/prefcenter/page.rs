@@ -156,10 +156,11 @@ fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
 
 fn security_headers(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // Links carry tokens: never hand them to another site in a referrer.
+    // Links carry tokens: never hand them to another site in a referrer. (`no-referrer` would
+    // also make browsers send `Origin: null` with the page's own forms, which are refused.)
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
