@@ -1026,3 +1026,59 @@ async fn the_json_api_reads_and_changes_choices() {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn mail_settings_come_from_the_environment_and_the_password_stays_secret() {
+    use kept_server::config::{Config, Env, Flags, SmtpTls};
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("smtp-password");
+    std::fs::write(&password, "s3cret-pass\n").unwrap();
+    let env = Env::from_pairs([
+        ("KEPT_SMTP_HOST", "mail.example"),
+        ("KEPT_SMTP_PORT", "2525"),
+        ("KEPT_SMTP_TLS", "tls"),
+        ("KEPT_SMTP_USER", "kept"),
+        ("KEPT_SMTP_PASSWORD_FILE", password.to_str().unwrap()),
+        ("KEPT_SMTP_FROM", "Larkspur <privacy@larkspur.example>"),
+        ("KEPT_PUBLIC_URL", "https://privacy.larkspur.example/"),
+    ]);
+    let config = Config::load(None, &env, &Flags::new()).unwrap();
+    assert_eq!(config.smtp_host.as_deref(), Some("mail.example"));
+    assert_eq!(config.smtp_port, Some(2525));
+    assert_eq!(config.smtp_tls, SmtpTls::Tls);
+    assert_eq!(
+        config.smtp_password.as_ref().unwrap().expose(),
+        "s3cret-pass"
+    );
+    assert_eq!(
+        config.public_url.as_deref(),
+        Some("https://privacy.larkspur.example")
+    );
+    assert!(!format!("{config:?}").contains("s3cret"));
+    // Links follow the public URL, and its https makes the cookie Secure.
+    let center = PrefCenter::new(
+        PrefCenterConfig::from_config(&config),
+        Mailer::from_config(&config, "Larkspur").unwrap(),
+    );
+    assert_eq!(center.base_url(), "https://privacy.larkspur.example");
+    assert!(center.secure(&axum::http::HeaderMap::new()));
+
+    let bad = Config::load(
+        None,
+        &Env::from_pairs([("KEPT_SMTP_TLS", "maybe")]),
+        &Flags::new(),
+    )
+    .unwrap_err();
+    assert_eq!(bad.code(), "config.invalid_value");
+    assert!(bad.to_string().contains("smtp_tls"), "{bad}");
+    // Demo mode without a mail server writes links to the log; otherwise there is no sign-in.
+    let demo = Config::load(
+        None,
+        &Env::from_pairs([("KEPT_DEMO", "true")]),
+        &Flags::new(),
+    )
+    .unwrap();
+    assert!(Mailer::from_config(&demo, "x").unwrap().can_send());
+    let plain = Config::load(None, &Env::default(), &Flags::new()).unwrap();
+    assert!(!Mailer::from_config(&plain, "x").unwrap().can_send());
+}
