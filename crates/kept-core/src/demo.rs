@@ -5,6 +5,7 @@
 //! Pure and deterministic: the same seed, size, `now` and manifest give the same population.
 //! Subject ids are dense `0..size`; a loader inserts the subjects first and maps the ids.
 
+use crate::collection::profile::{retention_days, shortest_retention_days};
 use crate::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
 use crate::manifest::Manifest;
 use crate::regime::Regime;
@@ -493,6 +494,28 @@ fn evidence(rng: &mut ChaCha8Rng, reference: String) -> Evidence {
     }
 }
 
+/// When a field first given at `first` was last given again, so that what the population
+/// holds at `now` is inside the retention its notice's purposes declare (the same window the
+/// retention job applies): a person who came through long ago has come back since (a later
+/// order, a profile update). Deterministic and without drawing from the generator, so the
+/// rest of the population does not change with the manifest's retention.
+fn within_retention(
+    manifest: &Manifest,
+    notice: Option<&crate::manifest::Notice>,
+    first: UnixMillis,
+    now: UnixMillis,
+) -> UnixMillis {
+    let days = notice
+        .and_then(|n| retention_days(manifest, &n.purposes))
+        .unwrap_or_else(|| shortest_retention_days(manifest));
+    let window = UnixMillis::from(days) * DAY;
+    let age = now - first;
+    if window <= 0 || age < window {
+        return first;
+    }
+    now - age % window
+}
+
 fn generate_subject(
     rng: &mut ChaCha8Rng,
     plan: &Plan<'_>,
@@ -546,11 +569,9 @@ fn generate_subject(
         let Some(cp) = plan.manifest.collection_points.get(*cp_id) else {
             continue;
         };
-        let version = plan
-            .manifest
-            .notices
-            .get(&cp.notice)
-            .map_or(1, |n| n.version);
+        let notice = plan.manifest.notices.get(&cp.notice);
+        let version = notice.map_or(1, |n| n.version);
+        let collected_at = within_retention(plan.manifest, notice, *t, now);
         for (field, category) in &cp.fields {
             let Some(value) = trait_value(category, person, subject.country.as_deref(), rng, *t)
             else {
@@ -565,7 +586,7 @@ fn generate_subject(
                     collection_point: (*cp_id).to_owned(),
                     notice_id: cp.notice.clone(),
                     notice_version: version,
-                    collected_at: *t,
+                    collected_at,
                     source: "demo".to_owned(),
                 },
             };

@@ -256,6 +256,25 @@ impl IndexHandle {
         self.apply(changes).await
     }
 
+    /// After retention deleted traits of `subjects`: drops every trait the index holds for
+    /// each and takes back the ones `store` still holds, one publish per subject, so no
+    /// decision or audience counts a promise for data that is gone. A trait written between
+    /// the read and the publish may be missed until the next start; that only denies more.
+    pub async fn reload_traits(
+        &self,
+        store: &dyn Store,
+        subjects: &[SubjectId],
+    ) -> Result<(), IndexError> {
+        for id in subjects {
+            let traits = store.traits(*id).await?;
+            let mut changes = Vec::with_capacity(traits.len() + 1);
+            changes.push(Change::ForgetTraits(*id));
+            changes.extend(traits.into_iter().map(Change::Trait));
+            self.apply(changes).await?;
+        }
+        Ok(())
+    }
+
     /// Builds the index from everything in `store`, streaming it page by page to the writer
     /// (which decodes and applies it off the async workers), then publishes it. Only once,
     /// on an empty index.

@@ -9,8 +9,8 @@ use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, Subj
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
-    CollectionStore, EventWrite, IdentityFacts, IdentityWrite, NewEvent, StoredEvent,
-    StoredIdentity, consent_keys,
+    CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, NewEvent,
+    StoredEvent, StoredIdentity, consent_keys,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
@@ -518,26 +518,33 @@ impl CollectionStore for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn delete_expired_traits(&self, cutoffs: &TraitCutoffs) -> Result<u64> {
+    async fn delete_expired_traits(&self, cutoffs: &TraitCutoffs) -> Result<DeletedTraits> {
         let notices: Vec<&str> = cutoffs.by_notice.iter().map(|(n, _)| n.as_str()).collect();
         let befores: Vec<i64> = cutoffs.by_notice.iter().map(|(_, b)| *b).collect();
-        let done = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut rows: Vec<i64> = sqlx::query_scalar(
             "DELETE FROM traits t USING UNNEST($1::TEXT[], $2::BIGINT[]) AS c(notice, before) \
-             WHERE t.notice_id = c.notice AND t.collected_at < c.before",
+             WHERE t.notice_id = c.notice AND t.collected_at < c.before \
+             RETURNING t.subject_id",
         )
         .bind(&notices)
         .bind(&befores)
-        .execute(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        let rest =
-            sqlx::query("DELETE FROM traits WHERE NOT (notice_id = ANY($1)) AND collected_at < $2")
-                .bind(&notices)
-                .bind(cutoffs.otherwise)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-        Ok(done.rows_affected() + rest.rows_affected())
+        let rest: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM traits WHERE NOT (notice_id = ANY($1)) AND collected_at < $2 \
+             RETURNING subject_id",
+        )
+        .bind(&notices)
+        .bind(cutoffs.otherwise)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        rows.extend(rest);
+        let subjects = rows.into_iter().map(subject_id).collect::<Result<_>>()?;
+        Ok(DeletedTraits::from_rows(subjects))
     }
 
     async fn set_key_collection_point(&self, key_id: &str, point: Option<&str>) -> Result<()> {

@@ -9,8 +9,8 @@ use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, Subj
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
-    CollectionStore, EventWrite, IdentityFacts, IdentityWrite, NewEvent, StoredEvent,
-    StoredIdentity, consent_keys,
+    CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, NewEvent,
+    StoredEvent, StoredIdentity, consent_keys,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
@@ -532,38 +532,43 @@ impl CollectionStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn delete_expired_traits(&self, cutoffs: &TraitCutoffs) -> Result<u64> {
+    async fn delete_expired_traits(&self, cutoffs: &TraitCutoffs) -> Result<DeletedTraits> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let mut deleted = 0;
+        let mut rows: Vec<i64> = Vec::new();
         for (notice, before) in &cutoffs.by_notice {
-            let done = sqlx::query("DELETE FROM traits WHERE notice_id = ? AND collected_at < ?")
-                .bind(notice.as_str())
-                .bind(*before)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            deleted += done.rows_affected();
+            let done: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM traits WHERE notice_id = ? AND collected_at < ? \
+                 RETURNING subject_id",
+            )
+            .bind(notice.as_str())
+            .bind(*before)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+            rows.extend(done);
         }
         let sql = if cutoffs.by_notice.is_empty() {
-            "DELETE FROM traits WHERE collected_at < ?".to_owned()
+            "DELETE FROM traits WHERE collected_at < ? RETURNING subject_id".to_owned()
         } else {
             format!(
-                "DELETE FROM traits WHERE notice_id NOT IN {} AND collected_at < ?",
+                "DELETE FROM traits WHERE notice_id NOT IN {} AND collected_at < ? \
+                 RETURNING subject_id",
                 places(cutoffs.by_notice.len())
             )
         };
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query_scalar::<_, i64>(&sql);
         for (notice, _) in &cutoffs.by_notice {
             q = q.bind(notice.as_str());
         }
         let done = q
             .bind(cutoffs.otherwise)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        deleted += done.rows_affected();
+        rows.extend(done);
         tx.commit().await.map_err(db)?;
-        Ok(deleted)
+        let subjects = rows.into_iter().map(subject_id).collect::<Result<_>>()?;
+        Ok(DeletedTraits::from_rows(subjects))
     }
 
     async fn set_key_collection_point(&self, key_id: &str, point: Option<&str>) -> Result<()> {

@@ -13,6 +13,25 @@ use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
+/// What one retention pass over traits deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletedTraits {
+    pub count: u64,
+    /// Every subject that lost a trait, ascending, each once: the decision index still holds
+    /// those traits' provenance until it reloads these subjects.
+    pub subjects: Vec<SubjectId>,
+}
+
+impl DeletedTraits {
+    /// From the subject of every deleted row (repeats allowed).
+    pub fn from_rows(mut subjects: Vec<SubjectId>) -> DeletedTraits {
+        let count = subjects.len() as u64;
+        subjects.sort_unstable();
+        subjects.dedup();
+        DeletedTraits { count, subjects }
+    }
+}
+
 /// What resolution needs to know about a subject that holds identifiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityFacts {
@@ -222,8 +241,9 @@ pub trait CollectionStore: Send + Sync {
         limit: u32,
     ) -> Result<u64>;
 
-    /// Deletes traits collected before their notice's cutoff; returns how many.
-    async fn delete_expired_traits(&self, cutoffs: &TraitCutoffs) -> Result<u64>;
+    /// Deletes traits collected before their notice's cutoff, in one transaction; says how
+    /// many and whose.
+    async fn delete_expired_traits(&self, cutoffs: &TraitCutoffs) -> Result<DeletedTraits>;
 
     /// Sets (or with `None` clears) the collection point events sent with API key `key_id`
     /// are collected at when they name none.

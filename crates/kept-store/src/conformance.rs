@@ -1278,10 +1278,15 @@ pub async fn events_deduplicate_and_follow_merges(store: Arc<dyn Store>) {
 pub async fn retention_deletes_what_expired(store: Arc<dyn Store>) {
     use crate::collection::EventWrite;
     use kept_core::collection::TraitCutoffs;
-    let s = store
-        .insert_subjects(vec![new_subject(None, "DE")])
+    let made = store
+        .insert_subjects(vec![
+            new_subject(None, "DE"),
+            new_subject(None, "FR"),
+            new_subject(None, "IT"),
+        ])
         .await
-        .unwrap()[0];
+        .unwrap();
+    let (s, other, untouched) = (made[0], made[1], made[2]);
     let mut short = event("k", "short", s, T0);
     short.retain_until = T0 + 10;
     let mut long = event("k", "long", s, T0);
@@ -1330,17 +1335,22 @@ pub async fn retention_deletes_what_expired(store: Arc<dyn Store>) {
             a_trait(s, "old", serde_json::json!(1), 1),
             a_trait(s, "new", serde_json::json!(1), 9),
             elsewhere,
+            a_trait(other, "old", serde_json::json!(2), 2),
+            a_trait(untouched, "new", serde_json::json!(3), 8),
         ])
         .await
         .unwrap();
-    let deleted = store
-        .delete_expired_traits(&TraitCutoffs {
-            by_notice: vec![("checkout_notice".into(), T0 + 5)],
-            otherwise: T0 + 2,
-        })
-        .await
-        .unwrap();
-    assert_eq!(deleted, 2);
+    let cutoffs = TraitCutoffs {
+        by_notice: vec![("checkout_notice".into(), T0 + 5)],
+        otherwise: T0 + 2,
+    };
+    let deleted = store.delete_expired_traits(&cutoffs).await.unwrap();
+    // Three rows, two subjects, each named once in ascending order.
+    assert_eq!(deleted.count, 3);
+    assert_eq!(deleted.subjects, vec![s, other]);
+    let again = store.delete_expired_traits(&cutoffs).await.unwrap();
+    assert_eq!(again, crate::collection::DeletedTraits::default());
+    assert_eq!(store.traits(untouched).await.unwrap().len(), 1);
     let keys: Vec<String> = store
         .traits(s)
         .await

@@ -121,6 +121,23 @@ impl Message {
     pub fn context_str(&self, path: &[&str]) -> Option<String> {
         self.context.text(path)
     }
+
+    /// What the message says about the person: an identify call's `traits` over its
+    /// `context.traits` (RudderStack's libraries send an identify's traits only there), and
+    /// for the other calls `context.traits` alone, which Segment's spec allows on any call as
+    /// hints of who the person is. A `group` call's own `traits` describe the group and an
+    /// `alias` call names only the two ids it merges, so neither adds its own.
+    pub fn person_traits(&self) -> Map<String, Value> {
+        match self.kind {
+            MessageKind::Alias => Map::new(),
+            MessageKind::Identify => {
+                let mut out = self.context.traits();
+                out.extend(self.traits.iter().map(|(k, v)| (k.clone(), v.clone())));
+                out
+            }
+            _ => self.context.traits(),
+        }
+    }
 }
 
 /// An event's `context`, parsed one level deep: each entry's value stays the client's JSON
@@ -201,6 +218,15 @@ impl Context {
             }
         };
         (!found.trim().is_empty()).then_some(found)
+    }
+
+    /// `traits` inside the context; empty when absent or not an object, since a context is the
+    /// client's free-form JSON and a stray value there is no reason to reject the event.
+    pub fn traits(&self) -> Map<String, Value> {
+        match self.value("traits") {
+            Some(Value::Object(traits)) => traits,
+            _ => Map::new(),
+        }
     }
 
     /// The entries named in `keys`, parsed (for the checks that read a few of them).
@@ -712,6 +738,48 @@ mod tests {
             parse_time("2026-05-28T10:00:00.250+02:00"),
             parse_time("2026-05-28T08:00:00.250Z")
         );
+    }
+
+    #[test]
+    fn context_traits_stand_in_for_missing_traits_and_top_level_wins() {
+        let m = parse_message_json(
+            r#"{"type":"identify","userId":"u","traits":{"plan":"gold"},
+                "context":{"traits":{"email":"a@example.com","plan":"bronze"}}}"#,
+            None,
+            "",
+        )
+        .unwrap();
+        let person = m.person_traits();
+        assert_eq!(person.get("plan"), Some(&json!("gold")));
+        assert_eq!(person.get("email"), Some(&json!("a@example.com")));
+
+        let m = parse_message_json(
+            r#"{"type":"track","userId":"u","event":"E","traits":{"plan":"gold"},
+                "context":{"traits":{"email":"a@example.com"}}}"#,
+            None,
+            "",
+        )
+        .unwrap();
+        let person = m.person_traits();
+        assert_eq!(person.get("email"), Some(&json!("a@example.com")));
+        assert!(!person.contains_key("plan"));
+
+        let m = parse_message_json(
+            r#"{"type":"group","userId":"u","groupId":"g","traits":{"name":"Acme"},
+                "context":{"traits":"not an object"}}"#,
+            None,
+            "",
+        )
+        .unwrap();
+        assert!(m.person_traits().is_empty());
+        let m = parse_message_json(
+            r#"{"type":"alias","userId":"u","previousId":"p",
+                "context":{"traits":{"email":"a@example.com"}}}"#,
+            None,
+            "",
+        )
+        .unwrap();
+        assert!(m.person_traits().is_empty());
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub enum Change {
     Contact(Contact),
     /// A subject erased: everything about it is dropped.
     Forget(SubjectId),
+    /// Every trait of a subject dropped (their provenance and what they imply), its consents,
+    /// preferences and contacts kept: after retention deleted some of its traits, the writer
+    /// sends this and then the traits the store still holds, in one publish, so no promise
+    /// outlives the data it was made for.
+    ForgetTraits(SubjectId),
 }
 
 /// Fixed bitmap positions; provenance bitmaps are numbered after them as they appear.
@@ -344,6 +349,7 @@ impl Snapshot {
             Change::Preference(p) => self.apply_preference(&p),
             Change::Contact(c) => self.apply_contact(&c),
             Change::Forget(id) => self.forget(id),
+            Change::ForgetTraits(id) => self.forget_traits(id),
         }
     }
 
@@ -774,6 +780,31 @@ impl Snapshot {
             .and_then(|page| Self::watch_entry(page, local, subject.0, channel));
         chunk.put(layout.preference(channel), subject.0, entry.is_some());
         chunk.set_watch(subject.0, channel, entry);
+    }
+
+    /// Undoes every `apply_trait` of one subject.
+    fn forget_traits(&mut self, id: SubjectId) {
+        let provenance: Vec<usize> = self
+            .registry
+            .provenance
+            .values()
+            .flatten()
+            .map(|(_, set)| *set)
+            .collect();
+        let (c, p, local) = locate(id);
+        let Some(chunk) = self.chunk_mut(c) else {
+            return;
+        };
+        if let Some(page) = chunk.page_mut(p) {
+            page.implied.retain(|e| e.local != local);
+            if let Some(row) = page.rows.get_mut(usize::from(local)) {
+                row.flags &= !HAS_IMPLIED;
+            }
+        }
+        chunk.put(Layout::IMPLIED, id.0, false);
+        for set in provenance {
+            chunk.put(set, id.0, false);
+        }
     }
 
     fn forget(&mut self, id: SubjectId) {

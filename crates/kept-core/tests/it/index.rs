@@ -239,6 +239,18 @@ fn population(seed: u64, m: &Manifest) -> Population {
             changes.push(Change::Subject(state.subject.clone()));
         }
     }
+    // Retention deletes some subjects' older traits: the index drops all of them and takes
+    // back the ones the store still holds.
+    let cutoff = now - 400 * DAY;
+    for id in &ids {
+        if rng.gen_bool(0.15)
+            && let Some(state) = states.get_mut(id)
+        {
+            state.traits.retain(|t| t.provenance.collected_at >= cutoff);
+            changes.push(Change::ForgetTraits(SubjectId(*id)));
+            changes.extend(state.traits.iter().cloned().map(Change::Trait));
+        }
+    }
     // Some subjects are erased completely at the end.
     for id in &ids {
         if rng.gen_bool(0.05) {

@@ -6,9 +6,9 @@
     clippy::indexing_slicing
 )]
 
-mod lint;
-mod manifest;
 mod decision;
 mod index;
+mod lint;
+mod manifest;
 mod rulebook;
 mod seed_scenario;

@@ -282,3 +282,33 @@ fn the_demo_population_agrees_between_index_and_decision() {
     assert!(rewards_only > 0);
     assert!(texted > 0);
 }
+
+#[test]
+fn the_demo_population_holds_nothing_past_its_retention() {
+    let m = demo_manifest();
+    let t = now();
+    let pop = demo::population(demo::DEFAULT_SEED, 600, t, &m).unwrap();
+    let cutoffs = kept_core::collection::trait_cutoffs(&m, t);
+    let cutoff_of = |notice: &str| {
+        cutoffs
+            .by_notice
+            .iter()
+            .find(|(n, _)| n == notice)
+            .map_or(cutoffs.otherwise, |(_, before)| *before)
+    };
+    // What the retention job would delete on the demo's first start.
+    let expired = pop
+        .traits
+        .iter()
+        .filter(|x| x.provenance.collected_at < cutoff_of(&x.provenance.notice_id))
+        .count();
+    assert_eq!(expired, 0);
+    // Still spread over the window, not all collected at `now`.
+    let old = pop
+        .traits
+        .iter()
+        .filter(|x| x.provenance.collected_at < t - 365 * DAY)
+        .count();
+    assert!(old > 0);
+    assert!(pop.traits.iter().all(|x| x.provenance.collected_at <= t));
+}

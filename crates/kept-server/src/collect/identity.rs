@@ -128,24 +128,31 @@ pub fn identifiers(
     if let Some(a) = &message.anonymous_id {
         ids.push(make(IdentifierKind::AnonymousId, a, "anonymousId")?);
     }
-    if message.kind == MessageKind::Identify {
-        for (key, kind) in IDENTIFIER_TRAITS {
-            match message.traits.get(key) {
-                None | Some(serde_json::Value::Null) => {}
-                Some(serde_json::Value::String(s)) if s.trim().is_empty() => {}
-                Some(serde_json::Value::String(s)) => {
-                    ids.push(make(kind, s, &format!("traits.{key}"))?);
-                }
-                Some(serde_json::Value::Number(n)) if kind == IdentifierKind::Phone => {
-                    ids.push(make(kind, &n.to_string(), &format!("traits.{key}"))?);
-                }
-                Some(_) => {
-                    return Err(ApiError::InvalidEvent {
-                        field: field_path(base, &format!("traits.{key}")),
-                        index,
-                        message: format!("`{key}` must be a string"),
-                    });
-                }
+    let person = message.person_traits();
+    for (key, kind) in IDENTIFIER_TRAITS {
+        // Named where the client put it, so a rejection points at the field it sent.
+        let field = if message.kind == MessageKind::Identify
+            && message.traits.get(key).is_some_and(|v| !v.is_null())
+        {
+            format!("traits.{key}")
+        } else {
+            format!("context.traits.{key}")
+        };
+        match person.get(key) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => {}
+            Some(serde_json::Value::String(s)) => {
+                ids.push(make(kind, s, &field)?);
+            }
+            Some(serde_json::Value::Number(n)) if kind == IdentifierKind::Phone => {
+                ids.push(make(kind, &n.to_string(), &field)?);
+            }
+            Some(_) => {
+                return Err(ApiError::InvalidEvent {
+                    field: field_path(base, &field),
+                    index,
+                    message: format!("`{key}` must be a string"),
+                });
             }
         }
     }

@@ -222,6 +222,10 @@ pub async fn ingest(
         }
 
         let ip = ip_hash(&m);
+        let person = match m.kind {
+            MessageKind::Identify => m.person_traits(),
+            _ => Map::new(),
+        };
         let Message {
             kind,
             user_id,
@@ -238,8 +242,7 @@ pub async fn ingest(
         // or what an identify, group or alias call says.
         let shown = match kind {
             MessageKind::Identify => {
-                let profile =
-                    profile_traits(manifest, point.as_deref(), &message_traits, subject, at);
+                let profile = profile_traits(manifest, point.as_deref(), &person, subject, at);
                 let shown: Map<String, Value> = profile
                     .iter()
                     .map(|t| (t.key.clone(), t.value.clone()))

@@ -3,9 +3,9 @@
 //! ledger is never touched: it is the proof, and it holds no identifiers.
 
 use crate::app::AppState;
+use crate::index::IndexError;
 use kept_core::UnixMillis;
 use kept_core::collection::{event_cutoff, trait_cutoffs};
-use kept_store::StoreError;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -21,16 +21,24 @@ pub struct RetentionReport {
     pub traits: u64,
 }
 
-/// Deletes everything past its retention at `now`.
+/// Deletes everything past its retention at `now`, and lets the decision index forget the
+/// deleted traits before answering (a store failure comes back as `IndexError::Store`).
 pub async fn run_retention(
     state: &AppState,
     now: UnixMillis,
-) -> Result<RetentionReport, StoreError> {
+) -> Result<RetentionReport, IndexError> {
     let manifest = state.manifest.as_ref();
-    let traits = state
+    let deleted = state
         .store
         .delete_expired_traits(&trait_cutoffs(manifest, now))
         .await?;
+    // Fail closed: until the index lets go of their provenance, decisions would still count
+    // promises made for the deleted traits.
+    state
+        .index
+        .reload_traits(state.store.as_ref(), &deleted.subjects)
+        .await?;
+    let traits = deleted.count;
     let cutoff = event_cutoff(manifest, now);
     let mut events = 0;
     loop {
@@ -57,6 +65,8 @@ pub fn spawn_retention(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
+        // The first run is always reported, so a start shows what retention found.
+        let mut first = true;
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -67,7 +77,8 @@ pub fn spawn_retention(
                 return;
             }
             match run_retention(&state, state.now()).await {
-                Ok(r) if r.events + r.traits > 0 => {
+                Ok(r) if first || r.events + r.traits > 0 => {
+                    first = false;
                     tracing::info!(
                         events = r.events,
                         traits = r.traits,

@@ -19,7 +19,6 @@ use utoipa::ToSchema;
 /// Records one request may append at most.
 pub const MAX_RECORDS: usize = 1000;
 
-
 /// Evidence that the record is genuine. Never raw personal data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, expecting = "an evidence object")]

@@ -651,6 +651,70 @@ async fn every_trait_keeps_its_provenance() {
     );
 }
 
+#[tokio::test]
+async fn traits_sent_in_the_context_count_and_top_level_traits_win() {
+    let app = TestApp::new().await;
+    // RudderStack's libraries send an identify's traits only in `context.traits`.
+    let rudder = json!({
+        "batch": [{
+            "type": "identify",
+            "userId": "rudder-1",
+            "context": {
+                "traits": {"email": "Rudder@Example.com", "name": "Rudi"},
+                "kept": {"collection_point": "checkout"},
+            },
+        }],
+    });
+    let answer = app.send(call(&app, "/v1/batch", &rudder)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let rudi = subject_of(&app, "user_id=rudder-1").await;
+    assert_eq!(subject_of(&app, "email=rudder@example.com").await, rudi);
+    let found = lookup(&app, "user_id=rudder-1").await;
+    let traits = found.json["traits"].as_array().unwrap();
+    let name = traits.iter().find(|t| t["key"] == "name").unwrap();
+    assert_eq!(name["value"], "Rudi");
+    assert_eq!(name["category"], "user.name");
+    assert_eq!(name["provenance"]["collection_point"], "checkout");
+
+    // Both places: the call's own traits win on a conflict, the context adds the rest.
+    let both = json!({
+        "userId": "both-1",
+        "traits": {"name": "Own"},
+        "context": {"traits": {"name": "Context", "email": "both@example.com"}},
+    });
+    let answer = app.send(call(&app, "/v1/identify", &both)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let found = lookup(&app, "user_id=both-1").await;
+    let traits = found.json["traits"].as_array().unwrap();
+    let names: Vec<&Value> = traits
+        .iter()
+        .filter(|t| t["key"] == "name")
+        .map(|t| &t["value"])
+        .collect();
+    assert_eq!(names, vec![&json!("Own")]);
+    assert_eq!(
+        subject_of(&app, "email=both@example.com").await,
+        subject_of(&app, "user_id=both-1").await
+    );
+
+    // On a track call `context.traits` names the person (Segment's identity hints).
+    let mut hinted = track("hint-anon", "Viewed", "hint-1");
+    hinted["context"] = json!({"traits": {"email": "rudder@example.com"}});
+    let answer = app.send(call(&app, "/v1/track", &hinted)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(subject_of(&app, "anonymous_id=hint-anon").await, rudi);
+
+    // A malformed identifier there is named where the client put it.
+    let bad = json!({"userId": "bad-1", "context": {"traits": {"email": 7}}});
+    let answer = app.send(call(&app, "/v1/identify", &bad)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert!(
+        answer.text.contains("context.traits.email"),
+        "{}",
+        answer.text
+    );
+}
+
 async fn ledger(app: &TestApp, subject: u64) -> Vec<Value> {
     let path = format!("/v1/subjects/{subject}/consents");
     let answer = app.send(privacy_get(app, &path)).await;

@@ -641,3 +641,88 @@ async fn subjects_collected_by_the_collection_api_are_decided_by_any_identifier(
     assert_eq!(got[3], "denied.unknown_subject");
     assert_eq!(got[4], "denied.unknown_subject");
 }
+
+#[tokio::test]
+async fn a_promise_ends_with_the_data_retention_deletes() {
+    let app = TestApp::new().await;
+    let member = add_subject(&app, "member-old-optin", Some("US"), Some("TX")).await;
+    add_trait(
+        &app,
+        member,
+        "phone",
+        "user.contact.phone_number",
+        "rewards_signup",
+    )
+    .await;
+    // The SMS offers opt-in was ticked three years ago; its notice serves only marketing,
+    // kept two years.
+    let old = Trait {
+        subject: member,
+        key: "offers_phone".to_owned(),
+        value: json!("+15125550100"),
+        category: "user.contact.phone_number".to_owned(),
+        provenance: Provenance {
+            collection_point: "sms_offers_optin".to_owned(),
+            notice_id: "sms_offers".to_owned(),
+            notice_version: 1,
+            collected_at: NOW - 3 * 365 * DAY,
+            source: "test".to_owned(),
+        },
+    };
+    app.store.upsert_traits(vec![old.clone()]).await.unwrap();
+    app.state
+        .index
+        .apply(vec![Change::Trait(old)])
+        .await
+        .unwrap();
+    let consent = json!({ "records": [{
+        "subject": member.0,
+        "purpose": MARKETING,
+        "channel": "sms",
+        "action": "given",
+        "notice": "sms_offers",
+        "method": "written",
+        "source": "sms_offers_optin",
+    }]});
+    let appended = app
+        .send(post(
+            "/v1/consents",
+            Some(app.key(Role::Privacy)),
+            &consent.to_string(),
+        ))
+        .await;
+    assert_eq!(appended.status, StatusCode::CREATED, "{}", appended.text);
+    let batch = json!({ "requests": [
+        by_user("member-old-optin", MARKETING, Some("sms")),
+        by_user("member-old-optin", "essential.service.notifications.sms", Some("sms")),
+    ]});
+    assert_eq!(
+        reasons(&decide(&app, batch.clone()).await),
+        ["allowed.consent", "allowed.contract"]
+    );
+
+    let report = kept_server::collect::run_retention(&app.state, NOW)
+        .await
+        .unwrap();
+    assert_eq!(report.traits, 1);
+    let kept: Vec<String> = app
+        .store
+        .traits(member)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(kept, ["phone"]);
+    // The consent is still in the ledger, but the number it was given for is gone: the rewards
+    // number was never promised for offers. The rewards promise itself still holds.
+    let answer = decide(&app, batch).await;
+    assert_eq!(
+        reasons(&answer),
+        ["denied.not_promised", "allowed.contract"]
+    );
+    assert_eq!(
+        answer.json["decisions"][0]["evidence"],
+        json!([{ "kind": "not_promised", "category": "user.contact.phone_number" }])
+    );
+}
