@@ -190,7 +190,8 @@ await test('GDPR: the banner holds analytics back until Accept, which writes the
   const updated = events.find((e) => e.name === 'Consent Updated');
   assert(updated, `a Consent Updated event among ${JSON.stringify(events.map((e) => e.name))}`);
   equal(updated.properties.purposes[ANALYTICS], true, 'Consent Updated carries the choice');
-  equal(updated.context.consent.categoryPreferences[ANALYTICS], true, 'and so does its consent context');
+  // Kept stores the consent an event carried once, beside the event, not inside its context.
+  equal(updated.consent.categories[ANALYTICS], true, 'and so does the consent it carried');
 
   // Withdrawing is as easy: "Privacy choices", then "Reject all".
   await page.locator('[data-kept="manage"]').click();
@@ -288,7 +289,6 @@ await test('California with Global Privacy Control: sale and sharing suppressed 
   const events = await eventsOf(subject);
   const viewed = events.find((e) => e.name === 'Product Viewed');
   assert(viewed, 'the event is kept');
-  equal(viewed.context.consent.gpc, true, 'GPC travels in the consent context');
   equal(viewed.consent.gpc, true, 'and Kept recorded it');
   assert(!viewed.consent.usable_for.includes(ADS), `usable for ${viewed.consent.usable_for}`);
   await eventually('the GPC opt-out in the ledger', async () =>
