@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server (collection API, decisions, preference center, admin)
+    /// Run the server (collection API, decisions and audiences, consent ledger, preference center)
     Serve(cmd::serve::Args),
     /// Write an example manifest (`kept.toml`) for a retail company
     Init(cmd::init::Args),
