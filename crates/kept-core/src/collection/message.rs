@@ -256,6 +256,26 @@ impl Context {
         }
     }
 
+    /// Replaces the email and phone in `traits` with a marker naming the identifier: they are
+    /// kept sealed with the subject's identifiers, never in plain text in a stored event.
+    pub fn seal_identifier_traits(&mut self) {
+        let mut traits = self.traits();
+        let mut sealed = false;
+        for (key, kind) in crate::collection::profile::IDENTIFIER_TRAITS {
+            if let Some(v) = traits.get_mut(key) {
+                *v = serde_json::json!({ "sealed_identifier": kind.as_str() });
+                sealed = true;
+            }
+        }
+        if !sealed {
+            return;
+        }
+        if let Ok(raw) = serde_json::value::to_raw_value(&traits) {
+            self.remove("traits");
+            self.entries.push(("traits".to_owned(), raw));
+        }
+    }
+
     /// Adds the entries of `shared` this context does not have (a batch's shared context).
     pub fn fill_from(&mut self, shared: &Context) {
         for (k, v) in &shared.entries {
@@ -666,6 +686,30 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn identifiers_in_context_traits_are_sealed_and_the_rest_kept() {
+        let mut c = Context::parse(
+            r#"{"ip":"203.0.113.9","traits":{"email":"a@b.example","phone":"+15551234567","plan":"gold"}}"#,
+        )
+        .unwrap();
+        c.seal_identifier_traits();
+        let json = c.to_json();
+        assert!(
+            !json.contains("a@b.example") && !json.contains("5551234567"),
+            "{json}"
+        );
+        let traits = c.traits();
+        assert_eq!(traits["email"], json!({"sealed_identifier": "email"}));
+        assert_eq!(traits["phone"], json!({"sealed_identifier": "phone"}));
+        assert_eq!(traits["plan"], "gold");
+        assert_eq!(c.text(&["ip"]).as_deref(), Some("203.0.113.9"));
+
+        let mut plain = Context::parse(r#"{"traits":{"plan":"gold"}}"#).unwrap();
+        let before = plain.to_json();
+        plain.seal_identifier_traits();
+        assert_eq!(plain.to_json(), before);
     }
 
     #[test]

@@ -269,6 +269,7 @@ pub async fn ingest(
         }
         // What the consent said is stored once, in the event's consent snapshot.
         context.remove("consent");
+        context.seal_identifier_traits();
         let properties_json = match &shown {
             Some(map) => serde_json::to_string(map).map_err(internal)?,
             None => properties.get().to_owned(),
