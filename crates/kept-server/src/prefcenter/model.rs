@@ -387,7 +387,18 @@ struct Writer<'a> {
     traits: Vec<Trait>,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(state: &'a AppState, standing: &'a Standing, ctx: &'a Context) -> Writer<'a> {
+        Writer {
+            state,
+            standing,
+            ctx,
+            records: Vec::new(),
+            changes: Vec::new(),
+            traits: Vec::new(),
+        }
+    }
+
     fn record(
         &mut self,
         (purpose, channel, topic): (&str, Option<&str>, Option<&str>),
@@ -448,14 +459,7 @@ pub async fn apply(
     ctx: &Context,
 ) -> Result<Outcome, ChangeError> {
     let manifest = state.manifest.as_ref();
-    let mut w = Writer {
-        state,
-        standing,
-        ctx,
-        records: Vec::new(),
-        changes: Vec::new(),
-        traits: Vec::new(),
-    };
+    let mut w = Writer::new(state, standing, ctx);
     let mut confirmations: Vec<Topic> = Vec::new();
 
     for (key, on) in &wanted.purposes {
@@ -687,14 +691,7 @@ pub async fn confirm(
         return Ok(false);
     };
     let notice = pending.record.notice.as_ref().map(|n| n.id.clone());
-    let mut w = Writer {
-        state,
-        standing,
-        ctx,
-        records: Vec::new(),
-        changes: Vec::new(),
-        traits: Vec::new(),
-    };
+    let mut w = Writer::new(state, standing, ctx);
     if let Some(id) = &notice {
         provenance_trait(&mut w, id, kept_core::decision::EMAIL_CATEGORY, None);
     }
@@ -726,14 +723,7 @@ pub async fn withdraw(
 ) -> Result<usize, ChangeError> {
     let notice =
         notice_for(&state.manifest, &topic.purpose, Some(&topic.channel)).map(|(id, _)| id.clone());
-    let mut w = Writer {
-        state,
-        standing,
-        ctx,
-        records: Vec::new(),
-        changes: Vec::new(),
-        traits: Vec::new(),
-    };
+    let mut w = Writer::new(state, standing, ctx);
     w.record(
         (&topic.purpose, Some(&topic.channel), topic.topic.as_deref()),
         ConsentAction::Withdrawn,
@@ -751,14 +741,7 @@ pub async fn unsubscribe_all(
     ctx: &Context,
 ) -> Result<usize, ChangeError> {
     let manifest = state.manifest.as_ref();
-    let mut w = Writer {
-        state,
-        standing,
-        ctx,
-        records: Vec::new(),
-        changes: Vec::new(),
-        traits: Vec::new(),
-    };
+    let mut w = Writer::new(state, standing, ctx);
     for key in manifest.purposes.keys() {
         if PurposeClass::of(key) != PurposeClass::Marketing {
             continue;
@@ -788,14 +771,7 @@ pub async fn honour_gpc(
     if !dns.gpc_binding || dns.gpc_recorded {
         return Ok(false);
     }
-    let mut w = Writer {
-        state,
-        standing,
-        ctx,
-        records: Vec::new(),
-        changes: Vec::new(),
-        traits: Vec::new(),
-    };
+    let mut w = Writer::new(state, standing, ctx);
     w.record(
         (&dns.purpose, None, None),
         ConsentAction::OptedOut,
