@@ -57,8 +57,12 @@ npm_install() {
   cp "$dir/package-lock.json" "$dir/node_modules/.kept-lock"
 }
 
-# Builds the `kept` binary (debug: CI already built the workspace) and sets KEPT_BIN.
+# Builds the `kept` binary (debug) and sets KEPT_BIN. `.ci/run` has already built the workspace
+# and passes its binary in KEPT_BIN, so nothing is built twice with a different feature set.
 build_kept() {
+  if [ -n "${KEPT_BIN:-}" ] && [ -x "$KEPT_BIN" ]; then
+    return 0
+  fi
   (cd "$REPO_ROOT" && cargo build -q -p kept-cli >&2)
   KEPT_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/kept"
   export KEPT_BIN
