@@ -1,11 +1,13 @@
 //! Audience evaluation (a campaign dry run: marketing.communications by email over every
 //! subject, across regimes, with weekly frequency caps) on the index at 1M and 10M synthetic
-//! subjects, beside the same audience as one SQL query on SQLite with indexes at 1M. Prints the
-//! times, the ratio and the index memory per subject. Kept's and SQLite's eligible counts must
-//! match, or the benchmark stops.
+//! subjects, beside the same audience as one SQL query with indexes at 1M on SQLite and on
+//! PostgreSQL. Prints the times, the ratios and the index memory per subject. Kept's and each
+//! database's eligible counts must match, or the benchmark stops.
 //!
 //! cargo bench -p kept-core --bench audiences
-//! (KEPT_BENCH_SIZES=1000000,10000000 and KEPT_BENCH_SQLITE=1000000 by default; 0 skips SQLite)
+//! (KEPT_BENCH_SIZES=1000000,10000000 and KEPT_BENCH_SQL=1000000 by default, 0 skips the SQL
+//! peers; PostgreSQL at KEPT_BENCH_DATABASE_URL, by default the local server, is skipped with a
+//! note when it does not answer)
 
 #![allow(
     clippy::unwrap_used,
@@ -234,13 +236,160 @@ fn sqlite(n: u32) -> (u64, Duration, Duration) {
     (ids.len() as u64, load, median(times))
 }
 
+/// The same query for PostgreSQL: booleans are booleans and the parameter is `$1`.
+fn pg_sql() -> String {
+    SQL.replace(
+        "s.erasure = 0 AND s.suppressed = 0",
+        "NOT s.erasure AND NOT s.suppressed",
+    )
+    .replace("?1", "$1")
+}
+
+/// The same population and query on PostgreSQL, loaded with COPY into a schema of its own that
+/// is dropped afterwards. `None` (with a note) when no server answers.
+fn postgres(n: u32) -> Option<(u64, Duration, Duration)> {
+    use sqlx::{Connection, Executor, PgConnection};
+    use std::fmt::Write as _;
+
+    let url = std::env::var("KEPT_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut db = match PgConnection::connect(&url).await {
+            Ok(db) => db,
+            Err(e) => {
+                println!("  PostgreSQL skipped: cannot connect ({e}); set KEPT_BENCH_DATABASE_URL");
+                return None;
+            }
+        };
+        let schema = format!("kept_bench_audience_{}", std::process::id());
+        db.execute(
+            format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+                 SET search_path = {schema};
+                 CREATE UNLOGGED TABLE subjects (id bigint PRIMARY KEY, regime text NOT NULL,
+                                        erasure boolean NOT NULL, suppressed boolean NOT NULL);
+                 CREATE UNLOGGED TABLE provenance (subject bigint NOT NULL, category text NOT NULL,
+                                                   point text NOT NULL);
+                 CREATE UNLOGGED TABLE consents (subject bigint NOT NULL, purpose text NOT NULL,
+                                        channel text, action text NOT NULL, seq bigint NOT NULL);
+                 CREATE UNLOGGED TABLE preferences (subject bigint NOT NULL, channel text NOT NULL,
+                                           max bigint NOT NULL, period_ms bigint NOT NULL);
+                 CREATE UNLOGGED TABLE contacts (subject bigint NOT NULL, channel text NOT NULL,
+                                                 at bigint NOT NULL);"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+        let start = std::time::Instant::now();
+        let (mut subjects, mut provenance, mut consents, mut preferences, mut contacts) = (
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        );
+        let mut seq = 0;
+        for i in 0..n {
+            let p = person(SEED, i);
+            let _ = writeln!(
+                subjects,
+                "{}\t{}\t{}\t{}",
+                p.id, PLACES[p.place].2, p.erasure, p.suppressed
+            );
+            if p.email_newsletter {
+                let _ = writeln!(
+                    provenance,
+                    "{}\tuser.contact.email\tnewsletter_signup",
+                    p.id
+                );
+            }
+            if p.email_checkout {
+                let _ = writeln!(provenance, "{}\tuser.contact.email\tcheckout", p.id);
+            }
+            if let Some((channel, action)) = p.consent {
+                seq += 1;
+                let action = match action {
+                    ConsentAction::Given => "given",
+                    ConsentAction::Withdrawn => "withdrawn",
+                    _ => "opted_out",
+                };
+                let channel = channel.unwrap_or("\\N");
+                let _ = writeln!(
+                    consents,
+                    "{}\t{MARKETING}\t{channel}\t{action}\t{seq}",
+                    p.id
+                );
+            }
+            if p.capped {
+                let _ = writeln!(preferences, "{}\temail\t2\t{}", p.id, 7 * DAY);
+                for at in &p.sends {
+                    let _ = writeln!(contacts, "{}\temail\t{at}", p.id);
+                }
+            }
+        }
+        for (table, rows) in [
+            ("subjects", subjects),
+            ("provenance", provenance),
+            ("consents", consents),
+            ("preferences", preferences),
+            ("contacts", contacts),
+        ] {
+            let mut copy = db
+                .copy_in_raw(format!("COPY {table} FROM STDIN").as_str())
+                .await
+                .unwrap();
+            copy.send(rows.into_bytes()).await.unwrap();
+            copy.finish().await.unwrap();
+        }
+        db.execute(
+            "CREATE INDEX provenance_by_subject ON provenance (subject, category, point);
+             CREATE INDEX consents_by_subject ON consents (subject, purpose, channel);
+             CREATE INDEX preferences_by_subject ON preferences (subject, channel);
+             CREATE INDEX contacts_by_subject ON contacts (subject, channel, at);
+             ANALYZE;",
+        )
+        .await
+        .unwrap();
+        let load = start.elapsed();
+        let query = pg_sql();
+        let mut eligible = None;
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            let start = std::time::Instant::now();
+            let rows: Vec<(i64,)> = sqlx::query_as(&query)
+                .bind(NOW)
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+            let t = start.elapsed();
+            match eligible {
+                // The first run warms the cache and is not counted.
+                None => eligible = Some(rows.len() as u64),
+                Some(e) => {
+                    assert_eq!(e, rows.len() as u64);
+                    times.push(t);
+                }
+            }
+        }
+        db.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+            .await
+            .unwrap();
+        Some((eligible.unwrap_or(0), load, median(times)))
+    })
+}
+
 fn main() {
     let sizes: Vec<u32> = std::env::var("KEPT_BENCH_SIZES")
         .unwrap_or_else(|_| "1000000,10000000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let sqlite_n: u32 = std::env::var("KEPT_BENCH_SQLITE")
+    let sql_n: u32 = std::env::var("KEPT_BENCH_SQL")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
@@ -251,37 +400,57 @@ fn main() {
     for n in &sizes {
         rows.push((*n, kept(*n)));
     }
-    let sql = (sqlite_n > 0).then(|| {
-        let (eligible, load, query) = sqlite(sqlite_n);
+    let lite = (sql_n > 0).then(|| {
+        let (eligible, load, query) = sqlite(sql_n);
         println!(
-            "  SQLite {sqlite_n} subjects: loaded and indexed in {:.1} s; eligible {eligible}",
+            "  SQLite {sql_n} subjects: loaded and indexed in {:.1} s; eligible {eligible}",
             load.as_secs_f64()
         );
         (eligible, query)
     });
+    let pg = (sql_n > 0)
+        .then(|| postgres(sql_n))
+        .flatten()
+        .map(|(eligible, load, query)| {
+            println!(
+                "  PostgreSQL {sql_n} subjects: loaded and indexed in {:.1} s; eligible {eligible}",
+                load.as_secs_f64()
+            );
+            (eligible, query)
+        });
     println!();
     println!(
-        "  {:<12} {:>14} {:>22} {:>14} {:>10}",
-        "subjects", "Kept all (ms)", "Kept US filter (ms)", "SQLite (ms)", "ratio"
+        "  {:<10} {:>13} {:>19} {:>12} {:>8} {:>16} {:>8}",
+        "subjects",
+        "Kept all (ms)",
+        "Kept US filter (ms)",
+        "SQLite (ms)",
+        "ratio",
+        "PostgreSQL (ms)",
+        "ratio"
     );
+    let peer = |name: &str, run: Option<(u64, Duration)>, n: u32, k: &KeptRun| match run {
+        Some((eligible, query)) if n == sql_n => {
+            assert_eq!(eligible, k.eligible, "{name} and Kept disagree");
+            (
+                format!("{:.1}", ms(query)),
+                format!("{:.0}x", query.as_secs_f64() / k.all.as_secs_f64()),
+            )
+        }
+        _ => ("-".into(), "-".into()),
+    };
     for (n, k) in &rows {
-        let (sqlite_ms, ratio) = match sql {
-            Some((eligible, query)) if *n == sqlite_n => {
-                assert_eq!(eligible, k.eligible, "SQLite and Kept disagree");
-                (
-                    format!("{:.1}", ms(query)),
-                    format!("{:.0}x", query.as_secs_f64() / k.all.as_secs_f64()),
-                )
-            }
-            _ => ("-".into(), "-".into()),
-        };
+        let (sqlite_ms, sqlite_ratio) = peer("SQLite", lite, *n, k);
+        let (pg_ms, pg_ratio) = peer("PostgreSQL", pg, *n, k);
         println!(
-            "  {:<12} {:>14.2} {:>22.2} {:>14} {:>10}",
+            "  {:<10} {:>13.2} {:>19.2} {:>12} {:>8} {:>16} {:>8}",
             n,
             ms(k.all),
             ms(k.filtered),
             sqlite_ms,
-            ratio
+            sqlite_ratio,
+            pg_ms,
+            pg_ratio
         );
     }
 }

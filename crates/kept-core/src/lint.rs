@@ -108,6 +108,7 @@ pub fn lint(loaded: &Loaded, recorded: &[RecordedNotice]) -> Vec<Finding> {
     linter.collection_points();
     linter.systems();
     linter.rules_and_policy();
+    linter.consent_categories();
     let mut findings = linter.findings;
     findings.sort_by_key(|f| (f.line.is_none(), f.line, f.column, f.code));
     findings
@@ -319,6 +320,17 @@ impl Linter<'_> {
             self.check_purpose(child_path(&base, "purpose"), &topic.purpose);
             for (i, channel) in topic.channels.iter().enumerate() {
                 self.check_channel(item_path(&child_path(&base, "channels"), i), channel);
+            }
+        }
+    }
+
+    /// Each consent manager category maps to declared purposes, or choices made in the banner
+    /// would reach nothing (and be read as no consent at all).
+    fn consent_categories(&mut self) {
+        for (id, purposes) in &self.manifest.consent_categories {
+            let base = entry_path("consent_categories", id);
+            for (i, purpose) in purposes.iter().enumerate() {
+                self.check_purpose(item_path(&base, i), purpose);
             }
         }
     }

@@ -34,11 +34,13 @@ pub fn system_now() -> UnixMillis {
     UnixMillis::try_from(now.as_millis()).unwrap_or(UnixMillis::MAX)
 }
 
-/// Limits applied to every request.
+/// Limits applied to every request, and how far its client's address is believed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// Reverse proxies in front that append to `X-Forwarded-For` (see `client_ip`).
+    pub trusted_proxies: u8,
 }
 
 impl Default for Limits {
@@ -46,6 +48,7 @@ impl Default for Limits {
         Limits {
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: Duration::from_secs(30),
+            trusted_proxies: 0,
         }
     }
 }
@@ -176,6 +179,10 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
             time_limit,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(
+            limits.trusted_proxies,
+            crate::client_ip::find,
+        ))
         .layer(middleware::from_fn(observe::track))
         .with_state(state)
 }

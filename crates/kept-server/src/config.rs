@@ -153,6 +153,9 @@ pub struct Config {
     pub smtp_password: Option<Secret>,
     /// The `From` address of the preference center's mail.
     pub smtp_from: Option<String>,
+    /// Reverse proxies in front of the server, each appending to `X-Forwarded-For`; 0 (the
+    /// default) ignores that header and takes the connection's address as the client's.
+    pub trusted_proxies: u8,
 }
 
 /// How the connection to the mail server is secured.
@@ -216,6 +219,7 @@ impl Default for Config {
             smtp_user: None,
             smtp_password: None,
             smtp_from: None,
+            trusted_proxies: 0,
         }
     }
 }
@@ -248,10 +252,11 @@ pub enum Key {
     SmtpUser,
     SmtpPassword,
     SmtpFrom,
+    TrustedProxies,
 }
 
 impl Key {
-    pub const ALL: [Key; 25] = [
+    pub const ALL: [Key; 26] = [
         Key::Bind,
         Key::DatabaseUrl,
         Key::Manifest,
@@ -277,6 +282,7 @@ impl Key {
         Key::SmtpUser,
         Key::SmtpPassword,
         Key::SmtpFrom,
+        Key::TrustedProxies,
     ];
 
     /// The key in `[server]`.
@@ -307,6 +313,7 @@ impl Key {
             Key::SmtpUser => "smtp_user",
             Key::SmtpPassword => "smtp_password",
             Key::SmtpFrom => "smtp_from",
+            Key::TrustedProxies => "trusted_proxies",
         }
     }
 
@@ -673,6 +680,20 @@ impl Config {
                     .ok()
                     .filter(|n| *n > 0)
                     .ok_or_else(|| invalid(format!("`{n}` is not a positive whole number")))?;
+            }
+            Key::TrustedProxies => {
+                let n = match raw {
+                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
+                    other => text(&other),
+                }?;
+                self.trusted_proxies = n
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| *n <= 16)
+                    .ok_or_else(|| {
+                        invalid(format!("`{n}` is not a number of proxies from 0 to 16"))
+                    })?;
             }
             Key::RetentionInterval => {
                 self.retention_interval = match raw {

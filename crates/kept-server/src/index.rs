@@ -37,6 +37,34 @@ pub const INDEX_BYTES_PER_SUBJECT: &str = "kept_index_bytes_per_subject";
 /// Longest user id the directory keeps (longer ones are looked up nowhere and logged).
 const MAX_USER_ID: usize = (1 << 24) - 1;
 
+/// The changes for traits just committed to `store`. A subject new in the same write gets
+/// its traits as they are; every other subject in `written`, and each of `reload`, has all
+/// its traits dropped and the stored ones taken back, so a trait overwritten with new
+/// provenance stops counting the old promise at once, as it would after a restart.
+pub async fn trait_changes(
+    store: &dyn Store,
+    written: Vec<Trait>,
+    fresh: &std::collections::HashSet<SubjectId>,
+    reload: impl IntoIterator<Item = SubjectId>,
+) -> Result<Vec<Change>, StoreError> {
+    let mut changes = Vec::with_capacity(written.len());
+    let mut again: Vec<SubjectId> = reload.into_iter().collect();
+    for t in written {
+        if fresh.contains(&t.subject) {
+            changes.push(Change::Trait(t));
+        } else {
+            again.push(t.subject);
+        }
+    }
+    again.sort_unstable();
+    again.dedup();
+    for id in again {
+        changes.push(Change::ForgetTraits(id));
+        changes.extend(store.traits(id).await?.into_iter().map(Change::Trait));
+    }
+    Ok(changes)
+}
+
 /// Why the index cannot answer or could not be built.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IndexError {
@@ -265,11 +293,9 @@ impl IndexHandle {
         store: &dyn Store,
         subjects: &[SubjectId],
     ) -> Result<(), IndexError> {
+        let none = std::collections::HashSet::new();
         for id in subjects {
-            let traits = store.traits(*id).await?;
-            let mut changes = Vec::with_capacity(traits.len() + 1);
-            changes.push(Change::ForgetTraits(*id));
-            changes.extend(traits.into_iter().map(Change::Trait));
+            let changes = trait_changes(store, Vec::new(), &none, [*id]).await?;
             self.apply(changes).await?;
         }
         Ok(())

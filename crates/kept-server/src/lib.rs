@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod client_ip;
 pub mod collect;
 pub mod config;
 pub mod decision_log;

@@ -129,6 +129,7 @@ impl Server {
             .with_limits(Limits {
                 body_limit: config.body_limit,
                 request_timeout: config.request_timeout,
+                trusted_proxies: config.trusted_proxies,
             })
             .with_forwarder(Forwarder::new(ForwardConfig {
                 max_attempts: config.webhook_max_attempts,
@@ -227,12 +228,15 @@ impl Server {
             forwarding_stopped,
         );
         let router = app::router(state.clone());
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing requests in flight");
-            })
-            .await;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+        .await;
         checkpoints.abort();
         // Lets the round in flight record its attempts; what is cut short is claimed again
         // after a restart, once its lease has run out.

@@ -158,6 +158,15 @@ fn dangling_references_point_at_the_reference() {
         "\"push\"",
     );
     assert_eq!(found[0].path, "topics.news.channels[1]");
+    // A consent manager's category mapped to an undeclared purpose.
+    let found = assert_finds(
+        "[[rules.forbid]]",
+        "[consent_categories]\nC0004 = [\"marketing.communications\", \"marketing.ads\"]\n\n[[rules.forbid]]",
+        &[codes::DANGLING_REFERENCE],
+        Severity::Error,
+        "\"marketing.ads\"",
+    );
+    assert_eq!(found[0].path, "consent_categories.C0004[1]");
     // A topic under an undeclared purpose.
     assert_finds(
         "purpose = \"marketing.communications\"\nchannels = [\"email\"]\n\n[notices",

@@ -5,6 +5,7 @@
 
 use super::identity::{self, MessageIds};
 use crate::app::AppState;
+use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::observe;
 use axum::http::{HeaderMap, header};
@@ -26,8 +27,8 @@ use kept_store::ApiKeyRecord;
 use kept_store::collection::{EventWrite, NewEvent};
 use rand::RngCore;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 /// What the request itself says about the person sending it.
@@ -35,33 +36,30 @@ use std::hash::{Hash, Hasher};
 pub struct RequestFacts {
     /// `Sec-GPC: 1`.
     pub gpc: bool,
-    /// The client address from `X-Forwarded-For` or `X-Real-IP`, when a proxy set one.
+    /// The client's address (see `client_ip`: the peer, or what trusted proxies say).
     pub ip: Option<String>,
     pub user_agent: Option<String>,
 }
 
 impl RequestFacts {
-    pub fn from_headers(headers: &HeaderMap) -> RequestFacts {
-        let text = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        };
+    pub fn new(headers: &HeaderMap, ip: ClientIp) -> RequestFacts {
         RequestFacts {
-            gpc: text("sec-gpc") == Some("1"),
-            ip: text("x-forwarded-for")
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .or_else(|| text("x-real-ip"))
-                .map(str::to_owned),
+            gpc: sends_gpc(headers),
+            ip: ip.text(),
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         }
     }
+}
+
+/// Whether the browser sends Global Privacy Control (`Sec-GPC: 1`).
+pub fn sends_gpc(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-gpc")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "1")
 }
 
 /// A message checked and ready to write.
@@ -329,11 +327,12 @@ pub async fn ingest(
             changes.push(Change::Subject(s));
         }
     }
-    for (from, into) in &outcome.merges {
+    for (from, _) in &outcome.merges {
         changes.push(Change::Forget(*from));
-        changes.extend(store.traits(*into).await?.into_iter().map(Change::Trait));
     }
-    changes.extend(traits.into_iter().map(Change::Trait));
+    let fresh: HashSet<SubjectId> = outcome.created.iter().map(|s| s.id).collect();
+    let merged_into = outcome.merges.iter().map(|(_, into)| *into);
+    changes.extend(crate::index::trait_changes(store, traits, &fresh, merged_into).await?);
     state.index.apply(changes).await?;
     state.index.consents_appended(&entries).await?;
     if let Ok(mut carried) = collector.carried.lock() {

@@ -14,7 +14,7 @@ pub mod read;
 pub mod retention;
 pub mod routes;
 
-pub use ingest::RequestFacts;
+pub use ingest::{RequestFacts, sends_gpc};
 pub use retention::{RetentionReport, run_retention, spawn_retention};
 
 use kept_core::identity::{Caps, IdentityKeys};

@@ -4,6 +4,7 @@
 use super::{MAX_BATCH_BYTES, MAX_EVENT_BYTES, RETRY_AFTER_SECS, body, ingest, read};
 use crate::app::AppState;
 use crate::auth::presented_key;
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ErrorBody};
 use axum::Json;
 use axum::Router;
@@ -136,6 +137,7 @@ pub struct SegmentBatch {
 /// admits it, and takes it to committed.
 async fn receive(
     state: AppState,
+    ip: ClientIp,
     headers: HeaderMap,
     body: Body,
     kind: Option<MessageKind>,
@@ -168,7 +170,7 @@ async fn receive(
         .ok_or(ApiError::Overloaded {
             retry_after: RETRY_AFTER_SECS,
         })?;
-    let facts = ingest::RequestFacts::from_headers(&headers);
+    let facts = ingest::RequestFacts::new(&headers, ip);
     ingest::ingest(
         &state,
         &key,
@@ -232,10 +234,11 @@ macro_rules! call {
         )]
         pub async fn $name(
             State(state): State<AppState>,
+            ip: ClientIp,
             headers: HeaderMap,
             body: Body,
         ) -> Result<Json<Accepted>, ApiError> {
-            receive(state, headers, body, Some($kind)).await
+            receive(state, ip, headers, body, Some($kind)).await
         }
     };
 }
@@ -306,10 +309,11 @@ call!(
 )]
 pub async fn batch(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Accepted>, ApiError> {
-    receive(state, headers, body, None).await
+    receive(state, ip, headers, body, None).await
 }
 
 /// The site's Global Privacy Control support (`/.well-known/gpc.json`).

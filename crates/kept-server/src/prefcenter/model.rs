@@ -437,7 +437,10 @@ impl<'a> Writer<'a> {
         } = self;
         if !traits.is_empty() {
             state.store.upsert_traits(traits.clone()).await?;
-            changes.extend(traits.into_iter().map(Change::Trait));
+            let none = std::collections::HashSet::new();
+            changes.extend(
+                crate::index::trait_changes(state.store.as_ref(), traits, &none, []).await?,
+            );
         }
         let n = records.len();
         if !records.is_empty() {

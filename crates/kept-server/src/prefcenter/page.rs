@@ -11,7 +11,8 @@ use super::texts::{self, Texts};
 use super::token::{Claims, Kind, TokenError, TokenKeys};
 use super::{COOKIE, PrefCenter};
 use crate::app::AppState;
-use crate::collect::RequestFacts;
+use crate::client_ip::ClientIp;
+use crate::collect::{RequestFacts, sends_gpc};
 use crate::error::ApiError;
 use askama::Template;
 use axum::body::Body;
@@ -708,10 +709,11 @@ fn cross_site(prefcenter: &PrefCenter, headers: &HeaderMap) -> bool {
 fn evidence(
     state: &AppState,
     headers: &HeaderMap,
+    ip: ClientIp,
     reference: Option<String>,
     ip_key: Option<&kept_core::identity::IdentityKeys>,
 ) -> Evidence {
-    let facts = RequestFacts::from_headers(headers);
+    let facts = RequestFacts::new(headers, ip);
     let _ = state;
     Evidence {
         ip_hash: facts
@@ -727,13 +729,14 @@ fn evidence(
 async fn context(
     state: &AppState,
     headers: &HeaderMap,
+    ip: ClientIp,
     t: &'static Texts,
     reference: Option<String>,
 ) -> Result<Context, ApiError> {
     let keys = state.collect.keys(state.store.as_ref()).await?;
     Ok(Context {
         method: CollectionMethod::WebForm,
-        evidence: evidence(state, headers, reference, Some(keys)),
+        evidence: evidence(state, headers, ip, reference, Some(keys)),
         texts: t,
         now: state.now(),
     })
@@ -836,6 +839,7 @@ fn done_text(t: &'static Texts, done: Option<&str>) -> Option<&'static str> {
 /// `GET /preferences`: the page, for a signed-in customer; anyone else is sent to sign in.
 pub async fn show(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
@@ -862,9 +866,9 @@ pub async fn show(
         let Some(mut standing) = load_standing(&state, session.claims.subject()).await? else {
             return Ok(None);
         };
-        let gpc_sent = RequestFacts::from_headers(&headers).gpc;
+        let gpc_sent = sends_gpc(&headers);
         if gpc_sent {
-            let ctx = context(&state, &headers, t, Some("Sec-GPC: 1".to_owned())).await?;
+            let ctx = context(&state, &headers, ip, t, Some("Sec-GPC: 1".to_owned())).await?;
             if model::honour_gpc(&state, &standing, &ctx)
                 .await
                 .map_err(ChangeError::into_api)?
@@ -955,6 +959,7 @@ pub async fn sign_in_form(
 /// the same either way, and comes before the mail is sent.
 pub async fn sign_in(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
@@ -993,7 +998,7 @@ pub async fn sign_in(
     let limit_key = normalized
         .clone()
         .unwrap_or_else(|| raw.trim().to_lowercase());
-    let ip = RequestFacts::from_headers(&headers).ip;
+    let ip = ip.text();
     if !state
         .prefcenter
         .admit_sign_in(&limit_key, ip.as_deref(), now)
@@ -1131,6 +1136,7 @@ pub async fn sign_out(
 /// page with the error.
 async fn change<F, Fut>(
     state: &AppState,
+    ip: ClientIp,
     headers: &HeaderMap,
     form: &[(String, String)],
     anchor: &'static str,
@@ -1153,7 +1159,7 @@ where
             .await
             .map_err(ChangeError::Api)?
             .ok_or_else(|| ChangeError::Api(ApiError::NotFound("subject not found".into())))?;
-        let ctx = context(state, headers, t, reference)
+        let ctx = context(state, headers, ip, t, reference)
             .await
             .map_err(ChangeError::Api)?;
         run(standing, ctx, t).await
@@ -1171,15 +1177,7 @@ where
                 let mut c = chrome(state, t, "/preferences");
                 c.signed_in = true;
                 c.csrf = session.csrf.clone();
-                build_page(
-                    state,
-                    &standing,
-                    c,
-                    RequestFacts::from_headers(headers).gpc,
-                    None,
-                    Some(message),
-                )
-                .await
+                build_page(state, &standing, c, sends_gpc(headers), None, Some(message)).await
             }
             .await;
             match page {
@@ -1193,28 +1191,36 @@ where
 /// `POST /preferences/purposes`: the purpose switches (a ticked box is `purpose=<key>`).
 pub async fn save_purposes(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
     let form = form_or_empty(form);
     let on: HashSet<&str> = fields(&form, "purpose").collect();
-    change(&state, &headers, &form, "purposes", |standing, ctx, _| {
-        let state = &state;
-        let on = &on;
-        async move {
-            let wanted = Wanted {
-                purposes: standing
-                    .purposes
-                    .iter()
-                    .filter(|p| p.switchable)
-                    .map(|p| (p.key.clone(), on.contains(p.key.as_str())))
-                    .collect(),
-                ..Wanted::default()
-            };
-            model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
-            Ok("saved")
-        }
-    })
+    change(
+        &state,
+        ip,
+        &headers,
+        &form,
+        "purposes",
+        |standing, ctx, _| {
+            let state = &state;
+            let on = &on;
+            async move {
+                let wanted = Wanted {
+                    purposes: standing
+                        .purposes
+                        .iter()
+                        .filter(|p| p.switchable)
+                        .map(|p| (p.key.clone(), on.contains(p.key.as_str())))
+                        .collect(),
+                    ..Wanted::default()
+                };
+                model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+                Ok("saved")
+            }
+        },
+    )
     .await
 }
 
@@ -1252,51 +1258,61 @@ pub fn channel_choice(
 /// and quiet hours per channel, and the SMS opt-in's number and agreement.
 pub async fn save_messages(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
     let form = form_or_empty(form);
-    change(&state, &headers, &form, "messages", |standing, ctx, _| {
-        let state = &state;
-        let form = &form;
-        async move {
-            let on: HashSet<&str> = fields(form, "topic").collect();
-            let mut wanted = Wanted::default();
-            for ch in &standing.channels {
-                for tp in &ch.topics {
-                    let key = format!("{}:{}", ch.channel, tp.topic);
-                    wanted.topics.push((
-                        ch.channel.clone(),
-                        tp.topic.clone(),
-                        on.contains(key.as_str()),
-                    ));
+    change(
+        &state,
+        ip,
+        &headers,
+        &form,
+        "messages",
+        |standing, ctx, _| {
+            let state = &state;
+            let form = &form;
+            async move {
+                let on: HashSet<&str> = fields(form, "topic").collect();
+                let mut wanted = Wanted::default();
+                for ch in &standing.channels {
+                    for tp in &ch.topics {
+                        let key = format!("{}:{}", ch.channel, tp.topic);
+                        wanted.topics.push((
+                            ch.channel.clone(),
+                            tp.topic.clone(),
+                            on.contains(key.as_str()),
+                        ));
+                    }
+                    let name = |prefix: &str| format!("{prefix}.{}", ch.channel);
+                    let (frequency, quiet) = channel_choice(
+                        field(form, &name("frequency")),
+                        field(form, &name("quiet_from")),
+                        field(form, &name("quiet_to")),
+                    );
+                    wanted.channels.push((ch.channel.clone(), frequency, quiet));
                 }
-                let name = |prefix: &str| format!("{prefix}.{}", ch.channel);
-                let (frequency, quiet) = channel_choice(
-                    field(form, &name("frequency")),
-                    field(form, &name("quiet_from")),
-                    field(form, &name("quiet_to")),
-                );
-                wanted.channels.push((ch.channel.clone(), frequency, quiet));
+                wanted.sms = model::SmsConsent {
+                    phone: field(form, "phone").map(str::to_owned),
+                    accepted: field(form, "sms_agree").is_some(),
+                };
+                let outcome =
+                    model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+                Ok(if outcome.confirmations > 0 {
+                    "confirm_sent"
+                } else {
+                    "saved"
+                })
             }
-            wanted.sms = model::SmsConsent {
-                phone: field(form, "phone").map(str::to_owned),
-                accepted: field(form, "sms_agree").is_some(),
-            };
-            let outcome = model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
-            Ok(if outcome.confirmations > 0 {
-                "confirm_sent"
-            } else {
-                "saved"
-            })
-        }
-    })
+        },
+    )
     .await
 }
 
 /// `POST /preferences/do-not-sell`.
 pub async fn save_do_not_sell(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
@@ -1304,6 +1320,7 @@ pub async fn save_do_not_sell(
     let on = field(&form, "do_not_sell").is_some();
     change(
         &state,
+        ip,
         &headers,
         &form,
         "do-not-sell",
@@ -1325,23 +1342,32 @@ pub async fn save_do_not_sell(
 /// `POST /preferences/unsubscribe-all`.
 pub async fn unsubscribe_all(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
     let form = form_or_empty(form);
-    change(&state, &headers, &form, "messages", |standing, ctx, _| {
-        let state = &state;
-        async move {
-            model::unsubscribe_all(state, &standing, &ctx).await?;
-            Ok("unsubscribed_all")
-        }
-    })
+    change(
+        &state,
+        ip,
+        &headers,
+        &form,
+        "messages",
+        |standing, ctx, _| {
+            let state = &state;
+            async move {
+                model::unsubscribe_all(state, &standing, &ctx).await?;
+                Ok("unsubscribed_all")
+            }
+        },
+    )
     .await
 }
 
 /// `POST /preferences/erase`: files an erasure request (the box must be ticked).
 pub async fn erase(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
@@ -1375,7 +1401,7 @@ pub async fn erase(
             Err(e) => e.into_response(),
         };
     }
-    change(&state, &headers, &form, "delete", |standing, ctx, _| {
+    change(&state, ip, &headers, &form, "delete", |standing, ctx, _| {
         let state = &state;
         async move {
             model::request_erasure(state, &standing, ctx.now).await?;
@@ -1587,6 +1613,7 @@ pub async fn confirm_form(
 /// `POST /preferences/confirm`: the double opt-in's second step, once per link.
 pub async fn confirm(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
@@ -1618,7 +1645,7 @@ pub async fn confirm(
         let standing = load_standing(&state, claims.subject())
             .await?
             .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
-        let mut ctx = context(&state, &headers, t, None).await?;
+        let mut ctx = context(&state, &headers, ip, t, None).await?;
         ctx.method = CollectionMethod::DoubleOptIn;
         model::confirm(&state, &standing, &topic, &ctx)
             .await
@@ -1664,6 +1691,7 @@ pub async fn unsubscribe_form(
 /// token is the authority.
 pub async fn unsubscribe(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -1698,6 +1726,7 @@ pub async fn unsubscribe(
             evidence: evidence(
                 &state,
                 &headers,
+                ip,
                 Some(if field(&form, "List-Unsubscribe") == Some("One-Click") {
                     "List-Unsubscribe=One-Click".to_owned()
                 } else {

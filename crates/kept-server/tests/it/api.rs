@@ -225,6 +225,7 @@ async fn error_bodies_have_one_shape() {
     let app = TestApp::with_limits(Limits {
         body_limit: 1024,
         request_timeout: Duration::from_secs(30),
+        ..Limits::default()
     })
     .await;
     let privacy = app.key(Role::Privacy);
@@ -287,6 +288,7 @@ async fn panics_and_timeouts_answer_json() {
     let app = TestApp::with_limits(Limits {
         body_limit: 1024,
         request_timeout: Duration::from_millis(20),
+        ..Limits::default()
     })
     .await;
     let extra: Router<kept_server::AppState> = Router::new()

@@ -651,6 +651,81 @@ async fn every_trait_keeps_its_provenance() {
     );
 }
 
+/// The reason `/v1/decisions` gives for `purpose` over the subject's name.
+async fn reason_for_name(router: axum::Router, app: &TestApp, purpose: &str) -> String {
+    let body = json!({
+        "subject": {"user_id": "omar"},
+        "purpose": purpose,
+        "categories": ["user.name"],
+    });
+    let req = Request::post("/v1/decisions")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", app.key(Role::Decide)),
+        )
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let answer = crate::support::send(router, req).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    // One request is answered with one decision.
+    answer.json["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+const OPERATIONS: &str = "essential.service.operations";
+
+#[tokio::test]
+async fn a_trait_collected_again_elsewhere_keeps_only_its_new_promise() {
+    let app = TestApp::new().await;
+    let identify = |point: &str| {
+        json!({
+            "userId": "omar",
+            "traits": {"name": "Omar"},
+            "context": {"kept": {"collection_point": point}},
+        })
+    };
+    // The checkout notice promises the name for running the shop...
+    let answer = app
+        .send(call(&app, "/v1/identify", &identify("checkout")))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(
+        reason_for_name(app.router(), &app, OPERATIONS).await,
+        "allowed.contract"
+    );
+
+    // ...the same trait sent again from the rewards sign-up carries the rewards notice, which
+    // does not: the old promise no longer counts.
+    let answer = app
+        .send(call(&app, "/v1/identify", &identify("rewards_signup")))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(
+        reason_for_name(app.router(), &app, OPERATIONS).await,
+        "denied.not_promised"
+    );
+
+    // A server started afresh on the same store answers the same.
+    let restarted = kept_server::AppState::new(
+        app.store.clone(),
+        app.state.ledger.clone(),
+        app.state.manifest.clone(),
+    )
+    .with_clock(std::sync::Arc::new(|| NOW));
+    restarted
+        .index
+        .load(app.store.as_ref(), NOW, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        reason_for_name(kept_server::router(restarted), &app, OPERATIONS).await,
+        "denied.not_promised"
+    );
+}
+
 #[tokio::test]
 async fn traits_sent_in_the_context_count_and_top_level_traits_win() {
     let app = TestApp::new().await;
@@ -802,7 +877,12 @@ async fn missing_consent_is_never_consent() {
 
 #[tokio::test]
 async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
-    let app = TestApp::new().await;
+    // One proxy in front: the client is the address it appended to `X-Forwarded-For`.
+    let app = TestApp::with_limits(kept_server::app::Limits {
+        trusted_proxies: 1,
+        ..Default::default()
+    })
+    .await;
     let consent_event = |yes: bool, id: &str| {
         json!({
             "anonymousId": "banner-1",
@@ -816,9 +896,13 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
         })
     };
     let mut request = call(&app, "/v1/track", &consent_event(true, "c-1"));
-    request
-        .headers_mut()
-        .insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
+    request.headers_mut().insert(
+        "x-forwarded-for",
+        "198.51.100.1, 203.0.113.9".parse().unwrap(),
+    );
+    request.extensions_mut().insert(axum::extract::ConnectInfo(
+        "10.0.0.1:443".parse::<std::net::SocketAddr>().unwrap(),
+    ));
     assert_eq!(app.send(request).await.status, StatusCode::OK);
     let subject = subject_of(&app, "anonymous_id=banner-1").await;
     let entries = ledger(&app, subject).await;
@@ -836,6 +920,9 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
     let ip_hash = record["evidence"]["ip_hash"].as_str().unwrap();
     assert_eq!(ip_hash.len(), 64);
     assert!(!ip_hash.contains("203.0.113.9"));
+    // The hash is of the address the proxy saw, not of what the client claimed or the proxy's.
+    let keys = app.state.collect.keys(app.store.as_ref()).await.unwrap();
+    assert_eq!(ip_hash, keys.ip_hash("203.0.113.9"));
     // The event records the IAB string as carried and keeps no raw IP.
     let event = events_of(&app, subject).await.pop().unwrap();
     assert_eq!(event["consent"]["tcf"], "CPtest");

@@ -915,6 +915,39 @@ async fn sign_in_answers_the_same_for_known_and_unknown_addresses() {
 }
 
 #[tokio::test]
+async fn a_made_up_forwarded_for_does_not_escape_the_per_address_limit() {
+    let center = Center::new().await;
+    let form = send(center.router(), get_page("/preferences/sign-in", None)).await;
+    let token_at = form.text.find("name=\"form_token\" value=\"").unwrap();
+    let rest = &form.text[token_at + "name=\"form_token\" value=\"".len()..];
+    let form_token = rest[..rest.find('"').unwrap()].to_owned();
+    // One client tries many addresses, each request claiming another origin; with no proxy
+    // configured the header is not believed and the connection's address is limited.
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        let email = format!("guess{i}@example.com");
+        let claimed = format!("198.51.100.{i}");
+        let mut req = form_post(
+            "/preferences/sign-in",
+            &[("form_token", &form_token), ("email", &email)],
+            None,
+            &[("origin", ORIGIN), ("x-forwarded-for", &claimed)],
+        );
+        req.extensions_mut().insert(axum::extract::ConnectInfo(
+            "203.0.113.50:50000"
+                .parse::<std::net::SocketAddr>()
+                .unwrap(),
+        ));
+        statuses.push(send(center.router(), req).await.status);
+    }
+    assert!(
+        statuses[..20].iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[20], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+}
+
+#[tokio::test]
 async fn the_page_speaks_the_customers_language() {
     let center = Center::new().await;
     let browser = center.browser(center.subject(0)).await;
