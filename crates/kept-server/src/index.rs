@@ -151,6 +151,14 @@ struct Live {
     directory: Arc<RwLock<Directory>>,
     jobs: mpsc::Sender<Job>,
     loaded: AtomicBool,
+    /// Where applied changes are announced to other servers on the same database, once set.
+    feed: std::sync::OnceLock<Feed>,
+}
+
+/// The store other servers listen on, and this server's name in what it announces.
+struct Feed {
+    store: Arc<dyn Store>,
+    origin: String,
 }
 
 impl fmt::Debug for IndexHandle {
@@ -170,6 +178,8 @@ enum Job {
         changes: Vec<Change>,
         done: oneshot::Sender<()>,
     },
+    /// Starts building again from empty; writers are answered only once `Finish` publishes.
+    Reset,
     Load(Part),
     Finish {
         started: Instant,
@@ -222,6 +232,7 @@ impl IndexHandle {
                 directory,
                 jobs,
                 loaded: AtomicBool::new(false),
+                feed: std::sync::OnceLock::new(),
             })),
         }
     }
@@ -251,9 +262,43 @@ impl IndexHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Applies committed writes and publishes them; returns once readers see them. A handle
-    /// whose manifest did not compile ignores writes (it answers nothing anyway).
+    /// From now on, announces the subjects every `apply` touched on `store`, for the other
+    /// servers on the same database (see `sync`). Set once; later calls change nothing.
+    pub fn announce_to(&self, store: Arc<dyn Store>) {
+        if let Ok(live) = self.live() {
+            let origin = format!("{:016x}", rand::random::<u64>());
+            let _ = live.feed.set(Feed { store, origin });
+        }
+    }
+
+    /// This server's name in its announcements, once `announce_to` was called.
+    pub fn origin(&self) -> Option<&str> {
+        let live = self.live().ok()?;
+        live.feed.get().map(|f| f.origin.as_str())
+    }
+
+    /// Applies committed writes and publishes them; returns once readers see them, and once
+    /// the subjects they touched are announced to other servers. A handle whose manifest did
+    /// not compile ignores writes (it answers nothing anyway).
     pub async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
+        let feed = self.live().ok().and_then(|live| live.feed.get());
+        let note = feed.map(|_| crate::sync::Note::of(&changes));
+        self.apply_heard(changes).await?;
+        if let (Some(feed), Some(note)) = (feed, note) {
+            for message in note.messages(&feed.origin) {
+                if let Err(e) = feed.store.announce(&message).await {
+                    // The write is committed and this server sees it; the others see it after
+                    // their next reload. Counted, so an operator can alert on it.
+                    metrics::counter!(crate::sync::ANNOUNCE_FAILED).increment(1);
+                    tracing::error!(error = %e, "cannot announce a change to the other servers");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies changes heard from another server (or committed here), without announcing them.
+    pub async fn apply_heard(&self, changes: Vec<Change>) -> Result<(), IndexError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -314,6 +359,61 @@ impl IndexHandle {
         if live.loaded.swap(true, Ordering::AcqRel) {
             return Err(IndexError::AlreadyLoaded);
         }
+        let report = self.stream(store, now, progress).await?;
+        metrics::gauge!(INDEX_SUBJECTS).set(report.memory.subjects as f64);
+        metrics::gauge!(INDEX_BYTES_PER_SUBJECT).set(report.memory.bytes_per_subject);
+        tracing::info!(
+            subjects = report.subjects,
+            traits = report.traits,
+            records = report.records,
+            preferences = report.preferences,
+            contacts = report.contacts,
+            ms = report.took.as_millis() as u64,
+            index_bytes_per_subject = format_args!("{:.1}", report.memory.bytes_per_subject),
+            directory_bytes_per_subject = format_args!("{:.1}", report.directory_bytes_per_subject),
+            "index built"
+        );
+        Ok(report)
+    }
+
+    /// Builds the whole index again from `store` (after announcements from other servers may
+    /// have been missed). Readers keep the last snapshot and writers wait until the new one is
+    /// published; if the build fails part-way, what was read is published (fewer subjects
+    /// known: decisions deny more, never less) and the error returned, to try again.
+    pub async fn reload(
+        &self,
+        store: &dyn Store,
+        now: UnixMillis,
+    ) -> Result<LoadReport, IndexError> {
+        let live = self.live()?;
+        live.jobs
+            .send(Job::Reset)
+            .await
+            .map_err(|_| IndexError::Stopped)?;
+        let report = self.stream(store, now, &mut |_| {}).await;
+        if report.is_err() {
+            let (done, finished) = oneshot::channel();
+            let started = Instant::now();
+            let _ = live.jobs.send(Job::Finish { started, done }).await;
+            let _ = finished.await;
+        }
+        let report = report?;
+        tracing::info!(
+            subjects = report.subjects,
+            ms = report.took.as_millis() as u64,
+            "index built again from the store"
+        );
+        Ok(report)
+    }
+
+    /// Streams everything in `store` to the writer and publishes it with `Finish`.
+    async fn stream(
+        &self,
+        store: &dyn Store,
+        now: UnixMillis,
+        progress: &mut (dyn FnMut(LoadStep) + Send),
+    ) -> Result<LoadReport, IndexError> {
+        let live = self.live()?;
         let started = Instant::now();
         let send = |part| async {
             live.jobs
@@ -380,19 +480,6 @@ impl IndexHandle {
             .map_err(|_| IndexError::Stopped)?;
         let report = report.await.map_err(|_| IndexError::Stopped)??;
         progress(LoadStep::Done);
-        metrics::gauge!(INDEX_SUBJECTS).set(report.memory.subjects as f64);
-        metrics::gauge!(INDEX_BYTES_PER_SUBJECT).set(report.memory.bytes_per_subject);
-        tracing::info!(
-            subjects = report.subjects,
-            traits = report.traits,
-            records = report.records,
-            preferences = report.preferences,
-            contacts = report.contacts,
-            ms = report.took.as_millis() as u64,
-            index_bytes_per_subject = format_args!("{:.1}", report.memory.bytes_per_subject),
-            directory_bytes_per_subject = format_args!("{:.1}", report.directory_bytes_per_subject),
-            "index built"
-        );
         Ok(report)
     }
 }
@@ -408,13 +495,29 @@ fn write_loop(mut index: Index, directory: Arc<RwLock<Directory>>, mut jobs: mps
     let mut counts = Counts::default();
     let mut failure: Option<IndexError> = None;
     let mut waiting = Vec::new();
+    // While building again: writers applied to the new build, answered when it is published.
+    let mut rebuilding = false;
+    let mut held = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Apply { changes, done } => {
                     apply(&mut index, &directory, changes);
-                    waiting.push(done);
+                    if rebuilding {
+                        held.push(done);
+                    } else {
+                        waiting.push(done);
+                    }
+                }
+                Job::Reset => {
+                    index.reset();
+                    *directory
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Directory::default();
+                    counts = Counts::default();
+                    failure = None;
+                    rebuilding = true;
                 }
                 Job::Load(part) => {
                     if let Err(e) = load_part(&mut index, &directory, part, &mut counts) {
@@ -423,6 +526,8 @@ fn write_loop(mut index: Index, directory: Arc<RwLock<Directory>>, mut jobs: mps
                 }
                 Job::Finish { started, done } => {
                     index.publish();
+                    rebuilding = false;
+                    waiting.append(&mut held);
                     let result = match failure.take() {
                         Some(e) => Err(e),
                         None => Ok(report(&index, &directory, counts, started.elapsed())),

@@ -23,6 +23,7 @@ pub mod routes;
 pub mod server;
 pub mod snippet;
 pub mod store;
+pub mod sync;
 
 pub use app::{AppState, router};
 pub use config::Config;

@@ -74,6 +74,9 @@ pub struct Server {
     state: AppState,
     listener: TcpListener,
     addr: SocketAddr,
+    /// What other servers on the same database announce (PostgreSQL), heard since before the
+    /// index was built.
+    heard: Option<tokio::sync::mpsc::Receiver<kept_store::Heard>>,
 }
 
 impl Server {
@@ -118,6 +121,9 @@ impl Server {
             demo::load_if_empty(store.as_ref(), &ledger, &manifest, now, &config.data_dir).await?;
             demo_time = demo_started.elapsed();
         }
+        // Other servers on the same database (PostgreSQL) are heard from before the build, so
+        // nothing they write while it runs is missed.
+        let heard = store.listen().await?;
         // Built after the demo so it holds the demo; from here every write applies to it.
         let index = crate::index::IndexHandle::with_compiled(compiled);
         index
@@ -191,6 +197,7 @@ impl Server {
             state,
             listener,
             addr,
+            heard,
         })
     }
 
@@ -214,7 +221,9 @@ impl Server {
             state,
             listener,
             addr: _,
+            heard,
         } = self;
+        let following = heard.map(|heard| crate::sync::spawn(&state, heard));
         let checkpoints = tokio::spawn(checkpoint_periodically(
             state.ledger.clone(),
             config.checkpoint_interval,
@@ -238,6 +247,9 @@ impl Server {
         })
         .await;
         checkpoints.abort();
+        if let Some(following) = following {
+            following.abort();
+        }
         // Lets the round in flight record its attempts; what is cut short is claimed again
         // after a restart, once its lease has run out.
         let _ = stop_forwarding.send(true);

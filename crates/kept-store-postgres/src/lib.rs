@@ -17,8 +17,8 @@ use kept_store::group_commit::{
     BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, plan_hot_batch,
 };
 use kept_store::{
-    ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
-    first_duplicate_user_id, last_trait_wins,
+    ApiKeyRecord, Backend, Heard, LedgerRow, NewSubject, NoticeHash, Result, Role, Store,
+    StoreError, first_duplicate_user_id, last_trait_wins,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
@@ -45,6 +45,8 @@ pub struct PostgresStore {
     hot: GroupCommit<HotWriter>,
     /// Events and profile traits from the collection API.
     events: GroupCommit<collection::EventWriter>,
+    /// The `NOTIFY` channel servers on this database and schema announce changes on.
+    channel: String,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -129,6 +131,43 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The channel of one database and schema: servers on another schema of the same database
+/// (tests run that way) hear nothing of this one. Hashed to fit PostgreSQL's 63-byte names.
+fn announce_channel(database: &str, schema: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(database.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(schema.as_bytes());
+    let hex = hasher.finalize().to_hex();
+    format!("kept_index_{}", hex.get(..32).unwrap_or_default())
+}
+
+/// Forwards notifications on `channel` to `heard` until the receiver is dropped. The listener
+/// connects again by itself after a lost connection; that is passed on as `Heard::Lost`.
+async fn forward_notifications(
+    mut listener: sqlx::postgres::PgListener,
+    channel: String,
+    heard: tokio::sync::mpsc::Sender<Heard>,
+) {
+    loop {
+        let next = match listener.try_recv().await {
+            Ok(Some(n)) => Heard::Message(n.payload().to_owned()),
+            Ok(None) => {
+                tracing::warn!(channel, "lost the connection listening for other servers");
+                Heard::Lost
+            }
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "cannot listen for other servers; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Heard::Lost
+            }
+        };
+        if heard.send(next).await.is_err() {
+            return;
+        }
+    }
+}
+
 impl PostgresStore {
     /// Connects, runs the migrations and starts the group committer (inside a Tokio runtime).
     pub async fn connect(url: &str) -> Result<PostgresStore> {
@@ -163,6 +202,12 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(scrub(&e.to_string(), url)))?;
+        let (database, schema): (String, String) =
+            sqlx::query_as("SELECT current_database()::text, current_schema()::text")
+                .fetch_one(&pool)
+                .await
+                .map_err(db)?;
+        let channel = announce_channel(&database, &schema);
         let hot = GroupCommit::start(HotWriter { pool: pool.clone() }, MAX_BATCH_ROWS);
         let events = collection::start_event_committer(pool.clone());
         Ok(PostgresStore {
@@ -170,6 +215,7 @@ impl PostgresStore {
             pool,
             hot,
             events,
+            channel,
         })
     }
 
@@ -827,17 +873,40 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(Contact {
-                    subject: subject_id(row.try_get(0).map_err(db)?)?,
-                    channel: row.try_get(1).map_err(db)?,
-                    purpose: row.try_get(2).map_err(db)?,
-                    topic: row.try_get(3).map_err(db)?,
-                    at: row.try_get(4).map_err(db)?,
-                })
-            })
-            .collect()
+        rows.iter().map(contact_row).collect()
+    }
+
+    async fn announce(&self, message: &str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.channel)
+            .bind(message)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(db)?;
+        listener.listen(&self.channel).await.map_err(db)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(forward_notifications(listener, self.channel.clone(), tx));
+        Ok(Some(rx))
+    }
+
+    async fn contacts_of(&self, subject: SubjectId, since: UnixMillis) -> Result<Vec<Contact>> {
+        let rows = sqlx::query(
+            "SELECT subject_id, channel, purpose, topic, at FROM contacts \
+             WHERE subject_id = $1 AND at >= $2 ORDER BY at, id",
+        )
+        .bind(i64::from(subject.0))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(contact_row).collect()
     }
 
     async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
@@ -988,6 +1057,16 @@ fn conflict(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
         },
         _ => db(e),
     }
+}
+
+fn contact_row(row: &PgRow) -> Result<Contact> {
+    Ok(Contact {
+        subject: subject_id(row.try_get(0).map_err(db)?)?,
+        channel: row.try_get(1).map_err(db)?,
+        purpose: row.try_get(2).map_err(db)?,
+        topic: row.try_get(3).map_err(db)?,
+        at: row.try_get(4).map_err(db)?,
+    })
 }
 
 #[cfg(test)]

@@ -828,17 +828,20 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(Contact {
-                    subject: subject_id(row.try_get(0).map_err(db)?)?,
-                    channel: row.try_get(1).map_err(db)?,
-                    purpose: row.try_get(2).map_err(db)?,
-                    topic: row.try_get(3).map_err(db)?,
-                    at: row.try_get(4).map_err(db)?,
-                })
-            })
-            .collect()
+        rows.iter().map(contact_row).collect()
+    }
+
+    async fn contacts_of(&self, subject: SubjectId, since: UnixMillis) -> Result<Vec<Contact>> {
+        let rows = sqlx::query(
+            "SELECT subject_id, channel, purpose, topic, at FROM contacts \
+             WHERE subject_id = ? AND at >= ? ORDER BY at, id",
+        )
+        .bind(i64::from(subject.0))
+        .bind(since)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter().map(contact_row).collect()
     }
 
     async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
@@ -1059,4 +1062,14 @@ fn conflict(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
         },
         _ => db(e),
     }
+}
+
+fn contact_row(row: &sqlx::sqlite::SqliteRow) -> Result<Contact> {
+    Ok(Contact {
+        subject: subject_id(row.try_get(0).map_err(db)?)?,
+        channel: row.try_get(1).map_err(db)?,
+        purpose: row.try_get(2).map_err(db)?,
+        topic: row.try_get(3).map_err(db)?,
+        at: row.try_get(4).map_err(db)?,
+    })
 }

@@ -810,6 +810,27 @@ pub async fn contacts_since_filters_and_orders(store: Arc<dyn Store>) {
     let since = store.contacts_since(T0 + 30).await.unwrap();
     assert_eq!(since, vec![contact(1, T0 + 30, Some("offers"))]);
     assert!(store.contacts_since(T0 + 31).await.unwrap().is_empty());
+
+    // One subject's: only theirs, in time order, from `since` on.
+    let of_one = store.contacts_of(SubjectId(1), T0).await.unwrap();
+    assert_eq!(
+        of_one,
+        vec![
+            contact(1, T0 + 20, None),
+            contact(1, T0 + 30, Some("offers"))
+        ]
+    );
+    assert_eq!(
+        store.contacts_of(SubjectId(1), T0 + 21).await.unwrap(),
+        vec![contact(1, T0 + 30, Some("offers"))]
+    );
+    assert!(
+        store
+            .contacts_of(SubjectId(99), T0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn close_refuses_later_writes(store: Arc<dyn Store>) {

@@ -144,6 +144,15 @@ pub struct LedgerRow {
 /// Persistence for Kept. One implementation per database; all pass `conformance`. The webhook
 /// outbox (`outbox::Outbox`) and the collection API's storage (`collection::CollectionStore`)
 /// are part of every store, and so is the preference center's (`prefcenter::PrefCenterStore`).
+/// One thing heard from the other servers on a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// An announcement, as another server made it.
+    Message(String),
+    /// The connection listening was lost and made again: announcements in between are gone.
+    Lost,
+}
+
 #[async_trait]
 pub trait Store:
     outbox::Outbox
@@ -249,6 +258,23 @@ pub trait Store:
     async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()>;
     /// Contacts at or after `since`, for rebuilding frequency counters.
     async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>>;
+    /// One subject's contacts at or after `since`, in time order.
+    async fn contacts_of(&self, subject: SubjectId, since: UnixMillis) -> Result<Vec<Contact>>;
+
+    // --- servers sharing one database ---------------------------------------------------------
+
+    /// Tells every other server on this database something changed (PostgreSQL: `NOTIFY` on
+    /// a channel of this schema). A no-op where one server owns the database (SQLite).
+    async fn announce(&self, _message: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// What other servers announce, from now on, for as long as the receiver is held; `None`
+    /// where no other server can write (SQLite). After `Heard::Lost` some announcements may
+    /// have been missed.
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>> {
+        Ok(None)
+    }
 
     // --- decision log -----------------------------------------------------------------------
 

@@ -1058,6 +1058,12 @@ impl Index {
         Index::build(ctx, changes)
     }
 
+    /// Empties the writer's copy (readers keep the published snapshot until the next
+    /// `publish`), to build it again from the store.
+    pub fn reset(&mut self) {
+        self.working = Snapshot::empty(Arc::clone(&self.working.ctx));
+    }
+
     /// Applies one change to the writer's copy (not yet visible to readers).
     pub fn apply(&mut self, change: Change) {
         self.working.apply(change);

@@ -53,6 +53,9 @@ pub struct IdentityCache {
     merged: FxHashMap<SubjectId, SubjectId>,
     facts: FxHashMap<SubjectId, Facts>,
     keys: FxHashMap<SubjectId, DataKey>,
+    /// Subjects another server erased or merged away: identifiers held by them are looked up
+    /// in the store again.
+    gone: rustc_hash::FxHashSet<SubjectId>,
 }
 
 impl IdentityCache {
@@ -62,10 +65,21 @@ impl IdentityCache {
         for _ in 0..32 {
             match self.merged.get(&at) {
                 Some(next) => at = *next,
-                None => return Some(at),
+                None => return (!self.gone.contains(&at)).then_some(at),
             }
         }
         None
+    }
+
+    /// After another server changed `subjects` (or, with `gone`, erased or merged them away):
+    /// what this cache knew of them is read from the store again on next use.
+    pub fn invalidate(&mut self, subjects: &[SubjectId], gone: bool) {
+        for s in subjects {
+            self.facts.remove(s);
+            if gone {
+                self.gone.insert(*s);
+            }
+        }
     }
 
     fn make_room(&mut self) {

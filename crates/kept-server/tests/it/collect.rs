@@ -669,10 +669,7 @@ async fn reason_for_name(router: axum::Router, app: &TestApp, purpose: &str) -> 
     let answer = crate::support::send(router, req).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     // One request is answered with one decision.
-    answer.json["reason"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    answer.json["reason"].as_str().unwrap().to_owned()
 }
 
 const OPERATIONS: &str = "essential.service.operations";

@@ -19,3 +19,4 @@ mod prefcenter;
 mod roles;
 mod snippet;
 mod support;
+mod sync;
