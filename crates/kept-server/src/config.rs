@@ -137,6 +137,8 @@ pub struct Config {
     pub collect_queue: usize,
     /// How often expired events and traits are deleted.
     pub retention_interval: Duration,
+    /// How long decision log entries are kept.
+    pub decision_log_retention: Duration,
     /// File holding the 32-byte master secret identifiers are hashed and sealed with; without
     /// one a secret is generated and kept in the database.
     pub master_key_file: Option<PathBuf>,
@@ -211,6 +213,7 @@ impl Default for Config {
             default_country: None,
             collect_queue: crate::collect::DEFAULT_QUEUE_EVENTS,
             retention_interval: Duration::from_secs(60 * 60),
+            decision_log_retention: crate::decision_log::DEFAULT_RETENTION,
             master_key_file: None,
             public_url: None,
             smtp_host: None,
@@ -244,6 +247,7 @@ pub enum Key {
     DefaultCountry,
     CollectQueue,
     RetentionInterval,
+    DecisionLogRetention,
     MasterKeyFile,
     PublicUrl,
     SmtpHost,
@@ -256,7 +260,7 @@ pub enum Key {
 }
 
 impl Key {
-    pub const ALL: [Key; 26] = [
+    pub const ALL: [Key; 27] = [
         Key::Bind,
         Key::DatabaseUrl,
         Key::Manifest,
@@ -274,6 +278,7 @@ impl Key {
         Key::DefaultCountry,
         Key::CollectQueue,
         Key::RetentionInterval,
+        Key::DecisionLogRetention,
         Key::MasterKeyFile,
         Key::PublicUrl,
         Key::SmtpHost,
@@ -305,6 +310,7 @@ impl Key {
             Key::DefaultCountry => "default_country",
             Key::CollectQueue => "collect_queue",
             Key::RetentionInterval => "retention_interval",
+            Key::DecisionLogRetention => "decision_log_retention",
             Key::MasterKeyFile => "master_key_file",
             Key::PublicUrl => "public_url",
             Key::SmtpHost => "smtp_host",
@@ -695,8 +701,8 @@ impl Config {
                         invalid(format!("`{n}` is not a number of proxies from 0 to 16"))
                     })?;
             }
-            Key::RetentionInterval => {
-                self.retention_interval = match raw {
+            Key::RetentionInterval | Key::DecisionLogRetention => {
+                let d = match raw {
                     Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n)
                         .ok()
                         .filter(|n| *n > 0)
@@ -704,6 +710,11 @@ impl Config {
                         .ok_or_else(|| invalid(format!("`{n}` is not a positive duration")))?,
                     other => parse_duration(&text(&other)?).map_err(invalid)?,
                 };
+                if key == Key::RetentionInterval {
+                    self.retention_interval = d;
+                } else {
+                    self.decision_log_retention = d;
+                }
             }
             Key::MasterKeyFile => {
                 let path = text(&raw)?;
@@ -854,7 +865,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("`{s}` has an unknown unit; use ms, s, m or h")),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(format!("`{s}` has an unknown unit; use ms, s, m, h or d")),
     };
     if d.is_zero() {
         return Err(format!("`{s}` must be longer than zero"));

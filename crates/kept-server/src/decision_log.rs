@@ -10,6 +10,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
@@ -131,11 +132,16 @@ pub struct DecisionLog {
     shared: Arc<Shared>,
 }
 
+/// How long entries are kept unless configured (`decision_log_retention`): two years.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(730 * 86_400);
+
 struct Shared {
     tx: Option<mpsc::UnboundedSender<Message>>,
     queued: AtomicUsize,
     /// The sample rate of allowed decisions, as a threshold on a 64-bit random draw.
     threshold: AtomicU64,
+    /// How long entries are kept, in milliseconds.
+    retention_ms: AtomicU64,
     seed: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Notified after every batch.
@@ -177,6 +183,9 @@ impl DecisionLog {
             tx,
             queued: AtomicUsize::new(0),
             threshold: AtomicU64::new(threshold(f64::from(DEFAULT_SAMPLE_PPM) / 1e6)),
+            retention_ms: AtomicU64::new(
+                u64::try_from(DEFAULT_RETENTION.as_millis()).unwrap_or(u64::MAX),
+            ),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             task: Mutex::new(None),
             written: Notify::new(),
@@ -195,6 +204,17 @@ impl DecisionLog {
         self.shared
             .threshold
             .store(threshold(rate), Ordering::Relaxed);
+    }
+
+    pub fn set_retention(&self, keep: Duration) {
+        let ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        self.shared.retention_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Entries made before this are deleted by the retention job.
+    pub fn cutoff(&self, now: UnixMillis) -> UnixMillis {
+        let keep = self.shared.retention_ms.load(Ordering::Relaxed);
+        now.saturating_sub(UnixMillis::try_from(keep).unwrap_or(UnixMillis::MAX))
     }
 
     pub fn sample_rate(&self) -> f64 {

@@ -168,6 +168,9 @@ impl Server {
         state
             .decision_log
             .set_sample_rate(f64::from(config.decision_log_sample_ppm) / 1e6);
+        state
+            .decision_log
+            .set_retention(config.decision_log_retention);
         for warning in forward::webhook_warnings(&state.manifest, &state.forward) {
             tracing::warn!("{warning}");
         }

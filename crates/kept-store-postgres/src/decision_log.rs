@@ -103,3 +103,18 @@ fn entry(row: &PgRow) -> Result<DecisionLogEntry> {
         caller: row.try_get(11).map_err(db)?,
     })
 }
+
+/// Deletes at most `limit` of the oldest entries made before `before` (oldest by id: entries are
+/// written in time order, so this reads from the start of the table and stops early).
+pub(crate) async fn prune(pool: &PgPool, before: i64, limit: u32) -> Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM decision_log WHERE id IN \
+         (SELECT id FROM decision_log WHERE at < $1 ORDER BY id LIMIT $2)",
+    )
+    .bind(before)
+    .bind(i64::from(limit))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected())
+}

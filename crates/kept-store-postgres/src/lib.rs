@@ -920,6 +920,10 @@ impl Store for PostgresStore {
         decision_log::read(&self.pool, query).await
     }
 
+    async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64> {
+        decision_log::prune(&self.pool, before, limit).await
+    }
+
     async fn close(&self) -> Result<()> {
         self.events.close().await;
         self.hot.close().await;

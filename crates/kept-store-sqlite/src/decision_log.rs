@@ -89,3 +89,18 @@ fn entry(row: &SqliteRow) -> Result<DecisionLogEntry> {
         caller: row.try_get(11).map_err(db)?,
     })
 }
+
+/// Deletes at most `limit` of the oldest entries made before `before` (oldest by id: entries are
+/// written in time order, so this reads from the start of the table and stops early).
+pub(crate) async fn prune(pool: &SqlitePool, before: i64, limit: u32) -> Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM decision_log WHERE id IN \
+         (SELECT id FROM decision_log WHERE at < ? ORDER BY id LIMIT ?)",
+    )
+    .bind(before)
+    .bind(i64::from(limit))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected())
+}

@@ -855,6 +855,10 @@ impl Store for SqliteStore {
         decision_log::read(&self.read, query).await
     }
 
+    async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64> {
+        decision_log::prune(&self.write, before, limit).await
+    }
+
     async fn close(&self) -> Result<()> {
         self.events.close().await;
         self.hot.close().await;

@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             retention_deletes_what_expired,
             key_collection_points_round_trip,
             decision_log_appends_and_filters,
+            decision_log_prunes_the_oldest_first,
         );
     };
     (@cases $harness:ty; $($case:ident),* $(,)?) => {
@@ -886,6 +887,24 @@ fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::D
         },
         caller: format!("kept_{i:08x}"),
     }
+}
+
+pub async fn decision_log_prunes_the_oldest_first(store: Arc<dyn Store>) {
+    use crate::DecisionLogQuery;
+    let written: Vec<_> = (0..10u32)
+        .map(|i| logged(i, Some(i), "marketing.communications", "denied.no_consent"))
+        .collect();
+    store.append_decision_log(written).await.unwrap();
+    // Entries at T0, T0 + 10, …, T0 + 90; those before T0 + 50 go, three at a time.
+    assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 3);
+    assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 2);
+    assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 0);
+    let left = store
+        .decision_log(&DecisionLogQuery::default())
+        .await
+        .unwrap();
+    let times: Vec<i64> = left.iter().map(|e| e.at).collect();
+    assert_eq!(times, vec![T0 + 90, T0 + 80, T0 + 70, T0 + 60, T0 + 50]);
 }
 
 pub async fn decision_log_appends_and_filters(store: Arc<dyn Store>) {

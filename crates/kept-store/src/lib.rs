@@ -282,6 +282,8 @@ pub trait Store:
     async fn append_decision_log(&self, entries: Vec<DecisionLogEntry>) -> Result<()>;
     /// Entries matching `query`, newest (highest id) first.
     async fn decision_log(&self, query: &DecisionLogQuery) -> Result<Vec<DecisionLogEntry>>;
+    /// Deletes at most `limit` of the oldest entries made before `before`; returns how many.
+    async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64>;
 
     // --- lifecycle ------------------------------------------------------------------------
 

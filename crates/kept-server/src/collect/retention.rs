@@ -19,6 +19,8 @@ pub const RETENTION_DELETED: &str = "kept_retention_deleted_total";
 pub struct RetentionReport {
     pub events: u64,
     pub traits: u64,
+    /// Decision log entries older than `decision_log_retention`.
+    pub decisions: u64,
 }
 
 /// Deletes everything past its retention at `now`, and lets the decision index forget the
@@ -52,9 +54,27 @@ pub async fn run_retention(
         }
         tokio::task::yield_now().await;
     }
+    let before = state.decision_log.cutoff(now);
+    let mut decisions = 0;
+    loop {
+        let n = state
+            .store
+            .prune_decision_log(before, EVENTS_PER_ROUND)
+            .await?;
+        decisions += n;
+        if n < u64::from(EVENTS_PER_ROUND) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     metrics::counter!(RETENTION_DELETED, "what" => "events").increment(events);
     metrics::counter!(RETENTION_DELETED, "what" => "traits").increment(traits);
-    Ok(RetentionReport { events, traits })
+    metrics::counter!(RETENTION_DELETED, "what" => "decisions").increment(decisions);
+    Ok(RetentionReport {
+        events,
+        traits,
+        decisions,
+    })
 }
 
 /// Runs retention every `every` until `stop` turns true.

@@ -511,6 +511,25 @@ async fn denied_decisions_are_logged_and_the_privacy_role_can_query_them() {
     }
     let unknown_param = read("?colour=red").await;
     assert_eq!(unknown_param.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Kept as long as configured, then deleted by the retention job.
+    app.state
+        .decision_log
+        .set_retention(std::time::Duration::from_secs(30 * 86_400));
+    let soon = kept_server::collect::run_retention(&app.state, NOW + 29 * DAY)
+        .await
+        .unwrap();
+    assert_eq!(soon.decisions, 0);
+    let later = kept_server::collect::run_retention(&app.state, NOW + 31 * DAY)
+        .await
+        .unwrap();
+    assert_eq!(later.decisions as usize, denied + got.len());
+    assert!(
+        read("").await.json["entries"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
