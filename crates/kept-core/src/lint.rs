@@ -90,6 +90,11 @@ pub mod codes {
     pub const CHANNEL_UNKNOWN: &str = "channel.unknown";
     pub const TEAM_NO_OWNERS: &str = "team.no_owners";
     pub const ORGANISATION_NO_LOCALES: &str = "organisation.no_locales";
+    /// A purpose or topic has no name and description in one of the organisation's other
+    /// locales; the preference center shows it in the first (warning).
+    pub const TRANSLATION_MISSING: &str = "translation.missing";
+    /// A translation for a locale the organisation does not list, shown to no one (warning).
+    pub const TRANSLATION_UNKNOWN_LOCALE: &str = "translation.unknown_locale";
 }
 
 /// Checks a manifest. `recorded` are the notice hashes stored earlier (empty without a
@@ -255,6 +260,7 @@ impl Linter<'_> {
     fn purposes(&mut self) {
         for (id, purpose) in &self.manifest.purposes {
             let base = entry_path("purposes", id);
+            self.translations("purpose", id, &base, &purpose.translations);
             if fideslang::data_use(id).is_none() && !self.loaded.custom_purposes.contains(id) {
                 let hint = did_you_mean(id, fideslang::DATA_USES.iter().map(|u| u.key));
                 self.error(
@@ -314,9 +320,50 @@ impl Linter<'_> {
         }
     }
 
+    /// A purpose's or topic's translations against the organisation's locales: the first is
+    /// the language `name` is written in, every other one should have its own.
+    fn translations(
+        &mut self,
+        what: &str,
+        id: &str,
+        base: &str,
+        translations: &BTreeMap<String, crate::manifest::Translation>,
+    ) {
+        let locales = &self.manifest.organisation.locales;
+        let missing: Vec<&str> = locales
+            .iter()
+            .skip(1)
+            .filter(|l| !translations.contains_key(*l))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            self.warning(
+                codes::TRANSLATION_MISSING,
+                base.to_owned(),
+                format!(
+                    "{what} `{id}` has no `locales` entry for {}; customers using it will see its name in `{}`",
+                    backticked(&missing),
+                    locales.first().map_or("", String::as_str)
+                ),
+            );
+        }
+        for locale in translations.keys() {
+            if !locales.contains(locale) {
+                self.warning(
+                    codes::TRANSLATION_UNKNOWN_LOCALE,
+                    child_path(&child_path(base, "locales"), locale),
+                    format!(
+                        "{what} `{id}` has a translation for `{locale}`, which `organisation.locales` does not list; add it there or remove it"
+                    ),
+                );
+            }
+        }
+    }
+
     fn topics(&mut self) {
         for (id, topic) in &self.manifest.topics {
             let base = entry_path("topics", id);
+            self.translations("topic", id, &base, &topic.translations);
             self.check_purpose(child_path(&base, "purpose"), &topic.purpose);
             for (i, channel) in topic.channels.iter().enumerate() {
                 self.check_channel(item_path(&child_path(&base, "channels"), i), channel);

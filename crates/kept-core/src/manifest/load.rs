@@ -311,6 +311,7 @@ impl Converter<'_> {
                 description: topic.description,
                 purpose: self.reference(child_path(&base, "purpose"), &topic.purpose),
                 channels: self.references(&child_path(&base, "channels"), &topic.channels),
+                translations: self.translations(&base, topic.locales),
             };
             topics.insert(id, converted);
         }
@@ -489,7 +490,29 @@ impl Converter<'_> {
             soft_opt_in: raw.soft_opt_in,
             compatible_with: self
                 .references(&child_path(base, "compatible_with"), &raw.compatible_with),
+            translations: self.translations(base, raw.locales),
         })
+    }
+
+    /// `locales` of a purpose or topic, each position recorded for lint.
+    fn translations(
+        &mut self,
+        base: &str,
+        raw: BTreeMap<Spanned<String>, RawTranslation>,
+    ) -> BTreeMap<String, Translation> {
+        let locales_base = child_path(base, "locales");
+        raw.into_iter()
+            .map(|(locale, t)| {
+                self.mark(child_path(&locales_base, locale.get_ref()), locale.span());
+                (
+                    locale.into_inner(),
+                    Translation {
+                        name: t.name,
+                        description: t.description,
+                    },
+                )
+            })
+            .collect()
     }
 
     fn legal_basis(

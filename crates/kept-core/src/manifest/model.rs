@@ -80,6 +80,35 @@ pub struct Purpose {
     pub soft_opt_in: bool,
     /// Other purposes whose collected data this purpose may also use (declared compatible).
     pub compatible_with: Vec<String>,
+    /// `name` and `description` in other languages, by locale (`de`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub translations: BTreeMap<String, Translation>,
+}
+
+impl Purpose {
+    /// The name and description in `locale`, or as written when it has no translation there.
+    pub fn text_in(&self, locale: &str) -> (&str, &str) {
+        translated(&self.name, &self.description, &self.translations, locale)
+    }
+}
+
+/// A name and description in one language.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Translation {
+    pub name: String,
+    pub description: String,
+}
+
+fn translated<'a>(
+    name: &'a str,
+    description: &'a str,
+    translations: &'a BTreeMap<String, Translation>,
+    locale: &str,
+) -> (&'a str, &'a str) {
+    match translations.get(locale) {
+        Some(t) => (t.name.as_str(), t.description.as_str()),
+        None => (name, description),
+    }
 }
 
 /// A regime, or the fallback used for every regime without an entry of its own.
@@ -104,6 +133,16 @@ pub struct Topic {
     pub purpose: String,
     /// Channel keys the topic is sent on.
     pub channels: Vec<String>,
+    /// `name` and `description` in other languages, by locale (`de`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub translations: BTreeMap<String, Translation>,
+}
+
+impl Topic {
+    /// The name and description in `locale`, or as written when it has no translation there.
+    pub fn text_in(&self, locale: &str) -> (&str, &str) {
+        translated(&self.name, &self.description, &self.translations, locale)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,6 +92,16 @@ pub(super) struct RawPurpose {
     /// The key is the organisation's own, not a fideslang data use.
     #[serde(default)]
     pub custom: bool,
+    /// The name and description in the organisation's other languages.
+    #[serde(default)]
+    pub locales: BTreeMap<Key, RawTranslation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawTranslation {
+    pub name: String,
+    pub description: String,
 }
 
 /// `legal_basis = "contract"` (every regime) or `legal_basis = { default = "consent", us = … }`.
@@ -134,6 +144,9 @@ pub(super) struct RawTopic {
     pub description: String,
     pub purpose: Key,
     pub channels: Vec<Key>,
+    /// The name and description in the organisation's other languages.
+    #[serde(default)]
+    pub locales: BTreeMap<Key, RawTranslation>,
 }
 
 #[derive(Debug, Deserialize)]

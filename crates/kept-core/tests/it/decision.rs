@@ -58,6 +58,7 @@ pub fn test_manifest() -> Manifest {
             retention_days: 30,
             soft_opt_in: false,
             compatible_with: vec![],
+            translations: BTreeMap::new(),
         },
     );
     let mut health = m.notices["newsletter"].clone();

@@ -444,7 +444,7 @@ fn notices_need_every_locale_and_a_collection_point() {
     let found = assert_finds(
         "locales = [\"en\"]",
         "locales = [\"en\", \"de\"]",
-        &[codes::NOTICE_MISSING_LOCALE],
+        &[codes::NOTICE_MISSING_LOCALE, codes::TRANSLATION_MISSING],
         Severity::Warning,
         "newsletter]",
     );
@@ -460,6 +460,70 @@ fn notices_need_every_locale_and_a_collection_point() {
         "{found:#?}"
     );
     assert_eq!(found[0].path, "notices.old");
+}
+
+#[test]
+fn purposes_and_topics_speak_every_locale() {
+    // German added: each purpose and the topic lack German words (the notice too).
+    let german = replace("locales = [\"en\"]", "locales = [\"en\", \"de\"]");
+    let found = findings(&german, &[]);
+    let missing: Vec<&str> = found
+        .iter()
+        .filter(|f| f.code == codes::TRANSLATION_MISSING)
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            "purposes.\"marketing.communications\"",
+            "purposes.\"loyalty.rewards\"",
+            "topics.news"
+        ]
+    );
+    // With them, and one for a language the organisation does not list.
+    let translated = german
+        .replace(
+            "retention = \"2y\"",
+            "retention = \"2y\"\nlocales.de = { name = \"Newsletter\", description = \"Den Newsletter senden.\" }",
+        )
+        .replace(
+            "retention = \"1y\"",
+            "retention = \"1y\"\nlocales.de = { name = \"Prämien\", description = \"Prämien erfassen.\" }\nlocales.fr = { name = \"Fidélité\", description = \"Suivre la fidélité.\" }",
+        )
+        .replacen(
+            "channels = [\"email\"]\n\n[notices",
+            "channels = [\"email\"]\nlocales.de = { name = \"Neuigkeiten\", description = \"Monatlich.\" }\n\n[notices",
+            1,
+        );
+    let found = findings(&translated, &[]);
+    assert_eq!(
+        codes_of(&found),
+        BTreeSet::from([
+            codes::NOTICE_MISSING_LOCALE,
+            codes::TRANSLATION_UNKNOWN_LOCALE
+        ]),
+        "{found:#?}"
+    );
+    let unknown = found
+        .iter()
+        .find(|f| f.code == codes::TRANSLATION_UNKNOWN_LOCALE)
+        .unwrap();
+    assert_eq!(unknown.path, "purposes.\"loyalty.rewards\".locales.fr");
+    assert_eq!(unknown.line, Some(position(&translated, "locales.fr", 0).0));
+    let loaded = load(&translated, "kept.toml").unwrap();
+    let rewards = &loaded.manifest.purposes["loyalty.rewards"];
+    assert_eq!(rewards.text_in("de"), ("Prämien", "Prämien erfassen."));
+    assert_eq!(rewards.text_in("es"), ("Rewards", "Track rewards."));
+    assert_eq!(
+        loaded.manifest.topics["news"].text_in("de").0,
+        "Neuigkeiten"
+    );
+
+    // A translation without its description is unusable input, named where it is.
+    let broken = translated.replace(", description = \"Monatlich.\"", "");
+    let error = load(&broken, "kept.toml").unwrap_err().to_string();
+    assert!(error.contains("description"), "{error}");
+    assert!(error.contains("kept.toml:"), "{error}");
 }
 
 #[test]

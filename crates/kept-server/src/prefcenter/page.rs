@@ -421,11 +421,14 @@ async fn build_page(
         .purposes
         .iter()
         .map(|p| {
-            let m = manifest.purposes.get(&p.key);
+            let (name, description) = manifest
+                .purposes
+                .get(&p.key)
+                .map_or((p.key.as_str(), ""), |m| m.text_in(t.code));
             PurposeView {
                 key: p.key.clone(),
-                name: m.map_or_else(|| p.key.clone(), |m| m.name.clone()),
-                description: m.map(|m| m.description.clone()).unwrap_or_default(),
+                name: name.to_owned(),
+                description: description.to_owned(),
                 basis: basis_text(t, p.basis),
                 switchable: p.switchable,
                 elsewhere: p.elsewhere.map(|anchor| {
@@ -459,13 +462,18 @@ async fn build_page(
                     .iter()
                     .map(|tp| {
                         let m = manifest.topics.get(&tp.topic);
+                        let (name, description) = match m {
+                            // The manifest's own words in this language, when it has them...
+                            Some(m) if m.translations.contains_key(t.code) => m.text_in(t.code),
+                            // ...else the page's word for the common topics.
+                            Some(m) => (t.topic(&tp.topic, &m.name), m.description.as_str()),
+                            None => (tp.topic.as_str(), ""),
+                        };
                         TopicView {
                             value: format!("{}:{}", ch.channel, tp.topic),
                             id: format!("topic-{}-{}", ch.channel, tp.topic),
-                            name: t
-                                .topic(&tp.topic, m.map_or(tp.topic.as_str(), |m| m.name.as_str()))
-                                .to_owned(),
-                            description: m.map(|m| m.description.clone()).unwrap_or_default(),
+                            name: name.to_owned(),
+                            description: description.to_owned(),
                             on: tp.subscribed,
                             pending: tp.pending,
                         }
@@ -579,7 +587,7 @@ async fn build_page(
                 purpose: manifest
                     .purposes
                     .get(&rec.purpose)
-                    .map_or_else(|| rec.purpose.clone(), |p| p.name.clone()),
+                    .map_or_else(|| rec.purpose.clone(), |p| p.text_in(t.code).0.to_owned()),
                 scope,
                 choice: t.action(rec.action),
                 how: rec.method.as_str().replace('_', " "),

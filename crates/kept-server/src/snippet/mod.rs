@@ -329,10 +329,11 @@ pub fn banner_config(
             Level::OptInWritten => continue,
         };
         let class = PurposeClass::of(key);
+        let (name, description) = purpose.text_in(&locale);
         purposes.push(BannerPurpose {
             key: key.clone(),
-            name: purpose.name.clone(),
-            description: purpose.description.clone(),
+            name: name.to_owned(),
+            description: description.to_owned(),
             class: match class {
                 PurposeClass::Essential | PurposeClass::Other => "other",
                 other => other.as_str(),

@@ -962,6 +962,14 @@ async fn the_page_speaks_the_customers_language() {
     .await;
     assert!(german.text.contains("<html lang=\"de\">"));
     assert!(german.text.contains("Ihre Datenschutz-Einstellungen"));
+    // Purposes and topics in the manifest's German words.
+    assert!(
+        german.text.contains("Bestellungen liefern"),
+        "{}",
+        german.text
+    );
+    assert!(german.text.contains("Newsletter und Angebote"));
+    assert!(german.text.contains("Rabattaktionen und Gutscheincodes."));
     let french = browser.get(&center, "/preferences?lang=fr").await;
     assert!(french.text.contains("<html lang=\"fr\">"));
     assert!(

@@ -135,7 +135,14 @@ async fn a_visitor_in_germany_gets_an_opt_in_banner_in_german() {
     let shop = purpose(c, "personalize.content.profiled");
     assert_eq!(shop["requires"], "opt_in");
     assert_eq!(shop["class"], "personalize");
-    assert_eq!(shop["name"], "Personalised shop");
+    // The purpose in the manifest's German words.
+    assert_eq!(shop["name"], "Persönlicher Shop");
+    assert!(
+        shop["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Im Webshop")
+    );
     assert_eq!(shop["notice"]["id"], "personalization");
     assert_eq!(shop["notice"]["version"], 1);
     assert_eq!(
