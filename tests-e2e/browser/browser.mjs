@@ -211,6 +211,7 @@ await test('German visitor: the banner speaks German and "Choose" lets analytics
   await banner.waitFor({ state: 'visible', timeout: 10000 });
   equal(await page.locator('#kept-title').textContent(), 'Ihre Datenschutzeinstellungen', 'title');
   await page.locator('[data-kept="choose"]').click();
+  assert((await banner.innerText()).includes('Website-Statistik'), 'the purposes in German');
   const analytics = page.locator(`input[data-purpose="${ANALYTICS}"]`);
   equal(await analytics.isChecked(), false, 'nothing is pre-ticked');
   await analytics.check();
