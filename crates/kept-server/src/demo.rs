@@ -189,11 +189,11 @@ async fn write_demo_keys(
         let (secret, record) =
             auth::create_key(store, role, &format!("demo {}", role.as_str()), now).await?;
         keys.insert(role.as_str(), secret.expose().to_owned());
+        // The secret itself goes only to the file, never to the log.
         tracing::info!(
             role = role.as_str(),
             id = %record.id,
-            key = secret.expose(),
-            "demo API key (shown once; also written to {})",
+            "demo API key created; its secret is in {}",
             path.display()
         );
     }

@@ -152,11 +152,19 @@ async fn the_demo_loads_once_and_writes_its_keys_privately() {
     let ledger = Ledger::new(store.clone(), signing_key());
     let manifest = demo_manifest();
     let data_dir = dir.path().join("kept-data");
+    // Everything logged while loading, to check no secret reaches it.
+    let logged = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logged.clone())
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
     let loaded =
         kept_server::demo::load_if_empty(store.as_ref(), &ledger, &manifest, NOW, &data_dir)
             .await
             .unwrap()
             .expect("an empty store gets the demo");
+    drop(guard);
     assert_eq!(loaded.subjects, demo::DEFAULT_SIZE as usize);
     assert_eq!(
         store.subject_count().await.unwrap(),
@@ -171,6 +179,11 @@ async fn the_demo_loads_once_and_writes_its_keys_privately() {
         keys.keys().map(String::as_str).collect::<Vec<_>>(),
         ["admin", "collect", "decide", "privacy"]
     );
+    let log = logged.text();
+    assert!(log.contains("demo API key created"), "{log}");
+    for key in keys.values() {
+        assert!(!log.contains(key.as_str()), "a secret in the log: {log}");
+    }
     let auth = kept_server::auth::Authenticator::new(store.clone());
     for (role, key) in &keys {
         assert_eq!(auth.verify(key).await.unwrap().role.as_str(), role);
@@ -195,4 +208,31 @@ async fn the_demo_loads_once_and_writes_its_keys_privately() {
         u64::from(demo::DEFAULT_SIZE)
     );
     assert_eq!(store.list_api_keys().await.unwrap().len(), 4);
+}
+
+/// A log sink for tests: every line written, kept in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
 }
