@@ -59,6 +59,21 @@ def eventually(base, subject, want):
     raise AssertionError(f"{base} still answers {last} for {subject}, not {want}")
 
 
+def append(base, subject_id, action, method):
+    """Records a newsletter consent change through one server's consent API."""
+    record = {
+        "subject": subject_id,
+        "action": action,
+        "notice": "newsletter",
+        "method": method,
+        "source": "api",
+        "evidence": {"reference": f"cluster-{RUN}"},
+        **NEWSLETTER,
+    }
+    status, answer = call(base, "POST", "/v1/consents", KEYS["privacy"], {"records": [record]})
+    assert status == 201, (status, answer)
+
+
 def withdrawal_through_one_reaches_the_other():
     status, audience = call(
         SECOND,
@@ -71,17 +86,7 @@ def withdrawal_through_one_reaches_the_other():
     assert audience["eligible"] > 0, audience
     subject = {"id": audience["sample"][0]["id"]}
     assert decide(FIRST, subject).startswith("allowed."), decide(FIRST, subject)
-    record = {
-        "subject": subject["id"],
-        "action": "withdrawn",
-        "notice": "newsletter",
-        "method": "web_form",
-        "source": "api",
-        "evidence": {"reference": f"cluster-{RUN}"},
-        **NEWSLETTER,
-    }
-    status, answer = call(FIRST, "POST", "/v1/consents", KEYS["privacy"], {"records": [record]})
-    assert status == 201, (status, answer)
+    append(FIRST, subject["id"], "withdrawn", "web_form")
     assert decide(FIRST, subject) == "denied.unsubscribed"
     eventually(SECOND, subject, "denied.unsubscribed")
 
@@ -106,17 +111,7 @@ def a_person_first_seen_by_one_is_known_to_the_other():
         SECOND, "GET", f"/v1/subjects/lookup?user_id={user}", KEYS["privacy"]
     )
     assert status == 200, (status, found)
-    record = {
-        "subject": found["subject"],
-        "action": "given",
-        "notice": "newsletter",
-        "method": "double_opt_in",
-        "source": "api",
-        "evidence": {"reference": f"cluster-{RUN}"},
-        **NEWSLETTER,
-    }
-    status, answer = call(SECOND, "POST", "/v1/consents", KEYS["privacy"], {"records": [record]})
-    assert status == 201, (status, answer)
+    append(SECOND, found["subject"], "given", "double_opt_in")
     eventually(FIRST, subject, "allowed.consent")
 
 

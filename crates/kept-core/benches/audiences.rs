@@ -138,6 +138,80 @@ WHERE s.erasure = 0 AND s.suppressed = 0
                     AND k.at > ?1 - f.period_ms AND k.at <= ?1))
 ";
 
+/// One row of the SQL peers' tables, for the same population the index is built from.
+enum Row {
+    Subject {
+        id: u32,
+        regime: &'static str,
+        erasure: bool,
+        suppressed: bool,
+    },
+    /// The email collected at this point (`newsletter_signup` or `checkout`).
+    Provenance {
+        id: u32,
+        point: &'static str,
+    },
+    Consent {
+        id: u32,
+        channel: Option<&'static str>,
+        action: &'static str,
+        seq: i64,
+    },
+    /// A cap of two marketing emails a week.
+    Cap {
+        id: u32,
+    },
+    Contact {
+        id: u32,
+        at: i64,
+    },
+}
+
+/// Every row of the first `n` synthetic people, in the order both loaders write them.
+fn rows(n: u32) -> impl Iterator<Item = Row> {
+    let mut seq = 0;
+    (0..n).flat_map(move |i| {
+        let p = person(SEED, i);
+        let mut out = vec![Row::Subject {
+            id: p.id,
+            regime: PLACES[p.place].2,
+            erasure: p.erasure,
+            suppressed: p.suppressed,
+        }];
+        if p.email_newsletter {
+            out.push(Row::Provenance {
+                id: p.id,
+                point: "newsletter_signup",
+            });
+        }
+        if p.email_checkout {
+            out.push(Row::Provenance {
+                id: p.id,
+                point: "checkout",
+            });
+        }
+        if let Some((channel, action)) = p.consent {
+            seq += 1;
+            let action = match action {
+                ConsentAction::Given => "given",
+                ConsentAction::Withdrawn => "withdrawn",
+                _ => "opted_out",
+            };
+            out.push(Row::Consent {
+                id: p.id,
+                channel,
+                action,
+                seq,
+            });
+        }
+        if p.capped {
+            out.push(Row::Cap { id: p.id });
+            out.extend(p.sends.iter().map(|at| Row::Contact { id: p.id, at: *at }));
+        }
+        out
+    })
+}
+
 fn sqlite(n: u32) -> (u64, Duration, Duration) {
     let path = std::env::temp_dir().join(format!("kept-bench-audience-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -172,39 +246,27 @@ fn sqlite(n: u32) -> (u64, Duration, Duration) {
             let mut contact = tx
                 .prepare("INSERT INTO contacts VALUES (?1, 'email', ?2)")
                 .unwrap();
-            let mut seq = 0;
-            for i in 0..n {
-                let p = person(SEED, i);
-                subject
-                    .execute(params![p.id, PLACES[p.place].2, p.erasure, p.suppressed])
-                    .unwrap();
-                if p.email_newsletter {
-                    provenance
-                        .execute(params![p.id, "user.contact.email", "newsletter_signup"])
-                        .unwrap();
-                }
-                if p.email_checkout {
-                    provenance
-                        .execute(params![p.id, "user.contact.email", "checkout"])
-                        .unwrap();
-                }
-                if let Some((channel, action)) = p.consent {
-                    seq += 1;
-                    let action = match action {
-                        ConsentAction::Given => "given",
-                        ConsentAction::Withdrawn => "withdrawn",
-                        _ => "opted_out",
-                    };
-                    consent
-                        .execute(params![p.id, MARKETING, channel, action, seq])
-                        .unwrap();
-                }
-                if p.capped {
-                    pref.execute(params![p.id, 7 * DAY]).unwrap();
-                    for at in &p.sends {
-                        contact.execute(params![p.id, at]).unwrap();
+            for row in rows(n) {
+                match row {
+                    Row::Subject {
+                        id,
+                        regime,
+                        erasure,
+                        suppressed,
+                    } => subject.execute(params![id, regime, erasure, suppressed]),
+                    Row::Provenance { id, point } => {
+                        provenance.execute(params![id, "user.contact.email", point])
                     }
+                    Row::Consent {
+                        id,
+                        channel,
+                        action,
+                        seq,
+                    } => consent.execute(params![id, MARKETING, channel, action, seq]),
+                    Row::Cap { id } => pref.execute(params![id, 7 * DAY]),
+                    Row::Contact { id, at } => contact.execute(params![id, at]),
                 }
+                .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -293,46 +355,33 @@ fn postgres(n: u32) -> Option<(u64, Duration, Duration)> {
             String::new(),
             String::new(),
         );
-        let mut seq = 0;
-        for i in 0..n {
-            let p = person(SEED, i);
-            let _ = writeln!(
-                subjects,
-                "{}\t{}\t{}\t{}",
-                p.id, PLACES[p.place].2, p.erasure, p.suppressed
-            );
-            if p.email_newsletter {
-                let _ = writeln!(
-                    provenance,
-                    "{}\tuser.contact.email\tnewsletter_signup",
-                    p.id
-                );
-            }
-            if p.email_checkout {
-                let _ = writeln!(provenance, "{}\tuser.contact.email\tcheckout", p.id);
-            }
-            if let Some((channel, action)) = p.consent {
-                seq += 1;
-                let action = match action {
-                    ConsentAction::Given => "given",
-                    ConsentAction::Withdrawn => "withdrawn",
-                    _ => "opted_out",
-                };
-                let channel = channel.unwrap_or("\\N");
-                let _ = writeln!(
-                    consents,
-                    "{}\t{MARKETING}\t{channel}\t{action}\t{seq}",
-                    p.id
-                );
-            }
-            if p.capped {
-                let _ = writeln!(preferences, "{}\temail\t2\t{}", p.id, 7 * DAY);
-                for at in &p.sends {
-                    let _ = writeln!(contacts, "{}\temail\t{at}", p.id);
+        for row in rows(n) {
+            let _ = match row {
+                Row::Subject {
+                    id,
+                    regime,
+                    erasure,
+                    suppressed,
+                } => {
+                    writeln!(subjects, "{id}\t{regime}\t{erasure}\t{suppressed}")
                 }
-            }
+                Row::Provenance { id, point } => {
+                    writeln!(provenance, "{id}\tuser.contact.email\t{point}")
+                }
+                Row::Consent {
+                    id,
+                    channel,
+                    action,
+                    seq,
+                } => {
+                    let channel = channel.unwrap_or("\\N");
+                    writeln!(consents, "{id}\t{MARKETING}\t{channel}\t{action}\t{seq}")
+                }
+                Row::Cap { id } => writeln!(preferences, "{id}\temail\t2\t{}", 7 * DAY),
+                Row::Contact { id, at } => writeln!(contacts, "{id}\temail\t{at}"),
+            };
         }
-        for (table, rows) in [
+        for (table, text) in [
             ("subjects", subjects),
             ("provenance", provenance),
             ("consents", consents),
@@ -343,7 +392,7 @@ fn postgres(n: u32) -> Option<(u64, Duration, Duration)> {
                 .copy_in_raw(format!("COPY {table} FROM STDIN").as_str())
                 .await
                 .unwrap();
-            copy.send(rows.into_bytes()).await.unwrap();
+            copy.send(text.into_bytes()).await.unwrap();
             copy.finish().await.unwrap();
         }
         db.execute(

@@ -37,6 +37,21 @@ async fn reason(router: axum::Router, app: &TestApp, user_id: &str) -> String {
     answer.json["reason"].as_str().unwrap().to_owned()
 }
 
+/// Appends consent records through `router`'s consent API.
+async fn append(router: axum::Router, app: &TestApp, body: &str) {
+    let answer = send(
+        router,
+        post("/v1/consents", Some(app.key(Role::Privacy)), body),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+}
+
+/// The newsletter consent of `subject`, withdrawn.
+fn withdrawal(subject: kept_core::SubjectId) -> String {
+    newsletter_consent(subject).replace("\"given\"", "\"withdrawn\"")
+}
+
 /// Asks `router` until the answer for `user_id` is `want`, for at most ten seconds.
 async fn eventually(router: &axum::Router, app: &TestApp, user_id: &str, want: &str) {
     let mut last = String::new();
@@ -89,26 +104,11 @@ async fn what_one_server_writes_the_other_decides_on() {
     assert_eq!(reason(on_b.clone(), &app, "u1").await, "denied.no_consent");
 
     // A consent given through A...
-    let given = app
-        .send(post(
-            "/v1/consents",
-            Some(app.key(Role::Privacy)),
-            &newsletter_consent(subject),
-        ))
-        .await;
-    assert_eq!(given.status, StatusCode::CREATED, "{}", given.text);
+    append(app.router(), &app, &newsletter_consent(subject)).await;
     assert_eq!(reason(app.router(), &app, "u1").await, "allowed.consent");
     // ...is honoured by B, and so is its withdrawal (from the newsletter topic).
     eventually(&on_b, &app, "u1", "allowed.consent").await;
-    let withdrawn = newsletter_consent(subject).replace("\"given\"", "\"withdrawn\"");
-    let answer = app
-        .send(post(
-            "/v1/consents",
-            Some(app.key(Role::Privacy)),
-            &withdrawn,
-        ))
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    append(app.router(), &app, &withdrawal(subject)).await;
     eventually(&on_b, &app, "u1", "denied.unsubscribed").await;
 
     // A person first seen by A (through collection) is known to B by their user id.
@@ -137,16 +137,7 @@ async fn what_one_server_writes_the_other_decides_on() {
 
     // B's own writes reach A the same way.
     let zoe = b.index.directory().unwrap().subject("zoe").unwrap();
-    let answer = send(
-        on_b.clone(),
-        post(
-            "/v1/consents",
-            Some(app.key(Role::Privacy)),
-            &newsletter_consent(zoe),
-        ),
-    )
-    .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    append(on_b.clone(), &app, &newsletter_consent(zoe)).await;
     eventually(&app.router(), &app, "zoe", "allowed.consent").await;
 }
 
@@ -197,14 +188,7 @@ async fn the_index_built_again_holds_what_it_missed() {
     assert_eq!(report.records, 1);
     assert_eq!(reason(app.router(), &app, "u1").await, "allowed.consent");
     // Writes after the build apply as before.
-    let answer = app
-        .send(post(
-            "/v1/consents",
-            Some(app.key(Role::Privacy)),
-            &newsletter_consent(subject).replace("\"given\"", "\"withdrawn\""),
-        ))
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    append(app.router(), &app, &withdrawal(subject)).await;
     assert_eq!(
         reason(app.router(), &app, "u1").await,
         "denied.unsubscribed"
