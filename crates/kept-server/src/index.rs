@@ -511,10 +511,10 @@ fn write_loop(mut index: Index, directory: Arc<RwLock<Directory>>, mut jobs: mps
                     }
                 }
                 Job::Reset => {
+                    // The directory is kept: requests keep resolving user ids while the build
+                    // runs, and it puts every subject again. An entry left for a subject the
+                    // store no longer has resolves to one the new index does not know: denied.
                     index.reset();
-                    *directory
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Directory::default();
                     counts = Counts::default();
                     failure = None;
                     rebuilding = true;

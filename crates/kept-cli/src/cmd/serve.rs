@@ -58,6 +58,10 @@ pub struct Args {
     /// Attempts at a webhook delivery before it is kept as a dead letter [default: 20]
     #[arg(long, value_name = "N")]
     webhook_max_attempts: Option<String>,
+    /// Reverse proxies in front of Kept that append to `X-Forwarded-For`; with 0 the header
+    /// is ignored and the connection's address is the client's [default: 0]
+    #[arg(long, value_name = "N")]
+    trusted_proxies: Option<String>,
 }
 
 impl Args {
@@ -81,7 +85,8 @@ impl Args {
                 Key::DecisionLogSampleRate,
                 self.decision_log_sample_rate.clone(),
             )
-            .set_opt(Key::WebhookMaxAttempts, self.webhook_max_attempts.clone());
+            .set_opt(Key::WebhookMaxAttempts, self.webhook_max_attempts.clone())
+            .set_opt(Key::TrustedProxies, self.trusted_proxies.clone());
         flags
     }
 }
