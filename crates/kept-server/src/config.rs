@@ -552,6 +552,13 @@ impl Config {
                 Raw::Toml(v) => toml_str(key, v, origin).map(str::to_owned),
             }
         };
+        // A number may be a TOML integer or text (from the environment or a flag).
+        let number = |raw: &Raw<'_>| -> Result<String, ConfigError> {
+            match raw {
+                Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
+                other => text(other),
+            }
+        };
         match key {
             Key::Bind => self.bind = parse_bind(&text(&raw)?).map_err(invalid)?,
             Key::DatabaseUrl => {
@@ -575,7 +582,10 @@ impl Config {
                     other => parse_size(&text(&other)?).map_err(invalid)?,
                 }
             }
-            Key::RequestTimeout | Key::CheckpointInterval => {
+            Key::RequestTimeout
+            | Key::CheckpointInterval
+            | Key::RetentionInterval
+            | Key::DecisionLogRetention => {
                 let duration = match raw {
                     Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n)
                         .ok()
@@ -584,11 +594,12 @@ impl Config {
                         .ok_or_else(|| invalid(format!("`{n}` is not a positive duration")))?,
                     other => parse_duration(&text(&other)?).map_err(invalid)?,
                 };
-                if key == Key::RequestTimeout {
-                    self.request_timeout = duration;
-                } else {
-                    self.checkpoint_interval = duration;
-                }
+                *match key {
+                    Key::RequestTimeout => &mut self.request_timeout,
+                    Key::CheckpointInterval => &mut self.checkpoint_interval,
+                    Key::RetentionInterval => &mut self.retention_interval,
+                    _ => &mut self.decision_log_retention,
+                } = duration;
             }
             Key::LogFormat => {
                 self.log_format = match text(&raw)?.as_str() {
@@ -610,15 +621,8 @@ impl Config {
                 }
             }
             Key::WebhookMaxAttempts => {
-                let n = match raw {
-                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
-                    other => text(&other),
-                }?;
-                self.webhook_max_attempts = n
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| *n > 0)
+                let n = number(&raw)?;
+                self.webhook_max_attempts = whole(&n, |n: &u32| *n > 0)
                     .ok_or_else(|| invalid(format!("`{n}` is not a positive whole number")))?;
             }
             Key::DecisionLogSampleRate => {
@@ -676,45 +680,15 @@ impl Config {
                 }
             }
             Key::CollectQueue => {
-                let n = match raw {
-                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
-                    other => text(&other),
-                }?;
-                self.collect_queue = n
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
+                let n = number(&raw)?;
+                self.collect_queue = whole(&n, |n: &usize| *n > 0)
                     .ok_or_else(|| invalid(format!("`{n}` is not a positive whole number")))?;
             }
             Key::TrustedProxies => {
-                let n = match raw {
-                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
-                    other => text(&other),
-                }?;
-                self.trusted_proxies = n
-                    .trim()
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|n| *n <= 16)
-                    .ok_or_else(|| {
-                        invalid(format!("`{n}` is not a number of proxies from 0 to 16"))
-                    })?;
-            }
-            Key::RetentionInterval | Key::DecisionLogRetention => {
-                let d = match raw {
-                    Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n)
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| invalid(format!("`{n}` is not a positive duration")))?,
-                    other => parse_duration(&text(&other)?).map_err(invalid)?,
-                };
-                if key == Key::RetentionInterval {
-                    self.retention_interval = d;
-                } else {
-                    self.decision_log_retention = d;
-                }
+                let n = number(&raw)?;
+                self.trusted_proxies = whole(&n, |n: &u8| *n <= 16).ok_or_else(|| {
+                    invalid(format!("`{n}` is not a number of proxies from 0 to 16"))
+                })?;
             }
             Key::MasterKeyFile => {
                 let path = text(&raw)?;
@@ -737,15 +711,9 @@ impl Config {
                 self.smtp_host = (!host.is_empty()).then_some(host);
             }
             Key::SmtpPort => {
-                let port = match raw {
-                    Raw::Toml(toml::Value::Integer(n)) => Ok(n.to_string()),
-                    other => text(&other),
-                }?;
+                let port = number(&raw)?;
                 self.smtp_port = Some(
-                    port.trim()
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|p| *p > 0)
+                    whole(&port, |p: &u16| *p > 0)
                         .ok_or_else(|| invalid(format!("`{port}` is not a port number")))?,
                 );
             }
@@ -784,6 +752,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `text` as a whole number that `accept` takes.
+fn whole<T: std::str::FromStr>(text: &str, accept: impl Fn(&T) -> bool) -> Option<T> {
+    text.trim().parse().ok().filter(accept)
 }
 
 fn known_file_keys() -> String {

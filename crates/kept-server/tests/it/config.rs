@@ -236,3 +236,46 @@ fn the_decision_log_sample_rate_is_a_share_between_0_and_1() {
         "{err}"
     );
 }
+
+#[test]
+fn numbers_and_durations_are_read_from_the_file_and_from_text() {
+    let file = table(
+        "smtp_port = 2525\ncollect_queue = 10\nwebhook_max_attempts = 3\ntrusted_proxies = 1\nretention_interval = 60\ndecision_log_retention = \"90d\"",
+    );
+    let config = load(
+        Some(&file),
+        &[("KEPT_CHECKPOINT_INTERVAL", "2m")],
+        &Flags::new(),
+    )
+    .unwrap();
+    assert_eq!(config.smtp_port, Some(2525));
+    assert_eq!(config.collect_queue, 10);
+    assert_eq!(config.webhook_max_attempts, 3);
+    assert_eq!(config.trusted_proxies, 1);
+    assert_eq!(config.retention_interval.as_secs(), 60);
+    assert_eq!(config.decision_log_retention.as_secs(), 90 * 86_400);
+    assert_eq!(config.checkpoint_interval.as_secs(), 120);
+
+    for (var, value, said) in [
+        ("KEPT_SMTP_PORT", "0", "is not a port number"),
+        (
+            "KEPT_COLLECT_QUEUE",
+            "many",
+            "is not a positive whole number",
+        ),
+        (
+            "KEPT_WEBHOOK_MAX_ATTEMPTS",
+            "0",
+            "is not a positive whole number",
+        ),
+        ("KEPT_TRUSTED_PROXIES", "17", "from 0 to 16"),
+        ("KEPT_DECISION_LOG_RETENTION", "5y", "unknown unit"),
+        ("KEPT_REQUEST_TIMEOUT", "0s", "longer than zero"),
+    ] {
+        let message = load(None, &[(var, value)], &Flags::new())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(said), "{var}={value}: {message}");
+        assert!(message.contains(var), "{var}={value}: {message}");
+    }
+}
