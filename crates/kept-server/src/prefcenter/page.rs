@@ -1125,16 +1125,17 @@ pub async fn open_link(
 }
 
 /// `POST /preferences/sign-out`.
-pub async fn sign_out(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    form: Result<Form<Vec<(String, String)>>, FormRejection>,
-) -> Response {
-    let form = form_or_empty(form);
-    match signed_in_post(&state, &headers, &form).await {
+pub async fn sign_out(posted: Posted) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = &posted;
+    match signed_in_post(state, headers, form).await {
         Ok((_, t)) => redirect(
             &format!("/preferences/sign-in?lang={}", t.code),
-            &[session_cookie("", 0, state.prefcenter.secure(&headers))],
+            &[session_cookie("", 0, state.prefcenter.secure(headers))],
         ),
         Err(response) => response,
     }
@@ -1142,18 +1143,17 @@ pub async fn sign_out(
 
 /// Runs a change for the signed-in customer and answers with a redirect to the page, or the
 /// page with the error.
-async fn change<F, Fut>(
-    state: &AppState,
-    ip: ClientIp,
-    headers: &HeaderMap,
-    form: &[(String, String)],
-    anchor: &'static str,
-    run: F,
-) -> Response
+async fn change<F, Fut>(posted: &Posted, anchor: &'static str, run: F) -> Response
 where
     F: FnOnce(Standing, Context, &'static Texts) -> Fut,
     Fut: std::future::Future<Output = Result<&'static str, ChangeError>>,
 {
+    let Posted {
+        state,
+        ip,
+        headers,
+        form,
+    } = posted;
     let (session, t) = match signed_in_post(state, headers, form).await {
         Ok(s) => s,
         Err(response) => return response,
@@ -1167,7 +1167,7 @@ where
             .await
             .map_err(ChangeError::Api)?
             .ok_or_else(|| ChangeError::Api(ApiError::NotFound("subject not found".into())))?;
-        let ctx = context(state, headers, ip, t, reference)
+        let ctx = context(state, headers, *ip, t, reference)
             .await
             .map_err(ChangeError::Api)?;
         run(standing, ctx, t).await
@@ -1176,59 +1176,99 @@ where
     match result {
         Ok(done) => redirect(&done_path(t, done, anchor), &[]),
         Err(ChangeError::Api(e)) => e.into_response(),
-        Err(e) => {
-            let message = e.message(t);
-            let page = async {
-                let standing = load_standing(state, session.claims.subject())
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
-                let mut c = chrome(state, t, "/preferences");
-                c.signed_in = true;
-                c.csrf = session.csrf.clone();
-                build_page(state, &standing, c, sends_gpc(headers), None, Some(message)).await
-            }
-            .await;
-            match page {
-                Ok(page) => html(StatusCode::UNPROCESSABLE_ENTITY, page.render()),
-                Err(e) => e.into_response(),
-            }
-        }
+        Err(e) => refused_change(state, &session, t, sends_gpc(headers), e.message(t)).await,
+    }
+}
+
+/// The page again, with `message` saying why the change was not made (422).
+async fn refused_change(
+    state: &AppState,
+    session: &Session,
+    t: &'static Texts,
+    gpc_sent: bool,
+    message: &'static str,
+) -> Response {
+    let page = async {
+        let standing = load_standing(state, session.claims.subject())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
+        let mut c = chrome(state, t, "/preferences");
+        c.signed_in = true;
+        c.csrf = session.csrf.clone();
+        build_page(state, &standing, c, gpc_sent, None, Some(message)).await
+    }
+    .await;
+    match page {
+        Ok(page) => html(StatusCode::UNPROCESSABLE_ENTITY, page.render()),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What a form post to a signed-in page carries: the state, the client's address, the headers
+/// and the form (empty when the body is not one; `signed_in_post` then refuses it).
+pub struct Posted {
+    state: AppState,
+    ip: ClientIp,
+    headers: HeaderMap,
+    form: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Posted {
+    // The form holds what the customer typed (a phone number): never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Posted")
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl axum::extract::FromRequest<AppState> for Posted {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Posted, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Ok(ip) = <ClientIp as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            &mut parts, state,
+        )
+        .await;
+        let headers = parts.headers.clone();
+        let form = Form::<Vec<(String, String)>>::from_request(
+            axum::extract::Request::from_parts(parts, body),
+            state,
+        )
+        .await;
+        Ok(Posted {
+            state: state.clone(),
+            ip,
+            headers,
+            form: form_or_empty(form),
+        })
     }
 }
 
 /// `POST /preferences/purposes`: the purpose switches (a ticked box is `purpose=<key>`).
-pub async fn save_purposes(
-    State(state): State<AppState>,
-    ip: ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<Vec<(String, String)>>, FormRejection>,
-) -> Response {
-    let form = form_or_empty(form);
-    let on: HashSet<&str> = fields(&form, "purpose").collect();
-    change(
-        &state,
-        ip,
-        &headers,
-        &form,
-        "purposes",
-        |standing, ctx, _| {
-            let state = &state;
-            let on = &on;
-            async move {
-                let wanted = Wanted {
-                    purposes: standing
-                        .purposes
-                        .iter()
-                        .filter(|p| p.switchable)
-                        .map(|p| (p.key.clone(), on.contains(p.key.as_str())))
-                        .collect(),
-                    ..Wanted::default()
-                };
-                model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
-                Ok("saved")
-            }
-        },
-    )
+pub async fn save_purposes(posted: Posted) -> Response {
+    let on: HashSet<&str> = fields(&posted.form, "purpose").collect();
+    change(&posted, "purposes", |standing, ctx, _| {
+        let state = &posted.state;
+        let on = &on;
+        async move {
+            let wanted = Wanted {
+                purposes: standing
+                    .purposes
+                    .iter()
+                    .filter(|p| p.switchable)
+                    .map(|p| (p.key.clone(), on.contains(p.key.as_str())))
+                    .collect(),
+                ..Wanted::default()
+            };
+            model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            Ok("saved")
+        }
+    })
     .await
 }
 
@@ -1264,153 +1304,87 @@ pub fn channel_choice(
 
 /// `POST /preferences/messages`: topics per channel (`topic=<channel>:<topic>`), frequency
 /// and quiet hours per channel, and the SMS opt-in's number and agreement.
-pub async fn save_messages(
-    State(state): State<AppState>,
-    ip: ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<Vec<(String, String)>>, FormRejection>,
-) -> Response {
-    let form = form_or_empty(form);
-    change(
-        &state,
-        ip,
-        &headers,
-        &form,
-        "messages",
-        |standing, ctx, _| {
-            let state = &state;
-            let form = &form;
-            async move {
-                let on: HashSet<&str> = fields(form, "topic").collect();
-                let mut wanted = Wanted::default();
-                for ch in &standing.channels {
-                    for tp in &ch.topics {
-                        let key = format!("{}:{}", ch.channel, tp.topic);
-                        wanted.topics.push((
-                            ch.channel.clone(),
-                            tp.topic.clone(),
-                            on.contains(key.as_str()),
-                        ));
-                    }
-                    let name = |prefix: &str| format!("{prefix}.{}", ch.channel);
-                    let (frequency, quiet) = channel_choice(
-                        field(form, &name("frequency")),
-                        field(form, &name("quiet_from")),
-                        field(form, &name("quiet_to")),
-                    );
-                    wanted.channels.push((ch.channel.clone(), frequency, quiet));
+pub async fn save_messages(posted: Posted) -> Response {
+    change(&posted, "messages", |standing, ctx, _| {
+        let state = &posted.state;
+        let form = &posted.form;
+        async move {
+            let on: HashSet<&str> = fields(form, "topic").collect();
+            let mut wanted = Wanted::default();
+            for ch in &standing.channels {
+                for tp in &ch.topics {
+                    let key = format!("{}:{}", ch.channel, tp.topic);
+                    wanted.topics.push((
+                        ch.channel.clone(),
+                        tp.topic.clone(),
+                        on.contains(key.as_str()),
+                    ));
                 }
-                wanted.sms = model::SmsConsent {
-                    phone: field(form, "phone").map(str::to_owned),
-                    accepted: field(form, "sms_agree").is_some(),
-                };
-                let outcome =
-                    model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
-                Ok(if outcome.confirmations > 0 {
-                    "confirm_sent"
-                } else {
-                    "saved"
-                })
+                let name = |prefix: &str| format!("{prefix}.{}", ch.channel);
+                let (frequency, quiet) = channel_choice(
+                    field(form, &name("frequency")),
+                    field(form, &name("quiet_from")),
+                    field(form, &name("quiet_to")),
+                );
+                wanted.channels.push((ch.channel.clone(), frequency, quiet));
             }
-        },
-    )
+            wanted.sms = model::SmsConsent {
+                phone: field(form, "phone").map(str::to_owned),
+                accepted: field(form, "sms_agree").is_some(),
+            };
+            let outcome = model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            Ok(if outcome.confirmations > 0 {
+                "confirm_sent"
+            } else {
+                "saved"
+            })
+        }
+    })
     .await
 }
 
 /// `POST /preferences/do-not-sell`.
-pub async fn save_do_not_sell(
-    State(state): State<AppState>,
-    ip: ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<Vec<(String, String)>>, FormRejection>,
-) -> Response {
-    let form = form_or_empty(form);
-    let on = field(&form, "do_not_sell").is_some();
-    change(
-        &state,
-        ip,
-        &headers,
-        &form,
-        "do-not-sell",
-        |standing, ctx, _| {
-            let state = &state;
-            async move {
-                let wanted = Wanted {
-                    do_not_sell: Some(on),
-                    ..Wanted::default()
-                };
-                model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
-                Ok("saved")
-            }
-        },
-    )
+pub async fn save_do_not_sell(posted: Posted) -> Response {
+    let on = field(&posted.form, "do_not_sell").is_some();
+    change(&posted, "do-not-sell", |standing, ctx, _| {
+        let state = &posted.state;
+        async move {
+            let wanted = Wanted {
+                do_not_sell: Some(on),
+                ..Wanted::default()
+            };
+            model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            Ok("saved")
+        }
+    })
     .await
 }
 
 /// `POST /preferences/unsubscribe-all`.
-pub async fn unsubscribe_all(
-    State(state): State<AppState>,
-    ip: ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<Vec<(String, String)>>, FormRejection>,
-) -> Response {
-    let form = form_or_empty(form);
-    change(
-        &state,
-        ip,
-        &headers,
-        &form,
-        "messages",
-        |standing, ctx, _| {
-            let state = &state;
-            async move {
-                model::unsubscribe_all(state, &standing, &ctx).await?;
-                Ok("unsubscribed_all")
-            }
-        },
-    )
+pub async fn unsubscribe_all(posted: Posted) -> Response {
+    change(&posted, "messages", |standing, ctx, _| {
+        let state = &posted.state;
+        async move {
+            model::unsubscribe_all(state, &standing, &ctx).await?;
+            Ok("unsubscribed_all")
+        }
+    })
     .await
 }
 
 /// `POST /preferences/erase`: files an erasure request (the box must be ticked).
-pub async fn erase(
-    State(state): State<AppState>,
-    ip: ClientIp,
-    headers: HeaderMap,
-    form: Result<Form<Vec<(String, String)>>, FormRejection>,
-) -> Response {
-    let form = form_or_empty(form);
-    let confirmed = field(&form, "confirm").is_some();
-    if !confirmed {
-        let (session, t) = match signed_in_post(&state, &headers, &form).await {
-            Ok(s) => s,
-            Err(response) => return response,
-        };
-        let page = async {
-            let standing = load_standing(&state, session.claims.subject())
-                .await?
-                .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
-            let mut c = chrome(&state, t, "/preferences");
-            c.signed_in = true;
-            c.csrf = session.csrf.clone();
-            build_page(
-                &state,
-                &standing,
-                c,
-                false,
-                None,
-                Some(t.delete_needs_confirm),
-            )
-            .await
-        }
-        .await;
-        return match page {
-            Ok(page) => html(StatusCode::UNPROCESSABLE_ENTITY, page.render()),
-            Err(e) => e.into_response(),
+pub async fn erase(posted: Posted) -> Response {
+    if field(&posted.form, "confirm").is_none() {
+        let state = &posted.state;
+        return match signed_in_post(state, &posted.headers, &posted.form).await {
+            Ok((session, t)) => {
+                refused_change(state, &session, t, false, t.delete_needs_confirm).await
+            }
+            Err(response) => response,
         };
     }
-    change(&state, ip, &headers, &form, "delete", |standing, ctx, _| {
-        let state = &state;
+    change(&posted, "delete", |standing, ctx, _| {
+        let state = &posted.state;
         async move {
             model::request_erasure(state, &standing, ctx.now).await?;
             Ok("erasure")
