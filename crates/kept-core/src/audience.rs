@@ -415,6 +415,7 @@ fn legal(
     );
     for (kind, reason) in [
         (StateKind::Withdrawn, ReasonCode::DeniedWithdrawn),
+        (StateKind::Refused, ReasonCode::DeniedRefused),
         (StateKind::OptedOut, ReasonCode::DeniedOptedOut),
         (StateKind::TopicNegative, ReasonCode::DeniedUnsubscribed),
     ] {

@@ -11,7 +11,17 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The encoding's version byte; bump it when the layout changes, and keep decoding old ones.
-pub const ENCODING_VERSION: u8 = 1;
+///
+/// - 1: the first layout.
+/// - 2: the same layout; the action may also be `refused` (tag 6).
+///
+/// A record is written in the oldest version that can hold it (`version_of`), so a record has
+/// one encoding, records that version 1 could hold keep their bytes, and version 1 bytes stored
+/// before version 2 existed decode and verify unchanged.
+pub const ENCODING_VERSION: u8 = 2;
+
+/// The oldest encoding version `decode` still reads.
+pub const OLDEST_ENCODING_VERSION: u8 = 1;
 
 /// What a consent record says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,15 +38,19 @@ pub enum ConsentAction {
     Objected,
     /// The first step of a double opt-in: asked for, not yet confirmed; it does not count.
     Pending,
+    /// Asked and declined: a box left unticked, a banner's "reject". Never given, so never
+    /// withdrawn (ISO/IEC TS 27560 and W3C DPV keep the two apart). Denies like a withdrawal.
+    Refused,
 }
 
 impl ConsentAction {
-    pub const ALL: [ConsentAction; 5] = [
+    pub const ALL: [ConsentAction; 6] = [
         ConsentAction::Given,
         ConsentAction::Withdrawn,
         ConsentAction::OptedOut,
         ConsentAction::Objected,
         ConsentAction::Pending,
+        ConsentAction::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +60,7 @@ impl ConsentAction {
             ConsentAction::OptedOut => "opted_out",
             ConsentAction::Objected => "objected",
             ConsentAction::Pending => "pending",
+            ConsentAction::Refused => "refused",
         }
     }
 
@@ -56,11 +71,33 @@ impl ConsentAction {
             ConsentAction::OptedOut => 3,
             ConsentAction::Objected => 4,
             ConsentAction::Pending => 5,
+            ConsentAction::Refused => 6,
         }
     }
 
-    fn from_tag(tag: u8) -> Option<Self> {
-        ConsentAction::ALL.into_iter().find(|a| a.tag() == tag)
+    /// The first encoding version that can hold this action.
+    fn since(self) -> u8 {
+        match self {
+            ConsentAction::Refused => 2,
+            _ => 1,
+        }
+    }
+
+    fn from_tag(tag: u8, version: u8) -> Option<Self> {
+        ConsentAction::ALL
+            .into_iter()
+            .find(|a| a.tag() == tag && a.since() <= version)
+    }
+
+    /// Whether this is a "no": withdrawn, refused, opted out or objected.
+    pub fn is_negative(self) -> bool {
+        matches!(
+            self,
+            ConsentAction::Withdrawn
+                | ConsentAction::Refused
+                | ConsentAction::OptedOut
+                | ConsentAction::Objected
+        )
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -182,10 +219,15 @@ pub enum DecodeError {
     Trailing(usize),
 }
 
+/// The oldest encoding version that can hold `record`: the one `encode` writes.
+pub fn version_of(record: &ConsentRecord) -> u8 {
+    record.action.since()
+}
+
 /// The canonical bytes of a record.
 pub fn encode(record: &ConsentRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(160);
-    out.push(ENCODING_VERSION);
+    out.push(version_of(record));
     out.extend_from_slice(&record.subject.0.to_be_bytes());
     put_str(&mut out, &record.purpose);
     put_opt_str(&mut out, record.channel.as_deref());
@@ -241,14 +283,15 @@ struct RecordView<'a> {
 fn decode_view(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     let mut r = Reader { rest: bytes };
     let version = r.u8("version")?;
-    if version != ENCODING_VERSION {
+    if !(OLDEST_ENCODING_VERSION..=ENCODING_VERSION).contains(&version) {
         return Err(DecodeError::Version(version));
     }
     let subject = SubjectId(r.u32("subject")?);
     let purpose = r.str("purpose")?;
     let channel = r.opt_str("channel")?;
     let topic = r.opt_str("topic")?;
-    let action = ConsentAction::from_tag(r.u8("action")?).ok_or(DecodeError::Invalid("action"))?;
+    let action =
+        ConsentAction::from_tag(r.u8("action")?, version).ok_or(DecodeError::Invalid("action"))?;
     let notice = match r.u8("notice")? {
         0 => None,
         1 => Some((
@@ -270,6 +313,10 @@ fn decode_view(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     let at = r.i64("time")?;
     if !r.rest.is_empty() {
         return Err(DecodeError::Trailing(r.rest.len()));
+    }
+    // INVARIANT: one encoding per record, so a newer version than the record needs is refused.
+    if version != action.since() {
+        return Err(DecodeError::Invalid("version"));
     }
     Ok(RecordView {
         subject,

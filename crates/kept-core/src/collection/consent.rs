@@ -293,8 +293,9 @@ pub struct ConsentChange {
 }
 
 /// The records that bring the ledger in line with what the event said: a yes where the latest
-/// record is not a given consent, a no where it is not already negative (withdrawn where the
-/// purpose needs opt-in, opted out where it is opt-out), and a GPC opt-out when the last GPC
+/// record is not a given consent, a no where it is not already negative (opted out where the
+/// purpose is opt-out; where it needs opt-in, withdrawn when consent had been given, refused when
+/// it never was: a "no" to a first question withdraws nothing), and a GPC opt-out when the last GPC
 /// record is not one. Absence says nothing: no record is made for what the event did not carry.
 pub fn consent_changes(
     choices: &BTreeMap<String, bool>,
@@ -309,13 +310,11 @@ pub fn consent_changes(
         let action = if yes {
             (latest != Some(ConsentAction::Given)).then_some(ConsentAction::Given)
         } else {
-            let negative = matches!(
-                latest,
-                Some(ConsentAction::Withdrawn | ConsentAction::OptedOut | ConsentAction::Objected)
-            );
+            let negative = latest.is_some_and(ConsentAction::is_negative);
             (!negative).then(|| match level_of(purpose) {
                 Some(Level::OptOut) => ConsentAction::OptedOut,
-                _ => ConsentAction::Withdrawn,
+                _ if latest == Some(ConsentAction::Given) => ConsentAction::Withdrawn,
+                _ => ConsentAction::Refused,
             })
         };
         if let Some(action) = action {
@@ -432,6 +431,8 @@ mod tests {
         choices.insert("a".to_owned(), true);
         choices.insert("b".to_owned(), false);
         choices.insert("c".to_owned(), false);
+        // Never asked before: a "no" is a refusal, not a withdrawal.
+        choices.insert("d".to_owned(), false);
         let mut current = CurrentConsent::default();
         current.purposes.insert("a".into(), ConsentAction::Given);
         current.purposes.insert("c".into(), ConsentAction::Given);
@@ -457,6 +458,7 @@ mod tests {
             vec![
                 ("b", ConsentAction::OptedOut, false),
                 ("c", ConsentAction::Withdrawn, false),
+                ("d", ConsentAction::Refused, false),
                 ("ads", ConsentAction::OptedOut, true),
             ]
         );

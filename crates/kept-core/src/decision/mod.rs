@@ -91,13 +91,15 @@ pub enum ReasonCode {
     DeniedUnsubscribed,
     DeniedGpc,
     DeniedNoConsent,
+    /// Asked and declined (`refused`): the no-consent family, with the record as evidence.
+    DeniedRefused,
     DeniedExpired,
     DeniedFrequencyCap,
     DeniedQuietHours,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 23] = [
+    pub const ALL: [ReasonCode; 24] = [
         ReasonCode::AllowedConsent,
         ReasonCode::AllowedContract,
         ReasonCode::AllowedOptOutRegime,
@@ -118,6 +120,7 @@ impl ReasonCode {
         ReasonCode::DeniedUnsubscribed,
         ReasonCode::DeniedGpc,
         ReasonCode::DeniedNoConsent,
+        ReasonCode::DeniedRefused,
         ReasonCode::DeniedExpired,
         ReasonCode::DeniedFrequencyCap,
         ReasonCode::DeniedQuietHours,
@@ -145,6 +148,7 @@ impl ReasonCode {
             ReasonCode::DeniedUnsubscribed => "denied.unsubscribed",
             ReasonCode::DeniedGpc => "denied.gpc",
             ReasonCode::DeniedNoConsent => "denied.no_consent",
+            ReasonCode::DeniedRefused => "denied.refused",
             ReasonCode::DeniedExpired => "denied.expired",
             ReasonCode::DeniedFrequencyCap => "denied.frequency_cap",
             ReasonCode::DeniedQuietHours => "denied.quiet_hours",

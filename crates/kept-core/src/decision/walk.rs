@@ -215,13 +215,17 @@ pub(crate) fn negative(query: &Query, req: &Requirement, fact: &Fact) -> Option<
         || query.class == PurposeClass::Personalize;
     match fact.action {
         ConsentAction::Objected if objectionable => Some(ReasonCode::DeniedObjected),
-        ConsentAction::Withdrawn | ConsentAction::OptedOut if req.level >= Level::OptOut => {
+        ConsentAction::Withdrawn | ConsentAction::Refused | ConsentAction::OptedOut
+            if req.level >= Level::OptOut =>
+        {
             Some(if fact.topic_level {
                 ReasonCode::DeniedUnsubscribed
-            } else if fact.action == ConsentAction::Withdrawn {
-                ReasonCode::DeniedWithdrawn
             } else {
-                ReasonCode::DeniedOptedOut
+                match fact.action {
+                    ConsentAction::Withdrawn => ReasonCode::DeniedWithdrawn,
+                    ConsentAction::Refused => ReasonCode::DeniedRefused,
+                    _ => ReasonCode::DeniedOptedOut,
+                }
             })
         }
         _ => None,
@@ -396,11 +400,7 @@ pub(crate) fn without_record<V: SubjectView>(
 pub(crate) fn topic_gate<V: SubjectView>(query: &Query, view: &V) -> Option<Decision> {
     query.topic?;
     let fact = view.topic_state(query)?;
-    matches!(
-        fact.action,
-        ConsentAction::Withdrawn | ConsentAction::OptedOut | ConsentAction::Objected
-    )
-    .then(|| {
+    fact.action.is_negative().then(|| {
         deny(
             ReasonCode::DeniedUnsubscribed,
             smallvec![Evidence::Ledger { seq: fact.seq }],

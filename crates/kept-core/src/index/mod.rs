@@ -545,12 +545,7 @@ impl Snapshot {
         }
         let kind = latest
             .and_then(|f| StateKind::of(f.action, f.method, unpack_scope(f.scope).topic.is_some()));
-        let topic_negative = topic.is_some_and(|f| {
-            matches!(
-                f.action,
-                ConsentAction::Withdrawn | ConsentAction::OptedOut | ConsentAction::Objected
-            )
-        });
+        let topic_negative = topic.is_some_and(|f| f.action.is_negative());
         (kind, topic_negative)
     }
 

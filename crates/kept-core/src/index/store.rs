@@ -201,18 +201,20 @@ pub(crate) enum StateKind {
     GivenWritten,
     GivenImplied,
     Withdrawn,
+    Refused,
     OptedOut,
     Objected,
-    /// A topic's own record, withdrawn or opted out.
+    /// A topic's own record, withdrawn, refused or opted out.
     TopicNegative,
 }
 
 impl StateKind {
-    pub const ALL: [StateKind; 7] = [
+    pub const ALL: [StateKind; 8] = [
         StateKind::GivenExpress,
         StateKind::GivenWritten,
         StateKind::GivenImplied,
         StateKind::Withdrawn,
+        StateKind::Refused,
         StateKind::OptedOut,
         StateKind::Objected,
         StateKind::TopicNegative,
@@ -228,10 +230,13 @@ impl StateKind {
                 _ => StateKind::GivenExpress,
             },
             ConsentAction::Objected => StateKind::Objected,
-            ConsentAction::Withdrawn | ConsentAction::OptedOut if topic_level => {
+            ConsentAction::Withdrawn | ConsentAction::Refused | ConsentAction::OptedOut
+                if topic_level =>
+            {
                 StateKind::TopicNegative
             }
             ConsentAction::Withdrawn => StateKind::Withdrawn,
+            ConsentAction::Refused => StateKind::Refused,
             ConsentAction::OptedOut => StateKind::OptedOut,
             ConsentAction::Pending => return None,
         })

@@ -453,6 +453,20 @@ fn examples() -> Vec<(ReasonCode, S, DecisionRequest, UnixMillis)> {
             t,
         ),
         (
+            DeniedRefused,
+            // Asked at sign-up and declined: a refusal, not a withdrawal, and no consent.
+            S::at("DE").customer().consent(
+                MARKETING,
+                Some("email"),
+                None,
+                ConsentAction::Refused,
+                CollectionMethod::WebForm,
+                t - DAY,
+            ),
+            req(MARKETING, "email"),
+            t,
+        ),
+        (
             DeniedExpired,
             S::at("CA")
                 .with("user.contact.email", "newsletter_signup", t - DAY)

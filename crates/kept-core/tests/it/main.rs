@@ -8,6 +8,7 @@
 
 mod decision;
 mod index;
+mod ledger_format;
 mod lint;
 mod manifest;
 mod rulebook;

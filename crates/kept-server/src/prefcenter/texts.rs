@@ -117,6 +117,7 @@ pub struct Texts {
     pub action_opted_out: &'static str,
     pub action_objected: &'static str,
     pub action_pending: &'static str,
+    pub action_refused: &'static str,
 
     pub done_saved: &'static str,
     pub done_confirm_sent: &'static str,
@@ -251,6 +252,7 @@ pub static EN: Texts = Texts {
     action_opted_out: "Opted out",
     action_objected: "Objected",
     action_pending: "Awaiting confirmation",
+    action_refused: "Declined",
     done_saved: "Your choices are saved.",
     done_confirm_sent: "We sent you an email. Confirm your subscription with the link in it.",
     done_confirmed: "Thank you: your subscription is confirmed.",
@@ -381,6 +383,7 @@ pub static DE: Texts = Texts {
     action_opted_out: "Abgelehnt",
     action_objected: "Widersprochen",
     action_pending: "Wartet auf Bestätigung",
+    action_refused: "Abgelehnt",
     done_saved: "Ihre Auswahl ist gespeichert.",
     done_confirm_sent: "Wir haben Ihnen eine E-Mail gesendet. Bestätigen Sie Ihr Abonnement mit dem Link darin.",
     done_confirmed: "Danke: Ihr Abonnement ist bestätigt.",
@@ -511,6 +514,7 @@ pub static FR: Texts = Texts {
     action_opted_out: "Refusé",
     action_objected: "Opposé",
     action_pending: "En attente de confirmation",
+    action_refused: "Refusé",
     done_saved: "Vos choix sont enregistrés.",
     done_confirm_sent: "Nous vous avons envoyé un e-mail. Confirmez votre abonnement avec le lien qu'il contient.",
     done_confirmed: "Merci : votre abonnement est confirmé.",
@@ -641,6 +645,7 @@ pub static ES: Texts = Texts {
     action_opted_out: "Rechazado",
     action_objected: "Opuesto",
     action_pending: "Esperando confirmación",
+    action_refused: "Rechazado",
     done_saved: "Tus opciones se han guardado.",
     done_confirm_sent: "Te hemos enviado un correo. Confirma tu suscripción con el enlace que contiene.",
     done_confirmed: "Gracias: tu suscripción está confirmada.",
@@ -748,6 +753,7 @@ impl Texts {
             ConsentAction::OptedOut => self.action_opted_out,
             ConsentAction::Objected => self.action_objected,
             ConsentAction::Pending => self.action_pending,
+            ConsentAction::Refused => self.action_refused,
         }
     }
 }
