@@ -51,7 +51,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::prefcenter::api::get_preferences,
         crate::prefcenter::api::put_preferences,
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, crate::routes::audiences::ExportFormat)),
     modifiers(&ApiKeyScheme),
     tags(
         (name = "system", description = "health, metrics and this document; no key needed"),
