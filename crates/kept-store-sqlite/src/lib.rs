@@ -63,6 +63,24 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+/// Creates the database file readable by its owner only, unless it exists. It holds sealed
+/// personal data, and (unless `master_key_file` keeps it apart) the key that unseals them;
+/// SQLite gives its `-wal` and `-shm` files the database file's permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating it and its folder if needed) the database at `path` and runs the
     /// migrations. Must be called inside a Tokio runtime: it starts the group committer.
@@ -72,6 +90,9 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create `{}`: {e}", parent.display()))
             })?;
         }
+        create_private(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create `{}`: {e}", path.display()))
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

@@ -84,3 +84,22 @@ async fn the_ledger_refuses_updates_and_deletes() {
     assert!(delete.unwrap_err().to_string().contains("append-only"));
     pool.close().await;
 }
+
+/// The database holds sealed identifiers and, by default, the master key: a new one, with its
+/// write-ahead log, is readable by its owner only.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kept.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.put_setting("probe", b"1").await.unwrap();
+    for name in ["kept.db", "kept.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} has mode {mode:o}");
+    }
+}
