@@ -103,6 +103,9 @@ pub struct LoadTestArgs {
     /// Stop after this many records (0: run until killed)
     #[arg(long, default_value_t = 0)]
     records: u64,
+    /// Also append every checkpoint to this witness file
+    #[arg(long, value_name = "FILE")]
+    witness: Option<std::path::PathBuf>,
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -188,7 +191,8 @@ fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
                         Some(seq) => format!(
                             "covered by the signed checkpoint at record {seq} (match it with `kept ledger verify --witness`)"
                         ),
-                        None => "with no checkpoint (issued before receipts carried one)".to_string(),
+                        None =>
+                            "with no checkpoint (issued before receipts carried one)".to_string(),
                     },
                     v.key_id
                 )),
@@ -236,8 +240,8 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     ] {
         match kept_server::config::parse_duration(value) {
             Ok(d) => {
-                allowance = allowance
-                    .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                allowance =
+                    allowance.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             }
             Err(e) => return unusable("ledger.duration", format!("{flag}: {e}")),
         }
@@ -439,7 +443,13 @@ fn progress_bar(total: u64) -> ProgressBar {
 async fn load_test(args: LoadTestArgs) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn Store> = store::open(&args.database_url).await?;
     let key = ledger::demo_signing_key(store.as_ref()).await?;
-    let ledger = Arc::new(Ledger::new(store.clone(), key));
+    let mut ledger = Ledger::new(store.clone(), key);
+    if let Some(path) = &args.witness {
+        let witness =
+            kept_server::witness::Witness::open(path, None, std::time::Duration::from_secs(1))?;
+        ledger = ledger.with_witness(Arc::new(witness));
+    }
+    let ledger = Arc::new(ledger);
     let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel::<u64>();
     // One printer, so lines never interleave; it flushes whenever it has caught up, and a seq
     // is only ever printed after its commit.
