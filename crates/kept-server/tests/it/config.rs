@@ -312,8 +312,12 @@ fn the_ledger_witness_defaults_to_the_data_directory_and_can_move_or_stop() {
     );
     let config = load(None, &[("KEPT_LEDGER_WITNESS", "off")], &Flags::new()).unwrap();
     assert_eq!(config.witness_path(), None);
-    let err = load(None, &[("KEPT_LEDGER_WITNESS_URL", "witness.example")], &Flags::new())
-        .unwrap_err();
+    let err = load(
+        None,
+        &[("KEPT_LEDGER_WITNESS_URL", "witness.example")],
+        &Flags::new(),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "config.invalid_value");
     assert!(err.to_string().contains("`ledger_witness_url`"), "{err}");
 }
