@@ -527,6 +527,16 @@ impl Store for PostgresStore {
         row.as_ref().map(checkpoint_row).transpose()
     }
 
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(checkpoint_row).transpose()
+    }
+
     async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
         // Two servers may sign the same position; the first signature stands.
         let mut conn = self.pool.acquire().await.map_err(db)?;

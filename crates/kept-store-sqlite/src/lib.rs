@@ -229,7 +229,11 @@ impl BatchWriter for HotWriter {
     async fn write_batch(&mut self, batch: Vec<HotWrite>) -> Result<Vec<HotWritten>> {
         let signer = self.signer.get();
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        if let Some(tip) = self.tip.take() {
+        // A round asking only for a checkpoint reads the tip under the lock: records another
+        // process appended are invisible to the cached tip until they collide with ours.
+        let only_checkpoint = batch.iter().all(|w| matches!(w, HotWrite::Checkpoint));
+        let cached = self.tip.take().filter(|_| !only_checkpoint);
+        if let Some(tip) = cached {
             let (next, rows, contacts, checkpoint) = HotWriter::plan(signer.as_ref(), tip, &batch);
             if rows.is_empty() && contacts.is_empty() && checkpoint.is_none() {
                 self.tip = Some(tip);
@@ -546,6 +550,16 @@ impl Store for SqliteStore {
             "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints WHERE seq >= ? ORDER BY seq LIMIT 1"
         ))
         .bind(to_i64(seq)?)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+        ))
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;

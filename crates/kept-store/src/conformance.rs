@@ -456,6 +456,10 @@ pub async fn checkpoints_round_trip(store: Arc<dyn Store>) {
     assert_eq!(store.checkpoint_covering(2).await.unwrap(), Some(early));
     assert_eq!(store.checkpoint_covering(3).await.unwrap(), Some(late));
     assert_eq!(store.checkpoint_covering(6).await.unwrap(), None);
+    assert_eq!(
+        store.last_checkpoint().await.unwrap().map(|c| c.seq),
+        Some(5)
+    );
 }
 
 pub async fn every_batch_ends_with_a_chained_checkpoint(store: Arc<dyn Store>) {

@@ -225,6 +225,9 @@ pub trait Store:
     /// The first checkpoint at or after `seq`: the one that covers record `seq`.
     async fn checkpoint_covering(&self, seq: u64) -> Result<Option<Checkpoint>>;
 
+    /// The checkpoint with the highest `seq`.
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>>;
+
     // --- notices --------------------------------------------------------------------------
 
     /// Records the hashes of the manifest's notices (idempotent per id and version).
