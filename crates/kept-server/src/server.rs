@@ -117,9 +117,9 @@ impl Server {
         // Records no checkpoint covers yet (a crash of an older release, another writer) are
         // covered before anything else is appended.
         if let Some(cp) = ledger.checkpoint_now().await? {
-            tracing::info!(
+            tracing::warn!(
                 seq = cp.seq,
-                "ledger checkpoint signed for records left uncovered"
+                "signed a ledger checkpoint over records left without one (an older release's crash, or another writer)"
             );
         }
         let compiled = crate::index::compile(&manifest)
@@ -344,7 +344,12 @@ async fn checkpoint_periodically(ledger: Arc<Ledger>, interval: Duration) {
     loop {
         ticks.tick().await;
         match ledger.checkpoint_now().await {
-            Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "ledger checkpoint signed"),
+            // Kept's own batches commit with their checkpoint: whatever this covers was
+            // appended by another writer, which an operator should be able to account for.
+            Ok(Some(cp)) => tracing::warn!(
+                seq = cp.seq,
+                "signed a ledger checkpoint over records appended without one (by another process?)"
+            ),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "ledger checkpoint failed; retrying next time"),
         }
