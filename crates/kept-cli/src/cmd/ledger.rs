@@ -325,13 +325,6 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     for line in unproven(&report, source) {
                         println!("not proved: {line}");
                     }
-                    if source == KeySource::Database && report.checkpoints > 0 {
-                        eprintln!(
-                            "note: checkpoints were checked against the key the database \
-                             publishes; pass --public-key with a copy kept elsewhere for an \
-                             independent check"
-                        );
-                    }
                 }
                 Format::Json => println!(
                     "{}",
