@@ -1,6 +1,7 @@
-//! The consent ledger's records, their canonical byte encoding, the BLAKE3 hash chain and the
-//! Ed25519-signed checkpoints. Storage keeps the bytes exactly as written; everything else
-//! (columns, indexes, the in-memory state) is derived from them and can be checked against them.
+//! The consent ledger's records, their canonical byte encoding, the BLAKE3 hash chain, the
+//! Ed25519-signed checkpoints chained to one another, and their witness-file line. Storage keeps
+//! the bytes exactly as written; everything else (columns, indexes, the in-memory state) is
+//! derived from them and can be checked against them.
 //!
 //! INVARIANT: `encode(decode(b)) == b` for every accepted `b`, and `decode` rejects anything
 //! `encode` cannot produce, so one record has exactly one encoding.
@@ -258,14 +259,25 @@ pub fn decode(bytes: &[u8]) -> Result<ConsentRecord, DecodeError> {
     decode_view(bytes).map(RecordView::into_record)
 }
 
-/// The subject of canonical bytes, checking that they decode without building the record
+/// The values a ledger row also stores in columns of its own (for lookups): whatever a store
+/// keeps beside the bytes and the hash must equal what the bytes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    pub subject: SubjectId,
+    pub at: UnixMillis,
+}
+
+/// The column values of canonical bytes, checking that they decode without building the record
 /// (verification runs this over every record of the ledger).
-pub fn decoded_subject(bytes: &[u8]) -> Result<SubjectId, DecodeError> {
-    decode_view(bytes).map(|view| view.subject)
+pub fn decoded_columns(bytes: &[u8]) -> Result<Columns, DecodeError> {
+    decode_view(bytes).map(|view| Columns {
+        subject: view.subject,
+        at: view.at,
+    })
 }
 
 /// A record read in place: its text fields borrow from the bytes. The one reading of the
-/// layout, shared by `decode` and `decoded_subject`.
+/// layout, shared by `decode` and `decoded_columns`.
 struct RecordView<'a> {
     subject: SubjectId,
     purpose: &'a str,
@@ -475,6 +487,11 @@ impl LedgerEntry {
 }
 
 /// A signed statement that the ledger had `hash` at position `seq` at time `at`.
+///
+/// Version 2 (every checkpoint signed now) also signs `prev`, the digest of the checkpoint
+/// before it (`ChainHash::GENESIS` for the first), so the checkpoints form a chain of their own
+/// and deleting one leaves a gap `verify` names. Version 1 (`prev` is `None`) predates that
+/// chain; such checkpoints, stored by older releases, still verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub seq: u64,
@@ -483,34 +500,189 @@ pub struct Checkpoint {
     /// Hex of the first 8 bytes of BLAKE3(public key): which key signed.
     pub key_id: String,
     pub signature: [u8; 64],
+    /// The digest of the previous checkpoint; `None` for a version 1 checkpoint.
+    pub prev: Option<ChainHash>,
 }
 
+/// The domain of each checkpoint version's signed message (and of its witness line).
+const CHECKPOINT_V1: &str = "kept-ledger-checkpoint-v1";
+const CHECKPOINT_V2: &str = "kept-ledger-checkpoint-v2";
+
 impl Checkpoint {
-    fn message(seq: u64, hash: &ChainHash, at: UnixMillis) -> Vec<u8> {
-        let mut m = Vec::with_capacity(64);
-        m.extend_from_slice(b"kept-ledger-checkpoint-v1");
+    /// The signed message: `v1 = "kept-ledger-checkpoint-v1" ‖ seq ‖ hash ‖ at`,
+    /// `v2 = "kept-ledger-checkpoint-v2" ‖ seq ‖ hash ‖ at ‖ prev` (integers big-endian).
+    fn message_of(seq: u64, hash: &ChainHash, at: UnixMillis, prev: Option<&ChainHash>) -> Vec<u8> {
+        let mut m = Vec::with_capacity(100);
+        m.extend_from_slice(match prev {
+            None => CHECKPOINT_V1.as_bytes(),
+            Some(_) => CHECKPOINT_V2.as_bytes(),
+        });
         m.extend_from_slice(&seq.to_be_bytes());
         m.extend_from_slice(&hash.0);
         m.extend_from_slice(&at.to_be_bytes());
+        if let Some(prev) = prev {
+            m.extend_from_slice(&prev.0);
+        }
         m
     }
 
-    pub fn sign(key: &SigningKey, seq: u64, hash: ChainHash, at: UnixMillis) -> Checkpoint {
-        let signature = key.sign(&Checkpoint::message(seq, &hash, at)).to_bytes();
+    fn message(&self) -> Vec<u8> {
+        Checkpoint::message_of(self.seq, &self.hash, self.at, self.prev.as_ref())
+    }
+
+    /// Signs a version 2 checkpoint of `(seq, hash)` chained after the checkpoint whose
+    /// [`Checkpoint::digest`] is `prev` (`ChainHash::GENESIS` when it is the first).
+    pub fn sign(
+        key: &SigningKey,
+        seq: u64,
+        hash: ChainHash,
+        at: UnixMillis,
+        prev: ChainHash,
+    ) -> Checkpoint {
+        let signature = key
+            .sign(&Checkpoint::message_of(seq, &hash, at, Some(&prev)))
+            .to_bytes();
         Checkpoint {
             seq,
             hash,
             at,
             key_id: key_id(&key.verifying_key()),
             signature,
+            prev: Some(prev),
         }
+    }
+
+    /// Signs a version 1 checkpoint, as releases before the chain of checkpoints did. Kept
+    /// never writes one any more: this exists for fixtures and for tests of old ledgers.
+    pub fn sign_v1(key: &SigningKey, seq: u64, hash: ChainHash, at: UnixMillis) -> Checkpoint {
+        let signature = key
+            .sign(&Checkpoint::message_of(seq, &hash, at, None))
+            .to_bytes();
+        Checkpoint {
+            seq,
+            hash,
+            at,
+            key_id: key_id(&key.verifying_key()),
+            signature,
+            prev: None,
+        }
+    }
+
+    /// 1 or 2.
+    pub fn version(&self) -> u8 {
+        if self.prev.is_some() { 2 } else { 1 }
     }
 
     pub fn verify_signature(&self, key: &VerifyingKey) -> bool {
         let sig = Signature::from_bytes(&self.signature);
-        key.verify(&Checkpoint::message(self.seq, &self.hash, self.at), &sig)
-            .is_ok()
+        key.verify(&self.message(), &sig).is_ok()
     }
+
+    /// What the next checkpoint signs as its `prev`: BLAKE3 of this one's signed message, so
+    /// it covers the position, the hash, the time and (version 2) this checkpoint's own `prev`.
+    pub fn digest(&self) -> ChainHash {
+        ChainHash(*blake3::hash(&self.message()).as_bytes())
+    }
+
+    /// The checkpoint as one line of a witness file (no newline):
+    ///
+    /// `kept-ledger-checkpoint-v2 <seq> <hash> <at> <prev> <key id> <signature>`
+    ///
+    /// decimal `seq` and `at` (Unix milliseconds), lowercase hex for the rest; a version 1
+    /// checkpoint has `-` for `prev`. The line holds everything needed to check the signature.
+    pub fn to_witness_line(&self) -> String {
+        let version = match self.prev {
+            None => CHECKPOINT_V1,
+            Some(_) => CHECKPOINT_V2,
+        };
+        format!(
+            "{version} {} {} {} {} {} {}",
+            self.seq,
+            self.hash.to_hex(),
+            self.at,
+            self.prev.map_or_else(|| "-".to_string(), |p| p.to_hex()),
+            self.key_id,
+            hex::encode(self.signature),
+        )
+    }
+
+    /// Reads a line written by [`Checkpoint::to_witness_line`]. The signature is not checked.
+    pub fn from_witness_line(line: &str) -> Result<Checkpoint, WitnessLineError> {
+        let fields: Vec<&str> = line.trim_end_matches(['\r', '\n']).split(' ').collect();
+        let [version, seq, hash, at, prev, key_id, signature] = fields.as_slice() else {
+            return Err(WitnessLineError::Fields(fields.len()));
+        };
+        let hash32 = |text: &str, what: &'static str| {
+            hex::decode(text)
+                .ok()
+                .and_then(|b| ChainHash::from_slice(&b))
+                .ok_or(WitnessLineError::Invalid(what))
+        };
+        let prev = match (*version, *prev) {
+            (CHECKPOINT_V1, "-") => None,
+            (CHECKPOINT_V2, prev) => Some(hash32(prev, "prev")?),
+            (CHECKPOINT_V1, _) => return Err(WitnessLineError::Invalid("prev")),
+            _ => return Err(WitnessLineError::Invalid("version")),
+        };
+        let key_ok = key_id.len() == 16
+            && key_id
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !key_ok {
+            return Err(WitnessLineError::Invalid("key id"));
+        }
+        Ok(Checkpoint {
+            seq: seq
+                .parse()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or(WitnessLineError::Invalid("seq"))?,
+            hash: hash32(hash, "hash")?,
+            at: at.parse().map_err(|_| WitnessLineError::Invalid("at"))?,
+            key_id: (*key_id).to_string(),
+            signature: hex::decode(signature)
+                .ok()
+                .and_then(|b| <[u8; 64]>::try_from(b).ok())
+                .ok_or(WitnessLineError::Invalid("signature"))?,
+            prev,
+        })
+    }
+}
+
+/// A witness-file line that is not one [`Checkpoint::to_witness_line`] writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WitnessLineError {
+    #[error("expected 7 space-separated fields, found {0}")]
+    Fields(usize),
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+}
+
+/// Checks that checkpoints (sorted by `seq`, one per position) chain: each version 2
+/// checkpoint's `prev` is the digest of the one before it, or `GENESIS` for the first. A
+/// deleted checkpoint shows as a gap at the next one; a deleted last checkpoint leaves no gap
+/// (the witness and the grace rule of `verify` are there for that).
+pub fn check_checkpoint_chain(sorted: &[Checkpoint]) -> Result<(), VerifyError> {
+    let mut before: Option<&Checkpoint> = None;
+    for cp in sorted {
+        if let Some(prev) = cp.prev {
+            let expected = before.map_or(ChainHash::GENESIS, Checkpoint::digest);
+            if prev != expected {
+                return Err(VerifyError::CheckpointGap {
+                    seq: cp.seq,
+                    after: before.map_or(0, |b| b.seq),
+                });
+            }
+        } else if before.is_some_and(|b| b.prev.is_some()) {
+            // Nothing writes a version 1 checkpoint after a version 2 one.
+            return Err(VerifyError::CheckpointGap {
+                seq: cp.seq,
+                after: before.map_or(0, |b| b.seq),
+            });
+        }
+        before = Some(cp);
+    }
+    Ok(())
 }
 
 /// A short, stable name for a verifying key.
@@ -542,6 +714,10 @@ pub enum VerifyError {
         "checkpoint at record {seq} is beyond the end of the ledger ({len} records): records were deleted"
     )]
     CheckpointBeyondEnd { seq: u64, len: u64 },
+    #[error(
+        "checkpoint at record {seq} does not follow the checkpoint at record {after}: a checkpoint between them was deleted"
+    )]
+    CheckpointGap { seq: u64, after: u64 },
 }
 
 impl VerifyError {
@@ -555,6 +731,7 @@ impl VerifyError {
             VerifyError::CheckpointSignature { .. } => "ledger.checkpoint_signature",
             VerifyError::CheckpointMismatch { .. } => "ledger.checkpoint_mismatch",
             VerifyError::CheckpointBeyondEnd { .. } => "ledger.checkpoint_beyond_end",
+            VerifyError::CheckpointGap { .. } => "ledger.checkpoint_gap",
         }
     }
 
@@ -568,9 +745,20 @@ impl VerifyError {
             | VerifyError::Hash { seq }
             | VerifyError::Column { seq, .. }
             | VerifyError::CheckpointSignature { seq }
-            | VerifyError::CheckpointMismatch { seq } => *seq,
+            | VerifyError::CheckpointMismatch { seq }
+            | VerifyError::CheckpointGap { seq, .. } => *seq,
         }
     }
+}
+
+/// The records after the last checkpoint: no signature covers them yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uncovered {
+    pub first_seq: u64,
+    pub count: u64,
+    /// The earliest and the latest `at` among them.
+    pub oldest: UnixMillis,
+    pub newest: UnixMillis,
 }
 
 /// Streaming verifier: feed it stored rows in `seq` order, then the checkpoints.
@@ -580,26 +768,33 @@ pub struct ChainVerifier {
     next_seq: u64,
     /// Hashes at checkpointed positions, filled as rows pass by.
     wanted: std::collections::BTreeMap<u64, Option<ChainHash>>,
+    /// The last position a checkpoint covers.
+    covered_to: u64,
+    uncovered: Option<Uncovered>,
 }
 
 impl ChainVerifier {
     /// `checkpoint_seqs`: the positions whose hashes the checkpoints will be compared with.
     pub fn new(checkpoint_seqs: impl IntoIterator<Item = u64>) -> ChainVerifier {
+        let wanted: std::collections::BTreeMap<u64, Option<ChainHash>> =
+            checkpoint_seqs.into_iter().map(|s| (s, None)).collect();
         ChainVerifier {
             prev: ChainHash::GENESIS,
             next_seq: 1,
-            wanted: checkpoint_seqs.into_iter().map(|s| (s, None)).collect(),
+            covered_to: wanted.keys().next_back().copied().unwrap_or(0),
+            wanted,
+            uncovered: None,
         }
     }
 
-    /// Checks the next stored row. `subject` is the row's subject column, if it has one, which
+    /// Checks the next stored row. `columns` are the row's own columns, if it has them, which
     /// must agree with the bytes.
     pub fn push(
         &mut self,
         seq: u64,
         bytes: &[u8],
         stored_hash: &ChainHash,
-        subject: Option<SubjectId>,
+        columns: Option<Columns>,
     ) -> Result<(), VerifyError> {
         if seq != self.next_seq {
             return Err(VerifyError::Sequence {
@@ -611,15 +806,32 @@ impl ChainVerifier {
         if &computed != stored_hash {
             return Err(VerifyError::Hash { seq });
         }
-        let decoded = decoded_subject(bytes).map_err(|error| VerifyError::Decode { seq, error })?;
-        if subject.is_some_and(|s| s != decoded) {
-            return Err(VerifyError::Column {
-                seq,
-                field: "subject",
-            });
+        let decoded = decoded_columns(bytes).map_err(|error| VerifyError::Decode { seq, error })?;
+        if let Some(stored) = columns {
+            let field = if stored.subject != decoded.subject {
+                Some("subject")
+            } else if stored.at != decoded.at {
+                Some("at")
+            } else {
+                None
+            };
+            if let Some(field) = field {
+                return Err(VerifyError::Column { seq, field });
+            }
         }
         if let Some(slot) = self.wanted.get_mut(&seq) {
             *slot = Some(computed);
+        }
+        if seq > self.covered_to {
+            let u = self.uncovered.get_or_insert(Uncovered {
+                first_seq: seq,
+                count: 0,
+                oldest: decoded.at,
+                newest: decoded.at,
+            });
+            u.count += 1;
+            u.oldest = u.oldest.min(decoded.at);
+            u.newest = u.newest.max(decoded.at);
         }
         self.prev = computed;
         self.next_seq += 1;
@@ -638,6 +850,11 @@ impl ChainVerifier {
     /// The hash of the last verified row.
     pub fn tip(&self) -> ChainHash {
         self.prev
+    }
+
+    /// The rows pushed so far that lie beyond every checkpoint position given to `new`.
+    pub fn uncovered(&self) -> Option<Uncovered> {
+        self.uncovered
     }
 
     /// Checks the checkpoints (in any order) once every row has been pushed.
@@ -735,8 +952,8 @@ mod tests {
                 prop_assert_eq!(encode(&record), bytes.clone());
             }
             prop_assert_eq!(
-                decoded_subject(&bytes).ok(),
-                decode(&bytes).ok().map(|r| r.subject)
+                decoded_columns(&bytes).ok(),
+                decode(&bytes).ok().map(|r| Columns { subject: r.subject, at: r.at })
             );
         }
     }
@@ -777,7 +994,13 @@ mod tests {
     fn verifier_names_the_first_bad_record() {
         let key = SigningKey::from_bytes(&[7; 32]);
         let entries = chain(10);
-        let cps = vec![Checkpoint::sign(&key, 10, entries[9].hash, 0)];
+        let cps = vec![Checkpoint::sign(
+            &key,
+            10,
+            entries[9].hash,
+            0,
+            ChainHash::GENESIS,
+        )];
         assert_eq!(verify(&entries, &cps, &key.verifying_key()), Ok(()));
 
         let mut edited = entries.clone();
@@ -807,7 +1030,13 @@ mod tests {
         );
 
         let other = SigningKey::from_bytes(&[8; 32]);
-        let forged = vec![Checkpoint::sign(&other, 10, entries[9].hash, 0)];
+        let forged = vec![Checkpoint::sign(
+            &other,
+            10,
+            entries[9].hash,
+            0,
+            ChainHash::GENESIS,
+        )];
         assert_eq!(
             verify(&entries, &forged, &key.verifying_key()),
             Err(VerifyError::CheckpointSignature { seq: 10 })
@@ -818,7 +1047,13 @@ mod tests {
     fn rewriting_the_whole_tail_is_caught_by_a_checkpoint() {
         let key = SigningKey::from_bytes(&[7; 32]);
         let entries = chain(10);
-        let cps = vec![Checkpoint::sign(&key, 10, entries[9].hash, 0)];
+        let cps = vec![Checkpoint::sign(
+            &key,
+            10,
+            entries[9].hash,
+            0,
+            ChainHash::GENESIS,
+        )];
         // An attacker with database access rewrites record 3 and re-chains everything after it.
         let mut rewritten: Vec<LedgerEntry> = entries[..2].to_vec();
         let mut prev = entries[1].hash;
@@ -835,5 +1070,93 @@ mod tests {
             verify(&rewritten, &cps, &key.verifying_key()),
             Err(VerifyError::CheckpointMismatch { seq: 10 })
         );
+    }
+
+    #[test]
+    fn a_column_that_disagrees_with_the_bytes_is_named() {
+        let entries = chain(3);
+        let mut v = ChainVerifier::new([]);
+        let e = &entries[0];
+        let at = decode(&e.bytes).unwrap().at;
+        let good = Columns {
+            subject: SubjectId(1),
+            at,
+        };
+        assert_eq!(v.push(1, &e.bytes, &e.hash, Some(good)), Ok(()));
+        let e = &entries[1];
+        let edited = Columns {
+            subject: SubjectId(2),
+            at: at + 1,
+        };
+        assert_eq!(
+            v.push(2, &e.bytes, &e.hash, Some(edited)),
+            Err(VerifyError::Column {
+                seq: 2,
+                field: "at"
+            })
+        );
+        assert_eq!(v.uncovered().map(|u| (u.first_seq, u.count)), Some((1, 1)));
+    }
+
+    #[test]
+    fn deleting_a_checkpoint_leaves_a_gap_in_their_chain() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let entries = chain(9);
+        let mut cps: Vec<Checkpoint> = Vec::new();
+        for seq in [3u64, 6, 9] {
+            let prev = cps.last().map_or(ChainHash::GENESIS, Checkpoint::digest);
+            let i = usize::try_from(seq).unwrap() - 1;
+            cps.push(Checkpoint::sign(&key, seq, entries[i].hash, 0, prev));
+        }
+        assert_eq!(check_checkpoint_chain(&cps), Ok(()));
+        assert_eq!(verify(&entries, &cps, &key.verifying_key()), Ok(()));
+        let mut middle = cps.clone();
+        middle.remove(1);
+        assert_eq!(
+            check_checkpoint_chain(&middle),
+            Err(VerifyError::CheckpointGap { seq: 9, after: 3 })
+        );
+        assert_eq!(
+            check_checkpoint_chain(&cps[1..]),
+            Err(VerifyError::CheckpointGap { seq: 6, after: 0 })
+        );
+        // Old ledgers: version 1 checkpoints, then the first version 2 one chained after them.
+        let v1 = Checkpoint::sign_v1(&key, 3, entries[2].hash, 0);
+        let v2 = Checkpoint::sign(&key, 6, entries[5].hash, 0, v1.digest());
+        assert!(v1.verify_signature(&key.verifying_key()));
+        assert_eq!(check_checkpoint_chain(&[v1.clone(), v2.clone()]), Ok(()));
+        assert!(check_checkpoint_chain(&[v2.clone(), v1.clone()]).is_err());
+        // A changed `prev` is not what was signed.
+        let mut moved = v2;
+        moved.prev = Some(ChainHash::GENESIS);
+        assert!(!moved.verify_signature(&key.verifying_key()));
+    }
+
+    #[test]
+    fn witness_lines_round_trip_and_reject_garbage() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let entries = chain(2);
+        let v1 = Checkpoint::sign_v1(&key, 1, entries[0].hash, 5);
+        let v2 = Checkpoint::sign(&key, 2, entries[1].hash, 6, v1.digest());
+        for cp in [v1, v2] {
+            let line = cp.to_witness_line();
+            assert_eq!(Checkpoint::from_witness_line(&line), Ok(cp.clone()));
+            assert_eq!(Checkpoint::from_witness_line(&format!("{line}\n")), Ok(cp));
+        }
+        for bad in [
+            "",
+            "kept-ledger-checkpoint-v2 1 2 3",
+            "kept-ledger-checkpoint-v3 1 00 0 - 0011223344556677 00",
+            "kept-ledger-checkpoint-v1 0 00 0 - 0011223344556677 00",
+        ] {
+            assert!(Checkpoint::from_witness_line(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn witness_lines_never_panic(line in ".{0,300}") {
+            let _ = Checkpoint::from_witness_line(&line);
+        }
     }
 }

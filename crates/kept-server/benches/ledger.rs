@@ -1,6 +1,8 @@
 //! Ledger figures: durable appends per second through the store (group commit) with 64
-//! concurrent writers and with one, on SQLite and PostgreSQL; and the time `kept ledger verify`
-//! takes over 1,000,000 records.
+//! concurrent writers and with one, on SQLite and PostgreSQL, each with checkpoints off (the
+//! bare store), on (every batch commits with its signed checkpoint) and on with the witness
+//! file, measured in the same run; and the time `kept ledger verify` takes over 1,000,000
+//! records.
 //!
 //! `cargo bench -p kept-server --bench ledger`. PostgreSQL: `KEPT_BENCH_DATABASE_URL` (a server
 //! URL; a scratch database `kept_bench_ledger` is created on it and dropped afterwards), default
@@ -15,7 +17,8 @@
 
 use kept_core::SubjectId;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
-use kept_server::ledger::{Ledger, SigningKey, Verdict, verify_ledger};
+use kept_server::ledger::{Ledger, SigningKey, Verdict, VerifyOptions, verify_ledger};
+use kept_server::witness::Witness;
 use kept_store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,18 +66,63 @@ fn record(n: u64) -> ConsentRecord {
     }
 }
 
+/// How the appends are checkpointed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoints {
+    /// The bare store: no signer installed.
+    Off,
+    /// Through the ledger service: each batch commits with its signed checkpoint.
+    Signed,
+    /// As `Signed`, and each checkpoint appended and fsync'd to a witness file.
+    Witnessed,
+}
+
+impl Checkpoints {
+    fn name(self) -> &'static str {
+        match self {
+            Checkpoints::Off => "off",
+            Checkpoints::Signed => "signed",
+            Checkpoints::Witnessed => "+witness",
+        }
+    }
+}
+
 /// Appends with `writers` concurrent tasks for `seconds`; returns (appends, elapsed).
-async fn appends(store: Arc<dyn Store>, writers: u32, seconds: f64) -> (u64, Duration) {
+async fn appends(
+    store: Arc<dyn Store>,
+    writers: u32,
+    seconds: f64,
+    mode: Checkpoints,
+    witness: &std::path::Path,
+) -> (u64, Duration) {
+    let ledger = match mode {
+        Checkpoints::Off => None,
+        Checkpoints::Signed => Some(Ledger::new(store.clone(), SigningKey::from_bytes(&[3; 32]))),
+        Checkpoints::Witnessed => Some(
+            Ledger::new(store.clone(), SigningKey::from_bytes(&[3; 32])).with_witness(Arc::new(
+                Witness::open(witness, None, Duration::from_secs(1)).unwrap(),
+            )),
+        ),
+    };
+    if let Some(ledger) = &ledger {
+        // Publishes the key and installs the signer before the clock starts.
+        ledger.checkpoint_now().await.unwrap();
+    }
+    let ledger = ledger.map(Arc::new);
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
             let (store, stop, count) = (store.clone(), stop.clone(), count.clone());
+            let ledger = ledger.clone();
             tokio::spawn(async move {
                 let mut n = u64::from(w) << 32;
                 while !stop.load(Ordering::Relaxed) {
-                    store.append_consent(record(n)).await.unwrap();
+                    match &ledger {
+                        Some(ledger) => ledger.append(record(n)).await.unwrap(),
+                        None => store.append_consent(record(n)).await.unwrap(),
+                    };
                     count.fetch_add(1, Ordering::Relaxed);
                     n += 1;
                 }
@@ -86,13 +134,19 @@ async fn appends(store: Arc<dyn Store>, writers: u32, seconds: f64) -> (u64, Dur
     for t in tasks {
         t.await.unwrap();
     }
-    (count.load(Ordering::Relaxed), started.elapsed())
+    let elapsed = started.elapsed();
+    if let Some(ledger) = &ledger {
+        ledger.close().await;
+    }
+    (count.load(Ordering::Relaxed), elapsed)
 }
 
 struct Row {
     backend: &'static str,
     writers: u32,
+    mode: Checkpoints,
     appends: u64,
+    checkpoints: usize,
     elapsed: Duration,
 }
 
@@ -108,23 +162,39 @@ where
     Fut: std::future::Future<Output = Arc<dyn Store>>,
 {
     let mut rows = Vec::new();
-    for writers in [64, 1] {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = [
+        (64, Checkpoints::Off),
+        (64, Checkpoints::Signed),
+        (64, Checkpoints::Witnessed),
+        (1, Checkpoints::Off),
+        (1, Checkpoints::Witnessed),
+    ];
+    for (i, (writers, mode)) in runs.into_iter().enumerate() {
         let store = open().await;
-        let (appends, elapsed) = appends(store.clone(), writers, seconds).await;
-        // Every acknowledged append is in the chain.
-        assert!(store.ledger_len().await.unwrap() >= appends);
+        let witness = dir.path().join(format!("witness-{i}.log"));
+        let (appends, elapsed) = appends(store.clone(), writers, seconds, mode, &witness).await;
+        // Every acknowledged append is in the chain and, with checkpoints on, covered.
+        let len = store.ledger_len().await.unwrap();
+        assert!(len >= appends);
+        let checkpoints = store.checkpoints().await.unwrap();
+        if mode != Checkpoints::Off {
+            assert_eq!(checkpoints.last().map(|c| c.seq), Some(len));
+        }
         store.close().await.unwrap();
         rows.push(Row {
             backend,
             writers,
+            mode,
             appends,
+            checkpoints: checkpoints.len(),
             elapsed,
         });
     }
     rows
 }
 
-/// Loads 1,000,000 records (with a checkpoint every 10,000), reopens the store and times what
+/// Loads 1,000,000 records (in batches of 10,000, each with its checkpoint), reopens the store and times what
 /// `kept ledger verify` does: open, count, stream and check every record and checkpoint.
 async fn verify_million<F, Fut>(backend: &str, open: F) -> (Duration, Duration)
 where
@@ -144,15 +214,20 @@ where
         n += LOAD_BATCH;
     }
     let load = loading.elapsed();
+    ledger.close().await;
     store.close().await.unwrap();
     drop(ledger);
 
     let verifying = Instant::now();
     let store = open().await;
     let _total = store.ledger_len().await.unwrap();
-    let verdict = verify_ledger(store.clone(), &[key.verifying_key()], |_| {})
-        .await
-        .unwrap();
+    let verdict = verify_ledger(
+        store.clone(),
+        &VerifyOptions::new(vec![key.verifying_key()]),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let verify = verifying.elapsed();
     match verdict {
         Verdict::Intact(report) => {
@@ -291,36 +366,57 @@ fn main() {
         }
 
         println!();
-        println!("durable ledger appends (store level, group commit, {seconds} s per run)");
+        println!("durable ledger appends (group commit, {seconds} s per run)");
         println!(
-            "{:<10} {:>8} {:>10} {:>9} {:>12}",
-            "backend", "writers", "appends", "seconds", "appends/s"
+            "{:<10} {:>8} {:>12} {:>10} {:>12} {:>9} {:>12}",
+            "backend", "writers", "checkpoints", "appends", "checkpoints", "seconds", "appends/s"
         );
         for r in &rows {
             println!(
-                "{:<10} {:>8} {:>10} {:>9.2} {:>12.0}",
+                "{:<10} {:>8} {:>12} {:>10} {:>12} {:>9.2} {:>12.0}",
                 r.backend,
                 r.writers,
+                r.mode.name(),
                 r.appends,
+                r.checkpoints,
                 r.elapsed.as_secs_f64(),
                 r.rate()
             );
         }
         for backend in ["sqlite", "postgres"] {
-            let of = |w| rows.iter().find(|r| r.backend == backend && r.writers == w);
-            if let (Some(many), Some(one)) = (of(64), of(1)) {
+            let of = |w, m| {
+                rows.iter()
+                    .find(|r| r.backend == backend && r.writers == w && r.mode == m)
+            };
+            if let (Some(many), Some(one)) = (of(64, Checkpoints::Off), of(1, Checkpoints::Off)) {
                 println!(
                     "{backend}: 64 writers / 1 writer = {:.1}x (what group commit buys)",
                     many.rate() / one.rate()
                 );
             }
+            for writers in [64, 1] {
+                let off = of(writers, Checkpoints::Off);
+                for mode in [Checkpoints::Signed, Checkpoints::Witnessed] {
+                    if let (Some(off), Some(on)) = (off, of(writers, mode)) {
+                        println!(
+                            "{backend}, {writers} writers: checkpoints {} {:.0}/s vs off {:.0}/s = {:.2}x",
+                            mode.name(),
+                            on.rate(),
+                            off.rate(),
+                            on.rate() / off.rate()
+                        );
+                    }
+                }
+            }
         }
         let target = rows
             .iter()
-            .find(|r| r.backend == "sqlite" && r.writers == 64)
+            .find(|r| r.backend == "sqlite" && r.writers == 64 && r.mode == Checkpoints::Witnessed)
             .map(Row::rate)
             .unwrap_or(0.0);
-        println!("target: >= 20,000 appends/s on SQLite with 64 writers: {target:.0}/s");
+        println!(
+            "target: >= 20,000 appends/s on SQLite with 64 writers, checkpoints and witness on: {target:.0}/s"
+        );
         println!();
         println!("kept ledger verify over {VERIFY_RECORDS} records (100 checkpoints)");
         println!(

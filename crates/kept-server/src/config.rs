@@ -115,8 +115,14 @@ pub struct Config {
     pub body_limit: usize,
     /// A request still running after this long is answered with an error.
     pub request_timeout: Duration,
-    /// How often a ledger checkpoint is signed when new records arrived.
+    /// How often the server looks for ledger records no checkpoint covers (appended by
+    /// another process, or before an upgrade) and signs one. Every batch Kept appends already
+    /// ends with its own checkpoint.
     pub checkpoint_interval: Duration,
+    /// The witness file every checkpoint is also appended to (`ledger_witness`).
+    pub ledger_witness: WitnessFile,
+    /// A URL every checkpoint is also POSTed to, as witness lines (`ledger_witness_url`).
+    pub ledger_witness_url: Option<String>,
     pub log_format: LogFormat,
     /// A `tracing` filter (`info`, `kept_server=debug,info`).
     pub log_filter: String,
@@ -158,6 +164,31 @@ pub struct Config {
     /// Reverse proxies in front of the server, each appending to `X-Forwarded-For`; 0 (the
     /// default) ignores that header and takes the connection's address as the client's.
     pub trusted_proxies: u8,
+}
+
+/// Where the ledger's witness file is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WitnessFile {
+    /// `ledger-witness.log` in the data directory.
+    #[default]
+    InDataDir,
+    At(PathBuf),
+    /// `ledger_witness = "off"`: no witness file.
+    Off,
+}
+
+/// The witness file's name in the data directory.
+pub const DEFAULT_WITNESS_FILE: &str = "ledger-witness.log";
+
+impl Config {
+    /// The witness file, `None` when switched off.
+    pub fn witness_path(&self) -> Option<PathBuf> {
+        match &self.ledger_witness {
+            WitnessFile::InDataDir => Some(self.data_dir.join(DEFAULT_WITNESS_FILE)),
+            WitnessFile::At(path) => Some(path.clone()),
+            WitnessFile::Off => None,
+        }
+    }
 }
 
 /// How the connection to the mail server is secured.
@@ -202,7 +233,9 @@ impl Default for Config {
             ledger_key_file: None,
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: Duration::from_secs(30),
-            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(1),
+            ledger_witness: WitnessFile::InDataDir,
+            ledger_witness_url: None,
             log_format: LogFormat::Pretty,
             log_filter: "info".to_owned(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -257,10 +290,12 @@ pub enum Key {
     SmtpPassword,
     SmtpFrom,
     TrustedProxies,
+    LedgerWitness,
+    LedgerWitnessUrl,
 }
 
 impl Key {
-    pub const ALL: [Key; 27] = [
+    pub const ALL: [Key; 29] = [
         Key::Bind,
         Key::DatabaseUrl,
         Key::Manifest,
@@ -288,6 +323,8 @@ impl Key {
         Key::SmtpPassword,
         Key::SmtpFrom,
         Key::TrustedProxies,
+        Key::LedgerWitness,
+        Key::LedgerWitnessUrl,
     ];
 
     /// The key in `[server]`.
@@ -320,6 +357,8 @@ impl Key {
             Key::SmtpPassword => "smtp_password",
             Key::SmtpFrom => "smtp_from",
             Key::TrustedProxies => "trusted_proxies",
+            Key::LedgerWitness => "ledger_witness",
+            Key::LedgerWitnessUrl => "ledger_witness_url",
         }
     }
 
@@ -689,6 +728,26 @@ impl Config {
                 self.trusted_proxies = whole(&n, |n: &u8| *n <= 16).ok_or_else(|| {
                     invalid(format!("`{n}` is not a number of proxies from 0 to 16"))
                 })?;
+            }
+            Key::LedgerWitness => {
+                let path = text(&raw)?.trim().to_owned();
+                self.ledger_witness = match path.as_str() {
+                    "" => WitnessFile::InDataDir,
+                    "off" => WitnessFile::Off,
+                    _ => WitnessFile::At(PathBuf::from(path)),
+                };
+            }
+            Key::LedgerWitnessUrl => {
+                let url = text(&raw)?.trim().to_owned();
+                if url.is_empty() {
+                    self.ledger_witness_url = None;
+                } else if url.starts_with("http://") || url.starts_with("https://") {
+                    self.ledger_witness_url = Some(url);
+                } else {
+                    return Err(invalid(format!(
+                        "`{url}` is not a URL such as `https://witness.example/kept`"
+                    )));
+                }
             }
             Key::MasterKeyFile => {
                 let path = text(&raw)?;

@@ -1,21 +1,23 @@
-//! The consent ledger service: appends through the store and signs checkpoints; the signing
-//! and verifying keys; and `verify_ledger`, the streaming check behind `kept ledger verify`.
+//! The consent ledger service: appends through the store, whose committer ends every batch
+//! with a checkpoint this service signs (and hands to the witness); the signing and verifying
+//! keys; and `verify_ledger`, the streaming check behind `kept ledger verify`.
 //!
 //! INVARIANT: the verifying key is in the settings (`ledger.verifying_key`, and every key ever
 //! used in `ledger.verifying_keys`) before any checkpoint it signed is stored.
 
+use crate::witness::Witness;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use kept_core::UnixMillis;
 use kept_core::ledger::{
-    ChainHash, ChainVerifier, Checkpoint, ConsentRecord, LedgerEntry, VerifyError, key_id,
+    ChainHash, ChainVerifier, Checkpoint, Columns, ConsentRecord, LedgerEntry, Uncovered,
+    VerifyError, check_checkpoint_chain, key_id,
 };
-use kept_store::{LedgerRow, Store, StoreError};
+use kept_store::{CheckpointSigner, LedgerRow, Store, StoreError};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Setting holding the current verifying key (hex).
 pub const VERIFYING_KEY_SETTING: &str = "ledger.verifying_key";
@@ -24,8 +26,11 @@ pub const VERIFYING_KEY_SETTING: &str = "ledger.verifying_key";
 pub const VERIFYING_KEYS_SETTING: &str = "ledger.verifying_keys";
 /// Setting holding the demo's generated signing key (its 32-byte seed).
 pub const DEMO_SIGNING_KEY_SETTING: &str = "ledger.signing_key";
-/// Records between automatic checkpoints: one is signed whenever an append reaches a multiple.
-pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
+/// How long a record may stay without a checkpoint before `verify` calls it tampering, beyond
+/// the checkpoint interval: a restart's worth of time. Kept's own appends never wait at all
+/// (each batch commits with its checkpoint); records from another writer wait for the next
+/// round of `checkpoint_now`.
+pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A failure with a ledger key.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +66,8 @@ impl LedgerError {
 /// Where the time comes from; tests pass a fixed one.
 pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
 
-fn system_clock() -> Clock {
+/// The wall clock in Unix milliseconds.
+pub fn system_clock() -> Clock {
     Arc::new(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -69,15 +75,42 @@ fn system_clock() -> Clock {
     })
 }
 
-/// Appends consent records and signs checkpoints of the chain.
+/// What the store's committer calls to sign the checkpoint a batch ends with.
+struct Signer {
+    key: SigningKey,
+    clock: Clock,
+    witness: Option<Arc<Witness>>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("key_id", &key_id(&self.key.verifying_key()))
+            .field("witness", &self.witness)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointSigner for Signer {
+    fn sign(&self, seq: u64, hash: ChainHash, prev: ChainHash) -> Checkpoint {
+        Checkpoint::sign(&self.key, seq, hash, (self.clock)(), prev)
+    }
+
+    fn committed(&self, checkpoint: &Checkpoint) {
+        if let Some(witness) = &self.witness {
+            witness.record(checkpoint);
+        }
+    }
+}
+
+/// Appends consent records; the store commits each batch with a checkpoint signed here.
 pub struct Ledger {
     store: Arc<dyn Store>,
     key: SigningKey,
-    every: u64,
     clock: Clock,
-    published: Arc<tokio::sync::OnceCell<()>>,
-    /// The highest position this process signed; `checkpoint_now` skips a tip already signed.
-    signed: AtomicU64,
+    witness: Option<Arc<Witness>>,
+    /// Done once the verifying key is published and the signer installed in the store.
+    ready: tokio::sync::OnceCell<()>,
 }
 
 impl fmt::Debug for Ledger {
@@ -85,46 +118,24 @@ impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ledger")
             .field("key_id", &key_id(&self.key.verifying_key()))
-            .field("checkpoint_every", &self.every)
+            .field("witness", &self.witness)
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
 
 impl Ledger {
-    /// A ledger over `store` signing with `key`, checkpointing every
-    /// [`DEFAULT_CHECKPOINT_EVERY`] records and on [`Ledger::checkpoint_now`].
-    ///
-    /// Inside a Tokio runtime it starts publishing the verifying key at once; either way the
-    /// key is published before the first checkpoint is stored.
+    /// A ledger over `store` signing with `key`. Its first append (or `checkpoint_now`)
+    /// publishes the verifying key, then installs the signer in the store: from then on every
+    /// batch the store commits ends with a checkpoint of its tip.
     pub fn new(store: Arc<dyn Store>, key: SigningKey) -> Ledger {
-        let published = Arc::new(tokio::sync::OnceCell::new());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (published, store, verifying) =
-                (published.clone(), store.clone(), key.verifying_key());
-            runtime.spawn(async move {
-                let done = published
-                    .get_or_try_init(|| publish(store.as_ref(), verifying))
-                    .await;
-                if let Err(e) = done {
-                    tracing::debug!(error = %e, "publishing the ledger key failed; retried at the first checkpoint");
-                }
-            });
-        }
         Ledger {
             store,
             key,
-            every: DEFAULT_CHECKPOINT_EVERY,
             clock: system_clock(),
-            published,
-            signed: AtomicU64::new(0),
+            witness: None,
+            ready: tokio::sync::OnceCell::new(),
         }
-    }
-
-    /// Signs a checkpoint whenever an append reaches a multiple of `every` (at least 1).
-    pub fn with_checkpoint_every(mut self, every: u64) -> Ledger {
-        self.every = every.max(1);
-        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Ledger {
@@ -132,8 +143,18 @@ impl Ledger {
         self
     }
 
+    /// Also appends every checkpoint to `witness`.
+    pub fn with_witness(mut self, witness: Arc<Witness>) -> Ledger {
+        self.witness = Some(witness);
+        self
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn witness(&self) -> Option<&Arc<Witness>> {
+        self.witness.as_ref()
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
@@ -147,61 +168,74 @@ impl Ledger {
         self.key.sign(message).to_bytes()
     }
 
-    /// Appends one record; answers after it is committed.
-    pub async fn append(&self, record: ConsentRecord) -> Result<LedgerEntry, StoreError> {
-        let entry = self.store.append_consent(record).await?;
-        self.after_append(std::slice::from_ref(&entry)).await;
-        Ok(entry)
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.ready
+            .get_or_try_init(|| async {
+                publish(self.store.as_ref(), self.key.verifying_key()).await?;
+                self.store.set_checkpoint_signer(Some(Arc::new(Signer {
+                    key: self.key.clone(),
+                    clock: self.clock.clone(),
+                    witness: self.witness.clone(),
+                })));
+                Ok::<(), StoreError>(())
+            })
+            .await
+            .map(|_| ())
     }
 
-    /// Appends records atomically and in order; answers after they are committed.
+    /// Appends one record; answers after it is committed with the checkpoint covering it.
+    pub async fn append(&self, record: ConsentRecord) -> Result<LedgerEntry, StoreError> {
+        self.ready().await?;
+        self.store.append_consent(record).await
+    }
+
+    /// Appends records atomically and in order; answers after they are committed with the
+    /// checkpoint covering them.
     pub async fn append_many(
         &self,
         records: Vec<ConsentRecord>,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
-        let entries = self.store.append_consents(records).await?;
-        self.after_append(&entries).await;
-        Ok(entries)
+        self.ready().await?;
+        self.store.append_consents(records).await
     }
 
-    /// Signs the automatic checkpoint when these entries reach a multiple of `every`. The
-    /// records are committed whatever happens here, so a failure is logged, not returned: the
-    /// caller must not retry an append that succeeded.
-    async fn after_append(&self, entries: &[LedgerEntry]) {
-        let Some(entry) = entries.iter().rev().find(|e| e.seq % self.every == 0) else {
-            return;
-        };
-        if let Err(e) = self.sign_and_store(entry.seq, entry.hash).await {
-            tracing::warn!(error = %e, seq = entry.seq, "ledger checkpoint failed");
-        }
-    }
-
-    /// Signs a checkpoint of the current tip unless it is already signed. `None` when there
-    /// was nothing new to sign.
+    /// Signs a checkpoint of the current tip unless one already covers it (records appended
+    /// by another process, or before this release). `None` when there was nothing to sign.
     pub async fn checkpoint_now(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let Some((seq, hash)) = self.store.ledger_tip().await? else {
-            return Ok(None);
-        };
-        if seq <= self.signed.load(Ordering::Acquire) {
-            return Ok(None);
-        }
-        self.sign_and_store(seq, hash).await.map(Some)
+        self.ready().await?;
+        self.store.checkpoint_tip().await
     }
 
-    async fn sign_and_store(&self, seq: u64, hash: ChainHash) -> Result<Checkpoint, StoreError> {
-        self.publish_verifying_key().await?;
-        let checkpoint = Checkpoint::sign(&self.key, seq, hash, (self.clock)());
-        self.store.put_checkpoint(&checkpoint).await?;
-        self.signed.fetch_max(seq, Ordering::AcqRel);
-        Ok(checkpoint)
+    /// The checkpoint covering record `seq`, signing one of the tip first if none does yet.
+    pub async fn checkpoint_covering(&self, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
+        if let Some(cp) = self.store.checkpoint_covering(seq).await? {
+            return Ok(Some(cp));
+        }
+        self.checkpoint_now().await?;
+        self.store.checkpoint_covering(seq).await
     }
 
     /// Publishes the verifying key in the settings (done once, before the first checkpoint).
     pub async fn publish_verifying_key(&self) -> Result<(), StoreError> {
-        self.published
-            .get_or_try_init(|| publish(self.store.as_ref(), self.key.verifying_key()))
-            .await
-            .map(|_| ())
+        self.ready().await
+    }
+
+    /// Waits until every checkpoint signed so far is in the witness file.
+    pub async fn flush_witness(&self) {
+        if let Some(witness) = &self.witness {
+            witness.flush().await;
+        }
+    }
+
+    /// Stops signing (the store commits later appends without a checkpoint) and closes the
+    /// witness after writing what it holds.
+    pub async fn close(&self) {
+        if self.ready.initialized() {
+            self.store.set_checkpoint_signer(None);
+        }
+        if let Some(witness) = &self.witness {
+            witness.close().await;
+        }
     }
 }
 
@@ -337,6 +371,39 @@ fn decode_32(text: &str) -> Option<[u8; 32]> {
 /// Rows fetched per query while verifying; the next page is fetched while one is checked.
 const VERIFY_PAGE: u32 = 50_000;
 
+/// What `verify_ledger` checks against.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// The verifying keys; empty checks the chain only.
+    pub keys: Vec<VerifyingKey>,
+    /// The checkpoints of a witness file, if one is given.
+    pub witness: Option<Vec<Checkpoint>>,
+    /// The time to judge uncovered records by (Unix milliseconds).
+    pub now: UnixMillis,
+    /// How long a record may stay without a checkpoint: the checkpoint interval plus a grace
+    /// period, in milliseconds. Older uncovered records are tampering.
+    pub allowance: i64,
+}
+
+impl VerifyOptions {
+    /// `keys`, no witness, the wall clock, and one second plus [`DEFAULT_GRACE`].
+    pub fn new(keys: Vec<VerifyingKey>) -> VerifyOptions {
+        VerifyOptions {
+            keys,
+            witness: None,
+            now: system_clock()(),
+            allowance: 1_000 + i64::try_from(DEFAULT_GRACE.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// What the witness vouched for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessReport {
+    pub checkpoints: usize,
+    pub last_seq: Option<u64>,
+}
+
 /// What a clean verification saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -345,6 +412,69 @@ pub struct VerifyReport {
     pub checkpoints: usize,
     /// Position of the last checkpoint, if any.
     pub last_checkpoint: Option<u64>,
+    /// Version 1 checkpoints, from before checkpoints were chained.
+    pub unchained_checkpoints: usize,
+    /// Records after the last checkpoint, all within the allowance.
+    pub uncovered: Option<Uncovered>,
+    pub witness: Option<WitnessReport>,
+}
+
+impl VerifyReport {
+    /// What this verification proves, one statement each.
+    pub fn proven(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "records 1 to {} form an unbroken hash chain, and every stored column agrees with the record's bytes",
+            self.records
+        )];
+        if let Some(last) = self.last_checkpoint {
+            out.push(format!(
+                "{} signed checkpoints match the chain, chained to one another up to record {last}",
+                self.checkpoints
+            ));
+        }
+        if let Some(WitnessReport {
+            checkpoints,
+            last_seq: Some(last),
+        }) = &self.witness
+        {
+            out.push(format!(
+                "{checkpoints} witnessed checkpoints match the ledger and are all in the database: nothing up to record {last} was cut or rewritten"
+            ));
+        }
+        out
+    }
+
+    /// What this verification could not prove, one statement each.
+    pub fn unproven(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let covered = self.last_checkpoint.unwrap_or(0);
+        match &self.witness {
+            None if self.records > 0 => out.push(format!(
+                "that nothing was cut after record {covered} together with its checkpoints: only a witness (--witness) can show the ledger's end"
+            )),
+            Some(w) if w.last_seq.unwrap_or(0) < covered => out.push(format!(
+                "that records {} to {covered} were not rewritten together with their checkpoints: the witness ends at record {}",
+                w.last_seq.unwrap_or(0) + 1,
+                w.last_seq.unwrap_or(0)
+            )),
+            _ => {}
+        }
+        if let Some(u) = &self.uncovered {
+            out.push(format!(
+                "records {} to {} ({} records) are not yet covered by a checkpoint; they are recent enough (within the checkpoint interval and grace period) to be waiting for one",
+                u.first_seq,
+                u.first_seq + u.count - 1,
+                u.count
+            ));
+        }
+        if self.unchained_checkpoints > 0 {
+            out.push(format!(
+                "that none of the {} version 1 checkpoints (before checkpoints were chained) was deleted",
+                self.unchained_checkpoints
+            ));
+        }
+        out
+    }
 }
 
 /// The first thing found wrong.
@@ -379,18 +509,21 @@ pub enum Verdict {
     NoKey(VerifyReport),
 }
 
-/// Checks every stored record in order (bytes, hash chain, subject column), then every
-/// checkpoint against the chain and `keys` (by key id). Empty `keys` checks the chain only and
-/// reports [`Verdict::NoKey`] when there are checkpoints. `progress` is told how many records
-/// have been checked after each page.
+/// Checks every stored record in order (bytes, hash chain, the subject and `at` columns), then
+/// every checkpoint against the chain and the keys (by key id), the chain of checkpoints, the
+/// witness's checkpoints if given, and that no record beyond the last checkpoint is older than
+/// the allowance. A non-empty ledger without any checkpoint is tampering. Empty `keys` checks
+/// the chain only and reports [`Verdict::NoKey`] when there are checkpoints. `progress` is told
+/// how many records have been checked after each page.
 ///
 /// `Err` means the store could not be read; anything found wrong in what it holds is a
 /// [`Verdict::Tampered`].
 pub async fn verify_ledger(
     store: Arc<dyn Store>,
-    keys: &[VerifyingKey],
+    options: &VerifyOptions,
     mut progress: impl FnMut(u64) + Send,
 ) -> Result<Verdict, StoreError> {
+    let keys = options.keys.as_slice();
     let checkpoints = match store.checkpoints().await {
         Ok(c) => c,
         Err(StoreError::Corrupt(message)) => {
@@ -405,7 +538,9 @@ pub async fn verify_ledger(
         }
         Err(e) => return Err(e),
     };
-    let mut verifier = ChainVerifier::new(checkpoints.iter().map(|c| c.seq));
+    let mut witness: Vec<Checkpoint> = options.witness.clone().unwrap_or_default();
+    witness.sort_by_key(|c| c.seq);
+    let mut verifier = ChainVerifier::new(checkpoints.iter().chain(witness.iter()).map(|c| c.seq));
 
     // One task fetches pages while this one checks the previous page.
     let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Result<Vec<LedgerRow>, StoreError>>(2);
@@ -483,31 +618,125 @@ pub async fn verify_ledger(
         tip: (!verifier.is_empty()).then(|| (verifier.len(), verifier.tip())),
         checkpoints: checkpoints.len(),
         last_checkpoint: checkpoints.iter().map(|c| c.seq).max(),
+        unchained_checkpoints: checkpoints.iter().filter(|c| c.prev.is_none()).count(),
+        uncovered: verifier.uncovered(),
+        witness: options.witness.as_ref().map(|_| WitnessReport {
+            checkpoints: witness.len(),
+            last_seq: witness.last().map(|c| c.seq),
+        }),
     };
-    if checkpoints.is_empty() {
-        return Ok(Verdict::Intact(report));
-    }
-    if keys.is_empty() {
+    let tampered = |finding: Finding| {
+        Ok(Verdict::Tampered {
+            verified: report.records,
+            finding,
+        })
+    };
+    if (!checkpoints.is_empty() || !witness.is_empty()) && keys.is_empty() {
         return Ok(Verdict::NoKey(report));
     }
+    // The database's checkpoints: signed, matching the chain, chained to one another.
     let mut sorted: Vec<&Checkpoint> = checkpoints.iter().collect();
     sorted.sort_by_key(|c| c.seq);
-    for checkpoint in sorted {
-        let signer = keys.iter().find(|k| key_id(k) == checkpoint.key_id);
-        let result = match signer {
-            Some(key) => verifier.finish(std::slice::from_ref(checkpoint), key),
-            None => Err(VerifyError::CheckpointSignature {
+    for checkpoint in &sorted {
+        if let Err(e) = check_signed(&verifier, keys, checkpoint) {
+            return tampered(e.into());
+        }
+    }
+    let owned: Vec<Checkpoint> = sorted.iter().map(|c| (*c).clone()).collect();
+    if let Err(e) = check_checkpoint_chain(&owned) {
+        return tampered(e.into());
+    }
+    // The witness's checkpoints: each must match the ledger, then be in the database.
+    for checkpoint in &witness {
+        if let Err(e) = check_signed(&verifier, keys, checkpoint) {
+            return tampered(witnessed(e));
+        }
+    }
+    for checkpoint in &witness {
+        if !checkpoints.contains(checkpoint) {
+            return tampered(Finding {
                 seq: checkpoint.seq,
-            }),
-        };
-        if let Err(e) = result {
-            return Ok(Verdict::Tampered {
-                verified: report.records,
-                finding: e.into(),
+                code: "ledger.checkpoint_missing",
+                message: format!(
+                    "the witnessed checkpoint at record {} is missing from the database: checkpoints were deleted or replaced",
+                    checkpoint.seq
+                ),
+            });
+        }
+    }
+    if report.records > 0 && checkpoints.is_empty() {
+        return tampered(Finding {
+            seq: 1,
+            code: "ledger.no_checkpoint",
+            message: format!(
+                "{} records and not one checkpoint: every checkpoint was deleted, or none was ever signed",
+                report.records
+            ),
+        });
+    }
+    if let Some(u) = report.uncovered {
+        let late = u.oldest < options.now.saturating_sub(options.allowance);
+        let future = u.newest > options.now.saturating_add(options.allowance);
+        if late || future {
+            let why = if late {
+                "older than the checkpoint interval and grace period allow"
+            } else {
+                "dated in the future"
+            };
+            return tampered(Finding {
+                seq: u.first_seq,
+                code: "ledger.uncovered",
+                message: format!(
+                    "records {} to {} are not covered by any checkpoint and are {why}: they were appended behind Kept's back, or their checkpoints deleted",
+                    u.first_seq,
+                    u.first_seq + u.count - 1
+                ),
             });
         }
     }
     Ok(Verdict::Intact(report))
+}
+
+/// A checkpoint's signature (by the key its id names) and its match with the chain.
+fn check_signed(
+    verifier: &ChainVerifier,
+    keys: &[VerifyingKey],
+    checkpoint: &Checkpoint,
+) -> Result<(), VerifyError> {
+    match keys.iter().find(|k| key_id(k) == checkpoint.key_id) {
+        Some(key) => verifier.finish(std::slice::from_ref(checkpoint), key),
+        None => Err(VerifyError::CheckpointSignature {
+            seq: checkpoint.seq,
+        }),
+    }
+}
+
+/// A finding about a witnessed checkpoint, named as such.
+fn witnessed(e: VerifyError) -> Finding {
+    let (code, message) = match &e {
+        VerifyError::CheckpointSignature { seq } => (
+            "ledger.witness_signature",
+            format!("the witnessed checkpoint at record {seq} is not signed by the ledger key"),
+        ),
+        VerifyError::CheckpointBeyondEnd { seq, len } => (
+            "ledger.witness_beyond_end",
+            format!(
+                "the witness has a checkpoint at record {seq}, beyond the end of the ledger ({len} records): the tail was cut"
+            ),
+        ),
+        VerifyError::CheckpointMismatch { seq } => (
+            "ledger.witness_mismatch",
+            format!(
+                "the witnessed checkpoint at record {seq} does not match the ledger: a record up to {seq} was changed, removed or reordered"
+            ),
+        ),
+        _ => (e.code(), e.to_string()),
+    };
+    Finding {
+        seq: e.seq(),
+        code,
+        message,
+    }
 }
 
 fn check_page(verifier: &mut ChainVerifier, rows: &[LedgerRow]) -> Result<(), Finding> {
@@ -515,7 +744,11 @@ fn check_page(verifier: &mut ChainVerifier, rows: &[LedgerRow]) -> Result<(), Fi
         // A malformed stored hash cannot equal the computed one; `push` then names the record
         // (or the gap before it).
         let hash = ChainHash::from_slice(&row.hash).unwrap_or_default();
-        verifier.push(row.seq, &row.bytes, &hash, Some(row.subject))?;
+        let columns = Columns {
+            subject: row.subject,
+            at: row.at,
+        };
+        verifier.push(row.seq, &row.bytes, &hash, Some(columns))?;
     }
     Ok(())
 }
@@ -523,6 +756,7 @@ fn check_page(verifier: &mut ChainVerifier, rows: &[LedgerRow]) -> Result<(), Fi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::witness::Witness;
     use kept_core::SubjectId;
     use kept_core::ledger::{CollectionMethod, ConsentAction, Evidence};
 
@@ -551,12 +785,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn checkpoints_land_on_multiples_and_on_demand() {
-        let (_dir, store) = store().await;
+    async fn every_batch_is_checkpointed_and_witnessed() {
+        let (dir, store) = store().await;
         let key = SigningKey::from_bytes(&[9; 32]);
+        let path = dir.path().join("witness.log");
+        let witness =
+            Arc::new(Witness::open(&path, None, std::time::Duration::from_millis(10)).unwrap());
         let ledger = Ledger::new(store.clone(), key.clone())
-            .with_checkpoint_every(10)
-            .with_clock(Arc::new(|| 1_234));
+            .with_clock(Arc::new(|| 1_234))
+            .with_witness(witness);
         assert_eq!(ledger.checkpoint_now().await.unwrap(), None);
         for i in 0..12 {
             ledger.append(record(i)).await.unwrap();
@@ -565,50 +802,129 @@ mod tests {
             .append_many((12..25).map(record).collect())
             .await
             .unwrap();
-        let seqs: Vec<u64> = store
-            .checkpoints()
-            .await
-            .unwrap()
-            .iter()
-            .map(|c| c.seq)
-            .collect();
-        assert_eq!(seqs, vec![10, 20]);
-        let tip = ledger.checkpoint_now().await.unwrap().unwrap();
-        assert_eq!((tip.seq, tip.at), (25, 1_234));
+        let checkpoints = store.checkpoints().await.unwrap();
+        let seqs: Vec<u64> = checkpoints.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, (1..=12).chain([25]).collect::<Vec<u64>>());
+        assert!(
+            checkpoints
+                .iter()
+                .all(|c| c.at == 1_234 && c.version() == 2)
+        );
+        // The tip is covered already.
         assert_eq!(ledger.checkpoint_now().await.unwrap(), None);
+        assert_eq!(
+            ledger.checkpoint_covering(14).await.unwrap().map(|c| c.seq),
+            Some(25)
+        );
+        ledger.flush_witness().await;
+        let (witnessed, torn) = crate::witness::read_witness(&path).unwrap();
+        assert_eq!((witnessed, torn), (checkpoints.clone(), 0));
 
         assert_eq!(
             published_verifying_keys(store.as_ref()).await.unwrap(),
             vec![key.verifying_key()]
         );
-        let verdict = verify_ledger(store.clone(), &[key.verifying_key()], |_| {})
+        let mut options = VerifyOptions::new(vec![key.verifying_key()]);
+        options.witness = Some(checkpoints.clone());
+        let verdict = verify_ledger(store.clone(), &options, |_| {})
             .await
             .unwrap();
+        let Verdict::Intact(report) = verdict else {
+            panic!("an untouched ledger did not verify: {verdict:?}");
+        };
         assert_eq!(
-            verdict,
-            Verdict::Intact(VerifyReport {
-                records: 25,
-                tip: Some((25, tip.hash)),
-                checkpoints: 3,
-                last_checkpoint: Some(25),
-            })
+            (report.records, report.checkpoints, report.last_checkpoint),
+            (25, 13, Some(25))
         );
+        assert_eq!(report.tip.map(|t| t.1), Some(checkpoints[12].hash));
+        assert_eq!(report.uncovered, None);
+        assert!(report.unproven().is_empty(), "{:?}", report.unproven());
         let stranger = SigningKey::from_bytes(&[8; 32]).verifying_key();
-        match verify_ledger(store.clone(), &[stranger], |_| {})
+        match verify_ledger(store.clone(), &VerifyOptions::new(vec![stranger]), |_| {})
             .await
             .unwrap()
         {
             Verdict::Tampered { finding, .. } => {
                 assert_eq!(
                     (finding.seq, finding.code),
-                    (10, "ledger.checkpoint_signature")
+                    (1, "ledger.checkpoint_signature")
                 );
             }
             other => panic!("a checkpoint by an unknown key passed: {other:?}"),
         }
         assert!(matches!(
-            verify_ledger(store.clone(), &[], |_| {}).await.unwrap(),
+            verify_ledger(store.clone(), &VerifyOptions::new(vec![]), |_| {})
+                .await
+                .unwrap(),
             Verdict::NoKey(_)
+        ));
+        ledger.close().await;
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_appended_unsigned_wait_for_the_next_checkpoint() {
+        let (_dir, store) = store().await;
+        let key = SigningKey::from_bytes(&[9; 32]);
+        // Appended with no signer installed: as another process, or an older release, would.
+        store
+            .append_consents((0..3).map(record).collect())
+            .await
+            .unwrap();
+        let at = record(2).at;
+        let mut options = VerifyOptions::new(vec![key.verifying_key()]);
+        options.now = at + 500;
+        // No checkpoint at all: fails whatever the time.
+        let verdict = verify_ledger(store.clone(), &options, |_| {})
+            .await
+            .unwrap();
+        assert!(
+            matches!(&verdict, Verdict::Tampered { finding, .. } if finding.code == "ledger.no_checkpoint"),
+            "{verdict:?}"
+        );
+        let ledger = Ledger::new(store.clone(), key.clone());
+        ledger.append(record(3)).await.unwrap();
+        // Checkpointed with the first signed batch; then two more arrive unsigned.
+        ledger.close().await;
+        store
+            .append_consents((4..6).map(record).collect())
+            .await
+            .unwrap();
+        let verdict = verify_ledger(store.clone(), &options, |_| {})
+            .await
+            .unwrap();
+        let Verdict::Intact(report) = verdict else {
+            panic!("recent uncovered records are not tampering: {verdict:?}");
+        };
+        let u = report.uncovered.unwrap();
+        assert_eq!((u.first_seq, u.count), (5, 2));
+        assert!(
+            report
+                .unproven()
+                .iter()
+                .any(|l| l.contains("not yet covered"))
+        );
+        options.now = at + 120_000;
+        match verify_ledger(store.clone(), &options, |_| {})
+            .await
+            .unwrap()
+        {
+            Verdict::Tampered { finding, .. } => {
+                assert_eq!((finding.seq, finding.code), (5, "ledger.uncovered"));
+            }
+            other => panic!("old uncovered records passed: {other:?}"),
+        }
+        // The next checkpoint (a restart) covers them.
+        let ledger = Ledger::new(store.clone(), key.clone());
+        assert_eq!(
+            ledger.checkpoint_now().await.unwrap().map(|c| c.seq),
+            Some(6)
+        );
+        assert!(matches!(
+            verify_ledger(store.clone(), &options, |_| {})
+                .await
+                .unwrap(),
+            Verdict::Intact(_)
         ));
         store.close().await.unwrap();
     }
@@ -627,7 +943,9 @@ mod tests {
         let keys = published_verifying_keys(store.as_ref()).await.unwrap();
         assert_eq!(keys, vec![second.verifying_key(), first.verifying_key()]);
         assert!(matches!(
-            verify_ledger(store.clone(), &keys, |_| {}).await.unwrap(),
+            verify_ledger(store.clone(), &VerifyOptions::new(keys), |_| {})
+                .await
+                .unwrap(),
             Verdict::Intact(_)
         ));
         store.close().await.unwrap();

@@ -48,6 +48,8 @@ pub enum ServeError {
     MasterKey { path: PathBuf, message: String },
     #[error(transparent)]
     Mail(#[from] crate::prefcenter::mail::MailError),
+    #[error(transparent)]
+    Witness(#[from] crate::witness::WitnessError),
 }
 
 impl ServeError {
@@ -63,6 +65,7 @@ impl ServeError {
             ServeError::Index(e) => e.code(),
             ServeError::MasterKey { .. } => "serve.master_key",
             ServeError::Mail(e) => e.code(),
+            ServeError::Witness(e) => e.code(),
         }
     }
 }
@@ -101,7 +104,24 @@ impl Server {
             (None, true) => ledger::demo_signing_key(store.as_ref()).await?,
             (None, false) => return Err(ServeError::NoLedgerKey),
         };
-        let ledger = Arc::new(Ledger::new(store.clone(), signing_key));
+        let mut ledger = Ledger::new(store.clone(), signing_key);
+        if let Some(path) = config.witness_path() {
+            let witness = crate::witness::Witness::open(
+                &path,
+                config.ledger_witness_url.as_deref(),
+                WITNESS_RETRY,
+            )?;
+            ledger = ledger.with_witness(Arc::new(witness));
+        }
+        let ledger = Arc::new(ledger);
+        // Records no checkpoint covers yet (a crash of an older release, another writer) are
+        // covered before anything else is appended.
+        if let Some(cp) = ledger.checkpoint_now().await? {
+            tracing::warn!(
+                seq = cp.seq,
+                "signed a ledger checkpoint over records left without one (an older release's crash, or another writer)"
+            );
+        }
         let compiled = crate::index::compile(&manifest)
             .map_err(|e| crate::index::IndexError::Unavailable(e.to_string()))?;
         let master_key = match &config.master_key_file {
@@ -271,6 +291,7 @@ impl Server {
             Err(e) => tracing::error!(error = %e, "final ledger checkpoint failed"),
         }
         state.decision_log.close().await;
+        state.ledger.close().await;
         state.store.close().await?;
         tracing::info!("stopped");
         served.map_err(|e| ServeError::Io(e.to_string()))
@@ -309,7 +330,12 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Signs a checkpoint every `interval` when records arrived since the last one.
+/// The first wait before posting to the witness URL again.
+const WITNESS_RETRY: Duration = Duration::from_secs(1);
+
+/// Every `interval`, signs a checkpoint when records no checkpoint covers arrived (another
+/// process on the database appending without signing). Kept's own appends need none of this:
+/// each batch commits with its checkpoint.
 async fn checkpoint_periodically(ledger: Arc<Ledger>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -318,7 +344,12 @@ async fn checkpoint_periodically(ledger: Arc<Ledger>, interval: Duration) {
     loop {
         ticks.tick().await;
         match ledger.checkpoint_now().await {
-            Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "ledger checkpoint signed"),
+            // Kept's own batches commit with their checkpoint: whatever this covers was
+            // appended by another writer, which an operator should be able to account for.
+            Ok(Some(cp)) => tracing::warn!(
+                seq = cp.seq,
+                "signed a ledger checkpoint over records appended without one (by another process?)"
+            ),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "ledger checkpoint failed; retrying next time"),
         }

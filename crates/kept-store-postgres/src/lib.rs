@@ -1,8 +1,9 @@
 //! Kept's `Store` on PostgreSQL, selected by a `postgres://` database URL.
 //!
 //! Several Kept servers may share one database. Each batches its ledger appends through its own
-//! group committer; every batch locks the one-row `ledger_tip` table before reading the tip, so
-//! the servers' batches extend one chain one after the other. Batches are inserted with
+//! group committer; every batch locks the one-row `ledger_tip` table before reading the tip and
+//! the last checkpoint, so the servers' batches extend one chain of records, and one chain of
+//! checkpoints, one after the other. Batches are inserted with
 //! `UNNEST` over arrays: one statement, prepared once, whatever the batch size.
 
 use async_trait::async_trait;
@@ -10,11 +11,12 @@ use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
 use kept_core::subject::{ChannelPreference, Contact, Provenance, Subject, Trait};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::columns::{
-    chain_hash, dense_ids, frequency, ledger_subject, quiet_hours, subject_id, to_i64, to_u32,
-    to_u64,
+    CHECKPOINT_COLUMNS, CheckpointColumns, chain_hash, dense_ids, frequency, ledger_subject,
+    quiet_hours, subject_id, to_i64, to_u32, to_u64,
 };
 use kept_store::group_commit::{
-    BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, plan_hot_batch,
+    BatchWriter, ChainedRow, CheckpointSigner, GroupCommit, HotWrite, HotWritten, LastCheckpoint,
+    SignerSlot, answer_hot_batch, plan_checkpoint, plan_hot_batch, touches_ledger,
 };
 use kept_store::{
     ApiKeyRecord, Backend, Heard, LedgerRow, NewSubject, NoticeHash, Result, Role, Store,
@@ -43,6 +45,8 @@ pub struct PostgresStore {
     redacted_url: String,
     pool: PgPool,
     hot: GroupCommit<HotWriter>,
+    /// The checkpoint signer the committer uses.
+    signer: SignerSlot,
     /// Events and profile traits from the collection API.
     events: GroupCommit<collection::EventWriter>,
     /// The `NOTIFY` channel servers on this database and schema announce changes on.
@@ -208,12 +212,20 @@ impl PostgresStore {
                 .await
                 .map_err(db)?;
         let channel = announce_channel(&database, &schema);
-        let hot = GroupCommit::start(HotWriter { pool: pool.clone() }, MAX_BATCH_ROWS);
+        let signer = SignerSlot::default();
+        let hot = GroupCommit::start(
+            HotWriter {
+                pool: pool.clone(),
+                signer: signer.clone(),
+            },
+            MAX_BATCH_ROWS,
+        );
         let events = collection::start_event_committer(pool.clone());
         Ok(PostgresStore {
             redacted_url,
             pool,
             hot,
+            signer,
             events,
             channel,
         })
@@ -262,9 +274,11 @@ impl PostgresStore {
     }
 }
 
-/// The group committer's side: one transaction per batch.
+/// The group committer's side: one transaction per batch, ending with the checkpoint of the
+/// batch's tip, chained after the last checkpoint read under the tip's lock.
 struct HotWriter {
     pool: PgPool,
+    signer: SignerSlot,
 }
 
 #[async_trait]
@@ -273,23 +287,35 @@ impl BatchWriter for HotWriter {
     type Output = HotWritten;
 
     async fn write_batch(&mut self, batch: Vec<HotWrite>) -> Result<Vec<HotWritten>> {
+        let signer = self.signer.get();
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let appends = batch.iter().any(|w| matches!(w, HotWrite::Consents(_)));
-        // Only a batch that appends takes the tip's lock; contacts need no order.
-        let tip = if appends {
+        // Only a batch that appends (or asks for a checkpoint) takes the tip's lock; contacts
+        // need no order.
+        let (tip, last) = if touches_ledger(&batch) {
             lock_tip(&mut tx).await?
         } else {
-            (0, ChainHash::GENESIS)
+            ((0, ChainHash::GENESIS), (0, ChainHash::GENESIS))
         };
         let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
+        let checkpoint = if touches_ledger(&batch) {
+            plan_checkpoint(signer.as_ref(), (seq, hash), last)
+        } else {
+            None
+        };
         if !rows.is_empty() {
             insert_ledger_rows(&mut tx, &rows, seq, &hash).await?;
         }
         if !contacts.is_empty() {
             insert_contacts(&mut tx, &contacts).await?;
         }
+        if let Some(cp) = &checkpoint {
+            insert_checkpoint(&mut tx, cp, "").await?;
+        }
         tx.commit().await.map_err(db)?;
-        Ok(answer_hot_batch(&batch, rows))
+        if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
+            signer.committed(cp);
+        }
+        Ok(answer_hot_batch(&batch, rows, checkpoint.as_ref()))
     }
 
     fn weight(item: &HotWrite) -> usize {
@@ -297,14 +323,43 @@ impl BatchWriter for HotWriter {
     }
 }
 
-async fn lock_tip(conn: &mut PgConnection) -> Result<(u64, ChainHash)> {
+/// Locks the tip and reads it with the last checkpoint (whose digest the next one signs).
+async fn lock_tip(conn: &mut PgConnection) -> Result<((u64, ChainHash), LastCheckpoint)> {
     let row = sqlx::query("SELECT seq, hash FROM ledger_tip WHERE id = 1 FOR UPDATE")
         .fetch_one(&mut *conn)
         .await
         .map_err(db)?;
     let seq = to_u64(row.try_get(0).map_err(db)?, "ledger tip")?;
     let hash: Vec<u8> = row.try_get(1).map_err(db)?;
-    Ok((seq, chain_hash(seq, &hash)?))
+    let last = sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+    ))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
+    let last = match last {
+        None => (0, ChainHash::GENESIS),
+        Some(row) => checkpoint_row(&row).map(|c| (c.seq, c.digest()))?,
+    };
+    Ok(((seq, chain_hash(seq, &hash)?), last))
+}
+
+/// Inserts one checkpoint; `conflict` is appended to the statement (`ON CONFLICT …`).
+async fn insert_checkpoint(conn: &mut PgConnection, cp: &Checkpoint, conflict: &str) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO ledger_checkpoints (seq, hash, at, key_id, signature, prev) \
+         VALUES ($1, $2, $3, $4, $5, $6){conflict}"
+    ))
+    .bind(to_i64(cp.seq)?)
+    .bind(cp.hash.0.as_slice())
+    .bind(cp.at)
+    .bind(cp.key_id.as_str())
+    .bind(cp.signature.as_slice())
+    .bind(cp.prev.as_ref().map(|p| p.0.as_slice()))
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 async fn insert_ledger_rows(
@@ -380,7 +435,7 @@ impl Store for PostgresStore {
     async fn append_consent(&self, record: ConsentRecord) -> Result<LedgerEntry> {
         match self.hot(HotWrite::Consents(vec![record])).await? {
             HotWritten::Entries(entries) => entries.into_iter().next().ok_or_else(lost),
-            HotWritten::Contacts => Err(lost()),
+            HotWritten::Contacts | HotWritten::Checkpoint(_) => Err(lost()),
         }
     }
 
@@ -390,13 +445,13 @@ impl Store for PostgresStore {
         }
         match self.hot(HotWrite::Consents(records)).await? {
             HotWritten::Entries(entries) => Ok(entries),
-            HotWritten::Contacts => Err(lost()),
+            HotWritten::Contacts | HotWritten::Checkpoint(_) => Err(lost()),
         }
     }
 
     async fn ledger_rows(&self, after: u64, limit: u32) -> Result<Vec<LedgerRow>> {
         let rows = sqlx::query(
-            "SELECT seq, subject_id, bytes, hash FROM ledger WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, subject_id, bytes, hash, at FROM ledger WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(to_i64(after)?)
         .bind(i64::from(limit))
@@ -449,27 +504,49 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
-        // Two servers may sign the same position; the first signature stands.
-        sqlx::query(
-            "INSERT INTO ledger_checkpoints (seq, hash, at, key_id, signature) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
-        )
-        .bind(to_i64(checkpoint.seq)?)
-        .bind(checkpoint.hash.0.as_slice())
-        .bind(checkpoint.at)
-        .bind(checkpoint.key_id.as_str())
-        .bind(checkpoint.signature.as_slice())
-        .execute(&self.pool)
+    fn set_checkpoint_signer(&self, signer: Option<std::sync::Arc<dyn CheckpointSigner>>) {
+        self.signer.set(signer);
+    }
+
+    async fn checkpoint_tip(&self) -> Result<Option<Checkpoint>> {
+        match self.hot(HotWrite::Checkpoint).await? {
+            HotWritten::Checkpoint(checkpoint) => Ok(checkpoint),
+            _ => Err(lost()),
+        }
+    }
+
+    async fn checkpoint_covering(&self, seq: u64) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints WHERE seq >= $1 \
+             ORDER BY seq LIMIT 1"
+        ))
+        .bind(to_i64(seq)?)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        // Two servers may sign the same position; the first signature stands.
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        insert_checkpoint(&mut conn, checkpoint, " ON CONFLICT (seq) DO NOTHING").await
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        let rows = sqlx::query(
-            "SELECT seq, hash, at, key_id, signature FROM ledger_checkpoints ORDER BY seq",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY seq"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -948,23 +1025,18 @@ fn ledger_row(row: &PgRow) -> Result<LedgerRow> {
         subject: ledger_subject(seq, row.try_get(1).map_err(db)?)?,
         bytes: row.try_get(2).map_err(db)?,
         hash: row.try_get(3).map_err(db)?,
+        at: row.try_get(4).map_err(db)?,
     })
 }
 
 fn checkpoint_row(row: &PgRow) -> Result<Checkpoint> {
-    let seq = to_u64(row.try_get(0).map_err(db)?, "checkpoint seq")?;
-    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
-    let signature: Vec<u8> = row.try_get(4).map_err(db)?;
-    Ok(Checkpoint {
-        seq,
-        hash: chain_hash(seq, &hash)?,
+    kept_store::columns::checkpoint(CheckpointColumns {
+        seq: row.try_get(0).map_err(db)?,
+        hash: row.try_get(1).map_err(db)?,
         at: row.try_get(2).map_err(db)?,
         key_id: row.try_get(3).map_err(db)?,
-        signature: signature.as_slice().try_into().map_err(|_| {
-            StoreError::Corrupt(format!(
-                "checkpoint at record {seq} has a malformed signature"
-            ))
-        })?,
+        signature: row.try_get(4).map_err(db)?,
+        prev: row.try_get(5).map_err(db)?,
     })
 }
 

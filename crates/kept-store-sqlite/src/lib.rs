@@ -11,11 +11,12 @@ use kept_core::UnixMillis;
 use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
 use kept_core::subject::{ChannelPreference, Contact, Provenance, Subject, Trait};
 use kept_store::columns::{
-    chain_hash, dense_ids, frequency, ledger_subject, quiet_hours, subject_id, to_i64, to_u32,
-    to_u64,
+    CHECKPOINT_COLUMNS, CheckpointColumns, chain_hash, dense_ids, frequency, ledger_subject,
+    quiet_hours, subject_id, to_i64, to_u32, to_u64,
 };
 use kept_store::group_commit::{
-    BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, plan_hot_batch,
+    BatchWriter, ChainedRow, CheckpointSigner, GroupCommit, HotWrite, HotWritten, LastCheckpoint,
+    SignerSlot, answer_hot_batch, plan_checkpoint, plan_hot_batch,
 };
 use kept_store::{
     ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
@@ -51,6 +52,8 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     hot: GroupCommit<HotWriter>,
+    /// The checkpoint signer the committer uses.
+    signer: SignerSlot,
     /// Events and profile traits from the collection API.
     events: GroupCommit<collection::EventWriter>,
 }
@@ -134,9 +137,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(unavailable)?;
+        let signer = SignerSlot::default();
         let hot = GroupCommit::start(
             HotWriter {
                 pool: write.clone(),
+                signer: signer.clone(),
                 tip: None,
             },
             MAX_BATCH_ROWS,
@@ -147,6 +152,7 @@ impl SqliteStore {
             read,
             write,
             hot,
+            signer,
             events,
         })
     }
@@ -198,16 +204,42 @@ impl SqliteStore {
 
 /// The group committer's side: one transaction per batch on the single write connection.
 ///
-/// It keeps the chain's tip between batches and writes a batch as one script (`BEGIN
-/// IMMEDIATE; INSERT …; COMMIT`): a single round trip to the connection's thread. Another
-/// process appending to the same file cannot fork the chain: its rows take the positions this
-/// batch counted on, the primary key refuses ours, and the batch is redone with the tip read
-/// under the write lock.
+/// It keeps the chain's tip and the last checkpoint between batches and writes a batch, with the
+/// checkpoint of its new tip, as one script (`BEGIN IMMEDIATE; INSERT …; COMMIT`): a single
+/// round trip to the connection's thread. Another process appending to the same file cannot
+/// fork either chain: its rows take the positions this batch counted on, the primary key refuses
+/// ours, and the batch is redone with the tip and the last checkpoint read under the write lock.
 struct HotWriter {
     pool: SqlitePool,
-    /// The tip as of this committer's last commit; `None` after a failure or before the first
-    /// batch, when it is read from the database.
-    tip: Option<(u64, ChainHash)>,
+    signer: SignerSlot,
+    /// As of this committer's last commit; `None` after a failure or before the first batch,
+    /// when it is read from the database.
+    tip: Option<Tip>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tip {
+    ledger: (u64, ChainHash),
+    checkpoint: LastCheckpoint,
+}
+
+impl HotWriter {
+    /// Plans `batch` on `tip`: its rows, its contacts and the checkpoint it ends with.
+    fn plan<'b>(
+        signer: Option<&std::sync::Arc<dyn CheckpointSigner>>,
+        tip: Tip,
+        batch: &'b [HotWrite],
+    ) -> (Tip, Vec<ChainedRow>, Vec<&'b Contact>, Option<Checkpoint>) {
+        let (seq, hash, rows, contacts) = plan_hot_batch(tip.ledger, batch);
+        let checkpoint = plan_checkpoint(signer, (seq, hash), tip.checkpoint);
+        let next = Tip {
+            ledger: (seq, hash),
+            checkpoint: checkpoint
+                .as_ref()
+                .map_or(tip.checkpoint, |c| (c.seq, c.digest())),
+        };
+        (next, rows, contacts, checkpoint)
+    }
 }
 
 #[async_trait]
@@ -216,13 +248,25 @@ impl BatchWriter for HotWriter {
     type Output = HotWritten;
 
     async fn write_batch(&mut self, batch: Vec<HotWrite>) -> Result<Vec<HotWritten>> {
+        let signer = self.signer.get();
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        if let Some(tip) = self.tip.take() {
-            let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
-            match write_script(&mut conn, &rows, &contacts).await {
+        // A round asking only for a checkpoint reads the tip under the lock: records another
+        // process appended are invisible to the cached tip until they collide with ours.
+        let only_checkpoint = batch.iter().all(|w| matches!(w, HotWrite::Checkpoint));
+        let cached = self.tip.take().filter(|_| !only_checkpoint);
+        if let Some(tip) = cached {
+            let (next, rows, contacts, checkpoint) = HotWriter::plan(signer.as_ref(), tip, &batch);
+            if rows.is_empty() && contacts.is_empty() && checkpoint.is_none() {
+                self.tip = Some(tip);
+                return Ok(answer_hot_batch(&batch, rows, None));
+            }
+            match write_script(&mut conn, &rows, &contacts, checkpoint.as_ref()).await {
                 Ok(()) => {
-                    self.tip = Some((seq, hash));
-                    return Ok(answer_hot_batch(&batch, rows));
+                    self.tip = Some(next);
+                    if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
+                        signer.committed(cp);
+                    }
+                    return Ok(answer_hot_batch(&batch, rows, checkpoint.as_ref()));
                 }
                 Err(e) => {
                     // Whatever failed, no transaction may stay open on the write connection.
@@ -237,13 +281,22 @@ impl BatchWriter for HotWriter {
         let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
             .await
             .map_err(db)?;
-        let tip = read_tip(&mut tx).await?;
-        let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
+        let tip = Tip {
+            ledger: read_tip(&mut tx).await?,
+            checkpoint: read_last_checkpoint(&mut tx).await?,
+        };
+        let (next, rows, contacts, checkpoint) = HotWriter::plan(signer.as_ref(), tip, &batch);
         insert_ledger_rows(&mut tx, &rows).await?;
         insert_contacts(&mut tx, &contacts).await?;
+        if let Some(cp) = &checkpoint {
+            insert_checkpoint(&mut tx, cp, "").await.map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
-        self.tip = Some((seq, hash));
-        Ok(answer_hot_batch(&batch, rows))
+        self.tip = Some(next);
+        if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
+            signer.committed(cp);
+        }
+        Ok(answer_hot_batch(&batch, rows, checkpoint.as_ref()))
     }
 
     fn weight(item: &HotWrite) -> usize {
@@ -254,6 +307,8 @@ impl BatchWriter for HotWriter {
 const LEDGER_INSERT: &str = "INSERT INTO ledger (seq, subject_id, at, bytes, hash) VALUES ";
 const CONTACT_INSERT: &str =
     "INSERT INTO contacts (subject_id, channel, purpose, topic, at) VALUES ";
+const CHECKPOINT_INSERT: &str = "INSERT INTO ledger_checkpoints \
+     (seq, hash, at, key_id, signature, prev) VALUES (?, ?, ?, ?, ?, ?)";
 
 /// One transaction as one script. Its text depends only on the row counts, so the prepared
 /// statements are reused from the connection's cache.
@@ -261,6 +316,7 @@ async fn write_script(
     conn: &mut SqliteConnection,
     rows: &[ChainedRow],
     contacts: &[&Contact],
+    checkpoint: Option<&Checkpoint>,
 ) -> Result<(), sqlx::Error> {
     let mut sql = String::from("BEGIN IMMEDIATE;");
     for chunk in rows.chunks(CHUNK) {
@@ -268,6 +324,10 @@ async fn write_script(
     }
     for chunk in contacts.chunks(CHUNK) {
         sql.push_str(&values_sql(CONTACT_INSERT, 5, chunk.len(), ";"));
+    }
+    if checkpoint.is_some() {
+        sql.push_str(CHECKPOINT_INSERT);
+        sql.push(';');
     }
     sql.push_str("COMMIT;");
     let mut q = sqlx::query(&sql);
@@ -290,7 +350,39 @@ async fn write_script(
             .bind(c.topic.as_deref())
             .bind(c.at);
     }
+    if let Some(cp) = checkpoint {
+        q = bind_checkpoint(q, cp)?;
+    }
     q.execute(&mut *conn).await.map(|_| ())
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn bind_checkpoint<'q>(
+    q: SqliteQuery<'q>,
+    cp: &'q Checkpoint,
+) -> Result<SqliteQuery<'q>, sqlx::Error> {
+    let seq = i64::try_from(cp.seq)
+        .map_err(|_| sqlx::Error::Protocol(format!("seq `{}` is out of range", cp.seq)))?;
+    Ok(q.bind(seq)
+        .bind(cp.hash.0.as_slice())
+        .bind(cp.at)
+        .bind(cp.key_id.as_str())
+        .bind(cp.signature.as_slice())
+        .bind(cp.prev.as_ref().map(|p| p.0.as_slice())))
+}
+
+/// Inserts one checkpoint; `conflict` is appended to the statement (`ON CONFLICT …`).
+async fn insert_checkpoint(
+    conn: &mut SqliteConnection,
+    cp: &Checkpoint,
+    conflict: &str,
+) -> Result<(), sqlx::Error> {
+    let sql = format!("{CHECKPOINT_INSERT}{conflict}");
+    bind_checkpoint(sqlx::query(&sql), cp)?
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
 }
 
 async fn read_tip(conn: &mut SqliteConnection) -> Result<(u64, ChainHash)> {
@@ -305,6 +397,19 @@ async fn read_tip(conn: &mut SqliteConnection) -> Result<(u64, ChainHash)> {
             let hash: Vec<u8> = row.try_get(1).map_err(db)?;
             Ok((seq, chain_hash(seq, &hash)?))
         }
+    }
+}
+
+async fn read_last_checkpoint(conn: &mut SqliteConnection) -> Result<LastCheckpoint> {
+    let row = sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+    ))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
+    match row {
+        None => Ok((0, ChainHash::GENESIS)),
+        Some(row) => checkpoint_row(&row).map(|c| (c.seq, c.digest())),
     }
 }
 
@@ -375,7 +480,7 @@ impl Store for SqliteStore {
     async fn append_consent(&self, record: ConsentRecord) -> Result<LedgerEntry> {
         match self.hot(HotWrite::Consents(vec![record])).await? {
             HotWritten::Entries(entries) => entries.into_iter().next().ok_or_else(lost),
-            HotWritten::Contacts => Err(lost()),
+            HotWritten::Contacts | HotWritten::Checkpoint(_) => Err(lost()),
         }
     }
 
@@ -385,7 +490,7 @@ impl Store for SqliteStore {
         }
         match self.hot(HotWrite::Consents(records)).await? {
             HotWritten::Entries(entries) => Ok(entries),
-            HotWritten::Contacts => Err(lost()),
+            HotWritten::Contacts | HotWritten::Checkpoint(_) => Err(lost()),
         }
     }
 
@@ -403,7 +508,7 @@ impl Store for SqliteStore {
             Some(rows) => Ok(rows),
             None => {
                 let rows = sqlx::query(
-                    "SELECT seq, subject_id, bytes, hash FROM ledger WHERE seq > ? \
+                    "SELECT seq, subject_id, bytes, hash, at FROM ledger WHERE seq > ? \
                      ORDER BY seq LIMIT ?",
                 )
                 .bind(to_i64(after)?)
@@ -450,27 +555,50 @@ impl Store for SqliteStore {
         Ok((seq > 0).then_some((seq, hash)))
     }
 
-    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
-        // Two servers may sign the same position; the first signature stands.
-        sqlx::query(
-            "INSERT INTO ledger_checkpoints (seq, hash, at, key_id, signature) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
-        )
-        .bind(to_i64(checkpoint.seq)?)
-        .bind(checkpoint.hash.0.as_slice())
-        .bind(checkpoint.at)
-        .bind(checkpoint.key_id.as_str())
-        .bind(checkpoint.signature.as_slice())
-        .execute(&self.write)
+    fn set_checkpoint_signer(&self, signer: Option<std::sync::Arc<dyn CheckpointSigner>>) {
+        self.signer.set(signer);
+    }
+
+    async fn checkpoint_tip(&self) -> Result<Option<Checkpoint>> {
+        match self.hot(HotWrite::Checkpoint).await? {
+            HotWritten::Checkpoint(checkpoint) => Ok(checkpoint),
+            _ => Err(lost()),
+        }
+    }
+
+    async fn checkpoint_covering(&self, seq: u64) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints WHERE seq >= ? ORDER BY seq LIMIT 1"
+        ))
+        .bind(to_i64(seq)?)
+        .fetch_optional(&self.read)
         .await
         .map_err(db)?;
-        Ok(())
+        row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        // Two servers may sign the same position; the first signature stands.
+        let mut conn = self.write.acquire().await.map_err(db)?;
+        insert_checkpoint(&mut conn, checkpoint, " ON CONFLICT (seq) DO NOTHING")
+            .await
+            .map_err(db)
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        let rows = sqlx::query(
-            "SELECT seq, hash, at, key_id, signature FROM ledger_checkpoints ORDER BY seq",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY seq"
+        ))
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
@@ -894,8 +1022,8 @@ impl Store for SqliteStore {
 /// (`unpack_ledger_page` checks, and the caller falls back to plain rows if not).
 const PACKED_LEDGER_PAGE: &str = "SELECT count(*), group_concat(seq), group_concat(subject_id), \
      group_concat(length(bytes)), CAST(group_concat(bytes, '') AS BLOB), \
-     group_concat(length(hash)), CAST(group_concat(hash, '') AS BLOB) \
-     FROM (SELECT seq, subject_id, bytes, hash FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?)";
+     group_concat(length(hash)), CAST(group_concat(hash, '') AS BLOB), group_concat(at) \
+     FROM (SELECT seq, subject_id, at, bytes, hash FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?)";
 
 /// The rows of a packed page; `None` when they did not come in `seq` order.
 fn unpack_ledger_page(packed: &SqliteRow) -> Result<Option<Vec<LedgerRow>>> {
@@ -916,6 +1044,7 @@ fn unpack_ledger_page(packed: &SqliteRow) -> Result<Option<Vec<LedgerRow>>> {
             .map(Option::unwrap_or_default)
     };
     let (seqs, subjects, byte_lens, hash_lens) = (text(1)?, text(2)?, text(3)?, text(5)?);
+    let ats = text(7)?;
     let (bytes, hashes) = (blob(4)?, blob(6)?);
     let malformed = || StoreError::Corrupt("a ledger page did not unpack".into());
     let int = |s: &str| s.parse::<i64>().map_err(|_| malformed());
@@ -927,8 +1056,9 @@ fn unpack_ledger_page(packed: &SqliteRow) -> Result<Option<Vec<LedgerRow>>> {
         .split(',')
         .zip(subjects.split(','))
         .zip(byte_lens.split(','))
-        .zip(hash_lens.split(','));
-    for (((seq, subject), byte_len), hash_len) in columns {
+        .zip(hash_lens.split(','))
+        .zip(ats.split(','));
+    for ((((seq, subject), byte_len), hash_len), at) in columns {
         let seq = to_u64(int(seq)?, "ledger seq")?;
         if rows.last().is_some_and(|r: &LedgerRow| r.seq >= seq) {
             return Ok(None);
@@ -945,6 +1075,7 @@ fn unpack_ledger_page(packed: &SqliteRow) -> Result<Option<Vec<LedgerRow>>> {
         rows.push(LedgerRow {
             seq,
             subject: ledger_subject(seq, int(subject)?)?,
+            at: int(at)?,
             bytes: row_bytes.to_vec(),
             hash: row_hash.to_vec(),
         });
@@ -971,25 +1102,18 @@ fn ledger_row(row: &SqliteRow) -> Result<LedgerRow> {
         subject: ledger_subject(seq, row.try_get(1).map_err(db)?)?,
         bytes: row.try_get(2).map_err(db)?,
         hash: row.try_get(3).map_err(db)?,
+        at: row.try_get(4).map_err(db)?,
     })
 }
 
 fn checkpoint_row(row: &SqliteRow) -> Result<Checkpoint> {
-    let seq = to_u64(row.try_get(0).map_err(db)?, "checkpoint seq")?;
-    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
-    let signature: Vec<u8> = row.try_get(4).map_err(db)?;
-    Ok(Checkpoint {
-        seq,
-        hash: ChainHash::from_slice(&hash).ok_or_else(|| {
-            StoreError::Corrupt(format!("checkpoint at record {seq} has a malformed hash"))
-        })?,
+    kept_store::columns::checkpoint(CheckpointColumns {
+        seq: row.try_get(0).map_err(db)?,
+        hash: row.try_get(1).map_err(db)?,
         at: row.try_get(2).map_err(db)?,
         key_id: row.try_get(3).map_err(db)?,
-        signature: signature.as_slice().try_into().map_err(|_| {
-            StoreError::Corrupt(format!(
-                "checkpoint at record {seq} has a malformed signature"
-            ))
-        })?,
+        signature: row.try_get(4).map_err(db)?,
+        prev: row.try_get(5).map_err(db)?,
     })
 }
 

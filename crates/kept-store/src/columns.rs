@@ -3,6 +3,7 @@
 
 use crate::{Result, StoreError};
 use kept_core::SubjectId;
+use kept_core::ledger::{ChainHash, Checkpoint};
 use kept_core::subject::{Frequency, Period, QuietHours};
 
 /// A sequence number as a signed 64-bit column.
@@ -76,4 +77,42 @@ pub fn ledger_subject(seq: u64, subject: i64) -> Result<SubjectId> {
 pub fn chain_hash(seq: u64, bytes: &[u8]) -> Result<kept_core::ledger::ChainHash> {
     kept_core::ledger::ChainHash::from_slice(bytes)
         .ok_or_else(|| StoreError::Corrupt(format!("record {seq} has a malformed hash")))
+}
+
+/// The columns of a `ledger_checkpoints` row, as read.
+#[derive(Debug)]
+pub struct CheckpointColumns {
+    pub seq: i64,
+    pub hash: Vec<u8>,
+    pub at: i64,
+    pub key_id: String,
+    pub signature: Vec<u8>,
+    /// `NULL` for a version 1 checkpoint.
+    pub prev: Option<Vec<u8>>,
+}
+
+/// The SELECT list matching [`CheckpointColumns`], in order.
+pub const CHECKPOINT_COLUMNS: &str = "seq, hash, at, key_id, signature, prev";
+
+/// A checkpoint from its row; a malformed column is `Corrupt`, naming the checkpoint.
+pub fn checkpoint(c: CheckpointColumns) -> Result<Checkpoint> {
+    let seq = to_u64(c.seq, "checkpoint seq")?;
+    let malformed = |what: &str| {
+        StoreError::Corrupt(format!("checkpoint at record {seq} has a malformed {what}"))
+    };
+    Ok(Checkpoint {
+        seq,
+        hash: ChainHash::from_slice(&c.hash).ok_or_else(|| malformed("hash"))?,
+        at: c.at,
+        key_id: c.key_id,
+        signature: c
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| malformed("signature"))?,
+        prev: match c.prev {
+            None => None,
+            Some(p) => Some(ChainHash::from_slice(&p).ok_or_else(|| malformed("previous digest"))?),
+        },
+    })
 }

@@ -12,14 +12,15 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+use crate::group_commit::CheckpointSigner;
 use crate::{ApiKeyRecord, NewSubject, NoticeHash, Role, Store, StoreError};
 use async_trait::async_trait;
 use ed25519_dalek::SigningKey;
 use futures::FutureExt;
 use kept_core::SubjectId;
 use kept_core::ledger::{
-    ChainHash, ChainVerifier, Checkpoint, CollectionMethod, ConsentAction, ConsentRecord, Evidence,
-    LedgerEntry, NoticeRef, decode, encode,
+    ChainHash, ChainVerifier, Checkpoint, CollectionMethod, Columns, ConsentAction, ConsentRecord,
+    Evidence, LedgerEntry, NoticeRef, check_checkpoint_chain, decode, encode,
 };
 use kept_core::subject::{
     ChannelPreference, Contact, Frequency, Period, Provenance, QuietHours, Trait,
@@ -52,6 +53,8 @@ macro_rules! conformance_tests {
             ledger_rows_pages_through_everything,
             ledger_for_subject_returns_only_that_subject,
             checkpoints_round_trip,
+            every_batch_ends_with_a_chained_checkpoint,
+            a_checkpoint_of_the_tip_covers_records_appended_unsigned,
             notice_hashes_are_idempotent,
             api_keys_insert_lookup_revoke,
             settings_put_if_absent_keeps_the_first_value,
@@ -136,7 +139,7 @@ pub fn record(subject: u32, i: u32) -> ConsentRecord {
     }
 }
 
-/// Verifies the whole stored chain (with the subject column cross-check) and returns its length.
+/// Verifies the whole stored chain (with the columns cross-checked) and returns its length.
 pub async fn verify_stored_chain(store: &dyn Store) -> u64 {
     let mut verifier = ChainVerifier::new(std::iter::empty());
     let mut after = 0;
@@ -147,11 +150,74 @@ pub async fn verify_stored_chain(store: &dyn Store) -> u64 {
         for row in &rows {
             let hash = ChainHash::from_slice(&row.hash).unwrap();
             verifier
-                .push(row.seq, &row.bytes, &hash, Some(row.subject))
+                .push(
+                    row.seq,
+                    &row.bytes,
+                    &hash,
+                    Some(Columns {
+                        subject: row.subject,
+                        at: row.at,
+                    }),
+                )
                 .unwrap();
         }
     }
     verifier.len()
+}
+
+/// A checkpoint signer for the suite: signs with a fixed key and remembers what it was told
+/// was committed.
+#[derive(Debug)]
+pub struct TestSigner {
+    pub key: SigningKey,
+    pub committed: std::sync::Mutex<Vec<Checkpoint>>,
+}
+
+impl TestSigner {
+    pub fn new(seed: u8) -> Arc<TestSigner> {
+        Arc::new(TestSigner {
+            key: SigningKey::from_bytes(&[seed; 32]),
+            committed: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl CheckpointSigner for TestSigner {
+    fn sign(&self, seq: u64, hash: ChainHash, prev: ChainHash) -> Checkpoint {
+        Checkpoint::sign(&self.key, seq, hash, T0 + 1_000, prev)
+    }
+    fn committed(&self, checkpoint: &Checkpoint) {
+        self.committed.lock().unwrap().push(checkpoint.clone());
+    }
+}
+
+/// Checks the stored checkpoints: they chain, each signs the chain's hash at its position,
+/// and the last covers the tip. Returns them.
+pub async fn verify_stored_checkpoints(
+    store: &dyn Store,
+    keys: &[ed25519_dalek::VerifyingKey],
+) -> Vec<Checkpoint> {
+    let checkpoints = store.checkpoints().await.unwrap();
+    check_checkpoint_chain(&checkpoints).unwrap();
+    let mut verifier = ChainVerifier::new(checkpoints.iter().map(|c| c.seq));
+    let rows = store.ledger_rows(0, u32::MAX).await.unwrap();
+    for row in &rows {
+        let hash = ChainHash::from_slice(&row.hash).unwrap();
+        verifier.push(row.seq, &row.bytes, &hash, None).unwrap();
+    }
+    for cp in &checkpoints {
+        let key = keys
+            .iter()
+            .find(|k| kept_core::ledger::key_id(k) == cp.key_id)
+            .unwrap();
+        verifier.finish(std::slice::from_ref(cp), key).unwrap();
+    }
+    assert_eq!(
+        verifier.uncovered(),
+        None,
+        "records left without a checkpoint"
+    );
+    checkpoints
 }
 
 fn new_subject(user_id: Option<&str>, country: &str) -> NewSubject {
@@ -371,16 +437,94 @@ pub async fn checkpoints_round_trip(store: Arc<dyn Store>) {
         .append_consents((0..5).map(|i| record(1, i)).collect())
         .await
         .unwrap();
-    let late = Checkpoint::sign(&key, 5, entries[4].hash, T0 + 5);
-    let early = Checkpoint::sign(&key, 2, entries[1].hash, T0 + 2);
+    // A version 1 checkpoint (as older releases stored) and a version 2 one after it.
+    let early = Checkpoint::sign_v1(&key, 2, entries[1].hash, T0 + 2);
+    let late = Checkpoint::sign(&key, 5, entries[4].hash, T0 + 5, early.digest());
     store.put_checkpoint(&late).await.unwrap();
     store.put_checkpoint(&early).await.unwrap();
     // A second signature for a position already signed does not replace the first.
-    let again = Checkpoint::sign(&key, 5, entries[4].hash, T0 + 99);
+    let again = Checkpoint::sign(&key, 5, entries[4].hash, T0 + 99, ChainHash::GENESIS);
     store.put_checkpoint(&again).await.unwrap();
     let stored = store.checkpoints().await.unwrap();
-    assert_eq!(stored, vec![early, late]);
+    assert_eq!(stored, vec![early.clone(), late.clone()]);
     assert!(stored[1].verify_signature(&key.verifying_key()));
+    assert_eq!(check_checkpoint_chain(&stored), Ok(()));
+    assert_eq!(
+        store.checkpoint_covering(1).await.unwrap(),
+        Some(early.clone())
+    );
+    assert_eq!(store.checkpoint_covering(2).await.unwrap(), Some(early));
+    assert_eq!(store.checkpoint_covering(3).await.unwrap(), Some(late));
+    assert_eq!(store.checkpoint_covering(6).await.unwrap(), None);
+    assert_eq!(
+        store.last_checkpoint().await.unwrap().map(|c| c.seq),
+        Some(5)
+    );
+}
+
+pub async fn every_batch_ends_with_a_chained_checkpoint(store: Arc<dyn Store>) {
+    let signer = TestSigner::new(43);
+    store.set_checkpoint_signer(Some(signer.clone()));
+    // Nothing to sign yet.
+    assert_eq!(store.checkpoint_tip().await.unwrap(), None);
+    let tasks: Vec<_> = (0..64u32)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..8 {
+                    store.append_consent(record(w, w * 8 + i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Contacts alone neither need nor make a checkpoint.
+    let before = store.checkpoints().await.unwrap().len();
+    store
+        .record_contacts(vec![Contact {
+            subject: SubjectId(1),
+            channel: "email".into(),
+            purpose: "marketing.communications".into(),
+            topic: None,
+            at: T0,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.checkpoints().await.unwrap().len(), before);
+    let stored = verify_stored_checkpoints(store.as_ref(), &[signer.key.verifying_key()]).await;
+    assert_eq!(stored.last().map(|c| c.seq), Some(512));
+    // At most one checkpoint per batch, and the witness hook heard each one, in order.
+    assert!(stored.len() <= 512);
+    assert_eq!(*signer.committed.lock().unwrap(), stored);
+    // The tip is covered: nothing more to sign.
+    assert_eq!(store.checkpoint_tip().await.unwrap(), None);
+    store.set_checkpoint_signer(None);
+}
+
+pub async fn a_checkpoint_of_the_tip_covers_records_appended_unsigned(store: Arc<dyn Store>) {
+    // Appended while no signer was installed: as before an upgrade, or by a tool.
+    store
+        .append_consents((0..7).map(|i| record(2, i)).collect())
+        .await
+        .unwrap();
+    assert_eq!(store.checkpoint_tip().await.unwrap(), None);
+    assert!(store.checkpoints().await.unwrap().is_empty());
+    let signer = TestSigner::new(44);
+    store.set_checkpoint_signer(Some(signer.clone()));
+    let cp = store.checkpoint_tip().await.unwrap().unwrap();
+    assert_eq!((cp.seq, cp.prev), (7, Some(ChainHash::GENESIS)));
+    assert_eq!(
+        store.checkpoint_covering(3).await.unwrap(),
+        Some(cp.clone())
+    );
+    assert_eq!(store.checkpoint_tip().await.unwrap(), None);
+    store.append_consent(record(2, 7)).await.unwrap();
+    let stored = verify_stored_checkpoints(store.as_ref(), &[signer.key.verifying_key()]).await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].prev, Some(cp.digest()));
+    store.set_checkpoint_signer(None);
 }
 
 // --- notices, keys, settings -----------------------------------------------------------------

@@ -1,14 +1,17 @@
 //! Group commit: concurrent writers hand their items to one committer task, which writes
-//! whatever has queued up in a single transaction and then answers each writer.
+//! whatever has queued up in a single transaction and then answers each writer. A batch that
+//! extends the ledger ends with a signed checkpoint of its tip, in the same transaction.
 //!
 //! INVARIANT: a writer is answered `Ok` only after the transaction holding its item committed;
 //! when a batch fails, every writer of that batch gets the error and nothing of it is written.
+//! With a signer installed, no committed record is ever without a checkpoint covering it.
 
 use crate::{Result, StoreError};
 use async_trait::async_trait;
-use kept_core::ledger::{ChainHash, ConsentRecord, LedgerEntry};
+use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
 use kept_core::subject::Contact;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -150,6 +153,9 @@ pub enum HotWrite {
     /// Records appended atomically, in order, after the tip.
     Consents(Vec<ConsentRecord>),
     Contacts(Vec<Contact>),
+    /// Nothing to write, but the batch must end with a checkpoint if its tip has none yet
+    /// (records appended before a signer was installed, or by another process).
+    Checkpoint,
 }
 
 /// What a [`HotWrite`] produced.
@@ -157,6 +163,50 @@ pub enum HotWrite {
 pub enum HotWritten {
     Entries(Vec<LedgerEntry>),
     Contacts,
+    /// The checkpoint the batch signed, if it signed one.
+    Checkpoint(Option<Checkpoint>),
+}
+
+/// Signs the checkpoint a ledger batch ends with. The ledger service installs one in its store
+/// (`Store::set_checkpoint_signer`) once its verifying key is published.
+pub trait CheckpointSigner: Send + Sync + fmt::Debug {
+    /// A version 2 checkpoint of `(seq, hash)` chained after the checkpoint whose digest is
+    /// `prev` (`ChainHash::GENESIS` when there is none).
+    fn sign(&self, seq: u64, hash: ChainHash, prev: ChainHash) -> Checkpoint;
+    /// Told of each checkpoint once the transaction holding it committed, in order (for the
+    /// witness). Must not block.
+    fn committed(&self, checkpoint: &Checkpoint);
+}
+
+/// The signer a store and its committer share; empty until the ledger service installs one.
+#[derive(Debug, Clone, Default)]
+pub struct SignerSlot(Arc<RwLock<Option<Arc<dyn CheckpointSigner>>>>);
+
+impl SignerSlot {
+    pub fn set(&self, signer: Option<Arc<dyn CheckpointSigner>>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = signer;
+        }
+    }
+
+    pub fn get(&self) -> Option<Arc<dyn CheckpointSigner>> {
+        self.0.read().ok().and_then(|slot| slot.clone())
+    }
+}
+
+/// The last checkpoint as the committer needs it: its position and its digest (`(0, GENESIS)`
+/// before the first).
+pub type LastCheckpoint = (u64, ChainHash);
+
+/// The checkpoint a batch ending at `tip` must carry: one when a signer is installed and the
+/// tip lies beyond the last checkpoint.
+pub fn plan_checkpoint(
+    signer: Option<&Arc<dyn CheckpointSigner>>,
+    tip: (u64, ChainHash),
+    last: LastCheckpoint,
+) -> Option<Checkpoint> {
+    let signer = signer?;
+    (tip.0 > last.0).then(|| signer.sign(tip.0, tip.1, last.1))
 }
 
 impl HotWrite {
@@ -165,6 +215,7 @@ impl HotWrite {
         match self {
             HotWrite::Consents(r) => r.len(),
             HotWrite::Contacts(c) => c.len(),
+            HotWrite::Checkpoint => 1,
         }
         .max(1)
     }
@@ -202,13 +253,25 @@ pub fn plan_hot_batch(
                 }
             }
             HotWrite::Contacts(c) => contacts.extend(c),
+            HotWrite::Checkpoint => {}
         }
     }
     (seq, hash, rows, contacts)
 }
 
+/// Whether the batch must lock the ledger's tip: it appends, or asks for a checkpoint.
+pub fn touches_ledger(batch: &[HotWrite]) -> bool {
+    batch
+        .iter()
+        .any(|w| matches!(w, HotWrite::Consents(_) | HotWrite::Checkpoint))
+}
+
 /// Hands each write of a committed batch its result, taking the entries from `rows` in order.
-pub fn answer_hot_batch(batch: &[HotWrite], rows: Vec<ChainedRow>) -> Vec<HotWritten> {
+pub fn answer_hot_batch(
+    batch: &[HotWrite],
+    rows: Vec<ChainedRow>,
+    checkpoint: Option<&Checkpoint>,
+) -> Vec<HotWritten> {
     let mut rows = rows.into_iter();
     batch
         .iter()
@@ -217,6 +280,7 @@ pub fn answer_hot_batch(batch: &[HotWrite], rows: Vec<ChainedRow>) -> Vec<HotWri
                 HotWritten::Entries(rows.by_ref().take(records.len()).map(|r| r.entry).collect())
             }
             HotWrite::Contacts(_) => HotWritten::Contacts,
+            HotWrite::Checkpoint => HotWritten::Checkpoint(checkpoint.cloned()),
         })
         .collect()
 }

@@ -8,6 +8,9 @@ use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
 use kept_core::subject::{ChannelPreference, Contact, Subject, Trait};
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub use group_commit::CheckpointSigner;
 
 pub mod collection;
 pub mod columns;
@@ -137,6 +140,7 @@ pub struct NewSubject {
 pub struct LedgerRow {
     pub seq: u64,
     pub subject: SubjectId,
+    pub at: UnixMillis,
     pub bytes: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -204,8 +208,25 @@ pub trait Store:
         }
     }
 
+    /// Stores a checkpoint exactly as given (the first one at a position stands). Kept's own
+    /// checkpoints are written by the committer instead, chained under the tip's lock.
     async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()>;
+    /// Every checkpoint, in `seq` order.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    /// Installs (or, with `None`, removes) the signer of the checkpoint each ledger batch ends
+    /// with. Until one is installed, appends are committed without a checkpoint.
+    fn set_checkpoint_signer(&self, signer: Option<Arc<dyn CheckpointSigner>>);
+
+    /// Signs a checkpoint of the tip, under the same lock as appends, when none covers it yet.
+    /// `None` when the ledger is empty, the tip is already covered, or no signer is installed.
+    async fn checkpoint_tip(&self) -> Result<Option<Checkpoint>>;
+
+    /// The first checkpoint at or after `seq`: the one that covers record `seq`.
+    async fn checkpoint_covering(&self, seq: u64) -> Result<Option<Checkpoint>>;
+
+    /// The checkpoint with the highest `seq`.
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>>;
 
     // --- notices --------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kept_core::SubjectId;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
 use kept_server::ledger::{
-    self, Ledger, Verdict, VerifyReport, VerifyingKey, published_verifying_keys, verify_ledger,
+    self, Ledger, Verdict, VerifyOptions, VerifyReport, VerifyingKey, published_verifying_keys,
+    verify_ledger,
 };
 use kept_server::store::{self, DEFAULT_DATABASE_URL, Location};
 use kept_store::Store;
@@ -17,11 +18,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Check the hash chain and the signed checkpoints; name the first bad record
+    /// Check the hash chain, every stored column, the signed checkpoints and their chain, and
+    /// (with --witness) the witness file; name the first bad record
     #[command(after_help = "Examples:
   kept ledger verify
-  kept ledger verify --database-url postgres://kept@db.internal/kept --public-key ledger.pub
-  kept ledger verify --format json
+  kept ledger verify --witness kept-data/ledger-witness.log --public-key ledger.pub
+  kept ledger verify --database-url postgres://kept@db.internal/kept --format json
+
+Without a witness, the database cannot prove its own end: records cut together with their
+checkpoints are only found when they leave records no checkpoint covers. Records beyond the
+last checkpoint are tampering once they are older than --checkpoint-interval plus --grace;
+younger ones are reported as not yet covered. What could and could not be proved is printed.
 
 Exit status: 0 intact, 1 tampered (the first bad record is named), 2 unusable input.")]
     Verify(VerifyArgs),
@@ -32,7 +39,8 @@ Exit status: 0 intact, 1 tampered (the first bad record is named), 2 unusable in
   kept ledger verify-receipt consent-receipt-42.json --public-key ledger.pub
 
 Without --public-key the signature is checked against the key the receipt names; pass the
-ledger's own key to be sure it was Kept's ledger that signed.
+ledger's own key to be sure it was Kept's ledger that signed. The receipt carries the signed
+checkpoint covering its record; it must be signed by the same key and cover the record.
 
 Exit status: 0 valid, 1 changed or not signed by that key, 2 unusable input.")]
     VerifyReceipt(VerifyReceiptArgs),
@@ -62,6 +70,19 @@ pub struct VerifyArgs {
     /// edit the ledger could also replace, so a copy kept elsewhere is the stronger check
     #[arg(long = "public-key", value_name = "FILE_OR_HEX")]
     public_keys: Vec<String>,
+    /// A witness file (`ledger_witness` of the server, one checkpoint a line): every checkpoint
+    /// in it must match the ledger and be in the database
+    #[arg(long, value_name = "FILE")]
+    witness: Option<std::path::PathBuf>,
+    /// The time to judge uncovered records by, in Unix milliseconds (default: now)
+    #[arg(long, value_name = "UNIX_MS")]
+    now: Option<i64>,
+    /// The server's `checkpoint_interval`
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    checkpoint_interval: String,
+    /// How much longer than the interval a record may wait for its checkpoint
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    grace: String,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -82,9 +103,9 @@ pub struct LoadTestArgs {
     /// Stop after this many records (0: run until killed)
     #[arg(long, default_value_t = 0)]
     records: u64,
-    /// Sign a checkpoint every this many records
-    #[arg(long, default_value_t = 1_000)]
-    checkpoint_every: u64,
+    /// Also append every checkpoint to this witness file
+    #[arg(long, value_name = "FILE")]
+    witness: Option<std::path::PathBuf>,
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -161,8 +182,19 @@ fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
                 "valid",
                 None,
                 Some(format!(
-                    "receipt valid: ledger record {} ({} {} for subject {}), signed by key {} — {whose}",
-                    v.seq, v.purpose, v.action, v.subject, v.key_id
+                    "receipt valid: ledger record {} ({} {} for subject {}), {}, signed by key {} — {whose}",
+                    v.seq,
+                    v.purpose,
+                    v.action,
+                    v.subject,
+                    match v.checkpoint {
+                        Some(seq) => format!(
+                            "covered by the signed checkpoint at record {seq} (match it with `kept ledger verify --witness`)"
+                        ),
+                        None =>
+                            "with no checkpoint (issued before receipts carried one)".to_string(),
+                    },
+                    v.key_id
                 )),
             )
         }
@@ -201,6 +233,33 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::from(2))
     };
 
+    let mut allowance = 0i64;
+    for (flag, value) in [
+        ("--checkpoint-interval", &args.checkpoint_interval),
+        ("--grace", &args.grace),
+    ] {
+        match kept_server::config::parse_duration(value) {
+            Ok(d) => {
+                allowance =
+                    allowance.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            }
+            Err(e) => return unusable("ledger.duration", format!("{flag}: {e}")),
+        }
+    }
+    let witness = match &args.witness {
+        None => None,
+        Some(path) => match kept_server::witness::read_witness(path) {
+            Ok((checkpoints, torn)) => {
+                if torn > 0 && format == Format::Text {
+                    eprintln!(
+                        "note: the witness ends with an unfinished line (a crash while writing it); it was left out"
+                    );
+                }
+                Some(checkpoints)
+            }
+            Err(e) => return unusable(e.code(), e.to_string()),
+        },
+    };
     let mut keys: Vec<VerifyingKey> = Vec::new();
     for value in &args.public_keys {
         match ledger::load_verifying_key(value) {
@@ -237,7 +296,13 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
     let total = store.ledger_len().await.unwrap_or(0);
     let bar = progress_bar(total);
-    let verdict = verify_ledger(store.clone(), &keys, {
+    let mut options = VerifyOptions::new(keys.clone());
+    options.witness = witness;
+    options.allowance = allowance;
+    if let Some(now) = args.now {
+        options.now = now;
+    }
+    let verdict = verify_ledger(store.clone(), &options, {
         let bar = bar.clone();
         move |done| bar.set_position(done)
     })
@@ -254,12 +319,11 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             match format {
                 Format::Text => {
                     println!("ok: {}", describe(&report, &keys));
-                    if source == KeySource::Database && report.checkpoints > 0 {
-                        eprintln!(
-                            "note: checkpoints were checked against the key the database \
-                             publishes; pass --public-key with a copy kept elsewhere for an \
-                             independent check"
-                        );
+                    for line in report.proven() {
+                        println!("proved: {line}");
+                    }
+                    for line in unproven(&report, source) {
+                        println!("not proved: {line}");
                     }
                 }
                 Format::Json => println!(
@@ -270,6 +334,17 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                         "tip": report.tip.map(|(seq, hash)| json!({ "seq": seq, "hash": hash.to_hex() })),
                         "checkpoints": report.checkpoints,
                         "last_checkpoint": report.last_checkpoint,
+                        "uncovered": report.uncovered.map(|u| json!({
+                            "first": u.first_seq,
+                            "count": u.count,
+                            "oldest_at": u.oldest,
+                        })),
+                        "witness": report.witness.as_ref().map(|w| json!({
+                            "checkpoints": w.checkpoints,
+                            "last": w.last_seq,
+                        })),
+                        "proven": report.proven(),
+                        "unproven": unproven(&report, source),
                         "key_source": source.as_str(),
                     })
                 ),
@@ -307,6 +382,18 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             ),
         ),
     }
+}
+
+/// What could not be proved, including where the keys came from.
+fn unproven(report: &VerifyReport, source: KeySource) -> Vec<String> {
+    let mut lines = report.unproven();
+    if source == KeySource::Database && report.checkpoints > 0 {
+        lines.push(
+            "that the checkpoints were signed by your ledger key: the key came from the database (pass --public-key)"
+                .to_string(),
+        );
+    }
+    lines
 }
 
 fn describe(report: &VerifyReport, keys: &[VerifyingKey]) -> String {
@@ -349,9 +436,13 @@ fn progress_bar(total: u64) -> ProgressBar {
 async fn load_test(args: LoadTestArgs) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn Store> = store::open(&args.database_url).await?;
     let key = ledger::demo_signing_key(store.as_ref()).await?;
-    let ledger = Arc::new(
-        Ledger::new(store.clone(), key).with_checkpoint_every(args.checkpoint_every.max(1)),
-    );
+    let mut ledger = Ledger::new(store.clone(), key);
+    if let Some(path) = &args.witness {
+        let witness =
+            kept_server::witness::Witness::open(path, None, std::time::Duration::from_secs(1))?;
+        ledger = ledger.with_witness(Arc::new(witness));
+    }
+    let ledger = Arc::new(ledger);
     let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel::<u64>();
     // One printer, so lines never interleave; it flushes whenever it has caught up, and a seq
     // is only ever printed after its commit.
@@ -399,6 +490,7 @@ async fn load_test(args: LoadTestArgs) -> anyhow::Result<ExitCode> {
         writer.await??;
     }
     ledger.checkpoint_now().await?;
+    ledger.close().await;
     store.close().await?;
     printer.await?;
     Ok(ExitCode::SUCCESS)

@@ -39,9 +39,17 @@ pub struct Args {
     /// Answer a request still running after this long with an error [default: 30s]
     #[arg(long, value_name = "DURATION")]
     request_timeout: Option<String>,
-    /// How often to sign a ledger checkpoint when records arrived [default: 60s]
+    /// How often to look for ledger records no checkpoint covers (written by another process)
+    /// and sign one; Kept's own appends commit with theirs [default: 1s]
     #[arg(long, value_name = "DURATION")]
     checkpoint_interval: Option<String>,
+    /// File every ledger checkpoint is also appended to, or `off`
+    /// [default: ledger-witness.log in the data directory]
+    #[arg(long, value_name = "FILE")]
+    ledger_witness: Option<String>,
+    /// URL every ledger checkpoint is also POSTed to (text, one checkpoint a line)
+    #[arg(long, value_name = "URL")]
+    ledger_witness_url: Option<String>,
     /// `pretty` for a terminal, `json` for a log collector [default: pretty]
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -78,6 +86,8 @@ impl Args {
             .set_opt(Key::BodyLimit, self.body_limit.clone())
             .set_opt(Key::RequestTimeout, self.request_timeout.clone())
             .set_opt(Key::CheckpointInterval, self.checkpoint_interval.clone())
+            .set_opt(Key::LedgerWitness, self.ledger_witness.clone())
+            .set_opt(Key::LedgerWitnessUrl, self.ledger_witness_url.clone())
             .set_opt(Key::LogFormat, self.log_format.clone())
             .set_opt(Key::LogFilter, self.log_filter.clone())
             .set_opt(Key::DataDir, self.data_dir.clone())

@@ -1,12 +1,14 @@
-//! `kept ledger verify` against ledgers edited behind Kept's back, and the crash test: a writer
-//! killed with SIGKILL mid-load loses nothing it acknowledged. On SQLite always, on PostgreSQL
-//! too when `KEPT_TEST_DATABASE_URL` is set.
+//! `kept ledger verify` against ledgers edited behind Kept's back, with and without the witness
+//! file, and the crash test: a writer killed with SIGKILL mid-load loses nothing it
+//! acknowledged and leaves nothing uncovered. On SQLite always, on PostgreSQL too when
+//! `KEPT_TEST_DATABASE_URL` is set.
 
 use kept_core::SubjectId;
 use kept_core::ledger::{
     ChainHash, CollectionMethod, ConsentAction, ConsentRecord, Evidence, LedgerEntry, encode,
 };
 use kept_server::ledger::{Ledger, SigningKey};
+use kept_server::witness::Witness;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
@@ -15,7 +17,10 @@ use std::pin::Pin;
 use std::process::{Command, Output, Stdio};
 
 const RECORDS: u32 = 50;
-const CHECKPOINT_EVERY: u64 = 10;
+/// Records per append: each batch commits with its checkpoint, so they land at 10, 20, … 50.
+const BATCH: u32 = 10;
+/// When verify judges: 100 s after the records, beyond the default 1 s interval + 60 s grace.
+const NOW: &str = "1790000100000";
 
 fn record(i: u32) -> ConsentRecord {
     ConsentRecord {
@@ -52,17 +57,61 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A ledger of 50 records with signed checkpoints at 10, 20, …, 50.
-async fn write_ledger(url: &str) -> SigningKey {
+/// A ledger of 50 records with signed checkpoints at 10, 20, …, 50, each also in the witness
+/// file at `witness`.
+async fn write_ledger(url: &str, witness: &Path) -> SigningKey {
     let store = kept_server::store::open(url).await.unwrap();
     let key = SigningKey::from_bytes(&[11; 32]);
-    let ledger = Ledger::new(store.clone(), key.clone()).with_checkpoint_every(CHECKPOINT_EVERY);
-    for i in 1..=RECORDS {
-        ledger.append(record(i)).await.unwrap();
+    let witness = Witness::open(witness, None, std::time::Duration::from_millis(10)).unwrap();
+    let ledger = Ledger::new(store.clone(), key.clone()).with_witness(std::sync::Arc::new(witness));
+    for first in (1..=RECORDS).step_by(BATCH as usize) {
+        ledger
+            .append_many((first..first + BATCH).map(record).collect())
+            .await
+            .unwrap();
     }
-    assert_eq!(store.checkpoints().await.unwrap().len(), 5);
+    let seqs: Vec<u64> = store
+        .checkpoints()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, vec![10, 20, 30, 40, 50]);
+    ledger.close().await;
     store.close().await.unwrap();
     key
+}
+
+/// The chain as written, with record `changed` (if any) withdrawn instead: what an attacker who
+/// rewrites from there recomputes.
+fn rechained(changed: Option<u32>) -> Vec<LedgerEntry> {
+    let mut prev = ChainHash::GENESIS;
+    (1..=RECORDS)
+        .map(|i| {
+            let mut r = record(i);
+            if Some(i) == changed {
+                r.action = ConsentAction::Withdrawn;
+            }
+            let e = LedgerEntry::chain(&prev, u64::from(i), &r);
+            prev = e.hash;
+            e
+        })
+        .collect()
+}
+
+/// Rewrites records `from..=50` (record `from` withdrawn), every hash recomputed.
+async fn rewrite_from(db: &Db, from: u32) {
+    for e in rechained(Some(from)).into_iter().skip(from as usize - 1) {
+        db.exec(
+            &format!(
+                "UPDATE ledger SET bytes = $1, hash = $2 WHERE seq = {}",
+                e.seq
+            ),
+            &[e.bytes, e.hash.0.to_vec()],
+        )
+        .await;
+    }
 }
 
 /// A database the tests can edit directly, bypassing Kept.
@@ -109,12 +158,23 @@ impl Db {
     async fn drop_guards(&self) {
         match self {
             Db::Sqlite(_) => {
-                self.exec("DROP TRIGGER ledger_no_update", &[]).await;
-                self.exec("DROP TRIGGER ledger_no_delete", &[]).await;
+                for trigger in [
+                    "ledger_no_update",
+                    "ledger_no_delete",
+                    "ledger_checkpoints_no_update",
+                    "ledger_checkpoints_no_delete",
+                ] {
+                    self.exec(&format!("DROP TRIGGER {trigger}"), &[]).await;
+                }
             }
             Db::Postgres(_) => {
                 self.exec("DROP TRIGGER ledger_append_only ON ledger", &[])
-                    .await
+                    .await;
+                self.exec(
+                    "DROP TRIGGER ledger_checkpoints_append_only ON ledger_checkpoints",
+                    &[],
+                )
+                .await;
             }
         }
     }
@@ -127,12 +187,12 @@ impl Db {
     }
 }
 
-/// One way of tampering, and what verify must say about it.
+/// One way of tampering, and what verify must say about it: the first bad record and the code,
+/// without a witness (`None`: the database alone cannot tell) and with the witness file.
 struct Tamper {
     name: &'static str,
-    /// The first bad record verify must name.
-    first_bad: u64,
-    code: &'static str,
+    without: Option<(u64, &'static str)>,
+    with_witness: (u64, &'static str),
     apply: fn(&Db) -> Pin<Box<dyn Future<Output = ()> + '_>>,
 }
 
@@ -140,8 +200,8 @@ fn tampers() -> Vec<Tamper> {
     vec![
         Tamper {
             name: "a record's bytes edited",
-            first_bad: 17,
-            code: "ledger.hash",
+            without: Some((17, "ledger.hash")),
+            with_witness: (17, "ledger.hash"),
             apply: |db| {
                 Box::pin(async move {
                     let mut forged = record(17);
@@ -156,8 +216,8 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "a record's subject column edited",
-            first_bad: 23,
-            code: "ledger.column",
+            without: Some((23, "ledger.column")),
+            with_witness: (23, "ledger.column"),
             apply: |db| {
                 Box::pin(db.exec(
                     "UPDATE ledger SET subject_id = subject_id + 1 WHERE seq = 23",
@@ -166,27 +226,68 @@ fn tampers() -> Vec<Tamper> {
             },
         },
         Tamper {
+            name: "a record's at column edited",
+            without: Some((17, "ledger.column")),
+            with_witness: (17, "ledger.column"),
+            apply: |db| {
+                Box::pin(db.exec("UPDATE ledger SET at = at - 3600000 WHERE seq = 17", &[]))
+            },
+        },
+        Tamper {
             name: "a record's subject column set to no subject id at all",
-            first_bad: 26,
-            code: "ledger.corrupt_row",
+            without: Some((26, "ledger.corrupt_row")),
+            with_witness: (26, "ledger.corrupt_row"),
             apply: |db| Box::pin(db.exec("UPDATE ledger SET subject_id = -5 WHERE seq = 26", &[])),
         },
         Tamper {
             name: "a record deleted",
-            first_bad: 31,
-            code: "ledger.sequence",
+            without: Some((31, "ledger.sequence")),
+            with_witness: (31, "ledger.sequence"),
             apply: |db| Box::pin(db.exec("DELETE FROM ledger WHERE seq = 31", &[])),
         },
         Tamper {
-            name: "the last records deleted",
-            first_bad: 48,
-            code: "ledger.checkpoint_beyond_end",
+            name: "the tail cut (the last records deleted)",
+            without: Some((48, "ledger.checkpoint_beyond_end")),
+            with_witness: (48, "ledger.checkpoint_beyond_end"),
             apply: |db| Box::pin(db.exec("DELETE FROM ledger WHERE seq > 47", &[])),
         },
         Tamper {
+            name: "the tail cut with its checkpoint",
+            // Records 41 to 45 are left without a checkpoint, long after they were written.
+            without: Some((41, "ledger.uncovered")),
+            with_witness: (46, "ledger.witness_beyond_end"),
+            apply: |db| {
+                Box::pin(async move {
+                    db.exec("DELETE FROM ledger WHERE seq > 45", &[]).await;
+                    db.exec("DELETE FROM ledger_checkpoints WHERE seq > 40", &[])
+                        .await;
+                })
+            },
+        },
+        Tamper {
+            name: "the tail cut with its checkpoints, right after a checkpoint",
+            // What is left is a consistent, shorter ledger: only the witness knows its end.
+            without: None,
+            with_witness: (41, "ledger.witness_beyond_end"),
+            apply: |db| {
+                Box::pin(async move {
+                    db.exec("DELETE FROM ledger WHERE seq > 40", &[]).await;
+                    db.exec("DELETE FROM ledger_checkpoints WHERE seq > 40", &[])
+                        .await;
+                })
+            },
+        },
+        Tamper {
+            name: "a record forged onto the end with a recomputed chain hash",
+            // No checkpoint will ever cover it, and it is too old to be waiting for one.
+            without: Some((51, "ledger.uncovered")),
+            with_witness: (51, "ledger.uncovered"),
+            apply: |db| Box::pin(forge_append(db, 51)),
+        },
+        Tamper {
             name: "two records swapped",
-            first_bad: 12,
-            code: "ledger.hash",
+            without: Some((12, "ledger.hash")),
+            with_witness: (12, "ledger.hash"),
             apply: |db| {
                 Box::pin(async move {
                     db.exec("UPDATE ledger SET seq = -1 WHERE seq = 12", &[])
@@ -200,43 +301,56 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "a record edited and every later hash recomputed",
-            first_bad: 50,
-            code: "ledger.checkpoint_mismatch",
+            // Only the checkpoint at 50 (signed with a key the attacker lacks) can tell.
+            without: Some((50, "ledger.checkpoint_mismatch")),
+            with_witness: (50, "ledger.checkpoint_mismatch"),
+            apply: |db| Box::pin(rewrite_from(db, 44)),
+        },
+        Tamper {
+            name: "a record rewritten, later hashes recomputed, every checkpoint deleted",
+            without: Some((1, "ledger.no_checkpoint")),
+            with_witness: (50, "ledger.witness_mismatch"),
             apply: |db| {
                 Box::pin(async move {
-                    // Rewrite from record 44 on, consistently: only the checkpoint at 50 (signed
-                    // with a key the attacker lacks) can tell.
-                    let mut prev = ChainHash::GENESIS;
-                    for i in 1..=RECORDS {
-                        let mut r = record(i);
-                        if i == 44 {
-                            r.action = ConsentAction::Withdrawn;
-                        }
-                        let e = LedgerEntry::chain(&prev, u64::from(i), &r);
-                        prev = e.hash;
-                        if i >= 44 {
-                            db.exec(
-                                &format!("UPDATE ledger SET bytes = $1, hash = $2 WHERE seq = {i}"),
-                                &[e.bytes, e.hash.0.to_vec()],
-                            )
-                            .await;
-                        }
-                    }
+                    rewrite_from(db, 44).await;
+                    db.exec("DELETE FROM ledger_checkpoints", &[]).await;
                 })
             },
         },
         Tamper {
+            name: "a record rewritten, later hashes recomputed, the checkpoints after it deleted",
+            without: Some((31, "ledger.uncovered")),
+            with_witness: (50, "ledger.witness_mismatch"),
+            apply: |db| {
+                Box::pin(async move {
+                    rewrite_from(db, 44).await;
+                    db.exec("DELETE FROM ledger_checkpoints WHERE seq >= 40", &[])
+                        .await;
+                })
+            },
+        },
+        Tamper {
+            name: "a checkpoint deleted from the middle",
+            without: Some((30, "ledger.checkpoint_gap")),
+            with_witness: (30, "ledger.checkpoint_gap"),
+            apply: |db| Box::pin(db.exec("DELETE FROM ledger_checkpoints WHERE seq = 20", &[])),
+        },
+        Tamper {
             name: "a checkpoint forged with another key",
-            first_bad: 20,
-            code: "ledger.checkpoint_signature",
+            without: Some((20, "ledger.checkpoint_signature")),
+            with_witness: (20, "ledger.checkpoint_signature"),
             apply: |db| {
                 Box::pin(async move {
                     let other = SigningKey::from_bytes(&[12; 32]);
-                    let mut prev = ChainHash::GENESIS;
-                    for i in 1..=20 {
-                        prev = LedgerEntry::chain(&prev, u64::from(i), &record(i)).hash;
-                    }
-                    let forged = kept_core::ledger::Checkpoint::sign(&other, 20, prev, 0).signature;
+                    let hash = rechained(None)[19].hash;
+                    let forged = kept_core::ledger::Checkpoint::sign(
+                        &other,
+                        20,
+                        hash,
+                        0,
+                        ChainHash::GENESIS,
+                    )
+                    .signature;
                     db.exec(
                         "UPDATE ledger_checkpoints SET signature = $1 WHERE seq = 20",
                         &[forged.to_vec()],
@@ -248,6 +362,22 @@ fn tampers() -> Vec<Tamper> {
     ]
 }
 
+/// Appends record `seq` after the tip with a correctly recomputed chain hash.
+async fn forge_append(db: &Db, seq: u32) {
+    let tip = rechained(None)[RECORDS as usize - 1].hash;
+    let mut forged = record(seq);
+    forged.action = ConsentAction::Withdrawn;
+    let e = LedgerEntry::chain(&tip, u64::from(seq), &forged);
+    db.exec(
+        &format!(
+            "INSERT INTO ledger (seq, subject_id, at, bytes, hash) VALUES ({seq}, {}, {}, $1, $2)",
+            forged.subject.0, forged.at
+        ),
+        &[e.bytes, e.hash.0.to_vec()],
+    )
+    .await;
+}
+
 fn json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
@@ -257,14 +387,25 @@ fn json(output: &Output) -> serde_json::Value {
     })
 }
 
-/// Builds a fresh ledger with `fresh_url()` for every tampering and checks verify's verdict.
+/// `kept ledger verify` on `url` with `extra` arguments, judged at [`NOW`].
+fn verify(url: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["ledger", "verify", "--database-url", url, "--now", NOW];
+    args.extend_from_slice(extra);
+    kept(&args)
+}
+
+/// Builds a fresh ledger with `fresh_url()` for every tampering and checks verify's verdicts.
 fn every_tampering_is_named(fresh_url: &mut dyn FnMut() -> String) {
     let rt = runtime();
     for tamper in tampers() {
         let url = fresh_url();
-        let key = rt.block_on(write_ledger(&url));
+        let dir = tempfile::tempdir().unwrap();
+        let witness_path = dir.path().join("ledger-witness.log");
+        let witness = witness_path.to_str().unwrap();
+        let key = rt.block_on(write_ledger(&url, &witness_path));
+        let public = hex_encode(key.verifying_key().as_bytes());
 
-        let clean = kept(&["ledger", "verify", "--database-url", &url]);
+        let clean = verify(&url, &["--witness", witness, "--public-key", &public]);
         assert_eq!(
             clean.status.code(),
             Some(0),
@@ -280,41 +421,81 @@ fn every_tampering_is_named(fresh_url: &mut dyn FnMut() -> String) {
             db.close().await;
         });
 
-        let text = kept(&["ledger", "verify", "--database-url", &url]);
+        // Without a witness, with the keys the database publishes, as text.
+        let text = verify(&url, &[]);
         let stdout = String::from_utf8_lossy(&text.stdout);
-        assert_eq!(text.status.code(), Some(1), "{}: {stdout}", tamper.name);
-        assert!(
-            stdout.contains(&format!("first bad record: {}", tamper.first_bad)),
-            "{}: {stdout}",
-            tamper.name
-        );
+        match tamper.without {
+            Some((first_bad, _)) => {
+                assert_eq!(text.status.code(), Some(1), "{}: {stdout}", tamper.name);
+                assert!(
+                    stdout.contains(&format!("first bad record: {first_bad}")),
+                    "{}: {stdout}",
+                    tamper.name
+                );
+            }
+            None => {
+                assert_eq!(text.status.code(), Some(0), "{}: {stdout}", tamper.name);
+                assert!(
+                    stdout.contains("not proved: that nothing was cut after record 40"),
+                    "{}: {stdout}",
+                    tamper.name
+                );
+            }
+        }
 
         // The same verdict with the key given independently, as JSON.
-        let public = hex_encode(key.verifying_key().as_bytes());
-        let out = kept(&[
-            "ledger",
-            "verify",
-            "--database-url",
-            &url,
-            "--public-key",
-            &public,
-            "--format",
-            "json",
-        ]);
-        assert_eq!(out.status.code(), Some(1), "{}", tamper.name);
+        let out = verify(&url, &["--public-key", &public, "--format", "json"]);
         let verdict = json(&out);
-        assert_eq!(verdict["status"], "tampered", "{}", tamper.name);
-        assert_eq!(
-            verdict["first_bad_record"], tamper.first_bad,
-            "{}: {verdict}",
-            tamper.name
-        );
-        assert_eq!(
-            verdict["error"]["code"], tamper.code,
-            "{}: {verdict}",
-            tamper.name
-        );
+        match tamper.without {
+            Some((first_bad, code)) => {
+                assert_eq!(out.status.code(), Some(1), "{}", tamper.name);
+                assert_eq!(verdict["status"], "tampered", "{}", tamper.name);
+                assert_eq!(
+                    (
+                        verdict["first_bad_record"].as_u64(),
+                        verdict["error"]["code"].as_str()
+                    ),
+                    (Some(first_bad), Some(code)),
+                    "{}: {verdict}",
+                    tamper.name
+                );
+            }
+            None => {
+                assert_eq!(verdict["status"], "intact", "{}: {verdict}", tamper.name);
+                assert!(!verdict["unproven"].as_array().unwrap().is_empty());
+            }
+        }
         assert_eq!(verdict["key_source"], "argument");
+
+        // With the witness file.
+        let out = verify(
+            &url,
+            &[
+                "--witness",
+                witness,
+                "--public-key",
+                &public,
+                "--format",
+                "json",
+            ],
+        );
+        let verdict = json(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{} (witness): {verdict}",
+            tamper.name
+        );
+        let (first_bad, code) = tamper.with_witness;
+        assert_eq!(
+            (
+                verdict["first_bad_record"].as_u64(),
+                verdict["error"]["code"].as_str()
+            ),
+            (Some(first_bad), Some(code)),
+            "{} (witness): {verdict}",
+            tamper.name
+        );
     }
 }
 
@@ -421,6 +602,9 @@ fn tampering_on_postgres_is_detected_and_named() {
 /// Spawns the load generator, reads acknowledgements until `enough`, kills it with SIGKILL,
 /// then checks that every acknowledged record is there and the chain verifies.
 fn killed_writer_loses_nothing_acknowledged(url: &str, enough: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let witness_path = dir.path().join("ledger-witness.log");
+    let witness = witness_path.to_str().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kept"))
         .args([
             "ledger",
@@ -429,8 +613,8 @@ fn killed_writer_loses_nothing_acknowledged(url: &str, enough: usize) {
             url,
             "--writers",
             "64",
-            "--checkpoint-every",
-            "500",
+            "--witness",
+            witness,
         ])
         .env_remove("KEPT_DATABASE_URL")
         .stdout(Stdio::piped())
@@ -482,17 +666,125 @@ fn killed_writer_loses_nothing_acknowledged(url: &str, enough: usize) {
     });
     assert!(len >= acked.len() as u64);
 
+    // Each batch committed with its checkpoint: nothing acknowledged, nor anything in flight
+    // when the writer died, is left uncovered; the witness (which may lag the database by
+    // the lines not yet written) matches it.
     let verify = kept(&[
         "ledger",
         "verify",
         "--database-url",
         url,
+        "--witness",
+        witness,
         "--format",
         "json",
     ]);
     let verdict = json(&verify);
     assert_eq!(verify.status.code(), Some(0), "{verdict}");
     assert_eq!(verdict["records"], len);
+    assert_eq!(verdict["last_checkpoint"], len, "{verdict}");
+    assert!(verdict["uncovered"].is_null(), "{verdict}");
+    assert!(
+        verdict["witness"]["checkpoints"].as_u64().unwrap() > 0,
+        "{verdict}"
+    );
+}
+
+/// Records appended without a checkpoint (another writer, or an older release that crashed):
+/// reported as not yet covered while recent, as tampering once too old, and covered by the
+/// checkpoint a (re)starting server signs.
+fn uncovered_records_wait_then_are_covered(url: &str) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("ledger-witness.log");
+    let key = rt.block_on(write_ledger(url, &witness));
+    rt.block_on(async {
+        let store = kept_server::store::open(url).await.unwrap();
+        store
+            .append_consents((51..=53).map(record).collect())
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    });
+    let public = hex_encode(key.verifying_key().as_bytes());
+    let witness = witness.to_str().unwrap();
+    // 10 s after record 51: waiting for its checkpoint, not tampering.
+    let recent = kept(&[
+        "ledger",
+        "verify",
+        "--database-url",
+        url,
+        "--witness",
+        witness,
+        "--public-key",
+        &public,
+        "--now",
+        "1790000010051",
+        "--format",
+        "json",
+    ]);
+    let verdict = json(&recent);
+    assert_eq!(recent.status.code(), Some(0), "{verdict}");
+    assert_eq!(verdict["uncovered"]["first"], 51, "{verdict}");
+    assert_eq!(verdict["uncovered"]["count"], 3, "{verdict}");
+    let text = kept(&[
+        "ledger",
+        "verify",
+        "--database-url",
+        url,
+        "--now",
+        "1790000010051",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("not proved: records 51 to 53"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    // Later: too old to be waiting.
+    let late = verify(url, &["--public-key", &public, "--format", "json"]);
+    assert_eq!(late.status.code(), Some(1));
+    assert_eq!(json(&late)["error"]["code"], "ledger.uncovered");
+    assert_eq!(json(&late)["first_bad_record"], 51);
+
+    // What a starting server does first.
+    rt.block_on(async {
+        let store = kept_server::store::open(url).await.unwrap();
+        let ledger = Ledger::new(store.clone(), key.clone());
+        let cp = ledger.checkpoint_now().await.unwrap().unwrap();
+        assert_eq!(cp.seq, 53);
+        store.close().await.unwrap();
+    });
+    let covered = verify(
+        url,
+        &[
+            "--witness",
+            witness,
+            "--public-key",
+            &public,
+            "--format",
+            "json",
+        ],
+    );
+    let verdict = json(&covered);
+    assert_eq!(covered.status.code(), Some(0), "{verdict}");
+    assert!(verdict["uncovered"].is_null(), "{verdict}");
+    assert_eq!(verdict["last_checkpoint"], 53);
+}
+
+#[test]
+fn uncovered_records_on_sqlite_wait_then_are_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("kept.db").to_string_lossy().into_owned();
+    uncovered_records_wait_then_are_covered(&url);
+}
+
+#[test]
+fn uncovered_records_on_postgres_wait_then_are_covered() {
+    let Some(admin) = postgres_url("uncovered records") else {
+        return;
+    };
+    let schema = Schema::create(&admin, "uncovered");
+    uncovered_records_wait_then_are_covered(&schema.url());
 }
 
 #[test]
@@ -525,7 +817,8 @@ fn verify_refuses_unusable_input_with_status_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"));
 
     let db = dir.path().join("kept.db").to_string_lossy().into_owned();
-    runtime().block_on(write_ledger(&db));
+    let witness = dir.path().join("ledger-witness.log");
+    runtime().block_on(write_ledger(&db, &witness));
     let out = kept(&[
         "ledger",
         "verify",
@@ -538,6 +831,33 @@ fn verify_refuses_unusable_input_with_status_2() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(json(&out)["error"]["code"], "ledger.public_key");
+    let out = kept(&["ledger", "verify", "--database-url", &db, "--grace", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--grace"));
+    let out = kept(&[
+        "ledger",
+        "verify",
+        "--database-url",
+        &db,
+        "--witness",
+        "/nonexistent/witness.log",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/witness.log"));
+    let garbled = dir.path().join("garbled.log");
+    std::fs::write(&garbled, "kept-ledger-checkpoint-v2 not a checkpoint\n").unwrap();
+    let out = kept(&[
+        "ledger",
+        "verify",
+        "--database-url",
+        &db,
+        "--witness",
+        garbled.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(json(&out)["error"]["code"], "ledger.witness_line");
     assert!(!Path::new(&missing).exists(), "verify created a database");
 
     // An empty database file verifies as an empty ledger.
@@ -559,7 +879,7 @@ fn verify_refuses_unusable_input_with_status_2() {
 fn verify_reads_the_database_url_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kept.db").to_string_lossy().into_owned();
-    runtime().block_on(write_ledger(&db));
+    runtime().block_on(write_ledger(&db, &dir.path().join("ledger-witness.log")));
     let out = Command::new(env!("CARGO_BIN_EXE_kept"))
         .args(["ledger", "verify"])
         .env("KEPT_DATABASE_URL", &db)
@@ -581,6 +901,8 @@ fn verify_receipt_accepts_a_signed_receipt_and_refuses_a_changed_one() {
     let key = SigningKey::from_bytes(&[11; 32]);
     let record = record(3);
     let entry = LedgerEntry::chain(&ChainHash::GENESIS, 1, &record);
+    let checkpoint =
+        kept_core::ledger::Checkpoint::sign(&key, 1, entry.hash, 7, ChainHash::GENESIS);
     let signed = receipt::build(
         &manifest,
         receipt::Entry {
@@ -588,6 +910,7 @@ fn verify_receipt_accepts_a_signed_receipt_and_refuses_a_changed_one() {
             hash: &entry.hash,
             bytes: &entry.bytes,
             record: &record,
+            checkpoint: Some(&checkpoint),
         },
         "en",
         "https://shop.example/preferences",
@@ -614,6 +937,10 @@ fn verify_receipt_accepts_a_signed_receipt_and_refuses_a_changed_one() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("receipt valid"));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout)
+            .contains("covered by the signed checkpoint at record 1")
+    );
 
     let mut changed = signed.clone();
     changed["jurisdiction"] = "us".into();

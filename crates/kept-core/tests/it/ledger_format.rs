@@ -87,3 +87,41 @@ fn one_encoding_per_record_across_versions() {
         Err(DecodeError::Version(ENCODING_VERSION + 1))
     );
 }
+
+/// `<witness line>\n<digest hex>\n`: a checkpoint of the `v1-given` record at seq 1, signed with
+/// the seed `[5; 32]` (Ed25519 signatures are deterministic, so the bytes are fixed).
+fn checkpoint_fixture(name: &str) -> (String, String) {
+    let path = format!(
+        "{}/tests/fixtures/ledger/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut lines = text.lines();
+    (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn checkpoints_of_both_versions_keep_their_signed_form() {
+    use kept_core::ledger::{Checkpoint, check_checkpoint_chain};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let hash = LedgerEntry::chain(&ChainHash::GENESIS, 1, &record(ConsentAction::Given)).hash;
+    let v1 = Checkpoint::sign_v1(&key, 1, hash, 1_790_000_000_500);
+    let v2 = Checkpoint::sign(&key, 1, hash, 1_790_000_000_600, v1.digest());
+    for (name, cp, version) in [("checkpoint-v1.txt", &v1, 1), ("checkpoint-v2.txt", &v2, 2)] {
+        let (line, digest) = checkpoint_fixture(name);
+        let stored = Checkpoint::from_witness_line(&line).unwrap();
+        assert_eq!(
+            &stored, cp,
+            "{name}: the same checkpoint is signed the same way"
+        );
+        assert_eq!(stored.version(), version, "{name}");
+        assert!(stored.verify_signature(&key.verifying_key()), "{name}");
+        assert_eq!(stored.to_witness_line(), line, "{name}: witness line");
+        assert_eq!(stored.digest().to_hex(), digest, "{name}: digest");
+    }
+    // The version 2 checkpoint of the fixtures is chained after the version 1 one.
+    assert!(check_checkpoint_chain(&[v1, v2]).is_ok());
+}

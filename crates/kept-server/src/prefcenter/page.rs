@@ -1477,6 +1477,19 @@ pub async fn receipt(
         return ApiError::NotFound("no such record of yours".into()).into_response();
     };
     let ledger = &state.ledger;
+    // Every batch Kept commits carries its checkpoint, so one covers the record already;
+    // a record appended unsigned (another process) gets one signed now. None at all means the
+    // ledger cannot be vouched for: no receipt rather than one without its checkpoint.
+    let checkpoint = match ledger.checkpoint_covering(entry.seq).await {
+        Ok(Some(cp)) => cp,
+        Ok(None) => {
+            return ApiError::from(kept_store::StoreError::Unavailable(
+                "no ledger checkpoint covers this record yet".into(),
+            ))
+            .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let value = super::receipt::build(
         &state.manifest,
         super::receipt::Entry {
@@ -1484,6 +1497,7 @@ pub async fn receipt(
             hash: &entry.hash,
             bytes: &entry.bytes,
             record: &record.record,
+            checkpoint: Some(&checkpoint),
         },
         t.code,
         &format!("{}/preferences", state.prefcenter.base_url()),

@@ -2,12 +2,14 @@
 //! the record's canonical bytes and chain hash under `kept`, signed with the ledger key. The
 //! signature is Ed25519 over the receipt's canonical JSON (object keys sorted, no spaces)
 //! without its `signature` member, so the file can be checked anywhere:
-//! `kept ledger verify-receipt FILE`.
+//! `kept ledger verify-receipt FILE`. `kept.checkpoint` carries the signed checkpoint that
+//! covers the record (its witness line), so the receipt can be matched with a ledger and a
+//! witness file later.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, VerifyingKey};
-use kept_core::ledger::{self, ChainHash, CollectionMethod, ConsentRecord, key_id};
+use kept_core::ledger::{self, ChainHash, Checkpoint, CollectionMethod, ConsentRecord, key_id};
 use kept_core::manifest::Manifest;
 use kept_core::rulebook::PurposeClass;
 use serde_json::{Map, Value, json};
@@ -24,6 +26,8 @@ pub struct Entry<'a> {
     pub hash: &'a ChainHash,
     pub bytes: &'a [u8],
     pub record: &'a ConsentRecord,
+    /// The checkpoint covering the record: the first at or after `seq`.
+    pub checkpoint: Option<&'a Checkpoint>,
 }
 
 /// The receipt of `entry`, signed by `sign` (the ledger key) whose public half is `key`.
@@ -84,6 +88,7 @@ pub fn build(
             "notice": r.notice.as_ref().map(|n| json!({"id": n.id, "version": n.version, "hash": n.hash})),
             "source": r.source,
             "at": r.at,
+            "checkpoint": entry.checkpoint.map(Checkpoint::to_witness_line),
         },
     });
     let signature = sign(&canonical(&receipt));
@@ -140,6 +145,9 @@ pub struct Verified {
     pub purpose: String,
     pub action: String,
     pub at: i64,
+    /// The position of the checkpoint the receipt carries, if it carries one (receipts from
+    /// before checkpoints were carried do not).
+    pub checkpoint: Option<u64>,
 }
 
 /// Why a receipt does not verify.
@@ -159,6 +167,8 @@ pub enum ReceiptError {
     Record(String),
     #[error("the receipt's `{0}` does not match the ledger record it carries")]
     Mismatch(&'static str),
+    #[error("the receipt's checkpoint {0}")]
+    Checkpoint(String),
 }
 
 impl ReceiptError {
@@ -171,6 +181,7 @@ impl ReceiptError {
             ReceiptError::Signature => "receipt.signature",
             ReceiptError::Record(_) => "receipt.record",
             ReceiptError::Mismatch(_) => "receipt.mismatch",
+            ReceiptError::Checkpoint(_) => "receipt.checkpoint",
         }
     }
 }
@@ -270,6 +281,34 @@ pub fn verify(receipt: &Value, expected: Option<&VerifyingKey>) -> Result<Verifi
         "services[0].purposes[0].purposeCategory",
         category == Some(record.purpose.as_str()),
     )?;
+    let checkpoint = match kept.get("checkpoint") {
+        None | Some(Value::Null) => None,
+        Some(line) => {
+            let line = line
+                .as_str()
+                .ok_or(ReceiptError::Missing("kept.checkpoint"))?;
+            let cp = Checkpoint::from_witness_line(line)
+                .map_err(|e| ReceiptError::Checkpoint(format!("is not one: {e}")))?;
+            if !cp.verify_signature(&key) {
+                return Err(ReceiptError::Checkpoint(
+                    "is not signed by the receipt's key".into(),
+                ));
+            }
+            if cp.seq < seq {
+                return Err(ReceiptError::Checkpoint(format!(
+                    "at record {} does not cover record {seq}",
+                    cp.seq
+                )));
+            }
+            let chain = kept.get("chain_hash").and_then(Value::as_str);
+            if cp.seq == seq && chain != Some(cp.hash.to_hex().as_str()) {
+                return Err(ReceiptError::Checkpoint(format!(
+                    "at record {seq} signs another chain hash than the record's"
+                )));
+            }
+            Some(cp.seq)
+        }
+    };
     Ok(Verified {
         key_id: key_id(&key),
         seq,
@@ -277,6 +316,7 @@ pub fn verify(receipt: &Value, expected: Option<&VerifyingKey>) -> Result<Verifi
         purpose: record.purpose,
         action: record.action.as_str().to_owned(),
         at: record.at,
+        checkpoint,
     })
 }
 
@@ -308,6 +348,7 @@ mod tests {
             at: 1_780_000_000_123,
         };
         let entry = LedgerEntry::chain(&ChainHash::GENESIS, 1, &record);
+        let checkpoint = Checkpoint::sign(key, 1, entry.hash, 5, ChainHash::GENESIS);
         build(
             &manifest(),
             Entry {
@@ -315,6 +356,7 @@ mod tests {
                 hash: &entry.hash,
                 bytes: &entry.bytes,
                 record: &record,
+                checkpoint: Some(&checkpoint),
             },
             "en",
             "https://shop.example/preferences",
@@ -329,6 +371,7 @@ mod tests {
         let r = receipt(&key);
         let ok = verify(&r, Some(&key.verifying_key())).unwrap();
         assert_eq!((ok.seq, ok.subject, ok.action.as_str()), (1, 7, "given"));
+        assert_eq!(ok.checkpoint, Some(1));
 
         let mut changed = r.clone();
         changed["services"][0]["purposes"][0]["purposeCategory"][0] = "loyalty.rewards".into();
@@ -343,6 +386,42 @@ mod tests {
         let mut forged = r.clone();
         forged["publicKey"] = hex::encode(other.verifying_key().as_bytes()).into();
         assert_eq!(verify(&forged, None), Err(ReceiptError::Signature));
+    }
+
+    #[test]
+    fn the_checkpoint_must_be_the_ledgers_and_cover_the_record() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let other = SigningKey::from_bytes(&[4; 32]);
+        let r = receipt(&key);
+        let line = r["kept"]["checkpoint"].as_str().unwrap().to_owned();
+        let cp = Checkpoint::from_witness_line(&line).unwrap();
+        // Each change is re-signed with the receipt's key, so only the checkpoint is wrong.
+        let resign = |mut changed: Value| {
+            if let Value::Object(map) = &mut changed {
+                map.remove("signature");
+            }
+            let sig = key.sign(&canonical(&changed)).to_bytes();
+            changed["signature"] = json!({
+                "alg": ALGORITHM, "kid": key_id(&key.verifying_key()),
+                "value": URL_SAFE_NO_PAD.encode(sig),
+            });
+            changed
+        };
+        let cases = [
+            Checkpoint::sign(&other, 1, cp.hash, 5, ChainHash::GENESIS),
+            Checkpoint::sign(&key, 1, ChainHash([9; 32]), 5, ChainHash::GENESIS),
+        ];
+        for bad in cases {
+            let mut changed = r.clone();
+            changed["kept"]["checkpoint"] = bad.to_witness_line().into();
+            assert!(matches!(
+                verify(&resign(changed), None),
+                Err(ReceiptError::Checkpoint(_))
+            ));
+        }
+        let mut old = r.clone();
+        old["kept"].as_object_mut().unwrap().remove("checkpoint");
+        assert_eq!(verify(&resign(old), None).unwrap().checkpoint, None);
     }
 
     #[test]

@@ -425,8 +425,7 @@ pub async fn ledger_status(
     State(state): State<AppState>,
 ) -> Result<Json<LedgerStatus>, ApiError> {
     let tip = state.store.ledger_tip().await?;
-    let checkpoints = state.store.checkpoints().await?;
-    let last = checkpoints.into_iter().max_by_key(|c| c.seq);
+    let last = state.store.last_checkpoint().await?;
     Ok(Json(LedgerStatus {
         length: tip.map_or(0, |(seq, _)| seq),
         tip_hash: tip.map(|(_, hash)| hash.to_hex()),

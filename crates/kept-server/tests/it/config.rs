@@ -279,3 +279,45 @@ fn numbers_and_durations_are_read_from_the_file_and_from_text() {
         assert!(message.contains(var), "{var}={value}: {message}");
     }
 }
+
+#[test]
+fn the_ledger_witness_defaults_to_the_data_directory_and_can_move_or_stop() {
+    let config = load(None, &[], &Flags::new()).unwrap();
+    assert_eq!(
+        config.witness_path(),
+        Some(Path::new("./kept-data").join("ledger-witness.log"))
+    );
+    assert_eq!(config.ledger_witness_url, None);
+    assert_eq!(config.checkpoint_interval.as_secs(), 1);
+    let file = table(
+        r#"
+        data_dir = "/var/lib/kept"
+        ledger_witness_url = "https://witness.example/kept"
+        "#,
+    );
+    let config = load(Some(&file), &[], &Flags::new()).unwrap();
+    assert_eq!(
+        config.witness_path(),
+        Some(Path::new("/var/lib/kept").join("ledger-witness.log"))
+    );
+    assert_eq!(
+        config.ledger_witness_url.as_deref(),
+        Some("https://witness.example/kept")
+    );
+    let env = [("KEPT_LEDGER_WITNESS", "/mnt/offsite/witness.log")];
+    let config = load(None, &env, &Flags::new()).unwrap();
+    assert_eq!(
+        config.witness_path(),
+        Some(Path::new("/mnt/offsite/witness.log").to_path_buf())
+    );
+    let config = load(None, &[("KEPT_LEDGER_WITNESS", "off")], &Flags::new()).unwrap();
+    assert_eq!(config.witness_path(), None);
+    let err = load(
+        None,
+        &[("KEPT_LEDGER_WITNESS_URL", "witness.example")],
+        &Flags::new(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "config.invalid_value");
+    assert!(err.to_string().contains("`ledger_witness_url`"), "{err}");
+}

@@ -81,6 +81,11 @@ async fn serves_over_http_and_shuts_down_with_a_final_checkpoint() {
     assert_eq!(reopened.ledger_len().await.unwrap(), 1);
     let checkpoints = reopened.checkpoints().await.unwrap();
     assert_eq!(checkpoints.iter().map(|c| c.seq).max(), Some(1));
+    // ... and is in the witness file, by default in the data directory.
+    let (witnessed, _) =
+        kept_server::witness::read_witness(&dir.path().join("data").join("ledger-witness.log"))
+            .unwrap();
+    assert_eq!(witnessed, checkpoints);
     assert!(
         client.get(format!("{base}/healthz")).send().await.is_err(),
         "the server stopped"

@@ -16,6 +16,7 @@ mod e2e;
 mod forward;
 mod openapi;
 mod prefcenter;
+mod receipt_format;
 mod roles;
 mod snippet;
 mod support;

@@ -839,6 +839,13 @@ async fn a_receipt_verifies_with_the_ledger_key_and_a_changed_one_does_not() {
     let verified = kept_server::prefcenter::receipt::verify(&receipt, Some(&key)).unwrap();
     assert_eq!(verified.seq, seq);
     assert_eq!(verified.purpose, "personalize.content.profiled");
+    // It carries the ledger's checkpoint covering the record, as stored.
+    let covering = center.app.store.checkpoint_covering(seq).await.unwrap();
+    assert_eq!(verified.checkpoint, covering.as_ref().map(|c| c.seq));
+    assert_eq!(
+        receipt["kept"]["checkpoint"].as_str(),
+        covering.as_ref().map(|c| c.to_witness_line()).as_deref()
+    );
     let mut changed = receipt.clone();
     changed["consentTimestamp"] = json!(0);
     assert!(kept_server::prefcenter::receipt::verify(&changed, Some(&key)).is_err());

@@ -109,6 +109,14 @@ async fn two_servers_on_one_database_extend_one_chain() {
     let url = with_schema(&database_url().unwrap(), &harness.schema);
     let other = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let stores: [Arc<dyn Store>; 2] = [harness.store(), other.clone()];
+    // Each server signs its batches with its own key; their checkpoints form one chain too.
+    let signers = [
+        kept_store::conformance::TestSigner::new(1),
+        kept_store::conformance::TestSigner::new(2),
+    ];
+    for (store, signer) in stores.iter().zip(&signers) {
+        store.set_checkpoint_signer(Some(signer.clone()));
+    }
     let tasks: Vec<_> = (0..32u32)
         .map(|i| {
             let store = stores[(i % 2) as usize].clone();
@@ -129,6 +137,15 @@ async fn two_servers_on_one_database_extend_one_chain() {
         kept_store::conformance::verify_stored_chain(other.as_ref()).await,
         640
     );
+    let keys: Vec<_> = signers.iter().map(|s| s.key.verifying_key()).collect();
+    let checkpoints =
+        kept_store::conformance::verify_stored_checkpoints(other.as_ref(), &keys).await;
+    assert_eq!(checkpoints.last().map(|c| c.seq), Some(640));
+    let heard = signers
+        .iter()
+        .map(|s| s.committed.lock().unwrap().len())
+        .sum::<usize>();
+    assert_eq!(heard, checkpoints.len());
     other.close().await.unwrap();
     harness.finish().await;
 }

@@ -103,3 +103,35 @@ async fn a_new_database_is_private_to_its_owner() {
         assert_eq!(mode & 0o777, 0o600, "{name} has mode {mode:o}");
     }
 }
+
+/// Two stores on one file, as two processes: records the other appended without signing are
+/// covered by the next checkpoint round, and both chains go on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_round_covers_what_another_writer_appended() {
+    use kept_store::conformance::{TestSigner, record, verify_stored_checkpoints};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kept.db");
+    let signing = SqliteStore::open(&path).await.unwrap();
+    let signer = TestSigner::new(9);
+    signing.set_checkpoint_signer(Some(signer.clone()));
+    signing
+        .append_consents((0..3).map(|i| record(1, i)).collect())
+        .await
+        .unwrap();
+    let other = SqliteStore::open(&path).await.unwrap();
+    other
+        .append_consents((3..5).map(|i| record(2, i)).collect())
+        .await
+        .unwrap();
+    let cp = signing.checkpoint_tip().await.unwrap().unwrap();
+    assert_eq!(cp.seq, 5);
+    assert_eq!(signing.append_consent(record(1, 5)).await.unwrap().seq, 6);
+    let keys = [signer.key.verifying_key()];
+    let stored = verify_stored_checkpoints(&other, &keys).await;
+    assert_eq!(
+        stored.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        vec![3, 5, 6]
+    );
+    other.close().await.unwrap();
+    signing.close().await.unwrap();
+}
