@@ -15,7 +15,8 @@ use kept_store::columns::{
     to_u64,
 };
 use kept_store::group_commit::{
-    BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, plan_hot_batch,
+    BatchWriter, ChainedRow, GroupCommit, HotWrite, HotWritten, answer_hot_batch, hot_batch_uses,
+    plan_hot_batch,
 };
 use kept_store::{
     ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
@@ -33,6 +34,7 @@ use std::time::Duration;
 mod decision_log;
 mod outbox;
 mod prefcenter;
+mod uses;
 
 mod collection;
 
@@ -198,7 +200,8 @@ impl BatchWriter for HotWriter {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         if let Some(tip) = self.tip.take() {
             let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
-            match write_script(&mut conn, &rows, &contacts).await {
+            let used = hot_batch_uses(&batch);
+            match write_script(&mut conn, &rows, &contacts, &used).await {
                 Ok(()) => {
                     self.tip = Some((seq, hash));
                     return Ok(answer_hot_batch(&batch, rows));
@@ -220,6 +223,7 @@ impl BatchWriter for HotWriter {
         let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
         insert_ledger_rows(&mut tx, &rows).await?;
         insert_contacts(&mut tx, &contacts).await?;
+        uses::insert(&mut tx, &hot_batch_uses(&batch)).await?;
         tx.commit().await.map_err(db)?;
         self.tip = Some((seq, hash));
         Ok(answer_hot_batch(&batch, rows))
@@ -240,13 +244,27 @@ async fn write_script(
     conn: &mut SqliteConnection,
     rows: &[ChainedRow],
     contacts: &[&Contact],
+    used: &[&kept_store::UseRecord],
 ) -> Result<(), sqlx::Error> {
+    let used = used
+        .iter()
+        .map(|u| u.columns())
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let mut sql = String::from("BEGIN IMMEDIATE;");
     for chunk in rows.chunks(CHUNK) {
         sql.push_str(&values_sql(LEDGER_INSERT, 5, chunk.len(), ";"));
     }
     for chunk in contacts.chunks(CHUNK) {
         sql.push_str(&values_sql(CONTACT_INSERT, 5, chunk.len(), ";"));
+    }
+    for chunk in used.chunks(CHUNK) {
+        sql.push_str(&values_sql(
+            uses::INSERT,
+            13,
+            chunk.len(),
+            " ON CONFLICT DO NOTHING;",
+        ));
     }
     sql.push_str("COMMIT;");
     let mut q = sqlx::query(&sql);
@@ -268,6 +286,22 @@ async fn write_script(
             .bind(c.purpose.as_str())
             .bind(c.topic.as_deref())
             .bind(c.at);
+    }
+    for u in &used {
+        q = q
+            .bind(u.at)
+            .bind(u.kind)
+            .bind(u.subject)
+            .bind(u.subjects)
+            .bind(u.count)
+            .bind(u.purpose)
+            .bind(u.channel)
+            .bind(u.topic)
+            .bind(u.categories.as_str())
+            .bind(u.reason)
+            .bind(u.evidence)
+            .bind(u.actor)
+            .bind(u.reference);
     }
     q.execute(&mut *conn).await.map(|_| ())
 }
@@ -812,11 +846,17 @@ impl Store for SqliteStore {
         rows.iter().map(preference_row).collect()
     }
 
-    async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()> {
-        if contacts.is_empty() {
+    async fn record_contacts(
+        &self,
+        contacts: Vec<Contact>,
+        uses: Vec<kept_store::UseRecord>,
+    ) -> Result<()> {
+        if contacts.is_empty() && uses.is_empty() {
             return Ok(());
         }
-        self.hot(HotWrite::Contacts(contacts)).await.map(|_| ())
+        self.hot(HotWrite::Contacts(contacts, uses))
+            .await
+            .map(|_| ())
     }
 
     async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>> {
@@ -846,6 +886,19 @@ impl Store for SqliteStore {
 
     async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
         decision_log::append(&self.write, entries).await
+    }
+
+    async fn record_uses(&self, used: Vec<kept_store::UseRecord>) -> Result<u64> {
+        uses::record(&self.write, used).await
+    }
+
+    async fn use_candidates(
+        &self,
+        subject: SubjectId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<kept_store::UseRecord>> {
+        uses::candidates(&self.read, subject, before, limit).await
     }
 
     async fn decision_log(

@@ -149,7 +149,8 @@ async fn run<W: BatchWriter>(
 pub enum HotWrite {
     /// Records appended atomically, in order, after the tip.
     Consents(Vec<ConsentRecord>),
-    Contacts(Vec<Contact>),
+    /// Sent messages, with the uses they were (in the same transaction).
+    Contacts(Vec<Contact>, Vec<crate::UseRecord>),
 }
 
 /// What a [`HotWrite`] produced.
@@ -164,7 +165,7 @@ impl HotWrite {
     pub fn rows(&self) -> usize {
         match self {
             HotWrite::Consents(r) => r.len(),
-            HotWrite::Contacts(c) => c.len(),
+            HotWrite::Contacts(c, u) => c.len() + u.len(),
         }
         .max(1)
     }
@@ -201,10 +202,21 @@ pub fn plan_hot_batch(
                     });
                 }
             }
-            HotWrite::Contacts(c) => contacts.extend(c),
+            HotWrite::Contacts(c, _) => contacts.extend(c),
         }
     }
     (seq, hash, rows, contacts)
+}
+
+/// The uses recorded with the contacts of `batch`, in queue order.
+pub fn hot_batch_uses(batch: &[HotWrite]) -> Vec<&crate::UseRecord> {
+    batch
+        .iter()
+        .flat_map(|write| match write {
+            HotWrite::Contacts(_, uses) => uses.as_slice(),
+            HotWrite::Consents(_) => &[],
+        })
+        .collect()
 }
 
 /// Hands each write of a committed batch its result, taking the entries from `rows` in order.
@@ -216,7 +228,7 @@ pub fn answer_hot_batch(batch: &[HotWrite], rows: Vec<ChainedRow>) -> Vec<HotWri
             HotWrite::Consents(records) => {
                 HotWritten::Entries(rows.by_ref().take(records.len()).map(|r| r.entry).collect())
             }
-            HotWrite::Contacts(_) => HotWritten::Contacts,
+            HotWrite::Contacts(..) => HotWritten::Contacts,
         })
         .collect()
 }
