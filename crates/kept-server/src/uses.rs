@@ -131,7 +131,10 @@ pub fn decide_set(
 }
 
 /// Adds a run of ascending ids, all above those already in the reason's set.
-fn flush(by_reason: &mut BTreeMap<ReasonCode, RoaringBitmap>, (reason, ids): (ReasonCode, Vec<u32>)) {
+fn flush(
+    by_reason: &mut BTreeMap<ReasonCode, RoaringBitmap>,
+    (reason, ids): (ReasonCode, Vec<u32>),
+) {
     let set = by_reason.entry(reason).or_default();
     if set.append(ids.iter().copied()).is_err() {
         set.extend(ids);

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 mod decision_log;
 mod outbox;
-mod uses;
 mod prefcenter;
+mod uses;
 
 mod collection;
 

@@ -7,8 +7,8 @@ use kept_core::SubjectId;
 use kept_store::columns::to_i64;
 use kept_store::uses::{USE_COLUMNS, use_from_columns};
 use kept_store::{Result, UseRecord};
-use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 
 /// Inserts `uses` on `conn` (inside the caller's transaction, or as its own); a forward
 /// already recorded is skipped. Returns how many rows were written.

@@ -3,10 +3,10 @@
 //! newest first on the read pool.
 
 use crate::db;
+use kept_core::SubjectId;
 use kept_store::columns::to_i64;
 use kept_store::uses::{USE_COLUMNS, use_from_columns};
 use kept_store::{Result, UseRecord};
-use kept_core::SubjectId;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 

@@ -778,10 +778,13 @@ pub async fn contacts_since_filters_and_orders(store: Arc<dyn Store>) {
         at,
     };
     store
-        .record_contacts(vec![
-            contact(1, T0 + 30, Some("offers")),
-            contact(2, T0 + 10, None),
-        ], Vec::new())
+        .record_contacts(
+            vec![
+                contact(1, T0 + 30, Some("offers")),
+                contact(2, T0 + 10, None),
+            ],
+            Vec::new(),
+        )
         .await
         .unwrap();
     store.record_contacts(Vec::new(), Vec::new()).await.unwrap();
@@ -1465,7 +1468,12 @@ pub async fn uses_are_recorded_with_contacts_and_read_per_subject(store: Arc<dyn
     let (a, b) = tokio::join!(
         store.record_contacts(
             vec![contact.clone()],
-            vec![used(UseKind::Contact, UseSubjects::One(SubjectId(1)), None, T0)],
+            vec![used(
+                UseKind::Contact,
+                UseSubjects::One(SubjectId(1)),
+                None,
+                T0
+            )],
         ),
         store.append_consent(record(1, 0)),
     );
@@ -1479,14 +1487,28 @@ pub async fn uses_are_recorded_with_contacts_and_read_per_subject(store: Arc<dyn
             .record_uses(vec![
                 used(UseKind::Export, set(&[1, 3]), Some("exp_1"), T0 + 1),
                 used(UseKind::Export, set(&[2, 3]), Some("exp_2"), T0 + 2),
-                used(UseKind::Forward, UseSubjects::One(SubjectId(1)), Some("msg_1"), T0 + 3),
+                used(
+                    UseKind::Forward,
+                    UseSubjects::One(SubjectId(1)),
+                    Some("msg_1"),
+                    T0 + 3
+                ),
             ])
             .await
             .unwrap(),
         3
     );
-    let again = used(UseKind::Forward, UseSubjects::One(SubjectId(1)), Some("msg_1"), T0 + 9);
-    assert_eq!(store.record_uses(vec![again]).await.unwrap(), 0, "a retried forward is one use");
+    let again = used(
+        UseKind::Forward,
+        UseSubjects::One(SubjectId(1)),
+        Some("msg_1"),
+        T0 + 9,
+    );
+    assert_eq!(
+        store.record_uses(vec![again]).await.unwrap(),
+        0,
+        "a retried forward is one use"
+    );
 
     let query = |subject: u32, before: Option<u64>, limit: u32| UseQuery {
         subject: SubjectId(subject),

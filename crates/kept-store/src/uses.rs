@@ -44,7 +44,10 @@ impl UseKind {
 pub enum UseSubjects {
     One(SubjectId),
     /// A portable roaring bitmap of subject ids, with how many it holds.
-    Set { bitmap: Vec<u8>, count: u64 },
+    Set {
+        bitmap: Vec<u8>,
+        count: u64,
+    },
 }
 
 impl UseSubjects {

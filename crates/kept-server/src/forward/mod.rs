@@ -218,7 +218,11 @@ fn purposes(allowed: &[Allowed]) -> Vec<String> {
 
 /// The uses a delivery makes: one per purpose the system declares, under its decision, all
 /// referring to the delivery (so its retries are one use).
-fn delivery_uses(d: &Delivery, allowed: Vec<Allowed>, now: UnixMillis) -> Vec<kept_store::UseRecord> {
+fn delivery_uses(
+    d: &Delivery,
+    allowed: Vec<Allowed>,
+    now: UnixMillis,
+) -> Vec<kept_store::UseRecord> {
     allowed
         .into_iter()
         .map(|a| {

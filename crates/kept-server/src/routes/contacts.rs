@@ -8,15 +8,15 @@ use crate::auth::{Authorized, role};
 use crate::error::{ApiError, ErrorBody, JsonBody};
 use crate::resolve::resolve_subjects;
 use crate::routes::decisions::SubjectInput;
+use crate::uses::{self, Use};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use crate::uses::{self, Use};
 use kept_core::decision::DecisionRequest;
 use kept_core::index::Change;
-use kept_store::UseKind;
 use kept_core::manifest::Manifest;
 use kept_core::subject::Contact;
+use kept_store::UseKind;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

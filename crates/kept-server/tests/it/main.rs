@@ -20,3 +20,4 @@ mod roles;
 mod snippet;
 mod support;
 mod sync;
+mod uses;
