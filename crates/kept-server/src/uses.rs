@@ -1,10 +1,10 @@
 //! The record of uses, server side: the decision a use goes ahead under, asked once and turned
-//! into the `UseRecord` the store keeps (`kept_store::uses`). Forwards, exports and contacts
-//! all build their records here, so the three say the same thing the same way.
+//! into the `UseRecord` the store keeps (`kept_store::uses`). Forwards, exports, contacts and
+//! profile reads all build their records here, so they say the same thing the same way.
 
 use crate::routes::decisions::write_decision;
 use kept_core::decision::{Decision, DecisionRequest, ReasonCode};
-use kept_core::index::Snapshot;
+use kept_core::index::{IndexQuery, Snapshot};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::{UseKind, UseRecord, UseSubjects};
 use roaring::RoaringBitmap;
@@ -29,6 +29,11 @@ pub fn decide(
 ) -> Decided {
     let q = snapshot.prepare(req);
     let decision = snapshot.decide_prepared(subject, &q, now);
+    decided(snapshot, &q, decision)
+}
+
+/// What the record keeps of `decision`, answered for the prepared request `q`.
+pub fn decided(snapshot: &Snapshot, q: &IndexQuery, decision: Decision) -> Decided {
     let mut out = Vec::with_capacity(256);
     let (evidence, _) = write_decision(&mut out, snapshot.compiled(), &q.query, &decision);
     let evidence = out

@@ -1,5 +1,5 @@
--- The record of uses: every webhook forward, audience export and recorded contact, with the
--- decision it went ahead under. Never sampled, never dropped, not pruned: like the ledger it
+-- The record of uses: every webhook forward, audience export, recorded contact and profile
+-- read, with the decision it went ahead under. Never sampled, never dropped, not pruned: like the ledger it
 -- is evidence, and names the subject by its dense id only (no foreign key, it outlives the
 -- subject's data). A use names one subject (`subject_id`) or, for an export, a set of them
 -- (`subjects`, a portable roaring bitmap holding `subject_count` ids). `categories` is a JSON
@@ -7,7 +7,7 @@
 CREATE TABLE uses (
     id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at            BIGINT  NOT NULL,
-    kind          TEXT    NOT NULL CHECK (kind IN ('forward', 'export', 'contact')),
+    kind          TEXT    NOT NULL CHECK (kind IN ('forward', 'export', 'contact', 'profile')),
     subject_id    BIGINT,
     subjects      BYTEA,
     subject_count BIGINT  NOT NULL,

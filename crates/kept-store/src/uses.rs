@@ -1,5 +1,5 @@
 //! The record of uses: every use of personal data Kept performs or is told about (a webhook
-//! forward, an audience export, a recorded contact), stored with the decision that allowed it
+//! forward, an audience export, a recorded contact, a purpose-limited profile read), stored with the decision that allowed it
 //! and never sampled or dropped, unlike the decision log of mere questions.
 
 use crate::{Result, StoreError};
@@ -20,16 +20,25 @@ pub enum UseKind {
     Export,
     /// A message sent to a person, recorded through `POST /v1/contacts`.
     Contact,
+    /// A purpose-limited profile read (`GET /v1/subjects/{id}/profile`): the traits of one
+    /// category shown to the caller.
+    Profile,
 }
 
 impl UseKind {
-    pub const ALL: [UseKind; 3] = [UseKind::Forward, UseKind::Export, UseKind::Contact];
+    pub const ALL: [UseKind; 4] = [
+        UseKind::Forward,
+        UseKind::Export,
+        UseKind::Contact,
+        UseKind::Profile,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             UseKind::Forward => "forward",
             UseKind::Export => "export",
             UseKind::Contact => "contact",
+            UseKind::Profile => "profile",
         }
     }
 

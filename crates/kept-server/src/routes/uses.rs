@@ -1,6 +1,6 @@
 //! `GET /v1/uses`: the privacy team's view of the record of uses of one subject, newest first:
-//! webhook forwards, recorded contacts, and the audience exports that held the subject, each
-//! with the decision it went ahead under.
+//! webhook forwards, recorded contacts, profile reads, and the audience exports that held the
+//! subject, each with the decision it went ahead under.
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
@@ -30,7 +30,8 @@ pub struct UseView {
     /// Milliseconds since the Unix epoch.
     pub at: i64,
     /// `forward` (an event sent to a system's webhook), `export` (an audience export that held
-    /// the subject) or `contact` (a message sent, recorded through `POST /v1/contacts`).
+    /// the subject), `contact` (a message sent, recorded through `POST /v1/contacts`) or
+    /// `profile` (the traits of one category shown by `GET /v1/subjects/{id}/profile`).
     #[schema(example = "contact")]
     pub kind: String,
     pub purpose: String,
@@ -46,7 +47,7 @@ pub struct UseView {
     /// The reason code of the decision for this subject.
     #[schema(example = "allowed.consent")]
     pub reason: String,
-    /// For a forward or a contact, the decision's evidence (as `POST /v1/decisions` answers
+    /// For a forward, a contact or a profile read, the decision's evidence (as `POST /v1/decisions` answers
     /// it); for an export, its summary: `export`, `eligible`, `excluded` and `by_reason` (counts
     /// by reason code).
     #[schema(value_type = Object)]

@@ -276,3 +276,56 @@ async fn uses_page_newest_first_with_a_cursor() {
     let want: Vec<i64> = (0..5).rev().map(|i| NOW - (10 - i) * DAY).collect();
     assert_eq!(seen, want);
 }
+
+#[tokio::test]
+async fn a_profile_read_is_a_use_of_each_category_it_showed() {
+    let app = TestApp::new().await;
+    let (ga, _) = georgians(&app).await;
+    // A trait the purpose may not see (collected where marketing was never promised).
+    add_trait(
+        &app,
+        ga,
+        "phone",
+        "user.contact.phone_number",
+        "rewards_signup",
+    )
+    .await;
+    let path = format!(
+        "/v1/subjects/{}/profile?purpose={MARKETING}&channel=email",
+        ga.0
+    );
+    let answer = app.send(get(&path, Some(app.key(Role::Decide)))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(
+        answer.json["traits"].as_array().unwrap().len(),
+        1,
+        "{}",
+        answer.text
+    );
+    assert_eq!(
+        answer.json["withheld"].as_array().unwrap().len(),
+        1,
+        "{}",
+        answer.text
+    );
+
+    let uses = uses_of(&app, ga).await;
+    assert_eq!(uses.len(), 1, "only the category shown: {uses:?}");
+    let u = &uses[0];
+    assert_eq!(u["kind"], "profile");
+    assert_eq!(u["categories"], json!(["user.contact.email"]));
+    assert_eq!(u["reason"], reason_now(&app, ga).await);
+    assert_eq!(u["allowed"], true);
+    assert!(u["actor"].as_str().unwrap().starts_with("kept_"), "{u}");
+
+    // Nothing shown, nothing used.
+    let nobody = app.subjects[2];
+    let answer = app
+        .send(get(
+            &format!("/v1/subjects/{}/profile?purpose={MARKETING}", nobody.0),
+            Some(app.key(Role::Decide)),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(uses_of(&app, nobody).await.is_empty());
+}
