@@ -17,7 +17,6 @@
 )]
 
 #[path = "../../kept-core/benches/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{MARKETING, NOW, changes, compiled, person};
