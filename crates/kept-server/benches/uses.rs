@@ -25,7 +25,7 @@ use kept_core::audience::{AudienceRequest, Candidates, evaluate};
 use kept_core::decision::DecisionRequest;
 use kept_core::index::Index;
 use kept_core::subject::Contact;
-use kept_server::uses::{Use, decide_set};
+use kept_server::uses::export_records;
 use kept_store::{Store, UseKind, UseRecord, UseSubjects};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -154,17 +154,17 @@ async fn export(n: u32, stores: Vec<(&str, Arc<dyn Store>)>) {
         let started = Instant::now();
         let result = evaluate(&snapshot, &audience, NOW);
         let decided = Instant::now();
-        let (categories, by_reason) = decide_set(&snapshot, &result.eligible, &request, NOW);
-        let covered: u64 = by_reason.values().map(|b| b.len()).sum();
+        let used = export_records(
+            &snapshot,
+            &result,
+            &result.excluded,
+            &request,
+            NOW,
+            "kept_ab12cd34",
+            "exp_bench",
+        );
+        let covered: u64 = used.iter().map(|u| u.subjects.count()).sum();
         assert_eq!(covered, result.eligible_count);
-        let used = Use {
-            kind: UseKind::Export,
-            at: NOW,
-            request: &request,
-            actor: "kept_ab12cd34",
-            reference: Some("exp_bench"),
-        }
-        .of_set(&categories, by_reason, "{}");
         let decisions = decided.elapsed();
         let bytes: usize = used
             .iter()

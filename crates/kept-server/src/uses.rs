@@ -3,6 +3,7 @@
 //! profile reads all build their records here, so they say the same thing the same way.
 
 use crate::routes::decisions::write_decision;
+use kept_core::audience::AudienceResult;
 use kept_core::decision::{Decision, DecisionRequest, ReasonCode};
 use kept_core::index::{IndexQuery, Snapshot};
 use kept_core::{SubjectId, UnixMillis};
@@ -133,6 +134,46 @@ pub fn decide_set(
         flush(&mut by_reason, run);
     }
     (q.query.categories.clone(), by_reason)
+}
+
+/// A fresh reference for one export (`exp_` and 24 hex digits).
+pub fn export_id() -> String {
+    format!("exp_{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+/// The uses an export makes: each eligible subject's decision asked again on the snapshot the
+/// audience was chosen from, the subjects grouped by its reason, one record per reason. Every
+/// record carries the export's summary (its id, eligible, `excluded` by reason, and
+/// `by_reason`).
+pub fn export_records(
+    snapshot: &Snapshot,
+    result: &AudienceResult,
+    excluded: &BTreeMap<ReasonCode, u64>,
+    request: &DecisionRequest,
+    now: UnixMillis,
+    actor: &str,
+    reference: &str,
+) -> Vec<UseRecord> {
+    let (categories, by_reason) = decide_set(snapshot, &result.eligible, request, now);
+    let count = |m: &mut dyn Iterator<Item = (ReasonCode, u64)>| {
+        m.map(|(r, n)| (r.as_str().to_owned(), serde_json::Value::from(n)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let summary = serde_json::json!({
+        "export": reference,
+        "eligible": result.eligible_count,
+        "excluded": count(&mut excluded.iter().map(|(r, n)| (*r, *n))),
+        "by_reason": count(&mut by_reason.iter().map(|(r, ids)| (*r, ids.len()))),
+    })
+    .to_string();
+    Use {
+        kind: UseKind::Export,
+        at: now,
+        request,
+        actor,
+        reference: Some(reference),
+    }
+    .of_set(&categories, by_reason, &summary)
 }
 
 /// Adds a run of ascending ids, all above those already in the reason's set.

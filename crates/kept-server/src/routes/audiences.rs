@@ -400,7 +400,7 @@ pub async fn export(
     input.sample_size = 0;
     let (evaluated, input) = evaluate_off_workers(&state, input).await?;
     let eligible = evaluated.result.eligible_count;
-    let reference = export_id();
+    let reference = crate::uses::export_id();
     let (used, evaluated) = tokio::task::spawn_blocking(move || {
         let used = export_uses(&evaluated, &input, &caller.key.id, &reference);
         (used, evaluated)
@@ -434,14 +434,7 @@ pub async fn export(
     Ok(response)
 }
 
-/// A fresh reference for one export (`exp_` and 24 hex digits).
-fn export_id() -> String {
-    format!("exp_{}", hex::encode(rand::random::<[u8; 12]>()))
-}
-
-/// The uses an export makes: each eligible subject's decision asked again on the snapshot the
-/// audience was chosen from, the subjects grouped by its reason, one record per reason. Every
-/// record carries the export's summary (eligible, excluded by reason, and by allowed reason).
+/// The uses an export makes (see `crate::uses::export_records`).
 fn export_uses(
     evaluated: &Evaluated,
     input: &AudienceInput,
@@ -454,32 +447,15 @@ fn export_uses(
         topic: input.topic.clone(),
         categories: input.categories.clone(),
     };
-    let (categories, by_reason) = crate::uses::decide_set(
+    crate::uses::export_records(
         &evaluated.snapshot,
-        &evaluated.result.eligible,
+        &evaluated.result,
+        &exclusions(&evaluated.result, evaluated.unresolved),
         &request,
         evaluated.now,
-    );
-    let count = |m: BTreeMap<ReasonCode, u64>| -> serde_json::Map<String, serde_json::Value> {
-        m.into_iter()
-            .map(|(r, n)| (r.as_str().to_owned(), n.into()))
-            .collect()
-    };
-    let summary = serde_json::json!({
-        "export": reference,
-        "eligible": evaluated.result.eligible_count,
-        "excluded": count(exclusions(&evaluated.result, evaluated.unresolved)),
-        "by_reason": count(by_reason.iter().map(|(r, ids)| (*r, ids.len())).collect()),
-    })
-    .to_string();
-    crate::uses::Use {
-        kind: kept_store::UseKind::Export,
-        at: evaluated.now,
-        request: &request,
-        actor: caller,
-        reference: Some(reference),
-    }
-    .of_set(&categories, by_reason, &summary)
+        caller,
+        reference,
+    )
 }
 
 /// The export, a chunk of ids at a time; the directory is read per chunk, never held across
