@@ -286,10 +286,14 @@ impl BatchWriter for HotWriter {
         if !rows.is_empty() {
             insert_ledger_rows(&mut tx, &rows, seq, &hash).await?;
         }
-        if !contacts.is_empty() {
-            insert_contacts(&mut tx, &contacts).await?;
+        let used = kept_store::group_commit::hot_batch_uses(&batch);
+        if used.is_empty() {
+            if !contacts.is_empty() {
+                insert_contacts(&mut tx, &contacts).await?;
+            }
+        } else {
+            uses::insert(&mut tx, &used, &contacts).await?;
         }
-        uses::insert(&mut tx, &kept_store::group_commit::hot_batch_uses(&batch)).await?;
         tx.commit().await.map_err(db)?;
         Ok(answer_hot_batch(&batch, rows))
     }

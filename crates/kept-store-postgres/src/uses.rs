@@ -4,15 +4,21 @@
 
 use crate::db;
 use kept_core::SubjectId;
+use kept_core::subject::Contact;
 use kept_store::columns::to_i64;
 use kept_store::uses::{USE_COLUMNS, use_from_columns};
 use kept_store::{Result, UseRecord};
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 
-/// Inserts `uses` on `conn` (inside the caller's transaction, or as its own); a forward
-/// already recorded is skipped. Returns how many rows were written.
-pub(crate) async fn insert(conn: &mut PgConnection, uses: &[&UseRecord]) -> Result<u64> {
+/// Inserts `uses` on `conn` (inside the caller's transaction, or as its own), and in the same
+/// statement `contacts` (one round trip for the group committer's batch); a forward already
+/// recorded is skipped. Returns how many uses were written.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    uses: &[&UseRecord],
+    contacts: &[&Contact],
+) -> Result<u64> {
     if uses.is_empty() {
         return Ok(0);
     }
@@ -33,34 +39,54 @@ pub(crate) async fn insert(conn: &mut PgConnection, uses: &[&UseRecord]) -> Resu
     let evidence: Vec<&str> = columns.iter().map(|c| c.evidence).collect();
     let actors: Vec<&str> = columns.iter().map(|c| c.actor).collect();
     let references: Vec<Option<&str>> = columns.iter().map(|c| c.reference).collect();
+    let c_subjects: Vec<i64> = contacts.iter().map(|c| i64::from(c.subject.0)).collect();
+    let c_channels: Vec<&str> = contacts.iter().map(|c| c.channel.as_str()).collect();
+    let c_purposes: Vec<&str> = contacts.iter().map(|c| c.purpose.as_str()).collect();
+    let c_topics: Vec<Option<&str>> = contacts.iter().map(|c| c.topic.as_deref()).collect();
+    let c_ats: Vec<i64> = contacts.iter().map(|c| c.at).collect();
+    // A data-modifying WITH always runs, so the contacts go in with the uses.
+    let with_contacts = if contacts.is_empty() {
+        ""
+    } else {
+        "WITH contacted AS (INSERT INTO contacts (subject_id, channel, purpose, topic, at) \
+         SELECT * FROM UNNEST($14::BIGINT[], $15::TEXT[], $16::TEXT[], $17::TEXT[], \
+         $18::BIGINT[])) "
+    };
     // `WITH ORDINALITY` keeps the ids in the given order.
-    let done = sqlx::query(
-        "INSERT INTO uses (at, kind, subject_id, subjects, subject_count, purpose, channel, \
-         topic, categories, reason, evidence, actor, reference) \
+    let sql = format!(
+        "{with_contacts}INSERT INTO uses (at, kind, subject_id, subjects, subject_count, \
+         purpose, channel, topic, categories, reason, evidence, actor, reference) \
          SELECT at, kind, subject_id, subjects, subject_count, purpose, channel, topic, \
          categories, reason, evidence, actor, reference FROM UNNEST($1::BIGINT[], $2::TEXT[], \
          $3::BIGINT[], $4::BYTEA[], $5::BIGINT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], \
          $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::TEXT[]) WITH ORDINALITY \
          AS t(at, kind, subject_id, subjects, subject_count, purpose, channel, topic, \
          categories, reason, evidence, actor, reference, n) ORDER BY n \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&ats)
-    .bind(&kinds)
-    .bind(&subjects)
-    .bind(&sets)
-    .bind(&counts)
-    .bind(&purposes)
-    .bind(&channels)
-    .bind(&topics)
-    .bind(&categories)
-    .bind(&reasons)
-    .bind(&evidence)
-    .bind(&actors)
-    .bind(&references)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+         ON CONFLICT DO NOTHING"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(&ats)
+        .bind(&kinds)
+        .bind(&subjects)
+        .bind(&sets)
+        .bind(&counts)
+        .bind(&purposes)
+        .bind(&channels)
+        .bind(&topics)
+        .bind(&categories)
+        .bind(&reasons)
+        .bind(&evidence)
+        .bind(&actors)
+        .bind(&references);
+    if !contacts.is_empty() {
+        query = query
+            .bind(&c_subjects)
+            .bind(&c_channels)
+            .bind(&c_purposes)
+            .bind(&c_topics)
+            .bind(&c_ats);
+    }
+    let done = query.execute(&mut *conn).await.map_err(db)?;
     Ok(done.rows_affected())
 }
 
@@ -71,7 +97,7 @@ pub(crate) async fn record(pool: &PgPool, uses: Vec<UseRecord>) -> Result<u64> {
     }
     let mut conn = pool.acquire().await.map_err(db)?;
     let refs: Vec<&UseRecord> = uses.iter().collect();
-    insert(&mut conn, &refs).await
+    insert(&mut conn, &refs, &[]).await
 }
 
 pub(crate) async fn candidates(
