@@ -123,6 +123,12 @@ impl AppState {
         self
     }
 
+    /// Logs decisions through `log` instead of the writer `new` started.
+    pub fn with_decision_log(mut self, log: DecisionLog) -> AppState {
+        self.decision_log = log;
+        self
+    }
+
     /// Replaces the (empty) index `new` made with one already built.
     pub fn with_index(mut self, index: IndexHandle) -> AppState {
         self.index = index;

@@ -1,7 +1,9 @@
 //! The decision log's writer: every denied decision and a sample of allowed ones are handed here
 //! by the request that made them, queued in memory and written by one task in batches (one
 //! transaction per batch). A request never waits for the log: when the queue is full its
-//! entries are dropped and counted (`kept_decision_log_dropped_total`).
+//! entries are dropped, counted (`kept_decision_log_dropped_total`, and in the log's API
+//! answer) and warned about, at most once a minute. Uses are not logged here: they go to the
+//! record of uses (`crate::uses`), which never drops.
 
 use kept_core::decision::ReasonCode;
 use kept_core::{SubjectId, UnixMillis};
@@ -10,7 +12,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
@@ -20,8 +22,11 @@ pub const DECISION_LOG_FAILED: &str = "kept_decision_log_failed_total";
 
 /// The share of allowed decisions logged unless configured otherwise, in millionths (1%).
 pub const DEFAULT_SAMPLE_PPM: u32 = 10_000;
-/// Entries waiting to be written at most; past this, new ones are dropped.
-const MAX_QUEUED: usize = 200_000;
+/// Entries waiting to be written at most unless started otherwise; past this, new ones are
+/// dropped.
+pub const DEFAULT_CAPACITY: usize = 200_000;
+/// How often at most a full queue is warned about.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Entries written per transaction at most, so a burst does not hold the write connection long.
 const MAX_BATCH: usize = 5_000;
 
@@ -138,6 +143,12 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(730 * 86_400);
 struct Shared {
     tx: Option<mpsc::UnboundedSender<Message>>,
     queued: AtomicUsize,
+    /// Entries waiting at most.
+    capacity: usize,
+    /// Entries dropped since start.
+    dropped: AtomicU64,
+    /// When a full queue was last warned about.
+    warned: Mutex<Option<Instant>>,
     /// The sample rate of allowed decisions, as a threshold on a 64-bit random draw.
     threshold: AtomicU64,
     /// How long entries are kept, in milliseconds.
@@ -171,6 +182,12 @@ impl DecisionLog {
     /// Starts the writer on the current Tokio runtime. Outside a runtime nothing is written
     /// (every entry counts as dropped).
     pub fn start(store: Arc<dyn Store>) -> DecisionLog {
+        DecisionLog::start_with_capacity(store, DEFAULT_CAPACITY)
+    }
+
+    /// Starts the writer with room for `capacity` waiting entries (0: every entry is dropped,
+    /// which tests use to stand for an overloaded log).
+    pub fn start_with_capacity(store: Arc<dyn Store>, capacity: usize) -> DecisionLog {
         let runtime = tokio::runtime::Handle::try_current().ok();
         let (tx, rx) = match runtime {
             Some(_) => {
@@ -182,6 +199,9 @@ impl DecisionLog {
         let shared = Arc::new(Shared {
             tx,
             queued: AtomicUsize::new(0),
+            capacity,
+            dropped: AtomicU64::new(0),
+            warned: Mutex::new(None),
             threshold: AtomicU64::new(threshold(f64::from(DEFAULT_SAMPLE_PPM) / 1e6)),
             retention_ms: AtomicU64::new(
                 u64::try_from(DEFAULT_RETENTION.as_millis()).unwrap_or(u64::MAX),
@@ -236,14 +256,39 @@ impl DecisionLog {
     /// Whether `n` more entries would fit in the queue now (a request that would only have
     /// them dropped skips collecting them).
     pub fn has_room(&self, n: usize) -> bool {
-        self.shared.tx.is_some() && self.shared.queued.load(Ordering::Relaxed) + n <= MAX_QUEUED
+        self.shared.tx.is_some()
+            && self.shared.queued.load(Ordering::Relaxed) + n <= self.shared.capacity
     }
 
-    /// Counts entries dropped without being collected.
+    /// Counts entries dropped without being collected, and warns (at most once a minute).
     pub fn dropped(&self, n: usize) {
-        if n > 0 {
-            metrics::counter!(DECISION_LOG_DROPPED).increment(n as u64);
+        if n == 0 {
+            return;
         }
+        metrics::counter!(DECISION_LOG_DROPPED).increment(n as u64);
+        let total = self.shared.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        let due = match self.shared.warned.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|t| t.elapsed() >= WARN_EVERY);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            tracing::warn!(
+                dropped = total,
+                "the decision log is full: entries are dropped ({total} since start); uses are \
+                 recorded in full regardless"
+            );
+        }
+    }
+
+    /// Entries dropped since start because the queue was full.
+    pub fn dropped_total(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Queues a request's entries, or drops and counts them when the queue is full.
@@ -257,7 +302,7 @@ impl DecisionLog {
             return;
         };
         let queued = self.shared.queued.fetch_add(n, Ordering::AcqRel);
-        if queued + n > MAX_QUEUED || tx.send(Message::Write(pending)).is_err() {
+        if queued + n > self.shared.capacity || tx.send(Message::Write(pending)).is_err() {
             self.shared.queued.fetch_sub(n, Ordering::AcqRel);
             self.dropped(n);
         }

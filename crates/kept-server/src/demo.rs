@@ -171,6 +171,8 @@ async fn write_population(
                     c
                 })
                 .collect(),
+            // The demo's past sends are invented history, not uses Kept was told about.
+            Vec::new(),
         )
         .await?;
     ledger.checkpoint_now().await?;

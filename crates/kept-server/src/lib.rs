@@ -24,6 +24,7 @@ pub mod server;
 pub mod snippet;
 pub mod store;
 pub mod sync;
+pub mod uses;
 pub mod witness;
 
 pub use app::{AppState, router};

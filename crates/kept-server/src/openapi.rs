@@ -3,7 +3,7 @@
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{
-    audiences, consents, contacts, decision_log, decisions, keys, profile, system,
+    audiences, consents, contacts, decision_log, decisions, keys, profile, system, uses,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -34,6 +34,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         audiences::evaluate_audience,
         audiences::export,
         decision_log::read,
+        uses::read,
         crate::forward::api::dead_letters,
         crate::forward::api::retry_dead_letter,
         crate::collect::routes::identify,
@@ -60,7 +61,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "decisions", description = "decisions, purpose-limited profiles and recorded \
             sends (role `decide`)"),
         (name = "audiences", description = "campaign dry runs and exports (role `decide`)"),
-        (name = "decision log", description = "denied and sampled decisions (role `privacy`)"),
+        (name = "decision log", description = "denied and sampled decisions, and the complete \
+            record of uses (role `privacy`)"),
         (name = "collection", description = "Segment-compatible event collection (role \
             `collect`, the write key), and reading back subjects and events (role `privacy`)"),
         (name = "preferences", description = "the preference center for companies that build \

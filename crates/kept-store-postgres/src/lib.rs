@@ -31,6 +31,7 @@ use std::time::Duration;
 mod decision_log;
 mod outbox;
 mod prefcenter;
+mod uses;
 
 mod collection;
 
@@ -305,8 +306,13 @@ impl BatchWriter for HotWriter {
         if !rows.is_empty() {
             insert_ledger_rows(&mut tx, &rows, seq, &hash).await?;
         }
-        if !contacts.is_empty() {
-            insert_contacts(&mut tx, &contacts).await?;
+        let used = kept_store::group_commit::hot_batch_uses(&batch);
+        if used.is_empty() {
+            if !contacts.is_empty() {
+                insert_contacts(&mut tx, &contacts).await?;
+            }
+        } else {
+            uses::insert(&mut tx, &used, &contacts).await?;
         }
         if let Some(cp) = &checkpoint {
             insert_checkpoint(&mut tx, cp, "").await?;
@@ -934,11 +940,17 @@ impl Store for PostgresStore {
         rows.iter().map(preference_row).collect()
     }
 
-    async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()> {
-        if contacts.is_empty() {
+    async fn record_contacts(
+        &self,
+        contacts: Vec<Contact>,
+        uses: Vec<kept_store::UseRecord>,
+    ) -> Result<()> {
+        if contacts.is_empty() && uses.is_empty() {
             return Ok(());
         }
-        self.hot(HotWrite::Contacts(contacts)).await.map(|_| ())
+        self.hot(HotWrite::Contacts(contacts, uses))
+            .await
+            .map(|_| ())
     }
 
     async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>> {
@@ -999,6 +1011,19 @@ impl Store for PostgresStore {
 
     async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64> {
         decision_log::prune(&self.pool, before, limit).await
+    }
+
+    async fn record_uses(&self, used: Vec<kept_store::UseRecord>) -> Result<u64> {
+        uses::record(&self.pool, used).await
+    }
+
+    async fn use_candidates(
+        &self,
+        subject: SubjectId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<kept_store::UseRecord>> {
+        uses::candidates(&self.pool, subject, before, limit).await
     }
 
     async fn close(&self) -> Result<()> {

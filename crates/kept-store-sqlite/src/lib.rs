@@ -16,7 +16,7 @@ use kept_store::columns::{
 };
 use kept_store::group_commit::{
     BatchWriter, ChainedRow, CheckpointSigner, GroupCommit, HotWrite, HotWritten, LastCheckpoint,
-    SignerSlot, answer_hot_batch, plan_checkpoint, plan_hot_batch,
+    SignerSlot, answer_hot_batch, hot_batch_uses, plan_checkpoint, plan_hot_batch,
 };
 use kept_store::{
     ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
@@ -34,6 +34,7 @@ use std::time::Duration;
 mod decision_log;
 mod outbox;
 mod prefcenter;
+mod uses;
 
 mod collection;
 
@@ -256,11 +257,12 @@ impl BatchWriter for HotWriter {
         let cached = self.tip.take().filter(|_| !only_checkpoint);
         if let Some(tip) = cached {
             let (next, rows, contacts, checkpoint) = HotWriter::plan(signer.as_ref(), tip, &batch);
-            if rows.is_empty() && contacts.is_empty() && checkpoint.is_none() {
+            let used = hot_batch_uses(&batch);
+            if rows.is_empty() && contacts.is_empty() && used.is_empty() && checkpoint.is_none() {
                 self.tip = Some(tip);
                 return Ok(answer_hot_batch(&batch, rows, None));
             }
-            match write_script(&mut conn, &rows, &contacts, checkpoint.as_ref()).await {
+            match write_script(&mut conn, &rows, &contacts, &used, checkpoint.as_ref()).await {
                 Ok(()) => {
                     self.tip = Some(next);
                     if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
@@ -288,6 +290,7 @@ impl BatchWriter for HotWriter {
         let (next, rows, contacts, checkpoint) = HotWriter::plan(signer.as_ref(), tip, &batch);
         insert_ledger_rows(&mut tx, &rows).await?;
         insert_contacts(&mut tx, &contacts).await?;
+        uses::insert(&mut tx, &hot_batch_uses(&batch)).await?;
         if let Some(cp) = &checkpoint {
             insert_checkpoint(&mut tx, cp, "").await.map_err(db)?;
         }
@@ -316,14 +319,28 @@ async fn write_script(
     conn: &mut SqliteConnection,
     rows: &[ChainedRow],
     contacts: &[&Contact],
+    used: &[&kept_store::UseRecord],
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(), sqlx::Error> {
+    let used = used
+        .iter()
+        .map(|u| u.columns())
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let mut sql = String::from("BEGIN IMMEDIATE;");
     for chunk in rows.chunks(CHUNK) {
         sql.push_str(&values_sql(LEDGER_INSERT, 5, chunk.len(), ";"));
     }
     for chunk in contacts.chunks(CHUNK) {
         sql.push_str(&values_sql(CONTACT_INSERT, 5, chunk.len(), ";"));
+    }
+    for chunk in used.chunks(CHUNK) {
+        sql.push_str(&values_sql(
+            uses::INSERT,
+            13,
+            chunk.len(),
+            " ON CONFLICT DO NOTHING;",
+        ));
     }
     if checkpoint.is_some() {
         sql.push_str(CHECKPOINT_INSERT);
@@ -349,6 +366,22 @@ async fn write_script(
             .bind(c.purpose.as_str())
             .bind(c.topic.as_deref())
             .bind(c.at);
+    }
+    for u in &used {
+        q = q
+            .bind(u.at)
+            .bind(u.kind)
+            .bind(u.subject)
+            .bind(u.subjects)
+            .bind(u.count)
+            .bind(u.purpose)
+            .bind(u.channel)
+            .bind(u.topic)
+            .bind(u.categories.as_str())
+            .bind(u.reason)
+            .bind(u.evidence)
+            .bind(u.actor)
+            .bind(u.reference);
     }
     if let Some(cp) = checkpoint {
         q = bind_checkpoint(q, cp)?;
@@ -961,11 +994,17 @@ impl Store for SqliteStore {
         rows.iter().map(preference_row).collect()
     }
 
-    async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()> {
-        if contacts.is_empty() {
+    async fn record_contacts(
+        &self,
+        contacts: Vec<Contact>,
+        uses: Vec<kept_store::UseRecord>,
+    ) -> Result<()> {
+        if contacts.is_empty() && uses.is_empty() {
             return Ok(());
         }
-        self.hot(HotWrite::Contacts(contacts)).await.map(|_| ())
+        self.hot(HotWrite::Contacts(contacts, uses))
+            .await
+            .map(|_| ())
     }
 
     async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>> {
@@ -995,6 +1034,19 @@ impl Store for SqliteStore {
 
     async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
         decision_log::append(&self.write, entries).await
+    }
+
+    async fn record_uses(&self, used: Vec<kept_store::UseRecord>) -> Result<u64> {
+        uses::record(&self.write, used).await
+    }
+
+    async fn use_candidates(
+        &self,
+        subject: SubjectId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<kept_store::UseRecord>> {
+        uses::candidates(&self.read, subject, before, limit).await
     }
 
     async fn decision_log(

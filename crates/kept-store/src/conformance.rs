@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             key_collection_points_round_trip,
             decision_log_appends_and_filters,
             decision_log_prunes_the_oldest_first,
+            uses_are_recorded_with_contacts_and_read_per_subject,
         );
     };
     (@cases $harness:ty; $($case:ident),* $(,)?) => {
@@ -483,13 +484,16 @@ pub async fn every_batch_ends_with_a_chained_checkpoint(store: Arc<dyn Store>) {
     // Contacts alone neither need nor make a checkpoint.
     let before = store.checkpoints().await.unwrap().len();
     store
-        .record_contacts(vec![Contact {
-            subject: SubjectId(1),
-            channel: "email".into(),
-            purpose: "marketing.communications".into(),
-            topic: None,
-            at: T0,
-        }])
+        .record_contacts(
+            vec![Contact {
+                subject: SubjectId(1),
+                channel: "email".into(),
+                purpose: "marketing.communications".into(),
+                topic: None,
+                at: T0,
+            }],
+            Vec::new(),
+        )
         .await
         .unwrap();
     assert_eq!(store.checkpoints().await.unwrap().len(), before);
@@ -921,20 +925,23 @@ pub async fn contacts_since_filters_and_orders(store: Arc<dyn Store>) {
         at,
     };
     store
-        .record_contacts(vec![
-            contact(1, T0 + 30, Some("offers")),
-            contact(2, T0 + 10, None),
-        ])
+        .record_contacts(
+            vec![
+                contact(1, T0 + 30, Some("offers")),
+                contact(2, T0 + 10, None),
+            ],
+            Vec::new(),
+        )
         .await
         .unwrap();
-    store.record_contacts(Vec::new()).await.unwrap();
+    store.record_contacts(Vec::new(), Vec::new()).await.unwrap();
     // Contacts and ledger appends share the committer; both must land.
     let tasks: Vec<_> = (0..8u32)
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .record_contacts(vec![contact(i, T0 + 20, None)])
+                    .record_contacts(vec![contact(i, T0 + 20, None)], Vec::new())
                     .await
                     .unwrap();
                 store.append_consent(record(i, i)).await.unwrap();
@@ -1579,4 +1586,107 @@ pub async fn key_collection_points_round_trip(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "store.not_found");
+}
+
+pub async fn uses_are_recorded_with_contacts_and_read_per_subject(store: Arc<dyn Store>) {
+    use crate::uses::{UseKind, UseQuery, UseRecord, UseSubjects};
+    let used = |kind: UseKind, subjects: UseSubjects, reference: Option<&str>, at: i64| UseRecord {
+        id: 0,
+        at,
+        kind,
+        subjects,
+        purpose: "marketing.communications".into(),
+        channel: Some("email".into()),
+        topic: None,
+        categories: vec!["user.contact.email".into()],
+        reason: "allowed.consent".into(),
+        evidence: r#"[{"kind":"ledger","seq":1}]"#.into(),
+        actor: "kept_test".into(),
+        reference: reference.map(str::to_owned),
+    };
+    let contact = Contact {
+        subject: SubjectId(1),
+        channel: "email".into(),
+        purpose: "marketing.communications".into(),
+        topic: None,
+        at: T0,
+    };
+    // A contact and its use commit together, alongside a ledger append.
+    let (a, b) = tokio::join!(
+        store.record_contacts(
+            vec![contact.clone()],
+            vec![used(
+                UseKind::Contact,
+                UseSubjects::One(SubjectId(1)),
+                None,
+                T0
+            )],
+        ),
+        store.append_consent(record(1, 0)),
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(store.contacts_since(T0).await.unwrap(), vec![contact]);
+    // A set naming subjects 1 and 3 (an export), another without 1, and a forward twice.
+    let set = |ids: &[u32]| UseSubjects::set(&ids.iter().copied().collect());
+    assert_eq!(
+        store
+            .record_uses(vec![
+                used(UseKind::Export, set(&[1, 3]), Some("exp_1"), T0 + 1),
+                used(UseKind::Export, set(&[2, 3]), Some("exp_2"), T0 + 2),
+                used(
+                    UseKind::Forward,
+                    UseSubjects::One(SubjectId(1)),
+                    Some("msg_1"),
+                    T0 + 3
+                ),
+            ])
+            .await
+            .unwrap(),
+        3
+    );
+    let again = used(
+        UseKind::Forward,
+        UseSubjects::One(SubjectId(1)),
+        Some("msg_1"),
+        T0 + 9,
+    );
+    assert_eq!(
+        store.record_uses(vec![again]).await.unwrap(),
+        0,
+        "a retried forward is one use"
+    );
+
+    let query = |subject: u32, before: Option<u64>, limit: u32| UseQuery {
+        subject: SubjectId(subject),
+        before,
+        limit,
+    };
+    let of_one = store.uses_of(&query(1, None, 10)).await.unwrap();
+    let kinds: Vec<_> = of_one.iter().map(|u| (u.kind, u.at)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (UseKind::Forward, T0 + 3),
+            (UseKind::Export, T0 + 1),
+            (UseKind::Contact, T0)
+        ],
+        "newest first, the export without subject 1 left out"
+    );
+    assert_eq!(of_one[0].reason, "allowed.consent");
+    assert_eq!(of_one[0].categories, vec!["user.contact.email".to_owned()]);
+    assert_eq!(of_one[1].subjects.count(), 2);
+    // Pages of one, each after the last one returned, reach the same three.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.uses_of(&query(1, before, 1)).await.unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        paged.extend(page);
+    }
+    assert_eq!(paged, of_one);
+    let of_three = store.uses_of(&query(3, None, 10)).await.unwrap();
+    assert_eq!(of_three.len(), 2);
+    assert!(store.uses_of(&query(9, None, 10)).await.unwrap().is_empty());
 }

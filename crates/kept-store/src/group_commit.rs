@@ -152,7 +152,8 @@ async fn run<W: BatchWriter>(
 pub enum HotWrite {
     /// Records appended atomically, in order, after the tip.
     Consents(Vec<ConsentRecord>),
-    Contacts(Vec<Contact>),
+    /// Sent messages, with the uses they were (in the same transaction).
+    Contacts(Vec<Contact>, Vec<crate::UseRecord>),
     /// Nothing to write, but the batch must end with a checkpoint if its tip has none yet
     /// (records appended before a signer was installed, or by another process).
     Checkpoint,
@@ -214,7 +215,7 @@ impl HotWrite {
     pub fn rows(&self) -> usize {
         match self {
             HotWrite::Consents(r) => r.len(),
-            HotWrite::Contacts(c) => c.len(),
+            HotWrite::Contacts(c, u) => c.len() + u.len(),
             HotWrite::Checkpoint => 1,
         }
         .max(1)
@@ -252,7 +253,7 @@ pub fn plan_hot_batch(
                     });
                 }
             }
-            HotWrite::Contacts(c) => contacts.extend(c),
+            HotWrite::Contacts(c, _) => contacts.extend(c),
             HotWrite::Checkpoint => {}
         }
     }
@@ -264,6 +265,17 @@ pub fn touches_ledger(batch: &[HotWrite]) -> bool {
     batch
         .iter()
         .any(|w| matches!(w, HotWrite::Consents(_) | HotWrite::Checkpoint))
+}
+
+/// The uses recorded with the contacts of `batch`, in queue order.
+pub fn hot_batch_uses(batch: &[HotWrite]) -> Vec<&crate::UseRecord> {
+    batch
+        .iter()
+        .flat_map(|write| match write {
+            HotWrite::Contacts(_, uses) => uses.as_slice(),
+            HotWrite::Consents(_) | HotWrite::Checkpoint => &[],
+        })
+        .collect()
 }
 
 /// Hands each write of a committed batch its result, taking the entries from `rows` in order.
@@ -279,7 +291,7 @@ pub fn answer_hot_batch(
             HotWrite::Consents(records) => {
                 HotWritten::Entries(rows.by_ref().take(records.len()).map(|r| r.entry).collect())
             }
-            HotWrite::Contacts(_) => HotWritten::Contacts,
+            HotWrite::Contacts(..) => HotWritten::Contacts,
             HotWrite::Checkpoint => HotWritten::Checkpoint(checkpoint.cloned()),
         })
         .collect()

@@ -21,6 +21,9 @@ pub mod group_commit;
 pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
 pub mod outbox;
 pub mod prefcenter;
+pub mod uses;
+
+pub use uses::{UseKind, UseQuery, UseRecord, UseSubjects};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,7 +279,9 @@ pub trait Store:
     async fn channel_preferences(&self, subject: SubjectId) -> Result<Vec<ChannelPreference>>;
     async fn all_channel_preferences(&self) -> Result<Vec<ChannelPreference>>;
 
-    async fn record_contacts(&self, contacts: Vec<Contact>) -> Result<()>;
+    /// Records sent messages together with their uses, in one transaction (through the group
+    /// committer): a contact is never stored without the decision it was sent under.
+    async fn record_contacts(&self, contacts: Vec<Contact>, uses: Vec<UseRecord>) -> Result<()>;
     /// Contacts at or after `since`, for rebuilding frequency counters.
     async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>>;
     /// One subject's contacts at or after `since`, in time order.
@@ -305,6 +310,38 @@ pub trait Store:
     async fn decision_log(&self, query: &DecisionLogQuery) -> Result<Vec<DecisionLogEntry>>;
     /// Deletes at most `limit` of the oldest entries made before `before`; returns how many.
     async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64>;
+
+    // --- the record of uses ---------------------------------------------------------------
+
+    /// Records uses in one transaction; ids are assigned in order. A forward whose reference
+    /// and purpose are already recorded is skipped. Returns how many were written.
+    async fn record_uses(&self, uses: Vec<UseRecord>) -> Result<u64>;
+
+    /// The uses naming `subject` alone and every set of subjects (which may or may not hold
+    /// it), newest first, with `id < before`, at most `limit`: the candidates `uses_of` sifts.
+    async fn use_candidates(
+        &self,
+        subject: SubjectId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<UseRecord>>;
+
+    /// The uses that concern one subject, exports that held it included, newest first.
+    async fn uses_of(&self, query: &UseQuery) -> Result<Vec<UseRecord>> {
+        let limit = query.page_size();
+        let want = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut before = query.before;
+        loop {
+            let candidates = self.use_candidates(query.subject, before, limit).await?;
+            let exhausted = candidates.len() < want;
+            before = candidates.last().map(|u| u.id);
+            uses::keep_subjects_uses(candidates, query.subject, want, &mut out)?;
+            if exhausted || out.len() >= want || before.is_none() {
+                return Ok(out);
+            }
+        }
+    }
 
     // --- lifecycle ------------------------------------------------------------------------
 

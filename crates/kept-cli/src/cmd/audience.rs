@@ -1,10 +1,12 @@
 //! `kept audience`: a marketer's "can I send this?" in one command. Builds the index from the
 //! database and dry-runs the campaign: how many may be reached, and a table of everyone who may
-//! not, by reason, in the order of the gates. `--export` writes the eligible subjects' ids.
+//! not, by reason, in the order of the gates. `--export` writes the eligible subjects' ids,
+//! after recording the export as a use of each of them (`GET /v1/uses`), as the server does.
 
-use crate::cmd::decide::{Format, Source, build_index, now, print, setup};
+use crate::cmd::decide::{Format, Setup, Source, build_index, now, print, setup};
+use anyhow::Context;
 use kept_core::audience::{AudienceRequest, Candidates, evaluate};
-use kept_core::decision::ReasonCode;
+use kept_core::decision::{DecisionRequest, ReasonCode};
 use kept_server::index::IndexHandle;
 use kept_server::routes::audiences::{FilterInput, filter_candidates};
 use serde::Serialize;
@@ -139,6 +141,27 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let exported_to = match &args.export {
         Some(path) => {
+            let decision = DecisionRequest {
+                purpose: args.purpose.clone(),
+                channel: args.channel.clone(),
+                topic: args.topic.clone(),
+                categories: args.categories.clone(),
+            };
+            let used = kept_server::uses::export_records(
+                &snapshot,
+                &result,
+                &result.excluded,
+                &decision,
+                now,
+                "cli",
+                &kept_server::uses::export_id(),
+            );
+            // Recorded before the file is written: an export that cannot be recorded is not
+            // made.
+            if let Err(e) = record_uses(&setup, used).await {
+                eprintln!("error: the export was not written: {e:#}");
+                return Ok(ExitCode::from(1));
+            }
             write_export(&index, &result.eligible, path)?;
             Some(path.display().to_string())
         }
@@ -171,6 +194,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Text => print(&table(&report, share(result.eligible_count)))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes an export's uses to the database the index was built from.
+async fn record_uses(setup: &Setup, used: Vec<kept_store::UseRecord>) -> anyhow::Result<()> {
+    let store = kept_server::server::open_store(&setup.config.database_url)
+        .await
+        .with_context(|| format!("cannot open `{}`", setup.config.database_url))?;
+    let written = store
+        .record_uses(used)
+        .await
+        .context("cannot record the export's uses");
+    store.close().await.ok();
+    written.map(|_| ())
 }
 
 fn table(r: &Report<'_>, eligible_share: f64) -> String {

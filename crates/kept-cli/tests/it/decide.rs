@@ -155,6 +155,31 @@ fn the_sms_campaign_reaches_only_the_opt_ins_and_decide_explains_why() {
         .map(|l| l.split(',').next().unwrap().to_owned())
         .collect();
     assert_eq!(ids.len() as u64, eligible);
+    // The export was recorded as a use of everyone in it, before the file was written.
+    let first: u32 = ids[0].parse().unwrap();
+    let used = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = kept_server::store::open(&db).await.unwrap();
+            let used = store
+                .uses_of(&kept_store::UseQuery {
+                    subject: kept_core::SubjectId(first),
+                    before: None,
+                    limit: 10,
+                })
+                .await
+                .unwrap();
+            store.close().await.unwrap();
+            used
+        });
+    assert_eq!(used.len(), 1, "{used:?}");
+    assert_eq!(used[0].kind, kept_store::UseKind::Export);
+    assert_eq!(used[0].actor, "cli");
+    assert!(used[0].reason.starts_with("allowed."), "{:?}", used[0]);
+    let summary: serde_json::Value = serde_json::from_str(&used[0].evidence).unwrap();
+    assert_eq!(summary["eligible"], eligible);
 
     // The table a marketer reads.
     let text = kept(

@@ -6,7 +6,8 @@
 //!
 //! The decision is asked twice: when the event is queued (a denied subject's event is never
 //! stored for a system) and again just before each attempt (consent withdrawn or an erasure
-//! requested in the meantime suppresses the delivery).
+//! requested in the meantime suppresses the delivery). The second answer is recorded as the
+//! delivery's use (`kept_store::uses`, one per declared purpose) before the request is sent.
 
 pub mod api;
 pub mod backoff;
@@ -165,6 +166,13 @@ impl Forwarder {
     }
 }
 
+/// One purpose a system declares, allowed for a subject: what was asked and what was answered.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    pub request: DecisionRequest,
+    pub decided: crate::uses::Decided,
+}
+
 /// Whether `system` may receive an event of `subject` now: the purposes it declares, all
 /// allowed (asked with the categories each use reads), or the first denial's reason code. No
 /// index to ask, or no purpose declared, is a denial too.
@@ -173,30 +181,61 @@ pub fn decide_system(
     system: &System,
     subject: SubjectId,
     now: UnixMillis,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<Allowed>, String> {
     let Some(decisions) = decisions else {
         return Err(NO_DECISIONS.to_owned());
     };
     if system.uses.is_empty() {
         return Err(NO_PURPOSE.to_owned());
     }
-    let mut purposes: Vec<String> = Vec::with_capacity(system.uses.len());
+    let mut allowed: Vec<Allowed> = Vec::with_capacity(system.uses.len());
     for one in &system.uses {
-        let req = DecisionRequest {
+        let request = DecisionRequest {
             purpose: one.purpose.clone(),
             channel: None,
             topic: None,
             categories: one.categories.clone(),
         };
-        let decision = decisions.decide(subject, &req, now);
-        if !decision.allowed {
-            return Err(decision.reason.as_str().to_owned());
+        let decided = crate::uses::decide(decisions, subject, &request, now);
+        if !decided.decision.allowed {
+            return Err(decided.decision.reason.as_str().to_owned());
         }
-        if !purposes.contains(&one.purpose) {
-            purposes.push(one.purpose.clone());
+        allowed.push(Allowed { request, decided });
+    }
+    Ok(allowed)
+}
+
+/// The purposes a system was allowed for, each once, in the order it declares them.
+fn purposes(allowed: &[Allowed]) -> Vec<String> {
+    let mut purposes: Vec<String> = Vec::with_capacity(allowed.len());
+    for a in allowed {
+        if !purposes.contains(&a.request.purpose) {
+            purposes.push(a.request.purpose.clone());
         }
     }
-    Ok(purposes)
+    purposes
+}
+
+/// The uses a delivery makes: one per purpose the system declares, under its decision, all
+/// referring to the delivery (so its retries are one use).
+fn delivery_uses(
+    d: &Delivery,
+    allowed: Vec<Allowed>,
+    now: UnixMillis,
+) -> Vec<kept_store::UseRecord> {
+    allowed
+        .into_iter()
+        .map(|a| {
+            crate::uses::Use {
+                kind: kept_store::UseKind::Forward,
+                at: now,
+                request: &a.request,
+                actor: &d.system,
+                reference: Some(&d.message_id),
+            }
+            .of_one(d.subject, a.decided)
+        })
+        .collect()
 }
 
 /// The latest decision snapshot, or `None` (and every use denied) when there is none.
@@ -278,7 +317,8 @@ pub async fn enqueue_for_events(
         let mut answer = Forwarded::default();
         for (key, system) in webhook_systems(&state.manifest) {
             match decide_system(snapshot.as_deref(), system, e.subject, now) {
-                Ok(purposes) => {
+                Ok(allowed) => {
+                    let purposes = purposes(&allowed);
                     deliveries.push(NewDelivery {
                         message_id: message_id(e.event_id, key),
                         event_id: e.event_id.to_owned(),
@@ -476,9 +516,10 @@ async fn attempt(state: &AppState, d: &Delivery, now: UnixMillis) -> Attempt {
     let Some(hook) = &system.webhook else {
         return suppressed(format!("the system `{}` no longer has a webhook", d.system));
     };
-    if let Err(reason) = decide_system(decisions(state).as_deref(), system, d.subject, now) {
-        return suppressed(reason);
-    }
+    let allowed = match decide_system(decisions(state).as_deref(), system, d.subject, now) {
+        Ok(allowed) => allowed,
+        Err(reason) => return suppressed(reason),
+    };
     let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| {
         let failed = d.attempts.saturating_add(1);
         let retry_at = (failed < forwarder.config.max_attempts).then(|| {
@@ -504,6 +545,15 @@ async fn attempt(state: &AppState, d: &Delivery, now: UnixMillis) -> Attempt {
         Ok(client) => client,
         Err(e) => return failed(None, e, None),
     };
+    // The use is recorded before the data leaves; a delivery that cannot be recorded is not
+    // sent, and is tried again like one the destination refused.
+    if let Err(e) = state
+        .store
+        .record_uses(delivery_uses(d, allowed, now))
+        .await
+    {
+        return failed(None, format!("cannot record the use: {e}"), None);
+    }
     let timestamp = now.div_euclid(1000);
     let signature = secret.sign(&d.message_id, timestamp, d.payload.as_bytes());
     let sent = client

@@ -15,11 +15,13 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use kept_core::audience::{AudienceResult, Candidates, PlaceFilter, evaluate};
 use kept_core::decision::ReasonCode;
+use kept_core::index::Snapshot;
 use kept_core::regime::Regime;
 use kept_core::rulebook::Place;
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 use utoipa::ToSchema;
 
@@ -138,6 +140,9 @@ struct Evaluated {
     result: AudienceResult,
     unresolved: u64,
     took_ms: f64,
+    /// The decisions it read, and when.
+    snapshot: Arc<Snapshot>,
+    now: UnixMillis,
 }
 
 /// Resolves candidates named by user id (the only ones that may need the store), with how
@@ -258,6 +263,8 @@ fn run(
         result,
         unresolved,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        snapshot,
+        now,
     })
 }
 
@@ -317,6 +324,7 @@ pub async fn evaluate_audience(
         result,
         unresolved,
         took_ms,
+        ..
     } = evaluated;
     let excluded = exclusions(&result, unresolved);
     let sample = {
@@ -351,7 +359,8 @@ pub async fn evaluate_audience(
 }
 
 /// Streams the eligible subjects' ids (internal id and user id), one per line, without holding
-/// the whole export in memory.
+/// the whole export in memory. Before the first byte is sent the export is recorded as a use
+/// of every subject in it (`GET /v1/uses`), with the reason of each one's decision.
 #[utoipa::path(
     post,
     path = "/v1/audiences/export",
@@ -362,7 +371,8 @@ pub async fn evaluate_audience(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "the eligible subjects, in id order; `x-kept-eligible` \
-            holds their number", content_type = "application/x-ndjson", body = String),
+            holds their number, `x-kept-export-id` the reference the export's uses are \
+            recorded under", content_type = "application/x-ndjson", body = String),
         (status = 400, description = "not JSON", body = ErrorBody),
         (status = 401, description = "no key, or an invalid one", body = ErrorBody),
         (status = 403, description = "the key's role is not `decide` or `admin`", body = ErrorBody),
@@ -371,7 +381,7 @@ pub async fn evaluate_audience(
     )
 )]
 pub async fn export(
-    _caller: Authorized<role::Decide>,
+    caller: Authorized<role::Decide>,
     State(state): State<AppState>,
     params: Result<Query<ExportParams>, QueryRejection>,
     JsonBody(mut input): JsonBody<AudienceInput>,
@@ -388,8 +398,18 @@ pub async fn export(
         }
     };
     input.sample_size = 0;
-    let (evaluated, _) = evaluate_off_workers(&state, input).await?;
+    let (evaluated, input) = evaluate_off_workers(&state, input).await?;
     let eligible = evaluated.result.eligible_count;
+    let reference = crate::uses::export_id();
+    let (used, evaluated) = tokio::task::spawn_blocking(move || {
+        let used = export_uses(&evaluated, &input, &caller.key.id, &reference);
+        (used, evaluated)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the export's decisions failed: {e}")))?;
+    let reference = used.first().and_then(|u| u.reference.clone());
+    // Written before the first byte leaves: an export that cannot be recorded is not made.
+    state.store.record_uses(used).await?;
     let stream = export_stream(state.index.clone(), evaluated.result.eligible, format);
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
@@ -408,7 +428,34 @@ pub async fn export(
     if let Ok(v) = HeaderValue::from_str(&eligible.to_string()) {
         headers.insert("x-kept-eligible", v);
     }
+    if let Some(v) = reference.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        headers.insert("x-kept-export-id", v);
+    }
     Ok(response)
+}
+
+/// The uses an export makes (see `crate::uses::export_records`).
+fn export_uses(
+    evaluated: &Evaluated,
+    input: &AudienceInput,
+    caller: &str,
+    reference: &str,
+) -> Vec<kept_store::UseRecord> {
+    let request = kept_core::decision::DecisionRequest {
+        purpose: input.purpose.clone(),
+        channel: input.channel.clone(),
+        topic: input.topic.clone(),
+        categories: input.categories.clone(),
+    };
+    crate::uses::export_records(
+        &evaluated.snapshot,
+        &evaluated.result,
+        &exclusions(&evaluated.result, evaluated.unresolved),
+        &request,
+        evaluated.now,
+        caller,
+        reference,
+    )
 }
 
 /// The export, a chunk of ids at a time; the directory is read per chunk, never held across

@@ -1,18 +1,22 @@
 //! `POST /v1/contacts`: messages actually sent, recorded so the frequency each person chose
-//! applies from the next decision on. Committed through the store's group committer, then
-//! applied to the index before the answer.
+//! applies from the next decision on. Each send is also a use: it is stored with the decision
+//! for it (asked before the send counts against any cap) in the same commit, through the
+//! store's group committer, then applied to the index before the answer.
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
 use crate::error::{ApiError, ErrorBody, JsonBody};
 use crate::resolve::resolve_subjects;
 use crate::routes::decisions::SubjectInput;
+use crate::uses::{self, Use};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use kept_core::decision::DecisionRequest;
 use kept_core::index::Change;
 use kept_core::manifest::Manifest;
 use kept_core::subject::Contact;
+use kept_store::UseKind;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -114,7 +118,8 @@ impl ContactsBody {
         `purpose`, `topic`, `at`), or `{ \"contacts\": [...] }` with at most 10,000"),
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "committed, and counted by the next decision", body = ContactsRecorded),
+        (status = 201, description = "committed with the decision each send was made under \
+            (`GET /v1/uses`), and counted by the next decision", body = ContactsRecorded),
         (status = 400, description = "not JSON", body = ErrorBody),
         (status = 401, description = "no key, or an invalid one", body = ErrorBody),
         (status = 403, description = "the key's role is not `decide` or `admin`", body = ErrorBody),
@@ -125,7 +130,7 @@ impl ContactsBody {
     )
 )]
 pub async fn record(
-    _caller: Authorized<role::Decide>,
+    caller: Authorized<role::Decide>,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ContactsBody>,
 ) -> Result<(StatusCode, Json<ContactsRecorded>), ApiError> {
@@ -144,7 +149,9 @@ pub async fn record(
         .map(|(i, c)| c.subject.reference(&field(i, "subject")))
         .collect::<Result<Vec<_>, _>>()?;
     let subjects = resolve_subjects(&state, &refs).await?;
+    let snapshot = state.index.snapshot()?;
     let mut contacts = Vec::with_capacity(list.len());
+    let mut used = Vec::with_capacity(list.len());
     for (i, (input, subject)) in list.iter().zip(subjects).enumerate() {
         let Some(subject) = subject else {
             return Err(ApiError::invalid_field(
@@ -161,6 +168,20 @@ pub async fn record(
                 format!("`{}` is in the future", field(i, "at")),
             ));
         }
+        let request = DecisionRequest {
+            purpose: input.purpose.clone(),
+            channel: Some(input.channel.clone()),
+            topic: input.topic.clone(),
+            categories: Vec::new(),
+        };
+        let one = Use {
+            kind: UseKind::Contact,
+            at,
+            request: &request,
+            actor: &caller.key.id,
+            reference: None,
+        };
+        used.push(one.of_one(subject, uses::decide(&snapshot, subject, &request, at)));
         contacts.push(Contact {
             subject,
             channel: input.channel.clone(),
@@ -171,7 +192,7 @@ pub async fn record(
     }
     let changes = contacts.iter().cloned().map(Change::Contact).collect();
     let recorded = contacts.len();
-    state.store.record_contacts(contacts).await?;
+    state.store.record_contacts(contacts, used).await?;
     state.index.apply(changes).await?;
     Ok((StatusCode::CREATED, Json(ContactsRecorded { recorded })))
 }

@@ -59,6 +59,12 @@ pub struct DecisionLogPage {
     /// Pass as `before` to read the next (older) page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_before: Option<u64>,
+    /// Entries this server dropped since it started because the log's queue was full: the log
+    /// is a sample, complete only while this stays 0. Uses are recorded in full regardless
+    /// (`GET /v1/uses`).
+    pub dropped_since_start: u64,
+    /// The share of allowed decisions logged (denied ones always are, unless dropped).
+    pub sample_rate: f64,
 }
 
 fn number<T: std::str::FromStr>(field: &str, value: Option<&str>) -> Result<Option<T>, ApiError> {
@@ -71,7 +77,8 @@ fn number<T: std::str::FromStr>(field: &str, value: Option<&str>) -> Result<Opti
         .transpose()
 }
 
-/// Logged decisions, newest first: every denial, and a sample of allowed ones.
+/// Logged decisions, newest first: every denial, and a sample of allowed ones. Under overload
+/// the log drops entries and says how many (`dropped_since_start`).
 #[utoipa::path(
     get,
     path = "/v1/decision-log",
@@ -135,6 +142,8 @@ pub async fn read(
     Ok(Json(DecisionLogPage {
         entries,
         next_before,
+        dropped_since_start: state.decision_log.dropped_total(),
+        sample_rate: state.decision_log.sample_rate(),
     }))
 }
 

@@ -9,6 +9,7 @@ pub mod decisions;
 pub mod keys;
 pub mod profile;
 pub mod system;
+pub mod uses;
 
 use crate::app::AppState;
 use axum::Router;
@@ -34,4 +35,5 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/audiences/export", post(audiences::export))
         .route("/v1/subjects/{id}/profile", get(profile::profile))
         .route("/v1/decision-log", get(decision_log::read))
+        .route("/v1/uses", get(uses::read))
 }

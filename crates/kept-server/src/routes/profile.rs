@@ -3,6 +3,9 @@
 //! allows it and the trait itself was collected under a notice that promised the purpose; the
 //! others are withheld and listed with the reason.
 //!
+//! Reading a profile is a use: before the answer, one use per category shown is recorded with
+//! the decision that allowed it (`GET /v1/uses`); a profile that cannot be recorded is not sent.
+//!
 //! Role `decide`: this is how a system that uses data (a personalisation engine, a sending
 //! tool) reads a profile, and it can only ever get the purpose's view. The privacy team sees
 //! whole profiles through data subject requests.
@@ -79,7 +82,8 @@ pub struct ProfileView {
     ),
     security(("api_key" = [])),
     responses(
-        (status = 200, body = ProfileView),
+        (status = 200, description = "the profile; each category shown is recorded as a use \
+            (`GET /v1/uses`) before the answer", body = ProfileView),
         (status = 401, description = "no key, or an invalid one", body = ErrorBody),
         (status = 403, description = "the key's role is not `decide` or `admin`", body = ErrorBody),
         (status = 404, description = "no such subject", body = ErrorBody),
@@ -87,7 +91,7 @@ pub struct ProfileView {
     )
 )]
 pub async fn profile(
-    _caller: Authorized<role::Decide>,
+    caller: Authorized<role::Decide>,
     State(state): State<AppState>,
     PathParams(ProfilePath { id }): PathParams<ProfilePath>,
     params: Result<Query<ProfileParams>, QueryRejection>,
@@ -108,6 +112,8 @@ pub async fn profile(
     let mut prepared: HashMap<String, IndexQuery> = HashMap::new();
     let mut visible = Vec::new();
     let mut withheld = Vec::new();
+    // Per category shown, the decision that allowed it, in the order first shown.
+    let mut shown: Vec<(String, crate::uses::Decided)> = Vec::new();
     for t in traits {
         let q = prepared.entry(t.category.clone()).or_insert_with(|| {
             snapshot.prepare(&DecisionRequest {
@@ -134,6 +140,10 @@ pub async fn profile(
             decision.reason
         };
         if reason.is_allowed() {
+            if !shown.iter().any(|(c, _)| *c == t.category) {
+                let decided = crate::uses::decided(&snapshot, q, decision);
+                shown.push((t.category.clone(), decided));
+            }
             visible.push(VisibleTrait {
                 key: t.key,
                 value: t.value,
@@ -151,6 +161,26 @@ pub async fn profile(
             });
         }
     }
+    let used: Vec<_> = shown
+        .into_iter()
+        .map(|(category, decided)| {
+            let request = DecisionRequest {
+                purpose: purpose.clone(),
+                channel: params.channel.clone(),
+                topic: None,
+                categories: vec![category],
+            };
+            crate::uses::Use {
+                kind: kept_store::UseKind::Profile,
+                at: now,
+                request: &request,
+                actor: &caller.key.id,
+                reference: None,
+            }
+            .of_one(subject, decided)
+        })
+        .collect();
+    state.store.record_uses(used).await?;
     Ok(Json(ProfileView {
         subject: id,
         user_id: stored.user_id,

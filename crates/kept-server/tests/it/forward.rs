@@ -391,6 +391,79 @@ async fn only_allowed_subjects_get_signed_deliveries() {
     assert_eq!(receiver.got().len(), 2);
 }
 
+/// Every delivery is recorded as a use, with the reason of the decision it was sent under,
+/// before it is sent; a delivery retried after a failure is still one use, and a subject the
+/// decisions deny has none.
+#[tokio::test]
+async fn a_delivery_is_a_use_recorded_with_its_decision() {
+    let (receiver, url) = Receiver::start().await;
+    let s = scene(&url, quick(5)).await;
+    receiver.answer(500);
+    for (i, person) in s.people.iter().enumerate() {
+        forward::enqueue_for_event(
+            &s.state,
+            *person,
+            &format!("evt-{i}"),
+            &event(&format!("evt-{i}"), &format!("user-{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let round = forward::deliver_due(&s.state, NOW).await.unwrap();
+    assert_eq!((round.claimed, round.retrying), (2, 2));
+    receiver.answer(200);
+    let round = forward::deliver_due(&s.state, NOW + 60_000).await.unwrap();
+    assert_eq!(round.delivered, 2, "{round:?}");
+    assert_eq!(receiver.got().len(), 4);
+
+    let router = kept_server::router(s.state.clone());
+    let uses_of = |subject: SubjectId| {
+        let router = router.clone();
+        let key = s.app.key(Role::Privacy).to_owned();
+        async move {
+            let answer = support::send(
+                router,
+                get(&format!("/v1/uses?subject={}", subject.0), Some(&key)),
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+            answer.json["uses"].as_array().unwrap().clone()
+        }
+    };
+    let delivered = receiver.got();
+    for (who, reason) in [(0, "allowed.consent"), (2, "allowed.opt_out_regime")] {
+        let uses = uses_of(s.people[who]).await;
+        assert_eq!(
+            uses.len(),
+            1,
+            "one use however often it was tried: {uses:?}"
+        );
+        let u = &uses[0];
+        assert_eq!(u["kind"], "forward");
+        assert_eq!(u["actor"], "ad_partner");
+        assert_eq!(u["purpose"], ADS);
+        assert_eq!(
+            u["categories"],
+            serde_json::json!(["user.behavior.browsing_history"])
+        );
+        assert_eq!(u["reason"], reason, "{u}");
+        assert_eq!(u["allowed"], true);
+        assert_eq!(
+            u["at"], NOW,
+            "recorded at the first attempt, before it was sent"
+        );
+        let sent = delivered
+            .iter()
+            .find(|r| r.body.contains(&format!("user-{who}")))
+            .unwrap();
+        assert_eq!(u["reference"], sent.headers["webhook-id"].to_str().unwrap());
+        assert!(u["evidence"].is_array(), "{u}");
+    }
+    for who in [1, 3, 4] {
+        assert!(uses_of(s.people[who]).await.is_empty(), "withheld: no use");
+    }
+}
+
 #[tokio::test]
 async fn failures_back_off_then_become_dead_letters_that_can_be_retried() {
     let (receiver, url) = Receiver::start().await;

@@ -21,3 +21,4 @@ mod roles;
 mod snippet;
 mod support;
 mod sync;
+mod uses;

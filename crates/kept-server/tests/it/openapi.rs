@@ -39,6 +39,7 @@ async fn the_server_serves_the_same_document() {
         "/v1/audiences/export",
         "/v1/subjects/{id}/profile",
         "/v1/decision-log",
+        "/v1/uses",
     ] {
         assert!(
             answer.json["paths"][path].is_object(),

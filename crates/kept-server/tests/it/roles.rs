@@ -119,6 +119,13 @@ fn endpoints() -> Vec<Endpoint> {
             success: StatusCode::OK,
         },
         Endpoint {
+            method: "GET",
+            path: "/v1/uses?subject={subject}",
+            body: None,
+            role: Role::Privacy,
+            success: StatusCode::OK,
+        },
+        Endpoint {
             method: "POST",
             path: "/v1/track",
             body: Some(|_| r#"{"anonymousId": "matrix", "event": "Checked"}"#.to_owned()),

@@ -27,13 +27,13 @@ pub fn demo_manifest() -> Manifest {
 /// A fresh, empty store for one test: SQLite in `dir`, or, when `KEPT_TEST_BACKEND=postgres`,
 /// a schema of its own in the database `KEPT_TEST_DATABASE_URL` names (so tests run in
 /// parallel; `.ci/run` drops the `kept_it_*` schemas before each run).
-pub async fn test_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+///
+/// Returns where the store is (the schema made, on PostgreSQL), so that a test can open it
+/// again as a restarted server would.
+pub async fn test_store_url(dir: &tempfile::TempDir) -> String {
     let postgres = std::env::var("KEPT_TEST_BACKEND").is_ok_and(|b| b == "postgres");
     if !postgres {
-        let url = dir.path().join("kept.db");
-        return kept_server::store::open(url.to_str().unwrap())
-            .await
-            .unwrap();
+        return dir.path().join("kept.db").to_str().unwrap().to_owned();
     }
     let url = std::env::var("KEPT_TEST_DATABASE_URL")
         .expect("KEPT_TEST_BACKEND=postgres needs KEPT_TEST_DATABASE_URL");
@@ -54,9 +54,7 @@ pub async fn test_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
         .unwrap();
     pool.close().await;
     let sep = if url.contains('?') { '&' } else { '?' };
-    kept_server::store::open(&format!("{url}{sep}options[search_path]={schema}"))
-        .await
-        .unwrap()
+    format!("{url}{sep}options[search_path]={schema}")
 }
 
 pub fn signing_key() -> SigningKey {
@@ -66,6 +64,8 @@ pub fn signing_key() -> SigningKey {
 pub struct TestApp {
     /// Holds the database; dropped (deleted) with the app.
     _dir: tempfile::TempDir,
+    /// Where the store is, to open it again (`restart`).
+    url: String,
     pub store: Arc<dyn Store>,
     pub state: AppState,
     pub keys: HashMap<Role, String>,
@@ -80,7 +80,8 @@ impl TestApp {
 
     pub async fn with_limits(limits: Limits) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = test_store(&dir).await;
+        let url = test_store_url(&dir).await;
+        let store = kept_server::store::open(&url).await.unwrap();
         let ledger = Arc::new(Ledger::new(store.clone(), signing_key()));
         let state = AppState::new(store.clone(), ledger, Arc::new(demo_manifest()))
             .with_limits(limits)
@@ -108,10 +109,33 @@ impl TestApp {
             .unwrap();
         TestApp {
             _dir: dir,
+            url,
             store,
             state,
             keys,
             subjects,
+        }
+    }
+
+    /// The same database as a restarted server sees it: the store closed and opened again, a
+    /// new state, the index built from the store.
+    pub async fn restart(self) -> TestApp {
+        self.state.decision_log.close().await;
+        self.store.close().await.unwrap();
+        let store = kept_server::store::open(&self.url).await.unwrap();
+        let ledger = Arc::new(Ledger::new(store.clone(), signing_key()));
+        let state = AppState::new(store.clone(), ledger, self.state.manifest.clone())
+            .with_limits(self.state.limits)
+            .with_clock(Arc::new(|| NOW));
+        state
+            .index
+            .load(store.as_ref(), NOW, &mut |_| {})
+            .await
+            .unwrap();
+        TestApp {
+            store,
+            state,
+            ..self
         }
     }
 
