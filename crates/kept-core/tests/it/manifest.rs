@@ -543,3 +543,73 @@ fn the_hash_is_blake3_over_the_documented_encoding() {
     );
     assert_eq!(hash, blake3::hash(&bytes).to_hex().to_string());
 }
+
+mod notice_for {
+    use kept_core::manifest::promises::{notice_for, tied_notices};
+    use kept_core::manifest::{Manifest, demo_toml, load};
+
+    fn demo() -> Manifest {
+        load(&demo_toml(), "kept.toml").unwrap().manifest
+    }
+
+    fn id<'a>(found: Option<(&'a String, &'a kept_core::manifest::Notice)>) -> Option<&'a str> {
+        found.map(|(id, _)| id.as_str())
+    }
+
+    #[test]
+    fn the_purpose_itself_beats_a_parent_and_the_channel_counts() {
+        let mut m = demo();
+        const MC: &str = "marketing.communications";
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), None)),
+            Some("newsletter")
+        );
+        assert_eq!(
+            id(notice_for(&m, MC, Some("sms"), None)),
+            Some("sms_offers")
+        );
+        assert_eq!(id(notice_for(&m, MC, Some("postal"), None)), None);
+        // Any channel: the first of the two by id.
+        assert_eq!(id(notice_for(&m, MC, None, None)), Some("newsletter"));
+        // Nothing promises it: none, never a notice about something else.
+        assert_eq!(id(notice_for(&m, "analytics.reporting", None, None)), None);
+
+        // A notice that lists only the parent purpose covers it when nothing closer does.
+        let mut parent = m.notices["newsletter"].clone();
+        parent.purposes = vec!["marketing".into()];
+        m.notices.insert("a_brand".into(), parent);
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), None)),
+            Some("newsletter")
+        );
+        m.notices.remove("newsletter");
+        assert_eq!(id(notice_for(&m, MC, Some("email"), None)), Some("a_brand"));
+        assert_eq!(tied_notices(&m, MC, "email"), ["a_brand"]);
+    }
+
+    #[test]
+    fn a_topic_that_names_its_notice_is_shown_with_it_and_only_if_it_promises() {
+        let mut m = demo();
+        const MC: &str = "marketing.communications";
+        let mut second = m.notices["newsletter"].clone();
+        second.version = 3;
+        m.notices.insert("offers_mail".into(), second);
+        assert_eq!(tied_notices(&m, MC, "email"), ["newsletter", "offers_mail"]);
+        // Unnamed: the first by id; named: the topic's own.
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), Some("offers"))),
+            Some("newsletter")
+        );
+        m.topics.get_mut("offers").unwrap().notice = Some("offers_mail".into());
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), Some("offers"))),
+            Some("offers_mail")
+        );
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), Some("newsletter"))),
+            Some("newsletter")
+        );
+        // The named notice does not promise SMS: no notice at all, not another one.
+        assert_eq!(id(notice_for(&m, MC, Some("sms"), Some("offers"))), None);
+    }
+}
