@@ -1,8 +1,10 @@
 //! Which notice covers a purpose on a channel: the one rule the banner, collection and the
-//! preference center share, so the notice a customer is shown is the notice the ledger names.
+//! preference center share, so the notice a customer is shown is the notice the ledger names;
+//! and what a consent record may name when a client names a notice itself.
 
 use super::keys::is_within;
 use super::model::{Manifest, Notice};
+use crate::ledger::{ConsentAction, ConsentRecord, NoticeRef};
 
 /// How closely `notice` promises `purpose` on `channel` (when given): `None` when it does not,
 /// else the length of the purpose key it lists (the purpose itself beats a parent branch).
@@ -78,4 +80,74 @@ pub fn tied_notices<'m>(manifest: &'m Manifest, purpose: &str, channel: &str) ->
         .filter(|(c, _)| *c == top)
         .map(|(_, id)| id)
         .collect()
+}
+
+/// What a consent record may name as its notice, given the notice the client named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// The client named a notice that promises the purpose, at the manifest's version.
+    Promising(NoticeRef),
+    /// The client named a notice that does not promise the purpose (or is unknown, or at
+    /// another version than the manifest's): the record names none and carries
+    /// [`UNPROMISED_MARK`].
+    Unpromised,
+    /// The client named none (a server library): the record names none.
+    Nothing,
+}
+
+/// The mark a record's `evidence.reference` starts with when the client named a notice that
+/// does not promise the record's purpose. Such a record is kept (it is what was said) but a
+/// "yes" in it counts for nothing ([`counts`]).
+pub const UNPROMISED_MARK: &str = "notice-not-promising ";
+
+/// Judges the notice a client named for a choice about `purpose` (`version` when it said
+/// which one it showed). Only the named notice is ever considered: Kept never supplies one the
+/// client did not name.
+pub fn named_notice(
+    manifest: &Manifest,
+    purpose: &str,
+    named: Option<&str>,
+    version: Option<u32>,
+) -> Named {
+    let Some(id) = named else {
+        return Named::Nothing;
+    };
+    match manifest.notices.get(id) {
+        Some(n) if promises(n, purpose, None) && version.is_none_or(|v| v == n.version) => {
+            Named::Promising(NoticeRef {
+                id: id.to_owned(),
+                version: n.version,
+                hash: n.hash.clone(),
+            })
+        }
+        _ => Named::Unpromised,
+    }
+}
+
+/// The evidence reference of a record whose named notice did not promise its purpose: the mark,
+/// the notice named (when the manifest has it), then the original reference.
+pub fn mark_unpromised(manifest: &Manifest, named: &str, reference: Option<&str>) -> String {
+    let shown = if manifest.notices.contains_key(named) {
+        named
+    } else {
+        "(unknown)"
+    };
+    match reference {
+        Some(r) => format!("{UNPROMISED_MARK}{shown}; {r}"),
+        None => format!("{UNPROMISED_MARK}{shown}"),
+    }
+}
+
+/// Whether a record counts toward where the subject stands: every record does, except a yes
+/// given under a notice that did not promise it (fail closed: such consent allows nothing).
+/// The mark is looked for anywhere in the reference, so a record carried to another subject
+/// (whose reference wraps the original) stays marked; a client that puts the mark in its own
+/// message id only takes its own yes away.
+pub fn counts(record: &ConsentRecord) -> bool {
+    !(record.action == ConsentAction::Given
+        && record
+            .evidence
+            .reference
+            .as_deref()
+            .is_some_and(|r| r.contains(UNPROMISED_MARK)))
 }

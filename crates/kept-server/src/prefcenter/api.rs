@@ -167,6 +167,8 @@ pub struct TopicView {
     pub subscribed: bool,
     /// A double opt-in waits for the customer's confirmation.
     pub pending: bool,
+    /// The notice shown for the topic, which a change of it records.
+    pub notice: Option<NoticeRefView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -324,6 +326,7 @@ async fn view(state: &AppState, standing: &Standing) -> Result<Preferences, ApiE
                         purpose: t.purpose.clone(),
                         subscribed: t.subscribed,
                         pending: t.pending,
+                        notice: notice(t.notice.as_ref()),
                     })
                     .collect(),
                 frequency: frequency_text(c.frequency).to_owned(),

@@ -292,6 +292,8 @@ struct TopicView {
     description: String,
     on: bool,
     pending: bool,
+    /// The notice shown for this topic (text messages show theirs as the disclosure instead).
+    notice: Option<NoticeView>,
 }
 
 struct ChannelView {
@@ -478,6 +480,11 @@ async fn build_page(
                             description: description.to_owned(),
                             on: tp.subscribed,
                             pending: tp.pending,
+                            notice: if sms {
+                                None
+                            } else {
+                                notice_view(state, tp.notice.as_ref(), t)
+                            },
                         }
                     })
                     .collect(),

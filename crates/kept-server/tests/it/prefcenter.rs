@@ -12,7 +12,7 @@ use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, decode};
 use kept_server::app::AppState;
 use kept_server::prefcenter::mail::{Mail, Mailer};
 use kept_server::prefcenter::{PrefCenter, PrefCenterConfig};
-use kept_store::Role;
+use kept_store::{NewSubject, Role};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +27,29 @@ struct Center {
 
 impl Center {
     async fn new() -> Center {
-        let app = TestApp::new().await;
+        Center::around(TestApp::new().await).await
+    }
+
+    /// A center on `manifest` instead of the demo's, with `extra` subjects beside the usual.
+    async fn with(manifest: kept_core::manifest::Manifest, extra: Vec<NewSubject>) -> Center {
+        let mut app = TestApp::new().await;
+        let added = app.store.insert_subjects(extra).await.unwrap();
+        app.subjects.extend(added);
+        let ledger = Arc::new(kept_server::ledger::Ledger::new(
+            app.store.clone(),
+            crate::support::signing_key(),
+        ));
+        app.state = AppState::new(app.store.clone(), ledger, Arc::new(manifest))
+            .with_clock(Arc::new(|| NOW));
+        app.state
+            .index
+            .load(app.store.as_ref(), NOW, &mut |_| {})
+            .await
+            .unwrap();
+        Center::around(app).await
+    }
+
+    async fn around(app: TestApp) -> Center {
         let (mailer, sent) = Mailer::memory();
         let state = app.state.clone().with_prefcenter(PrefCenter::new(
             PrefCenterConfig {
@@ -549,10 +571,16 @@ async fn email_opt_in_counts_only_once_confirmed() {
     assert_eq!(given.method, CollectionMethod::DoubleOptIn);
     assert_eq!(given.notice.as_ref().unwrap().id, "newsletter");
     assert_eq!(center.decide(subject, newsletter).await, "allowed.consent");
-    // The promise: the email now has a provenance under the newsletter notice too.
+    // The promise: the email now has a provenance under the newsletter notice too, at the
+    // preference center's own form, the one the customer used.
     let traits = center.app.store.traits(subject).await.unwrap();
     assert!(
         traits
+            .iter()
+            .any(|t| t.provenance.collection_point == "email_preferences")
+    );
+    assert!(
+        !traits
             .iter()
             .any(|t| t.provenance.collection_point == "newsletter_signup")
     );
@@ -1275,4 +1303,187 @@ async fn csv_exports_defuse_formulas_planted_in_traits() {
             assert!(!cell.starts_with(['=', '+', '@', '\t']), "{line}");
         }
     }
+}
+
+/// The link of the latest mail, once the mailer (off the request) has sent one.
+async fn next_mail_link(center: &Center, before: usize) -> String {
+    for _ in 0..200 {
+        let mails = center.mails();
+        if mails.len() > before {
+            return link_in(mails.last().unwrap());
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no mail was sent");
+}
+
+/// Asks for the newsletter by email from the preference page and confirms it from the mail.
+async fn subscribe_and_confirm(center: &Center, subject: SubjectId) {
+    let browser = center.browser(subject).await;
+    let before = center.mails().len();
+    let asked = browser
+        .post(
+            center,
+            "/preferences/messages",
+            &[("topic", "email:newsletter")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER, "{}", asked.text);
+    let link = next_mail_link(center, before).await;
+    let confirmed = send(
+        center.router(),
+        form_post(
+            "/preferences/confirm",
+            &[("token", &token_of(&link))],
+            None,
+            &[("origin", ORIGIN)],
+        ),
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+    let last = center.records(subject).await.pop().unwrap();
+    assert_eq!(last.action, ConsentAction::Given);
+    assert_eq!(last.method, CollectionMethod::DoubleOptIn);
+}
+
+#[tokio::test]
+async fn a_confirmed_subscription_never_records_a_collection_point_the_customer_did_not_use() {
+    // A manifest whose purchase form shows the newsletter's notice too, and sorts first.
+    let mut manifest = crate::support::demo_manifest();
+    let mut purchase = manifest.collection_points["checkout"].clone();
+    purchase.notice = "newsletter".into();
+    purchase.name = "Quick purchase".into();
+    manifest
+        .collection_points
+        .insert("a_quick_purchase".into(), purchase);
+    let center = Center::with(
+        manifest,
+        vec![crate::support::new_subject("u4", Some("CA"), None)],
+    )
+    .await;
+    let offers = |channel: &str| json!({ "purpose": "marketing.communications", "channel": channel, "topic": "offers" });
+    // A newsletter-only subscriber in the EU and one in Canada.
+    for (i, user, email) in [(0, "u1", "ada@example.com"), (3, "u4", "cal@example.ca")] {
+        let subject = center.subject(i);
+        center.give_email(user, email, "newsletter_signup").await;
+        let before = center.decide(subject, offers("email")).await;
+        assert!(before.starts_with("denied."), "{user}: {before}");
+
+        subscribe_and_confirm(&center, subject).await;
+
+        let traits = center.app.store.traits(subject).await.unwrap();
+        let points: Vec<&str> = traits
+            .iter()
+            .map(|t| t.provenance.collection_point.as_str())
+            .collect();
+        assert!(
+            !points.contains(&"a_quick_purchase"),
+            "{user}: no purchase was made: {points:?}"
+        );
+        assert!(points.contains(&"email_preferences"), "{user}: {points:?}");
+        // Neither a soft opt-in "customer" (EU) nor implied consent from a purchase (Canada):
+        // offers were never asked for.
+        let after = center.decide(subject, offers("email")).await;
+        assert!(after.starts_with("denied."), "{user}: {after}");
+    }
+}
+
+#[tokio::test]
+async fn a_no_to_something_never_given_is_refused_and_a_no_to_a_given_consent_withdraws_it() {
+    // A checkout whose notice says customers get emails about similar products.
+    let mut manifest = crate::support::demo_manifest();
+    manifest
+        .notices
+        .get_mut("checkout")
+        .unwrap()
+        .purposes
+        .push("marketing.communications".into());
+    let center = Center::with(manifest, Vec::new()).await;
+    let subject = center.subject(0); // Germany: marketing email needs consent.
+    center.give_email("u1", "ada@example.com", "checkout").await;
+    let offers = json!({
+        "purpose": "marketing.communications", "channel": "email", "topic": "offers"
+    });
+    // Allowed as a soft opt-in, though no consent was ever given.
+    assert_eq!(
+        center.decide(subject, offers.clone()).await,
+        "allowed.soft_opt_in"
+    );
+    let browser = center.browser(subject).await;
+    let page = browser.get(&center, "/preferences").await;
+    assert!(page.text.contains("email:offers"), "{}", page.text);
+    // Every box left unticked: a "no" to offers, which were never consented to.
+    let no = browser.post(&center, "/preferences/messages", &[]).await;
+    assert_eq!(no.status, StatusCode::SEE_OTHER, "{}", no.text);
+    let records = center.records(subject).await;
+    let last = records.last().unwrap();
+    assert_eq!(last.topic.as_deref(), Some("offers"));
+    assert_eq!(last.action, ConsentAction::Refused, "{records:#?}");
+    assert!(
+        !records.iter().any(|r| r.action == ConsentAction::Withdrawn),
+        "nothing given, nothing withdrawn: {records:#?}"
+    );
+    assert_eq!(center.decide(subject, offers).await, "denied.unsubscribed");
+
+    // A consent that was given is withdrawn.
+    subscribe_and_confirm(&center, subject).await;
+    let browser = center.browser(subject).await;
+    let no = browser.post(&center, "/preferences/messages", &[]).await;
+    assert_eq!(no.status, StatusCode::SEE_OTHER, "{}", no.text);
+    let last = center.records(subject).await.pop().unwrap();
+    assert_eq!(last.topic.as_deref(), Some("newsletter"));
+    assert_eq!(last.action, ConsentAction::Withdrawn);
+}
+
+#[tokio::test]
+async fn a_topic_is_shown_and_recorded_with_the_notice_it_names() {
+    // Two notices promise marketing email; the offers topic names the second.
+    let mut manifest = crate::support::demo_manifest();
+    let mut promo = manifest.notices["newsletter"].clone();
+    promo.locales.get_mut("en").unwrap().title = "Offers by email".into();
+    manifest.notices.insert("promo_mail".into(), promo);
+    manifest.topics.get_mut("offers").unwrap().notice = Some("promo_mail".into());
+    let center = Center::with(manifest, Vec::new()).await;
+    let subject = center.subject(0);
+    center
+        .give_email("u1", "ada@example.com", "newsletter_signup")
+        .await;
+    let prefs = center
+        .api(
+            "GET",
+            &format!("/v1/subjects/{}/preferences", subject.0),
+            None,
+        )
+        .await;
+    assert_eq!(prefs.status, StatusCode::OK, "{}", prefs.text);
+    let topics = prefs.json["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "email")
+        .unwrap()["topics"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let notice_of =
+        |topic: &str| topics.iter().find(|t| t["topic"] == topic).unwrap()["notice"]["id"].clone();
+    assert_eq!(notice_of("offers"), "promo_mail", "{topics:#?}");
+    assert_eq!(notice_of("newsletter"), "newsletter", "{topics:#?}");
+    let browser = center.browser(subject).await;
+    let page = browser.get(&center, "/preferences").await;
+    assert!(page.text.contains("Offers by email"), "the page shows it");
+    let before = center.mails().len();
+    let asked = browser
+        .post(
+            &center,
+            "/preferences/messages",
+            &[("topic", "email:offers")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER, "{}", asked.text);
+    let _ = next_mail_link(&center, before).await;
+    let pending = center.records(subject).await.pop().unwrap();
+    assert_eq!(pending.action, ConsentAction::Pending);
+    assert_eq!(pending.notice.unwrap().id, "promo_mail");
 }
