@@ -173,6 +173,9 @@ pub async fn ingest(
                     .carried
                     .lock()
                     .is_ok_and(|c| c.get(&subject) == Some(&print));
+            // A yes under a notice that did not promise it counts for nothing, so the same
+            // choices sent again (under the right notice) must be looked at again.
+            let mut unpromised = false;
             if !seen {
                 let state_now = match current.entry(subject) {
                     Entry::Occupied(e) => e.into_mut(),
@@ -198,6 +201,7 @@ pub async fn ingest(
                         promises::Named::Promising(n) => Some(n),
                         promises::Named::Nothing => None,
                         promises::Named::Unpromised => {
+                            unpromised = true;
                             reference = Some(promises::mark_unpromised(
                                 manifest,
                                 named.as_deref().unwrap_or_default(),
@@ -232,7 +236,9 @@ pub async fn ingest(
                     });
                 }
             }
-            fingerprints.push((subject, print));
+            if !unpromised {
+                fingerprints.push((subject, print));
+            }
         }
 
         let ip = ip_hash(&m);
