@@ -1,7 +1,7 @@
 //! Which notice a consent record names: the one the banner showed (one rule for the banner, the
 //! ledger and the preference center, also where a notice lists a parent purpose), only one the
 //! client named, never one that does not promise the purpose, and a yes under such a notice
-//! allows nothing.
+//! allows nothing; and a CSV export that defuses what a client planted.
 
 use crate::support::{Answer, NOW, TestApp, demo_manifest, send, signing_key};
 use axum::body::Body;
@@ -337,5 +337,43 @@ async fn consent_from_a_server_library_names_no_notice() {
     assert_eq!(
         decide(&app, subject, "marketing.communications").await,
         "allowed.consent"
+    );
+}
+
+#[tokio::test]
+async fn audience_csv_exports_defuse_a_user_id_that_starts_a_formula() {
+    let mut app = TestApp::new().await;
+    app.store
+        .insert_subjects(vec![crate::support::new_subject(
+            "=HYPERLINK(\"http://evil.test\",\"x\")",
+            Some("DE"),
+            None,
+        )])
+        .await
+        .unwrap();
+    restart(&mut app, demo_manifest()).await;
+    let answer = app
+        .send(
+            Request::post("/v1/audiences/export?format=csv")
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", app.key(Role::Decide)),
+                )
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({"purpose": "essential.service.operations"}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let row = answer
+        .text
+        .lines()
+        .find(|l| l.contains("HYPERLINK"))
+        .unwrap_or_else(|| panic!("the planted subject is exported: {}", answer.text));
+    assert!(
+        row.ends_with(",\"'=HYPERLINK(\"\"http://evil.test\"\",\"\"x\"\")\""),
+        "{row}"
     );
 }
