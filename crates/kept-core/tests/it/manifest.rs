@@ -612,4 +612,67 @@ mod notice_for {
         // The named notice does not promise SMS: no notice at all, not another one.
         assert_eq!(id(notice_for(&m, MC, Some("sms"), Some("offers"))), None);
     }
+
+    #[test]
+    fn a_named_notice_counts_only_when_it_promises_the_purpose_at_its_version() {
+        use kept_core::manifest::promises::{Named, counts, mark_unpromised, named_notice};
+        let m = demo();
+        const MC: &str = "marketing.communications";
+        let Named::Promising(n) = named_notice(&m, MC, Some("newsletter"), Some(1)) else {
+            panic!("the newsletter promises marketing");
+        };
+        assert_eq!((n.id.as_str(), n.version), ("newsletter", 1));
+        assert_eq!(n.hash, m.notices["newsletter"].hash);
+        assert!(matches!(
+            named_notice(&m, MC, Some("newsletter"), None),
+            Named::Promising(_)
+        ));
+        assert_eq!(
+            named_notice(&m, MC, Some("newsletter"), Some(2)),
+            Named::Unpromised
+        );
+        assert_eq!(
+            named_notice(&m, MC, Some("checkout"), None),
+            Named::Unpromised
+        );
+        assert_eq!(named_notice(&m, MC, Some("nope"), None), Named::Unpromised);
+        assert_eq!(named_notice(&m, MC, None, None), Named::Nothing);
+
+        let mut record = kept_core::ledger::ConsentRecord {
+            subject: kept_core::SubjectId(1),
+            purpose: MC.into(),
+            channel: None,
+            topic: None,
+            action: kept_core::ledger::ConsentAction::Given,
+            notice: None,
+            regime: "gdpr".into(),
+            source: "collection".into(),
+            method: kept_core::ledger::CollectionMethod::Banner,
+            evidence: kept_core::ledger::Evidence {
+                ip_hash: None,
+                user_agent: None,
+                text_hash: None,
+                reference: None,
+            },
+            at: 0,
+        };
+        record.evidence.reference = Some(mark_unpromised(&m, "checkout", Some("m-1")));
+        assert!(
+            !counts(&record),
+            "a yes under a notice that did not promise it"
+        );
+        record.evidence.reference = Some(format!(
+            "merged from subject 3 ({})",
+            mark_unpromised(&m, "x", None)
+        ));
+        assert!(
+            !counts(&record),
+            "still marked once carried to another subject"
+        );
+        record.action = kept_core::ledger::ConsentAction::Withdrawn;
+        assert!(counts(&record), "a no always counts");
+        record.action = kept_core::ledger::ConsentAction::Given;
+        record.evidence.reference = Some("m-1".into());
+        assert!(counts(&record));
+    }
 }
