@@ -500,10 +500,11 @@ async fn carried_over(
     Ok(out)
 }
 
-/// The notice a client named for its choice about `purpose`: `properties.notices.<purpose>`
-/// (`{id, version}`, what `kept.js` sends from the banner it showed), else
-/// `context.kept.notice`, else the notice of the collection point the event names (or its
-/// write key's). Never one the client did not name.
+/// The notice a client named for its choice about `purpose`: from the notices it says it
+/// showed, per purpose (`properties.notices` of a `Consent Updated` event, or
+/// `context.kept.notices` on any event, both `{"<purpose>": {"id", "version"}}` as `kept.js`
+/// sends them); else `context.kept.notice`; else the notice of the collection point the event
+/// names (or its write key's). Never one the client did not name.
 fn named_notice(
     manifest: &Manifest,
     m: &Message,
@@ -517,16 +518,22 @@ fn named_notice(
         version: Option<u32>,
     }
     #[derive(serde::Deserialize)]
-    struct Properties {
+    struct WithNotices {
         #[serde(default)]
         notices: Option<HashMap<String, Shown>>,
     }
-    // A banner that lists the notices it showed has said everything: a purpose it lists none
-    // for was shown without one.
-    if let Some(mut shown) = serde_json::from_str::<Properties>(m.properties.get())
+    let from_properties = serde_json::from_str::<WithNotices>(m.properties.get())
         .ok()
-        .and_then(|p| p.notices)
-    {
+        .and_then(|p| p.notices);
+    let from_context = || {
+        m.context
+            .value("kept")
+            .and_then(|k| serde_json::from_value::<WithNotices>(k).ok())
+            .and_then(|k| k.notices)
+    };
+    // A client that lists the notices it showed has said everything: a purpose it lists none
+    // for was shown without one.
+    if let Some(mut shown) = from_properties.or_else(from_context) {
         return match shown.remove(purpose) {
             Some(s) => (Some(s.id), s.version),
             None => (None, None),

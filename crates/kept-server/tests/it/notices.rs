@@ -100,10 +100,12 @@ async fn decide(app: &TestApp, subject: kept_core::SubjectId, purpose: &str) -> 
 }
 
 /// Shows the banner to a visitor in Germany, says yes to everything it asks, and sends the
-/// choice as `kept.js` does. Answers the banner's notice id per purpose and the records made.
+/// choice as `kept.js` does (with `page_first`, a page view carrying it arrives before the
+/// `Consent Updated` event). Answers the banner's notice id per purpose and the records made.
 async fn banner_round(
     app: &TestApp,
     browser: &str,
+    page_first: bool,
 ) -> (Vec<(String, Option<String>)>, Vec<ConsentRecord>) {
     let config = send(
         app.router(),
@@ -134,6 +136,26 @@ async fn banner_round(
         shown.push((key, notice));
     }
     assert!(!shown.is_empty(), "{}", config.text);
+    if page_first {
+        // Every later event of kept.js carries the choice and the notices it was made under.
+        collect(
+            app,
+            "/v1/p",
+            &json!({
+                "type": "page",
+                "anonymousId": browser,
+                "messageId": format!("{browser}-page"),
+                "properties": {"path": "/"},
+                "context": {
+                    "library": {"name": "kept.js", "version": "1"},
+                    "consent": {"categoryPreferences": choices},
+                    "kept": {"collection_point": "web_shop", "notices": notices},
+                    "location": {"country": "DE"},
+                },
+            }),
+        )
+        .await;
+    }
     collect(
         app,
         "/v1/t",
@@ -180,12 +202,26 @@ fn assert_same_notices(shown: &[(String, Option<String>)], recorded: &[ConsentRe
 #[tokio::test]
 async fn the_notice_the_banner_shows_is_the_notice_the_ledger_records() {
     let app = TestApp::new().await;
-    let (shown, recorded) = banner_round(&app, "browser-demo").await;
+    let (shown, recorded) = banner_round(&app, "browser-demo", false).await;
     assert!(
         shown.iter().any(|(_, n)| n.is_some()),
         "the demo banner shows notices: {shown:?}"
     );
     assert_same_notices(&shown, &recorded);
+}
+
+#[tokio::test]
+async fn the_banner_notice_is_recorded_whichever_event_of_kept_js_arrives_first() {
+    let app = TestApp::new().await;
+    let (shown, recorded) = banner_round(&app, "browser-race", true).await;
+    assert_same_notices(&shown, &recorded);
+    // The page view wrote them; the `Consent Updated` event that followed changed nothing.
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r.evidence.reference.as_deref() == Some("browser-race-page")),
+        "{recorded:#?}"
+    );
 }
 
 #[tokio::test]
@@ -196,7 +232,7 @@ async fn a_notice_listing_a_parent_purpose_is_shown_and_recorded_alike() {
         manifest.notices.get_mut(id).unwrap().purposes = vec!["marketing".into()];
     }
     let app = app_on(manifest).await;
-    let (shown, recorded) = banner_round(&app, "browser-parent").await;
+    let (shown, recorded) = banner_round(&app, "browser-parent", false).await;
     let marketing = shown
         .iter()
         .find(|(p, _)| p == "marketing.communications")
