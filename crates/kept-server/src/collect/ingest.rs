@@ -520,7 +520,7 @@ fn named_notice(
     #[derive(serde::Deserialize)]
     struct WithNotices {
         #[serde(default)]
-        notices: Option<HashMap<String, Shown>>,
+        notices: Option<Value>,
     }
     let from_properties = serde_json::from_str::<WithNotices>(m.properties.get())
         .ok()
@@ -532,11 +532,15 @@ fn named_notice(
             .and_then(|k| k.notices)
     };
     // A client that lists the notices it showed has said everything: a purpose it lists none
-    // for was shown without one.
-    if let Some(mut shown) = from_properties.or_else(from_context) {
-        return match shown.remove(purpose) {
-            Some(s) => (Some(s.id), s.version),
-            None => (None, None),
+    // for was shown without one. A list that cannot be read names a notice nobody knows, so
+    // the choice is recorded without one and marked (fail closed).
+    if let Some(listed) = from_properties.or_else(from_context) {
+        return match serde_json::from_value::<HashMap<String, Shown>>(listed) {
+            Ok(mut shown) => match shown.remove(purpose) {
+                Some(s) => (Some(s.id), s.version),
+                None => (None, None),
+            },
+            Err(_) => (Some(String::new()), None),
         };
     }
     let named = m.context_str(&["kept", "notice"]).or_else(|| {

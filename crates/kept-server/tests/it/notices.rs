@@ -316,6 +316,20 @@ async fn consent_under_a_notice_that_does_not_promise_it_names_none_and_allows_n
     )
     .await;
     assert_eq!(decide(&app, subject, MC).await, before);
+    // Nor a list of notices that cannot be read.
+    let mut garbled = consent_event("anon-checkout", "c-2b", None);
+    garbled["properties"] = json!({"notices": {MC: "newsletter"}});
+    collect(&app, "/v1/track", &garbled).await;
+    let last = records(&app, subject).await.pop().unwrap();
+    assert_eq!(last.notice, None);
+    assert!(
+        last.evidence
+            .reference
+            .as_deref()
+            .is_some_and(|r| r.starts_with(UNPROMISED_MARK) && r.ends_with("(unknown); c-2b")),
+        "{last:#?}"
+    );
+    assert_eq!(decide(&app, subject, MC).await, before);
 
     // The same yes under the notice that promises it counts.
     collect(
