@@ -3,38 +3,21 @@
 //! client named, never one that does not promise the purpose, and a yes under such a notice
 //! allows nothing; and a CSV export that defuses what a client planted.
 
-use crate::support::{Answer, NOW, TestApp, demo_manifest, send, signing_key};
+use crate::support::{Answer, TestApp, demo_manifest, send};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use kept_core::ledger::{ConsentAction, ConsentRecord, decode};
 use kept_core::manifest::Manifest;
 use kept_core::manifest::promises::UNPROMISED_MARK;
-use kept_server::app::AppState;
 use kept_store::Role;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 /// A test app on `manifest` instead of the demo's.
 async fn app_on(manifest: Manifest) -> TestApp {
     let mut app = TestApp::new().await;
-    restart(&mut app, manifest).await;
+    app.restart_with(manifest).await;
     app
-}
-
-/// The server started again on the same store: a new index, built from what is stored.
-async fn restart(app: &mut TestApp, manifest: Manifest) {
-    let ledger = Arc::new(kept_server::ledger::Ledger::new(
-        app.store.clone(),
-        signing_key(),
-    ));
-    app.state =
-        AppState::new(app.store.clone(), ledger, Arc::new(manifest)).with_clock(Arc::new(|| NOW));
-    app.state
-        .index
-        .load(app.store.as_ref(), NOW, &mut |_| {})
-        .await
-        .unwrap();
 }
 
 async fn collect(app: &TestApp, path: &str, body: &Value) -> Answer {
@@ -347,7 +330,7 @@ async fn consent_under_a_notice_that_does_not_promise_it_names_none_and_allows_n
     assert_eq!(decide(&app, subject, MC).await, "allowed.consent");
 
     // After a restart (the index built again from the store) nothing changes.
-    restart(&mut app, demo_manifest()).await;
+    app.restart_with(demo_manifest()).await;
     assert_eq!(decide(&app, subject, MC).await, "allowed.consent");
 }
 
@@ -361,7 +344,7 @@ async fn a_marked_yes_stays_worthless_after_a_restart() {
         &consent_event("anon-restart", "r-1", Some("checkout")),
     )
     .await;
-    restart(&mut app, demo_manifest()).await;
+    app.restart_with(demo_manifest()).await;
     let reason = decide(&app, subject, "marketing.communications").await;
     assert!(reason.starts_with("denied."), "{reason}");
 }
@@ -401,7 +384,7 @@ async fn audience_csv_exports_defuse_a_user_id_that_starts_a_formula() {
         )])
         .await
         .unwrap();
-    restart(&mut app, demo_manifest()).await;
+    app.restart_with(demo_manifest()).await;
     let answer = app
         .send(
             Request::post("/v1/audiences/export?format=csv")

@@ -35,17 +35,7 @@ impl Center {
         let mut app = TestApp::new().await;
         let added = app.store.insert_subjects(extra).await.unwrap();
         app.subjects.extend(added);
-        let ledger = Arc::new(kept_server::ledger::Ledger::new(
-            app.store.clone(),
-            crate::support::signing_key(),
-        ));
-        app.state = AppState::new(app.store.clone(), ledger, Arc::new(manifest))
-            .with_clock(Arc::new(|| NOW));
-        app.state
-            .index
-            .load(app.store.as_ref(), NOW, &mut |_| {})
-            .await
-            .unwrap();
+        app.restart_with(manifest).await;
         Center::around(app).await
     }
 
