@@ -4,6 +4,7 @@
 
 pub mod audience;
 pub mod collection;
+pub mod csv;
 pub mod decision;
 pub mod demo;
 pub mod fideslang;

@@ -5,7 +5,7 @@
 use crate::fideslang;
 use crate::manifest::{
     KNOWN_CHANNELS, Loaded, Manifest, RegimeKey, child_path, covers, entry_path, is_within,
-    item_path,
+    item_path, promises,
 };
 use crate::regime::Regime;
 use serde::Serialize;
@@ -75,6 +75,11 @@ pub mod codes {
     pub const NOTICE_CHANGED_WITHOUT_VERSION_BUMP: &str = "notice.changed_without_version_bump";
     /// A later version of the notice was already recorded (warning).
     pub const NOTICE_VERSION_BEHIND: &str = "notice.version_behind";
+    /// Two notices promise the same purpose on the same channel equally closely and no topic
+    /// names which one is shown, so the choice falls to the order of their ids (warning).
+    pub const NOTICE_AMBIGUOUS: &str = "notice.ambiguous";
+    /// A topic names a notice that does not promise the topic's purpose on its channels.
+    pub const TOPIC_NOTICE_NOT_PROMISING: &str = "topic.notice_not_promising";
     /// A notice has no text for one of the organisation's locales (warning).
     pub const NOTICE_MISSING_LOCALE: &str = "notice.missing_locale";
     /// No collection point shows the notice, so nothing is collected under it (warning).
@@ -110,6 +115,7 @@ pub fn lint(loaded: &Loaded, recorded: &[RecordedNotice]) -> Vec<Finding> {
     linter.purposes();
     linter.topics();
     linter.notices(recorded);
+    linter.ambiguous_notices();
     linter.collection_points();
     linter.systems();
     linter.rules_and_policy();
@@ -367,6 +373,79 @@ impl Linter<'_> {
             self.check_purpose(child_path(&base, "purpose"), &topic.purpose);
             for (i, channel) in topic.channels.iter().enumerate() {
                 self.check_channel(item_path(&child_path(&base, "channels"), i), channel);
+            }
+            let Some(named) = &topic.notice else {
+                continue;
+            };
+            let path = child_path(&base, "notice");
+            let Some(notice) = self.manifest.notices.get(named) else {
+                self.dangling(
+                    path,
+                    "notice",
+                    "notices",
+                    named,
+                    self.manifest.notices.keys(),
+                );
+                continue;
+            };
+            let unpromised: Vec<&str> = topic
+                .channels
+                .iter()
+                .filter(|c| !promises::promises(notice, &topic.purpose, Some(c)))
+                .map(String::as_str)
+                .collect();
+            if !unpromised.is_empty() {
+                self.error(
+                    codes::TOPIC_NOTICE_NOT_PROMISING,
+                    path,
+                    format!(
+                        "topic `{id}` is shown with notice `{named}`, which does not promise `{}` on {}; name a notice that does",
+                        topic.purpose,
+                        backticked(&unpromised)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Where two notices promise a purpose on a channel equally closely, the customer may be
+    /// shown either; a topic naming its notice settles it, else the finding says to.
+    /// Essential purposes are left out: no one is asked about them, so no record names the
+    /// notice shown.
+    fn ambiguous_notices(&mut self) {
+        for purpose in self.manifest.purposes.keys() {
+            if crate::rulebook::PurposeClass::of(purpose)
+                == crate::rulebook::PurposeClass::Essential
+            {
+                continue;
+            }
+            for channel in self.manifest.channels.keys() {
+                let tied = promises::tied_notices(self.manifest, purpose, channel);
+                let [first, second, ..] = tied.as_slice() else {
+                    continue;
+                };
+                let settled = self.manifest.topics.values().any(|t| {
+                    t.notice.is_some()
+                        && &t.purpose == purpose
+                        && t.channels.iter().any(|c| c == channel)
+                });
+                if settled {
+                    continue;
+                }
+                let base = entry_path("notices", second);
+                let at = self.manifest.notices.get(*second).and_then(|n| {
+                    n.purposes
+                        .iter()
+                        .position(|p| is_within(purpose, p))
+                        .map(|i| item_path(&child_path(&base, "purposes"), i))
+                });
+                self.warning(
+                    codes::NOTICE_AMBIGUOUS,
+                    at.unwrap_or(base),
+                    format!(
+                        "notices `{first}` and `{second}` both promise `{purpose}` on `{channel}`; add `notice = \"…\"` to a topic of that purpose and channel to say which one customers are shown"
+                    ),
+                );
             }
         }
     }

@@ -115,6 +115,9 @@
     // Where Kept located the visitor for the banner, so that the profile's regime is the same.
     if (cfg.country) extra.location = { country: cfg.country, region: cfg.region };
     if (opts.collectionPoint) extra.kept = { collection_point: opts.collectionPoint };
+    // The notice shown with each choice goes with every event, so the ledger names it whichever
+    // event arrives first.
+    if (choice && choice.n) extra.kept = Object.assign(extra.kept || {}, { notices: choice.n });
     Object.assign(body, {
       messageId: uuid(), anonymousId: aid, timestamp: now, sentAt: now, writeKey,
       context: Object.assign({
@@ -136,14 +139,16 @@
   const remember = () => { if (choice || (cfg && cfg.mode !== 'opt_in')) writeCookie('kept_aid', aid); };
 
   const decide = (p, source) => {
-    choice = { t: Date.now(), p };
+    // The notice shown with each purpose, as named by the server's one rule: the ledger records
+    // the choice under it (and under none where none was shown).
+    const notices = {};
+    for (const x of cfg.purposes) if (x.key in p && x.notice) notices[x.key] = { id: x.notice.id, version: x.notice.version };
+    choice = { t: Date.now(), p, n: notices };
     choice.g = signals();
     writeCookie('kept_consent', JSON.stringify(choice));
     remember();
     w.gtag('consent', 'update', choice.g);
     activate();
-    const notices = {};
-    for (const x of cfg.purposes) if (x.key in p && x.notice) notices[x.key] = { id: x.notice.id, version: x.notice.version };
     post('t', {
       type: 'track', event: 'Consent Updated',
       properties: { purposes: Object.assign({}, p), source, regime: cfg.regime, notices, gpc },

@@ -1,4 +1,4 @@
-//! The preference center's storage on PostgreSQL: spent link ids and erasure requests. Several
+//! The preference center's storage on PostgreSQL: spent link ids, sessions and erasure requests. Several
 //! servers may share the database: the primary key on `spent_tokens` and the partial unique
 //! index on open erasure requests settle races, not a read before the write.
 
@@ -6,7 +6,9 @@ use super::{PostgresStore, db};
 use async_trait::async_trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::columns::{subject_id, to_u64};
-use kept_store::prefcenter::{ErasureRequest, ErasureState, NewErasureRequest, PrefCenterStore};
+use kept_store::prefcenter::{
+    ErasureRequest, ErasureState, NewErasureRequest, NewSession, PrefCenterStore,
+};
 use kept_store::{Result, StoreError};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -73,6 +75,77 @@ impl PrefCenterStore for PostgresStore {
         .await
         .map_err(db)?;
         rows.iter().map(erasure_row).collect()
+    }
+
+    async fn open_session(&self, session: NewSession) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM prefcenter_sessions WHERE expires_at < $1")
+            .bind(session.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "UPDATE prefcenter_sessions SET revoked_at = $1 \
+             WHERE subject_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(session.created_at)
+        .bind(i64::from(session.subject.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO prefcenter_sessions (id, subject_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&session.id)
+        .bind(i64::from(session.subject.0))
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            drop(tx);
+            return Err(self.missing_subject(e, [session.subject]).await);
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn live_session(&self, id: &str, now: UnixMillis) -> Result<Option<SubjectId>> {
+        let row: Option<i64> = sqlx::query_scalar(
+            "SELECT subject_id FROM prefcenter_sessions \
+             WHERE id = $1 AND expires_at > $2 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(subject_id).transpose()
+    }
+
+    async fn revoke_session(&self, id: &str, now: UnixMillis) -> Result<()> {
+        sqlx::query(
+            "UPDATE prefcenter_sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn revoke_sessions(&self, subject: SubjectId, now: UnixMillis) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE prefcenter_sessions SET revoked_at = $1 \
+             WHERE subject_id = $2 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(i64::from(subject.0))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
     }
 }
 

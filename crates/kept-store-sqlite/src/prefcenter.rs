@@ -1,4 +1,4 @@
-//! The preference center's storage on SQLite: spent link ids and erasure requests. Writes go
+//! The preference center's storage on SQLite: spent link ids, sessions and erasure requests. Writes go
 //! through the single write connection, so `spend_token`'s insert is the one arbiter of which
 //! request spends a token.
 
@@ -6,7 +6,9 @@ use super::{SqliteStore, db};
 use async_trait::async_trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::columns::{subject_id, to_u64};
-use kept_store::prefcenter::{ErasureRequest, ErasureState, NewErasureRequest, PrefCenterStore};
+use kept_store::prefcenter::{
+    ErasureRequest, ErasureState, NewErasureRequest, NewSession, PrefCenterStore,
+};
 use kept_store::{Result, StoreError};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -80,6 +82,78 @@ impl PrefCenterStore for SqliteStore {
         .await
         .map_err(db)?;
         rows.iter().map(erasure_row).collect()
+    }
+
+    async fn open_session(&self, session: NewSession) -> Result<()> {
+        let mut tx = self.write.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM prefcenter_sessions WHERE expires_at < ?")
+            .bind(session.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "UPDATE prefcenter_sessions SET revoked_at = ? \
+             WHERE subject_id = ? AND revoked_at IS NULL",
+        )
+        .bind(session.created_at)
+        .bind(i64::from(session.subject.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO prefcenter_sessions (id, subject_id, created_at, expires_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(i64::from(session.subject.0))
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            drop(tx);
+            return Err(self.missing_subject(e, [session.subject]).await);
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn live_session(&self, id: &str, now: UnixMillis) -> Result<Option<SubjectId>> {
+        let row: Option<i64> = sqlx::query_scalar(
+            "SELECT subject_id FROM prefcenter_sessions \
+             WHERE id = ? AND expires_at > ? AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(subject_id).transpose()
+    }
+
+    async fn revoke_session(&self, id: &str, now: UnixMillis) -> Result<()> {
+        sqlx::query(
+            "UPDATE prefcenter_sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn revoke_sessions(&self, subject: SubjectId, now: UnixMillis) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE prefcenter_sessions SET revoked_at = ? \
+             WHERE subject_id = ? AND revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(i64::from(subject.0))
+        .bind(now)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
     }
 }
 

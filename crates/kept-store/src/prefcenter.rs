@@ -1,9 +1,10 @@
 //! What the preference center keeps beyond the ledger: the ids of single-use links already
-//! spent (so a link opens a session once), and the erasure requests customers made, each with
-//! the deadline the law gives the company to answer.
+//! spent (so a link opens a session once), the sessions links opened (so a session can end
+//! before its cookie expires), and the erasure requests customers made, each with the deadline
+//! the law gives the company to answer.
 //!
 //! INVARIANT: `spend_token` answers `true` for a token id at most once, whatever the number of
-//! servers sharing the database.
+//! servers sharing the database. A session revoked is never live again.
 
 use crate::{Result, StoreError};
 use async_trait::async_trait;
@@ -72,6 +73,16 @@ pub struct ErasureRequest {
     pub due_at: UnixMillis,
 }
 
+/// A preference-center session to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// Random, unguessable; the signed cookie carries it.
+    pub id: String,
+    pub subject: SubjectId,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
 /// Storage for the preference center. Write methods return only after their commit.
 #[async_trait]
 pub trait PrefCenterStore: Send + Sync {
@@ -87,6 +98,20 @@ pub trait PrefCenterStore: Send + Sync {
 
     /// A subject's erasure requests, oldest first.
     async fn erasure_requests(&self, subject: SubjectId) -> Result<Vec<ErasureRequest>>;
+
+    /// Opens `session` and, in the same commit, revokes every other session of its subject (a
+    /// new sign-in ends the old ones). Sessions expired before `created_at` are forgotten on the
+    /// way. A subject that does not exist is `NotFound`.
+    async fn open_session(&self, session: NewSession) -> Result<()>;
+
+    /// The subject of session `id` when it is live at `now`: stored, not expired, not revoked.
+    async fn live_session(&self, id: &str, now: UnixMillis) -> Result<Option<SubjectId>>;
+
+    /// Revokes session `id` (sign-out). Revoking an unknown or ended session is no error.
+    async fn revoke_session(&self, id: &str, now: UnixMillis) -> Result<()>;
+
+    /// Revokes every session of `subject` (erasure), answering how many were live.
+    async fn revoke_sessions(&self, subject: SubjectId, now: UnixMillis) -> Result<u64>;
 }
 
 pub mod conformance {
@@ -100,7 +125,7 @@ pub mod conformance {
         reason = "test code: a failed expectation is a failed test"
     )]
 
-    use super::{ErasureState, NewErasureRequest};
+    use super::{ErasureState, NewErasureRequest, NewSession};
     use crate::{NewSubject, Store, StoreError};
     use kept_core::SubjectId;
     use std::sync::Arc;
@@ -114,6 +139,7 @@ pub mod conformance {
                 prefcenter_tokens_are_spent_once,
                 prefcenter_concurrent_spends_let_one_through,
                 prefcenter_erasure_requests_are_filed_once_per_subject,
+                prefcenter_sessions_end_when_revoked_expired_or_replaced,
             );
         };
         (@cases $harness:ty; $($case:ident),* $(,)?) => {
@@ -210,6 +236,59 @@ pub mod conformance {
                 subject: SubjectId(999_999),
                 ..new
             })
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound { .. })),
+            "{missing:?}"
+        );
+    }
+
+    pub async fn prefcenter_sessions_end_when_revoked_expired_or_replaced(store: Arc<dyn Store>) {
+        let s = subject(store.as_ref()).await;
+        let other = subject(store.as_ref()).await;
+        let session = |id: &str, subject: SubjectId, at: i64| NewSession {
+            id: id.into(),
+            subject,
+            created_at: at,
+            expires_at: at + 2 * HOUR,
+        };
+        assert_eq!(store.live_session("a", T0).await.unwrap(), None);
+        store.open_session(session("a", s, T0)).await.unwrap();
+        store.open_session(session("x", other, T0)).await.unwrap();
+        assert_eq!(store.live_session("a", T0 + 1).await.unwrap(), Some(s));
+        // Expired: the row says so even though nobody revoked it.
+        assert_eq!(store.live_session("a", T0 + 2 * HOUR).await.unwrap(), None);
+
+        // Sign-out ends that session only.
+        store.open_session(session("b", s, T0 + 1)).await.unwrap();
+        assert_eq!(
+            store.live_session("a", T0 + 2).await.unwrap(),
+            None,
+            "a new session of the subject revokes the old one"
+        );
+        assert_eq!(store.live_session("b", T0 + 2).await.unwrap(), Some(s));
+        store.revoke_session("b", T0 + 3).await.unwrap();
+        store.revoke_session("b", T0 + 4).await.unwrap();
+        store.revoke_session("unknown", T0 + 4).await.unwrap();
+        assert_eq!(store.live_session("b", T0 + 5).await.unwrap(), None);
+        assert_eq!(store.live_session("x", T0 + 5).await.unwrap(), Some(other));
+
+        // Erasure ends all of a subject's sessions, and nobody else's.
+        store.open_session(session("c", s, T0 + 6)).await.unwrap();
+        assert_eq!(store.revoke_sessions(s, T0 + 7).await.unwrap(), 1);
+        assert_eq!(store.revoke_sessions(s, T0 + 8).await.unwrap(), 0);
+        assert_eq!(store.live_session("c", T0 + 9).await.unwrap(), None);
+        assert_eq!(store.live_session("x", T0 + 9).await.unwrap(), Some(other));
+
+        // Forgetting expired rows never revives a revoked id.
+        store
+            .open_session(session("d", other, T0 + 3 * HOUR))
+            .await
+            .unwrap();
+        assert_eq!(store.live_session("c", T0 + 9).await.unwrap(), None);
+
+        let missing = store
+            .open_session(session("e", SubjectId(999_999), T0))
             .await;
         assert!(
             matches!(missing, Err(StoreError::NotFound { .. })),

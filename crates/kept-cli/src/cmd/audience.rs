@@ -301,13 +301,8 @@ fn write_export(
             };
             writeln!(out, "{line}")?;
         } else {
-            match user_id {
-                Some(u) if u.contains([',', '"', '\n', '\r']) => {
-                    writeln!(out, "{id},\"{}\"", u.replace('"', "\"\""))?
-                }
-                Some(u) => writeln!(out, "{id},{u}")?,
-                None => writeln!(out, "{id},")?,
-            }
+            let u = user_id.map(kept_core::csv::field).unwrap_or_default();
+            writeln!(out, "{id},{u}")?;
         }
     }
     out.flush()?;

@@ -259,7 +259,9 @@ impl CurrentConsent {
     ) -> CurrentConsent {
         let mut out = CurrentConsent::default();
         for r in records {
-            if r.action == ConsentAction::Pending {
+            // A yes under a notice that did not promise it stands for nothing: a yes under the
+            // right notice is then still recorded.
+            if r.action == ConsentAction::Pending || !crate::manifest::promises::counts(r) {
                 continue;
             }
             if r.method == CollectionMethod::Gpc {

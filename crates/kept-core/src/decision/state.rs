@@ -66,7 +66,9 @@ impl<'a> StateView<'a> {
     pub(crate) fn new(state: &'a SubjectState, ctx: &'a Compiled) -> StateView<'a> {
         let mut latest: HashMap<RecordScope, &SequencedRecord> = HashMap::new();
         for r in &state.consents {
-            if r.record.action == ConsentAction::Pending || r.record.method == CollectionMethod::Gpc
+            if r.record.action == ConsentAction::Pending
+                || r.record.method == CollectionMethod::Gpc
+                || !crate::manifest::promises::counts(&r.record)
             {
                 continue;
             }

@@ -551,7 +551,8 @@ impl Snapshot {
 
     fn apply_consent(&mut self, r: &SequencedRecord) {
         let rec = &r.record;
-        if rec.action == ConsentAction::Pending {
+        // A yes under a notice that did not promise it counts for nothing (as in `StateView`).
+        if rec.action == ConsentAction::Pending || !crate::manifest::promises::counts(rec) {
             return;
         }
         let ctx = Arc::clone(&self.ctx);

@@ -311,6 +311,9 @@ impl Converter<'_> {
                 description: topic.description,
                 purpose: self.reference(child_path(&base, "purpose"), &topic.purpose),
                 channels: self.references(&child_path(&base, "channels"), &topic.channels),
+                notice: topic
+                    .notice
+                    .map(|n| self.reference(child_path(&base, "notice"), &n)),
                 translations: self.translations(&base, topic.locales),
             };
             topics.insert(id, converted);

@@ -6,6 +6,7 @@ mod keys;
 mod load;
 pub mod model;
 mod notice_hash;
+pub mod promises;
 mod raw;
 
 pub use keys::{KNOWN_CHANNELS, covers, is_within};

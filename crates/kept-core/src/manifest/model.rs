@@ -133,6 +133,10 @@ pub struct Topic {
     pub purpose: String,
     /// Channel keys the topic is sent on.
     pub channels: Vec<String>,
+    /// The notice shown for this topic (in the preference center, and named by what it
+    /// records); without one, the notice `promises::notice_for` finds for its purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
     /// `name` and `description` in other languages, by locale (`de`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub translations: BTreeMap<String, Translation>,

@@ -144,6 +144,9 @@ pub(super) struct RawTopic {
     pub description: String,
     pub purpose: Key,
     pub channels: Vec<Key>,
+    /// The notice shown for the topic.
+    #[serde(default)]
+    pub notice: Option<Key>,
     /// The name and description in the organisation's other languages.
     #[serde(default)]
     pub locales: BTreeMap<Key, RawTranslation>,

@@ -673,3 +673,91 @@ fn findings_come_in_file_order() {
     );
     assert!(found.windows(2).all(|w| w[0].line < w[1].line));
 }
+
+/// A second notice promising the newsletter's purpose on email, shown at a form of its own.
+const PROMO: &str = r#"[notices.promo]
+version = 1
+categories = ["user.contact.email"]
+purposes = ["marketing.communications"]
+channels = ["email"]
+
+[notices.promo.locales.en]
+title = "Promotions"
+text = "We email you offers."
+
+[collection_points.promo_form]
+name = "Promotions"
+kind = "signup"
+notice = "promo"
+fields = { email = "user.contact.email" }
+
+[collection_points.signup]"#;
+
+#[test]
+fn two_notices_promising_one_purpose_on_one_channel_need_a_topic_to_say_which_is_shown() {
+    let tied = replace("[collection_points.signup]", PROMO);
+    let found = findings(&tied, &[]);
+    assert_eq!(
+        codes_of(&found),
+        [codes::NOTICE_AMBIGUOUS].into(),
+        "{found:#?}"
+    );
+    let f = &found[0];
+    assert_eq!(f.severity, Severity::Warning);
+    assert_eq!(f.path, "notices.promo.purposes[0]");
+    assert!(
+        f.message.contains("`newsletter` and `promo`"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message.contains("`marketing.communications` on `email`"),
+        "{}",
+        f.message
+    );
+    let (line, column) = position(&tied, "\"marketing.communications\"", 3);
+    assert_eq!((f.line, f.column), (Some(line), Some(column)), "{f:#?}");
+
+    // On different channels they do not compete.
+    let apart = tied.replacen(
+        "channels = [\"email\"]\n\n[notices.promo.locales",
+        "channels = [\"sms\"]\n\n[notices.promo.locales",
+        1,
+    );
+    assert_ne!(apart, tied);
+    assert!(
+        findings(&apart, &[])
+            .iter()
+            .all(|f| f.code != codes::NOTICE_AMBIGUOUS)
+    );
+
+    // A topic of that purpose and channel naming its notice settles it.
+    let settled = tied.replacen(
+        "channels = [\"email\"]\n\n[notices.newsletter]",
+        "channels = [\"email\"]\nnotice = \"promo\"\n\n[notices.newsletter]",
+        1,
+    );
+    assert_ne!(settled, tied);
+    assert_eq!(findings(&settled, &[]), []);
+}
+
+#[test]
+fn a_topic_names_a_notice_that_exists_and_promises_it() {
+    let found = assert_finds(
+        "channels = [\"email\"]\n\n[notices.newsletter]",
+        "channels = [\"email\"]\nnotice = \"newsleter\"\n\n[notices.newsletter]",
+        &[codes::DANGLING_REFERENCE],
+        Severity::Error,
+        "\"newsleter\"",
+    );
+    assert_eq!(found[0].path, "topics.news.notice");
+
+    let found = assert_finds(
+        "channels = [\"email\"]\n\n[notices.newsletter]",
+        "channels = [\"email\", \"sms\"]\nnotice = \"newsletter\"\n\n[notices.newsletter]",
+        &[codes::TOPIC_NOTICE_NOT_PROMISING],
+        Severity::Error,
+        "\"newsletter\"\n",
+    );
+    assert!(found[0].message.contains("`sms`"), "{}", found[0].message);
+}

@@ -543,3 +543,136 @@ fn the_hash_is_blake3_over_the_documented_encoding() {
     );
     assert_eq!(hash, blake3::hash(&bytes).to_hex().to_string());
 }
+
+mod notice_for {
+    use kept_core::manifest::promises::{notice_for, tied_notices};
+    use kept_core::manifest::{Manifest, demo_toml, load};
+
+    fn demo() -> Manifest {
+        load(&demo_toml(), "kept.toml").unwrap().manifest
+    }
+
+    fn id<'a>(found: Option<(&'a String, &'a kept_core::manifest::Notice)>) -> Option<&'a str> {
+        found.map(|(id, _)| id.as_str())
+    }
+
+    #[test]
+    fn the_purpose_itself_beats_a_parent_and_the_channel_counts() {
+        let mut m = demo();
+        const MC: &str = "marketing.communications";
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), None)),
+            Some("newsletter")
+        );
+        assert_eq!(
+            id(notice_for(&m, MC, Some("sms"), None)),
+            Some("sms_offers")
+        );
+        assert_eq!(id(notice_for(&m, MC, Some("postal"), None)), None);
+        // Any channel: the first of the two by id.
+        assert_eq!(id(notice_for(&m, MC, None, None)), Some("newsletter"));
+        // Nothing promises it: none, never a notice about something else.
+        assert_eq!(id(notice_for(&m, "analytics.reporting", None, None)), None);
+
+        // A notice that lists only the parent purpose covers it when nothing closer does.
+        let mut parent = m.notices["newsletter"].clone();
+        parent.purposes = vec!["marketing".into()];
+        m.notices.insert("a_brand".into(), parent);
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), None)),
+            Some("newsletter")
+        );
+        m.notices.remove("newsletter");
+        assert_eq!(id(notice_for(&m, MC, Some("email"), None)), Some("a_brand"));
+        assert_eq!(tied_notices(&m, MC, "email"), ["a_brand"]);
+    }
+
+    #[test]
+    fn a_topic_that_names_its_notice_is_shown_with_it_and_only_if_it_promises() {
+        let mut m = demo();
+        const MC: &str = "marketing.communications";
+        let mut second = m.notices["newsletter"].clone();
+        second.version = 3;
+        m.notices.insert("offers_mail".into(), second);
+        assert_eq!(tied_notices(&m, MC, "email"), ["newsletter", "offers_mail"]);
+        // Unnamed: the first by id; named: the topic's own.
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), Some("offers"))),
+            Some("newsletter")
+        );
+        m.topics.get_mut("offers").unwrap().notice = Some("offers_mail".into());
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), Some("offers"))),
+            Some("offers_mail")
+        );
+        assert_eq!(
+            id(notice_for(&m, MC, Some("email"), Some("newsletter"))),
+            Some("newsletter")
+        );
+        // The named notice does not promise SMS: no notice at all, not another one.
+        assert_eq!(id(notice_for(&m, MC, Some("sms"), Some("offers"))), None);
+    }
+
+    #[test]
+    fn a_named_notice_counts_only_when_it_promises_the_purpose_at_its_version() {
+        use kept_core::manifest::promises::{Named, counts, mark_unpromised, named_notice};
+        let m = demo();
+        const MC: &str = "marketing.communications";
+        let Named::Promising(n) = named_notice(&m, MC, Some("newsletter"), Some(1)) else {
+            panic!("the newsletter promises marketing");
+        };
+        assert_eq!((n.id.as_str(), n.version), ("newsletter", 1));
+        assert_eq!(n.hash, m.notices["newsletter"].hash);
+        assert!(matches!(
+            named_notice(&m, MC, Some("newsletter"), None),
+            Named::Promising(_)
+        ));
+        assert_eq!(
+            named_notice(&m, MC, Some("newsletter"), Some(2)),
+            Named::Unpromised
+        );
+        assert_eq!(
+            named_notice(&m, MC, Some("checkout"), None),
+            Named::Unpromised
+        );
+        assert_eq!(named_notice(&m, MC, Some("nope"), None), Named::Unpromised);
+        assert_eq!(named_notice(&m, MC, None, None), Named::Nothing);
+
+        let mut record = kept_core::ledger::ConsentRecord {
+            subject: kept_core::SubjectId(1),
+            purpose: MC.into(),
+            channel: None,
+            topic: None,
+            action: kept_core::ledger::ConsentAction::Given,
+            notice: None,
+            regime: "gdpr".into(),
+            source: "collection".into(),
+            method: kept_core::ledger::CollectionMethod::Banner,
+            evidence: kept_core::ledger::Evidence {
+                ip_hash: None,
+                user_agent: None,
+                text_hash: None,
+                reference: None,
+            },
+            at: 0,
+        };
+        record.evidence.reference = Some(mark_unpromised(&m, "checkout", Some("m-1")));
+        assert!(
+            !counts(&record),
+            "a yes under a notice that did not promise it"
+        );
+        record.evidence.reference = Some(format!(
+            "merged from subject 3 ({})",
+            mark_unpromised(&m, "x", None)
+        ));
+        assert!(
+            !counts(&record),
+            "still marked once carried to another subject"
+        );
+        record.action = kept_core::ledger::ConsentAction::Withdrawn;
+        assert!(counts(&record), "a no always counts");
+        record.action = kept_core::ledger::ConsentAction::Given;
+        record.evidence.reference = Some("m-1".into());
+        assert!(counts(&record));
+    }
+}

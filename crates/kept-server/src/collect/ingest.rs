@@ -16,10 +16,8 @@ use kept_core::collection::{
 };
 use kept_core::decision::PlaceId;
 use kept_core::index::Change;
-use kept_core::ledger::{
-    self, CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef,
-};
-use kept_core::manifest::{Manifest, is_within};
+use kept_core::ledger::{self, CollectionMethod, ConsentAction, ConsentRecord, Evidence};
+use kept_core::manifest::{Manifest, promises};
 use kept_core::regime::Regime;
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
@@ -175,6 +173,9 @@ pub async fn ingest(
                     .carried
                     .lock()
                     .is_ok_and(|c| c.get(&subject) == Some(&print));
+            // A yes under a notice that did not promise it counts for nothing, so the same
+            // choices sent again (under the right notice) must be looked at again.
+            let mut unpromised = false;
             if !seen {
                 let state_now = match current.entry(subject) {
                     Entry::Occupied(e) => e.into_mut(),
@@ -189,7 +190,26 @@ pub async fn ingest(
                 );
                 state_now.apply(&changes);
                 for c in changes {
-                    let notice = notice_for(manifest, &m, point.as_deref(), &c.purpose);
+                    let (named, version) = named_notice(manifest, &m, point.as_deref(), &c.purpose);
+                    let mut reference = Some(message_id.clone());
+                    let notice = match promises::named_notice(
+                        manifest,
+                        &c.purpose,
+                        named.as_deref(),
+                        version,
+                    ) {
+                        promises::Named::Promising(n) => Some(n),
+                        promises::Named::Nothing => None,
+                        promises::Named::Unpromised => {
+                            unpromised = true;
+                            reference = Some(promises::mark_unpromised(
+                                manifest,
+                                named.as_deref().unwrap_or_default(),
+                                Some(&message_id),
+                            ));
+                            None
+                        }
+                    };
                     records.push(ConsentRecord {
                         subject,
                         purpose: c.purpose,
@@ -210,13 +230,15 @@ pub async fn ingest(
                                 .context_str(&["userAgent"])
                                 .or_else(|| request.user_agent.clone()),
                             text_hash: None,
-                            reference: Some(message_id.clone()),
+                            reference,
                         },
                         at: at.min(received_at),
                     });
                 }
             }
-            fingerprints.push((subject, print));
+            if !unpromised {
+                fingerprints.push((subject, print));
+            }
         }
 
         let ip = ip_hash(&m);
@@ -426,6 +448,7 @@ async fn carried_over(
     let mut latest: HashMap<(String, bool), &ConsentRecord> = HashMap::new();
     for r in &theirs {
         if r.action == ConsentAction::Pending
+            || !promises::counts(r)
             || r.method != CollectionMethod::Gpc && (r.channel.is_some() || r.topic.is_some())
         {
             continue;
@@ -477,42 +500,55 @@ async fn carried_over(
     Ok(out)
 }
 
-/// The notice a banner choice about `purpose` was given under: the one the event names
-/// (`context.kept.notice`), else its collection point's if it promises the purpose, else the
-/// first notice that does.
-fn notice_for(
+/// The notice a client named for its choice about `purpose`: from the notices it says it
+/// showed, per purpose (`properties.notices` of a `Consent Updated` event, or
+/// `context.kept.notices` on any event, both `{"<purpose>": {"id", "version"}}` as `kept.js`
+/// sends them); else `context.kept.notice`; else the notice of the collection point the event
+/// names (or its write key's). Never one the client did not name.
+fn named_notice(
     manifest: &Manifest,
     m: &Message,
     point: Option<&str>,
     purpose: &str,
-) -> Option<NoticeRef> {
-    let promises = |id: &str| {
-        manifest
-            .notices
-            .get(id)
-            .filter(|n| n.purposes.iter().any(|p| is_within(purpose, p)))
+) -> (Option<String>, Option<u32>) {
+    #[derive(serde::Deserialize)]
+    struct Shown {
+        id: String,
+        #[serde(default)]
+        version: Option<u32>,
+    }
+    #[derive(serde::Deserialize)]
+    struct WithNotices {
+        #[serde(default)]
+        notices: Option<Value>,
+    }
+    let from_properties = serde_json::from_str::<WithNotices>(m.properties.get())
+        .ok()
+        .and_then(|p| p.notices);
+    let from_context = || {
+        m.context
+            .value("kept")
+            .and_then(|k| serde_json::from_value::<WithNotices>(k).ok())
+            .and_then(|k| k.notices)
     };
-    let named = m.context_str(&["kept", "notice"]);
-    let from_point = point
-        .and_then(|p| manifest.collection_points.get(p))
-        .map(|p| p.notice.as_str());
-    let id = named
-        .as_deref()
-        .filter(|id| manifest.notices.contains_key(*id))
-        .or_else(|| from_point.filter(|id| promises(id).is_some()))
-        .or_else(|| {
-            manifest
-                .notices
-                .iter()
-                .find(|(id, _)| promises(id).is_some())
-                .map(|(id, _)| id.as_str())
-        })?;
-    let notice = manifest.notices.get(id)?;
-    Some(NoticeRef {
-        id: id.to_owned(),
-        version: notice.version,
-        hash: notice.hash.clone(),
-    })
+    // A client that lists the notices it showed has said everything: a purpose it lists none
+    // for was shown without one. A list that cannot be read names a notice nobody knows, so
+    // the choice is recorded without one and marked (fail closed).
+    if let Some(listed) = from_properties.or_else(from_context) {
+        return match serde_json::from_value::<HashMap<String, Shown>>(listed) {
+            Ok(mut shown) => match shown.remove(purpose) {
+                Some(s) => (Some(s.id), s.version),
+                None => (None, None),
+            },
+            Err(_) => (Some(String::new()), None),
+        };
+    }
+    let named = m.context_str(&["kept", "notice"]).or_else(|| {
+        point
+            .and_then(|p| manifest.collection_points.get(p))
+            .map(|p| p.notice.clone())
+    });
+    (named, None)
 }
 
 /// What one distinct (place, consent) pair allows, judged once per request.

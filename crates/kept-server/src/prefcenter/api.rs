@@ -167,6 +167,8 @@ pub struct TopicView {
     pub subscribed: bool,
     /// A double opt-in waits for the customer's confirmation.
     pub pending: bool,
+    /// The notice shown for the topic, which a change of it records.
+    pub notice: Option<NoticeRefView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -324,6 +326,7 @@ async fn view(state: &AppState, standing: &Standing) -> Result<Preferences, ApiE
                         purpose: t.purpose.clone(),
                         subscribed: t.subscribed,
                         pending: t.pending,
+                        notice: notice(t.notice.as_ref()),
                     })
                     .collect(),
                 frequency: frequency_text(c.frequency).to_owned(),
@@ -648,20 +651,12 @@ pub async fn export(state: &AppState, standing: &Standing) -> Result<Value, ApiE
     }))
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 /// The export as CSV: one row per piece of data (`section,key,value,category,source,notice,at`).
 pub async fn export_csv(state: &AppState, standing: &Standing) -> Result<String, ApiError> {
     let data = export(state, standing).await?;
     let mut out = String::from("section,key,value,category,source,notice,at\n");
     let mut row = |cells: [String; 7]| {
-        let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();
+        let line: Vec<_> = cells.iter().map(|c| kept_core::csv::field(c)).collect();
         out.push_str(&line.join(","));
         out.push('\n');
     };

@@ -12,7 +12,8 @@ use kept_core::decision::{DecisionRequest, PlaceId, ReasonCode, SequencedRecord}
 use kept_core::identity::{DataKey, IdentifierKind, SubjectRef, identifier_aad, normalize_phone};
 use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
-use kept_core::manifest::{LegalBasis, Manifest, Notice, RegimeKey, is_within};
+use kept_core::manifest::promises::notice_for;
+use kept_core::manifest::{LegalBasis, Manifest, Notice, RegimeKey};
 use kept_core::regime::Regime;
 use kept_core::rulebook::{Level, PurposeClass};
 use kept_core::subject::{ChannelPreference, Frequency, Provenance, QuietHours, Subject, Trait};
@@ -165,16 +166,76 @@ pub fn basis(manifest: &Manifest, purpose: &str, regime: Regime) -> Option<Legal
         .copied()
 }
 
-/// The notice that promises `purpose` (on `channel`, when given): the first in key order.
-pub fn notice_for<'m>(
-    manifest: &'m Manifest,
+/// The notice shown for `purpose` (on `channel`, for `topic`): the one rule in `kept-core`.
+fn shown_notice(
+    manifest: &Manifest,
     purpose: &str,
     channel: Option<&str>,
-) -> Option<(&'m String, &'m Notice)> {
-    manifest.notices.iter().find(|(_, n)| {
-        n.purposes.iter().any(|p| is_within(purpose, p))
-            && channel.is_none_or(|c| n.channels.iter().any(|nc| nc == c))
-    })
+    topic: Option<&str>,
+) -> Option<String> {
+    notice_for(manifest, purpose, channel, topic).map(|(id, _)| id.clone())
+}
+
+/// The opt-in level of `purpose` (on `channel`) where the subject is.
+fn level_at(
+    state: &AppState,
+    standing: &Standing,
+    purpose: &str,
+    channel: Option<&str>,
+) -> Option<Level> {
+    let compiled = state.index.compiled().ok()?;
+    let mut req = DecisionRequest::new(purpose);
+    if let Some(c) = channel {
+        req = req.channel(c);
+    }
+    let query = compiled.prepare(&req);
+    compiled
+        .requirement(standing.place, &query)
+        .map(|r| r.level)
+}
+
+/// What a "no" to `purpose` (on `channel`, for `topic`; none: all of them) is: an opt-out
+/// where the purpose is opt-out; where it needs consent, a withdrawal when a consent it reaches
+/// stands given (the latest record of a scope that overlaps this one is `given`), else a
+/// refusal: a "no" to something never given withdraws nothing.
+fn no_action(
+    records: &[SequencedRecord],
+    purpose: &str,
+    channel: Option<&str>,
+    topic: Option<&str>,
+    level: Option<Level>,
+) -> ConsentAction {
+    if level == Some(Level::OptOut) {
+        return ConsentAction::OptedOut;
+    }
+    let meets = |a: Option<&str>, b: Option<&str>| a.is_none() || b.is_none() || a == b;
+    let mut latest: std::collections::HashMap<(Option<&str>, Option<&str>), &SequencedRecord> =
+        std::collections::HashMap::new();
+    for r in records {
+        let rec = &r.record;
+        if rec.purpose != purpose
+            || rec.method == CollectionMethod::Gpc
+            || rec.action == ConsentAction::Pending
+            || !meets(rec.channel.as_deref(), channel)
+            || !meets(rec.topic.as_deref(), topic)
+        {
+            continue;
+        }
+        let slot = latest
+            .entry((rec.channel.as_deref(), rec.topic.as_deref()))
+            .or_insert(r);
+        if r.seq > slot.seq {
+            *slot = r;
+        }
+    }
+    if latest
+        .values()
+        .any(|r| r.record.action == ConsentAction::Given)
+    {
+        ConsentAction::Withdrawn
+    } else {
+        ConsentAction::Refused
+    }
 }
 
 fn notice_ref(manifest: &Manifest, id: Option<&String>) -> Option<NoticeRef> {
@@ -282,7 +343,7 @@ pub async fn standing(
                 switchable: level != Level::None && elsewhere.is_none(),
                 elsewhere: elsewhere.filter(|_| level != Level::None),
                 allowed: decide(&req),
-                notice: notice_for(manifest, key, None).map(|(id, _)| id.clone()),
+                notice: shown_notice(manifest, key, None, None),
             }
         })
         .collect();
@@ -308,8 +369,7 @@ pub async fn standing(
                     purpose: t.purpose.clone(),
                     subscribed: decide(&req),
                     pending: exact.is_some_and(|r| r.record.action == ConsentAction::Pending),
-                    notice: notice_for(manifest, &t.purpose, Some(channel))
-                        .map(|(id, _)| id.clone()),
+                    notice: shown_notice(manifest, &t.purpose, Some(channel), Some(key)),
                 }
             })
             .collect();
@@ -478,10 +538,10 @@ pub async fn apply(
         if *on == p.allowed {
             continue;
         }
-        let action = match (*on, p.level) {
-            (true, _) => ConsentAction::Given,
-            (false, Level::OptOut) => ConsentAction::OptedOut,
-            (false, _) => ConsentAction::Withdrawn,
+        let action = if *on {
+            ConsentAction::Given
+        } else {
+            no_action(&standing.records, key, None, None, Some(p.level))
         };
         w.record(
             (key, None, None),
@@ -495,7 +555,7 @@ pub async fn apply(
     if let (Some(want), Some(dns)) = (wanted.do_not_sell, &standing.do_not_sell)
         && want != dns.on
     {
-        let notice = notice_for(manifest, &dns.purpose, None).map(|(id, _)| id.clone());
+        let notice = shown_notice(manifest, &dns.purpose, None, None);
         let action = if want {
             ConsentAction::OptedOut
         } else {
@@ -527,9 +587,16 @@ pub async fn apply(
             continue;
         }
         if !*on {
+            // Per topic, a "no" is an unsubscription whatever the purpose's level.
             w.record(
                 (&t.purpose, Some(channel), Some(topic)),
-                ConsentAction::Withdrawn,
+                no_action(
+                    &standing.records,
+                    &t.purpose,
+                    Some(channel),
+                    Some(topic),
+                    None,
+                ),
                 ctx.method,
                 t.notice.as_ref(),
                 None,
@@ -724,12 +791,23 @@ pub async fn withdraw(
     topic: &Topic,
     ctx: &Context,
 ) -> Result<usize, ChangeError> {
-    let notice =
-        notice_for(&state.manifest, &topic.purpose, Some(&topic.channel)).map(|(id, _)| id.clone());
+    let notice = shown_notice(
+        &state.manifest,
+        &topic.purpose,
+        Some(&topic.channel),
+        topic.topic.as_deref(),
+    );
+    let action = no_action(
+        &standing.records,
+        &topic.purpose,
+        Some(&topic.channel),
+        topic.topic.as_deref(),
+        None,
+    );
     let mut w = Writer::new(state, standing, ctx);
     w.record(
         (&topic.purpose, Some(&topic.channel), topic.topic.as_deref()),
-        ConsentAction::Withdrawn,
+        action,
         CollectionMethod::Reply,
         notice.as_ref(),
         None,
@@ -749,10 +827,11 @@ pub async fn unsubscribe_all(
         if PurposeClass::of(key) != PurposeClass::Marketing {
             continue;
         }
-        let notice = notice_for(manifest, key, None).map(|(id, _)| id.clone());
+        let notice = shown_notice(manifest, key, None, None);
+        let level = level_at(state, standing, key, None);
         w.record(
             (key, None, None),
-            ConsentAction::Withdrawn,
+            no_action(&standing.records, key, None, None, level),
             ctx.method,
             notice.as_ref(),
             None,
@@ -828,9 +907,12 @@ pub fn erasure_deadline(regime: Regime, at: UnixMillis) -> UnixMillis {
     }
 }
 
-/// The trait that records `category` as collected at the collection point showing `notice`
-/// (the preference center's form). Kept apart from a trait of the same field collected
-/// elsewhere, so the earlier promise is not overwritten.
+/// The trait that records `category` as collected at the preference center's own form for
+/// `notice`: a collection point of kind `preference` showing that notice. Never another kind
+/// of point (a purchase or a sign-up form the customer did not use would make the data look
+/// collected there: a soft opt-in "customer", an implied consent). With no such point, no
+/// provenance is recorded. Kept apart from a trait of the same field collected elsewhere, so
+/// the earlier promise is not overwritten.
 fn provenance_trait(
     w: &mut Writer<'_>,
     notice: &str,
@@ -839,7 +921,7 @@ fn provenance_trait(
 ) {
     let manifest = w.state.manifest.as_ref();
     let Some((point_key, point, field)) = manifest.collection_points.iter().find_map(|(key, p)| {
-        (p.notice == notice)
+        (p.notice == notice && p.kind == kept_core::manifest::CollectionKind::Preference)
             .then(|| p.fields.iter().find(|(_, c)| c.as_str() == category))
             .flatten()
             .map(|(field, _)| (key, p, field))

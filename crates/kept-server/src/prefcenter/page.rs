@@ -225,6 +225,8 @@ struct ActionPage {
     title: &'static str,
     text: Option<&'static str>,
     done: Option<&'static str>,
+    /// A standing fact to show (an erasure request and its deadline).
+    status: Option<String>,
     error: Option<&'static str>,
     /// A button that posts `token` to `action`.
     form: Option<ActionForm>,
@@ -290,6 +292,8 @@ struct TopicView {
     description: String,
     on: bool,
     pending: bool,
+    /// The notice shown for this topic (text messages show theirs as the disclosure instead).
+    notice: Option<NoticeView>,
 }
 
 struct ChannelView {
@@ -476,6 +480,11 @@ async fn build_page(
                             description: description.to_owned(),
                             on: tp.subscribed,
                             pending: tp.pending,
+                            notice: if sms {
+                                None
+                            } else {
+                                notice_view(state, tp.notice.as_ref(), t)
+                            },
                         }
                     })
                     .collect(),
@@ -678,13 +687,19 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session
         return Ok(None);
     };
     let keys = state.prefcenter.keys(state.store.as_ref()).await?;
-    Ok(keys
-        .open(Kind::Session, value, state.now())
-        .ok()
-        .map(|claims| Session {
+    let now = state.now();
+    let Ok(claims) = keys.open(Kind::Session, value, now) else {
+        return Ok(None);
+    };
+    // The cookie only names the session: it counts while the server says it is live, and for
+    // the subject it was opened for (a revoked, expired or unknown id opens nothing).
+    match state.store.live_session(&claims.id, now).await? {
+        Some(subject) if subject == claims.subject() => Ok(Some(Session {
             csrf: keys.csrf(&claims.id),
             claims,
-        }))
+        })),
+        _ => Ok(None),
+    }
 }
 
 /// Whether the browser says this request came from another site. A request without these
@@ -763,6 +778,7 @@ fn refused(
             title: t.page_title,
             text: None,
             done: None,
+            status: None,
             error: Some(message),
             form: None,
             back: Some(format!("/preferences/sign-in?lang={}", t.code)),
@@ -1114,6 +1130,19 @@ pub async fn open_link(
     let ttl = state.prefcenter.config().session_ttl;
     let mut session = Claims::new(Kind::Session, claims.subject(), now + ttl);
     session.locale = Some(t.code.to_owned());
+    // Opening it revokes the subject's older sessions: a new sign-in link ends the old ones.
+    if let Err(e) = state
+        .store
+        .open_session(kept_store::prefcenter::NewSession {
+            id: session.id.clone(),
+            subject: session.subject(),
+            created_at: now,
+            expires_at: session.expires,
+        })
+        .await
+    {
+        return ApiError::from(e).into_response();
+    }
     let secure = state.prefcenter.secure(&headers);
     redirect(
         &format!("/preferences?lang={}", t.code),
@@ -1133,10 +1162,20 @@ pub async fn sign_out(posted: Posted) -> Response {
         ..
     } = &posted;
     match signed_in_post(state, headers, form).await {
-        Ok((_, t)) => redirect(
-            &format!("/preferences/sign-in?lang={}", t.code),
-            &[session_cookie("", 0, state.prefcenter.secure(headers))],
-        ),
+        Ok((session, t)) => {
+            // Ended on the server, so a copy of the cookie opens nothing either.
+            if let Err(e) = state
+                .store
+                .revoke_session(&session.claims.id, state.now())
+                .await
+            {
+                return ApiError::from(e).into_response();
+            }
+            redirect(
+                &format!("/preferences/sign-in?lang={}", t.code),
+                &[session_cookie("", 0, state.prefcenter.secure(headers))],
+            )
+        }
         Err(response) => response,
     }
 }
@@ -1383,14 +1422,65 @@ pub async fn erase(posted: Posted) -> Response {
             Err(response) => response,
         };
     }
-    change(&posted, "delete", |standing, ctx, _| {
-        let state = &posted.state;
-        async move {
-            model::request_erasure(state, &standing, ctx.now).await?;
-            Ok("erasure")
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = &posted;
+    let (session, t) = match signed_in_post(state, headers, form).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let now = state.now();
+    let filed = async {
+        let standing = load_standing(state, session.claims.subject())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
+        let filed = model::request_erasure(state, &standing, now)
+            .await
+            .map_err(|e| match e {
+                ChangeError::Api(e) => e,
+                other => ApiError::Internal(format!("erasure request: {other}")),
+            })?;
+        // Erasure ends every session of the subject, this one included: the page that shows
+        // the data is closed from now on.
+        state
+            .store
+            .revoke_sessions(session.claims.subject(), now)
+            .await?;
+        Ok::<_, ApiError>(filed)
+    }
+    .await;
+    let filed = match filed {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let mut response = html(
+        StatusCode::OK,
+        ActionPage {
+            c: chrome(state, t, "/preferences/sign-in"),
+            title: t.page_title,
+            text: None,
+            done: Some(t.done_erasure),
+            status: Some(format!(
+                "{} {}. {} {}. {}",
+                t.erasure_requested,
+                date(filed.requested_at),
+                t.erasure_due,
+                date(filed.due_at),
+                t.erasure_note
+            )),
+            error: None,
+            form: None,
+            back: None,
         }
-    })
-    .await
+        .render(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&session_cookie("", 0, state.prefcenter.secure(headers))) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
 }
 
 /// The signed-in customer's standing, or the answer to give instead.
@@ -1525,6 +1615,7 @@ fn token_page(
             title,
             text: Some(text),
             done: None,
+            status: None,
             error: None,
             form: Some(form),
             back: None,
@@ -1546,6 +1637,7 @@ fn done_page(
             title,
             text: None,
             done: Some(done),
+            status: None,
             error: None,
             form: None,
             back: Some(format!("/preferences?lang={}", t.code)),

@@ -506,22 +506,11 @@ fn export_chunk(index: &IndexHandle, chunk: &[u32], format: ExportFormat) -> Byt
                 crate::routes::decisions::push_int(&mut out, i64::from(id));
                 out.push(b',');
                 if let Some(u) = user_id {
-                    csv_field(&mut out, u);
+                    out.extend_from_slice(kept_core::csv::field(u).as_bytes());
                 }
                 out.push(b'\n');
             }
         }
     }
     Bytes::from(out)
-}
-
-/// A CSV field, quoted when it must be (RFC 4180).
-fn csv_field(out: &mut Vec<u8>, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
-        out.push(b'"');
-        out.extend_from_slice(value.replace('"', "\"\"").as_bytes());
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(value.as_bytes());
-    }
 }

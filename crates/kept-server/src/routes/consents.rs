@@ -12,7 +12,7 @@ use kept_core::SubjectId;
 use kept_core::ledger::{
     self, CollectionMethod, ConsentAction, ConsentRecord, Evidence, LedgerEntry, NoticeRef,
 };
-use kept_core::manifest::{Manifest, is_within};
+use kept_core::manifest::{Manifest, promises};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -336,15 +336,21 @@ fn check_against_manifest(
             ),
         ));
     };
-    // Consent given under a notice that never mentioned the purpose proves nothing.
-    let promised = notice.purposes.iter().any(|p| is_within(&input.purpose, p));
-    if input.action == ConsentAction::Given && !promised {
+    // A record names a notice only if it promises the purpose (on the record's channel): consent
+    // under a notice that never mentioned it proves nothing, and a record must not say otherwise.
+    if !promises::promises(notice, &input.purpose, input.channel.as_deref()) {
         return Err((
             "notice",
-            format!(
-                "notice `{notice_id}` does not mention purpose `{}`",
-                input.purpose
-            ),
+            match &input.channel {
+                Some(c) => format!(
+                    "notice `{notice_id}` does not promise purpose `{}` on channel `{c}`",
+                    input.purpose
+                ),
+                None => format!(
+                    "notice `{notice_id}` does not promise purpose `{}`",
+                    input.purpose
+                ),
+            },
         ));
     }
     Ok(Some(NoticeRef {

@@ -340,7 +340,7 @@ pub fn banner_config(
             },
             requires,
             gpc: class == PurposeClass::Advertising || req.gpc.is_some_and(|(_, from)| now >= from),
-            notice: notice_for(manifest, key, &locale),
+            notice: banner_notice(manifest, key, &locale),
         });
     }
     let mode = if purposes.iter().any(|p| p.requires == "opt_in") {
@@ -379,12 +379,11 @@ pub fn banner_config(
     }
 }
 
-/// The first notice (by id) that promises `purpose`, in `locale` or the first locale it has.
-fn notice_for(manifest: &Manifest, purpose: &str, locale: &str) -> Option<BannerNotice> {
-    let (id, notice) = manifest
-        .notices
-        .iter()
-        .find(|(_, n)| n.purposes.iter().any(|p| p == purpose))?;
+/// The notice shown for `purpose` (by the one rule in `kept-core`; a banner has no channel),
+/// in `locale` or the first locale it has. Its id is what `kept.js` names when the choice is
+/// sent, and so what the ledger records.
+fn banner_notice(manifest: &Manifest, purpose: &str, locale: &str) -> Option<BannerNotice> {
+    let (id, notice) = kept_core::manifest::promises::notice_for(manifest, purpose, None, None)?;
     let text = notice
         .locales
         .get(locale)

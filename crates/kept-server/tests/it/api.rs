@@ -179,11 +179,23 @@ async fn fields_that_name_nothing_in_the_manifest_are_422_naming_the_field() {
             "shrugged",
         ),
         (json!({ "subject": "seven" }), "records[0].subject", "seven"),
-        // The rewards notice never mentioned marketing: consent under it proves nothing.
+        // The rewards notice never mentioned marketing: consent under it proves nothing, and
+        // no record, not even a withdrawal, names it for marketing.
         (
             json!({ "notice": "rewards" }),
             "records[0].notice",
             "rewards",
+        ),
+        (
+            json!({ "notice": "rewards", "action": "withdrawn" }),
+            "records[0].notice",
+            "rewards",
+        ),
+        // The text-message notice does not promise email.
+        (
+            json!({ "notice": "sms_offers" }),
+            "records[0].notice",
+            "sms_offers",
         ),
     ];
     for (change, field, mentioned) in cases {

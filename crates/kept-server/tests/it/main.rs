@@ -14,6 +14,7 @@ mod decisions;
 mod demo;
 mod e2e;
 mod forward;
+mod notices;
 mod openapi;
 mod prefcenter;
 mod receipt_format;

