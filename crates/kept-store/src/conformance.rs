@@ -422,7 +422,7 @@ pub async fn api_keys_insert_lookup_revoke(store: Arc<dyn Store>) {
         created_at: at,
         revoked_at: None,
     };
-    let collect = key("kept_aaaa1111", 1, Role::Collect, T0);
+    let collect = key("kept_aaaa1111", 1, Role::Public, T0);
     let admin = key("kept_bbbb2222", 2, Role::Admin, T0 + 1);
     store.insert_api_key(&collect).await.unwrap();
     store.insert_api_key(&admin).await.unwrap();
@@ -1033,6 +1033,7 @@ fn new_identity(
         kind,
         hash: ident(n),
         sealed: vec![n; 40],
+        verified: false,
     }
 }
 
@@ -1405,7 +1406,7 @@ pub async fn key_collection_points_round_trip(store: Arc<dyn Store>) {
     let key = ApiKeyRecord {
         id: "kept_0000abcd".into(),
         hash: [5; 32],
-        role: Role::Collect,
+        role: Role::Public,
         name: "web".into(),
         created_at: T0,
         revoked_at: None,

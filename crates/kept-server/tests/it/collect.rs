@@ -23,7 +23,7 @@ fn basic(key: &str) -> String {
 /// A collection call with the write key as HTTP Basic user.
 fn call(app: &TestApp, path: &str, body: &Value) -> Request<Body> {
     Request::post(path)
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
@@ -121,7 +121,7 @@ async fn a_track_call_is_committed_and_read_back() {
 async fn the_write_key_may_come_in_the_body_and_a_wrong_one_is_refused() {
     let app = TestApp::new().await;
     let mut body = track("anon-b", "Clicked", "b-1");
-    body["writeKey"] = json!(app.key(Role::Collect));
+    body["writeKey"] = json!(app.key(Role::Server));
     // What `navigator.sendBeacon` sends: text/plain, no Authorization header.
     let beacon = Request::post("/v1/t")
         .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
@@ -165,7 +165,7 @@ async fn the_write_key_may_come_in_the_body_and_a_wrong_one_is_refused() {
     assert_eq!(app.send(decide).await.status, StatusCode::FORBIDDEN);
 
     let xml = Request::post("/v1/track")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_TYPE, "application/xml")
         .body(Body::from("<track/>"))
         .unwrap();
@@ -182,7 +182,7 @@ async fn gzip_bodies_are_read_and_broken_ones_refused() {
     let app = TestApp::new().await;
     let batch = json!({"batch": [track("anon-z", "A", "z-1"), track("anon-z", "B", "z-2")]});
     let request = Request::post("/v1/batch")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(gzip(batch.to_string().as_bytes())))
@@ -193,14 +193,14 @@ async fn gzip_bodies_are_read_and_broken_ones_refused() {
     assert_eq!(events_of(&app, subject).await.len(), 2);
 
     let broken = Request::post("/v1/batch")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(b"definitely not gzip".to_vec()))
         .unwrap();
     let answer = app.send(broken).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     let brotli = Request::post("/v1/batch")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_ENCODING, "br")
         .body(Body::from(batch.to_string()))
         .unwrap();
@@ -247,7 +247,7 @@ async fn every_limit_is_named() {
     // The batch limit holds after decompression too: 600 KB of zeros gzip to almost nothing.
     let padded = json!({"batch": [big(20 * 1024, "g1")], "pad": "0".repeat(600 * 1024)});
     let request = Request::post("/v1/batch")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(gzip(padded.to_string().as_bytes())))
         .unwrap();
@@ -330,7 +330,7 @@ async fn a_bad_event_rejects_its_batch_whole_and_is_named() {
     assert!(answer.json["error"].get("index").is_none());
 
     let malformed = Request::post("/v1/track")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .body(Body::from("{\"event\": "))
         .unwrap();
     let answer = app.send(malformed).await;
@@ -613,7 +613,7 @@ async fn every_trait_keeps_its_provenance() {
     );
 
     // A write key's default collection point applies when the event names none.
-    let key_id = kept_server::auth::key_id(app.key(Role::Collect))
+    let key_id = kept_server::auth::key_id(app.key(Role::Server))
         .unwrap()
         .to_owned();
     let set = Request::put(format!("/v1/keys/{key_id}/collection-point"))

@@ -133,7 +133,7 @@ impl Center {
             Request::post("/v1/identify")
                 .header(
                     header::AUTHORIZATION,
-                    format!("Bearer {}", self.app.key(Role::Collect)),
+                    format!("Bearer {}", self.app.key(Role::Server)),
                 )
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from(

@@ -125,7 +125,7 @@ async fn what_one_server_writes_the_other_decides_on() {
             axum::http::Request::post("/v1/identify")
                 .header(
                     axum::http::header::AUTHORIZATION,
-                    format!("Bearer {}", app.key(Role::Collect)),
+                    format!("Bearer {}", app.key(Role::Server)),
                 )
                 .header(axum::http::header::CONTENT_TYPE, "application/json")
                 .body(axum::body::Body::from(identify.to_string()))
