@@ -278,7 +278,7 @@ async fn error_bodies_have_one_shape() {
     insta::assert_json_snapshot!("missing_key", no_key.json);
 
     let forbidden = app
-        .send(get("/v1/ledger", Some(app.key(Role::Server))))
+        .send(get("/v1/ledger", Some(app.key(Role::Public))))
         .await;
     insta::assert_json_snapshot!("forbidden", forbidden.json);
 }

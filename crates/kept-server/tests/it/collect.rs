@@ -20,10 +20,15 @@ fn basic(key: &str) -> String {
     )
 }
 
-/// A collection call with the write key as HTTP Basic user.
+/// A collection call with the server write key as HTTP Basic user.
 fn call(app: &TestApp, path: &str, body: &Value) -> Request<Body> {
+    call_as(app, Role::Server, path, body)
+}
+
+/// A collection call with the write key of `role` as HTTP Basic user.
+fn call_as(app: &TestApp, role: Role, path: &str, body: &Value) -> Request<Body> {
     Request::post(path)
-        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
+        .header(header::AUTHORIZATION, basic(app.key(role)))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
@@ -892,7 +897,7 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
             },
         })
     };
-    let mut request = call(&app, "/v1/track", &consent_event(true, "c-1"));
+    let mut request = call_as(&app, Role::Public, "/v1/track", &consent_event(true, "c-1"));
     request.headers_mut().insert(
         "x-forwarded-for",
         "198.51.100.1, 203.0.113.9".parse().unwrap(),
@@ -927,14 +932,14 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
 
     // The same choice again changes nothing; a no withdraws.
     assert_eq!(
-        app.send(call(&app, "/v1/track", &consent_event(true, "c-2")))
+        app.send(call_as(&app, Role::Public, "/v1/track", &consent_event(true, "c-2")))
             .await
             .status,
         StatusCode::OK
     );
     assert_eq!(ledger(&app, subject).await.len(), 1);
     assert_eq!(
-        app.send(call(&app, "/v1/track", &consent_event(false, "c-3")))
+        app.send(call_as(&app, Role::Public, "/v1/track", &consent_event(false, "c-3")))
             .await
             .status,
         StatusCode::OK
@@ -945,7 +950,7 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
 
     // A GPC signal is recorded once, as a GPC opt-out.
     for id in ["g-1", "g-2"] {
-        let mut request = call(&app, "/v1/track", &track("banner-1", "Viewed", id));
+        let mut request = call_as(&app, Role::Public, "/v1/track", &track("banner-1", "Viewed", id));
         request
             .headers_mut()
             .insert("sec-gpc", "1".parse().unwrap());
@@ -959,7 +964,7 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
     // Identifying merges the browser's consent into the person's own record.
     let signin = json!({"userId": "eve", "anonymousId": "banner-1"});
     assert_eq!(
-        app.send(call(&app, "/v1/identify", &signin)).await.status,
+        app.send(call_as(&app, Role::Public, "/v1/identify", &signin)).await.status,
         StatusCode::OK
     );
     assert_eq!(subject_of(&app, "user_id=eve").await, subject);
