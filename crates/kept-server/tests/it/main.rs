@@ -14,6 +14,7 @@ mod decisions;
 mod demo;
 mod e2e;
 mod forward;
+mod identity;
 mod openapi;
 mod prefcenter;
 mod roles;

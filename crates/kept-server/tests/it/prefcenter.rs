@@ -178,7 +178,7 @@ impl Browser {
     }
 }
 
-fn get_page(path: &str, cookie: Option<&str>) -> Request<Body> {
+pub(crate) fn get_page(path: &str, cookie: Option<&str>) -> Request<Body> {
     let mut req = Request::get(path).header(header::HOST, "kept.test");
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);
@@ -198,7 +198,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn form_post(
+pub(crate) fn form_post(
     path: &str,
     fields: &[(&str, &str)],
     cookie: Option<&str>,
