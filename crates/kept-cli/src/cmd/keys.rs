@@ -14,7 +14,8 @@ pub enum Command {
 The key is printed alone on standard output, so a script can capture it; it cannot be shown again.
 
 Examples:
-  kept keys create --role collect --name \"web shop\"
+  kept keys create --role public --name \"web shop (browser)\"
+  kept keys create --role server --name \"web shop (backend)\"
   kept keys create --role admin --format json")]
     Create(CreateArgs),
     /// List API keys (ids, roles, names; never the secrets)
