@@ -505,9 +505,7 @@ impl Config {
                     .find(|k| k.in_file() && k.name() == name)
                     .or_else(|| (name == "database_url_file").then_some(Key::DatabaseUrl))
                     .or_else(|| (name == "smtp_password_file").then_some(Key::SmtpPassword))
-                    .or_else(|| {
-                        (name == "identity_secret_file").then_some(Key::IdentitySecret)
-                    });
+                    .or_else(|| (name == "identity_secret_file").then_some(Key::IdentitySecret));
                 let Some(key) = key else {
                     return Err(ConfigError::UnknownKey {
                         key: name.clone(),

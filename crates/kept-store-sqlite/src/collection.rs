@@ -9,8 +9,8 @@ use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, Subj
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
-    CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry,
-    NewEvent, StoredEvent, StoredIdentity, UndoneMerge, consent_keys, undo_refusal,
+    CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry, NewEvent,
+    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, undo_refusal,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};

@@ -114,7 +114,9 @@ impl Role {
 
     /// Whether a key with this role may call an endpoint that requires `required`.
     pub fn permits(self, required: Role) -> bool {
-        self == Role::Admin || self == required || (self == Role::Server && required == Role::Public)
+        self == Role::Admin
+            || self == required
+            || (self == Role::Server && required == Role::Public)
     }
 
     /// Whether a write with this key is the shop's own word (a server key, or an admin),

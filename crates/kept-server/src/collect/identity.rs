@@ -10,8 +10,8 @@ use crate::error::ApiError;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
     Caps, Claim, DataKey, IdentifierCounts, IdentifierHash, IdentifierKind, IdentityKeys,
-    Overreach, OwnerFacts, Refusal, Speaker, SubjectRef, check_speaker, identifier_aad, token_covers, normalize,
-    resolve,
+    Overreach, OwnerFacts, Refusal, Speaker, SubjectRef, check_speaker, identifier_aad, normalize,
+    resolve, token_covers,
 };
 use kept_core::subject::Subject;
 use kept_core::{SubjectId, UnixMillis};
@@ -95,8 +95,7 @@ impl IdentityCache {
     }
 
     fn make_room(&mut self) {
-        if self.holders.len() + self.facts.len() + self.keys.len() + self.verified.len()
-            > CACHE_MAX
+        if self.holders.len() + self.facts.len() + self.keys.len() + self.verified.len() > CACHE_MAX
         {
             *self = IdentityCache::default();
         }
@@ -142,7 +141,10 @@ impl MessageIds {
     /// identifier the message names: it does when one of them is the user id it was minted for.
     fn token_for_holder(&self) -> bool {
         self.speaker == Speaker::Token
-            && self.ids.first().is_some_and(|i| i.kind == IdentifierKind::UserId)
+            && self
+                .ids
+                .first()
+                .is_some_and(|i| i.kind == IdentifierKind::UserId)
     }
 
     fn email_or_phone(&self) -> impl Iterator<Item = &Identifier> {
@@ -177,7 +179,12 @@ impl MessageIds {
                 ),
             ),
             Overreach::MergeKnown => (
-                if self.explicit { "previousId" } else { "anonymousId" }.to_owned(),
+                if self.explicit {
+                    "previousId"
+                } else {
+                    "anonymousId"
+                }
+                .to_owned(),
                 "a public write key may not merge a known customer (one with a user id or a \
                  verified email or phone) into another profile, with or without an identity \
                  token: send this call from your backend with a `server` key"
@@ -429,7 +436,10 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
     let mut refused = Vec::new();
     for m in messages {
         // What a server key or a token says of an email or phone verifies it: a round does.
-        if m.speaker.verifies() && m.email_or_phone().any(|i| !cache.verified.contains(&i.hash)) {
+        if m.speaker.verifies()
+            && m.email_or_phone()
+                .any(|i| !cache.verified.contains(&i.hash))
+        {
             return None;
         }
         // The common case: every identifier is already held by one subject, which then
@@ -481,7 +491,9 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
         if !plan.attach.is_empty()
             || !plan.merge.is_empty()
             || relocate
-            || (m.guarded.is_some() && facts.known() && !(m.speaker == Speaker::Token && token_covers(&claims, plan_subject)))
+            || (m.guarded.is_some()
+                && facts.known()
+                && !(m.speaker == Speaker::Token && token_covers(&claims, plan_subject)))
         {
             return None;
         }
@@ -767,11 +779,7 @@ async fn round(
     // Every new subject gets a key, whether or not it holds an identifier yet.
     let new_refs = (0..write.new_subjects.len())
         .map(|i| SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)));
-    let wanted: Vec<SubjectRef> = intents
-        .iter()
-        .map(|(s, _, _)| *s)
-        .chain(new_refs)
-        .collect();
+    let wanted: Vec<SubjectRef> = intents.iter().map(|(s, _, _)| *s).chain(new_refs).collect();
     for s in wanted {
         if let std::collections::hash_map::Entry::Vacant(slot) = data_keys.entry(s) {
             slot.insert(fresh_key(s, &mut write)?);

@@ -171,7 +171,9 @@ pub async fn undo(
     {
         Ok(u) => u,
         Err(StoreError::NotFound { .. }) => {
-            return Err(ApiError::NotFound(format!("no merge `{id}` in the identity log")));
+            return Err(ApiError::NotFound(format!(
+                "no merge `{id}` in the identity log"
+            )));
         }
         Err(e) => return Err(e.into()),
     };

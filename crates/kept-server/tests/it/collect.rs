@@ -932,16 +932,26 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
 
     // The same choice again changes nothing; a no withdraws.
     assert_eq!(
-        app.send(call_as(&app, Role::Public, "/v1/track", &consent_event(true, "c-2")))
-            .await
-            .status,
+        app.send(call_as(
+            &app,
+            Role::Public,
+            "/v1/track",
+            &consent_event(true, "c-2")
+        ))
+        .await
+        .status,
         StatusCode::OK
     );
     assert_eq!(ledger(&app, subject).await.len(), 1);
     assert_eq!(
-        app.send(call_as(&app, Role::Public, "/v1/track", &consent_event(false, "c-3")))
-            .await
-            .status,
+        app.send(call_as(
+            &app,
+            Role::Public,
+            "/v1/track",
+            &consent_event(false, "c-3")
+        ))
+        .await
+        .status,
         StatusCode::OK
     );
     let entries = ledger(&app, subject).await;
@@ -950,7 +960,12 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
 
     // A GPC signal is recorded once, as a GPC opt-out.
     for id in ["g-1", "g-2"] {
-        let mut request = call_as(&app, Role::Public, "/v1/track", &track("banner-1", "Viewed", id));
+        let mut request = call_as(
+            &app,
+            Role::Public,
+            "/v1/track",
+            &track("banner-1", "Viewed", id),
+        );
         request
             .headers_mut()
             .insert("sec-gpc", "1".parse().unwrap());
@@ -964,7 +979,9 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
     // Identifying merges the browser's consent into the person's own record.
     let signin = json!({"userId": "eve", "anonymousId": "banner-1"});
     assert_eq!(
-        app.send(call_as(&app, Role::Public, "/v1/identify", &signin)).await.status,
+        app.send(call_as(&app, Role::Public, "/v1/identify", &signin))
+            .await
+            .status,
         StatusCode::OK
     );
     assert_eq!(subject_of(&app, "user_id=eve").await, subject);

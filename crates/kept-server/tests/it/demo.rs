@@ -178,7 +178,14 @@ async fn the_demo_loads_once_and_writes_its_keys_privately() {
         serde_json::from_str(&std::fs::read_to_string(&loaded.keys_file).unwrap()).unwrap();
     assert_eq!(
         keys.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["admin", "decide", "identity_secret", "privacy", "public", "server"]
+        [
+            "admin",
+            "decide",
+            "identity_secret",
+            "privacy",
+            "public",
+            "server"
+        ]
     );
     let log = logged.text();
     assert!(log.contains("demo API key created"), "{log}");

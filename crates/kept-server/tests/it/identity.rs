@@ -76,8 +76,8 @@ impl Shop {
 
     /// A collection call with the write key of `role`, as a Segment library sends it.
     async fn call(&self, role: Role, path: &str, body: Value) -> Answer {
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:", self.app.key(role)));
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:", self.app.key(role)));
         send(
             self.router(),
             Request::post(path)
@@ -200,7 +200,10 @@ async fn a_public_key_cannot_attach_an_address_to_a_known_customer_by_user_id() 
             .contains("context.kept.userHash")
     );
     assert_eq!(shop.emails_of("user_id=u4").await, [VICTIM]);
-    assert_eq!(shop.lookup(&format!("email={MALLORY}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        shop.lookup(&format!("email={MALLORY}")).await.status,
+        StatusCode::NOT_FOUND
+    );
     // Nor rename her, or overwrite any trait of hers.
     let answer = shop
         .call(
@@ -255,16 +258,22 @@ async fn a_public_key_cannot_change_a_known_customers_consent() {
     let shop = Shop::new().await;
     let vera = shop.subject_of("user_id=u4").await;
     let before = shop.records(vera).await.len();
-    for (i, who) in [json!({"userId": "u4"}), json!({"anonymousId": "vera-browser"})]
-        .into_iter()
-        .enumerate()
+    for (i, who) in [
+        json!({"userId": "u4"}),
+        json!({"anonymousId": "vera-browser"}),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut event = json!({
             "event": "Consent Updated",
             "messageId": format!("forged-{i}"),
             "context": {"consent": consent(true)},
         });
-        event.as_object_mut().unwrap().extend(who.as_object().unwrap().clone());
+        event
+            .as_object_mut()
+            .unwrap()
+            .extend(who.as_object().unwrap().clone());
         let answer = shop.call(Role::Public, "/v1/track", event).await;
         refused(
             &answer,
@@ -348,7 +357,10 @@ async fn an_identity_token_lets_a_public_key_speak_for_its_own_user_only() {
     // A token minted for another user, or made up, is refused and says so.
     for (user, hash) in [
         ("u4", identity_token(SECRET, "attacker")),
-        ("u4", identity_token("another-secret-of-enough-length", "u4")),
+        (
+            "u4",
+            identity_token("another-secret-of-enough-length", "u4"),
+        ),
         ("u4", "not hex".to_owned()),
     ] {
         let answer = shop
@@ -543,7 +555,10 @@ async fn agree(shop: &Shop, router: Router, user_id: &str, survivor: u64, surviv
         by_user,
         reason(router.clone(), &shop.app, json!({"id": survivor})).await
     );
-    assert_eq!(contact(router, &shop.app, user_id).await, StatusCode::CREATED);
+    assert_eq!(
+        contact(router, &shop.app, user_id).await,
+        StatusCode::CREATED
+    );
 }
 
 #[tokio::test]
@@ -589,10 +604,7 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
     agree(&shop, restarted(&shop).await, "u8", u9_subject, "u9").await;
     let merged = shop.lookup("user_id=u8").await;
     assert_eq!(merged.json["merged_from"], json!([u8_subject]));
-    assert_eq!(
-        shop.subject_of("anonymous_id=u8-browser").await,
-        u9_subject
-    );
+    assert_eq!(shop.subject_of("anonymous_id=u8-browser").await, u9_subject);
 
     // Only the privacy role undoes; a merge is undone once.
     let path = format!("/v1/merges/{merge_id}/undo");
@@ -627,10 +639,7 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
     };
     assert_eq!(names(&restored), [json!("Ulla")]);
     assert_eq!(names(&shop.lookup("user_id=u9").await), [json!("Uwe")]);
-    assert_eq!(
-        shop.subject_of("anonymous_id=u8-browser").await,
-        u8_subject
-    );
+    assert_eq!(shop.subject_of("anonymous_id=u8-browser").await, u8_subject);
     agree(&shop, shop.router(), "u8", u8_subject, "u8").await;
     agree(&shop, restarted(&shop).await, "u8", u8_subject, "u8").await;
     // New events with the restored user's ids land on it.
@@ -647,7 +656,10 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
     let entries = log.json["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["action"], "undo");
-    assert_eq!(entries[0]["key"], json!(kept_server::auth::key_id(shop.app.key(Role::Privacy)).unwrap()));
+    assert_eq!(
+        entries[0]["key"],
+        json!(kept_server::auth::key_id(shop.app.key(Role::Privacy)).unwrap())
+    );
     assert!(entries[1]["undone_at"].is_i64());
     // Bad paging is refused naming the field.
     let bad = shop
