@@ -355,3 +355,21 @@ pub fn first_duplicate_user_id(subjects: &[NewSubject]) -> Option<&str> {
         .filter_map(|s| s.user_id.as_deref())
         .find(|u| !seen.insert(*u))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_collect_key_reads_as_public_and_a_server_key_may_collect() {
+        assert_eq!(Role::parse("collect"), Some(Role::Public));
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert!(Role::Server.permits(Role::Public));
+        assert!(!Role::Public.permits(Role::Server));
+        assert!(Role::Admin.permits(Role::Server));
+        assert!(Role::Server.is_trusted_writer() && !Role::Public.is_trusted_writer());
+        assert_eq!(Role::parse("root"), None);
+    }
+}
