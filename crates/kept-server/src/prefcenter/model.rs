@@ -1065,8 +1065,8 @@ pub async fn identifiers(
         .collect())
 }
 
-/// Finds the subject an email address belongs to: by its keyed hash, and in demo mode among
-/// the demo's email traits too.
+/// Finds the subject an email address belongs to, for a sign-in link: by its keyed hash when
+/// the address is verified, and in demo mode among the demo's email traits too.
 pub async fn subject_by_email(
     state: &AppState,
     prefcenter: &PrefCenter,
@@ -1077,9 +1077,10 @@ pub async fn subject_by_email(
     let hash = keys.identifier_hash(IdentifierKind::Email, normalized);
     // A sign-in link goes only to a verified address of the subject it opens: one anybody
     // could have attached through a public key proves nothing.
-    if let Some((_, s)) = store.find_identities(&[hash]).await?.first() {
-        let verified = store.verified_identities(&[hash]).await?;
-        return Ok(verified.contains(&hash).then_some(*s));
+    if let Some((_, s)) = store.find_identities(&[hash]).await?.first()
+        && store.verified_identities(&[hash]).await?.contains(&hash)
+    {
+        return Ok(Some(*s));
     }
     if prefcenter.config().demo {
         return Ok(prefcenter
