@@ -1123,3 +1123,90 @@ async fn mail_settings_come_from_the_environment_and_the_password_stays_secret()
     let plain = Config::load(None, &Env::default(), &Flags::new()).unwrap();
     assert!(!Mailer::from_config(&plain, "x").unwrap().can_send());
 }
+
+#[tokio::test]
+async fn a_confirmed_double_opt_in_verifies_the_address() {
+    let center = Center::new().await;
+    // A browser (public key) signs up a new user: the address is not verified, so the sign-in
+    // form sends it nothing.
+    let answer = send(
+        center.router(),
+        Request::post("/v1/identify")
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", center.app.key(Role::Public)),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"userId": "newbie", "traits": {"email": "newbie@example.com"},
+                       "context": {"location": {"country": "DE"}}})
+                .to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let store = center.app.store.as_ref();
+    let keys = center.state.collect.keys(store).await.unwrap();
+    let hash = keys.identifier_hash(
+        kept_core::identity::IdentifierKind::Email,
+        "newbie@example.com",
+    );
+    let subject = store.find_identities(&[hash]).await.unwrap()[0].1;
+    assert!(store.verified_identities(&[hash]).await.unwrap().is_empty());
+    assert_eq!(
+        kept_server::prefcenter::model::subject_by_email(
+            &center.state,
+            &center.state.prefcenter,
+            "newbie@example.com"
+        )
+        .await
+        .unwrap(),
+        None
+    );
+
+    // The customer asks for the newsletter and confirms it from the mail: now it is verified.
+    let browser = center.browser(subject).await;
+    let asked = browser
+        .post(
+            &center,
+            "/preferences/messages",
+            &[("topic", "email:newsletter"), ("frequency.email", "week")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER, "{}", asked.text);
+    let mut mails = center.mails();
+    for _ in 0..100 {
+        if !mails.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        mails = center.mails();
+    }
+    let link = link_in(mails.last().expect("a confirmation mail"));
+    let confirmed = send(
+        center.router(),
+        form_post(
+            "/preferences/confirm",
+            &[("token", &token_of(&link))],
+            None,
+            &[("origin", ORIGIN)],
+        ),
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+    assert_eq!(
+        store.verified_identities(&[hash]).await.unwrap(),
+        vec![hash]
+    );
+    assert_eq!(
+        kept_server::prefcenter::model::subject_by_email(
+            &center.state,
+            &center.state.prefcenter,
+            "newbie@example.com"
+        )
+        .await
+        .unwrap(),
+        Some(subject)
+    );
+}
