@@ -793,6 +793,25 @@ impl CollectionStore for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
+        // The copies a merge keeps for its undo expire with the traits they copy.
+        sqlx::query(
+            "DELETE FROM identity_log_traits t USING UNNEST($1::TEXT[], $2::BIGINT[]) \
+             AS c(notice, before) WHERE t.notice_id = c.notice AND t.collected_at < c.before",
+        )
+        .bind(&notices)
+        .bind(&befores)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM identity_log_traits WHERE NOT (notice_id = ANY($1)) \
+             AND collected_at < $2",
+        )
+        .bind(&notices)
+        .bind(cutoffs.otherwise)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)?;
         rows.extend(rest);
         let subjects = rows.into_iter().map(subject_id).collect::<Result<_>>()?;

@@ -23,7 +23,7 @@ CREATE TABLE identity_log (
 CREATE INDEX identity_log_from ON identity_log (from_subject_id);
 
 -- What a merge moved, so that it can be undone: the identifiers, and the traits the merged
--- subject had (kept until the merge is undone, deleted with the subject).
+-- subject had (until the merge is undone, or the traits expire, or the subject is deleted).
 CREATE TABLE identity_log_identities (
     log_id INTEGER NOT NULL REFERENCES identity_log (id),
     hash   BLOB    NOT NULL,

@@ -823,6 +823,31 @@ impl CollectionStore for SqliteStore {
             .await
             .map_err(db)?;
         rows.extend(done);
+        // The copies a merge keeps for its undo expire with the traits they copy.
+        for (notice, before) in &cutoffs.by_notice {
+            sqlx::query("DELETE FROM identity_log_traits WHERE notice_id = ? AND collected_at < ?")
+                .bind(notice.as_str())
+                .bind(*before)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        let sql = if cutoffs.by_notice.is_empty() {
+            "DELETE FROM identity_log_traits WHERE collected_at < ?".to_owned()
+        } else {
+            format!(
+                "DELETE FROM identity_log_traits WHERE notice_id NOT IN {} AND collected_at < ?",
+                places(cutoffs.by_notice.len())
+            )
+        };
+        let mut q = sqlx::query(&sql);
+        for (notice, _) in &cutoffs.by_notice {
+            q = q.bind(notice.as_str());
+        }
+        q.bind(cutoffs.otherwise)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         let subjects = rows.into_iter().map(subject_id).collect::<Result<_>>()?;
         Ok(DeletedTraits::from_rows(subjects))

@@ -1327,6 +1327,31 @@ pub async fn verified_identities_the_identity_log_and_undo(store: Arc<dyn Store>
         Err(StoreError::NotFound { .. }) => {}
         other => panic!("an unknown merge must be not found, got {other:?}"),
     }
+
+    // The copies a merge keeps for its undo expire with the traits they copy.
+    store
+        .write_identities(IdentityWrite {
+            merges: vec![NewMerge {
+                from: SubjectRef::Existing(a),
+                into: SubjectRef::Existing(b),
+                reason: "alias".into(),
+            }],
+            at: T0 + 20,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    store
+        .delete_expired_traits(&kept_core::collection::TraitCutoffs {
+            by_notice: Vec::new(),
+            otherwise: i64::MAX,
+        })
+        .await
+        .unwrap();
+    let again = store.identity_log(None, 1).await.unwrap()[0].id;
+    let undone = store.undo_merge(again, None, T0 + 21).await.unwrap();
+    assert_eq!((undone.identifiers, undone.traits), (2, 0));
+    assert!(store.traits(a).await.unwrap().is_empty());
 }
 
 pub async fn an_identity_conflict_writes_nothing(store: Arc<dyn Store>) {
