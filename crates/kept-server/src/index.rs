@@ -927,6 +927,7 @@ impl Directory {
             + self.text.capacity()
             + self.locations.capacity() * 2
             + self.location_keys.len() * 64
+            + map(self.merged.capacity(), 8)
     }
 }
 
