@@ -8,9 +8,11 @@ use crate::error::{ApiError, ErrorBody, PathParams};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use kept_core::ledger::{self, CollectionMethod, ConsentAction, ConsentRecord, Evidence};
 use kept_store::StoreError;
 use kept_store::collection::MergeEntry;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// Entries one page holds at most.
@@ -142,9 +144,10 @@ pub struct MergePath {
 }
 
 /// Undoes a merge: the merged-away subject gets back the identifiers and traits it had, and
-/// decisions, lookups and the index treat it as its own subject again. Consent records the
-/// merge carried over to the survivor stay in the ledger (it is append-only) and are the
-/// survivor's; the restored subject keeps its own records.
+/// decisions, lookups and the index treat it as its own subject again. A consent the merge
+/// carried over to the survivor stops counting for it: the ledger (append-only) gets a record
+/// putting back the survivor's own earlier choice, or `withdrawn` when it had none. The
+/// restored subject keeps its own records.
 #[utoipa::path(
     post,
     path = "/v1/merges/{id}/undo",
@@ -164,17 +167,32 @@ pub async fn undo(
     State(state): State<AppState>,
     PathParams(MergePath { id }): PathParams<MergePath>,
 ) -> Result<Json<Undone>, ApiError> {
-    let undone = match state
+    let not_found = || ApiError::NotFound(format!("no merge `{id}` in the identity log"));
+    let merge = state
         .store
-        .undo_merge(id, Some(&caller.key.id), state.now())
-        .await
-    {
-        Ok(u) => u,
-        Err(StoreError::NotFound { .. }) => {
-            return Err(ApiError::NotFound(format!(
-                "no merge `{id}` in the identity log"
-            )));
+        .identity_log(Some(id.saturating_add(1)), 1)
+        .await?
+        .into_iter()
+        .find(|e| e.id == id && e.action == "merge")
+        .ok_or_else(not_found)?;
+    if merge.undone_at.is_some() {
+        return Err(StoreError::Conflict {
+            what: "merge",
+            key: format!("{id} (already undone)"),
         }
+        .into());
+    }
+    // Consent the merge carried to the survivor stops counting for it first: should the undo
+    // itself then fail, the survivor is left denied more, never allowed more.
+    let now = state.now();
+    let reverts = carried_consent_reverts(&state, &merge, now).await?;
+    if !reverts.is_empty() {
+        let entries = state.ledger.append_many(reverts).await?;
+        state.index.consents_appended(&entries).await?;
+    }
+    let undone = match state.store.undo_merge(id, Some(&caller.key.id), now).await {
+        Ok(u) => u,
+        Err(StoreError::NotFound { .. }) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
     let (from, into) = (undone.entry.from, undone.entry.into);
@@ -184,7 +202,6 @@ pub async fn undo(
         *cache = Default::default();
     }
     state.index.record_merges(&[(from, into)], true)?;
-    let now = state.now();
     let mut changes = crate::sync::subject_changes(state.store.as_ref(), from, now).await?;
     changes.extend(crate::sync::subject_changes(state.store.as_ref(), into, now).await?);
     state.index.apply(changes).await?;
@@ -194,4 +211,74 @@ pub async fn undo(
         identifiers: undone.identifiers,
         traits: undone.traits,
     }))
+}
+
+/// Source of the ledger records an undo writes.
+pub const UNDO_SOURCE: &str = "merge_undo";
+
+/// The records that take back, on the survivor, a consent the merge carried over from the
+/// merged-away subject (`collect::ingest::carried_over` marks those): for each purpose whose
+/// latest record on the survivor is such a carried `given`, the survivor's own earlier choice
+/// again, or `withdrawn` when it had none. Carried refusals and opt-outs stay: they only deny.
+async fn carried_consent_reverts(
+    state: &AppState,
+    merge: &MergeEntry,
+    now: kept_core::UnixMillis,
+) -> Result<Vec<ConsentRecord>, ApiError> {
+    let marker = format!("merged from subject {}", merge.from.0);
+    let carried = |r: &ConsentRecord| {
+        r.evidence.reference.as_deref().is_some_and(|x| {
+            x.strip_prefix(marker.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+        })
+    };
+    let mut latest: BTreeMap<String, ConsentRecord> = BTreeMap::new();
+    let mut own: BTreeMap<String, ConsentAction> = BTreeMap::new();
+    for entry in state.store.ledger_for_subject(merge.into).await? {
+        let record = ledger::decode(&entry.bytes).map_err(|e| {
+            ApiError::Store(StoreError::Corrupt(format!(
+                "record {} does not decode: {e}",
+                entry.seq
+            )))
+        })?;
+        if record.channel.is_some()
+            || record.topic.is_some()
+            || record.method == CollectionMethod::Gpc
+            || record.action == ConsentAction::Pending
+        {
+            continue;
+        }
+        if !carried(&record) {
+            own.insert(record.purpose.clone(), record.action);
+        }
+        latest.insert(record.purpose.clone(), record);
+    }
+    let mut out = Vec::new();
+    for (purpose, record) in latest {
+        if !carried(&record) || record.action != ConsentAction::Given {
+            continue;
+        }
+        let action = own
+            .get(&purpose)
+            .copied()
+            .unwrap_or(ConsentAction::Withdrawn);
+        if action == ConsentAction::Given {
+            continue;
+        }
+        out.push(ConsentRecord {
+            action,
+            source: UNDO_SOURCE.to_owned(),
+            method: CollectionMethod::Api,
+            evidence: Evidence {
+                reference: Some(format!(
+                    "merge {} undone: the consent carried from subject {} no longer counts",
+                    merge.id, merge.from.0
+                )),
+                ..Evidence::default()
+            },
+            at: now,
+            ..record
+        });
+    }
+    Ok(out)
 }

@@ -578,6 +578,16 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
     }
     let u8_subject = shop.subject_of("user_id=u8").await;
     let u9_subject = shop.subject_of("user_id=u9").await;
+    // Only u8 agreed to marketing; the merge carries that to u9.
+    let answer = shop
+        .call(
+            Role::Server,
+            "/v1/track",
+            json!({"userId": "u8", "event": "Consent Updated",
+                   "context": {"consent": consent(true)}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     let answer = shop
         .call(
             Role::Server,
@@ -586,6 +596,12 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
         )
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let carried = shop.records(u9_subject).await;
+    assert_eq!(carried.len(), 1);
+    assert_eq!(
+        (carried[0].purpose.as_str(), carried[0].action.as_str()),
+        (MARKETING, "given")
+    );
 
     // The identity log names the merge, the key and both subjects.
     let log = shop.api(Role::Privacy, "GET", "/v1/merges", None).await;
@@ -621,6 +637,21 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
         .api(Role::Privacy, "POST", "/v1/merges/424242/undo", None)
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // The consent carried to u9 no longer counts for u9; u8 keeps its own.
+    let after = shop.records(u9_subject).await;
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[1].action.as_str(), "withdrawn");
+    assert_eq!(after[1].source, "merge_undo");
+    assert_eq!(
+        shop.records(u8_subject)
+            .await
+            .last()
+            .unwrap()
+            .action
+            .as_str(),
+        "given"
+    );
 
     // The restored subject is itself again, with its identifiers and traits.
     let restored = shop.lookup("user_id=u8").await;
