@@ -149,7 +149,7 @@ start_server() {
         sleep 0.1
     done
     [ -n "$ADDR" ] || { echo "the server did not report its address" >&2; exit 1; }
-    KEY="$(grep -o '"collect": *"[^"]*"' "$WORK/run/kept-data/demo-keys.json" | cut -d'"' -f4)"
+    KEY="$(grep -o '"server": *"[^"]*"' "$WORK/run/kept-data/demo-keys.json" | cut -d'"' -f4)"
     AUTH="$(printf '%s:' "$KEY" | base64 -w0)"
     EVENT="$EVENT" AUTH="$AUTH" BATCH="$BATCH" USERS="$USERS" python3 - "$WORK/batch.lua.in" "$WORK/run/batch.lua" <<'PY'
 import os, sys

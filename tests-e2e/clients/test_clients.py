@@ -22,7 +22,7 @@ from segment.analytics import Client as SegmentClient
 URL = os.environ["KEPT_URL"]
 with open(os.environ["KEPT_KEYS_FILE"], encoding="utf-8") as f:
     KEYS = json.load(f)
-WRITE_KEY = KEYS["collect"]
+WRITE_KEY = KEYS["server"]
 PRIVACY_KEY = KEYS["privacy"]
 RUN = uuid.uuid4().hex[:10]
 HERE = os.path.dirname(os.path.abspath(__file__))

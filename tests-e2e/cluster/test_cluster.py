@@ -103,7 +103,7 @@ def a_person_first_seen_by_one_is_known_to_the_other():
             "kept": {"collection_point": "newsletter_signup"},
         },
     }
-    status, answer = call(FIRST, "POST", "/v1/identify", KEYS["collect"], event, basic=True)
+    status, answer = call(FIRST, "POST", "/v1/identify", KEYS["server"], event, basic=True)
     assert status == 200, (status, answer)
     eventually(SECOND, subject, "denied.no_consent")
     # ...and a consent given through the second server counts on the first.

@@ -84,7 +84,7 @@ async function decide(subject, request) {
   return r.body.reason;
 }
 async function identify(userId, email, location) {
-  const r = await api('collect', 'POST', '/v1/identify', {
+  const r = await api('server', 'POST', '/v1/identify', {
     userId,
     traits: { email },
     context: { kept: { collection_point: 'checkout' }, location },

@@ -465,7 +465,102 @@ pub enum SubjectRef {
 pub struct OwnerFacts {
     /// It has a user id: it is a known person, not an anonymous browser.
     pub identified: bool,
+    /// It holds an email address or phone number that is verified (it arrived through a
+    /// server key, an identity token, a confirmed double opt-in or a signed link).
+    pub verified: bool,
     pub counts: IdentifierCounts,
+}
+
+impl OwnerFacts {
+    /// A known customer: one with a user id or a verified identifier. A public write key speaks
+    /// for such a subject only with an identity token, and never merges two of them.
+    pub fn known(&self) -> bool {
+        self.identified || self.verified
+    }
+}
+
+/// Who a message speaks for, as its write key and identity token show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Speaker {
+    /// The shop's own backend (a `server` key): full Segment semantics.
+    Server,
+    /// A browser (a `public` key) whose message carries a valid identity token for its user id.
+    Token,
+    /// A browser (a `public` key) with no valid identity token.
+    Browser,
+}
+
+impl Speaker {
+    /// Whether what this speaker says about identifiers is verified.
+    pub fn verifies(self) -> bool {
+        matches!(self, Speaker::Server | Speaker::Token)
+    }
+}
+
+/// What a public key tried that only a server key, or an identity token, may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overreach {
+    /// Attaching an identifier to a known customer without an identity token.
+    AttachToKnown(IdentifierKind),
+    /// Merging a subject into a known customer without an identity token.
+    MergeIntoKnown,
+    /// Merging a known customer into another subject: a public key never may.
+    MergeKnown,
+}
+
+impl Overreach {
+    /// Stable machine code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Overreach::AttachToKnown(_) | Overreach::MergeIntoKnown => {
+                "collect.identity_token_required"
+            }
+            Overreach::MergeKnown => "collect.merge_refused",
+        }
+    }
+}
+
+/// Whether `speaker` may carry out `plan`, made from `claims`. A browser (no token) may
+/// create and extend anonymous subjects only; a token speaks for the subject that holds the
+/// message's user id (or, when nobody does yet, for the one that becomes that user), so it may
+/// also attach identifiers to it and merge anonymous subjects into it. A public key never
+/// merges a known customer away: two subjects that each have a user id or a verified
+/// identifier are merged only on a server key's word.
+pub fn check_speaker(
+    claims: &[Claim],
+    plan: &Resolution,
+    facts: &HashMap<SubjectRef, OwnerFacts>,
+    speaker: Speaker,
+) -> Result<(), Overreach> {
+    if speaker == Speaker::Server {
+        return Ok(());
+    }
+    let known = |s: &SubjectRef| facts.get(s).is_some_and(OwnerFacts::known);
+    if plan.merge.iter().any(known) {
+        return Err(Overreach::MergeKnown);
+    }
+    let Some(subject) = plan.subject.filter(known) else {
+        return Ok(());
+    };
+    if speaker == Speaker::Token && token_covers(claims, subject) {
+        return Ok(());
+    }
+    if let Some((kind, _)) = plan.attach.first() {
+        return Err(Overreach::AttachToKnown(*kind));
+    }
+    if !plan.merge.is_empty() {
+        return Err(Overreach::MergeIntoKnown);
+    }
+    Ok(())
+}
+
+/// Whether an identity token for the message's user id speaks for `subject`: it holds that
+/// user id.
+pub fn token_covers(claims: &[Claim], subject: SubjectRef) -> bool {
+    claims
+        .iter()
+        .find(|c| c.kind == IdentifierKind::UserId)
+        .is_some_and(|c| c.owner == Some(subject))
 }
 
 /// One identifier a message carries, and who holds it now (if anyone).
@@ -711,7 +806,14 @@ mod tests {
                 if identified {
                     counts.add(IdentifierKind::UserId, 1);
                 }
-                (s, OwnerFacts { identified, counts })
+                (
+                    s,
+                    OwnerFacts {
+                        identified,
+                        verified: false,
+                        counts,
+                    },
+                )
             })
             .collect()
     }
@@ -808,5 +910,78 @@ mod tests {
         );
         assert_eq!(r.subject, Some(B));
         assert_eq!(r.merge, vec![A]);
+    }
+
+    #[test]
+    fn a_browser_without_a_token_speaks_only_for_anonymous_subjects() {
+        use IdentifierKind::*;
+        let known = facts(&[(A, false, 1), (B, true, 1)]);
+        let caps = Caps::default();
+        // Identify after browsing, on a known user: the anonymous profile would be merged in.
+        let c = [claim(UserId, 1, Some(B)), claim(AnonymousId, 2, Some(A))];
+        let r = resolve(&c, &known, false, &caps);
+        assert_eq!(
+            check_speaker(&c, &r, &known, Speaker::Browser),
+            Err(Overreach::MergeIntoKnown)
+        );
+        assert_eq!(check_speaker(&c, &r, &known, Speaker::Token), Ok(()));
+        assert_eq!(check_speaker(&c, &r, &known, Speaker::Server), Ok(()));
+        // A new email for a known user.
+        let c = [claim(UserId, 1, Some(B)), claim(Email, 3, None)];
+        let r = resolve(&c, &known, false, &caps);
+        assert_eq!(
+            check_speaker(&c, &r, &known, Speaker::Browser),
+            Err(Overreach::AttachToKnown(Email))
+        );
+        assert_eq!(check_speaker(&c, &r, &known, Speaker::Token), Ok(()));
+        // An anonymous browser gets a new user id: allowed.
+        let c = [claim(UserId, 4, None), claim(AnonymousId, 2, Some(A))];
+        let r = resolve(&c, &known, false, &caps);
+        assert_eq!(check_speaker(&c, &r, &known, Speaker::Browser), Ok(()));
+        // A subject known only by a verified email counts as known.
+        let mut verified = facts(&[(A, false, 1)]);
+        if let Some(f) = verified.get_mut(&A) {
+            f.verified = true;
+        }
+        let c = [claim(AnonymousId, 2, Some(A)), claim(Phone, 5, None)];
+        let r = resolve(&c, &verified, false, &caps);
+        assert_eq!(
+            check_speaker(&c, &r, &verified, Speaker::Browser),
+            Err(Overreach::AttachToKnown(Phone))
+        );
+        // A token for another, new user id does not speak for that verified customer.
+        let c = [claim(UserId, 6, None), claim(Email, 7, Some(A))];
+        let r = resolve(&c, &verified, false, &caps);
+        assert_eq!(r.subject, Some(A));
+        assert_eq!(
+            check_speaker(&c, &r, &verified, Speaker::Token),
+            Err(Overreach::AttachToKnown(UserId))
+        );
+    }
+
+    #[test]
+    fn a_public_key_never_merges_a_known_customer_away() {
+        use IdentifierKind::*;
+        let both = facts(&[(A, true, 0), (B, true, 0)]);
+        let caps = Caps::default();
+        // `alias` joining two users, even with a token for the survivor.
+        let c = [claim(UserId, 1, Some(B)), claim(UserId, 3, Some(A))];
+        let r = resolve(&c, &both, true, &caps);
+        assert_eq!(r.merge, vec![A]);
+        for speaker in [Speaker::Token, Speaker::Browser] {
+            assert_eq!(
+                check_speaker(&c, &r, &both, speaker),
+                Err(Overreach::MergeKnown)
+            );
+        }
+        assert_eq!(check_speaker(&c, &r, &both, Speaker::Server), Ok(()));
+        // `alias` of a known user into a brand-new user id.
+        let c = [claim(UserId, 9, None), claim(UserId, 3, Some(A))];
+        let r = resolve(&c, &both, true, &caps);
+        assert_eq!(r.merge, vec![A]);
+        assert_eq!(
+            check_speaker(&c, &r, &both, Speaker::Token),
+            Err(Overreach::MergeKnown)
+        );
     }
 }

@@ -7,7 +7,14 @@
  *
  * Only what the visitor said travels as consent (context.consent.categoryPreferences holds
  * their explicit choices, nothing assumed), and a choice is sent once as a `Consent Updated`
- * event, which Kept writes to its consent ledger. No build step: plain modern JavaScript. */
+ * event, which Kept writes to its consent ledger. No build step: plain modern JavaScript.
+ *
+ * The write key here is a `public` key: it records this browser's own choices and anonymous
+ * profile. To speak for a signed-in customer, the shop's backend mints an identity token,
+ * hex(HMAC-SHA256(identity_secret, userId)), and the page passes it along:
+ *   kept.identify('u123', { name: 'Ada' }, { userHash: '<token from your backend>' });
+ * It travels as context.kept.userHash on every call until kept.reset(). Never put the
+ * identity secret itself in a page. */
 (() => {
   'use strict';
   const w = window, d = document, nav = navigator;
@@ -44,8 +51,11 @@
   try { choice = JSON.parse(readCookie('kept_consent')); } catch (e) { /* none yet */ }
   if (!choice || typeof choice.p !== 'object' || !choice.p) choice = null;
   let aid = readCookie('kept_aid') || uuid();
-  let uid = null;
-  try { uid = localStorage.getItem('kept_uid'); } catch (e) { /* storage blocked */ }
+  let uid = null, uhash = null;
+  try {
+    uid = localStorage.getItem('kept_uid');
+    uhash = uid && localStorage.getItem('kept_uhash');
+  } catch (e) { /* storage blocked */ }
   let cfg = null;
   const pending = [];
 
@@ -115,6 +125,8 @@
     // Where Kept located the visitor for the banner, so that the profile's regime is the same.
     if (cfg.country) extra.location = { country: cfg.country, region: cfg.region };
     if (opts.collectionPoint) extra.kept = { collection_point: opts.collectionPoint };
+    // The identity token the shop's backend minted for this user (see the top of this file).
+    if (uhash) extra.kept = Object.assign(extra.kept || {}, { userHash: uhash });
     // The notice shown with each choice goes with every event, so the ledger names it whichever
     // event arrives first.
     if (choice && choice.n) extra.kept = Object.assign(extra.kept || {}, { notices: choice.n });
@@ -306,11 +318,23 @@
       if (name) body.name = String(name);
       return call('p', body);
     },
+    // identify(userId, traits, { userHash, ...context }): `userHash` is the identity token.
     identify: (userId, traits, context) => {
       if (userId && typeof userId === 'object') { context = traits; traits = userId; userId = null; }
+      let hash = null;
+      if (context && context.userHash) {
+        hash = String(context.userHash);
+        context = Object.assign({}, context);
+        delete context.userHash;
+      }
       if (userId != null) {
+        // A token belongs to one user id: another user without a new token has none.
+        if (hash) uhash = hash; else if (String(userId) !== uid) uhash = null;
         uid = String(userId);
-        try { localStorage.setItem('kept_uid', uid); } catch (e) { /* storage blocked */ }
+        try {
+          localStorage.setItem('kept_uid', uid);
+          if (uhash) localStorage.setItem('kept_uhash', uhash); else localStorage.removeItem('kept_uhash');
+        } catch (e) { /* storage blocked */ }
       }
       const body = { type: 'identify', traits: traits || {}, context };
       if (uid) body.userId = uid;
@@ -319,8 +343,9 @@
     // Forgets the user (log out): a new anonymous id, no user id.
     reset: () => {
       uid = null;
+      uhash = null;
       aid = uuid();
-      try { localStorage.removeItem('kept_uid'); } catch (e) { /* storage blocked */ }
+      try { localStorage.removeItem('kept_uid'); localStorage.removeItem('kept_uhash'); } catch (e) { /* storage blocked */ }
       if (cfg) remember();
     },
     consent: () => (cfg ? grants() : {}),

@@ -205,7 +205,7 @@ pub mod role {
     use kept_store::Role;
 
     #[derive(Debug)]
-    pub struct Collect;
+    pub struct Public;
     #[derive(Debug)]
     pub struct Decide;
     #[derive(Debug)]
@@ -213,8 +213,8 @@ pub mod role {
     #[derive(Debug)]
     pub struct Admin;
 
-    impl RequiredRole for Collect {
-        const ROLE: Role = Role::Collect;
+    impl RequiredRole for Public {
+        const ROLE: Role = Role::Public;
     }
     impl RequiredRole for Decide {
         const ROLE: Role = Role::Decide;

@@ -159,6 +159,10 @@ pub struct Config {
     pub smtp_tls: SmtpTls,
     pub smtp_user: Option<String>,
     pub smtp_password: Option<Secret>,
+    /// The secret identity tokens are minted with: the shop's backend sends a public key's
+    /// browser `HMAC-SHA256(identity_secret, userId)` so that it may speak for that user.
+    /// `None`: the one the demo keeps in the database, if any; otherwise no token is valid.
+    pub identity_secret: Option<Secret>,
     /// The `From` address of the preference center's mail.
     pub smtp_from: Option<String>,
     /// Reverse proxies in front of the server, each appending to `X-Forwarded-For`; 0 (the
@@ -254,6 +258,7 @@ impl Default for Config {
             smtp_tls: SmtpTls::default(),
             smtp_user: None,
             smtp_password: None,
+            identity_secret: None,
             smtp_from: None,
             trusted_proxies: 0,
         }
@@ -292,10 +297,11 @@ pub enum Key {
     TrustedProxies,
     LedgerWitness,
     LedgerWitnessUrl,
+    IdentitySecret,
 }
 
 impl Key {
-    pub const ALL: [Key; 29] = [
+    pub const ALL: [Key; 30] = [
         Key::Bind,
         Key::DatabaseUrl,
         Key::Manifest,
@@ -325,6 +331,7 @@ impl Key {
         Key::TrustedProxies,
         Key::LedgerWitness,
         Key::LedgerWitnessUrl,
+        Key::IdentitySecret,
     ];
 
     /// The key in `[server]`.
@@ -359,6 +366,7 @@ impl Key {
             Key::TrustedProxies => "trusted_proxies",
             Key::LedgerWitness => "ledger_witness",
             Key::LedgerWitnessUrl => "ledger_witness_url",
+            Key::IdentitySecret => "identity_secret",
         }
     }
 
@@ -535,7 +543,8 @@ impl Config {
                     .into_iter()
                     .find(|k| k.in_file() && k.name() == name)
                     .or_else(|| (name == "database_url_file").then_some(Key::DatabaseUrl))
-                    .or_else(|| (name == "smtp_password_file").then_some(Key::SmtpPassword));
+                    .or_else(|| (name == "smtp_password_file").then_some(Key::SmtpPassword))
+                    .or_else(|| (name == "identity_secret_file").then_some(Key::IdentitySecret));
                 let Some(key) = key else {
                     return Err(ConfigError::UnknownKey {
                         key: name.clone(),
@@ -543,7 +552,10 @@ impl Config {
                         known: known_file_keys(),
                     });
                 };
-                if name == "database_url_file" || name == "smtp_password_file" {
+                if name == "database_url_file"
+                    || name == "smtp_password_file"
+                    || name == "identity_secret_file"
+                {
                     let path = toml_str(key, value, &origin)?;
                     let text = read_secret(Path::new(path), &origin)?;
                     config.apply(key, Raw::Text(&text), &origin)?;
@@ -556,7 +568,10 @@ impl Config {
             let var = key.env();
             let file_var = format!("{var}_FILE");
             // `KEPT_LEDGER_KEY_FILE` is itself a field (a path), not a `*_FILE` indirection.
-            let indirect = key == Key::DatabaseUrl || key == Key::SmtpPassword;
+            let indirect = matches!(
+                key,
+                Key::DatabaseUrl | Key::SmtpPassword | Key::IdentitySecret
+            );
             match (
                 env.get(&var),
                 indirect.then(|| env.get(&file_var)).flatten(),
@@ -796,6 +811,17 @@ impl Config {
                 let password = text(&raw)?;
                 self.smtp_password = (!password.is_empty()).then(|| Secret::new(password));
             }
+            Key::IdentitySecret => {
+                let secret = text(&raw)?.trim().to_owned();
+                if !secret.is_empty() && secret.len() < 16 {
+                    return Err(invalid(
+                        "an identity secret needs at least 16 characters (32 random bytes in \
+                         hex is best)"
+                            .to_owned(),
+                    ));
+                }
+                self.identity_secret = (!secret.is_empty()).then(|| Secret::new(secret));
+            }
             Key::SmtpFrom => {
                 let from = text(&raw)?.trim().to_owned();
                 if from.is_empty() {
@@ -826,6 +852,7 @@ fn known_file_keys() -> String {
         .chain([
             "`database_url_file`".to_owned(),
             "`smtp_password_file`".to_owned(),
+            "`identity_secret_file`".to_owned(),
         ])
         .collect::<Vec<_>>()
         .join(", ")

@@ -179,7 +179,8 @@ async fn write_population(
     Ok((want, trait_count, consent_count))
 }
 
-/// Creates one key per role, logs them once and writes them to `path` (mode 0600). Logging a
+/// Creates one key per role (a `public` and a `server` write key among them) and the identity
+/// secret, logs the keys once and writes all to `path` (mode 0600). Logging a
 /// secret is tolerable only here: demo keys guard demo data and the tour needs to show them.
 async fn write_demo_keys(
     store: &dyn Store,
@@ -199,6 +200,20 @@ async fn write_demo_keys(
             path.display()
         );
     }
+    // The identity secret the demo shop's backend would mint identity tokens with, so that
+    // the tour can show a public key speaking for a known customer.
+    let mut fresh = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+    let secret = store
+        .put_setting_if_absent(
+            crate::collect::IDENTITY_SECRET_SETTING,
+            hex::encode(fresh).as_bytes(),
+        )
+        .await?;
+    keys.insert(
+        "identity_secret",
+        String::from_utf8_lossy(&secret).into_owned(),
+    );
     let json = serde_json::to_string_pretty(&keys).unwrap_or_default() + "\n";
     write_private(path, json.as_bytes(), true).map_err(|e| DemoLoadError::KeysFile {
         path: path.to_path_buf(),

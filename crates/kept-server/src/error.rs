@@ -23,6 +23,16 @@ pub enum ApiError {
         have: &'static str,
         need: &'static str,
     },
+    /// A public write key's message that only a server key, or a public key with an identity
+    /// token, may send (403); `code` says which (`collect.identity_token_required`,
+    /// `collect.identity_token_invalid`, `collect.merge_refused`).
+    #[error("{message}")]
+    WriteKeyRefused {
+        code: &'static str,
+        field: String,
+        index: Option<usize>,
+        message: String,
+    },
     #[error("the request body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("the request body must be JSON: send `Content-Type: application/json`")]
@@ -84,6 +94,7 @@ impl ApiError {
             ApiError::MissingKey => "auth.missing_key",
             ApiError::InvalidKey => "auth.invalid_key",
             ApiError::Forbidden { .. } => "auth.forbidden",
+            ApiError::WriteKeyRefused { code, .. } => code,
             ApiError::InvalidJson(_) => "request.invalid_json",
             ApiError::UnsupportedMediaType => "request.unsupported_media_type",
             ApiError::InvalidField { .. } => "request.invalid_field",
@@ -104,7 +115,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MissingKey | ApiError::InvalidKey => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::WriteKeyRefused { .. } => StatusCode::FORBIDDEN,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -146,13 +157,14 @@ impl ApiError {
                 code: self.code().to_owned(),
                 message: self.public_message(),
                 field: match self {
-                    ApiError::InvalidField { field, .. } | ApiError::InvalidEvent { field, .. } => {
-                        Some(field.clone())
-                    }
+                    ApiError::InvalidField { field, .. }
+                    | ApiError::InvalidEvent { field, .. }
+                    | ApiError::WriteKeyRefused { field, .. } => Some(field.clone()),
                     _ => None,
                 },
                 index: match self {
-                    ApiError::InvalidEvent { index, .. } => *index,
+                    ApiError::InvalidEvent { index, .. }
+                    | ApiError::WriteKeyRefused { index, .. } => *index,
                     _ => None,
                 },
                 limit: match self {

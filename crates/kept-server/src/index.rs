@@ -193,6 +193,9 @@ enum Part {
     Ledger(Vec<LedgerRow>),
     Preferences(Vec<ChannelPreference>),
     Contacts(Vec<Contact>),
+    /// Merges in force, `(merged away, merged into)`: last, so the merged subjects' parts read
+    /// before are dropped again.
+    Merges(Vec<(SubjectId, SubjectId)>),
 }
 
 impl IndexHandle {
@@ -250,6 +253,29 @@ impl IndexHandle {
     /// The latest published snapshot.
     pub fn snapshot(&self) -> Result<Arc<Snapshot>, IndexError> {
         Ok(self.live()?.reader.snapshot())
+    }
+
+    /// Records merges (`(merged away, merged into)`) in the directory, so the merged-away
+    /// subjects' user ids and ids name their survivors; with `undone`, forgets them again.
+    /// Called before the index forgets (or takes back) those subjects.
+    pub fn record_merges(
+        &self,
+        merges: &[(SubjectId, SubjectId)],
+        undone: bool,
+    ) -> Result<(), IndexError> {
+        let mut dir = self
+            .live()?
+            .directory
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (from, into) in merges {
+            if undone {
+                dir.unmerged(*from);
+            } else {
+                dir.merged(*from, *into);
+            }
+        }
+        Ok(())
     }
 
     /// The directory, for resolving user ids and reading locations. Hold it briefly: the
@@ -473,6 +499,14 @@ impl IndexHandle {
         send(Part::Contacts(store.contacts_since(since).await?)).await?;
         progress(LoadStep::Contacts);
 
+        let mut after = None;
+        loop {
+            let page = store.merges_page(after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            send(Part::Merges(page)).await?;
+        }
+
         let (done, report) = oneshot::channel();
         live.jobs
             .send(Job::Finish { started, done })
@@ -656,6 +690,19 @@ fn load_part(
                 index.apply(Change::Contact(c));
             }
         }
+        Part::Merges(merges) => {
+            {
+                let mut dir = directory
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (from, into) in &merges {
+                    dir.merged(*from, *into);
+                }
+            }
+            for (from, _) in merges {
+                index.apply(Change::Forget(from));
+            }
+        }
     }
     Ok(())
 }
@@ -685,6 +732,8 @@ pub struct Directory {
     locations: Vec<u16>,
     location_keys: Vec<Location>,
     location_ids: FxHashMap<Location, u16>,
+    /// Subjects merged into another: their user id (kept linked) names the survivor.
+    merged: FxHashMap<u32, u32>,
 }
 
 impl fmt::Debug for Directory {
@@ -708,8 +757,13 @@ fn normalise(code: Option<&str>) -> Option<Box<str>> {
 }
 
 impl Directory {
-    /// The subject with this user id.
+    /// The subject with this user id: the one that holds it now, when the subject it was
+    /// given to was merged into another.
     pub fn subject(&self, user_id: &str) -> Option<SubjectId> {
+        self.holder(user_id).map(|id| self.survivor(id))
+    }
+
+    fn holder(&self, user_id: &str) -> Option<SubjectId> {
         let h = hash_user_id(user_id);
         if let Some(&id) = self.by_hash.get(&h)
             && self.user_id_of(id) == Some(user_id)
@@ -720,6 +774,30 @@ impl Directory {
             return None;
         }
         self.overflow.get(user_id).map(|&id| SubjectId(id))
+    }
+
+    /// The subject `id` was merged into, merges followed to the end; `id` itself when it
+    /// was not merged away.
+    pub fn survivor(&self, id: SubjectId) -> SubjectId {
+        let mut at = id.0;
+        // Merges never form a cycle; the bound only guards against a corrupt directory.
+        for _ in 0..64 {
+            match self.merged.get(&at) {
+                Some(next) => at = *next,
+                None => break,
+            }
+        }
+        SubjectId(at)
+    }
+
+    fn merged(&mut self, from: SubjectId, into: SubjectId) {
+        if from != into {
+            self.merged.insert(from.0, into.0);
+        }
+    }
+
+    fn unmerged(&mut self, from: SubjectId) {
+        self.merged.remove(&from.0);
     }
 
     /// The user id of a subject.
@@ -789,6 +867,10 @@ impl Directory {
     }
 
     fn forget(&mut self, id: SubjectId) {
+        // A subject merged away keeps its user id, which now names its survivor.
+        if self.merged.contains_key(&id.0) {
+            return;
+        }
         self.unlink(id.0);
         if let Some(l) = self.locations.get_mut(id.0 as usize) {
             *l = NO_LOCATION;
@@ -845,6 +927,7 @@ impl Directory {
             + self.text.capacity()
             + self.locations.capacity() * 2
             + self.location_keys.len() * 64
+            + map(self.merged.capacity(), 8)
     }
 }
 

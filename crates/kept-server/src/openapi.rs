@@ -3,7 +3,7 @@
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{
-    audiences, consents, contacts, decision_log, decisions, keys, profile, system, uses,
+    audiences, consents, contacts, decision_log, decisions, keys, merges, profile, system, uses,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -48,6 +48,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::collect::read::lookup,
         crate::collect::read::events,
         crate::collect::read::set_collection_point,
+        merges::list,
+        merges::undo,
         crate::prefcenter::api::preference_link,
         crate::prefcenter::api::get_preferences,
         crate::prefcenter::api::put_preferences,
@@ -63,8 +65,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "audiences", description = "campaign dry runs and exports (role `decide`)"),
         (name = "decision log", description = "denied and sampled decisions, and the complete \
             record of uses (role `privacy`)"),
-        (name = "collection", description = "Segment-compatible event collection (role \
-            `collect`, the write key), and reading back subjects and events (role `privacy`)"),
+        (name = "collection", description = "Segment-compatible event collection with a write \
+            key: role `public` (safe in a browser: anonymous profiles and that browser's banner \
+            choices; a known customer only with an identity token, `context.kept.userHash` = \
+            hex HMAC-SHA256 of the `userId` under the identity secret) or role `server` (secret, \
+            full Segment semantics); reading back subjects and events, and the identity log of \
+            merges (role `privacy`)"),
         (name = "preferences", description = "the preference center for companies that build \
             their own page: sign-in links, a subject's choices and changing them (role \
             `privacy`)"),

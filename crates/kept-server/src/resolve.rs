@@ -49,7 +49,8 @@ pub async fn resolve_subjects(
         let directory = state.index.directory()?;
         for (i, r) in refs.iter().enumerate() {
             out.push(match r {
-                SubjectRef::Id(id) => Some(SubjectId(*id)),
+                // A subject merged away is its survivor now, as its identifiers are.
+                SubjectRef::Id(id) => Some(directory.survivor(SubjectId(*id))),
                 SubjectRef::UserId(u) => directory.subject(u),
                 SubjectRef::Email(v) => {
                     identities.push((i, IdentifierKind::Email, v.as_ref()));

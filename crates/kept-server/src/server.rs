@@ -167,6 +167,7 @@ impl Server {
                     default_country: config.default_country.clone(),
                     queue_events: config.collect_queue,
                     master_key,
+                    identity_secret: config.identity_secret.clone(),
                     ..crate::collect::CollectConfig::default()
                 },
             ));

@@ -212,10 +212,21 @@ async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
     if let Ok(mut cache) = state.collect.cache.lock() {
         cache.invalidate(&a.subjects, a.forget);
     }
+    // A subject forgotten because it was merged away keeps naming its survivor; one read
+    // again may have come back from a merge undone.
+    let survivors = state.store.survivors(&a.subjects).await?;
     if a.forget {
+        state.index.record_merges(&survivors, false)?;
         let changes = a.subjects.into_iter().map(Change::Forget).collect();
         return state.index.apply_heard(changes).await;
     }
+    let unmerged: Vec<(SubjectId, SubjectId)> = a
+        .subjects
+        .iter()
+        .filter(|s| !survivors.iter().any(|(from, _)| from == *s))
+        .map(|s| (*s, *s))
+        .collect();
+    state.index.record_merges(&unmerged, true)?;
     let now = state.now();
     let n = a.subjects.len();
     for subject in a.subjects {

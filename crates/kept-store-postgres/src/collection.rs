@@ -9,15 +9,15 @@ use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, Subj
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
-    CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, NewEvent,
-    StoredEvent, StoredIdentity, consent_keys,
+    CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry, NewEvent,
+    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, undo_refusal,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
 use kept_store::{Result, StoreError, last_trait_wins};
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Rows the event committer puts in one transaction at most.
 const MAX_EVENT_BATCH_ROWS: usize = 20_000;
@@ -175,6 +175,23 @@ fn id_column(subjects: &[SubjectId]) -> Vec<i64> {
     subjects.iter().map(|s| i64::from(s.0)).collect()
 }
 
+const LOG_COLUMNS: &str = "SELECT id, action, from_subject_id, into_subject_id, cause, key_id, \
+     at, undone_at, undoes FROM identity_log";
+
+fn log_entry(row: &PgRow) -> Result<MergeEntry> {
+    Ok(MergeEntry {
+        id: row.try_get(0).map_err(db)?,
+        action: row.try_get(1).map_err(db)?,
+        from: subject_id(row.try_get(2).map_err(db)?)?,
+        into: subject_id(row.try_get(3).map_err(db)?)?,
+        cause: row.try_get(4).map_err(db)?,
+        key_id: row.try_get(5).map_err(db)?,
+        at: row.try_get(6).map_err(db)?,
+        undone_at: row.try_get(7).map_err(db)?,
+        undoes: row.try_get(8).map_err(db)?,
+    })
+}
+
 const MERGED_INTO: &str = "WITH RECURSIVE m(id) AS (SELECT $1::BIGINT UNION \
      SELECT merges.from_subject_id FROM merges JOIN m ON merges.into_subject_id = m.id)";
 
@@ -222,21 +239,27 @@ impl CollectionStore for PostgresStore {
         .await
         .map_err(db)?;
         let count_rows = sqlx::query(
-            "SELECT subject_id, kind, COUNT(*) FROM identities WHERE subject_id = ANY($1) \
-             GROUP BY subject_id, kind",
+            "SELECT subject_id, kind, COUNT(*), BOOL_OR(verified) FROM identities \
+             WHERE subject_id = ANY($1) GROUP BY subject_id, kind",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         let mut counts: HashMap<SubjectId, IdentifierCounts> = HashMap::new();
+        let mut verified: HashSet<SubjectId> = HashSet::new();
         for row in &count_rows {
             let subject = subject_id(row.try_get(0).map_err(db)?)?;
             let n: i64 = row.try_get(2).map_err(db)?;
+            let v: bool = row.try_get(3).map_err(db)?;
+            let kind = kind_of(row, 1)?;
+            if v && matches!(kind, IdentifierKind::Email | IdentifierKind::Phone) {
+                verified.insert(subject);
+            }
             counts
                 .entry(subject)
                 .or_default()
-                .add(kind_of(row, 1)?, u16::try_from(n).unwrap_or(u16::MAX));
+                .add(kind, u16::try_from(n).unwrap_or(u16::MAX));
         }
         rows.iter()
             .map(|row| {
@@ -246,6 +269,7 @@ impl CollectionStore for PostgresStore {
                 Ok(IdentityFacts {
                     subject,
                     identified: has_user_id || counts.get(IdentifierKind::UserId) > 0,
+                    verified: verified.contains(&subject),
                     counts,
                     country: row.try_get(2).map_err(db)?,
                     region: row.try_get(3).map_err(db)?,
@@ -369,6 +393,39 @@ impl CollectionStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| taken(e, "merge"))?;
+            // The identity log, with what the merge moves, so that it can be undone.
+            let log_id: i64 = sqlx::query_scalar(
+                "INSERT INTO identity_log (action, from_subject_id, into_subject_id, cause, \
+                 key_id, at) VALUES ('merge', $1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(from)
+            .bind(into)
+            .bind(m.reason.as_str())
+            .bind(write.key_id.as_deref())
+            .bind(write.at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query(
+                "INSERT INTO identity_log_identities (log_id, hash) \
+                 SELECT $1, hash FROM identities WHERE subject_id = $2",
+            )
+            .bind(log_id)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query(
+                "INSERT INTO identity_log_traits (log_id, subject_id, key, value, category, \
+                 collection_point, notice_id, notice_version, collected_at, source) \
+                 SELECT $1, subject_id, key, value, category, collection_point, notice_id, \
+                 notice_version, collected_at, source FROM traits WHERE subject_id = $2",
+            )
+            .bind(log_id)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             sqlx::query("UPDATE identities SET subject_id = $1 WHERE subject_id = $2")
                 .bind(into)
                 .bind(from)
@@ -402,7 +459,7 @@ impl CollectionStore for PostgresStore {
         for a in &write.attach {
             sqlx::query(
                 "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
-                 created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                 created_at, verified) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(a.hash.0.as_slice())
             .bind(a.kind.as_str())
@@ -410,9 +467,18 @@ impl CollectionStore for PostgresStore {
             .bind(id_of(a.key_subject)?)
             .bind(a.sealed.as_slice())
             .bind(write.at)
+            .bind(a.verified)
             .execute(&mut *tx)
             .await
             .map_err(|e| taken(e, "identity"))?;
+        }
+        if !write.verify.is_empty() {
+            let list: Vec<&[u8]> = write.verify.iter().map(|h| h.0.as_slice()).collect();
+            sqlx::query("UPDATE identities SET verified = TRUE WHERE hash = ANY($1)")
+                .bind(&list)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(ids)
@@ -420,8 +486,8 @@ impl CollectionStore for PostgresStore {
 
     async fn identities_of(&self, subject: SubjectId) -> Result<Vec<StoredIdentity>> {
         let rows = sqlx::query(
-            "SELECT hash, kind, subject_id, key_subject_id, sealed, created_at FROM identities \
-             WHERE subject_id = $1 ORDER BY kind, created_at, hash",
+            "SELECT hash, kind, subject_id, key_subject_id, sealed, created_at, verified \
+             FROM identities WHERE subject_id = $1 ORDER BY kind, created_at, hash",
         )
         .bind(i64::from(subject.0))
         .fetch_all(&self.pool)
@@ -436,9 +502,195 @@ impl CollectionStore for PostgresStore {
                     key_subject: subject_id(row.try_get(3).map_err(db)?)?,
                     sealed: row.try_get(4).map_err(db)?,
                     created_at: row.try_get(5).map_err(db)?,
+                    verified: row.try_get(6).map_err(db)?,
                 })
             })
             .collect()
+    }
+
+    async fn verified_identities(&self, hashes: &[IdentifierHash]) -> Result<Vec<IdentifierHash>> {
+        let list: Vec<&[u8]> = hashes.iter().map(|h| h.0.as_slice()).collect();
+        let rows = sqlx::query("SELECT hash FROM identities WHERE verified AND hash = ANY($1)")
+            .bind(&list)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(|row| hash_of(row, 0)).collect()
+    }
+
+    async fn survivors(&self, subjects: &[SubjectId]) -> Result<Vec<(SubjectId, SubjectId)>> {
+        let mut out = Vec::new();
+        for s in subjects {
+            let last: Option<i64> = sqlx::query_scalar(
+                "WITH RECURSIVE f(id, depth) AS (SELECT $1::BIGINT, 0 UNION ALL \
+                 SELECT merges.into_subject_id, f.depth + 1 FROM merges \
+                 JOIN f ON merges.from_subject_id = f.id WHERE f.depth < 64) \
+                 SELECT id FROM f WHERE depth > 0 ORDER BY depth DESC LIMIT 1",
+            )
+            .bind(i64::from(s.0))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+            if let Some(last) = last {
+                out.push((*s, subject_id(last)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn merges_page(
+        &self,
+        after: Option<SubjectId>,
+        limit: u32,
+    ) -> Result<Vec<(SubjectId, SubjectId)>> {
+        let rows = sqlx::query(
+            "SELECT from_subject_id, into_subject_id FROM merges WHERE from_subject_id > $1 \
+             ORDER BY from_subject_id LIMIT $2",
+        )
+        .bind(after.map_or(-1, |s| i64::from(s.0)))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    subject_id(row.try_get(0).map_err(db)?)?,
+                    subject_id(row.try_get(1).map_err(db)?)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn identity_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<MergeEntry>> {
+        let rows = sqlx::query(&format!(
+            "{LOG_COLUMNS} WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(log_entry).collect()
+    }
+
+    async fn undo_merge(
+        &self,
+        id: i64,
+        key_id: Option<&str>,
+        at: UnixMillis,
+    ) -> Result<UndoneMerge> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row = sqlx::query(&format!(
+            "{LOG_COLUMNS} WHERE id = $1 AND action = 'merge' FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "merge",
+            key: id.to_string(),
+        })?;
+        let merge = log_entry(&row)?;
+        if merge.undone_at.is_some() {
+            return Err(undo_refusal(&format!("{id} (already undone)")));
+        }
+        let from = i64::from(merge.from.0);
+        let into = i64::from(merge.into.0);
+        let later: Option<i64> = sqlx::query_scalar(
+            "SELECT into_subject_id FROM merges WHERE from_subject_id = $1 FOR UPDATE",
+        )
+        .bind(into)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if later.is_some() {
+            return Err(undo_refusal(&format!(
+                "{id} (subject {into} was merged away since; undo that merge first)"
+            )));
+        }
+        sqlx::query("DELETE FROM merges WHERE from_subject_id = $1 AND into_subject_id = $2")
+            .bind(from)
+            .bind(into)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let identifiers = sqlx::query(
+            "UPDATE identities SET subject_id = $1 WHERE subject_id = $2 AND hash IN \
+             (SELECT hash FROM identity_log_identities WHERE log_id = $3)",
+        )
+        .bind(from)
+        .bind(into)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        // The survivor keeps a trait it had, or got later; the copy the merge gave it goes
+        // back to the restored subject.
+        sqlx::query(
+            "DELETE FROM traits t USING identity_log_traits l WHERE t.subject_id = $1 \
+             AND l.log_id = $2 AND l.key = t.key AND l.collected_at = t.collected_at \
+             AND l.value = t.value AND l.source = t.source",
+        )
+        .bind(into)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let traits = sqlx::query(
+            "INSERT INTO traits (subject_id, key, value, category, collection_point, \
+             notice_id, notice_version, collected_at, source) \
+             SELECT $1, key, value, category, collection_point, notice_id, notice_version, \
+             collected_at, source FROM identity_log_traits WHERE log_id = $2 \
+             ON CONFLICT (subject_id, key) DO NOTHING",
+        )
+        .bind(from)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        sqlx::query("DELETE FROM identity_log_traits WHERE log_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("UPDATE identity_log SET undone_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let undo_id: i64 = sqlx::query_scalar(
+            "INSERT INTO identity_log (action, from_subject_id, into_subject_id, cause, key_id, \
+             at, undoes) VALUES ('undo', $1, $2, 'undo', $3, $4, $5) RETURNING id",
+        )
+        .bind(from)
+        .bind(into)
+        .bind(key_id)
+        .bind(at)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(UndoneMerge {
+            entry: MergeEntry {
+                id: undo_id,
+                action: "undo".to_owned(),
+                from: merge.from,
+                into: merge.into,
+                cause: "undo".to_owned(),
+                key_id: key_id.map(str::to_owned),
+                at,
+                undone_at: None,
+                undoes: Some(id),
+            },
+            identifiers,
+            traits,
+        })
     }
 
     async fn merged_into(&self, subject: SubjectId) -> Result<Vec<SubjectId>> {
@@ -539,6 +791,25 @@ impl CollectionStore for PostgresStore {
         .bind(&notices)
         .bind(cutoffs.otherwise)
         .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        // The copies a merge keeps for its undo expire with the traits they copy.
+        sqlx::query(
+            "DELETE FROM identity_log_traits t USING UNNEST($1::TEXT[], $2::BIGINT[]) \
+             AS c(notice, before) WHERE t.notice_id = c.notice AND t.collected_at < c.before",
+        )
+        .bind(&notices)
+        .bind(&befores)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM identity_log_traits WHERE NOT (notice_id = ANY($1)) \
+             AND collected_at < $2",
+        )
+        .bind(&notices)
+        .bind(cutoffs.otherwise)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;

@@ -38,6 +38,8 @@ pub struct IdentityFacts {
     pub subject: SubjectId,
     /// It has a user id (its own column, or a `user_id` identifier).
     pub identified: bool,
+    /// It holds a verified email address or phone number.
+    pub verified: bool,
     pub counts: IdentifierCounts,
     pub country: Option<String>,
     pub region: Option<String>,
@@ -53,6 +55,9 @@ pub struct NewIdentity {
     pub kind: IdentifierKind,
     pub hash: IdentifierHash,
     pub sealed: Vec<u8>,
+    /// It arrived through a server key, an identity token, a confirmed double opt-in or a
+    /// signed link (see `Speaker::verifies`).
+    pub verified: bool,
 }
 
 /// A subject merged into another: its identifiers and traits move; its events, ledger records
@@ -88,6 +93,10 @@ pub struct IdentityWrite {
     /// User ids for existing subjects that have none yet.
     pub user_ids: Vec<(SubjectId, String)>,
     pub locations: Vec<NewLocation>,
+    /// Identifiers already held that are now verified.
+    pub verify: Vec<IdentifierHash>,
+    /// The API key whose request this is, for the identity log (`None`: Kept itself).
+    pub key_id: Option<String>,
     pub at: UnixMillis,
 }
 
@@ -99,6 +108,7 @@ impl IdentityWrite {
             && self.merges.is_empty()
             && self.user_ids.is_empty()
             && self.locations.is_empty()
+            && self.verify.is_empty()
     }
 }
 
@@ -111,6 +121,47 @@ pub struct StoredIdentity {
     pub key_subject: SubjectId,
     pub sealed: Vec<u8>,
     pub created_at: UnixMillis,
+    pub verified: bool,
+}
+
+/// One entry of the identity log: a merge, or the undoing of one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeEntry {
+    pub id: i64,
+    /// `merge` or `undo`.
+    pub action: String,
+    /// The subject merged away (or, for an undo, restored).
+    pub from: SubjectId,
+    /// The subject it was merged into.
+    pub into: SubjectId,
+    /// What caused it: `identify`, `alias`, `undo`.
+    pub cause: String,
+    /// The API key whose request did it; `None` when Kept did it itself.
+    pub key_id: Option<String>,
+    pub at: UnixMillis,
+    /// For a merge: when it was undone. For an undo: `None`.
+    pub undone_at: Option<UnixMillis>,
+    /// For an undo: the merge it undid.
+    pub undoes: Option<i64>,
+}
+
+/// What undoing a merge restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndoneMerge {
+    /// The identity log entry of the undo.
+    pub entry: MergeEntry,
+    /// Identifiers moved back to the restored subject.
+    pub identifiers: u64,
+    /// Traits given back to the restored subject.
+    pub traits: u64,
+}
+
+/// Why a merge cannot be undone.
+pub fn undo_refusal(what: &str) -> crate::StoreError {
+    crate::StoreError::Conflict {
+        what: "merge",
+        key: what.to_owned(),
+    }
 }
 
 /// An event to store.
@@ -212,6 +263,36 @@ pub trait CollectionStore: Send + Sync {
     /// order (dense, like `insert_subjects`). When an identifier, a user id or a data key was
     /// taken meanwhile, nothing is written and the answer is `Conflict`: resolve again.
     async fn write_identities(&self, write: IdentityWrite) -> Result<Vec<SubjectId>>;
+
+    /// Which of `hashes` are held and verified.
+    async fn verified_identities(&self, hashes: &[IdentifierHash]) -> Result<Vec<IdentifierHash>>;
+
+    /// For each of `subjects` that was merged away, the subject that holds its identifiers now
+    /// (merges followed to the end).
+    async fn survivors(&self, subjects: &[SubjectId]) -> Result<Vec<(SubjectId, SubjectId)>>;
+
+    /// Merges in force (not undone), `(merged away, merged into)`, ordered by the merged-away
+    /// subject, those after `after`, at most `limit`: for index builds.
+    async fn merges_page(
+        &self,
+        after: Option<SubjectId>,
+        limit: u32,
+    ) -> Result<Vec<(SubjectId, SubjectId)>>;
+
+    /// The identity log, newest first: entries with `id < before` (all when `None`), at most
+    /// `limit`.
+    async fn identity_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<MergeEntry>>;
+
+    /// Undoes merge `id` in one transaction: the merged-away subject gets back the identifiers
+    /// and traits it had, the merge stops counting, and the undo is logged. `NotFound` for no
+    /// such merge; `Conflict` for one already undone, or whose survivor was itself merged
+    /// away since (undo that one first).
+    async fn undo_merge(
+        &self,
+        id: i64,
+        key_id: Option<&str>,
+        at: UnixMillis,
+    ) -> Result<UndoneMerge>;
 
     /// The identifiers `subject` holds.
     async fn identities_of(&self, subject: SubjectId) -> Result<Vec<StoredIdentity>>;

@@ -67,6 +67,7 @@ macro_rules! conformance_tests {
             close_refuses_later_writes,
             identities_attach_merge_and_follow,
             an_identity_conflict_writes_nothing,
+            verified_identities_the_identity_log_and_undo,
             events_deduplicate_and_follow_merges,
             retention_deletes_what_expired,
             key_collection_points_round_trip,
@@ -570,7 +571,7 @@ pub async fn api_keys_insert_lookup_revoke(store: Arc<dyn Store>) {
         created_at: at,
         revoked_at: None,
     };
-    let collect = key("kept_aaaa1111", 1, Role::Collect, T0);
+    let collect = key("kept_aaaa1111", 1, Role::Public, T0);
     let admin = key("kept_bbbb2222", 2, Role::Admin, T0 + 1);
     store.insert_api_key(&collect).await.unwrap();
     store.insert_api_key(&admin).await.unwrap();
@@ -1184,6 +1185,7 @@ fn new_identity(
         kind,
         hash: ident(n),
         sealed: vec![n; 40],
+        verified: false,
     }
 }
 
@@ -1335,6 +1337,172 @@ pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.merged_into(other).await.unwrap(), vec![known, anon]);
+}
+
+/// Identifiers carry whether they are verified; every merge is in the identity log with what it
+/// moved; an undo gives the merged-away subject back its identifiers and traits, once.
+pub async fn verified_identities_the_identity_log_and_undo(store: Arc<dyn Store>) {
+    use crate::collection::{IdentityWrite, NewMerge};
+    use kept_core::identity::{IdentifierKind as K, SubjectRef};
+    let [a, b]: [SubjectId; 2] = store
+        .insert_subjects(vec![
+            new_subject(Some("u-a"), "DE"),
+            new_subject(Some("u-b"), "DE"),
+        ])
+        .await
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut verified_email = new_identity(SubjectRef::Existing(a), K::Email, 30);
+    verified_email.verified = true;
+    store
+        .write_identities(IdentityWrite {
+            attach: vec![
+                verified_email,
+                new_identity(SubjectRef::Existing(a), K::Phone, 31),
+                new_identity(SubjectRef::Existing(b), K::Email, 32),
+            ],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    let facts = store.identity_facts(&[a, b]).await.unwrap();
+    let of = |s: SubjectId| facts.iter().find(|f| f.subject == s).unwrap().verified;
+    assert!(of(a));
+    assert!(!of(b));
+    assert_eq!(
+        store
+            .verified_identities(&[ident(30), ident(31), ident(32), ident(99)])
+            .await
+            .unwrap(),
+        vec![ident(30)]
+    );
+    // A held identifier becomes verified.
+    store
+        .write_identities(IdentityWrite {
+            verify: vec![ident(32)],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    assert!(store.identities_of(b).await.unwrap()[0].verified);
+
+    store
+        .upsert_traits(vec![
+            a_trait(a, "name", serde_json::json!("Anna"), 1),
+            a_trait(b, "name", serde_json::json!("Berta"), 2),
+            a_trait(a, "shoe", serde_json::json!(38), 1),
+        ])
+        .await
+        .unwrap();
+    store
+        .write_identities(IdentityWrite {
+            merges: vec![NewMerge {
+                from: SubjectRef::Existing(a),
+                into: SubjectRef::Existing(b),
+                reason: "alias".into(),
+            }],
+            key_id: Some("kept_aaaa1111".into()),
+            at: T0 + 5,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.survivors(&[a, b]).await.unwrap(), vec![(a, b)]);
+    assert_eq!(store.merges_page(None, 10).await.unwrap(), vec![(a, b)]);
+    let log = store.identity_log(None, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    let merge = &log[0];
+    assert_eq!(
+        (
+            merge.action.as_str(),
+            merge.from,
+            merge.into,
+            merge.cause.as_str()
+        ),
+        ("merge", a, b, "alias")
+    );
+    assert_eq!(merge.key_id.as_deref(), Some("kept_aaaa1111"));
+    assert_eq!((merge.at, merge.undone_at), (T0 + 5, None));
+    assert_eq!(store.identities_of(b).await.unwrap().len(), 3);
+
+    let undone = store
+        .undo_merge(merge.id, Some("kept_bbbb2222"), T0 + 9)
+        .await
+        .unwrap();
+    assert_eq!((undone.identifiers, undone.traits), (2, 2));
+    assert_eq!(undone.entry.undoes, Some(merge.id));
+    let mine: Vec<_> = store
+        .identities_of(a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.hash, i.verified))
+        .collect();
+    assert_eq!(mine, vec![(ident(30), true), (ident(31), false)]);
+    assert_eq!(store.identities_of(b).await.unwrap().len(), 1);
+    let name = |traits: Vec<kept_core::subject::Trait>| {
+        traits
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        name(store.traits(a).await.unwrap()),
+        vec![
+            ("name".to_owned(), serde_json::json!("Anna")),
+            ("shoe".to_owned(), serde_json::json!(38))
+        ]
+    );
+    assert_eq!(
+        name(store.traits(b).await.unwrap()),
+        vec![("name".to_owned(), serde_json::json!("Berta"))]
+    );
+    assert!(store.survivors(&[a]).await.unwrap().is_empty());
+    assert!(store.merges_page(None, 10).await.unwrap().is_empty());
+    let log = store.identity_log(None, 10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].action, "undo");
+    assert_eq!(log[1].undone_at, Some(T0 + 9));
+    assert_eq!(
+        store.identity_log(Some(log[0].id), 10).await.unwrap().len(),
+        1
+    );
+    match store.undo_merge(merge.id, None, T0 + 10).await {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("a second undo must conflict, got {other:?}"),
+    }
+    match store.undo_merge(merge.id + 100, None, T0 + 10).await {
+        Err(StoreError::NotFound { .. }) => {}
+        other => panic!("an unknown merge must be not found, got {other:?}"),
+    }
+
+    // The copies a merge keeps for its undo expire with the traits they copy.
+    store
+        .write_identities(IdentityWrite {
+            merges: vec![NewMerge {
+                from: SubjectRef::Existing(a),
+                into: SubjectRef::Existing(b),
+                reason: "alias".into(),
+            }],
+            at: T0 + 20,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    store
+        .delete_expired_traits(&kept_core::collection::TraitCutoffs {
+            by_notice: Vec::new(),
+            otherwise: i64::MAX,
+        })
+        .await
+        .unwrap();
+    let again = store.identity_log(None, 1).await.unwrap()[0].id;
+    let undone = store.undo_merge(again, None, T0 + 21).await.unwrap();
+    assert_eq!((undone.identifiers, undone.traits), (2, 0));
+    assert!(store.traits(a).await.unwrap().is_empty());
 }
 
 pub async fn an_identity_conflict_writes_nothing(store: Arc<dyn Store>) {
@@ -1556,7 +1724,7 @@ pub async fn key_collection_points_round_trip(store: Arc<dyn Store>) {
     let key = ApiKeyRecord {
         id: "kept_0000abcd".into(),
         hash: [5; 32],
-        role: Role::Collect,
+        role: Role::Public,
         name: "web".into(),
         created_at: T0,
         revoked_at: None,

@@ -70,12 +70,18 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// An API key's role. Roles are not hierarchical except that `admin` may do everything.
+/// An API key's role. Roles are not hierarchical except that `admin` may do everything, and
+/// that a `server` key may do everything a `public` key may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Write events only; safe to ship in a browser.
-    Collect,
+    /// A write key safe to ship in a browser: creates and extends anonymous profiles and
+    /// records that browser's banner choices. It speaks for a known customer only with an
+    /// identity token the shop's backend minted.
+    Public,
+    /// A secret write key for the shop's own servers: the Segment calls with their full
+    /// semantics (identify, alias, consent of known customers).
+    Server,
     /// Decisions and audiences.
     Decide,
     /// Data subject requests, the ledger, subject data.
@@ -84,26 +90,50 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Collect, Role::Decide, Role::Privacy, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Public,
+        Role::Server,
+        Role::Decide,
+        Role::Privacy,
+        Role::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Collect => "collect",
+            Role::Public => "public",
+            Role::Server => "server",
             Role::Decide => "decide",
             Role::Privacy => "privacy",
             Role::Admin => "admin",
         }
     }
 
+    /// A role by its name. `collect`, the one write key before `public` and `server` existed,
+    /// reads as `public`: such a key may have been shipped in a page, so it gets the powers
+    /// that are safe there and no more (fail closed).
     pub fn parse(s: &str) -> Option<Role> {
+        if s == LEGACY_COLLECT {
+            return Some(Role::Public);
+        }
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
     /// Whether a key with this role may call an endpoint that requires `required`.
     pub fn permits(self, required: Role) -> bool {
-        self == Role::Admin || self == required
+        self == Role::Admin
+            || self == required
+            || (self == Role::Server && required == Role::Public)
+    }
+
+    /// Whether a write with this key is the shop's own word (a server key, or an admin),
+    /// rather than something a browser said.
+    pub fn is_trusted_writer(self) -> bool {
+        matches!(self, Role::Server | Role::Admin)
     }
 }
+
+/// The role name write keys had before they were split into `public` and `server`.
+pub const LEGACY_COLLECT: &str = "collect";
 
 /// An API key as stored: only a hash of the secret is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,4 +412,22 @@ pub fn first_duplicate_user_id(subjects: &[NewSubject]) -> Option<&str> {
         .iter()
         .filter_map(|s| s.user_id.as_deref())
         .find(|u| !seen.insert(*u))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_collect_key_reads_as_public_and_a_server_key_may_collect() {
+        assert_eq!(Role::parse("collect"), Some(Role::Public));
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert!(Role::Server.permits(Role::Public));
+        assert!(!Role::Public.permits(Role::Server));
+        assert!(Role::Admin.permits(Role::Server));
+        assert!(Role::Server.is_trusted_writer() && !Role::Public.is_trusted_writer());
+        assert_eq!(Role::parse("root"), None);
+    }
 }

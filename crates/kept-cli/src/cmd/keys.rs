@@ -14,7 +14,8 @@ pub enum Command {
 The key is printed alone on standard output, so a script can capture it; it cannot be shown again.
 
 Examples:
-  kept keys create --role collect --name \"web shop\"
+  kept keys create --role public --name \"web shop (browser)\"
+  kept keys create --role server --name \"web shop (backend)\"
   kept keys create --role admin --format json")]
     Create(CreateArgs),
     /// List API keys (ids, roles, names; never the secrets)
@@ -57,7 +58,8 @@ pub enum Format {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoleArg {
-    Collect,
+    Public,
+    Server,
     Decide,
     Privacy,
     Admin,
@@ -66,7 +68,8 @@ pub enum RoleArg {
 impl From<RoleArg> for Role {
     fn from(r: RoleArg) -> Role {
         match r {
-            RoleArg::Collect => Role::Collect,
+            RoleArg::Public => Role::Public,
+            RoleArg::Server => Role::Server,
             RoleArg::Decide => Role::Decide,
             RoleArg::Privacy => Role::Privacy,
             RoleArg::Admin => Role::Admin,
@@ -76,8 +79,9 @@ impl From<RoleArg> for Role {
 
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
-    /// What the key may do: `collect` (events only; safe in a browser), `decide`, `privacy`
-    /// or `admin`
+    /// What the key may do: `public` (a write key safe in a browser: anonymous profiles and
+    /// banner choices; known customers only with an identity token), `server` (a secret write
+    /// key with full Segment semantics), `decide`, `privacy` or `admin`
     #[arg(long, value_enum)]
     role: RoleArg,
     /// What the key is for

@@ -7,5 +7,6 @@
 )]
 
 mod decide;
+mod keys;
 mod ledger;
 mod lint;

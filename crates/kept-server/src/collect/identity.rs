@@ -10,7 +10,8 @@ use crate::error::ApiError;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
     Caps, Claim, DataKey, IdentifierCounts, IdentifierHash, IdentifierKind, IdentityKeys,
-    OwnerFacts, Refusal, SubjectRef, identifier_aad, normalize, resolve,
+    Overreach, OwnerFacts, Refusal, Speaker, SubjectRef, check_speaker, identifier_aad, normalize,
+    resolve, token_covers,
 };
 use kept_core::subject::Subject;
 use kept_core::{SubjectId, UnixMillis};
@@ -29,6 +30,8 @@ const ATTEMPTS: usize = 4;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     pub identified: bool,
+    /// It holds a verified email address or phone number.
+    pub verified: bool,
     pub counts: IdentifierCounts,
     pub country: Option<String>,
     pub region: Option<String>,
@@ -39,8 +42,14 @@ impl Facts {
     fn owner(&self) -> OwnerFacts {
         OwnerFacts {
             identified: self.identified,
+            verified: self.verified,
             counts: self.counts,
         }
+    }
+
+    /// A known customer (see `OwnerFacts::known`).
+    pub fn known(&self) -> bool {
+        self.owner().known()
     }
 }
 
@@ -53,6 +62,9 @@ pub struct IdentityCache {
     merged: FxHashMap<SubjectId, SubjectId>,
     facts: FxHashMap<SubjectId, Facts>,
     keys: FxHashMap<SubjectId, DataKey>,
+    /// Identifiers known to be verified: a server key's or a token's message naming only
+    /// these needs no round to verify them.
+    verified: rustc_hash::FxHashSet<IdentifierHash>,
     /// Subjects another server erased or merged away: identifiers held by them are looked up
     /// in the store again.
     gone: rustc_hash::FxHashSet<SubjectId>,
@@ -83,7 +95,8 @@ impl IdentityCache {
     }
 
     fn make_room(&mut self) {
-        if self.holders.len() + self.facts.len() + self.keys.len() > CACHE_MAX {
+        if self.holders.len() + self.facts.len() + self.keys.len() + self.verified.len() > CACHE_MAX
+        {
             *self = IdentityCache::default();
         }
     }
@@ -113,6 +126,95 @@ pub struct MessageIds {
     pub location: Location,
     /// An `alias`: merging two known people is what was asked.
     pub explicit: bool,
+    /// Who the message speaks for (its key's kind and identity token).
+    pub speaker: Speaker,
+    /// A public key's message that would change a known customer's profile or consent: only
+    /// allowed with an identity token. Names the field that does it.
+    pub guarded: Option<&'static str>,
+    /// Where the message is, for errors: its path prefix (`batch[3]`) and index.
+    pub base: String,
+    pub index: Option<usize>,
+}
+
+impl MessageIds {
+    /// Whether this message's identity token speaks for the one subject that holds every
+    /// identifier the message names: it does when one of them is the user id it was minted for.
+    fn token_for_holder(&self) -> bool {
+        self.speaker == Speaker::Token
+            && self
+                .ids
+                .first()
+                .is_some_and(|i| i.kind == IdentifierKind::UserId)
+    }
+
+    fn email_or_phone(&self) -> impl Iterator<Item = &Identifier> {
+        self.ids
+            .iter()
+            .filter(|i| matches!(i.kind, IdentifierKind::Email | IdentifierKind::Phone))
+    }
+
+    /// The 403 for a public key's message that did what only a server key, or a public key
+    /// with an identity token, may do.
+    fn refused(&self, overreach: Overreach) -> ApiError {
+        let how = "send `context.kept.userHash`, the hex HMAC-SHA256 of the `userId` under the \
+                   identity secret, minted by your backend (kept.js: `kept.identify(userId, \
+                   traits, { userHash })`), or send the call from your backend with a `server` key";
+        let (field, message) = match overreach {
+            Overreach::AttachToKnown(kind) => (
+                match kind {
+                    IdentifierKind::UserId => "userId".to_owned(),
+                    IdentifierKind::AnonymousId => "anonymousId".to_owned(),
+                    other => format!("traits.{}", other.as_str()),
+                },
+                format!(
+                    "a public write key may not attach a `{kind}` to a known customer (one with a \
+                     user id or a verified email or phone) without an identity token: {how}"
+                ),
+            ),
+            Overreach::MergeIntoKnown => (
+                "anonymousId".to_owned(),
+                format!(
+                    "a public write key may not merge another profile into a known customer \
+                     without an identity token: {how}"
+                ),
+            ),
+            Overreach::MergeKnown => (
+                if self.explicit {
+                    "previousId"
+                } else {
+                    "anonymousId"
+                }
+                .to_owned(),
+                "a public write key may not merge a known customer (one with a user id or a \
+                 verified email or phone) into another profile, with or without an identity \
+                 token: send this call from your backend with a `server` key"
+                    .to_owned(),
+            ),
+        };
+        ApiError::WriteKeyRefused {
+            code: overreach.code(),
+            field: field_path(&self.base, &field),
+            index: self.index,
+            message,
+        }
+    }
+
+    /// The 403 for a public key's message that would change a known customer's profile or
+    /// consent without a token.
+    fn guard_refused(&self, field: &str) -> ApiError {
+        ApiError::WriteKeyRefused {
+            code: Overreach::AttachToKnown(IdentifierKind::UserId).code(),
+            field: field_path(&self.base, field),
+            index: self.index,
+            message: format!(
+                "a public write key may not change a known customer's `{field}` without an \
+                 identity token: send `context.kept.userHash`, the hex HMAC-SHA256 of the \
+                 `userId` under the identity secret, minted by your backend (kept.js: \
+                 `kept.identify(userId, traits, {{ userHash }})`), or send the call from your \
+                 backend with a `server` key"
+            ),
+        }
+    }
 }
 
 /// Normalises and hashes a message's identifiers; `base` prefixes error paths (`batch[3]`).
@@ -122,6 +224,8 @@ pub fn identifiers(
     default_country: Option<&str>,
     base: &str,
     index: Option<usize>,
+    speaker: Speaker,
+    guarded: Option<&'static str>,
 ) -> Result<MessageIds, ApiError> {
     let make = |kind: IdentifierKind, raw: &str, field: &str| -> Result<Identifier, ApiError> {
         let value = normalize(kind, raw, default_country).map_err(|e| ApiError::InvalidEvent {
@@ -184,6 +288,10 @@ pub fn identifiers(
             &message.context.subset(&["location", "timezone"]),
         ),
         explicit: message.kind == MessageKind::Alias,
+        speaker,
+        guarded: guarded.filter(|_| speaker != Speaker::Server),
+        base: base.to_owned(),
+        index,
     })
 }
 
@@ -213,6 +321,7 @@ pub async fn resolve_all(
     collector: &Collector,
     keys: &IdentityKeys,
     messages: &[&MessageIds],
+    key_id: &str,
     now: UnixMillis,
 ) -> Result<Outcome, ApiError> {
     let caps = collector.config().caps;
@@ -222,7 +331,7 @@ pub async fn resolve_all(
     let _round = collector.resolving.lock().await;
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        match round(state, collector, keys, messages, &caps, now).await {
+        match round(state, collector, keys, messages, &caps, key_id, now).await {
             Ok(outcome) => return Ok(outcome),
             Err(ApiError::Store(e @ StoreError::Conflict { .. })) => {
                 tracing::debug!(error = %e, "identity resolution raced another writer; resolving again");
@@ -326,6 +435,13 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
     let mut outcome = Outcome::default();
     let mut refused = Vec::new();
     for m in messages {
+        // What a server key or a token says of an email or phone verifies it: a round does.
+        if m.speaker.verifies()
+            && m.email_or_phone()
+                .any(|i| !cache.verified.contains(&i.hash))
+        {
+            return None;
+        }
         // The common case: every identifier is already held by one subject, which then
         // resolution would leave as it is.
         let mut held = m
@@ -338,6 +454,7 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
             && let Some(facts) = cache.facts.get(&first)
             && !(facts.country.is_none() && m.location.country.is_some())
             && !(facts.time_zone.is_none() && m.location.time_zone.is_some())
+            && !(m.guarded.is_some() && facts.known() && !m.token_for_holder())
         {
             outcome.facts.insert(first, facts.clone());
             outcome.subjects.push(first);
@@ -364,10 +481,20 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
         let Some(SubjectRef::Existing(subject)) = plan.subject else {
             return None;
         };
+        let plan_subject = SubjectRef::Existing(subject);
+        if check_speaker(&claims, &plan, &owners, m.speaker).is_err() {
+            return None;
+        }
         let facts = cache.facts.get(&subject)?;
         let relocate = facts.country.is_none() && m.location.country.is_some()
             || facts.time_zone.is_none() && m.location.time_zone.is_some();
-        if !plan.attach.is_empty() || !plan.merge.is_empty() || relocate {
+        if !plan.attach.is_empty()
+            || !plan.merge.is_empty()
+            || relocate
+            || (m.guarded.is_some()
+                && facts.known()
+                && !(m.speaker == Speaker::Token && token_covers(&claims, plan_subject)))
+        {
             return None;
         }
         refused.extend(plan.refused);
@@ -386,6 +513,7 @@ async fn round(
     keys: &IdentityKeys,
     messages: &[&MessageIds],
     caps: &Caps,
+    key_id: &str,
     now: UnixMillis,
 ) -> Result<Outcome, ApiError> {
     let store = state.store.as_ref();
@@ -408,9 +536,14 @@ async fn round(
     }
     if !by_column.is_empty() {
         let user_ids: Vec<String> = by_column.keys().cloned().collect();
-        for (user_id, subject) in store.subjects_by_user_ids(&user_ids).await? {
+        let found = store.subjects_by_user_ids(&user_ids).await?;
+        // A subject merged away holds nothing: its user id names the subject it went to.
+        let ids: Vec<SubjectId> = found.iter().map(|(_, s)| *s).collect();
+        let survivors: HashMap<SubjectId, SubjectId> =
+            store.survivors(&ids).await?.into_iter().collect();
+        for (user_id, subject) in found {
             if let Some(hash) = by_column.get(&user_id) {
-                holders.insert(*hash, subject);
+                holders.insert(*hash, survivors.get(&subject).copied().unwrap_or(subject));
             }
         }
     }
@@ -423,6 +556,7 @@ async fn round(
             SubjectRef::Existing(f.subject),
             Facts {
                 identified: f.identified,
+                verified: f.verified,
                 counts: f.counts,
                 country: f.country,
                 region: f.region,
@@ -436,11 +570,28 @@ async fn round(
         .iter()
         .map(|(h, s)| (*h, SubjectRef::Existing(*s)))
         .collect();
+    // Which identifiers held already are verified, for messages that verify what they name.
+    let to_check: Vec<IdentifierHash> = messages
+        .iter()
+        .filter(|m| m.speaker.verifies())
+        .flat_map(|m| m.email_or_phone().map(|i| i.hash))
+        .filter(|h| holders.contains_key(h))
+        .collect();
+    let mut verified: HashSet<IdentifierHash> = if to_check.is_empty() {
+        HashSet::new()
+    } else {
+        store
+            .verified_identities(&to_check)
+            .await?
+            .into_iter()
+            .collect()
+    };
     let mut write = IdentityWrite {
         at: now,
+        key_id: Some(key_id.to_owned()),
         ..IdentityWrite::default()
     };
-    let mut intents: Vec<(SubjectRef, Identifier)> = Vec::new();
+    let mut intents: Vec<(SubjectRef, Identifier, bool)> = Vec::new();
     let mut placed: Vec<SubjectRef> = Vec::with_capacity(messages.len());
     let mut merges: Vec<(SubjectRef, SubjectRef)> = Vec::new();
     let mut relocated: HashSet<SubjectId> = HashSet::new();
@@ -451,6 +602,14 @@ async fn round(
         let owners: HashMap<SubjectRef, OwnerFacts> =
             facts.iter().map(|(r, f)| (*r, f.owner())).collect();
         let plan = resolve(&claims, &owners, m.explicit, caps);
+        check_speaker(&claims, &plan, &owners, m.speaker).map_err(|o| m.refused(o))?;
+        if let Some(field) = m.guarded
+            && let Some(s) = plan.subject
+            && owners.get(&s).is_some_and(OwnerFacts::known)
+            && !(m.speaker == Speaker::Token && token_covers(&claims, s))
+        {
+            return Err(m.guard_refused(field));
+        }
         refused.extend(plan.refused.iter().copied());
         let subject = match plan.subject {
             Some(s) => s,
@@ -480,6 +639,7 @@ async fn round(
             let into = facts.entry(subject).or_default();
             into.counts = into.counts.plus(&from_facts.counts);
             into.identified |= from_facts.identified;
+            into.verified |= from_facts.verified;
             if into.country.is_none() {
                 into.country = from_facts.country;
                 into.region = from_facts.region;
@@ -511,6 +671,11 @@ async fn round(
             view.insert(*hash, subject);
             let f = facts.entry(subject).or_default();
             f.counts.add(*kind, 1);
+            if m.speaker.verifies() && matches!(kind, IdentifierKind::Email | IdentifierKind::Phone)
+            {
+                f.verified = true;
+                verified.insert(*hash);
+            }
             if *kind == IdentifierKind::UserId {
                 f.identified = true;
                 match subject {
@@ -529,9 +694,22 @@ async fn round(
                     }
                 }
             }
-            intents.push((subject, identifier.clone()));
+            intents.push((subject, identifier.clone(), m.speaker.verifies()));
         }
-        if let SubjectRef::Existing(id) = subject {
+        // What a server key or a token names again of the subject's own becomes verified.
+        if m.speaker.verifies() {
+            for i in m.email_or_phone() {
+                if view.get(&i.hash) == Some(&subject) && verified.insert(i.hash) {
+                    write.verify.push(i.hash);
+                    facts.entry(subject).or_default().verified = true;
+                }
+            }
+        }
+        // A browser does not move a known customer (their regime would follow).
+        let may_relocate = m.speaker.verifies() || !facts.get(&subject).is_some_and(Facts::known);
+        if let SubjectRef::Existing(id) = subject
+            && may_relocate
+        {
             let f = facts.entry(subject).or_default();
             let country = f.country.is_none() && m.location.country.is_some();
             let zone = f.time_zone.is_none() && m.location.time_zone.is_some();
@@ -559,7 +737,7 @@ async fn round(
     let mut data_keys: HashMap<SubjectRef, DataKey> = HashMap::new();
     let mut need: Vec<SubjectId> = Vec::new();
     if let Ok(cache) = collector.cache.lock() {
-        for (s, _) in &intents {
+        for (s, _, _) in &intents {
             if let SubjectRef::Existing(id) = s
                 && !data_keys.contains_key(s)
             {
@@ -601,13 +779,13 @@ async fn round(
     // Every new subject gets a key, whether or not it holds an identifier yet.
     let new_refs = (0..write.new_subjects.len())
         .map(|i| SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)));
-    let wanted: Vec<SubjectRef> = intents.iter().map(|(s, _)| *s).chain(new_refs).collect();
+    let wanted: Vec<SubjectRef> = intents.iter().map(|(s, _, _)| *s).chain(new_refs).collect();
     for s in wanted {
         if let std::collections::hash_map::Entry::Vacant(slot) = data_keys.entry(s) {
             slot.insert(fresh_key(s, &mut write)?);
         }
     }
-    for (subject, identifier) in &intents {
+    for (subject, identifier, verifies) in &intents {
         let key = data_keys
             .get(subject)
             .ok_or_else(|| ApiError::Internal("a data key went missing".into()))?;
@@ -626,6 +804,7 @@ async fn round(
             kind: identifier.kind,
             hash: identifier.hash,
             sealed,
+            verified: *verifies,
         });
     }
 
@@ -690,6 +869,7 @@ async fn round(
         for (r, k) in data_keys {
             cache.keys.insert(real(r)?, k);
         }
+        cache.verified.extend(verified);
     }
     for (from, into) in &outcome.merges {
         let reason = if messages.iter().any(|m| m.explicit) {

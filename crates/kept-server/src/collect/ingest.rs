@@ -15,6 +15,7 @@ use kept_core::collection::{
     profile_traits, purpose_choices, signals, usable_purposes,
 };
 use kept_core::decision::PlaceId;
+use kept_core::identity::Speaker;
 use kept_core::index::Change;
 use kept_core::ledger::{self, CollectionMethod, ConsentAction, ConsentRecord, Evidence};
 use kept_core::manifest::{Manifest, promises};
@@ -87,6 +88,11 @@ pub async fn ingest(
     let manifest = state.manifest.as_ref();
     let default_point = collector.default_point(store, &key.id).await?;
     let default_country = collector.config().default_country.clone();
+    let identity_secret = if key.role.is_trusted_writer() {
+        None
+    } else {
+        collector.identity_secret(store).await?
+    };
 
     let mut prepared = Vec::with_capacity(messages.len());
     for (i, message) in messages.into_iter().enumerate() {
@@ -95,7 +101,6 @@ pub async fn ingest(
         } else {
             (String::new(), None)
         };
-        let ids = identity::identifiers(keys, &message, default_country.as_deref(), &base, index)?;
         let signals = signals(
             &message.context.subset(&["consent", "gpc"]),
             request.gpc,
@@ -103,6 +108,29 @@ pub async fn ingest(
         )
         .map_err(|e| invalid(e, index))?;
         let choices = purpose_choices(manifest, &signals.categories);
+        let speaker = speaker_of(key, identity_secret, &message, &base, index)?;
+        // What a public key may say of a known customer only with an identity token.
+        let guarded = if message.kind == MessageKind::Identify
+            && message
+                .person_traits()
+                .values()
+                .any(|v| !v.is_null() && v.as_str().is_none_or(|t| !t.trim().is_empty()))
+        {
+            Some("traits")
+        } else if !choices.purposes.is_empty() {
+            Some("context.consent.categoryPreferences")
+        } else {
+            None
+        };
+        let ids = identity::identifiers(
+            keys,
+            &message,
+            default_country.as_deref(),
+            &base,
+            index,
+            speaker,
+            guarded,
+        )?;
         let point = message
             .context_str(&["kept", "collection_point"])
             .or_else(|| default_point.clone());
@@ -118,7 +146,7 @@ pub async fn ingest(
     }
 
     let ids: Vec<&MessageIds> = prepared.iter().map(|p| &p.ids).collect();
-    let outcome = identity::resolve_all(state, collector, keys, &ids, received_at).await?;
+    let outcome = identity::resolve_all(state, collector, keys, &ids, &key.id, received_at).await?;
     drop(ids);
 
     let ip_hash = |m: &Message| {
@@ -219,8 +247,12 @@ pub async fn ingest(
                         notice,
                         regime: regime.as_str().to_owned(),
                         source: COLLECTION_SOURCE.to_owned(),
+                        // The method follows the source: a browser's banner (or its GPC
+                        // signal) through a public key, the shop's backend through a server key.
                         method: if c.gpc {
                             CollectionMethod::Gpc
+                        } else if key.role.is_trusted_writer() {
+                            CollectionMethod::Api
                         } else {
                             CollectionMethod::Banner
                         },
@@ -349,6 +381,9 @@ pub async fn ingest(
             changes.push(Change::Subject(s));
         }
     }
+    // The directory learns the merges first: the merged-away subjects' user ids keep naming
+    // a subject (the survivor) while the index forgets them.
+    state.index.record_merges(&outcome.merges, false)?;
     for (from, _) in &outcome.merges {
         changes.push(Change::Forget(*from));
     }
@@ -376,6 +411,52 @@ pub async fn ingest(
         metrics::counter!(super::EVENTS, "type" => kind).increment(n);
     }
     Ok(())
+}
+
+/// Who a message speaks for: a server key is the shop's word; a public key's message speaks
+/// for its user only with a valid identity token (`context.kept.userHash`). A token that does
+/// not match is refused, never ignored: it is a bug in the shop's backend or a forgery.
+fn speaker_of(
+    key: &ApiKeyRecord,
+    secret: Option<&crate::config::Secret>,
+    message: &Message,
+    base: &str,
+    index: Option<usize>,
+) -> Result<Speaker, ApiError> {
+    if key.role.is_trusted_writer() {
+        return Ok(Speaker::Server);
+    }
+    let Some(token) = message.context_str(&["kept", "userHash"]) else {
+        return Ok(Speaker::Browser);
+    };
+    let refuse = |message: String| ApiError::WriteKeyRefused {
+        code: "collect.identity_token_invalid",
+        field: kept_core::collection::field_path(base, "context.kept.userHash"),
+        index,
+        message,
+    };
+    let Some(user_id) = message.user_id.as_deref().map(str::trim) else {
+        return Err(refuse(
+            "`context.kept.userHash` needs the `userId` it was minted for in the same message"
+                .to_owned(),
+        ));
+    };
+    let Some(secret) = secret else {
+        return Err(refuse(
+            "this server has no `identity_secret`, so it accepts no identity token; set one \
+             and mint tokens with it"
+                .to_owned(),
+        ));
+    };
+    if crate::collect::identity_token_matches(secret.expose(), user_id, &token) {
+        Ok(Speaker::Token)
+    } else {
+        Err(refuse(
+            "`context.kept.userHash` is not the identity token of this `userId`: it must be the \
+             hex HMAC-SHA256 of the `userId` under the identity secret"
+                .to_owned(),
+        ))
+    }
 }
 
 fn invalid(e: FieldError, index: Option<usize>) -> ApiError {

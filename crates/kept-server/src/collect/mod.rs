@@ -37,6 +37,8 @@ pub const DEFAULT_QUEUE_EVENTS: usize = 50_000;
 pub const RETRY_AFTER_SECS: u64 = 1;
 /// Setting that holds the generated master secret when no key file is configured.
 pub const MASTER_KEY_SETTING: &str = "collection.master_key";
+/// Setting that holds the identity secret when none is configured (the demo writes one).
+pub const IDENTITY_SECRET_SETTING: &str = "collection.identity_secret";
 
 pub const EVENTS: &str = "kept_collect_events_total";
 pub const MERGES: &str = "kept_identity_merges_total";
@@ -56,6 +58,9 @@ pub struct CollectConfig {
     /// The master secret (32 bytes) identifiers are hashed and data keys wrapped with; `None`:
     /// generated once and kept in the database's settings.
     pub master_key: Option<[u8; 32]>,
+    /// The secret identity tokens are minted with (`identity_secret`); `None`: the one in the
+    /// database's settings, if any (the demo's), else a public key's token is never valid.
+    pub identity_secret: Option<crate::config::Secret>,
 }
 
 impl Default for CollectConfig {
@@ -66,6 +71,7 @@ impl Default for CollectConfig {
             queue_events: DEFAULT_QUEUE_EVENTS,
             caps: Caps::default(),
             master_key: None,
+            identity_secret: None,
         }
     }
 }
@@ -78,6 +84,7 @@ impl fmt::Debug for CollectConfig {
             .field("queue_events", &self.queue_events)
             .field("caps", &self.caps)
             .field("master_key", &self.master_key.map(|_| "***"))
+            .field("identity_secret", &self.identity_secret)
             .finish()
     }
 }
@@ -105,6 +112,7 @@ pub fn load_master_key(path: &Path) -> Result<[u8; 32], String> {
 pub struct Collector {
     config: CollectConfig,
     keys: tokio::sync::OnceCell<IdentityKeys>,
+    identity_secret: tokio::sync::OnceCell<Option<crate::config::Secret>>,
     gate: Arc<Semaphore>,
     pub(crate) cache: Mutex<identity::IdentityCache>,
     /// The consent each subject's events carried last, so that the ledger is read only when
@@ -141,6 +149,7 @@ impl Collector {
         Collector {
             gate: Arc::new(Semaphore::new(permits)),
             keys: tokio::sync::OnceCell::new(),
+            identity_secret: tokio::sync::OnceCell::new(),
             cache: Mutex::new(identity::IdentityCache::default()),
             carried: Mutex::new(rustc_hash::FxHashMap::default()),
             points: Mutex::new(std::collections::HashMap::new()),
@@ -176,6 +185,30 @@ impl Collector {
                 Ok(IdentityKeys::derive(&master))
             })
             .await
+    }
+
+    /// The secret identity tokens are checked with: the configured one, else the one kept in
+    /// the database (the demo's); `None` when there is neither.
+    pub async fn identity_secret(
+        &self,
+        store: &dyn Store,
+    ) -> Result<Option<&crate::config::Secret>, StoreError> {
+        let secret = self
+            .identity_secret
+            .get_or_try_init(|| async {
+                if let Some(secret) = &self.config.identity_secret {
+                    return Ok(Some(secret.clone()));
+                }
+                let stored = store.get_setting(IDENTITY_SECRET_SETTING).await?;
+                Ok::<_, StoreError>(
+                    stored
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .filter(|s| !s.is_empty())
+                        .map(crate::config::Secret::new),
+                )
+            })
+            .await?;
+        Ok(secret.as_ref())
     }
 
     /// Admits `events` events, or `None` when the queue is full (the caller answers 429).
@@ -219,6 +252,34 @@ impl Collector {
             points.remove(key_id);
         }
     }
+}
+
+/// The identity token for `user_id`: the hex HMAC-SHA256 of the user id under the identity
+/// secret, as the shop's backend computes it (Intercom's `user_hash` pattern). A browser sends
+/// it as `context.kept.userHash`; with it a public key speaks for that user.
+pub fn identity_token(secret: &str, user_id: &str) -> String {
+    use hmac::Mac as _;
+    match hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(user_id.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        // HMAC takes a key of any length; this arm is never taken.
+        Err(_) => String::new(),
+    }
+}
+
+/// Whether `token` (hex) is the identity token for `user_id`, compared in constant time.
+pub fn identity_token_matches(secret: &str, user_id: &str, token: &str) -> bool {
+    use hmac::Mac as _;
+    let Ok(given) = hex::decode(token.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(user_id.as_bytes());
+    mac.verify_slice(&given).is_ok()
 }
 
 /// Declares the collection metrics.

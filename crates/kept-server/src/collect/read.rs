@@ -133,6 +133,12 @@ pub async fn lookup(
     }
     let not_found = || ApiError::NotFound(format!("no subject holds this `{name}`"));
     let subject = subject.ok_or_else(not_found)?;
+    // A user id given to a subject that was merged away names the survivor.
+    let subject = store
+        .survivors(&[subject])
+        .await?
+        .first()
+        .map_or(subject, |(_, survivor)| *survivor);
     let facts = store.subject(subject).await?.ok_or_else(not_found)?;
 
     let held = store.identities_of(subject).await?;

@@ -113,7 +113,9 @@ pub struct SegmentMessage {
     #[schema(value_type = Object)]
     pub traits: Option<serde_json::Value>,
     /// `consent.categoryPreferences`, `consent.tcString`, `consent.gppString`, `location`,
-    /// `timezone`, `ip`, `userAgent`, `kept.collection_point`, `kept.notice`.
+    /// `timezone`, `ip`, `userAgent`, `kept.collection_point`, `kept.notice`, and
+    /// `kept.userHash`: the identity token with which a public key speaks for the `userId`
+    /// (hex HMAC-SHA256 of the `userId` under the identity secret, minted by the shop's backend).
     #[schema(value_type = Object)]
     pub context: Option<serde_json::Value>,
     /// The write key, when not sent as HTTP Basic user.
@@ -185,8 +187,8 @@ async fn receive(
 
 async fn authorize(state: &AppState, presented: &str) -> Result<ApiKeyRecord, ApiError> {
     let key = state.auth.verify(presented).await?;
-    if !key.role.permits(Role::Collect) {
-        return Err(ApiError::forbidden(key.role, Role::Collect));
+    if !key.role.permits(Role::Public) {
+        return Err(ApiError::forbidden(key.role, Role::Public));
     }
     tracing::Span::current().record("key", key.id.as_str());
     Ok(key)
@@ -215,10 +217,17 @@ macro_rules! call {
             path = $path,
             tag = "collection",
             description = concat!(
-                "Also at `", $short, "`. Segment-compatible; the write key (role `collect`) as \
-                 HTTP Basic user with an empty password, or `writeKey` in the body. JSON or \
-                 `text/plain` bodies, optionally gzip-encoded. Answered only after the event is \
-                 committed; a retried `messageId` is stored once."
+                "Also at `", $short, "`. Segment-compatible; the write key as HTTP Basic user \
+                 with an empty password, or `writeKey` in the body. A `server` key (secret) has \
+                 full Segment semantics. A `public` key (safe in a browser) creates and extends \
+                 anonymous profiles and records that browser's banner choices; to speak for a \
+                 known customer (one with a user id or a verified email or phone: attach an \
+                 identifier, merge a profile into them, change their traits or consent) its \
+                 message carries an identity token in `context.kept.userHash`: the hex \
+                 HMAC-SHA256 of the `userId` under the identity secret, computed by the shop's \
+                 backend. A public key never merges two known customers. JSON or `text/plain` \
+                 bodies, optionally gzip-encoded. Answered only after the event is committed; a \
+                 retried `messageId` is stored once."
             ),
             request_body = SegmentMessage,
             security(("api_key" = [])),
@@ -226,7 +235,7 @@ macro_rules! call {
                 (status = 200, description = "committed", body = Accepted),
                 (status = 400, description = "malformed JSON or a missing or malformed field, named in `error.field`", body = ErrorBody),
                 (status = 401, description = "no write key, or an invalid one", body = ErrorBody),
-                (status = 403, description = "the key's role is not `collect` or `admin`", body = ErrorBody),
+                (status = 403, description = "the key's role is not `public`, `server` or `admin` (`auth.forbidden`); or a public key spoke for a known customer without an identity token (`collect.identity_token_required`), with a wrong one (`collect.identity_token_invalid`), or merged a known customer (`collect.merge_refused`); `error.field` names the field", body = ErrorBody),
                 (status = 413, description = "larger than 32 KB; `error.limit` names the limit", body = ErrorBody),
                 (status = 415, description = "not JSON or text, or an unsupported encoding", body = ErrorBody),
                 (status = 429, description = "too many events in flight; retry after `Retry-After` seconds", body = ErrorBody),
@@ -301,7 +310,7 @@ call!(
         (status = 200, description = "every message committed", body = Accepted),
         (status = 400, description = "malformed JSON, or a bad message named by `error.field` and `error.index`", body = ErrorBody),
         (status = 401, description = "no write key, or an invalid one", body = ErrorBody),
-        (status = 403, description = "the key's role is not `collect` or `admin`", body = ErrorBody),
+        (status = 403, description = "the key's role is not `public`, `server` or `admin` (`auth.forbidden`); or a public key's message spoke for a known customer without a valid identity token, or merged one (`collect.identity_token_required`, `collect.identity_token_invalid`, `collect.merge_refused`; `error.field` and `error.index` name the message); nothing is written", body = ErrorBody),
         (status = 413, description = "a limit exceeded, named by `error.limit` (`batch_bytes`, `batch_events`, `event_bytes`)", body = ErrorBody),
         (status = 415, description = "not JSON or text, or an unsupported encoding", body = ErrorBody),
         (status = 429, description = "too many events in flight; retry after `Retry-After` seconds", body = ErrorBody),

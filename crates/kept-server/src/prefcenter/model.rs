@@ -781,7 +781,37 @@ pub async fn confirm(
         at: ctx.now,
     });
     w.commit().await?;
+    verify_confirmed_email(state, standing, ctx.now).await?;
     Ok(true)
+}
+
+/// A confirmed double opt-in proves the address the confirmation was mailed to (the subject's
+/// contact address): it becomes a verified identifier, one a sign-in link may be sent to.
+async fn verify_confirmed_email(
+    state: &AppState,
+    standing: &Standing,
+    now: UnixMillis,
+) -> Result<(), ApiError> {
+    let Some(address) = contact_address(state, standing, IdentifierKind::Email).await? else {
+        return Ok(());
+    };
+    let Ok(normalized) = kept_core::identity::normalize_email(&address) else {
+        return Ok(());
+    };
+    let store = state.store.as_ref();
+    let keys = state.collect.keys(store).await?;
+    let hash = keys.identifier_hash(IdentifierKind::Email, &normalized);
+    let held = store.find_identities(&[hash]).await?;
+    if held.first().is_some_and(|(_, s)| *s == standing.subject.id) {
+        store
+            .write_identities(IdentityWrite {
+                verify: vec![hash],
+                at: now,
+                ..IdentityWrite::default()
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Withdraws `purpose` (on `channel`, for `topic`) at once: one-click unsubscribe.
@@ -1043,6 +1073,8 @@ async fn attach_phone(
         kind: IdentifierKind::Phone,
         hash,
         sealed,
+        // Typed in by the customer, not proven theirs: not verified.
+        verified: false,
     });
     match store.write_identities(write).await {
         Ok(_) => Ok(()),
@@ -1115,8 +1147,8 @@ pub async fn identifiers(
         .collect())
 }
 
-/// Finds the subject an email address belongs to: by its keyed hash, and in demo mode among
-/// the demo's email traits too.
+/// Finds the subject an email address belongs to, for a sign-in link: by its keyed hash when
+/// the address is verified, and in demo mode among the demo's email traits too.
 pub async fn subject_by_email(
     state: &AppState,
     prefcenter: &PrefCenter,
@@ -1125,7 +1157,11 @@ pub async fn subject_by_email(
     let store = state.store.as_ref();
     let keys = state.collect.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Email, normalized);
-    if let Some((_, s)) = store.find_identities(&[hash]).await?.first() {
+    // A sign-in link goes only to a verified address of the subject it opens: one anybody
+    // could have attached through a public key proves nothing.
+    if let Some((_, s)) = store.find_identities(&[hash]).await?.first()
+        && store.verified_identities(&[hash]).await?.contains(&hash)
+    {
         return Ok(Some(*s));
     }
     if prefcenter.config().demo {

@@ -14,8 +14,11 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoleName {
-    /// Write events only; safe to ship in a browser.
-    Collect,
+    /// A write key safe to ship in a browser: anonymous profiles and that browser's banner
+    /// choices; a known customer only with an identity token (`context.kept.userHash`).
+    Public,
+    /// A secret write key for the shop's servers: the Segment calls with their full semantics.
+    Server,
     /// Decisions and audiences.
     Decide,
     /// Data subject requests, the ledger, subject data.
@@ -27,7 +30,8 @@ pub enum RoleName {
 impl From<RoleName> for Role {
     fn from(r: RoleName) -> Role {
         match r {
-            RoleName::Collect => Role::Collect,
+            RoleName::Public => Role::Public,
+            RoleName::Server => Role::Server,
             RoleName::Decide => Role::Decide,
             RoleName::Privacy => Role::Privacy,
             RoleName::Admin => Role::Admin,
@@ -38,7 +42,8 @@ impl From<RoleName> for Role {
 impl From<Role> for RoleName {
     fn from(r: Role) -> RoleName {
         match r {
-            Role::Collect => RoleName::Collect,
+            Role::Public => RoleName::Public,
+            Role::Server => RoleName::Server,
             Role::Decide => RoleName::Decide,
             Role::Privacy => RoleName::Privacy,
             Role::Admin => RoleName::Admin,

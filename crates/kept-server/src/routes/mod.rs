@@ -7,6 +7,7 @@ pub mod contacts;
 pub mod decision_log;
 pub mod decisions;
 pub mod keys;
+pub mod merges;
 pub mod profile;
 pub mod system;
 pub mod uses;
@@ -26,6 +27,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/ledger", get(consents::ledger_status))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/merges", get(merges::list))
+        .route("/v1/merges/{id}/undo", post(merges::undo))
         .route(
             "/v1/decisions",
             post(decisions::decide).layer(DefaultBodyLimit::max(decisions::BODY_LIMIT)),

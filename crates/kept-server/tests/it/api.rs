@@ -290,7 +290,7 @@ async fn error_bodies_have_one_shape() {
     insta::assert_json_snapshot!("missing_key", no_key.json);
 
     let forbidden = app
-        .send(get("/v1/ledger", Some(app.key(Role::Collect))))
+        .send(get("/v1/ledger", Some(app.key(Role::Public))))
         .await;
     insta::assert_json_snapshot!("forbidden", forbidden.json);
 }
@@ -372,14 +372,14 @@ async fn keys_are_created_listed_and_revoked_by_admins() {
         .send(post(
             "/v1/keys",
             Some(admin),
-            r#"{"role": "collect", "name": "web shop"}"#,
+            r#"{"role": "public", "name": "web shop"}"#,
         ))
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let key = created.json["key"].as_str().unwrap().to_owned();
     let id = created.json["id"].as_str().unwrap().to_owned();
     assert!(key.starts_with(&format!("{id}_")));
-    assert_eq!(created.json["role"], "collect");
+    assert_eq!(created.json["role"], "public");
 
     let list = app.send(get("/v1/keys", Some(admin))).await;
     assert_eq!(list.status, StatusCode::OK);

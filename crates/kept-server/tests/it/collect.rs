@@ -20,10 +20,15 @@ fn basic(key: &str) -> String {
     )
 }
 
-/// A collection call with the write key as HTTP Basic user.
+/// A collection call with the server write key as HTTP Basic user.
 fn call(app: &TestApp, path: &str, body: &Value) -> Request<Body> {
+    call_as(app, Role::Server, path, body)
+}
+
+/// A collection call with the write key of `role` as HTTP Basic user.
+fn call_as(app: &TestApp, role: Role, path: &str, body: &Value) -> Request<Body> {
     Request::post(path)
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(role)))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
@@ -121,7 +126,7 @@ async fn a_track_call_is_committed_and_read_back() {
 async fn the_write_key_may_come_in_the_body_and_a_wrong_one_is_refused() {
     let app = TestApp::new().await;
     let mut body = track("anon-b", "Clicked", "b-1");
-    body["writeKey"] = json!(app.key(Role::Collect));
+    body["writeKey"] = json!(app.key(Role::Server));
     // What `navigator.sendBeacon` sends: text/plain, no Authorization header.
     let beacon = Request::post("/v1/t")
         .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
@@ -165,7 +170,7 @@ async fn the_write_key_may_come_in_the_body_and_a_wrong_one_is_refused() {
     assert_eq!(app.send(decide).await.status, StatusCode::FORBIDDEN);
 
     let xml = Request::post("/v1/track")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_TYPE, "application/xml")
         .body(Body::from("<track/>"))
         .unwrap();
@@ -182,7 +187,7 @@ async fn gzip_bodies_are_read_and_broken_ones_refused() {
     let app = TestApp::new().await;
     let batch = json!({"batch": [track("anon-z", "A", "z-1"), track("anon-z", "B", "z-2")]});
     let request = Request::post("/v1/batch")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(gzip(batch.to_string().as_bytes())))
@@ -193,14 +198,14 @@ async fn gzip_bodies_are_read_and_broken_ones_refused() {
     assert_eq!(events_of(&app, subject).await.len(), 2);
 
     let broken = Request::post("/v1/batch")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(b"definitely not gzip".to_vec()))
         .unwrap();
     let answer = app.send(broken).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     let brotli = Request::post("/v1/batch")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_ENCODING, "br")
         .body(Body::from(batch.to_string()))
         .unwrap();
@@ -247,7 +252,7 @@ async fn every_limit_is_named() {
     // The batch limit holds after decompression too: 600 KB of zeros gzip to almost nothing.
     let padded = json!({"batch": [big(20 * 1024, "g1")], "pad": "0".repeat(600 * 1024)});
     let request = Request::post("/v1/batch")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(gzip(padded.to_string().as_bytes())))
         .unwrap();
@@ -330,7 +335,7 @@ async fn a_bad_event_rejects_its_batch_whole_and_is_named() {
     assert!(answer.json["error"].get("index").is_none());
 
     let malformed = Request::post("/v1/track")
-        .header(header::AUTHORIZATION, basic(app.key(Role::Collect)))
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .body(Body::from("{\"event\": "))
         .unwrap();
     let answer = app.send(malformed).await;
@@ -613,7 +618,7 @@ async fn every_trait_keeps_its_provenance() {
     );
 
     // A write key's default collection point applies when the event names none.
-    let key_id = kept_server::auth::key_id(app.key(Role::Collect))
+    let key_id = kept_server::auth::key_id(app.key(Role::Server))
         .unwrap()
         .to_owned();
     let set = Request::put(format!("/v1/keys/{key_id}/collection-point"))
@@ -892,7 +897,7 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
             },
         })
     };
-    let mut request = call(&app, "/v1/track", &consent_event(true, "c-1"));
+    let mut request = call_as(&app, Role::Public, "/v1/track", &consent_event(true, "c-1"));
     request.headers_mut().insert(
         "x-forwarded-for",
         "198.51.100.1, 203.0.113.9".parse().unwrap(),
@@ -927,16 +932,26 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
 
     // The same choice again changes nothing; a no withdraws.
     assert_eq!(
-        app.send(call(&app, "/v1/track", &consent_event(true, "c-2")))
-            .await
-            .status,
+        app.send(call_as(
+            &app,
+            Role::Public,
+            "/v1/track",
+            &consent_event(true, "c-2")
+        ))
+        .await
+        .status,
         StatusCode::OK
     );
     assert_eq!(ledger(&app, subject).await.len(), 1);
     assert_eq!(
-        app.send(call(&app, "/v1/track", &consent_event(false, "c-3")))
-            .await
-            .status,
+        app.send(call_as(
+            &app,
+            Role::Public,
+            "/v1/track",
+            &consent_event(false, "c-3")
+        ))
+        .await
+        .status,
         StatusCode::OK
     );
     let entries = ledger(&app, subject).await;
@@ -945,7 +960,12 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
 
     // A GPC signal is recorded once, as a GPC opt-out.
     for id in ["g-1", "g-2"] {
-        let mut request = call(&app, "/v1/track", &track("banner-1", "Viewed", id));
+        let mut request = call_as(
+            &app,
+            Role::Public,
+            "/v1/track",
+            &track("banner-1", "Viewed", id),
+        );
         request
             .headers_mut()
             .insert("sec-gpc", "1".parse().unwrap());
@@ -959,7 +979,9 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
     // Identifying merges the browser's consent into the person's own record.
     let signin = json!({"userId": "eve", "anonymousId": "banner-1"});
     assert_eq!(
-        app.send(call(&app, "/v1/identify", &signin)).await.status,
+        app.send(call_as(&app, Role::Public, "/v1/identify", &signin))
+            .await
+            .status,
         StatusCode::OK
     );
     assert_eq!(subject_of(&app, "user_id=eve").await, subject);

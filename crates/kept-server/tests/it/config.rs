@@ -321,3 +321,34 @@ fn the_ledger_witness_defaults_to_the_data_directory_and_can_move_or_stop() {
     assert_eq!(err.code(), "config.invalid_value");
     assert!(err.to_string().contains("`ledger_witness_url`"), "{err}");
 }
+
+#[test]
+fn the_identity_secret_comes_from_a_file_and_never_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity-secret");
+    std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let var = path.to_str().unwrap();
+    let config = load(None, &[("KEPT_IDENTITY_SECRET_FILE", var)], &Flags::new()).unwrap();
+    let secret = config.identity_secret.as_ref().unwrap();
+    assert_eq!(secret.expose(), "0123456789abcdef0123456789abcdef");
+    assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    let file = table(&format!("identity_secret_file = {var:?}"));
+    let from_file = load(Some(&file), &[], &Flags::new()).unwrap();
+    assert_eq!(from_file.identity_secret, config.identity_secret);
+    // Too short to be a secret: refused, naming the field and where it came from.
+    let short = load(None, &[("KEPT_IDENTITY_SECRET", "hunter2")], &Flags::new()).unwrap_err();
+    assert_eq!(short.code(), "config.invalid_value");
+    let message = short.to_string();
+    assert!(message.contains("identity_secret") && message.contains("KEPT_IDENTITY_SECRET"));
+    assert!(!message.contains("hunter2"), "{message}");
+    let both = load(
+        None,
+        &[
+            ("KEPT_IDENTITY_SECRET_FILE", var),
+            ("KEPT_IDENTITY_SECRET", "0123456789abcdef0123"),
+        ],
+        &Flags::new(),
+    )
+    .unwrap_err();
+    assert_eq!(both.code(), "config.conflict");
+}

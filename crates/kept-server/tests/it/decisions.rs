@@ -629,7 +629,7 @@ async fn subjects_collected_by_the_collection_api_are_decided_by_any_identifier(
         "traits": { "email": "Ada@Example.com" } });
     let basic = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
-        format!("{}:", app.key(Role::Collect)),
+        format!("{}:", app.key(Role::Server)),
     );
     let answer = app
         .send(

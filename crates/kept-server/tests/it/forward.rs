@@ -540,7 +540,7 @@ async fn failures_back_off_then_become_dead_letters_that_can_be_retried() {
     assert_eq!(letters[0]["last_status"], 500);
     assert_eq!(letters[0]["payload"]["data"]["event"]["messageId"], "evt-1");
     assert_eq!(listed.json["next_after"], serde_json::Value::Null);
-    for role in [Role::Collect, Role::Decide, Role::Privacy] {
+    for role in [Role::Server, Role::Decide, Role::Privacy] {
         let denied = s
             .app
             .send(get("/v1/webhooks/dead-letters", Some(s.app.key(role))))

@@ -15,6 +15,7 @@ mod demo;
 mod e2e;
 mod forward;
 mod notices;
+mod identity;
 mod openapi;
 mod prefcenter;
 mod receipt_format;

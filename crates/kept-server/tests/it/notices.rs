@@ -22,7 +22,7 @@ async fn app_on(manifest: Manifest) -> TestApp {
 
 async fn collect(app: &TestApp, path: &str, body: &Value) -> Answer {
     let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:", app.key(Role::Collect)));
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:", app.key(Role::Public)));
     let answer = app
         .send(
             Request::post(path)

@@ -145,7 +145,7 @@ impl Center {
             Request::post("/v1/identify")
                 .header(
                     header::AUTHORIZATION,
-                    format!("Bearer {}", self.app.key(Role::Collect)),
+                    format!("Bearer {}", self.app.key(Role::Server)),
                 )
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from(
@@ -190,7 +190,7 @@ impl Browser {
     }
 }
 
-fn get_page(path: &str, cookie: Option<&str>) -> Request<Body> {
+pub(crate) fn get_page(path: &str, cookie: Option<&str>) -> Request<Body> {
     let mut req = Request::get(path).header(header::HOST, "kept.test");
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);
@@ -210,7 +210,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn form_post(
+pub(crate) fn form_post(
     path: &str,
     fields: &[(&str, &str)],
     cookie: Option<&str>,
@@ -1266,7 +1266,7 @@ async fn csv_exports_defuse_formulas_planted_in_traits() {
         Request::post("/v1/identify")
             .header(
                 header::AUTHORIZATION,
-                format!("Bearer {}", center.app.key(Role::Collect)),
+                format!("Bearer {}", center.app.key(Role::Public)),
             )
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(
@@ -1483,4 +1483,91 @@ async fn a_topic_is_shown_and_recorded_with_the_notice_it_names() {
     let pending = center.records(subject).await.pop().unwrap();
     assert_eq!(pending.action, ConsentAction::Pending);
     assert_eq!(pending.notice.unwrap().id, "promo_mail");
+}
+
+#[tokio::test]
+async fn a_confirmed_double_opt_in_verifies_the_address() {
+    let center = Center::new().await;
+    // A browser (public key) signs up a new user: the address is not verified, so the sign-in
+    // form sends it nothing.
+    let answer = send(
+        center.router(),
+        Request::post("/v1/identify")
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", center.app.key(Role::Public)),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"userId": "newbie", "traits": {"email": "newbie@example.com"},
+                       "context": {"location": {"country": "DE"}}})
+                .to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let store = center.app.store.as_ref();
+    let keys = center.state.collect.keys(store).await.unwrap();
+    let hash = keys.identifier_hash(
+        kept_core::identity::IdentifierKind::Email,
+        "newbie@example.com",
+    );
+    let subject = store.find_identities(&[hash]).await.unwrap()[0].1;
+    assert!(store.verified_identities(&[hash]).await.unwrap().is_empty());
+    assert_eq!(
+        kept_server::prefcenter::model::subject_by_email(
+            &center.state,
+            &center.state.prefcenter,
+            "newbie@example.com"
+        )
+        .await
+        .unwrap(),
+        None
+    );
+
+    // The customer asks for the newsletter and confirms it from the mail: now it is verified.
+    let browser = center.browser(subject).await;
+    let asked = browser
+        .post(
+            &center,
+            "/preferences/messages",
+            &[("topic", "email:newsletter"), ("frequency.email", "week")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER, "{}", asked.text);
+    let mut mails = center.mails();
+    for _ in 0..100 {
+        if !mails.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        mails = center.mails();
+    }
+    let link = link_in(mails.last().expect("a confirmation mail"));
+    let confirmed = send(
+        center.router(),
+        form_post(
+            "/preferences/confirm",
+            &[("token", &token_of(&link))],
+            None,
+            &[("origin", ORIGIN)],
+        ),
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+    assert_eq!(
+        store.verified_identities(&[hash]).await.unwrap(),
+        vec![hash]
+    );
+    assert_eq!(
+        kept_server::prefcenter::model::subject_by_email(
+            &center.state,
+            &center.state.prefcenter,
+            "newbie@example.com"
+        )
+        .await
+        .unwrap(),
+        Some(subject)
+    );
 }

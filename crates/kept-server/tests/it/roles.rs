@@ -113,6 +113,20 @@ fn endpoints() -> Vec<Endpoint> {
         },
         Endpoint {
             method: "GET",
+            path: "/v1/merges?limit=10",
+            body: None,
+            role: Role::Privacy,
+            success: StatusCode::OK,
+        },
+        Endpoint {
+            method: "POST",
+            path: "/v1/merges/999999/undo",
+            body: None,
+            role: Role::Privacy,
+            success: StatusCode::NOT_FOUND,
+        },
+        Endpoint {
+            method: "GET",
             path: "/v1/decision-log?limit=10",
             body: None,
             role: Role::Privacy,
@@ -129,7 +143,7 @@ fn endpoints() -> Vec<Endpoint> {
             method: "POST",
             path: "/v1/track",
             body: Some(|_| r#"{"anonymousId": "matrix", "event": "Checked"}"#.to_owned()),
-            role: Role::Collect,
+            role: Role::Public,
             success: StatusCode::OK,
         },
         Endpoint {
@@ -139,7 +153,7 @@ fn endpoints() -> Vec<Endpoint> {
                 r#"{"batch": [{"type": "page", "anonymousId": "matrix", "name": "Home"}]}"#
                     .to_owned()
             }),
-            role: Role::Collect,
+            role: Role::Public,
             success: StatusCode::OK,
         },
         Endpoint {
@@ -217,7 +231,7 @@ async fn every_endpoint_checks_its_role() {
         for caller in callers() {
             // A fresh key to revoke, so that each DELETE has something to delete.
             let (_, victim) =
-                kept_server::auth::create_key(app.store.as_ref(), Role::Collect, "victim", 0)
+                kept_server::auth::create_key(app.store.as_ref(), Role::Server, "victim", 0)
                     .await
                     .unwrap();
             let path = endpoint

@@ -125,7 +125,7 @@ async fn what_one_server_writes_the_other_decides_on() {
             axum::http::Request::post("/v1/identify")
                 .header(
                     axum::http::header::AUTHORIZATION,
-                    format!("Bearer {}", app.key(Role::Collect)),
+                    format!("Bearer {}", app.key(Role::Server)),
                 )
                 .header(axum::http::header::CONTENT_TYPE, "application/json")
                 .body(axum::body::Body::from(identify.to_string()))
@@ -193,4 +193,95 @@ async fn the_index_built_again_holds_what_it_missed() {
         reason(app.router(), &app, "u1").await,
         "denied.unsubscribed"
     );
+}
+
+#[tokio::test]
+async fn a_merge_and_its_undo_reach_the_other_server() {
+    let app = TestApp::new().await;
+    if app.store.backend() != Backend::Postgres {
+        eprintln!(
+            "skipped: servers share a database only on PostgreSQL (set KEPT_TEST_BACKEND=postgres)"
+        );
+        return;
+    }
+    let heard_a = app.store.listen().await.unwrap().unwrap();
+    kept_server::sync::spawn(&app.state, heard_a);
+    let collect = |body: serde_json::Value, path: &str| {
+        axum::http::Request::post(path)
+            .header(
+                axum::http::header::AUTHORIZATION,
+                format!("Bearer {}", app.key(Role::Server)),
+            )
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap()
+    };
+    for user in ["mia", "max"] {
+        let answer = app
+            .send(collect(
+                json!({"userId": user, "context": {"location": {"country": "DE"}}}),
+                "/v1/identify",
+            ))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    }
+    // Only Max subscribed, through the newsletter form.
+    let max = app.state.index.directory().unwrap().subject("max").unwrap();
+    add_trait(
+        &app,
+        max,
+        "email",
+        "user.contact.email",
+        "newsletter_signup",
+    )
+    .await;
+    // Server B shares the database and builds its own index.
+    let b = AppState::new(
+        app.store.clone(),
+        app.state.ledger.clone(),
+        app.state.manifest.clone(),
+    )
+    .with_clock(Arc::new(|| NOW));
+    let heard_b = b.store.listen().await.unwrap().unwrap();
+    b.index
+        .load(b.store.as_ref(), NOW, &mut |_| {})
+        .await
+        .unwrap();
+    kept_server::sync::spawn(&b, heard_b);
+    let on_b = kept_server::router(b.clone());
+    append(app.router(), &app, &newsletter_consent(max)).await;
+    assert_eq!(reason(app.router(), &app, "max").await, "allowed.consent");
+    eventually(&on_b, &app, "max", "allowed.consent").await;
+    let mia_alone = reason(app.router(), &app, "mia").await;
+    assert!(mia_alone.starts_with("denied."), "{mia_alone}");
+    eventually(&on_b, &app, "mia", &mia_alone).await;
+
+    // The shop merges Mia into Max through A: B answers for Mia as for Max...
+    let answer = app
+        .send(collect(
+            json!({"userId": "max", "previousId": "mia"}),
+            "/v1/alias",
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    eventually(&on_b, &app, "mia", "allowed.consent").await;
+    // ...until the privacy team undoes it on A.
+    let log = app
+        .send(crate::support::get(
+            "/v1/merges",
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    let id = log.json["entries"][0]["id"].as_i64().unwrap();
+    let undone = app
+        .send(crate::support::request(
+            "POST",
+            &format!("/v1/merges/{id}/undo"),
+            Some(app.key(Role::Privacy)),
+            None,
+        ))
+        .await;
+    assert_eq!(undone.status, StatusCode::OK, "{}", undone.text);
+    eventually(&on_b, &app, "mia", &mia_alone).await;
+    eventually(&on_b, &app, "max", "allowed.consent").await;
 }

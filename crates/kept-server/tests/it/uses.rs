@@ -200,7 +200,7 @@ async fn only_the_privacy_role_reads_uses_and_bad_input_names_the_field() {
     let app = TestApp::new().await;
     let path = format!("/v1/uses?subject={}", app.subjects[0].0);
     for (role, status) in [
-        (Role::Collect, StatusCode::FORBIDDEN),
+        (Role::Public, StatusCode::FORBIDDEN),
         (Role::Decide, StatusCode::FORBIDDEN),
         (Role::Privacy, StatusCode::OK),
         (Role::Admin, StatusCode::OK),
