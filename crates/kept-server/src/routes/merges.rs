@@ -101,6 +101,7 @@ fn number<T: std::str::FromStr>(field: &str, value: Option<&str>) -> Result<Opti
 #[utoipa::path(
     get,
     path = "/v1/merges",
+    operation_id = "list_merges",
     tag = "collection",
     params(
         ("before" = Option<i64>, Query, description = "only entries with a smaller id (the previous page's `next_before`)"),
@@ -151,6 +152,7 @@ pub struct MergePath {
 #[utoipa::path(
     post,
     path = "/v1/merges/{id}/undo",
+    operation_id = "undo_merge",
     tag = "collection",
     params(("id" = i64, Path, description = "the merge's id in the identity log")),
     security(("api_key" = [])),

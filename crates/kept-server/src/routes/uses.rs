@@ -85,6 +85,7 @@ fn number<T: std::str::FromStr>(field: &str, value: Option<&str>) -> Result<Opti
 #[utoipa::path(
     get,
     path = "/v1/uses",
+    operation_id = "read_uses",
     tag = "decision log",
     params(
         ("subject" = u32, Query, description = "a subject's internal id"),
