@@ -450,9 +450,34 @@ pub async fn deliver_due(state: &AppState, now: UnixMillis) -> Result<Round, Sto
         claimed: claimed.len(),
         ..Round::default()
     };
-    let attempts: Vec<(Delivery, Attempt)> = futures::stream::iter(claimed)
-        .map(|d| async move {
-            let attempt = attempt(state, &d, now).await;
+    let snapshot = decisions(state);
+    let mut cleared = Vec::with_capacity(claimed.len());
+    let mut used = Vec::new();
+    for d in claimed {
+        match prepare(state, snapshot.as_deref(), &d, now) {
+            Ok((ready, uses)) => {
+                used.extend(uses);
+                cleared.push((d, Ok(ready)));
+            }
+            Err(outcome) => cleared.push((d, Err(outcome))),
+        }
+    }
+    // The round's uses are recorded in one transaction before any of its data leaves; when
+    // they cannot be, nothing is sent and every delivery is tried again like a refused one.
+    let unrecorded = match state.store.record_uses(used).await {
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot record the use: {e}")),
+    };
+    let unrecorded = unrecorded.as_deref();
+    let attempts: Vec<(Delivery, Attempt)> = futures::stream::iter(cleared)
+        .map(|(d, ready)| async move {
+            let attempt = match (ready, unrecorded) {
+                (Err(outcome), _) => outcome,
+                (Ok(_), Some(error)) => {
+                    failed(&state.forward, &d, now, None, error.to_owned(), None)
+                }
+                (Ok(ready), None) => send(state, &d, ready, now).await,
+            };
             (d, attempt)
         })
         .buffer_unordered(config.concurrency.max(1))
@@ -503,61 +528,88 @@ pub async fn deliver_due(state: &AppState, now: UnixMillis) -> Result<Round, Sto
     Ok(round)
 }
 
-/// One attempt at one delivery.
-async fn attempt(state: &AppState, d: &Delivery, now: UnixMillis) -> Attempt {
+/// A delivery cleared to go: where, the secret to sign with, and the uses it makes.
+struct Ready {
+    url: String,
+    secret: sign::WebhookSecret,
+    /// A handle on the forwarder's client (cheap to clone: it shares its connections).
+    client: reqwest::Client,
+}
+
+/// Everything an attempt checks before sending: the system and its webhook still there, the
+/// decision for every purpose it declares (asked again now), a secret and a client. Returns
+/// the delivery cleared to go with its uses, or the attempt's outcome without sending.
+fn prepare(
+    state: &AppState,
+    decisions: Option<&Snapshot>,
+    d: &Delivery,
+    now: UnixMillis,
+) -> Result<(Ready, Vec<kept_store::UseRecord>), Attempt> {
     let forwarder = &state.forward;
     let suppressed = |reason: String| Attempt::Suppressed { at: now, reason };
     let Some(system) = state.manifest.systems.get(&d.system) else {
-        return suppressed(format!(
+        return Err(suppressed(format!(
             "the system `{}` is no longer in the manifest",
             d.system
-        ));
+        )));
     };
     let Some(hook) = &system.webhook else {
-        return suppressed(format!("the system `{}` no longer has a webhook", d.system));
+        return Err(suppressed(format!(
+            "the system `{}` no longer has a webhook",
+            d.system
+        )));
     };
-    let allowed = match decide_system(decisions(state).as_deref(), system, d.subject, now) {
-        Ok(allowed) => allowed,
-        Err(reason) => return suppressed(reason),
-    };
-    let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| {
-        let failed = d.attempts.saturating_add(1);
-        let retry_at = (failed < forwarder.config.max_attempts).then(|| {
-            let delay =
-                forwarder
-                    .config
-                    .backoff
-                    .delay_with(failed, forwarder.jitter(), retry_after);
-            now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
-        });
-        Attempt::Failed {
-            at: now,
-            status,
-            error,
-            retry_at,
-        }
-    };
-    let secret = match sign::secret_for(hook.secret_env.as_deref(), &forwarder.secrets) {
-        Ok(secret) => secret,
-        Err(e) => return failed(None, e.to_string(), None),
-    };
-    let client = match forwarder.client() {
-        Ok(client) => client,
-        Err(e) => return failed(None, e, None),
-    };
-    // The use is recorded before the data leaves; a delivery that cannot be recorded is not
-    // sent, and is tried again like one the destination refused.
-    if let Err(e) = state
-        .store
-        .record_uses(delivery_uses(d, allowed, now))
-        .await
-    {
-        return failed(None, format!("cannot record the use: {e}"), None);
+    let allowed = decide_system(decisions, system, d.subject, now).map_err(suppressed)?;
+    let secret = sign::secret_for(hook.secret_env.as_deref(), &forwarder.secrets)
+        .map_err(|e| failed(forwarder, d, now, None, e.to_string(), None))?;
+    let client = forwarder
+        .client()
+        .map_err(|e| failed(forwarder, d, now, None, e, None))?;
+    Ok((
+        Ready {
+            url: hook.url.clone(),
+            secret,
+            client: client.clone(),
+        },
+        delivery_uses(d, allowed, now),
+    ))
+}
+
+/// A failed attempt: retried after the back-off, or a dead letter after the last one.
+fn failed(
+    forwarder: &Forwarder,
+    d: &Delivery,
+    now: UnixMillis,
+    status: Option<u16>,
+    error: String,
+    retry_after: Option<Duration>,
+) -> Attempt {
+    let failed = d.attempts.saturating_add(1);
+    let retry_at = (failed < forwarder.config.max_attempts).then(|| {
+        let delay = forwarder
+            .config
+            .backoff
+            .delay_with(failed, forwarder.jitter(), retry_after);
+        now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+    });
+    Attempt::Failed {
+        at: now,
+        status,
+        error,
+        retry_at,
     }
+}
+
+/// Signs and posts one cleared delivery.
+async fn send(state: &AppState, d: &Delivery, ready: Ready, now: UnixMillis) -> Attempt {
+    let forwarder = &state.forward;
     let timestamp = now.div_euclid(1000);
-    let signature = secret.sign(&d.message_id, timestamp, d.payload.as_bytes());
-    let sent = client
-        .post(&hook.url)
+    let signature = ready
+        .secret
+        .sign(&d.message_id, timestamp, d.payload.as_bytes());
+    let sent = ready
+        .client
+        .post(&ready.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("webhook-id", &d.message_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -579,12 +631,15 @@ async fn attempt(state: &AppState, d: &Delivery, now: UnixMillis) -> Attempt {
                     .and_then(|v| v.to_str().ok()),
             );
             failed(
+                forwarder,
+                d,
+                now,
                 Some(status.as_u16()),
                 format!("the destination answered {status}"),
                 asked,
             )
         }
-        Err(e) => failed(None, describe(&e), None),
+        Err(e) => failed(forwarder, d, now, None, describe(&e), None),
     }
 }
 
