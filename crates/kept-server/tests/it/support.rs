@@ -139,6 +139,55 @@ impl TestApp {
         }
     }
 
+    /// Runs `sql` on the test's database directly, behind the server's back (to make it fail).
+    pub async fn execute(&self, sql: &str) {
+        if self.url.starts_with("postgres") {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&self.url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&self.url);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
+    /// Makes every insert into the record of uses fail, until `allow_uses`.
+    pub async fn refuse_uses(&self) {
+        if self.url.starts_with("postgres") {
+            self.execute(
+                "CREATE FUNCTION refuse_uses() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'uses refused'; END $$; \
+                 CREATE TRIGGER refuse_uses BEFORE INSERT ON uses FOR EACH ROW \
+                 EXECUTE FUNCTION refuse_uses();",
+            )
+            .await;
+        } else {
+            self.execute(
+                "CREATE TRIGGER refuse_uses BEFORE INSERT ON uses \
+                 BEGIN SELECT RAISE(ABORT, 'uses refused'); END;",
+            )
+            .await;
+        }
+    }
+
+    pub async fn allow_uses(&self) {
+        if self.url.starts_with("postgres") {
+            self.execute("DROP TRIGGER refuse_uses ON uses;").await;
+        } else {
+            self.execute("DROP TRIGGER refuse_uses;").await;
+        }
+    }
+
     pub fn key(&self, role: Role) -> &str {
         &self.keys[&role]
     }
