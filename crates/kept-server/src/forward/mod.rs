@@ -18,8 +18,8 @@ pub use api::{DeadLetter, DeadLetters, dead_letters, retry_dead_letter, routes};
 use crate::app::AppState;
 use backoff::Backoff;
 use futures::StreamExt;
-use kept_core::decision::DecisionRequest;
-use kept_core::index::Snapshot;
+use kept_core::decision::{Decision, DecisionRequest};
+use kept_core::index::{IndexQuery, Snapshot};
 use kept_core::manifest::{Manifest, System};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::StoreError;
@@ -167,10 +167,13 @@ impl Forwarder {
 }
 
 /// One purpose a system declares, allowed for a subject: what was asked and what was answered.
+/// The evidence is written out only for a delivery's use (`delivery_uses`), not for every
+/// event that is merely queued.
 #[derive(Debug, Clone)]
 pub struct Allowed {
     pub request: DecisionRequest,
-    pub decided: crate::uses::Decided,
+    pub query: IndexQuery,
+    pub decision: Decision,
 }
 
 /// Whether `system` may receive an event of `subject` now: the purposes it declares, all
@@ -196,11 +199,16 @@ pub fn decide_system(
             topic: None,
             categories: one.categories.clone(),
         };
-        let decided = crate::uses::decide(decisions, subject, &request, now);
-        if !decided.decision.allowed {
-            return Err(decided.decision.reason.as_str().to_owned());
+        let query = decisions.prepare(&request);
+        let decision = decisions.decide_prepared(subject, &query, now);
+        if !decision.allowed {
+            return Err(decision.reason.as_str().to_owned());
         }
-        allowed.push(Allowed { request, decided });
+        allowed.push(Allowed {
+            request,
+            query,
+            decision,
+        });
     }
     Ok(allowed)
 }
@@ -219,6 +227,7 @@ fn purposes(allowed: &[Allowed]) -> Vec<String> {
 /// The uses a delivery makes: one per purpose the system declares, under its decision, all
 /// referring to the delivery (so its retries are one use).
 fn delivery_uses(
+    decisions: &Snapshot,
     d: &Delivery,
     allowed: Vec<Allowed>,
     now: UnixMillis,
@@ -233,7 +242,10 @@ fn delivery_uses(
                 actor: &d.system,
                 reference: Some(&d.message_id),
             }
-            .of_one(d.subject, a.decided)
+            .of_one(
+                d.subject,
+                crate::uses::decided(decisions, &a.query, a.decision),
+            )
         })
         .collect()
 }
@@ -560,6 +572,10 @@ fn prepare(
         )));
     };
     let allowed = decide_system(decisions, system, d.subject, now).map_err(suppressed)?;
+    // `decide_system` denies without a snapshot, so there is one here.
+    let Some(decisions) = decisions else {
+        return Err(suppressed(NO_DECISIONS.to_owned()));
+    };
     let secret = sign::secret_for(hook.secret_env.as_deref(), &forwarder.secrets)
         .map_err(|e| failed(forwarder, d, now, None, e.to_string(), None))?;
     let client = forwarder
@@ -571,7 +587,7 @@ fn prepare(
             secret,
             client: client.clone(),
         },
-        delivery_uses(d, allowed, now),
+        delivery_uses(decisions, d, allowed, now),
     ))
 }
 
