@@ -38,10 +38,12 @@ pub async fn test_store_url(dir: &tempfile::TempDir) -> String {
     let url = std::env::var("KEPT_TEST_DATABASE_URL")
         .expect("KEPT_TEST_BACKEND=postgres needs KEPT_TEST_DATABASE_URL");
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // A random part too: process ids come back, and schemas of earlier runs may still be there.
     let schema = format!(
-        "kept_it_{}_{}",
+        "kept_it_{}_{}_{:08x}",
         std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        rand::random::<u32>()
     );
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
