@@ -24,6 +24,14 @@ pub fn demo_manifest() -> Manifest {
         .manifest
 }
 
+/// A fresh, empty store for one test (see `test_store_url`).
+#[allow(dead_code, reason = "kept for tests that need a store without a server")]
+pub async fn test_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    kept_server::store::open(&test_store_url(dir).await)
+        .await
+        .unwrap()
+}
+
 /// A fresh, empty store for one test: SQLite in `dir`, or, when `KEPT_TEST_BACKEND=postgres`,
 /// a schema of its own in the database `KEPT_TEST_DATABASE_URL` names (so tests run in
 /// parallel; `.ci/run` drops the `kept_it_*` schemas before each run).
