@@ -25,7 +25,10 @@ pub fn demo_manifest() -> Manifest {
 }
 
 /// A fresh, empty store for one test (see `test_store_url`).
-#[allow(dead_code, reason = "kept for tests that need a store without a server")]
+#[allow(
+    dead_code,
+    reason = "kept for tests that need a store without a server"
+)]
 pub async fn test_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     kept_server::store::open(&test_store_url(dir).await)
         .await
