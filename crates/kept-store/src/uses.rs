@@ -271,4 +271,24 @@ mod tests {
         assert_eq!(set_from_bytes(bitmap).unwrap(), ids);
         assert!(set_from_bytes(b"not a bitmap").is_err());
     }
+
+    /// The stored form of a set is the portable roaring format: these bytes must keep reading
+    /// as this set, and this set must keep writing as these bytes.
+    #[test]
+    fn the_stored_set_format_is_fixed() {
+        let ids: RoaringBitmap = [0, 1, 2, 65_535, 65_536, 1_000_000, u32::MAX]
+            .into_iter()
+            .collect();
+        let UseSubjects::Set { bitmap, count } = UseSubjects::set(&ids) else {
+            panic!("a set")
+        };
+        assert_eq!(count, 7);
+        let fixture = include_str!("../tests/fixtures/uses/set-v1.hex").trim();
+        assert_eq!(hex(&bitmap), fixture);
+        assert_eq!(set_from_bytes(&bitmap).unwrap(), ids);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }

@@ -18,8 +18,8 @@ pub use api::{DeadLetter, DeadLetters, dead_letters, retry_dead_letter, routes};
 use crate::app::AppState;
 use backoff::Backoff;
 use futures::StreamExt;
-use kept_core::decision::DecisionRequest;
-use kept_core::index::Snapshot;
+use kept_core::decision::{Decision, DecisionRequest};
+use kept_core::index::{IndexQuery, Snapshot};
 use kept_core::manifest::{Manifest, System};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::StoreError;
@@ -167,10 +167,13 @@ impl Forwarder {
 }
 
 /// One purpose a system declares, allowed for a subject: what was asked and what was answered.
+/// The evidence is written out only for a delivery's use (`delivery_uses`), not for every
+/// event that is merely queued.
 #[derive(Debug, Clone)]
 pub struct Allowed {
     pub request: DecisionRequest,
-    pub decided: crate::uses::Decided,
+    pub query: IndexQuery,
+    pub decision: Decision,
 }
 
 /// Whether `system` may receive an event of `subject` now: the purposes it declares, all
@@ -196,11 +199,16 @@ pub fn decide_system(
             topic: None,
             categories: one.categories.clone(),
         };
-        let decided = crate::uses::decide(decisions, subject, &request, now);
-        if !decided.decision.allowed {
-            return Err(decided.decision.reason.as_str().to_owned());
+        let query = decisions.prepare(&request);
+        let decision = decisions.decide_prepared(subject, &query, now);
+        if !decision.allowed {
+            return Err(decision.reason.as_str().to_owned());
         }
-        allowed.push(Allowed { request, decided });
+        allowed.push(Allowed {
+            request,
+            query,
+            decision,
+        });
     }
     Ok(allowed)
 }
@@ -219,6 +227,7 @@ fn purposes(allowed: &[Allowed]) -> Vec<String> {
 /// The uses a delivery makes: one per purpose the system declares, under its decision, all
 /// referring to the delivery (so its retries are one use).
 fn delivery_uses(
+    decisions: &Snapshot,
     d: &Delivery,
     allowed: Vec<Allowed>,
     now: UnixMillis,
@@ -233,7 +242,10 @@ fn delivery_uses(
                 actor: &d.system,
                 reference: Some(&d.message_id),
             }
-            .of_one(d.subject, a.decided)
+            .of_one(
+                d.subject,
+                crate::uses::decided(decisions, &a.query, a.decision),
+            )
         })
         .collect()
 }
@@ -450,9 +462,34 @@ pub async fn deliver_due(state: &AppState, now: UnixMillis) -> Result<Round, Sto
         claimed: claimed.len(),
         ..Round::default()
     };
-    let attempts: Vec<(Delivery, Attempt)> = futures::stream::iter(claimed)
-        .map(|d| async move {
-            let attempt = attempt(state, &d, now).await;
+    let snapshot = decisions(state);
+    let mut cleared = Vec::with_capacity(claimed.len());
+    let mut used = Vec::new();
+    for d in claimed {
+        match prepare(state, snapshot.as_deref(), &d, now) {
+            Ok((ready, uses)) => {
+                used.extend(uses);
+                cleared.push((d, Ok(ready)));
+            }
+            Err(outcome) => cleared.push((d, Err(outcome))),
+        }
+    }
+    // The round's uses are recorded in one transaction before any of its data leaves; when
+    // they cannot be, nothing is sent and every delivery is tried again like a refused one.
+    let unrecorded = match state.store.record_uses(used).await {
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot record the use: {e}")),
+    };
+    let unrecorded = unrecorded.as_deref();
+    let attempts: Vec<(Delivery, Attempt)> = futures::stream::iter(cleared)
+        .map(|(d, ready)| async move {
+            let attempt = match (ready, unrecorded) {
+                (Err(outcome), _) => outcome,
+                (Ok(_), Some(error)) => {
+                    failed(&state.forward, &d, now, None, error.to_owned(), None)
+                }
+                (Ok(ready), None) => send(state, &d, ready, now).await,
+            };
             (d, attempt)
         })
         .buffer_unordered(config.concurrency.max(1))
@@ -503,61 +540,92 @@ pub async fn deliver_due(state: &AppState, now: UnixMillis) -> Result<Round, Sto
     Ok(round)
 }
 
-/// One attempt at one delivery.
-async fn attempt(state: &AppState, d: &Delivery, now: UnixMillis) -> Attempt {
+/// A delivery cleared to go: where, the secret to sign with, and the uses it makes.
+struct Ready {
+    url: String,
+    secret: sign::WebhookSecret,
+    /// A handle on the forwarder's client (cheap to clone: it shares its connections).
+    client: reqwest::Client,
+}
+
+/// Everything an attempt checks before sending: the system and its webhook still there, the
+/// decision for every purpose it declares (asked again now), a secret and a client. Returns
+/// the delivery cleared to go with its uses, or the attempt's outcome without sending.
+fn prepare(
+    state: &AppState,
+    decisions: Option<&Snapshot>,
+    d: &Delivery,
+    now: UnixMillis,
+) -> Result<(Ready, Vec<kept_store::UseRecord>), Attempt> {
     let forwarder = &state.forward;
     let suppressed = |reason: String| Attempt::Suppressed { at: now, reason };
     let Some(system) = state.manifest.systems.get(&d.system) else {
-        return suppressed(format!(
+        return Err(suppressed(format!(
             "the system `{}` is no longer in the manifest",
             d.system
-        ));
+        )));
     };
     let Some(hook) = &system.webhook else {
-        return suppressed(format!("the system `{}` no longer has a webhook", d.system));
+        return Err(suppressed(format!(
+            "the system `{}` no longer has a webhook",
+            d.system
+        )));
     };
-    let allowed = match decide_system(decisions(state).as_deref(), system, d.subject, now) {
-        Ok(allowed) => allowed,
-        Err(reason) => return suppressed(reason),
+    let allowed = decide_system(decisions, system, d.subject, now).map_err(suppressed)?;
+    // `decide_system` denies without a snapshot, so there is one here.
+    let Some(decisions) = decisions else {
+        return Err(suppressed(NO_DECISIONS.to_owned()));
     };
-    let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| {
-        let failed = d.attempts.saturating_add(1);
-        let retry_at = (failed < forwarder.config.max_attempts).then(|| {
-            let delay =
-                forwarder
-                    .config
-                    .backoff
-                    .delay_with(failed, forwarder.jitter(), retry_after);
-            now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
-        });
-        Attempt::Failed {
-            at: now,
-            status,
-            error,
-            retry_at,
-        }
-    };
-    let secret = match sign::secret_for(hook.secret_env.as_deref(), &forwarder.secrets) {
-        Ok(secret) => secret,
-        Err(e) => return failed(None, e.to_string(), None),
-    };
-    let client = match forwarder.client() {
-        Ok(client) => client,
-        Err(e) => return failed(None, e, None),
-    };
-    // The use is recorded before the data leaves; a delivery that cannot be recorded is not
-    // sent, and is tried again like one the destination refused.
-    if let Err(e) = state
-        .store
-        .record_uses(delivery_uses(d, allowed, now))
-        .await
-    {
-        return failed(None, format!("cannot record the use: {e}"), None);
+    let secret = sign::secret_for(hook.secret_env.as_deref(), &forwarder.secrets)
+        .map_err(|e| failed(forwarder, d, now, None, e.to_string(), None))?;
+    let client = forwarder
+        .client()
+        .map_err(|e| failed(forwarder, d, now, None, e, None))?;
+    Ok((
+        Ready {
+            url: hook.url.clone(),
+            secret,
+            client: client.clone(),
+        },
+        delivery_uses(decisions, d, allowed, now),
+    ))
+}
+
+/// A failed attempt: retried after the back-off, or a dead letter after the last one.
+fn failed(
+    forwarder: &Forwarder,
+    d: &Delivery,
+    now: UnixMillis,
+    status: Option<u16>,
+    error: String,
+    retry_after: Option<Duration>,
+) -> Attempt {
+    let failed = d.attempts.saturating_add(1);
+    let retry_at = (failed < forwarder.config.max_attempts).then(|| {
+        let delay = forwarder
+            .config
+            .backoff
+            .delay_with(failed, forwarder.jitter(), retry_after);
+        now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+    });
+    Attempt::Failed {
+        at: now,
+        status,
+        error,
+        retry_at,
     }
+}
+
+/// Signs and posts one cleared delivery.
+async fn send(state: &AppState, d: &Delivery, ready: Ready, now: UnixMillis) -> Attempt {
+    let forwarder = &state.forward;
     let timestamp = now.div_euclid(1000);
-    let signature = secret.sign(&d.message_id, timestamp, d.payload.as_bytes());
-    let sent = client
-        .post(&hook.url)
+    let signature = ready
+        .secret
+        .sign(&d.message_id, timestamp, d.payload.as_bytes());
+    let sent = ready
+        .client
+        .post(&ready.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("webhook-id", &d.message_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -579,12 +647,15 @@ async fn attempt(state: &AppState, d: &Delivery, now: UnixMillis) -> Attempt {
                     .and_then(|v| v.to_str().ok()),
             );
             failed(
+                forwarder,
+                d,
+                now,
                 Some(status.as_u16()),
                 format!("the destination answered {status}"),
                 asked,
             )
         }
-        Err(e) => failed(None, describe(&e), None),
+        Err(e) => failed(forwarder, d, now, None, describe(&e), None),
     }
 }
 

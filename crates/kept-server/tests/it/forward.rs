@@ -464,6 +464,51 @@ async fn a_delivery_is_a_use_recorded_with_its_decision() {
     }
 }
 
+/// A delivery whose use cannot be recorded is not sent: it waits for its retry like one the
+/// destination refused, and goes (recorded) once the record can be written again.
+#[tokio::test]
+async fn a_delivery_whose_use_cannot_be_recorded_is_not_sent() {
+    let (receiver, url) = Receiver::start().await;
+    let s = scene(&url, quick(5)).await;
+    forward::enqueue_for_event(&s.state, s.people[0], "evt-u", &event("evt-u", "user-0"))
+        .await
+        .unwrap();
+    s.app.refuse_uses().await;
+    let round = forward::deliver_due(&s.state, NOW).await.unwrap();
+    assert_eq!((round.claimed, round.retrying), (1, 1), "{round:?}");
+    assert!(receiver.got().is_empty(), "nothing left Kept");
+    let d = &s.app.store.deliveries_for_event("evt-u").await.unwrap()[0];
+    assert_eq!(d.state, DeliveryState::Pending);
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("cannot record the use"),
+        "{:?}",
+        d.last_error
+    );
+
+    s.app.allow_uses().await;
+    let round = forward::deliver_due(&s.state, NOW + 60_000).await.unwrap();
+    assert_eq!(round.delivered, 1, "{round:?}");
+    assert_eq!(receiver.got().len(), 1);
+    let answer = support::send(
+        kept_server::router(s.state.clone()),
+        get(
+            &format!("/v1/uses?subject={}", s.people[0].0),
+            Some(s.app.key(Role::Privacy)),
+        ),
+    )
+    .await;
+    assert_eq!(
+        answer.json["uses"].as_array().unwrap().len(),
+        1,
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.json["uses"][0]["at"], NOW + 60_000);
+}
+
 #[tokio::test]
 async fn failures_back_off_then_become_dead_letters_that_can_be_retried() {
     let (receiver, url) = Receiver::start().await;

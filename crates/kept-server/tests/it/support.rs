@@ -24,6 +24,17 @@ pub fn demo_manifest() -> Manifest {
         .manifest
 }
 
+/// A fresh, empty store for one test (see `test_store_url`).
+#[allow(
+    dead_code,
+    reason = "kept for tests that need a store without a server"
+)]
+pub async fn test_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    kept_server::store::open(&test_store_url(dir).await)
+        .await
+        .unwrap()
+}
+
 /// A fresh, empty store for one test: SQLite in `dir`, or, when `KEPT_TEST_BACKEND=postgres`,
 /// a schema of its own in the database `KEPT_TEST_DATABASE_URL` names (so tests run in
 /// parallel; `.ci/run` drops the `kept_it_*` schemas before each run).
@@ -38,10 +49,12 @@ pub async fn test_store_url(dir: &tempfile::TempDir) -> String {
     let url = std::env::var("KEPT_TEST_DATABASE_URL")
         .expect("KEPT_TEST_BACKEND=postgres needs KEPT_TEST_DATABASE_URL");
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // A random part too: process ids come back, and schemas of earlier runs may still be there.
     let schema = format!(
-        "kept_it_{}_{}",
+        "kept_it_{}_{}_{:08x}",
         std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        rand::random::<u32>()
     );
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -150,6 +163,55 @@ impl TestApp {
             .load(self.store.as_ref(), NOW, &mut |_| {})
             .await
             .unwrap();
+    }
+
+    /// Runs `sql` on the test's database directly, behind the server's back (to make it fail).
+    pub async fn execute(&self, sql: &str) {
+        if self.url.starts_with("postgres") {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&self.url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&self.url);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
+    /// Makes every insert into the record of uses fail, until `allow_uses`.
+    pub async fn refuse_uses(&self) {
+        if self.url.starts_with("postgres") {
+            self.execute(
+                "CREATE FUNCTION refuse_uses() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'uses refused'; END $$; \
+                 CREATE TRIGGER refuse_uses BEFORE INSERT ON uses FOR EACH ROW \
+                 EXECUTE FUNCTION refuse_uses();",
+            )
+            .await;
+        } else {
+            self.execute(
+                "CREATE TRIGGER refuse_uses BEFORE INSERT ON uses \
+                 BEGIN SELECT RAISE(ABORT, 'uses refused'); END;",
+            )
+            .await;
+        }
+    }
+
+    pub async fn allow_uses(&self) {
+        if self.url.starts_with("postgres") {
+            self.execute("DROP TRIGGER refuse_uses ON uses;").await;
+        } else {
+            self.execute("DROP TRIGGER refuse_uses;").await;
+        }
     }
 
     pub fn key(&self, role: Role) -> &str {

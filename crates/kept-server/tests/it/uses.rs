@@ -329,3 +329,43 @@ async fn a_profile_read_is_a_use_of_each_category_it_showed() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     assert!(uses_of(&app, nobody).await.is_empty());
 }
+
+/// When the record of uses cannot be written, the use does not happen: no contact is stored,
+/// no export is sent. Nothing is half-written.
+#[tokio::test]
+async fn a_use_that_cannot_be_recorded_does_not_happen() {
+    let app = TestApp::new().await;
+    let (ga, other) = georgians(&app).await;
+    app.refuse_uses().await;
+
+    let refused = contact(&app, ga, NOW).await;
+    assert!(refused.status.is_server_error(), "{}", refused.text);
+    assert!(refused.code().starts_with("store."), "{}", refused.text);
+    assert!(
+        app.store.contacts_since(0).await.unwrap().is_empty(),
+        "the contact is not stored"
+    );
+    let refused = export(&app, &[ga, other]).await;
+    assert!(refused.status.is_server_error(), "{}", refused.text);
+    assert!(
+        !refused.text.contains("\"id\""),
+        "no subject leaves: {}",
+        refused.text
+    );
+    let profile = format!(
+        "/v1/subjects/{}/profile?purpose={MARKETING}&channel=email",
+        ga.0
+    );
+    let refused = app.send(get(&profile, Some(app.key(Role::Decide)))).await;
+    assert!(refused.status.is_server_error(), "{}", refused.text);
+    assert!(
+        !refused.text.contains("email of"),
+        "no trait leaves: {}",
+        refused.text
+    );
+
+    app.allow_uses().await;
+    assert_eq!(contact(&app, ga, NOW).await.status, StatusCode::CREATED);
+    assert_eq!(app.store.contacts_since(0).await.unwrap().len(), 1);
+    assert_eq!(uses_of(&app, ga).await.len(), 1);
+}
