@@ -213,6 +213,19 @@ async fn a_public_key_cannot_attach_an_address_to_a_known_customer_by_user_id() 
         )
         .await;
     refused(&answer, "collect.identity_token_required", "traits");
+    // Nor a customer imported with only a user id, as the demo's are.
+    let answer = shop
+        .call(
+            Role::Public,
+            "/v1/identify",
+            json!({"userId": "u1", "traits": {"email": MALLORY}}),
+        )
+        .await;
+    refused(&answer, "collect.identity_token_required", "traits.email");
+    assert_eq!(
+        shop.lookup(&format!("email={MALLORY}")).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     // The sign-in for Mallory's address mails nothing; Vera's still mails Vera.
     shop.sign_in(MALLORY).await;
