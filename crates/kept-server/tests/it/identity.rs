@@ -319,6 +319,42 @@ async fn a_public_key_cannot_change_a_known_customers_consent() {
     );
     assert_eq!(shop.records(vera).await.len(), before, "no ledger record");
 
+    // Her own browser, signed in without a token, keeps sending the choice she made: what
+    // changes nothing is accepted; a change is not.
+    let answer = shop
+        .call(
+            Role::Server,
+            "/v1/track",
+            json!({"userId": "u4", "event": "Consent Updated",
+                   "context": {"consent": consent(true)}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let given = shop.records(vera).await.len();
+    let same = shop
+        .call(
+            Role::Public,
+            "/v1/track",
+            json!({"anonymousId": "vera-browser", "event": "Viewed",
+                   "context": {"consent": consent(true)}}),
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.text);
+    let changed = shop
+        .call(
+            Role::Public,
+            "/v1/track",
+            json!({"anonymousId": "vera-browser", "event": "Consent Updated",
+                   "context": {"consent": consent(false)}}),
+        )
+        .await;
+    refused(
+        &changed,
+        "collect.identity_token_required",
+        "context.consent.categoryPreferences",
+    );
+    assert_eq!(shop.records(vera).await.len(), given);
+
     // An anonymous visitor's own banner choice still counts, as a banner choice.
     let answer = shop
         .call(
