@@ -139,6 +139,16 @@ pub struct MessageIds {
     pub index: Option<usize>,
 }
 
+/// Who a message speaks for, and what it says that a public key may say of a known customer
+/// only with an identity token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voice {
+    pub speaker: Speaker,
+    /// The field that would change a known customer's traits (`traits`), if any.
+    pub guarded: Option<&'static str>,
+    pub consent: Option<ConsentAsk>,
+}
+
 /// The consent a message carries, as purposes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentAsk {
@@ -234,10 +244,13 @@ pub fn identifiers(
     default_country: Option<&str>,
     base: &str,
     index: Option<usize>,
-    speaker: Speaker,
-    guarded: Option<&'static str>,
-    consent: Option<ConsentAsk>,
+    voice: Voice,
 ) -> Result<MessageIds, ApiError> {
+    let Voice {
+        speaker,
+        guarded,
+        consent,
+    } = voice;
     let make = |kind: IdentifierKind, raw: &str, field: &str| -> Result<Identifier, ApiError> {
         let value = normalize(kind, raw, default_country).map_err(|e| ApiError::InvalidEvent {
             field: field_path(base, field),

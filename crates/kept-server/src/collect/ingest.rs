@@ -129,9 +129,11 @@ pub async fn ingest(
             default_country.as_deref(),
             &base,
             index,
-            speaker,
-            guarded,
-            consent,
+            identity::Voice {
+                speaker,
+                guarded,
+                consent,
+            },
         )?;
         let point = message
             .context_str(&["kept", "collection_point"])
