@@ -1,6 +1,7 @@
 //! Identity resolution's pure parts: identifiers normalised (email, E.164 phone), looked up by
-//! keyed hash and sealed under a per-subject data key; and the plan that decides which subject
-//! a message belongs to, with the guard rails that stop a silent merge of two people.
+//! keyed hash and sealed under a per-subject data key; the plan that decides which subject a
+//! message belongs to, with the guard rails that stop a silent merge of two people; and what a
+//! write key's speaker (server key, public key with or without an identity token) may carry out.
 //!
 //! INVARIANT: an identifier's value never leaves this module unsealed except to the caller that
 //! asked to open it; hashes and sealed bytes are all the store ever sees.

@@ -128,12 +128,32 @@ pub struct MessageIds {
     pub explicit: bool,
     /// Who the message speaks for (its key's kind and identity token).
     pub speaker: Speaker,
-    /// A public key's message that would change a known customer's profile or consent: only
-    /// allowed with an identity token. Names the field that does it.
+    /// A public key's message that would change a known customer's traits: only allowed with
+    /// an identity token. Names the field that does it.
     pub guarded: Option<&'static str>,
+    /// The consent choices a public key's message carries: refused for a known customer
+    /// without an identity token when they would change what the ledger says.
+    pub consent: Option<ConsentAsk>,
     /// Where the message is, for errors: its path prefix (`batch[3]`) and index.
     pub base: String,
     pub index: Option<usize>,
+}
+
+/// Who a message speaks for, and what it says that a public key may say of a known customer
+/// only with an identity token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voice {
+    pub speaker: Speaker,
+    /// The field that would change a known customer's traits (`traits`), if any.
+    pub guarded: Option<&'static str>,
+    pub consent: Option<ConsentAsk>,
+}
+
+/// The consent a message carries, as purposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentAsk {
+    pub purposes: std::collections::BTreeMap<String, bool>,
+    pub gpc: bool,
 }
 
 impl MessageIds {
@@ -201,7 +221,7 @@ impl MessageIds {
 
     /// The 403 for a public key's message that would change a known customer's profile or
     /// consent without a token.
-    fn guard_refused(&self, field: &str) -> ApiError {
+    pub(super) fn guard_refused(&self, field: &str) -> ApiError {
         ApiError::WriteKeyRefused {
             code: Overreach::AttachToKnown(IdentifierKind::UserId).code(),
             field: field_path(&self.base, field),
@@ -224,9 +244,13 @@ pub fn identifiers(
     default_country: Option<&str>,
     base: &str,
     index: Option<usize>,
-    speaker: Speaker,
-    guarded: Option<&'static str>,
+    voice: Voice,
 ) -> Result<MessageIds, ApiError> {
+    let Voice {
+        speaker,
+        guarded,
+        consent,
+    } = voice;
     let make = |kind: IdentifierKind, raw: &str, field: &str| -> Result<Identifier, ApiError> {
         let value = normalize(kind, raw, default_country).map_err(|e| ApiError::InvalidEvent {
             field: field_path(base, field),
@@ -290,6 +314,7 @@ pub fn identifiers(
         explicit: message.kind == MessageKind::Alias,
         speaker,
         guarded: guarded.filter(|_| speaker != Speaker::Server),
+        consent: consent.filter(|_| speaker != Speaker::Server),
         base: base.to_owned(),
         index,
     })
@@ -300,6 +325,9 @@ pub fn identifiers(
 pub struct Outcome {
     /// One per message, in order.
     pub subjects: Vec<SubjectId>,
+    /// One per message: whether it may change its subject's consent (a server key's, one for
+    /// a subject not known, or one whose identity token speaks for the subject).
+    pub may_change_consent: Vec<bool>,
     pub facts: HashMap<SubjectId, Facts>,
     /// Subjects created, for the index.
     pub created: Vec<Subject>,
@@ -454,8 +482,13 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
             && let Some(facts) = cache.facts.get(&first)
             && !(facts.country.is_none() && m.location.country.is_some())
             && !(facts.time_zone.is_none() && m.location.time_zone.is_some())
-            && !(m.guarded.is_some() && facts.known() && !m.token_for_holder())
+            && !((m.guarded.is_some() || m.consent.is_some())
+                && facts.known()
+                && !m.token_for_holder())
         {
+            outcome
+                .may_change_consent
+                .push(m.speaker == Speaker::Server || !facts.known() || m.token_for_holder());
             outcome.facts.insert(first, facts.clone());
             outcome.subjects.push(first);
             continue;
@@ -491,13 +524,18 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
         if !plan.attach.is_empty()
             || !plan.merge.is_empty()
             || relocate
-            || (m.guarded.is_some()
+            || ((m.guarded.is_some() || m.consent.is_some())
                 && facts.known()
                 && !(m.speaker == Speaker::Token && token_covers(&claims, plan_subject)))
         {
             return None;
         }
         refused.extend(plan.refused);
+        outcome.may_change_consent.push(
+            m.speaker == Speaker::Server
+                || !facts.known()
+                || (m.speaker == Speaker::Token && token_covers(&claims, plan_subject)),
+        );
         outcome.facts.insert(subject, facts.clone());
         outcome.subjects.push(subject);
     }
@@ -593,6 +631,7 @@ async fn round(
     };
     let mut intents: Vec<(SubjectRef, Identifier, bool)> = Vec::new();
     let mut placed: Vec<SubjectRef> = Vec::with_capacity(messages.len());
+    let mut may_change: Vec<bool> = Vec::with_capacity(messages.len());
     let mut merges: Vec<(SubjectRef, SubjectRef)> = Vec::new();
     let mut relocated: HashSet<SubjectId> = HashSet::new();
     let mut renamed: HashSet<SubjectId> = HashSet::new();
@@ -603,12 +642,35 @@ async fn round(
             facts.iter().map(|(r, f)| (*r, f.owner())).collect();
         let plan = resolve(&claims, &owners, m.explicit, caps);
         check_speaker(&claims, &plan, &owners, m.speaker).map_err(|o| m.refused(o))?;
-        if let Some(field) = m.guarded
-            && let Some(s) = plan.subject
+        may_change.push(
+            m.speaker == Speaker::Server
+                || !plan.subject.is_some_and(|s| {
+                    owners.get(&s).is_some_and(OwnerFacts::known)
+                        && !(m.speaker == Speaker::Token && token_covers(&claims, s))
+                }),
+        );
+        if let Some(s) = plan.subject
             && owners.get(&s).is_some_and(OwnerFacts::known)
             && !(m.speaker == Speaker::Token && token_covers(&claims, s))
         {
-            return Err(m.guard_refused(field));
+            if let Some(field) = m.guarded {
+                return Err(m.guard_refused(field));
+            }
+            if let (Some(ask), SubjectRef::Existing(id)) = (&m.consent, s) {
+                let f = facts.get(&s).cloned().unwrap_or_default();
+                let changes = super::ingest::changes_consent(
+                    state,
+                    id,
+                    f.country.as_deref(),
+                    f.region.as_deref(),
+                    &ask.purposes,
+                    ask.gpc,
+                )
+                .await?;
+                if changes {
+                    return Err(m.guard_refused("context.consent.categoryPreferences"));
+                }
+            }
         }
         refused.extend(plan.refused.iter().copied());
         let subject = match plan.subject {
@@ -822,7 +884,10 @@ async fn round(
         }
     };
 
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        may_change_consent: may_change,
+        ..Outcome::default()
+    };
     for p in &placed {
         outcome.subjects.push(real(*p)?);
     }

@@ -109,27 +109,29 @@ pub async fn ingest(
         .map_err(|e| invalid(e, index))?;
         let choices = purpose_choices(manifest, &signals.categories);
         let speaker = speaker_of(key, identity_secret, &message, &base, index)?;
-        // What a public key may say of a known customer only with an identity token.
-        let guarded = if message.kind == MessageKind::Identify
+        // What a public key may say of a known customer only with an identity token: traits,
+        // and a consent that changes what the ledger says.
+        let guarded = (message.kind == MessageKind::Identify
             && message
                 .person_traits()
                 .values()
-                .any(|v| !v.is_null() && v.as_str().is_none_or(|t| !t.trim().is_empty()))
-        {
-            Some("traits")
-        } else if !choices.purposes.is_empty() {
-            Some("context.consent.categoryPreferences")
-        } else {
-            None
-        };
+                .any(|v| !v.is_null() && v.as_str().is_none_or(|t| !t.trim().is_empty())))
+        .then_some("traits");
+        let consent = (!choices.purposes.is_empty()).then(|| identity::ConsentAsk {
+            purposes: choices.purposes.clone(),
+            gpc: signals.gpc,
+        });
         let ids = identity::identifiers(
             keys,
             &message,
             default_country.as_deref(),
             &base,
             index,
-            speaker,
-            guarded,
+            identity::Voice {
+                speaker,
+                guarded,
+                consent,
+            },
         )?;
         let point = message
             .context_str(&["kept", "collection_point"])
@@ -168,10 +170,15 @@ pub async fn ingest(
     let mut traits: Vec<Trait> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::with_capacity(prepared.len());
     let kinds: Vec<&'static str> = prepared.iter().map(|p| p.message.kind.as_str()).collect();
-    for (p, subject) in prepared.into_iter().zip(outcome.subjects.iter().copied()) {
+    for (i, (p, subject)) in prepared
+        .into_iter()
+        .zip(outcome.subjects.iter().copied())
+        .enumerate()
+    {
+        let may_change_consent = outcome.may_change_consent.get(i).copied().unwrap_or(false);
         let Prepared {
             message: m,
-            ids: _,
+            ids,
             signals,
             choices,
             point,
@@ -216,6 +223,11 @@ pub async fn ingest(
                     |purpose| level_of(&compiled, place, purpose),
                     &gpc_key,
                 );
+                // Checked when resolving; checked again against the ledger as it is now, so a
+                // change made meanwhile does not let a public key's choice through.
+                if !may_change_consent && changes.iter().any(|c| !c.gpc) {
+                    return Err(ids.guard_refused("context.consent.categoryPreferences"));
+                }
                 state_now.apply(&changes);
                 for c in changes {
                     let (named, version) = named_notice(manifest, &m, point.as_deref(), &c.purpose);
@@ -483,6 +495,30 @@ fn fingerprint(choices: &PurposeChoices, gpc: bool) -> u64 {
     choices.purposes.hash(&mut h);
     gpc.hash(&mut h);
     h.finish()
+}
+
+/// Whether `purposes` (and a GPC signal) would change what `subject`'s ledger says, for a
+/// subject at `country`/`region`, GPC opt-outs aside: what a public key may not do for a known
+/// customer without an identity token. The same changes `ingest` then writes.
+pub(super) async fn changes_consent(
+    state: &AppState,
+    subject: SubjectId,
+    country: Option<&str>,
+    region: Option<&str>,
+    purposes: &std::collections::BTreeMap<String, bool>,
+    gpc: bool,
+) -> Result<bool, ApiError> {
+    let compiled = state.index.compiled().map_err(ApiError::from)?;
+    let place = compiled.place_of(country, region);
+    let current = ledger_state(state, subject).await?;
+    let changes = consent_changes(
+        purposes,
+        gpc,
+        &current,
+        |purpose| level_of(compiled, place, purpose),
+        &gpc_purpose(&state.manifest),
+    );
+    Ok(changes.iter().any(|c| !c.gpc))
 }
 
 /// The subject's consent as its ledger records state it now.

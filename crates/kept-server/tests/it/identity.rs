@@ -213,6 +213,19 @@ async fn a_public_key_cannot_attach_an_address_to_a_known_customer_by_user_id() 
         )
         .await;
     refused(&answer, "collect.identity_token_required", "traits");
+    // Nor a customer imported with only a user id, as the demo's are.
+    let answer = shop
+        .call(
+            Role::Public,
+            "/v1/identify",
+            json!({"userId": "u1", "traits": {"email": MALLORY}}),
+        )
+        .await;
+    refused(&answer, "collect.identity_token_required", "traits.email");
+    assert_eq!(
+        shop.lookup(&format!("email={MALLORY}")).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     // The sign-in for Mallory's address mails nothing; Vera's still mails Vera.
     shop.sign_in(MALLORY).await;
@@ -305,6 +318,42 @@ async fn a_public_key_cannot_change_a_known_customers_consent() {
         "nothing of a refused batch is written"
     );
     assert_eq!(shop.records(vera).await.len(), before, "no ledger record");
+
+    // Her own browser, signed in without a token, keeps sending the choice she made: what
+    // changes nothing is accepted; a change is not.
+    let answer = shop
+        .call(
+            Role::Server,
+            "/v1/track",
+            json!({"userId": "u4", "event": "Consent Updated",
+                   "context": {"consent": consent(true)}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let given = shop.records(vera).await.len();
+    let same = shop
+        .call(
+            Role::Public,
+            "/v1/track",
+            json!({"anonymousId": "vera-browser", "event": "Viewed",
+                   "context": {"consent": consent(true)}}),
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.text);
+    let changed = shop
+        .call(
+            Role::Public,
+            "/v1/track",
+            json!({"anonymousId": "vera-browser", "event": "Consent Updated",
+                   "context": {"consent": consent(false)}}),
+        )
+        .await;
+    refused(
+        &changed,
+        "collect.identity_token_required",
+        "context.consent.categoryPreferences",
+    );
+    assert_eq!(shop.records(vera).await.len(), given);
 
     // An anonymous visitor's own banner choice still counts, as a banner choice.
     let answer = shop
