@@ -168,6 +168,7 @@ where
         (64, Checkpoints::Signed),
         (64, Checkpoints::Witnessed),
         (1, Checkpoints::Off),
+        (1, Checkpoints::Signed),
         (1, Checkpoints::Witnessed),
     ];
     for (i, (writers, mode)) in runs.into_iter().enumerate() {
