@@ -298,7 +298,7 @@ impl BatchWriter for HotWriter {
         };
         let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
         let checkpoint = if touches_ledger(&batch) {
-            plan_checkpoint(signer.as_ref(), (seq, hash), last)
+            plan_checkpoint(signer.as_ref(), tip.0, (seq, hash), last)
         } else {
             None
         };
