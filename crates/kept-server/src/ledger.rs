@@ -422,10 +422,12 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// What this verification proves, one statement each.
     pub fn proven(&self) -> Vec<String> {
-        let mut out = vec![format!(
-            "records 1 to {} form an unbroken hash chain, and every stored column agrees with the record's bytes",
-            self.records
-        )];
+        let mut out = vec![match self.records {
+            0 => "the ledger holds no records".to_string(),
+            n => format!(
+                "records 1 to {n} form an unbroken hash chain, and every stored column agrees with the record's bytes"
+            ),
+        }];
         if let Some(last) = self.last_checkpoint {
             out.push(format!(
                 "{} signed checkpoints match the chain, chained to one another up to record {last}",

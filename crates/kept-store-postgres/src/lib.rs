@@ -299,12 +299,14 @@ impl BatchWriter for HotWriter {
         };
         let (seq, hash, rows, contacts) = plan_hot_batch(tip, &batch);
         let checkpoint = if touches_ledger(&batch) {
-            plan_checkpoint(signer.as_ref(), (seq, hash), last)
+            plan_checkpoint(signer.as_ref(), tip.0, (seq, hash), last)
         } else {
             None
         };
         if !rows.is_empty() {
-            insert_ledger_rows(&mut tx, &rows, seq, &hash).await?;
+            insert_ledger_rows(&mut tx, &rows, seq, &hash, checkpoint.as_ref()).await?;
+        } else if let Some(cp) = &checkpoint {
+            insert_checkpoint(&mut tx, cp, "").await?;
         }
         let used = kept_store::group_commit::hot_batch_uses(&batch);
         if used.is_empty() {
@@ -313,9 +315,6 @@ impl BatchWriter for HotWriter {
             }
         } else {
             uses::insert(&mut tx, &used, &contacts).await?;
-        }
-        if let Some(cp) = &checkpoint {
-            insert_checkpoint(&mut tx, cp, "").await?;
         }
         tx.commit().await.map_err(db)?;
         if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
@@ -330,6 +329,10 @@ impl BatchWriter for HotWriter {
 }
 
 /// Locks the tip and reads it with the last checkpoint (whose digest the next one signs).
+///
+/// Two statements, not one join: under READ COMMITTED a statement that waited for the lock
+/// re-reads only the locked row, so a checkpoint joined to it would be the one from before the
+/// wait. The second statement takes a fresh snapshot, after the lock.
 async fn lock_tip(conn: &mut PgConnection) -> Result<((u64, ChainHash), LastCheckpoint)> {
     let row = sqlx::query("SELECT seq, hash FROM ledger_tip WHERE id = 1 FOR UPDATE")
         .fetch_one(&mut *conn)
@@ -373,6 +376,7 @@ async fn insert_ledger_rows(
     rows: &[ChainedRow],
     tip_seq: u64,
     tip_hash: &ChainHash,
+    checkpoint: Option<&Checkpoint>,
 ) -> Result<()> {
     let seqs: Vec<i64> = rows
         .iter()
@@ -382,10 +386,14 @@ async fn insert_ledger_rows(
     let ats: Vec<i64> = rows.iter().map(|r| r.at).collect();
     let bytes: Vec<&[u8]> = rows.iter().map(|r| r.entry.bytes.as_slice()).collect();
     let hashes: Vec<&[u8]> = rows.iter().map(|r| r.entry.hash.0.as_slice()).collect();
-    // One round trip for the rows and the new tip (a data-modifying WITH always runs).
+    // One round trip for the rows, their checkpoint and the new tip (a data-modifying WITH
+    // always runs).
     sqlx::query(
         "WITH appended AS (INSERT INTO ledger (seq, subject_id, at, bytes, hash) \
-         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[], $5::BYTEA[])) \
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[], $5::BYTEA[])), \
+         signed AS (INSERT INTO ledger_checkpoints (seq, hash, at, key_id, signature, prev) \
+         SELECT $8::BIGINT, $9::BYTEA, $10::BIGINT, $11::TEXT, $12::BYTEA, $13::BYTEA \
+         WHERE $8::BIGINT IS NOT NULL) \
          UPDATE ledger_tip SET seq = $6, hash = $7 WHERE id = 1",
     )
     .bind(&seqs)
@@ -395,6 +403,12 @@ async fn insert_ledger_rows(
     .bind(&hashes)
     .bind(to_i64(tip_seq)?)
     .bind(tip_hash.0.as_slice())
+    .bind(checkpoint.map(|c| to_i64(c.seq)).transpose()?)
+    .bind(checkpoint.map(|c| c.hash.0.as_slice()))
+    .bind(checkpoint.map(|c| c.at))
+    .bind(checkpoint.map(|c| c.key_id.as_str()))
+    .bind(checkpoint.map(|c| c.signature.as_slice()))
+    .bind(checkpoint.and_then(|c| c.prev.as_ref()).map(|p| p.0.as_slice()))
     .execute(&mut *conn)
     .await
     .map_err(db)?;

@@ -232,7 +232,7 @@ impl HotWriter {
         batch: &'b [HotWrite],
     ) -> (Tip, Vec<ChainedRow>, Vec<&'b Contact>, Option<Checkpoint>) {
         let (seq, hash, rows, contacts) = plan_hot_batch(tip.ledger, batch);
-        let checkpoint = plan_checkpoint(signer, (seq, hash), tip.checkpoint);
+        let checkpoint = plan_checkpoint(signer, tip.ledger.0, (seq, hash), tip.checkpoint);
         let next = Tip {
             ledger: (seq, hash),
             checkpoint: checkpoint

@@ -200,14 +200,28 @@ impl SignerSlot {
 pub type LastCheckpoint = (u64, ChainHash);
 
 /// The checkpoint a batch ending at `tip` must carry: one when a signer is installed and the
-/// tip lies beyond the last checkpoint.
+/// tip lies beyond the last checkpoint. `before` is the tip the batch found: records between
+/// the last checkpoint and it were committed without one (by another writer, or an older
+/// release), and signing over them is logged, so that an operator can account for them.
 pub fn plan_checkpoint(
     signer: Option<&Arc<dyn CheckpointSigner>>,
+    before: u64,
     tip: (u64, ChainHash),
     last: LastCheckpoint,
 ) -> Option<Checkpoint> {
     let signer = signer?;
-    (tip.0 > last.0).then(|| signer.sign(tip.0, tip.1, last.1))
+    if tip.0 <= last.0 {
+        return None;
+    }
+    if before > last.0 {
+        tracing::warn!(
+            first = last.0 + 1,
+            last = before,
+            checkpoint = tip.0,
+            "ledger records were committed without a checkpoint (another writer, or an older release); this checkpoint covers them"
+        );
+    }
+    Some(signer.sign(tip.0, tip.1, last.1))
 }
 
 impl HotWrite {
