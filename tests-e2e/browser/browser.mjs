@@ -226,7 +226,8 @@ await test('German visitor: the banner speaks German and "Choose" lets analytics
     return l.some((r) => r.purpose === ADS) && l.some((r) => r.purpose === ANALYTICS) ? l : null;
   });
   equal(ledger.find((r) => r.purpose === ANALYTICS).action, 'given', 'analytics');
-  equal(ledger.find((r) => r.purpose === ADS).action, 'withdrawn', 'ads');
+  // A box left unticked on a first visit is a refusal: nothing was given, so nothing withdrawn.
+  equal(ledger.find((r) => r.purpose === ADS).action, 'refused', 'ads');
   equal(problems, [], 'page errors');
   await context.close();
 });
