@@ -507,13 +507,18 @@ pub enum Overreach {
     MergeIntoKnown,
     /// Merging a known customer into another subject: a public key never may.
     MergeKnown,
+    /// Speaking as a known customer, by the user id they hold, without an identity token: an
+    /// event a browser sends under someone else's user id would be stored and forwarded as
+    /// theirs. A message that reaches them only through the browser's own anonymous id (merged
+    /// in by the shop's backend) is that browser's.
+    SpeakAsKnown,
 }
 
 impl Overreach {
     /// Stable machine code.
     pub fn code(self) -> &'static str {
         match self {
-            Overreach::AttachToKnown(_) | Overreach::MergeIntoKnown => {
+            Overreach::AttachToKnown(_) | Overreach::MergeIntoKnown | Overreach::SpeakAsKnown => {
                 "collect.identity_token_required"
             }
             Overreach::MergeKnown => "collect.merge_refused",

@@ -167,6 +167,16 @@ impl MessageIds {
                 .is_some_and(|i| i.kind == IdentifierKind::UserId)
     }
 
+    /// Whether a public key's message, without an identity token, names a user id: held by a
+    /// known customer, it would speak as them (`Overreach::SpeakAsKnown`).
+    fn names_user_id(&self) -> bool {
+        self.speaker != Speaker::Server
+            && self
+                .ids
+                .first()
+                .is_some_and(|i| i.kind == IdentifierKind::UserId)
+    }
+
     fn email_or_phone(&self) -> impl Iterator<Item = &Identifier> {
         self.ids
             .iter()
@@ -195,6 +205,13 @@ impl MessageIds {
                 "anonymousId".to_owned(),
                 format!(
                     "a public write key may not merge another profile into a known customer \
+                     without an identity token: {how}"
+                ),
+            ),
+            Overreach::SpeakAsKnown => (
+                "userId".to_owned(),
+                format!(
+                    "a public write key may not send calls as a known customer (their `userId`) \
                      without an identity token: {how}"
                 ),
             ),
@@ -482,7 +499,7 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
             && let Some(facts) = cache.facts.get(&first)
             && !(facts.country.is_none() && m.location.country.is_some())
             && !(facts.time_zone.is_none() && m.location.time_zone.is_some())
-            && !((m.guarded.is_some() || m.consent.is_some())
+            && !((m.guarded.is_some() || m.consent.is_some() || m.names_user_id())
                 && facts.known()
                 && !m.token_for_holder())
         {
@@ -524,7 +541,7 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
         if !plan.attach.is_empty()
             || !plan.merge.is_empty()
             || relocate
-            || ((m.guarded.is_some() || m.consent.is_some())
+            || ((m.guarded.is_some() || m.consent.is_some() || m.names_user_id())
                 && facts.known()
                 && !(m.speaker == Speaker::Token && token_covers(&claims, plan_subject)))
         {
@@ -670,6 +687,13 @@ async fn round(
                 if changes {
                     return Err(m.guard_refused("context.consent.categoryPreferences"));
                 }
+            }
+            if m.names_user_id()
+                && claims
+                    .iter()
+                    .any(|c| c.kind == IdentifierKind::UserId && c.owner == Some(s))
+            {
+                return Err(m.refused(Overreach::SpeakAsKnown));
             }
         }
         refused.extend(plan.refused.iter().copied());

@@ -235,6 +235,62 @@ async fn a_public_key_cannot_attach_an_address_to_a_known_customer_by_user_id() 
 }
 
 #[tokio::test]
+async fn a_public_key_cannot_send_events_as_a_known_customer() {
+    let shop = Shop::new().await;
+    let vera = shop.subject_of("user_id=u4").await;
+    async fn events(shop: &Shop, subject: u64) -> usize {
+        let path = format!("/v1/subjects/{subject}/events");
+        let answer = shop.api(Role::Privacy, "GET", &path, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.json["events"].as_array().unwrap().len()
+    }
+    let before = events(&shop, vera).await;
+    // An order "placed" by Vera, sent from any page with the public key: it would be stored and
+    // forwarded to the shop's systems as hers.
+    for path in ["/v1/track", "/v1/page"] {
+        let answer = shop
+            .call(
+                Role::Public,
+                path,
+                json!({"userId": "u4", "event": "Order Completed", "name": "Checkout",
+                       "properties": {"total": 999}}),
+            )
+            .await;
+        refused(&answer, "collect.identity_token_required", "userId");
+    }
+    assert_eq!(events(&shop, vera).await, before);
+    // Her own browser, merged into her by the shop's backend, still reports what it does; and
+    // with her identity token a page may name her.
+    let answer = shop
+        .call(
+            Role::Public,
+            "/v1/track",
+            json!({"anonymousId": "vera-browser", "event": "Product Viewed"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let answer = shop
+        .call(
+            Role::Public,
+            "/v1/track",
+            json!({"userId": "u4", "event": "Product Viewed",
+                   "context": {"kept": {"userHash": identity_token(SECRET, "u4")}}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(events(&shop, vera).await, before + 2);
+    // A user id nobody holds yet is a new visitor signing up: still allowed.
+    let answer = shop
+        .call(
+            Role::Public,
+            "/v1/track",
+            json!({"userId": "brand-new", "event": "Signed Up"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+}
+
+#[tokio::test]
 async fn a_public_key_cannot_take_over_a_customer_knowing_only_her_email() {
     let shop = Shop::new().await;
     // The attacker's browser claims Vera's address, to be merged into her...
