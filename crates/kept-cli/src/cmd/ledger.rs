@@ -38,11 +38,13 @@ Exit status: 0 intact, 1 tampered (the first bad record is named), 2 unusable in
   kept ledger verify-receipt consent-receipt-42.json
   kept ledger verify-receipt consent-receipt-42.json --public-key ledger.pub
 
-Without --public-key the signature is checked against the key the receipt names; pass the
-ledger's own key to be sure it was Kept's ledger that signed. The receipt carries the signed
-checkpoint covering its record; it must be signed by the same key and cover the record.
+A receipt names the key that signed it, and anybody can make a key: a receipt is valid only
+when that key is the ledger's. Pass the ledger's verifying key with --public-key (the stronger
+check: a copy kept apart from the database); without it, the key must be one the database
+(--database-url) publishes. The receipt carries the signed checkpoint covering its record; it
+must be signed by the same key and cover the record.
 
-Exit status: 0 valid, 1 changed or not signed by that key, 2 unusable input.")]
+Exit status: 0 valid, 1 changed, or not signed by the ledger's key, 2 unusable input.")]
     VerifyReceipt(VerifyReceiptArgs),
     /// Append records as fast as possible, printing each acknowledged seq (for crash tests)
     #[command(hide = true)]
@@ -111,7 +113,7 @@ pub struct LoadTestArgs {
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Verify(args) => verify(args).await,
-        Command::VerifyReceipt(args) => verify_receipt(&args),
+        Command::VerifyReceipt(args) => verify_receipt(&args).await,
         Command::LoadTest(args) => load_test(args).await,
     }
 }
@@ -127,12 +129,41 @@ pub struct VerifyReceiptArgs {
     /// must be signed with
     #[arg(long = "public-key", value_name = "FILE_OR_HEX")]
     public_key: Option<String>,
+    /// Without --public-key, the database whose published keys the receipt's key must be
+    /// among: a `postgres://` URL or an SQLite file (never created)
+    #[arg(
+        long,
+        env = "KEPT_DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        hide_env_values = true
+    )]
+    database_url: String,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
 
-fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
+/// The keys a receipt may be signed with when none was given: those the database publishes.
+/// `Err` says why there are none to compare with.
+async fn published_receipt_keys(database_url: &str) -> Result<Vec<VerifyingKey>, String> {
+    let location = Location::parse(database_url);
+    if let Location::Sqlite(path) = &location
+        && !path.is_file()
+    {
+        return Err(format!(
+            "no database at `{}` to read the ledger's published keys from",
+            path.display()
+        ));
+    }
+    let store = store::open_location(&location)
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys = published_verifying_keys(store.as_ref()).await;
+    let _ = store.close().await;
+    keys.map_err(|e| e.to_string())
+}
+
+async fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
     use kept_server::prefcenter::receipt;
     let format = args.format;
     let report = |code: u8, status: &str, error: Option<(&str, String)>, ok: Option<String>| {
@@ -170,34 +201,61 @@ fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
             return report(2, "unusable", Some(("receipt.not_json", message)), None);
         }
     };
-    match receipt::verify(&value, expected.as_ref()) {
-        Ok(v) => {
-            let whose = if expected.is_some() {
-                "the given ledger key"
-            } else {
-                "the key it names (pass --public-key to require your ledger's)"
-            };
-            report(
-                0,
-                "valid",
-                None,
-                Some(format!(
-                    "receipt valid: ledger record {} ({} {} for subject {}), {}, signed by key {} — {whose}",
-                    v.seq,
-                    v.purpose,
-                    v.action,
-                    v.subject,
-                    match v.checkpoint {
-                        Some(seq) => format!(
-                            "covered by the signed checkpoint at record {seq} (match it with `kept ledger verify --witness`)"
-                        ),
-                        None =>
-                            "with no checkpoint (issued before receipts carried one)".to_string(),
-                    },
+    let verified = receipt::verify(&value, expected.as_ref());
+    // A receipt that checks out under the key it names proves nothing until that key is known
+    // to be the ledger's: anybody can sign a made-up receipt with a key of their own.
+    let whose = match (&verified, &expected) {
+        (Ok(_), Some(_)) => "the given ledger key".to_owned(),
+        (Ok(v), None) => match published_receipt_keys(&args.database_url).await {
+            Ok(keys)
+                if keys
+                    .iter()
+                    .any(|k| kept_core::ledger::key_id(k) == v.key_id) =>
+            {
+                "a key the database publishes as the ledger's (pass --public-key to check \
+                 against a copy kept elsewhere)"
+                    .to_owned()
+            }
+            Ok(_) => {
+                let message = format!(
+                    "the receipt is signed by key {}, which is not a key the ledger publishes: \
+                     it was not signed by this ledger (pass --public-key with the ledger's \
+                     verifying key to check against another)",
                     v.key_id
-                )),
-            )
-        }
+                );
+                return report(1, "invalid", Some(("receipt.unknown_key", message)), None);
+            }
+            Err(why) => {
+                let message = format!(
+                    "the receipt is signed by key {}, but nothing says it is the ledger's key: \
+                     {why}; pass --public-key with the ledger's verifying key",
+                    v.key_id
+                );
+                return report(1, "invalid", Some(("receipt.unknown_key", message)), None);
+            }
+        },
+        (Err(_), _) => String::new(),
+    };
+    match verified {
+        Ok(v) => report(
+            0,
+            "valid",
+            None,
+            Some(format!(
+                "receipt valid: ledger record {} ({} {} for subject {}), {}, signed by key {} — {whose}",
+                v.seq,
+                v.purpose,
+                v.action,
+                v.subject,
+                match v.checkpoint {
+                    Some(seq) => format!(
+                        "covered by the signed checkpoint at record {seq} (match it with `kept ledger verify --witness`)"
+                    ),
+                    None => "with no checkpoint (issued before receipts carried one)".to_string(),
+                },
+                v.key_id
+            )),
+        ),
         Err(e) => report(1, "invalid", Some((e.code(), e.to_string())), None),
     }
 }

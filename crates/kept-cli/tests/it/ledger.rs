@@ -963,3 +963,84 @@ fn verify_receipt_accepts_a_signed_receipt_and_refuses_a_changed_one() {
     let missing = kept(&["ledger", "verify-receipt", "/nonexistent/receipt.json"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// A receipt is signed by the key it names, and anybody can make a key: one forged with a key
+/// of the forger's own is valid under that key, so without `--public-key` the key must be one
+/// the ledger's database publishes.
+#[test]
+fn verify_receipt_without_a_key_trusts_only_the_ledgers_published_keys() {
+    use kept_server::prefcenter::receipt;
+    let manifest = kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
+        .unwrap()
+        .manifest;
+    let sign = |key: &SigningKey| {
+        let record = record(3);
+        let entry = LedgerEntry::chain(&ChainHash::GENESIS, 1, &record);
+        let checkpoint =
+            kept_core::ledger::Checkpoint::sign(key, 1, entry.hash, 7, ChainHash::GENESIS);
+        receipt::build(
+            &manifest,
+            receipt::Entry {
+                seq: 1,
+                hash: &entry.hash,
+                bytes: &entry.bytes,
+                record: &record,
+                checkpoint: Some(&checkpoint),
+            },
+            "en",
+            "https://shop.example/preferences",
+            &key.verifying_key(),
+            receipt::signer(key),
+        )
+    };
+    let ledger_key = SigningKey::from_bytes(&[11; 32]);
+    let forger_key = SigningKey::from_bytes(&[66; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let genuine = dir.path().join("genuine.json");
+    std::fs::write(&genuine, sign(&ledger_key).to_string()).unwrap();
+    let forged = dir.path().join("forged.json");
+    std::fs::write(&forged, sign(&forger_key).to_string()).unwrap();
+    let db = dir.path().join("kept.db");
+    let url = db.to_str().unwrap();
+    let check = |file: &Path| {
+        kept(&[
+            "ledger",
+            "verify-receipt",
+            file.to_str().unwrap(),
+            "--database-url",
+            url,
+            "--format",
+            "json",
+        ])
+    };
+    let code_of = |out: &Output| {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["error"]["code"].as_str().unwrap_or("").to_owned()
+    };
+
+    // No database to ask and no key given: nothing says whose key it is, and none is created.
+    let unknown = check(&forged);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(code_of(&unknown), "receipt.unknown_key");
+    assert!(!db.exists());
+
+    // The ledger publishes its key: the genuine receipt is valid, the forged one is not.
+    runtime().block_on(async {
+        let store = kept_server::store::open(url).await.unwrap();
+        Ledger::new(store.clone(), ledger_key.clone())
+            .publish_verifying_key()
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    });
+    let valid = check(&genuine);
+    assert_eq!(
+        valid.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&valid.stdout)
+    );
+    let refused = check(&forged);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(code_of(&refused), "receipt.unknown_key");
+}
