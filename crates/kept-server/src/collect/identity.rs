@@ -197,7 +197,7 @@ impl MessageIds {
                     other => format!("traits.{}", other.as_str()),
                 },
                 format!(
-                    "a public write key may not attach a `{kind}` to a known customer (one with a \
+                    "a public write key may not attach an identifier (`{kind}`) to a known customer (one with a \
                      user id or a verified email or phone) without an identity token: {how}"
                 ),
             ),
