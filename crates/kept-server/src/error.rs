@@ -73,6 +73,37 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// A query parameter read as a number of type `T`; a value that is not one is a 422 naming
+/// the parameter.
+pub fn query_number<T: std::str::FromStr>(
+    field: &str,
+    value: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    value
+        .map(|v| {
+            v.trim().parse::<T>().map_err(|_| {
+                ApiError::invalid_field(field, format!("`{v}` is not a valid `{field}`"))
+            })
+        })
+        .transpose()
+}
+
+/// The largest id a stored row can have: ids are 64-bit signed integers in both databases.
+pub const MAX_ROW_ID: u64 = i64::MAX as u64;
+
+/// A query parameter that is a row id or a cursor made of one (`before`): a whole number from 0
+/// to [`MAX_ROW_ID`]. Anything larger could name no row, and is refused rather than passed to a
+/// database that cannot hold it.
+pub fn query_row_id(field: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match query_number::<u64>(field, value)? {
+        Some(id) if id > MAX_ROW_ID => Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be at most {MAX_ROW_ID}"),
+        )),
+        id => Ok(id),
+    }
+}
+
 impl ApiError {
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::InvalidField {

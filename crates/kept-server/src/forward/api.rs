@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, PathParams};
+use crate::error::{ApiError, ErrorBody, MAX_ROW_ID, PathParams};
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -110,6 +110,12 @@ pub async fn dead_letters(
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<DeadLetters>, ApiError> {
     let Query(page) = page?;
+    if page.after.is_some_and(|a| a > MAX_ROW_ID) {
+        return Err(ApiError::invalid_field(
+            "after",
+            format!("`after` must be at most {MAX_ROW_ID}"),
+        ));
+    }
     let limit = page.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let rows = state.store.dead_deliveries(page.after, limit).await?;
     let full = rows.len() >= usize::try_from(limit).unwrap_or(usize::MAX);
@@ -143,6 +149,14 @@ pub async fn retry_dead_letter(
     State(state): State<AppState>,
     PathParams(DeadLetterPath { id }): PathParams<DeadLetterPath>,
 ) -> Result<Json<DeadLetter>, ApiError> {
+    // An id no row can have names no dead letter.
+    if id > MAX_ROW_ID {
+        return Err(kept_store::StoreError::NotFound {
+            what: "dead letter",
+            key: id.to_string(),
+        }
+        .into());
+    }
     let delivery = state.store.retry_dead_delivery(id, state.now()).await?;
     tracing::info!(delivery = id, system = %delivery.system, "dead letter queued again");
     state.forward.wake();

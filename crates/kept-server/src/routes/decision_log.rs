@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, query_number, query_row_id};
 use crate::routes::decisions::EvidenceView;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -67,16 +67,6 @@ pub struct DecisionLogPage {
     pub sample_rate: f64,
 }
 
-fn number<T: std::str::FromStr>(field: &str, value: Option<&str>) -> Result<Option<T>, ApiError> {
-    value
-        .map(|v| {
-            v.trim().parse::<T>().map_err(|_| {
-                ApiError::invalid_field(field, format!("`{v}` is not a valid `{field}`"))
-            })
-        })
-        .transpose()
-}
-
 /// Logged decisions, newest first: every denial, and a sample of allowed ones. Under overload
 /// the log drops entries and says how many (`dropped_since_start`).
 #[utoipa::path(
@@ -116,7 +106,7 @@ pub async fn read(
         ),
         None => None,
     };
-    let limit = number::<u32>("limit", params.limit.as_deref())?.unwrap_or(100);
+    let limit = query_number::<u32>("limit", params.limit.as_deref())?.unwrap_or(100);
     if limit == 0 || limit > MAX_DECISION_LOG_PAGE {
         return Err(ApiError::invalid_field(
             "limit",
@@ -124,11 +114,11 @@ pub async fn read(
         ));
     }
     let query = DecisionLogQuery {
-        subject: number::<u32>("subject", params.subject.as_deref())?.map(SubjectId),
+        subject: query_number::<u32>("subject", params.subject.as_deref())?.map(SubjectId),
         reason,
         purpose: params.purpose.filter(|p| !p.is_empty()),
-        since: number::<i64>("since", params.since.as_deref())?,
-        before: number::<u64>("before", params.before.as_deref())?,
+        since: query_number::<i64>("since", params.since.as_deref())?,
+        before: query_row_id("before", params.before.as_deref())?,
         limit,
     };
     let entries = state.store.decision_log(&query).await?;

@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, PathParams};
+use crate::error::{ApiError, ErrorBody, PathParams, query_number, query_row_id};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -87,16 +87,6 @@ pub struct Undone {
     pub traits: u64,
 }
 
-fn number<T: std::str::FromStr>(field: &str, value: Option<&str>) -> Result<Option<T>, ApiError> {
-    value
-        .map(|v| {
-            v.trim().parse::<T>().map_err(|_| {
-                ApiError::invalid_field(field, format!("`{v}` is not a valid `{field}`"))
-            })
-        })
-        .transpose()
-}
-
 /// The identity log: every merge and every undo, newest first.
 #[utoipa::path(
     get,
@@ -121,8 +111,9 @@ pub async fn list(
     params: Result<Query<LogParams>, QueryRejection>,
 ) -> Result<Json<MergeLog>, ApiError> {
     let Query(p) = params?;
-    let before = number::<i64>("before", p.before.as_deref())?;
-    let limit = number::<u32>("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_PAGE);
+    let before =
+        query_row_id("before", p.before.as_deref())?.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+    let limit = query_number::<u32>("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid_field(
             "limit",

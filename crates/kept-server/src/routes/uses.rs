@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, query_number, query_row_id};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -70,16 +70,6 @@ pub struct UsePage {
     pub next_before: Option<u64>,
 }
 
-fn number<T: std::str::FromStr>(field: &str, value: Option<&str>) -> Result<Option<T>, ApiError> {
-    value
-        .map(|v| {
-            v.trim().parse::<T>().map_err(|_| {
-                ApiError::invalid_field(field, format!("`{v}` is not a valid `{field}`"))
-            })
-        })
-        .transpose()
-}
-
 /// Every use of one subject's data Kept performed or was told about, newest first. Unlike the
 /// decision log, this record is complete: nothing is sampled or dropped.
 #[utoipa::path(
@@ -106,9 +96,9 @@ pub async fn read(
     params: Result<Query<UseParams>, QueryRejection>,
 ) -> Result<Json<UsePage>, ApiError> {
     let Query(params) = params?;
-    let subject = number::<u32>("subject", params.subject.as_deref())?
+    let subject = query_number::<u32>("subject", params.subject.as_deref())?
         .ok_or_else(|| ApiError::invalid_field("subject", "missing field `subject`"))?;
-    let limit = number::<u32>("limit", params.limit.as_deref())?.unwrap_or(100);
+    let limit = query_number::<u32>("limit", params.limit.as_deref())?.unwrap_or(100);
     if limit == 0 || limit > MAX_USES_PAGE {
         return Err(ApiError::invalid_field(
             "limit",
@@ -117,7 +107,7 @@ pub async fn read(
     }
     let query = UseQuery {
         subject: SubjectId(subject),
-        before: number::<u64>("before", params.before.as_deref())?,
+        before: query_row_id("before", params.before.as_deref())?,
         limit,
     };
     let uses = state.store.uses_of(&query).await?;

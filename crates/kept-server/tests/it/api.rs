@@ -448,3 +448,75 @@ async fn basic_auth_with_the_key_as_user_is_accepted() {
     let answer = app.send(req).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
 }
+
+/// Ids and cursors past 2^63 - 1 name no row a database can hold: a 4xx naming the parameter,
+/// never the database's own failure (500).
+#[tokio::test]
+async fn ids_beyond_what_a_row_can_hold_are_refused_not_passed_on() {
+    let app = TestApp::new().await;
+    let big = "18446744073709551615";
+    for (role, method, path, status, field) in [
+        (
+            Role::Privacy,
+            "GET",
+            format!("/v1/uses?subject=1&before={big}"),
+            422,
+            Some("before"),
+        ),
+        (
+            Role::Privacy,
+            "GET",
+            format!("/v1/decision-log?before={big}"),
+            422,
+            Some("before"),
+        ),
+        (
+            Role::Privacy,
+            "GET",
+            format!("/v1/merges?before={big}"),
+            422,
+            Some("before"),
+        ),
+        (
+            Role::Admin,
+            "GET",
+            format!("/v1/webhooks/dead-letters?after={big}"),
+            422,
+            Some("after"),
+        ),
+        (
+            Role::Admin,
+            "POST",
+            format!("/v1/webhooks/dead-letters/{big}/retry"),
+            404,
+            None,
+        ),
+        (
+            Role::Privacy,
+            "POST",
+            format!("/v1/merges/{big}/undo"),
+            422,
+            Some("id"),
+        ),
+    ] {
+        let answer = app
+            .send(request(method, &path, Some(app.key(role)), None))
+            .await;
+        assert_eq!(answer.status.as_u16(), status, "{path}: {}", answer.text);
+        if let Some(field) = field {
+            assert_eq!(
+                answer.json["error"]["field"], field,
+                "{path}: {}",
+                answer.text
+            );
+        }
+    }
+    // The largest id a row can have is a valid cursor.
+    let answer = app
+        .send(get(
+            "/v1/decision-log?before=9223372036854775807",
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+}
