@@ -92,7 +92,7 @@ impl utoipa::Modify for ApiKeyScheme {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("kept_<id>_<secret>")
                     .description(Some(
-                        "an API key; its role (`collect`, `decide`, `privacy`, `admin`) decides \
+                        "an API key; its role (`public`, `server`, `decide`, `privacy`, `admin`) decides \
                          which endpoints it may call",
                     ))
                     .build(),
