@@ -1,5 +1,6 @@
 """Real client libraries against a running Kept: Segment's Python and Node libraries with their
-`host` set to Kept, RudderStack's Python library (gzip bodies), and plain HTTP for the edges.
+`host` set to Kept, RudderStack's Python and Node libraries (gzip bodies; the Node one with its
+default options), and plain HTTP for the edges.
 Each test sends, then reads the profile and the events back through Kept's own API (subject
 lookup and events, role `privacy`).
 
@@ -205,6 +206,32 @@ def test_segment_node_sends_identify_and_track():
     assert orders == ["node-1", "node-2"], orders
     lib = by_type(events, "track")[0]["context"].get("library", {})
     assert lib.get("name") == "@segment/analytics-node", lib
+
+
+def test_rudderstack_node_with_default_options():
+    """Its defaults gzip the batch and label it a form: refused with 415, it dropped every event."""
+    env = dict(os.environ, KEPT_WRITE_KEY=WRITE_KEY, RUN_ID=RUN)
+    done = subprocess.run(
+        ["node", os.path.join(HERE, "send_rudder_node.mjs")],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"node: {done.returncode} {done.stdout} {done.stderr}"
+    sent = json.loads(done.stdout.strip().splitlines()[-1])
+    # The library may drop a refused batch without reporting it: what counts is what Kept holds.
+    assert not sent["errors"], sent
+    profile = lookup(user_id=sent["userId"])
+    assert identifier(profile, "email") == [sent["email"]], profile["identifiers"]
+    assert trait(profile, "plan")["value"] == "gold"
+    events = events_of(profile["subject"])
+    orders = sorted(e["properties"]["order_id"] for e in by_type(events, "track"))
+    assert orders == ["rudder-node-1", "rudder-node-2"], orders
+    lib = by_type(events, "track")[0]["context"].get("library", {})
+    # What RudderStack's Node SDK calls itself (Segment's says `@segment/analytics-node`).
+    assert lib.get("name") == "analytics-node", lib
 
 
 def test_a_wrong_write_key_is_refused():

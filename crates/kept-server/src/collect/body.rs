@@ -1,6 +1,8 @@
-//! Reading a collection request's body: `application/json` or `text/plain` (what
-//! `navigator.sendBeacon` sends), gzip- or deflate-encoded or not, within the size limits; and
-//! splitting it into checked messages, rejecting the whole request at the first bad one.
+//! Reading a collection request's body: JSON, gzip- or deflate-encoded or not, within the size
+//! limits, whatever its `Content-Type` says (SDKs label it `text/plain` for
+//! `navigator.sendBeacon`, and `@rudderstack/rudder-sdk-node`'s HTTP library labels its gzipped
+//! JSON as a form); and splitting it into checked messages, rejecting the whole request at the
+//! first bad one. What is not JSON is refused when it is parsed.
 
 use super::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
 use crate::error::ApiError;
@@ -27,7 +29,6 @@ pub async fn read(
     limit: usize,
     what: &'static str,
 ) -> Result<Vec<u8>, ApiError> {
-    check_content_type(headers)?;
     let mut raw = Vec::new();
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
@@ -65,22 +66,6 @@ fn inflate(reader: impl Read, limit: usize) -> Result<Vec<u8>, ApiError> {
             ApiError::InvalidJson(format!("the compressed body does not decompress: {e}"))
         })?;
     Ok(out)
-}
-
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let value = value.to_str().unwrap_or_default();
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    let accepted = essence.eq_ignore_ascii_case("application/json")
-        || essence.eq_ignore_ascii_case("text/plain")
-        || essence.to_ascii_lowercase().ends_with("+json");
-    if accepted {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType)
-    }
 }
 
 pub fn too_large(what: &'static str, limit: usize) -> ApiError {

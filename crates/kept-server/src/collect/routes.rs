@@ -237,7 +237,7 @@ macro_rules! call {
                 (status = 401, description = "no write key, or an invalid one", body = ErrorBody),
                 (status = 403, description = "the key's role is not `public`, `server` or `admin` (`auth.forbidden`); or a public key spoke for a known customer without an identity token (`collect.identity_token_required`), with a wrong one (`collect.identity_token_invalid`), or merged a known customer (`collect.merge_refused`); `error.field` names the field", body = ErrorBody),
                 (status = 413, description = "larger than 32 KB; `error.limit` names the limit", body = ErrorBody),
-                (status = 415, description = "not JSON or text, or an unsupported encoding", body = ErrorBody),
+                (status = 415, description = "an unsupported `Content-Encoding` (the body is read as JSON whatever its `Content-Type`)", body = ErrorBody),
                 (status = 429, description = "too many events in flight; retry after `Retry-After` seconds", body = ErrorBody),
             )
         )]
@@ -312,7 +312,7 @@ call!(
         (status = 401, description = "no write key, or an invalid one", body = ErrorBody),
         (status = 403, description = "the key's role is not `public`, `server` or `admin` (`auth.forbidden`); or a public key's message spoke for a known customer without a valid identity token, or merged one (`collect.identity_token_required`, `collect.identity_token_invalid`, `collect.merge_refused`; `error.field` and `error.index` name the message); nothing is written", body = ErrorBody),
         (status = 413, description = "a limit exceeded, named by `error.limit` (`batch_bytes`, `batch_events`, `event_bytes`)", body = ErrorBody),
-        (status = 415, description = "not JSON or text, or an unsupported encoding", body = ErrorBody),
+        (status = 415, description = "an unsupported `Content-Encoding` (the body is read as JSON whatever its `Content-Type`)", body = ErrorBody),
         (status = 429, description = "too many events in flight; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]

@@ -169,15 +169,15 @@ async fn the_write_key_may_come_in_the_body_and_a_wrong_one_is_refused() {
         .unwrap();
     assert_eq!(app.send(decide).await.status, StatusCode::FORBIDDEN);
 
+    // The body is read as JSON whatever its label: what is not JSON is refused as such.
     let xml = Request::post("/v1/track")
         .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
         .header(header::CONTENT_TYPE, "application/xml")
         .body(Body::from("<track/>"))
         .unwrap();
-    assert_eq!(
-        app.send(xml).await.status,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    );
+    let answer = app.send(xml).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert_eq!(answer.code(), "request.invalid_json");
     let subject = subject_of(&app, "anonymous_id=anon-b").await;
     assert_eq!(events_of(&app, subject).await.len(), 1);
 }
@@ -212,6 +212,33 @@ async fn gzip_bodies_are_read_and_broken_ones_refused() {
     let answer = app.send(brotli).await;
     assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(answer.code(), "request.unsupported_encoding");
+}
+
+/// `@rudderstack/rudder-sdk-node` 3.x gzips its batches by default, and its HTTP library labels
+/// them `application/x-www-form-urlencoded`: with a 415 the SDK dropped every batch, unretried.
+#[tokio::test]
+async fn gzipped_json_labelled_as_a_form_is_read() {
+    let app = TestApp::new().await;
+    let batch = json!({"batch": [track("anon-r", "A", "r-1"), track("anon-r", "B", "r-2")]});
+    let request = Request::post("/v1/batch")
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(gzip(batch.to_string().as_bytes())))
+        .unwrap();
+    let answer = app.send(request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let subject = subject_of(&app, "anonymous_id=anon-r").await;
+    assert_eq!(events_of(&app, subject).await.len(), 2);
+    // A real form is not JSON: refused, and nothing stored.
+    let form = Request::post("/v1/track")
+        .header(header::AUTHORIZATION, basic(app.key(Role::Server)))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("anonymousId=anon-f&event=A"))
+        .unwrap();
+    let answer = app.send(form).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert_eq!(answer.code(), "request.invalid_json");
 }
 
 #[tokio::test]
