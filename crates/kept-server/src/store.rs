@@ -73,6 +73,40 @@ pub async fn open_location(location: &Location) -> Result<Arc<dyn Store>, StoreE
     })
 }
 
+/// Why a command that only reads could not open its database.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "no database at `{0}`: run this where `kept serve` keeps its data, or point \
+         `--database-url` (or `KEPT_DATABASE_URL`) at the database"
+    )]
+    Missing(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl OpenError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpenError::Missing(_) => "store.no_database",
+            OpenError::Store(e) => e.code(),
+        }
+    }
+}
+
+/// Opens the store `url` names only if it exists: commands that read (`kept audience`, `kept
+/// keys list`, `kept ledger verify`, …) must not leave an empty database behind a mistyped
+/// path, nor report on one as if it were the real one.
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, OpenError> {
+    let location = Location::parse(url);
+    if let Location::Sqlite(path) = &location
+        && !path.is_file()
+    {
+        return Err(OpenError::Missing(path.clone()));
+    }
+    Ok(open_location(&location).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,9 +198,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Writes an export's uses to the database the index was built from.
 async fn record_uses(setup: &Setup, used: Vec<kept_store::UseRecord>) -> anyhow::Result<()> {
-    let store = kept_server::server::open_store(&setup.config.database_url)
-        .await
-        .with_context(|| format!("cannot open `{}`", setup.config.database_url))?;
+    let store = kept_server::store::open_existing(setup.config.database_url.expose()).await?;
     let written = store
         .record_uses(used)
         .await

@@ -3,7 +3,6 @@
 //! setup `kept audience` shares: which manifest and database, and the index build with a
 //! progress bar.
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use kept_core::decision::{DecisionRequest, Explained, ExplainedEvidence};
 use kept_core::manifest::Manifest;
@@ -118,9 +117,7 @@ pub fn setup(source: &Source) -> Result<Setup, String> {
 
 /// Opens the store and builds the index from it, showing progress on a terminal.
 pub async fn build_index(setup: &Setup, now: i64) -> anyhow::Result<(IndexHandle, LoadReport)> {
-    let store = kept_server::server::open_store(&setup.config.database_url)
-        .await
-        .with_context(|| format!("cannot open `{}`", setup.config.database_url))?;
+    let store = kept_server::store::open_existing(setup.config.database_url.expose()).await?;
     let compiled = kept_server::index::compile(&setup.manifest)
         .map_err(|e| anyhow::anyhow!("the manifest cannot be compiled for decisions: {e}"))?;
     let index = IndexHandle::with_compiled(compiled);

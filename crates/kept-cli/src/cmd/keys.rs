@@ -124,7 +124,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn open(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the database the settings name. Only `create` may create it (the first key is made
+/// before the first `kept serve`); listing and revoking read an existing one.
+async fn open(args: &DatabaseArgs, create: bool) -> anyhow::Result<Arc<dyn Store>> {
     let env = Env::from_process();
     let mut flags = Flags::new();
     flags
@@ -151,6 +153,9 @@ async fn open(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
         path: &manifest,
     });
     let config = Config::load(file, &env, &flags)?;
+    if !create {
+        return Ok(kept_server::store::open_existing(config.database_url.expose()).await?);
+    }
     let store = kept_server::server::open_store(&config.database_url)
         .await
         .with_context(|| format!("cannot open the database `{}`", config.database_url))?;
@@ -158,7 +163,7 @@ async fn open(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.database).await?;
+    let store = open(&args.database, true).await?;
     let now = kept_server::app::system_now();
     let (secret, record) =
         kept_server::auth::create_key(store.as_ref(), args.role.into(), &args.name, now).await?;
@@ -187,7 +192,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.database).await?;
+    let store = open(&args.database, false).await?;
     let keys = store.list_api_keys().await?;
     store.close().await?;
     match args.format {
@@ -233,7 +238,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.database).await?;
+    let store = open(&args.database, false).await?;
     let now = kept_server::app::system_now();
     let result = store.revoke_api_key(&args.id, now).await;
     store.close().await?;

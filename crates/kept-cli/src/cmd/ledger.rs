@@ -8,7 +8,7 @@ use kept_server::ledger::{
     self, Ledger, Verdict, VerifyOptions, VerifyReport, VerifyingKey, published_verifying_keys,
     verify_ledger,
 };
-use kept_server::store::{self, DEFAULT_DATABASE_URL, Location};
+use kept_server::store::{self, DEFAULT_DATABASE_URL};
 use kept_store::Store;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -146,16 +146,7 @@ pub struct VerifyReceiptArgs {
 /// The keys a receipt may be signed with when none was given: those the database publishes.
 /// `Err` says why there are none to compare with.
 async fn published_receipt_keys(database_url: &str) -> Result<Vec<VerifyingKey>, String> {
-    let location = Location::parse(database_url);
-    if let Location::Sqlite(path) = &location
-        && !path.is_file()
-    {
-        return Err(format!(
-            "no database at `{}` to read the ledger's published keys from",
-            path.display()
-        ));
-    }
-    let store = store::open_location(&location)
+    let store = store::open_existing(database_url)
         .await
         .map_err(|e| e.to_string())?;
     let keys = published_verifying_keys(store.as_ref()).await;
@@ -325,20 +316,8 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return unusable(e.code(), e.to_string()),
         }
     }
-    let location = Location::parse(&args.database_url);
-    if let Location::Sqlite(path) = &location {
-        // Opening would create an empty database; verifying nothing is not what was asked.
-        if !path.is_file() {
-            return unusable(
-                "ledger.no_database",
-                format!(
-                    "no database at `{}` (set --database-url or KEPT_DATABASE_URL)",
-                    path.display()
-                ),
-            );
-        }
-    }
-    let store = match store::open_location(&location).await {
+    // Opening would create an empty database; verifying nothing is not what was asked.
+    let store = match store::open_existing(&args.database_url).await {
         Ok(store) => store,
         Err(e) => return unusable(e.code(), e.to_string()),
     };

@@ -3,7 +3,6 @@
 
 use kept_core::lint::{Finding, RecordedNotice, Severity, count, lint};
 use kept_core::manifest::{ManifestError, load};
-use kept_server::store::Location;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -204,12 +203,7 @@ fn unusable(
 /// The notice hashes recorded in the database.
 async fn recorded_notices(url: &str) -> anyhow::Result<Vec<RecordedNotice>> {
     // Linting reads; it must not leave a fresh empty database behind a mistyped path.
-    if let Location::Sqlite(path) = Location::parse(url)
-        && !path.exists()
-    {
-        anyhow::bail!("no database at `{}`", path.display());
-    }
-    let store = kept_server::store::open(url).await?;
+    let store = kept_server::store::open_existing(url).await?;
     let hashes = store.notice_hashes().await?;
     Ok(hashes
         .into_iter()

@@ -47,3 +47,42 @@ fn public_and_server_write_keys_are_created_and_collect_is_no_role() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("public") && err.contains("server"), "{err}");
 }
+
+/// Commands that only read never create a database: run where there is none, they exit 2,
+/// say where they looked and how to point them at one, and leave nothing behind.
+#[test]
+fn reading_commands_never_create_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["keys", "list"][..],
+        &["keys", "revoke", "kept_00000000"],
+        &[
+            "audience",
+            "--purpose",
+            "marketing.communications",
+            "--channel",
+            "email",
+        ],
+        &[
+            "decide",
+            "--subject-id",
+            "1",
+            "--purpose",
+            "marketing.communications",
+        ],
+        &["ledger", "verify"],
+    ] {
+        let out = kept(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout} {stderr}");
+        assert!(
+            format!("{stdout}{stderr}").contains("no database at `./kept-data/kept.db`"),
+            "{args:?}: {stdout} {stderr}"
+        );
+        assert!(
+            !dir.path().join("kept-data").exists(),
+            "{args:?} created a database"
+        );
+    }
+}
