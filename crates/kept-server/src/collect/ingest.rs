@@ -747,27 +747,37 @@ async fn forward(
     candidates: Vec<Candidate>,
     now: UnixMillis,
 ) -> Result<(), ApiError> {
-    let hooks: Vec<&kept_core::manifest::System> = state
-        .manifest
-        .systems
-        .values()
-        .filter(|s| s.webhook.as_ref().is_some_and(|w| w.secret_env.is_some()))
-        .collect();
+    let hooks: Vec<(&str, &kept_core::manifest::System)> =
+        crate::forward::webhook_systems(&state.manifest).collect();
     if hooks.is_empty() {
         return Ok(());
     }
     let decisions = state.index.snapshot().ok();
     let mut views: Vec<(SubjectId, String, Value)> = Vec::new();
+    let mut refused: Vec<(&str, String)> = Vec::with_capacity(hooks.len());
     for c in candidates {
-        let wanted = hooks.iter().any(|system| {
-            crate::forward::decide_system(decisions.as_deref(), system, c.subject, now).is_ok()
+        refused.clear();
+        let wanted = hooks.iter().any(|(key, system)| {
+            match crate::forward::decide_system(decisions.as_deref(), system, c.subject, now) {
+                Ok(_) => true,
+                Err(reason) => {
+                    refused.push((key, reason));
+                    false
+                }
+            }
         });
         if wanted {
+            // Queued for some system: the forwarder counts the ones it is withheld from.
             views.push((
                 c.subject,
                 format!("{source}/{}", c.message_id),
                 forward_view(c),
             ));
+        } else {
+            // Refused by every system, so it never reaches the forwarder: counted here.
+            for (key, reason) in &refused {
+                crate::forward::count_withheld(key, reason);
+            }
         }
     }
     if views.is_empty() {

@@ -342,12 +342,7 @@ pub async fn enqueue_for_events(
                     answer.queued.push(key.to_owned());
                 }
                 Err(reason) => {
-                    metrics::counter!(
-                        WITHHELD,
-                        "system" => key.to_owned(),
-                        "reason" => reason.clone()
-                    )
-                    .increment(1);
+                    count_withheld(key, &reason);
                     answer.withheld.push(Withheld {
                         system: key.to_owned(),
                         reason,
@@ -367,9 +362,19 @@ pub async fn enqueue_for_events(
     Ok(answers)
 }
 
+/// Counts an event not queued for `system` because its decision was `reason`.
+pub(crate) fn count_withheld(system: &str, reason: &str) {
+    metrics::counter!(
+        WITHHELD,
+        "system" => system.to_owned(),
+        "reason" => reason.to_owned()
+    )
+    .increment(1);
+}
+
 /// The systems deliveries may go to: a webhook and a secret to sign with. One without a
 /// secret is skipped (and reported at start): Kept never sends unsigned deliveries.
-fn webhook_systems(manifest: &Manifest) -> impl Iterator<Item = (&str, &System)> {
+pub(crate) fn webhook_systems(manifest: &Manifest) -> impl Iterator<Item = (&str, &System)> {
     manifest.systems.iter().filter_map(|(key, system)| {
         let hook = system.webhook.as_ref()?;
         hook.secret_env.as_ref()?;

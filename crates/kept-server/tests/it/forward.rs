@@ -834,3 +834,63 @@ fn max_attempts_is_configurable_and_must_be_positive() {
     assert_eq!(err.code(), "config.invalid_value");
     assert!(err.to_string().contains("webhook_max_attempts"), "{err}");
 }
+
+/// An event that every system with a webhook refuses never reaches the outbox, and is still
+/// counted as withheld, by system and reason, like one refused by only some systems.
+#[tokio::test]
+async fn an_event_every_system_refuses_is_counted_as_withheld() {
+    let (_receiver, url) = Receiver::start().await;
+    let s = scene(&url, quick(5)).await;
+    let withheld = |reason: &str| {
+        let want = format!(
+            "{}{{system=\"ad_partner\",reason=\"{reason}\"}} ",
+            forward::WITHHELD
+        );
+        let text = s.state.metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(want.as_str()))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let before = withheld("denied.no_consent");
+    let track = |user: &str, id: &str| {
+        axum::http::Request::post("/v1/track")
+            .header(
+                axum::http::header::AUTHORIZATION,
+                format!(
+                    "Basic {}",
+                    STANDARD.encode(format!("{}:", s.app.key(Role::Server)))
+                ),
+            )
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(
+                serde_json::json!({
+                    "userId": user,
+                    "event": "Product Viewed",
+                    "messageId": id,
+                    "properties": {"sku": "LG-1"},
+                })
+                .to_string(),
+            ))
+            .unwrap()
+    };
+    // Subject 1 (Germany, no consent to targeted ads): the only webhook system refuses it.
+    let answer = support::send(kept_server::router(s.state.clone()), track("de-no", "m-1")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(
+        s.app
+            .store
+            .deliveries_for_event("collect/m-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(withheld("denied.no_consent"), before + 1);
+    // Subject 0 consented: queued, and nothing more is counted as withheld.
+    let answer = support::send(kept_server::router(s.state.clone()), track("de-yes", "m-2")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(withheld("denied.no_consent"), before + 1);
+    assert_eq!(
+        forward::deliver_due(&s.state, NOW).await.unwrap().claimed,
+        1
+    );
+}
