@@ -16,12 +16,15 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Builds the index from the database (the server's own, or any copy of it) and decides as the
-server would, now.
+server would, now or, with --at, at a time up to 30 days ahead (a scheduled send: quiet hours,
+frequency caps and expiry are evaluated then).
 
 Examples:
   kept decide --subject-user-id u000042 --purpose marketing.communications --channel sms
   kept decide --subject-user-id u000042 --purpose personalize.content.profiled \\
       --category user.behavior.browsing_history --format json
+  kept decide --subject-user-id u000042 --purpose marketing.communications --channel sms \\
+      --at 2026-12-05T09:00:00+01:00
   kept decide --subject-id 7 --purpose marketing.communications --channel email --topic offers \\
       --database-url postgres://kept@127.0.0.1:5432/kept --manifest kept.toml
 
@@ -45,6 +48,10 @@ pub struct Args {
     /// A data category the use reads; repeat for several (default: the channel's)
     #[arg(long = "category", value_name = "CATEGORY")]
     categories: Vec<String>,
+    /// Decide for this time instead of now: RFC 3339 or Unix milliseconds, at most 30 days
+    /// ahead
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
     #[command(flatten)]
     source: Source,
     /// Output format
@@ -174,8 +181,24 @@ struct Answer<'a> {
     purpose: &'a str,
     channel: Option<&'a str>,
     topic: Option<&'a str>,
+    /// The time decided for, when `--at` gave one (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<i64>,
     #[serde(flatten)]
     decision: &'a Explained,
+}
+
+/// `--at` as a time to decide for, checked as the server checks a request's `at`.
+fn decision_time(at: &str, now: i64) -> Result<i64, String> {
+    let parsed = match at.trim().parse::<i64>() {
+        Ok(ms) => Some(ms),
+        Err(_) => kept_core::collection::parse_time(at),
+    };
+    let at = parsed.ok_or_else(|| {
+        format!("`--at` must be an RFC 3339 time or Unix milliseconds (got `{at}`)")
+    })?;
+    kept_server::routes::decisions::scheduled_time(at, now, || "--at".to_owned())
+        .map_err(|e| e.to_string())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -187,6 +210,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let now = now();
+    let at = match args
+        .at
+        .as_deref()
+        .map(|at| decision_time(at, now))
+        .transpose()
+    {
+        Ok(at) => at,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let (index, _) = match build_index(&setup, now).await {
         Ok(built) => built,
         Err(e) => {
@@ -208,8 +243,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let snapshot = index.snapshot()?;
     let query = snapshot.prepare(&request);
     let decision = match subject {
-        Some(id) => snapshot.decide_prepared(id, &query, now),
-        None => kept_core::decision::decide_query(None, snapshot.compiled(), &query.query, now),
+        Some(id) => snapshot.decide_prepared(id, &query, at.unwrap_or(now)),
+        None => kept_core::decision::decide_query(
+            None,
+            snapshot.compiled(),
+            &query.query,
+            at.unwrap_or(now),
+        ),
     };
     let explained = decision.explain(snapshot.compiled(), &query.query);
     let user_id = subject.and_then(|id| {
@@ -226,6 +266,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 purpose: &args.purpose,
                 channel: args.channel.as_deref(),
                 topic: args.topic.as_deref(),
+                at,
                 decision: &explained,
             };
             print(&(serde_json::to_string_pretty(&answer)? + "\n"))?;
@@ -242,6 +283,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             if let Some(t) = &args.topic {
                 what.push_str(&format!(" ({t})"));
+            }
+            if let Some(at) = at.and_then(chrono::DateTime::from_timestamp_millis) {
+                what.push_str(&format!(
+                    ", at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
             }
             let mut text = format!("{who}, {what}, setup from {}\n", setup.manifest_label);
             text.push_str(&format!(

@@ -252,3 +252,56 @@ fn the_sms_campaign_reaches_only_the_opt_ins_and_decide_explains_why() {
     assert_eq!(denied.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&denied.stdout).contains("DENIED denied.unknown_subject"));
 }
+
+/// `kept decide --at` decides for a scheduled time and says which; a time out of range or
+/// unreadable exits 2 naming `--at`.
+#[test]
+fn decide_at_a_scheduled_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, manifest) = demo_database(dir.path());
+    let decide = |at: &str| {
+        kept(
+            dir.path(),
+            &[
+                "decide",
+                "--subject-user-id",
+                "nobody-at-all",
+                "--purpose",
+                "marketing.communications",
+                "--database-url",
+                &db,
+                "--manifest",
+                &manifest,
+                "--format",
+                "json",
+                "--at",
+                at,
+            ],
+        )
+    };
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    let tomorrow = kept_server::app::system_now() + DAY;
+    let out = decide(&tomorrow.to_string());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let answer = json(&out);
+    assert_eq!(answer["at"], tomorrow, "{answer}");
+    assert_eq!(answer["reason"], "denied.unknown_subject", "{answer}");
+    let rfc3339 = chrono::DateTime::from_timestamp_millis(tomorrow)
+        .unwrap()
+        .to_rfc3339();
+    assert_eq!(json(&decide(&rfc3339))["at"], tomorrow);
+
+    for (at, says) in [
+        ((tomorrow + 31 * DAY).to_string(), "more than 30 days ahead"),
+        ("2020-01-01T00:00:00Z".to_owned(), "in the past"),
+        ("next tuesday".to_owned(), "RFC 3339"),
+    ] {
+        let out = decide(&at);
+        assert_eq!(out.status.code(), Some(2), "{at}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("`--at`") && stderr.contains(says),
+            "{at}: {stderr}"
+        );
+    }
+}

@@ -34,6 +34,13 @@ pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 const INLINE_BODY: usize = 192 * 1024;
 /// Distinct requests in a batch compared one by one before a map is worth it.
 const LINEAR_LOOKUP: usize = 16;
+/// How far ahead a decision may be asked for (`at`), for a scheduled send: the index holds
+/// contacts of the last month, enough to count a frequency cap up to then.
+pub const MAX_AHEAD_MS: UnixMillis = 30 * 24 * 60 * 60 * 1000;
+/// How far in the past `at` may be, for the caller's clock running behind; such a time is
+/// decided for now. Further back is refused: the index knows the present, not the past, so
+/// an answer for an earlier time would not be true.
+pub const CLOCK_SKEW_MS: UnixMillis = 5 * 60 * 1000;
 
 pub const DECISIONS: &str = "kept_decisions_total";
 
@@ -76,7 +83,7 @@ impl SubjectInput {
 }
 
 /// May `purpose` use this subject's data (`categories`, or the ones `channel` reaches the person
-/// through) via `channel`, for `topic`, now?
+/// through) via `channel`, for `topic`, now (or at `at`)?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionInput {
@@ -93,6 +100,21 @@ pub struct DecisionInput {
     /// the channel reaches the person through.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categories: Vec<String>,
+    /// The time the use would happen, for a scheduled send: quiet hours, frequency caps,
+    /// expiry and legal windows are evaluated then. At most 30 days ahead; up to 5 minutes
+    /// in the past is taken as now (clock skew), earlier is refused. Default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DecisionTime>,
+}
+
+/// A time: Unix milliseconds, or RFC 3339 (`2026-12-05T09:00:00+01:00`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum DecisionTime {
+    #[schema(example = 1_780_000_000_000_i64)]
+    Millis(i64),
+    #[schema(example = "2026-12-05T09:00:00+01:00")]
+    Rfc3339(String),
 }
 
 /// Several decisions, answered in the same order.
@@ -176,6 +198,9 @@ pub struct DecisionView {
     /// What the use must do (`include_unsubscribe_link`, `honour_stop_reply`, …); empty when
     /// denied.
     pub obligations: Vec<String>,
+    /// The time decided for (Unix milliseconds), when the request gave `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
 }
 
 /// Decisions in the order of the requests.
@@ -225,6 +250,72 @@ impl Text<'_> {
     fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `at` as sent: Unix milliseconds or an RFC 3339 time, read without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WireAt(UnixMillis);
+
+impl<'de> Deserialize<'de> for WireAt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WireAt, D::Error> {
+        struct AtVisitor;
+        impl Visitor<'_> for AtVisitor {
+            type Value = WireAt;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a time: Unix milliseconds or an RFC 3339 string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<WireAt, E> {
+                Ok(WireAt(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<WireAt, E> {
+                i64::try_from(v)
+                    .map(WireAt)
+                    .map_err(|_| E::custom(format_args!("the time {v} is out of range")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WireAt, E> {
+                kept_core::collection::parse_time(v)
+                    .map(WireAt)
+                    .ok_or_else(|| E::custom("not an RFC 3339 time (`2026-12-05T09:00:00Z`)"))
+            }
+        }
+        d.deserialize_any(AtVisitor)
+    }
+}
+
+/// The time a request is decided for: `None` for now, or the scheduled time.
+fn decision_time(
+    at: Option<WireAt>,
+    now: UnixMillis,
+    field: impl Fn() -> String,
+) -> Result<Option<UnixMillis>, ApiError> {
+    at.map(|WireAt(at)| scheduled_time(at, now, field))
+        .transpose()
+}
+
+/// Checks a scheduled time `at` against `now`: at most `MAX_AHEAD_MS` ahead; up to
+/// `CLOCK_SKEW_MS` behind counts as now; earlier is an error naming `field` (built only then).
+pub fn scheduled_time(
+    at: UnixMillis,
+    now: UnixMillis,
+    field: impl Fn() -> String,
+) -> Result<UnixMillis, ApiError> {
+    if at > now.saturating_add(MAX_AHEAD_MS) {
+        let field = field();
+        return Err(ApiError::invalid_field(
+            field.clone(),
+            format!("`{field}` is more than 30 days ahead"),
+        ));
+    }
+    if at < now.saturating_sub(CLOCK_SKEW_MS) {
+        let field = field();
+        return Err(ApiError::invalid_field(
+            field.clone(),
+            format!(
+                "`{field}` is in the past: a decision is for now or a time up to 30 days ahead"
+            ),
+        ));
+    }
+    Ok(at.max(now))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,6 +396,8 @@ struct WireRequest<'a> {
     topic: Option<Text<'a>>,
     #[serde(borrow, default)]
     categories: Vec<Text<'a>>,
+    #[serde(default)]
+    at: Option<WireAt>,
 }
 
 impl WireRequest<'_> {
@@ -338,6 +431,8 @@ struct WireBody<'a> {
     topic: Option<Text<'a>>,
     #[serde(borrow, default)]
     categories: Option<Vec<Text<'a>>>,
+    #[serde(default)]
+    at: Option<WireAt>,
 }
 
 /// Stops reading a batch at its 10,001st request instead of after the whole body.
@@ -389,7 +484,8 @@ fn requests(body: WireBody<'_>) -> Result<(Vec<WireRequest<'_>>, bool), ApiError
         || body.purpose.is_some()
         || body.channel.is_some()
         || body.topic.is_some()
-        || body.categories.is_some();
+        || body.categories.is_some()
+        || body.at.is_some();
     match (body.requests, single) {
         (Some(_), true) => Err(ApiError::invalid_field(
             "requests",
@@ -414,6 +510,7 @@ fn requests(body: WireBody<'_>) -> Result<(Vec<WireRequest<'_>>, bool), ApiError
                     channel: body.channel,
                     topic: body.topic,
                     categories: body.categories.unwrap_or_default(),
+                    at: body.at,
                 }],
                 true,
             ))
@@ -441,7 +538,8 @@ fn requests(body: WireBody<'_>) -> Result<(Vec<WireRequest<'_>>, bool), ApiError
         (status = 413, description = "body larger than 16 MiB", body = ErrorBody),
         (status = 415, description = "not `application/json`", body = ErrorBody),
         (status = 422, description = "a field is missing, unknown or malformed (`field` names \
-            it, with the batch index: `requests[3].subject`), or more than 10,000 requests", body = ErrorBody),
+            it, with the batch index: `requests[3].subject`), `at` more than 30 days ahead or more \
+            than 5 minutes in the past, or more than 10,000 requests", body = ErrorBody),
     )
 )]
 pub async fn decide(
@@ -523,6 +621,16 @@ async fn answer(
 ) -> Result<Vec<u8>, ApiError> {
     let body = parse(bytes)?;
     let (mut requests, single) = requests(body)?;
+    let mut times = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        times.push(decision_time(r.at, now, || {
+            if single {
+                "at".to_owned()
+            } else {
+                format!("requests[{i}].at")
+            }
+        })?);
+    }
     let mut refs = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter_mut().enumerate() {
         // The field is named only for a bad item, so a good batch formats nothing.
@@ -540,7 +648,9 @@ async fn answer(
     if !single {
         out.extend_from_slice(b"{\"decisions\":[");
     }
-    decide_all(&snapshot, &requests, &subjects, now, &mut out, &mut log);
+    decide_all(
+        &snapshot, &requests, &subjects, &times, now, &mut out, &mut log,
+    );
     if !single {
         out.extend_from_slice(b"]}");
     }
@@ -553,6 +663,7 @@ fn decide_all<'b>(
     snapshot: &Snapshot,
     requests: &'b [WireRequest<'b>],
     subjects: &[Option<SubjectId>],
+    times: &[Option<UnixMillis>],
     now: UnixMillis,
     out: &mut Vec<u8>,
     log: &mut Log,
@@ -618,8 +729,9 @@ fn decide_all<'b>(
         let Some(entry) = prepared.get_mut(p) else {
             continue;
         };
+        let at = times.get(i).copied().flatten();
         let decision = match subject {
-            Some(id) => snapshot.decide_prepared(*id, &entry.q, now),
+            Some(id) => snapshot.decide_prepared(*id, &entry.q, at.unwrap_or(now)),
             None => entry
                 .unknown
                 .get_or_insert_with(|| decide_query(None, ctx, &entry.q.query, now))
@@ -629,6 +741,12 @@ fn decide_all<'b>(
             out.push(b',');
         }
         let (evidence, obligations) = write_decision(out, ctx, &entry.q.query, &decision);
+        if let Some(at) = at {
+            // The time decided for goes inside the decision's object, before its `}`.
+            out.pop();
+            push_int_field(out, "at", at);
+            out.push(b'}');
+        }
         log.count(decision.reason);
         if log.wants(&decision) {
             let request = *entry.logged.get_or_insert_with(|| {

@@ -745,3 +745,188 @@ async fn a_promise_ends_with_the_data_retention_deletes() {
         json!([{ "kind": "not_promised", "category": "user.contact.phone_number" }])
     );
 }
+
+/// Stores `subject`'s email preference and applies it, as the preference center does.
+async fn prefer(
+    app: &TestApp,
+    subject: SubjectId,
+    frequency: Option<Frequency>,
+    quiet_hours: Option<kept_core::subject::QuietHours>,
+) {
+    let pref = ChannelPreference {
+        subject,
+        channel: "email".into(),
+        frequency,
+        quiet_hours,
+        updated_at: NOW - DAY,
+    };
+    app.store.put_channel_preference(&pref).await.unwrap();
+    app.state
+        .index
+        .apply(vec![Change::Preference(pref)])
+        .await
+        .unwrap();
+}
+
+/// A send scheduled for later is decided for its time: quiet hours that deny it now allow it
+/// then, and the answer says which time it decided for.
+#[tokio::test]
+async fn a_scheduled_send_is_decided_for_its_time_of_day() {
+    let app = TestApp::new().await;
+    // Georgia, in Chicago's time zone: NOW is 15:26 there.
+    let u = add_subject(&app, "u-ga", Some("US"), Some("GA")).await;
+    add_trait(&app, u, "email", "user.contact.email", "newsletter_signup").await;
+    let quiet = kept_core::subject::QuietHours {
+        start_minute: 15 * 60,
+        end_minute: 17 * 60,
+    };
+    prefer(&app, u, None, Some(quiet)).await;
+    let ask = |at: Option<Value>| {
+        let mut r = by_user("u-ga", MARKETING, Some("email"));
+        if let Some(at) = at {
+            r["at"] = at;
+        }
+        r
+    };
+
+    let now = decide(&app, ask(None)).await;
+    assert_eq!(now.status, StatusCode::OK, "{}", now.text);
+    assert_eq!(now.json["reason"], "denied.quiet_hours", "{}", now.text);
+    assert_eq!(now.json["evidence"][0]["local_time"], "15:26");
+    assert!(now.json.get("at").is_none(), "{}", now.text);
+
+    // Three hours later it is 18:26 in Chicago, after the quiet hours.
+    let later = NOW + 3 * 60 * 60 * 1000;
+    for at in [
+        json!(later),
+        json!("2026-05-28T23:26:40Z"),
+        json!("2026-05-28T18:26:40-05:00"),
+    ] {
+        let answer = decide(&app, ask(Some(at.clone()))).await;
+        assert_eq!(answer.status, StatusCode::OK, "{at}: {}", answer.text);
+        assert_eq!(
+            answer.json["reason"], "allowed.opt_out_regime",
+            "{at}: {}",
+            answer.text
+        );
+        assert_eq!(answer.json["at"], later, "{at}: {}", answer.text);
+    }
+    // In a batch, each request at its own time, in order.
+    let answer = decide(
+        &app,
+        json!({ "requests": [ask(Some(json!(later))), ask(None), ask(Some(json!(NOW + 60_000)))] }),
+    )
+    .await;
+    assert_eq!(
+        reasons(&answer),
+        [
+            "allowed.opt_out_regime",
+            "denied.quiet_hours",
+            "denied.quiet_hours"
+        ]
+    );
+    assert_eq!(answer.json["decisions"][0]["at"], later);
+    assert!(answer.json["decisions"][1].get("at").is_none());
+    assert_eq!(answer.json["decisions"][2]["at"], NOW + 60_000);
+    // A time a little behind Kept's clock is taken as now.
+    let skewed = decide(&app, ask(Some(json!(NOW - 60_000)))).await;
+    assert_eq!(
+        skewed.json["reason"], "denied.quiet_hours",
+        "{}",
+        skewed.text
+    );
+    assert_eq!(skewed.json["at"], NOW);
+}
+
+/// A frequency cap reached today no longer applies once the window has passed by the
+/// scheduled time.
+#[tokio::test]
+async fn a_scheduled_send_counts_the_frequency_window_back_from_its_time() {
+    let app = TestApp::new().await;
+    let u = add_subject(&app, "u-ga", Some("US"), Some("GA")).await;
+    add_trait(&app, u, "email", "user.contact.email", "newsletter_signup").await;
+    let weekly = Frequency {
+        max: 1,
+        period: Period::Week,
+    };
+    prefer(&app, u, Some(weekly), None).await;
+    let sent = json!({ "contacts": [{ "subject": { "user_id": "u-ga" }, "channel": "email",
+        "purpose": MARKETING, "at": NOW - 6 * DAY }] });
+    let recorded = app
+        .send(post(
+            "/v1/contacts",
+            Some(app.key(Role::Decide)),
+            &sent.to_string(),
+        ))
+        .await;
+    assert_eq!(recorded.status, StatusCode::CREATED, "{}", recorded.text);
+    let ask = |at: i64| {
+        let mut r = by_user("u-ga", MARKETING, Some("email"));
+        r["at"] = json!(at);
+        json!({ "requests": [r] })
+    };
+    assert_eq!(
+        reasons(&decide(&app, ask(NOW)).await),
+        ["denied.frequency_cap"]
+    );
+    assert_eq!(
+        reasons(&decide(&app, ask(NOW + DAY / 2)).await),
+        ["denied.frequency_cap"]
+    );
+    assert_eq!(
+        reasons(&decide(&app, ask(NOW + 2 * DAY)).await),
+        ["allowed.opt_out_regime"]
+    );
+}
+
+/// `at` too far ahead, in the past, or not a time is refused with 422 naming it (with the
+/// batch index), before anything is decided.
+#[tokio::test]
+async fn a_decision_time_out_of_range_is_refused_naming_it() {
+    let app = TestApp::new().await;
+    let ok = by_user("u1", MARKETING, Some("email"));
+    let with = |at: Value| {
+        let mut r = ok.clone();
+        r["at"] = at;
+        r
+    };
+    for (body, field) in [
+        (with(json!(NOW + 30 * DAY + 1)), "at"),
+        (with(json!(NOW - 10 * 60 * 1000)), "at"),
+        (with(json!(i64::MIN)), "at"),
+        (with(json!(u64::MAX)), "at"),
+        (with(json!("tomorrow")), "at"),
+        (with(json!(1.5)), "at"),
+        (with(json!(true)), "at"),
+        (
+            json!({ "requests": [ok.clone(), ok.clone(), ok.clone(), with(json!(NOW + 31 * DAY))] }),
+            "requests[3].at",
+        ),
+        (
+            json!({ "requests": [ok.clone(), with(json!("2020-01-01T00:00:00Z"))] }),
+            "requests[1].at",
+        ),
+        (
+            json!({ "requests": [ok.clone(), with(json!("soon"))] }),
+            "requests[1].at",
+        ),
+    ] {
+        let answer = decide(&app, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            answer.text
+        );
+        assert_eq!(
+            answer.json["error"]["field"], field,
+            "{body}: {}",
+            answer.text
+        );
+    }
+    // The bounds themselves are allowed.
+    for at in [NOW + 30 * DAY, NOW - 5 * 60 * 1000] {
+        let answer = decide(&app, with(json!(at))).await;
+        assert_eq!(answer.status, StatusCode::OK, "{at}: {}", answer.text);
+    }
+}
