@@ -568,3 +568,73 @@ fn unknown_variables_are_named_with_the_closest_setting() {
     );
     assert!(Env::default().unknown_variables([]).is_empty());
 }
+
+/// One redactor for every database URL Kept shows (configuration, store errors), and no
+/// password survives it, however the URL is malformed.
+#[test]
+fn no_password_shows_in_a_malformed_url() {
+    for (url, shown) in [
+        (
+            "postgres://kept:hunter2@db:5432/kept",
+            "postgres://kept:***@db:5432/kept",
+        ),
+        // No scheme.
+        ("kept:hunter2@db:5432/kept", "kept:***@db:5432/kept"),
+        ("postgres:/kept:hunter2@db/kept", "postgres:***@db/kept"),
+        // `@`, `/`, `?` and `:` in the password, not percent-encoded.
+        (
+            "postgres://kept:hun@ter2@db/kept",
+            "postgres://kept:***@db/kept",
+        ),
+        (
+            "postgres://kept:hun/ter2@db/kept",
+            "postgres://kept:***@db/kept",
+        ),
+        (
+            "postgres://kept:hun?ter2@db/kept?sslmode=require",
+            "postgres://kept:***@db/kept?sslmode=require",
+        ),
+        (
+            "postgres://kept:hun:ter2@db/kept",
+            "postgres://kept:***@db/kept",
+        ),
+        // Percent-encoded.
+        (
+            "postgres://kept:hun%40ter2@db/kept",
+            "postgres://kept:***@db/kept",
+        ),
+        // In the query, under either name and any case.
+        (
+            "postgres://db/kept?user=kept&password=hunter2",
+            "postgres://db/kept?user=kept&password=***",
+        ),
+        (
+            "postgres://kept@db/kept?sslmode=verify-full&sslpassword=hunter2",
+            "postgres://kept@db/kept?sslmode=verify-full&sslpassword=***",
+        ),
+        (
+            "postgres://db/kept?PASSWORD=hunter2&application_name=x@y",
+            "postgres://db/kept?PASSWORD=***&application_name=x@y",
+        ),
+        (
+            "postgres://kept:hunter2@db/kept?password=hunter2",
+            "postgres://kept:***@db/kept?password=***",
+        ),
+        // Nothing to hide: left as it is.
+        ("postgres://kept@db/kept", "postgres://kept@db/kept"),
+        ("postgres://db:5432/kept", "postgres://db:5432/kept"),
+        ("./kept-data/kept.db", "./kept-data/kept.db"),
+    ] {
+        let url = DatabaseUrl::new(url);
+        for redacted in [
+            url.redacted(),
+            url.to_string(),
+            format!("{url:?}"),
+            kept_server::store::redact(url.expose()),
+        ] {
+            assert!(!redacted.contains("hunter2"), "{redacted}");
+            assert!(!redacted.contains("ter2"), "{redacted}");
+            assert!(redacted.contains(shown), "{} → {redacted}", url.expose());
+        }
+    }
+}
