@@ -596,12 +596,26 @@ impl Config {
     /// The manifest path, which must be known before `[server]` can be read: flags, then the
     /// environment (`KEPT_MANIFEST` or the file `KEPT_MANIFEST_FILE` names), then the default.
     pub fn manifest_path(env: &Env, flags: &Flags) -> Result<PathBuf, ConfigError> {
-        if let Some(FlagValue::Value(path)) = flags.get(Key::Manifest) {
-            return Ok(PathBuf::from(path));
-        }
-        Ok(env_value(env, Key::Manifest)?
-            .map(|(path, _)| PathBuf::from(path))
+        Ok(Config::early_setting(env, flags, Key::Manifest)?
+            .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST)))
+    }
+
+    /// One setting's text without `[server]`, for what must be known before the manifest is
+    /// read and for commands that never read it (`kept ledger verify`): the flag, else the
+    /// environment (`KEPT_X` or the file `KEPT_X_FILE` names); `None` for the default.
+    pub fn early_setting(
+        env: &Env,
+        flags: &Flags,
+        key: Key,
+    ) -> Result<Option<String>, ConfigError> {
+        match flags.get(key) {
+            Some(FlagValue::Value(value)) => Ok(Some(value.clone())),
+            Some(FlagValue::File(path)) => {
+                read_value_file(Path::new(path), &Origin::Flag(key.flag())).map(Some)
+            }
+            None => Ok(env_value(env, key)?.map(|(value, _)| value)),
+        }
     }
 
     /// Applies the layers in order: defaults, `[server]` of the manifest, `KEPT_*`
