@@ -69,3 +69,48 @@ fn ledger_verify_reads_the_database_url_from_a_file() {
         "{stderr}"
     );
 }
+
+/// `kept serve` logs a misspelt variable with the setting it meant, and not the webhook secret
+/// the manifest names. Without a ledger key it stops right after, so no server is left running.
+#[test]
+fn serve_warns_about_an_unknown_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = kept(dir.path(), &["init"], &[]);
+    assert!(init.status.success());
+    let manifest = std::fs::read_to_string(dir.path().join("kept.toml")).unwrap();
+    assert!(manifest.contains("KEPT_AD_PARTNER_SECRET"));
+    let db = dir.path().join("kept.db");
+    let out = kept(
+        dir.path(),
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            db.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "--ledger-witness",
+            "off",
+        ],
+        &[
+            ("KEPT_DATABSE_URL", "x.db"),
+            (
+                "KEPT_AD_PARTNER_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+        ],
+    );
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{logs}");
+    assert!(
+        logs.contains("did you mean `KEPT_DATABASE_URL`?") && logs.contains("\"WARN\""),
+        "{logs}"
+    );
+    assert!(!logs.contains("KEPT_AD_PARTNER_SECRET"), "{logs}");
+    assert!(!logs.contains("whsec_"), "{logs}");
+}
