@@ -490,7 +490,8 @@ impl fmt::Display for UnknownVariable {
 
 impl Env {
     /// The `KEPT_*` variables that are neither a setting nor its `_FILE`, nor one of `named`
-    /// (the webhook secrets the manifest names, `secret_env`), nor the test tools' own; each
+    /// (the webhook secrets the manifest names, `secret_env`) or its `_FILE`, nor the test
+    /// tools' own; each
     /// with the setting it most likely meant. `kept serve` logs them as warnings.
     pub fn unknown_variables<'n>(
         &self,
@@ -505,7 +506,10 @@ impl Env {
             .keys()
             .filter(|var| var.starts_with("KEPT_"))
             .filter(|var| !known.contains(var))
-            .filter(|var| !named.contains(&var.as_str()))
+            .filter(|var| {
+                let secret = var.strip_suffix("_FILE").unwrap_or(var);
+                !named.contains(&secret)
+            })
             .filter(|var| !TOOL_VARIABLES.contains(&var.as_str()))
             .filter(|var| !TOOL_PREFIXES.iter().any(|p| var.starts_with(p)))
             .map(|var| UnknownVariable {

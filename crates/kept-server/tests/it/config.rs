@@ -541,6 +541,7 @@ fn unknown_variables_are_named_with_the_closest_setting() {
         ("KEPT_DATABASE_URL_FILE", "/run/secrets/url"),
         // Not settings, and read by Kept or its tools: no warning.
         ("KEPT_AD_PARTNER_SECRET", "whsec_x"),
+        ("KEPT_AD_PARTNER_SECRET_FILE", "/run/secrets/ad-partner"),
         (
             "KEPT_TEST_DATABASE_URL",
             "postgres://postgres@127.0.0.1/postgres",
@@ -563,7 +564,10 @@ fn unknown_variables_are_named_with_the_closest_setting() {
     // A webhook secret the manifest does not name is not known.
     let unknown = env.unknown_variables([]);
     assert!(
-        unknown.iter().any(|u| u.var == "KEPT_AD_PARTNER_SECRET"),
+        unknown.iter().any(|u| u.var == "KEPT_AD_PARTNER_SECRET")
+            && unknown
+                .iter()
+                .any(|u| u.var == "KEPT_AD_PARTNER_SECRET_FILE"),
         "{unknown:?}"
     );
     assert!(Env::default().unknown_variables([]).is_empty());
