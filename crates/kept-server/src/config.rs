@@ -534,6 +534,7 @@ enum FlagValue {
     File(String),
 }
 
+// A value is never shown: `--database-url` may carry a password.
 impl fmt::Debug for FlagValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
