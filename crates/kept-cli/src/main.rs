@@ -22,7 +22,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (collection API, decisions and audiences, consent ledger, preference center)
-    Serve(cmd::serve::Args),
+    // Boxed: one field per setting makes it far larger than the other commands.
+    Serve(Box<cmd::serve::Args>),
     /// Write an example manifest (`kept.toml`) for a retail company
     Init(cmd::init::Args),
     /// Check a manifest: syntax, references, owners, retention, promises, rules
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Serve(args) => cmd::serve::run(*args).await,
             Command::Init(args) => cmd::init::run(args).await,
             Command::Lint(args) => cmd::lint::run(args).await,
             Command::Ledger(c) => cmd::ledger::run(c).await,

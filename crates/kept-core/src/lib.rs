@@ -16,6 +16,7 @@ pub mod lint;
 pub mod manifest;
 pub mod regime;
 pub mod rulebook;
+pub mod spelling;
 pub mod subject;
 
 pub use ids::SubjectId;

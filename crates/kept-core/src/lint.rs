@@ -775,59 +775,17 @@ fn short(hash: &str) -> &str {
 
 /// ` (did you mean `x`?)` for the closest known key within a few edits, or nothing.
 fn did_you_mean<'k>(key: &str, known: impl Iterator<Item = &'k str>) -> String {
-    let mut best: BTreeMap<usize, &str> = BTreeMap::new();
-    for candidate in known {
-        let distance = edit_distance(key, candidate);
-        best.entry(distance).or_insert(candidate);
-    }
-    match best.first_key_value() {
-        Some((&distance, candidate)) if distance > 0 && distance <= 3 => {
+    match crate::spelling::closest(key, known) {
+        Some((candidate, distance)) if distance > 0 && distance <= 3 => {
             format!(" (did you mean `{candidate}`?)")
         }
         _ => String::new(),
     }
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = Vec::with_capacity(b.len() + 1);
-        current.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous
-                .get(j)
-                .copied()
-                .unwrap_or(usize::MAX)
-                .saturating_add(usize::from(ca != *cb));
-            let delete = previous
-                .get(j + 1)
-                .copied()
-                .unwrap_or(usize::MAX)
-                .saturating_add(1);
-            let insert = current
-                .get(j)
-                .copied()
-                .unwrap_or(usize::MAX)
-                .saturating_add(1);
-            current.push(substitute.min(delete).min(insert));
-        }
-        previous = current;
-    }
-    previous.last().copied().unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("purpse", "purpose"), 1);
-        assert_eq!(edit_distance("sms", "sms"), 0);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-    }
 
     #[test]
     fn suggestions_only_for_near_misses() {

@@ -37,7 +37,7 @@ impl DatabaseUrl {
     /// The URL with any password (in the user info or a `password=` parameter) replaced by
     /// `***`.
     pub fn redacted(&self) -> String {
-        redact_url(&self.0)
+        crate::store::redact(&self.0)
     }
 }
 
@@ -53,44 +53,6 @@ impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
-}
-
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // A plain file path has no place for a password.
-        return url.to_owned();
-    };
-    let (scheme, rest) = url.split_at(scheme_end + 3);
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            match userinfo.find(':') {
-                Some(colon) => format!("{}:***{host}", userinfo.get(..colon).unwrap_or_default()),
-                None => authority.to_owned(),
-            }
-        }
-        None => authority.to_owned(),
-    };
-    let tail = match tail.find('?') {
-        Some(q) => {
-            let (path, query) = tail.split_at(q + 1);
-            let query = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
-                        format!("{k}=***")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect::<Vec<_>>()
-                .join("&");
-            format!("{path}{query}")
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}{authority}{tail}")
 }
 
 /// How log lines are written.
@@ -375,9 +337,32 @@ impl Key {
         format!("KEPT_{}", self.name().to_ascii_uppercase())
     }
 
-    /// The command-line flag (`--bind`).
+    /// The variable naming a file that holds the value (`KEPT_BIND_FILE`): every key has one.
+    pub fn env_file(self) -> String {
+        format!("{}_FILE", self.env())
+    }
+
+    /// The command-line flag (`--bind`). A secret's flag names a file that holds it
+    /// (`--smtp-password-file`), because a command line is visible to every user of the
+    /// machine.
     pub fn flag(self) -> String {
-        format!("--{}", self.name().replace('_', "-"))
+        let flag = format!("--{}", self.name().replace('_', "-"));
+        if self.is_secret() {
+            format!("{flag}-file")
+        } else {
+            flag
+        }
+    }
+
+    /// A value that must never be logged nor given on a command line.
+    pub fn is_secret(self) -> bool {
+        matches!(self, Key::SmtpPassword | Key::IdentitySecret)
+    }
+
+    /// Whether `[server]` may name a file holding it (`database_url_file`): the keys that may
+    /// carry a password.
+    fn file_in_file(self) -> bool {
+        self.is_secret() || self == Key::DatabaseUrl
     }
 
     /// Whether `[server]` may set it: the manifest's own path cannot come from the manifest.
@@ -429,8 +414,8 @@ pub enum ConfigError {
         origin: Origin,
         message: String,
     },
-    #[error("both `{0}` and `{0}_FILE` are set; set only one")]
-    Conflict(String),
+    #[error("both `{var}` and `{file_var}` are set; set only one")]
+    Conflict { var: String, file_var: String },
 }
 
 impl ConfigError {
@@ -439,7 +424,7 @@ impl ConfigError {
             ConfigError::UnknownKey { .. } => "config.unknown_key",
             ConfigError::Invalid { .. } => "config.invalid_value",
             ConfigError::SecretFile { .. } => "config.secret_file",
-            ConfigError::Conflict(_) => "config.conflict",
+            ConfigError::Conflict { .. } => "config.conflict",
         }
     }
 }
@@ -471,10 +456,92 @@ impl Env {
     }
 }
 
+/// Prefixes of `KEPT_*` variables that are not settings: the test suites' and the benchmarks'
+/// own (`KEPT_TEST_DATABASE_URL`, `KEPT_BENCH_SECONDS`).
+const TOOL_PREFIXES: [&str; 2] = ["KEPT_TEST_", "KEPT_BENCH_"];
+
+/// `KEPT_*` variables the end-to-end suites export for their own scripts, which a server they
+/// start inherits.
+const TOOL_VARIABLES: [&str; 5] = [
+    "KEPT_BIN",
+    "KEPT_DATA",
+    "KEPT_URL",
+    "KEPT_KEYS_FILE",
+    "KEPT_WRITE_KEY",
+];
+
+/// A `KEPT_*` variable that is no setting, and so is ignored: most often a misspelt one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    pub var: String,
+    /// The setting's variable nearest to it by edit distance.
+    pub closest: Option<String>,
+}
+
+impl fmt::Display for UnknownVariable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown environment variable `{}` is ignored", self.var)?;
+        match &self.closest {
+            Some(closest) => write!(f, "; did you mean `{closest}`?"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Env {
+    /// The `KEPT_*` variables that are neither a setting nor its `_FILE`, nor one of `named`
+    /// (the webhook secrets the manifest names, `secret_env`) or its `_FILE`, nor the test
+    /// tools' own; each
+    /// with the setting it most likely meant. `kept serve` logs them as warnings.
+    pub fn unknown_variables<'n>(
+        &self,
+        named: impl IntoIterator<Item = &'n str>,
+    ) -> Vec<UnknownVariable> {
+        let named: Vec<&str> = named.into_iter().collect();
+        let known: Vec<String> = Key::ALL
+            .into_iter()
+            .flat_map(|k| [k.env(), k.env_file()])
+            .collect();
+        self.vars
+            .keys()
+            .filter(|var| var.starts_with("KEPT_"))
+            .filter(|var| !known.contains(var))
+            .filter(|var| {
+                let secret = var.strip_suffix("_FILE").unwrap_or(var);
+                !named.contains(&secret)
+            })
+            .filter(|var| !TOOL_VARIABLES.contains(&var.as_str()))
+            .filter(|var| !TOOL_PREFIXES.iter().any(|p| var.starts_with(p)))
+            .map(|var| UnknownVariable {
+                var: var.clone(),
+                closest: kept_core::spelling::closest(var, known.iter().map(String::as_str))
+                    .map(|(closest, _)| closest.to_owned()),
+            })
+            .collect()
+    }
+}
+
 /// Values given as command-line flags, by field.
 #[derive(Debug, Clone, Default)]
 pub struct Flags {
-    values: Vec<(Key, String)>,
+    values: Vec<(Key, FlagValue)>,
+}
+
+/// A flag's value, or the file that holds it (a secret's flag).
+#[derive(Clone)]
+enum FlagValue {
+    Value(String),
+    File(String),
+}
+
+// A value is never shown: `--database-url` may carry a password.
+impl fmt::Debug for FlagValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlagValue::Value(_) => f.write_str("Value(***)"),
+            FlagValue::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 impl Flags {
@@ -483,7 +550,7 @@ impl Flags {
     }
 
     pub fn set(&mut self, key: Key, value: impl Into<String>) -> &mut Flags {
-        self.values.push((key, value.into()));
+        self.values.push((key, FlagValue::Value(value.into())));
         self
     }
 
@@ -495,12 +562,26 @@ impl Flags {
         self
     }
 
-    fn get(&self, key: Key) -> Option<&str> {
+    /// Sets `key` to the content of the file at `path`, when the flag was given (a secret's
+    /// `--…-file` flag).
+    pub fn set_file_opt(&mut self, key: Key, path: Option<impl Into<String>>) -> &mut Flags {
+        if let Some(path) = path {
+            self.values.push((key, FlagValue::File(path.into())));
+        }
+        self
+    }
+
+    /// The keys given, in the order given.
+    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.values.iter().map(|(k, _)| *k)
+    }
+
+    fn get(&self, key: Key) -> Option<&FlagValue> {
         self.values
             .iter()
             .rev()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 }
 
@@ -517,14 +598,29 @@ enum Raw<'a> {
 }
 
 impl Config {
-    /// The manifest path, which must be known before `[server]` can be read: environment, then
-    /// flags, then the default.
-    pub fn manifest_path(env: &Env, flags: &Flags) -> PathBuf {
-        flags
-            .get(Key::Manifest)
-            .or_else(|| env.get(&Key::Manifest.env()))
+    /// The manifest path, which must be known before `[server]` can be read: flags, then the
+    /// environment (`KEPT_MANIFEST` or the file `KEPT_MANIFEST_FILE` names), then the default.
+    pub fn manifest_path(env: &Env, flags: &Flags) -> Result<PathBuf, ConfigError> {
+        Ok(Config::early_setting(env, flags, Key::Manifest)?
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST)))
+    }
+
+    /// One setting's text without `[server]`, for what must be known before the manifest is
+    /// read and for commands that never read it (`kept ledger verify`): the flag, else the
+    /// environment (`KEPT_X` or the file `KEPT_X_FILE` names); `None` for the default.
+    pub fn early_setting(
+        env: &Env,
+        flags: &Flags,
+        key: Key,
+    ) -> Result<Option<String>, ConfigError> {
+        match flags.get(key) {
+            Some(FlagValue::Value(value)) => Ok(Some(value.clone())),
+            Some(FlagValue::File(path)) => {
+                read_value_file(Path::new(path), &Origin::Flag(key.flag())).map(Some)
+            }
+            None => Ok(env_value(env, key)?.map(|(value, _)| value)),
+        }
     }
 
     /// Applies the layers in order: defaults, `[server]` of the manifest, `KEPT_*`
@@ -539,56 +635,43 @@ impl Config {
         if let Some(file) = file {
             let origin = Origin::File(file.path.to_path_buf());
             for (name, value) in file.table {
-                let key = Key::ALL
+                let plain = Key::ALL
                     .into_iter()
-                    .find(|k| k.in_file() && k.name() == name)
-                    .or_else(|| (name == "database_url_file").then_some(Key::DatabaseUrl))
-                    .or_else(|| (name == "smtp_password_file").then_some(Key::SmtpPassword))
-                    .or_else(|| (name == "identity_secret_file").then_some(Key::IdentitySecret));
-                let Some(key) = key else {
+                    .find(|k| k.in_file() && k.name() == name);
+                let indirect = Key::ALL
+                    .into_iter()
+                    .find(|k| k.file_in_file() && format!("{}_file", k.name()) == *name);
+                if let Some(key) = plain {
+                    config.apply(key, Raw::Toml(value), &origin)?;
+                } else if let Some(key) = indirect {
+                    let path = toml_str(key, value, &origin)?;
+                    let text = read_value_file(Path::new(path), &origin)?;
+                    config.apply(key, Raw::Text(&text), &origin)?;
+                } else {
                     return Err(ConfigError::UnknownKey {
                         key: name.clone(),
                         file: file.path.to_path_buf(),
                         known: known_file_keys(),
                     });
-                };
-                if name == "database_url_file"
-                    || name == "smtp_password_file"
-                    || name == "identity_secret_file"
-                {
-                    let path = toml_str(key, value, &origin)?;
-                    let text = read_secret(Path::new(path), &origin)?;
-                    config.apply(key, Raw::Text(&text), &origin)?;
-                } else {
-                    config.apply(key, Raw::Toml(value), &origin)?;
                 }
             }
         }
         for key in Key::ALL {
-            let var = key.env();
-            let file_var = format!("{var}_FILE");
-            // `KEPT_LEDGER_KEY_FILE` is itself a field (a path), not a `*_FILE` indirection.
-            let indirect = matches!(
-                key,
-                Key::DatabaseUrl | Key::SmtpPassword | Key::IdentitySecret
-            );
-            match (
-                env.get(&var),
-                indirect.then(|| env.get(&file_var)).flatten(),
-            ) {
-                (Some(_), Some(_)) => return Err(ConfigError::Conflict(var)),
-                (Some(value), None) => config.apply(key, Raw::Text(value), &Origin::Env(var))?,
-                (None, Some(path)) => {
-                    let origin = Origin::Env(file_var);
-                    let text = read_secret(Path::new(path), &origin)?;
-                    config.apply(key, Raw::Text(&text), &origin)?;
-                }
-                (None, None) => {}
+            if let Some((value, origin)) = env_value(env, key)? {
+                config.apply(key, Raw::Text(&value), &origin)?;
             }
         }
         for key in Key::ALL {
-            if let Some(value) = flags.get(key) {
-                config.apply(key, Raw::Text(value), &Origin::Flag(key.flag()))?;
+            match flags.get(key) {
+                Some(FlagValue::Value(value)) => {
+                    config.apply(key, Raw::Text(value), &Origin::Flag(key.flag()))?;
+                }
+                Some(FlagValue::File(path)) => {
+                    let origin = Origin::Flag(key.flag());
+                    let text = read_value_file(Path::new(path), &origin)?;
+                    config.apply(key, Raw::Text(&text), &origin)?;
+                }
+                None => {}
             }
         }
         Ok(config)
@@ -839,6 +922,24 @@ impl Config {
     }
 }
 
+/// `key`'s value in the environment, as itself or read from the file its `_FILE` variable names,
+/// with where it came from. The one place that reads `KEPT_*` settings: `KEPT_LEDGER_KEY_FILE`
+/// is a path, and `KEPT_LEDGER_KEY_FILE_FILE` names a file holding that path.
+fn env_value(env: &Env, key: Key) -> Result<Option<(String, Origin)>, ConfigError> {
+    let var = key.env();
+    let file_var = key.env_file();
+    match (env.get(&var), env.get(&file_var)) {
+        (Some(_), Some(_)) => Err(ConfigError::Conflict { var, file_var }),
+        (Some(value), None) => Ok(Some((value.to_owned(), Origin::Env(var)))),
+        (None, Some(path)) => {
+            let origin = Origin::Env(file_var);
+            let text = read_value_file(Path::new(path), &origin)?;
+            Ok(Some((text, origin)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// `text` as a whole number that `accept` takes.
 fn whole<T: std::str::FromStr>(text: &str, accept: impl Fn(&T) -> bool) -> Option<T> {
     text.trim().parse().ok().filter(accept)
@@ -849,11 +950,12 @@ fn known_file_keys() -> String {
         .into_iter()
         .filter(|k| k.in_file())
         .map(|k| format!("`{}`", k.name()))
-        .chain([
-            "`database_url_file`".to_owned(),
-            "`smtp_password_file`".to_owned(),
-            "`identity_secret_file`".to_owned(),
-        ])
+        .chain(
+            Key::ALL
+                .into_iter()
+                .filter(|k| k.file_in_file())
+                .map(|k| format!("`{}_file`", k.name())),
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -866,9 +968,11 @@ fn toml_str<'v>(key: Key, value: &'v toml::Value, origin: &Origin) -> Result<&'v
     })
 }
 
-fn read_secret(path: &Path, origin: &Origin) -> Result<String, ConfigError> {
+/// The content of a file holding a value, without the line end an editor or `echo` leaves;
+/// other white space is kept, as a password may hold it.
+fn read_value_file(path: &Path, origin: &Origin) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
         .map_err(|e| ConfigError::SecretFile {
             path: path.to_path_buf(),
             origin: origin.clone(),

@@ -62,7 +62,9 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-/// `url` with any password (in the user info or a `password=` parameter) replaced by `***`.
+/// `url` with any password (in the user info, or a `password=` or `sslpassword=` parameter)
+/// replaced by `***`. The one redactor of database URLs: the server's configuration and this
+/// store both show URLs through it.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_string();
     for (start, end) in password_spans(url).into_iter().rev() {
@@ -71,23 +73,33 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// Byte ranges of `url` that hold a password. Over-matching is harmless, missing one is not, so
-/// the user info ends at the last `@` before the query even if a path follows.
+/// Byte ranges of `url` that hold a password. Over-matching is harmless, missing one is not, and
+/// a password that should have been percent-encoded often is not, so the user info runs from
+/// the scheme (or the start, when `://` is missing) to the last `@` before the query, or to the
+/// last `@` of all when none comes before a `?` (a `?` in the password).
 fn password_spans(url: &str) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
-    let query_start = url.find('?').unwrap_or(url.len());
-    if let (Some(scheme_end), Some(head)) = (url.find("://"), url.get(..query_start)) {
-        let user_start = scheme_end + 3;
-        if let Some(at) = head.rfind('@').filter(|&at| at > user_start)
-            && let Some(colon) = head.get(user_start..at).and_then(|ui| ui.find(':'))
-        {
-            spans.push((user_start + colon + 1, at));
-        }
+    let user_start = url.find("://").map_or(0, |scheme_end| scheme_end + 3);
+    let rest = url.get(user_start..).unwrap_or_default();
+    let before_query = rest.find('?').unwrap_or(rest.len());
+    let at = rest
+        .get(..before_query)
+        .and_then(|head| head.rfind('@'))
+        .or_else(|| rest.rfind('@'));
+    let mut after_user = user_start;
+    if let Some(at) = at
+        && let Some(colon) = rest.get(..at).and_then(|userinfo| userinfo.find(':'))
+    {
+        spans.push((user_start + colon + 1, user_start + at));
+        after_user = user_start + at + 1;
     }
-    let mut offset = query_start + 1;
+    let Some(query) = url.get(after_user..).and_then(|tail| tail.find('?')) else {
+        return spans;
+    };
+    let mut offset = after_user + query + 1;
     for pair in url.get(offset..).unwrap_or_default().split('&') {
         if let Some((k, v)) = pair.split_once('=')
-            && k.eq_ignore_ascii_case("password")
+            && k.to_ascii_lowercase().contains("password")
             && !v.is_empty()
         {
             let start = offset + k.len() + 1;

@@ -94,8 +94,10 @@ pub fn setup(source: &Source) -> Result<Setup, String> {
     flags
         .set_opt(Key::DatabaseUrl, source.database_url.clone())
         .set_opt(Key::Manifest, source.manifest.clone());
-    let path = Config::manifest_path(&env, &flags);
-    let named = source.manifest.is_some() || env.get(&Key::Manifest.env()).is_some();
+    let path = Config::manifest_path(&env, &flags).map_err(|e| e.to_string())?;
+    let named = source.manifest.is_some()
+        || env.get(&Key::Manifest.env()).is_some()
+        || env.get(&Key::Manifest.env_file()).is_some();
     let (text, label) = match std::fs::read_to_string(&path) {
         Ok(text) => (text, path.display().to_string()),
         Err(_) if !named => (

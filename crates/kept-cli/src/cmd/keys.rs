@@ -132,7 +132,7 @@ async fn open(args: &DatabaseArgs, create: bool) -> anyhow::Result<Arc<dyn Store
     flags
         .set_opt(Key::DatabaseUrl, args.database_url.clone())
         .set_opt(Key::Manifest, args.manifest.clone());
-    let manifest = Config::manifest_path(&env, &flags);
+    let manifest = Config::manifest_path(&env, &flags)?;
     // Only `[server]` matters here; the manifest is checked by `kept lint` and `kept serve`.
     let server = match std::fs::read_to_string(&manifest) {
         Ok(text) => {

@@ -4,6 +4,7 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kept_core::SubjectId;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
+use kept_server::config::{Config, Env, Flags, Key};
 use kept_server::ledger::{
     self, Ledger, Verdict, VerifyOptions, VerifyReport, VerifyingKey, published_verifying_keys,
     verify_ledger,
@@ -59,14 +60,10 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The database: a `postgres://` URL or an SQLite file
-    #[arg(
-        long,
-        env = "KEPT_DATABASE_URL",
-        default_value = DEFAULT_DATABASE_URL,
-        hide_env_values = true
-    )]
-    database_url: String,
+    /// The database: a `postgres://` URL or an SQLite file [default: $KEPT_DATABASE_URL, the
+    /// file $KEPT_DATABASE_URL_FILE names, or ./kept-data/kept.db]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// The ledger's verifying key: a file (PEM or hex) or the key in hex; repeat it for keys
     /// used before a key change. Default: the keys the database publishes, which whoever can
     /// edit the ledger could also replace, so a copy kept elsewhere is the stronger check
@@ -92,13 +89,8 @@ pub struct VerifyArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LoadTestArgs {
-    #[arg(
-        long,
-        env = "KEPT_DATABASE_URL",
-        default_value = DEFAULT_DATABASE_URL,
-        hide_env_values = true
-    )]
-    database_url: String,
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Concurrent writers
     #[arg(long, default_value_t = 64)]
     writers: u32,
@@ -108,6 +100,17 @@ pub struct LoadTestArgs {
     /// Also append every checkpoint to this witness file
     #[arg(long, value_name = "FILE")]
     witness: Option<std::path::PathBuf>,
+}
+
+/// The database the command reads: `--database-url`, else `KEPT_DATABASE_URL` or the file
+/// `KEPT_DATABASE_URL_FILE` names, else the default.
+fn database_url(flag: &Option<String>) -> anyhow::Result<String> {
+    let mut flags = Flags::new();
+    flags.set_opt(Key::DatabaseUrl, flag.clone());
+    Ok(
+        Config::early_setting(&Env::from_process(), &flags, Key::DatabaseUrl)?
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+    )
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -130,14 +133,10 @@ pub struct VerifyReceiptArgs {
     #[arg(long = "public-key", value_name = "FILE_OR_HEX")]
     public_key: Option<String>,
     /// Without --public-key, the database whose published keys the receipt's key must be
-    /// among: a `postgres://` URL or an SQLite file (never created)
-    #[arg(
-        long,
-        env = "KEPT_DATABASE_URL",
-        default_value = DEFAULT_DATABASE_URL,
-        hide_env_values = true
-    )]
-    database_url: String,
+    /// among: a `postgres://` URL or an SQLite file (never created) [default:
+    /// $KEPT_DATABASE_URL, the file $KEPT_DATABASE_URL_FILE names, or ./kept-data/kept.db]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -197,7 +196,7 @@ async fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
     // to be the ledger's: anybody can sign a made-up receipt with a key of their own.
     let whose = match (&verified, &expected) {
         (Ok(_), Some(_)) => "the given ledger key".to_owned(),
-        (Ok(v), None) => match published_receipt_keys(&args.database_url).await {
+        (Ok(v), None) => match published_receipt_keys(&database_url(&args.database_url)?).await {
             Ok(keys)
                 if keys
                     .iter()
@@ -317,7 +316,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Opening would create an empty database; verifying nothing is not what was asked.
-    let store = match store::open_existing(&args.database_url).await {
+    let store = match store::open_existing(&database_url(&args.database_url)?).await {
         Ok(store) => store,
         Err(e) => return unusable(e.code(), e.to_string()),
     };
@@ -471,7 +470,7 @@ fn progress_bar(total: u64) -> ProgressBar {
 // --- load-test -------------------------------------------------------------------------------
 
 async fn load_test(args: LoadTestArgs) -> anyhow::Result<ExitCode> {
-    let store: Arc<dyn Store> = store::open(&args.database_url).await?;
+    let store: Arc<dyn Store> = store::open(&database_url(&args.database_url)?).await?;
     let key = ledger::demo_signing_key(store.as_ref()).await?;
     let mut ledger = Ledger::new(store.clone(), key);
     if let Some(path) = &args.witness {

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Each flag overrides the `KEPT_*` environment variable of the same name (`--bind` → `KEPT_BIND`),
-which overrides `[server]` in the manifest. `KEPT_DATABASE_URL_FILE` reads the database URL from a
-file.
+which overrides `[server]` in the manifest. Every variable may instead name a file holding its
+value, with a `_FILE` suffix (`KEPT_DATABASE_URL_FILE`). Secrets are given as files only
+(`--smtp-password-file`), since a command line is visible to every user of the machine.
 
 Examples:
   kept serve --demo
@@ -70,6 +71,50 @@ pub struct Args {
     /// is ignored and the connection's address is the client's [default: 0]
     #[arg(long, value_name = "N")]
     trusted_proxies: Option<String>,
+    /// Origins whose pages may call the collection endpoints, comma-separated, or `*` for any
+    #[arg(long, value_name = "ORIGINS")]
+    cors_origins: Option<String>,
+    /// Two-letter country that phone numbers without a country code are read in (`DE`)
+    #[arg(long, value_name = "COUNTRY")]
+    default_country: Option<String>,
+    /// Collected events admitted at once; beyond, clients are answered 429 [default: 50000]
+    #[arg(long, value_name = "N")]
+    collect_queue: Option<String>,
+    /// How often expired events and traits are deleted [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    retention_interval: Option<String>,
+    /// How long decision log entries are kept [default: 730d]
+    #[arg(long, value_name = "DURATION")]
+    decision_log_retention: Option<String>,
+    /// File holding the 32-byte master secret identifiers are hashed and sealed with
+    /// [default: one generated and kept in the database]
+    #[arg(long, value_name = "FILE")]
+    master_key_file: Option<String>,
+    /// The address customers reach this server at, for the preference center's links
+    /// (`https://privacy.shop.example`) [default: http:// and the bind address]
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Mail server the preference center sends its links through
+    #[arg(long, value_name = "HOST")]
+    smtp_host: Option<String>,
+    /// The mail server's port [default: the TLS mode's usual one, 25, 587 or 465]
+    #[arg(long, value_name = "PORT")]
+    smtp_port: Option<String>,
+    /// `none`, `starttls` or `tls` [default: starttls]
+    #[arg(long, value_name = "MODE")]
+    smtp_tls: Option<String>,
+    /// User name at the mail server
+    #[arg(long, value_name = "USER")]
+    smtp_user: Option<String>,
+    /// File holding the password at the mail server
+    #[arg(long, value_name = "FILE")]
+    smtp_password_file: Option<String>,
+    /// The `From` address of the preference center's mail (`Shop <privacy@shop.example>`)
+    #[arg(long, value_name = "ADDRESS")]
+    smtp_from: Option<String>,
+    /// File holding the secret identity tokens are minted with (at least 16 characters)
+    #[arg(long, value_name = "FILE")]
+    identity_secret_file: Option<String>,
 }
 
 impl Args {
@@ -96,7 +141,24 @@ impl Args {
                 self.decision_log_sample_rate.clone(),
             )
             .set_opt(Key::WebhookMaxAttempts, self.webhook_max_attempts.clone())
-            .set_opt(Key::TrustedProxies, self.trusted_proxies.clone());
+            .set_opt(Key::TrustedProxies, self.trusted_proxies.clone())
+            .set_opt(Key::CorsOrigins, self.cors_origins.clone())
+            .set_opt(Key::DefaultCountry, self.default_country.clone())
+            .set_opt(Key::CollectQueue, self.collect_queue.clone())
+            .set_opt(Key::RetentionInterval, self.retention_interval.clone())
+            .set_opt(
+                Key::DecisionLogRetention,
+                self.decision_log_retention.clone(),
+            )
+            .set_opt(Key::MasterKeyFile, self.master_key_file.clone())
+            .set_opt(Key::PublicUrl, self.public_url.clone())
+            .set_opt(Key::SmtpHost, self.smtp_host.clone())
+            .set_opt(Key::SmtpPort, self.smtp_port.clone())
+            .set_opt(Key::SmtpTls, self.smtp_tls.clone())
+            .set_opt(Key::SmtpUser, self.smtp_user.clone())
+            .set_file_opt(Key::SmtpPassword, self.smtp_password_file.clone())
+            .set_opt(Key::SmtpFrom, self.smtp_from.clone())
+            .set_file_opt(Key::IdentitySecret, self.identity_secret_file.clone());
         flags
     }
 }
@@ -116,7 +178,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "kept.toml (demo)".to_owned(),
         )
     } else {
-        let path = Config::manifest_path(&env, &flags);
+        let path = match Config::manifest_path(&env, &flags) {
+            Ok(path) => path,
+            Err(e) => return Ok(usage_error(&e.to_string())),
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => (text, path.display().to_string()),
             Err(e) => {
@@ -141,6 +206,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Ok(usage_error(&e.to_string())),
     };
     kept_server::observe::init_logging(config.log_format, &config.log_filter);
+    // A misspelt variable would otherwise leave its setting at the default without a word.
+    let secrets = loaded
+        .manifest
+        .systems
+        .values()
+        .filter_map(|system| system.webhook.as_ref()?.secret_env.as_deref());
+    for unknown in env.unknown_variables(secrets) {
+        tracing::warn!(variable = %unknown.var, "{unknown}");
+    }
     tracing::debug!(?config, "configuration");
     match kept_server::serve(config, loaded.manifest).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -157,4 +231,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Every setting has a flag, and that flag sets that setting and no other.
+    #[test]
+    fn every_setting_has_a_flag_that_sets_it() {
+        for key in Key::ALL {
+            let mut argv = vec!["kept".to_owned(), key.flag()];
+            if key != Key::Demo {
+                argv.push(format!("value-of-{}", key.name()));
+            }
+            let cli = Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("`{}` for `{}`: {e}", key.flag(), key.name()));
+            assert_eq!(
+                cli.args.flags().keys().collect::<Vec<_>>(),
+                [key],
+                "`{}` sets `{}`",
+                key.flag(),
+                key.name()
+            );
+        }
+    }
 }

@@ -10,3 +10,4 @@ mod decide;
 mod keys;
 mod ledger;
 mod lint;
+mod settings;

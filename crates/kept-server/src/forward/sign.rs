@@ -87,9 +87,23 @@ impl WebhookSecret {
 /// in tests.
 pub type SecretSource = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Reads secrets from the process environment.
+/// Reads secrets from the process environment: the variable itself, or the file its `_FILE`
+/// variable names, as for every `KEPT_*` setting.
 pub fn environment() -> SecretSource {
-    std::sync::Arc::new(|var: &str| std::env::var(var).ok())
+    std::sync::Arc::new(|var: &str| variable_or_file(var, |v| std::env::var(v).ok()))
+}
+
+/// `var`'s value, or the content of the file `var_FILE` names without its final line end. Both
+/// set, or a file that cannot be read, is no secret at all (fail closed: nothing is sent, and
+/// the warning at start names the variable).
+fn variable_or_file(var: &str, get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    match (get(var), get(&format!("{var}_FILE"))) {
+        (Some(value), None) => Some(value),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .ok()
+            .map(|text| text.trim_end_matches(['\n', '\r']).to_owned()),
+        _ => None,
+    }
 }
 
 /// The signing secret of a system's webhook.
@@ -105,6 +119,41 @@ pub fn secret_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_may_come_from_the_file_its_file_variable_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        let env = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            move |var: &str| pairs.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            variable_or_file("KEPT_X", env(&[("KEPT_X_FILE", &path)])).as_deref(),
+            Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        );
+        assert_eq!(
+            variable_or_file("KEPT_X", env(&[("KEPT_X", "whsec_a")])).as_deref(),
+            Some("whsec_a")
+        );
+        assert_eq!(
+            variable_or_file(
+                "KEPT_X",
+                env(&[("KEPT_X", "whsec_a"), ("KEPT_X_FILE", &path)])
+            ),
+            None,
+            "both set: fail closed"
+        );
+        assert_eq!(
+            variable_or_file("KEPT_X", env(&[("KEPT_X_FILE", "/nonexistent/secret")])),
+            None
+        );
+    }
 
     /// The example of the Standard Webhooks specification and its reference libraries.
     #[test]

@@ -197,15 +197,37 @@ fn the_database_password_never_shows() {
 fn manifest_path_comes_from_the_environment_or_flags() {
     let env = Env::from_pairs([("KEPT_MANIFEST", "env.toml")]);
     assert_eq!(
-        Config::manifest_path(&env, &Flags::new()),
+        Config::manifest_path(&env, &Flags::new()).unwrap(),
         Path::new("env.toml")
     );
     let mut flags = Flags::new();
     flags.set(Key::Manifest, "flag.toml");
-    assert_eq!(Config::manifest_path(&env, &flags), Path::new("flag.toml"));
     assert_eq!(
-        Config::manifest_path(&Env::default(), &Flags::new()),
+        Config::manifest_path(&env, &flags).unwrap(),
+        Path::new("flag.toml")
+    );
+    assert_eq!(
+        Config::manifest_path(&Env::default(), &Flags::new()).unwrap(),
         Path::new("./kept.toml")
+    );
+    // The manifest's path, too, may come from a file.
+    let dir = tempfile::tempdir().unwrap();
+    let holder = dir.path().join("manifest-path");
+    std::fs::write(&holder, "/etc/kept/kept.toml\n").unwrap();
+    let env = Env::from_pairs([("KEPT_MANIFEST_FILE", holder.to_str().unwrap())]);
+    assert_eq!(
+        Config::manifest_path(&env, &Flags::new()).unwrap(),
+        Path::new("/etc/kept/kept.toml")
+    );
+    let both = Env::from_pairs([
+        ("KEPT_MANIFEST_FILE", holder.to_str().unwrap()),
+        ("KEPT_MANIFEST", "env.toml"),
+    ]);
+    assert_eq!(
+        Config::manifest_path(&both, &Flags::new())
+            .unwrap_err()
+            .code(),
+        "config.conflict"
     );
 }
 
@@ -351,4 +373,272 @@ fn the_identity_secret_comes_from_a_file_and_never_shows() {
     )
     .unwrap_err();
     assert_eq!(both.code(), "config.conflict");
+}
+
+/// A value every key accepts, unlike its default, so that setting it shows. The `match` has no
+/// catch-all: a new key must say how it is tested here.
+fn sample(key: Key) -> &'static str {
+    match key {
+        Key::Bind => "127.0.0.1:7411",
+        Key::DatabaseUrl => "postgres://kept:hunter2@db:5432/kept",
+        Key::Manifest => "/etc/kept/kept.toml",
+        Key::LedgerKeyFile => "/run/secrets/ledger.key",
+        Key::BodyLimit => "64KiB",
+        Key::RequestTimeout => "45s",
+        Key::CheckpointInterval => "2m",
+        Key::LogFormat => "json",
+        Key::LogFilter => "kept_server=debug,info",
+        Key::DataDir => "/var/lib/kept",
+        Key::Demo => "true",
+        Key::WebhookMaxAttempts => "7",
+        Key::DecisionLogSampleRate => "0.5",
+        Key::CorsOrigins => "https://shop.example, https://www.shop.example",
+        Key::DefaultCountry => "de",
+        Key::CollectQueue => "1000",
+        Key::RetentionInterval => "10m",
+        Key::DecisionLogRetention => "90d",
+        Key::MasterKeyFile => "/run/secrets/master.key",
+        Key::PublicUrl => "https://privacy.shop.example",
+        Key::SmtpHost => "mail.shop.example",
+        Key::SmtpPort => "2525",
+        Key::SmtpTls => "tls",
+        Key::SmtpUser => "kept",
+        // White space inside a password is kept; only the file's line end goes.
+        Key::SmtpPassword => " pass word ",
+        Key::SmtpFrom => "Shop <privacy@shop.example>",
+        Key::TrustedProxies => "2",
+        Key::LedgerWitness => "/mnt/offsite/witness.log",
+        Key::LedgerWitnessUrl => "https://witness.example/kept",
+        Key::IdentitySecret => "0123456789abcdef0123456789abcdef",
+    }
+}
+
+#[test]
+fn every_variable_can_name_a_file_holding_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = load(None, &[], &Flags::new()).unwrap();
+    for key in Key::ALL {
+        let value = sample(key);
+        let direct = load(None, &[(&key.env(), value)], &Flags::new())
+            .unwrap_or_else(|e| panic!("`{}={value}`: {e}", key.env()));
+        assert_ne!(direct, default, "`{}` changes the configuration", key.env());
+        // Files written by `echo` or an editor end with a line end; Windows' with `\r\n`.
+        for ending in ["", "\n", "\r\n"] {
+            let path = dir.path().join(format!("{}{}", key.name(), ending.len()));
+            std::fs::write(&path, format!("{value}{ending}")).unwrap();
+            let file_var = key.env_file();
+            let from_file = load(None, &[(&file_var, path.to_str().unwrap())], &Flags::new())
+                .unwrap_or_else(|e| panic!("`{file_var}`: {e}"));
+            assert_eq!(from_file, direct, "`{file_var}` with {ending:?}");
+        }
+    }
+    let config = load(
+        None,
+        &[(
+            "KEPT_SMTP_PASSWORD_FILE",
+            dir.path().join("smtp_password1").to_str().unwrap(),
+        )],
+        &Flags::new(),
+    )
+    .unwrap();
+    assert_eq!(config.smtp_password.unwrap().expose(), " pass word ");
+}
+
+#[test]
+fn a_variable_and_its_file_together_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("value");
+    std::fs::write(&path, "7\n").unwrap();
+    for key in Key::ALL {
+        let err = load(
+            None,
+            &[
+                (&key.env(), sample(key)),
+                (&key.env_file(), path.to_str().unwrap()),
+            ],
+            &Flags::new(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "config.conflict", "{}", key.env());
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("`{}`", key.env()))
+                && message.contains(&format!("`{}`", key.env_file())),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_value_file_is_named_with_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-file");
+    let not_text = dir.path().join("binary");
+    std::fs::write(&not_text, [0xff, 0xfe, 0x00]).unwrap();
+    let folder = dir.path().to_path_buf();
+    for (var, path) in [
+        ("KEPT_WEBHOOK_MAX_ATTEMPTS_FILE", &missing),
+        ("KEPT_LEDGER_KEY_FILE_FILE", &missing),
+        ("KEPT_SMTP_PASSWORD_FILE", &not_text),
+        ("KEPT_CORS_ORIGINS_FILE", &folder),
+    ] {
+        let err = load(None, &[(var, path.to_str().unwrap())], &Flags::new()).unwrap_err();
+        assert_eq!(err.code(), "config.secret_file", "{var}");
+        let message = err.to_string();
+        assert!(message.contains(var), "{message}");
+        assert!(message.contains(path.to_str().unwrap()), "{message}");
+    }
+    // The file's content is checked like the variable's, and the error says where it came from.
+    let bad = dir.path().join("port");
+    std::fs::write(&bad, "0\n").unwrap();
+    let message = load(
+        None,
+        &[("KEPT_SMTP_PORT_FILE", bad.to_str().unwrap())],
+        &Flags::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("`smtp_port`") && message.contains("`KEPT_SMTP_PORT_FILE`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_secret_flag_names_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smtp-password");
+    std::fs::write(&path, "hunter2\n").unwrap();
+    let mut flags = Flags::new();
+    flags.set_file_opt(Key::SmtpPassword, Some(path.to_str().unwrap()));
+    let config = load(None, &[("KEPT_SMTP_PASSWORD", "from-env")], &flags).unwrap();
+    assert_eq!(config.smtp_password.unwrap().expose(), "hunter2");
+    assert!(!format!("{flags:?}").contains("hunter2"));
+    assert_eq!(Key::SmtpPassword.flag(), "--smtp-password-file");
+    assert_eq!(Key::IdentitySecret.flag(), "--identity-secret-file");
+    assert_eq!(Key::CorsOrigins.flag(), "--cors-origins");
+}
+
+#[test]
+fn no_file_variable_is_another_setting() {
+    for key in Key::ALL {
+        assert!(
+            Key::ALL
+                .into_iter()
+                .all(|other| other.env() != key.env_file()),
+            "`{}` is ambiguous",
+            key.env_file()
+        );
+    }
+}
+
+#[test]
+fn unknown_variables_are_named_with_the_closest_setting() {
+    let env = Env::from_pairs([
+        ("KEPT_DATABSE_URL", "x.db"),
+        ("KEPT_SMTP_PASWORD_FILE", "/run/secrets/smtp"),
+        ("KEPT_BIND", "127.0.0.1:7300"),
+        ("KEPT_DATABASE_URL_FILE", "/run/secrets/url"),
+        // Not settings, and read by Kept or its tools: no warning.
+        ("KEPT_AD_PARTNER_SECRET", "whsec_x"),
+        ("KEPT_AD_PARTNER_SECRET_FILE", "/run/secrets/ad-partner"),
+        (
+            "KEPT_TEST_DATABASE_URL",
+            "postgres://postgres@127.0.0.1/postgres",
+        ),
+        ("KEPT_BENCH_SECONDS", "5"),
+        ("KEPT_BIN", "target/debug/kept"),
+        ("KEPT_URL", "http://127.0.0.1:7300"),
+    ]);
+    let unknown = env.unknown_variables(["KEPT_AD_PARTNER_SECRET"]);
+    let shown: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "unknown environment variable `KEPT_DATABSE_URL` is ignored; did you mean \
+             `KEPT_DATABASE_URL`?",
+            "unknown environment variable `KEPT_SMTP_PASWORD_FILE` is ignored; did you mean \
+             `KEPT_SMTP_PASSWORD_FILE`?",
+        ]
+    );
+    // A webhook secret the manifest does not name is not known.
+    let unknown = env.unknown_variables([]);
+    assert!(
+        unknown.iter().any(|u| u.var == "KEPT_AD_PARTNER_SECRET")
+            && unknown
+                .iter()
+                .any(|u| u.var == "KEPT_AD_PARTNER_SECRET_FILE"),
+        "{unknown:?}"
+    );
+    assert!(Env::default().unknown_variables([]).is_empty());
+}
+
+/// One redactor for every database URL Kept shows (configuration, store errors), and no
+/// password survives it, however the URL is malformed.
+#[test]
+fn no_password_shows_in_a_malformed_url() {
+    for (url, shown) in [
+        (
+            "postgres://kept:hunter2@db:5432/kept",
+            "postgres://kept:***@db:5432/kept",
+        ),
+        // No scheme.
+        ("kept:hunter2@db:5432/kept", "kept:***@db:5432/kept"),
+        ("postgres:/kept:hunter2@db/kept", "postgres:***@db/kept"),
+        // `@`, `/`, `?` and `:` in the password, not percent-encoded.
+        (
+            "postgres://kept:hun@ter2@db/kept",
+            "postgres://kept:***@db/kept",
+        ),
+        (
+            "postgres://kept:hun/ter2@db/kept",
+            "postgres://kept:***@db/kept",
+        ),
+        (
+            "postgres://kept:hun?ter2@db/kept?sslmode=require",
+            "postgres://kept:***@db/kept?sslmode=require",
+        ),
+        (
+            "postgres://kept:hun:ter2@db/kept",
+            "postgres://kept:***@db/kept",
+        ),
+        // Percent-encoded.
+        (
+            "postgres://kept:hun%40ter2@db/kept",
+            "postgres://kept:***@db/kept",
+        ),
+        // In the query, under either name and any case.
+        (
+            "postgres://db/kept?user=kept&password=hunter2",
+            "postgres://db/kept?user=kept&password=***",
+        ),
+        (
+            "postgres://kept@db/kept?sslmode=verify-full&sslpassword=hunter2",
+            "postgres://kept@db/kept?sslmode=verify-full&sslpassword=***",
+        ),
+        (
+            "postgres://db/kept?PASSWORD=hunter2&application_name=x@y",
+            "postgres://db/kept?PASSWORD=***&application_name=x@y",
+        ),
+        (
+            "postgres://kept:hunter2@db/kept?password=hunter2",
+            "postgres://kept:***@db/kept?password=***",
+        ),
+        // Nothing to hide: left as it is.
+        ("postgres://kept@db/kept", "postgres://kept@db/kept"),
+        ("postgres://db:5432/kept", "postgres://db:5432/kept"),
+        ("./kept-data/kept.db", "./kept-data/kept.db"),
+    ] {
+        let url = DatabaseUrl::new(url);
+        for redacted in [
+            url.redacted(),
+            url.to_string(),
+            format!("{url:?}"),
+            kept_server::store::redact(url.expose()),
+        ] {
+            assert!(!redacted.contains("hunter2"), "{redacted}");
+            assert!(!redacted.contains("ter2"), "{redacted}");
+            assert!(redacted.contains(shown), "{} → {redacted}", url.expose());
+        }
+    }
 }
