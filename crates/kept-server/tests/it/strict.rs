@@ -453,3 +453,50 @@ async fn a_uri_over_the_limit_is_a_json_414() {
         answer.text
     );
 }
+
+#[tokio::test]
+async fn a_preferences_update_naming_an_unknown_channel_changes_nothing() {
+    let app = TestApp::new().await;
+    let privacy = Some(app.key(Role::Privacy));
+    let path = format!("/v1/subjects/{}/preferences", app.subjects[0].0);
+    let before = app.send(request("GET", &path, privacy, None)).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text);
+    let body = json!({"channels": [
+        {"channel": "email", "frequency": "day"},
+        {"channel": "pigeon", "frequency": "day"},
+    ]});
+    let answer = app
+        .send(request("PUT", &path, privacy, Some(&body.to_string())))
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.json["error"]["field"], "channels", "{}", answer.text);
+    let after = app.send(request("GET", &path, privacy, None)).await;
+    assert_eq!(after.json["channels"], before.json["channels"]);
+    assert_eq!(after.json["channels"][0]["frequency"], "any");
+    assert!(
+        app.store
+            .channel_preferences(app.subjects[0])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The email change alone is made.
+    let body = json!({"channels": [{"channel": "email", "frequency": "day"}]});
+    let answer = app
+        .send(request("PUT", &path, privacy, Some(&body.to_string())))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(
+        app.store
+            .channel_preferences(app.subjects[0])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
