@@ -500,3 +500,52 @@ async fn a_preferences_update_naming_an_unknown_channel_changes_nothing() {
         1
     );
 }
+
+/// Sends `target` as the request line of a GET through a real socket, and reads the answer.
+async fn raw_get(addr: std::net::SocketAddr, target: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {target} HTTP/1.1\r\nHost: kept\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Through hyper, as served: a URI over Kept's limit gets the JSON 414; one over hyper's own
+/// limit (64 KiB) is refused by hyper before any layer runs, with an empty 414 Kept cannot
+/// reach. This test says so, and fails if hyper ever lets such a URI through.
+#[tokio::test]
+async fn served_uris_over_the_limit_are_refused_with_json_until_hyper_refuses_first() {
+    let app = TestApp::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app.router();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    let over_ours = format!(
+        "/healthz?x={}",
+        "1".repeat(kept_server::error::MAX_URI_BYTES)
+    );
+    let answer = raw_get(addr, &over_ours).await;
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"request.uri_too_long\""), "{answer}");
+
+    let over_hypers = format!("/healthz?x={}", "1".repeat(70 * 1024));
+    let answer = raw_get(addr, &over_hypers).await;
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    assert!(!answer.contains("uri_too_long"), "{answer}");
+
+    let fine = raw_get(addr, "/healthz").await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+    server.abort();
+}
