@@ -301,8 +301,37 @@ impl From<PathRejection> for ApiError {
 }
 
 impl From<QueryRejection> for ApiError {
+    /// Names the parameter: axum reads the query through `serde_path_to_error`, so its text is
+    /// `<parameter>: <what is wrong>` whenever one parameter is to blame.
     fn from(rejection: QueryRejection) -> ApiError {
-        ApiError::invalid_field("query", rejection.body_text())
+        let text = rejection.body_text();
+        let detail = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        match detail.split_once(": ") {
+            Some((name, problem))
+                if !name.is_empty() && name != "." && !name.contains(char::is_whitespace) =>
+            {
+                let problem = problem
+                    .replacen("unknown field `", "unknown query parameter `", 1)
+                    .replacen("duplicate field `", "repeated query parameter `", 1);
+                ApiError::invalid_field(name, format!("`{name}`: {problem}"))
+            }
+            // A repeated or missing parameter is reported at the query as a whole, naming it.
+            _ => match ["duplicate field `", "missing field `"]
+                .iter()
+                .find_map(|prefix| detail.strip_prefix(prefix))
+                .and_then(|rest| rest.split('`').next())
+            {
+                Some(name) if detail.starts_with("duplicate") => {
+                    ApiError::invalid_field(name, format!("repeated query parameter `{name}`"))
+                }
+                Some(name) => {
+                    ApiError::invalid_field(name, format!("missing query parameter `{name}`"))
+                }
+                None => ApiError::invalid_field("query", format!("the query string: {detail}")),
+            },
+        }
     }
 }
 

@@ -549,3 +549,35 @@ async fn served_uris_over_the_limit_are_refused_with_json_until_hyper_refuses_fi
     assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
     server.abort();
 }
+
+#[tokio::test]
+async fn a_query_error_names_the_parameter() {
+    let app = TestApp::new().await;
+    let privacy = Some(app.key(Role::Privacy));
+    let unknown = app
+        .send(request(
+            "GET",
+            "/v1/uses?subject=1&colour=blue",
+            privacy,
+            None,
+        ))
+        .await;
+    assert_invalid(&unknown, StatusCode::UNPROCESSABLE_ENTITY, "colour");
+    assert!(
+        unknown.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown query parameter `colour`"),
+        "{}",
+        unknown.text
+    );
+    let repeated = app
+        .send(request(
+            "GET",
+            "/v1/uses?subject=1&subject=2",
+            privacy,
+            None,
+        ))
+        .await;
+    assert_invalid(&repeated, StatusCode::UNPROCESSABLE_ENTITY, "subject");
+}
