@@ -45,10 +45,12 @@ impl RequestFacts {
         RequestFacts {
             gpc: sends_gpc(headers),
             ip: ip.text(),
+            // Kept as ledger evidence (collected consent, the preference page): cleaned and
+            // cut to the ledger's limit here, the one place that reads it.
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+                .map(|ua| crate::input::ledger_text_lossy(ua, crate::input::USER_AGENT_MAX)),
         }
     }
 }

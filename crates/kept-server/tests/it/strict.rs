@@ -581,3 +581,45 @@ async fn a_query_error_names_the_parameter() {
         .await;
     assert_invalid(&repeated, StatusCode::UNPROCESSABLE_ENTITY, "subject");
 }
+
+#[tokio::test]
+async fn a_user_agent_header_is_cut_to_the_ledger_limit() {
+    let app = TestApp::new().await;
+    let event = json!({
+        "anonymousId": "banner-2",
+        "event": "Consent Updated",
+        "context": {
+            "location": {"country": "FR"},
+            "consent": {"categoryPreferences": {"marketing.communications": true}},
+        },
+    });
+    let mut call = collect(&app, "/v1/track", &event);
+    let agent = format!("Mozilla/5.0\t{}", "y".repeat(4 * input::USER_AGENT_MAX));
+    call.headers_mut()
+        .insert(header::USER_AGENT, agent.parse().unwrap());
+    let answer = app.send(call).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let privacy = Some(app.key(Role::Privacy));
+    let found = app
+        .send(request(
+            "GET",
+            "/v1/subjects/lookup?anonymous_id=banner-2",
+            privacy,
+            None,
+        ))
+        .await;
+    let subject = found.json["subject"].as_u64().unwrap();
+    let entries = app
+        .send(request(
+            "GET",
+            &format!("/v1/subjects/{subject}/consents"),
+            privacy,
+            None,
+        ))
+        .await;
+    let stored = entries.json["entries"][0]["record"]["evidence"]["user_agent"]
+        .as_str()
+        .unwrap();
+    assert_eq!(stored.chars().count(), input::USER_AGENT_MAX);
+    assert!(stored.starts_with("Mozilla/5.0y"), "{stored}");
+}
