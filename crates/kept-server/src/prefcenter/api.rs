@@ -438,9 +438,9 @@ pub struct PreferencesUpdate {
     pub channels: Vec<ChannelChange>,
     #[serde(default)]
     pub do_not_sell: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::error::object_opt")]
     pub sms: Option<SmsChange>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::error::object_opt")]
     pub evidence: Option<EvidenceInput>,
 }
 

@@ -623,3 +623,51 @@ async fn a_user_agent_header_is_cut_to_the_ledger_limit() {
     assert_eq!(stored.chars().count(), input::USER_AGENT_MAX);
     assert!(stored.starts_with("Mozilla/5.0y"), "{stored}");
 }
+
+#[tokio::test]
+async fn a_nested_object_sent_as_an_array_is_refused() {
+    let app = TestApp::new().await;
+    let privacy = Some(app.key(Role::Privacy));
+    let subject = app.subjects[0].0;
+    let body = json!({"records": [consent(subject, "api", json!([null, null]))]});
+    let answer = app
+        .send(post("/v1/consents", privacy, &body.to_string()))
+        .await;
+    assert_invalid(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "records[0].evidence",
+    );
+    // Inside the object, a wrong field is still named.
+    let body = json!({"records": [consent(subject, "api", json!({"colour": "blue"}))]});
+    let answer = app
+        .send(post("/v1/consents", privacy, &body.to_string()))
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+    assert_eq!(
+        answer.json["error"]["field"], "records[0].evidence.colour",
+        "{}",
+        answer.text
+    );
+    assert_eq!(ledger_length(&app).await, 0);
+
+    let path = format!("/v1/subjects/{subject}/preferences");
+    for field in ["evidence", "sms"] {
+        let body = json!({ field: [null, null] });
+        let answer = app
+            .send(request("PUT", &path, privacy, Some(&body.to_string())))
+            .await;
+        assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, field);
+    }
+    // `null` is still "none".
+    let body = json!({"records": [consent(subject, "api", Value::Null)]});
+    let answer = app
+        .send(post("/v1/consents", privacy, &body.to_string()))
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+}
