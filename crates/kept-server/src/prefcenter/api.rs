@@ -31,6 +31,7 @@ pub struct SubjectPath {
 pub struct LinkRequest {
     /// How long the link works, in minutes (default 30, at most 10,080: a week).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub ttl_minutes: Option<u32>,
     /// The page's language (`en`, `de`, `fr`, `es`); default: the customer's browser's.
     #[serde(default)]

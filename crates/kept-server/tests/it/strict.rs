@@ -671,3 +671,20 @@ async fn a_nested_object_sent_as_an_array_is_refused() {
         .await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
 }
+
+/// The schema's minimum for a link's lifetime is the server's: 0 is refused, so 0 is outside.
+#[tokio::test]
+async fn a_link_lifetime_the_schema_allows_is_accepted() {
+    let doc: Value = serde_json::from_str(&kept_server::openapi::document_json()).unwrap();
+    let ttl = &doc["components"]["schemas"]["LinkRequest"]["properties"]["ttl_minutes"];
+    let minimum = ttl["minimum"].as_u64().unwrap();
+    let app = TestApp::new().await;
+    let path = format!("/v1/subjects/{}/preference-link", app.subjects[0].0);
+    let privacy = Some(app.key(Role::Privacy));
+    let at_minimum = json!({ "ttl_minutes": minimum }).to_string();
+    let answer = app.send(post(&path, privacy, &at_minimum)).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let below = json!({ "ttl_minutes": minimum - 1 }).to_string();
+    let answer = app.send(post(&path, privacy, &below)).await;
+    assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, "ttl_minutes");
+}
