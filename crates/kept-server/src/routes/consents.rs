@@ -73,6 +73,7 @@ pub struct ConsentInput {
 #[serde(deny_unknown_fields, expecting = "an object with `records`")]
 pub struct AppendConsents {
     /// Appended atomically, in this order.
+    #[schema(min_items = 1, max_items = 1000)]
     pub records: Vec<ConsentInput>,
 }
 

@@ -52,6 +52,7 @@ pub struct ContactInput {
 pub struct ContactsBody {
     /// At most 10,000.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 10_000)]
     pub contacts: Option<Vec<ContactInput>>,
     #[serde(default)]
     pub subject: Option<SubjectInput>,

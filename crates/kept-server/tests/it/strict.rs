@@ -277,6 +277,18 @@ fn the_openapi_limits_are_the_servers() {
         schemas["ContactInput"]["properties"]["at"]["minimum"].as_f64(),
         Some(input::EARLIEST as f64)
     );
+    let records = &schemas["AppendConsents"]["properties"]["records"];
+    assert_eq!(
+        records["maxItems"],
+        kept_server::routes::consents::MAX_RECORDS
+    );
+    assert_eq!(records["minItems"], 1);
+    let contacts = &schemas["ContactsBody"]["properties"]["contacts"];
+    assert_eq!(
+        contacts["maxItems"],
+        kept_server::routes::contacts::MAX_CONTACTS
+    );
+    assert_eq!(contacts["minItems"], 1);
     let point = &schemas["KeyCollectionPoint"];
     assert_eq!(point["required"], json!(["collection_point"]));
 }
