@@ -173,9 +173,11 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
         .merge(extra)
         .fallback(crate::error::not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
-        // Innermost first: the body limit, then the timeout, the panic catcher, and outermost
-        // the span and metrics, so that they see every answer, errors included.
+        // Innermost first: the body limit, the JSON shape of every error (inside the body
+        // limit's announcement, which its 413 quotes), then the timeout, the panic catcher,
+        // and outermost the span and metrics, so that they see every answer, errors included.
         .layer(DefaultBodyLimit::max(limits.body_limit))
+        .layer(middleware::from_fn(crate::error::json_errors))
         .layer(middleware::from_fn_with_state(
             limits.body_limit,
             announce_body_limit,

@@ -60,6 +60,12 @@ pub enum ApiError {
     UnsupportedEncoding(String),
     #[error("the request body is larger than the server accepts{}", limit_text(*.limit))]
     TooLarge { limit: Option<usize> },
+    /// A request line longer than [`MAX_URI_BYTES`].
+    #[error("the request URI is {0} bytes long; at most {MAX_URI_BYTES} are accepted")]
+    UriTooLong(usize),
+    /// An answer some library layer gave in plain text, put in the JSON shape (`json_errors`).
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
     #[error("{0}")]
     NotFound(String),
     #[error("this method is not allowed on this path")]
@@ -134,6 +140,9 @@ impl ApiError {
             ApiError::Overloaded { .. } => "server.overloaded",
             ApiError::UnsupportedEncoding(_) => "request.unsupported_encoding",
             ApiError::TooLarge { .. } => "request.too_large",
+            ApiError::UriTooLong(_) => "request.uri_too_long",
+            ApiError::Rejected { status, .. } if status.is_server_error() => "server.internal",
+            ApiError::Rejected { .. } => "request.rejected",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "request.method_not_allowed",
             ApiError::Timeout(_) => "server.timeout",
@@ -155,6 +164,8 @@ impl ApiError {
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::Rejected { status, .. } => *status,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -290,8 +301,37 @@ impl From<PathRejection> for ApiError {
 }
 
 impl From<QueryRejection> for ApiError {
+    /// Names the parameter: axum reads the query through `serde_path_to_error`, so its text is
+    /// `<parameter>: <what is wrong>` whenever one parameter is to blame.
     fn from(rejection: QueryRejection) -> ApiError {
-        ApiError::invalid_field("query", rejection.body_text())
+        let text = rejection.body_text();
+        let detail = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        match detail.split_once(": ") {
+            Some((name, problem))
+                if !name.is_empty() && name != "." && !name.contains(char::is_whitespace) =>
+            {
+                let problem = problem
+                    .replacen("unknown field `", "unknown query parameter `", 1)
+                    .replacen("duplicate field `", "repeated query parameter `", 1);
+                ApiError::invalid_field(name, format!("`{name}`: {problem}"))
+            }
+            // A repeated or missing parameter is reported at the query as a whole, naming it.
+            _ => match ["duplicate field `", "missing field `"]
+                .iter()
+                .find_map(|prefix| detail.strip_prefix(prefix))
+                .and_then(|rest| rest.split('`').next())
+            {
+                Some(name) if detail.starts_with("duplicate") => {
+                    ApiError::invalid_field(name, format!("repeated query parameter `{name}`"))
+                }
+                Some(name) => {
+                    ApiError::invalid_field(name, format!("missing query parameter `{name}`"))
+                }
+                None => ApiError::invalid_field("query", format!("the query string: {detail}")),
+            },
+        }
     }
 }
 
@@ -347,7 +387,16 @@ pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
 
 /// Parses a JSON body, turning syntax errors into `request.invalid_json` and shape errors
 /// (missing, unknown or mistyped fields) into `request.invalid_field` naming the field.
+///
+/// Every body Kept reads is an object. serde would also fill a struct from an array, field by
+/// field in order (so `[]` would be an empty update), which no schema allows: refused here.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid_field(
+            "body",
+            "the request body must be a JSON object, not an array",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
     de.end().map_err(|e| ApiError::InvalidJson(e.to_string()))?;
@@ -397,6 +446,19 @@ pub(crate) fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> 
     }
 }
 
+/// An optional nested object (`evidence`): a JSON object or `null`, nothing else. serde would
+/// fill a struct from an array too (`[null, null]`), which no schema allows.
+pub fn object_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::Deserialize as _;
+    Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
+        .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 /// Replaces serde's Rust primitive names with words a client understands.
 fn humanize(message: &str) -> String {
     let mut out = message.to_owned();
@@ -434,6 +496,72 @@ where
             .map_err(ApiError::from)?;
         Ok(PathParams(value))
     }
+}
+
+/// The longest request URI (path and query) answered: far beyond any query Kept documents, and
+/// below hyper's own limit (64 KiB), which it enforces before any handler runs by answering an
+/// empty 414 that no middleware can reach. Below that, the 414 is this JSON one.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
+/// Largest plain-text error body read back to be quoted in the JSON one.
+const PLAIN_ERROR_BYTES: usize = 4096;
+
+/// Makes every error answer JSON: refuses a URI over [`MAX_URI_BYTES`] with a JSON 414, and puts
+/// an error some library layer answered in plain text or with no body (axum's body-limit 413,
+/// its rejections) in the `{ "error": … }` shape, so no client meets a body it cannot read.
+/// Pages (HTML) and JSON answers pass untouched.
+pub async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let uri_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        return ApiError::UriTooLong(uri_bytes).into_response();
+    }
+    let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("text/plain")
+        });
+    if !plain {
+        return response;
+    }
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge { limit }
+    } else {
+        let text = axum::body::to_bytes(response.into_body(), PLAIN_ERROR_BYTES)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .unwrap_or_default();
+        let message = if text.is_empty() {
+            status
+                .canonical_reason()
+                .unwrap_or("the request was refused")
+                .to_lowercase()
+        } else if status.is_server_error() {
+            // Library text about a server failure stays in the log.
+            tracing::error!(status = status.as_u16(), detail = %text, "plain-text error answer");
+            "internal error".to_owned()
+        } else {
+            text
+        };
+        ApiError::Rejected { status, message }
+    };
+    let mut json = error.into_response();
+    if let Some(value) = retry_after {
+        json.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    json
 }
 
 /// Answers requests no route matched.

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod index;
+pub mod input;
 pub mod ledger;
 pub mod observe;
 pub mod openapi;

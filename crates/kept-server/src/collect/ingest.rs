@@ -45,10 +45,12 @@ impl RequestFacts {
         RequestFacts {
             gpc: sends_gpc(headers),
             ip: ip.text(),
+            // Kept as ledger evidence (collected consent, the preference page): cleaned and
+            // cut to the ledger's limit here, the one place that reads it.
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+                .map(|ua| crate::input::ledger_text_lossy(ua, crate::input::USER_AGENT_MAX)),
         }
     }
 }
@@ -133,9 +135,23 @@ pub async fn ingest(
                 consent,
             },
         )?;
-        let point = message
-            .context_str(&["kept", "collection_point"])
-            .or_else(|| default_point.clone());
+        let named_point = message.context_str(&["kept", "collection_point"]);
+        if let Some(p) = &named_point
+            && !manifest.collection_points.contains_key(p)
+        {
+            // A point the manifest does not declare would give the traits no categories and
+            // the consent no notice, silently: refused like any other unreadable field.
+            return Err(ApiError::InvalidEvent {
+                field: kept_core::collection::field_path(&base, "context.kept.collection_point"),
+                index,
+                message: format!(
+                    "`context.kept.collection_point` names an unknown collection point \
+                     `{p}`; the manifest declares {}",
+                    declared(manifest.collection_points.keys())
+                ),
+            });
+        }
+        let point = named_point.or_else(|| default_point.clone());
         let message_id = message.message_id.clone().unwrap_or_else(random_id);
         prepared.push(Prepared {
             message,
@@ -231,7 +247,11 @@ pub async fn ingest(
                 state_now.apply(&changes);
                 for c in changes {
                     let (named, version) = named_notice(manifest, &m, point.as_deref(), &c.purpose);
-                    let mut reference = Some(message_id.clone());
+                    // Evidence text the sender's SDK made up is kept, cleaned, not refused:
+                    // refusing would lose the consent it is evidence for.
+                    let evidence_id =
+                        crate::input::ledger_text_lossy(&message_id, crate::input::REFERENCE_MAX);
+                    let mut reference = Some(evidence_id.clone());
                     let notice = match promises::named_notice(
                         manifest,
                         &c.purpose,
@@ -245,7 +265,7 @@ pub async fn ingest(
                             reference = Some(promises::mark_unpromised(
                                 manifest,
                                 named.as_deref().unwrap_or_default(),
-                                Some(&message_id),
+                                Some(&evidence_id),
                             ));
                             None
                         }
@@ -272,7 +292,13 @@ pub async fn ingest(
                             ip_hash: ip_hash(&m),
                             user_agent: m
                                 .context_str(&["userAgent"])
-                                .or_else(|| request.user_agent.clone()),
+                                .or_else(|| request.user_agent.clone())
+                                .map(|ua| {
+                                    crate::input::ledger_text_lossy(
+                                        &ua,
+                                        crate::input::USER_AGENT_MAX,
+                                    )
+                                }),
                             text_hash: None,
                             reference,
                         },
@@ -468,6 +494,16 @@ fn speaker_of(
              hex HMAC-SHA256 of the `userId` under the identity secret"
                 .to_owned(),
         ))
+    }
+}
+
+/// `keys` as a list for a message: `` `a`, `b` ``, or `none`.
+fn declared<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<String> = keys.map(|k| format!("`{k}`")).collect();
+    if list.is_empty() {
+        "none".to_owned()
+    } else {
+        list.join(", ")
     }
 }
 

@@ -314,8 +314,17 @@ pub struct KeyPath {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, expecting = "an object with `collection_point`")]
 pub struct KeyCollectionPoint {
-    /// A collection point the manifest declares, or `null` to clear it.
+    /// A collection point the manifest declares, or `null` to clear it. Required: a body that
+    /// leaves it out says nothing, and must not clear it.
+    #[serde(deserialize_with = "present")]
+    #[schema(required = true)]
     pub collection_point: Option<String>,
+}
+
+/// An `Option` field that must be present (`null` allowed): serde treats a missing `Option`
+/// as `None` unless its deserializer is given explicitly.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
 }
 
 /// Sets a write key's default collection point (its traits get that point's categories and
@@ -332,7 +341,11 @@ pub struct KeyCollectionPoint {
         (status = 401, body = ErrorBody),
         (status = 403, description = "the key's role is not `admin`", body = ErrorBody),
         (status = 404, description = "no such key", body = ErrorBody),
-        (status = 422, description = "a collection point the manifest does not declare", body = ErrorBody),
+        (status = 400, description = "not JSON", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not `application/json`", body = ErrorBody),
+        (status = 422, description = "`collection_point` is missing or names a collection point \
+            the manifest does not declare", body = ErrorBody),
     )
 )]
 pub async fn set_collection_point(

@@ -31,6 +31,7 @@ pub struct SubjectPath {
 pub struct LinkRequest {
     /// How long the link works, in minutes (default 30, at most 10,080: a week).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub ttl_minutes: Option<u32>,
     /// The page's language (`en`, `de`, `fr`, `es`); default: the customer's browser's.
     #[serde(default)]
@@ -65,7 +66,9 @@ async fn subject_standing(state: &AppState, id: u32) -> Result<Standing, ApiErro
         (status = 201, body = PreferenceLink),
         (status = 401, body = ErrorBody),
         (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 400, description = "a body that is not JSON", body = ErrorBody),
         (status = 404, description = "no such subject", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "a field is out of range", body = ErrorBody),
     )
 )]
@@ -412,10 +415,13 @@ pub struct SmsChange {
 #[serde(deny_unknown_fields)]
 pub struct EvidenceInput {
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub ip_hash: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub user_agent: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub reference: Option<String>,
 }
 
@@ -433,9 +439,9 @@ pub struct PreferencesUpdate {
     pub channels: Vec<ChannelChange>,
     #[serde(default)]
     pub do_not_sell: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::error::object_opt")]
     pub sms: Option<SmsChange>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::error::object_opt")]
     pub evidence: Option<EvidenceInput>,
 }
 
@@ -464,8 +470,13 @@ fn parse_hhmm(field: &str, s: &str) -> Result<u16, ApiError> {
         (status = 200, description = "the choices after the change", body = Preferences),
         (status = 401, body = ErrorBody),
         (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 400, description = "not JSON", body = ErrorBody),
         (status = 404, description = "no such subject", body = ErrorBody),
-        (status = 422, description = "an unknown or unswitchable purpose, topic or channel, or texts without written consent", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not `application/json`", body = ErrorBody),
+        (status = 422, description = "a body that is not an object, an unknown or unswitchable \
+            purpose, topic or channel, texts without written consent, or evidence text over its \
+            limit or with control characters", body = ErrorBody),
     )
 )]
 pub async fn put_preferences(
@@ -529,6 +540,17 @@ pub async fn put_preferences(
             phone: sms.phone.clone(),
             accepted: sms.disclosure_accepted,
         };
+    }
+    if let Some(e) = &body.evidence {
+        crate::routes::consents::check_evidence(
+            &|name| format!("evidence.{name}"),
+            &crate::routes::consents::EvidenceBody {
+                ip_hash: e.ip_hash.clone(),
+                user_agent: e.user_agent.clone(),
+                text_hash: None,
+                reference: e.reference.clone(),
+            },
+        )?;
     }
     let evidence = body
         .evidence

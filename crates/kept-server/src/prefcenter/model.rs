@@ -650,6 +650,9 @@ pub async fn apply(
         }
     }
 
+    // Every channel is checked before any is written: a request naming one unknown channel
+    // changes nothing.
+    let mut prefs = Vec::new();
     for (channel, frequency, quiet) in &wanted.channels {
         let Some(c) = standing.channels.iter().find(|c| &c.channel == channel) else {
             return Err(ChangeError::UnknownChannel(channel.clone()));
@@ -657,15 +660,13 @@ pub async fn apply(
         if c.frequency == *frequency && c.quiet == *quiet {
             continue;
         }
-        let pref = ChannelPreference {
+        prefs.push(ChannelPreference {
             subject: standing.subject.id,
             channel: channel.clone(),
             frequency: *frequency,
             quiet_hours: *quiet,
             updated_at: ctx.now,
-        };
-        state.store.put_channel_preference(&pref).await?;
-        w.changes.push(Change::Preference(pref));
+        });
     }
 
     let email = if confirmations.is_empty() {
@@ -677,6 +678,10 @@ pub async fn apply(
                 .ok_or(ChangeError::NoEmail)?,
         )
     };
+    for pref in prefs {
+        state.store.put_channel_preference(&pref).await?;
+        w.changes.push(Change::Preference(pref));
+    }
     let records = w.commit().await?;
     if let Some(email) = email {
         for topic in &confirmations {

@@ -25,14 +25,18 @@ pub const MAX_RECORDS: usize = 1000;
 pub struct EvidenceBody {
     /// Keyed hash (hex) of the subject's IP address, computed by the caller.
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub ip_hash: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub user_agent: Option<String>,
     /// Hash (hex) of the exact disclosure text shown.
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub text_hash: Option<String>,
     /// A request, form submission or message id.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub reference: Option<String>,
 }
 
@@ -57,10 +61,11 @@ pub struct ConsentInput {
     #[serde(default)]
     pub notice: Option<String>,
     pub method: CollectionMethod,
-    /// Where the record comes from (`preference_center`, `api`, `import`).
-    #[schema(example = "api")]
+    /// Where the record comes from (`preference_center`, `api`, `import`); no control
+    /// characters.
+    #[schema(example = "api", min_length = 1, max_length = 100)]
     pub source: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::error::object_opt")]
     pub evidence: Option<EvidenceBody>,
 }
 
@@ -68,6 +73,7 @@ pub struct ConsentInput {
 #[serde(deny_unknown_fields, expecting = "an object with `records`")]
 pub struct AppendConsents {
     /// Appended atomically, in this order.
+    #[schema(min_items = 1, max_items = 1000)]
     pub records: Vec<ConsentInput>,
 }
 
@@ -181,7 +187,8 @@ pub struct LedgerStatus {
         (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "not `application/json`", body = ErrorBody),
-        (status = 422, description = "a field is missing, unknown or names nothing the manifest declares", body = ErrorBody),
+        (status = 422, description = "a field is missing, unknown, names nothing the manifest declares, \
+            or is text over its length limit or with control characters", body = ErrorBody),
     )
 )]
 pub async fn append(
@@ -223,7 +230,9 @@ pub async fn append(
                 "`source` must not be empty",
             ));
         }
+        crate::input::ledger_text(&field("source"), &input.source, crate::input::SOURCE_MAX)?;
         let evidence = input.evidence.unwrap_or_default();
+        check_evidence(&|name| field(&format!("evidence.{name}")), &evidence)?;
         records.push(ConsentRecord {
             subject: subject.id,
             purpose: input.purpose,
@@ -259,6 +268,27 @@ pub async fn append(
                 .collect(),
         }),
     ))
+}
+
+/// Evidence text goes into the ledger for good: each field within its limit, no control
+/// characters. `field` names a field of the evidence object in the request.
+pub(crate) fn check_evidence(
+    field: &dyn Fn(&str) -> String,
+    evidence: &EvidenceBody,
+) -> Result<(), ApiError> {
+    use crate::input::{HASH_MAX, REFERENCE_MAX, USER_AGENT_MAX, ledger_text_opt};
+    ledger_text_opt(&field("ip_hash"), evidence.ip_hash.as_deref(), HASH_MAX)?;
+    ledger_text_opt(
+        &field("user_agent"),
+        evidence.user_agent.as_deref(),
+        USER_AGENT_MAX,
+    )?;
+    ledger_text_opt(&field("text_hash"), evidence.text_hash.as_deref(), HASH_MAX)?;
+    ledger_text_opt(
+        &field("reference"),
+        evidence.reference.as_deref(),
+        REFERENCE_MAX,
+    )
 }
 
 /// Checks the keys a record names against the manifest; returns the notice reference to store,

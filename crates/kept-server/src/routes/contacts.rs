@@ -22,8 +22,6 @@ use utoipa::ToSchema;
 
 /// Sends one request may record at most.
 pub const MAX_CONTACTS: usize = 10_000;
-/// How far ahead of the server's clock a send's time may be (clocks differ a little).
-const CLOCK_SKEW: i64 = 5 * 60 * 1000;
 
 /// A message sent to a person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -38,8 +36,10 @@ pub struct ContactInput {
     pub purpose: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
-    /// When it was sent, milliseconds since the Unix epoch; now when absent.
+    /// When it was sent, milliseconds since the Unix epoch (from 2000-01-01 to five minutes
+    /// ahead of the server's clock); now when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 946_684_800_000.0)]
     pub at: Option<i64>,
 }
 
@@ -52,6 +52,7 @@ pub struct ContactInput {
 pub struct ContactsBody {
     /// At most 10,000.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 10_000)]
     pub contacts: Option<Vec<ContactInput>>,
     #[serde(default)]
     pub subject: Option<SubjectInput>,
@@ -62,6 +63,7 @@ pub struct ContactsBody {
     #[serde(default)]
     pub topic: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 946_684_800_000.0)]
     pub at: Option<i64>,
 }
 
@@ -125,8 +127,8 @@ impl ContactsBody {
         (status = 403, description = "the key's role is not `decide` or `admin`", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "not `application/json`", body = ErrorBody),
-        (status = 422, description = "a field is missing or names nothing known (`field` names \
-            it: `contacts[2].subject`)", body = ErrorBody),
+        (status = 422, description = "a field is missing, names nothing known, or `at` is before \
+            2000 or in the future (`field` names it: `contacts[2].subject`)", body = ErrorBody),
     )
 )]
 pub async fn record(
@@ -161,13 +163,10 @@ pub async fn record(
         };
         check(&state.manifest, input)
             .map_err(|(name, message)| ApiError::invalid_field(field(i, name), message))?;
-        let at = input.at.unwrap_or(now);
-        if at > now + CLOCK_SKEW {
-            return Err(ApiError::invalid_field(
-                field(i, "at"),
-                format!("`{}` is in the future", field(i, "at")),
-            ));
-        }
+        let at = match input.at {
+            Some(at) => crate::input::past_time(&field(i, "at"), at, now)?,
+            None => now,
+        };
         let request = DecisionRequest {
             purpose: input.purpose.clone(),
             channel: Some(input.channel.clone()),

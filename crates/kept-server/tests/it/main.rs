@@ -21,6 +21,7 @@ mod prefcenter;
 mod receipt_format;
 mod roles;
 mod snippet;
+mod strict;
 mod support;
 mod sync;
 mod uses;
