@@ -379,6 +379,24 @@ impl CollectionStore for PostgresStore {
                 .await
                 .map_err(db)?;
         }
+        // Identifiers first, then merges: an identifier attached to a subject that a later
+        // message of the same request merges away moves with it, as if sent one by one.
+        for a in &write.attach {
+            sqlx::query(
+                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
+                 created_at, verified) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(a.hash.0.as_slice())
+            .bind(a.kind.as_str())
+            .bind(id_of(a.subject)?)
+            .bind(id_of(a.key_subject)?)
+            .bind(a.sealed.as_slice())
+            .bind(write.at)
+            .bind(a.verified)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| taken(e, "identity"))?;
+        }
         for m in &write.merges {
             let into = id_of(m.into)?;
             let from = id_of(m.from)?;
@@ -455,22 +473,6 @@ impl CollectionStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-        }
-        for a in &write.attach {
-            sqlx::query(
-                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
-                 created_at, verified) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(a.hash.0.as_slice())
-            .bind(a.kind.as_str())
-            .bind(id_of(a.subject)?)
-            .bind(id_of(a.key_subject)?)
-            .bind(a.sealed.as_slice())
-            .bind(write.at)
-            .bind(a.verified)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| taken(e, "identity"))?;
         }
         if !write.verify.is_empty() {
             let list: Vec<&[u8]> = write.verify.iter().map(|h| h.0.as_slice()).collect();

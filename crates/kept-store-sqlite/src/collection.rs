@@ -393,6 +393,24 @@ impl CollectionStore for SqliteStore {
                 .await
                 .map_err(db)?;
         }
+        // Identifiers first, then merges: an identifier attached to a subject that a later
+        // message of the same request merges away moves with it, as if sent one by one.
+        for a in &write.attach {
+            sqlx::query(
+                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
+                 created_at, verified) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(a.hash.0.as_slice())
+            .bind(a.kind.as_str())
+            .bind(i64::from(id_of(a.subject)?.0))
+            .bind(i64::from(id_of(a.key_subject)?.0))
+            .bind(a.sealed.as_slice())
+            .bind(write.at)
+            .bind(i64::from(a.verified))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| taken(e, "identity"))?;
+        }
         for m in &write.merges {
             let into = i64::from(id_of(m.into)?.0);
             let from = i64::from(id_of(m.from)?.0);
@@ -469,22 +487,6 @@ impl CollectionStore for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-        }
-        for a in &write.attach {
-            sqlx::query(
-                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
-                 created_at, verified) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(a.hash.0.as_slice())
-            .bind(a.kind.as_str())
-            .bind(i64::from(id_of(a.subject)?.0))
-            .bind(i64::from(id_of(a.key_subject)?.0))
-            .bind(a.sealed.as_slice())
-            .bind(write.at)
-            .bind(i64::from(a.verified))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| taken(e, "identity"))?;
         }
         for hash in &write.verify {
             sqlx::query("UPDATE identities SET verified = 1 WHERE hash = ?")

@@ -262,6 +262,8 @@ pub trait CollectionStore: Send + Sync {
     /// Writes `write` in one transaction and returns the ids given to its new subjects, in
     /// order (dense, like `insert_subjects`). When an identifier, a user id or a data key was
     /// taken meanwhile, nothing is written and the answer is `Conflict`: resolve again.
+    /// Identifiers are attached before the merges are applied, so one attached to a subject
+    /// that the same write merges away moves to the survivor (and into the merge's log entry).
     async fn write_identities(&self, write: IdentityWrite) -> Result<Vec<SubjectId>>;
 
     /// Which of `hashes` are held and verified.
