@@ -186,6 +186,9 @@ pub struct NewEvent {
     pub properties: String,
     /// JSON object (the client IP replaced by its keyed hash).
     pub context: String,
+    /// JSON object: the message's top-level fields Kept does not read (a page's `category`,
+    /// `channel`, `integrations`, ...), as sent.
+    pub extra: String,
 }
 
 /// An event as stored, with its position.

@@ -300,6 +300,7 @@ pub async fn ingest(
             traits: message_traits,
             properties,
             mut context,
+            extra,
             ..
         } = m;
         // What the event adds beyond its context: a track's or page's own properties as sent,
@@ -350,6 +351,7 @@ pub async fn ingest(
             consent: judgement.snapshot.clone(),
             properties: properties_json,
             context: context.to_json(),
+            extra: extra.to_json(),
         });
         candidates.push(Candidate {
             subject,

@@ -1,6 +1,7 @@
 //! A `/v1/batch` behaves exactly like its messages sent one by one, in order: the same
 //! subjects, merges, identifiers, lookups, decisions and events, on this server and after a
-//! restart. Checked on a batching SDK's typical sequence and on random ones.
+//! restart. Checked on a batching SDK's typical sequence and on random ones. And no field of a
+//! message is dropped: what Kept does not read is stored with the event and read back.
 
 use crate::support::{TestApp, send};
 use axum::Router;
@@ -241,4 +242,73 @@ proptest! {
             .unwrap()
             .block_on(same_either_way(&messages, &names));
     }
+}
+
+#[tokio::test]
+async fn the_fields_kept_does_not_read_are_stored_with_the_event() {
+    let app = TestApp::new().await;
+    let page = json!({"type": "page", "anonymousId": "v1", "messageId": "p1",
+                      "name": "Shoes", "category": "Shop", "channel": "web",
+                      "version": 2, "integrations": {"All": false},
+                      "properties": {"path": "/shoes"}});
+    let screen = json!({"type": "screen", "anonymousId": "v1", "messageId": "s1",
+                        "name": "Cart", "category": "Checkout", "receivedAt": null});
+    let answer = app
+        .send(collect(
+            &app,
+            "/v1/batch",
+            &json!({ "batch": [page, screen] }),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    // A single call, with its write key in the body: the key is read, never stored.
+    let key = app.key(Role::Server).to_owned();
+    let request = Request::post("/v1/page")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"anonymousId": "v1", "messageId": "p2", "name": "Socks",
+                   "category": "Shop", "writeKey": key, "custom": {"a": [1, 2]}})
+            .to_string(),
+        ))
+        .unwrap();
+    let answer = app.send(request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    let lookup = app
+        .send(crate::support::get(
+            "/v1/subjects/lookup?anonymous_id=v1",
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    let subject = lookup.json["subject"].as_u64().unwrap();
+    let answer = app
+        .send(crate::support::get(
+            &format!("/v1/subjects/{subject}/events"),
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let events = answer.json["events"].as_array().unwrap();
+    let by_id = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["message_id"] == id)
+            .unwrap_or_else(|| panic!("no event {id}: {events:#?}"))
+    };
+    assert_eq!(
+        by_id("p1")["extra"],
+        json!({"category": "Shop", "channel": "web", "version": 2,
+               "integrations": {"All": false}})
+    );
+    assert_eq!(by_id("p1")["name"], "Shoes");
+    assert_eq!(by_id("p1")["properties"], json!({"path": "/shoes"}));
+    assert_eq!(
+        by_id("s1")["extra"],
+        json!({"category": "Checkout", "receivedAt": null})
+    );
+    assert_eq!(
+        by_id("p2")["extra"],
+        json!({"category": "Shop", "custom": {"a": [1, 2]}})
+    );
+    assert!(!answer.text.contains(&key), "the write key was stored");
 }
