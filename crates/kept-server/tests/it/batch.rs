@@ -43,7 +43,7 @@ async fn deliver(app: &TestApp, messages: &[Value], batched: bool) {
 }
 
 /// Everything a client can see of `names` (`user_id=…`, `anonymous_id=…`), on `router`:
-/// each one's lookup (subject, merged subjects, identifiers), its decisions for two purposes,
+/// each one's lookup (subject, merged subjects, identifiers, traits), its decisions for two purposes,
 /// and the events of every subject found.
 async fn observe(app: &TestApp, router: Router, names: &[String]) -> Vec<Value> {
     let mut seen = Vec::new();
@@ -65,10 +65,17 @@ async fn observe(app: &TestApp, router: Router, names: &[String]) -> Vec<Value> 
                 .iter()
                 .map(|i| format!("{}={}", i["kind"], i["value"]))
                 .collect();
+            let traits: BTreeSet<String> = lookup.json["traits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| format!("{}={}", t["key"], t["value"]))
+                .collect();
             json!({
                 "subject": lookup.json["subject"],
                 "merged_from": lookup.json["merged_from"],
                 "identifiers": identifiers,
+                "traits": traits,
             })
         } else {
             json!({ "status": lookup.status.as_u16() })
@@ -163,6 +170,28 @@ async fn an_alias_whose_previous_id_first_appears_in_the_same_batch_is_applied_w
     let seen = observe(&app, app.router(), &names).await;
     assert_eq!(seen[0]["lookup"], seen[1]["lookup"], "{seen:#?}");
     assert_eq!(seen[0]["reasons"], seen[1]["reasons"], "{seen:#?}");
+}
+
+#[tokio::test]
+async fn traits_merged_in_the_same_batch_follow_the_merge_rule() {
+    // The survivor keeps its own trait where both have one and the merged one is no newer.
+    let messages = [
+        json!({"type": "identify", "userId": "u8", "messageId": "m1",
+               "timestamp": "2026-05-28T20:00:00Z", "traits": {"name": "Ulla"}}),
+        json!({"type": "identify", "userId": "u7", "messageId": "m2",
+               "timestamp": "2026-05-28T20:00:00Z", "traits": {"name": "Uwe", "plan": "pro"}}),
+        json!({"type": "alias", "userId": "u8", "previousId": "u7", "messageId": "m3"}),
+    ];
+    let names = ["user_id=u8".to_owned(), "user_id=u7".to_owned()];
+    same_either_way(&messages, &names).await;
+    let app = TestApp::new().await;
+    deliver(&app, &messages, true).await;
+    let seen = observe(&app, app.router(), &names).await;
+    assert_eq!(
+        seen[0]["lookup"]["traits"],
+        json!(["\"name\"=\"Ulla\"", "\"plan\"=\"pro\""]),
+        "{seen:#?}"
+    );
 }
 
 /// One random message over a small set of users, anonymous ids and groups.
