@@ -83,9 +83,10 @@ async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(
     let consent_keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
     sqlx::query(
         "INSERT INTO events (source, message_id, subject_id, kind, name, at, received_at, \
-         retain_until, consent_hash, properties, context) \
+         retain_until, consent_hash, properties, context, extra) \
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], \
-         $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BYTEA[], $10::TEXT[], $11::TEXT[]) \
+         $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BYTEA[], $10::TEXT[], $11::TEXT[], \
+         $12::TEXT[]) \
          ON CONFLICT (source, message_id) DO NOTHING",
     )
     .bind(col(|e| &e.source))
@@ -99,6 +100,7 @@ async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(
     .bind(&consent_keys)
     .bind(col(|e| &e.properties))
     .bind(col(|e| &e.context))
+    .bind(col(|e| &e.extra))
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -379,6 +381,24 @@ impl CollectionStore for PostgresStore {
                 .await
                 .map_err(db)?;
         }
+        // Identifiers first, then merges: an identifier attached to a subject that a later
+        // message of the same request merges away moves with it, as if sent one by one.
+        for a in &write.attach {
+            sqlx::query(
+                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
+                 created_at, verified) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(a.hash.0.as_slice())
+            .bind(a.kind.as_str())
+            .bind(id_of(a.subject)?)
+            .bind(id_of(a.key_subject)?)
+            .bind(a.sealed.as_slice())
+            .bind(write.at)
+            .bind(a.verified)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| taken(e, "identity"))?;
+        }
         for m in &write.merges {
             let into = id_of(m.into)?;
             let from = id_of(m.from)?;
@@ -455,22 +475,6 @@ impl CollectionStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-        }
-        for a in &write.attach {
-            sqlx::query(
-                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
-                 created_at, verified) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(a.hash.0.as_slice())
-            .bind(a.kind.as_str())
-            .bind(id_of(a.subject)?)
-            .bind(id_of(a.key_subject)?)
-            .bind(a.sealed.as_slice())
-            .bind(write.at)
-            .bind(a.verified)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| taken(e, "identity"))?;
         }
         if !write.verify.is_empty() {
             let list: Vec<&[u8]> = write.verify.iter().map(|h| h.0.as_slice()).collect();
@@ -719,7 +723,7 @@ impl CollectionStore for PostgresStore {
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
             "{MERGED_INTO} SELECT e.id, e.source, e.message_id, e.subject_id, e.kind, e.name, \
-             e.at, e.received_at, e.retain_until, c.consent, e.properties, e.context \
+             e.at, e.received_at, e.retain_until, c.consent, e.properties, e.context, e.extra \
              FROM events e JOIN event_consents c ON c.hash = e.consent_hash \
              WHERE e.subject_id IN (SELECT id FROM m) AND e.id > $2 ORDER BY e.id LIMIT $3"
         ))
@@ -745,6 +749,7 @@ impl CollectionStore for PostgresStore {
                         consent: row.try_get(9).map_err(db)?,
                         properties: row.try_get(10).map_err(db)?,
                         context: row.try_get(11).map_err(db)?,
+                        extra: row.try_get(12).map_err(db)?,
                     },
                 })
             })

@@ -58,7 +58,7 @@ impl BatchWriter for EventWriter {
 }
 
 const EVENT_INSERT: &str = "INSERT INTO events (source, message_id, subject_id, kind, name, at, \
-     received_at, retain_until, consent_hash, properties, context) VALUES ";
+     received_at, retain_until, consent_hash, properties, context, extra) VALUES ";
 
 async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Result<()> {
     let (keys, distinct) = consent_keys(events);
@@ -78,7 +78,7 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
     for (chunk, keys) in events.chunks(CHUNK).zip(keys.chunks(CHUNK)) {
         let sql = values_sql(
             EVENT_INSERT,
-            11,
+            12,
             chunk.len(),
             " ON CONFLICT (source, message_id) DO NOTHING",
         );
@@ -95,7 +95,8 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
                 .bind(e.retain_until)
                 .bind(key.as_slice())
                 .bind(e.properties.as_str())
-                .bind(e.context.as_str());
+                .bind(e.context.as_str())
+                .bind(e.extra.as_str());
         }
         q.execute(&mut *conn).await.map_err(db)?;
     }
@@ -393,6 +394,24 @@ impl CollectionStore for SqliteStore {
                 .await
                 .map_err(db)?;
         }
+        // Identifiers first, then merges: an identifier attached to a subject that a later
+        // message of the same request merges away moves with it, as if sent one by one.
+        for a in &write.attach {
+            sqlx::query(
+                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
+                 created_at, verified) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(a.hash.0.as_slice())
+            .bind(a.kind.as_str())
+            .bind(i64::from(id_of(a.subject)?.0))
+            .bind(i64::from(id_of(a.key_subject)?.0))
+            .bind(a.sealed.as_slice())
+            .bind(write.at)
+            .bind(i64::from(a.verified))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| taken(e, "identity"))?;
+        }
         for m in &write.merges {
             let into = i64::from(id_of(m.into)?.0);
             let from = i64::from(id_of(m.from)?.0);
@@ -469,22 +488,6 @@ impl CollectionStore for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-        }
-        for a in &write.attach {
-            sqlx::query(
-                "INSERT INTO identities (hash, kind, subject_id, key_subject_id, sealed, \
-                 created_at, verified) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(a.hash.0.as_slice())
-            .bind(a.kind.as_str())
-            .bind(i64::from(id_of(a.subject)?.0))
-            .bind(i64::from(id_of(a.key_subject)?.0))
-            .bind(a.sealed.as_slice())
-            .bind(write.at)
-            .bind(i64::from(a.verified))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| taken(e, "identity"))?;
         }
         for hash in &write.verify {
             sqlx::query("UPDATE identities SET verified = 1 WHERE hash = ?")
@@ -738,7 +741,7 @@ impl CollectionStore for SqliteStore {
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
             "{MERGED_INTO} SELECT e.id, e.source, e.message_id, e.subject_id, e.kind, e.name, \
-             e.at, e.received_at, e.retain_until, c.consent, e.properties, e.context \
+             e.at, e.received_at, e.retain_until, c.consent, e.properties, e.context, e.extra \
              FROM events e JOIN event_consents c ON c.hash = e.consent_hash \
              WHERE e.subject_id IN (SELECT id FROM m) AND e.id > ?2 ORDER BY e.id LIMIT ?3"
         ))
@@ -764,6 +767,7 @@ impl CollectionStore for SqliteStore {
                         consent: row.try_get(9).map_err(db)?,
                         properties: row.try_get(10).map_err(db)?,
                         context: row.try_get(11).map_err(db)?,
+                        extra: row.try_get(12).map_err(db)?,
                     },
                 })
             })

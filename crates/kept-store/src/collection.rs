@@ -186,6 +186,9 @@ pub struct NewEvent {
     pub properties: String,
     /// JSON object (the client IP replaced by its keyed hash).
     pub context: String,
+    /// JSON object: the message's top-level fields Kept does not read (a page's `category`,
+    /// `channel`, `integrations`, ...), as sent.
+    pub extra: String,
 }
 
 /// An event as stored, with its position.
@@ -262,6 +265,8 @@ pub trait CollectionStore: Send + Sync {
     /// Writes `write` in one transaction and returns the ids given to its new subjects, in
     /// order (dense, like `insert_subjects`). When an identifier, a user id or a data key was
     /// taken meanwhile, nothing is written and the answer is `Conflict`: resolve again.
+    /// Identifiers are attached before the merges are applied, so one attached to a subject
+    /// that the same write merges away moves to the survivor (and into the merge's log entry).
     async fn write_identities(&self, write: IdentityWrite) -> Result<Vec<SubjectId>>;
 
     /// Which of `hashes` are held and verified.

@@ -1207,6 +1207,7 @@ fn event(
         consent: r#"{"carried":false}"#.into(),
         properties: format!(r#"{{"n":"{message_id}"}}"#),
         context: "{}".into(),
+        extra: format!(r#"{{"category":"c-{message_id}"}}"#),
     }
 }
 

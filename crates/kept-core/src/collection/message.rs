@@ -104,6 +104,9 @@ pub struct Message {
     pub properties: Box<RawValue>,
     pub context: Context,
     pub write_key: Option<String>,
+    /// The top-level fields Kept does not read (a page's `category`, `channel`, `version`,
+    /// `integrations`, ...), as sent, in order: stored with the event, never dropped.
+    pub extra: Context,
 }
 
 impl Message {
@@ -248,6 +251,11 @@ impl Context {
         self.entries.retain(|(k, _)| k != key);
     }
 
+    /// Keeps the entries whose key passes `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.entries.retain(|(k, _)| keep(k));
+    }
+
     /// Sets `key` to the string `value`.
     pub fn set_text(&mut self, key: &str, value: &str) {
         self.remove(key);
@@ -307,8 +315,28 @@ impl Context {
     }
 }
 
+/// The top-level fields Kept reads (`writeKey` is a secret and is never stored); every other
+/// one goes to [`Message::extra`].
+pub const READ_FIELDS: [&str; 15] = [
+    "type",
+    "userId",
+    "anonymousId",
+    "messageId",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "event",
+    "name",
+    "groupId",
+    "previousId",
+    "writeKey",
+    "traits",
+    "properties",
+    "context",
+];
+
 /// A message as it arrives: the fields Kept reads, with `properties` and `context` kept as
-/// text. Unknown fields are ignored, as Segment does.
+/// text. The others are read one level deep into [`Message::extra`].
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(rename = "type")]
@@ -395,6 +423,11 @@ pub fn parse_message_json(
         message.properties = p;
     }
     message.context = context;
+    // Read again one level deep, values left as text: what Kept does not read is kept.
+    let mut extra = Context::parse(json)
+        .ok_or_else(|| MessageError::NotJson("a message must be a JSON object".to_owned()))?;
+    extra.retain(|k| !READ_FIELDS.contains(&k));
+    message.extra = extra;
     Ok(message)
 }
 
@@ -405,7 +438,12 @@ pub fn parse_message(
     kind: Option<MessageKind>,
     base: &str,
 ) -> Result<Message, FieldError> {
-    parse_fields(&mut obj, kind, base)
+    let mut message = parse_fields(&mut obj, kind, base)?;
+    obj.retain(|k, _| !READ_FIELDS.contains(&k.as_str()));
+    if !obj.is_empty() {
+        message.extra = Context::parse(&Value::Object(obj).to_string()).unwrap_or_default();
+    }
+    Ok(message)
 }
 
 /// Where a message's fields come from: a parsed object, or the fields read off its text.
@@ -524,9 +562,17 @@ fn parse_fields<F: Fields>(
         c if c.is_empty() => Context::default(),
         c => Context::parse(&Value::Object(c).to_string()).unwrap_or_default(),
     };
-    // Checked for shape only: Kept decides where events go from consent, not from
-    // `integrations`.
-    object_field(obj, "integrations", base)?;
+    // Checked for shape only (and kept with the other fields Kept does not read): Kept
+    // decides where events go from consent, not from `integrations`.
+    match obj.field("integrations") {
+        None | Some(Value::Null | Value::Object(_)) => {}
+        Some(_) => {
+            return Err(FieldError::new(
+                at("integrations"),
+                "`integrations` must be an object",
+            ));
+        }
+    }
     let write_key = match obj.field("writeKey") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         _ => None,
@@ -546,6 +592,7 @@ fn parse_fields<F: Fields>(
         properties,
         context,
         write_key,
+        extra: Context::default(),
     };
     match kind {
         MessageKind::Track => {
@@ -683,6 +730,33 @@ pub fn parse_time(s: &str) -> Option<UnixMillis> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fields_kept_does_not_read_are_kept_and_the_write_key_is_not() {
+        let text = r#"{"type":"page","anonymousId":"a","name":"Shoes","category":"Shop",
+            "writeKey":"secret","integrations":{"All":false},"channel":"web"}"#;
+        let from_text = parse_message_json(text, None, "").unwrap();
+        assert_eq!(
+            from_text.extra.to_json(),
+            r#"{"category":"Shop","integrations":{"All":false},"channel":"web"}"#
+        );
+        assert_eq!(from_text.name.as_deref(), Some("Shoes"));
+        assert_eq!(from_text.write_key.as_deref(), Some("secret"));
+        let from_map = parse_message(serde_json::from_str(text).unwrap(), None, "").unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&from_map.extra.to_json()).unwrap(),
+            json!({"category": "Shop", "integrations": {"All": false}, "channel": "web"})
+        );
+        let bare = parse_message_json(r#"{"type":"track","userId":"u","event":"e"}"#, None, "");
+        assert!(bare.unwrap().extra.is_empty());
+        let err = parse_message(
+            obj(json!({"type": "track", "userId": "u", "event": "e", "integrations": 3})),
+            None,
+            "batch[1]",
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "batch[1].integrations");
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()

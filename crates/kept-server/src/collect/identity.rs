@@ -352,6 +352,11 @@ pub struct Outcome {
     pub updated: Vec<SubjectId>,
     /// `(merged, survivor)`.
     pub merges: Vec<(SubjectId, SubjectId)>,
+    /// One per merge: the message whose resolution made it.
+    pub merged_by: Vec<usize>,
+    /// One per message: its subject when it was resolved, before later messages of the
+    /// request merged it away (`subjects` names where it ends up).
+    pub origins: Vec<SubjectId>,
 }
 
 impl Outcome {
@@ -558,6 +563,7 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
     }
     drop(cache);
     report(&refused, true);
+    outcome.origins = outcome.subjects.clone();
     Some(outcome)
 }
 
@@ -650,10 +656,13 @@ async fn round(
     let mut placed: Vec<SubjectRef> = Vec::with_capacity(messages.len());
     let mut may_change: Vec<bool> = Vec::with_capacity(messages.len());
     let mut merges: Vec<(SubjectRef, SubjectRef)> = Vec::new();
+    let mut merged_by: Vec<usize> = Vec::new();
+    // Each message's subject as it was resolved; `placed` follows later merges.
+    let mut origins: Vec<SubjectRef> = Vec::with_capacity(messages.len());
     let mut relocated: HashSet<SubjectId> = HashSet::new();
     let mut renamed: HashSet<SubjectId> = HashSet::new();
     let mut refused = Vec::new();
-    for m in messages {
+    for (position, m) in messages.iter().enumerate() {
         let claims = claims_of(m, |h| view.get(h).copied());
         let owners: HashMap<SubjectRef, OwnerFacts> =
             facts.iter().map(|(r, f)| (*r, f.owner())).collect();
@@ -749,6 +758,7 @@ async fn round(
                 reason: if m.explicit { "alias" } else { "identify" }.to_owned(),
             });
             merges.push((*from, subject));
+            merged_by.push(position);
         }
         for (kind, hash) in &plan.attach {
             let Some(identifier) = identifier_value(m, hash) else {
@@ -816,6 +826,7 @@ async fn round(
             }
         }
         placed.push(subject);
+        origins.push(subject);
     }
     report(&refused, false);
 
@@ -910,10 +921,14 @@ async fn round(
 
     let mut outcome = Outcome {
         may_change_consent: may_change,
+        merged_by,
         ..Outcome::default()
     };
     for p in &placed {
         outcome.subjects.push(real(*p)?);
+    }
+    for o in &origins {
+        outcome.origins.push(real(*o)?);
     }
     for (from, into) in &merges {
         outcome.merges.push((real(*from)?, real(*into)?));

@@ -184,6 +184,10 @@ pub async fn ingest(
     let mut fingerprints: Vec<(SubjectId, u64)> = Vec::new();
     let mut events = Vec::with_capacity(prepared.len());
     let mut traits: Vec<Trait> = Vec::new();
+    // Where each (subject, key) is in `traits`.
+    let mut trait_at: HashMap<(SubjectId, String), usize> = HashMap::new();
+    // Merges in the order the messages made them, so traits land as one by one they would.
+    let mut merge_steps = outcome.merges.iter().zip(&outcome.merged_by).peekable();
     let mut candidates: Vec<Candidate> = Vec::with_capacity(prepared.len());
     let kinds: Vec<&'static str> = prepared.iter().map(|p| p.message.kind.as_str()).collect();
     for (i, (p, subject)) in prepared
@@ -192,6 +196,10 @@ pub async fn ingest(
         .enumerate()
     {
         let may_change_consent = outcome.may_change_consent.get(i).copied().unwrap_or(false);
+        while let Some(((from, into), _)) = merge_steps.next_if(|(_, by)| **by <= i) {
+            merge_traits(&mut traits, &mut trait_at, *from, *into);
+        }
+        let origin = outcome.origins.get(i).copied().unwrap_or(subject);
         let Prepared {
             message: m,
             ids,
@@ -326,18 +334,32 @@ pub async fn ingest(
             traits: message_traits,
             properties,
             mut context,
+            extra,
             ..
         } = m;
         // What the event adds beyond its context: a track's or page's own properties as sent,
         // or what an identify, group or alias call says.
         let shown = match kind {
             MessageKind::Identify => {
-                let profile = profile_traits(manifest, point.as_deref(), &person, subject, at);
+                let profile = profile_traits(manifest, point.as_deref(), &person, origin, at);
                 let shown: Map<String, Value> = profile
                     .iter()
                     .map(|t| (t.key.clone(), t.value.clone()))
                     .collect();
-                traits.extend(profile);
+                for t in profile {
+                    // A later one of the same request replaces it, as a later call would.
+                    match trait_at.entry((t.subject, t.key.clone())) {
+                        Entry::Occupied(e) => {
+                            if let Some(u) = traits.get_mut(*e.get()) {
+                                *u = t;
+                            }
+                        }
+                        Entry::Vacant(e) => {
+                            e.insert(traits.len());
+                            traits.push(t);
+                        }
+                    }
+                }
                 Some(shown)
             }
             MessageKind::Group => {
@@ -376,6 +398,7 @@ pub async fn ingest(
             consent: judgement.snapshot.clone(),
             properties: properties_json,
             context: context.to_json(),
+            extra: extra.to_json(),
         });
         candidates.push(Candidate {
             subject,
@@ -449,6 +472,43 @@ pub async fn ingest(
         metrics::counter!(super::EVENTS, "type" => kind).increment(n);
     }
     Ok(())
+}
+
+/// The traits a request gave `from` so far, moved to `into` as the store merges stored ones:
+/// the survivor keeps its own where both have one, unless the merged one is newer.
+fn merge_traits(
+    traits: &mut Vec<Trait>,
+    at: &mut HashMap<(SubjectId, String), usize>,
+    from: SubjectId,
+    into: SubjectId,
+) {
+    if !traits.iter().any(|t| t.subject == from) {
+        return;
+    }
+    let (moved, kept): (Vec<Trait>, Vec<Trait>) = std::mem::take(traits)
+        .into_iter()
+        .partition(|t| t.subject == from);
+    *traits = kept;
+    at.clear();
+    for (i, t) in traits.iter().enumerate() {
+        at.insert((t.subject, t.key.clone()), i);
+    }
+    for mut t in moved {
+        t.subject = into;
+        match at.entry((into, t.key.clone())) {
+            Entry::Occupied(e) => {
+                if let Some(u) = traits.get_mut(*e.get())
+                    && t.provenance.collected_at > u.provenance.collected_at
+                {
+                    *u = t;
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(traits.len());
+                traits.push(t);
+            }
+        }
+    }
 }
 
 /// Who a message speaks for: a server key is the shop's word; a public key's message speaks

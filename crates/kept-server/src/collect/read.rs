@@ -238,6 +238,10 @@ pub struct EventView {
     pub properties: serde_json::Value,
     #[schema(value_type = Object)]
     pub context: serde_json::Value,
+    /// The message's top-level fields Kept does not read (a page's `category`, `channel`,
+    /// `integrations`, ...), as sent.
+    #[schema(value_type = Object)]
+    pub extra: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -284,6 +288,7 @@ pub async fn events(
             consent: json(&e.event.consent),
             properties: json(&e.event.properties),
             context: json(&e.event.context),
+            extra: json(&e.event.extra),
             message_id: e.event.message_id,
             source: e.event.source,
             subject: e.event.subject.0,

@@ -8,6 +8,7 @@
 
 mod api;
 mod audiences;
+mod batch;
 mod collect;
 mod config;
 mod decisions;

@@ -1,0 +1,343 @@
+//! A `/v1/batch` behaves exactly like its messages sent one by one, in order: the same
+//! subjects, merges, identifiers, lookups, decisions and events, on this server and after a
+//! restart. Checked on a batching SDK's typical sequence and on random ones. And no field of a
+//! message is dropped: what Kept does not read is stored with the event and read back.
+
+use crate::support::{TestApp, send};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use kept_store::Role;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+const OPERATIONS: &str = "essential.service.operations";
+const MARKETING: &str = "marketing.communications";
+
+fn collect(app: &TestApp, path: &str, body: &Value) -> Request<Body> {
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:", app.key(Role::Server)));
+    Request::post(path)
+        .header(header::AUTHORIZATION, format!("Basic {basic}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// Sends `messages` as one `/v1/batch`, or one by one to their own endpoints.
+async fn deliver(app: &TestApp, messages: &[Value], batched: bool) {
+    if batched {
+        let answer = app
+            .send(collect(app, "/v1/batch", &json!({ "batch": messages })))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        return;
+    }
+    for m in messages {
+        let path = format!("/v1/{}", m["type"].as_str().unwrap());
+        let answer = app.send(collect(app, &path, m)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{m}: {}", answer.text);
+    }
+}
+
+/// Everything a client can see of `names` (`user_id=…`, `anonymous_id=…`), on `router`:
+/// each one's lookup (subject, merged subjects, identifiers, traits), its decisions for two purposes,
+/// and the events of every subject found.
+async fn observe(app: &TestApp, router: Router, names: &[String]) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut subjects = BTreeSet::new();
+    for name in names {
+        let lookup = send(
+            router.clone(),
+            crate::support::get(
+                &format!("/v1/subjects/lookup?{name}"),
+                Some(app.key(Role::Privacy)),
+            ),
+        )
+        .await;
+        let found = if lookup.status == StatusCode::OK {
+            subjects.insert(lookup.json["subject"].as_u64().unwrap());
+            let identifiers: BTreeSet<String> = lookup.json["identifiers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| format!("{}={}", i["kind"], i["value"]))
+                .collect();
+            let traits: BTreeSet<String> = lookup.json["traits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| format!("{}={}", t["key"], t["value"]))
+                .collect();
+            json!({
+                "subject": lookup.json["subject"],
+                "merged_from": lookup.json["merged_from"],
+                "identifiers": identifiers,
+                "traits": traits,
+            })
+        } else {
+            json!({ "status": lookup.status.as_u16() })
+        };
+        let (kind, value) = name.split_once('=').unwrap();
+        let mut reasons = Vec::new();
+        for purpose in [OPERATIONS, MARKETING] {
+            let answer = send(
+                router.clone(),
+                crate::support::post(
+                    "/v1/decisions",
+                    Some(app.key(Role::Decide)),
+                    &json!({"subject": {kind: value}, "purpose": purpose,
+                            "categories": ["user.name"]})
+                    .to_string(),
+                ),
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+            reasons.push(answer.json["reason"].clone());
+        }
+        seen.push(json!({ "name": name, "lookup": found, "reasons": reasons }));
+    }
+    for subject in subjects {
+        let answer = send(
+            router.clone(),
+            crate::support::get(
+                &format!("/v1/subjects/{subject}/events"),
+                Some(app.key(Role::Privacy)),
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let events: Vec<Value> = answer.json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| json!([e["type"], e["message_id"]]))
+            .collect();
+        seen.push(json!({ "subject": subject, "events": events }));
+    }
+    seen
+}
+
+/// The same messages given to two fresh servers, as one batch and one by one: what each
+/// shows is the same, before and after a restart.
+async fn same_either_way(messages: &[Value], names: &[String]) {
+    let batched = TestApp::new().await;
+    let single = TestApp::new().await;
+    deliver(&batched, messages, true).await;
+    deliver(&single, messages, false).await;
+    let seen = observe(&single, single.router(), names).await;
+    assert_eq!(
+        observe(&batched, batched.router(), names).await,
+        seen,
+        "{messages:#?}"
+    );
+    let batched = batched.restart().await;
+    let single = single.restart().await;
+    let after = observe(&single, single.router(), names).await;
+    assert_eq!(seen, after, "a restart changed what one-by-one shows");
+    assert_eq!(
+        observe(&batched, batched.router(), names).await,
+        after,
+        "after a restart: {messages:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_alias_whose_previous_id_first_appears_in_the_same_batch_is_applied_whole() {
+    let messages = [
+        json!({"type": "track", "anonymousId": "a", "event": "Viewed", "messageId": "m1"}),
+        json!({"type": "identify", "userId": "u", "messageId": "m2",
+               "traits": {"name": "Ulla"}}),
+        json!({"type": "alias", "userId": "u", "previousId": "a", "messageId": "m3"}),
+    ];
+    let names = ["anonymous_id=a".to_owned(), "user_id=u".to_owned()];
+    same_either_way(&messages, &names).await;
+
+    // And what that is: the anonymous visitor is the user now, everywhere.
+    let app = TestApp::new().await;
+    deliver(&app, &messages, true).await;
+    let seen = observe(&app, app.router(), &names).await;
+    assert_eq!(seen[0]["lookup"], seen[1]["lookup"], "{seen:#?}");
+    assert_eq!(seen[0]["reasons"], seen[1]["reasons"], "{seen:#?}");
+    assert_ne!(seen[0]["reasons"][0], "denied.unknown_subject", "{seen:#?}");
+    assert_eq!(
+        seen[0]["lookup"]["merged_from"].as_array().unwrap().len(),
+        1
+    );
+    let app = app.restart().await;
+    let seen = observe(&app, app.router(), &names).await;
+    assert_eq!(seen[0]["lookup"], seen[1]["lookup"], "{seen:#?}");
+    assert_eq!(seen[0]["reasons"], seen[1]["reasons"], "{seen:#?}");
+}
+
+#[tokio::test]
+async fn traits_merged_in_the_same_batch_follow_the_merge_rule() {
+    // The survivor keeps its own trait where both have one and the merged one is no newer.
+    let messages = [
+        json!({"type": "identify", "userId": "u8", "messageId": "m1",
+               "timestamp": "2026-05-28T20:00:00Z", "traits": {"name": "Ulla"}}),
+        json!({"type": "identify", "userId": "u7", "messageId": "m2",
+               "timestamp": "2026-05-28T20:00:00Z", "traits": {"name": "Uwe", "plan": "pro"}}),
+        json!({"type": "alias", "userId": "u8", "previousId": "u7", "messageId": "m3"}),
+    ];
+    let names = ["user_id=u8".to_owned(), "user_id=u7".to_owned()];
+    same_either_way(&messages, &names).await;
+    let app = TestApp::new().await;
+    deliver(&app, &messages, true).await;
+    let seen = observe(&app, app.router(), &names).await;
+    assert_eq!(
+        seen[0]["lookup"]["traits"],
+        json!(["\"name\"=\"Ulla\"", "\"plan\"=\"pro\""]),
+        "{seen:#?}"
+    );
+}
+
+/// One random message over a small set of users, anonymous ids and groups.
+fn message() -> impl Strategy<Value = Value> {
+    let user = prop::sample::select(vec!["u1", "u7", "u8"]);
+    let anon = prop::sample::select(vec!["a1", "a2", "a3"]);
+    let who = (
+        prop::option::of(user.clone()),
+        prop::option::of(anon.clone()),
+    )
+        .prop_filter("a message names someone", |(u, a)| {
+            u.is_some() || a.is_some()
+        });
+    let consent = prop::option::of(any::<bool>());
+    prop_oneof![
+        (who.clone(), consent).prop_map(|((u, a), c)| {
+            let mut m = json!({"type": "track", "event": "Viewed"});
+            put(&mut m, u, a);
+            if let Some(yes) = c {
+                m["context"] = json!({"consent": {"categoryPreferences": {MARKETING: yes}}});
+            }
+            m
+        }),
+        (who.clone(), prop::sample::select(vec!["Ulla", "Uwe"])).prop_map(|((u, a), name)| {
+            let mut m = json!({"type": "identify", "traits": {"name": name}});
+            put(&mut m, u, a);
+            m
+        }),
+        (
+            user,
+            prop::sample::select(vec!["u1", "u7", "u8", "a1", "a2", "a3"])
+        )
+            .prop_map(
+                |(u, previous)| json!({"type": "alias", "userId": u, "previousId": previous})
+            ),
+        (who, prop::sample::select(vec!["g1", "g2"])).prop_map(|((u, a), g)| {
+            let mut m = json!({"type": "group", "groupId": g, "traits": {"plan": "pro"}});
+            put(&mut m, u, a);
+            m
+        }),
+    ]
+}
+
+fn put(m: &mut Value, user: Option<&str>, anon: Option<&str>) {
+    if let Some(u) = user {
+        m["userId"] = json!(u);
+    }
+    if let Some(a) = anon {
+        m["anonymousId"] = json!(a);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None,
+                                        ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_batch_is_its_messages_one_by_one(messages in prop::collection::vec(message(), 1..8)) {
+        // Message ids fixed by position, so both servers store the same events.
+        let messages: Vec<Value> = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut m)| {
+                m["messageId"] = json!(format!("m{i}"));
+                m["timestamp"] = json!("2026-05-28T20:00:00Z");
+                m
+            })
+            .collect();
+        let names: Vec<String> = ["u1", "u7", "u8"]
+            .iter()
+            .map(|u| format!("user_id={u}"))
+            .chain(["a1", "a2", "a3"].iter().map(|a| format!("anonymous_id={a}")))
+            .collect();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(same_either_way(&messages, &names));
+    }
+}
+
+#[tokio::test]
+async fn the_fields_kept_does_not_read_are_stored_with_the_event() {
+    let app = TestApp::new().await;
+    let page = json!({"type": "page", "anonymousId": "v1", "messageId": "p1",
+                      "name": "Shoes", "category": "Shop", "channel": "web",
+                      "version": 2, "integrations": {"All": false},
+                      "properties": {"path": "/shoes"}});
+    let screen = json!({"type": "screen", "anonymousId": "v1", "messageId": "s1",
+                        "name": "Cart", "category": "Checkout", "receivedAt": null});
+    let answer = app
+        .send(collect(
+            &app,
+            "/v1/batch",
+            &json!({ "batch": [page, screen] }),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    // A single call, with its write key in the body: the key is read, never stored.
+    let key = app.key(Role::Server).to_owned();
+    let request = Request::post("/v1/page")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"anonymousId": "v1", "messageId": "p2", "name": "Socks",
+                   "category": "Shop", "writeKey": key, "custom": {"a": [1, 2]}})
+            .to_string(),
+        ))
+        .unwrap();
+    let answer = app.send(request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    let lookup = app
+        .send(crate::support::get(
+            "/v1/subjects/lookup?anonymous_id=v1",
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    let subject = lookup.json["subject"].as_u64().unwrap();
+    let answer = app
+        .send(crate::support::get(
+            &format!("/v1/subjects/{subject}/events"),
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let events = answer.json["events"].as_array().unwrap();
+    let by_id = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["message_id"] == id)
+            .unwrap_or_else(|| panic!("no event {id}: {events:#?}"))
+    };
+    assert_eq!(
+        by_id("p1")["extra"],
+        json!({"category": "Shop", "channel": "web", "version": 2,
+               "integrations": {"All": false}})
+    );
+    assert_eq!(by_id("p1")["name"], "Shoes");
+    assert_eq!(by_id("p1")["properties"], json!({"path": "/shoes"}));
+    assert_eq!(
+        by_id("s1")["extra"],
+        json!({"category": "Checkout", "receivedAt": null})
+    );
+    assert_eq!(
+        by_id("p2")["extra"],
+        json!({"category": "Shop", "custom": {"a": [1, 2]}})
+    );
+    assert!(!answer.text.contains(&key), "the write key was stored");
+}
