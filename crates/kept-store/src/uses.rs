@@ -184,7 +184,10 @@ impl UseRecord {
 }
 
 /// A use back from its columns, in the order `USE_COLUMNS` names them.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per stored column, in the order both backends select them"
+)]
 pub fn use_from_columns(
     id: i64,
     at: i64,
