@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 /// A test app on `manifest` instead of the demo's.
 async fn app_on(manifest: Manifest) -> TestApp {
     let mut app = TestApp::new().await;
-    app.restart_with(manifest).await;
+    app = app.restart_with(manifest).await;
     app
 }
 
@@ -330,7 +330,7 @@ async fn consent_under_a_notice_that_does_not_promise_it_names_none_and_allows_n
     assert_eq!(decide(&app, subject, MC).await, "allowed.consent");
 
     // After a restart (the index built again from the store) nothing changes.
-    app.restart_with(demo_manifest()).await;
+    app = app.restart_with(demo_manifest()).await;
     assert_eq!(decide(&app, subject, MC).await, "allowed.consent");
 }
 
@@ -344,7 +344,7 @@ async fn a_marked_yes_stays_worthless_after_a_restart() {
         &consent_event("anon-restart", "r-1", Some("checkout")),
     )
     .await;
-    app.restart_with(demo_manifest()).await;
+    app = app.restart_with(demo_manifest()).await;
     let reason = decide(&app, subject, "marketing.communications").await;
     assert!(reason.starts_with("denied."), "{reason}");
 }
@@ -384,7 +384,7 @@ async fn audience_csv_exports_defuse_a_user_id_that_starts_a_formula() {
         )])
         .await
         .unwrap();
-    app.restart_with(demo_manifest()).await;
+    app = app.restart_with(demo_manifest()).await;
     let answer = app
         .send(
             Request::post("/v1/audiences/export?format=csv")

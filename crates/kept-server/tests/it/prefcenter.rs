@@ -35,7 +35,7 @@ impl Center {
         let mut app = TestApp::new().await;
         let added = app.store.insert_subjects(extra).await.unwrap();
         app.subjects.extend(added);
-        app.restart_with(manifest).await;
+        app = app.restart_with(manifest).await;
         Center::around(app).await
     }
 

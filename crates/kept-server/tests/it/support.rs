@@ -133,11 +133,18 @@ impl TestApp {
     /// The same database as a restarted server sees it: the store closed and opened again, a
     /// new state, the index built from the store.
     pub async fn restart(self) -> TestApp {
+        let manifest = self.state.manifest.as_ref().clone();
+        self.restart_with(manifest).await
+    }
+
+    /// The server started again on the same database with `manifest`: the store closed and
+    /// opened again, a new state, the index built from what is stored.
+    pub async fn restart_with(self, manifest: Manifest) -> TestApp {
         self.state.decision_log.close().await;
         self.store.close().await.unwrap();
         let store = kept_server::store::open(&self.url).await.unwrap();
         let ledger = Arc::new(Ledger::new(store.clone(), signing_key()));
-        let state = AppState::new(store.clone(), ledger, self.state.manifest.clone())
+        let state = AppState::new(store.clone(), ledger, Arc::new(manifest))
             .with_limits(self.state.limits)
             .with_clock(Arc::new(|| NOW));
         state
@@ -150,19 +157,6 @@ impl TestApp {
             state,
             ..self
         }
-    }
-
-    /// The server started again on the same store with `manifest`: a new index, built from
-    /// what is stored, as after a restart.
-    pub async fn restart_with(&mut self, manifest: Manifest) {
-        let ledger = Arc::new(Ledger::new(self.store.clone(), signing_key()));
-        self.state = AppState::new(self.store.clone(), ledger, Arc::new(manifest))
-            .with_clock(Arc::new(|| NOW));
-        self.state
-            .index
-            .load(self.store.as_ref(), NOW, &mut |_| {})
-            .await
-            .unwrap();
     }
 
     /// Runs `sql` on the test's database directly, behind the server's back (to make it fail).
