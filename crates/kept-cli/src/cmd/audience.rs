@@ -3,7 +3,8 @@
 //! not, by reason, in the order of the gates. `--export` writes the eligible subjects' ids,
 //! after recording the export as a use of each of them (`GET /v1/uses`), as the server does.
 
-use crate::cmd::decide::{Format, Setup, Source, build_index, now, print, setup};
+use crate::cmd::decide::{Format, build_index, now, print};
+use crate::cmd::source::{Setup, Source, setup};
 use anyhow::Context;
 use kept_core::audience::{AudienceRequest, Candidates, evaluate};
 use kept_core::decision::{DecisionRequest, ReasonCode};

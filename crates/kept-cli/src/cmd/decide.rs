@@ -1,15 +1,12 @@
 //! `kept decide`: one decision, offline, from the database: the index is built from the store
-//! (as the server does at start) and the decision is explained with its evidence. Also the
-//! setup `kept audience` shares: which manifest and database, and the index build with a
-//! progress bar.
+//! (as the server does at start) and the decision is explained with its evidence. Also what
+//! `kept audience` shares with it: the index build with a progress bar, and the output helpers.
 
+use crate::cmd::source::{Setup, Source, setup};
 use indicatif::{ProgressBar, ProgressStyle};
 use kept_core::decision::{DecisionRequest, Explained, ExplainedEvidence};
-use kept_core::manifest::Manifest;
-use kept_server::config::{Config, Env, FileLayer, Flags, Key};
 use kept_server::index::{IndexHandle, LoadReport, LoadStep};
 use serde::Serialize;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -59,69 +56,10 @@ pub struct Args {
     format: Format,
 }
 
-/// Where the offline commands read from.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Source {
-    /// An SQLite file path or a `postgres://` URL [default: $KEPT_DATABASE_URL, the manifest's
-    /// [server] database_url, or ./kept-data/kept.db]
-    #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
-    /// The manifest the server runs [default: $KEPT_MANIFEST or ./kept.toml; without one, the
-    /// demo's]
-    #[arg(long, value_name = "PATH")]
-    pub manifest: Option<String>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
     Json,
-}
-
-/// The manifest and configuration an offline command runs with.
-pub struct Setup {
-    pub manifest: Manifest,
-    /// Which manifest it is, for people.
-    pub manifest_label: String,
-    pub config: Config,
-}
-
-/// Reads the manifest (the one named, else `./kept.toml`, else the demo's) and resolves the
-/// database URL as `kept serve` would. An unusable input is an `Err` with the message to print.
-pub fn setup(source: &Source) -> Result<Setup, String> {
-    let env = Env::from_process();
-    let mut flags = Flags::new();
-    flags
-        .set_opt(Key::DatabaseUrl, source.database_url.clone())
-        .set_opt(Key::Manifest, source.manifest.clone());
-    let path = Config::manifest_path(&env, &flags).map_err(|e| e.to_string())?;
-    let named = source.manifest.is_some()
-        || env.get(&Key::Manifest.env()).is_some()
-        || env.get(&Key::Manifest.env_file()).is_some();
-    let (text, label) = match std::fs::read_to_string(&path) {
-        Ok(text) => (text, path.display().to_string()),
-        Err(_) if !named => (
-            kept_core::manifest::demo_toml(),
-            "the demo manifest (no ./kept.toml)".to_owned(),
-        ),
-        Err(e) => {
-            return Err(format!(
-                "cannot read the manifest `{}`: {e}",
-                path.display()
-            ));
-        }
-    };
-    let loaded = kept_core::manifest::load(&text, &label).map_err(|e| e.to_string())?;
-    let file = loaded.server.as_ref().map(|table| FileLayer {
-        table,
-        path: Path::new(&label),
-    });
-    let config = Config::load(file, &env, &flags).map_err(|e| e.to_string())?;
-    Ok(Setup {
-        manifest: loaded.manifest,
-        manifest_label: label,
-        config,
-    })
 }
 
 /// Opens the store and builds the index from it, showing progress on a terminal.

@@ -1,7 +1,7 @@
 //! `kept keys`: API keys (create, list, revoke) and the ledger's signing key.
 
+use crate::cmd::source::{Source, config};
 use anyhow::Context;
-use kept_server::config::{Config, Env, FileLayer, Flags, Key};
 use kept_store::{Role, Store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,18 +36,6 @@ Then point the server at it: `ledger_key_file` in [server], `KEPT_LEDGER_KEY_FIL
 Example:
   kept keys ledger-keygen kept-ledger.key")]
     LedgerKeygen(KeygenArgs),
-}
-
-/// Which database: the same layering as `kept serve` (defaults → `[server]` of the manifest,
-/// if there is one → `KEPT_*` → flags).
-#[derive(Debug, clap::Args)]
-pub struct DatabaseArgs {
-    /// An SQLite file path or a `postgres://` URL [default: ./kept-data/kept.db]
-    #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
-    /// The manifest whose `[server]` table may name the database [default: ./kept.toml]
-    #[arg(long, value_name = "PATH")]
-    manifest: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,7 +78,7 @@ pub struct CreateArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     #[command(flatten)]
-    database: DatabaseArgs,
+    database: Source,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,7 +86,7 @@ pub struct ListArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     #[command(flatten)]
-    database: DatabaseArgs,
+    database: Source,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,7 +94,7 @@ pub struct RevokeArgs {
     /// The key's id, as `kept keys list` shows it
     id: String,
     #[command(flatten)]
-    database: DatabaseArgs,
+    database: Source,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,35 +112,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Opens the database the settings name. Only `create` may create it (the first key is made
-/// before the first `kept serve`); listing and revoking read an existing one.
-async fn open(args: &DatabaseArgs, create: bool) -> anyhow::Result<Arc<dyn Store>> {
-    let env = Env::from_process();
-    let mut flags = Flags::new();
-    flags
-        .set_opt(Key::DatabaseUrl, args.database_url.clone())
-        .set_opt(Key::Manifest, args.manifest.clone());
-    let manifest = Config::manifest_path(&env, &flags)?;
-    // Only `[server]` matters here; the manifest is checked by `kept lint` and `kept serve`.
-    let server = match std::fs::read_to_string(&manifest) {
-        Ok(text) => {
-            let mut doc: toml::Table = toml::from_str(&text)
-                .with_context(|| format!("cannot parse `{}`", manifest.display()))?;
-            match doc.remove("server") {
-                Some(toml::Value::Table(t)) => Some(t),
-                _ => None,
-            }
-        }
-        Err(e) if args.manifest.is_some() => {
-            anyhow::bail!("cannot read `{}`: {e}", manifest.display())
-        }
-        Err(_) => None,
-    };
-    let file = server.as_ref().map(|table| FileLayer {
-        table,
-        path: &manifest,
-    });
-    let config = Config::load(file, &env, &flags)?;
+/// Opens the database the settings name (found as every offline command finds it). Only
+/// `create` may create it (the first key is made before the first `kept serve`); listing and
+/// revoking read an existing one.
+async fn open(source: &Source, create: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let config = config(source).map_err(anyhow::Error::msg)?;
     if !create {
         return Ok(kept_server::store::open_existing(config.database_url.expose()).await?);
     }

@@ -1,15 +1,15 @@
 //! `kept ledger`: verify the consent ledger's hash chain and signed checkpoints, and (hidden)
 //! a load generator the crash test kills mid-write.
 
+use crate::cmd::source::{Source, config};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kept_core::SubjectId;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
-use kept_server::config::{Config, Env, Flags, Key};
 use kept_server::ledger::{
     self, Ledger, Verdict, VerifyOptions, VerifyReport, VerifyingKey, published_verifying_keys,
     verify_ledger,
 };
-use kept_server::store::{self, DEFAULT_DATABASE_URL};
+use kept_server::store;
 use kept_store::Store;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -60,10 +60,8 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The database: a `postgres://` URL or an SQLite file [default: $KEPT_DATABASE_URL, the
-    /// file $KEPT_DATABASE_URL_FILE names, or ./kept-data/kept.db]
-    #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
+    #[command(flatten)]
+    source: Source,
     /// The ledger's verifying key: a file (PEM or hex) or the key in hex; repeat it for keys
     /// used before a key change. Default: the keys the database publishes, which whoever can
     /// edit the ledger could also replace, so a copy kept elsewhere is the stronger check
@@ -102,15 +100,10 @@ pub struct LoadTestArgs {
     witness: Option<std::path::PathBuf>,
 }
 
-/// The database the command reads: `--database-url`, else `KEPT_DATABASE_URL` or the file
-/// `KEPT_DATABASE_URL_FILE` names, else the default.
-fn database_url(flag: &Option<String>) -> anyhow::Result<String> {
-    let mut flags = Flags::new();
-    flags.set_opt(Key::DatabaseUrl, flag.clone());
-    Ok(
-        Config::early_setting(&Env::from_process(), &flags, Key::DatabaseUrl)?
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-    )
+/// The database the command reads, found as every offline command finds it.
+fn database_url(source: &Source) -> anyhow::Result<String> {
+    let config = config(source).map_err(anyhow::Error::msg)?;
+    Ok(config.database_url.expose().to_owned())
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -129,14 +122,12 @@ pub struct VerifyReceiptArgs {
     #[arg(value_name = "FILE")]
     file: std::path::PathBuf,
     /// The ledger's verifying key (a file holding PEM or hex, or the key in hex) the receipt
-    /// must be signed with
+    /// must be signed with; without it, the key must be among those the database publishes
     #[arg(long = "public-key", value_name = "FILE_OR_HEX")]
     public_key: Option<String>,
-    /// Without --public-key, the database whose published keys the receipt's key must be
-    /// among: a `postgres://` URL or an SQLite file (never created) [default:
-    /// $KEPT_DATABASE_URL, the file $KEPT_DATABASE_URL_FILE names, or ./kept-data/kept.db]
-    #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
+    /// The database (never created) whose published keys are checked without --public-key
+    #[command(flatten)]
+    source: Source,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -196,7 +187,7 @@ async fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
     // to be the ledger's: anybody can sign a made-up receipt with a key of their own.
     let whose = match (&verified, &expected) {
         (Ok(_), Some(_)) => "the given ledger key".to_owned(),
-        (Ok(v), None) => match published_receipt_keys(&database_url(&args.database_url)?).await {
+        (Ok(v), None) => match published_receipt_keys(&database_url(&args.source)?).await {
             Ok(keys)
                 if keys
                     .iter()
@@ -316,7 +307,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Opening would create an empty database; verifying nothing is not what was asked.
-    let store = match store::open_existing(&database_url(&args.database_url)?).await {
+    let store = match store::open_existing(&database_url(&args.source)?).await {
         Ok(store) => store,
         Err(e) => return unusable(e.code(), e.to_string()),
     };
@@ -470,7 +461,11 @@ fn progress_bar(total: u64) -> ProgressBar {
 // --- load-test -------------------------------------------------------------------------------
 
 async fn load_test(args: LoadTestArgs) -> anyhow::Result<ExitCode> {
-    let store: Arc<dyn Store> = store::open(&database_url(&args.database_url)?).await?;
+    let source = Source {
+        database_url: args.database_url.clone(),
+        manifest: None,
+    };
+    let store: Arc<dyn Store> = store::open(&database_url(&source)?).await?;
     let key = ledger::demo_signing_key(store.as_ref()).await?;
     let mut ledger = Ledger::new(store.clone(), key);
     if let Some(path) = &args.witness {

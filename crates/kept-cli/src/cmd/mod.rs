@@ -1,4 +1,5 @@
-//! One module per subcommand; each has `Args` (or a `Command` enum) and `run`.
+//! One module per subcommand; each has `Args` (or a `Command` enum) and `run`. `source` is
+//! where the offline ones read from.
 
 pub mod audience;
 pub mod decide;
@@ -9,3 +10,4 @@ pub mod lint;
 pub mod openapi;
 pub mod rules;
 pub mod serve;
+pub mod source;

@@ -1,24 +1,28 @@
 //! `kept rules`: the rulebook a manifest runs under — the law's rows, each with its legal
-//! source, then the manifest's own tightenings — as a table or as JSON.
+//! source, then the manifest's own tightenings — as a table or as JSON. The manifest is the
+//! one every offline command finds (`source::find_manifest`), the demo's when there is none.
 
 use crate::cmd::decide::{Format, print};
+use crate::cmd::source::{Source, find_manifest};
 use kept_core::rulebook::{EffectiveRulebook, Rulebook};
+use kept_server::config::Env;
 use serde::Serialize;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Without --manifest, ./kept.toml is used when it exists; otherwise only the law's rows are shown.
+The manifest is found as `kept audience` and `kept decide` find it: --manifest, else
+$KEPT_MANIFEST, else ./kept.toml, else the demo's.
 
 Examples:
   kept rules
   kept rules --manifest kept.toml --format json
   kept rules | grep tcpa")]
 pub struct Args {
-    /// The manifest whose `policy.tighten` rows are added [default: ./kept.toml if present]
+    /// The manifest whose `policy.tighten` rows are added [default: $KEPT_MANIFEST or
+    /// ./kept.toml; without one, the demo's]
     #[arg(long, value_name = "PATH")]
-    manifest: Option<PathBuf>,
+    manifest: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -26,7 +30,7 @@ pub struct Args {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    manifest: Option<String>,
+    manifest: String,
     rules: Vec<kept_core::rulebook::RuleRow>,
 }
 
@@ -38,23 +42,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let default = PathBuf::from("kept.toml");
-    let path = match &args.manifest {
-        Some(p) => Some(p.clone()),
-        None => default.exists().then_some(default),
+    let source = Source {
+        database_url: None,
+        manifest: args.manifest,
     };
-    // Without a manifest the example's stands in: it tightens nothing, so only law rows show.
-    let (text, label) = match &path {
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(text) => (text, Some(p.display().to_string())),
-            Err(e) => {
-                eprintln!("error: cannot read the manifest `{}`: {e}", p.display());
-                return Ok(ExitCode::from(2));
-            }
-        },
-        None => (kept_core::manifest::EXAMPLE_TOML.to_owned(), None),
+    let found = match find_manifest(&source, &Env::from_process()) {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(2));
+        }
     };
-    let manifest = match kept_core::manifest::load(&text, label.as_deref().unwrap_or("kept.toml")) {
+    let manifest = match kept_core::manifest::load(&found.text, &found.label) {
         Ok(loaded) => loaded.manifest,
         Err(e) => {
             eprintln!("error: {e}");
@@ -65,7 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Json => {
             let report = Report {
-                manifest: label,
+                manifest: found.label,
                 rules: effective.rows(),
             };
             print(&(serde_json::to_string_pretty(&report)? + "\n"))?;
@@ -73,15 +72,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Text => {
             let tightenings = manifest.policy.tighten.len();
             let total = effective.rules().len();
-            let heading = match &label {
-                Some(l) => format!(
-                    "{total} rules: {} from the law, {tightenings} from {l} (policy.tighten)",
-                    total - tightenings
-                ),
-                None => {
-                    format!("{total} rules from the law (no manifest: add one with --manifest)")
-                }
-            };
+            let heading = format!(
+                "{total} rules: {} from the law, {tightenings} from {} (policy.tighten)",
+                total - tightenings,
+                found.label
+            );
             print(&format!("{heading}\n\n{}", effective.table()))?;
         }
     }

@@ -1,5 +1,6 @@
 //! `kept rules`, `kept decide` and `kept audience` on a demo database: the effective rulebook
-//! with the manifest's tightenings, one decision explained, and the SMS campaign's dry run.
+//! with the manifest's tightenings, one decision explained, and the SMS campaign's dry run; and
+//! every offline command finding the same manifest and database.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -88,7 +89,7 @@ fn rules_show_the_law_and_the_manifests_tightenings() {
     let text = kept(dir.path(), &["rules"]);
     assert!(text.status.success());
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.contains("1 from kept.toml"), "{text}");
+    assert!(text.contains("1 from ./kept.toml"), "{text}");
     let row = text
         .lines()
         .find(|l| l.starts_with("manifest.tighten.1"))
@@ -304,4 +305,98 @@ fn decide_at_a_scheduled_time() {
             "{at}: {stderr}"
         );
     }
+}
+
+/// `kept` in `dir` with `KEPT_MANIFEST` set (or not) and no other `KEPT_*` setting.
+fn kept_with_manifest_env(dir: &Path, manifest: Option<&Path>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kept"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KEPT_DATABASE_URL")
+        .env_remove("KEPT_MANIFEST");
+    if let Some(path) = manifest {
+        command.env("KEPT_MANIFEST", path);
+    }
+    command.output().expect("run kept")
+}
+
+#[test]
+fn offline_commands_find_the_same_manifest_and_database() {
+    let data = tempfile::tempdir().unwrap();
+    let (db, _) = demo_database(data.path());
+    // A manifest elsewhere whose [server] table names the database, as the server would run it.
+    let shop = tempfile::tempdir().unwrap();
+    let manifest = shop.path().join("kept.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "{}\n[server]\ndatabase_url = \"{db}\"\n",
+            kept_core::manifest::demo_toml()
+        ),
+    )
+    .unwrap();
+    let sms = [
+        "audience",
+        "--purpose",
+        "marketing.communications",
+        "--channel",
+        "sms",
+        "--format",
+        "json",
+    ];
+
+    // Found as ./kept.toml, and through KEPT_MANIFEST from a folder without one: every command
+    // reads that manifest and the database its [server] table names.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for (dir, named, label) in [
+        (shop.path(), None, "./kept.toml".to_owned()),
+        (
+            elsewhere.path(),
+            Some(manifest.as_path()),
+            manifest.display().to_string(),
+        ),
+    ] {
+        let rules = kept_with_manifest_env(dir, named, &["rules", "--format", "json"]);
+        assert!(rules.status.success(), "{rules:?}");
+        assert_eq!(json(&rules)["manifest"], label.as_str());
+        let audience = kept_with_manifest_env(dir, named, &sms);
+        assert!(audience.status.success(), "{audience:?}");
+        let audience = json(&audience);
+        assert_eq!(audience["manifest"], label.as_str());
+        assert_eq!(audience["candidates"], 5000, "{audience}");
+        let verify = kept_with_manifest_env(dir, named, &["ledger", "verify"]);
+        let text = String::from_utf8_lossy(&verify.stdout);
+        assert!(
+            verify.status.success() && text.starts_with("ok:"),
+            "{verify:?}"
+        );
+        let keys = kept_with_manifest_env(dir, named, &["keys", "list"]);
+        assert!(keys.status.success(), "{keys:?}");
+    }
+
+    // A manifest named but missing is an error for every one of them, never a fallback.
+    let missing = elsewhere.path().join("missing.toml");
+    for args in [
+        &["rules"][..],
+        &sms[..],
+        &["ledger", "verify"][..],
+        &["keys", "list"][..],
+    ] {
+        let out = kept_with_manifest_env(elsewhere.path(), Some(&missing), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("missing.toml"), "{args:?}: {stderr}");
+    }
+
+    // Without any manifest, `kept rules` runs the demo's, as `kept audience` does.
+    let rules = kept_with_manifest_env(elsewhere.path(), None, &["rules", "--format", "json"]);
+    assert!(rules.status.success(), "{rules:?}");
+    assert!(
+        json(&rules)["manifest"]
+            .as_str()
+            .unwrap()
+            .contains("demo manifest"),
+        "{rules:?}"
+    );
 }
