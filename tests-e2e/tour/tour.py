@@ -46,6 +46,7 @@ class Command:
     number: int
     line: int  # in README.md, for the failure message
     text: str
+    step: int  # which step (a comment and the commands below it) it belongs to
     comment: str  # the step's comment lines above it
     trailing: str  # the comment at the end of its own line, if any
     # Filled in by the run.
@@ -107,35 +108,39 @@ def parse(lines, first_line):
     comment = []
     after_command = False
     pending = []
+    step = 0
     for offset, line in enumerate(lines):
         if pending:
             pending.append(line)
             if balanced("\n".join(pending)):
-                commands.append(make(commands, pending, start_line, comment))
+                commands.append(make(commands, pending, start_line, step, comment))
                 pending = []
             continue
         stripped = line.strip()
         if not stripped:
             comment, after_command = [], False
+            step += 1
         elif stripped.startswith("#"):
-            if after_command:  # a comment after commands begins the next step
+            if after_command or not comment:  # a comment after commands begins the next step
                 comment, after_command = [], False
+                step += 1
             comment.append(stripped.lstrip("#").strip())
         else:
             after_command = True
             pending, start_line = [line], first_line + offset
             if balanced(line):
-                commands.append(make(commands, pending, start_line, comment))
+                commands.append(make(commands, pending, start_line, step, comment))
                 pending = []
     if pending:
         raise SystemExit(f"README.md:{start_line}: the command never ends (an open quote?)")
     return commands
 
 
-def make(commands, lines, line, comment):
+def make(commands, lines, line, step, comment):
     return Command(
         number=len(commands) + 1,
         line=line,
+        step=step,
         text="\n".join(lines),
         comment=" ".join(comment),
         trailing=trailing_comment(lines[-1]),
@@ -144,7 +149,7 @@ def make(commands, lines, line, comment):
 
 def localise(text, url, kept):
     """The command as it runs here: this build's binary, the server's address."""
-    if "cargo run" in text or "cargo build" in text:
+    if "cargo run" in text or "cargo build" in text or "target/debug" in text:
         raise ValueError("builds again inside the tour: use the binary built once")
     address = url.removeprefix("http://")
     text = text.replace(RELEASE_BIN, shlex.quote(kept))
@@ -212,6 +217,12 @@ def check_words(commands):
             for code in REASON_CODE.findall(c.comment):
                 if code not in c.stdout:
                     c.fail(f"the step names `{code}`, the answer does not")
+    # A reason code a step names must be checked somewhere: by a command without a comment of
+    # its own.
+    for step in sorted({c.step for c in commands}):
+        in_step = [c for c in commands if c.step == step]
+        if REASON_CODE.search(in_step[0].comment) and all(c.trailing for c in in_step):
+            in_step[0].fail("the step names a reason code, but every command has its own comment")
 
 
 # --- what the tour shows, checked against the product ---------------------------------------
