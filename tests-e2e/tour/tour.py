@@ -6,17 +6,19 @@ was started in. The only changes: `./target/release/kept` is this build's binary
 is the server's. Nothing else is rewritten, so a tour step that no longer works fails here.
 
 What is checked comes from the README's own words where they say it:
-- a command's exit status is 0, or the `exit N` its trailing comment names;
+- a command's exit status is 0, or the `exit N` its trailing comment names (a pipeline's is
+  its first failing command's, as under `set -o pipefail`);
 - a trailing comment that promises `file:line:column` gets a finding with one;
 - every reason code a step's comment names in backticks (`denied.not_promised`) appears in the
-  answer of each of the step's commands that has no comment of its own;
+  answer of each of the step's commands that has no comment of its own (and a step has one);
 - every HTTP request the tour makes is answered without an error (curl is wrapped to report
   each status), and no JSON answer is an error body.
 What the tour shows but does not spell in a checkable form is checked against the product
 (below, `SHOWN`): the ledger verification passes, the consent comes back with its place in the
 chain, the decision carries that very record as evidence and has obligations, the record of
 uses holds the send, the receipt verifies, the new key is listed. Each of those must be shown
-by some command of the tour: dropping one from the README fails the suite.
+by some command of the tour: dropping one from the README fails the suite. Nor may the tour
+build again (`cargo run`, a debug binary): its introduction builds the release binary once.
 
 Prints a line per command to standard error and `tour: N passed, M failed` last.
 """
@@ -68,7 +70,7 @@ class Command:
 
 
 def tour_block(readme):
-    """The text and first line number of the tour's shell block."""
+    """The tour's introduction, and the lines and first line number of its shell block."""
     lines = readme.splitlines()
     try:
         start = lines.index(HEADING)
@@ -79,7 +81,7 @@ def tour_block(readme):
             break
         if lines[i].strip() == "```sh":
             end = lines.index("```", i + 1)
-            return lines[i + 1 : end], i + 2
+            return "\n".join(lines[start:i]), lines[i + 1 : end], i + 2
     raise SystemExit("the tour has no ```sh block")
 
 
@@ -322,11 +324,14 @@ def main():
     args = parser.parse_args()
 
     with open(args.readme, encoding="utf-8") as f:
-        lines, first_line = tour_block(f.read())
+        intro, lines, first_line = tour_block(f.read())
     commands = parse(lines, first_line)
     run(commands, args.url, args.kept, args.dir)
     check_words(commands)
-    missing = check_shown(commands)
+    problems = [f"the tour no longer shows {what}" for what in check_shown(commands)]
+    # The one build: the introduction starts the server with the release binary the commands use.
+    if "cargo run --release -- serve --demo" not in intro and "cargo build --release" not in intro:
+        problems.append(f"the introduction does not build {RELEASE_BIN}, which the tour runs")
 
     passed = failed = 0
     for c in commands:
@@ -341,9 +346,9 @@ def main():
         else:
             passed += 1
             print(f"ok   README.md:{c.line}: {head}", file=sys.stderr)
-    for what in missing:
+    for problem in problems:
         failed += 1
-        print(f"FAIL the tour no longer shows {what}", file=sys.stderr)
+        print(f"FAIL {problem}", file=sys.stderr)
     print(f"tour: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
