@@ -153,12 +153,11 @@ def localise(text, url, kept):
     """The command as it runs here: this build's binary, the server's address."""
     if "cargo run" in text or "cargo build" in text or "target/debug" in text:
         raise ValueError("builds again inside the tour: use the binary built once")
-    address = url.removeprefix("http://")
-    text = text.replace(RELEASE_BIN, shlex.quote(kept))
-    text = re.sub(r"\b(?:127\.0\.0\.1|localhost):" + PORT + r"\b", address, text)
-    if PORT in text:
+    server = re.compile(r"\b(?:127\.0\.0\.1|localhost):" + PORT + r"\b")
+    if PORT in server.sub("", text):
         raise ValueError(f"names port {PORT} in a form the suite does not know")
-    return text
+    text = text.replace(RELEASE_BIN, shlex.quote(kept))
+    return server.sub(url.removeprefix("http://"), text)
 
 
 def script(commands, url, kept, outdir):
