@@ -254,6 +254,53 @@ async fn traits_merged_in_the_same_batch_follow_the_merge_rule() {
     );
 }
 
+#[tokio::test]
+async fn a_public_keys_refused_message_is_rejected_alone_as_its_own_call_would_be() {
+    let names: Vec<String> = ["user_id=u7", "user_id=fresh-1", "anonymous_id=a2"]
+        .iter()
+        .map(|n| (*n).to_owned())
+        .collect();
+    let consent = |yes: bool| json!({"consent": {"categoryPreferences": {MARKETING: yes}}});
+    // The first message makes u7 a known customer: the second, a browser's without a token,
+    // may not change her consent, and is refused for that (not for its user id) either way.
+    let refused = [
+        json!({"type": "track", "event": "Viewed", "userId": "u7", "anonymousId": "a2",
+               "messageId": "m0"}),
+        json!({"type": "track", "event": "Viewed", "userId": "u7", "messageId": "m1",
+               "context": consent(false)}),
+        json!({"type": "track", "event": "Viewed", "anonymousId": "a3", "messageId": "m2"}),
+    ];
+    same_either_way_as(Role::Public, &refused, &names).await;
+    let app = TestApp::new().await;
+    assert_eq!(
+        deliver(&app, Role::Public, &refused, true).await,
+        vec![json!([
+            1,
+            "collect.identity_token_required",
+            "batch[1].context.consent.categoryPreferences"
+        ])]
+    );
+    // A choice the first message already recorded changes nothing when sent again: the
+    // second is compared with the consent as the first left it, and refused only for
+    // speaking as the known customer.
+    let repeated = [
+        json!({"type": "track", "event": "Viewed", "userId": "fresh-1", "messageId": "m0",
+               "context": consent(true)}),
+        json!({"type": "track", "event": "Viewed", "userId": "fresh-1", "messageId": "m1",
+               "context": consent(true)}),
+    ];
+    same_either_way_as(Role::Public, &repeated, &names).await;
+    let app = TestApp::new().await;
+    assert_eq!(
+        deliver(&app, Role::Public, &repeated, true).await,
+        vec![json!([
+            1,
+            "collect.identity_token_required",
+            "batch[1].userId"
+        ])]
+    );
+}
+
 /// One random message over a small set of users, anonymous ids and groups.
 fn message() -> impl Strategy<Value = Value> {
     let user = prop::sample::select(vec!["u1", "u7", "u8"]);
