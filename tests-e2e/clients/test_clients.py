@@ -25,6 +25,7 @@ with open(os.environ["KEPT_KEYS_FILE"], encoding="utf-8") as f:
     KEYS = json.load(f)
 WRITE_KEY = KEYS["server"]
 PRIVACY_KEY = KEYS["privacy"]
+ADMIN_KEY = KEYS["admin"]
 RUN = uuid.uuid4().hex[:10]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -81,11 +82,36 @@ def by_type(events, kind):
     return [e for e in events if e["type"] == kind]
 
 
-class Errors(list):
-    """Collects what a client library reports through its error callback."""
+class Errors:
+    """Collects what a client library reports through its error callback, in `seen`. Not a
+    list: the libraries call `on_error` only `if self.on_error:`, and an empty list is false."""
+
+    def __init__(self):
+        self.seen = []
 
     def __call__(self, error, *rest):
-        self.append(repr(error))
+        self.seen.append(error)
+
+
+def counting_posts(module):
+    """Counts the requests a library's `request` module makes; undo with the returned function."""
+    sent = []
+    post = module._session.post
+
+    def recording(url, **kwargs):
+        response = post(url, **kwargs)
+        sent.append(response.status_code)
+        return response
+
+    module._session.post = recording
+
+    def undo():
+        module._session.post = post
+
+    return sent, undo
+
+
+BAD_KEY = "kept_00000000_" + "0" * 64
 
 
 # --- the tests -------------------------------------------------------------------------------
@@ -113,7 +139,7 @@ def test_segment_python_batches_identify_track_and_page():
     client.page(user, name="Checkout", properties={"path": "/checkout"}, message_id=f"seg-py-page-{RUN}")
     client.flush()
     client.join()
-    assert not errors, errors
+    assert not errors.seen, errors.seen
 
     profile = lookup(user_id=user)
     assert profile["user_id"] == user
@@ -141,7 +167,7 @@ def test_segment_python_merges_anonymous_browsing_on_identify():
     client.track(anonymous_id=anon, event="Product Viewed", properties={"sku": "LG-1"})
     client.track(anonymous_id=anon, event="Product Viewed", properties={"sku": "LG-2"})
     client.identify(user, {"email": f"merge-{RUN}@example.com"}, anonymous_id=anon)
-    assert not errors, errors
+    assert not errors.seen, errors.seen
 
     profile = lookup(user_id=user)
     assert profile["subject"] == lookup(anonymous_id=anon)["subject"]
@@ -169,7 +195,7 @@ def test_rudderstack_python_sends_gzip_bodies():
             client.track(user, "Order Completed", {"order_id": f"rs-{i}", "total": 10 + i})
         client.flush()
         client.join()
-        assert not errors, errors
+        assert not errors.seen, errors.seen
     finally:
         rudder_request._session.post = post
 
@@ -261,15 +287,86 @@ def test_a_retried_event_is_stored_once():
 
 
 def test_a_bad_event_in_a_batch_is_named_not_swallowed():
+    user = f"b-{RUN}"
     batch = {
         "batch": [
-            {"type": "track", "userId": f"b-{RUN}", "event": "Fine"},
-            {"type": "track", "userId": f"b-{RUN}"},
+            {"type": "track", "userId": user, "event": "Fine", "messageId": f"b-fine-{RUN}"},
+            {"type": "track", "userId": user, "messageId": f"b-bad-{RUN}"},
         ]
     }
     r = requests.post(URL + "/v1/batch", auth=(WRITE_KEY, ""), json=batch, timeout=10)
-    assert r.status_code == 400, (r.status_code, r.text)
-    assert "batch[1]" in r.text, r.text
+    assert r.status_code == 200, (r.status_code, r.text)
+    answer = r.json()
+    assert answer["accepted"] == 1, answer
+    assert [(x["index"], x["path"], x["code"]) for x in answer["rejected"]] == [
+        (1, "batch[1].event", "request.invalid_event")
+    ], answer
+    events = events_of(lookup(user_id=user)["subject"])
+    assert [e["message_id"] for e in events] == [f"b-fine-{RUN}"], events
+
+
+def test_python_libraries_report_a_wrong_write_key_with_kepts_code():
+    """They read `code` and `message` at the top of an error body: without them RudderStack's
+    library raised a `KeyError`, retried it, and Segment's reported the code `unknown`."""
+    import segment.analytics.request as segment_request
+
+    for name, module, make in [
+        ("segment", segment_request, lambda on_error: SegmentClient(
+            BAD_KEY, host=URL, on_error=on_error, max_retries=3, gzip=False)),
+        ("rudderstack", rudder_request, lambda on_error: RudderClient(
+            BAD_KEY, host=URL, on_error=on_error, max_retries=3, gzip=True)),
+    ]:
+        raised = Errors()
+        sent, undo = counting_posts(module)
+        try:
+            client = make(raised)
+            client.track(f"wrong-key-{RUN}", "Order Completed", {"order_id": "x"})
+            client.flush()
+            client.join()
+        finally:
+            undo()
+        assert len(raised.seen) == 1, (name, raised.seen)
+        error = raised.seen[0]
+        assert type(error).__name__ == "APIError", (name, repr(error))
+        assert error.status == 401, (name, repr(error))
+        assert error.code == "auth.invalid_key", (name, repr(error))
+        assert "not valid" in error.message, (name, repr(error))
+        # A client error is not retried.
+        assert sent == [401], (name, sent)
+
+
+def test_a_real_client_batch_with_one_bad_message_lands_the_good_ones():
+    raised = Errors()
+    client = SegmentClient(WRITE_KEY, host=URL, on_error=raised, max_retries=1, gzip=False)
+    user = f"partial-{RUN}"
+    client.track(user, "Product Viewed", {"sku": "P-1"}, message_id=f"partial-1-{RUN}")
+    client.track(
+        user,
+        "Product Viewed",
+        {"sku": "P-2"},
+        context={"consent": {"categoryPreferences": {"marketing.communications": "perhaps"}}},
+        message_id=f"partial-2-{RUN}",
+    )
+    client.track(user, "Product Viewed", {"sku": "P-3"}, message_id=f"partial-3-{RUN}")
+    client.flush()
+    client.join()
+    # The library saw a 200: nothing to report, and nothing it would drop.
+    assert not raised.seen, raised.seen
+    events = events_of(lookup(user_id=user)["subject"])
+    assert sorted(e["message_id"] for e in events) == [f"partial-1-{RUN}", f"partial-3-{RUN}"], events
+    # The bad one is in the quarantine, for the admin to see.
+    r = requests.get(
+        URL + "/v1/quarantine",
+        params={"limit": 1000},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=10,
+    )
+    assert r.status_code == 200, (r.status_code, r.text)
+    held = [m for m in r.json()["messages"] if m["body"].get("messageId") == f"partial-2-{RUN}"]
+    assert len(held) == 1, r.json()
+    assert held[0]["code"] == "request.invalid_event", held
+    assert held[0]["path"].endswith("context.consent.categoryPreferences.marketing.communications"), held
+    assert "writeKey" not in held[0]["body"], held
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]

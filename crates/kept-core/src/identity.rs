@@ -261,12 +261,14 @@ impl fmt::Debug for IdentifierHash {
 }
 
 /// The secrets collection derives from one master secret: the identifier hash key, the IP
-/// address hash key, and the key that wraps each subject's data key. `Debug` shows none of them.
+/// address hash key, the key that wraps each subject's data key, and the quarantine's key.
+/// `Debug` shows none of them.
 #[derive(Clone)]
 pub struct IdentityKeys {
     hash_key: [u8; 32],
     ip_key: [u8; 32],
     wrap: XChaCha20Poly1305,
+    quarantine: DataKey,
 }
 
 impl fmt::Debug for IdentityKeys {
@@ -283,7 +285,16 @@ impl IdentityKeys {
             hash_key: blake3::derive_key("kept 2026 identifier hash v1", master),
             ip_key: blake3::derive_key("kept 2026 ip address hash v1", master),
             wrap: XChaCha20Poly1305::new(&wrap_key.into()),
+            quarantine: DataKey(blake3::derive_key("kept 2026 quarantine v1", master)),
         }
+    }
+
+    /// The key rejected messages are sealed under in the quarantine. One key for the store, not
+    /// a subject's: a rejected message may name no subject, or one that resolution refused to
+    /// let it speak for, so no subject's key may be chosen from it. Erasure cannot shred what it
+    /// cannot find; the quarantine's seven-day limit bounds how long such a message is held.
+    pub fn quarantine_key(&self) -> &DataKey {
+        &self.quarantine
     }
 
     /// The keyed hash of a normalised identifier; the kind is part of the input, so an email

@@ -1,6 +1,7 @@
 //! The one error type every endpoint answers with, its stable codes, the single place that maps
 //! an error to an HTTP status, and extractors whose rejections come out in the same JSON shape
-//! (`{ "error": { "code", "message" } }`) instead of axum's plain-text ones.
+//! (`{ "code", "message", "error": { "code", "message", … } }`) instead of axum's plain-text
+//! ones.
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -194,10 +195,14 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody {
+        let code = self.code().to_owned();
+        let message = self.public_message();
         ErrorBody {
+            code: code.clone(),
+            message: message.clone(),
             error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.public_message(),
+                code,
+                message,
                 field: match self {
                     ApiError::InvalidField { field, .. }
                     | ApiError::InvalidEvent { field, .. }
@@ -218,9 +223,27 @@ impl ApiError {
     }
 }
 
-/// The JSON body of every error answer.
+/// The JSON body of every error answer: the detail under `error`, and its `code` and `message`
+/// again at the top, where Segment's and RudderStack's libraries read them.
+///
+/// What their error handling reads of a non-2xx answer:
+/// - `segmentio/analytics-python` (`segment/analytics/request.py`, `post`):
+///   `APIError(res.status_code, payload["code"], payload["message"], res)` from the JSON body;
+///   without the two fields it reports the code `unknown` and the raw text instead (2.4).
+/// - `rudderlabs/rudder-sdk-python` (`rudderstack/analytics/request.py`, `post`): the same
+///   `payload['code']` and `payload['message']`, catching only `ValueError` (2.1.9): without
+///   the two fields a 401 became a `KeyError`, which its consumer does not take for a client
+///   error and retries with back-off before reporting it.
+/// - `@segment/analytics-node` (`packages/node/src/plugins/segmentio/publisher.ts`, `send`) and
+///   `@rudderstack/rudder-sdk-node` (`src/index.js`, `flush`): only the status and its
+///   `statusText`; 400 is not retried by the first, 4xx other than 429 by neither.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorBody {
+    /// The same as `error.code`.
+    #[schema(example = "request.invalid_field")]
+    pub code: String,
+    /// The same as `error.message`.
+    pub message: String,
     pub error: ErrorDetail,
 }
 

@@ -13,7 +13,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     info(
         title = "Kept",
         description = "A self-hosted, privacy-first customer data platform. Every error is \
-            `{ \"error\": { \"code\", \"message\" } }` with a stable `code`. Endpoints under \
+            `{ \"code\", \"message\", \"error\": { \"code\", \"message\", … } }` with a \
+            stable `code` (the top-level `code` and `message` are there for Segment's and \
+            RudderStack's libraries, which read them). Endpoints under \
             `/v1` take an API key: `Authorization: Bearer <key>` (or HTTP Basic with the key as \
             user name and an empty password).",
         license(name = "Apache-2.0")
@@ -48,6 +50,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::collect::read::lookup,
         crate::collect::read::events,
         crate::collect::read::set_collection_point,
+        crate::collect::quarantine::list,
         merges::list,
         merges::undo,
         crate::prefcenter::api::preference_link,

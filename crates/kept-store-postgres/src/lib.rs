@@ -31,6 +31,7 @@ use std::time::Duration;
 mod decision_log;
 mod outbox;
 mod prefcenter;
+mod quarantine;
 mod uses;
 
 mod collection;
@@ -1037,6 +1038,29 @@ impl Store for PostgresStore {
 
     async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64> {
         decision_log::prune(&self.pool, before, limit).await
+    }
+
+    async fn quarantine(
+        &self,
+        entries: Vec<kept_store::quarantine::QuarantineEntry>,
+    ) -> Result<()> {
+        quarantine::write(&self.pool, entries).await
+    }
+
+    async fn quarantined(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<kept_store::quarantine::QuarantineEntry>> {
+        quarantine::read(&self.pool, after, limit).await
+    }
+
+    async fn quarantine_len(&self) -> Result<u64> {
+        quarantine::len(&self.pool).await
+    }
+
+    async fn prune_quarantine(&self, before: UnixMillis, limit: u32) -> Result<u64> {
+        quarantine::prune(&self.pool, before, limit).await
     }
 
     async fn record_uses(&self, used: Vec<kept_store::UseRecord>) -> Result<u64> {

@@ -34,6 +34,7 @@ use std::time::Duration;
 mod decision_log;
 mod outbox;
 mod prefcenter;
+mod quarantine;
 mod uses;
 
 mod collection;
@@ -1058,6 +1059,29 @@ impl Store for SqliteStore {
 
     async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64> {
         decision_log::prune(&self.write, before, limit).await
+    }
+
+    async fn quarantine(
+        &self,
+        entries: Vec<kept_store::quarantine::QuarantineEntry>,
+    ) -> Result<()> {
+        quarantine::write(&self.write, entries).await
+    }
+
+    async fn quarantined(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<kept_store::quarantine::QuarantineEntry>> {
+        quarantine::read(&self.read, after, limit).await
+    }
+
+    async fn quarantine_len(&self) -> Result<u64> {
+        quarantine::len(&self.read).await
+    }
+
+    async fn prune_quarantine(&self, before: UnixMillis, limit: u32) -> Result<u64> {
+        quarantine::prune(&self.write, before, limit).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             key_collection_points_round_trip,
             decision_log_appends_and_filters,
             decision_log_prunes_the_oldest_first,
+            quarantine_holds_pages_and_prunes,
             uses_are_recorded_with_contacts_and_read_per_subject,
         );
     };
@@ -1057,6 +1058,58 @@ pub async fn decision_log_prunes_the_oldest_first(store: Arc<dyn Store>) {
         .unwrap();
     let times: Vec<i64> = left.iter().map(|e| e.at).collect();
     assert_eq!(times, vec![T0 + 90, T0 + 80, T0 + 70, T0 + 60, T0 + 50]);
+}
+
+pub async fn quarantine_holds_pages_and_prunes(store: Arc<dyn Store>) {
+    use crate::quarantine::QuarantineEntry;
+    let entry = |i: u32| QuarantineEntry {
+        id: 0,
+        received_at: T0 + i64::from(i) * 10,
+        key_id: "kept_ab12cd34".to_owned(),
+        key_name: "shop backend".to_owned(),
+        index: i,
+        code: "request.invalid_event".to_owned(),
+        path: format!("batch[{i}].event"),
+        message: "`event` is required".to_owned(),
+        sealed: vec![0, 1, 2, u8::try_from(i).unwrap(), 255],
+    };
+    assert_eq!(store.quarantine_len().await.unwrap(), 0);
+    assert!(store.quarantined(None, 10).await.unwrap().is_empty());
+    store.quarantine(Vec::new()).await.unwrap();
+    store.quarantine((0..5).map(entry).collect()).await.unwrap();
+    store.quarantine((5..8).map(entry).collect()).await.unwrap();
+    assert_eq!(store.quarantine_len().await.unwrap(), 8);
+    // Oldest first, in pages, every field as written.
+    let first = store.quarantined(None, 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    let mut expected = entry(0);
+    expected.id = first[0].id;
+    assert_eq!(first[0], expected);
+    let mut seen: Vec<u32> = first.iter().map(|e| e.index).collect();
+    let mut after = first.last().map(|e| e.id);
+    loop {
+        let page = store.quarantined(after, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.iter().all(|e| Some(e.id) > after));
+        seen.extend(page.iter().map(|e| e.index));
+        after = page.last().map(|e| e.id);
+    }
+    assert_eq!(seen, (0..8).collect::<Vec<u32>>());
+    // Received at T0, T0 + 10, …, T0 + 70; those before T0 + 50 go, three at a time.
+    assert_eq!(store.prune_quarantine(T0 + 50, 3).await.unwrap(), 3);
+    assert_eq!(store.prune_quarantine(T0 + 50, 3).await.unwrap(), 2);
+    assert_eq!(store.prune_quarantine(T0 + 50, 3).await.unwrap(), 0);
+    assert_eq!(store.quarantine_len().await.unwrap(), 3);
+    let left: Vec<u32> = store
+        .quarantined(None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.index)
+        .collect();
+    assert_eq!(left, vec![5, 6, 7]);
 }
 
 pub async fn decision_log_appends_and_filters(store: Arc<dyn Store>) {

@@ -21,6 +21,7 @@ pub mod group_commit;
 pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
 pub mod outbox;
 pub mod prefcenter;
+pub mod quarantine;
 pub mod uses;
 
 pub use uses::{UseKind, UseQuery, UseRecord, UseSubjects};
@@ -340,6 +341,22 @@ pub trait Store:
     async fn decision_log(&self, query: &DecisionLogQuery) -> Result<Vec<DecisionLogEntry>>;
     /// Deletes at most `limit` of the oldest entries made before `before`; returns how many.
     async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64>;
+
+    // --- the quarantine of rejected messages ---------------------------------------------
+
+    /// Writes rejected messages in one transaction; ids are assigned in order.
+    async fn quarantine(&self, entries: Vec<quarantine::QuarantineEntry>) -> Result<()>;
+    /// At most `limit` (capped at `quarantine::MAX_QUARANTINE_PAGE`) entries with an id above
+    /// `after`, oldest first.
+    async fn quarantined(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<quarantine::QuarantineEntry>>;
+    /// How many entries the quarantine holds.
+    async fn quarantine_len(&self) -> Result<u64>;
+    /// Deletes at most `limit` of the oldest entries received before `before`; returns how many.
+    async fn prune_quarantine(&self, before: UnixMillis, limit: u32) -> Result<u64>;
 
     // --- the record of uses ---------------------------------------------------------------
 

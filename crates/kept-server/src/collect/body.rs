@@ -1,9 +1,12 @@
 //! Reading a collection request's body: JSON, gzip- or deflate-encoded or not, within the size
 //! limits, whatever its `Content-Type` says (SDKs label it `text/plain` for
 //! `navigator.sendBeacon`, and `@rudderstack/rudder-sdk-node`'s HTTP library labels its gzipped
-//! JSON as a form); and splitting it into checked messages, rejecting the whole request at the
-//! first bad one. What is not JSON is refused when it is parsed.
+//! JSON as a form); and splitting it into checked messages. What makes the whole request
+//! unreadable (a body that is not JSON, too large, `batch` not an array, a bad shared `context`
+//! or `sentAt`, too many messages) refuses the request; a message that cannot be read is
+//! rejected alone, and its neighbours go on.
 
+use super::quarantine::Rejected;
 use super::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
 use crate::error::ApiError;
 use axum::body::Body;
@@ -16,10 +19,20 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::io::Read;
 
-/// The messages of one request.
+/// The messages of one request: those that could be read, and those that could not.
 #[derive(Debug)]
 pub struct Incoming {
-    pub messages: Vec<Message>,
+    pub messages: Vec<Received>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// One message as it was read, with its position and its text (kept for the quarantine, in
+/// case a later check rejects it).
+#[derive(Debug)]
+pub struct Received {
+    pub index: usize,
+    pub raw: String,
+    pub message: Message,
 }
 
 /// Reads the body: at most `limit` bytes on the wire and after decompression.
@@ -93,17 +106,6 @@ fn invalid(error: FieldError, index: Option<usize>) -> ApiError {
     }
 }
 
-fn not_json(e: &serde_json::Error, index: Option<usize>) -> ApiError {
-    match index {
-        Some(i) => ApiError::InvalidEvent {
-            field: format!("batch[{i}]"),
-            index: Some(i),
-            message: format!("event {i} of the batch is not valid JSON: {e}"),
-        },
-        None => ApiError::InvalidJson(e.to_string()),
-    }
-}
-
 /// One message of a single-call endpoint (`/v1/track`, …).
 pub fn single(bytes: &[u8], kind: MessageKind) -> Result<Incoming, ApiError> {
     if bytes.len() > MAX_EVENT_BYTES {
@@ -111,13 +113,27 @@ pub fn single(bytes: &[u8], kind: MessageKind) -> Result<Incoming, ApiError> {
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ApiError::InvalidJson("the request body is not UTF-8".into()))?;
-    let message = parse_message_json(text, Some(kind), "").map_err(|e| match e {
-        MessageError::NotJson(m) => ApiError::InvalidJson(m),
-        MessageError::Field(f) => invalid(f, None),
-    })?;
-    Ok(Incoming {
-        messages: vec![message],
-    })
+    let (messages, rejected) = match parse_message_json(text, Some(kind), "") {
+        Ok(message) => (
+            vec![Received {
+                index: 0,
+                raw: text.to_owned(),
+                message,
+            }],
+            Vec::new(),
+        ),
+        // Not JSON at all: nothing to hold as a message.
+        Err(MessageError::NotJson(m)) => return Err(ApiError::InvalidJson(m)),
+        Err(MessageError::Field(f)) => (
+            Vec::new(),
+            vec![Rejected {
+                index: 0,
+                raw: text.to_owned(),
+                error: invalid(f, None),
+            }],
+        ),
+    };
+    Ok(Incoming { messages, rejected })
 }
 
 #[derive(Deserialize)]
@@ -130,7 +146,7 @@ struct BatchBody<'a> {
     sent_at: Option<Value>,
 }
 
-/// The messages of a `/v1/batch` body, each checked; the first bad one rejects them all.
+/// The messages of a `/v1/batch` body, each checked on its own: a bad one is rejected alone.
 pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
     if bytes.len() > MAX_BATCH_BYTES {
         return Err(too_large("batch_bytes", MAX_BATCH_BYTES));
@@ -144,7 +160,7 @@ pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
         if e.classify() == serde_json::error::Category::Data {
             field("batch", "`batch` must be an array of events")
         } else {
-            not_json(&e, None)
+            ApiError::InvalidJson(e.to_string())
         }
     })?;
     let Some(items) = body.batch else {
@@ -176,38 +192,53 @@ pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
         Some(_) => return Err(field("sentAt", "`sentAt` must be an ISO 8601 string")),
     };
     let mut messages = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        if item.get().len() > MAX_EVENT_BYTES {
-            return Err(ApiError::LimitExceeded {
-                limit: "event_bytes",
-                message: format!(
-                    "event {i} of the batch is {} bytes; an event may be at most {MAX_EVENT_BYTES} bytes ({} KB)",
-                    item.get().len(),
-                    MAX_EVENT_BYTES / 1024
-                ),
-            });
-        }
-        let mut message =
-            parse_message_json(item.get(), None, &format!("batch[{i}]")).map_err(|e| match e {
-                MessageError::NotJson(_) if !item.get().starts_with('{') => {
-                    ApiError::InvalidEvent {
-                        field: format!("batch[{i}]"),
-                        index: Some(i),
-                        message: format!("event {i} of the batch must be a JSON object"),
-                    }
+        match batch_message(i, item.get()) {
+            Ok(mut message) => {
+                message.context.fill_from(&shared_context);
+                if message.sent_at.is_none() {
+                    message.sent_at = shared_sent_at;
                 }
-                MessageError::NotJson(m) => ApiError::InvalidEvent {
-                    field: format!("batch[{i}]"),
-                    index: Some(i),
-                    message: format!("event {i} of the batch is not a message: {m}"),
-                },
-                MessageError::Field(f) => invalid(f, Some(i)),
-            })?;
-        message.context.fill_from(&shared_context);
-        if message.sent_at.is_none() {
-            message.sent_at = shared_sent_at;
+                messages.push(Received {
+                    index: i,
+                    raw: item.get().to_owned(),
+                    message,
+                });
+            }
+            Err(error) => rejected.push(Rejected {
+                index: i,
+                raw: item.get().to_owned(),
+                error,
+            }),
         }
-        messages.push(message);
     }
-    Ok(Incoming { messages })
+    Ok(Incoming { messages, rejected })
+}
+
+/// Message `i` of a batch, read and checked on its own.
+fn batch_message(i: usize, text: &str) -> Result<Message, ApiError> {
+    if text.len() > MAX_EVENT_BYTES {
+        return Err(ApiError::LimitExceeded {
+            limit: "event_bytes",
+            message: format!(
+                "event {i} of the batch is {} bytes; an event may be at most {MAX_EVENT_BYTES} bytes ({} KB)",
+                text.len(),
+                MAX_EVENT_BYTES / 1024
+            ),
+        });
+    }
+    parse_message_json(text, None, &format!("batch[{i}]")).map_err(|e| match e {
+        MessageError::NotJson(_) if !text.starts_with('{') => ApiError::InvalidEvent {
+            field: format!("batch[{i}]"),
+            index: Some(i),
+            message: format!("event {i} of the batch must be a JSON object"),
+        },
+        MessageError::NotJson(m) => ApiError::InvalidEvent {
+            field: format!("batch[{i}]"),
+            index: Some(i),
+            message: format!("event {i} of the batch is not a message: {m}"),
+        },
+        MessageError::Field(f) => invalid(f, Some(i)),
+    })
 }

@@ -357,6 +357,10 @@ pub struct Outcome {
     /// One per message: its subject when it was resolved, before later messages of the
     /// request merged it away (`subjects` names where it ends up).
     pub origins: Vec<SubjectId>,
+    /// The messages refused (by their position in what was resolved), with why. Every other
+    /// field speaks only of the messages not refused, in order: `subjects[0]` is the first
+    /// message accepted, and `merged_by` counts accepted messages.
+    pub rejected: Vec<(usize, ApiError)>,
 }
 
 impl Outcome {
@@ -567,6 +571,102 @@ fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> O
     Some(outcome)
 }
 
+/// The consent of the subjects a round has planned for, as the ledger states it and as the
+/// round's earlier messages changed it: what a later message's consent is compared with, as
+/// it would be had the earlier ones been sent alone before it.
+#[derive(Default)]
+struct Consents(HashMap<SubjectRef, kept_core::collection::CurrentConsent>);
+
+impl Consents {
+    async fn current(
+        &mut self,
+        state: &AppState,
+        s: SubjectRef,
+    ) -> Result<&mut kept_core::collection::CurrentConsent, ApiError> {
+        use std::collections::hash_map::Entry;
+        match self.0.entry(s) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let current = match s {
+                    SubjectRef::Existing(id) => super::ingest::ledger_state(state, id).await?,
+                    SubjectRef::New(_) => kept_core::collection::CurrentConsent::default(),
+                };
+                Ok(e.insert(current))
+            }
+        }
+    }
+
+    /// After `from` was merged into `into`: what the survivor has not said, the merged one's
+    /// choice says (as the merge carries it over).
+    async fn merge(
+        &mut self,
+        state: &AppState,
+        from: SubjectRef,
+        into: SubjectRef,
+    ) -> Result<(), ApiError> {
+        let theirs = self.current(state, from).await?.clone();
+        let ours = self.current(state, into).await?;
+        for (purpose, action) in theirs.purposes {
+            ours.purposes.entry(purpose).or_insert(action);
+        }
+        if ours.gpc.is_none() {
+            ours.gpc = theirs.gpc;
+        }
+        Ok(())
+    }
+}
+
+/// Why a public key's message may not be applied as planned, if it may not: a merge or an
+/// identifier it may not make (`check_speaker`), or, for a known customer its token does not
+/// speak for, traits, a consent change or calls under their user id.
+async fn refusal(
+    state: &AppState,
+    m: &MessageIds,
+    claims: &[Claim],
+    plan: &kept_core::identity::Resolution,
+    owners: &HashMap<SubjectRef, OwnerFacts>,
+    facts: &HashMap<SubjectRef, Facts>,
+    consents: &mut Consents,
+) -> Result<Option<ApiError>, ApiError> {
+    if let Err(overreach) = check_speaker(claims, plan, owners, m.speaker) {
+        return Ok(Some(m.refused(overreach)));
+    }
+    let Some(s) = plan.subject else {
+        return Ok(None);
+    };
+    if !owners.get(&s).is_some_and(OwnerFacts::known)
+        || (m.speaker == Speaker::Token && token_covers(claims, s))
+    {
+        return Ok(None);
+    }
+    if let Some(field) = m.guarded {
+        return Ok(Some(m.guard_refused(field)));
+    }
+    if let Some(ask) = &m.consent {
+        let f = facts.get(&s).cloned().unwrap_or_default();
+        let current = consents.current(state, s).await?;
+        let changes = super::ingest::consent_changes_for(
+            state,
+            current,
+            f.country.as_deref(),
+            f.region.as_deref(),
+            &ask.purposes,
+            ask.gpc,
+        )?;
+        if changes.iter().any(|c| !c.gpc) {
+            return Ok(Some(m.guard_refused("context.consent.categoryPreferences")));
+        }
+    }
+    if m.names_user_id()
+        && claims
+            .iter()
+            .any(|c| c.kind == IdentifierKind::UserId && c.owner == Some(s))
+    {
+        return Ok(Some(m.refused(Overreach::SpeakAsKnown)));
+    }
+    Ok(None)
+}
+
 /// One resolution round against the store.
 async fn round(
     state: &AppState,
@@ -662,12 +762,22 @@ async fn round(
     let mut relocated: HashSet<SubjectId> = HashSet::new();
     let mut renamed: HashSet<SubjectId> = HashSet::new();
     let mut refused = Vec::new();
+    let mut rejected = Vec::new();
+    let mut consents = Consents::default();
     for (position, m) in messages.iter().enumerate() {
         let claims = claims_of(m, |h| view.get(h).copied());
         let owners: HashMap<SubjectRef, OwnerFacts> =
             facts.iter().map(|(r, f)| (*r, f.owner())).collect();
         let plan = resolve(&claims, &owners, m.explicit, caps);
-        check_speaker(&claims, &plan, &owners, m.speaker).map_err(|o| m.refused(o))?;
+        // A message refused here is rejected alone, before it changes anything the later
+        // ones see: as if it had never been sent.
+        if let Some(error) =
+            refusal(state, m, &claims, &plan, &owners, &facts, &mut consents).await?
+        {
+            rejected.push((position, error));
+            continue;
+        }
+        let accepted = placed.len();
         may_change.push(
             m.speaker == Speaker::Server
                 || !plan.subject.is_some_and(|s| {
@@ -675,36 +785,6 @@ async fn round(
                         && !(m.speaker == Speaker::Token && token_covers(&claims, s))
                 }),
         );
-        if let Some(s) = plan.subject
-            && owners.get(&s).is_some_and(OwnerFacts::known)
-            && !(m.speaker == Speaker::Token && token_covers(&claims, s))
-        {
-            if let Some(field) = m.guarded {
-                return Err(m.guard_refused(field));
-            }
-            if let (Some(ask), SubjectRef::Existing(id)) = (&m.consent, s) {
-                let f = facts.get(&s).cloned().unwrap_or_default();
-                let changes = super::ingest::changes_consent(
-                    state,
-                    id,
-                    f.country.as_deref(),
-                    f.region.as_deref(),
-                    &ask.purposes,
-                    ask.gpc,
-                )
-                .await?;
-                if changes {
-                    return Err(m.guard_refused("context.consent.categoryPreferences"));
-                }
-            }
-            if m.names_user_id()
-                && claims
-                    .iter()
-                    .any(|c| c.kind == IdentifierKind::UserId && c.owner == Some(s))
-            {
-                return Err(m.refused(Overreach::SpeakAsKnown));
-            }
-        }
         refused.extend(plan.refused.iter().copied());
         let subject = match plan.subject {
             Some(s) => s,
@@ -758,7 +838,8 @@ async fn round(
                 reason: if m.explicit { "alias" } else { "identify" }.to_owned(),
             });
             merges.push((*from, subject));
-            merged_by.push(position);
+            merged_by.push(accepted);
+            consents.merge(state, *from, subject).await?;
         }
         for (kind, hash) in &plan.attach {
             let Some(identifier) = identifier_value(m, hash) else {
@@ -824,6 +905,20 @@ async fn round(
                     time_zone: m.location.time_zone.clone().filter(|_| zone),
                 });
             }
+        }
+        // What this message's consent changes, the next ones compare with.
+        if let Some(ask) = &m.consent {
+            let f = facts.get(&subject).cloned().unwrap_or_default();
+            let current = consents.current(state, subject).await?;
+            let changes = super::ingest::consent_changes_for(
+                state,
+                current,
+                f.country.as_deref(),
+                f.region.as_deref(),
+                &ask.purposes,
+                ask.gpc,
+            )?;
+            current.apply(&changes);
         }
         placed.push(subject);
         origins.push(subject);
@@ -922,6 +1017,7 @@ async fn round(
     let mut outcome = Outcome {
         may_change_consent: may_change,
         merged_by,
+        rejected,
         ..Outcome::default()
     };
     for p in &placed {

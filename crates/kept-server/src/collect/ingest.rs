@@ -1,9 +1,11 @@
 //! One collection request from checked messages to acknowledgement: every message's
-//! identifiers and consent checked first (a bad one rejects the request before anything is
+//! identifiers and consent checked first (a bad one is rejected alone, before anything is
 //! written), then identities resolved, consent changes written to the ledger, events and traits
 //! committed, the index brought up to date, and deliveries queued for forwarding.
 
+use super::body::Received;
 use super::identity::{self, MessageIds};
+use super::quarantine::Rejected;
 use crate::app::AppState;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
@@ -65,6 +67,9 @@ pub fn sends_gpc(headers: &HeaderMap) -> bool {
 
 /// A message checked and ready to write.
 struct Prepared {
+    /// Its position in the request, and its text, should a later check reject it.
+    index: usize,
+    raw: String,
     message: Message,
     ids: MessageIds,
     signals: ConsentSignals,
@@ -73,16 +78,19 @@ struct Prepared {
     message_id: String,
 }
 
-/// Takes one request's messages to committed (see the module's doc). `batch` says whether
-/// error paths carry the event's index (`batch[3].event`).
+/// Takes one request's messages to committed (see the module's doc), and returns the ones
+/// rejected, each with the error its own call would have answered; the others are written as
+/// they would have been had the rejected ones never been sent. `batch` says whether error
+/// paths carry the event's index (`batch[3].event`). An `Err` is the request's: nothing of it
+/// counts as answered.
 pub async fn ingest(
     state: &AppState,
     key: &ApiKeyRecord,
-    messages: Vec<Message>,
+    messages: Vec<Received>,
     request: &RequestFacts,
     batch: bool,
     received_at: UnixMillis,
-) -> Result<(), ApiError> {
+) -> Result<Vec<Rejected>, ApiError> {
     let collector = &state.collect;
     let store = state.store.as_ref();
     let keys = collector.keys(store).await?;
@@ -96,21 +104,16 @@ pub async fn ingest(
         collector.identity_secret(store).await?
     };
 
-    let mut prepared = Vec::with_capacity(messages.len());
-    for (i, message) in messages.into_iter().enumerate() {
-        let (base, index) = if batch {
-            (format!("batch[{i}]"), Some(i))
-        } else {
-            (String::new(), None)
-        };
+    // Each message checked on its own: one that fails is rejected, and the others go on.
+    let check = |message: Message, base: &str, index: Option<usize>| {
         let signals = signals(
             &message.context.subset(&["consent", "gpc"]),
             request.gpc,
-            &base,
+            base,
         )
         .map_err(|e| invalid(e, index))?;
         let choices = purpose_choices(manifest, &signals.categories);
-        let speaker = speaker_of(key, identity_secret, &message, &base, index)?;
+        let speaker = speaker_of(key, identity_secret, &message, base, index)?;
         // What a public key may say of a known customer only with an identity token: traits,
         // and a consent that changes what the ledger says.
         let guarded = (message.kind == MessageKind::Identify
@@ -127,7 +130,7 @@ pub async fn ingest(
             keys,
             &message,
             default_country.as_deref(),
-            &base,
+            base,
             index,
             identity::Voice {
                 speaker,
@@ -142,7 +145,7 @@ pub async fn ingest(
             // A point the manifest does not declare would give the traits no categories and
             // the consent no notice, silently: refused like any other unreadable field.
             return Err(ApiError::InvalidEvent {
-                field: kept_core::collection::field_path(&base, "context.kept.collection_point"),
+                field: kept_core::collection::field_path(base, "context.kept.collection_point"),
                 index,
                 message: format!(
                     "`context.kept.collection_point` names an unknown collection point \
@@ -153,19 +156,67 @@ pub async fn ingest(
         }
         let point = named_point.or_else(|| default_point.clone());
         let message_id = message.message_id.clone().unwrap_or_else(random_id);
-        prepared.push(Prepared {
-            message,
-            ids,
-            signals,
-            choices,
-            point,
-            message_id,
-        });
+        Ok::<_, ApiError>((message, ids, signals, choices, point, message_id))
+    };
+    let mut rejected = Vec::new();
+    let mut prepared = Vec::with_capacity(messages.len());
+    for Received {
+        index: i,
+        raw,
+        message,
+    } in messages
+    {
+        let (base, index) = if batch {
+            (format!("batch[{i}]"), Some(i))
+        } else {
+            (String::new(), None)
+        };
+        match check(message, &base, index) {
+            Ok((message, ids, signals, choices, point, message_id)) => prepared.push(Prepared {
+                index: i,
+                raw,
+                message,
+                ids,
+                signals,
+                choices,
+                point,
+                message_id,
+            }),
+            Err(error) => rejected.push(Rejected {
+                index: i,
+                raw,
+                error,
+            }),
+        }
+    }
+    if prepared.is_empty() {
+        return Ok(rejected);
     }
 
     let ids: Vec<&MessageIds> = prepared.iter().map(|p| &p.ids).collect();
-    let outcome = identity::resolve_all(state, collector, keys, &ids, &key.id, received_at).await?;
+    let mut outcome =
+        identity::resolve_all(state, collector, keys, &ids, &key.id, received_at).await?;
     drop(ids);
+    // What resolution refused (a public key speaking for a known customer without a token, a
+    // merge it may not make) is rejected alone; the outcome speaks of the others only.
+    if !outcome.rejected.is_empty() {
+        let mut refused: HashMap<usize, ApiError> = outcome.rejected.drain(..).collect();
+        prepared = prepared
+            .into_iter()
+            .enumerate()
+            .filter_map(|(position, p)| match refused.remove(&position) {
+                Some(error) => {
+                    rejected.push(Rejected {
+                        index: p.index,
+                        raw: p.raw,
+                        error,
+                    });
+                    None
+                }
+                None => Some(p),
+            })
+            .collect();
+    }
 
     let ip_hash = |m: &Message| {
         m.context_str(&["ip"])
@@ -189,7 +240,7 @@ pub async fn ingest(
     // Merges in the order the messages made them, so traits land as one by one they would.
     let mut merge_steps = outcome.merges.iter().zip(&outcome.merged_by).peekable();
     let mut candidates: Vec<Candidate> = Vec::with_capacity(prepared.len());
-    let kinds: Vec<&'static str> = prepared.iter().map(|p| p.message.kind.as_str()).collect();
+    let mut counted: Vec<(&'static str, u64)> = Vec::new();
     for (i, (p, subject)) in prepared
         .into_iter()
         .zip(outcome.subjects.iter().copied())
@@ -201,6 +252,8 @@ pub async fn ingest(
         }
         let origin = outcome.origins.get(i).copied().unwrap_or(subject);
         let Prepared {
+            index: position,
+            raw,
             message: m,
             ids,
             signals,
@@ -250,7 +303,12 @@ pub async fn ingest(
                 // Checked when resolving; checked again against the ledger as it is now, so a
                 // change made meanwhile does not let a public key's choice through.
                 if !may_change_consent && changes.iter().any(|c| !c.gpc) {
-                    return Err(ids.guard_refused("context.consent.categoryPreferences"));
+                    rejected.push(Rejected {
+                        index: position,
+                        raw,
+                        error: ids.guard_refused("context.consent.categoryPreferences"),
+                    });
+                    continue;
                 }
                 state_now.apply(&changes);
                 for c in changes {
@@ -386,6 +444,10 @@ pub async fn ingest(
             Some(map) => serde_json::to_string(map).map_err(internal)?,
             None => properties.get().to_owned(),
         };
+        match counted.iter_mut().find(|(k, _)| *k == kind.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((kind.as_str(), 1)),
+        }
         events.push(NewEvent {
             source: key.id.clone(),
             message_id: message_id.clone(),
@@ -461,17 +523,10 @@ pub async fn ingest(
     }
 
     forward(state, &key.id, candidates, received_at).await?;
-    let mut counted: Vec<(&'static str, u64)> = Vec::new();
-    for kind in kinds {
-        match counted.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => counted.push((kind, 1)),
-        }
-    }
     for (kind, n) in counted {
         metrics::counter!(super::EVENTS, "type" => kind).increment(n);
     }
-    Ok(())
+    Ok(rejected)
 }
 
 /// The traits a request gave `from` so far, moved to `into` as the store merges stored ones:
@@ -593,32 +648,33 @@ fn fingerprint(choices: &PurposeChoices, gpc: bool) -> u64 {
     h.finish()
 }
 
-/// Whether `purposes` (and a GPC signal) would change what `subject`'s ledger says, for a
-/// subject at `country`/`region`, GPC opt-outs aside: what a public key may not do for a known
-/// customer without an identity token. The same changes `ingest` then writes.
-pub(super) async fn changes_consent(
+/// The ledger records `purposes` (and a GPC signal) would add to `current`, for a subject at
+/// `country`/`region`: the same changes `ingest` then writes. Those that are not GPC opt-outs
+/// are what a public key may not make for a known customer without an identity token.
+pub(super) fn consent_changes_for(
     state: &AppState,
-    subject: SubjectId,
+    current: &CurrentConsent,
     country: Option<&str>,
     region: Option<&str>,
     purposes: &std::collections::BTreeMap<String, bool>,
     gpc: bool,
-) -> Result<bool, ApiError> {
+) -> Result<Vec<kept_core::collection::ConsentChange>, ApiError> {
     let compiled = state.index.compiled().map_err(ApiError::from)?;
     let place = compiled.place_of(country, region);
-    let current = ledger_state(state, subject).await?;
-    let changes = consent_changes(
+    Ok(consent_changes(
         purposes,
         gpc,
-        &current,
+        current,
         |purpose| level_of(compiled, place, purpose),
         &gpc_purpose(&state.manifest),
-    );
-    Ok(changes.iter().any(|c| !c.gpc))
+    ))
 }
 
 /// The subject's consent as its ledger records state it now.
-async fn ledger_state(state: &AppState, subject: SubjectId) -> Result<CurrentConsent, ApiError> {
+pub(super) async fn ledger_state(
+    state: &AppState,
+    subject: SubjectId,
+) -> Result<CurrentConsent, ApiError> {
     let records = decoded(state, subject).await?;
     Ok(CurrentConsent::from_records(&records))
 }

@@ -4,12 +4,13 @@
 //! the read API the tests and privacy team use, and the retention job.
 //!
 //! INVARIANT: a collection endpoint answers `{"success": true}` only after every event it
-//! received is committed (or found already stored), every ledger record it implied is
-//! committed, and the index reflects both.
+//! accepted is committed (or found already stored), every ledger record it implied is
+//! committed, the index reflects both, and every message it rejected is in the quarantine.
 
 mod body;
 mod identity;
 mod ingest;
+pub mod quarantine;
 pub mod read;
 pub mod retention;
 pub mod routes;
@@ -297,4 +298,5 @@ pub fn describe_metrics() {
         CONSENT_RECORDS,
         "consent ledger records written because an event carried a consent change"
     );
+    quarantine::describe_metrics();
 }

@@ -1,6 +1,7 @@
 //! Retention: events and traits are deleted once older than the retention of the purposes they
-//! serve, as the manifest declares it, by a job that runs at a configured interval. The consent
-//! ledger is never touched: it is the proof, and it holds no identifiers.
+//! serve, as the manifest declares it, and quarantined messages after seven days, by a job that
+//! runs at a configured interval. The consent ledger is never touched: it is the proof, and it
+//! holds no identifiers.
 
 use crate::app::AppState;
 use crate::index::IndexError;
@@ -21,6 +22,8 @@ pub struct RetentionReport {
     pub traits: u64,
     /// Decision log entries older than `decision_log_retention`.
     pub decisions: u64,
+    /// Rejected messages held longer than seven days.
+    pub quarantined: u64,
 }
 
 /// Deletes everything past its retention at `now`, and lets the decision index forget the
@@ -67,13 +70,16 @@ pub async fn run_retention(
         }
         tokio::task::yield_now().await;
     }
+    let quarantined = super::quarantine::prune(state, now, EVENTS_PER_ROUND).await?;
     metrics::counter!(RETENTION_DELETED, "what" => "events").increment(events);
     metrics::counter!(RETENTION_DELETED, "what" => "traits").increment(traits);
     metrics::counter!(RETENTION_DELETED, "what" => "decisions").increment(decisions);
+    metrics::counter!(RETENTION_DELETED, "what" => "quarantine").increment(quarantined);
     Ok(RetentionReport {
         events,
         traits,
         decisions,
+        quarantined,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The collection endpoints: Segment's paths and the one-letter ones browser libraries use,
 //! behind CORS for the configured origins; the read API; `/.well-known/gpc.json`.
 
+use super::quarantine::{self, RejectedMessage};
 use super::{MAX_BATCH_BYTES, MAX_EVENT_BYTES, RETRY_AFTER_SECS, body, ingest, read};
 use crate::app::AppState;
 use crate::auth::presented_key;
@@ -42,6 +43,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(collect)
         .route("/v1/subjects/lookup", get(read::lookup))
+        .route("/v1/quarantine", get(quarantine::list))
         .route("/v1/subjects/{id}/events", get(read::events))
         .route(
             "/v1/keys/{id}/collection-point",
@@ -83,6 +85,19 @@ fn cors(origins: &[String]) -> CorsLayer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     pub success: bool,
+}
+
+/// The answer to a batch: Segment's `success`, and what became of each message. SDKs read
+/// only the status of a 200, so the rejected messages are also in the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BatchAccepted {
+    /// Always `true`: some message was committed (or the batch was empty).
+    pub success: bool,
+    /// How many messages were committed (or found already stored).
+    pub accepted: usize,
+    /// The messages rejected, in batch order, each with the error its own call would get;
+    /// nothing of them was written, and the others were written as if they had not been sent.
+    pub rejected: Vec<RejectedMessage>,
 }
 
 /// One Segment message. Which fields a call needs: `userId` or `anonymousId` (every call but
@@ -136,14 +151,15 @@ pub struct SegmentBatch {
 }
 
 /// Authenticates (header key first, else the body's `writeKey`), reads and checks the body,
-/// admits it, and takes it to committed.
+/// admits it, and takes what can be read of it to committed. The messages rejected one by one
+/// go to the quarantine; when none is left the request is answered with the first one's error.
 async fn receive(
     state: AppState,
     ip: ClientIp,
     headers: HeaderMap,
     body: Body,
     kind: Option<MessageKind>,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Result<BatchAccepted, ApiError> {
     let received_at = state.now();
     let header_key = match presented_key(&headers) {
         Ok(key) => Some(authorize(&state, &key).await?),
@@ -173,16 +189,22 @@ async fn receive(
             retry_after: RETRY_AFTER_SECS,
         })?;
     let facts = ingest::RequestFacts::new(&headers, ip);
-    ingest::ingest(
-        &state,
-        &key,
-        incoming.messages,
-        &facts,
-        kind.is_none(),
-        received_at,
-    )
-    .await?;
-    Ok(Json(Accepted { success: true }))
+    let batch = kind.is_none();
+    let accepted = incoming.messages.len();
+    let mut rejected = incoming.rejected;
+    let later = ingest::ingest(&state, &key, incoming.messages, &facts, batch, received_at).await?;
+    let accepted = accepted - later.len();
+    rejected.extend(later);
+    rejected.sort_by_key(|r| r.index);
+    quarantine::hold(&state, &key, received_at, batch, &rejected).await?;
+    if accepted == 0 && !rejected.is_empty() {
+        return Err(rejected.swap_remove(0).error);
+    }
+    Ok(BatchAccepted {
+        success: true,
+        accepted,
+        rejected: rejected.iter().map(|r| r.view(batch)).collect(),
+    })
 }
 
 async fn authorize(state: &AppState, presented: &str) -> Result<ApiKeyRecord, ApiError> {
@@ -247,7 +269,8 @@ macro_rules! call {
             headers: HeaderMap,
             body: Body,
         ) -> Result<Json<Accepted>, ApiError> {
-            receive(state, ip, headers, body, Some($kind)).await
+            receive(state, ip, headers, body, Some($kind)).await?;
+            Ok(Json(Accepted { success: true }))
         }
     };
 }
@@ -301,17 +324,22 @@ call!(
     path = "/v1/batch",
     tag = "collection",
     description = "Also at `/v1/b`. At most 2,500 messages and 500 KB (after decompression), \
-        32 KB per message. A batch with one bad message is rejected whole: nothing is written, \
-        and `error.field` and `error.index` name the message. Answered only after every \
-        message is committed.",
+        32 KB per message. Each message is checked on its own and the batch behaves like its \
+        messages sent one by one, in order: a message its own call would refuse (a bad field, \
+        over 32 KB, a public key speaking for a known customer without an identity token) is \
+        rejected alone and listed in `rejected` with its index, path and error code, and the \
+        others are committed as if it had not been sent. Rejected messages are kept in the \
+        quarantine for seven days (`GET /v1/quarantine`). Only when no message is usable is \
+        the request refused, with the first rejected message's error. Answered only after \
+        every accepted message is committed.",
     request_body = SegmentBatch,
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "every message committed", body = Accepted),
-        (status = 400, description = "malformed JSON, or a bad message named by `error.field` and `error.index`", body = ErrorBody),
+        (status = 200, description = "every message committed, or rejected and listed in `rejected`", body = BatchAccepted),
+        (status = 400, description = "malformed JSON, `batch` not an array, a bad shared `context` or `sentAt`; or no usable message, the first bad one named by `error.field` and `error.index`", body = ErrorBody),
         (status = 401, description = "no write key, or an invalid one", body = ErrorBody),
-        (status = 403, description = "the key's role is not `public`, `server` or `admin` (`auth.forbidden`); or a public key's message spoke for a known customer without a valid identity token, or merged one (`collect.identity_token_required`, `collect.identity_token_invalid`, `collect.merge_refused`; `error.field` and `error.index` name the message); nothing is written", body = ErrorBody),
-        (status = 413, description = "a limit exceeded, named by `error.limit` (`batch_bytes`, `batch_events`, `event_bytes`)", body = ErrorBody),
+        (status = 403, description = "the key's role is not `public`, `server` or `admin` (`auth.forbidden`); or no usable message, the first one refused because a public key spoke for a known customer without a valid identity token, or merged one (`collect.identity_token_required`, `collect.identity_token_invalid`, `collect.merge_refused`; `error.field` and `error.index` name it)", body = ErrorBody),
+        (status = 413, description = "a limit exceeded, named by `error.limit` (`batch_bytes`, `batch_events`; `event_bytes` when no message is usable)", body = ErrorBody),
         (status = 415, description = "an unsupported `Content-Encoding` (the body is read as JSON whatever its `Content-Type`)", body = ErrorBody),
         (status = 429, description = "too many events in flight; retry after `Retry-After` seconds", body = ErrorBody),
     )
@@ -321,8 +349,8 @@ pub async fn batch(
     ip: ClientIp,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Accepted>, ApiError> {
-    receive(state, ip, headers, body, None).await
+) -> Result<Json<BatchAccepted>, ApiError> {
+    receive(state, ip, headers, body, None).await.map(Json)
 }
 
 /// The site's Global Privacy Control support (`/.well-known/gpc.json`).

@@ -1,7 +1,10 @@
 //! A `/v1/batch` behaves exactly like its messages sent one by one, in order: the same
 //! subjects, merges, identifiers, lookups, decisions and events, on this server and after a
-//! restart. Checked on a batching SDK's typical sequence and on random ones. And no field of a
-//! message is dropped: what Kept does not read is stored with the event and read back.
+//! restart, and the same messages rejected (a bad field, or a public key speaking for a known
+//! customer) with the same codes, the others written as if those had not been sent. Checked on
+//! a batching SDK's typical sequence and on random ones, with a server key and a public one.
+//! And no field of a message is dropped: what Kept does not read is stored with the event and
+//! read back.
 
 use crate::support::{TestApp, send};
 use axum::Router;
@@ -17,8 +20,11 @@ const OPERATIONS: &str = "essential.service.operations";
 const MARKETING: &str = "marketing.communications";
 
 fn collect(app: &TestApp, path: &str, body: &Value) -> Request<Body> {
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:", app.key(Role::Server)));
+    collect_as(app, Role::Server, path, body)
+}
+
+fn collect_as(app: &TestApp, role: Role, path: &str, body: &Value) -> Request<Body> {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:", app.key(role)));
     Request::post(path)
         .header(header::AUTHORIZATION, format!("Basic {basic}"))
         .header(header::CONTENT_TYPE, "application/json")
@@ -26,20 +32,53 @@ fn collect(app: &TestApp, path: &str, body: &Value) -> Request<Body> {
         .unwrap()
 }
 
-/// Sends `messages` as one `/v1/batch`, or one by one to their own endpoints.
-async fn deliver(app: &TestApp, messages: &[Value], batched: bool) {
+/// Sends `messages` as one `/v1/batch`, or one by one to their own endpoints, with a key of
+/// `role`. Returns the messages rejected: index, code and path (as a path into the batch).
+async fn deliver(app: &TestApp, role: Role, messages: &[Value], batched: bool) -> Vec<Value> {
     if batched {
         let answer = app
-            .send(collect(app, "/v1/batch", &json!({ "batch": messages })))
+            .send(collect_as(
+                app,
+                role,
+                "/v1/batch",
+                &json!({ "batch": messages }),
+            ))
             .await;
-        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-        return;
+        if answer.status == StatusCode::OK {
+            assert_eq!(
+                answer.json["accepted"].as_u64().unwrap()
+                    + answer.json["rejected"].as_array().unwrap().len() as u64,
+                messages.len() as u64,
+                "{}",
+                answer.text
+            );
+            return answer.json["rejected"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| json!([r["index"], r["code"], r["path"]]))
+                .collect();
+        }
+        // No usable message: the first one's error, naming it.
+        assert!(answer.status.is_client_error(), "{}", answer.text);
+        return vec![json!([
+            answer.json["error"]["index"],
+            answer.code(),
+            answer.json["error"]["field"]
+        ])];
     }
-    for m in messages {
+    let mut rejected = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
         let path = format!("/v1/{}", m["type"].as_str().unwrap());
-        let answer = app.send(collect(app, &path, m)).await;
-        assert_eq!(answer.status, StatusCode::OK, "{m}: {}", answer.text);
+        let answer = app.send(collect_as(app, role, &path, m)).await;
+        if answer.status != StatusCode::OK {
+            // A message its own call refuses is skipped: the next goes on.
+            assert!(answer.status.is_client_error(), "{m}: {}", answer.text);
+            let field = answer.json["error"]["field"].as_str().unwrap();
+            rejected.push(json!([i, answer.code(), format!("batch[{i}].{field}")]));
+        }
     }
+    rejected
 }
 
 /// Everything a client can see of `names` (`user_id=…`, `anonymous_id=…`), on `router`:
@@ -120,13 +159,26 @@ async fn observe(app: &TestApp, router: Router, names: &[String]) -> Vec<Value> 
     seen
 }
 
-/// The same messages given to two fresh servers, as one batch and one by one: what each
-/// shows is the same, before and after a restart.
+/// The same messages given to two fresh servers, as one batch and one by one: the same are
+/// rejected, and what each shows is the same, before and after a restart.
 async fn same_either_way(messages: &[Value], names: &[String]) {
+    same_either_way_as(Role::Server, messages, names).await;
+}
+
+async fn same_either_way_as(role: Role, messages: &[Value], names: &[String]) {
     let batched = TestApp::new().await;
     let single = TestApp::new().await;
-    deliver(&batched, messages, true).await;
-    deliver(&single, messages, false).await;
+    let rejected_in_batch = deliver(&batched, role, messages, true).await;
+    let rejected_one_by_one = deliver(&single, role, messages, false).await;
+    if rejected_in_batch.len() == 1 && rejected_one_by_one.len() == messages.len() {
+        // No usable message: the batch answers with the first one's error.
+        assert_eq!(
+            rejected_in_batch[0], rejected_one_by_one[0],
+            "{messages:#?}"
+        );
+    } else {
+        assert_eq!(rejected_in_batch, rejected_one_by_one, "{messages:#?}");
+    }
     let seen = observe(&single, single.router(), names).await;
     assert_eq!(
         observe(&batched, batched.router(), names).await,
@@ -157,7 +209,11 @@ async fn an_alias_whose_previous_id_first_appears_in_the_same_batch_is_applied_w
 
     // And what that is: the anonymous visitor is the user now, everywhere.
     let app = TestApp::new().await;
-    deliver(&app, &messages, true).await;
+    assert!(
+        deliver(&app, Role::Server, &messages, true)
+            .await
+            .is_empty()
+    );
     let seen = observe(&app, app.router(), &names).await;
     assert_eq!(seen[0]["lookup"], seen[1]["lookup"], "{seen:#?}");
     assert_eq!(seen[0]["reasons"], seen[1]["reasons"], "{seen:#?}");
@@ -185,12 +241,63 @@ async fn traits_merged_in_the_same_batch_follow_the_merge_rule() {
     let names = ["user_id=u8".to_owned(), "user_id=u7".to_owned()];
     same_either_way(&messages, &names).await;
     let app = TestApp::new().await;
-    deliver(&app, &messages, true).await;
+    assert!(
+        deliver(&app, Role::Server, &messages, true)
+            .await
+            .is_empty()
+    );
     let seen = observe(&app, app.router(), &names).await;
     assert_eq!(
         seen[0]["lookup"]["traits"],
         json!(["\"name\"=\"Ulla\"", "\"plan\"=\"pro\""]),
         "{seen:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_public_keys_refused_message_is_rejected_alone_as_its_own_call_would_be() {
+    let names: Vec<String> = ["user_id=u7", "user_id=fresh-1", "anonymous_id=a2"]
+        .iter()
+        .map(|n| (*n).to_owned())
+        .collect();
+    let consent = |yes: bool| json!({"consent": {"categoryPreferences": {MARKETING: yes}}});
+    // The first message makes u7 a known customer: the second, a browser's without a token,
+    // may not change her consent, and is refused for that (not for its user id) either way.
+    let refused = [
+        json!({"type": "track", "event": "Viewed", "userId": "u7", "anonymousId": "a2",
+               "messageId": "m0"}),
+        json!({"type": "track", "event": "Viewed", "userId": "u7", "messageId": "m1",
+               "context": consent(false)}),
+        json!({"type": "track", "event": "Viewed", "anonymousId": "a3", "messageId": "m2"}),
+    ];
+    same_either_way_as(Role::Public, &refused, &names).await;
+    let app = TestApp::new().await;
+    assert_eq!(
+        deliver(&app, Role::Public, &refused, true).await,
+        vec![json!([
+            1,
+            "collect.identity_token_required",
+            "batch[1].context.consent.categoryPreferences"
+        ])]
+    );
+    // A choice the first message already recorded changes nothing when sent again: the
+    // second is compared with the consent as the first left it, and refused only for
+    // speaking as the known customer.
+    let repeated = [
+        json!({"type": "track", "event": "Viewed", "userId": "fresh-1", "messageId": "m0",
+               "context": consent(true)}),
+        json!({"type": "track", "event": "Viewed", "userId": "fresh-1", "messageId": "m1",
+               "context": consent(true)}),
+    ];
+    same_either_way_as(Role::Public, &repeated, &names).await;
+    let app = TestApp::new().await;
+    assert_eq!(
+        deliver(&app, Role::Public, &repeated, true).await,
+        vec![json!([
+            1,
+            "collect.identity_token_required",
+            "batch[1].userId"
+        ])]
     );
 }
 
@@ -207,7 +314,7 @@ fn message() -> impl Strategy<Value = Value> {
         });
     let consent = prop::option::of(any::<bool>());
     prop_oneof![
-        (who.clone(), consent).prop_map(|((u, a), c)| {
+        3 => (who.clone(), consent).prop_map(|((u, a), c)| {
             let mut m = json!({"type": "track", "event": "Viewed"});
             put(&mut m, u, a);
             if let Some(yes) = c {
@@ -215,20 +322,32 @@ fn message() -> impl Strategy<Value = Value> {
             }
             m
         }),
-        (who.clone(), prop::sample::select(vec!["Ulla", "Uwe"])).prop_map(|((u, a), name)| {
+        3 => (who.clone(), prop::sample::select(vec!["Ulla", "Uwe"])).prop_map(|((u, a), name)| {
             let mut m = json!({"type": "identify", "traits": {"name": name}});
             put(&mut m, u, a);
             m
         }),
-        (
+        3 => (
             user,
             prop::sample::select(vec!["u1", "u7", "u8", "a1", "a2", "a3"])
         )
             .prop_map(
                 |(u, previous)| json!({"type": "alias", "userId": u, "previousId": previous})
             ),
-        (who, prop::sample::select(vec!["g1", "g2"])).prop_map(|((u, a), g)| {
+        3 => (who.clone(), prop::sample::select(vec!["g1", "g2"])).prop_map(|((u, a), g)| {
             let mut m = json!({"type": "group", "groupId": g, "traits": {"plan": "pro"}});
+            put(&mut m, u, a);
+            m
+        }),
+        // Messages their own call refuses: a consent value that is no answer, an address that
+        // is none, a track without its event.
+        1 => (who, 0..3usize).prop_map(|((u, a), bad)| {
+            let mut m = match bad {
+                0 => json!({"type": "track", "event": "Viewed", "context":
+                            {"consent": {"categoryPreferences": {MARKETING: "perhaps"}}}}),
+                1 => json!({"type": "identify", "traits": {"email": "not-an-address"}}),
+                _ => json!({"type": "track"}),
+            };
             put(&mut m, u, a);
             m
         }),
@@ -245,11 +364,14 @@ fn put(m: &mut Value, user: Option<&str>, anon: Option<&str>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None,
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None,
                                         ..ProptestConfig::default() })]
 
     #[test]
-    fn a_batch_is_its_messages_one_by_one(messages in prop::collection::vec(message(), 1..8)) {
+    fn a_batch_is_its_messages_one_by_one(
+        messages in prop::collection::vec(message(), 1..8),
+        role in prop::sample::select(vec![Role::Server, Role::Public]),
+    ) {
         // Message ids fixed by position, so both servers store the same events.
         let messages: Vec<Value> = messages
             .into_iter()
@@ -269,7 +391,7 @@ proptest! {
             .enable_all()
             .build()
             .unwrap()
-            .block_on(same_either_way(&messages, &names));
+            .block_on(same_either_way_as(role, &messages, &names));
     }
 }
 

@@ -256,11 +256,21 @@ async fn every_limit_is_named() {
     assert_eq!(answer.json["error"]["limit"], "event_bytes");
     assert!(answer.text.contains("32768"), "{}", answer.text);
 
-    let one_big = json!({"batch": [track("anon-l", "ok", "l-2"), big(33 * 1024, "l-3")]});
+    // One message too large is rejected alone, as its own call would be; alone in its batch,
+    // it is the batch's answer.
+    let one_big = json!({"batch": [track("anon-l2", "ok", "l-2"), big(33 * 1024, "l-3")]});
     let answer = app.send(call(&app, "/v1/batch", &one_big)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.json["accepted"], 1);
+    assert_eq!(answer.json["rejected"][0]["index"], 1);
+    assert_eq!(answer.json["rejected"][0]["path"], "batch[1]");
+    assert_eq!(answer.json["rejected"][0]["code"], "request.limit_exceeded");
+    let message = answer.json["rejected"][0]["message"].as_str().unwrap();
+    assert!(message.contains("event 1"), "{message}");
+    let only_big = json!({"batch": [big(33 * 1024, "l-4")]});
+    let answer = app.send(call(&app, "/v1/batch", &only_big)).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer.json["error"]["limit"], "event_bytes");
-    assert!(answer.text.contains("event 1"), "{}", answer.text);
 
     let many: Vec<Value> = (0..2501).map(|i| json!({"type": "track", "anonymousId": "a", "event": "e", "messageId": format!("n{i}")})).collect();
     let answer = app
@@ -293,23 +303,43 @@ async fn every_limit_is_named() {
 }
 
 #[tokio::test]
-async fn a_bad_event_rejects_its_batch_whole_and_is_named() {
+async fn a_bad_event_is_rejected_alone_and_named() {
     let app = TestApp::new().await;
     let batch = json!({"batch": [
         track("anon-r", "Fine", "r-1"),
         {"type": "track", "anonymousId": "anon-r", "messageId": "r-2"},
         track("anon-r", "Also fine", "r-3"),
+        {"type": "track", "anonymousId": "anon-r", "event": "Bad consent", "messageId": "r-4",
+         "context": {"consent": {"categoryPreferences": {"ads": "perhaps"}}}},
+        "not a message",
     ]});
     let answer = app.send(call(&app, "/v1/batch", &batch)).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
-    assert_eq!(answer.code(), "request.invalid_event");
-    assert_eq!(answer.json["error"]["field"], "batch[1].event");
-    assert_eq!(answer.json["error"]["index"], 1);
-    // Nothing of it was written.
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.json["success"], true);
+    assert_eq!(answer.json["accepted"], 2);
     assert_eq!(
-        lookup(&app, "anonymous_id=anon-r").await.status,
-        StatusCode::NOT_FOUND
+        answer.json["rejected"],
+        json!([
+            {"index": 1, "path": "batch[1].event", "code": "request.invalid_event",
+             "message": answer.json["rejected"][0]["message"]},
+            {"index": 3, "path": "batch[3].context.consent.categoryPreferences.ads",
+             "code": "request.invalid_event", "message": answer.json["rejected"][1]["message"]},
+            {"index": 4, "path": "batch[4]", "code": "request.invalid_event",
+             "message": "event 4 of the batch must be a JSON object"},
+        ]),
+        "{}",
+        answer.text
     );
+    // The good ones were written, the bad ones not.
+    let subject = subject_of(&app, "anonymous_id=anon-r").await;
+    let ids: Vec<String> = events_of(&app, subject)
+        .await
+        .iter()
+        .map(|e| e["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec!["r-1", "r-3"]);
+
+    // A batch with no usable message is refused with its first one's error.
 
     let cases = [
         (

@@ -350,7 +350,7 @@ async fn a_public_key_cannot_change_a_known_customers_consent() {
             "context.consent.categoryPreferences",
         );
     }
-    // In a batch the whole request is refused, and the message named.
+    // In a batch the message is rejected alone, named; the others are written.
     let answer = shop
         .call(
             Role::Public,
@@ -362,17 +362,40 @@ async fn a_public_key_cannot_change_a_known_customers_consent() {
             ]}),
         )
         .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.json["accepted"], 1);
+    assert_eq!(answer.json["rejected"][0]["index"], 1);
+    assert_eq!(
+        answer.json["rejected"][0]["code"],
+        "collect.identity_token_required"
+    );
+    assert_eq!(
+        answer.json["rejected"][0]["path"],
+        "batch[1].context.consent.categoryPreferences"
+    );
+    assert_eq!(
+        shop.lookup("anonymous_id=someone-else").await.status,
+        StatusCode::OK,
+        "the usable message of the batch is written"
+    );
+    assert_eq!(shop.records(vera).await.len(), before, "no ledger record");
+    // Alone in its batch, the refused message is the batch's answer.
+    let answer = shop
+        .call(
+            Role::Public,
+            "/v1/batch",
+            json!({"batch": [
+                {"type": "track", "userId": "u4", "event": "Consent Updated",
+                 "context": {"consent": consent(true)}},
+            ]}),
+        )
+        .await;
     refused(
         &answer,
         "collect.identity_token_required",
-        "batch[1].context.consent.categoryPreferences",
+        "batch[0].context.consent.categoryPreferences",
     );
-    assert_eq!(answer.json["error"]["index"], 1);
-    assert_eq!(
-        shop.lookup("anonymous_id=someone-else").await.status,
-        StatusCode::NOT_FOUND,
-        "nothing of a refused batch is written"
-    );
+    assert_eq!(answer.json["error"]["index"], 0);
     assert_eq!(shop.records(vera).await.len(), before, "no ledger record");
 
     // Her own browser, signed in without a token, keeps sending the choice she made: what

@@ -19,6 +19,7 @@ mod identity;
 mod notices;
 mod openapi;
 mod prefcenter;
+mod quarantine;
 mod receipt_format;
 mod roles;
 mod snippet;

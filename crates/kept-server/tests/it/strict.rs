@@ -335,12 +335,14 @@ async fn an_event_naming_an_unknown_collection_point_is_refused() {
             "context": {"kept": {"collection_point": "nowhere"}}},
     ]});
     let answer = app.send(collect(&app, "/v1/batch", &batch)).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.json["accepted"], 1);
     assert_eq!(
-        answer.json["error"]["field"],
+        answer.json["rejected"][0]["path"],
         "batch[1].context.kept.collection_point"
     );
-    assert_eq!(answer.json["error"]["index"], 1);
+    assert_eq!(answer.json["rejected"][0]["index"], 1);
+    assert_eq!(answer.json["rejected"][0]["code"], "request.invalid_event");
     // A declared point is collected at.
     let answer = app
         .send(collect(&app, "/v1/identify", &identify("cleo", "checkout")))

@@ -242,10 +242,25 @@ pub struct Answer {
 
 impl Answer {
     /// The `error.code` of an error body.
+    /// The error code, checked to be also at the top of the body with the message, where
+    /// Segment's and RudderStack's libraries read them.
     pub fn code(&self) -> &str {
-        self.json["error"]["code"]
+        let code = self.json["error"]["code"]
             .as_str()
-            .unwrap_or("<no error code>")
+            .unwrap_or("<no error code>");
+        if self.json["error"]["code"].is_string() {
+            assert_eq!(
+                self.json["code"], self.json["error"]["code"],
+                "{}",
+                self.text
+            );
+            assert_eq!(
+                self.json["message"], self.json["error"]["message"],
+                "{}",
+                self.text
+            );
+        }
+        code
     }
 }
 

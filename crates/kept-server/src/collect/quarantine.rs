@@ -1,0 +1,292 @@
+//! The quarantine: collected messages rejected one by one (a batch's unreadable message, a
+//! public key speaking for a known customer without a token) are kept for seven days, sealed,
+//! so that nothing a client sent is lost silently. Counted in `/metrics`, listed opened by the
+//! admin role (`GET /v1/quarantine`), deleted by the retention job.
+
+use crate::app::AppState;
+use crate::auth::{Authorized, role};
+use crate::error::{ApiError, ErrorBody, query_number, query_row_id};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use kept_core::UnixMillis;
+use kept_core::identity::IdentityKeys;
+use kept_store::quarantine::{MAX_QUARANTINE_PAGE, QuarantineEntry};
+use kept_store::{ApiKeyRecord, StoreError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// How long a rejected message is held.
+pub const QUARANTINE_RETENTION: UnixMillis = 7 * 24 * 60 * 60 * 1000;
+
+pub const QUARANTINED: &str = "kept_quarantine_messages_total";
+pub const HELD: &str = "kept_quarantine_messages_held";
+
+/// A message rejected on its own, with the error its own call would have been answered with.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Its position in the request (0 for a single call).
+    pub index: usize,
+    /// The message as it was sent.
+    pub raw: String,
+    pub error: ApiError,
+}
+
+/// One rejected message of a batch, as the answer lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RejectedMessage {
+    /// Its position in `batch`.
+    pub index: usize,
+    /// The field to blame, as a path into the request (`batch[3].context.consent.
+    /// categoryPreferences.ads`), or the message itself (`batch[3]`).
+    #[schema(example = "batch[3].event")]
+    pub path: String,
+    /// The stable error code its own call would have been answered with.
+    #[schema(example = "request.invalid_event")]
+    pub code: String,
+    pub message: String,
+}
+
+impl Rejected {
+    /// The field to blame; the message itself (`batch[3]`, or the body of a single call) when
+    /// no field is.
+    pub fn path(&self, batch: bool) -> String {
+        match self.error.body().error.field {
+            Some(field) => field,
+            None if batch => format!("batch[{}]", self.index),
+            None => "body".to_owned(),
+        }
+    }
+
+    pub fn view(&self, batch: bool) -> RejectedMessage {
+        RejectedMessage {
+            index: self.index,
+            path: self.path(batch),
+            code: self.error.code().to_owned(),
+            message: self.error.to_string(),
+        }
+    }
+}
+
+/// What a quarantined message is sealed to: where it came from, so that a sealed message
+/// cannot be moved to another row and read as sent by another key or at another time.
+fn aad(key_id: &str, received_at: UnixMillis, index: u32) -> Vec<u8> {
+    let mut aad = b"kept quarantined message\0".to_vec();
+    aad.extend_from_slice(key_id.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&received_at.to_be_bytes());
+    aad.extend_from_slice(&index.to_be_bytes());
+    aad
+}
+
+/// The message as it is held: the write key it may carry is a secret, and is never stored.
+fn without_write_key(raw: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            if map.remove("writeKey").is_none() {
+                return raw.to_owned();
+            }
+            serde_json::Value::Object(map).to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// Seals the rejected messages of one request and writes them to the quarantine, before the
+/// request is answered: a client told its message was rejected can find it there.
+pub async fn hold(
+    state: &AppState,
+    key: &ApiKeyRecord,
+    received_at: UnixMillis,
+    batch: bool,
+    rejected: &[Rejected],
+) -> Result<(), ApiError> {
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let store = state.store.as_ref();
+    let keys = state.collect.keys(store).await?;
+    let mut entries = Vec::with_capacity(rejected.len());
+    for r in rejected {
+        let index = u32::try_from(r.index).unwrap_or(u32::MAX);
+        let mut nonce = [0u8; 24];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let sealed = keys
+            .quarantine_key()
+            .seal(
+                &aad(&key.id, received_at, index),
+                without_write_key(&r.raw).as_bytes(),
+                nonce,
+            )
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        entries.push(QuarantineEntry {
+            id: 0,
+            received_at,
+            key_id: key.id.clone(),
+            key_name: key.name.clone(),
+            index,
+            code: r.error.code().to_owned(),
+            path: r.path(batch),
+            message: r.error.to_string(),
+            sealed,
+        });
+    }
+    store.quarantine(entries).await?;
+    for r in rejected {
+        metrics::counter!(QUARANTINED, "code" => r.error.code()).increment(1);
+    }
+    count_held(state).await;
+    Ok(())
+}
+
+/// Deletes what has been held longer than [`QUARANTINE_RETENTION`] at `now`, `per_round` rows
+/// per statement; returns how many.
+pub async fn prune(state: &AppState, now: UnixMillis, per_round: u32) -> Result<u64, StoreError> {
+    let before = now.saturating_sub(QUARANTINE_RETENTION);
+    let mut deleted = 0;
+    loop {
+        let n = state.store.prune_quarantine(before, per_round).await?;
+        deleted += n;
+        if n < u64::from(per_round) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    count_held(state).await;
+    Ok(deleted)
+}
+
+/// Sets the gauge of held messages from the store (which other servers may write too).
+async fn count_held(state: &AppState) {
+    match state.store.quarantine_len().await {
+        Ok(n) => metrics::gauge!(HELD).set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot count the quarantine"),
+    }
+}
+
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        QUARANTINED,
+        "collected messages rejected one by one and held in the quarantine, by error code"
+    );
+    metrics::describe_gauge!(HELD, "messages the quarantine holds");
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// One held message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuarantinedView {
+    /// Position, for paging.
+    pub id: u64,
+    /// Milliseconds since the Unix epoch.
+    pub received_at: i64,
+    /// The public id and the name of the write key that sent it.
+    pub key_id: String,
+    pub key_name: String,
+    /// Its position in its request (0 for a single call).
+    pub index: u32,
+    /// Why it was rejected.
+    pub code: String,
+    pub path: String,
+    pub message: String,
+    /// The message as it was sent (without its `writeKey`): JSON, or the text when it was not.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    /// When it is deleted: seven days after it was received.
+    pub delete_after: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuarantinePage {
+    /// Oldest first.
+    pub messages: Vec<QuarantinedView>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+const DEFAULT_PAGE: u32 = 100;
+
+fn opened(keys: &IdentityKeys, e: QuarantineEntry) -> Result<QuarantinedView, ApiError> {
+    let text = keys
+        .quarantine_key()
+        .open(&aad(&e.key_id, e.received_at, e.index), &e.sealed)
+        .map_err(|err| {
+            ApiError::Store(StoreError::Corrupt(format!(
+                "quarantined message {} does not open: {err}",
+                e.id
+            )))
+        })?;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok(QuarantinedView {
+        id: e.id,
+        received_at: e.received_at,
+        delete_after: e.received_at.saturating_add(QUARANTINE_RETENTION),
+        key_id: e.key_id,
+        key_name: e.key_name,
+        index: e.index,
+        code: e.code,
+        path: e.path,
+        message: e.message,
+        body,
+    })
+}
+
+/// The messages collection rejected one by one in the last seven days, opened, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/quarantine",
+    operation_id = "list_quarantine",
+    tag = "collection",
+    params(
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_i64,
+            description = "only messages with a larger id (the previous page's `next_after`)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "at most this many messages, 1 to 1,000 (100)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = QuarantinePage),
+        (status = 401, description = "no API key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `admin`", body = ErrorBody),
+        (status = 422, description = "a malformed `after` or `limit`, named in `error.field`", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    _caller: Authorized<role::Admin>,
+    State(state): State<AppState>,
+    params: Result<Query<QuarantineParams>, QueryRejection>,
+) -> Result<Json<QuarantinePage>, ApiError> {
+    let Query(p) = params?;
+    let after = query_row_id("after", p.after.as_deref())?;
+    let limit = query_number::<u32>("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_QUARANTINE_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("`limit` must be between 1 and {MAX_QUARANTINE_PAGE}"),
+        ));
+    }
+    let store = state.store.as_ref();
+    let keys = state.collect.keys(store).await?;
+    let held = store.quarantined(after, limit).await?;
+    let full = held.len() == usize::try_from(limit).unwrap_or(usize::MAX);
+    let messages = held
+        .into_iter()
+        .map(|e| opened(keys, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(QuarantinePage {
+        next_after: if full {
+            messages.last().map(|m| m.id)
+        } else {
+            None
+        },
+        messages,
+    }))
+}
