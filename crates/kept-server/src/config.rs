@@ -103,6 +103,8 @@ pub struct Config {
     pub default_country: Option<String>,
     /// Collected events admitted at once; beyond, clients are answered 429.
     pub collect_queue: usize,
+    /// Rejected collected messages the quarantine holds at most.
+    pub quarantine_limit: u64,
     /// How often expired events and traits are deleted.
     pub retention_interval: Duration,
     /// How long decision log entries are kept.
@@ -211,6 +213,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             default_country: None,
             collect_queue: crate::collect::DEFAULT_QUEUE_EVENTS,
+            quarantine_limit: crate::collect::quarantine::DEFAULT_LIMIT,
             retention_interval: Duration::from_secs(60 * 60),
             decision_log_retention: crate::decision_log::DEFAULT_RETENTION,
             master_key_file: None,
@@ -246,6 +249,7 @@ pub enum Key {
     CorsOrigins,
     DefaultCountry,
     CollectQueue,
+    QuarantineLimit,
     RetentionInterval,
     DecisionLogRetention,
     MasterKeyFile,
@@ -263,7 +267,7 @@ pub enum Key {
 }
 
 impl Key {
-    pub const ALL: [Key; 30] = [
+    pub const ALL: [Key; 31] = [
         Key::Bind,
         Key::DatabaseUrl,
         Key::Manifest,
@@ -280,6 +284,7 @@ impl Key {
         Key::CorsOrigins,
         Key::DefaultCountry,
         Key::CollectQueue,
+        Key::QuarantineLimit,
         Key::RetentionInterval,
         Key::DecisionLogRetention,
         Key::MasterKeyFile,
@@ -315,6 +320,7 @@ impl Key {
             Key::CorsOrigins => "cors_origins",
             Key::DefaultCountry => "default_country",
             Key::CollectQueue => "collect_queue",
+            Key::QuarantineLimit => "quarantine_limit",
             Key::RetentionInterval => "retention_interval",
             Key::DecisionLogRetention => "decision_log_retention",
             Key::MasterKeyFile => "master_key_file",
@@ -820,6 +826,11 @@ impl Config {
                 let n = number(&raw)?;
                 self.collect_queue = whole(&n, |n: &usize| *n > 0)
                     .ok_or_else(|| invalid(format!("`{n}` is not a positive whole number")))?;
+            }
+            Key::QuarantineLimit => {
+                let n = number(&raw)?;
+                self.quarantine_limit = whole(&n, |_: &u64| true)
+                    .ok_or_else(|| invalid(format!("`{n}` is not a whole number of messages")))?;
             }
             Key::TrustedProxies => {
                 let n = number(&raw)?;

@@ -166,6 +166,7 @@ impl Server {
                     cors_origins: config.cors_origins.clone(),
                     default_country: config.default_country.clone(),
                     queue_events: config.collect_queue,
+                    quarantine_limit: config.quarantine_limit,
                     master_key,
                     identity_secret: config.identity_secret.clone(),
                     ..crate::collect::CollectConfig::default()

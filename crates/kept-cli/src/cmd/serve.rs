@@ -80,6 +80,10 @@ pub struct Args {
     /// Collected events admitted at once; beyond, clients are answered 429 [default: 50000]
     #[arg(long, value_name = "N")]
     collect_queue: Option<String>,
+    /// Rejected collected messages the quarantine holds at most; beyond, they are counted and
+    /// dropped (0: none is held) [default: 100000]
+    #[arg(long, value_name = "N")]
+    quarantine_limit: Option<String>,
     /// How often expired events and traits are deleted [default: 1h]
     #[arg(long, value_name = "DURATION")]
     retention_interval: Option<String>,
@@ -145,6 +149,7 @@ impl Args {
             .set_opt(Key::CorsOrigins, self.cors_origins.clone())
             .set_opt(Key::DefaultCountry, self.default_country.clone())
             .set_opt(Key::CollectQueue, self.collect_queue.clone())
+            .set_opt(Key::QuarantineLimit, self.quarantine_limit.clone())
             .set_opt(Key::RetentionInterval, self.retention_interval.clone())
             .set_opt(
                 Key::DecisionLogRetention,

@@ -62,6 +62,8 @@ pub struct CollectConfig {
     /// The secret identity tokens are minted with (`identity_secret`); `None`: the one in the
     /// database's settings, if any (the demo's), else a public key's token is never valid.
     pub identity_secret: Option<crate::config::Secret>,
+    /// Rejected messages the quarantine holds at most; beyond, they are counted and dropped.
+    pub quarantine_limit: u64,
 }
 
 impl Default for CollectConfig {
@@ -73,6 +75,7 @@ impl Default for CollectConfig {
             caps: Caps::default(),
             master_key: None,
             identity_secret: None,
+            quarantine_limit: quarantine::DEFAULT_LIMIT,
         }
     }
 }
@@ -86,6 +89,7 @@ impl fmt::Debug for CollectConfig {
             .field("caps", &self.caps)
             .field("master_key", &self.master_key.map(|_| "***"))
             .field("identity_secret", &self.identity_secret)
+            .field("quarantine_limit", &self.quarantine_limit)
             .finish()
     }
 }
@@ -124,6 +128,9 @@ pub struct Collector {
     /// One identity resolution round at a time in this process: concurrent rounds would only
     /// collide on the same new identifiers and retry.
     pub(crate) resolving: tokio::sync::Mutex<()>,
+    /// How many messages the quarantine holds, as this process last counted them: read from
+    /// the store once, then kept up to date by what this process holds and prunes.
+    pub(crate) quarantine_held: tokio::sync::OnceCell<std::sync::atomic::AtomicU64>,
 }
 
 impl fmt::Debug for Collector {
@@ -155,6 +162,7 @@ impl Collector {
             carried: Mutex::new(rustc_hash::FxHashMap::default()),
             points: Mutex::new(std::collections::HashMap::new()),
             resolving: tokio::sync::Mutex::new(()),
+            quarantine_held: tokio::sync::OnceCell::new(),
             config,
         }
     }

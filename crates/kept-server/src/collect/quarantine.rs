@@ -1,7 +1,9 @@
 //! The quarantine: collected messages rejected one by one (a batch's unreadable message, a
 //! public key speaking for a known customer without a token) are kept for seven days, sealed,
 //! so that nothing a client sent is lost silently. Counted in `/metrics`, listed opened by the
-//! admin role (`GET /v1/quarantine`), deleted by the retention job.
+//! admin role (`GET /v1/quarantine`), deleted by the retention job. It holds at most
+//! `quarantine_limit` messages; beyond, a rejected message is still answered as rejected and
+//! counted (`kept_quarantine_messages_dropped_total`), but not held.
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
@@ -14,12 +16,17 @@ use kept_core::identity::IdentityKeys;
 use kept_store::quarantine::{MAX_QUARANTINE_PAGE, QuarantineEntry};
 use kept_store::{ApiKeyRecord, StoreError};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use utoipa::ToSchema;
 
 /// How long a rejected message is held.
 pub const QUARANTINE_RETENTION: UnixMillis = 7 * 24 * 60 * 60 * 1000;
+/// Rejected messages held at most (`quarantine_limit`): the public key is in every page, so
+/// anyone can send messages that are rejected, and the quarantine must not grow without end.
+pub const DEFAULT_LIMIT: u64 = 100_000;
 
 pub const QUARANTINED: &str = "kept_quarantine_messages_total";
+pub const DROPPED: &str = "kept_quarantine_messages_dropped_total";
 pub const HELD: &str = "kept_quarantine_messages_held";
 
 /// A message rejected on its own, with the error its own call would have been answered with.
@@ -104,6 +111,52 @@ pub async fn hold(
     if rejected.is_empty() {
         return Ok(());
     }
+    let held = held(state).await?;
+    let limit = state.collect.config().quarantine_limit;
+    // Room is taken before the write, so that concurrent requests cannot both take the last
+    // place; a failed write gives it back.
+    let wanted = rejected.len() as u64;
+    let room = held
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            Some(n.saturating_add(wanted.min(limit.saturating_sub(n))))
+        })
+        .map(|n| wanted.min(limit.saturating_sub(n)))
+        .unwrap_or(0);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    let (kept, dropped) = rejected.split_at(room.min(rejected.len()));
+    for r in dropped {
+        metrics::counter!(DROPPED, "code" => r.error.code()).increment(1);
+    }
+    if !dropped.is_empty() {
+        tracing::warn!(
+            dropped = dropped.len(),
+            limit,
+            "the quarantine is full: rejected messages are counted but not held \
+             (raise `quarantine_limit`, or read and fix what is being rejected)"
+        );
+    }
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let written = seal_and_write(state, key, received_at, batch, kept).await;
+    if written.is_err() {
+        held.fetch_sub(kept.len() as u64, Ordering::AcqRel);
+    }
+    written?;
+    for r in kept {
+        metrics::counter!(QUARANTINED, "code" => r.error.code()).increment(1);
+    }
+    metrics::gauge!(HELD).set(held.load(Ordering::Acquire) as f64);
+    Ok(())
+}
+
+async fn seal_and_write(
+    state: &AppState,
+    key: &ApiKeyRecord,
+    received_at: UnixMillis,
+    batch: bool,
+    rejected: &[Rejected],
+) -> Result<(), ApiError> {
     let store = state.store.as_ref();
     let keys = state.collect.keys(store).await?;
     let mut entries = Vec::with_capacity(rejected.len());
@@ -132,11 +185,16 @@ pub async fn hold(
         });
     }
     store.quarantine(entries).await?;
-    for r in rejected {
-        metrics::counter!(QUARANTINED, "code" => r.error.code()).increment(1);
-    }
-    count_held(state).await;
     Ok(())
+}
+
+/// This process's count of held messages, read from the store the first time.
+async fn held(state: &AppState) -> Result<&AtomicU64, StoreError> {
+    state
+        .collect
+        .quarantine_held
+        .get_or_try_init(|| async { state.store.quarantine_len().await.map(AtomicU64::new) })
+        .await
 }
 
 /// Deletes what has been held longer than [`QUARANTINE_RETENTION`] at `now`, `per_round` rows
@@ -156,10 +214,19 @@ pub async fn prune(state: &AppState, now: UnixMillis, per_round: u32) -> Result<
     Ok(deleted)
 }
 
-/// Sets the gauge of held messages from the store (which other servers may write too).
+/// Counts the held messages again from the store (which other servers may write too), for
+/// the limit and the gauge.
 async fn count_held(state: &AppState) {
     match state.store.quarantine_len().await {
-        Ok(n) => metrics::gauge!(HELD).set(n as f64),
+        Ok(n) => {
+            match state.collect.quarantine_held.get() {
+                Some(held) => held.store(n, Ordering::Release),
+                None => {
+                    let _ = state.collect.quarantine_held.set(AtomicU64::new(n));
+                }
+            }
+            metrics::gauge!(HELD).set(n as f64);
+        }
         Err(e) => tracing::warn!(error = %e, "cannot count the quarantine"),
     }
 }
@@ -168,6 +235,10 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         QUARANTINED,
         "collected messages rejected one by one and held in the quarantine, by error code"
+    );
+    metrics::describe_counter!(
+        DROPPED,
+        "rejected messages not held because the quarantine was full (`quarantine_limit`), by error code"
     );
     metrics::describe_gauge!(HELD, "messages the quarantine holds");
 }

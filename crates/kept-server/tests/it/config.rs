@@ -395,6 +395,7 @@ fn sample(key: Key) -> &'static str {
         Key::CorsOrigins => "https://shop.example, https://www.shop.example",
         Key::DefaultCountry => "de",
         Key::CollectQueue => "1000",
+        Key::QuarantineLimit => "5000",
         Key::RetentionInterval => "10m",
         Key::DecisionLogRetention => "90d",
         Key::MasterKeyFile => "/run/secrets/master.key",

@@ -206,3 +206,58 @@ async fn a_single_call_that_is_refused_is_held_too() {
         json!({"anonymousId": "q-single", "messageId": "s-1"})
     );
 }
+
+#[tokio::test]
+async fn a_full_quarantine_counts_what_it_cannot_hold_and_still_answers_it() {
+    use kept_server::collect::{CollectConfig, Collector};
+    let mut app = TestApp::new().await;
+    app.state = app
+        .state
+        .clone()
+        .with_collector(Collector::new(CollectConfig {
+            quarantine_limit: 2,
+            ..CollectConfig::default()
+        }));
+    // Three rejected messages and a good one: two are held, the third is counted as dropped,
+    // and the answer still lists all three, while the good message is written.
+    let body = json!({"batch": [bad_consent(), bad_consent(),
+        {"type": "track", "anonymousId": "q-visitor", "event": "Bought", "messageId": "q-9"},
+        bad_consent()]});
+    let answer = app.send(batch(&app, &body)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.json["accepted"], 1);
+    assert_eq!(answer.json["rejected"].as_array().unwrap().len(), 3);
+    let list = held(&app, "").await;
+    let indexes: Vec<&Value> = list.json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["index"])
+        .collect();
+    assert_eq!(indexes, [&json!(0), &json!(1)], "{}", list.text);
+    // A later request finds it still full.
+    let answer = app
+        .send(batch(&app, &json!({"batch": [bad_consent()]})))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert_eq!(app.state.store.quarantine_len().await.unwrap(), 2);
+    let metrics = app.send(get("/metrics", None)).await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|l| l.starts_with("kept_quarantine_messages_dropped_total")
+                && l.contains("code=\"request.invalid_event\"")),
+        "{}",
+        metrics.text
+    );
+    // Retention makes room again.
+    run_retention(&app.state, NOW + QUARANTINE_RETENTION + 1)
+        .await
+        .unwrap();
+    let answer = app
+        .send(batch(&app, &json!({"batch": [bad_consent()]})))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert_eq!(app.state.store.quarantine_len().await.unwrap(), 1);
+}
