@@ -11,7 +11,16 @@ Positive data acceptance: a request the schema allows must not be refused with 4
 the operations below, a 422 is still allowed, because what makes such a request valid is not
 something a JSON schema can state: names the deployment's manifest declares (purposes, notices,
 collection points, topics), or rules across fields and parameters ("exactly one identifier").
-A 400 (a body Kept cannot read) is a failure everywhere.
+A 400 (a body Kept cannot read) is a failure everywhere but on the Segment-compatible collection
+calls, where the check is off: one message schema serves six calls whose required fields differ
+(`event` for a track, `groupId` for a group, `userId` or `anonymousId`, ...), and an unusable
+message is a 400 there as Segment answers it.
+
+Negative data rejection: a request the schema refuses must be refused; a 413 (the body is larger
+than the server takes, as a list over its `maxItems` can be) is a refusal too.
+
+One worker: Python 3.11 fails in `ast.parse` (used by Hypothesis to describe a strategy) when two
+threads build deep strategies at once ("AST constructor recursion depth mismatch").
 
 Prints one summary line last: `api: N passed, M failed`, one per role.
 """
@@ -59,6 +68,9 @@ MANIFEST_OR_CROSS_FIELD = [
     ("GET", "/v1/decision-log"),  # purposes
     ("GET", "/v1/uses"),  # purposes
 ]
+
+# Segment's calls (see above).
+COLLECTION_CALLS = ["identify", "track", "page", "screen", "group", "alias", "batch"]
 
 
 def log(*args):
@@ -128,11 +140,25 @@ def document_for(role, document):
 
 
 def config_text():
-    lines = [
-        "[checks.positive_data_acceptance]",
-        'expected-statuses = ["2xx", "401", "403", "404", "409", "413", "429"]',
-        "",
-    ]
+    lines = ["[checks]", "enabled = false", ""]
+    for check in CHECKS:
+        lines += [f"[checks.{check}]", "enabled = true"]
+        if check == "positive_data_acceptance":
+            lines.append('expected-statuses = ["2xx", "401", "403", "404", "409", "413", "429"]')
+        if check == "negative_data_rejection":
+            lines.append(
+                'expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", '
+                '"414", "415", "422", "428", "429"]'
+            )
+        lines.append("")
+    for call in COLLECTION_CALLS:
+        lines += [
+            "[[operations]]",
+            f'include-name = "POST /v1/{call}"',
+            "[operations.checks.positive_data_acceptance]",
+            "enabled = false",
+            "",
+        ]
     for method, path in MANIFEST_OR_CROSS_FIELD:
         lines += [
             "[[operations]]",
@@ -162,15 +188,13 @@ def run_role(role, document, workdir):
         URL,
         "-H",
         f"Authorization: {auth_header(role)}",
-        "--checks",
-        ",".join(CHECKS),
         "--phases",
         "examples,coverage,fuzzing",
         "--max-examples",
         str(MAX_EXAMPLES),
         "--generation-deterministic",
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "20",
         "--no-color",

@@ -110,6 +110,24 @@ pub fn query_row_id(field: &str, value: Option<&str>) -> Result<Option<u64>, Api
     }
 }
 
+/// A page size: `default` when not given, else from 1 to `max`; anything else is a 422 naming
+/// `limit` rather than quietly changed, so that the documented range is the accepted one.
+pub fn page_limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(_) => Err(ApiError::invalid_field(
+            "limit",
+            format!("`limit` must be between 1 and {max}"),
+        )),
+    }
+}
+
+/// [`page_limit`] for a `limit` query parameter read as text.
+pub fn query_limit(value: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    page_limit(query_number::<u32>("limit", value)?, default, max)
+}
+
 impl ApiError {
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::InvalidField {

@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use crate::error::{ApiError, ErrorBody, JsonBody, PathParams, page_limit};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -48,7 +48,7 @@ pub struct ProvenanceView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TraitView {
     pub key: String,
-    #[schema(value_type = Object)]
+    /// As collected: a string, number, boolean, object or array.
     pub value: serde_json::Value,
     /// Data category; `user.unmapped` when the collection point does not map the field.
     pub category: String,
@@ -211,6 +211,7 @@ pub struct EventsQuery {
     /// Only events after this position (`next_after` of the previous page).
     pub after: Option<i64>,
     /// At most this many (default 100, at most 1,000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -277,7 +278,7 @@ pub async fn events(
     if state.store.subject(subject).await?.is_none() {
         return Err(ApiError::NotFound(format!("subject `{id}` not found")));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(q.limit, 100, 1000)?;
     let stored = state.store.events_of(subject, q.after, limit).await?;
     let json = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
     let full = stored.len() == usize::try_from(limit).unwrap_or(usize::MAX);

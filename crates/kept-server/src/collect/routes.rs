@@ -98,8 +98,10 @@ pub struct SegmentMessage {
     /// The client's id for this message; a retry with the same id is stored once.
     pub message_id: Option<String>,
     /// ISO 8601.
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
     /// ISO 8601: when the client sent it (corrects the client's clock).
+    #[schema(format = DateTime)]
     pub sent_at: Option<String>,
     /// `track`: the event name.
     pub event: Option<String>,
@@ -131,6 +133,7 @@ pub struct SegmentBatch {
     /// Shared by every message that has none of its own keys.
     #[schema(value_type = Object)]
     pub context: Option<serde_json::Value>,
+    #[schema(format = DateTime)]
     pub sent_at: Option<String>,
     pub write_key: Option<String>,
 }
