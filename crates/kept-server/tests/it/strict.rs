@@ -881,3 +881,67 @@ async fn a_preference_link_body_is_what_its_schema_says() {
     let answer = app.send(post(&path, privacy, r#"{"locale": "xx"}"#)).await;
     assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, "locale");
 }
+
+/// Every nested object, at any depth and in any body, is an object: an array that would fill it
+/// field by field is refused naming the field, and nothing is changed.
+#[tokio::test]
+async fn any_nested_object_sent_as_an_array_is_refused_naming_it() {
+    let app = TestApp::new().await;
+    let privacy = Some(app.key(Role::Privacy));
+    let decide = Some(app.key(Role::Decide));
+    let subject = app.subjects[0].0;
+    let preferences = format!("/v1/subjects/{subject}/preferences");
+    let before = app.send(request("GET", &preferences, privacy, None)).await;
+    for (body, field) in [
+        (json!({"channels": [["email", "day"]]}), "channels[0]"),
+        (
+            json!({"topics": [["email", "newsletter", false]]}),
+            "topics[0]",
+        ),
+        (
+            json!({"channels": [{"channel": "email", "quiet_hours": ["22:00", "07:00"]}]}),
+            "channels[0].quiet_hours",
+        ),
+    ] {
+        let answer = app
+            .send(request(
+                "PUT",
+                &preferences,
+                privacy,
+                Some(&body.to_string()),
+            ))
+            .await;
+        assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, field);
+    }
+    let after = app.send(request("GET", &preferences, privacy, None)).await;
+    assert_eq!(after.json["channels"], before.json["channels"]);
+    assert!(
+        app.store
+            .channel_preferences(app.subjects[0])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let contact = json!({
+        "subject": [format!("{subject}")],
+        "channel": "email",
+        "purpose": "marketing.communications",
+    });
+    let answer = app
+        .send(post("/v1/contacts", decide, &contact.to_string()))
+        .await;
+    assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, "subject");
+    let audience = json!({"purpose": "marketing.communications", "candidates": {"filter": []}});
+    let answer = app
+        .send(post(
+            "/v1/audiences/evaluate",
+            decide,
+            &audience.to_string(),
+        ))
+        .await;
+    assert_invalid(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "candidates.filter",
+    );
+}
