@@ -945,3 +945,32 @@ async fn any_nested_object_sent_as_an_array_is_refused_naming_it() {
         "candidates.filter",
     );
 }
+
+/// The Segment message schema is the server's: `properties`, `traits` and `context` may be left
+/// out (the schema required them), ids may be numbers, and a field of the wrong type is refused
+/// whichever call carries it (an identify call's `event` object was ignored and stored).
+#[tokio::test]
+async fn a_segment_message_is_what_its_schema_says() {
+    let doc: Value = serde_json::from_str(&kept_server::openapi::document_json()).unwrap();
+    let message = &doc["components"]["schemas"]["SegmentMessage"];
+    assert!(message.get("required").is_none(), "{message}");
+    let app = TestApp::new().await;
+    let bare = json!({"anonymousId": 42});
+    let answer = app.send(collect(&app, "/v1/screen", &bare)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    for (field, value) in [
+        ("event", json!({})),
+        ("groupId", json!([1])),
+        ("writeKey", json!(7)),
+    ] {
+        let mut body = json!({"userId": "schema-u1", "traits": {"plan": "gold"}});
+        body[field] = value;
+        let answer = app.send(collect(&app, "/v1/identify", &body)).await;
+        assert_invalid(&answer, StatusCode::BAD_REQUEST, field);
+    }
+    let lookup = "/v1/subjects/lookup?user_id=schema-u1";
+    let answer = app
+        .send(request("GET", lookup, Some(app.key(Role::Privacy)), None))
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.text);
+}
