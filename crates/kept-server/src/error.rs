@@ -466,19 +466,6 @@ pub(crate) fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> 
     }
 }
 
-/// An optional nested object (`evidence`): a JSON object or `null`, nothing else. serde would
-/// fill a struct from an array too (`[null, null]`), which no schema allows.
-pub fn object_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    use serde::Deserialize as _;
-    Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
-        .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
-        .transpose()
-}
-
 /// Replaces serde's Rust primitive names with words a client understands.
 fn humanize(message: &str) -> String {
     let mut out = message.to_owned();

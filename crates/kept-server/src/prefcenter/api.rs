@@ -447,9 +447,9 @@ pub struct PreferencesUpdate {
     pub channels: Vec<ChannelChange>,
     #[serde(default)]
     pub do_not_sell: Option<bool>,
-    #[serde(default, deserialize_with = "crate::error::object_opt")]
+    #[serde(default)]
     pub sms: Option<SmsChange>,
-    #[serde(default, deserialize_with = "crate::error::object_opt")]
+    #[serde(default)]
     pub evidence: Option<EvidenceInput>,
 }
 
