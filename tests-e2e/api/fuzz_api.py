@@ -210,7 +210,7 @@ def run_role(role, document, workdir):
     with open(os.path.join(REPORTS, f"{role}.txt"), "w", encoding="utf-8") as f:
         f.write(output)
     generated = re.search(r"(\d+) generated", output)
-    failures = re.search(r"found (\d+) unique failures", output)
+    failures = re.search(r"found (\d+) unique failures?", output)
     errors = re.search(r"(\d+) errors?\b", output.splitlines()[-1] if output else "")
     figures = {
         "role": role,
