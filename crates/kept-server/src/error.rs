@@ -111,6 +111,24 @@ pub fn query_row_id(field: &str, value: Option<&str>) -> Result<Option<u64>, Api
     }
 }
 
+/// A page size: `default` when not given, else from 1 to `max`; anything else is a 422 naming
+/// `limit` rather than quietly changed, so that the documented range is the accepted one.
+pub fn page_limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(_) => Err(ApiError::invalid_field(
+            "limit",
+            format!("`limit` must be between 1 and {max}"),
+        )),
+    }
+}
+
+/// [`page_limit`] for a `limit` query parameter read as text.
+pub fn query_limit(value: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    page_limit(query_number::<u32>("limit", value)?, default, max)
+}
+
 impl ApiError {
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::InvalidField {
@@ -411,8 +429,9 @@ pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
 /// Parses a JSON body, turning syntax errors into `request.invalid_json` and shape errors
 /// (missing, unknown or mistyped fields) into `request.invalid_field` naming the field.
 ///
-/// Every body Kept reads is an object. serde would also fill a struct from an array, field by
-/// field in order (so `[]` would be an empty update), which no schema allows: refused here.
+/// Every body Kept reads is an object, and so is every struct nested in it. serde would also fill
+/// a struct from an array, field by field in order (so `[]` would be an empty update), which no
+/// schema allows: refused here at the top, and by [`crate::json_shape::Objects`] below it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::invalid_field(
@@ -421,7 +440,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    let value = serde_path_to_error::deserialize(crate::json_shape::Objects(&mut de))
+        .map_err(json_error)?;
     de.end().map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     Ok(value)
 }
@@ -467,19 +487,6 @@ pub(crate) fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> 
             ApiError::InvalidField { field, message }
         }
     }
-}
-
-/// An optional nested object (`evidence`): a JSON object or `null`, nothing else. serde would
-/// fill a struct from an array too (`[null, null]`), which no schema allows.
-pub fn object_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    use serde::Deserialize as _;
-    Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
-        .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
-        .transpose()
 }
 
 /// Replaces serde's Rust primitive names with words a client understands.

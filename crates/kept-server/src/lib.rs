@@ -15,6 +15,7 @@ pub mod error;
 pub mod forward;
 pub mod index;
 pub mod input;
+pub mod json_shape;
 pub mod ledger;
 pub mod observe;
 pub mod openapi;

@@ -1,10 +1,14 @@
-//! The OpenAPI document, generated from the handlers' and types' annotations. The committed
-//! `openapi.json` at the workspace root is this document; a test fails when they drift.
+//! The OpenAPI document, generated from the handlers' and types' annotations, then completed
+//! with what holds for every operation alike (the range of each unsigned integer, the answers
+//! any request can get). The committed `openapi.json` at the workspace root is this document; a
+//! test fails when they drift.
 
-use crate::error::{ErrorBody, ErrorDetail};
+use crate::error::{ErrorBody, ErrorDetail, MAX_ROW_ID};
 use crate::routes::{
     audiences, consents, contacts, decision_log, decisions, keys, merges, profile, system, uses,
 };
+use kept_core::decision::ReasonCode;
+use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -105,15 +109,140 @@ impl utoipa::Modify for ApiKeyScheme {
 }
 
 /// The document as served at `/openapi.json`.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi())
+        .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    integer_ranges(&mut doc);
+    reason_codes(&mut doc);
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for operation in item.values_mut().filter_map(Value::as_object_mut) {
+                shared_answers(operation);
+            }
+        }
+    }
+    doc
 }
 
 /// The document as committed: pretty JSON with a final newline.
 pub fn document_json() -> String {
-    let mut json = document()
-        .to_pretty_json()
+    let mut json = serde_json::to_string_pretty(&document())
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     json.push('\n');
     json
+}
+
+/// States the range of every unsigned integer, parameter or field: the generator marks them
+/// `u-int8` ... `u-int64`, formats no client knows, and a client reading `int32` would take
+/// 2^31 and above for invalid and `int64` would take negatives for valid. A `u64` is a row id or
+/// a count of rows, which both databases keep as signed 64-bit integers: [`MAX_ROW_ID`].
+fn integer_ranges(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let range = match map.get("format").and_then(Value::as_str) {
+                Some("u-int8") => Some(("int32", u64::from(u8::MAX))),
+                Some("u-int16") => Some(("int32", u64::from(u16::MAX))),
+                Some("u-int32") => Some(("int64", u64::from(u32::MAX))),
+                Some("u-int64") => Some(("int64", MAX_ROW_ID)),
+                _ => None,
+            };
+            if let Some((format, max)) = range {
+                map.insert("format".to_owned(), json!(format));
+                map.entry("minimum").or_insert(json!(0));
+                // An explicit, tighter maximum (a page size) stays.
+                let tighter = map
+                    .get("maximum")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|m| m <= max);
+                if !tighter {
+                    map.insert("maximum".to_owned(), json!(max));
+                }
+            }
+            map.values_mut().for_each(integer_ranges);
+        }
+        Value::Array(items) => items.iter_mut().for_each(integer_ranges),
+        _ => {}
+    }
+}
+
+/// The decision log's `reason` filter takes the reason codes Kept has, and nothing else.
+fn reason_codes(doc: &mut Value) {
+    let codes: Vec<&str> = ReasonCode::ALL.iter().map(|r| r.as_str()).collect();
+    let parameters = doc
+        .pointer_mut("/paths/~1v1~1decision-log/get/parameters")
+        .and_then(Value::as_array_mut);
+    for parameter in parameters.into_iter().flatten() {
+        if parameter.get("name").and_then(Value::as_str) == Some("reason")
+            && let Some(schema) = parameter.get_mut("schema").and_then(Value::as_object_mut)
+        {
+            schema.insert("enum".to_owned(), json!(codes));
+        }
+    }
+}
+
+/// Adds the answers any operation can give that its own annotation does not list: every error
+/// is the JSON [`ErrorBody`], so a client can read each of them.
+fn shared_answers(operation: &mut Map<String, Value>) {
+    let takes_body = operation.contains_key("requestBody");
+    let takes_parameters = operation
+        .get("parameters")
+        .and_then(Value::as_array)
+        .is_some_and(|p| !p.is_empty());
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let mut shared = vec![(
+        "414",
+        format!(
+            "the request URI (path and query) is longer than {} bytes",
+            crate::error::MAX_URI_BYTES
+        ),
+    )];
+    if takes_parameters {
+        shared.push((
+            "422",
+            "a parameter is malformed or out of range, named in `error.field`".to_owned(),
+        ));
+    }
+    if takes_body {
+        shared.extend([
+            (
+                "400",
+                "the body is not valid JSON (`request.invalid_json`)".to_owned(),
+            ),
+            (
+                "413",
+                "the body is larger than the server accepts (`request.too_large`)".to_owned(),
+            ),
+            (
+                "415",
+                "the body is not labelled `application/json` (`request.unsupported_media_type`)"
+                    .to_owned(),
+            ),
+            (
+                "422",
+                "a field is missing, of the wrong type or out of range, named in `error.field`"
+                    .to_owned(),
+            ),
+        ]);
+    }
+    for (status, description) in shared {
+        responses.entry(status).or_insert_with(|| {
+            json!({
+                "description": description,
+                "content": {
+                    "application/json": {
+                        "schema": { "$ref": "#/components/schemas/ErrorBody" }
+                    }
+                }
+            })
+        });
+    }
+    // Keep the answers in status order, as the generator writes them.
+    let mut sorted: Vec<(String, Value)> = std::mem::take(responses).into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    responses.extend(sorted);
 }

@@ -574,9 +574,21 @@ fn parse_fields<F: Fields>(
         }
     }
     let write_key = match obj.field("writeKey") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        _ => None,
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.trim().to_owned()).filter(|k| !k.is_empty()),
+        Some(_) => {
+            return Err(FieldError::new(
+                at("writeKey"),
+                "`writeKey` must be a string",
+            ));
+        }
     };
+    // A field has one type whichever call reads it: the message schema is one for every call,
+    // and a track call's `name` or an identify call's `groupId` is checked like the call's own.
+    let event = name_field(obj, "event", base)?;
+    let page_name = name_field(obj, "name", base)?;
+    let group_id = id_field(obj, "groupId", base)?;
+    let previous_id = id_field(obj, "previousId", base)?;
 
     let mut message = Message {
         kind,
@@ -596,18 +608,18 @@ fn parse_fields<F: Fields>(
     };
     match kind {
         MessageKind::Track => {
-            message.name = Some(name_field(obj, "event", base)?.ok_or_else(|| {
+            message.name = Some(event.ok_or_else(|| {
                 FieldError::new(at("event"), "`event` is required for a track call")
             })?);
         }
-        MessageKind::Page | MessageKind::Screen => message.name = name_field(obj, "name", base)?,
+        MessageKind::Page | MessageKind::Screen => message.name = page_name,
         MessageKind::Group => {
-            message.group_id = Some(id_field(obj, "groupId", base)?.ok_or_else(|| {
+            message.group_id = Some(group_id.ok_or_else(|| {
                 FieldError::new(at("groupId"), "`groupId` is required for a group call")
             })?);
         }
         MessageKind::Alias => {
-            message.previous_id = Some(id_field(obj, "previousId", base)?.ok_or_else(|| {
+            message.previous_id = Some(previous_id.ok_or_else(|| {
                 FieldError::new(
                     at("previousId"),
                     "`previousId` is required for an alias call",
@@ -784,6 +796,26 @@ mod tests {
         let before = plain.to_json();
         plain.seal_identifier_traits();
         assert_eq!(plain.to_json(), before);
+    }
+
+    /// The message schema is one for every call: a field has its type whichever call reads it,
+    /// so an identify call's `event` object or a numeric `writeKey` is refused, not ignored.
+    #[test]
+    fn every_call_checks_every_field_the_schema_types() {
+        for (field, value) in [
+            ("event", json!({})),
+            ("name", json!([])),
+            ("groupId", json!(true)),
+            ("previousId", json!({})),
+            ("writeKey", json!(7)),
+        ] {
+            let mut message = obj(json!({"userId": "u1"}));
+            message.insert(field.to_owned(), value);
+            let err = parse_message(message, Some(MessageKind::Identify), "").unwrap_err();
+            assert_eq!(err.path, field);
+        }
+        let fine = obj(json!({"userId": "u1", "event": "ignored", "groupId": 3, "writeKey": null}));
+        assert!(parse_message(fine, Some(MessageKind::Identify), "").is_ok());
     }
 
     #[test]

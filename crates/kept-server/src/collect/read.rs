@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use crate::error::{ApiError, ErrorBody, JsonBody, MAX_ROW_ID, PathParams, page_limit};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -48,7 +48,7 @@ pub struct ProvenanceView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TraitView {
     pub key: String,
-    #[schema(value_type = Object)]
+    /// As collected: a string, number, boolean, object or array.
     pub value: serde_json::Value,
     /// Data category; `user.unmapped` when the collection point does not map the field.
     pub category: String,
@@ -209,8 +209,9 @@ pub struct SubjectPath {
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events after this position (`next_after` of the previous page).
-    pub after: Option<i64>,
+    pub after: Option<u64>,
     /// At most this many (default 100, at most 1,000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -277,8 +278,16 @@ pub async fn events(
     if state.store.subject(subject).await?.is_none() {
         return Err(ApiError::NotFound(format!("subject `{id}` not found")));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let stored = state.store.events_of(subject, q.after, limit).await?;
+    let limit = page_limit(q.limit, 100, 1000)?;
+    let after = q
+        .after
+        .map(|a| {
+            i64::try_from(a).map_err(|_| {
+                ApiError::invalid_field("after", format!("`after` must be at most {MAX_ROW_ID}"))
+            })
+        })
+        .transpose()?;
+    let stored = state.store.events_of(subject, after, limit).await?;
     let json = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
     let full = stored.len() == usize::try_from(limit).unwrap_or(usize::MAX);
     let events: Vec<EventView> = stored

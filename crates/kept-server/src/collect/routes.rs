@@ -108,34 +108,64 @@ pub struct SegmentMessage {
     /// In a batch: `identify`, `track`, `page`, `screen`, `group` or `alias`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    #[schema(value_type = Option<SegmentId>)]
     pub user_id: Option<String>,
+    #[schema(value_type = Option<SegmentId>)]
     pub anonymous_id: Option<String>,
     /// The client's id for this message; a retry with the same id is stored once.
+    #[schema(max_length = 200)]
     pub message_id: Option<String>,
     /// ISO 8601.
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
     /// ISO 8601: when the client sent it (corrects the client's clock).
+    #[schema(format = DateTime)]
     pub sent_at: Option<String>,
     /// `track`: the event name.
+    #[schema(max_length = 1000)]
     pub event: Option<String>,
     /// `page`/`screen`: the page name.
+    #[schema(max_length = 1000)]
     pub name: Option<String>,
+    #[schema(value_type = Option<SegmentId>)]
     pub group_id: Option<String>,
+    #[schema(value_type = Option<SegmentId>)]
     pub previous_id: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub properties: Option<serde_json::Value>,
     /// `identify`: profile traits; `email` and `phone` are identifiers.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub traits: Option<serde_json::Value>,
     /// `consent.categoryPreferences`, `consent.tcString`, `consent.gppString`, `location`,
     /// `timezone`, `ip`, `userAgent`, `kept.collection_point`, `kept.notice`, and
     /// `kept.userHash`: the identity token with which a public key speaks for the `userId`
     /// (hex HMAC-SHA256 of the `userId` under the identity secret, minted by the shop's backend).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub context: Option<serde_json::Value>,
     /// The write key, when not sent as HTTP Basic user.
     pub write_key: Option<String>,
 }
+
+/// An id in a message: a string of at most 256 characters, or a number (some clients send
+/// numeric user ids); an empty string counts as none.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentId;
+
+impl utoipa::PartialSchema for SegmentId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(kept_core::identity::MAX_IDENTIFIER_LEN)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .into()
+    }
+}
+
+impl ToSchema for SegmentId {}
 
 /// A batch of messages (`/v1/batch`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -144,8 +174,9 @@ pub struct SegmentBatch {
     /// At most 2,500 messages, 500 KB in all, 32 KB each.
     pub batch: Vec<SegmentMessage>,
     /// Shared by every message that has none of its own keys.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub context: Option<serde_json::Value>,
+    #[schema(format = DateTime)]
     pub sent_at: Option<String>,
     pub write_key: Option<String>,
 }

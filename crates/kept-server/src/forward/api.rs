@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, MAX_ROW_ID, PathParams};
+use crate::error::{ApiError, ErrorBody, MAX_ROW_ID, PathParams, page_limit};
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -83,6 +83,7 @@ pub struct Page {
     /// Only dead letters with a larger id.
     pub after: Option<u64>,
     /// At most this many (default and maximum 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -116,7 +117,7 @@ pub async fn dead_letters(
             format!("`after` must be at most {MAX_ROW_ID}"),
         ));
     }
-    let limit = page.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let limit = page_limit(page.limit, MAX_PAGE, MAX_PAGE)?;
     let rows = state.store.dead_deliveries(page.after, limit).await?;
     let full = rows.len() >= usize::try_from(limit).unwrap_or(usize::MAX);
     let next_after = if full {

@@ -31,11 +31,32 @@ pub struct SubjectPath {
 pub struct LinkRequest {
     /// How long the link works, in minutes (default 30, at most 10,080: a week).
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10080)]
     pub ttl_minutes: Option<u32>,
     /// The page's language (`en`, `de`, `fr`, `es`); default: the customer's browser's.
     #[serde(default)]
-    pub locale: Option<String>,
+    pub locale: Option<PageLocale>,
+}
+
+/// A language the preference page speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PageLocale {
+    En,
+    De,
+    Fr,
+    Es,
+}
+
+impl PageLocale {
+    fn code(self) -> &'static str {
+        match self {
+            PageLocale::En => "en",
+            PageLocale::De => "de",
+            PageLocale::Fr => "fr",
+            PageLocale::Es => "es",
+        }
+    }
 }
 
 /// A single-use sign-in link.
@@ -60,7 +81,7 @@ async fn subject_standing(state: &AppState, id: u32) -> Result<Standing, ApiErro
     path = "/v1/subjects/{id}/preference-link",
     tag = "preferences",
     params(("id" = u32, Path, description = "the subject's internal id")),
-    request_body(content = LinkRequest, description = "optional"),
+    request_body(content = Option<LinkRequest>, description = "optional"),
     security(("api_key" = [])),
     responses(
         (status = 201, body = PreferenceLink),
@@ -78,11 +99,11 @@ pub async fn preference_link(
     PathParams(SubjectPath { id }): PathParams<SubjectPath>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<PreferenceLink>), ApiError> {
-    // The body is optional: no body (or `{}`) mints a link with the defaults.
+    // The body is optional: no body, `null` or `{}` mints a link with the defaults.
     let body: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LinkRequest::default()
     } else {
-        crate::error::parse_json(&body)?
+        crate::error::parse_json::<Option<LinkRequest>>(&body)?.unwrap_or_default()
     };
     if state.store.subject(SubjectId(id)).await?.is_none() {
         return Err(ApiError::NotFound(format!("subject `{id}` not found")));
@@ -110,20 +131,7 @@ pub async fn preference_link(
             ttl
         }
     };
-    let locale = match body.locale.as_deref() {
-        None => None,
-        Some(code) => Some(
-            texts::by_code(code)
-                .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "locale",
-                        format!("`{code}` is not a language the page speaks (en, de, fr, es)"),
-                    )
-                })?
-                .code
-                .to_owned(),
-        ),
-    };
+    let locale = body.locale.map(|l| l.code().to_owned());
     let keys = state.prefcenter.keys(state.store.as_ref()).await?;
     let now = state.now();
     let mut claims = Claims::new(Kind::Link, SubjectId(id), now + ttl);
@@ -439,9 +447,9 @@ pub struct PreferencesUpdate {
     pub channels: Vec<ChannelChange>,
     #[serde(default)]
     pub do_not_sell: Option<bool>,
-    #[serde(default, deserialize_with = "crate::error::object_opt")]
+    #[serde(default)]
     pub sms: Option<SmsChange>,
-    #[serde(default, deserialize_with = "crate::error::object_opt")]
+    #[serde(default)]
     pub evidence: Option<EvidenceInput>,
 }
 

@@ -524,6 +524,9 @@ pub async fn apply(
     let manifest = state.manifest.as_ref();
     let mut w = Writer::new(state, standing, ctx);
     let mut confirmations: Vec<Topic> = Vec::new();
+    // A phone number typed in for texts is attached only once the whole request has passed its
+    // checks: a later unknown topic or channel must leave nothing written.
+    let mut phone_to_attach: Option<String> = None;
 
     for (key, on) in &wanted.purposes {
         let Some(p) = standing.purposes.iter().find(|p| &p.key == key) else {
@@ -631,7 +634,11 @@ pub async fn apply(
                     .and_then(|id| manifest.notices.get(id))
                     .map(|n| disclosure_text(n, ctx.texts.code));
                 let text_hash = disclosure.map(|text| blake3::hash(text.as_bytes()).to_hex());
-                phone_provenance(&mut w, prefcenter, wanted.sms.phone.as_deref(), t).await?;
+                if let Some(phone) =
+                    phone_provenance(&mut w, wanted.sms.phone.as_deref(), t).await?
+                {
+                    phone_to_attach = Some(phone);
+                }
                 w.record(
                     (&t.purpose, Some(channel), Some(topic)),
                     ConsentAction::Given,
@@ -678,6 +685,9 @@ pub async fn apply(
                 .ok_or(ChangeError::NoEmail)?,
         )
     };
+    if let Some(phone) = &phone_to_attach {
+        attach_phone(state, standing.subject.id, phone, ctx.now).await?;
+    }
     for pref in prefs {
         state.store.put_channel_preference(&pref).await?;
         w.changes.push(Change::Preference(pref));
@@ -1002,34 +1012,52 @@ fn provenance_trait(
 
 const PHONE_CATEGORY: &str = "user.contact.phone_number";
 
-/// The phone number's provenance under the SMS notice, attaching the number given (sealed
-/// under the subject's data key) when the subject does not hold it yet.
+/// The phone number's provenance under the SMS notice. Returns the number given, normalised
+/// and checked to be free for this subject, for the caller to attach (sealed under the
+/// subject's data key) once the whole request has passed its checks.
 async fn phone_provenance(
     w: &mut Writer<'_>,
-    prefcenter: &PrefCenter,
     phone: Option<&str>,
     topic: &TopicState,
-) -> Result<(), ChangeError> {
-    let _ = prefcenter;
+) -> Result<Option<String>, ChangeError> {
     let state = w.state;
     let subject = w.standing.subject.id;
     let phone = phone.map(str::trim).filter(|p| !p.is_empty());
     let known = contact_address(state, w.standing, IdentifierKind::Phone).await?;
-    let value = match (phone, known) {
+    let (value, given) = match (phone, known) {
         (None, None) => return Err(ChangeError::SmsNeedsAgreement),
-        (None, Some(_)) => None,
+        (None, Some(_)) => (None, None),
         (Some(raw), _) => {
             let default_country = state.collect.config().default_country.clone();
             let normalized = normalize_phone(raw, default_country.as_deref())
                 .map_err(|_| ChangeError::PhoneInvalid(raw.to_owned()))?;
-            attach_phone(state, subject, &normalized, w.ctx.now).await?;
-            Some(serde_json::json!({ "sealed_identifier": "phone" }))
+            phone_is_free(state, subject, &normalized).await?;
+            (
+                Some(serde_json::json!({ "sealed_identifier": "phone" })),
+                Some(normalized),
+            )
         }
     };
     if let Some(notice) = &topic.notice {
         provenance_trait(w, notice, PHONE_CATEGORY, value);
     }
-    Ok(())
+    Ok(given)
+}
+
+/// Whether a normalised phone number is the subject's already or nobody's (else `PhoneTaken`),
+/// read before anything is written; the write checks again.
+async fn phone_is_free(
+    state: &AppState,
+    subject: SubjectId,
+    normalized: &str,
+) -> Result<(), ChangeError> {
+    let store = state.store.as_ref();
+    let keys = state.collect.keys(store).await?;
+    let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
+    match store.find_identities(&[hash]).await?.first() {
+        Some((_, holder)) if *holder != subject => Err(ChangeError::PhoneTaken),
+        _ => Ok(()),
+    }
 }
 
 async fn attach_phone(

@@ -372,7 +372,10 @@ pub async fn evaluate_audience(
     responses(
         (status = 200, description = "the eligible subjects, in id order; `x-kept-eligible` \
             holds their number, `x-kept-export-id` the reference the export's uses are \
-            recorded under", content_type = "application/x-ndjson", body = String),
+            recorded under", content(
+                (String = "application/x-ndjson"),
+                (String = "text/csv"),
+            )),
         (status = 400, description = "not JSON", body = ErrorBody),
         (status = 401, description = "no key, or an invalid one", body = ErrorBody),
         (status = 403, description = "the key's role is not `decide` or `admin`", body = ErrorBody),

@@ -65,7 +65,7 @@ pub struct ConsentInput {
     /// characters.
     #[schema(example = "api", min_length = 1, max_length = 100)]
     pub source: String,
-    #[serde(default, deserialize_with = "crate::error::object_opt")]
+    #[serde(default)]
     pub evidence: Option<EvidenceBody>,
 }
 

@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, query_number, query_row_id};
+use crate::error::{ApiError, ErrorBody, query_limit, query_number, query_row_id};
 use crate::routes::decisions::EvidenceView;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -79,7 +79,7 @@ pub struct DecisionLogPage {
         ("purpose" = Option<String>, Query, description = "a purpose key"),
         ("since" = Option<i64>, Query, description = "only decisions at or after this time (milliseconds since the Unix epoch)"),
         ("before" = Option<u64>, Query, description = "only entries older than this id (`next_before` of the previous page)"),
-        ("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 1000)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many (default 100, at most 1000)"),
     ),
     security(("api_key" = [])),
     responses(
@@ -106,13 +106,7 @@ pub async fn read(
         ),
         None => None,
     };
-    let limit = query_number::<u32>("limit", params.limit.as_deref())?.unwrap_or(100);
-    if limit == 0 || limit > MAX_DECISION_LOG_PAGE {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("`limit` must be between 1 and {MAX_DECISION_LOG_PAGE}"),
-        ));
-    }
+    let limit = query_limit(params.limit.as_deref(), 100, MAX_DECISION_LOG_PAGE)?;
     let query = DecisionLogQuery {
         subject: query_number::<u32>("subject", params.subject.as_deref())?.map(SubjectId),
         reason,

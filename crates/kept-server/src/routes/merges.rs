@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, PathParams, query_number, query_row_id};
+use crate::error::{ApiError, ErrorBody, PathParams, query_limit, query_row_id};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -94,8 +94,8 @@ pub struct Undone {
     operation_id = "list_merges",
     tag = "collection",
     params(
-        ("before" = Option<i64>, Query, description = "only entries with a smaller id (the previous page's `next_before`)"),
-        ("limit" = Option<u32>, Query, description = "at most this many entries, 1 to 1,000 (100)"),
+        ("before" = Option<u64>, Query, description = "only entries with a smaller id (the previous page's `next_before`)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many entries, 1 to 1,000 (100)"),
     ),
     security(("api_key" = [])),
     responses(
@@ -113,13 +113,7 @@ pub async fn list(
     let Query(p) = params?;
     let before =
         query_row_id("before", p.before.as_deref())?.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
-    let limit = query_number::<u32>("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = query_limit(p.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let entries = state.store.identity_log(before, limit).await?;
     let next_before = (entries.len() == limit as usize)
         .then(|| entries.last().map(|e| e.id))
@@ -145,7 +139,7 @@ pub struct MergePath {
     path = "/v1/merges/{id}/undo",
     operation_id = "undo_merge",
     tag = "collection",
-    params(("id" = i64, Path, description = "the merge's id in the identity log")),
+    params(("id" = u64, Path, description = "the merge's id in the identity log")),
     security(("api_key" = [])),
     responses(
         (status = 200, body = Undone),

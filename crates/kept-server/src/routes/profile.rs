@@ -39,7 +39,7 @@ pub struct ProfileParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VisibleTrait {
     pub key: String,
-    #[schema(value_type = Object)]
+    /// As collected: a string, number, boolean, object or array.
     pub value: serde_json::Value,
     pub category: String,
     pub collection_point: String,

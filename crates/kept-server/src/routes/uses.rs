@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, query_number, query_row_id};
+use crate::error::{ApiError, ErrorBody, query_limit, query_number, query_row_id};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -50,7 +50,6 @@ pub struct UseView {
     /// For a forward, a contact or a profile read, the decision's evidence (as `POST /v1/decisions` answers
     /// it); for an export, its summary: `export`, `eligible`, `excluded` and `by_reason` (counts
     /// by reason code).
-    #[schema(value_type = Object)]
     pub evidence: serde_json::Value,
     /// The system a forward went to, or the public id of the API key that exported or recorded.
     pub actor: String,
@@ -80,7 +79,7 @@ pub struct UsePage {
     params(
         ("subject" = u32, Query, description = "a subject's internal id"),
         ("before" = Option<u64>, Query, description = "only uses older than this id (`next_before` of the previous page)"),
-        ("limit" = Option<u32>, Query, description = "at most this many (default 100, at most 1000)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many (default 100, at most 1000)"),
     ),
     security(("api_key" = [])),
     responses(
@@ -98,13 +97,7 @@ pub async fn read(
     let Query(params) = params?;
     let subject = query_number::<u32>("subject", params.subject.as_deref())?
         .ok_or_else(|| ApiError::invalid_field("subject", "missing field `subject`"))?;
-    let limit = query_number::<u32>("limit", params.limit.as_deref())?.unwrap_or(100);
-    if limit == 0 || limit > MAX_USES_PAGE {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("`limit` must be between 1 and {MAX_USES_PAGE}"),
-        ));
-    }
+    let limit = query_limit(params.limit.as_deref(), 100, MAX_USES_PAGE)?;
     let query = UseQuery {
         subject: SubjectId(subject),
         before: query_row_id("before", params.before.as_deref())?,

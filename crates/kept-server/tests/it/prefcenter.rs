@@ -1573,3 +1573,57 @@ async fn a_confirmed_double_opt_in_verifies_the_address() {
         Some(subject)
     );
 }
+
+/// A phone number given for texts is written only with the rest of the request: when a later
+/// topic is unknown, the request changes nothing, and the number is not attached to the
+/// subject (it was, before the rest was checked).
+#[tokio::test]
+async fn a_refused_update_does_not_attach_the_phone_number_it_gave() {
+    let center = Center::new().await;
+    let subject = center.subject(1);
+    let path = format!("/v1/subjects/{}/preferences", subject.0);
+    let phone = "+1 415 555 0177";
+    let lookup = "/v1/subjects/lookup?phone=%2B14155550177";
+    assert_eq!(
+        center.api("GET", lookup, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let sms = json!({ "phone": phone, "disclosure_accepted": true });
+    let refused = center
+        .api(
+            "PUT",
+            &path,
+            Some(json!({
+                "topics": [
+                    { "channel": "sms", "topic": "offers", "subscribed": true },
+                    { "channel": "sms", "topic": "pigeon_post", "subscribed": true },
+                ],
+                "sms": sms,
+            })),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert!(center.records(subject).await.is_empty());
+    let found = center.api("GET", lookup, None).await;
+    assert_eq!(found.status, StatusCode::NOT_FOUND, "{}", found.text);
+
+    let accepted = center
+        .api(
+            "PUT",
+            &path,
+            Some(json!({
+                "topics": [{ "channel": "sms", "topic": "offers", "subscribed": true }],
+                "sms": sms,
+            })),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text);
+    let found = center.api("GET", lookup, None).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.text);
+    assert_eq!(found.json["subject"], subject.0, "{}", found.text);
+}

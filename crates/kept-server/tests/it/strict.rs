@@ -702,3 +702,277 @@ async fn a_link_lifetime_the_schema_allows_is_accepted() {
     let answer = app.send(post(&path, privacy, &below)).await;
     assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, "ttl_minutes");
 }
+
+/// A page size outside its documented range is refused, naming `limit`, where it was quietly
+/// changed (0 read as 1, 2^31 as the maximum); the schema states the same range.
+#[tokio::test]
+async fn a_page_size_outside_its_range_is_refused_as_the_schema_says() {
+    let doc: Value = serde_json::from_str(&kept_server::openapi::document_json()).unwrap();
+    let app = TestApp::new().await;
+    let events = format!("/v1/subjects/{}/events", app.subjects[0].0);
+    for (path, role, max) in [
+        (events.as_str(), Role::Privacy, 1000_u64),
+        ("/v1/webhooks/dead-letters", Role::Admin, 500),
+        ("/v1/merges", Role::Privacy, 1000),
+        ("/v1/uses", Role::Privacy, 1000),
+        ("/v1/decision-log", Role::Privacy, 1000),
+    ] {
+        let template = if path == events {
+            "/v1/subjects/{id}/events"
+        } else {
+            path
+        };
+        let parameters = doc["paths"][template]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let limit = parameters.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1, "{path}");
+        assert_eq!(limit["schema"]["maximum"], max, "{path}");
+        let subject = if path == "/v1/uses" { "subject=1&" } else { "" };
+        for bad in [0, max + 1, 2_147_483_648] {
+            let target = format!("{path}?{subject}limit={bad}");
+            let answer = app
+                .send(request("GET", &target, Some(app.key(role)), None))
+                .await;
+            assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, "limit");
+        }
+        let target = format!("{path}?{subject}limit={max}");
+        let answer = app
+            .send(request("GET", &target, Some(app.key(role)), None))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{target}: {}", answer.text);
+    }
+}
+
+/// Every id the document takes, as a path or query parameter, states its whole range, and a
+/// value past it is a 4xx, never a server error.
+#[tokio::test]
+async fn every_id_parameter_has_its_range_and_past_it_is_refused() {
+    let doc: Value = serde_json::from_str(&kept_server::openapi::document_json()).unwrap();
+    let mut ids = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                let schema = &parameter["schema"];
+                if schema["type"] != "integer"
+                    || !["id", "subject", "before", "after"].contains(&name)
+                {
+                    continue;
+                }
+                ids += 1;
+                let at = format!("{method} {template} {name}");
+                assert!(schema["minimum"].is_number(), "{at} has no minimum");
+                let max = schema["maximum"].as_u64();
+                assert!(
+                    max == Some(u64::from(u32::MAX)) || max == Some(kept_server::error::MAX_ROW_ID),
+                    "{at}: maximum {max:?}"
+                );
+            }
+        }
+    }
+    assert!(ids >= 10, "only {ids} id parameters found");
+    let app = TestApp::new().await;
+    let past = "9223372036854775808";
+    for (method, path, role) in [
+        ("POST", format!("/v1/merges/{past}/undo"), Role::Privacy),
+        (
+            "POST",
+            format!("/v1/webhooks/dead-letters/{past}/retry"),
+            Role::Admin,
+        ),
+        (
+            "GET",
+            format!("/v1/subjects/{}/preferences", u64::from(u32::MAX) + 1),
+            Role::Privacy,
+        ),
+        (
+            "GET",
+            format!(
+                "/v1/subjects/{}/profile?purpose=analytics",
+                u64::from(u32::MAX) + 1
+            ),
+            Role::Decide,
+        ),
+        ("GET", format!("/v1/merges?before={past}"), Role::Privacy),
+        (
+            "GET",
+            format!("/v1/webhooks/dead-letters?after={past}"),
+            Role::Admin,
+        ),
+        (
+            "GET",
+            format!("/v1/decision-log?before={past}"),
+            Role::Privacy,
+        ),
+        (
+            "GET",
+            format!("/v1/uses?subject=1&before={past}"),
+            Role::Privacy,
+        ),
+    ] {
+        let answer = app
+            .send(request(method, &path, Some(app.key(role)), None))
+            .await;
+        assert!(
+            answer.status.is_client_error(),
+            "{method} {path}: {}",
+            answer.text
+        );
+        assert!(
+            answer.json["error"]["code"].is_string(),
+            "{method} {path}: {}",
+            answer.text
+        );
+    }
+}
+
+/// Every operation lists the JSON 414, and every one that takes a body the 400, 413 and 415
+/// that any body can get, so a client generated from the document can read each answer.
+#[test]
+fn every_operation_documents_the_answers_any_request_can_get() {
+    let doc: Value = serde_json::from_str(&kept_server::openapi::document_json()).unwrap();
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            let mut expected = vec!["414"];
+            if operation.get("requestBody").is_some() {
+                expected.extend(["400", "413", "415", "422"]);
+            }
+            if operation["parameters"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+            {
+                expected.push("422");
+            }
+            for status in expected {
+                let body = &responses[status]["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(
+                    body, "#/components/schemas/ErrorBody",
+                    "{method} {template} does not document a JSON {status}"
+                );
+            }
+        }
+    }
+}
+
+/// A preference-link body may be `null` (the schema allows it: the body is optional), and its
+/// language is one the page speaks, as the schema lists them.
+#[tokio::test]
+async fn a_preference_link_body_is_what_its_schema_says() {
+    let doc: Value = serde_json::from_str(&kept_server::openapi::document_json()).unwrap();
+    let locales = doc["components"]["schemas"]["PageLocale"]["enum"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let app = TestApp::new().await;
+    let path = format!("/v1/subjects/{}/preference-link", app.subjects[0].0);
+    let privacy = Some(app.key(Role::Privacy));
+    let answer = app.send(post(&path, privacy, "null")).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    for locale in locales {
+        let body = json!({ "locale": locale }).to_string();
+        let answer = app.send(post(&path, privacy, &body)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "{locale}: {}",
+            answer.text
+        );
+    }
+    let answer = app.send(post(&path, privacy, r#"{"locale": "xx"}"#)).await;
+    assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, "locale");
+}
+
+/// Every nested object, at any depth and in any body, is an object: an array that would fill it
+/// field by field is refused naming the field, and nothing is changed.
+#[tokio::test]
+async fn any_nested_object_sent_as_an_array_is_refused_naming_it() {
+    let app = TestApp::new().await;
+    let privacy = Some(app.key(Role::Privacy));
+    let decide = Some(app.key(Role::Decide));
+    let subject = app.subjects[0].0;
+    let preferences = format!("/v1/subjects/{subject}/preferences");
+    let before = app.send(request("GET", &preferences, privacy, None)).await;
+    for (body, field) in [
+        (json!({"channels": [["email", "day"]]}), "channels[0]"),
+        (
+            json!({"topics": [["email", "newsletter", false]]}),
+            "topics[0]",
+        ),
+        (
+            json!({"channels": [{"channel": "email", "quiet_hours": ["22:00", "07:00"]}]}),
+            "channels[0].quiet_hours",
+        ),
+    ] {
+        let answer = app
+            .send(request(
+                "PUT",
+                &preferences,
+                privacy,
+                Some(&body.to_string()),
+            ))
+            .await;
+        assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, field);
+    }
+    let after = app.send(request("GET", &preferences, privacy, None)).await;
+    assert_eq!(after.json["channels"], before.json["channels"]);
+    assert!(
+        app.store
+            .channel_preferences(app.subjects[0])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let contact = json!({
+        "subject": [format!("{subject}")],
+        "channel": "email",
+        "purpose": "marketing.communications",
+    });
+    let answer = app
+        .send(post("/v1/contacts", decide, &contact.to_string()))
+        .await;
+    assert_invalid(&answer, StatusCode::UNPROCESSABLE_ENTITY, "subject");
+    let audience = json!({"purpose": "marketing.communications", "candidates": {"filter": []}});
+    let answer = app
+        .send(post(
+            "/v1/audiences/evaluate",
+            decide,
+            &audience.to_string(),
+        ))
+        .await;
+    assert_invalid(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "candidates.filter",
+    );
+}
+
+/// The Segment message schema is the server's: `properties`, `traits` and `context` may be left
+/// out (the schema required them), ids may be numbers, and a field of the wrong type is refused
+/// whichever call carries it (an identify call's `event` object was ignored and stored).
+#[tokio::test]
+async fn a_segment_message_is_what_its_schema_says() {
+    let doc: Value = serde_json::from_str(&kept_server::openapi::document_json()).unwrap();
+    let message = &doc["components"]["schemas"]["SegmentMessage"];
+    assert!(message.get("required").is_none(), "{message}");
+    let app = TestApp::new().await;
+    let bare = json!({"anonymousId": 42});
+    let answer = app.send(collect(&app, "/v1/screen", &bare)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    for (field, value) in [
+        ("event", json!({})),
+        ("groupId", json!([1])),
+        ("writeKey", json!(7)),
+    ] {
+        let mut body = json!({"userId": "schema-u1", "traits": {"plan": "gold"}});
+        body[field] = value;
+        let answer = app.send(collect(&app, "/v1/identify", &body)).await;
+        assert_invalid(&answer, StatusCode::BAD_REQUEST, field);
+    }
+    let lookup = "/v1/subjects/lookup?user_id=schema-u1";
+    let answer = app
+        .send(request("GET", lookup, Some(app.key(Role::Privacy)), None))
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.text);
+}
