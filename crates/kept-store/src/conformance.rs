@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             an_identity_conflict_writes_nothing,
             verified_identities_the_identity_log_and_undo,
             events_deduplicate_and_follow_merges,
+            events_and_visits_move_the_last_interaction_forward,
             retention_deletes_what_expired,
             key_collection_points_round_trip,
             decision_log_appends_and_filters,
@@ -1209,6 +1210,66 @@ fn event(
         context: "{}".into(),
         extra: format!(r#"{{"category":"c-{message_id}"}}"#),
     }
+}
+
+pub async fn events_and_visits_move_the_last_interaction_forward(store: Arc<dyn Store>) {
+    use crate::collection::EventWrite;
+    let ids = store
+        .insert_subjects(vec![
+            new_subject(Some("u-a"), "US"),
+            new_subject(Some("u-b"), "US"),
+            new_subject(Some("u-c"), "US"),
+        ])
+        .await
+        .unwrap();
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    assert!(store.last_interactions().await.unwrap().is_empty());
+    assert_eq!(store.last_interaction(a).await.unwrap(), None);
+    let write = |events| EventWrite {
+        events,
+        traits: Vec::new(),
+    };
+    // The latest event of each subject in the write, in the same transaction.
+    store
+        .write_events(write(vec![
+            event("k", "a1", a, T0 + 20),
+            event("k", "a2", a, T0 + 50),
+            event("k", "b1", b, T0 + 10),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_interactions().await.unwrap(),
+        vec![(a, T0 + 50), (b, T0 + 10)]
+    );
+    // An older event (a late delivery) never moves it back; a newer one moves it forward.
+    store
+        .write_events(write(vec![
+            event("k", "a3", a, T0 + 30),
+            event("k", "b2", b, T0 + 40),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(store.last_interaction(a).await.unwrap(), Some(T0 + 50));
+    assert_eq!(store.last_interaction(b).await.unwrap(), Some(T0 + 40));
+    // A preference-center visit is an interaction, recorded with its session.
+    store
+        .open_session(crate::prefcenter::NewSession {
+            id: "visit".into(),
+            subject: c,
+            created_at: T0 + 60,
+            expires_at: T0 + 1_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_interactions().await.unwrap(),
+        vec![(a, T0 + 50), (b, T0 + 40), (c, T0 + 60)]
+    );
+    assert_eq!(
+        store.last_interaction(SubjectId(999_999)).await.unwrap(),
+        None
+    );
 }
 
 pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {

@@ -424,6 +424,7 @@ pub async fn ingest(
         metrics::counter!(super::CONSENT_RECORDS).increment(entries.len() as u64);
         entries
     };
+    let interactions = kept_store::collection::interactions(&events);
     store
         .write_events(EventWrite {
             events,
@@ -451,6 +452,12 @@ pub async fn ingest(
     let fresh: HashSet<SubjectId> = outcome.created.iter().map(|s| s.id).collect();
     let merged_into = outcome.merges.iter().map(|(_, into)| *into);
     changes.extend(crate::index::trait_changes(store, traits, &fresh, merged_into).await?);
+    // The subjects' own events are interactions (Colorado's consent refresh counts from them).
+    changes.extend(
+        interactions
+            .into_iter()
+            .map(|(subject, at)| Change::Interaction { subject, at }),
+    );
     state.index.apply(changes).await?;
     state.index.consents_appended(&entries).await?;
     if let Ok(mut carried) = collector.carried.lock() {
