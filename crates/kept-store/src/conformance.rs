@@ -1025,6 +1025,8 @@ fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::D
     crate::DecisionLogEntry {
         id: 0,
         at: T0 + i64::from(i) * 10,
+        // Odd entries were asked a little ahead of the time they were decided for.
+        asked_at: T0 + i64::from(i) * 10 - i64::from(i % 2),
         subject: subject.map(SubjectId),
         purpose: purpose.to_string(),
         channel: i.is_multiple_of(2).then(|| "sms".to_string()),
@@ -1044,13 +1046,28 @@ fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::D
 
 pub async fn decision_log_prunes_the_oldest_first(store: Arc<dyn Store>) {
     use crate::DecisionLogQuery;
-    let written: Vec<_> = (0..10u32)
-        .map(|i| logged(i, Some(i), "marketing.communications", "denied.no_consent"))
+    let mut written: Vec<_> = (0..10u32)
+        .map(|i| {
+            let mut e = logged(i, Some(i), "marketing.communications", "denied.no_consent");
+            e.asked_at = e.at;
+            e
+        })
         .collect();
+    // Asked early, for a send a long way ahead: retention counts from when it was asked.
+    let mut scheduled = logged(
+        10,
+        Some(10),
+        "marketing.communications",
+        "denied.no_consent",
+    );
+    scheduled.asked_at = T0 + 5;
+    scheduled.at = T0 + 1_000_000;
+    written.push(scheduled);
     store.append_decision_log(written).await.unwrap();
-    // Entries at T0, T0 + 10, …, T0 + 90; those before T0 + 50 go, three at a time.
+    // Entries asked at T0, T0 + 10, …, T0 + 90 and T0 + 5; those before T0 + 50 go, three at
+    // a time.
     assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 3);
-    assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 2);
+    assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 3);
     assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 0);
     let left = store
         .decision_log(&DecisionLogQuery::default())

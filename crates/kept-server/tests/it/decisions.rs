@@ -1022,3 +1022,41 @@ async fn colorado_counts_the_sensitive_consent_refresh_from_the_last_interaction
         "the event's time"
     );
 }
+
+#[tokio::test]
+async fn the_decision_log_keeps_the_time_decided_for_and_when_it_was_asked() {
+    let app = &TestApp::new().await;
+    app.state.decision_log.set_sample_rate(0.0);
+    let later = NOW + 3 * DAY;
+    let batch = json!({ "requests": [
+        { "subject": { "user_id": "u2" }, "purpose": MARKETING, "channel": "sms", "at": later },
+        { "subject": { "user_id": "u2" }, "purpose": MARKETING, "channel": "sms" },
+    ]});
+    let answer = decide(app, batch).await;
+    assert_eq!(
+        reasons(&answer),
+        ["denied.not_promised", "denied.not_promised"]
+    );
+    app.state.decision_log.flush().await;
+    let log = app
+        .send(get("/v1/decision-log", Some(app.key(Role::Privacy))))
+        .await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.text);
+    let entries = log.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{}", log.text);
+    // Newest first: the request without `at` was decided for when it was asked.
+    assert_eq!(entries[1]["at"], later);
+    assert_eq!(entries[1]["asked_at"], NOW);
+    assert_eq!(entries[0]["at"], NOW);
+    assert_eq!(entries[0]["asked_at"], NOW);
+    // `since` reads the time decided for.
+    let since = app
+        .send(get(
+            &format!("/v1/decision-log?since={}", NOW + DAY),
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    let entries = since.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{}", since.text);
+    assert_eq!(entries[0]["at"], later);
+}
