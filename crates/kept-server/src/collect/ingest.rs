@@ -410,6 +410,7 @@ pub async fn ingest(
             shown,
             properties,
             context,
+            extra,
             regime: judgement.regime.clone(),
             at,
         });
@@ -836,6 +837,8 @@ struct Candidate {
     shown: Option<Map<String, Value>>,
     properties: Box<serde_json::value::RawValue>,
     context: kept_core::collection::Context,
+    /// The message's top-level fields Kept does not read, as sent (also stored in `extra`).
+    extra: kept_core::collection::Context,
     regime: String,
     at: UnixMillis,
 }
@@ -928,5 +931,11 @@ fn forward_view(c: Candidate) -> Value {
         MessageKind::Group | MessageKind::Alias => out.extend(properties),
     }
     out.insert("context".into(), Value::Object(c.context.to_map()));
+    // The fields Kept does not read (a page's `category`, `integrations`, ...) go on as the
+    // client sent them, as a Segment destination receives the message; the ones Kept writes
+    // itself come first.
+    for (key, value) in c.extra.to_map() {
+        out.entry(key).or_insert(value);
+    }
     Value::Object(out)
 }
