@@ -410,21 +410,19 @@ impl Linter<'_> {
             };
             let why = match never {
                 SoftOptInNever::NoEmailChannel => {
-                    "it is for email only, and no `email` channel is declared".to_owned()
+                    "it is for email only, and no `email` channel is declared; remove it".to_owned()
                 }
                 SoftOptInNever::NoRegime => format!(
-                    "no regime's rules allow it for `{id}` with the legal bases it declares (ePrivacy soft opt-in stands in for consent to marketing emails)"
+                    "no regime's rules allow it for `{id}` with the legal bases and policy the manifest declares (ePrivacy soft opt-in stands in for consent to marketing emails); remove it"
                 ),
                 SoftOptInNever::NoPurchasePromise => format!(
-                    "no collection point of kind `purchase` collects `{EMAIL_CATEGORY}` under a notice that promises `{id}` by `email`, and soft opt-in reaches only customers told of it when they bought"
+                    "no collection point of kind `purchase` collects `{EMAIL_CATEGORY}` under a notice that promises `{id}` by `email`, and soft opt-in reaches only customers told of it when they bought; remove it, or collect email addresses at checkout under a notice that promises `{id}`"
                 ),
             };
             self.warning(
                 codes::PURPOSE_SOFT_OPT_IN_NEVER_APPLIES,
                 child_path(&entry_path("purposes", id), "soft_opt_in"),
-                format!(
-                    "purpose `{id}` enables `soft_opt_in`, but it can never apply: {why}; remove it, or collect email addresses at checkout under a notice that promises `{id}`"
-                ),
+                format!("purpose `{id}` enables `soft_opt_in`, but it can never apply: {why}"),
             );
         }
     }
