@@ -483,7 +483,7 @@ fn legal(
         else {
             continue;
         };
-        match walk::given(req, &fact, now, &mut scratch) {
+        match walk::given(req, &fact, view.last_interaction(), now, &mut scratch) {
             Ok(_) => {
                 allowed.insert(id);
             }

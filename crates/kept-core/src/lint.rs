@@ -2,12 +2,14 @@
 //! changed notice texts, uses of data that no notice promised, and the organisation's own
 //! rules. Every finding has a stable code and points at the line it is about.
 
+use crate::decision::{Compiled, EMAIL_CATEGORY, SoftOptInNever};
 use crate::fideslang;
 use crate::manifest::{
-    KNOWN_CHANNELS, Loaded, Manifest, RegimeKey, child_path, covers, entry_path, is_within,
-    item_path, promises,
+    KNOWN_CHANNELS, LegalBasis, Loaded, Manifest, Purpose, RegimeKey, child_path, covers,
+    entry_path, is_within, item_path, promises,
 };
 use crate::regime::Regime;
+use crate::rulebook::Level;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -67,6 +69,16 @@ pub mod codes {
     pub const PURPOSE_NO_LEGAL_BASIS: &str = "purpose.no_legal_basis";
     /// Some regimes have no legal basis and there is no `default` (warning).
     pub const PURPOSE_LEGAL_BASIS_INCOMPLETE: &str = "purpose.legal_basis_incomplete";
+    /// A `legal_basis` table names some regimes of one family (the US ones: `ccpa`,
+    /// `us_state`, `us`; or `gdpr` and `uk_gdpr`) and leaves the others to a `default` that
+    /// asks for something else (warning): e.g. `us = "legitimate_interests"` while California
+    /// and the states with a privacy law fall to `default = "consent"`.
+    pub const PURPOSE_LEGAL_BASIS_DEFAULT_CONTRADICTS: &str =
+        "purpose.legal_basis_default_contradicts";
+    /// `soft_opt_in = true` on a purpose it can never apply to (warning): no email channel, no
+    /// regime whose rules allow it, or no purchase collection point collecting an email
+    /// address under a notice that promises the purpose by email.
+    pub const PURPOSE_SOFT_OPT_IN_NEVER_APPLIES: &str = "purpose.soft_opt_in_never_applies";
     pub const SYSTEM_NO_OWNER: &str = "system.no_owner";
     /// A system uses a category for a purpose (and channel) that no notice covering that
     /// category promises.
@@ -320,9 +332,98 @@ impl Linter<'_> {
                     );
                 }
             }
+            self.legal_basis_families(id, &base, purpose);
             for (i, other) in purpose.compatible_with.iter().enumerate() {
                 self.check_purpose(item_path(&child_path(&base, "compatible_with"), i), other);
             }
+        }
+        self.soft_opt_in();
+    }
+
+    /// Regimes of one family left to a `default` that asks for another level than the ones
+    /// the table names: most likely a regime forgotten, as `us` alone does not reach
+    /// California or the states with a privacy law.
+    fn legal_basis_families(&mut self, id: &str, base: &str, purpose: &Purpose) {
+        let Some(default) = purpose.legal_basis.get(&RegimeKey::Default).copied() else {
+            return;
+        };
+        let table = child_path(base, "legal_basis");
+        for family in REGIME_FAMILIES {
+            let named: Vec<(Regime, LegalBasis)> = family
+                .iter()
+                .filter_map(|r| {
+                    let basis = purpose.legal_basis.get(&RegimeKey::Regime(*r))?;
+                    Some((*r, *basis))
+                })
+                .collect();
+            let Some((first, first_basis)) = named
+                .iter()
+                .find(|(_, b)| Level::of_basis(*b) != Level::of_basis(default))
+                .copied()
+            else {
+                continue;
+            };
+            let defaulted: Vec<Regime> = family
+                .iter()
+                .filter(|r| !purpose.legal_basis.contains_key(&RegimeKey::Regime(**r)))
+                .copied()
+                .collect();
+            if defaulted.is_empty() {
+                continue;
+            }
+            let keys: Vec<&str> = defaulted.iter().map(|r| r.as_str()).collect();
+            let places: Vec<&str> = defaulted.iter().map(|r| regime_in_words(*r)).collect();
+            self.warning(
+                codes::PURPOSE_LEGAL_BASIS_DEFAULT_CONTRADICTS,
+                child_path(&table, first.as_str()),
+                format!(
+                    "purpose `{id}` declares `{}` for `{first}` ({}), but {} ({}) fall to `default = \"{}\"`, which asks for {} where `{first}` asks for {}; name {} in `legal_basis` with the basis meant there",
+                    first_basis.as_str(),
+                    regime_in_words(first),
+                    backticked(&keys),
+                    places.join(", "),
+                    default.as_str(),
+                    level_in_words(Level::of_basis(default)),
+                    level_in_words(Level::of_basis(first_basis)),
+                    if keys.len() == 1 { "it" } else { "them" },
+                ),
+            );
+        }
+    }
+
+    /// `soft_opt_in = true` where no customer could ever be reached by it. Asked of the
+    /// decisions' own rule (`Compiled::soft_opt_in_never`), so lint and decisions agree.
+    fn soft_opt_in(&mut self) {
+        if !self.manifest.purposes.values().any(|p| p.soft_opt_in) {
+            return;
+        }
+        // A manifest that does not compile for decisions has errors of its own to fix first.
+        let Ok(compiled) = Compiled::new(self.manifest.clone()) else {
+            return;
+        };
+        for (id, purpose) in &self.manifest.purposes {
+            if !purpose.soft_opt_in {
+                continue;
+            }
+            let Some(never) = compiled.soft_opt_in_never(id) else {
+                continue;
+            };
+            let why = match never {
+                SoftOptInNever::NoEmailChannel => {
+                    "it is for email only, and no `email` channel is declared; remove it".to_owned()
+                }
+                SoftOptInNever::NoRegime => format!(
+                    "no regime's rules allow it for `{id}` with the legal bases and policy the manifest declares (ePrivacy soft opt-in stands in for consent to marketing emails); remove it"
+                ),
+                SoftOptInNever::NoPurchasePromise => format!(
+                    "no collection point of kind `purchase` collects `{EMAIL_CATEGORY}` under a notice that promises `{id}` by `email`, and soft opt-in reaches only customers told of it when they bought; remove it, or collect email addresses at checkout under a notice that promises `{id}`"
+                ),
+            };
+            self.warning(
+                codes::PURPOSE_SOFT_OPT_IN_NEVER_APPLIES,
+                child_path(&entry_path("purposes", id), "soft_opt_in"),
+                format!("purpose `{id}` enables `soft_opt_in`, but it can never apply: {why}"),
+            );
         }
     }
 
@@ -759,6 +860,33 @@ impl Linter<'_> {
 fn rule_covers_category(pattern: &str, category: &str) -> bool {
     let branch = pattern.strip_suffix(".*").unwrap_or(pattern);
     covers(pattern, category) || is_within(branch, category)
+}
+
+/// Regimes that one legal-basis choice is usually meant for together.
+const REGIME_FAMILIES: [&[Regime]; 2] = [
+    &[Regime::Ccpa, Regime::UsState, Regime::Us],
+    &[Regime::Gdpr, Regime::UkGdpr],
+];
+
+fn regime_in_words(regime: Regime) -> &'static str {
+    match regime {
+        Regime::Gdpr => "the EU and EEA",
+        Regime::UkGdpr => "the United Kingdom",
+        Regime::Ccpa => "California",
+        Regime::UsState => "the other US states with a privacy law",
+        Regime::Us => "the US states without a privacy law",
+        Regime::Casl => "Canada",
+        Regime::Lgpd => "Brazil",
+        Regime::Strictest => "unknown places",
+    }
+}
+
+fn level_in_words(level: Level) -> &'static str {
+    match level {
+        Level::None => "no consent",
+        Level::OptOut => "an opt-out",
+        Level::OptIn | Level::OptInWritten => "opt-in consent",
+    }
 }
 
 fn backticked(items: &[&str]) -> String {

@@ -33,7 +33,8 @@ const MAX_BATCH: usize = 5_000;
 /// What the request path hands over: one request's entries, sharing their request texts.
 #[derive(Debug, Default)]
 pub struct Pending {
-    pub at: UnixMillis,
+    /// When the request was asked.
+    pub asked_at: UnixMillis,
     /// The public id of the key that asked.
     pub caller: String,
     pub requests: Vec<LoggedRequest>,
@@ -54,6 +55,8 @@ pub struct LoggedRequest {
 #[derive(Debug, Clone)]
 pub struct PendingItem {
     pub subject: Option<SubjectId>,
+    /// The time decided for (the request's `at`, else when it was asked).
+    pub at: UnixMillis,
     /// Position in `Pending::requests`.
     pub request: u32,
     pub reason: ReasonCode,
@@ -62,18 +65,20 @@ pub struct PendingItem {
 }
 
 impl Pending {
-    pub fn new(at: UnixMillis, caller: &str) -> Pending {
+    pub fn new(asked_at: UnixMillis, caller: &str) -> Pending {
         Pending {
-            at,
+            asked_at,
             caller: caller.to_owned(),
             ..Pending::default()
         }
     }
 
-    /// Adds an item whose evidence and obligations JSON are `evidence` and `obligations`.
+    /// Adds an item decided for `at` whose evidence and obligations JSON are `evidence` and
+    /// `obligations`.
     pub fn push(
         &mut self,
         subject: Option<SubjectId>,
+        at: UnixMillis,
         request: u32,
         reason: ReasonCode,
         evidence: &[u8],
@@ -85,6 +90,7 @@ impl Pending {
         self.text.extend_from_slice(obligations);
         self.items.push(PendingItem {
             subject,
+            at,
             request,
             reason,
             evidence: start..middle,
@@ -109,7 +115,8 @@ impl Pending {
                     .unwrap_or_default();
                 DecisionLogEntry {
                     id: 0,
-                    at: self.at,
+                    at: item.at,
+                    asked_at: self.asked_at,
                     subject: item.subject,
                     purpose: request.purpose,
                     channel: request.channel,

@@ -193,6 +193,8 @@ enum Part {
     Ledger(Vec<LedgerRow>),
     Preferences(Vec<ChannelPreference>),
     Contacts(Vec<Contact>),
+    /// Each subject's last recorded interaction (collected events, preference-center visits).
+    Interactions(Vec<(SubjectId, UnixMillis)>),
     /// Merges in force, `(merged away, merged into)`: last, so the merged subjects' parts read
     /// before are dropped again.
     Merges(Vec<(SubjectId, SubjectId)>),
@@ -498,6 +500,7 @@ impl IndexHandle {
         let since = now.saturating_sub(CONTACT_WINDOW);
         send(Part::Contacts(store.contacts_since(since).await?)).await?;
         progress(LoadStep::Contacts);
+        send(Part::Interactions(store.last_interactions().await?)).await?;
 
         let mut after = None;
         loop {
@@ -688,6 +691,11 @@ fn load_part(
             counts.contacts += contacts.len() as u64;
             for c in contacts {
                 index.apply(Change::Contact(c));
+            }
+        }
+        Part::Interactions(interactions) => {
+            for (subject, at) in interactions {
+                index.apply(Change::Interaction { subject, at });
             }
         }
         Part::Merges(merges) => {

@@ -51,6 +51,7 @@ impl Note {
                 Change::Consent(r) => r.record.subject,
                 Change::Preference(p) => p.subject,
                 Change::Contact(c) => c.subject,
+                Change::Interaction { subject, .. } => *subject,
                 Change::ForgetTraits(id) => *id,
                 Change::Forget(id) => {
                     note.forget.insert(id.0);
@@ -157,6 +158,9 @@ pub async fn subject_changes(
             .into_iter()
             .map(Change::Preference),
     );
+    if let Some(at) = store.last_interaction(subject).await? {
+        changes.push(Change::Interaction { subject, at });
+    }
     let since = now.saturating_sub(CONTACT_WINDOW);
     changes.extend(
         store

@@ -10,7 +10,7 @@ use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
     CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry, NewEvent,
-    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, undo_refusal,
+    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, interactions, undo_refusal,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
@@ -52,6 +52,7 @@ impl BatchWriter for EventWriter {
         if !traits.is_empty() {
             upsert_traits(&mut tx, &traits).await?;
         }
+        record_interactions(&mut tx, &interactions(&events)).await?;
         tx.commit().await.map_err(db)?;
         Ok(vec![(); count])
     }
@@ -59,6 +60,30 @@ impl BatchWriter for EventWriter {
     fn weight(item: &EventWrite) -> usize {
         item.rows()
     }
+}
+
+/// Moves each subject's last interaction forward to the time given, never back, in one
+/// statement (subjects in id order).
+pub(crate) async fn record_interactions(
+    conn: &mut PgConnection,
+    interactions: &[(SubjectId, UnixMillis)],
+) -> Result<()> {
+    if interactions.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = interactions.iter().map(|(s, _)| i64::from(s.0)).collect();
+    let ats: Vec<i64> = interactions.iter().map(|(_, at)| *at).collect();
+    sqlx::query(
+        "UPDATE subjects AS s \
+         SET last_interaction_at = GREATEST(COALESCE(s.last_interaction_at, t.at), t.at) \
+         FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS t(id, at) WHERE s.id = t.id",
+    )
+    .bind(&ids)
+    .bind(&ats)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
@@ -863,5 +888,28 @@ impl CollectionStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)
+    }
+
+    async fn last_interactions(&self) -> Result<Vec<(SubjectId, UnixMillis)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, last_interaction_at FROM subjects \
+             WHERE last_interaction_at IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(id, at)| Ok((subject_id(id)?, at)))
+            .collect()
+    }
+
+    async fn last_interaction(&self, subject: SubjectId) -> Result<Option<UnixMillis>> {
+        let at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT last_interaction_at FROM subjects WHERE id = $1")
+                .bind(i64::from(subject.0))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(at.flatten())
     }
 }

@@ -29,15 +29,17 @@ pub(crate) async fn append(pool: &PgPool, entries: Vec<DecisionLogEntry>) -> Res
     let evidence: Vec<&str> = entries.iter().map(|e| e.evidence.as_str()).collect();
     let obligations: Vec<&str> = entries.iter().map(|e| e.obligations.as_str()).collect();
     let callers: Vec<&str> = entries.iter().map(|e| e.caller.as_str()).collect();
+    let asked: Vec<i64> = entries.iter().map(|e| e.asked_at).collect();
     // One statement is one transaction; `WITH ORDINALITY` keeps the ids in the given order.
     sqlx::query(
         "INSERT INTO decision_log (at, subject_id, purpose, channel, topic, categories, allowed, \
-         reason, evidence, obligations, caller) \
+         reason, evidence, obligations, caller, asked_at) \
          SELECT at, subject_id, purpose, channel, topic, categories, allowed, reason, evidence, \
-         obligations, caller FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], \
-         $5::TEXT[], $6::TEXT[], $7::BOOLEAN[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[]) \
+         obligations, caller, asked_at FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], \
+         $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BOOLEAN[], $8::TEXT[], $9::TEXT[], $10::TEXT[], \
+         $11::TEXT[], $12::BIGINT[]) \
          WITH ORDINALITY AS t(at, subject_id, purpose, channel, topic, categories, allowed, \
-         reason, evidence, obligations, caller, n) ORDER BY n",
+         reason, evidence, obligations, caller, asked_at, n) ORDER BY n",
     )
     .bind(&ats)
     .bind(&subjects)
@@ -50,6 +52,7 @@ pub(crate) async fn append(pool: &PgPool, entries: Vec<DecisionLogEntry>) -> Res
     .bind(&evidence)
     .bind(&obligations)
     .bind(&callers)
+    .bind(&asked)
     .execute(pool)
     .await
     .map_err(db)?;
@@ -59,7 +62,7 @@ pub(crate) async fn append(pool: &PgPool, entries: Vec<DecisionLogEntry>) -> Res
 pub(crate) async fn read(pool: &PgPool, query: &DecisionLogQuery) -> Result<Vec<DecisionLogEntry>> {
     let mut select = QueryBuilder::<Postgres>::new(
         "SELECT id, at, subject_id, purpose, channel, topic, categories, allowed, reason, \
-         evidence, obligations, caller FROM decision_log WHERE TRUE",
+         evidence, obligations, caller, COALESCE(asked_at, at) FROM decision_log WHERE TRUE",
     );
     if let Some(subject) = query.subject {
         select
@@ -101,15 +104,16 @@ fn entry(row: &PgRow) -> Result<DecisionLogEntry> {
         evidence: row.try_get(9).map_err(db)?,
         obligations: row.try_get(10).map_err(db)?,
         caller: row.try_get(11).map_err(db)?,
+        asked_at: row.try_get(12).map_err(db)?,
     })
 }
 
-/// Deletes at most `limit` of the oldest entries made before `before` (oldest by id: entries are
-/// written in time order, so this reads from the start of the table and stops early).
+/// Deletes at most `limit` of the oldest entries asked before `before` (oldest by id: entries
+/// are written in the order they were asked, so this reads from the start of the table and stops early).
 pub(crate) async fn prune(pool: &PgPool, before: i64, limit: u32) -> Result<u64> {
     let done = sqlx::query(
         "DELETE FROM decision_log WHERE id IN \
-         (SELECT id FROM decision_log WHERE at < $1 ORDER BY id LIMIT $2)",
+         (SELECT id FROM decision_log WHERE COALESCE(asked_at, at) < $1 ORDER BY id LIMIT $2)",
     )
     .bind(before)
     .bind(i64::from(limit))

@@ -107,6 +107,9 @@ impl PrefCenterStore for PostgresStore {
             drop(tx);
             return Err(self.missing_subject(e, [session.subject]).await);
         }
+        // A visit to the preference center is an interaction.
+        crate::collection::record_interactions(&mut tx, &[(session.subject, session.created_at)])
+            .await?;
         tx.commit().await.map_err(db)
     }
 

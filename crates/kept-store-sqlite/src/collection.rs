@@ -10,7 +10,7 @@ use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
     CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry, NewEvent,
-    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, undo_refusal,
+    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, interactions, undo_refusal,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
@@ -48,6 +48,7 @@ impl BatchWriter for EventWriter {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         insert_events(&mut tx, &events).await?;
         upsert_traits(&mut tx, &traits).await?;
+        record_interactions(&mut tx, &interactions(&events)).await?;
         tx.commit().await.map_err(db)?;
         Ok(vec![(); count])
     }
@@ -99,6 +100,25 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
                 .bind(e.extra.as_str());
         }
         q.execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Moves each subject's last interaction forward to the time given, never back.
+pub(crate) async fn record_interactions(
+    conn: &mut SqliteConnection,
+    interactions: &[(SubjectId, UnixMillis)],
+) -> Result<()> {
+    for (subject, at) in interactions {
+        sqlx::query(
+            "UPDATE subjects SET last_interaction_at = max(coalesce(last_interaction_at, ?1), ?1) \
+             WHERE id = ?2",
+        )
+        .bind(*at)
+        .bind(i64::from(subject.0))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     }
     Ok(())
 }
@@ -897,5 +917,28 @@ impl CollectionStore for SqliteStore {
         .fetch_optional(&self.read)
         .await
         .map_err(db)
+    }
+
+    async fn last_interactions(&self) -> Result<Vec<(SubjectId, UnixMillis)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, last_interaction_at FROM subjects \
+             WHERE last_interaction_at IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(id, at)| Ok((subject_id(id)?, at)))
+            .collect()
+    }
+
+    async fn last_interaction(&self, subject: SubjectId) -> Result<Option<UnixMillis>> {
+        let at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT last_interaction_at FROM subjects WHERE id = ?")
+                .bind(i64::from(subject.0))
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db)?;
+        Ok(at.flatten())
     }
 }

@@ -8,7 +8,7 @@ use kept_store::{DecisionLogEntry, DecisionLogQuery, Result};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-/// Rows per `INSERT`: 11 bound values each, well under SQLite's 32,766.
+/// Rows per `INSERT`: 12 bound values each, well under SQLite's 32,766.
 const CHUNK: usize = 1000;
 
 pub(crate) async fn append(pool: &SqlitePool, entries: Vec<DecisionLogEntry>) -> Result<()> {
@@ -19,7 +19,7 @@ pub(crate) async fn append(pool: &SqlitePool, entries: Vec<DecisionLogEntry>) ->
     for chunk in entries.chunks(CHUNK) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO decision_log (at, subject_id, purpose, channel, topic, categories, \
-             allowed, reason, evidence, obligations, caller) ",
+             allowed, reason, evidence, obligations, caller, asked_at) ",
         );
         insert.push_values(chunk, |mut row, e| {
             row.push_bind(e.at)
@@ -32,7 +32,8 @@ pub(crate) async fn append(pool: &SqlitePool, entries: Vec<DecisionLogEntry>) ->
                 .push_bind(e.reason.as_str())
                 .push_bind(e.evidence.as_str())
                 .push_bind(e.obligations.as_str())
-                .push_bind(e.caller.as_str());
+                .push_bind(e.caller.as_str())
+                .push_bind(e.asked_at);
         });
         insert.build().execute(&mut *tx).await.map_err(db)?;
     }
@@ -45,7 +46,7 @@ pub(crate) async fn read(
 ) -> Result<Vec<DecisionLogEntry>> {
     let mut select = QueryBuilder::<Sqlite>::new(
         "SELECT id, at, subject_id, purpose, channel, topic, categories, allowed, reason, \
-         evidence, obligations, caller FROM decision_log WHERE 1 = 1",
+         evidence, obligations, caller, COALESCE(asked_at, at) FROM decision_log WHERE 1 = 1",
     );
     if let Some(subject) = query.subject {
         select
@@ -87,15 +88,16 @@ fn entry(row: &SqliteRow) -> Result<DecisionLogEntry> {
         evidence: row.try_get(9).map_err(db)?,
         obligations: row.try_get(10).map_err(db)?,
         caller: row.try_get(11).map_err(db)?,
+        asked_at: row.try_get(12).map_err(db)?,
     })
 }
 
-/// Deletes at most `limit` of the oldest entries made before `before` (oldest by id: entries are
-/// written in time order, so this reads from the start of the table and stops early).
+/// Deletes at most `limit` of the oldest entries asked before `before` (oldest by id: entries
+/// are written in the order they were asked, so this reads from the start of the table and stops early).
 pub(crate) async fn prune(pool: &SqlitePool, before: i64, limit: u32) -> Result<u64> {
     let done = sqlx::query(
         "DELETE FROM decision_log WHERE id IN \
-         (SELECT id FROM decision_log WHERE at < ? ORDER BY id LIMIT ?)",
+         (SELECT id FROM decision_log WHERE COALESCE(asked_at, at) < ? ORDER BY id LIMIT ?)",
     )
     .bind(before)
     .bind(i64::from(limit))

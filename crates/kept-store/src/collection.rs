@@ -191,6 +191,18 @@ pub struct NewEvent {
     pub extra: String,
 }
 
+/// Each subject's latest event time among `events`, by subject id: the interactions an event
+/// write records (`subjects.last_interaction_at`, kept as the latest ever seen).
+pub fn interactions(events: &[NewEvent]) -> Vec<(SubjectId, UnixMillis)> {
+    let mut latest: std::collections::BTreeMap<SubjectId, UnixMillis> =
+        std::collections::BTreeMap::new();
+    for e in events {
+        let at = latest.entry(e.subject).or_insert(e.at);
+        *at = (*at).max(e.at);
+    }
+    latest.into_iter().collect()
+}
+
 /// An event as stored, with its position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEvent {
@@ -306,8 +318,17 @@ pub trait CollectionStore: Send + Sync {
     async fn merged_into(&self, subject: SubjectId) -> Result<Vec<SubjectId>>;
 
     /// Inserts events (skipping any whose `(source, message_id)` is stored) and upserts
-    /// traits, in one transaction shared with other writers (group commit).
+    /// traits, in one transaction shared with other writers (group commit). The same
+    /// transaction moves each subject's last interaction to its latest event, if later
+    /// (`interactions`).
     async fn write_events(&self, write: EventWrite) -> Result<()>;
+
+    /// Every subject's last recorded interaction (its latest collected event or
+    /// preference-center visit), in one query, for building the index.
+    async fn last_interactions(&self) -> Result<Vec<(SubjectId, UnixMillis)>>;
+
+    /// One subject's last recorded interaction.
+    async fn last_interaction(&self, subject: SubjectId) -> Result<Option<UnixMillis>>;
 
     /// Events of `subject` and of every subject merged into it, with `id > after`, in id
     /// order, at most `limit`.

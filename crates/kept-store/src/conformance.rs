@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             an_identity_conflict_writes_nothing,
             verified_identities_the_identity_log_and_undo,
             events_deduplicate_and_follow_merges,
+            events_and_visits_move_the_last_interaction_forward,
             retention_deletes_what_expired,
             key_collection_points_round_trip,
             decision_log_appends_and_filters,
@@ -1025,6 +1026,8 @@ fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::D
     crate::DecisionLogEntry {
         id: 0,
         at: T0 + i64::from(i) * 10,
+        // Odd entries were asked a little ahead of the time they were decided for.
+        asked_at: T0 + i64::from(i) * 10 - i64::from(i % 2),
         subject: subject.map(SubjectId),
         purpose: purpose.to_string(),
         channel: i.is_multiple_of(2).then(|| "sms".to_string()),
@@ -1044,13 +1047,28 @@ fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::D
 
 pub async fn decision_log_prunes_the_oldest_first(store: Arc<dyn Store>) {
     use crate::DecisionLogQuery;
-    let written: Vec<_> = (0..10u32)
-        .map(|i| logged(i, Some(i), "marketing.communications", "denied.no_consent"))
+    let mut written: Vec<_> = (0..10u32)
+        .map(|i| {
+            let mut e = logged(i, Some(i), "marketing.communications", "denied.no_consent");
+            e.asked_at = e.at;
+            e
+        })
         .collect();
+    // Asked early, for a send a long way ahead: retention counts from when it was asked.
+    let mut scheduled = logged(
+        10,
+        Some(10),
+        "marketing.communications",
+        "denied.no_consent",
+    );
+    scheduled.asked_at = T0 + 5;
+    scheduled.at = T0 + 1_000_000;
+    written.push(scheduled);
     store.append_decision_log(written).await.unwrap();
-    // Entries at T0, T0 + 10, …, T0 + 90; those before T0 + 50 go, three at a time.
+    // Entries asked at T0, T0 + 10, …, T0 + 90 and T0 + 5; those before T0 + 50 go, three at
+    // a time.
     assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 3);
-    assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 2);
+    assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 3);
     assert_eq!(store.prune_decision_log(T0 + 50, 3).await.unwrap(), 0);
     let left = store
         .decision_log(&DecisionLogQuery::default())
@@ -1262,6 +1280,66 @@ fn event(
         context: "{}".into(),
         extra: format!(r#"{{"category":"c-{message_id}"}}"#),
     }
+}
+
+pub async fn events_and_visits_move_the_last_interaction_forward(store: Arc<dyn Store>) {
+    use crate::collection::EventWrite;
+    let ids = store
+        .insert_subjects(vec![
+            new_subject(Some("u-a"), "US"),
+            new_subject(Some("u-b"), "US"),
+            new_subject(Some("u-c"), "US"),
+        ])
+        .await
+        .unwrap();
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    assert!(store.last_interactions().await.unwrap().is_empty());
+    assert_eq!(store.last_interaction(a).await.unwrap(), None);
+    let write = |events| EventWrite {
+        events,
+        traits: Vec::new(),
+    };
+    // The latest event of each subject in the write, in the same transaction.
+    store
+        .write_events(write(vec![
+            event("k", "a1", a, T0 + 20),
+            event("k", "a2", a, T0 + 50),
+            event("k", "b1", b, T0 + 10),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_interactions().await.unwrap(),
+        vec![(a, T0 + 50), (b, T0 + 10)]
+    );
+    // An older event (a late delivery) never moves it back; a newer one moves it forward.
+    store
+        .write_events(write(vec![
+            event("k", "a3", a, T0 + 30),
+            event("k", "b2", b, T0 + 40),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(store.last_interaction(a).await.unwrap(), Some(T0 + 50));
+    assert_eq!(store.last_interaction(b).await.unwrap(), Some(T0 + 40));
+    // A preference-center visit is an interaction, recorded with its session.
+    store
+        .open_session(crate::prefcenter::NewSession {
+            id: "visit".into(),
+            subject: c,
+            created_at: T0 + 60,
+            expires_at: T0 + 1_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_interactions().await.unwrap(),
+        vec![(a, T0 + 50), (b, T0 + 40), (c, T0 + 60)]
+    );
+    assert_eq!(
+        store.last_interaction(SubjectId(999_999)).await.unwrap(),
+        None
+    );
 }
 
 pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {

@@ -12,7 +12,10 @@ pub const MAX_DECISION_LOG_PAGE: u32 = 1000;
 pub struct DecisionLogEntry {
     /// Assigned by the store, increasing in write order; ignored when appending.
     pub id: u64,
+    /// The time decided for: a request's `at` (a scheduled send), else when it was asked.
     pub at: UnixMillis,
+    /// When the question was asked. Entries written before this was kept have their `at`.
+    pub asked_at: UnixMillis,
     /// `None`: the subject was unknown.
     pub subject: Option<SubjectId>,
     pub purpose: String,
@@ -36,7 +39,7 @@ pub struct DecisionLogQuery {
     pub subject: Option<SubjectId>,
     pub reason: Option<String>,
     pub purpose: Option<String>,
-    /// Only entries at or after this time.
+    /// Only entries decided for a time at or after this one.
     pub since: Option<UnixMillis>,
     /// Only entries whose id is below this (the last id of the previous page).
     pub before: Option<u64>,

@@ -263,3 +263,60 @@ async fn lint_compares_notices_with_the_hashes_a_database_recorded() {
     let output = kept(&["lint", "--database-url", &other_url], dir.path());
     assert_eq!(status(&output), 0, "{}{}", stdout(&output), stderr(&output));
 }
+
+#[test]
+fn lint_warnings_about_legal_bases_and_soft_opt_in_have_their_place_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    // The example as it was: `us` alone, and soft opt-in with no checkout promising marketing.
+    let source = EXAMPLE_TOML
+        .replacen(
+            "legal_basis = { default = \"consent\", ccpa = \"legitimate_interests\", us_state = \"legitimate_interests\", us = \"legitimate_interests\" }\n",
+            "legal_basis = { default = \"consent\", us = \"legitimate_interests\" }\nsoft_opt_in = true\n",
+            1,
+        );
+    assert_ne!(source, EXAMPLE_TOML);
+    std::fs::write(dir.path().join("kept.toml"), &source).unwrap();
+
+    let output = kept(&["lint"], dir.path());
+    assert_eq!(status(&output), 1, "{}", stderr(&output));
+    let text = stdout(&output);
+    let (line, column) = position(&source, "us = \"legitimate_interests\" }\nsoft_opt_in");
+    assert!(
+        text.contains(&format!(
+            "kept.toml:{line}:{column}: warning[purpose.legal_basis_default_contradicts]: purpose `marketing.communications` declares `legitimate_interests` for `us`"
+        )),
+        "{text}"
+    );
+    let (line, column) = position(&source, "soft_opt_in = true");
+    let column = column + "soft_opt_in = ".len();
+    assert!(
+        text.contains(&format!(
+            "kept.toml:{line}:{column}: warning[purpose.soft_opt_in_never_applies]"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("kept.toml: 1 error and 2 warnings"), "{text}");
+
+    let output = kept(&["lint", "--format", "json"], dir.path());
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(report["errors"], 1);
+    assert_eq!(report["warnings"], 2);
+    let codes: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "purpose.legal_basis_default_contradicts",
+            "purpose.soft_opt_in_never_applies",
+            "system.use_not_promised"
+        ]
+    );
+    let soft = &report["findings"][1];
+    assert_eq!(soft["severity"], "warning");
+    assert_eq!(soft["line"], line);
+    assert_eq!(soft["column"], column);
+}

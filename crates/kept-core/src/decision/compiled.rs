@@ -9,8 +9,8 @@ use crate::manifest::{
 };
 use crate::regime::Regime;
 use crate::rulebook::{
-    EffectiveRulebook, Level, Obligations, Place, PurposeClass, RuleId, RuleRequirement, Rulebook,
-    add_months,
+    EffectiveRulebook, Level, Obligations, Place, PurposeClass, RefreshFrom, RuleId,
+    RuleRequirement, Rulebook, add_months,
 };
 use rustc_hash::FxHashMap as HashMap;
 
@@ -104,13 +104,34 @@ pub struct Requirement {
     pub soft_opt_in: Option<RuleId>,
     /// Implied consent allowed (purchase months, inquiry months), by this row.
     pub implied: Option<(RuleId, u32, u32)>,
-    /// Consent expires this many months after it was given, by this row.
-    pub refresh: Option<(RuleId, u32)>,
+    /// Consent expires this many months after it was given (or after the last interaction),
+    /// by this row.
+    pub refresh: Option<Refresh>,
     /// A GPC signal is an opt-out from this time, by this row.
     pub gpc: Option<(RuleId, UnixMillis)>,
     /// The row that makes an objection absolute here, if one does.
     pub objection: Option<RuleId>,
     pub obligations: Obligations,
+}
+
+/// A consent that must be refreshed: `months` after what `from` says, by `rule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refresh {
+    pub rule: RuleId,
+    pub months: u32,
+    pub from: RefreshFrom,
+}
+
+impl Refresh {
+    /// When a consent given at `given` expires for a subject whose last interaction was
+    /// `last_interaction`.
+    pub fn expires(&self, given: UnixMillis, last_interaction: Option<UnixMillis>) -> UnixMillis {
+        let start = match self.from {
+            RefreshFrom::Consent => given,
+            RefreshFrom::LastInteraction => last_interaction.map_or(given, |l| l.max(given)),
+        };
+        add_months(start, self.months)
+    }
 }
 
 /// The manifest could not be compiled for decisions.
@@ -181,6 +202,18 @@ pub struct Query {
     /// Soft opt-in could apply: the purpose enables it and the channel is email.
     pub soft_channel: bool,
     requirement_offset: usize,
+}
+
+/// Why soft opt-in can never apply to a purpose (`Compiled::soft_opt_in_never`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftOptInNever {
+    /// The manifest has no `email` channel: soft opt-in is for email only.
+    NoEmailChannel,
+    /// No regime's rules allow soft opt-in for the purpose as its legal bases are declared.
+    NoRegime,
+    /// No purchase collection point collects an email address under a notice that promises
+    /// the purpose by email.
+    NoPurchasePromise,
 }
 
 /// The data category a channel reaches a person through, checked when a request names none.
@@ -454,10 +487,18 @@ impl Compiled {
                 continue;
             }
             req.obligations = req.obligations.union(rule.obligations);
+            // The row whose consent expires first: fewer months, and on a tie the one that
+            // counts from the consent rather than from the last interaction.
             if let Some(months) = rule.refresh_months
-                && req.refresh.is_none_or(|(_, m)| months < m)
+                && req
+                    .refresh
+                    .is_none_or(|r| (months, rule.refresh_from) < (r.months, r.from))
             {
-                req.refresh = Some((id, months));
+                req.refresh = Some(Refresh {
+                    rule: id,
+                    months,
+                    from: rule.refresh_from,
+                });
             }
             if let Some(from) = rule.gpc_from
                 && req.gpc.is_none_or(|(_, f)| from < f)
@@ -808,6 +849,57 @@ impl Compiled {
         };
         let channel = query.channel.map(|c| self.channel_key(c));
         self.manifest.notice_promises(n, category, &p.key, channel)
+    }
+
+    /// Whether an email address of `category` collected at `point` under `notice` (at
+    /// `version`) makes the customer one soft opt-in may reach for `query`: it came from a
+    /// purchase, and the notice shown there promised this use, so the customer was told of it
+    /// and could object when the address was collected (ePrivacy Art. 13(2)). The one rule the
+    /// decisions, the index, audiences and `kept lint` share.
+    pub fn soft_opt_in_source(
+        &self,
+        query: &Query,
+        point: Option<PointId>,
+        notice: Option<NoticeId>,
+        version: u32,
+        category: &str,
+    ) -> bool {
+        point
+            .and_then(|p| self.point(p))
+            .is_some_and(|p| p.kind == CollectionKind::Purchase)
+            && Compiled::category_matches(category, EMAIL_CATEGORY)
+            && self.promises(query, point, notice, version, category)
+    }
+
+    /// Why soft opt-in can never allow `purpose` for anyone under this manifest, or `None`
+    /// when some customer could be reached by it. Asks the same questions a decision asks:
+    /// the purpose enables it on email, some place's rows allow it, and some purchase point
+    /// collects an email address under a notice that is a `soft_opt_in_source`.
+    pub fn soft_opt_in_never(&self, purpose: &str) -> Option<SoftOptInNever> {
+        let query = self.prepare(&DecisionRequest::new(purpose).channel("email"));
+        if query.invalid.is_some() || !query.soft_channel {
+            return Some(SoftOptInNever::NoEmailChannel);
+        }
+        let allowed_somewhere = (0..self.places.len()).any(|i| {
+            let place = PlaceId(u8::try_from(i).unwrap_or(u8::MAX));
+            self.requirement(place, &query)
+                .is_some_and(|r| r.soft_opt_in.is_some())
+        });
+        if !allowed_somewhere {
+            return Some(SoftOptInNever::NoRegime);
+        }
+        let source = self.manifest.collection_points.iter().any(|(key, cp)| {
+            let point = self.point_id(key);
+            let notice = self.notice_id(&cp.notice);
+            let version = notice.and_then(|n| self.notice(n)).map_or(0, |n| n.version);
+            cp.fields
+                .values()
+                .any(|category| self.soft_opt_in_source(&query, point, notice, version, category))
+        });
+        if !source {
+            return Some(SoftOptInNever::NoPurchasePromise);
+        }
+        None
     }
 
     /// Whether a trait of `trait_category` is data of the requested `category` (it is the

@@ -18,8 +18,8 @@ pub(crate) mod walk;
 
 pub use compiled::{
     ChannelId, CompileError, Compiled, EMAIL_CATEGORY, NoticeId, NoticeInfo, PlaceId, PointId,
-    PointInfo, PurposeId, PurposeInfo, Query, RecordScope, Requirement, Scope, ScopeId, TopicId,
-    TopicInfo, channel_categories,
+    PointInfo, PurposeId, PurposeInfo, Query, RecordScope, Refresh, Requirement, Scope, ScopeId,
+    SoftOptInNever, TopicId, TopicInfo, channel_categories,
 };
 pub use state::{SequencedRecord, SubjectState};
 

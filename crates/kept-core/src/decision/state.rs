@@ -1,7 +1,7 @@
 //! Everything known about one subject, as plain data, and the naive view the gates read it
 //! through. This is the reference the index is tested against: it scans, it never caches.
 
-use super::compiled::{ChannelId, Compiled, EMAIL_CATEGORY, PlaceId, PointId, Query, RecordScope};
+use super::compiled::{ChannelId, Compiled, PlaceId, PointId, Query, RecordScope};
 use super::walk::{Fact, Implied, Origin, Pref, Status, SubjectView};
 use crate::UnixMillis;
 use crate::ledger::{CollectionMethod, ConsentAction, ConsentRecord};
@@ -41,6 +41,11 @@ pub struct SubjectState {
     pub consents: Vec<SequencedRecord>,
     pub preferences: Vec<ChannelPreference>,
     pub contacts: Vec<Contact>,
+    /// The latest interaction the store records for the subject besides its consent records
+    /// and preferences: its own collected events (any Segment call about it) and its
+    /// preference-center visits. Messages the company sent are not interactions: a company
+    /// cannot keep a consent alive by writing to someone.
+    pub last_interaction: Option<UnixMillis>,
 }
 
 impl SubjectState {
@@ -51,6 +56,7 @@ impl SubjectState {
             consents: Vec::new(),
             preferences: Vec::new(),
             contacts: Vec::new(),
+            last_interaction: None,
         }
     }
 }
@@ -161,12 +167,16 @@ impl SubjectView for StateView<'_> {
             })
     }
 
-    fn email_from_purchase(&self) -> bool {
+    fn soft_opt_in_source(&self, query: &Query) -> bool {
         self.state.traits.iter().any(|t| {
-            Compiled::category_matches(&t.category, EMAIL_CATEGORY)
-                && self
-                    .point_kind(&t.provenance.collection_point)
-                    .is_some_and(|(_, k)| k == CollectionKind::Purchase)
+            let p = &t.provenance;
+            self.ctx.soft_opt_in_source(
+                query,
+                self.ctx.point_id(&p.collection_point),
+                self.ctx.notice_id(&p.notice_id),
+                p.notice_version,
+                &t.category,
+            )
         })
     }
 
@@ -219,6 +229,17 @@ impl SubjectView for StateView<'_> {
             .filter(|(scope, _)| self.ctx.is_topic_record(*scope, wanted))
             .max_by_key(|(_, r)| r.seq)
             .map(|(scope, r)| Self::fact(*scope, r))
+    }
+
+    fn last_interaction(&self) -> Option<UnixMillis> {
+        let records = self.state.consents.iter().map(|r| r.record.at);
+        let preferences = self.state.preferences.iter().map(|p| p.updated_at);
+        self.state
+            .last_interaction
+            .into_iter()
+            .chain(records)
+            .chain(preferences)
+            .max()
     }
 
     fn preference(&self, channel: ChannelId) -> Option<Pref> {

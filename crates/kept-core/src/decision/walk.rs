@@ -60,14 +60,19 @@ pub(crate) trait SubjectView {
     /// The first origin, in (collection point key, notice key, version) order, of data of the
     /// query's category `category` that promised the query's use.
     fn promise(&self, query: &Query, category: usize) -> Option<Origin>;
-    /// The subject's email address came from a purchase collection point.
-    fn email_from_purchase(&self) -> bool;
+    /// The subject's email address came from a purchase under a notice promising the query's
+    /// use (`Compiled::soft_opt_in_source`).
+    fn soft_opt_in_source(&self, query: &Query) -> bool;
     fn implied(&self) -> Implied;
     /// The latest record covering the query, if any.
     fn consent(&self, query: &Query) -> Option<Fact>;
     /// The latest record of the query's topic, if the query names one.
     fn topic_state(&self, query: &Query) -> Option<Fact>;
     fn preference(&self, channel: ChannelId) -> Option<Pref>;
+    /// The subject's last interaction with the company, if any is known: the latest of its
+    /// collected events and preference-center visits (as the store records them), its consent
+    /// records and its channel preference changes.
+    fn last_interaction(&self) -> Option<UnixMillis>;
     /// Non-essential messages sent on `channel` at a time in `(after, until]`.
     fn contacts_between(&self, channel: ChannelId, after: UnixMillis, until: UnixMillis) -> u32;
     /// `None`: no time zone, or one Kept does not know.
@@ -94,7 +99,7 @@ impl SubjectView for Unknown {
     fn promise(&self, _: &Query, _: usize) -> Option<Origin> {
         None
     }
-    fn email_from_purchase(&self) -> bool {
+    fn soft_opt_in_source(&self, _: &Query) -> bool {
         false
     }
     fn implied(&self) -> Implied {
@@ -107,6 +112,9 @@ impl SubjectView for Unknown {
         None
     }
     fn preference(&self, _: ChannelId) -> Option<Pref> {
+        None
+    }
+    fn last_interaction(&self) -> Option<UnixMillis> {
         None
     }
     fn contacts_between(&self, _: ChannelId, _: UnixMillis, _: UnixMillis) -> u32 {
@@ -292,16 +300,20 @@ pub(crate) fn legal_gate<V: SubjectView>(
             _ => allow(out, ReasonCode::AllowedOptOutRegime, [rule(req.level_rule)]),
         },
         Level::OptIn | Level::OptInWritten => match latest {
-            Some(f) if f.action == ConsentAction::Given => given(req, &f, now, out),
+            Some(f) if f.action == ConsentAction::Given => {
+                given(req, &f, view.last_interaction(), now, out)
+            }
             _ => without_record(query, req, view, now, out),
         },
     }
 }
 
-/// A given consent under an opt-in requirement: the right kind, and not expired.
+/// A given consent under an opt-in requirement: the right kind, and not expired (a refresh
+/// counted from the subject's `last_interaction` where the row says so).
 pub(crate) fn given(
     req: &Requirement,
     fact: &Fact,
+    last_interaction: Option<UnixMillis>,
     now: UnixMillis,
     out: &mut EvidenceList,
 ) -> Result<ReasonCode, Decision> {
@@ -335,12 +347,12 @@ pub(crate) fn given(
             ));
         }
     }
-    if let Some((refresh_rule, months)) = req.refresh
-        && add_months(fact.at, months) <= now
+    if let Some(refresh) = req.refresh
+        && refresh.expires(fact.at, last_interaction) <= now
     {
         return Err(deny(
             ReasonCode::DeniedExpired,
-            list([ledger, rule(Some(refresh_rule))]),
+            list([ledger, rule(Some(refresh.rule))]),
         ));
     }
     let reason = if implied {
@@ -361,7 +373,7 @@ pub(crate) fn without_record<V: SubjectView>(
 ) -> Result<ReasonCode, Decision> {
     if let Some(soft_rule) = req.soft_opt_in
         && query.soft_channel
-        && view.email_from_purchase()
+        && view.soft_opt_in_source(query)
     {
         return allow(
             out,

@@ -21,7 +21,6 @@ use crate::decision::{
     SequencedRecord,
 };
 use crate::ledger::{CollectionMethod, ConsentAction};
-use crate::manifest::CollectionKind;
 use crate::rulebook::PurposeClass;
 use crate::subject::{ChannelPreference, Contact, Period, Subject, Trait};
 use crate::{SubjectId, UnixMillis};
@@ -51,6 +50,9 @@ pub enum Change {
     Contact(Contact),
     /// A subject erased: everything about it is dropped.
     Forget(SubjectId),
+    /// The subject interacted with the company at this time (an event collected, a
+    /// preference-center visit); consent records and preference changes count by themselves.
+    Interaction { subject: SubjectId, at: UnixMillis },
     /// Every trait of a subject dropped (their provenance and what they imply), its consents,
     /// preferences and contacts kept: after retention deleted some of its traits, the writer
     /// sends this and then the traits the store still holds, in one publish, so no promise
@@ -125,7 +127,8 @@ pub struct IndexQuery {
     /// Per category: provenance bitmaps whose data promised this use, in the order the pure
     /// decision picks its evidence (collection point key, notice key, version).
     probes: Vec<Vec<(usize, Origin)>>,
-    /// Provenance bitmaps of email addresses collected at purchase points.
+    /// Provenance bitmaps of email addresses soft opt-in may reach for this use
+    /// (`Compiled::soft_opt_in_source`).
     pub(crate) email_purchase: Vec<usize>,
 }
 
@@ -239,13 +242,11 @@ impl Snapshot {
                 continue;
             };
             for (origin, set) in sets {
-                let purchase = reg
-                    .origin_list
-                    .get(*origin as usize)
-                    .and_then(|o| o.point)
-                    .and_then(|p| self.ctx.point(p))
-                    .is_some_and(|p| p.kind == CollectionKind::Purchase);
-                if purchase {
+                let source = reg.origin_list.get(*origin as usize).is_some_and(|o| {
+                    self.ctx
+                        .soft_opt_in_source(&query, o.point, o.notice, o.version, category)
+                });
+                if source {
                     email_purchase.push(*set);
                 }
             }
@@ -345,12 +346,33 @@ impl Snapshot {
         match change {
             Change::Subject(s) => self.apply_subject(&s),
             Change::Trait(t) => self.apply_trait(&t),
-            Change::Consent(r) => self.apply_consent(&r),
-            Change::Preference(p) => self.apply_preference(&p),
+            Change::Consent(r) => {
+                self.interacted(r.record.subject, r.record.at);
+                self.apply_consent(&r);
+            }
+            Change::Preference(p) => {
+                self.interacted(p.subject, p.updated_at);
+                self.apply_preference(&p);
+            }
+            Change::Interaction { subject, at } => self.interacted(subject, at),
             Change::Contact(c) => self.apply_contact(&c),
             Change::Forget(id) => self.forget(id),
             Change::ForgetTraits(id) => self.forget_traits(id),
         }
+    }
+
+    /// Keeps the latest interaction of `subject`.
+    fn interacted(&mut self, subject: SubjectId, at: UnixMillis) {
+        let (c, p, local) = locate(subject);
+        self.len = self.len.max(subject.0.saturating_add(1));
+        let Some(row) = self
+            .chunk_mut(c)
+            .and_then(|chunk| chunk.page_mut(p))
+            .and_then(|page| page.rows.get_mut(usize::from(local)))
+        else {
+            return;
+        };
+        row.last_interaction = row.last_interaction.max(at);
     }
 
     fn apply_subject(&mut self, s: &Subject) {
@@ -383,6 +405,7 @@ impl Snapshot {
             place: place.0,
             tz,
             fact_end: row.fact_end,
+            last_interaction: row.last_interaction,
         };
         let watched: Vec<ChannelId> = if row_tz_changed {
             chunk
@@ -884,7 +907,7 @@ impl SubjectView for IndexView<'_> {
             .map(|(_, o)| *o)
     }
 
-    fn email_from_purchase(&self) -> bool {
+    fn soft_opt_in_source(&self, _: &Query) -> bool {
         self.q
             .email_purchase
             .iter()
@@ -936,6 +959,10 @@ impl SubjectView for IndexView<'_> {
             })
             .max_by_key(|f| f.seq)
             .map(view_fact)
+    }
+
+    fn last_interaction(&self) -> Option<UnixMillis> {
+        (self.row.last_interaction > 0).then_some(self.row.last_interaction)
     }
 
     fn preference(&self, channel: ChannelId) -> Option<Pref> {

@@ -24,14 +24,16 @@ pub(crate) const GPC: u8 = 8;
 pub(crate) const HAS_PREFS: u8 = 16;
 pub(crate) const HAS_IMPLIED: u8 = 32;
 
-/// Eight bytes per subject: flags, place, time zone, and where the subject's facts end in its
-/// page (they start where the previous subject's end), so one read finds them.
+/// Sixteen bytes per subject: flags, place, time zone, where the subject's facts end in its
+/// page (they start where the previous subject's end), so one read finds them, and the
+/// subject's last interaction (0: none known).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Row {
     pub flags: u8,
     pub place: u8,
     pub tz: Option<Tz>,
     pub fact_end: u32,
+    pub last_interaction: UnixMillis,
 }
 
 /// The packed scope of a fact that is the subject's latest GPC signal, not a consent.

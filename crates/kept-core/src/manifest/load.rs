@@ -469,7 +469,7 @@ impl Converter<'_> {
             None => BTreeMap::new(),
             Some(spanned) => {
                 let span = spanned.span();
-                self.legal_basis(span, spanned.into_inner())?
+                self.legal_basis(&child_path(base, "legal_basis"), span, spanned.into_inner())?
             }
         };
         let retention_days = match &raw.retention {
@@ -490,7 +490,10 @@ impl Converter<'_> {
             owner,
             legal_basis,
             retention_days,
-            soft_opt_in: raw.soft_opt_in,
+            soft_opt_in: raw.soft_opt_in.is_some_and(|soft| {
+                self.mark(child_path(base, "soft_opt_in"), soft.span());
+                soft.into_inner()
+            }),
             compatible_with: self
                 .references(&child_path(base, "compatible_with"), &raw.compatible_with),
             translations: self.translations(base, raw.locales),
@@ -518,8 +521,10 @@ impl Converter<'_> {
             .collect()
     }
 
+    /// A purpose's `legal_basis`, each regime key's position recorded for lint under `base`.
     fn legal_basis(
-        &self,
+        &mut self,
+        base: &str,
         span: Range<usize>,
         raw: RawLegalBasis,
     ) -> Result<BTreeMap<RegimeKey, LegalBasis>, ManifestError> {
@@ -545,6 +550,7 @@ impl Converter<'_> {
                         })?;
                         RegimeKey::Regime(parsed)
                     };
+                    self.mark(child_path(base, regime.get_ref()), regime.span());
                     converted.push((key, basis));
                 }
                 converted
@@ -558,7 +564,7 @@ impl Converter<'_> {
                     format!(
                         "unknown legal basis `{}`, expected one of {}",
                         basis.get_ref(),
-                        quoted_list(LEGAL_BASES.iter().map(|(name, _)| *name))
+                        quoted_list(LegalBasis::ALL.iter().map(|b| b.as_str()))
                     ),
                 )
             })?;
@@ -645,20 +651,8 @@ impl Converter<'_> {
     }
 }
 
-const LEGAL_BASES: &[(&str, LegalBasis)] = &[
-    ("consent", LegalBasis::Consent),
-    ("contract", LegalBasis::Contract),
-    ("legal_obligation", LegalBasis::LegalObligation),
-    ("vital_interests", LegalBasis::VitalInterests),
-    ("public_task", LegalBasis::PublicTask),
-    ("legitimate_interests", LegalBasis::LegitimateInterests),
-];
-
 fn parse_legal_basis(s: &str) -> Option<LegalBasis> {
-    LEGAL_BASES
-        .iter()
-        .find(|(name, _)| *name == s)
-        .map(|(_, basis)| *basis)
+    LegalBasis::ALL.into_iter().find(|b| b.as_str() == s)
 }
 
 /// `90d`, `6w`, `18m`, `2y` → days. A month counts 30 days and a year 365: retention is a

@@ -85,8 +85,7 @@ pub(super) struct RawPurpose {
     pub owner: Option<Key>,
     pub legal_basis: Option<Spanned<RawLegalBasis>>,
     pub retention: Option<Spanned<String>>,
-    #[serde(default)]
-    pub soft_opt_in: bool,
+    pub soft_opt_in: Option<Spanned<bool>>,
     #[serde(default)]
     pub compatible_with: Vec<Key>,
     /// The key is the organisation's own, not a fideslang data use.

@@ -244,6 +244,21 @@ pub struct ImpliedConsent {
     pub inquiry_months: u32,
 }
 
+/// What a consent's refresh interval counts from.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshFrom {
+    /// When the consent was given. `Ord`: the stricter of the two comes first.
+    #[default]
+    Consent,
+    /// The later of when the consent was given and the subject's last interaction with the
+    /// company (4 CCR 904-3 Rule 7.08: "without interaction"). What counts as an interaction:
+    /// `decision::SubjectState::last_interaction`.
+    LastInteraction,
+}
+
 /// Where a row comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -271,6 +286,8 @@ pub struct Rule {
     pub soft_opt_in: bool,
     pub implied: Option<ImpliedConsent>,
     pub refresh_months: Option<u32>,
+    /// What `refresh_months` counts from.
+    pub refresh_from: RefreshFrom,
     /// From when a GPC signal counts as an opt-out (`i64::MIN` = always).
     pub gpc_from: Option<UnixMillis>,
     pub objection_absolute: bool,
@@ -333,7 +350,12 @@ impl Rule {
             ));
         }
         if let Some(m) = self.refresh_months {
-            text.push_str(&format!("; refresh after {m} months"));
+            match self.refresh_from {
+                RefreshFrom::Consent => text.push_str(&format!("; refresh after {m} months")),
+                RefreshFrom::LastInteraction => {
+                    text.push_str(&format!("; refresh after {m} months without interaction"))
+                }
+            }
         }
         if let Some(from) = self.gpc_from {
             if from == i64::MIN {
@@ -451,6 +473,8 @@ struct RawRule {
     soft_opt_in: bool,
     implied: Option<ImpliedConsent>,
     refresh_months: Option<u32>,
+    #[serde(default)]
+    refresh_from: RefreshFrom,
     gpc_from: Option<String>,
     objection: Option<String>,
     #[serde(default)]
@@ -489,6 +513,9 @@ impl Rulebook {
             if r.regimes.is_empty() {
                 return Err(row_error("no regime"));
             }
+            if r.refresh_from != RefreshFrom::Consent && r.refresh_months.is_none() {
+                return Err(row_error("`refresh_from` without `refresh_months`"));
+            }
             if r.source.trim().is_empty() {
                 return Err(row_error("no source"));
             }
@@ -522,6 +549,7 @@ impl Rulebook {
                 soft_opt_in: r.soft_opt_in,
                 implied: r.implied,
                 refresh_months: r.refresh_months,
+                refresh_from: r.refresh_from,
                 gpc_from,
                 objection_absolute,
                 obligations: r.obligations.into_iter().collect(),
@@ -570,6 +598,7 @@ impl EffectiveRulebook {
                 soft_opt_in: false,
                 implied: None,
                 refresh_months: None,
+                refresh_from: RefreshFrom::Consent,
                 gpc_from: None,
                 objection_absolute: false,
                 obligations: Obligations::NONE,

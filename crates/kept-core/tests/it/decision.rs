@@ -78,6 +78,32 @@ pub fn test_manifest() -> Manifest {
             fields: BTreeMap::from([("allergies".into(), "user.health_and_medical".into())]),
         },
     );
+    // A checkout whose notice tells customers they will get emails about similar products
+    // unless they object: what ePrivacy soft opt-in needs, and the example does not have.
+    let mut order_emails = m.notices["newsletter"].clone();
+    order_emails.purposes = vec!["marketing.communications".into()];
+    m.notices.insert("order_emails".into(), order_emails);
+    m.collection_points.insert(
+        "checkout_offers".into(),
+        CollectionPoint {
+            name: "Checkout, order emails".into(),
+            notice: "order_emails".into(),
+            kind: CollectionKind::Purchase,
+            fields: BTreeMap::from([("email".into(), "user.contact.email".into())]),
+        },
+    );
+    m.purposes
+        .get_mut("marketing.communications")
+        .unwrap()
+        .soft_opt_in = true;
+    // Personalisation on consent in California and the other states with a privacy law, so
+    // that the rows reading the declared basis there have a use that needs consent.
+    let profiled = m.purposes.get_mut("personalize.content.profiled").unwrap();
+    for regime in [Regime::Ccpa, Regime::UsState] {
+        profiled
+            .legal_basis
+            .insert(RegimeKey::Regime(regime), LegalBasis::Consent);
+    }
     m.collection_points.insert(
         "contact_form".into(),
         CollectionPoint {
@@ -186,14 +212,21 @@ impl S {
         self
     }
     /// The demo's usual contact data: email from the newsletter form, phone from the SMS opt-in,
-    /// browsing from the web shop, and everything from checkout.
+    /// browsing from the web shop, and everything from checkout (whose order emails notice
+    /// makes soft opt-in possible).
     pub fn customer(self) -> S {
         let t = now() - 30 * DAY;
         self.with("user.contact.email", "newsletter_signup", t)
             .with("user.contact.phone_number", "sms_offers_optin", t)
             .with("user.behavior.browsing_history", "web_shop", t)
             .with("user.contact.email", "checkout", t)
+            .with("user.contact.email", "checkout_offers", t)
             .with("user.contact.address", "checkout", t)
+    }
+    /// The subject interacted at `at` (an event collected, a preference-center visit).
+    pub fn interacted(mut self, at: UnixMillis) -> S {
+        self.state.last_interaction = self.state.last_interaction.max(Some(at));
+        self
     }
     pub fn consent(
         mut self,
@@ -671,16 +704,23 @@ fn soft_opt_in_needs_a_purchase_the_manifest_and_no_objection() {
         s.decide(&req(MARKETING, "email")).reason,
         ReasonCode::DeniedNoConsent
     );
-    // With an email from checkout it applies...
+    // Nor with an email from a checkout whose notice never mentioned marketing: the customer
+    // was not told, so could not object, when the address was collected (ePrivacy Art. 13(2)).
     let s = s.with("user.contact.email", "checkout", t);
+    assert_eq!(
+        s.decide(&req(MARKETING, "email")).reason,
+        ReasonCode::DeniedNoConsent
+    );
+    // With an email from a checkout whose notice promised emails about similar products, it
+    // applies, even with no other source promising the use...
+    let s = S::at("DE").with("user.contact.email", "checkout_offers", t);
     let d = s.decide(&req(MARKETING, "email"));
     assert_eq!(d.reason, ReasonCode::AllowedSoftOptIn);
     assert_eq!(s.cited(&d), vec!["gdpr.eprivacy.email_marketing"]);
     assert!(d.obligations.contains(Obligation::IncludeUnsubscribeLink));
     // ...not after an opt-out...
     let opted = S::at("DE")
-        .with("user.contact.email", "newsletter_signup", t)
-        .with("user.contact.email", "checkout", t)
+        .with("user.contact.email", "checkout_offers", t)
         .consent(
             MARKETING,
             Some("email"),
@@ -696,15 +736,13 @@ fn soft_opt_in_needs_a_purchase_the_manifest_and_no_objection() {
     // ...not by text...
     let sms = S::at("DE")
         .with("user.contact.phone_number", "sms_offers_optin", t)
-        .with("user.contact.email", "checkout", t);
+        .with("user.contact.email", "checkout_offers", t);
     assert_eq!(
         sms.decide(&req(MARKETING, "sms")).reason,
         ReasonCode::DeniedNoConsent
     );
     // ...and not when the manifest does not enable it for the purpose.
-    let mut off = S::at("DE")
-        .with("user.contact.email", "newsletter_signup", t)
-        .with("user.contact.email", "checkout", t);
+    let mut off = S::at("DE").with("user.contact.email", "checkout_offers", t);
     off.m.purposes.get_mut(MARKETING).unwrap().soft_opt_in = false;
     assert_eq!(
         off.decide(&req(MARKETING, "email")).reason,

@@ -230,6 +230,19 @@ fn population(seed: u64, m: &Manifest) -> Population {
     changes.extend(consents.into_iter().map(Change::Consent));
     changes.extend(prefs.into_iter().map(Change::Preference));
     changes.extend(contacts.into_iter().map(Change::Contact));
+    // Some subjects interacted (an event, a preference-center visit), once or twice.
+    for id in &ids {
+        for _ in 0..rng.gen_range(0..3) {
+            let at = when(&mut rng);
+            if let Some(state) = states.get_mut(id) {
+                state.last_interaction = state.last_interaction.max(Some(at));
+            }
+            changes.push(Change::Interaction {
+                subject: SubjectId(*id),
+                at,
+            });
+        }
+    }
     // Some subjects move to another time zone after their choices were recorded.
     for id in &ids {
         if rng.gen_bool(0.1)

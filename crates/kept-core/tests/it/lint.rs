@@ -25,7 +25,7 @@ sms = { name = "Text message" }
 name = "Newsletter"
 description = "Send the newsletter."
 owner = "marketing"
-legal_basis = { default = "consent", us = "legitimate_interests" }
+legal_basis = { default = "consent", ccpa = "legitimate_interests", us_state = "legitimate_interests", us = "legitimate_interests" }
 retention = "2y"
 
 [purposes."loyalty.rewards"]
@@ -760,4 +760,151 @@ fn a_topic_names_a_notice_that_exists_and_promises_it() {
         "\"newsletter\"\n",
     );
     assert!(found[0].message.contains("`sms`"), "{}", found[0].message);
+}
+
+/// A checkout collecting email addresses under `notice`, placed before the sign-up form.
+fn checkout_under(notice: &str) -> String {
+    format!(
+        "[collection_points.checkout]\nname = \"Checkout\"\nkind = \"purchase\"\nnotice = \"{notice}\"\nfields = {{ email = \"user.contact.email\" }}\n\n[collection_points.signup]"
+    )
+}
+
+/// A notice for orders that promises nothing about marketing.
+const ORDERS: &str = r#"[notices.orders]
+version = 1
+categories = ["user.contact.email"]
+purposes = ["loyalty.rewards"]
+channels = ["email"]
+
+[notices.orders.locales.en]
+title = "Your order"
+text = "We email you about your order."
+
+"#;
+
+#[test]
+fn soft_opt_in_that_can_never_apply_is_a_warning_at_the_setting() {
+    let soft = replace(
+        "retention = \"2y\"\n",
+        "retention = \"2y\"\nsoft_opt_in = true\n",
+    );
+    // No purchase point at all.
+    let found = findings(&soft, &[]);
+    assert_eq!(
+        codes_of(&found),
+        BTreeSet::from([codes::PURPOSE_SOFT_OPT_IN_NEVER_APPLIES]),
+        "{found:#?}"
+    );
+    let warning = &found[0];
+    assert_eq!(warning.severity, Severity::Warning);
+    assert_eq!(
+        warning.path,
+        "purposes.\"marketing.communications\".soft_opt_in"
+    );
+    // At the value, as every finding about a setting.
+    let (line, column) = position(&soft, "soft_opt_in = true", 0);
+    let column = column + "soft_opt_in = ".len() as u32;
+    assert_eq!((warning.line, warning.column), (Some(line), Some(column)));
+    assert!(warning.message.contains("kind `purchase`"), "{warning:#?}");
+    assert!(warning.message.contains("`user.contact.email`"));
+
+    // A checkout whose notice never mentions marketing: still never.
+    let silent = soft.replacen("[collection_points.signup]", &checkout_under("orders"), 1);
+    let silent = silent.replacen(
+        "[collection_points.",
+        &format!("{ORDERS}[collection_points."),
+        1,
+    );
+    assert_eq!(
+        codes_of(&findings(&silent, &[])),
+        BTreeSet::from([codes::PURPOSE_SOFT_OPT_IN_NEVER_APPLIES])
+    );
+
+    // A checkout shown with a notice that promises the newsletter by email: it can apply.
+    let told = soft.replacen(
+        "[collection_points.signup]",
+        &checkout_under("newsletter"),
+        1,
+    );
+    assert_eq!(findings(&told, &[]), []);
+
+    // Unless the manifest's own policy asks for consent to marketing email everywhere.
+    let tightened = format!(
+        "{told}\n[[policy.tighten]]\npurpose = \"marketing.*\"\nchannel = \"email\"\nreason = \"Consent for every marketing email.\"\n"
+    );
+    let found = findings(&tightened, &[]);
+    assert_eq!(
+        codes_of(&found),
+        BTreeSet::from([codes::PURPOSE_SOFT_OPT_IN_NEVER_APPLIES])
+    );
+    assert!(
+        found[0].message.contains("no regime's rules allow it"),
+        "{found:#?}"
+    );
+
+    // A policy on texts leaves email, and soft opt-in, as they were.
+    let texts = format!(
+        "{told}\n[[policy.tighten]]\npurpose = \"marketing.*\"\nchannel = \"sms\"\nreason = \"Consent for texts.\"\n"
+    );
+    assert_eq!(findings(&texts, &[]), []);
+}
+
+#[test]
+fn a_legal_basis_table_leaving_regimes_of_a_family_to_a_contradicting_default_is_a_warning() {
+    let all_us = "legal_basis = { default = \"consent\", ccpa = \"legitimate_interests\", us_state = \"legitimate_interests\", us = \"legitimate_interests\" }";
+    // `us` alone: California and the states with a privacy law fall to consent.
+    let found = assert_finds(
+        all_us,
+        "legal_basis = { default = \"consent\", us = \"legitimate_interests\" }",
+        &[codes::PURPOSE_LEGAL_BASIS_DEFAULT_CONTRADICTS],
+        Severity::Warning,
+        "us = \"legitimate_interests\" }",
+    );
+    let warning = &found[0];
+    assert_eq!(
+        warning.path,
+        "purposes.\"marketing.communications\".legal_basis.us"
+    );
+    assert!(
+        warning
+            .message
+            .contains("`ccpa`, `us_state` (California, the other US states with a privacy law) fall to `default = \"consent\"`"),
+        "{warning:#?}"
+    );
+    assert!(
+        warning
+            .message
+            .contains("opt-in consent where `us` asks for an opt-out")
+    );
+
+    // Naming one more still leaves the last one.
+    let found = assert_finds(
+        all_us,
+        "legal_basis = { default = \"consent\", ccpa = \"legitimate_interests\", us = \"legitimate_interests\" }",
+        &[codes::PURPOSE_LEGAL_BASIS_DEFAULT_CONTRADICTS],
+        Severity::Warning,
+        "ccpa = \"legitimate_interests\"",
+    );
+    assert!(found[0].message.contains("but `us_state` ("), "{found:#?}");
+    assert!(found[0].message.contains("name it in `legal_basis`"));
+
+    // The EU and the UK go together too.
+    let found = assert_finds(
+        all_us,
+        "legal_basis = { default = \"legitimate_interests\", gdpr = \"consent\" }",
+        &[codes::PURPOSE_LEGAL_BASIS_DEFAULT_CONTRADICTS],
+        Severity::Warning,
+        "gdpr = \"consent\"",
+    );
+    assert!(found[0].message.contains("`uk_gdpr` (the United Kingdom)"));
+
+    // Not a contradiction: the same level under another name, the whole family named, or a
+    // regime outside any family.
+    for quiet in [
+        "legal_basis = { default = \"legitimate_interests\", us = \"public_task\" }",
+        "legal_basis = { default = \"consent\", gdpr = \"consent\", uk_gdpr = \"consent\", casl = \"legitimate_interests\" }",
+        "legal_basis = { default = \"consent\", ccpa = \"consent\", us = \"consent\" }",
+    ] {
+        assert_eq!(findings(&replace(all_us, quiet), &[]), [], "{quiet}");
+    }
 }

@@ -110,17 +110,20 @@ fn example_loads_with_the_ids_other_parts_rely_on() {
     assert!(loaded.custom_purposes.contains("loyalty.rewards"));
 
     let marketing = &m.purposes["marketing.communications"];
-    assert!(marketing.soft_opt_in);
+    // No checkout notice promises marketing, so soft opt-in could never apply: not enabled.
+    assert!(!marketing.soft_opt_in);
     assert_eq!(marketing.retention_days, 730);
+    // Every US regime is named: `us` alone would leave California and the states with a
+    // privacy law to the default, consent.
+    let us = [Regime::Ccpa, Regime::UsState, Regime::Us]
+        .map(|r| (RegimeKey::Regime(r), LegalBasis::LegitimateInterests));
     assert_eq!(
         marketing.legal_basis,
-        BTreeMap::from([
-            (RegimeKey::Default, LegalBasis::Consent),
-            (
-                RegimeKey::Regime(Regime::Us),
-                LegalBasis::LegitimateInterests
-            ),
-        ])
+        BTreeMap::from_iter(
+            [(RegimeKey::Default, LegalBasis::Consent)]
+                .into_iter()
+                .chain(us)
+        )
     );
     assert_eq!(
         m.purposes["essential.service.operations"].legal_basis,
@@ -330,8 +333,8 @@ fn malformed_values_are_errors_at_the_value() {
             "invalid retention `0d`",
         ),
         (
-            "{ default = \"consent\", us = \"legitimate_interests\" }",
-            "{ default = \"consent\", usa = \"legitimate_interests\" }",
+            "us = \"legitimate_interests\" }",
+            "usa = \"legitimate_interests\" }",
             "usa",
             "unknown regime `usa`",
         ),
@@ -342,8 +345,8 @@ fn malformed_values_are_errors_at_the_value() {
             "unknown legal basis `contact`",
         ),
         (
-            "{ default = \"consent\", us = \"legitimate_interests\" }",
-            "{ default = \"consent\", us = \"legit\" }",
+            "us = \"legitimate_interests\" }",
+            "us = \"legit\" }",
             "\"legit\"",
             "unknown legal basis `legit`",
         ),
@@ -393,8 +396,8 @@ fn malformed_values_are_errors_at_the_value() {
             "invalid type: table, expected a string",
         ),
         (
-            "soft_opt_in = true",
-            "soft_opt_in = \"yes\"",
+            "retention = \"2y\"\n",
+            "retention = \"2y\"\nsoft_opt_in = \"yes\"\n",
             "\"yes\"",
             "invalid type",
         ),

@@ -240,6 +240,68 @@ fn cases() -> Vec<Case> {
                 AllowedConsent,
             )
         },
+        // Counted from the last interaction, not the consent: a consent given 25 months ago
+        // holds while the consumer interacted since (4 CCR 904-3 Rule 7.08)...
+        Case {
+            shows: Shows::Reason,
+            ..case(
+                "us_state.co.sensitive_refresh",
+                health("US-CO")
+                    .consent(
+                        OPS,
+                        None,
+                        None,
+                        ConsentAction::Given,
+                        CollectionMethod::WebForm,
+                        t - 25 * 30 * DAY,
+                    )
+                    .interacted(t - 90 * DAY),
+                health_req(),
+                AllowedConsent,
+            )
+        },
+        // ...and expires 24 months after that interaction.
+        case(
+            "us_state.co.sensitive_refresh",
+            health("US-CO")
+                .consent(
+                    OPS,
+                    None,
+                    None,
+                    ConsentAction::Given,
+                    CollectionMethod::WebForm,
+                    t - 50 * 30 * DAY,
+                )
+                .interacted(t - 25 * 30 * DAY),
+            health_req(),
+            DeniedExpired,
+        ),
+        // A consent action of its own (here a "no" to marketing texts) is an interaction too.
+        Case {
+            shows: Shows::Reason,
+            ..case(
+                "us_state.co.sensitive_refresh",
+                health("US-CO")
+                    .consent(
+                        OPS,
+                        None,
+                        None,
+                        ConsentAction::Given,
+                        CollectionMethod::WebForm,
+                        t - 25 * 30 * DAY,
+                    )
+                    .consent(
+                        MARKETING,
+                        Some("sms"),
+                        None,
+                        ConsentAction::Withdrawn,
+                        CollectionMethod::Reply,
+                        t - 30 * DAY,
+                    ),
+                health_req(),
+                AllowedConsent,
+            )
+        },
         // A US subject whose state is unknown gets every state's rules.
         case(
             "us_state.co.sensitive_refresh",
@@ -454,6 +516,22 @@ fn cases() -> Vec<Case> {
                 CollectionMethod::WebForm,
                 t - 25 * 30 * DAY,
             ),
+            health_req(),
+            DeniedExpired,
+        ),
+        // Where the place is unknown the refresh counts from the consent, interaction or not.
+        case(
+            "strictest.sensitive",
+            health("ZZ")
+                .consent(
+                    OPS,
+                    None,
+                    None,
+                    ConsentAction::Given,
+                    CollectionMethod::WebForm,
+                    t - 25 * 30 * DAY,
+                )
+                .interacted(t - DAY),
             health_req(),
             DeniedExpired,
         ),

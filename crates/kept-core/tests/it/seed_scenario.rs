@@ -252,6 +252,7 @@ fn the_demo_population_agrees_between_index_and_decision() {
                 .filter(|x| x.subject == s.id)
                 .cloned()
                 .collect(),
+            last_interaction: None,
         };
         for r in &requests {
             assert_eq!(

@@ -472,6 +472,7 @@ pub async fn ingest(
             shown,
             properties,
             context,
+            extra,
             regime: judgement.regime.clone(),
             at,
         });
@@ -486,6 +487,7 @@ pub async fn ingest(
         metrics::counter!(super::CONSENT_RECORDS).increment(entries.len() as u64);
         entries
     };
+    let interactions = kept_store::collection::interactions(&events);
     store
         .write_events(EventWrite {
             events,
@@ -513,6 +515,12 @@ pub async fn ingest(
     let fresh: HashSet<SubjectId> = outcome.created.iter().map(|s| s.id).collect();
     let merged_into = outcome.merges.iter().map(|(_, into)| *into);
     changes.extend(crate::index::trait_changes(store, traits, &fresh, merged_into).await?);
+    // The subjects' own events are interactions (Colorado's consent refresh counts from them).
+    changes.extend(
+        interactions
+            .into_iter()
+            .map(|(subject, at)| Change::Interaction { subject, at }),
+    );
     state.index.apply(changes).await?;
     state.index.consents_appended(&entries).await?;
     if let Ok(mut carried) = collector.carried.lock() {
@@ -885,6 +893,8 @@ struct Candidate {
     shown: Option<Map<String, Value>>,
     properties: Box<serde_json::value::RawValue>,
     context: kept_core::collection::Context,
+    /// The message's top-level fields Kept does not read, as sent (also stored in `extra`).
+    extra: kept_core::collection::Context,
     regime: String,
     at: UnixMillis,
 }
@@ -977,5 +987,11 @@ fn forward_view(c: Candidate) -> Value {
         MessageKind::Group | MessageKind::Alias => out.extend(properties),
     }
     out.insert("context".into(), Value::Object(c.context.to_map()));
+    // The fields Kept does not read (a page's `category`, `integrations`, ...) go on as the
+    // client sent them, as a Segment destination receives the message; the ones Kept writes
+    // itself come first.
+    for (key, value) in c.extra.to_map() {
+        out.entry(key).or_insert(value);
+    }
     Value::Object(out)
 }

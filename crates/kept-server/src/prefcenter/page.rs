@@ -20,6 +20,7 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, Evidence};
 use kept_core::subject::{Frequency, Period, QuietHours};
 use kept_core::{SubjectId, UnixMillis};
@@ -1141,6 +1142,14 @@ pub async fn open_link(
         })
         .await
     {
+        return ApiError::from(e).into_response();
+    }
+    // The visit, recorded with the session, is an interaction the decisions count from.
+    let visit = Change::Interaction {
+        subject: session.subject(),
+        at: now,
+    };
+    if let Err(e) = state.index.apply(vec![visit]).await {
         return ApiError::from(e).into_response();
     }
     let secure = state.prefcenter.secure(&headers);

@@ -30,8 +30,12 @@ pub struct LogParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LoggedDecision {
     pub id: u64,
-    /// Milliseconds since the Unix epoch.
+    /// The time decided for, in milliseconds since the Unix epoch: the request's `at` (a
+    /// scheduled send), else when it was asked.
     pub at: i64,
+    /// When the decision was asked, in milliseconds since the Unix epoch (before `at` for a
+    /// scheduled send, else equal).
+    pub asked_at: i64,
     /// The subject's internal id; absent when the subject was unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<u32>,
@@ -77,7 +81,7 @@ pub struct DecisionLogPage {
         ("subject" = Option<u32>, Query, description = "a subject's internal id"),
         ("reason" = Option<String>, Query, description = "a reason code (`denied.no_consent`)"),
         ("purpose" = Option<String>, Query, description = "a purpose key"),
-        ("since" = Option<i64>, Query, description = "only decisions at or after this time (milliseconds since the Unix epoch)"),
+        ("since" = Option<i64>, Query, description = "only decisions made for a time (`at`) at or after this one (milliseconds since the Unix epoch)"),
         ("before" = Option<u64>, Query, description = "only entries older than this id (`next_before` of the previous page)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many (default 100, at most 1000)"),
     ),
@@ -143,6 +147,7 @@ fn view(e: DecisionLogEntry) -> Result<LoggedDecision, ApiError> {
     Ok(LoggedDecision {
         id: e.id,
         at: e.at,
+        asked_at: e.asked_at,
         subject: e.subject.map(|s| s.0),
         evidence: json(&e.evidence, "evidence")?,
         obligations: json(&e.obligations, "obligations")?,

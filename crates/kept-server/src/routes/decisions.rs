@@ -763,6 +763,7 @@ fn decide_all<'b>(
             });
             log.push(
                 *subject,
+                at.unwrap_or(now),
                 request,
                 decision.reason,
                 out.get(evidence).unwrap_or(b"[]"),
@@ -819,13 +820,14 @@ impl Log {
     fn push(
         &mut self,
         subject: Option<SubjectId>,
+        at: UnixMillis,
         request: u32,
         reason: ReasonCode,
         evidence: &[u8],
         obligations: &[u8],
     ) {
         if let Some(p) = self.pending.as_mut() {
-            p.push(subject, request, reason, evidence, obligations);
+            p.push(subject, at, request, reason, evidence, obligations);
         }
     }
 

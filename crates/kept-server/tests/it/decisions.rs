@@ -930,3 +930,133 @@ async fn a_decision_time_out_of_range_is_refused_naming_it() {
         assert_eq!(answer.status, StatusCode::OK, "{at}: {}", answer.text);
     }
 }
+
+/// The demo manifest with a health questionnaire: sensitive data, collected for delivering
+/// orders, so a use of it needs opt-in consent in the US states with a privacy law.
+fn health_manifest() -> kept_core::manifest::Manifest {
+    let mut m = crate::support::demo_manifest();
+    let mut health = m.notices["newsletter"].clone();
+    health.categories = vec!["user.health_and_medical".into()];
+    health.purposes = vec!["essential.service.operations".into()];
+    m.notices.insert("health".into(), health);
+    m.collection_points.insert(
+        "health_form".into(),
+        kept_core::manifest::CollectionPoint {
+            name: "Health questionnaire".into(),
+            notice: "health".into(),
+            kind: kept_core::manifest::CollectionKind::Other,
+            fields: [("allergies".into(), "user.health_and_medical".into())].into(),
+        },
+    );
+    m
+}
+
+fn health_use(user_id: &str) -> Value {
+    json!({ "subject": { "user_id": user_id }, "purpose": "essential.service.operations",
+        "categories": ["user.health_and_medical"] })
+}
+
+#[tokio::test]
+async fn colorado_counts_the_sensitive_consent_refresh_from_the_last_interaction() {
+    let app = TestApp::new().await.restart_with(health_manifest()).await;
+    let co = add_subject(&app, "co1", Some("US"), Some("CO")).await;
+    let zz = add_subject(&app, "zz1", Some("ZZ"), None).await;
+    let month = 30 * DAY;
+    for subject in [co, zz] {
+        add_trait(
+            &app,
+            subject,
+            "allergies",
+            "user.health_and_medical",
+            "health_form",
+        )
+        .await;
+        // Consent given 25 months ago: past the 24 months Rule 7.08 allows without interaction.
+        let record = kept_core::ledger::ConsentRecord {
+            subject,
+            purpose: "essential.service.operations".into(),
+            channel: None,
+            topic: None,
+            action: kept_core::ledger::ConsentAction::Given,
+            notice: None,
+            regime: "us_state".into(),
+            source: "test".into(),
+            method: kept_core::ledger::CollectionMethod::WebForm,
+            evidence: kept_core::ledger::Evidence::default(),
+            at: NOW - 25 * month,
+        };
+        let entries = app.state.ledger.append_many(vec![record]).await.unwrap();
+        app.state.index.consents_appended(&entries).await.unwrap();
+    }
+    let ask = |body: Value| {
+        let app = &app;
+        async move { reasons(&decide(app, json!({ "requests": [body] })).await)[0].clone() }
+    };
+    assert_eq!(ask(health_use("co1")).await, "denied.expired");
+    assert_eq!(ask(health_use("zz1")).await, "denied.expired");
+
+    // Each comes back to the shop: an event of their own.
+    let server = app.key(Role::Server).to_owned();
+    for user in ["co1", "zz1"] {
+        let track = json!({ "userId": user, "event": "Product Viewed", "messageId": format!("visit-{user}") });
+        let answer = app
+            .send(post("/v1/track", Some(&server), &track.to_string()))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    }
+    // In Colorado the 24 months start again; where the place is unknown, Kept counts from the
+    // consent (the strictest reading).
+    assert_eq!(ask(health_use("co1")).await, "allowed.consent");
+    assert_eq!(ask(health_use("zz1")).await, "denied.expired");
+    let app = app.restart().await;
+    let ask = |body: Value| {
+        let app = &app;
+        async move { reasons(&decide(app, json!({ "requests": [body] })).await)[0].clone() }
+    };
+    // The interaction was stored with the event: a restarted server counts from it too.
+    assert_eq!(ask(health_use("co1")).await, "allowed.consent");
+    assert_eq!(ask(health_use("zz1")).await, "denied.expired");
+    assert_eq!(
+        app.store.last_interaction(co).await.unwrap(),
+        Some(NOW),
+        "the event's time"
+    );
+}
+
+#[tokio::test]
+async fn the_decision_log_keeps_the_time_decided_for_and_when_it_was_asked() {
+    let app = &TestApp::new().await;
+    app.state.decision_log.set_sample_rate(0.0);
+    let later = NOW + 3 * DAY;
+    let batch = json!({ "requests": [
+        { "subject": { "user_id": "u2" }, "purpose": MARKETING, "channel": "sms", "at": later },
+        { "subject": { "user_id": "u2" }, "purpose": MARKETING, "channel": "sms" },
+    ]});
+    let answer = decide(app, batch).await;
+    assert_eq!(
+        reasons(&answer),
+        ["denied.not_promised", "denied.not_promised"]
+    );
+    app.state.decision_log.flush().await;
+    let log = app
+        .send(get("/v1/decision-log", Some(app.key(Role::Privacy))))
+        .await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.text);
+    let entries = log.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{}", log.text);
+    // Newest first: the request without `at` was decided for when it was asked.
+    assert_eq!(entries[1]["at"], later);
+    assert_eq!(entries[1]["asked_at"], NOW);
+    assert_eq!(entries[0]["at"], NOW);
+    assert_eq!(entries[0]["asked_at"], NOW);
+    // `since` reads the time decided for.
+    let since = app
+        .send(get(
+            &format!("/v1/decision-log?since={}", NOW + DAY),
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    let entries = since.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{}", since.text);
+    assert_eq!(entries[0]["at"], later);
+}

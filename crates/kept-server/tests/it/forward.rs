@@ -894,3 +894,50 @@ async fn an_event_every_system_refuses_is_counted_as_withheld() {
         1
     );
 }
+
+/// A destination receives the message as the client sent it: the top-level fields Kept does not
+/// read (a page's `category`, `integrations`, a field of the client's own) travel in the
+/// forwarded event as they came, and never override what Kept writes itself.
+#[tokio::test]
+async fn forwarded_events_carry_the_fields_kept_does_not_read_as_sent() {
+    let (receiver, url) = Receiver::start().await;
+    let s = scene(&url, quick(5)).await;
+    let page = serde_json::json!({
+        "userId": "de-yes",
+        "name": "Linen shirt",
+        "category": "Shirts",
+        "messageId": "p-1",
+        "properties": {"sku": "LG-1"},
+        "integrations": {"All": false, "Mixpanel": true},
+        "channel": "server",
+        "experiment": {"arm": "b", "weights": [0.5, 0.5]},
+        "regime": "not the client's to say",
+    });
+    let request = axum::http::Request::post("/v1/page")
+        .header(
+            axum::http::header::AUTHORIZATION,
+            format!(
+                "Basic {}",
+                STANDARD.encode(format!("{}:", s.app.key(Role::Server)))
+            ),
+        )
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(page.to_string()))
+        .unwrap();
+    let answer = support::send(kept_server::router(s.state.clone()), request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let round = forward::deliver_due(&s.state, NOW).await.unwrap();
+    assert_eq!(round.delivered, 1, "{round:?}");
+    let got = receiver.got();
+    let body: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    let event = &body["data"]["event"];
+    assert_eq!(event["type"], "page");
+    assert_eq!(event["name"], "Linen shirt");
+    assert_eq!(event["category"], "Shirts");
+    assert_eq!(event["integrations"], page["integrations"]);
+    assert_eq!(event["channel"], "server");
+    assert_eq!(event["experiment"], page["experiment"]);
+    // Kept's own field is Kept's: the regime the decision was made under.
+    assert_eq!(event["regime"], "gdpr");
+    assert!(event.get("writeKey").is_none());
+}

@@ -1398,6 +1398,12 @@ async fn a_no_to_something_never_given_is_refused_and_a_no_to_a_given_consent_wi
         .unwrap()
         .purposes
         .push("marketing.communications".into());
+    // ...and a shop that uses soft opt-in for it.
+    manifest
+        .purposes
+        .get_mut("marketing.communications")
+        .unwrap()
+        .soft_opt_in = true;
     let center = Center::with(manifest, Vec::new()).await;
     let subject = center.subject(0); // Germany: marketing email needs consent.
     center.give_email("u1", "ada@example.com", "checkout").await;
