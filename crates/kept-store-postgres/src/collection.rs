@@ -438,6 +438,17 @@ impl CollectionStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| taken(e, "merge"))?;
+            // The merged subject's interactions were the survivor's: its last one counts.
+            sqlx::query(
+                "UPDATE subjects s SET last_interaction_at = GREATEST(s.last_interaction_at, \
+                 f.last_interaction_at) FROM subjects f \
+                 WHERE s.id = $2 AND f.id = $1 AND f.last_interaction_at IS NOT NULL",
+            )
+            .bind(from)
+            .bind(into)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             // The identity log, with what the merge moves, so that it can be undone.
             let log_id: i64 = sqlx::query_scalar(
                 "INSERT INTO identity_log (action, from_subject_id, into_subject_id, cause, \

@@ -446,6 +446,17 @@ impl CollectionStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| taken(e, "merge"))?;
+            // The merged subject's interactions were the survivor's: its last one counts.
+            sqlx::query(
+                "UPDATE subjects SET last_interaction_at = max(coalesce(last_interaction_at, \
+                 f.at), f.at) FROM (SELECT last_interaction_at AS at FROM subjects WHERE id = ?1 \
+                 AND last_interaction_at IS NOT NULL) AS f WHERE id = ?2",
+            )
+            .bind(from)
+            .bind(into)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             // The identity log, with what the merge moves, so that it can be undone.
             let log_id: i64 = sqlx::query_scalar(
                 "INSERT INTO identity_log (action, from_subject_id, into_subject_id, cause, \

@@ -515,6 +515,12 @@ pub async fn ingest(
     let fresh: HashSet<SubjectId> = outcome.created.iter().map(|s| s.id).collect();
     let merged_into = outcome.merges.iter().map(|(_, into)| *into);
     changes.extend(crate::index::trait_changes(store, traits, &fresh, merged_into).await?);
+    // A survivor's last interaction includes the merged subject's (the store took the later).
+    for (_, into) in &outcome.merges {
+        if let Some(at) = store.last_interaction(*into).await? {
+            changes.push(Change::Interaction { subject: *into, at });
+        }
+    }
     // The subjects' own events are interactions (Colorado's consent refresh counts from them).
     changes.extend(
         interactions

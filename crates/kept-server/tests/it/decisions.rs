@@ -1024,6 +1024,58 @@ async fn colorado_counts_the_sensitive_consent_refresh_from_the_last_interaction
 }
 
 #[tokio::test]
+async fn a_merged_visitor_s_interaction_counts_for_the_customer_it_was() {
+    let app = TestApp::new().await.restart_with(health_manifest()).await;
+    let co = add_subject(&app, "co2", Some("US"), Some("CO")).await;
+    add_trait(
+        &app,
+        co,
+        "allergies",
+        "user.health_and_medical",
+        "health_form",
+    )
+    .await;
+    let record = kept_core::ledger::ConsentRecord {
+        subject: co,
+        purpose: "essential.service.operations".into(),
+        channel: None,
+        topic: None,
+        action: kept_core::ledger::ConsentAction::Given,
+        notice: None,
+        regime: "us_state".into(),
+        source: "test".into(),
+        method: kept_core::ledger::CollectionMethod::WebForm,
+        evidence: kept_core::ledger::Evidence::default(),
+        at: NOW - 25 * 30 * DAY,
+    };
+    let entries = app.state.ledger.append_many(vec![record]).await.unwrap();
+    app.state.index.consents_appended(&entries).await.unwrap();
+    async fn ask(app: &TestApp) -> String {
+        reasons(&decide(app, json!({ "requests": [health_use("co2")] })).await)[0].clone()
+    }
+    assert_eq!(ask(&app).await, "denied.expired");
+    // The customer browses before signing in: the visit is an interaction of an anonymous
+    // subject, then merged into the customer when they sign in.
+    let server = app.key(Role::Server).to_owned();
+    let visit =
+        json!({ "anonymousId": "visitor-co2", "event": "Product Viewed", "messageId": "v-co2" });
+    let answer = app
+        .send(post("/v1/track", Some(&server), &visit.to_string()))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(ask(&app).await, "denied.expired", "not known as theirs yet");
+    let alias = json!({ "userId": "co2", "previousId": "visitor-co2", "messageId": "a-co2" });
+    let answer = app
+        .send(post("/v1/alias", Some(&server), &alias.to_string()))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(ask(&app).await, "allowed.consent");
+    assert_eq!(app.store.last_interaction(co).await.unwrap(), Some(NOW));
+    let app = app.restart().await;
+    assert_eq!(ask(&app).await, "allowed.consent");
+}
+
+#[tokio::test]
 async fn the_decision_log_keeps_the_time_decided_for_and_when_it_was_asked() {
     let app = &TestApp::new().await;
     app.state.decision_log.set_sample_rate(0.0);
