@@ -19,7 +19,6 @@ mod identity;
 mod notices;
 mod openapi;
 mod prefcenter;
-mod receipt_format;
 mod roles;
 mod snippet;
 mod strict;

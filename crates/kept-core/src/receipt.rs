@@ -6,12 +6,12 @@
 //! covers the record (its witness line), so the receipt can be matched with a ledger and a
 //! witness file later.
 
+use crate::ledger::{self, ChainHash, Checkpoint, CollectionMethod, ConsentRecord, key_id};
+use crate::manifest::Manifest;
+use crate::rulebook::PurposeClass;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, VerifyingKey};
-use kept_core::ledger::{self, ChainHash, Checkpoint, CollectionMethod, ConsentRecord, key_id};
-use kept_core::manifest::Manifest;
-use kept_core::rulebook::PurposeClass;
 use serde_json::{Map, Value, json};
 
 /// The Kantara specification version receipts follow.
@@ -323,12 +323,12 @@ pub fn verify(receipt: &Value, expected: Option<&VerifyingKey>) -> Result<Verifi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SubjectId;
+    use crate::ledger::{ConsentAction, Evidence, LedgerEntry};
     use ed25519_dalek::{Signer, SigningKey};
-    use kept_core::SubjectId;
-    use kept_core::ledger::{ConsentAction, Evidence, LedgerEntry};
 
     fn manifest() -> Manifest {
-        kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
+        crate::manifest::load(&crate::manifest::demo_toml(), "kept.toml")
             .unwrap()
             .manifest
     }

@@ -2,14 +2,14 @@
 //! covering its record: a change to the receipt's ledger part or to its fields fails here, and
 //! a receipt issued today must keep verifying.
 
+use ed25519_dalek::SigningKey;
 use kept_core::SubjectId;
 use kept_core::ledger::{
     ChainHash, Checkpoint, CollectionMethod, ConsentAction, ConsentRecord, Evidence, LedgerEntry,
 };
-use kept_server::ledger::SigningKey;
-use kept_server::prefcenter::receipt;
+use kept_core::receipt;
 
-const FIXTURE: &str = "tests/fixtures/receipt-kantara-1.1-checkpoint-v2.json";
+const FIXTURE: &str = "tests/fixtures/receipt/kantara-1.1-checkpoint-v2.json";
 
 fn build() -> serde_json::Value {
     let manifest = kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
