@@ -14,10 +14,12 @@ pub mod index;
 pub mod ledger;
 pub mod lint;
 pub mod manifest;
+pub mod receipt;
 pub mod regime;
 pub mod rulebook;
 pub mod spelling;
 pub mod subject;
+pub mod token;
 
 pub use ids::SubjectId;
 

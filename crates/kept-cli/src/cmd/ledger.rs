@@ -145,7 +145,7 @@ async fn published_receipt_keys(database_url: &str) -> Result<Vec<VerifyingKey>,
 }
 
 async fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
-    use kept_server::prefcenter::receipt;
+    use kept_core::receipt;
     let format = args.format;
     let report = |code: u8, status: &str, error: Option<(&str, String)>, ok: Option<String>| {
         match (format, &error) {

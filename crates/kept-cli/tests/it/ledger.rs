@@ -894,7 +894,7 @@ fn verify_reads_the_database_url_from_the_environment() {
 /// changed field, or checked against another key, does not.
 #[test]
 fn verify_receipt_accepts_a_signed_receipt_and_refuses_a_changed_one() {
-    use kept_server::prefcenter::receipt;
+    use kept_core::receipt;
     let manifest = kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
         .unwrap()
         .manifest;
@@ -969,7 +969,7 @@ fn verify_receipt_accepts_a_signed_receipt_and_refuses_a_changed_one() {
 /// the ledger's database publishes.
 #[test]
 fn verify_receipt_without_a_key_trusts_only_the_ledgers_published_keys() {
-    use kept_server::prefcenter::receipt;
+    use kept_core::receipt;
     let manifest = kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
         .unwrap()
         .manifest;

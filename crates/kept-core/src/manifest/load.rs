@@ -125,13 +125,31 @@ impl ManifestError {
     }
 }
 
+/// A syntax error's message naming the character at `span`, for errors the parser gives none.
+fn unexpected_character(source: &str, span: Option<Range<usize>>) -> String {
+    let found = span
+        .and_then(|s| source.get(s.start..))
+        .and_then(|rest| rest.chars().next());
+    match found {
+        Some(c) if c.is_control() || c.is_whitespace() => {
+            format!("unexpected character U+{:04X} here", u32::from(c))
+        }
+        Some(c) => format!("unexpected character `{c}` here"),
+        None => "the file ends where more TOML was expected".to_owned(),
+    }
+}
+
 /// Loads and checks a manifest. `path` only names the file in errors and findings.
 pub fn load(source: &str, path: &str) -> Result<Loaded, ManifestError> {
     let lines = LineIndex::new(source);
     // Parsing once without a schema tells a syntax error from a schema error: both come
     // back as the same error type from the typed parse.
     if let Err(e) = toml::from_str::<serde::de::IgnoredAny>(source) {
-        let message = e.message().trim().replace('\n', "; ");
+        let message = match e.message().trim() {
+            // The parser says nothing of some characters it stops at (a lone carriage return).
+            "" => unexpected_character(source, e.span()),
+            m => m.replace('\n', "; "),
+        };
         return Err(ManifestError::Syntax {
             location: lines.error_location(path, e.span()),
             message,

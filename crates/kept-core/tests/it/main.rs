@@ -11,5 +11,6 @@ mod index;
 mod ledger_format;
 mod lint;
 mod manifest;
+mod receipt_format;
 mod rulebook;
 mod seed_scenario;

@@ -237,6 +237,19 @@ fn a_syntax_error_names_its_line_and_column() {
 }
 
 #[test]
+fn a_syntax_error_the_parser_gives_no_words_for_still_says_what_is_wrong() {
+    // A lone carriage return where a comment began: the TOML parser's message is empty. Found
+    // by the `manifest` fuzzer.
+    let source = EXAMPLE_TOML.replacen("# Channels", "\r Channels", 1);
+    let error = load_err(&source);
+    assert_eq!(error.code(), "manifest.syntax");
+    assert_eq!(error.message(), "unexpected character U+000D here");
+    let (line, column) = position(&source, "\r Channels", 0);
+    let at = error.location().at.unwrap();
+    assert_eq!((at.line, at.column), (line, column), "{error}");
+}
+
+#[test]
 fn an_unknown_key_is_an_error_at_the_key() {
     let source = EXAMPLE_TOML.replacen(
         "name = \"Newsletter and offers\"",

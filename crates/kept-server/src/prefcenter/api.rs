@@ -5,7 +5,7 @@
 
 use super::model::{self, ChangeError, Context, SmsConsent, Standing, Wanted};
 use super::texts;
-use super::token::{Claims, Kind, Topic};
+use super::token::{Kind, Topic};
 use crate::app::AppState;
 use crate::auth::{Authorized, role};
 use crate::error::{ApiError, ErrorBody, JsonBody, PathParams};
@@ -134,7 +134,7 @@ pub async fn preference_link(
     let locale = body.locale.map(|l| l.code().to_owned());
     let keys = state.prefcenter.keys(state.store.as_ref()).await?;
     let now = state.now();
-    let mut claims = Claims::new(Kind::Link, SubjectId(id), now + ttl);
+    let mut claims = super::token::fresh(Kind::Link, SubjectId(id), now + ttl);
     claims.locale = locale;
     Ok((
         StatusCode::CREATED,
@@ -276,7 +276,7 @@ async fn view(state: &AppState, standing: &Standing) -> Result<Preferences, ApiE
         Some(email) => match email.topics.first() {
             Some(topic) => {
                 let keys = state.prefcenter.keys(state.store.as_ref()).await?;
-                let mut claims = Claims::new(
+                let mut claims = super::token::fresh(
                     Kind::Unsubscribe,
                     standing.subject.id,
                     state.now() + state.prefcenter.config().unsubscribe_ttl,

@@ -3,7 +3,7 @@
 //! preferences and trait provenance through the store, and every one of them into the index.
 //! The page and the JSON API share all of it.
 
-use super::token::{Claims, Kind, Topic};
+use super::token::{Kind, Topic};
 use super::{PrefCenter, SOURCE, texts::Texts};
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -724,7 +724,7 @@ async fn send_confirmation(
     ctx: &Context,
 ) -> Result<(), ChangeError> {
     let keys = prefcenter.keys(state.store.as_ref()).await?;
-    let mut claims = Claims::new(
+    let mut claims = super::token::fresh(
         Kind::Confirm,
         subject,
         ctx.now + prefcenter.config().confirm_ttl,

@@ -946,7 +946,7 @@ async fn sign_in_page(
         Ok(k) => k,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let claims = Claims::new(
+    let claims = super::token::fresh(
         Kind::SignInForm,
         SubjectId(0),
         state.now() + 60 * super::MINUTE,
@@ -1043,7 +1043,7 @@ pub async fn sign_in(
             Err(e) => return e.into_response(),
         };
         if let Some(subject) = subject {
-            let mut claims = Claims::new(
+            let mut claims = super::token::fresh(
                 Kind::Link,
                 subject,
                 now + state.prefcenter.config().link_ttl,
@@ -1129,7 +1129,7 @@ pub async fn open_link(
         Err(e) => return ApiError::from(e).into_response(),
     }
     let ttl = state.prefcenter.config().session_ttl;
-    let mut session = Claims::new(Kind::Session, claims.subject(), now + ttl);
+    let mut session = super::token::fresh(Kind::Session, claims.subject(), now + ttl);
     session.locale = Some(t.code.to_owned());
     // Opening it revokes the subject's older sessions: a new sign-in link ends the old ones.
     if let Err(e) = state
@@ -1589,9 +1589,9 @@ pub async fn receipt(
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let value = super::receipt::build(
+    let value = kept_core::receipt::build(
         &state.manifest,
-        super::receipt::Entry {
+        kept_core::receipt::Entry {
             seq: entry.seq,
             hash: &entry.hash,
             bytes: &entry.bytes,

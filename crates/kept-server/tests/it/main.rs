@@ -20,7 +20,6 @@ mod notices;
 mod openapi;
 mod prefcenter;
 mod quarantine;
-mod receipt_format;
 mod roles;
 mod snippet;
 mod strict;

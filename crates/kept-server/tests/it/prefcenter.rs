@@ -870,7 +870,7 @@ async fn a_receipt_verifies_with_the_ledger_key_and_a_changed_one_does_not() {
     let receipt = answer.json;
     assert_eq!(receipt["version"], "KI-CR-v1.1.0");
     let key = center.state.ledger.verifying_key();
-    let verified = kept_server::prefcenter::receipt::verify(&receipt, Some(&key)).unwrap();
+    let verified = kept_core::receipt::verify(&receipt, Some(&key)).unwrap();
     assert_eq!(verified.seq, seq);
     assert_eq!(verified.purpose, "personalize.content.profiled");
     // It carries the ledger's checkpoint covering the record, as stored.
@@ -882,7 +882,7 @@ async fn a_receipt_verifies_with_the_ledger_key_and_a_changed_one_does_not() {
     );
     let mut changed = receipt.clone();
     changed["consentTimestamp"] = json!(0);
-    assert!(kept_server::prefcenter::receipt::verify(&changed, Some(&key)).is_err());
+    assert!(kept_core::receipt::verify(&changed, Some(&key)).is_err());
 }
 
 #[tokio::test]
@@ -1242,7 +1242,7 @@ async fn a_cookie_for_a_session_the_server_never_opened_opens_nothing() {
         .keys(center.app.store.as_ref())
         .await
         .unwrap();
-    let claims = kept_server::prefcenter::token::Claims::new(
+    let claims = kept_server::prefcenter::token::fresh(
         kept_server::prefcenter::token::Kind::Session,
         subject,
         NOW + 60 * MINUTE,
