@@ -956,6 +956,25 @@ fn health_use(user_id: &str) -> Value {
         "categories": ["user.health_and_medical"] })
 }
 
+/// Consent to the health purpose, given at `at`, in the ledger and the index.
+async fn give_health_consent(app: &TestApp, subject: SubjectId, at: i64) {
+    let record = kept_core::ledger::ConsentRecord {
+        subject,
+        purpose: "essential.service.operations".into(),
+        channel: None,
+        topic: None,
+        action: kept_core::ledger::ConsentAction::Given,
+        notice: None,
+        regime: "us_state".into(),
+        source: "test".into(),
+        method: kept_core::ledger::CollectionMethod::WebForm,
+        evidence: kept_core::ledger::Evidence::default(),
+        at,
+    };
+    let entries = app.state.ledger.append_many(vec![record]).await.unwrap();
+    app.state.index.consents_appended(&entries).await.unwrap();
+}
+
 #[tokio::test]
 async fn colorado_counts_the_sensitive_consent_refresh_from_the_last_interaction() {
     let app = TestApp::new().await.restart_with(health_manifest()).await;
@@ -972,21 +991,7 @@ async fn colorado_counts_the_sensitive_consent_refresh_from_the_last_interaction
         )
         .await;
         // Consent given 25 months ago: past the 24 months Rule 7.08 allows without interaction.
-        let record = kept_core::ledger::ConsentRecord {
-            subject,
-            purpose: "essential.service.operations".into(),
-            channel: None,
-            topic: None,
-            action: kept_core::ledger::ConsentAction::Given,
-            notice: None,
-            regime: "us_state".into(),
-            source: "test".into(),
-            method: kept_core::ledger::CollectionMethod::WebForm,
-            evidence: kept_core::ledger::Evidence::default(),
-            at: NOW - 25 * month,
-        };
-        let entries = app.state.ledger.append_many(vec![record]).await.unwrap();
-        app.state.index.consents_appended(&entries).await.unwrap();
+        give_health_consent(&app, subject, NOW - 25 * month).await;
     }
     let ask = |body: Value| {
         let app = &app;
@@ -1035,21 +1040,7 @@ async fn a_merged_visitor_s_interaction_counts_for_the_customer_it_was() {
         "health_form",
     )
     .await;
-    let record = kept_core::ledger::ConsentRecord {
-        subject: co,
-        purpose: "essential.service.operations".into(),
-        channel: None,
-        topic: None,
-        action: kept_core::ledger::ConsentAction::Given,
-        notice: None,
-        regime: "us_state".into(),
-        source: "test".into(),
-        method: kept_core::ledger::CollectionMethod::WebForm,
-        evidence: kept_core::ledger::Evidence::default(),
-        at: NOW - 25 * 30 * DAY,
-    };
-    let entries = app.state.ledger.append_many(vec![record]).await.unwrap();
-    app.state.index.consents_appended(&entries).await.unwrap();
+    give_health_consent(&app, co, NOW - 25 * 30 * DAY).await;
     async fn ask(app: &TestApp) -> String {
         reasons(&decide(app, json!({ "requests": [health_use("co2")] })).await)[0].clone()
     }
