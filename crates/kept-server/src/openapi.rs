@@ -105,6 +105,19 @@ impl utoipa::Modify for ApiKeyScheme {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "write_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "the collection endpoints' way, as the Segment and RudderStack libraries \
+                         send it: a `public` or `server` key as the user name, with an empty \
+                         password (a Bearer key, or the body's `writeKey`, is read too)",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 

@@ -283,7 +283,7 @@ macro_rules! call {
                  retried `messageId` is stored once."
             ),
             request_body = SegmentMessage,
-            security(("api_key" = [])),
+            security(("write_key" = []), ("api_key" = [])),
             responses(
                 (status = 200, description = "committed", body = Accepted),
                 (status = 400, description = "malformed JSON or a missing or malformed field, named in `error.field`", body = ErrorBody),
@@ -364,7 +364,7 @@ call!(
         the request refused, with the first rejected message's error. Answered only after \
         every accepted message is committed.",
     request_body = SegmentBatch,
-    security(("api_key" = [])),
+    security(("write_key" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "every message committed, or rejected and listed in `rejected`", body = BatchAccepted),
         (status = 400, description = "malformed JSON, `batch` not an array, a bad shared `context` or `sentAt`; or no usable message, the first bad one named by `error.field` and `error.index`", body = ErrorBody),
