@@ -24,6 +24,50 @@ use std::io::Read;
 pub struct Incoming {
     pub messages: Vec<Received>,
     pub rejected: Vec<Rejected>,
+    /// What a batch gave all its messages (`context`, `sentAt`), for the rejected ones held.
+    pub shared: Shared,
+}
+
+/// A batch's shared `context` and `sentAt`, as sent.
+#[derive(Debug, Default)]
+pub struct Shared {
+    context: Option<serde_json::Map<String, Value>>,
+    sent_at: Option<Value>,
+}
+
+impl Shared {
+    /// A rejected message as it is held: with the shared `context` keys it has none of and
+    /// the shared `sentAt` when it has none, as it would have been read, so that the
+    /// quarantine holds everything the client sent for it. A message that is not an object,
+    /// or whose own `context` is not one, is held as sent.
+    pub fn held(&self, raw: &str) -> String {
+        let context = self.context.as_ref().filter(|c| !c.is_empty());
+        if context.is_none() && self.sent_at.is_none() {
+            return raw.to_owned();
+        }
+        let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(raw) else {
+            return raw.to_owned();
+        };
+        if let Some(shared) = context {
+            let own = message.entry("context").or_insert(Value::Null);
+            if own.is_null() {
+                *own = Value::Object(Default::default());
+            }
+            let Value::Object(own) = own else {
+                return raw.to_owned();
+            };
+            for (k, v) in shared {
+                own.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        if let Some(sent_at) = &self.sent_at {
+            let own = message.entry("sentAt").or_insert(Value::Null);
+            if own.is_null() {
+                *own = sent_at.clone();
+            }
+        }
+        Value::Object(message).to_string()
+    }
 }
 
 /// One message as it was read, with its position and its text (kept for the quarantine, in
@@ -133,7 +177,11 @@ pub fn single(bytes: &[u8], kind: MessageKind) -> Result<Incoming, ApiError> {
             }],
         ),
     };
-    Ok(Incoming { messages, rejected })
+    Ok(Incoming {
+        messages,
+        rejected,
+        shared: Shared::default(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -181,9 +229,9 @@ pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
         Some(raw) => Context::parse(raw.get())
             .ok_or_else(|| field("context", "`context` must be an object"))?,
     };
-    let shared_sent_at = match body.sent_at {
+    let shared_sent_at = match &body.sent_at {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(kept_core::collection::parse_time(&s).ok_or_else(|| {
+        Some(Value::String(s)) => Some(kept_core::collection::parse_time(s).ok_or_else(|| {
             field(
                 "sentAt",
                 &format!("`{s}` is not an ISO 8601 time such as `2026-05-28T20:26:40.000Z`"),
@@ -213,7 +261,16 @@ pub fn batch(bytes: &[u8]) -> Result<Incoming, ApiError> {
             }),
         }
     }
-    Ok(Incoming { messages, rejected })
+    Ok(Incoming {
+        messages,
+        rejected,
+        shared: Shared {
+            context: body
+                .context
+                .and_then(|c| serde_json::from_str(c.get()).ok()),
+            sent_at: body.sent_at.filter(|v| !v.is_null()),
+        },
+    })
 }
 
 /// Message `i` of a batch, read and checked on its own.

@@ -227,6 +227,9 @@ async fn receive(
     let accepted = accepted - later.len();
     rejected.extend(later);
     rejected.sort_by_key(|r| r.index);
+    for r in &mut rejected {
+        r.raw = incoming.shared.held(&r.raw);
+    }
     quarantine::hold(&state, &key, received_at, batch, &rejected).await?;
     if accepted == 0 && !rejected.is_empty() {
         return Err(rejected.swap_remove(0).error);

@@ -261,3 +261,27 @@ async fn a_full_quarantine_counts_what_it_cannot_hold_and_still_answers_it() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
     assert_eq!(app.state.store.quarantine_len().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_batch_message_is_held_with_the_batch_s_shared_context_and_time() {
+    let app = TestApp::new().await;
+    let mut own = bad_consent();
+    own.as_object_mut().unwrap().remove("writeKey");
+    let body = json!({
+        "batch": [own, {"type": "track", "anonymousId": "q-visitor", "event": "Fine"}],
+        "context": {"locale": "de-DE", "consent": {"categoryPreferences": {"ads": true}}},
+        "sentAt": "2026-05-28T20:26:40.000Z",
+    });
+    let answer = app.send(batch(&app, &body)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let list = held(&app, "").await;
+    let held = &list.json["messages"][0]["body"];
+    // The shared keys it had none of, and the batch's time; its own consent stays its own.
+    assert_eq!(held["context"]["locale"], "de-DE", "{}", list.text);
+    assert_eq!(
+        held["context"]["consent"],
+        json!({"categoryPreferences": {"marketing.communications": "perhaps"}})
+    );
+    assert_eq!(held["sentAt"], "2026-05-28T20:26:40.000Z");
+    assert_eq!(held["messageId"], "q-2");
+}
