@@ -64,6 +64,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// Attempts at a webhook delivery before it becomes a dead letter unless configured: with the
+/// default back-off (5 s doubling to an hour) the last one comes about ten hours after the first.
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 20;
+/// The share of allowed decisions logged unless configured otherwise, in millionths (1%).
+pub const DEFAULT_DECISION_LOG_SAMPLE_PPM: u32 = 10_000;
+/// How long decision log entries are kept unless configured (`decision_log_retention`): two
+/// years.
+pub const DEFAULT_DECISION_LOG_RETENTION: Duration = Duration::from_secs(730 * 86_400);
+/// Collected events admitted at once (parsed, resolved, waiting for their commit) unless
+/// configured.
+pub const DEFAULT_COLLECT_QUEUE: usize = 50_000;
+/// Rejected messages the quarantine holds at most (`quarantine_limit`): the public key is in
+/// every page, so anyone can send messages that are rejected, and the quarantine must not grow
+/// without end.
+pub const DEFAULT_QUARANTINE_LIMIT: u64 = 100_000;
+
 /// The server's configuration once every layer has been applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -208,14 +224,14 @@ impl Default for Config {
             log_filter: "info".to_owned(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             demo: false,
-            webhook_max_attempts: crate::forward::DEFAULT_MAX_ATTEMPTS,
-            decision_log_sample_ppm: crate::decision_log::DEFAULT_SAMPLE_PPM,
+            webhook_max_attempts: DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+            decision_log_sample_ppm: DEFAULT_DECISION_LOG_SAMPLE_PPM,
             cors_origins: Vec::new(),
             default_country: None,
-            collect_queue: crate::collect::DEFAULT_QUEUE_EVENTS,
-            quarantine_limit: crate::collect::quarantine::DEFAULT_LIMIT,
+            collect_queue: DEFAULT_COLLECT_QUEUE,
+            quarantine_limit: DEFAULT_QUARANTINE_LIMIT,
             retention_interval: Duration::from_secs(60 * 60),
-            decision_log_retention: crate::decision_log::DEFAULT_RETENTION,
+            decision_log_retention: DEFAULT_DECISION_LOG_RETENTION,
             master_key_file: None,
             public_url: None,
             smtp_host: None,

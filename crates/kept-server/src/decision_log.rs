@@ -20,8 +20,6 @@ pub const DECISION_LOG_WRITTEN: &str = "kept_decision_log_written_total";
 pub const DECISION_LOG_DROPPED: &str = "kept_decision_log_dropped_total";
 pub const DECISION_LOG_FAILED: &str = "kept_decision_log_failed_total";
 
-/// The share of allowed decisions logged unless configured otherwise, in millionths (1%).
-pub const DEFAULT_SAMPLE_PPM: u32 = 10_000;
 /// Entries waiting to be written at most unless started otherwise; past this, new ones are
 /// dropped.
 pub const DEFAULT_CAPACITY: usize = 200_000;
@@ -144,9 +142,6 @@ pub struct DecisionLog {
     shared: Arc<Shared>,
 }
 
-/// How long entries are kept unless configured (`decision_log_retention`): two years.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(730 * 86_400);
-
 struct Shared {
     tx: Option<mpsc::UnboundedSender<Message>>,
     queued: AtomicUsize,
@@ -209,9 +204,12 @@ impl DecisionLog {
             capacity,
             dropped: AtomicU64::new(0),
             warned: Mutex::new(None),
-            threshold: AtomicU64::new(threshold(f64::from(DEFAULT_SAMPLE_PPM) / 1e6)),
+            threshold: AtomicU64::new(threshold(
+                f64::from(crate::config::DEFAULT_DECISION_LOG_SAMPLE_PPM) / 1e6,
+            )),
             retention_ms: AtomicU64::new(
-                u64::try_from(DEFAULT_RETENTION.as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(crate::config::DEFAULT_DECISION_LOG_RETENTION.as_millis())
+                    .unwrap_or(u64::MAX),
             ),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             task: Mutex::new(None),

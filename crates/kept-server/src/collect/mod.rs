@@ -32,8 +32,6 @@ pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 /// A batch may hold at most this many events.
 pub const MAX_BATCH_EVENTS: usize = 2500;
-/// Events admitted at once (parsed, resolved, waiting for their commit) unless configured.
-pub const DEFAULT_QUEUE_EVENTS: usize = 50_000;
 /// What a client is told to wait when the queue is full.
 pub const RETRY_AFTER_SECS: u64 = 1;
 /// Setting that holds the generated master secret when no key file is configured.
@@ -71,11 +69,11 @@ impl Default for CollectConfig {
         CollectConfig {
             cors_origins: Vec::new(),
             default_country: None,
-            queue_events: DEFAULT_QUEUE_EVENTS,
+            queue_events: crate::config::DEFAULT_COLLECT_QUEUE,
             caps: Caps::default(),
             master_key: None,
             identity_secret: None,
-            quarantine_limit: quarantine::DEFAULT_LIMIT,
+            quarantine_limit: crate::config::DEFAULT_QUARANTINE_LIMIT,
         }
     }
 }

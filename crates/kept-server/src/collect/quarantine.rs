@@ -21,9 +21,6 @@ use utoipa::ToSchema;
 
 /// How long a rejected message is held.
 pub const QUARANTINE_RETENTION: UnixMillis = 7 * 24 * 60 * 60 * 1000;
-/// Rejected messages held at most (`quarantine_limit`): the public key is in every page, so
-/// anyone can send messages that are rejected, and the quarantine must not grow without end.
-pub const DEFAULT_LIMIT: u64 = 100_000;
 
 pub const QUARANTINED: &str = "kept_quarantine_messages_total";
 pub const DROPPED: &str = "kept_quarantine_messages_dropped_total";

@@ -32,10 +32,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
-/// The default number of attempts before a delivery becomes a dead letter: with the default
-/// back-off (5 s doubling to an hour) the last one comes about ten hours after the first.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 20;
-
 /// How deliveries are made and retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardConfig {
@@ -56,7 +52,7 @@ pub struct ForwardConfig {
 impl Default for ForwardConfig {
     fn default() -> ForwardConfig {
         ForwardConfig {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: crate::config::DEFAULT_WEBHOOK_MAX_ATTEMPTS,
             backoff: Backoff::default(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),

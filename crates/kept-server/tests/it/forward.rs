@@ -813,7 +813,10 @@ async fn pending_deliveries_resume_after_a_restart() {
 fn max_attempts_is_configurable_and_must_be_positive() {
     use kept_server::config::{Config, Env, Flags, Key};
     let default = Config::load(None, &Env::default(), &Flags::new()).unwrap();
-    assert_eq!(default.webhook_max_attempts, forward::DEFAULT_MAX_ATTEMPTS);
+    assert_eq!(
+        default.webhook_max_attempts,
+        kept_server::config::DEFAULT_WEBHOOK_MAX_ATTEMPTS
+    );
     let env = Env::from_pairs([("KEPT_WEBHOOK_MAX_ATTEMPTS", "3")]);
     assert_eq!(
         Config::load(None, &env, &Flags::new())
