@@ -13,6 +13,7 @@ pub mod decision_log;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod http;
 pub mod index;
 pub mod input;
 pub mod json_shape;

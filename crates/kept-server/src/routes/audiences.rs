@@ -498,15 +498,15 @@ fn export_chunk(index: &IndexHandle, chunk: &[u32], format: ExportFormat) -> Byt
         match format {
             ExportFormat::Ndjson => {
                 out.extend_from_slice(b"{\"id\":");
-                crate::routes::decisions::push_int(&mut out, i64::from(id));
+                crate::http::json::push_int(&mut out, i64::from(id));
                 if let Some(u) = user_id {
                     out.extend_from_slice(b",\"user_id\":");
-                    crate::routes::decisions::push_str(&mut out, u);
+                    crate::http::json::push_str(&mut out, u);
                 }
                 out.extend_from_slice(b"}\n");
             }
             ExportFormat::Csv => {
-                crate::routes::decisions::push_int(&mut out, i64::from(id));
+                crate::http::json::push_int(&mut out, i64::from(id));
                 out.push(b',');
                 if let Some(u) = user_id {
                     out.extend_from_slice(kept_core::csv::field(u).as_bytes());

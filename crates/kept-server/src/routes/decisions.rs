@@ -7,6 +7,7 @@ use crate::app::AppState;
 use crate::auth::{Authorized, role};
 use crate::decision_log::{LoggedRequest, Pending};
 use crate::error::{ApiError, ErrorBody, is_json, json_error};
+use crate::http::json::{push_field, push_int_field, push_str};
 use crate::resolve::{SubjectRef, resolve_subjects};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -844,73 +845,6 @@ impl Log {
     }
 }
 
-// --- writing JSON ----------------------------------------------------------------------------
-
-/// Writes `s` as a JSON string.
-pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
-            out.push(HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'));
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
-    out.push(b'"');
-}
-
-/// Writes a whole number.
-pub(crate) fn push_int(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    let mut v = n.unsigned_abs();
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (v % 10) as u8;
-        }
-        v /= 10;
-        if v == 0 || i == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(i..).unwrap_or_default());
-}
-
-fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.push(b',');
-    push_str(out, name);
-    out.push(b':');
-    push_str(out, value);
-}
-
-fn push_int_field(out: &mut Vec<u8>, name: &str, value: i64) {
-    out.push(b',');
-    push_str(out, name);
-    out.push(b':');
-    push_int(out, value);
-}
-
 fn clock(out: &mut Vec<u8>, name: &str, minute: u16) {
     let text = [
         b'0' + (minute / 600 % 10) as u8,
@@ -1133,19 +1067,5 @@ mod tests {
             let o: serde_json::Value = serde_json::from_slice(&out[obligations]).unwrap();
             assert_eq!(o, want["obligations"]);
         }
-    }
-
-    #[test]
-    fn numbers_and_strings_are_valid_json() {
-        for n in [0i64, 7, -7, 10, 1_780_000_000_000, i64::MIN, i64::MAX] {
-            let mut out = Vec::new();
-            push_int(&mut out, n);
-            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
-        }
-        let tricky = "tab\there \u{1} \"q\" \\ é 😀";
-        let mut out = Vec::new();
-        push_str(&mut out, tricky);
-        let back: String = serde_json::from_slice(&out).unwrap();
-        assert_eq!(back, tricky);
     }
 }
