@@ -1,6 +1,7 @@
-//! The limits on client input that is stored for good: the range a client-given time may take,
-//! and the length and characters of text that reaches the append-only ledger. One place, so that
-//! every endpoint refuses the same things with the same words, and the OpenAPI limits match.
+//! The limits on client input: the range a client-given time may take (a fact that happened,
+//! or the time a decision is asked for), and the length and characters of text that reaches
+//! the append-only ledger. One place, so that every endpoint and the CLI refuse the same
+//! things with the same words, and the OpenAPI limits match.
 
 use crate::error::ApiError;
 use kept_core::UnixMillis;
@@ -12,6 +13,38 @@ pub const EARLIEST: UnixMillis = 946_684_800_000;
 /// How far ahead of the server's clock a time that already happened may be (clocks differ a
 /// little).
 pub const CLOCK_SKEW: UnixMillis = 5 * 60 * 1000;
+
+/// How far ahead a decision may be asked for (`at`), for a scheduled send: the index holds
+/// contacts of the last month, enough to count a frequency cap up to then.
+pub const MAX_AHEAD: UnixMillis = 30 * 24 * 60 * 60 * 1000;
+
+/// The time a decision is asked for (`at`), checked against `now`: at most [`MAX_AHEAD`]
+/// ahead; up to [`CLOCK_SKEW`] behind (the caller's clock running behind) counts as now.
+/// Further back is a 422 naming `field` (built only then): the index knows the present, not
+/// the past, so an answer for an earlier time would not be true.
+pub fn scheduled_time(
+    at: UnixMillis,
+    now: UnixMillis,
+    field: impl Fn() -> String,
+) -> Result<UnixMillis, ApiError> {
+    if at > now.saturating_add(MAX_AHEAD) {
+        let field = field();
+        return Err(ApiError::invalid_field(
+            field.clone(),
+            format!("`{field}` is more than 30 days ahead"),
+        ));
+    }
+    if at < now.saturating_sub(CLOCK_SKEW) {
+        let field = field();
+        return Err(ApiError::invalid_field(
+            field.clone(),
+            format!(
+                "`{field}` is in the past: a decision is for now or a time up to 30 days ahead"
+            ),
+        ));
+    }
+    Ok(at.max(now))
+}
 
 /// A time the client says something happened at: from [`EARLIEST`] to `now` plus
 /// [`CLOCK_SKEW`]; anything else is a 422 naming `field`.

@@ -137,8 +137,7 @@ fn decision_time(at: &str, now: i64) -> Result<i64, String> {
     let at = parsed.ok_or_else(|| {
         format!("`--at` must be an RFC 3339 time or Unix milliseconds (got `{at}`)")
     })?;
-    kept_server::routes::decisions::scheduled_time(at, now, || "--at".to_owned())
-        .map_err(|e| e.to_string())
+    kept_server::input::scheduled_time(at, now, || "--at".to_owned()).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -35,13 +35,6 @@ pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 const INLINE_BODY: usize = 192 * 1024;
 /// Distinct requests in a batch compared one by one before a map is worth it.
 const LINEAR_LOOKUP: usize = 16;
-/// How far ahead a decision may be asked for (`at`), for a scheduled send: the index holds
-/// contacts of the last month, enough to count a frequency cap up to then.
-pub const MAX_AHEAD_MS: UnixMillis = 30 * 24 * 60 * 60 * 1000;
-/// How far in the past `at` may be, for the caller's clock running behind; such a time is
-/// decided for now. Further back is refused: the index knows the present, not the past, so
-/// an answer for an earlier time would not be true.
-pub const CLOCK_SKEW_MS: UnixMillis = 5 * 60 * 1000;
 
 pub const DECISIONS: &str = "kept_decisions_total";
 
@@ -289,34 +282,8 @@ fn decision_time(
     now: UnixMillis,
     field: impl Fn() -> String,
 ) -> Result<Option<UnixMillis>, ApiError> {
-    at.map(|WireAt(at)| scheduled_time(at, now, field))
+    at.map(|WireAt(at)| crate::input::scheduled_time(at, now, field))
         .transpose()
-}
-
-/// Checks a scheduled time `at` against `now`: at most `MAX_AHEAD_MS` ahead; up to
-/// `CLOCK_SKEW_MS` behind counts as now; earlier is an error naming `field` (built only then).
-pub fn scheduled_time(
-    at: UnixMillis,
-    now: UnixMillis,
-    field: impl Fn() -> String,
-) -> Result<UnixMillis, ApiError> {
-    if at > now.saturating_add(MAX_AHEAD_MS) {
-        let field = field();
-        return Err(ApiError::invalid_field(
-            field.clone(),
-            format!("`{field}` is more than 30 days ahead"),
-        ));
-    }
-    if at < now.saturating_sub(CLOCK_SKEW_MS) {
-        let field = field();
-        return Err(ApiError::invalid_field(
-            field.clone(),
-            format!(
-                "`{field}` is in the past: a decision is for now or a time up to 30 days ahead"
-            ),
-        ));
-    }
-    Ok(at.max(now))
 }
 
 #[derive(Debug, Default, Deserialize)]
