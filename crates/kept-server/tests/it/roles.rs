@@ -119,6 +119,13 @@ fn endpoints() -> Vec<Endpoint> {
             success: StatusCode::OK,
         },
         Endpoint {
+            method: "GET",
+            path: "/v1/quarantine?limit=10",
+            body: None,
+            role: Role::Admin,
+            success: StatusCode::OK,
+        },
+        Endpoint {
             method: "POST",
             path: "/v1/merges/999999/undo",
             body: None,
