@@ -680,7 +680,7 @@ fn generate_subject(
                 let gpc_share = if regime.is_us() { 0.15 } else { 0.03 };
                 if rng.gen_bool(gpc_share) {
                     let mut ev = evidence(rng, format!("demo-{i}-gpc"));
-                    ev.reference = Some("Sec-GPC: 1".to_owned());
+                    ev.reference = Some(crate::signals::gpc::EVIDENCE.to_owned());
                     out.consents.push(record(
                         subject,
                         regime,

@@ -18,6 +18,7 @@ pub mod receipt;
 pub mod regime;
 pub mod rights;
 pub mod rulebook;
+pub mod signals;
 pub mod spelling;
 pub mod subject;
 pub mod token;

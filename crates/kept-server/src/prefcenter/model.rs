@@ -296,7 +296,7 @@ pub async fn standing(
     };
     let decide = |req: &DecisionRequest| allows(snapshot.decide(id, req, now).reason);
 
-    let gpc_purpose = kept_core::collection::gpc_purpose(manifest);
+    let gpc_purpose = kept_core::signals::gpc::purpose(manifest);
     let do_not_sell = manifest.purposes.get(&gpc_purpose).and_then(|_| {
         let req = DecisionRequest::new(&gpc_purpose);
         (level_of(&req) == Level::OptOut).then(|| {

@@ -893,7 +893,14 @@ pub async fn show(
         };
         let gpc_sent = sends_gpc(&headers);
         if gpc_sent {
-            let ctx = context(&state, &headers, ip, t, Some("Sec-GPC: 1".to_owned())).await?;
+            let ctx = context(
+                &state,
+                &headers,
+                ip,
+                t,
+                Some(kept_core::signals::gpc::EVIDENCE.to_owned()),
+            )
+            .await?;
             if model::honour_gpc(&state, &standing, &ctx)
                 .await
                 .map_err(ChangeError::into_api)?
