@@ -9,12 +9,11 @@
 //! a server that dies mid-delivery leaves it to be claimed again once the lease has run out
 //! (delivery is at least once; receivers deduplicate on the message id).
 
+use crate::columns::{Row, subject_id, to_u32, to_u64};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
-
-pub mod conformance;
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,6 +125,30 @@ impl Attempt {
             Attempt::Suppressed { .. } => DeliveryState::Suppressed,
         }
     }
+}
+
+/// The SELECT list [`delivery_row`] reads, in order.
+pub const DELIVERY_COLUMNS: &str = "id, message_id, event_id, system, subject_id, payload, state, \
+                                    attempts, next_attempt_at, created_at, updated_at, \
+                                    last_status, last_error";
+
+/// A delivery from [`DELIVERY_COLUMNS`] starting at column `at`.
+pub fn delivery_row(row: &impl Row, at: usize) -> Result<Delivery> {
+    Ok(Delivery {
+        id: to_u64(row.int(at)?, "delivery id")?,
+        message_id: row.text(at + 1)?,
+        event_id: row.text(at + 2)?,
+        system: row.text(at + 3)?,
+        subject: subject_id(row.int(at + 4)?)?,
+        payload: row.text(at + 5)?,
+        state: DeliveryState::from_column(&row.text(at + 6)?)?,
+        attempts: to_u32(row.int(at + 7)?, "delivery attempts")?,
+        next_attempt_at: row.int(at + 8)?,
+        created_at: row.int(at + 9)?,
+        updated_at: row.int(at + 10)?,
+        last_status: status_column(row.int_opt(at + 11)?)?,
+        last_error: row.text_opt(at + 12)?,
+    })
 }
 
 /// A stored HTTP status column.

@@ -20,7 +20,7 @@ use kept_core::subject::{ChannelPreference, Frequency, Provenance, QuietHours, S
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::StoreError;
 use kept_store::collection::{IdentityWrite, NewIdentity};
-use kept_store::prefcenter::ErasureRequest;
+use kept_store::requests::ErasureRequest;
 use rand::RngCore;
 
 /// One purpose as the customer sees it.
@@ -919,7 +919,7 @@ pub async fn request_erasure(
     let due_at = erasure_deadline(standing.regime, standing.subject.region.as_deref(), now);
     let filed = state
         .store
-        .file_erasure_request(kept_store::prefcenter::NewErasureRequest {
+        .file_erasure_request(kept_store::requests::NewErasureRequest {
             subject: standing.subject.id,
             regime: standing.regime.as_str().to_owned(),
             source: SOURCE.to_owned(),

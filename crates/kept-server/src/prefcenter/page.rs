@@ -626,7 +626,7 @@ async fn build_page(
         erasure: standing
             .erasure
             .as_ref()
-            .filter(|e| e.state == kept_store::prefcenter::ErasureState::Received)
+            .filter(|e| e.state == kept_store::requests::ErasureState::Received)
             .map(|e| ErasureView {
                 requested: date(e.requested_at),
                 due: date(e.due_at),

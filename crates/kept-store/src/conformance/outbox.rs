@@ -1,46 +1,11 @@
-//! The outbox's conformance cases, run by every backend through
-//! [`outbox_conformance_tests!`](crate::outbox_conformance_tests) with the same harness as the
-//! main suite.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed expectation is a failed test"
-)]
+//! The webhook outbox's cases: idempotent enqueueing, leases, attempts, dead letters and
+//! erasure.
 
-use super::{Attempt, Delivery, DeliveryState, NewDelivery, OutboxCounts};
+use crate::outbox::{Attempt, Delivery, DeliveryState, NewDelivery, OutboxCounts};
 use crate::{NewSubject, Store, StoreError};
 use kept_core::SubjectId;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// Expands to one `#[tokio::test]` per outbox case, each with a fresh store from the given
-/// [`Harness`](crate::conformance::Harness) type.
-#[macro_export]
-macro_rules! outbox_conformance_tests {
-    ($harness:ty) => {
-        $crate::outbox_conformance_tests!(@cases $harness;
-            outbox_enqueue_is_idempotent_per_event_and_system,
-            outbox_claims_due_deliveries_oldest_first_under_a_lease,
-            outbox_concurrent_claims_never_share_a_delivery,
-            outbox_attempts_retry_deliver_suppress_and_die,
-            outbox_dead_letters_are_listed_and_retried,
-            outbox_erasure_deletes_a_subjects_deliveries,
-        );
-    };
-    (@cases $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                $crate::conformance::run_case::<$harness, _, _>(
-                    $crate::outbox::conformance::$case,
-                )
-                .await;
-            }
-        )*
-    };
-}
 
 const T0: i64 = 1_790_000_000_000;
 
