@@ -26,10 +26,10 @@ impl Outbox for PostgresStore {
         let created: Vec<i64> = deliveries.iter().map(|d| d.created_at).collect();
         let done = sqlx::query(
             "INSERT INTO outbox (message_id, event_id, system, subject_id, payload, state, \
-             attempts, next_attempt_at, created_at, updated_at) \
-             SELECT m, e, s, sub, p, 'pending', 0, c, c, c \
+             attempts, next_attempt_at, created_at, updated_at, kind) \
+             SELECT m, e, s, sub, p, 'pending', 0, c, c, c, k \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-                         $6::bigint[]) AS t (m, e, s, sub, p, c) \
+                         $6::bigint[], $7::text[]) AS t (m, e, s, sub, p, c, k) \
              ON CONFLICT DO NOTHING",
         )
         .bind(column(|d| &d.message_id))
@@ -38,6 +38,7 @@ impl Outbox for PostgresStore {
         .bind(&subjects)
         .bind(column(|d| &d.payload))
         .bind(&created)
+        .bind(column(|d| d.kind.as_str()))
         .execute(&self.pool)
         .await;
         match done {
@@ -184,7 +185,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn delete_subject_deliveries(&self, subject: SubjectId) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM outbox WHERE subject_id = $1")
+        let done = sqlx::query("DELETE FROM outbox WHERE subject_id = $1 AND kind = 'event'")
             .bind(i64::from(subject.0))
             .execute(&self.pool)
             .await

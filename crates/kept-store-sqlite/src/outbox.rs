@@ -25,8 +25,8 @@ impl Outbox for SqliteStore {
         for d in &deliveries {
             let done = sqlx::query(
                 "INSERT INTO outbox (message_id, event_id, system, subject_id, payload, state, \
-                 attempts, next_attempt_at, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 attempts, next_attempt_at, created_at, updated_at, kind) \
+                 VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             )
             .bind(&d.message_id)
             .bind(&d.event_id)
@@ -36,6 +36,7 @@ impl Outbox for SqliteStore {
             .bind(d.created_at)
             .bind(d.created_at)
             .bind(d.created_at)
+            .bind(d.kind.as_str())
             .execute(&mut *tx)
             .await;
             match done {
@@ -190,7 +191,7 @@ impl Outbox for SqliteStore {
     }
 
     async fn delete_subject_deliveries(&self, subject: SubjectId) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM outbox WHERE subject_id = ?")
+        let done = sqlx::query("DELETE FROM outbox WHERE subject_id = ? AND kind = 'event'")
             .bind(i64::from(subject.0))
             .execute(&self.write)
             .await

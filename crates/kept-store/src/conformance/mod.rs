@@ -92,6 +92,7 @@ macro_rules! conformance_tests {
             outbox_attempts_retry_deliver_suppress_and_die,
             outbox_dead_letters_are_listed_and_retried,
             outbox_erasure_deletes_a_subjects_deliveries,
+            outbox_obligations_and_events_are_kinds_of_delivery,
         );
         $crate::conformance_tests!(@module $harness, $crate::conformance::prefcenter;
             prefcenter_tokens_are_spent_once,
