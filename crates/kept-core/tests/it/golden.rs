@@ -1,6 +1,6 @@
 //! Golden fixtures of every stored format, read from `tests/fixtures/` (see its README): each
 //! test decodes a checked-in file, encodes what it read again byte for byte, and recomputes its
-//! hash, MAC or signature, so a matched change to an encoder and its decoder cannot pass while
+//! hash, MAC, signature or seal, so a matched change to an encoder and its decoder cannot pass while
 //! breaking what is already stored. Keys, seeds and times are fixed; nothing reads the clock.
 //!
 //! A missing fixture fails the test, unless `KEPT_WRITE_FIXTURES=1` is set: then it is written
@@ -8,6 +8,7 @@
 
 use ed25519_dalek::SigningKey;
 use kept_core::SubjectId;
+use kept_core::identity::{DataKey, IdentifierKind, IdentityKeys, identifier_aad, normalize};
 use kept_core::ledger::{
     ChainHash, ChainVerifier, Checkpoint, CollectionMethod, ConsentAction, ConsentRecord, Evidence,
     LedgerEntry, NoticeRef, decode, encode,
@@ -345,4 +346,85 @@ fn receipts_of_every_form_keep_their_bytes_and_verify() {
         tampered["kept"]["at"] = serde_json::json!(1_790_000_000_124i64);
         assert!(receipt::verify(&tampered, Some(&key)).is_err(), "{name}");
     }
+}
+
+// --- identifiers: normalisation, keyed hashes and sealing ------------------------------------
+
+const MASTER: [u8; 32] = [3; 32];
+
+/// Raw identifiers as clients send them, one per kind, with the region phone numbers default to.
+const IDENTIFIERS: [(IdentifierKind, &str); 4] = [
+    (IdentifierKind::UserId, " user-42 "),
+    (IdentifierKind::Email, " Ada.Lovelace@Example.COM "),
+    (IdentifierKind::Phone, "(415) 555-0100"),
+    (
+        IdentifierKind::AnonymousId,
+        "a1b2c3d4-0000-4000-8000-000000000000",
+    ),
+];
+
+/// `hash <kind> <normalised> <hash hex>` per identifier, `ip <address> <hash hex>`,
+/// `wrapped <hex>` (a data key wrapped under the master) and `sealed <hex>` (the email sealed
+/// under that data key), with fixed nonces.
+fn identity_lines() -> String {
+    let keys = IdentityKeys::derive(&MASTER);
+    let mut out = String::new();
+    for (kind, raw) in IDENTIFIERS {
+        let normalised = normalize(kind, raw, Some("US")).unwrap();
+        let hash = keys.identifier_hash(kind, &normalised);
+        out.push_str(&format!(
+            "hash {} {normalised} {}\n",
+            kind.as_str(),
+            hex::encode(hash.0)
+        ));
+    }
+    out.push_str(&format!("ip 203.0.113.7 {}\n", keys.ip_hash("203.0.113.7")));
+    let data = DataKey([7; 32]);
+    out.push_str(&format!(
+        "wrapped {}\n",
+        hex::encode(keys.wrap(&data, [1; 24]).unwrap())
+    ));
+    let email = normalize(IdentifierKind::Email, IDENTIFIERS[1].1, None).unwrap();
+    let aad = identifier_aad(
+        IdentifierKind::Email,
+        &keys.identifier_hash(IdentifierKind::Email, &email),
+    );
+    out.push_str(&format!(
+        "sealed {}\n",
+        hex::encode(data.seal(&aad, email.as_bytes(), [2; 24]).unwrap())
+    ));
+    out
+}
+
+#[test]
+fn identifiers_keep_their_hashes_and_sealed_values_open() {
+    let stored = golden("identity/keys-v1.txt", identity_lines);
+    // Today's normalisation, hashing and sealing write the same lines ...
+    assert_eq!(identity_lines(), stored);
+    // ... and what is stored opens: the wrapped data key, then the identifier sealed under it.
+    let keys = IdentityKeys::derive(&MASTER);
+    let field = |name: &str| {
+        stored
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| hex::decode(v.trim()).unwrap())
+            .unwrap()
+    };
+    let data = keys.unwrap(&field("wrapped ")).unwrap();
+    assert_eq!(data, DataKey([7; 32]));
+    let email = "ada.lovelace@example.com";
+    let aad = identifier_aad(
+        IdentifierKind::Email,
+        &keys.identifier_hash(IdentifierKind::Email, email),
+    );
+    assert_eq!(
+        data.open(&aad, &field("sealed ")).unwrap(),
+        email.as_bytes()
+    );
+    // Bound to what it is: under another identifier's binding it does not open.
+    let other = identifier_aad(
+        IdentifierKind::Email,
+        &keys.identifier_hash(IdentifierKind::Email, "someone@example.com"),
+    );
+    assert!(data.open(&other, &field("sealed ")).is_err());
 }
