@@ -12,8 +12,8 @@
 //! INVARIANT: a server announces only after its write committed and its own index applied it,
 //! so another server reading the store on hearing it sees the write.
 
-use crate::app::AppState;
 use crate::index::IndexError;
+use crate::state::AppState;
 use kept_core::index::Change;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::{Heard, Store};

@@ -4,12 +4,12 @@
 //! committed, the index brought up to date, and deliveries queued for forwarding.
 
 use super::body::Received;
-use super::identity::{self, MessageIds};
 use super::quarantine::Rejected;
-use crate::app::AppState;
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
+use crate::identity::link::{self as identity, MessageIds};
 use crate::observe;
+use crate::state::AppState;
 use axum::http::{HeaderMap, header};
 use kept_core::collection::{
     COLLECTION_SOURCE, ConsentSignals, ConsentSnapshot, CurrentConsent, FieldError, Message,
@@ -52,7 +52,9 @@ impl RequestFacts {
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(|ua| crate::input::ledger_text_lossy(ua, crate::input::USER_AGENT_MAX)),
+                .map(|ua| {
+                    crate::http::input::ledger_text_lossy(ua, crate::http::input::USER_AGENT_MAX)
+                }),
         }
     }
 }
@@ -315,8 +317,10 @@ pub async fn ingest(
                     let (named, version) = named_notice(manifest, &m, point.as_deref(), &c.purpose);
                     // Evidence text the sender's SDK made up is kept, cleaned, not refused:
                     // refusing would lose the consent it is evidence for.
-                    let evidence_id =
-                        crate::input::ledger_text_lossy(&message_id, crate::input::REFERENCE_MAX);
+                    let evidence_id = crate::http::input::ledger_text_lossy(
+                        &message_id,
+                        crate::http::input::REFERENCE_MAX,
+                    );
                     let mut reference = Some(evidence_id.clone());
                     let notice = match promises::named_notice(
                         manifest,
@@ -360,9 +364,9 @@ pub async fn ingest(
                                 .context_str(&["userAgent"])
                                 .or_else(|| request.user_agent.clone())
                                 .map(|ua| {
-                                    crate::input::ledger_text_lossy(
+                                    crate::http::input::ledger_text_lossy(
                                         &ua,
-                                        crate::input::USER_AGENT_MAX,
+                                        crate::http::input::USER_AGENT_MAX,
                                     )
                                 }),
                             text_hash: None,
@@ -665,7 +669,7 @@ fn fingerprint(choices: &PurposeChoices, gpc: bool) -> u64 {
 /// The ledger records `purposes` (and a GPC signal) would add to `current`, for a subject at
 /// `country`/`region`: the same changes `ingest` then writes. Those that are not GPC opt-outs
 /// are what a public key may not make for a known customer without an identity token.
-pub(super) fn consent_changes_for(
+pub(crate) fn consent_changes_for(
     state: &AppState,
     current: &CurrentConsent,
     country: Option<&str>,
@@ -685,7 +689,7 @@ pub(super) fn consent_changes_for(
 }
 
 /// The subject's consent as its ledger records state it now.
-pub(super) async fn ledger_state(
+pub(crate) async fn ledger_state(
     state: &AppState,
     subject: SubjectId,
 ) -> Result<CurrentConsent, ApiError> {
@@ -916,7 +920,7 @@ async fn forward(
     now: UnixMillis,
 ) -> Result<(), ApiError> {
     let hooks: Vec<(&str, &kept_core::manifest::System)> =
-        crate::forward::webhook_systems(&state.manifest).collect();
+        crate::connect::webhook_systems(&state.manifest).collect();
     if hooks.is_empty() {
         return Ok(());
     }
@@ -926,7 +930,7 @@ async fn forward(
     for c in candidates {
         refused.clear();
         let wanted = hooks.iter().any(|(key, system)| {
-            match crate::forward::decide_system(decisions.as_deref(), system, c.subject, now) {
+            match crate::connect::decide_system(decisions.as_deref(), system, c.subject, now) {
                 Ok(_) => true,
                 Err(reason) => {
                     refused.push((key, reason));
@@ -944,22 +948,22 @@ async fn forward(
         } else {
             // Refused by every system, so it never reaches the forwarder: counted here.
             for (key, reason) in &refused {
-                crate::forward::count_withheld(key, reason);
+                crate::connect::count_withheld(key, reason);
             }
         }
     }
     if views.is_empty() {
         return Ok(());
     }
-    let to_forward: Vec<crate::forward::EventToForward<'_>> = views
+    let to_forward: Vec<crate::connect::EventToForward<'_>> = views
         .iter()
-        .map(|(subject, id, event)| crate::forward::EventToForward {
+        .map(|(subject, id, event)| crate::connect::EventToForward {
             subject: *subject,
             event_id: id,
             event,
         })
         .collect();
-    crate::forward::enqueue_for_events(state, &to_forward).await?;
+    crate::connect::enqueue_for_events(state, &to_forward).await?;
     Ok(())
 }
 

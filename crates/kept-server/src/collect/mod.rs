@@ -8,8 +8,7 @@
 //! committed, the index reflects both, and every message it rejected is in the quarantine.
 
 mod body;
-mod identity;
-mod ingest;
+pub(crate) mod ingest;
 pub mod quarantine;
 pub mod read;
 pub mod retention;
@@ -117,7 +116,7 @@ pub struct Collector {
     keys: tokio::sync::OnceCell<IdentityKeys>,
     identity_secret: tokio::sync::OnceCell<Option<crate::config::Secret>>,
     gate: Arc<Semaphore>,
-    pub(crate) cache: Mutex<identity::IdentityCache>,
+    pub(crate) cache: Mutex<crate::identity::link::IdentityCache>,
     /// The consent each subject's events carried last, so that the ledger is read only when
     /// it changes.
     pub(crate) carried: Mutex<rustc_hash::FxHashMap<kept_core::SubjectId, u64>>,
@@ -156,7 +155,7 @@ impl Collector {
             gate: Arc::new(Semaphore::new(permits)),
             keys: tokio::sync::OnceCell::new(),
             identity_secret: tokio::sync::OnceCell::new(),
-            cache: Mutex::new(identity::IdentityCache::default()),
+            cache: Mutex::new(crate::identity::link::IdentityCache::default()),
             carried: Mutex::new(rustc_hash::FxHashMap::default()),
             points: Mutex::new(std::collections::HashMap::new()),
             resolving: tokio::sync::Mutex::new(()),

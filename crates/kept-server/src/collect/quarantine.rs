@@ -5,9 +5,9 @@
 //! `quarantine_limit` messages; beyond, a rejected message is still answered as rejected and
 //! counted (`kept_quarantine_messages_dropped_total`), but not held.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, query_number, query_row_id};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, query_number, query_row_id};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

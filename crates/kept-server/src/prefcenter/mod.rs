@@ -15,8 +15,8 @@ pub mod page;
 pub mod texts;
 pub mod token;
 
-use crate::app::AppState;
 use crate::config::Config;
+use crate::state::AppState;
 use axum::Router;
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};

@@ -5,9 +5,9 @@
 
 use super::token::{Kind, Topic};
 use super::{PrefCenter, SOURCE, texts::Texts};
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::observe;
+use crate::state::AppState;
 use kept_core::decision::{DecisionRequest, PlaceId, ReasonCode, SequencedRecord};
 use kept_core::identity::{DataKey, IdentifierKind, SubjectRef, identifier_aad, normalize_phone};
 use kept_core::index::Change;

@@ -431,7 +431,7 @@ pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
 ///
 /// Every body Kept reads is an object, and so is every struct nested in it. serde would also fill
 /// a struct from an array, field by field in order (so `[]` would be an empty update), which no
-/// schema allows: refused here at the top, and by [`crate::json_shape::Objects`] below it.
+/// schema allows: refused here at the top, and by [`crate::http::json_shape::Objects`] below it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::invalid_field(
@@ -440,7 +440,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(crate::json_shape::Objects(&mut de))
+    let value = serde_path_to_error::deserialize(crate::http::json_shape::Objects(&mut de))
         .map_err(json_error)?;
     de.end().map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     Ok(value)

@@ -1,19 +1,14 @@
-//! The axum application: shared state, the route table, and the middleware every request passes
-//! (span and metrics, panic catcher, timeout, body limit). `router` is all a test needs to drive
-//! the API with `tower::ServiceExt::oneshot`.
+//! What every handler can reach (`AppState`), where handlers read the time from (`Clock`) and
+//! the limits applied to every request (`Limits`).
 
-use crate::auth::Authenticator;
 use crate::config::DEFAULT_BODY_LIMIT;
-use crate::decision_log::DecisionLog;
-use crate::error::{ApiError, BodyLimit};
-use crate::forward::Forwarder;
+use crate::connect::Forwarder;
+use crate::consent::ledger::Ledger;
+use crate::decide::log::DecisionLog;
+use crate::http::auth::Authenticator;
 use crate::index::IndexHandle;
-use crate::ledger::Ledger;
-use crate::{observe, routes};
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use crate::observe;
+use axum::extract::FromRef;
 use kept_core::UnixMillis;
 use kept_core::manifest::Manifest;
 use kept_store::Store;
@@ -21,7 +16,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::catch_panic::CatchPanicLayer;
 
 /// Where handlers read the time from. The system clock in production; fixed in tests.
 pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
@@ -154,64 +148,4 @@ impl FromRef<AppState> for Arc<Authenticator> {
     fn from_ref(state: &AppState) -> Arc<Authenticator> {
         state.auth.clone()
     }
-}
-
-/// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
-    router_with(Router::new(), state)
-}
-
-/// The application with `extra` routes behind the same middleware (for embedding, and for
-/// tests that need a handler that panics or hangs).
-pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
-    let limits = state.limits;
-    routes::routes()
-        .merge(crate::forward::routes())
-        .merge(crate::snippet::routes())
-        .merge(crate::collect::routes::routes(&state))
-        .merge(crate::prefcenter::routes())
-        .merge(extra)
-        .fallback(crate::error::not_found)
-        .method_not_allowed_fallback(crate::error::method_not_allowed)
-        // Innermost first: the body limit, the JSON shape of every error (inside the body
-        // limit's announcement, which its 413 quotes), then the timeout, the panic catcher,
-        // and outermost the span and metrics, so that they see every answer, errors included.
-        .layer(DefaultBodyLimit::max(limits.body_limit))
-        .layer(middleware::from_fn(crate::error::json_errors))
-        .layer(middleware::from_fn_with_state(
-            limits.body_limit,
-            announce_body_limit,
-        ))
-        .layer(middleware::from_fn_with_state(
-            limits.request_timeout,
-            time_limit,
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(
-            limits.trusted_proxies,
-            crate::client_ip::find,
-        ))
-        .layer(middleware::from_fn(observe::track))
-        .with_state(state)
-}
-
-async fn announce_body_limit(State(limit): State<usize>, mut req: Request, next: Next) -> Response {
-    req.extensions_mut().insert(BodyLimit(limit));
-    next.run(req).await
-}
-
-async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit.as_secs().max(1)).into_response(),
-    }
-}
-
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a handler panicked".to_owned());
-    ApiError::Internal(format!("panic: {detail}")).into_response()
 }

@@ -2,11 +2,11 @@
 //! be reached, and why the others may not, gate by gate), and the export of the eligible
 //! subjects' ids, streamed as NDJSON or CSV (`POST /v1/audiences/export`).
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, JsonBody};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, JsonBody};
+use crate::identity::resolve::{SubjectRef, resolve_subjects};
 use crate::index::{IndexHandle, Location};
-use crate::resolve::{SubjectRef, resolve_subjects};
+use crate::state::AppState;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -403,7 +403,7 @@ pub async fn export(
     input.sample_size = 0;
     let (evaluated, input) = evaluate_off_workers(&state, input).await?;
     let eligible = evaluated.result.eligible_count;
-    let reference = crate::uses::export_id();
+    let reference = crate::decide::uses::export_id();
     let (used, evaluated) = tokio::task::spawn_blocking(move || {
         let used = export_uses(&evaluated, &input, &caller.key.id, &reference);
         (used, evaluated)
@@ -437,7 +437,7 @@ pub async fn export(
     Ok(response)
 }
 
-/// The uses an export makes (see `crate::uses::export_records`).
+/// The uses an export makes (see `crate::decide::uses::export_records`).
 fn export_uses(
     evaluated: &Evaluated,
     input: &AudienceInput,
@@ -450,7 +450,7 @@ fn export_uses(
         topic: input.topic.clone(),
         categories: input.categories.clone(),
     };
-    crate::uses::export_records(
+    crate::decide::uses::export_records(
         &evaluated.snapshot,
         &evaluated.result,
         &exclusions(&evaluated.result, evaluated.unresolved),

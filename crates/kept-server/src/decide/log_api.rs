@@ -1,10 +1,10 @@
 //! `GET /v1/decision-log`: the privacy team's view of denied decisions (and the sample of
 //! allowed ones), newest first, filtered by subject, reason, purpose and time.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, query_limit, query_number, query_row_id};
-use crate::routes::decisions::EvidenceView;
+use crate::decide::decisions::EvidenceView;
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, query_limit, query_number, query_row_id};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

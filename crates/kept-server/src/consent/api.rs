@@ -1,10 +1,10 @@
 //! The consent ledger over HTTP: append records (checked against the manifest, answered only
 //! after commit), read one subject's records, and the ledger's state.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
 use crate::observe;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -230,7 +230,11 @@ pub async fn append(
                 "`source` must not be empty",
             ));
         }
-        crate::input::ledger_text(&field("source"), &input.source, crate::input::SOURCE_MAX)?;
+        crate::http::input::ledger_text(
+            &field("source"),
+            &input.source,
+            crate::http::input::SOURCE_MAX,
+        )?;
         let evidence = input.evidence.unwrap_or_default();
         check_evidence(&|name| field(&format!("evidence.{name}")), &evidence)?;
         records.push(ConsentRecord {
@@ -276,7 +280,7 @@ pub(crate) fn check_evidence(
     field: &dyn Fn(&str) -> String,
     evidence: &EvidenceBody,
 ) -> Result<(), ApiError> {
-    use crate::input::{HASH_MAX, REFERENCE_MAX, USER_AGENT_MAX, ledger_text_opt};
+    use crate::http::input::{HASH_MAX, REFERENCE_MAX, USER_AGENT_MAX, ledger_text_opt};
     ledger_text_opt(&field("ip_hash"), evidence.ip_hash.as_deref(), HASH_MAX)?;
     ledger_text_opt(
         &field("user_agent"),

@@ -1,8 +1,8 @@
 //! API key management (role `admin`): list, create (the secret is shown once), revoke.
 
-use crate::app::AppState;
-use crate::auth::{self, Authorized, role};
-use crate::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use crate::http::auth::{self, Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

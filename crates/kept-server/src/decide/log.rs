@@ -3,7 +3,7 @@
 //! transaction per batch). A request never waits for the log: when the queue is full its
 //! entries are dropped, counted (`kept_decision_log_dropped_total`, and in the log's API
 //! answer) and warned about, at most once a minute. Uses are not logged here: they go to the
-//! record of uses (`crate::uses`), which never drops.
+//! record of uses (`crate::decide::uses`), which never drops.
 
 use kept_core::decision::ReasonCode;
 use kept_core::{SubjectId, UnixMillis};

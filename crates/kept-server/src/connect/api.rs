@@ -1,9 +1,9 @@
 //! The dead letters (role `admin`): deliveries that failed their last attempt, listed so that an
 //! operator can see what a destination missed, and retried by hand once it is back.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, MAX_ROW_ID, PathParams, page_limit};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, MAX_ROW_ID, PathParams, page_limit};
+use crate::state::AppState;
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;

@@ -1,14 +1,23 @@
 //! Operational endpoints, open without a key: health, metrics, the OpenAPI document.
 
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
-use axum::Json;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
 use kept_store::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// The operational routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {

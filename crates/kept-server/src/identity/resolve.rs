@@ -4,8 +4,8 @@
 //! by every write, never a database query per item), and email, phone and anonymous ids are
 //! looked up by keyed hash, as the collection API stored them, in one query per request.
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::state::AppState;
 use kept_core::SubjectId;
 use kept_core::identity::{IdentifierHash, IdentifierKind, normalize};
 use std::borrow::Cow;

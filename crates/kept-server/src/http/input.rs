@@ -3,7 +3,7 @@
 //! the append-only ledger. One place, so that every endpoint and the CLI refuse the same
 //! things with the same words, and the OpenAPI limits match.
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use kept_core::UnixMillis;
 
 /// The earliest time a client may give: 2000-01-01T00:00:00Z. Nothing Kept stores predates it,

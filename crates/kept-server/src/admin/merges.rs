@@ -2,9 +2,9 @@
 //! caused it, and undoing one. After an undo the restored subject's identifiers, traits and
 //! index entry are its own again, on this server and on the others sharing the database.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, PathParams, query_limit, query_row_id};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, PathParams, query_limit, query_row_id};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

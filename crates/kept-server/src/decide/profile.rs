@@ -10,9 +10,9 @@
 //! tool) reads a profile, and it can only ever get the purpose's view. The privacy team sees
 //! whole profiles through data subject requests.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, PathParams};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, PathParams};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -113,7 +113,7 @@ pub async fn profile(
     let mut visible = Vec::new();
     let mut withheld = Vec::new();
     // Per category shown, the decision that allowed it, in the order first shown.
-    let mut shown: Vec<(String, crate::uses::Decided)> = Vec::new();
+    let mut shown: Vec<(String, crate::decide::uses::Decided)> = Vec::new();
     for t in traits {
         let q = prepared.entry(t.category.clone()).or_insert_with(|| {
             snapshot.prepare(&DecisionRequest {
@@ -141,7 +141,7 @@ pub async fn profile(
         };
         if reason.is_allowed() {
             if !shown.iter().any(|(c, _)| *c == t.category) {
-                let decided = crate::uses::decided(&snapshot, q, decision);
+                let decided = crate::decide::uses::decided(&snapshot, q, decision);
                 shown.push((t.category.clone(), decided));
             }
             visible.push(VisibleTrait {
@@ -170,7 +170,7 @@ pub async fn profile(
                 topic: None,
                 categories: vec![category],
             };
-            crate::uses::Use {
+            crate::decide::uses::Use {
                 kind: kept_store::UseKind::Profile,
                 at: now,
                 request: &request,

@@ -15,7 +15,7 @@ pub mod sign;
 
 pub use api::{DeadLetter, DeadLetters, dead_letters, retry_dead_letter, routes};
 
-use crate::app::AppState;
+use crate::state::AppState;
 use backoff::Backoff;
 use futures::StreamExt;
 use kept_core::decision::{Decision, DecisionRequest};
@@ -231,7 +231,7 @@ fn delivery_uses(
     allowed
         .into_iter()
         .map(|a| {
-            crate::uses::Use {
+            crate::decide::uses::Use {
                 kind: kept_store::UseKind::Forward,
                 at: now,
                 request: &a.request,
@@ -240,7 +240,7 @@ fn delivery_uses(
             }
             .of_one(
                 d.subject,
-                crate::uses::decided(decisions, &a.query, a.decision),
+                crate::decide::uses::decided(decisions, &a.query, a.decision),
             )
         })
         .collect()

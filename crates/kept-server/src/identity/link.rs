@@ -4,9 +4,9 @@
 //! new identifiers and writes everything in one transaction, retried when another writer took
 //! an identifier first.
 
-use super::Collector;
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::collect::Collector;
+use crate::http::error::ApiError;
+use crate::state::AppState;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
     Caps, Claim, DataKey, IdentifierCounts, IdentifierHash, IdentifierKind, IdentityKeys,
@@ -238,7 +238,7 @@ impl MessageIds {
 
     /// The 403 for a public key's message that would change a known customer's profile or
     /// consent without a token.
-    pub(super) fn guard_refused(&self, field: &str) -> ApiError {
+    pub(crate) fn guard_refused(&self, field: &str) -> ApiError {
         ApiError::WriteKeyRefused {
             code: Overreach::AttachToKnown(IdentifierKind::UserId).code(),
             field: field_path(&self.base, field),
@@ -455,7 +455,7 @@ fn identifier_value<'a>(m: &'a MessageIds, hash: &IdentifierHash) -> Option<&'a 
 fn report(refusals: &[Refusal], quiet: bool) {
     for r in refusals {
         metrics::counter!(
-            super::REFUSALS,
+            crate::collect::REFUSALS,
             "kind" => r.kind.as_str(),
             "reason" => r.reason.as_str()
         )
@@ -588,7 +588,9 @@ impl Consents {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
                 let current = match s {
-                    SubjectRef::Existing(id) => super::ingest::ledger_state(state, id).await?,
+                    SubjectRef::Existing(id) => {
+                        crate::collect::ingest::ledger_state(state, id).await?
+                    }
                     SubjectRef::New(_) => kept_core::collection::CurrentConsent::default(),
                 };
                 Ok(e.insert(current))
@@ -645,7 +647,7 @@ async fn refusal(
     if let Some(ask) = &m.consent {
         let f = facts.get(&s).cloned().unwrap_or_default();
         let current = consents.current(state, s).await?;
-        let changes = super::ingest::consent_changes_for(
+        let changes = crate::collect::ingest::consent_changes_for(
             state,
             current,
             f.country.as_deref(),
@@ -910,7 +912,7 @@ async fn round(
         if let Some(ask) = &m.consent {
             let f = facts.get(&subject).cloned().unwrap_or_default();
             let current = consents.current(state, subject).await?;
-            let changes = super::ingest::consent_changes_for(
+            let changes = crate::collect::ingest::consent_changes_for(
                 state,
                 current,
                 f.country.as_deref(),
@@ -1077,7 +1079,7 @@ async fn round(
         } else {
             "identify"
         };
-        metrics::counter!(super::MERGES, "reason" => reason).increment(1);
+        metrics::counter!(crate::collect::MERGES, "reason" => reason).increment(1);
         tracing::info!(merged = from.0, into = into.0, reason, "subjects merged");
     }
     Ok(outcome)

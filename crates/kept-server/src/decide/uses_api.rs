@@ -2,9 +2,9 @@
 //! webhook forwards, recorded contacts, profile reads, and the audience exports that held the
 //! subject, each with the decision it went ahead under.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, query_limit, query_number, query_row_id};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, query_limit, query_number, query_row_id};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

@@ -5,7 +5,7 @@
 //! INVARIANT: the verifying key is in the settings (`ledger.verifying_key`, and every key ever
 //! used in `ledger.verifying_keys`) before any checkpoint it signed is stored.
 
-use crate::witness::Witness;
+use crate::consent::witness::Witness;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -758,7 +758,7 @@ fn check_page(verifier: &mut ChainVerifier, rows: &[LedgerRow]) -> Result<(), Fi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::witness::Witness;
+    use crate::consent::witness::Witness;
     use kept_core::SubjectId;
     use kept_core::ledger::{CollectionMethod, ConsentAction, Evidence};
 
@@ -819,7 +819,7 @@ mod tests {
             Some(25)
         );
         ledger.flush_witness().await;
-        let (witnessed, torn) = crate::witness::read_witness(&path).unwrap();
+        let (witnessed, torn) = crate::consent::witness::read_witness(&path).unwrap();
         assert_eq!((witnessed, torn), (checkpoints.clone(), 0));
 
         assert_eq!(

@@ -3,12 +3,12 @@
 //! for it (asked before the send counts against any cap) in the same commit, through the
 //! store's group committer, then applied to the index before the answer.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, JsonBody};
-use crate::resolve::resolve_subjects;
-use crate::routes::decisions::SubjectInput;
-use crate::uses::{self, Use};
+use crate::decide::decisions::SubjectInput;
+use crate::decide::uses::{self, Use};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, JsonBody};
+use crate::identity::resolve::resolve_subjects;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -164,7 +164,7 @@ pub async fn record(
         check(&state.manifest, input)
             .map_err(|(name, message)| ApiError::invalid_field(field(i, name), message))?;
         let at = match input.at {
-            Some(at) => crate::input::past_time(&field(i, "at"), at, now)?,
+            Some(at) => crate::http::input::past_time(&field(i, "at"), at, now)?,
             None => now,
         };
         let request = DecisionRequest {

@@ -4,7 +4,7 @@
 //! A key reads `kept_<id>_<secret>`: `kept_<id>` is public (shown in listings and logs), the
 //! secret is 32 random bytes in hex. Only BLAKE3 of the whole key is stored.
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{HeaderMap, header, request::Parts};
 use base64::Engine;

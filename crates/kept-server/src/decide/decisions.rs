@@ -3,12 +3,12 @@
 //! from it), prepares each distinct request once per batch, and writes the answer straight into
 //! one buffer instead of building values to serialise.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::decision_log::{LoggedRequest, Pending};
-use crate::error::{ApiError, ErrorBody, is_json, json_error};
+use crate::decide::log::{LoggedRequest, Pending};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, is_json, json_error};
 use crate::http::json::{push_field, push_int_field, push_str};
-use crate::resolve::{SubjectRef, resolve_subjects};
+use crate::identity::resolve::{SubjectRef, resolve_subjects};
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -282,7 +282,7 @@ fn decision_time(
     now: UnixMillis,
     field: impl Fn() -> String,
 ) -> Result<Option<UnixMillis>, ApiError> {
-    at.map(|WireAt(at)| crate::input::scheduled_time(at, now, field))
+    at.map(|WireAt(at)| crate::http::input::scheduled_time(at, now, field))
         .transpose()
 }
 
@@ -744,7 +744,7 @@ fn decide_all<'b>(
 /// One request's share of the decision log and of the metrics.
 struct Log {
     pending: Option<Pending>,
-    sampler: crate::decision_log::Sampler,
+    sampler: crate::decide::log::Sampler,
     reasons: [u32; ReasonCode::ALL.len()],
     skipped: usize,
 }
