@@ -26,6 +26,7 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod system;
+pub mod web;
 
 pub use config::Config;
 pub use http::error::ApiError;

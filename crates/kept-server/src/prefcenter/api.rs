@@ -4,11 +4,11 @@
 //! consent for texts, ledger records for every change). Also the data export both share.
 
 use super::model::{self, ChangeError, Context, SmsConsent, Standing, Wanted};
-use super::texts;
 use super::token::{Kind, Topic};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
 use crate::state::AppState;
+use crate::web::texts;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

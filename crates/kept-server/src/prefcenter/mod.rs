@@ -12,7 +12,6 @@ pub mod limit;
 pub mod mail;
 pub mod model;
 pub mod page;
-pub mod texts;
 pub mod token;
 
 use crate::config::Config;

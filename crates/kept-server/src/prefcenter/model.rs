@@ -4,10 +4,11 @@
 //! The page and the JSON API share all of it.
 
 use super::token::{Kind, Topic};
-use super::{PrefCenter, SOURCE, texts::Texts};
+use super::{PrefCenter, SOURCE};
 use crate::http::error::ApiError;
 use crate::observe;
 use crate::state::AppState;
+use crate::web::texts::Texts;
 use kept_core::decision::{DecisionRequest, PlaceId, ReasonCode, SequencedRecord};
 use kept_core::identity::{DataKey, IdentifierKind, SubjectRef, identifier_aad, normalize_phone};
 use kept_core::index::Change;

@@ -7,13 +7,13 @@
 //! unsubscribe is the exception RFC 8058 asks for, carried by its signed token instead.
 
 use super::model::{self, ChangeError, Context, Standing, Wanted};
-use super::texts::{self, Texts};
 use super::token::{Claims, Kind, TokenError, TokenKeys};
 use super::{COOKIE, PrefCenter};
 use crate::collect::{RequestFacts, sends_gpc};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
 use crate::state::AppState;
+use crate::web::texts::{self, Texts};
 use askama::Template;
 use axum::body::Body;
 use axum::extract::rejection::{FormRejection, QueryRejection};
