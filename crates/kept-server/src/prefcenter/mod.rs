@@ -17,7 +17,7 @@ pub mod token;
 use crate::config::Config;
 use crate::state::AppState;
 use axum::Router;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use kept_core::UnixMillis;
 use kept_store::{Store, StoreError};
@@ -250,16 +250,4 @@ pub fn routes() -> Router<AppState> {
             "/v1/subjects/{id}/preferences",
             get(api::get_preferences).put(api::put_preferences),
         )
-}
-
-/// The value of one cookie of a request.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
 }
