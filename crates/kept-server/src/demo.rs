@@ -206,7 +206,7 @@ async fn write_demo_keys(
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
     let secret = store
         .put_setting_if_absent(
-            crate::collect::IDENTITY_SECRET_SETTING,
+            crate::identity::IDENTITY_SECRET_SETTING,
             hex::encode(fresh).as_bytes(),
         )
         .await?;

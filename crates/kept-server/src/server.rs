@@ -125,7 +125,7 @@ impl Server {
         let compiled = crate::index::compile(&manifest)
             .map_err(|e| crate::index::IndexError::Unavailable(e.to_string()))?;
         let master_key = match &config.master_key_file {
-            Some(path) => Some(crate::collect::load_master_key(path).map_err(|message| {
+            Some(path) => Some(crate::identity::load_master_key(path).map_err(|message| {
                 ServeError::MasterKey {
                     path: path.clone(),
                     message,

@@ -63,8 +63,10 @@ pub struct AppState {
     pub decision_log: DecisionLog,
     /// Webhook forwarding: its settings, HTTP client and worker wake-up.
     pub forward: Arc<Forwarder>,
-    /// First-party collection: its secrets, caches and admission gate.
+    /// First-party collection: its caches and admission gate.
     pub collect: Arc<crate::collect::Collector>,
+    /// Identity: its keys and secret, the cache of known identifiers, the resolution lock.
+    pub identity: Arc<crate::identity::Identities>,
     /// The preference center: its signing keys, mailer and sign-in limits.
     pub prefcenter: Arc<crate::prefcenter::PrefCenter>,
 }
@@ -95,12 +97,16 @@ impl AppState {
             decision_log,
             forward: Arc::new(Forwarder::default()),
             collect: Arc::new(crate::collect::Collector::default()),
+            identity: Arc::new(crate::identity::Identities::default()),
             prefcenter: Arc::new(crate::prefcenter::PrefCenter::default()),
         }
     }
 
-    /// Collects with `collector` (its configuration) instead of the defaults.
+    /// Collects with `collector` (its configuration) instead of the defaults, and resolves
+    /// identities with the caps and secrets that configuration names.
     pub fn with_collector(mut self, collector: crate::collect::Collector) -> AppState {
+        let identity = crate::identity::Identities::new(collector.config().identity());
+        self.identity = Arc::new(identity);
         self.collect = Arc::new(collector);
         self
     }

@@ -213,7 +213,7 @@ async fn follow(state: AppState, mut heard: tokio::sync::mpsc::Receiver<Heard>) 
 }
 
 async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
-    if let Ok(mut cache) = state.collect.cache.lock() {
+    if let Ok(mut cache) = state.identity.cache.lock() {
         cache.invalidate(&a.subjects, a.forget);
     }
     // A subject forgotten because it was merged away keeps naming its survivor; one read
@@ -243,7 +243,7 @@ async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
 
 async fn reload(state: &AppState) -> Result<(), IndexError> {
     metrics::counter!(RELOADS).increment(1);
-    if let Ok(mut cache) = state.collect.cache.lock() {
+    if let Ok(mut cache) = state.identity.cache.lock() {
         *cache = Default::default();
     }
     state

@@ -185,7 +185,7 @@ pub async fn undo(
     let (from, into) = (undone.entry.from, undone.entry.into);
     // What resolution remembered of both is stale: the restored subject's identifiers point
     // at it again.
-    if let Ok(mut cache) = state.collect.cache.lock() {
+    if let Ok(mut cache) = state.identity.cache.lock() {
         *cache = Default::default();
     }
     state.index.record_merges(&[(from, into)], true)?;

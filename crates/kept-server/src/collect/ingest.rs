@@ -95,7 +95,7 @@ pub async fn ingest(
 ) -> Result<Vec<Rejected>, ApiError> {
     let collector = &state.collect;
     let store = state.store.as_ref();
-    let keys = collector.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let compiled = state.index.compiled().map_err(ApiError::from)?.clone();
     let manifest = state.manifest.as_ref();
     let default_point = collector.default_point(store, &key.id).await?;
@@ -103,7 +103,7 @@ pub async fn ingest(
     let identity_secret = if key.role.is_trusted_writer() {
         None
     } else {
-        collector.identity_secret(store).await?
+        state.identity.identity_secret(store).await?
     };
 
     // Each message checked on its own: one that fails is rejected, and the others go on.
@@ -197,7 +197,7 @@ pub async fn ingest(
 
     let ids: Vec<&MessageIds> = prepared.iter().map(|p| &p.ids).collect();
     let mut outcome =
-        identity::resolve_all(state, collector, keys, &ids, &key.id, received_at).await?;
+        identity::resolve_all(state, &state.identity, keys, &ids, &key.id, received_at).await?;
     drop(ids);
     // What resolution refused (a public key speaking for a known customer without a token, a
     // merge it may not make) is rejected alone; the outcome speaks of the others only.
@@ -619,7 +619,7 @@ fn speaker_of(
                 .to_owned(),
         ));
     };
-    if crate::collect::identity_token_matches(secret.expose(), user_id, &token) {
+    if crate::identity::identity_token_matches(secret.expose(), user_id, &token) {
         Ok(Speaker::Token)
     } else {
         Err(refuse(

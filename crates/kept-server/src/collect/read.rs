@@ -111,7 +111,7 @@ pub async fn lookup(
         ));
     };
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let value = normalize(
         *kind,
         raw,

@@ -4,8 +4,8 @@
 //! new identifiers and writes everything in one transaction, retried when another writer took
 //! an identifier first.
 
-use crate::collect::Collector;
 use crate::http::error::ApiError;
+use crate::identity::Identities;
 use crate::state::AppState;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
@@ -372,24 +372,24 @@ impl Outcome {
 /// Resolves every message of a request.
 pub async fn resolve_all(
     state: &AppState,
-    collector: &Collector,
+    identities: &Identities,
     keys: &IdentityKeys,
     messages: &[&MessageIds],
     key_id: &str,
     now: UnixMillis,
 ) -> Result<Outcome, ApiError> {
-    let caps = collector.config().caps;
-    if let Some(outcome) = from_cache(collector, messages, &caps) {
+    let caps = identities.config().caps;
+    if let Some(outcome) = from_cache(identities, messages, &caps) {
         return Ok(outcome);
     }
-    let _round = collector.resolving.lock().await;
+    let _round = identities.resolving.lock().await;
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        match round(state, collector, keys, messages, &caps, key_id, now).await {
+        match round(state, identities, keys, messages, &caps, key_id, now).await {
             Ok(outcome) => return Ok(outcome),
             Err(ApiError::Store(e @ StoreError::Conflict { .. })) => {
                 tracing::debug!(error = %e, "identity resolution raced another writer; resolving again");
-                if let Ok(mut cache) = collector.cache.lock() {
+                if let Ok(mut cache) = identities.cache.lock() {
                     cache.forget(&all_hashes(messages));
                 }
                 last = Some(e);
@@ -484,8 +484,8 @@ fn report(refusals: &[Refusal], quiet: bool) {
 
 /// Every message resolved from the cache, when all its identifiers are known there and
 /// resolution would change nothing.
-fn from_cache(collector: &Collector, messages: &[&MessageIds], caps: &Caps) -> Option<Outcome> {
-    let cache = collector.cache.lock().ok()?;
+fn from_cache(identities: &Identities, messages: &[&MessageIds], caps: &Caps) -> Option<Outcome> {
+    let cache = identities.cache.lock().ok()?;
     let mut outcome = Outcome::default();
     let mut refused = Vec::new();
     for m in messages {
@@ -672,7 +672,7 @@ async fn refusal(
 /// One resolution round against the store.
 async fn round(
     state: &AppState,
-    collector: &Collector,
+    identities: &Identities,
     keys: &IdentityKeys,
     messages: &[&MessageIds],
     caps: &Caps,
@@ -930,7 +930,7 @@ async fn round(
     // Seal the new identifiers, each under its subject's data key.
     let mut data_keys: HashMap<SubjectRef, DataKey> = HashMap::new();
     let mut need: Vec<SubjectId> = Vec::new();
-    if let Ok(cache) = collector.cache.lock() {
+    if let Ok(cache) = identities.cache.lock() {
         for (s, _, _) in &intents {
             if let SubjectRef::Existing(id) = s
                 && !data_keys.contains_key(s)
@@ -1056,7 +1056,7 @@ async fn round(
     }
 
     // Remember what is now true.
-    if let Ok(mut cache) = collector.cache.lock() {
+    if let Ok(mut cache) = identities.cache.lock() {
         cache.make_room();
         for (hash, r) in &view {
             cache.holders.insert(*hash, real(*r)?);

@@ -86,7 +86,7 @@ async fn resolve_identities(
     identities: &[(usize, IdentifierKind, &str)],
 ) -> Result<Vec<Option<SubjectId>>, ApiError> {
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let country = state.collect.config().default_country.as_deref();
     let hashes: Vec<Option<IdentifierHash>> = identities
         .iter()

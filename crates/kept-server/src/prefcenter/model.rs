@@ -815,7 +815,7 @@ async fn verify_confirmed_email(
         return Ok(());
     };
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Email, &normalized);
     let held = store.find_identities(&[hash]).await?;
     if held.first().is_some_and(|(_, s)| *s == standing.subject.id) {
@@ -1053,7 +1053,7 @@ async fn phone_is_free(
     normalized: &str,
 ) -> Result<(), ChangeError> {
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
     match store.find_identities(&[hash]).await?.first() {
         Some((_, holder)) if *holder != subject => Err(ChangeError::PhoneTaken),
@@ -1068,7 +1068,7 @@ async fn attach_phone(
     now: UnixMillis,
 ) -> Result<(), ChangeError> {
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
     match store.find_identities(&[hash]).await?.first() {
         Some((_, holder)) if *holder == subject => return Ok(()),
@@ -1159,7 +1159,7 @@ pub async fn identifiers(
     if held.is_empty() {
         return Ok(Vec::new());
     }
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let mut key_subjects: Vec<SubjectId> = held.iter().map(|i| i.key_subject).collect();
     key_subjects.sort();
     key_subjects.dedup();
@@ -1189,7 +1189,7 @@ pub async fn subject_by_email(
     normalized: &str,
 ) -> Result<Option<SubjectId>, ApiError> {
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Email, normalized);
     // A sign-in link goes only to a verified address of the subject it opens: one anybody
     // could have attached through a public key proves nothing.

@@ -561,7 +561,7 @@ async fn context(
     t: &'static Texts,
     reference: Option<String>,
 ) -> Result<Context, ApiError> {
-    let keys = state.collect.keys(state.store.as_ref()).await?;
+    let keys = state.identity.keys(state.store.as_ref()).await?;
     Ok(Context {
         method: CollectionMethod::WebForm,
         evidence: evidence(state, headers, ip, reference, Some(keys)),
@@ -1561,7 +1561,7 @@ pub async fn unsubscribe(
         let standing = load_standing(&state, claims.subject())
             .await?
             .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
-        let keys = state.collect.keys(state.store.as_ref()).await?;
+        let keys = state.identity.keys(state.store.as_ref()).await?;
         let ctx = Context {
             method: CollectionMethod::Reply,
             evidence: evidence(

@@ -980,7 +980,7 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
     assert_eq!(ip_hash.len(), 64);
     assert!(!ip_hash.contains("203.0.113.9"));
     // The hash is of the address the proxy saw, not of what the client claimed or the proxy's.
-    let keys = app.state.collect.keys(app.store.as_ref()).await.unwrap();
+    let keys = app.state.identity.keys(app.store.as_ref()).await.unwrap();
     assert_eq!(ip_hash, keys.ip_hash("203.0.113.9"));
     // The event records the IAB string as carried and keeps no raw IP.
     let event = events_of(&app, subject).await.pop().unwrap();

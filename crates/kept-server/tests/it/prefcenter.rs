@@ -1516,7 +1516,7 @@ async fn a_confirmed_double_opt_in_verifies_the_address() {
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     let store = center.app.store.as_ref();
-    let keys = center.state.collect.keys(store).await.unwrap();
+    let keys = center.state.identity.keys(store).await.unwrap();
     let hash = keys.identifier_hash(
         kept_core::identity::IdentifierKind::Email,
         "newbie@example.com",
