@@ -8,7 +8,7 @@ use crate::cmd::source::{Setup, Source, setup};
 use anyhow::Context;
 use kept_core::audience::{AudienceRequest, Candidates, evaluate};
 use kept_core::decision::{DecisionRequest, ReasonCode};
-use kept_server::decide::audiences::{FilterInput, filter_candidates};
+use kept_server::decide::candidates::{FilterInput, filter_candidates};
 use kept_server::index::IndexHandle;
 use serde::Serialize;
 use std::io::Write;

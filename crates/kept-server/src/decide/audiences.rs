@@ -2,10 +2,11 @@
 //! be reached, and why the others may not, gate by gate), and the export of the eligible
 //! subjects' ids, streamed as NDJSON or CSV (`POST /v1/audiences/export`).
 
+use crate::decide::candidates::{FilterInput, filter_candidates};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody};
 use crate::identity::resolve::{SubjectRef, resolve_subjects};
-use crate::index::{IndexHandle, Location};
+use crate::index::IndexHandle;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -13,11 +14,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use kept_core::audience::{AudienceResult, Candidates, PlaceFilter, evaluate};
+use kept_core::audience::{AudienceResult, Candidates, evaluate};
 use kept_core::decision::ReasonCode;
 use kept_core::index::Snapshot;
-use kept_core::regime::Regime;
-use kept_core::rulebook::Place;
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,21 +44,6 @@ pub enum CandidatesInput {
     UserIds(Vec<String>),
     /// Subjects whose location matches every list given.
     Filter(FilterInput),
-}
-
-/// A location filter; an empty list matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FilterInput {
-    /// `gdpr`, `uk_gdpr`, `ccpa`, `us_state`, `us`, `casl`, `lgpd`, `strictest`.
-    #[serde(default)]
-    pub regimes: Vec<String>,
-    /// ISO 3166-1 alpha-2 (`DE`, `US`).
-    #[serde(default)]
-    pub countries: Vec<String>,
-    /// Subdivisions without the country (`CA`, `CO`).
-    #[serde(default)]
-    pub regions: Vec<String>,
 }
 
 /// A campaign to dry-run: the use, and who it would reach.
@@ -195,47 +179,6 @@ fn candidates(state: &AppState, input: &CandidatesInput) -> Result<(Candidates, 
         CandidatesInput::UserIds(_) => (Candidates::Ids(Vec::new()), 0),
         CandidatesInput::Filter(f) => (filter_candidates(&state.index, f)?, 0),
     })
-}
-
-/// The candidates a location filter selects: by place through the index's bitmaps, or, when it
-/// names countries (many countries share a place), through the directory's locations.
-pub fn filter_candidates(index: &IndexHandle, f: &FilterInput) -> Result<Candidates, ApiError> {
-    let mut regimes = Vec::with_capacity(f.regimes.len());
-    for (i, r) in f.regimes.iter().enumerate() {
-        let regime = Regime::ALL
-            .into_iter()
-            .find(|x| x.as_str() == r.trim())
-            .ok_or_else(|| {
-                ApiError::invalid_field(
-                    format!("candidates.filter.regimes[{i}]"),
-                    format!(
-                        "unknown regime `{r}`; use one of {}",
-                        Regime::ALL
-                            .iter()
-                            .map(|x| format!("`{}`", x.as_str()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })?;
-        regimes.push(regime);
-    }
-    let upper =
-        |v: &[String]| -> Vec<String> { v.iter().map(|s| s.trim().to_ascii_uppercase()).collect() };
-    let countries = upper(&f.countries);
-    let regions = upper(&f.regions);
-    if countries.is_empty() {
-        return Ok(Candidates::Where(PlaceFilter { regimes, regions }));
-    }
-    let keep = |l: &Location| {
-        let country = l.country.as_deref();
-        let region = l.region.as_deref();
-        let place = Place::resolve(country, region);
-        country.is_some_and(|c| countries.iter().any(|x| x == c))
-            && (regimes.is_empty() || regimes.contains(&place.regime))
-            && (regions.is_empty() || region.is_some_and(|r| regions.iter().any(|x| x == r)))
-    };
-    Ok(Candidates::Ids(index.directory()?.subjects_where(keep)))
 }
 
 fn run(

@@ -1,8 +1,10 @@
-//! Decisions and what reads them: the decision API, audiences and their exports, recorded
-//! contacts, purpose-limited profiles, the decision log (its writer and its API) and the record
-//! of uses (the decision each use went ahead under, and its API).
+//! Decisions and what reads them: the decision API, audiences (who they start from, their dry
+//! run and their exports), recorded contacts, purpose-limited profiles, the decision log (its
+//! writer and its API) and the record of uses (the decision each use went ahead under, and its
+//! API).
 
 pub mod audiences;
+pub mod candidates;
 pub mod contacts;
 pub mod decisions;
 pub mod log;
