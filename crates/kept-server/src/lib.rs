@@ -24,6 +24,7 @@ pub mod server;
 pub mod snippet;
 pub mod state;
 pub mod store;
+pub mod subjects;
 pub mod sync;
 pub mod system;
 pub mod web;
