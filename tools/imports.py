@@ -15,8 +15,8 @@ import os
 import re
 import sys
 
-KITS = {"http", "web", "identity", "subjects", "index", "config", "store", "observe", "state"}
-FEATURES = {"collect", "decide", "consent", "prefcenter", "connect", "admin", "system"}
+KITS = {"http", "web", "identity", "subjects", "index", "config", "store", "observe"}
+FEATURES = {"collect", "decide", "consent", "prefcenter", "connect", "admin", "snippet", "system"}
 HANDLER_FILES = {"api.rs", "page.rs", "routes.rs"}
 
 
