@@ -12,8 +12,8 @@
 //! INVARIANT: a server announces only after its write committed and its own index applied it,
 //! so another server reading the store on hearing it sees the write.
 
-use crate::app::AppState;
 use crate::index::IndexError;
+use crate::state::AppState;
 use kept_core::index::Change;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::{Heard, Store};
@@ -213,7 +213,7 @@ async fn follow(state: AppState, mut heard: tokio::sync::mpsc::Receiver<Heard>) 
 }
 
 async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
-    if let Ok(mut cache) = state.collect.cache.lock() {
+    if let Ok(mut cache) = state.identity.cache.lock() {
         cache.invalidate(&a.subjects, a.forget);
     }
     // A subject forgotten because it was merged away keeps naming its survivor; one read
@@ -243,7 +243,7 @@ async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
 
 async fn reload(state: &AppState) -> Result<(), IndexError> {
     metrics::counter!(RELOADS).increment(1);
-    if let Ok(mut cache) = state.collect.cache.lock() {
+    if let Ok(mut cache) = state.identity.cache.lock() {
         *cache = Default::default();
     }
     state

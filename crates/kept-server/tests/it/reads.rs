@@ -9,8 +9,8 @@ use crate::support::{
 };
 use axum::http::StatusCode;
 use kept_core::manifest::promises::UNPROMISED_MARK;
-use kept_server::app::AppState;
-use kept_server::ledger::Ledger;
+use kept_server::consent::ledger::Ledger;
+use kept_server::state::AppState;
 use kept_store::Role;
 use serde_json::{Value, json};
 use std::sync::Arc;

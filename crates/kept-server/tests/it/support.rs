@@ -8,8 +8,8 @@ use ed25519_dalek::SigningKey;
 use kept_core::SubjectId;
 use kept_core::UnixMillis;
 use kept_core::manifest::Manifest;
-use kept_server::app::{AppState, Limits};
-use kept_server::ledger::Ledger;
+use kept_server::consent::ledger::Ledger;
+use kept_server::state::{AppState, Limits};
 use kept_store::{NewSubject, Role, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,9 +101,10 @@ impl TestApp {
             .with_clock(Arc::new(|| NOW));
         let mut keys = HashMap::new();
         for role in Role::ALL {
-            let (secret, _) = kept_server::auth::create_key(store.as_ref(), role, "test", NOW)
-                .await
-                .unwrap();
+            let (secret, _) =
+                kept_server::http::auth::create_key(store.as_ref(), role, "test", NOW)
+                    .await
+                    .unwrap();
             keys.insert(role, secret.expose().to_owned());
         }
         let subjects = store
@@ -326,6 +327,7 @@ pub fn newsletter_consent(subject: SubjectId) -> String {
 /// index served itself (the others go to the store: unknown ones, erasure requests).
 pub async fn preference_reads_agree(state: &AppState) -> usize {
     use kept_server::prefcenter::model::{self, Choices};
+    use kept_server::subjects::standing::choices_in_index;
     let now = state.now();
     let beyond = state.index.snapshot().unwrap().id_space() + 2;
     let mut from_index = 0;
@@ -334,9 +336,7 @@ pub async fn preference_reads_agree(state: &AppState) -> usize {
             .await
             .unwrap()
             .map(Choices::from);
-        if let Some(indexed) =
-            model::choices_in_index(&state.index, &state.manifest, id, now).unwrap()
-        {
+        if let Some(indexed) = choices_in_index(&state.index, &state.manifest, id, now).unwrap() {
             assert_eq!(Some(&indexed), stored.as_ref(), "subject {}", id.0);
             from_index += 1;
         }
