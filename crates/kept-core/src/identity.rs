@@ -4,7 +4,10 @@
 //! write key's speaker (server key, public key with or without an identity token) may carry out.
 //!
 //! INVARIANT: an identifier's value never leaves this module unsealed except to the caller that
-//! asked to open it; hashes and sealed bytes are all the store ever sees.
+//! asked to open it; hashes and sealed bytes are all the store ever sees. A property of what
+//! this module exports, not of one point to assert: an identifier reaches the store as
+//! `kept_store::collection::NewIdentity`, which has a hash and sealed bytes and no field for the
+//! value; `sealed_values_open_only_with_their_key_and_binding` checks the sealed bytes.
 
 use crate::SubjectId;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};

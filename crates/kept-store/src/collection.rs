@@ -4,6 +4,9 @@
 //!
 //! INVARIANT: an identifier hash has exactly one holder, and a merged subject holds none: a
 //! merge moves its identifiers to the subject it was merged into, so lookups follow merges.
+//! Held by each backend's key on the hash and its merge statement, not checkable here: the
+//! conformance cases `identities_attach_merge_and_follow` and `an_identity_conflict_writes_nothing`
+//! check it.
 
 use crate::{NewSubject, Result};
 use async_trait::async_trait;

@@ -1,7 +1,10 @@
 //! The `Store` trait every Kept database backend implements, the types it speaks, and the
 //! conformance suite (`conformance`) that runs unchanged against each backend.
 //!
-//! INVARIANT: a write method returns `Ok` only after its transaction has committed.
+//! INVARIANT: a write method returns `Ok` only after its transaction has committed. A contract
+//! on each backend, not checkable from here: the conformance cases
+//! `concurrent_appends_are_all_acknowledged_and_verify` and `close_refuses_later_writes` check
+//! that every acknowledged write is there to read.
 
 use async_trait::async_trait;
 use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
