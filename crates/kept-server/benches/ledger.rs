@@ -18,8 +18,8 @@
 
 use kept_core::SubjectId;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
-use kept_server::ledger::{Ledger, SigningKey, Verdict, VerifyOptions, verify_ledger};
-use kept_server::witness::Witness;
+use kept_server::consent::ledger::{Ledger, SigningKey, Verdict, VerifyOptions, verify_ledger};
+use kept_server::consent::witness::Witness;
 use kept_store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

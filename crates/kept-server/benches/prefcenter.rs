@@ -18,8 +18,8 @@ use axum::http::{Request, StatusCode, header};
 use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
 use kept_core::subject::{Provenance, Trait};
-use kept_server::app::AppState;
-use kept_server::ledger::{Ledger, SigningKey};
+use kept_server::consent::ledger::{Ledger, SigningKey};
+use kept_server::state::AppState;
 use kept_store::{NewSubject, Role};
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,7 +67,7 @@ async fn run() {
         .manifest;
     let ledger = Arc::new(Ledger::new(store.clone(), SigningKey::from_bytes(&[5; 32])));
     let state = AppState::new(store.clone(), ledger.clone(), Arc::new(manifest.clone()));
-    let now = kept_server::app::system_now();
+    let now = kept_server::state::system_now();
 
     // The subject: in Germany, 50 traits from every collection point, 200 ledger records.
     let subject = store
@@ -138,7 +138,7 @@ async fn run() {
     let s = store.subject(subject).await.unwrap().unwrap();
     state.index.apply(vec![Change::Subject(s)]).await.unwrap();
 
-    let (key, _) = kept_server::auth::create_key(store.as_ref(), Role::Privacy, "bench", now)
+    let (key, _) = kept_server::http::auth::create_key(store.as_ref(), Role::Privacy, "bench", now)
         .await
         .unwrap();
     let router = kept_server::router(state);

@@ -26,7 +26,7 @@ use kept_core::audience::{AudienceRequest, Candidates, evaluate};
 use kept_core::decision::DecisionRequest;
 use kept_core::index::Index;
 use kept_core::subject::Contact;
-use kept_server::uses::export_records;
+use kept_server::decide::uses::export_records;
 use kept_store::{Store, UseKind, UseRecord, UseSubjects};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -2,8 +2,8 @@
 //! written to `demo-keys.json` in the data directory for the README tour. A store that already
 //! holds subjects or consent records is left as it is, so restarting the demo is idempotent.
 
-use crate::auth;
-use crate::ledger::Ledger;
+use crate::consent::ledger::Ledger;
+use crate::http::auth;
 use crate::observe;
 use kept_core::UnixMillis;
 use kept_core::demo::{self, DemoError, DemoPopulation};
@@ -206,7 +206,7 @@ async fn write_demo_keys(
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
     let secret = store
         .put_setting_if_absent(
-            crate::collect::IDENTITY_SECRET_SETTING,
+            crate::identity::IDENTITY_SECRET_SETTING,
             hex::encode(fresh).as_bytes(),
         )
         .await?;

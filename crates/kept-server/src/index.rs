@@ -95,9 +95,9 @@ impl IndexError {
     }
 }
 
-impl From<IndexError> for crate::error::ApiError {
-    fn from(e: IndexError) -> crate::error::ApiError {
-        use crate::error::ApiError;
+impl From<IndexError> for crate::http::error::ApiError {
+    fn from(e: IndexError) -> crate::http::error::ApiError {
+        use crate::http::error::ApiError;
         match e {
             IndexError::Store(e) => ApiError::Store(e),
             IndexError::Corrupt { .. } => ApiError::Store(StoreError::Corrupt(e.to_string())),

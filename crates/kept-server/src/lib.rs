@@ -1,36 +1,36 @@
 //! Kept's HTTP server: the APIs, the pages, configuration and authentication.
 //!
-//! `app::router` builds the axum application (what tests drive with `oneshot`);
-//! `server::Server` opens the store, binds and serves until a signal; `config` is the layered
-//! configuration.
+//! `router::router` builds the axum application (what tests drive with `oneshot`) over the
+//! shared `state::AppState`; `server::Server` opens the store, binds and serves until a signal;
+//! `config` is the layered configuration. Kits several features share (`http`, `web`,
+//! `identity`, `subjects`, `index`) sit below the feature folders (`collect`, `decide`,
+//! `consent`, `prefcenter`, `connect`, `admin`, `snippet`); ARCHITECTURE.md has the rule.
 
-pub mod app;
-pub mod auth;
-pub mod client_ip;
+pub mod admin;
 pub mod collect;
 pub mod config;
-pub mod decision_log;
+pub mod connect;
+pub mod consent;
+pub mod decide;
 pub mod demo;
-pub mod error;
-pub mod forward;
 pub mod http;
+pub mod identity;
 pub mod index;
-pub mod input;
-pub mod json_shape;
-pub mod ledger;
 pub mod observe;
 pub mod openapi;
 pub mod prefcenter;
-pub mod resolve;
-pub mod routes;
+pub mod router;
 pub mod server;
 pub mod snippet;
+pub mod state;
 pub mod store;
+pub mod subjects;
 pub mod sync;
-pub mod uses;
-pub mod witness;
+pub mod system;
+pub mod web;
 
-pub use app::{AppState, router};
 pub use config::Config;
-pub use error::ApiError;
+pub use http::error::ApiError;
+pub use router::router;
 pub use server::{ServeError, Server, serve};
+pub use state::AppState;

@@ -3,10 +3,13 @@
 //! any request can get). The committed `openapi.json` at the workspace root is this document; a
 //! test fails when they drift.
 
-use crate::error::{ErrorBody, ErrorDetail, MAX_ROW_ID};
-use crate::routes::{
-    audiences, consents, contacts, decision_log, decisions, keys, merges, profile, system, uses,
+use crate::admin::{keys, merges};
+use crate::consent::api as consents;
+use crate::decide::{
+    audiences, contacts, decisions, log_api as decision_log, profile, uses_api as uses,
 };
+use crate::http::error::{ErrorBody, ErrorDetail, MAX_ROW_ID};
+use crate::system;
 use kept_core::decision::ReasonCode;
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
@@ -41,8 +44,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         audiences::export,
         decision_log::read,
         uses::read,
-        crate::forward::api::dead_letters,
-        crate::forward::api::retry_dead_letter,
+        crate::connect::api::dead_letters,
+        crate::connect::api::retry_dead_letter,
         crate::collect::routes::identify,
         crate::collect::routes::track,
         crate::collect::routes::page,
@@ -61,7 +64,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::prefcenter::api::get_preferences,
         crate::prefcenter::api::put_preferences,
     ),
-    components(schemas(ErrorBody, ErrorDetail, crate::routes::audiences::ExportFormat)),
+    components(schemas(ErrorBody, ErrorDetail, crate::decide::audiences::ExportFormat)),
     modifiers(&ApiKeyScheme),
     tags(
         (name = "system", description = "health, metrics and this document; no key needed"),
@@ -211,7 +214,7 @@ fn shared_answers(operation: &mut Map<String, Value>) {
         "414",
         format!(
             "the request URI (path and query) is longer than {} bytes",
-            crate::error::MAX_URI_BYTES
+            crate::http::error::MAX_URI_BYTES
         ),
     )];
     if takes_parameters {

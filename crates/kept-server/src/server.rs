@@ -2,11 +2,11 @@
 //! notice hashes, load the ledger key, load the demo when asked, bind; then serve until a
 //! signal, let in-flight requests finish, and sign a final ledger checkpoint.
 
-use crate::app::{self, AppState, Limits};
 use crate::config::{Config, DatabaseUrl};
+use crate::connect::{self, ForwardConfig, Forwarder};
+use crate::consent::ledger::{self, Ledger};
 use crate::demo::{self, DemoLoadError};
-use crate::forward::{self, ForwardConfig, Forwarder};
-use crate::ledger::{self, Ledger};
+use crate::state::{self, AppState, Limits};
 use crate::store;
 use kept_core::UnixMillis;
 use kept_core::manifest::Manifest;
@@ -49,7 +49,7 @@ pub enum ServeError {
     #[error(transparent)]
     Mail(#[from] crate::prefcenter::mail::MailError),
     #[error(transparent)]
-    Witness(#[from] crate::witness::WitnessError),
+    Witness(#[from] crate::consent::witness::WitnessError),
 }
 
 impl ServeError {
@@ -86,7 +86,7 @@ impl Server {
     /// Opens the store, prepares the ledger (and the demo), and binds `config.bind`.
     pub async fn start(config: Config, manifest: Manifest) -> Result<Server, ServeError> {
         let started = Instant::now();
-        let now = app::system_now();
+        let now = state::system_now();
         // Installed first so that the demo's appends are counted too.
         crate::observe::prometheus();
         create_sqlite_dir(&config.database_url)?;
@@ -106,7 +106,7 @@ impl Server {
         };
         let mut ledger = Ledger::new(store.clone(), signing_key);
         if let Some(path) = config.witness_path() {
-            let witness = crate::witness::Witness::open(
+            let witness = crate::consent::witness::Witness::open(
                 &path,
                 config.ledger_witness_url.as_deref(),
                 WITNESS_RETRY,
@@ -125,7 +125,7 @@ impl Server {
         let compiled = crate::index::compile(&manifest)
             .map_err(|e| crate::index::IndexError::Unavailable(e.to_string()))?;
         let master_key = match &config.master_key_file {
-            Some(path) => Some(crate::collect::load_master_key(path).map_err(|message| {
+            Some(path) => Some(crate::identity::load_master_key(path).map_err(|message| {
                 ServeError::MasterKey {
                     path: path.clone(),
                     message,
@@ -147,7 +147,7 @@ impl Server {
         // Built after the demo so it holds the demo; from here every write applies to it.
         let index = crate::index::IndexHandle::with_compiled(compiled);
         index
-            .load(store.as_ref(), app::system_now(), &mut |_| {})
+            .load(store.as_ref(), state::system_now(), &mut |_| {})
             .await?;
 
         let state = AppState::new(store, ledger, Arc::new(manifest))
@@ -193,7 +193,7 @@ impl Server {
         state
             .decision_log
             .set_retention(config.decision_log_retention);
-        for warning in forward::webhook_warnings(&state.manifest, &state.forward) {
+        for warning in connect::webhook_warnings(&state.manifest, &state.forward) {
             tracing::warn!("{warning}");
         }
         let bind_started = Instant::now();
@@ -255,13 +255,13 @@ impl Server {
         ));
         // Deliveries left pending by an earlier run are picked up by the worker's first round.
         let (stop_forwarding, forwarding_stopped) = tokio::sync::watch::channel(false);
-        let forwarding = forward::spawn_worker(state.clone(), forwarding_stopped.clone());
+        let forwarding = connect::spawn_worker(state.clone(), forwarding_stopped.clone());
         let retention = crate::collect::spawn_retention(
             state.clone(),
             config.retention_interval,
             forwarding_stopped,
         );
-        let router = app::router(state.clone());
+        let router = crate::router::router(state.clone());
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),

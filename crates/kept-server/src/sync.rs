@@ -14,8 +14,8 @@
 //! announces only once `apply_heard` has returned `Ok`; across two servers,
 //! `what_one_server_writes_the_other_decides_on` checks it.
 
-use crate::app::AppState;
 use crate::index::IndexError;
+use crate::state::AppState;
 use kept_core::index::Change;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::{Heard, Store};
@@ -215,7 +215,7 @@ async fn follow(state: AppState, mut heard: tokio::sync::mpsc::Receiver<Heard>) 
 }
 
 async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
-    if let Ok(mut cache) = state.collect.cache.lock() {
+    if let Ok(mut cache) = state.identity.cache.lock() {
         cache.invalidate(&a.subjects, a.forget);
     }
     // A subject forgotten because it was merged away keeps naming its survivor; one read
@@ -245,7 +245,7 @@ async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
 
 async fn reload(state: &AppState) -> Result<(), IndexError> {
     metrics::counter!(RELOADS).increment(1);
-    if let Ok(mut cache) = state.collect.cache.lock() {
+    if let Ok(mut cache) = state.identity.cache.lock() {
         *cache = Default::default();
     }
     state

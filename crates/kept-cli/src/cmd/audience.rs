@@ -8,8 +8,8 @@ use crate::cmd::source::{Setup, Source, setup};
 use anyhow::Context;
 use kept_core::audience::{AudienceRequest, Candidates, evaluate};
 use kept_core::decision::{DecisionRequest, ReasonCode};
+use kept_server::decide::candidates::{FilterInput, filter_candidates};
 use kept_server::index::IndexHandle;
-use kept_server::routes::audiences::{FilterInput, filter_candidates};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -148,14 +148,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 topic: args.topic.clone(),
                 categories: args.categories.clone(),
             };
-            let used = kept_server::uses::export_records(
+            let used = kept_server::decide::uses::export_records(
                 &snapshot,
                 &result,
                 &result.excluded,
                 &decision,
                 now,
                 "cli",
-                &kept_server::uses::export_id(),
+                &kept_server::decide::uses::export_id(),
             );
             // Recorded before the file is written: an export that cannot be recorded is not
             // made.

@@ -111,7 +111,7 @@ pub fn print(text: &str) -> std::io::Result<()> {
 }
 
 pub fn now() -> i64 {
-    kept_server::app::system_now()
+    kept_server::state::system_now()
 }
 
 #[derive(Debug, Serialize)]
@@ -137,7 +137,8 @@ fn decision_time(at: &str, now: i64) -> Result<i64, String> {
     let at = parsed.ok_or_else(|| {
         format!("`--at` must be an RFC 3339 time or Unix milliseconds (got `{at}`)")
     })?;
-    kept_server::input::scheduled_time(at, now, || "--at".to_owned()).map_err(|e| e.to_string())
+    kept_server::http::input::scheduled_time(at, now, || "--at".to_owned())
+        .map_err(|e| e.to_string())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -128,9 +128,10 @@ async fn open(source: &Source, create: bool) -> anyhow::Result<Arc<dyn Store>> {
 
 async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.database, true).await?;
-    let now = kept_server::app::system_now();
+    let now = kept_server::state::system_now();
     let (secret, record) =
-        kept_server::auth::create_key(store.as_ref(), args.role.into(), &args.name, now).await?;
+        kept_server::http::auth::create_key(store.as_ref(), args.role.into(), &args.name, now)
+            .await?;
     store.close().await?;
     match args.format {
         Format::Json => println!(
@@ -203,7 +204,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 
 async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.database, false).await?;
-    let now = kept_server::app::system_now();
+    let now = kept_server::state::system_now();
     let result = store.revoke_api_key(&args.id, now).await;
     store.close().await?;
     match result {

@@ -5,7 +5,7 @@ use crate::cmd::source::{Source, config};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kept_core::SubjectId;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
-use kept_server::ledger::{
+use kept_server::consent::ledger::{
     self, Ledger, Verdict, VerifyOptions, VerifyReport, VerifyingKey, published_verifying_keys,
     verify_ledger,
 };
@@ -287,7 +287,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let witness = match &args.witness {
         None => None,
-        Some(path) => match kept_server::witness::read_witness(path) {
+        Some(path) => match kept_server::consent::witness::read_witness(path) {
             Ok((checkpoints, torn)) => {
                 if torn > 0 && format == Format::Text {
                     eprintln!(
@@ -469,8 +469,11 @@ async fn load_test(args: LoadTestArgs) -> anyhow::Result<ExitCode> {
     let key = ledger::demo_signing_key(store.as_ref()).await?;
     let mut ledger = Ledger::new(store.clone(), key);
     if let Some(path) = &args.witness {
-        let witness =
-            kept_server::witness::Witness::open(path, None, std::time::Duration::from_secs(1))?;
+        let witness = kept_server::consent::witness::Witness::open(
+            path,
+            None,
+            std::time::Duration::from_secs(1),
+        )?;
         ledger = ledger.with_witness(Arc::new(witness));
     }
     let ledger = Arc::new(ledger);

@@ -40,14 +40,14 @@ fn demo_database(dir: &Path) -> (String, String) {
         let store = kept_server::store::open(db.to_str().unwrap())
             .await
             .unwrap();
-        let ledger = kept_server::ledger::Ledger::new(
+        let ledger = kept_server::consent::ledger::Ledger::new(
             store.clone(),
-            kept_server::ledger::SigningKey::from_bytes(&[3; 32]),
+            kept_server::consent::ledger::SigningKey::from_bytes(&[3; 32]),
         );
         let loaded = kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
             .unwrap()
             .manifest;
-        let now = kept_server::app::system_now();
+        let now = kept_server::state::system_now();
         kept_server::demo::load_if_empty(store.as_ref(), &Arc::new(ledger), &loaded, now, dir)
             .await
             .unwrap()
@@ -281,7 +281,7 @@ fn decide_at_a_scheduled_time() {
         )
     };
     const DAY: i64 = 24 * 60 * 60 * 1000;
-    let tomorrow = kept_server::app::system_now() + DAY;
+    let tomorrow = kept_server::state::system_now() + DAY;
     let out = decide(&tomorrow.to_string());
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let answer = json(&out);

@@ -7,8 +7,8 @@ use kept_core::SubjectId;
 use kept_core::ledger::{
     ChainHash, CollectionMethod, ConsentAction, ConsentRecord, Evidence, LedgerEntry, encode,
 };
-use kept_server::ledger::{Ledger, SigningKey};
-use kept_server::witness::Witness;
+use kept_server::consent::ledger::{Ledger, SigningKey};
+use kept_server::consent::witness::Witness;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};

@@ -8,7 +8,7 @@
 
 use super::quarantine::Rejected;
 use super::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use kept_core::collection::{

@@ -4,12 +4,12 @@
 //! committed, the index brought up to date, and deliveries queued for forwarding.
 
 use super::body::Received;
-use super::identity::{self, MessageIds};
 use super::quarantine::Rejected;
-use crate::app::AppState;
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
+use crate::identity::link::{self as identity, MessageIds};
 use crate::observe;
+use crate::state::AppState;
 use axum::http::{HeaderMap, header};
 use kept_core::collection::{
     COLLECTION_SOURCE, ConsentSignals, ConsentSnapshot, CurrentConsent, FieldError, Message,
@@ -52,7 +52,9 @@ impl RequestFacts {
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(|ua| crate::input::ledger_text_lossy(ua, crate::input::USER_AGENT_MAX)),
+                .map(|ua| {
+                    crate::http::input::ledger_text_lossy(ua, crate::http::input::USER_AGENT_MAX)
+                }),
         }
     }
 }
@@ -93,7 +95,7 @@ pub async fn ingest(
 ) -> Result<Vec<Rejected>, ApiError> {
     let collector = &state.collect;
     let store = state.store.as_ref();
-    let keys = collector.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let compiled = state.index.compiled().map_err(ApiError::from)?.clone();
     let manifest = state.manifest.as_ref();
     let default_point = collector.default_point(store, &key.id).await?;
@@ -101,7 +103,7 @@ pub async fn ingest(
     let identity_secret = if key.role.is_trusted_writer() {
         None
     } else {
-        collector.identity_secret(store).await?
+        state.identity.identity_secret(store).await?
     };
 
     // Each message checked on its own: one that fails is rejected, and the others go on.
@@ -195,7 +197,7 @@ pub async fn ingest(
 
     let ids: Vec<&MessageIds> = prepared.iter().map(|p| &p.ids).collect();
     let mut outcome =
-        identity::resolve_all(state, collector, keys, &ids, &key.id, received_at).await?;
+        identity::resolve_all(state, &state.identity, keys, &ids, &key.id, received_at).await?;
     drop(ids);
     // What resolution refused (a public key speaking for a known customer without a token, a
     // merge it may not make) is rejected alone; the outcome speaks of the others only.
@@ -315,8 +317,10 @@ pub async fn ingest(
                     let (named, version) = named_notice(manifest, &m, point.as_deref(), &c.purpose);
                     // Evidence text the sender's SDK made up is kept, cleaned, not refused:
                     // refusing would lose the consent it is evidence for.
-                    let evidence_id =
-                        crate::input::ledger_text_lossy(&message_id, crate::input::REFERENCE_MAX);
+                    let evidence_id = crate::http::input::ledger_text_lossy(
+                        &message_id,
+                        crate::http::input::REFERENCE_MAX,
+                    );
                     let mut reference = Some(evidence_id.clone());
                     let notice = match promises::named_notice(
                         manifest,
@@ -360,9 +364,9 @@ pub async fn ingest(
                                 .context_str(&["userAgent"])
                                 .or_else(|| request.user_agent.clone())
                                 .map(|ua| {
-                                    crate::input::ledger_text_lossy(
+                                    crate::http::input::ledger_text_lossy(
                                         &ua,
-                                        crate::input::USER_AGENT_MAX,
+                                        crate::http::input::USER_AGENT_MAX,
                                     )
                                 }),
                             text_hash: None,
@@ -615,7 +619,7 @@ fn speaker_of(
                 .to_owned(),
         ));
     };
-    if crate::collect::identity_token_matches(secret.expose(), user_id, &token) {
+    if crate::identity::identity_token_matches(secret.expose(), user_id, &token) {
         Ok(Speaker::Token)
     } else {
         Err(refuse(
@@ -665,7 +669,7 @@ fn fingerprint(choices: &PurposeChoices, gpc: bool) -> u64 {
 /// The ledger records `purposes` (and a GPC signal) would add to `current`, for a subject at
 /// `country`/`region`: the same changes `ingest` then writes. Those that are not GPC opt-outs
 /// are what a public key may not make for a known customer without an identity token.
-pub(super) fn consent_changes_for(
+pub(crate) fn consent_changes_for(
     state: &AppState,
     current: &CurrentConsent,
     country: Option<&str>,
@@ -685,7 +689,7 @@ pub(super) fn consent_changes_for(
 }
 
 /// The subject's consent as its ledger records state it now.
-pub(super) async fn ledger_state(
+pub(crate) async fn ledger_state(
     state: &AppState,
     subject: SubjectId,
 ) -> Result<CurrentConsent, ApiError> {
@@ -916,7 +920,7 @@ async fn forward(
     now: UnixMillis,
 ) -> Result<(), ApiError> {
     let hooks: Vec<(&str, &kept_core::manifest::System)> =
-        crate::forward::webhook_systems(&state.manifest).collect();
+        crate::connect::webhook_systems(&state.manifest).collect();
     if hooks.is_empty() {
         return Ok(());
     }
@@ -926,7 +930,7 @@ async fn forward(
     for c in candidates {
         refused.clear();
         let wanted = hooks.iter().any(|(key, system)| {
-            match crate::forward::decide_system(decisions.as_deref(), system, c.subject, now) {
+            match crate::connect::decide_system(decisions.as_deref(), system, c.subject, now) {
                 Ok(_) => true,
                 Err(reason) => {
                     refused.push((key, reason));
@@ -944,22 +948,22 @@ async fn forward(
         } else {
             // Refused by every system, so it never reaches the forwarder: counted here.
             for (key, reason) in &refused {
-                crate::forward::count_withheld(key, reason);
+                crate::connect::count_withheld(key, reason);
             }
         }
     }
     if views.is_empty() {
         return Ok(());
     }
-    let to_forward: Vec<crate::forward::EventToForward<'_>> = views
+    let to_forward: Vec<crate::connect::EventToForward<'_>> = views
         .iter()
-        .map(|(subject, id, event)| crate::forward::EventToForward {
+        .map(|(subject, id, event)| crate::connect::EventToForward {
             subject: *subject,
             event_id: id,
             event,
         })
         .collect();
-    crate::forward::enqueue_for_events(state, &to_forward).await?;
+    crate::connect::enqueue_for_events(state, &to_forward).await?;
     Ok(())
 }
 

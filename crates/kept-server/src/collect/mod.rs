@@ -12,8 +12,7 @@
 //! `a_rejected_message_is_held_sealed_and_listed_to_admins`.
 
 mod body;
-mod identity;
-mod ingest;
+pub(crate) mod ingest;
 pub mod quarantine;
 pub mod read;
 pub mod retention;
@@ -22,10 +21,10 @@ pub mod routes;
 pub use ingest::{RequestFacts, sends_gpc};
 pub use retention::{RetentionReport, run_retention, spawn_retention};
 
-use kept_core::identity::{Caps, IdentityKeys};
+use crate::identity::IdentityConfig;
+use kept_core::identity::Caps;
 use kept_store::{Store, StoreError};
 use std::fmt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -38,10 +37,6 @@ pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 pub const MAX_BATCH_EVENTS: usize = 2500;
 /// What a client is told to wait when the queue is full.
 pub const RETRY_AFTER_SECS: u64 = 1;
-/// Setting that holds the generated master secret when no key file is configured.
-pub const MASTER_KEY_SETTING: &str = "collection.master_key";
-/// Setting that holds the identity secret when none is configured (the demo writes one).
-pub const IDENTITY_SECRET_SETTING: &str = "collection.identity_secret";
 
 pub const EVENTS: &str = "kept_collect_events_total";
 pub const MERGES: &str = "kept_identity_merges_total";
@@ -82,6 +77,17 @@ impl Default for CollectConfig {
     }
 }
 
+impl CollectConfig {
+    /// What identity resolution needs of this configuration: the caps and the secrets.
+    pub fn identity(&self) -> IdentityConfig {
+        IdentityConfig {
+            caps: self.caps,
+            master_key: self.master_key,
+            identity_secret: self.identity_secret.clone(),
+        }
+    }
+}
+
 impl fmt::Debug for CollectConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CollectConfig")
@@ -96,40 +102,15 @@ impl fmt::Debug for CollectConfig {
     }
 }
 
-/// Reads a master secret file: 32 bytes as 64 hex digits or base64, or the raw bytes.
-pub fn load_master_key(path: &Path) -> Result<[u8; 32], String> {
-    use base64::Engine as _;
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.trim();
-    let decoded = hex::decode(text)
-        .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
-        .unwrap_or(bytes);
-    decoded.as_slice().try_into().map_err(|_| {
-        format!(
-            "`{}` must hold 32 bytes (64 hex digits or base64)",
-            path.display()
-        )
-    })
-}
-
 /// The collection service's state: its secrets, caches and admission gate.
 pub struct Collector {
     config: CollectConfig,
-    keys: tokio::sync::OnceCell<IdentityKeys>,
-    identity_secret: tokio::sync::OnceCell<Option<crate::config::Secret>>,
     gate: Arc<Semaphore>,
-    pub(crate) cache: Mutex<identity::IdentityCache>,
     /// The consent each subject's events carried last, so that the ledger is read only when
     /// it changes.
     pub(crate) carried: Mutex<rustc_hash::FxHashMap<kept_core::SubjectId, u64>>,
     /// Write keys' default collection points, briefly remembered.
     points: Mutex<std::collections::HashMap<String, (Option<String>, Instant)>>,
-    /// One identity resolution round at a time in this process: concurrent rounds would only
-    /// collide on the same new identifiers and retry.
-    pub(crate) resolving: tokio::sync::Mutex<()>,
     /// How many messages the quarantine holds, as this process last counted them: read from
     /// the store once, then kept up to date by what this process holds and prunes.
     pub(crate) quarantine_held: tokio::sync::OnceCell<std::sync::atomic::AtomicU64>,
@@ -158,12 +139,8 @@ impl Collector {
         let permits = config.queue_events.clamp(1, Semaphore::MAX_PERMITS);
         Collector {
             gate: Arc::new(Semaphore::new(permits)),
-            keys: tokio::sync::OnceCell::new(),
-            identity_secret: tokio::sync::OnceCell::new(),
-            cache: Mutex::new(identity::IdentityCache::default()),
             carried: Mutex::new(rustc_hash::FxHashMap::default()),
             points: Mutex::new(std::collections::HashMap::new()),
-            resolving: tokio::sync::Mutex::new(()),
             quarantine_held: tokio::sync::OnceCell::new(),
             config,
         }
@@ -171,55 +148,6 @@ impl Collector {
 
     pub fn config(&self) -> &CollectConfig {
         &self.config
-    }
-
-    /// The identity keys, derived from the configured master secret or the one kept in the
-    /// store (generated on first use).
-    pub async fn keys(&self, store: &dyn Store) -> Result<&IdentityKeys, StoreError> {
-        self.keys
-            .get_or_try_init(|| async {
-                let master = match self.config.master_key {
-                    Some(master) => master,
-                    None => {
-                        let mut fresh = [0u8; 32];
-                        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
-                        let kept = store
-                            .put_setting_if_absent(MASTER_KEY_SETTING, &fresh)
-                            .await?;
-                        kept.as_slice().try_into().map_err(|_| {
-                            StoreError::Corrupt(format!(
-                                "setting `{MASTER_KEY_SETTING}` is not 32 bytes"
-                            ))
-                        })?
-                    }
-                };
-                Ok(IdentityKeys::derive(&master))
-            })
-            .await
-    }
-
-    /// The secret identity tokens are checked with: the configured one, else the one kept in
-    /// the database (the demo's); `None` when there is neither.
-    pub async fn identity_secret(
-        &self,
-        store: &dyn Store,
-    ) -> Result<Option<&crate::config::Secret>, StoreError> {
-        let secret = self
-            .identity_secret
-            .get_or_try_init(|| async {
-                if let Some(secret) = &self.config.identity_secret {
-                    return Ok(Some(secret.clone()));
-                }
-                let stored = store.get_setting(IDENTITY_SECRET_SETTING).await?;
-                Ok::<_, StoreError>(
-                    stored
-                        .and_then(|b| String::from_utf8(b).ok())
-                        .filter(|s| !s.is_empty())
-                        .map(crate::config::Secret::new),
-                )
-            })
-            .await?;
-        Ok(secret.as_ref())
     }
 
     /// Admits `events` events, or `None` when the queue is full (the caller answers 429).
@@ -263,34 +191,6 @@ impl Collector {
             points.remove(key_id);
         }
     }
-}
-
-/// The identity token for `user_id`: the hex HMAC-SHA256 of the user id under the identity
-/// secret, as the shop's backend computes it (Intercom's `user_hash` pattern). A browser sends
-/// it as `context.kept.userHash`; with it a public key speaks for that user.
-pub fn identity_token(secret: &str, user_id: &str) -> String {
-    use hmac::Mac as _;
-    match hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(user_id.as_bytes());
-            hex::encode(mac.finalize().into_bytes())
-        }
-        // HMAC takes a key of any length; this arm is never taken.
-        Err(_) => String::new(),
-    }
-}
-
-/// Whether `token` (hex) is the identity token for `user_id`, compared in constant time.
-pub fn identity_token_matches(secret: &str, user_id: &str, token: &str) -> bool {
-    use hmac::Mac as _;
-    let Ok(given) = hex::decode(token.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(user_id.as_bytes());
-    mac.verify_slice(&given).is_ok()
 }
 
 /// Declares the collection metrics.

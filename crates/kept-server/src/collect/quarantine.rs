@@ -5,9 +5,9 @@
 //! `quarantine_limit` messages; beyond, a rejected message is still answered as rejected and
 //! counted (`kept_quarantine_messages_dropped_total`), but not held.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, query_number, query_row_id};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, query_number, query_row_id};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -155,7 +155,7 @@ async fn seal_and_write(
     rejected: &[Rejected],
 ) -> Result<(), ApiError> {
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let mut entries = Vec::with_capacity(rejected.len());
     for r in rejected {
         let index = u32::try_from(r.index).unwrap_or(u32::MAX);
@@ -342,7 +342,7 @@ pub async fn list(
         ));
     }
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let held = store.quarantined(after, limit).await?;
     let full = held.len() == usize::try_from(limit).unwrap_or(usize::MAX);
     let messages = held

@@ -2,9 +2,9 @@
 //! identifiers opened, its traits with provenance), a subject's events (merged subjects'
 //! included), and setting a write key's default collection point.
 
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, JsonBody, MAX_ROW_ID, PathParams, page_limit};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, JsonBody, MAX_ROW_ID, PathParams, page_limit};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -111,7 +111,7 @@ pub async fn lookup(
         ));
     };
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let value = normalize(
         *kind,
         raw,

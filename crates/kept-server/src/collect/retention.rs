@@ -3,8 +3,8 @@
 //! runs at a configured interval. The consent ledger is never touched: it is the proof, and it
 //! holds no identifiers.
 
-use crate::app::AppState;
 use crate::index::IndexError;
+use crate::state::AppState;
 use kept_core::UnixMillis;
 use kept_core::collection::{event_cutoff, trait_cutoffs};
 use std::time::Duration;

@@ -3,10 +3,10 @@
 
 use super::quarantine::{self, RejectedMessage};
 use super::{MAX_BATCH_BYTES, MAX_EVENT_BYTES, RETRY_AFTER_SECS, body, ingest, read};
-use crate::app::AppState;
-use crate::auth::presented_key;
-use crate::client_ip::ClientIp;
-use crate::error::{ApiError, ErrorBody};
+use crate::http::auth::presented_key;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::state::AppState;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;

@@ -4,11 +4,11 @@
 //! consent for texts, ledger records for every change). Also the data export both share.
 
 use super::model::{self, ChangeError, Context, SmsConsent, Standing, Wanted};
-use super::texts;
 use super::token::{Kind, Topic};
-use crate::app::AppState;
-use crate::auth::{Authorized, role};
-use crate::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use crate::http::auth::{Authorized, role};
+use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
+use crate::state::AppState;
+use crate::web::texts;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -103,7 +103,7 @@ pub async fn preference_link(
     let body: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LinkRequest::default()
     } else {
-        crate::error::parse_json::<Option<LinkRequest>>(&body)?.unwrap_or_default()
+        crate::http::error::parse_json::<Option<LinkRequest>>(&body)?.unwrap_or_default()
     };
     if state.store.subject(SubjectId(id)).await?.is_none() {
         return Err(ApiError::NotFound(format!("subject `{id}` not found")));
@@ -550,9 +550,9 @@ pub async fn put_preferences(
         };
     }
     if let Some(e) = &body.evidence {
-        crate::routes::consents::check_evidence(
+        crate::consent::api::check_evidence(
             &|name| format!("evidence.{name}"),
-            &crate::routes::consents::EvidenceBody {
+            &crate::consent::api::EvidenceBody {
                 ip_hash: e.ip_hash.clone(),
                 user_agent: e.user_agent.clone(),
                 text_hash: None,

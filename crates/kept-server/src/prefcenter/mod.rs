@@ -14,13 +14,12 @@ pub mod limit;
 pub mod mail;
 pub mod model;
 pub mod page;
-pub mod texts;
 pub mod token;
 
-use crate::app::AppState;
 use crate::config::Config;
+use crate::state::AppState;
 use axum::Router;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use kept_core::UnixMillis;
 use kept_store::{Store, StoreError};
@@ -253,16 +252,4 @@ pub fn routes() -> Router<AppState> {
             "/v1/subjects/{id}/preferences",
             get(api::get_preferences).put(api::put_preferences),
         )
-}
-
-/// The value of one cookie of a request.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
 }

@@ -1,94 +1,42 @@
-//! Where a subject stands (each purpose, topic and channel choice, as the decisions see it) and
-//! how a change of mind is written: ledger records through the ledger service, channel
+//! How a change of mind is written: ledger records through the ledger service, channel
 //! preferences and trait provenance through the store, and every one of them into the index.
-//! The page and the JSON API share all of it.
+//! Where the subject stands before and after is read by `subjects::standing`. The page and the
+//! JSON API share all of it.
 
 use super::token::{Kind, Topic};
-use super::{PrefCenter, SOURCE, texts::Texts};
-use crate::app::AppState;
-use crate::error::ApiError;
+use super::{PrefCenter, SOURCE};
+use crate::http::error::ApiError;
 use crate::observe;
-use kept_core::decision::{DecisionRequest, PlaceId, ReasonCode, SequencedRecord};
+use crate::state::AppState;
+use crate::subjects::standing::shown_notice;
+pub use crate::subjects::standing::{
+    ChannelState, DoNotSell, PurposeState, Standing, TopicState, basis,
+};
+use crate::web::texts::Texts;
+use kept_core::decision::{DecisionRequest, SequencedRecord};
 use kept_core::identity::{
     DataKey, IdentifierKind, PlannedSubject, identifier_aad, normalize_phone,
 };
 use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
-use kept_core::manifest::promises::notice_for;
-use kept_core::manifest::{LegalBasis, Manifest, Notice, RegimeKey};
+use kept_core::manifest::{Manifest, Notice};
 use kept_core::regime::Regime;
 use kept_core::rulebook::{Level, PurposeClass};
-use kept_core::subject::{ChannelPreference, Frequency, Provenance, QuietHours, Subject, Trait};
+use kept_core::subject::{ChannelPreference, Frequency, Provenance, QuietHours, Trait};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::StoreError;
 use kept_store::collection::{IdentityWrite, NewIdentity};
 use kept_store::prefcenter::ErasureRequest;
 use rand::RngCore;
 
-/// One purpose as the customer sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurposeState {
-    pub key: String,
-    pub basis: Option<LegalBasis>,
-    pub level: Level,
-    /// The customer may switch it (not carried by a contract or the law, not managed as
-    /// message topics).
-    pub switchable: bool,
-    /// Where it is switched instead: `messages` (per channel and topic) or `do-not-sell`.
-    pub elsewhere: Option<&'static str>,
-    /// Decisions allow it now.
-    pub allowed: bool,
-    /// The notice that promises it.
-    pub notice: Option<String>,
-}
-
-/// One topic on one channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicState {
-    pub topic: String,
-    pub purpose: String,
-    /// Decisions allow messages on it now (frequency caps and quiet hours aside).
-    pub subscribed: bool,
-    /// A double opt-in waits for its confirmation.
-    pub pending: bool,
-    pub notice: Option<String>,
-}
-
-/// One channel with topics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelState {
-    pub channel: String,
-    pub topics: Vec<TopicState>,
-    pub frequency: Option<Frequency>,
-    pub quiet: Option<QuietHours>,
-}
-
-/// "Do not sell or share", where the law makes sale and sharing opt-out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DoNotSell {
-    pub purpose: String,
-    /// Sale and sharing are off for this subject.
-    pub on: bool,
-    /// A GPC signal counts as an opt-out here, now.
-    pub gpc_binding: bool,
-    /// A GPC opt-out is recorded.
-    pub gpc_recorded: bool,
-}
-
-/// Everything the page and the API show about a subject's choices.
-#[derive(Debug, Clone)]
-pub struct Standing {
-    pub subject: Subject,
-    pub regime: Regime,
-    pub place: PlaceId,
-    /// The subject's ledger, decoded, in order.
-    pub records: Vec<SequencedRecord>,
-    pub purposes: Vec<PurposeState>,
-    pub channels: Vec<ChannelState>,
-    pub do_not_sell: Option<DoNotSell>,
-    /// The latest erasure request.
-    pub erasure: Option<ErasureRequest>,
-    pub traits: Vec<Trait>,
+/// Reads where `id` stands (`subjects::standing`), from this state's store, index and manifest.
+pub async fn standing(
+    state: &AppState,
+    id: SubjectId,
+    now: UnixMillis,
+) -> Result<Option<Standing>, ApiError> {
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
+    crate::subjects::standing::standing(store, &state.index, manifest, id, now).await
 }
 
 /// Why a change could not be made.
@@ -157,25 +105,6 @@ impl ChangeError {
             _ => t.sms_needs_agreement,
         }
     }
-}
-
-/// The legal basis the manifest declares for `purpose` in `regime`.
-pub fn basis(manifest: &Manifest, purpose: &str, regime: Regime) -> Option<LegalBasis> {
-    let p = manifest.purposes.get(purpose)?;
-    p.legal_basis
-        .get(&RegimeKey::Regime(regime))
-        .or_else(|| p.legal_basis.get(&RegimeKey::Default))
-        .copied()
-}
-
-/// The notice shown for `purpose` (on `channel`, for `topic`): the one rule in `kept-core`.
-fn shown_notice(
-    manifest: &Manifest,
-    purpose: &str,
-    channel: Option<&str>,
-    topic: Option<&str>,
-) -> Option<String> {
-    notice_for(manifest, purpose, channel, topic).map(|(id, _)| id.clone())
 }
 
 /// The opt-in level of `purpose` (on `channel`) where the subject is.
@@ -248,159 +177,6 @@ fn notice_ref(manifest: &Manifest, id: Option<&String>) -> Option<NoticeRef> {
         version: n.version,
         hash: n.hash.clone(),
     })
-}
-
-/// Whether a decision's reason means the use goes ahead, the person's contact limits aside.
-fn allows(reason: ReasonCode) -> bool {
-    reason.is_allowed()
-        || matches!(
-            reason,
-            ReasonCode::DeniedFrequencyCap | ReasonCode::DeniedQuietHours
-        )
-}
-
-/// Reads where `id` stands.
-pub async fn standing(
-    state: &AppState,
-    id: SubjectId,
-    now: UnixMillis,
-) -> Result<Option<Standing>, ApiError> {
-    let store = state.store.as_ref();
-    let Some(subject) = store.subject(id).await? else {
-        return Ok(None);
-    };
-    let records = store
-        .ledger_for_subject(id)
-        .await?
-        .iter()
-        .map(|e| {
-            SequencedRecord::from_entry(e).map_err(|err| {
-                ApiError::Store(StoreError::Corrupt(format!(
-                    "record {} does not decode: {err}",
-                    e.seq
-                )))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let preferences = store.channel_preferences(id).await?;
-    let erasure = store.erasure_requests(id).await?.into_iter().last();
-    let traits = store.traits(id).await?;
-    let compiled = state.index.compiled().map_err(ApiError::from)?.clone();
-    let snapshot = state.index.snapshot().map_err(ApiError::from)?;
-    let manifest = state.manifest.as_ref();
-    let regime = subject.regime();
-    let place = compiled.place_of(subject.country.as_deref(), subject.region.as_deref());
-    let level_of = |req: &DecisionRequest| {
-        let query = compiled.prepare(req);
-        compiled
-            .requirement(place, &query)
-            .map_or(Level::OptIn, |r| r.level)
-    };
-    let decide = |req: &DecisionRequest| allows(snapshot.decide(id, req, now).reason);
-
-    let gpc_purpose = kept_core::collection::gpc_purpose(manifest);
-    let do_not_sell = manifest.purposes.get(&gpc_purpose).and_then(|_| {
-        let req = DecisionRequest::new(&gpc_purpose);
-        (level_of(&req) == Level::OptOut).then(|| {
-            let query = compiled.prepare(&req);
-            let gpc_binding = compiled
-                .requirement(place, &query)
-                .and_then(|r| r.gpc)
-                .is_some_and(|(_, from)| now >= from);
-            let gpc_recorded = records
-                .iter()
-                .filter(|r| {
-                    r.record.method == CollectionMethod::Gpc
-                        && r.record.action != ConsentAction::Pending
-                })
-                .max_by_key(|r| r.seq)
-                .is_some_and(|r| r.record.action == ConsentAction::OptedOut);
-            DoNotSell {
-                on: !decide(&req),
-                purpose: gpc_purpose.clone(),
-                gpc_binding,
-                gpc_recorded,
-            }
-        })
-    });
-
-    let with_topics: Vec<&String> = manifest.topics.values().map(|t| &t.purpose).collect();
-    let purposes = manifest
-        .purposes
-        .keys()
-        .map(|key| {
-            let req = DecisionRequest::new(key);
-            let level = level_of(&req);
-            let elsewhere = if with_topics.contains(&key) {
-                Some("messages")
-            } else if do_not_sell.as_ref().is_some_and(|d| &d.purpose == key) {
-                Some("do-not-sell")
-            } else {
-                None
-            };
-            PurposeState {
-                key: key.clone(),
-                basis: basis(manifest, key, regime),
-                level,
-                switchable: level != Level::None && elsewhere.is_none(),
-                elsewhere: elsewhere.filter(|_| level != Level::None),
-                allowed: decide(&req),
-                notice: shown_notice(manifest, key, None, None),
-            }
-        })
-        .collect();
-
-    let mut channels: Vec<ChannelState> = Vec::new();
-    for channel in manifest.channels.keys() {
-        let topics: Vec<TopicState> = manifest
-            .topics
-            .iter()
-            .filter(|(_, t)| t.channels.contains(channel))
-            .map(|(key, t)| {
-                let req = DecisionRequest::new(&t.purpose).channel(channel).topic(key);
-                let exact = records
-                    .iter()
-                    .filter(|r| {
-                        r.record.purpose == t.purpose
-                            && r.record.channel.as_deref() == Some(channel.as_str())
-                            && r.record.topic.as_deref() == Some(key.as_str())
-                    })
-                    .max_by_key(|r| r.seq);
-                TopicState {
-                    topic: key.clone(),
-                    purpose: t.purpose.clone(),
-                    subscribed: decide(&req),
-                    pending: exact.is_some_and(|r| r.record.action == ConsentAction::Pending),
-                    notice: shown_notice(manifest, &t.purpose, Some(channel), Some(key)),
-                }
-            })
-            .collect();
-        if topics.is_empty() {
-            continue;
-        }
-        let pref = preferences
-            .iter()
-            .filter(|p| &p.channel == channel)
-            .max_by_key(|p| p.updated_at);
-        channels.push(ChannelState {
-            channel: channel.clone(),
-            topics,
-            frequency: pref.and_then(|p| p.frequency),
-            quiet: pref.and_then(|p| p.quiet_hours),
-        });
-    }
-
-    Ok(Some(Standing {
-        regime,
-        place,
-        records,
-        purposes,
-        channels,
-        do_not_sell,
-        erasure,
-        traits,
-        subject,
-    }))
 }
 
 /// The SMS opt-in's written consent: the number and whether the disclosure was accepted.
@@ -816,7 +592,7 @@ async fn verify_confirmed_email(
         return Ok(());
     };
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Email, &normalized);
     let held = store.find_identities(&[hash]).await?;
     if held.first().is_some_and(|(_, s)| *s == standing.subject.id) {
@@ -1054,7 +830,7 @@ async fn phone_is_free(
     normalized: &str,
 ) -> Result<(), ChangeError> {
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
     match store.find_identities(&[hash]).await?.first() {
         Some((_, holder)) if *holder != subject => Err(ChangeError::PhoneTaken),
@@ -1069,7 +845,7 @@ async fn attach_phone(
     now: UnixMillis,
 ) -> Result<(), ChangeError> {
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
     match store.find_identities(&[hash]).await?.first() {
         Some((_, holder)) if *holder == subject => return Ok(()),
@@ -1162,7 +938,7 @@ pub async fn identifiers(
     if held.is_empty() {
         return Ok(Vec::new());
     }
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let mut key_subjects: Vec<SubjectId> = held.iter().map(|i| i.key_subject).collect();
     key_subjects.sort();
     key_subjects.dedup();
@@ -1192,7 +968,7 @@ pub async fn subject_by_email(
     normalized: &str,
 ) -> Result<Option<SubjectId>, ApiError> {
     let store = state.store.as_ref();
-    let keys = state.collect.keys(store).await?;
+    let keys = state.identity.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Email, normalized);
     // A sign-in link goes only to a verified address of the subject it opens: one anybody
     // could have attached through a public key proves nothing.

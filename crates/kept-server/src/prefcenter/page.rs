@@ -6,14 +6,18 @@
 //! browser says it came from another site (`Sec-Fetch-Site`, `Origin`); the one-click
 //! unsubscribe is the exception RFC 8058 asks for, carried by its signed token instead.
 
+use super::COOKIE;
 use super::model::{self, ChangeError, Context, Standing, Wanted};
-use super::texts::{self, Texts};
 use super::token::{Claims, Kind, TokenError, TokenKeys};
-use super::{COOKIE, PrefCenter};
-use crate::app::AppState;
-use crate::client_ip::ClientIp;
 use crate::collect::{RequestFacts, sends_gpc};
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
+use crate::state::AppState;
+use crate::web::form::{field, fields, form_or_empty};
+use crate::web::frame::{self, Chrome, html, redirect, security_headers};
+use crate::web::session::{Session, cross_site};
+use crate::web::texts::{self, Texts};
+use crate::web::{self, cookie, form, i18n};
 use askama::Template;
 use axum::body::Body;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -27,8 +31,6 @@ use kept_core::{SubjectId, UnixMillis};
 use serde::Deserialize;
 use std::collections::HashSet;
 
-/// The language cookie: a choice made with `?lang=` sticks to the pages.
-const LANG_COOKIE: &str = "kept_lang";
 /// Latest ledger entries listed on the page; the download holds them all.
 const HISTORY_ROWS: usize = 50;
 /// Latest events listed on the page.
@@ -36,175 +38,21 @@ const EVENT_ROWS: usize = 20;
 
 // --- the frame every page shares ---------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-pub struct LocaleChoice {
-    pub code: &'static str,
-    pub name: &'static str,
-    pub selected: bool,
-}
-
-/// What the frame of every page shows: the company, its colour, the language choice.
-#[derive(Debug, Clone)]
-pub struct Chrome {
-    pub t: &'static Texts,
-    pub org: String,
-    pub brand: String,
-    pub on_brand: &'static str,
-    pub accent: String,
-    pub locales: Vec<LocaleChoice>,
-    pub contact_email: String,
-    pub postal_address: Option<String>,
-    pub signed_in: bool,
-    pub csrf: String,
-    /// The page the language form reloads.
-    pub path: &'static str,
-}
-
 fn chrome(state: &AppState, t: &'static Texts, path: &'static str) -> Chrome {
-    let org = &state.manifest.organisation;
-    let brand = org
-        .brand_colour
-        .clone()
-        .filter(|c| parse_hex(c).is_some())
-        .unwrap_or_else(|| "#33475b".to_owned());
-    let rgb = parse_hex(&brand).unwrap_or((51, 71, 91));
-    let on_white = contrast(luminance(rgb), 1.0);
-    let on_brand = if contrast(luminance(rgb), 1.0) >= contrast(luminance(rgb), 0.0) {
-        "#ffffff"
-    } else {
-        "#111111"
-    };
-    let offered: Vec<&'static Texts> = texts::ALL
-        .iter()
-        .copied()
-        .filter(|l| org.locales.is_empty() || org.locales.iter().any(|o| o == l.code))
-        .collect();
-    Chrome {
-        t,
-        org: org.name.clone(),
-        accent: if on_white >= 4.5 {
-            brand.clone()
-        } else {
-            "#1f4e79".to_owned()
-        },
-        brand,
-        on_brand,
-        locales: offered
-            .into_iter()
-            .map(|l| LocaleChoice {
-                code: l.code,
-                name: l.language_name,
-                selected: l.code == t.code,
-            })
-            .collect(),
-        contact_email: org.contact_email.clone(),
-        postal_address: org.postal_address.clone(),
-        signed_in: false,
-        csrf: String::new(),
-        path,
-    }
+    frame::chrome(&state.manifest.organisation, t, path)
 }
 
-fn parse_hex(c: &str) -> Option<(u8, u8, u8)> {
-    let h = c.strip_prefix('#')?;
-    if h.len() != 6 {
-        return None;
-    }
-    let byte = |i: usize| u8::from_str_radix(h.get(i..i + 2)?, 16).ok();
-    Some((byte(0)?, byte(2)?, byte(4)?))
-}
-
-fn luminance((r, g, b): (u8, u8, u8)) -> f64 {
-    let channel = |c: u8| {
-        let c = f64::from(c) / 255.0;
-        if c <= 0.039_28 {
-            c / 12.92
-        } else {
-            ((c + 0.055) / 1.055).powf(2.4)
-        }
-    };
-    0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
-}
-
-fn contrast(a: f64, b: f64) -> f64 {
-    let (hi, lo) = if a > b { (a, b) } else { (b, a) };
-    (hi + 0.05) / (lo + 0.05)
-}
-
-/// The language of this request: `?lang=`, the language cookie, `Accept-Language`.
+/// The language of this request, among the organisation's.
 fn language(state: &AppState, lang: Option<&str>, headers: &HeaderMap) -> &'static Texts {
-    let chosen = lang.or_else(|| super::cookie(headers, LANG_COOKIE));
-    let accept = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
-    texts::choose(chosen, accept, &state.manifest.organisation.locales)
-}
-
-/// An HTML answer with the headers every page carries.
-fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(e) => return ApiError::Internal(format!("page template: {e}")).into_response(),
-    };
-    let mut response = (status, body).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    security_headers(h);
-    response
-}
-
-fn security_headers(h: &mut HeaderMap) {
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // Links carry tokens: never hand them to another site in a referrer. (`no-referrer` would
-    // also make browsers send `Origin: null` with the page's own forms, which are refused.)
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-}
-
-fn redirect(to: &str, cookies: &[String]) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        h.insert(header::LOCATION, v);
-    }
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            h.append(header::SET_COOKIE, v);
-        }
-    }
-    security_headers(h);
-    response
+    i18n::language(&state.manifest.organisation.locales, lang, headers)
 }
 
 fn session_cookie(value: &str, max_age_secs: i64, secure: bool) -> String {
-    format!(
-        "{COOKIE}={value}; Path=/preferences; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
-        if secure { "; Secure" } else { "" }
-    )
+    cookie::session(COOKIE, "/preferences", value, max_age_secs, secure)
 }
 
 fn lang_cookie(code: &str, secure: bool) -> String {
-    format!(
-        "{LANG_COOKIE}={code}; Path=/preferences; SameSite=Lax; Max-Age=31536000{}",
-        if secure { "; Secure" } else { "" }
-    )
+    i18n::lang_cookie("/preferences", code, secure)
 }
 
 // --- templates ---------------------------------------------------------------------------------
@@ -677,57 +525,13 @@ async fn recent_events(
 
 // --- sessions, CSRF and origins ----------------------------------------------------------------
 
-/// A signed-in customer.
-struct Session {
-    claims: Claims,
-    csrf: String,
-}
-
 async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, ApiError> {
-    let Some(value) = super::cookie(headers, COOKIE) else {
+    if cookie::read(headers, COOKIE).is_none() {
         return Ok(None);
-    };
+    }
     let keys = state.prefcenter.keys(state.store.as_ref()).await?;
-    let now = state.now();
-    let Ok(claims) = keys.open(Kind::Session, value, now) else {
-        return Ok(None);
-    };
-    // The cookie only names the session: it counts while the server says it is live, and for
-    // the subject it was opened for (a revoked, expired or unknown id opens nothing).
-    match state.store.live_session(&claims.id, now).await? {
-        Some(subject) if subject == claims.subject() => Ok(Some(Session {
-            csrf: keys.csrf(&claims.id),
-            claims,
-        })),
-        _ => Ok(None),
-    }
-}
-
-/// Whether the browser says this request came from another site. A request without these
-/// headers (an old browser, a script) passes here and still needs its CSRF token.
-fn cross_site(prefcenter: &PrefCenter, headers: &HeaderMap) -> bool {
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site.trim(), "same-origin" | "none")
-    {
-        return true;
-    }
-    let Some(origin) = text(header::ORIGIN) else {
-        return false;
-    };
-    let origin = origin.trim().trim_end_matches('/');
-    if origin == "null" {
-        return true;
-    }
-    let own_host = text(header::HOST).map(str::trim);
-    let host_of = |o: &str| {
-        o.strip_prefix("https://")
-            .or_else(|| o.strip_prefix("http://"))
-            .map(str::to_owned)
-    };
-    let matches_host = own_host.is_some_and(|h| host_of(origin).as_deref() == Some(h));
-    let matches_public = origin == prefcenter.base_url().trim_end_matches('/');
-    !(matches_host || matches_public)
+    let store = state.store.as_ref();
+    Ok(web::session::open(keys, store, COOKIE, headers, state.now()).await?)
 }
 
 fn evidence(
@@ -757,7 +561,7 @@ async fn context(
     t: &'static Texts,
     reference: Option<String>,
 ) -> Result<Context, ApiError> {
-    let keys = state.collect.keys(state.store.as_ref()).await?;
+    let keys = state.identity.keys(state.store.as_ref()).await?;
     Ok(Context {
         method: CollectionMethod::WebForm,
         evidence: evidence(state, headers, ip, reference, Some(keys)),
@@ -795,7 +599,7 @@ async fn signed_in_post(
     form: &[(String, String)],
 ) -> Result<(Session, &'static Texts), Response> {
     let t = language(state, field(form, "lang"), headers);
-    if cross_site(&state.prefcenter, headers) {
+    if cross_site(state.prefcenter.base_url(), headers) {
         return Err(refused(state, t, StatusCode::FORBIDDEN, t.cross_site));
     }
     let session = match session(state, headers).await {
@@ -812,24 +616,6 @@ async fn signed_in_post(
         return Err(refused(state, t, StatusCode::FORBIDDEN, t.form_expired));
     }
     Ok((session, t))
-}
-
-fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    form.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn fields<'a>(form: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
-    form.iter()
-        .filter(move |(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn form_or_empty(
-    form: Result<Form<Vec<(String, String)>>, FormRejection>,
-) -> Vec<(String, String)> {
-    form.map(|Form(f)| f).unwrap_or_default()
 }
 
 async fn load_standing(state: &AppState, subject: SubjectId) -> Result<Option<Standing>, ApiError> {
@@ -990,7 +776,7 @@ pub async fn sign_in(
 ) -> Response {
     let form = form_or_empty(form);
     let t = language(&state, field(&form, "lang"), &headers);
-    if cross_site(&state.prefcenter, &headers) {
+    if cross_site(state.prefcenter.base_url(), &headers) {
         return refused(&state, t, StatusCode::FORBIDDEN, t.cross_site);
     }
     let now = state.now();
@@ -1252,50 +1038,8 @@ async fn refused_change(
     }
 }
 
-/// What a form post to a signed-in page carries: the state, the client's address, the headers
-/// and the form (empty when the body is not one; `signed_in_post` then refuses it).
-pub struct Posted {
-    state: AppState,
-    ip: ClientIp,
-    headers: HeaderMap,
-    form: Vec<(String, String)>,
-}
-
-impl std::fmt::Debug for Posted {
-    // The form holds what the customer typed (a phone number): never printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Posted")
-            .field("ip", &self.ip)
-            .finish_non_exhaustive()
-    }
-}
-
-impl axum::extract::FromRequest<AppState> for Posted {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request(
-        req: axum::extract::Request,
-        state: &AppState,
-    ) -> Result<Posted, Self::Rejection> {
-        let (mut parts, body) = req.into_parts();
-        let Ok(ip) = <ClientIp as axum::extract::FromRequestParts<AppState>>::from_request_parts(
-            &mut parts, state,
-        )
-        .await;
-        let headers = parts.headers.clone();
-        let form = Form::<Vec<(String, String)>>::from_request(
-            axum::extract::Request::from_parts(parts, body),
-            state,
-        )
-        .await;
-        Ok(Posted {
-            state: state.clone(),
-            ip,
-            headers,
-            form: form_or_empty(form),
-        })
-    }
-}
+/// What a form post to a signed-in page carries (`signed_in_post` refuses an empty form).
+pub type Posted = form::Posted<AppState>;
 
 /// `POST /preferences/purposes`: the purpose switches (a ticked box is `purpose=<key>`).
 pub async fn save_purposes(posted: Posted) -> Response {
@@ -1716,7 +1460,7 @@ pub async fn confirm(
 ) -> Response {
     let form = form_or_empty(form);
     let t0 = language(&state, field(&form, "lang"), &headers);
-    if cross_site(&state.prefcenter, &headers) {
+    if cross_site(state.prefcenter.base_url(), &headers) {
         return refused(&state, t0, StatusCode::FORBIDDEN, t0.cross_site);
     }
     let token = field(&form, "token").unwrap_or_default();
@@ -1817,7 +1561,7 @@ pub async fn unsubscribe(
         let standing = load_standing(&state, claims.subject())
             .await?
             .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
-        let keys = state.collect.keys(state.store.as_ref()).await?;
+        let keys = state.identity.keys(state.store.as_ref()).await?;
         let ctx = Context {
             method: CollectionMethod::Reply,
             evidence: evidence(

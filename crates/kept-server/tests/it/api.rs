@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::get as get_route;
-use kept_server::app::{self, Limits};
+use kept_server::state::Limits;
 use kept_store::Role;
 use serde_json::json;
 use std::time::Duration;
@@ -313,7 +313,7 @@ async fn panics_and_timeouts_answer_json() {
             }),
         )
         .route("/stuck", get_route(std::future::pending::<&'static str>));
-    let router = app::router_with(extra, app.state.clone());
+    let router = kept_server::router::router_with(extra, app.state.clone());
     let boom = crate::support::send(router.clone(), get("/boom", None)).await;
     assert_eq!(boom.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(boom.code(), "server.internal");
@@ -419,7 +419,9 @@ async fn a_revoked_key_stops_working_at_once_even_when_cached() {
     let privacy = app.key(Role::Privacy).to_owned();
     let ok = app.send(get("/v1/ledger", Some(&privacy))).await;
     assert_eq!(ok.status, StatusCode::OK);
-    let id = kept_server::auth::key_id(&privacy).unwrap().to_owned();
+    let id = kept_server::http::auth::key_id(&privacy)
+        .unwrap()
+        .to_owned();
     let revoked = app
         .send(request(
             "DELETE",

@@ -675,7 +675,7 @@ async fn every_trait_keeps_its_provenance() {
     );
 
     // A write key's default collection point applies when the event names none.
-    let key_id = kept_server::auth::key_id(app.key(Role::Server))
+    let key_id = kept_server::http::auth::key_id(app.key(Role::Server))
         .unwrap()
         .to_owned();
     let set = Request::put(format!("/v1/keys/{key_id}/collection-point"))
@@ -937,7 +937,7 @@ async fn missing_consent_is_never_consent() {
 #[tokio::test]
 async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
     // One proxy in front: the client is the address it appended to `X-Forwarded-For`.
-    let app = TestApp::with_limits(kept_server::app::Limits {
+    let app = TestApp::with_limits(kept_server::state::Limits {
         trusted_proxies: 1,
         ..Default::default()
     })
@@ -980,7 +980,7 @@ async fn a_consent_change_carried_by_an_event_is_written_to_the_ledger() {
     assert_eq!(ip_hash.len(), 64);
     assert!(!ip_hash.contains("203.0.113.9"));
     // The hash is of the address the proxy saw, not of what the client claimed or the proxy's.
-    let keys = app.state.collect.keys(app.store.as_ref()).await.unwrap();
+    let keys = app.state.identity.keys(app.store.as_ref()).await.unwrap();
     assert_eq!(ip_hash, keys.ip_hash("203.0.113.9"));
     // The event records the IAB string as carried and keeps no raw IP.
     let event = events_of(&app, subject).await.pop().unwrap();

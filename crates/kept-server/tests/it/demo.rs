@@ -5,7 +5,7 @@ use kept_core::SubjectId;
 use kept_core::demo::{self, DemoPopulation};
 use kept_core::ledger::{CollectionMethod, ConsentAction};
 use kept_core::regime::Regime;
-use kept_server::ledger::Ledger;
+use kept_server::consent::ledger::Ledger;
 use kept_store::Role;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -192,7 +192,7 @@ async fn the_demo_loads_once_and_writes_its_keys_privately() {
     for key in keys.values() {
         assert!(!log.contains(key.as_str()), "a secret in the log: {log}");
     }
-    let auth = kept_server::auth::Authenticator::new(store.clone());
+    let auth = kept_server::http::auth::Authenticator::new(store.clone());
     for (role, key) in keys.iter().filter(|(name, _)| *name != "identity_secret") {
         assert_eq!(auth.verify(key).await.unwrap().role.as_str(), role);
     }

@@ -27,7 +27,7 @@ async fn serves_over_http_and_shuts_down_with_a_final_checkpoint() {
         .insert_subjects(vec![new_subject("e2e", Some("FR"), None)])
         .await
         .unwrap();
-    let (key, _) = kept_server::auth::create_key(store.as_ref(), Role::Privacy, "e2e", 0)
+    let (key, _) = kept_server::http::auth::create_key(store.as_ref(), Role::Privacy, "e2e", 0)
         .await
         .unwrap();
 
@@ -82,9 +82,10 @@ async fn serves_over_http_and_shuts_down_with_a_final_checkpoint() {
     let checkpoints = reopened.checkpoints().await.unwrap();
     assert_eq!(checkpoints.iter().map(|c| c.seq).max(), Some(1));
     // ... and is in the witness file, by default in the data directory.
-    let (witnessed, _) =
-        kept_server::witness::read_witness(&dir.path().join("data").join("ledger-witness.log"))
-            .unwrap();
+    let (witnessed, _) = kept_server::consent::witness::read_witness(
+        &dir.path().join("data").join("ledger-witness.log"),
+    )
+    .unwrap();
     assert_eq!(witnessed, checkpoints);
     assert!(
         client.get(format!("{base}/healthz")).send().await.is_err(),

@@ -11,11 +11,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use kept_core::ledger::{ConsentRecord, decode};
-use kept_server::app::AppState;
-use kept_server::collect::{CollectConfig, Collector, identity_token};
+use kept_server::collect::{CollectConfig, Collector};
 use kept_server::config::Secret;
+use kept_server::identity::identity_token;
 use kept_server::prefcenter::mail::{Mail, Mailer};
 use kept_server::prefcenter::{PrefCenter, PrefCenterConfig};
+use kept_server::state::AppState;
 use kept_store::Role;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -739,7 +740,7 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
     assert_eq!(entry["from"], u8_subject);
     assert_eq!(entry["into"], u9_subject);
     assert_eq!(entry["cause"], "alias");
-    let server_key = kept_server::auth::key_id(shop.app.key(Role::Server)).unwrap();
+    let server_key = kept_server::http::auth::key_id(shop.app.key(Role::Server)).unwrap();
     assert_eq!(entry["key"], server_key);
     let merge_id = entry["id"].as_i64().unwrap();
 
@@ -817,7 +818,7 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
     assert_eq!(entries[0]["action"], "undo");
     assert_eq!(
         entries[0]["key"],
-        json!(kept_server::auth::key_id(shop.app.key(Role::Privacy)).unwrap())
+        json!(kept_server::http::auth::key_id(shop.app.key(Role::Privacy)).unwrap())
     );
     assert!(entries[1]["undone_at"].is_i64());
     // Bad paging is refused naming the field.

@@ -9,9 +9,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use kept_core::SubjectId;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, decode};
-use kept_server::app::AppState;
 use kept_server::prefcenter::mail::{Mail, Mailer};
 use kept_server::prefcenter::{PrefCenter, PrefCenterConfig};
+use kept_server::state::AppState;
 use kept_store::{NewSubject, Role};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -1516,7 +1516,7 @@ async fn a_confirmed_double_opt_in_verifies_the_address() {
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     let store = center.app.store.as_ref();
-    let keys = center.state.collect.keys(store).await.unwrap();
+    let keys = center.state.identity.keys(store).await.unwrap();
     let hash = keys.identifier_hash(
         kept_core::identity::IdentifierKind::Email,
         "newbie@example.com",

@@ -340,7 +340,7 @@ fn callers() -> Vec<Caller> {
 async fn every_documented_operation_checks_its_role() {
     let app = TestApp::new().await;
     let (revoked, revoked_record) =
-        kept_server::auth::create_key(app.store.as_ref(), Role::Admin, "revoked", 0)
+        kept_server::http::auth::create_key(app.store.as_ref(), Role::Admin, "revoked", 0)
             .await
             .unwrap();
     app.store
@@ -377,7 +377,7 @@ async fn every_documented_operation_checks_its_role() {
         for caller in callers() {
             // A fresh key to revoke, so that each DELETE has something to delete.
             let (_, victim) =
-                kept_server::auth::create_key(app.store.as_ref(), Role::Server, "victim", 0)
+                kept_server::http::auth::create_key(app.store.as_ref(), Role::Server, "victim", 0)
                     .await
                     .unwrap();
             let path = endpoint

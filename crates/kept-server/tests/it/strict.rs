@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::post as post_route;
 use base64::Engine as _;
-use kept_server::app::{self, Limits};
-use kept_server::input;
+use kept_server::http::input;
+use kept_server::state::Limits;
 use kept_store::Role;
 use serde_json::{Value, json};
 
@@ -69,7 +69,7 @@ async fn an_array_is_not_a_preferences_body() {
 #[tokio::test]
 async fn only_an_explicit_null_clears_a_keys_collection_point() {
     let app = TestApp::new().await;
-    let key_id = kept_server::auth::key_id(app.key(Role::Server))
+    let key_id = kept_server::http::auth::key_id(app.key(Role::Server))
         .unwrap()
         .to_owned();
     let path = format!("/v1/keys/{key_id}/collection-point");
@@ -278,15 +278,12 @@ fn the_openapi_limits_are_the_servers() {
         Some(input::EARLIEST as f64)
     );
     let records = &schemas["AppendConsents"]["properties"]["records"];
-    assert_eq!(
-        records["maxItems"],
-        kept_server::routes::consents::MAX_RECORDS
-    );
+    assert_eq!(records["maxItems"], kept_server::consent::api::MAX_RECORDS);
     assert_eq!(records["minItems"], 1);
     let contacts = &schemas["ContactsBody"]["properties"]["contacts"];
     assert_eq!(
         contacts["maxItems"],
-        kept_server::routes::contacts::MAX_CONTACTS
+        kept_server::decide::contacts::MAX_CONTACTS
     );
     assert_eq!(contacts["minItems"], 1);
     let point = &schemas["KeyCollectionPoint"];
@@ -433,7 +430,7 @@ async fn a_body_over_the_limit_is_a_json_413_everywhere() {
         "/plain",
         post_route(|_: axum::body::Bytes| async { "read" }),
     );
-    let router = app::router_with(extra, app.state.clone());
+    let router = kept_server::router::router_with(extra, app.state.clone());
     let plain = crate::support::send(router, post("/plain", None, &big)).await;
     assert_eq!(plain.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(plain.code(), "request.too_large");
@@ -444,7 +441,7 @@ async fn a_uri_over_the_limit_is_a_json_414() {
     let app = TestApp::new().await;
     let long = format!(
         "/v1/decision-log?before={}",
-        "1".repeat(kept_server::error::MAX_URI_BYTES)
+        "1".repeat(kept_server::http::error::MAX_URI_BYTES)
     );
     let answer = app
         .send(request("GET", &long, Some(app.key(Role::Admin)), None))
@@ -455,7 +452,7 @@ async fn a_uri_over_the_limit_is_a_json_414() {
     // Just under the limit, the request is read (and its parameter judged).
     let under = format!(
         "/v1/decision-log?before={}",
-        "1".repeat(kept_server::error::MAX_URI_BYTES - 40)
+        "1".repeat(kept_server::http::error::MAX_URI_BYTES - 40)
     );
     let answer = app
         .send(request("GET", &under, Some(app.key(Role::Admin)), None))
@@ -544,7 +541,7 @@ async fn served_uris_over_the_limit_are_refused_with_json_until_hyper_refuses_fi
     });
     let over_ours = format!(
         "/healthz?x={}",
-        "1".repeat(kept_server::error::MAX_URI_BYTES)
+        "1".repeat(kept_server::http::error::MAX_URI_BYTES)
     );
     let answer = raw_get(addr, &over_ours).await;
     assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
@@ -765,7 +762,8 @@ async fn every_id_parameter_has_its_range_and_past_it_is_refused() {
                 assert!(schema["minimum"].is_number(), "{at} has no minimum");
                 let max = schema["maximum"].as_u64();
                 assert!(
-                    max == Some(u64::from(u32::MAX)) || max == Some(kept_server::error::MAX_ROW_ID),
+                    max == Some(u64::from(u32::MAX))
+                        || max == Some(kept_server::http::error::MAX_ROW_ID),
                     "{at}: maximum {max:?}"
                 );
             }

@@ -8,8 +8,8 @@ use ed25519_dalek::SigningKey;
 use kept_core::SubjectId;
 use kept_core::UnixMillis;
 use kept_core::manifest::Manifest;
-use kept_server::app::{AppState, Limits};
-use kept_server::ledger::Ledger;
+use kept_server::consent::ledger::Ledger;
+use kept_server::state::{AppState, Limits};
 use kept_store::{NewSubject, Role, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,9 +101,10 @@ impl TestApp {
             .with_clock(Arc::new(|| NOW));
         let mut keys = HashMap::new();
         for role in Role::ALL {
-            let (secret, _) = kept_server::auth::create_key(store.as_ref(), role, "test", NOW)
-                .await
-                .unwrap();
+            let (secret, _) =
+                kept_server::http::auth::create_key(store.as_ref(), role, "test", NOW)
+                    .await
+                    .unwrap();
             keys.insert(role, secret.expose().to_owned());
         }
         let subjects = store

@@ -7,7 +7,7 @@ use crate::decisions::{add_subject, add_trait};
 use crate::support::{Answer, NOW, TestApp, get, post};
 use axum::http::StatusCode;
 use kept_core::SubjectId;
-use kept_server::decision_log::DecisionLog;
+use kept_server::decide::log::DecisionLog;
 use kept_store::Role;
 use serde_json::{Value, json};
 

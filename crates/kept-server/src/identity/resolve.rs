@@ -1,0 +1,106 @@
+//! Which subject a caller means. Every endpoint that names a subject by user id, internal id,
+//! email, phone or anonymous id resolves it through `resolve_subjects`, the one place that knows
+//! how: ids are taken as they are, user ids are read from the index's directory (kept current
+//! by every write, never a database query per item), and email, phone and anonymous ids are
+//! looked up by keyed hash, as the collection API stored them, in one query per request.
+
+use crate::http::error::ApiError;
+use crate::state::AppState;
+use kept_core::SubjectId;
+use kept_core::identity::{IdentifierHash, IdentifierKind, normalize};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// How a request names a subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectRef<'a> {
+    /// Kept's internal id.
+    Id(u32),
+    UserId(Cow<'a, str>),
+    Email(Cow<'a, str>),
+    Phone(Cow<'a, str>),
+    AnonymousId(Cow<'a, str>),
+}
+
+impl SubjectRef<'_> {
+    /// The kind of identifier, as the API names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SubjectRef::Id(_) => "id",
+            SubjectRef::UserId(_) => "user_id",
+            SubjectRef::Email(_) => "email",
+            SubjectRef::Phone(_) => "phone",
+            SubjectRef::AnonymousId(_) => "anonymous_id",
+        }
+    }
+}
+
+/// The subject each reference names, in order; `None` for a subject Kept does not know (its
+/// decisions are `denied.unknown_subject`). Ids and user ids are read from the directory under
+/// one lock for the whole list; email addresses, phone numbers and anonymous ids are looked up
+/// together, by keyed hash, in one store query for the whole list.
+pub async fn resolve_subjects(
+    state: &AppState,
+    refs: &[SubjectRef<'_>],
+) -> Result<Vec<Option<SubjectId>>, ApiError> {
+    let mut out = Vec::with_capacity(refs.len());
+    let mut identities = Vec::new();
+    {
+        let directory = state.index.directory()?;
+        for (i, r) in refs.iter().enumerate() {
+            out.push(match r {
+                // A subject merged away is its survivor now, as its identifiers are.
+                SubjectRef::Id(id) => Some(directory.survivor(SubjectId(*id))),
+                SubjectRef::UserId(u) => directory.subject(u),
+                SubjectRef::Email(v) => {
+                    identities.push((i, IdentifierKind::Email, v.as_ref()));
+                    None
+                }
+                SubjectRef::Phone(v) => {
+                    identities.push((i, IdentifierKind::Phone, v.as_ref()));
+                    None
+                }
+                SubjectRef::AnonymousId(v) => {
+                    identities.push((i, IdentifierKind::AnonymousId, v.as_ref()));
+                    None
+                }
+            });
+        }
+    }
+    if !identities.is_empty() {
+        let found = resolve_identities(state, &identities).await?;
+        for ((i, _, _), subject) in identities.iter().zip(found) {
+            if let Some(slot) = out.get_mut(*i) {
+                *slot = subject;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Email addresses, phone numbers and anonymous ids, normalised and hashed with the identity
+/// keys as the collection API stores them, then looked up in one query. A malformed one
+/// (an email without `@`) names nobody.
+async fn resolve_identities(
+    state: &AppState,
+    identities: &[(usize, IdentifierKind, &str)],
+) -> Result<Vec<Option<SubjectId>>, ApiError> {
+    let store = state.store.as_ref();
+    let keys = state.identity.keys(store).await?;
+    let country = state.collect.config().default_country.as_deref();
+    let hashes: Vec<Option<IdentifierHash>> = identities
+        .iter()
+        .map(|(_, kind, raw)| {
+            normalize(*kind, raw, country)
+                .ok()
+                .map(|value| keys.identifier_hash(*kind, &value))
+        })
+        .collect();
+    let wanted: Vec<IdentifierHash> = hashes.iter().flatten().copied().collect();
+    let holders: HashMap<IdentifierHash, SubjectId> =
+        store.find_identities(&wanted).await?.into_iter().collect();
+    Ok(hashes
+        .iter()
+        .map(|h| h.and_then(|h| holders.get(&h).copied()))
+        .collect())
+}

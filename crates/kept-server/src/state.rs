@@ -1,0 +1,157 @@
+//! What every handler can reach (`AppState`), where handlers read the time from (`Clock`) and
+//! the limits applied to every request (`Limits`).
+
+use crate::config::DEFAULT_BODY_LIMIT;
+use crate::connect::Forwarder;
+use crate::consent::ledger::Ledger;
+use crate::decide::log::DecisionLog;
+use crate::http::auth::Authenticator;
+use crate::index::IndexHandle;
+use crate::observe;
+use axum::extract::FromRef;
+use kept_core::UnixMillis;
+use kept_core::manifest::Manifest;
+use kept_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where handlers read the time from. The system clock in production; fixed in tests.
+pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
+
+/// The current time from the system clock.
+pub fn system_now() -> UnixMillis {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis::try_from(now.as_millis()).unwrap_or(UnixMillis::MAX)
+}
+
+/// Limits applied to every request, and how far its client's address is believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    /// Reverse proxies in front that append to `X-Forwarded-For` (see `client_ip`).
+    pub trusted_proxies: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: Duration::from_secs(30),
+            trusted_proxies: 0,
+        }
+    }
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub ledger: Arc<Ledger>,
+    pub manifest: Arc<Manifest>,
+    pub auth: Arc<Authenticator>,
+    pub metrics: PrometheusHandle,
+    pub clock: Clock,
+    pub limits: Limits,
+    /// The in-memory index decisions and audiences read; every write path applies to it.
+    pub index: IndexHandle,
+    /// Where denied (and sampled allowed) decisions are logged, off the request path.
+    pub decision_log: DecisionLog,
+    /// Webhook forwarding: its settings, HTTP client and worker wake-up.
+    pub forward: Arc<Forwarder>,
+    /// First-party collection: its caches and admission gate.
+    pub collect: Arc<crate::collect::Collector>,
+    /// Identity: its keys and secret, the cache of known identifiers, the resolution lock.
+    pub identity: Arc<crate::identity::Identities>,
+    /// The preference center: its signing keys, mailer and sign-in limits.
+    pub prefcenter: Arc<crate::prefcenter::PrefCenter>,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State on the system clock with default limits.
+    pub fn new(store: Arc<dyn Store>, ledger: Arc<Ledger>, manifest: Arc<Manifest>) -> AppState {
+        let index = IndexHandle::new(&manifest);
+        let decision_log = DecisionLog::start(store.clone());
+        AppState {
+            auth: Arc::new(Authenticator::new(store.clone())),
+            store,
+            ledger,
+            manifest,
+            metrics: observe::prometheus(),
+            clock: Arc::new(system_now),
+            limits: Limits::default(),
+            index,
+            decision_log,
+            forward: Arc::new(Forwarder::default()),
+            collect: Arc::new(crate::collect::Collector::default()),
+            identity: Arc::new(crate::identity::Identities::default()),
+            prefcenter: Arc::new(crate::prefcenter::PrefCenter::default()),
+        }
+    }
+
+    /// Collects with `collector` (its configuration) instead of the defaults, and resolves
+    /// identities with the caps and secrets that configuration names.
+    pub fn with_collector(mut self, collector: crate::collect::Collector) -> AppState {
+        let identity = crate::identity::Identities::new(collector.config().identity());
+        self.identity = Arc::new(identity);
+        self.collect = Arc::new(collector);
+        self
+    }
+
+    /// Runs the preference center with `prefcenter` (its settings, its mailer).
+    pub fn with_prefcenter(mut self, prefcenter: crate::prefcenter::PrefCenter) -> AppState {
+        self.prefcenter = Arc::new(prefcenter);
+        self
+    }
+
+    /// Forwards through `forwarder` (its settings, its secrets) instead of the defaults.
+    pub fn with_forwarder(mut self, forwarder: Forwarder) -> AppState {
+        self.forward = Arc::new(forwarder);
+        self
+    }
+
+    /// Logs decisions through `log` instead of the writer `new` started.
+    pub fn with_decision_log(mut self, log: DecisionLog) -> AppState {
+        self.decision_log = log;
+        self
+    }
+
+    /// Replaces the (empty) index `new` made with one already built.
+    pub fn with_index(mut self, index: IndexHandle) -> AppState {
+        self.index = index;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> AppState {
+        self.limits = limits;
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> AppState {
+        self.clock = clock;
+        self
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        (self.clock)()
+    }
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Arc<Authenticator> {
+        state.auth.clone()
+    }
+}
