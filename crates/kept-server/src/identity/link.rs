@@ -10,8 +10,8 @@ use crate::state::AppState;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
     Caps, Claim, DataKey, IdentifierCounts, IdentifierHash, IdentifierKind, IdentityKeys,
-    Overreach, OwnerFacts, Refusal, Speaker, SubjectRef, check_speaker, identifier_aad, normalize,
-    resolve, token_covers,
+    Overreach, OwnerFacts, PlannedSubject, Refusal, Speaker, check_speaker, identifier_aad,
+    normalize, resolve, token_covers,
 };
 use kept_core::subject::Subject;
 use kept_core::{SubjectId, UnixMillis};
@@ -420,7 +420,7 @@ fn all_hashes(messages: &[&MessageIds]) -> Vec<IdentifierHash> {
 /// id if someone holds it as one, else an anonymous id.
 fn claims_of(
     m: &MessageIds,
-    mut holder: impl FnMut(&IdentifierHash) -> Option<SubjectRef>,
+    mut holder: impl FnMut(&IdentifierHash) -> Option<PlannedSubject>,
 ) -> Vec<Claim> {
     let mut claims: Vec<Claim> = Vec::with_capacity(m.ids.len() + 1);
     // The message's own user id comes first: it is the one that decides.
@@ -461,7 +461,7 @@ fn report(refusals: &[Refusal], quiet: bool) {
         )
         .increment(1);
         let holder = match r.holder {
-            Some(SubjectRef::Existing(id)) => Some(id.0),
+            Some(PlannedSubject::Existing(id)) => Some(id.0),
             _ => None,
         };
         if quiet {
@@ -521,7 +521,7 @@ fn from_cache(identities: &Identities, messages: &[&MessageIds], caps: &Caps) ->
         }
         let mut missing = false;
         let claims = claims_of(m, |h| match cache.holder(h) {
-            Some(s) => Some(SubjectRef::Existing(s)),
+            Some(s) => Some(PlannedSubject::Existing(s)),
             None => {
                 missing = true;
                 None
@@ -532,15 +532,15 @@ fn from_cache(identities: &Identities, messages: &[&MessageIds], caps: &Caps) ->
         }
         let mut owners = HashMap::new();
         for c in &claims {
-            if let Some(SubjectRef::Existing(s)) = c.owner {
-                owners.insert(SubjectRef::Existing(s), cache.facts.get(&s)?.owner());
+            if let Some(PlannedSubject::Existing(s)) = c.owner {
+                owners.insert(PlannedSubject::Existing(s), cache.facts.get(&s)?.owner());
             }
         }
         let plan = resolve(&claims, &owners, m.explicit, caps);
-        let Some(SubjectRef::Existing(subject)) = plan.subject else {
+        let Some(PlannedSubject::Existing(subject)) = plan.subject else {
             return None;
         };
-        let plan_subject = SubjectRef::Existing(subject);
+        let plan_subject = PlannedSubject::Existing(subject);
         if check_speaker(&claims, &plan, &owners, m.speaker).is_err() {
             return None;
         }
@@ -575,23 +575,23 @@ fn from_cache(identities: &Identities, messages: &[&MessageIds], caps: &Caps) ->
 /// round's earlier messages changed it: what a later message's consent is compared with, as
 /// it would be had the earlier ones been sent alone before it.
 #[derive(Default)]
-struct Consents(HashMap<SubjectRef, kept_core::collection::CurrentConsent>);
+struct Consents(HashMap<PlannedSubject, kept_core::collection::CurrentConsent>);
 
 impl Consents {
     async fn current(
         &mut self,
         state: &AppState,
-        s: SubjectRef,
+        s: PlannedSubject,
     ) -> Result<&mut kept_core::collection::CurrentConsent, ApiError> {
         use std::collections::hash_map::Entry;
         match self.0.entry(s) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
                 let current = match s {
-                    SubjectRef::Existing(id) => {
+                    PlannedSubject::Existing(id) => {
                         crate::collect::ingest::ledger_state(state, id).await?
                     }
-                    SubjectRef::New(_) => kept_core::collection::CurrentConsent::default(),
+                    PlannedSubject::New(_) => kept_core::collection::CurrentConsent::default(),
                 };
                 Ok(e.insert(current))
             }
@@ -603,8 +603,8 @@ impl Consents {
     async fn merge(
         &mut self,
         state: &AppState,
-        from: SubjectRef,
-        into: SubjectRef,
+        from: PlannedSubject,
+        into: PlannedSubject,
     ) -> Result<(), ApiError> {
         let theirs = self.current(state, from).await?.clone();
         let ours = self.current(state, into).await?;
@@ -626,8 +626,8 @@ async fn refusal(
     m: &MessageIds,
     claims: &[Claim],
     plan: &kept_core::identity::Resolution,
-    owners: &HashMap<SubjectRef, OwnerFacts>,
-    facts: &HashMap<SubjectRef, Facts>,
+    owners: &HashMap<PlannedSubject, OwnerFacts>,
+    facts: &HashMap<PlannedSubject, Facts>,
     consents: &mut Consents,
 ) -> Result<Option<ApiError>, ApiError> {
     if let Err(overreach) = check_speaker(claims, plan, owners, m.speaker) {
@@ -713,10 +713,10 @@ async fn round(
     let mut known: Vec<SubjectId> = holders.values().copied().collect();
     known.sort();
     known.dedup();
-    let mut facts: HashMap<SubjectRef, Facts> = HashMap::new();
+    let mut facts: HashMap<PlannedSubject, Facts> = HashMap::new();
     for f in store.identity_facts(&known).await? {
         facts.insert(
-            SubjectRef::Existing(f.subject),
+            PlannedSubject::Existing(f.subject),
             Facts {
                 identified: f.identified,
                 verified: f.verified,
@@ -729,9 +729,9 @@ async fn round(
     }
 
     // Plan every message in order, each seeing what the earlier ones did.
-    let mut view: HashMap<IdentifierHash, SubjectRef> = holders
+    let mut view: HashMap<IdentifierHash, PlannedSubject> = holders
         .iter()
-        .map(|(h, s)| (*h, SubjectRef::Existing(*s)))
+        .map(|(h, s)| (*h, PlannedSubject::Existing(*s)))
         .collect();
     // Which identifiers held already are verified, for messages that verify what they name.
     let to_check: Vec<IdentifierHash> = messages
@@ -754,13 +754,13 @@ async fn round(
         key_id: Some(key_id.to_owned()),
         ..IdentityWrite::default()
     };
-    let mut intents: Vec<(SubjectRef, Identifier, bool)> = Vec::new();
-    let mut placed: Vec<SubjectRef> = Vec::with_capacity(messages.len());
+    let mut intents: Vec<(PlannedSubject, Identifier, bool)> = Vec::new();
+    let mut placed: Vec<PlannedSubject> = Vec::with_capacity(messages.len());
     let mut may_change: Vec<bool> = Vec::with_capacity(messages.len());
-    let mut merges: Vec<(SubjectRef, SubjectRef)> = Vec::new();
+    let mut merges: Vec<(PlannedSubject, PlannedSubject)> = Vec::new();
     let mut merged_by: Vec<usize> = Vec::new();
     // Each message's subject as it was resolved; `placed` follows later merges.
-    let mut origins: Vec<SubjectRef> = Vec::with_capacity(messages.len());
+    let mut origins: Vec<PlannedSubject> = Vec::with_capacity(messages.len());
     let mut relocated: HashSet<SubjectId> = HashSet::new();
     let mut renamed: HashSet<SubjectId> = HashSet::new();
     let mut refused = Vec::new();
@@ -768,7 +768,7 @@ async fn round(
     let mut consents = Consents::default();
     for (position, m) in messages.iter().enumerate() {
         let claims = claims_of(m, |h| view.get(h).copied());
-        let owners: HashMap<SubjectRef, OwnerFacts> =
+        let owners: HashMap<PlannedSubject, OwnerFacts> =
             facts.iter().map(|(r, f)| (*r, f.owner())).collect();
         let plan = resolve(&claims, &owners, m.explicit, caps);
         // A message refused here is rejected alone, before it changes anything the later
@@ -800,7 +800,7 @@ async fn round(
                     created_at: now,
                 });
                 facts.insert(
-                    SubjectRef::New(n),
+                    PlannedSubject::New(n),
                     Facts {
                         country: m.location.country.clone(),
                         region: m.location.region.clone(),
@@ -808,7 +808,7 @@ async fn round(
                         ..Facts::default()
                     },
                 );
-                SubjectRef::New(n)
+                PlannedSubject::New(n)
             }
         };
         for from in &plan.merge {
@@ -858,7 +858,7 @@ async fn round(
             if *kind == IdentifierKind::UserId {
                 f.identified = true;
                 match subject {
-                    SubjectRef::New(n) => {
+                    PlannedSubject::New(n) => {
                         if let Some(s) = usize::try_from(n)
                             .ok()
                             .and_then(|n| write.new_subjects.get_mut(n))
@@ -866,7 +866,7 @@ async fn round(
                             s.user_id.get_or_insert_with(|| identifier.value.clone());
                         }
                     }
-                    SubjectRef::Existing(id) => {
+                    PlannedSubject::Existing(id) => {
                         if renamed.insert(id) {
                             write.user_ids.push((id, identifier.value.clone()));
                         }
@@ -886,7 +886,7 @@ async fn round(
         }
         // A browser does not move a known customer (their regime would follow).
         let may_relocate = m.speaker.verifies() || !facts.get(&subject).is_some_and(Facts::known);
-        if let SubjectRef::Existing(id) = subject
+        if let PlannedSubject::Existing(id) = subject
             && may_relocate
         {
             let f = facts.entry(subject).or_default();
@@ -928,11 +928,11 @@ async fn round(
     report(&refused, false);
 
     // Seal the new identifiers, each under its subject's data key.
-    let mut data_keys: HashMap<SubjectRef, DataKey> = HashMap::new();
+    let mut data_keys: HashMap<PlannedSubject, DataKey> = HashMap::new();
     let mut need: Vec<SubjectId> = Vec::new();
     if let Ok(cache) = identities.cache.lock() {
         for (s, _, _) in &intents {
-            if let SubjectRef::Existing(id) = s
+            if let PlannedSubject::Existing(id) = s
                 && !data_keys.contains_key(s)
             {
                 match cache.keys.get(id) {
@@ -948,32 +948,32 @@ async fn round(
     need.dedup();
     if !need.is_empty() {
         for (id, wrapped) in store.subject_keys(&need).await? {
-            let key = keys.unwrap(&wrapped).map_err(|e| {
+            let key = keys.open_data_key(&wrapped).map_err(|e| {
                 ApiError::Store(StoreError::Corrupt(format!(
                     "the data key of subject {id} does not open: {e}"
                 )))
             })?;
-            data_keys.insert(SubjectRef::Existing(id), key);
+            data_keys.insert(PlannedSubject::Existing(id), key);
         }
     }
     let mut rng = rand::rngs::OsRng;
     let mut fresh_key =
-        |subject: SubjectRef, write: &mut IdentityWrite| -> Result<DataKey, ApiError> {
+        |subject: PlannedSubject, write: &mut IdentityWrite| -> Result<DataKey, ApiError> {
             let mut bytes = [0u8; 32];
             rng.fill_bytes(&mut bytes);
             let key = DataKey(bytes);
             let mut nonce = [0u8; 24];
             rng.fill_bytes(&mut nonce);
             let wrapped = keys
-                .wrap(&key, nonce)
+                .seal_data_key(&key, nonce)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             write.keys.push((subject, wrapped));
             Ok(key)
         };
     // Every new subject gets a key, whether or not it holds an identifier yet.
     let new_refs = (0..write.new_subjects.len())
-        .map(|i| SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)));
-    let wanted: Vec<SubjectRef> = intents.iter().map(|(s, _, _)| *s).chain(new_refs).collect();
+        .map(|i| PlannedSubject::New(u32::try_from(i).unwrap_or(u32::MAX)));
+    let wanted: Vec<PlannedSubject> = intents.iter().map(|(s, _, _)| *s).chain(new_refs).collect();
     for s in wanted {
         if let std::collections::hash_map::Entry::Vacant(slot) = data_keys.entry(s) {
             slot.insert(fresh_key(s, &mut write)?);
@@ -1006,10 +1006,10 @@ async fn round(
     let user_ids = write.user_ids.clone();
     let locations: Vec<SubjectId> = write.locations.iter().map(|l| l.subject).collect();
     let ids = store.write_identities(write).await?;
-    let real = |r: SubjectRef| -> Result<SubjectId, ApiError> {
+    let real = |r: PlannedSubject| -> Result<SubjectId, ApiError> {
         match r {
-            SubjectRef::Existing(id) => Ok(id),
-            SubjectRef::New(n) => usize::try_from(n)
+            PlannedSubject::Existing(id) => Ok(id),
+            PlannedSubject::New(n) => usize::try_from(n)
                 .ok()
                 .and_then(|n| ids.get(n).copied())
                 .ok_or_else(|| ApiError::Internal(format!("new subject {n} got no id"))),
@@ -1032,7 +1032,7 @@ async fn round(
         outcome.merges.push((real(*from)?, real(*into)?));
     }
     for (i, s) in new_subjects.into_iter().enumerate() {
-        let id = real(SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)))?;
+        let id = real(PlannedSubject::New(u32::try_from(i).unwrap_or(u32::MAX)))?;
         outcome.created.push(Subject {
             id,
             user_id: s.user_id,
