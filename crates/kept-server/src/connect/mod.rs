@@ -4,10 +4,13 @@
 //! the event is committed, signed per Standard Webhooks, retried with back-off and jitter, kept
 //! as dead letters after the last try, and picked up again when Kept restarts.
 //!
-//! The decision is asked twice: when the event is queued (a denied subject's event is never
-//! stored for a system) and again just before each attempt (consent withdrawn or an erasure
-//! requested in the meantime suppresses the delivery). The second answer is recorded as the
-//! delivery's use (`kept_store::uses`, one per declared purpose) before the request is sent.
+//! For an event (`DeliveryKind::Event`) the decision is asked twice: when the event is queued
+//! (a denied subject's event is never stored for a system) and again just before each attempt
+//! (consent withdrawn or an erasure requested in the meantime suppresses the delivery). The
+//! second answer is recorded as the delivery's use (`kept_store::uses`, one per declared
+//! purpose) before the request is sent. An obligation (`DeliveryKind::Obligation`: an erasure
+//! or a withdrawal a system must carry out) is owed exactly when the decision denies, so the
+//! worker sends it without asking, and records no use.
 
 pub mod api;
 pub mod backoff;
@@ -23,7 +26,7 @@ use kept_core::index::{IndexQuery, Snapshot};
 use kept_core::manifest::{Manifest, System};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::StoreError;
-use kept_store::outbox::{Attempt, Delivery, NewDelivery};
+use kept_store::outbox::{Attempt, Delivery, DeliveryKind, NewDelivery};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use sign::SecretSource;
@@ -328,6 +331,7 @@ pub async fn enqueue_for_events(
                 Ok(allowed) => {
                     let purposes = purposes(&allowed);
                     deliveries.push(NewDelivery {
+                        kind: DeliveryKind::Event,
                         message_id: message_id(e.event_id, key),
                         event_id: e.event_id.to_owned(),
                         system: key.to_owned(),
@@ -549,9 +553,12 @@ struct Ready {
     client: reqwest::Client,
 }
 
-/// Everything an attempt checks before sending: the system and its webhook still there, the
-/// decision for every purpose it declares (asked again now), a secret and a client. Returns
-/// the delivery cleared to go with its uses, or the attempt's outcome without sending.
+/// Everything an attempt checks before sending: the system and its webhook still there, for an
+/// event the decision for every purpose the system declares (asked again now), a secret and a
+/// client. Returns the delivery cleared to go with its uses, or the attempt's outcome without
+/// sending. An obligation (an erasure or a withdrawal the system must carry out) is owed
+/// because the decision denies, so it is not asked, and it is no use of the subject's data
+/// for a purpose: it records none.
 fn prepare(
     state: &AppState,
     decisions: Option<&Snapshot>,
@@ -572,10 +579,16 @@ fn prepare(
             d.system
         )));
     };
-    let allowed = decide_system(decisions, system, d.subject, now).map_err(suppressed)?;
-    // `decide_system` denies without a snapshot, so there is one here.
-    let Some(decisions) = decisions else {
-        return Err(suppressed(NO_DECISIONS.to_owned()));
+    let uses = match d.kind {
+        DeliveryKind::Event => {
+            let allowed = decide_system(decisions, system, d.subject, now).map_err(suppressed)?;
+            // `decide_system` denies without a snapshot, so there is one here.
+            let Some(decisions) = decisions else {
+                return Err(suppressed(NO_DECISIONS.to_owned()));
+            };
+            delivery_uses(decisions, d, allowed, now)
+        }
+        DeliveryKind::Obligation => Vec::new(),
     };
     let secret = sign::secret_for(hook.secret_env.as_deref(), &forwarder.secrets)
         .map_err(|e| failed(forwarder, d, now, None, e.to_string(), None))?;
@@ -588,7 +601,7 @@ fn prepare(
             secret,
             client: client.clone(),
         },
-        delivery_uses(decisions, d, allowed, now),
+        uses,
     ))
 }
 

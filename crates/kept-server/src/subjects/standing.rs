@@ -13,7 +13,7 @@ use kept_core::regime::Regime;
 use kept_core::rulebook::Level;
 use kept_core::subject::{Frequency, QuietHours, Subject, Trait};
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::prefcenter::ErasureRequest;
+use kept_store::requests::ErasureRequest;
 use kept_store::{Store, StoreError};
 
 /// One purpose as the customer sees it.
@@ -149,7 +149,7 @@ pub async fn standing(
     };
     let decide = |req: &DecisionRequest| allows(snapshot.decide(id, req, now).reason);
 
-    let gpc_purpose = kept_core::collection::gpc_purpose(manifest);
+    let gpc_purpose = kept_core::signals::gpc::purpose(manifest);
     let do_not_sell = manifest.purposes.get(&gpc_purpose).and_then(|_| {
         let req = DecisionRequest::new(&gpc_purpose);
         (level_of(&req) == Level::OptOut).then(|| {
