@@ -395,23 +395,7 @@ impl Rights {
                 r.source.clone(),
             ]
         };
-        let mut widths = [0usize; 6];
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(cells(r)) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for r in &rows {
-            let line: Vec<String> = cells(r)
-                .into_iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            out.push_str(line.join("  ").trim_end());
-            out.push('\n');
-        }
-        out
+        crate::rulebook::aligned_table(&rows.iter().map(cells).collect::<Vec<_>>())
     }
 }
 

@@ -10,7 +10,7 @@ use crate::observe;
 use crate::state::AppState;
 use crate::subjects::standing::shown_notice;
 pub use crate::subjects::standing::{
-    ChannelState, DoNotSell, PurposeState, Standing, TopicState, basis,
+    ChannelState, Choices, DoNotSell, PurposeState, Standing, TopicState, basis,
 };
 use crate::web::texts::Texts;
 use kept_core::decision::{DecisionRequest, SequencedRecord};
@@ -37,6 +37,17 @@ pub async fn standing(
 ) -> Result<Option<Standing>, ApiError> {
     let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
     crate::subjects::standing::standing(store, &state.index, manifest, id, now).await
+}
+
+/// Where `id` stands as the page and the JSON API show it (`subjects::standing::choices`):
+/// from the index when it can say it exactly, else from this state's store.
+pub async fn choices(
+    state: &AppState,
+    id: SubjectId,
+    now: UnixMillis,
+) -> Result<Option<Choices>, ApiError> {
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
+    crate::subjects::standing::choices(store, &state.index, manifest, id, now).await
 }
 
 /// Why a change could not be made.
