@@ -73,7 +73,7 @@ fn gpc(subject: u32, purpose: &str, action: &str, reference: &str) -> Value {
 async fn pending_gpc_and_unpromised_records_read_the_same_from_the_index() {
     let app = TestApp::new().await;
     let [de, ca, _] = [app.subjects[0].0, app.subjects[1].0, app.subjects[2].0];
-    let ads = kept_core::collection::gpc_purpose(&app.state.manifest);
+    let ads = kept_core::signals::gpc::purpose(&app.state.manifest);
     let unpromised = format!("{UNPROMISED_MARK}newsletter");
     assert_eq!(preference_reads_agree(&app.state).await, 3);
 
