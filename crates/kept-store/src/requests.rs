@@ -3,7 +3,9 @@
 //! files erasure requests today; access, portability and the request workflow come next.
 //!
 //! INVARIANT: a subject has at most one erasure request `Received` at a time, whatever the
-//! number of servers sharing the database.
+//! number of servers sharing the database. Held by each backend's partial unique index, not
+//! checkable in one process: the conformance case `requests_erasure_is_filed_once_per_subject`
+//! checks it.
 
 use crate::columns::{Row, subject_id, to_u64};
 use crate::{Result, StoreError};
