@@ -12,13 +12,15 @@
 //! INVARIANT: a server announces only after its write committed and its own index applied it,
 //! so another server reading the store on hearing it sees the write.
 
-use crate::index::IndexError;
-use crate::state::AppState;
+use crate::clock::Clock;
+use crate::identity::Identities;
+use crate::index::{IndexError, IndexHandle};
 use kept_core::index::Change;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::{Heard, Store};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// Announcements that could not be sent (the write stands; other servers miss it until they
 /// build their index again).
@@ -172,19 +174,42 @@ pub async fn subject_changes(
     Ok(changes)
 }
 
-/// Follows what the other servers on `state`'s database announce (`heard`, from
+/// What following the other servers reads and writes: the store they share, this server's
+/// index and identity cache, and the clock.
+#[derive(Clone)]
+pub struct Follower {
+    pub store: Arc<dyn Store>,
+    pub index: IndexHandle,
+    pub identity: Arc<Identities>,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Follower {
+    fn now(&self) -> UnixMillis {
+        (self.clock)()
+    }
+}
+
+/// Follows what the other servers on the follower's database announce (`heard`, from
 /// `Store::listen`, taken before the index was built so nothing in between is missed), and
 /// announces this server's own changes from now on.
 pub fn spawn(
-    state: &AppState,
+    state: Follower,
     heard: tokio::sync::mpsc::Receiver<Heard>,
 ) -> tokio::task::JoinHandle<()> {
     state.index.announce_to(state.store.clone());
-    let state = state.clone();
     tokio::spawn(async move { follow(state, heard).await })
 }
 
-async fn follow(state: AppState, mut heard: tokio::sync::mpsc::Receiver<Heard>) {
+async fn follow(state: Follower, mut heard: tokio::sync::mpsc::Receiver<Heard>) {
     let own = state.index.origin().unwrap_or_default().to_owned();
     while let Some(next) = heard.recv().await {
         let result = match next {
@@ -212,7 +237,7 @@ async fn follow(state: AppState, mut heard: tokio::sync::mpsc::Receiver<Heard>) 
     }
 }
 
-async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
+async fn hear(state: &Follower, a: Announcement) -> Result<(), IndexError> {
     if let Ok(mut cache) = state.identity.cache.lock() {
         cache.invalidate(&a.subjects, a.forget);
     }
@@ -241,7 +266,7 @@ async fn hear(state: &AppState, a: Announcement) -> Result<(), IndexError> {
     Ok(())
 }
 
-async fn reload(state: &AppState) -> Result<(), IndexError> {
+async fn reload(state: &Follower) -> Result<(), IndexError> {
     metrics::counter!(RELOADS).increment(1);
     if let Ok(mut cache) = state.identity.cache.lock() {
         *cache = Default::default();

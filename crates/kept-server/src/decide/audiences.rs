@@ -148,7 +148,7 @@ async fn resolve_named(
         .iter()
         .map(|u| SubjectRef::UserId(u.as_str().into()))
         .collect();
-    let found = resolve_subjects(state, &refs).await?;
+    let found = resolve_subjects(state.lookup(), &refs).await?;
     let unresolved = found.iter().filter(|f| f.is_none()).count() as u64;
     Ok(Some((
         Candidates::Ids(found.into_iter().flatten().collect()),

@@ -608,7 +608,7 @@ async fn answer(
             Err(_) => return Err(r.subject_error(i)),
         }
     }
-    let subjects = resolve_subjects(state, &refs).await?;
+    let subjects = resolve_subjects(state.lookup(), &refs).await?;
     drop(refs);
     let snapshot = state.index.snapshot()?;
     let mut out = Vec::with_capacity(requests.len() * 160 + 16);

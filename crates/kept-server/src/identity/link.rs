@@ -6,20 +6,30 @@
 
 use crate::http::error::ApiError;
 use crate::identity::Identities;
-use crate::state::AppState;
+use crate::index::IndexHandle;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
     Caps, Claim, DataKey, IdentifierCounts, IdentifierHash, IdentifierKind, IdentityKeys,
     Overreach, OwnerFacts, Refusal, Speaker, SubjectRef, check_speaker, identifier_aad, normalize,
     resolve, token_covers,
 };
+use kept_core::manifest::Manifest;
 use kept_core::subject::Subject;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{IdentityWrite, NewIdentity, NewLocation, NewMerge};
-use kept_store::{NewSubject, StoreError};
+use kept_store::{NewSubject, Store, StoreError};
 use rand::RngCore;
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
+
+/// What a resolution round reads: the store, the index (its rules and directory) and the
+/// manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads<'a> {
+    pub store: &'a dyn Store,
+    pub index: &'a IndexHandle,
+    pub manifest: &'a Manifest,
+}
 
 /// Entries the cache holds before it starts over.
 const CACHE_MAX: usize = 1_000_000;
@@ -371,7 +381,7 @@ impl Outcome {
 
 /// Resolves every message of a request.
 pub async fn resolve_all(
-    state: &AppState,
+    state: Reads<'_>,
     identities: &Identities,
     keys: &IdentityKeys,
     messages: &[&MessageIds],
@@ -455,7 +465,7 @@ fn identifier_value<'a>(m: &'a MessageIds, hash: &IdentifierHash) -> Option<&'a 
 fn report(refusals: &[Refusal], quiet: bool) {
     for r in refusals {
         metrics::counter!(
-            crate::collect::REFUSALS,
+            super::REFUSALS,
             "kind" => r.kind.as_str(),
             "reason" => r.reason.as_str()
         )
@@ -580,7 +590,7 @@ struct Consents(HashMap<SubjectRef, kept_core::collection::CurrentConsent>);
 impl Consents {
     async fn current(
         &mut self,
-        state: &AppState,
+        state: Reads<'_>,
         s: SubjectRef,
     ) -> Result<&mut kept_core::collection::CurrentConsent, ApiError> {
         use std::collections::hash_map::Entry;
@@ -589,7 +599,7 @@ impl Consents {
             Entry::Vacant(e) => {
                 let current = match s {
                     SubjectRef::Existing(id) => {
-                        crate::collect::ingest::ledger_state(state, id).await?
+                        crate::subjects::consent::ledger_state(state.store, id).await?
                     }
                     SubjectRef::New(_) => kept_core::collection::CurrentConsent::default(),
                 };
@@ -602,7 +612,7 @@ impl Consents {
     /// choice says (as the merge carries it over).
     async fn merge(
         &mut self,
-        state: &AppState,
+        state: Reads<'_>,
         from: SubjectRef,
         into: SubjectRef,
     ) -> Result<(), ApiError> {
@@ -622,7 +632,7 @@ impl Consents {
 /// identifier it may not make (`check_speaker`), or, for a known customer its token does not
 /// speak for, traits, a consent change or calls under their user id.
 async fn refusal(
-    state: &AppState,
+    state: Reads<'_>,
     m: &MessageIds,
     claims: &[Claim],
     plan: &kept_core::identity::Resolution,
@@ -647,8 +657,9 @@ async fn refusal(
     if let Some(ask) = &m.consent {
         let f = facts.get(&s).cloned().unwrap_or_default();
         let current = consents.current(state, s).await?;
-        let changes = crate::collect::ingest::consent_changes_for(
-            state,
+        let changes = crate::subjects::consent::consent_changes_for(
+            state.index,
+            state.manifest,
             current,
             f.country.as_deref(),
             f.region.as_deref(),
@@ -671,7 +682,7 @@ async fn refusal(
 
 /// One resolution round against the store.
 async fn round(
-    state: &AppState,
+    state: Reads<'_>,
     identities: &Identities,
     keys: &IdentityKeys,
     messages: &[&MessageIds],
@@ -679,7 +690,7 @@ async fn round(
     key_id: &str,
     now: UnixMillis,
 ) -> Result<Outcome, ApiError> {
-    let store = state.store.as_ref();
+    let store = state.store;
     let hashes = all_hashes(messages);
     let mut holders: HashMap<IdentifierHash, SubjectId> =
         store.find_identities(&hashes).await?.into_iter().collect();
@@ -912,8 +923,9 @@ async fn round(
         if let Some(ask) = &m.consent {
             let f = facts.get(&subject).cloned().unwrap_or_default();
             let current = consents.current(state, subject).await?;
-            let changes = crate::collect::ingest::consent_changes_for(
-                state,
+            let changes = crate::subjects::consent::consent_changes_for(
+                state.index,
+                state.manifest,
                 current,
                 f.country.as_deref(),
                 f.region.as_deref(),
@@ -1079,7 +1091,7 @@ async fn round(
         } else {
             "identify"
         };
-        metrics::counter!(crate::collect::MERGES, "reason" => reason).increment(1);
+        metrics::counter!(super::MERGES, "reason" => reason).increment(1);
         tracing::info!(merged = from.0, into = into.0, reason, "subjects merged");
     }
     Ok(outcome)

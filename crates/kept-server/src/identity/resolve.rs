@@ -5,11 +5,22 @@
 //! looked up by keyed hash, as the collection API stored them, in one query per request.
 
 use crate::http::error::ApiError;
-use crate::state::AppState;
+use crate::identity::Identities;
+use crate::index::IndexHandle;
 use kept_core::SubjectId;
 use kept_core::identity::{IdentifierHash, IdentifierKind, normalize};
+use kept_store::Store;
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// What resolving reads: the index's directory, the store, and the identity keys and default
+/// country identifiers were stored with.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup<'a> {
+    pub store: &'a dyn Store,
+    pub index: &'a IndexHandle,
+    pub identities: &'a Identities,
+}
 
 /// How a request names a subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +51,7 @@ impl SubjectRef<'_> {
 /// one lock for the whole list; email addresses, phone numbers and anonymous ids are looked up
 /// together, by keyed hash, in one store query for the whole list.
 pub async fn resolve_subjects(
-    state: &AppState,
+    state: Lookup<'_>,
     refs: &[SubjectRef<'_>],
 ) -> Result<Vec<Option<SubjectId>>, ApiError> {
     let mut out = Vec::with_capacity(refs.len());
@@ -82,12 +93,12 @@ pub async fn resolve_subjects(
 /// keys as the collection API stores them, then looked up in one query. A malformed one
 /// (an email without `@`) names nobody.
 async fn resolve_identities(
-    state: &AppState,
+    state: Lookup<'_>,
     identities: &[(usize, IdentifierKind, &str)],
 ) -> Result<Vec<Option<SubjectId>>, ApiError> {
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
-    let country = state.collect.config().default_country.as_deref();
+    let store = state.store;
+    let keys = state.identities.keys(store).await?;
+    let country = state.identities.config().default_country.as_deref();
     let hashes: Vec<Option<IdentifierHash>> = identities
         .iter()
         .map(|(_, kind, raw)| {

@@ -9,7 +9,7 @@
 use super::COOKIE;
 use super::model::{self, ChangeError, Context, Standing, Wanted};
 use super::token::{Claims, Kind, TokenError, TokenKeys};
-use crate::collect::{RequestFacts, sends_gpc};
+use crate::collect::ingest::{RequestFacts, sends_gpc};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
 use crate::state::AppState;
