@@ -349,7 +349,7 @@ pub fn identifiers(
 
 /// Where a request's messages landed.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct Resolution {
     /// One per message, in order.
     pub subjects: Vec<SubjectId>,
     /// One per message: whether it may change its subject's consent (a server key's, one for
@@ -373,7 +373,7 @@ pub struct Outcome {
     pub rejected: Vec<(usize, ApiError)>,
 }
 
-impl Outcome {
+impl Resolution {
     pub fn facts_of(&self, s: SubjectId) -> Facts {
         self.facts.get(&s).cloned().unwrap_or_default()
     }
@@ -387,7 +387,7 @@ pub async fn resolve_all(
     messages: &[&MessageIds],
     key_id: &str,
     now: UnixMillis,
-) -> Result<Outcome, ApiError> {
+) -> Result<Resolution, ApiError> {
     let caps = identities.config().caps;
     if let Some(outcome) = from_cache(identities, messages, &caps) {
         return Ok(outcome);
@@ -494,9 +494,13 @@ fn report(refusals: &[Refusal], quiet: bool) {
 
 /// Every message resolved from the cache, when all its identifiers are known there and
 /// resolution would change nothing.
-fn from_cache(identities: &Identities, messages: &[&MessageIds], caps: &Caps) -> Option<Outcome> {
+fn from_cache(
+    identities: &Identities,
+    messages: &[&MessageIds],
+    caps: &Caps,
+) -> Option<Resolution> {
     let cache = identities.cache.lock().ok()?;
-    let mut outcome = Outcome::default();
+    let mut outcome = Resolution::default();
     let mut refused = Vec::new();
     for m in messages {
         // What a server key or a token says of an email or phone verifies it: a round does.
@@ -689,7 +693,7 @@ async fn round(
     caps: &Caps,
     key_id: &str,
     now: UnixMillis,
-) -> Result<Outcome, ApiError> {
+) -> Result<Resolution, ApiError> {
     let store = state.store;
     let hashes = all_hashes(messages);
     let mut holders: HashMap<IdentifierHash, SubjectId> =
@@ -1028,11 +1032,11 @@ async fn round(
         }
     };
 
-    let mut outcome = Outcome {
+    let mut outcome = Resolution {
         may_change_consent: may_change,
         merged_by,
         rejected,
-        ..Outcome::default()
+        ..Resolution::default()
     };
     for p in &placed {
         outcome.subjects.push(real(*p)?);

@@ -24,7 +24,7 @@ pub struct Lookup<'a> {
 
 /// How a request names a subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubjectRef<'a> {
+pub enum SubjectName<'a> {
     /// Kept's internal id.
     Id(u32),
     UserId(Cow<'a, str>),
@@ -33,15 +33,15 @@ pub enum SubjectRef<'a> {
     AnonymousId(Cow<'a, str>),
 }
 
-impl SubjectRef<'_> {
+impl SubjectName<'_> {
     /// The kind of identifier, as the API names it.
     pub fn kind(&self) -> &'static str {
         match self {
-            SubjectRef::Id(_) => "id",
-            SubjectRef::UserId(_) => "user_id",
-            SubjectRef::Email(_) => "email",
-            SubjectRef::Phone(_) => "phone",
-            SubjectRef::AnonymousId(_) => "anonymous_id",
+            SubjectName::Id(_) => "id",
+            SubjectName::UserId(_) => "user_id",
+            SubjectName::Email(_) => "email",
+            SubjectName::Phone(_) => "phone",
+            SubjectName::AnonymousId(_) => "anonymous_id",
         }
     }
 }
@@ -52,7 +52,7 @@ impl SubjectRef<'_> {
 /// together, by keyed hash, in one store query for the whole list.
 pub async fn resolve_subjects(
     state: Lookup<'_>,
-    refs: &[SubjectRef<'_>],
+    refs: &[SubjectName<'_>],
 ) -> Result<Vec<Option<SubjectId>>, ApiError> {
     let mut out = Vec::with_capacity(refs.len());
     let mut identities = Vec::new();
@@ -61,17 +61,17 @@ pub async fn resolve_subjects(
         for (i, r) in refs.iter().enumerate() {
             out.push(match r {
                 // A subject merged away is its survivor now, as its identifiers are.
-                SubjectRef::Id(id) => Some(directory.survivor(SubjectId(*id))),
-                SubjectRef::UserId(u) => directory.subject(u),
-                SubjectRef::Email(v) => {
+                SubjectName::Id(id) => Some(directory.survivor(SubjectId(*id))),
+                SubjectName::UserId(u) => directory.subject(u),
+                SubjectName::Email(v) => {
                     identities.push((i, IdentifierKind::Email, v.as_ref()));
                     None
                 }
-                SubjectRef::Phone(v) => {
+                SubjectName::Phone(v) => {
                     identities.push((i, IdentifierKind::Phone, v.as_ref()));
                     None
                 }
-                SubjectRef::AnonymousId(v) => {
+                SubjectName::AnonymousId(v) => {
                     identities.push((i, IdentifierKind::AnonymousId, v.as_ref()));
                     None
                 }
