@@ -879,35 +879,33 @@ async fn forward(
     candidates: Vec<Candidate>,
     now: UnixMillis,
 ) -> Result<(), ApiError> {
-    let hooks: Vec<(&str, &kept_core::manifest::System)> =
-        crate::connect::webhook_systems(&state.manifest).collect();
-    if hooks.is_empty() {
+    if crate::connect::webhook_systems(&state.manifest)
+        .next()
+        .is_none()
+    {
         return Ok(());
     }
     let decisions = state.index.snapshot().ok();
     let mut views: Vec<(SubjectId, String, Value)> = Vec::new();
-    let mut refused: Vec<(&str, String)> = Vec::with_capacity(hooks.len());
+    let mut decided: Vec<crate::connect::SystemDecisions<'_>> = Vec::new();
     for c in candidates {
-        refused.clear();
-        let wanted = hooks.iter().any(|(key, system)| {
-            match crate::connect::decide_system(decisions.as_deref(), system, c.subject, now) {
-                Ok(_) => true,
-                Err(reason) => {
-                    refused.push((key, reason));
-                    false
-                }
-            }
-        });
-        if wanted {
+        // Asked once per system here; the forwarder queues from these answers.
+        let systems =
+            crate::connect::decide_systems(&state.manifest, decisions.as_deref(), c.subject, now);
+        if systems.iter().any(|(_, d)| d.is_ok()) {
             // Queued for some system: the forwarder counts the ones it is withheld from.
             views.push((
                 c.subject,
                 format!("{source}/{}", c.message_id),
                 forward_view(c),
             ));
+            decided.push(systems);
         } else {
             // Refused by every system, so it never reaches the forwarder: counted here.
-            for (key, reason) in &refused {
+            for (key, reason) in systems
+                .iter()
+                .filter_map(|(k, d)| Some((k, d.as_ref().err()?)))
+            {
                 crate::connect::count_withheld(key, reason);
             }
         }
@@ -923,7 +921,7 @@ async fn forward(
             event,
         })
         .collect();
-    crate::connect::enqueue_for_events(state, &to_forward).await?;
+    crate::connect::enqueue_decided(state, &to_forward, decided, state.now()).await?;
     Ok(())
 }
 
