@@ -684,7 +684,9 @@ async fn refusal(
     Ok(None)
 }
 
-/// One resolution round against the store.
+/// One resolution round against the store: read what is known of the messages' identifiers,
+/// plan every message in order, seal the new identifiers, write it all in one transaction,
+/// and remember what is now true.
 async fn round(
     state: Reads<'_>,
     identities: &Identities,
@@ -694,7 +696,30 @@ async fn round(
     key_id: &str,
     now: UnixMillis,
 ) -> Result<Resolution, ApiError> {
-    let store = state.store;
+    let known = read_known(state.store, messages).await?;
+    let mut plan = Planning::new(known, key_id, now, messages.len());
+    for (position, m) in messages.iter().enumerate() {
+        plan.message(state, position, m, caps, now).await?;
+    }
+    report(&plan.refused, false);
+    let data_keys = seal_identifiers(state.store, identities, keys, &mut plan).await?;
+    let (outcome, ids) = write_plan(state.store, &mut plan).await?;
+    remember(identities, &plan, &outcome, data_keys, &ids)?;
+    count_merges(messages, &outcome);
+    Ok(outcome)
+}
+
+/// What the store knows of a round's identifiers before it plans: the subject holding each,
+/// those subjects' facts, and which of the identifiers its messages verify are verified.
+struct Known {
+    holders: HashMap<IdentifierHash, SubjectId>,
+    facts: HashMap<SubjectRef, Facts>,
+    verified: HashSet<IdentifierHash>,
+}
+
+/// Reads who holds the messages' identifiers (by hash, and user ids also by the subjects'
+/// column), the holders' facts, and which held identifiers are verified.
+async fn read_known(store: &dyn Store, messages: &[&MessageIds]) -> Result<Known, ApiError> {
     let hashes = all_hashes(messages);
     let mut holders: HashMap<IdentifierHash, SubjectId> =
         store.find_identities(&hashes).await?.into_iter().collect();
@@ -742,12 +767,6 @@ async fn round(
             },
         );
     }
-
-    // Plan every message in order, each seeing what the earlier ones did.
-    let mut view: HashMap<IdentifierHash, SubjectRef> = holders
-        .iter()
-        .map(|(h, s)| (*h, SubjectRef::Existing(*s)))
-        .collect();
     // Which identifiers held already are verified, for messages that verify what they name.
     let to_check: Vec<IdentifierHash> = messages
         .iter()
@@ -755,7 +774,7 @@ async fn round(
         .flat_map(|m| m.email_or_phone().map(|i| i.hash))
         .filter(|h| holders.contains_key(h))
         .collect();
-    let mut verified: HashSet<IdentifierHash> = if to_check.is_empty() {
+    let verified: HashSet<IdentifierHash> = if to_check.is_empty() {
         HashSet::new()
     } else {
         store
@@ -764,190 +783,310 @@ async fn round(
             .into_iter()
             .collect()
     };
-    let mut write = IdentityWrite {
-        at: now,
-        key_id: Some(key_id.to_owned()),
-        ..IdentityWrite::default()
-    };
-    let mut intents: Vec<(SubjectRef, Identifier, bool)> = Vec::new();
-    let mut placed: Vec<SubjectRef> = Vec::with_capacity(messages.len());
-    let mut may_change: Vec<bool> = Vec::with_capacity(messages.len());
-    let mut merges: Vec<(SubjectRef, SubjectRef)> = Vec::new();
-    let mut merged_by: Vec<usize> = Vec::new();
-    // Each message's subject as it was resolved; `placed` follows later merges.
-    let mut origins: Vec<SubjectRef> = Vec::with_capacity(messages.len());
-    let mut relocated: HashSet<SubjectId> = HashSet::new();
-    let mut renamed: HashSet<SubjectId> = HashSet::new();
-    let mut refused = Vec::new();
-    let mut rejected = Vec::new();
-    let mut consents = Consents::default();
-    for (position, m) in messages.iter().enumerate() {
-        let claims = claims_of(m, |h| view.get(h).copied());
+    Ok(Known {
+        holders,
+        facts,
+        verified,
+    })
+}
+
+/// A round's plan, built message by message, each seeing what the earlier ones did.
+struct Planning {
+    /// Who holds each identifier, as the messages planned so far leave it.
+    view: HashMap<IdentifierHash, SubjectRef>,
+    facts: HashMap<SubjectRef, Facts>,
+    verified: HashSet<IdentifierHash>,
+    /// What the round writes in its one transaction.
+    write: IdentityWrite,
+    /// Identifiers to attach: the subject, the identifier, whether it is verified.
+    intents: Vec<(SubjectRef, Identifier, bool)>,
+    /// Each accepted message's subject; follows later merges.
+    placed: Vec<SubjectRef>,
+    /// Each accepted message's subject as it was resolved.
+    origins: Vec<SubjectRef>,
+    may_change: Vec<bool>,
+    merges: Vec<(SubjectRef, SubjectRef)>,
+    merged_by: Vec<usize>,
+    relocated: HashSet<SubjectId>,
+    renamed: HashSet<SubjectId>,
+    refused: Vec<Refusal>,
+    rejected: Vec<(usize, ApiError)>,
+    consents: Consents,
+}
+
+impl Planning {
+    fn new(known: Known, key_id: &str, now: UnixMillis, messages: usize) -> Planning {
+        Planning {
+            view: known
+                .holders
+                .iter()
+                .map(|(h, s)| (*h, SubjectRef::Existing(*s)))
+                .collect(),
+            facts: known.facts,
+            verified: known.verified,
+            write: IdentityWrite {
+                at: now,
+                key_id: Some(key_id.to_owned()),
+                ..IdentityWrite::default()
+            },
+            intents: Vec::new(),
+            placed: Vec::with_capacity(messages),
+            origins: Vec::with_capacity(messages),
+            may_change: Vec::with_capacity(messages),
+            merges: Vec::new(),
+            merged_by: Vec::new(),
+            relocated: HashSet::new(),
+            renamed: HashSet::new(),
+            refused: Vec::new(),
+            rejected: Vec::new(),
+            consents: Consents::default(),
+        }
+    }
+
+    /// Plans one message: refused alone, or placed on a subject (a new one if it names none
+    /// known) with its merges, identifiers, verifications, location and consent.
+    async fn message(
+        &mut self,
+        state: Reads<'_>,
+        position: usize,
+        m: &MessageIds,
+        caps: &Caps,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        let claims = claims_of(m, |h| self.view.get(h).copied());
         let owners: HashMap<SubjectRef, OwnerFacts> =
-            facts.iter().map(|(r, f)| (*r, f.owner())).collect();
+            self.facts.iter().map(|(r, f)| (*r, f.owner())).collect();
         let plan = resolve(&claims, &owners, m.explicit, caps);
         // A message refused here is rejected alone, before it changes anything the later
         // ones see: as if it had never been sent.
-        if let Some(error) =
-            refusal(state, m, &claims, &plan, &owners, &facts, &mut consents).await?
+        if let Some(error) = refusal(
+            state,
+            m,
+            &claims,
+            &plan,
+            &owners,
+            &self.facts,
+            &mut self.consents,
+        )
+        .await?
         {
-            rejected.push((position, error));
-            continue;
+            self.rejected.push((position, error));
+            return Ok(());
         }
-        let accepted = placed.len();
-        may_change.push(
+        let accepted = self.placed.len();
+        self.may_change.push(
             m.speaker == Speaker::Server
                 || !plan.subject.is_some_and(|s| {
                     owners.get(&s).is_some_and(OwnerFacts::known)
                         && !(m.speaker == Speaker::Token && token_covers(&claims, s))
                 }),
         );
-        refused.extend(plan.refused.iter().copied());
+        self.refused.extend(plan.refused.iter().copied());
         let subject = match plan.subject {
             Some(s) => s,
-            None => {
-                let n = u32::try_from(write.new_subjects.len()).unwrap_or(u32::MAX);
-                write.new_subjects.push(NewSubject {
-                    user_id: None,
-                    country: m.location.country.clone(),
-                    region: m.location.region.clone(),
-                    time_zone: m.location.time_zone.clone(),
-                    created_at: now,
-                });
-                facts.insert(
-                    SubjectRef::New(n),
-                    Facts {
-                        country: m.location.country.clone(),
-                        region: m.location.region.clone(),
-                        time_zone: m.location.time_zone.clone(),
-                        ..Facts::default()
-                    },
-                );
-                SubjectRef::New(n)
-            }
+            None => self.new_subject(m, now),
         };
         for from in &plan.merge {
-            let from_facts = facts.remove(from).unwrap_or_default();
-            let into = facts.entry(subject).or_default();
-            into.counts = into.counts.plus(&from_facts.counts);
-            into.identified |= from_facts.identified;
-            into.verified |= from_facts.verified;
-            if into.country.is_none() {
-                into.country = from_facts.country;
-                into.region = from_facts.region;
-            }
-            if into.time_zone.is_none() {
-                into.time_zone = from_facts.time_zone;
-            }
-            for holder in view.values_mut() {
-                if holder == from {
-                    *holder = subject;
-                }
-            }
-            for p in placed.iter_mut() {
-                if p == from {
-                    *p = subject;
-                }
-            }
-            write.merges.push(NewMerge {
-                from: *from,
-                into: subject,
-                reason: if m.explicit { "alias" } else { "identify" }.to_owned(),
-            });
-            merges.push((*from, subject));
-            merged_by.push(accepted);
-            consents.merge(state, *from, subject).await?;
+            self.merge(state, m, *from, subject, accepted).await?;
         }
         for (kind, hash) in &plan.attach {
-            let Some(identifier) = identifier_value(m, hash) else {
-                continue;
-            };
-            view.insert(*hash, subject);
-            let f = facts.entry(subject).or_default();
-            f.counts.add(*kind, 1);
-            if m.speaker.verifies() && matches!(kind, IdentifierKind::Email | IdentifierKind::Phone)
-            {
-                f.verified = true;
-                verified.insert(*hash);
-            }
-            if *kind == IdentifierKind::UserId {
-                f.identified = true;
-                match subject {
-                    SubjectRef::New(n) => {
-                        if let Some(s) = usize::try_from(n)
-                            .ok()
-                            .and_then(|n| write.new_subjects.get_mut(n))
-                        {
-                            s.user_id.get_or_insert_with(|| identifier.value.clone());
-                        }
-                    }
-                    SubjectRef::Existing(id) => {
-                        if renamed.insert(id) {
-                            write.user_ids.push((id, identifier.value.clone()));
-                        }
-                    }
-                }
-            }
-            intents.push((subject, identifier.clone(), m.speaker.verifies()));
+            self.attach(m, *kind, hash, subject);
         }
-        // What a server key or a token names again of the subject's own becomes verified.
-        if m.speaker.verifies() {
-            for i in m.email_or_phone() {
-                if view.get(&i.hash) == Some(&subject) && verified.insert(i.hash) {
-                    write.verify.push(i.hash);
-                    facts.entry(subject).or_default().verified = true;
-                }
-            }
-        }
-        // A browser does not move a known customer (their regime would follow).
-        let may_relocate = m.speaker.verifies() || !facts.get(&subject).is_some_and(Facts::known);
-        if let SubjectRef::Existing(id) = subject
-            && may_relocate
-        {
-            let f = facts.entry(subject).or_default();
-            let country = f.country.is_none() && m.location.country.is_some();
-            let zone = f.time_zone.is_none() && m.location.time_zone.is_some();
-            if (country || zone) && relocated.insert(id) {
-                if country {
-                    f.country = m.location.country.clone();
-                    f.region = m.location.region.clone();
-                }
-                if zone {
-                    f.time_zone = m.location.time_zone.clone();
-                }
-                write.locations.push(NewLocation {
-                    subject: id,
-                    country: m.location.country.clone().filter(|_| country),
-                    region: m.location.region.clone().filter(|_| country),
-                    time_zone: m.location.time_zone.clone().filter(|_| zone),
-                });
-            }
-        }
-        // What this message's consent changes, the next ones compare with.
-        if let Some(ask) = &m.consent {
-            let f = facts.get(&subject).cloned().unwrap_or_default();
-            let current = consents.current(state, subject).await?;
-            let changes = crate::subjects::consent::consent_changes_for(
-                state.index,
-                state.manifest,
-                current,
-                f.country.as_deref(),
-                f.region.as_deref(),
-                &ask.purposes,
-                ask.gpc,
-            )?;
-            current.apply(&changes);
-        }
-        placed.push(subject);
-        origins.push(subject);
+        self.verify_named(m, subject);
+        self.relocate(m, subject);
+        self.carry_consent(state, m, subject).await?;
+        self.placed.push(subject);
+        self.origins.push(subject);
+        Ok(())
     }
-    report(&refused, false);
 
-    // Seal the new identifiers, each under its subject's data key.
+    /// A new subject for a message that names none known, where the message says it is.
+    fn new_subject(&mut self, m: &MessageIds, now: UnixMillis) -> SubjectRef {
+        let n = u32::try_from(self.write.new_subjects.len()).unwrap_or(u32::MAX);
+        self.write.new_subjects.push(NewSubject {
+            user_id: None,
+            country: m.location.country.clone(),
+            region: m.location.region.clone(),
+            time_zone: m.location.time_zone.clone(),
+            created_at: now,
+        });
+        self.facts.insert(
+            SubjectRef::New(n),
+            Facts {
+                country: m.location.country.clone(),
+                region: m.location.region.clone(),
+                time_zone: m.location.time_zone.clone(),
+                ..Facts::default()
+            },
+        );
+        SubjectRef::New(n)
+    }
+
+    /// Merges `from` into `subject`: its facts, the identifiers it held, the messages placed
+    /// on it and its consent go to the survivor.
+    async fn merge(
+        &mut self,
+        state: Reads<'_>,
+        m: &MessageIds,
+        from: SubjectRef,
+        subject: SubjectRef,
+        accepted: usize,
+    ) -> Result<(), ApiError> {
+        let from_facts = self.facts.remove(&from).unwrap_or_default();
+        let into = self.facts.entry(subject).or_default();
+        into.counts = into.counts.plus(&from_facts.counts);
+        into.identified |= from_facts.identified;
+        into.verified |= from_facts.verified;
+        if into.country.is_none() {
+            into.country = from_facts.country;
+            into.region = from_facts.region;
+        }
+        if into.time_zone.is_none() {
+            into.time_zone = from_facts.time_zone;
+        }
+        for holder in self.view.values_mut() {
+            if *holder == from {
+                *holder = subject;
+            }
+        }
+        for p in self.placed.iter_mut() {
+            if *p == from {
+                *p = subject;
+            }
+        }
+        self.write.merges.push(NewMerge {
+            from,
+            into: subject,
+            reason: if m.explicit { "alias" } else { "identify" }.to_owned(),
+        });
+        self.merges.push((from, subject));
+        self.merged_by.push(accepted);
+        self.consents.merge(state, from, subject).await
+    }
+
+    /// Attaches the identifier `hash` the message names to `subject` (a user id also names
+    /// the subject).
+    fn attach(
+        &mut self,
+        m: &MessageIds,
+        kind: IdentifierKind,
+        hash: &IdentifierHash,
+        subject: SubjectRef,
+    ) {
+        let Some(identifier) = identifier_value(m, hash) else {
+            return;
+        };
+        self.view.insert(*hash, subject);
+        let f = self.facts.entry(subject).or_default();
+        f.counts.add(kind, 1);
+        if m.speaker.verifies() && matches!(kind, IdentifierKind::Email | IdentifierKind::Phone) {
+            f.verified = true;
+            self.verified.insert(*hash);
+        }
+        if kind == IdentifierKind::UserId {
+            f.identified = true;
+            match subject {
+                SubjectRef::New(n) => {
+                    if let Some(s) = usize::try_from(n)
+                        .ok()
+                        .and_then(|n| self.write.new_subjects.get_mut(n))
+                    {
+                        s.user_id.get_or_insert_with(|| identifier.value.clone());
+                    }
+                }
+                SubjectRef::Existing(id) => {
+                    if self.renamed.insert(id) {
+                        self.write.user_ids.push((id, identifier.value.clone()));
+                    }
+                }
+            }
+        }
+        self.intents
+            .push((subject, identifier.clone(), m.speaker.verifies()));
+    }
+
+    /// What a server key or a token names again of the subject's own becomes verified.
+    fn verify_named(&mut self, m: &MessageIds, subject: SubjectRef) {
+        if !m.speaker.verifies() {
+            return;
+        }
+        for i in m.email_or_phone() {
+            if self.view.get(&i.hash) == Some(&subject) && self.verified.insert(i.hash) {
+                self.write.verify.push(i.hash);
+                self.facts.entry(subject).or_default().verified = true;
+            }
+        }
+    }
+
+    /// Where the message says it is, for a known subject with no country or time zone yet.
+    /// A browser does not move a known customer (their regime would follow).
+    fn relocate(&mut self, m: &MessageIds, subject: SubjectRef) {
+        let may_relocate =
+            m.speaker.verifies() || !self.facts.get(&subject).is_some_and(Facts::known);
+        let SubjectRef::Existing(id) = subject else {
+            return;
+        };
+        if !may_relocate {
+            return;
+        }
+        let f = self.facts.entry(subject).or_default();
+        let country = f.country.is_none() && m.location.country.is_some();
+        let zone = f.time_zone.is_none() && m.location.time_zone.is_some();
+        if (country || zone) && self.relocated.insert(id) {
+            if country {
+                f.country = m.location.country.clone();
+                f.region = m.location.region.clone();
+            }
+            if zone {
+                f.time_zone = m.location.time_zone.clone();
+            }
+            self.write.locations.push(NewLocation {
+                subject: id,
+                country: m.location.country.clone().filter(|_| country),
+                region: m.location.region.clone().filter(|_| country),
+                time_zone: m.location.time_zone.clone().filter(|_| zone),
+            });
+        }
+    }
+
+    /// What this message's consent changes, the next ones compare with.
+    async fn carry_consent(
+        &mut self,
+        state: Reads<'_>,
+        m: &MessageIds,
+        subject: SubjectRef,
+    ) -> Result<(), ApiError> {
+        let Some(ask) = &m.consent else {
+            return Ok(());
+        };
+        let f = self.facts.get(&subject).cloned().unwrap_or_default();
+        let current = self.consents.current(state, subject).await?;
+        let changes = crate::subjects::consent::consent_changes_for(
+            state.index,
+            state.manifest,
+            current,
+            f.country.as_deref(),
+            f.region.as_deref(),
+            &ask.purposes,
+            ask.gpc,
+        )?;
+        current.apply(&changes);
+        Ok(())
+    }
+}
+
+/// Seals the new identifiers, each under its subject's data key: the cached or stored one,
+/// or a fresh one (every new subject gets a key, whether or not it holds an identifier yet).
+async fn seal_identifiers(
+    store: &dyn Store,
+    identities: &Identities,
+    keys: &IdentityKeys,
+    plan: &mut Planning,
+) -> Result<HashMap<SubjectRef, DataKey>, ApiError> {
     let mut data_keys: HashMap<SubjectRef, DataKey> = HashMap::new();
     let mut need: Vec<SubjectId> = Vec::new();
     if let Ok(cache) = identities.cache.lock() {
-        for (s, _, _) in &intents {
+        for (s, _, _) in &plan.intents {
             if let SubjectRef::Existing(id) = s
                 && !data_keys.contains_key(s)
             {
@@ -972,6 +1111,7 @@ async fn round(
             data_keys.insert(SubjectRef::Existing(id), key);
         }
     }
+    let write = &mut plan.write;
     let mut rng = rand::rngs::OsRng;
     let mut fresh_key =
         |subject: SubjectRef, write: &mut IdentityWrite| -> Result<DataKey, ApiError> {
@@ -986,16 +1126,20 @@ async fn round(
             write.keys.push((subject, wrapped));
             Ok(key)
         };
-    // Every new subject gets a key, whether or not it holds an identifier yet.
     let new_refs = (0..write.new_subjects.len())
         .map(|i| SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)));
-    let wanted: Vec<SubjectRef> = intents.iter().map(|(s, _, _)| *s).chain(new_refs).collect();
+    let wanted: Vec<SubjectRef> = plan
+        .intents
+        .iter()
+        .map(|(s, _, _)| *s)
+        .chain(new_refs)
+        .collect();
     for s in wanted {
         if let std::collections::hash_map::Entry::Vacant(slot) = data_keys.entry(s) {
-            slot.insert(fresh_key(s, &mut write)?);
+            slot.insert(fresh_key(s, write)?);
         }
     }
-    for (subject, identifier, verifies) in &intents {
+    for (subject, identifier, verifies) in &plan.intents {
         let key = data_keys
             .get(subject)
             .ok_or_else(|| ApiError::Internal("a data key went missing".into()))?;
@@ -1017,34 +1161,46 @@ async fn round(
             verified: *verifies,
         });
     }
+    Ok(data_keys)
+}
 
+/// The id a planned subject has once the round is written (`ids`: the new subjects' ids).
+fn real(ids: &[SubjectId], r: SubjectRef) -> Result<SubjectId, ApiError> {
+    match r {
+        SubjectRef::Existing(id) => Ok(id),
+        SubjectRef::New(n) => usize::try_from(n)
+            .ok()
+            .and_then(|n| ids.get(n).copied())
+            .ok_or_else(|| ApiError::Internal(format!("new subject {n} got no id"))),
+    }
+}
+
+/// Writes the plan in one transaction and says where each message landed, in subject ids;
+/// also returns the new subjects' ids.
+async fn write_plan(
+    store: &dyn Store,
+    plan: &mut Planning,
+) -> Result<(Resolution, Vec<SubjectId>), ApiError> {
+    let write = std::mem::take(&mut plan.write);
     let new_subjects = write.new_subjects.clone();
     let user_ids = write.user_ids.clone();
     let locations: Vec<SubjectId> = write.locations.iter().map(|l| l.subject).collect();
     let ids = store.write_identities(write).await?;
-    let real = |r: SubjectRef| -> Result<SubjectId, ApiError> {
-        match r {
-            SubjectRef::Existing(id) => Ok(id),
-            SubjectRef::New(n) => usize::try_from(n)
-                .ok()
-                .and_then(|n| ids.get(n).copied())
-                .ok_or_else(|| ApiError::Internal(format!("new subject {n} got no id"))),
-        }
-    };
+    let real = |r: SubjectRef| real(&ids, r);
 
     let mut outcome = Resolution {
-        may_change_consent: may_change,
-        merged_by,
-        rejected,
+        may_change_consent: std::mem::take(&mut plan.may_change),
+        merged_by: std::mem::take(&mut plan.merged_by),
+        rejected: std::mem::take(&mut plan.rejected),
         ..Resolution::default()
     };
-    for p in &placed {
+    for p in &plan.placed {
         outcome.subjects.push(real(*p)?);
     }
-    for o in &origins {
+    for o in &plan.origins {
         outcome.origins.push(real(*o)?);
     }
-    for (from, into) in &merges {
+    for (from, into) in &plan.merges {
         outcome.merges.push((real(*from)?, real(*into)?));
     }
     for (i, s) in new_subjects.into_iter().enumerate() {
@@ -1067,15 +1223,25 @@ async fn round(
         .collect();
     outcome.updated.sort();
     outcome.updated.dedup();
-    for (r, f) in &facts {
+    for (r, f) in &plan.facts {
         outcome.facts.insert(real(*r)?, f.clone());
     }
+    Ok((outcome, ids))
+}
 
-    // Remember what is now true.
+/// Remembers what is now true in the identity cache: holders, merges, facts, data keys and
+/// verified identifiers.
+fn remember(
+    identities: &Identities,
+    plan: &Planning,
+    outcome: &Resolution,
+    data_keys: HashMap<SubjectRef, DataKey>,
+    ids: &[SubjectId],
+) -> Result<(), ApiError> {
     if let Ok(mut cache) = identities.cache.lock() {
         cache.make_room();
-        for (hash, r) in &view {
-            cache.holders.insert(*hash, real(*r)?);
+        for (hash, r) in &plan.view {
+            cache.holders.insert(*hash, real(ids, *r)?);
         }
         for (from, into) in &outcome.merges {
             cache.merged.insert(*from, *into);
@@ -1085,10 +1251,15 @@ async fn round(
             cache.facts.insert(*id, f.clone());
         }
         for (r, k) in data_keys {
-            cache.keys.insert(real(r)?, k);
+            cache.keys.insert(real(ids, r)?, k);
         }
-        cache.verified.extend(verified);
+        cache.verified.extend(plan.verified.iter().copied());
     }
+    Ok(())
+}
+
+/// Counts and logs the round's merges.
+fn count_merges(messages: &[&MessageIds], outcome: &Resolution) {
     for (from, into) in &outcome.merges {
         let reason = if messages.iter().any(|m| m.explicit) {
             "alias"
@@ -1098,5 +1269,4 @@ async fn round(
         metrics::counter!(super::MERGES, "reason" => reason).increment(1);
         tracing::info!(merged = from.0, into = into.0, reason, "subjects merged");
     }
-    Ok(outcome)
 }
