@@ -310,14 +310,14 @@ impl IndexHandle {
     /// not compile ignores writes (it answers nothing anyway).
     pub async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
         let feed = self.live().ok().and_then(|live| live.feed.get());
-        let note = feed.map(|_| crate::sync::Note::of(&changes));
+        let note = feed.map(|_| crate::announce::Note::of(&changes));
         self.apply_heard(changes).await?;
         if let (Some(feed), Some(note)) = (feed, note) {
             for message in note.messages(&feed.origin) {
                 if let Err(e) = feed.store.announce(&message).await {
                     // The write is committed and this server sees it; the others see it after
                     // their next reload. Counted, so an operator can alert on it.
-                    metrics::counter!(crate::sync::ANNOUNCE_FAILED).increment(1);
+                    metrics::counter!(crate::announce::ANNOUNCE_FAILED).increment(1);
                     tracing::error!(error = %e, "cannot announce a change to the other servers");
                 }
             }

@@ -6,12 +6,12 @@
 
 use crate::http::error::ApiError;
 use crate::identity::Identities;
+use crate::identity::cache::Facts;
 use crate::index::IndexHandle;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
-    Caps, Claim, DataKey, IdentifierCounts, IdentifierHash, IdentifierKind, IdentityKeys,
-    Overreach, OwnerFacts, Refusal, Speaker, SubjectRef, check_speaker, identifier_aad, normalize,
-    resolve, token_covers,
+    Caps, Claim, DataKey, IdentifierHash, IdentifierKind, IdentityKeys, Overreach, OwnerFacts,
+    Refusal, Speaker, SubjectRef, check_speaker, identifier_aad, normalize, resolve, token_covers,
 };
 use kept_core::manifest::Manifest;
 use kept_core::subject::Subject;
@@ -19,7 +19,6 @@ use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{IdentityWrite, NewIdentity, NewLocation, NewMerge};
 use kept_store::{NewSubject, Store, StoreError};
 use rand::RngCore;
-use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 
 /// What a resolution round reads: the store, the index (its rules and directory) and the
@@ -31,92 +30,8 @@ pub struct Reads<'a> {
     pub manifest: &'a Manifest,
 }
 
-/// Entries the cache holds before it starts over.
-const CACHE_MAX: usize = 1_000_000;
 /// Resolution rounds tried before a request fails (each retry follows a concurrent write).
 const ATTEMPTS: usize = 4;
-
-/// What resolution knows of a subject.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Facts {
-    pub identified: bool,
-    /// It holds a verified email address or phone number.
-    pub verified: bool,
-    pub counts: IdentifierCounts,
-    pub country: Option<String>,
-    pub region: Option<String>,
-    pub time_zone: Option<String>,
-}
-
-impl Facts {
-    fn owner(&self) -> OwnerFacts {
-        OwnerFacts {
-            identified: self.identified,
-            verified: self.verified,
-            counts: self.counts,
-        }
-    }
-
-    /// A known customer (see `OwnerFacts::known`).
-    pub fn known(&self) -> bool {
-        self.owner().known()
-    }
-}
-
-/// Identifiers, subjects and data keys seen recently, so that a known visitor's events need
-/// no identity query at all.
-#[derive(Debug, Default)]
-pub struct IdentityCache {
-    holders: FxHashMap<IdentifierHash, SubjectId>,
-    /// Subjects merged into another: lookups go on to the survivor.
-    merged: FxHashMap<SubjectId, SubjectId>,
-    facts: FxHashMap<SubjectId, Facts>,
-    keys: FxHashMap<SubjectId, DataKey>,
-    /// Identifiers known to be verified: a server key's or a token's message naming only
-    /// these needs no round to verify them.
-    verified: rustc_hash::FxHashSet<IdentifierHash>,
-    /// Subjects another server erased or merged away: identifiers held by them are looked up
-    /// in the store again.
-    gone: rustc_hash::FxHashSet<SubjectId>,
-}
-
-impl IdentityCache {
-    fn holder(&self, hash: &IdentifierHash) -> Option<SubjectId> {
-        let mut at = *self.holders.get(hash)?;
-        // Merges never form a cycle; the bound only guards against a corrupt cache.
-        for _ in 0..32 {
-            match self.merged.get(&at) {
-                Some(next) => at = *next,
-                None => return (!self.gone.contains(&at)).then_some(at),
-            }
-        }
-        None
-    }
-
-    /// After another server changed `subjects` (or, with `gone`, erased or merged them away):
-    /// what this cache knew of them is read from the store again on next use.
-    pub fn invalidate(&mut self, subjects: &[SubjectId], gone: bool) {
-        for s in subjects {
-            self.facts.remove(s);
-            if gone {
-                self.gone.insert(*s);
-            }
-        }
-    }
-
-    fn make_room(&mut self) {
-        if self.holders.len() + self.facts.len() + self.keys.len() + self.verified.len() > CACHE_MAX
-        {
-            *self = IdentityCache::default();
-        }
-    }
-
-    fn forget(&mut self, hashes: &[IdentifierHash]) {
-        for h in hashes {
-            self.holders.remove(h);
-        }
-    }
-}
 
 /// One identifier of a message, normalised and hashed.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 //! resolution round holds (`Identities`); linking the identifiers collected messages carry to
 //! subjects, with the guard rails (`link`); finding the subject a caller names (`resolve`).
 
+pub mod cache;
 pub mod link;
 pub mod resolve;
 
@@ -12,9 +13,9 @@ pub const MERGES: &str = "kept_identity_merges_total";
 pub const REFUSALS: &str = "kept_identity_merge_refusals_total";
 
 use crate::config::Secret;
+use cache::IdentityCache;
 use kept_core::identity::{Caps, IdentityKeys};
 use kept_store::{Store, StoreError};
-use link::IdentityCache;
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
