@@ -109,7 +109,7 @@ fn accepted_message(mut message: collection::Message, base: &str) {
     }
     let manifest = demo_manifest();
     if let Ok(signals) =
-        collection::signals(&message.context.subset(&["consent", "gpc"]), false, base)
+        kept_core::signals::read(&message.context.subset(&["consent", "gpc"]), false, base)
     {
         let _ = collection::purpose_choices(manifest, &signals.categories);
     }

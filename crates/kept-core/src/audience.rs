@@ -213,7 +213,7 @@ impl Masks {
                     || class == PurposeClass::Personalize
             }),
             negative: mask(&|r| r.level >= Level::OptOut),
-            gpc: mask(&|r| r.gpc.is_some_and(|(_, from)| now >= from)),
+            gpc: mask(&|r| crate::signals::gpc::in_force(r.gpc, now)),
             opt_in: mask(&|r| r.level >= Level::OptIn),
             written: mask(&|r| r.level == Level::OptInWritten),
             implied: mask(&|r| r.level >= Level::OptIn && r.implied.is_some()),

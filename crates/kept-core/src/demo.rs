@@ -268,17 +268,21 @@ impl<'m> Plan<'m> {
         })
     }
 
-    fn notice_of(&self, collection_point: &str) -> Option<(String, NoticeRef)> {
+    /// The notice a consent about `purpose` given at `collection_point` names: the point's own,
+    /// judged as collection judges a notice a client names (`promises::named_notice`), so the
+    /// demo's ledger never names a notice that does not promise the purpose.
+    fn notice_of(&self, collection_point: &str, purpose: &str) -> Option<NoticeRef> {
         let cp = self.manifest.collection_points.get(collection_point)?;
-        let notice = self.manifest.notices.get(&cp.notice)?;
-        Some((
-            cp.notice.clone(),
-            NoticeRef {
-                id: cp.notice.clone(),
-                version: notice.version,
-                hash: notice.hash.clone(),
-            },
-        ))
+        match crate::manifest::promises::named_notice(
+            self.manifest,
+            purpose,
+            Some(&cp.notice),
+            None,
+        ) {
+            crate::manifest::promises::Named::Promising(notice) => Some(notice),
+            crate::manifest::promises::Named::Unpromised
+            | crate::manifest::promises::Named::Nothing => None,
+        }
     }
 }
 
@@ -608,7 +612,7 @@ fn generate_subject(
         let t = *t;
         match *cp_id {
             NEWSLETTER_SIGNUP => {
-                let Some((_, notice)) = plan.notice_of(NEWSLETTER_SIGNUP) else {
+                let Some(notice) = plan.notice_of(NEWSLETTER_SIGNUP, MARKETING) else {
                     continue;
                 };
                 let method = if matches!(regime, Regime::Gdpr | Regime::UkGdpr) {
@@ -660,8 +664,8 @@ fn generate_subject(
             }
             WEB_SHOP => {
                 if opt_in_regime && rng.gen_bool(0.55) {
-                    let notice = plan.notice_of(WEB_SHOP).map(|(_, n)| n);
                     for purpose in &plan.personalization_purposes {
+                        let notice = plan.notice_of(WEB_SHOP, purpose);
                         out.consents.push(record(
                             subject,
                             regime,
@@ -669,7 +673,7 @@ fn generate_subject(
                             Some("web"),
                             None,
                             ConsentAction::Given,
-                            notice.clone(),
+                            notice,
                             "collection",
                             CollectionMethod::Banner,
                             evidence(rng, format!("demo-{i}-banner")),
@@ -680,7 +684,7 @@ fn generate_subject(
                 let gpc_share = if regime.is_us() { 0.15 } else { 0.03 };
                 if rng.gen_bool(gpc_share) {
                     let mut ev = evidence(rng, format!("demo-{i}-gpc"));
-                    ev.reference = Some("Sec-GPC: 1".to_owned());
+                    ev.reference = Some(crate::signals::gpc::EVIDENCE.to_owned());
                     out.consents.push(record(
                         subject,
                         regime,
@@ -697,7 +701,7 @@ fn generate_subject(
                 }
             }
             SMS_OFFERS_OPTIN => {
-                let Some((_, notice)) = plan.notice_of(SMS_OFFERS_OPTIN) else {
+                let Some(notice) = plan.notice_of(SMS_OFFERS_OPTIN, MARKETING) else {
                     continue;
                 };
                 let mut ev = evidence(rng, format!("demo-{i}-sms-optin"));

@@ -764,7 +764,7 @@ impl Linter<'_> {
                 .manifest
                 .notices
                 .values()
-                .any(|n| self.manifest.notice_promises(n, category, purpose, channel));
+                .any(|n| promises::promises_use(self.manifest, n, category, purpose, channel));
             if promised {
                 continue;
             }

@@ -148,6 +148,19 @@ pub struct Config {
     /// Reverse proxies in front of the server, each appending to `X-Forwarded-For`; 0 (the
     /// default) ignores that header and takes the connection's address as the client's.
     pub trusted_proxies: u8,
+    /// Where a subject's choices are read from (`consent_reads`): the index (the default),
+    /// or the store on every request, as a benchmark's point of comparison.
+    pub consent_reads: ConsentReads,
+}
+
+/// Where `GET /v1/subjects/{id}/preferences` and the page read a subject's choices from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsentReads {
+    /// The index snapshot, falling back to the store for what only it holds.
+    #[default]
+    Index,
+    /// The store, on every request.
+    Store,
 }
 
 /// Where the ledger's witness file is.
@@ -242,6 +255,7 @@ impl Default for Config {
             identity_secret: None,
             smtp_from: None,
             trusted_proxies: 0,
+            consent_reads: ConsentReads::Index,
         }
     }
 }
@@ -277,13 +291,14 @@ pub enum Key {
     SmtpPassword,
     SmtpFrom,
     TrustedProxies,
+    ConsentReads,
     LedgerWitness,
     LedgerWitnessUrl,
     IdentitySecret,
 }
 
 impl Key {
-    pub const ALL: [Key; 31] = [
+    pub const ALL: [Key; 32] = [
         Key::Bind,
         Key::DatabaseUrl,
         Key::Manifest,
@@ -312,6 +327,7 @@ impl Key {
         Key::SmtpPassword,
         Key::SmtpFrom,
         Key::TrustedProxies,
+        Key::ConsentReads,
         Key::LedgerWitness,
         Key::LedgerWitnessUrl,
         Key::IdentitySecret,
@@ -348,6 +364,7 @@ impl Key {
             Key::SmtpPassword => "smtp_password",
             Key::SmtpFrom => "smtp_from",
             Key::TrustedProxies => "trusted_proxies",
+            Key::ConsentReads => "consent_reads",
             Key::LedgerWitness => "ledger_witness",
             Key::LedgerWitnessUrl => "ledger_witness_url",
             Key::IdentitySecret => "identity_secret",
@@ -853,6 +870,17 @@ impl Config {
                 self.trusted_proxies = whole(&n, |n: &u8| *n <= 16).ok_or_else(|| {
                     invalid(format!("`{n}` is not a number of proxies from 0 to 16"))
                 })?;
+            }
+            Key::ConsentReads => {
+                self.consent_reads = match text(&raw)?.trim() {
+                    "index" => ConsentReads::Index,
+                    "store" => ConsentReads::Store,
+                    other => {
+                        return Err(invalid(format!(
+                            "`{other}` is not where consent reads come from; use `index` or `store`"
+                        )));
+                    }
+                };
             }
             Key::LedgerWitness => {
                 let path = text(&raw)?.trim().to_owned();

@@ -10,6 +10,7 @@ use kept_core::decision::{CompileError, Compiled, SequencedRecord};
 use kept_core::index::{Change, Index, IndexReader, MemoryReport, Snapshot};
 use kept_core::ledger::{self, LedgerEntry};
 use kept_core::manifest::Manifest;
+use kept_core::regime::Regime;
 use kept_core::subject::{ChannelPreference, Contact, Subject, Trait};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::{LedgerRow, Store, StoreError};
@@ -151,6 +152,8 @@ struct Live {
     directory: Arc<RwLock<Directory>>,
     jobs: mpsc::Sender<Job>,
     loaded: AtomicBool,
+    /// Consent reads go to the store instead (`consent_reads = "store"`).
+    reads_from_store: AtomicBool,
     /// Where applied changes are announced to other servers on the same database, once set.
     feed: std::sync::OnceLock<Feed>,
 }
@@ -237,6 +240,7 @@ impl IndexHandle {
                 directory,
                 jobs,
                 loaded: AtomicBool::new(false),
+                reads_from_store: AtomicBool::new(false),
                 feed: std::sync::OnceLock::new(),
             })),
         }
@@ -288,6 +292,31 @@ impl IndexHandle {
             .directory
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Sends consent reads to the store (`true`) or lets the index serve them (the default).
+    pub fn read_from_store(&self, yes: bool) {
+        if let Ok(live) = self.live() {
+            live.reads_from_store.store(yes, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether consent reads may be served from the index.
+    pub fn serves_reads(&self) -> bool {
+        self.live()
+            .is_ok_and(|live| !live.reads_from_store.load(Ordering::Relaxed))
+    }
+
+    /// The regime of a subject the index knows, from the location the directory keeps (as
+    /// `Subject::regime` reads the stored one); `None` for a subject it does not know.
+    pub fn regime(&self, snapshot: &Snapshot, id: SubjectId) -> Option<Regime> {
+        snapshot.subject(id)?;
+        let directory = self.directory().ok()?;
+        let location = directory.location(id)?;
+        Some(Regime::resolve(
+            location.country.as_deref(),
+            location.region.as_deref(),
+        ))
     }
 
     /// From now on, announces the subjects every `apply` touched on `store`, for the other

@@ -15,6 +15,11 @@ pub const HTTP_REQUESTS: &str = "kept_http_requests_total";
 pub const HTTP_DURATION: &str = "kept_http_request_duration_seconds";
 pub const LEDGER_APPENDS: &str = "kept_ledger_appends_total";
 
+/// A request that took longer than this is logged at `info` (every request is logged at
+/// `debug`, failures at `warn`): slow ones stay visible with the default filter, while a
+/// server answering thousands of requests a second does not write a line for each.
+pub const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Label for requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
@@ -65,7 +70,8 @@ pub fn count_ledger_appends(n: usize) {
 }
 
 /// Wraps each request in a span labelled by route template, records its count and latency, and
-/// logs its outcome.
+/// logs its outcome: a server error at `warn`, a request slower than `SLOW_REQUEST` at `info`,
+/// any other at `debug`.
 pub async fn track(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let route = req
@@ -96,8 +102,10 @@ pub async fn track(req: Request, next: Next) -> Response {
         let ms = format_args!("{:.2}", elapsed.as_secs_f64() * 1000.0);
         if status >= 500 {
             tracing::warn!(status, %ms, "request failed");
+        } else if elapsed >= SLOW_REQUEST {
+            tracing::info!(status, %ms, "slow request");
         } else {
-            tracing::info!(status, %ms, "request");
+            tracing::debug!(status, %ms, "request");
         }
     });
     response

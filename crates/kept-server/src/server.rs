@@ -149,6 +149,7 @@ impl Server {
         index
             .load(store.as_ref(), state::system_now(), &mut |_| {})
             .await?;
+        index.read_from_store(config.consent_reads == crate::config::ConsentReads::Store);
 
         let state = AppState::new(store, ledger, Arc::new(manifest))
             .with_index(index)

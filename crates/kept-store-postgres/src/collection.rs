@@ -10,13 +10,14 @@ use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
     CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry, NewEvent,
-    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, interactions, undo_refusal,
+    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, hash_column, interactions, kind_column,
+    merge_row, undo_refusal,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
 use kept_store::{Result, StoreError, last_trait_wins};
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
 
 /// Rows the event committer puts in one transaction at most.
@@ -186,38 +187,12 @@ fn taken(e: sqlx::Error, what: &'static str) -> StoreError {
     }
 }
 
-fn hash_of(row: &PgRow, i: usize) -> Result<IdentifierHash> {
-    let bytes: Vec<u8> = row.try_get(i).map_err(db)?;
-    IdentifierHash::from_slice(&bytes)
-        .ok_or_else(|| StoreError::Corrupt("an identity hash is not 32 bytes".into()))
-}
-
-fn kind_of(row: &PgRow, i: usize) -> Result<IdentifierKind> {
-    let kind: String = row.try_get(i).map_err(db)?;
-    IdentifierKind::parse(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown identifier kind `{kind}`")))
-}
-
 fn id_column(subjects: &[SubjectId]) -> Vec<i64> {
     subjects.iter().map(|s| i64::from(s.0)).collect()
 }
 
 const LOG_COLUMNS: &str = "SELECT id, action, from_subject_id, into_subject_id, cause, key_id, \
      at, undone_at, undoes FROM identity_log";
-
-fn log_entry(row: &PgRow) -> Result<MergeEntry> {
-    Ok(MergeEntry {
-        id: row.try_get(0).map_err(db)?,
-        action: row.try_get(1).map_err(db)?,
-        from: subject_id(row.try_get(2).map_err(db)?)?,
-        into: subject_id(row.try_get(3).map_err(db)?)?,
-        cause: row.try_get(4).map_err(db)?,
-        key_id: row.try_get(5).map_err(db)?,
-        at: row.try_get(6).map_err(db)?,
-        undone_at: row.try_get(7).map_err(db)?,
-        undoes: row.try_get(8).map_err(db)?,
-    })
-}
 
 const MERGED_INTO: &str = "WITH RECURSIVE m(id) AS (SELECT $1::BIGINT UNION \
      SELECT merges.from_subject_id FROM merges JOIN m ON merges.into_subject_id = m.id)";
@@ -235,7 +210,12 @@ impl CollectionStore for PostgresStore {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(|row| Ok((hash_of(row, 0)?, subject_id(row.try_get(1).map_err(db)?)?)))
+            .map(|row| {
+                Ok((
+                    hash_column(&crate::Cols(row), 0)?,
+                    subject_id(row.try_get(1).map_err(db)?)?,
+                ))
+            })
             .collect()
     }
 
@@ -279,7 +259,7 @@ impl CollectionStore for PostgresStore {
             let subject = subject_id(row.try_get(0).map_err(db)?)?;
             let n: i64 = row.try_get(2).map_err(db)?;
             let v: bool = row.try_get(3).map_err(db)?;
-            let kind = kind_of(row, 1)?;
+            let kind = kind_column(&crate::Cols(row), 1)?;
             if v && matches!(kind, IdentifierKind::Email | IdentifierKind::Phone) {
                 verified.insert(subject);
             }
@@ -536,8 +516,8 @@ impl CollectionStore for PostgresStore {
         rows.iter()
             .map(|row| {
                 Ok(StoredIdentity {
-                    hash: hash_of(row, 0)?,
-                    kind: kind_of(row, 1)?,
+                    hash: hash_column(&crate::Cols(row), 0)?,
+                    kind: kind_column(&crate::Cols(row), 1)?,
                     subject: subject_id(row.try_get(2).map_err(db)?)?,
                     key_subject: subject_id(row.try_get(3).map_err(db)?)?,
                     sealed: row.try_get(4).map_err(db)?,
@@ -555,7 +535,9 @@ impl CollectionStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(|row| hash_of(row, 0)).collect()
+        rows.iter()
+            .map(|row| hash_column(&crate::Cols(row), 0))
+            .collect()
     }
 
     async fn survivors(&self, subjects: &[SubjectId]) -> Result<Vec<(SubjectId, SubjectId)>> {
@@ -611,7 +593,7 @@ impl CollectionStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(log_entry).collect()
+        rows.iter().map(|r| merge_row(&crate::Cols(r))).collect()
     }
 
     async fn undo_merge(
@@ -632,7 +614,7 @@ impl CollectionStore for PostgresStore {
             what: "merge",
             key: id.to_string(),
         })?;
-        let merge = log_entry(&row)?;
+        let merge = merge_row(&crate::Cols(&row))?;
         if merge.undone_at.is_some() {
             return Err(undo_refusal(&format!("{id} (already undone)")));
         }

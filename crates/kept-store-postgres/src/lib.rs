@@ -8,21 +8,23 @@
 
 use async_trait::async_trait;
 use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
-use kept_core::subject::{ChannelPreference, Contact, Provenance, Subject, Trait};
+use kept_core::subject::{ChannelPreference, Contact, Subject, Trait};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::columns::{
-    CHECKPOINT_COLUMNS, CheckpointColumns, chain_hash, dense_ids, frequency, ledger_subject,
-    quiet_hours, subject_id, to_i64, to_u32, to_u64,
+    CHECKPOINT_COLUMNS, chain_hash, dense_ids, subject_id, to_i64, to_u32, to_u64,
+};
+use kept_store::columns::{
+    api_key_row, checkpoint_row, contact_row, ledger_row, preference_row, subject_row, trait_row,
 };
 use kept_store::group_commit::{
     BatchWriter, ChainedRow, CheckpointSigner, GroupCommit, HotWrite, HotWritten, LastCheckpoint,
     SignerSlot, answer_hot_batch, plan_checkpoint, plan_hot_batch, touches_ledger,
 };
 use kept_store::{
-    ApiKeyRecord, Backend, Heard, LedgerRow, NewSubject, NoticeHash, Result, Role, Store,
-    StoreError, first_duplicate_user_id, last_trait_wins,
+    ApiKeyRecord, Backend, Heard, LedgerRow, NewSubject, NoticeHash, Result, Store, StoreError,
+    first_duplicate_user_id, last_trait_wins,
 };
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 use std::fmt;
 use std::str::FromStr;
@@ -32,6 +34,7 @@ mod decision_log;
 mod outbox;
 mod prefcenter;
 mod quarantine;
+mod requests;
 mod uses;
 
 mod collection;
@@ -361,7 +364,7 @@ async fn lock_tip(conn: &mut PgConnection) -> Result<((u64, ChainHash), LastChec
     .map_err(db)?;
     let last = match last {
         None => (0, ChainHash::GENESIS),
-        Some(row) => checkpoint_row(&row).map(|c| (c.seq, c.digest()))?,
+        Some(row) => checkpoint_row(&Cols(&row)).map(|c| (c.seq, c.digest()))?,
     };
     Ok(((seq, chain_hash(seq, &hash)?), last))
 }
@@ -491,7 +494,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(ledger_row).collect()
+        rows.iter().map(|r| ledger_row(&Cols(r))).collect()
     }
 
     async fn ledger_for_subject(&self, subject: SubjectId) -> Result<Vec<LedgerEntry>> {
@@ -557,7 +560,7 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.as_ref().map(checkpoint_row).transpose()
+        row.as_ref().map(|r| checkpoint_row(&Cols(r))).transpose()
     }
 
     async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
@@ -567,7 +570,7 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.as_ref().map(checkpoint_row).transpose()
+        row.as_ref().map(|r| checkpoint_row(&Cols(r))).transpose()
     }
 
     async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
@@ -583,7 +586,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(checkpoint_row).collect()
+        rows.iter().map(|r| checkpoint_row(&Cols(r))).collect()
     }
 
     // --- notices --------------------------------------------------------------------------
@@ -659,7 +662,7 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.as_ref().map(api_key_row).transpose()
+        row.as_ref().map(|r| api_key_row(&Cols(r))).transpose()
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
@@ -670,7 +673,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(api_key_row).collect()
+        rows.iter().map(|r| api_key_row(&Cols(r))).collect()
     }
 
     async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> Result<()> {
@@ -790,7 +793,7 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(subject_row).transpose()
+        row.as_ref().map(|r| subject_row(&Cols(r))).transpose()
     }
 
     async fn subject_by_user_id(&self, user_id: &str) -> Result<Option<SubjectId>> {
@@ -811,7 +814,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(subject_row).collect()
+        rows.iter().map(|r| subject_row(&Cols(r))).collect()
     }
 
     async fn subject_count(&self) -> Result<u64> {
@@ -905,7 +908,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(trait_row).collect()
+        rows.iter().map(|r| trait_row(&Cols(r))).collect()
     }
 
     async fn traits_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Trait>> {
@@ -918,7 +921,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(trait_row).collect()
+        rows.iter().map(|r| trait_row(&Cols(r))).collect()
     }
 
     async fn put_channel_preference(&self, pref: &ChannelPreference) -> Result<()> {
@@ -954,7 +957,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(preference_row).collect()
+        rows.iter().map(|r| preference_row(&Cols(r))).collect()
     }
 
     async fn all_channel_preferences(&self) -> Result<Vec<ChannelPreference>> {
@@ -964,7 +967,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(preference_row).collect()
+        rows.iter().map(|r| preference_row(&Cols(r))).collect()
     }
 
     async fn record_contacts(
@@ -989,7 +992,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(contact_row).collect()
+        rows.iter().map(|r| contact_row(&Cols(r))).collect()
     }
 
     async fn announce(&self, message: &str) -> Result<()> {
@@ -1022,7 +1025,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(contact_row).collect()
+        rows.iter().map(|r| contact_row(&Cols(r))).collect()
     }
 
     async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
@@ -1093,93 +1096,32 @@ const TRAIT_COLUMNS: &str = "SELECT subject_id, key, value::TEXT, category, coll
 const PREFERENCE_COLUMNS: &str = "SELECT subject_id, channel, frequency_max, frequency_period, \
      quiet_start, quiet_end, updated_at FROM channel_preferences";
 
-fn ledger_row(row: &PgRow) -> Result<LedgerRow> {
-    let seq = to_u64(row.try_get(0).map_err(db)?, "ledger seq")?;
-    Ok(LedgerRow {
-        seq,
-        subject: ledger_subject(seq, row.try_get(1).map_err(db)?)?,
-        bytes: row.try_get(2).map_err(db)?,
-        hash: row.try_get(3).map_err(db)?,
-        at: row.try_get(4).map_err(db)?,
-    })
-}
+/// A row of this backend read through `kept_store::columns::Row`, so the row mappers both
+/// backends share can read it.
+pub(crate) struct Cols<'r>(pub(crate) &'r sqlx::postgres::PgRow);
 
-fn checkpoint_row(row: &PgRow) -> Result<Checkpoint> {
-    kept_store::columns::checkpoint(CheckpointColumns {
-        seq: row.try_get(0).map_err(db)?,
-        hash: row.try_get(1).map_err(db)?,
-        at: row.try_get(2).map_err(db)?,
-        key_id: row.try_get(3).map_err(db)?,
-        signature: row.try_get(4).map_err(db)?,
-        prev: row.try_get(5).map_err(db)?,
-    })
-}
-
-fn api_key_row(row: &PgRow) -> Result<ApiKeyRecord> {
-    let id: String = row.try_get(0).map_err(db)?;
-    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
-    let role: String = row.try_get(2).map_err(db)?;
-    Ok(ApiKeyRecord {
-        hash: hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(format!("api key `{id}` has a malformed hash")))?,
-        role: Role::parse(&role).ok_or_else(|| {
-            StoreError::Corrupt(format!("api key `{id}` has unknown role `{role}`"))
-        })?,
-        name: row.try_get(3).map_err(db)?,
-        created_at: row.try_get(4).map_err(db)?,
-        revoked_at: row.try_get(5).map_err(db)?,
-        id,
-    })
-}
-
-fn subject_row(row: &PgRow) -> Result<Subject> {
-    Ok(Subject {
-        id: subject_id(row.try_get(0).map_err(db)?)?,
-        user_id: row.try_get(1).map_err(db)?,
-        country: row.try_get(2).map_err(db)?,
-        region: row.try_get(3).map_err(db)?,
-        time_zone: row.try_get(4).map_err(db)?,
-        created_at: row.try_get(5).map_err(db)?,
-        erasure_requested_at: row.try_get(6).map_err(db)?,
-        suppressed: row.try_get(7).map_err(db)?,
-    })
-}
-
-fn trait_row(row: &PgRow) -> Result<Trait> {
-    let subject = subject_id(row.try_get(0).map_err(db)?)?;
-    let key: String = row.try_get(1).map_err(db)?;
-    let value: String = row.try_get(2).map_err(db)?;
-    Ok(Trait {
-        value: serde_json::from_str(&value).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "trait `{key}` of subject {subject} is not JSON: {e}"
-            ))
-        })?,
-        subject,
-        key,
-        category: row.try_get(3).map_err(db)?,
-        provenance: Provenance {
-            collection_point: row.try_get(4).map_err(db)?,
-            notice_id: row.try_get(5).map_err(db)?,
-            notice_version: to_u32(row.try_get(6).map_err(db)?, "notice version")?,
-            collected_at: row.try_get(7).map_err(db)?,
-            source: row.try_get(8).map_err(db)?,
-        },
-    })
-}
-
-fn preference_row(row: &PgRow) -> Result<ChannelPreference> {
-    let max: Option<i64> = row.try_get(2).map_err(db)?;
-    let period: Option<String> = row.try_get(3).map_err(db)?;
-    Ok(ChannelPreference {
-        subject: subject_id(row.try_get(0).map_err(db)?)?,
-        channel: row.try_get(1).map_err(db)?,
-        frequency: frequency(max, period.as_deref())?,
-        quiet_hours: quiet_hours(row.try_get(4).map_err(db)?, row.try_get(5).map_err(db)?)?,
-        updated_at: row.try_get(6).map_err(db)?,
-    })
+impl kept_store::columns::Row for Cols<'_> {
+    fn int(&self, i: usize) -> Result<i64> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn int_opt(&self, i: usize) -> Result<Option<i64>> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn text_opt(&self, i: usize) -> Result<Option<String>> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn bytes_opt(&self, i: usize) -> Result<Option<Vec<u8>>> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn flag(&self, i: usize) -> Result<bool> {
+        self.0.try_get(i).map_err(db)
+    }
 }
 
 fn lost() -> StoreError {
@@ -1208,16 +1150,6 @@ fn conflict(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
         },
         _ => db(e),
     }
-}
-
-fn contact_row(row: &PgRow) -> Result<Contact> {
-    Ok(Contact {
-        subject: subject_id(row.try_get(0).map_err(db)?)?,
-        channel: row.try_get(1).map_err(db)?,
-        purpose: row.try_get(2).map_err(db)?,
-        topic: row.try_get(3).map_err(db)?,
-        at: row.try_get(4).map_err(db)?,
-    })
 }
 
 #[cfg(test)]

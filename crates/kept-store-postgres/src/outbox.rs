@@ -2,19 +2,17 @@
 //! rows with `FOR UPDATE SKIP LOCKED`, so concurrent workers split the due deliveries between
 //! them instead of waiting for, or sending, each other's.
 
-use super::{PostgresStore, db};
+use super::{Cols, PostgresStore, db};
 use async_trait::async_trait;
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::columns::{subject_id, to_i64, to_u32, to_u64};
+use kept_store::columns::{to_i64, to_u64};
 use kept_store::outbox::{
-    Attempt, Delivery, DeliveryState, NewDelivery, Outbox, OutboxCounts, status_column,
+    Attempt, Delivery, DeliveryState, NewDelivery, Outbox, OutboxCounts, delivery_row,
 };
 use kept_store::{Result, StoreError};
 use sqlx::Row;
-use sqlx::postgres::PgRow;
 
-const COLUMNS: &str = "id, message_id, event_id, system, subject_id, payload, state, attempts, \
-                       next_attempt_at, created_at, updated_at, last_status, last_error";
+use kept_store::outbox::DELIVERY_COLUMNS as COLUMNS;
 
 #[async_trait]
 impl Outbox for PostgresStore {
@@ -28,10 +26,10 @@ impl Outbox for PostgresStore {
         let created: Vec<i64> = deliveries.iter().map(|d| d.created_at).collect();
         let done = sqlx::query(
             "INSERT INTO outbox (message_id, event_id, system, subject_id, payload, state, \
-             attempts, next_attempt_at, created_at, updated_at) \
-             SELECT m, e, s, sub, p, 'pending', 0, c, c, c \
+             attempts, next_attempt_at, created_at, updated_at, kind) \
+             SELECT m, e, s, sub, p, 'pending', 0, c, c, c, k \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-                         $6::bigint[]) AS t (m, e, s, sub, p, c) \
+                         $6::bigint[], $7::text[]) AS t (m, e, s, sub, p, c, k) \
              ON CONFLICT DO NOTHING",
         )
         .bind(column(|d| &d.message_id))
@@ -40,6 +38,7 @@ impl Outbox for PostgresStore {
         .bind(&subjects)
         .bind(column(|d| &d.payload))
         .bind(&created)
+        .bind(column(|d| d.kind.as_str()))
         .execute(&self.pool)
         .await;
         match done {
@@ -77,7 +76,7 @@ impl Outbox for PostgresStore {
             .iter()
             .map(|row| {
                 let due: i64 = row.try_get(0).map_err(db)?;
-                Ok((due, delivery_row(row, 1)?))
+                Ok((due, delivery_row(&Cols(row), 1)?))
             })
             .collect::<Result<Vec<_>>>()?;
         claimed.sort_by_key(|(due, d)| (*due, d.id));
@@ -135,7 +134,7 @@ impl Outbox for PostgresStore {
             .await
             .map_err(db)?
             .as_ref()
-            .map(|row| delivery_row(row, 0))
+            .map(|row| delivery_row(&Cols(row), 0))
             .transpose()
     }
 
@@ -147,7 +146,7 @@ impl Outbox for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(|row| delivery_row(row, 0)).collect()
+        rows.iter().map(|row| delivery_row(&Cols(row), 0)).collect()
     }
 
     async fn dead_deliveries(&self, after: Option<u64>, limit: u32) -> Result<Vec<Delivery>> {
@@ -163,7 +162,7 @@ impl Outbox for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(|row| delivery_row(row, 0)).collect()
+        rows.iter().map(|row| delivery_row(&Cols(row), 0)).collect()
     }
 
     async fn retry_dead_delivery(&self, id: u64, now: UnixMillis) -> Result<Delivery> {
@@ -177,7 +176,7 @@ impl Outbox for PostgresStore {
         .await
         .map_err(db)?;
         match row {
-            Some(row) => delivery_row(&row, 0),
+            Some(row) => delivery_row(&Cols(&row), 0),
             None => Err(StoreError::NotFound {
                 what: "dead letter",
                 key: id.to_string(),
@@ -186,7 +185,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn delete_subject_deliveries(&self, subject: SubjectId) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM outbox WHERE subject_id = $1")
+        let done = sqlx::query("DELETE FROM outbox WHERE subject_id = $1 AND kind = 'event'")
             .bind(i64::from(subject.0))
             .execute(&self.pool)
             .await
@@ -216,24 +215,4 @@ fn qualified(table: &str) -> String {
         .map(|c| format!("{table}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A delivery from `COLUMNS` starting at column `at`.
-fn delivery_row(row: &PgRow, at: usize) -> Result<Delivery> {
-    let state: String = row.try_get(at + 6).map_err(db)?;
-    Ok(Delivery {
-        id: to_u64(row.try_get(at).map_err(db)?, "delivery id")?,
-        message_id: row.try_get(at + 1).map_err(db)?,
-        event_id: row.try_get(at + 2).map_err(db)?,
-        system: row.try_get(at + 3).map_err(db)?,
-        subject: subject_id(row.try_get(at + 4).map_err(db)?)?,
-        payload: row.try_get(at + 5).map_err(db)?,
-        state: DeliveryState::from_column(&state)?,
-        attempts: to_u32(row.try_get(at + 7).map_err(db)?, "delivery attempts")?,
-        next_attempt_at: row.try_get(at + 8).map_err(db)?,
-        created_at: row.try_get(at + 9).map_err(db)?,
-        updated_at: row.try_get(at + 10).map_err(db)?,
-        last_status: status_column(row.try_get(at + 11).map_err(db)?)?,
-        last_error: row.try_get(at + 12).map_err(db)?,
-    })
 }

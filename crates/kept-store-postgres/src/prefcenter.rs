@@ -1,19 +1,13 @@
-//! The preference center's storage on PostgreSQL: spent link ids, sessions and erasure requests. Several
+//! The preference center's storage on PostgreSQL: spent link ids and sessions. Several
 //! servers may share the database: the primary key on `spent_tokens` and the partial unique
 //! index on open erasure requests settle races, not a read before the write.
 
 use super::{PostgresStore, db};
 use async_trait::async_trait;
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::columns::{subject_id, to_u64};
-use kept_store::prefcenter::{
-    ErasureRequest, ErasureState, NewErasureRequest, NewSession, PrefCenterStore,
-};
-use kept_store::{Result, StoreError};
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-
-const COLUMNS: &str = "id, subject_id, regime, source, state, requested_at, due_at";
+use kept_store::Result;
+use kept_store::columns::subject_id;
+use kept_store::prefcenter::{NewSession, PrefCenterStore};
 
 #[async_trait]
 impl PrefCenterStore for PostgresStore {
@@ -34,47 +28,6 @@ impl PrefCenterStore for PostgresStore {
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
-    }
-
-    async fn file_erasure_request(&self, request: NewErasureRequest) -> Result<ErasureRequest> {
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO erasure_requests (subject_id, regime, source, state, requested_at, \
-             due_at) VALUES ($1, $2, $3, 'received', $4, $5) \
-             ON CONFLICT (subject_id) WHERE state = 'received' DO NOTHING RETURNING {COLUMNS}"
-        ))
-        .bind(i64::from(request.subject.0))
-        .bind(&request.regime)
-        .bind(&request.source)
-        .bind(request.requested_at)
-        .bind(request.due_at)
-        .fetch_optional(&self.pool)
-        .await;
-        match inserted {
-            Ok(Some(row)) => erasure_row(&row),
-            Ok(None) => {
-                let row = sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM erasure_requests \
-                     WHERE subject_id = $1 AND state = 'received'"
-                ))
-                .bind(i64::from(request.subject.0))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?;
-                erasure_row(&row)
-            }
-            Err(e) => Err(self.missing_subject(e, [request.subject]).await),
-        }
-    }
-
-    async fn erasure_requests(&self, subject: SubjectId) -> Result<Vec<ErasureRequest>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM erasure_requests WHERE subject_id = $1 ORDER BY id"
-        ))
-        .bind(i64::from(subject.0))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(erasure_row).collect()
     }
 
     async fn open_session(&self, session: NewSession) -> Result<()> {
@@ -150,17 +103,4 @@ impl PrefCenterStore for PostgresStore {
         .map_err(db)?;
         Ok(done.rows_affected())
     }
-}
-
-fn erasure_row(row: &PgRow) -> Result<ErasureRequest> {
-    let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    Ok(ErasureRequest {
-        id: to_u64(row.try_get("id").map_err(get)?, "erasure request id")?,
-        subject: subject_id(row.try_get("subject_id").map_err(get)?)?,
-        regime: row.try_get("regime").map_err(get)?,
-        source: row.try_get("source").map_err(get)?,
-        state: ErasureState::from_column(row.try_get("state").map_err(get)?)?,
-        requested_at: row.try_get("requested_at").map_err(get)?,
-        due_at: row.try_get("due_at").map_err(get)?,
-    })
 }

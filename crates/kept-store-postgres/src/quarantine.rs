@@ -3,10 +3,9 @@
 
 use crate::db;
 use kept_store::Result;
-use kept_store::columns::{to_i64, to_u32, to_u64};
+use kept_store::columns::{to_i64, to_u64};
 use kept_store::quarantine::{MAX_QUARANTINE_PAGE, QuarantineEntry};
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 
 pub(crate) async fn write(pool: &PgPool, entries: Vec<QuarantineEntry>) -> Result<()> {
     if entries.is_empty() {
@@ -58,21 +57,9 @@ pub(crate) async fn read(
     .fetch_all(pool)
     .await
     .map_err(db)?;
-    rows.iter().map(entry).collect()
-}
-
-fn entry(row: &PgRow) -> Result<QuarantineEntry> {
-    Ok(QuarantineEntry {
-        id: to_u64(row.try_get(0).map_err(db)?, "quarantine id")?,
-        received_at: row.try_get(1).map_err(db)?,
-        key_id: row.try_get(2).map_err(db)?,
-        key_name: row.try_get(3).map_err(db)?,
-        index: to_u32(row.try_get(4).map_err(db)?, "quarantine position")?,
-        code: row.try_get(5).map_err(db)?,
-        path: row.try_get(6).map_err(db)?,
-        message: row.try_get(7).map_err(db)?,
-        sealed: row.try_get(8).map_err(db)?,
-    })
+    rows.iter()
+        .map(|r| kept_store::quarantine::entry_row(&crate::Cols(r)))
+        .collect()
 }
 
 pub(crate) async fn len(pool: &PgPool) -> Result<u64> {

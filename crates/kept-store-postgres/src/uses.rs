@@ -6,10 +6,9 @@ use crate::db;
 use kept_core::SubjectId;
 use kept_core::subject::Contact;
 use kept_store::columns::to_i64;
-use kept_store::uses::{USE_COLUMNS, use_from_columns};
+use kept_store::uses::USE_COLUMNS;
 use kept_store::{Result, UseRecord};
-use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool};
 
 /// Inserts `uses` on `conn` (inside the caller's transaction, or as its own), and in the same
 /// statement `contacts` (one round trip for the group committer's batch); a forward already
@@ -121,26 +120,7 @@ pub(crate) async fn candidates(
         .fetch_all(pool)
         .await
         .map_err(db)?;
-    rows.iter().map(row).collect()
-}
-
-fn row(r: &PgRow) -> Result<UseRecord> {
-    let categories: String = r.try_get(9).map_err(db)?;
-    let kind: String = r.try_get(2).map_err(db)?;
-    use_from_columns(
-        r.try_get(0).map_err(db)?,
-        r.try_get(1).map_err(db)?,
-        &kind,
-        r.try_get(3).map_err(db)?,
-        r.try_get(4).map_err(db)?,
-        r.try_get(5).map_err(db)?,
-        r.try_get(6).map_err(db)?,
-        r.try_get(7).map_err(db)?,
-        r.try_get(8).map_err(db)?,
-        &categories,
-        r.try_get(10).map_err(db)?,
-        r.try_get(11).map_err(db)?,
-        r.try_get(12).map_err(db)?,
-        r.try_get(13).map_err(db)?,
-    )
+    rows.iter()
+        .map(|r| kept_store::uses::use_row(&crate::Cols(r)))
+        .collect()
 }

@@ -10,13 +10,14 @@ use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
     CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry, NewEvent,
-    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, interactions, undo_refusal,
+    StoredEvent, StoredIdentity, UndoneMerge, consent_keys, hash_column, interactions, kind_column,
+    merge_row, undo_refusal,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
 use kept_store::{Result, StoreError, last_trait_wins};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use std::collections::{HashMap, HashSet};
 
 /// Rows the event committer puts in one transaction at most.
@@ -187,34 +188,8 @@ fn taken(e: sqlx::Error, what: &'static str) -> StoreError {
     }
 }
 
-fn hash_of(row: &SqliteRow, i: usize) -> Result<IdentifierHash> {
-    let bytes: Vec<u8> = row.try_get(i).map_err(db)?;
-    IdentifierHash::from_slice(&bytes)
-        .ok_or_else(|| StoreError::Corrupt("an identity hash is not 32 bytes".into()))
-}
-
-fn kind_of(row: &SqliteRow, i: usize) -> Result<IdentifierKind> {
-    let kind: String = row.try_get(i).map_err(db)?;
-    IdentifierKind::parse(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown identifier kind `{kind}`")))
-}
-
 const LOG_COLUMNS: &str = "SELECT id, action, from_subject_id, into_subject_id, cause, key_id, \
      at, undone_at, undoes FROM identity_log";
-
-fn log_entry(row: &SqliteRow) -> Result<MergeEntry> {
-    Ok(MergeEntry {
-        id: row.try_get(0).map_err(db)?,
-        action: row.try_get(1).map_err(db)?,
-        from: subject_id(row.try_get(2).map_err(db)?)?,
-        into: subject_id(row.try_get(3).map_err(db)?)?,
-        cause: row.try_get(4).map_err(db)?,
-        key_id: row.try_get(5).map_err(db)?,
-        at: row.try_get(6).map_err(db)?,
-        undone_at: row.try_get(7).map_err(db)?,
-        undoes: row.try_get(8).map_err(db)?,
-    })
-}
 
 const MERGED_INTO: &str = "WITH RECURSIVE m(id) AS (SELECT ?1 UNION \
      SELECT merges.from_subject_id FROM merges JOIN m ON merges.into_subject_id = m.id)";
@@ -236,7 +211,10 @@ impl CollectionStore for SqliteStore {
                 q = q.bind(h.0.as_slice());
             }
             for row in q.fetch_all(&self.read).await.map_err(db)? {
-                out.push((hash_of(&row, 0)?, subject_id(row.try_get(1).map_err(db)?)?));
+                out.push((
+                    hash_column(&crate::Cols(&row), 0)?,
+                    subject_id(row.try_get(1).map_err(db)?)?,
+                ));
             }
         }
         Ok(out)
@@ -290,7 +268,7 @@ impl CollectionStore for SqliteStore {
                 let subject = subject_id(row.try_get(0).map_err(db)?)?;
                 let n: i64 = row.try_get(2).map_err(db)?;
                 let v: i64 = row.try_get(3).map_err(db)?;
-                let kind = kind_of(&row, 1)?;
+                let kind = kind_column(&crate::Cols(&row), 1)?;
                 if v > 0 && matches!(kind, IdentifierKind::Email | IdentifierKind::Phone) {
                     verified.insert(subject);
                 }
@@ -543,8 +521,8 @@ impl CollectionStore for SqliteStore {
         rows.iter()
             .map(|row| {
                 Ok(StoredIdentity {
-                    hash: hash_of(row, 0)?,
-                    kind: kind_of(row, 1)?,
+                    hash: hash_column(&crate::Cols(row), 0)?,
+                    kind: kind_column(&crate::Cols(row), 1)?,
                     subject: subject_id(row.try_get(2).map_err(db)?)?,
                     key_subject: subject_id(row.try_get(3).map_err(db)?)?,
                     sealed: row.try_get(4).map_err(db)?,
@@ -567,7 +545,7 @@ impl CollectionStore for SqliteStore {
                 q = q.bind(h.0.as_slice());
             }
             for row in q.fetch_all(&self.read).await.map_err(db)? {
-                out.push(hash_of(&row, 0)?);
+                out.push(hash_column(&crate::Cols(&row), 0)?);
             }
         }
         Ok(out)
@@ -626,7 +604,7 @@ impl CollectionStore for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(log_entry).collect()
+        rows.iter().map(|r| merge_row(&crate::Cols(r))).collect()
     }
 
     async fn undo_merge(
@@ -645,7 +623,7 @@ impl CollectionStore for SqliteStore {
                 what: "merge",
                 key: id.to_string(),
             })?;
-        let merge = log_entry(&row)?;
+        let merge = merge_row(&crate::Cols(&row))?;
         if merge.undone_at.is_some() {
             return Err(undo_refusal(&format!("{id} (already undone)")));
         }

@@ -2,11 +2,11 @@
 //! and filtered reads newest first on the read pool.
 
 use crate::db;
-use kept_store::columns::{subject_id, to_i64, to_u64};
-use kept_store::decision_log::{categories_column, categories_from_column};
+use kept_store::columns::to_i64;
+use kept_store::decision_log::categories_column;
 use kept_store::{DecisionLogEntry, DecisionLogQuery, Result};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{QueryBuilder, Sqlite};
 
 /// Rows per `INSERT`: 12 bound values each, well under SQLite's 32,766.
 const CHUNK: usize = 1000;
@@ -69,27 +69,9 @@ pub(crate) async fn read(
         .push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(query.page_size()));
     let rows = select.build().fetch_all(pool).await.map_err(db)?;
-    rows.iter().map(entry).collect()
-}
-
-fn entry(row: &SqliteRow) -> Result<DecisionLogEntry> {
-    let subject: Option<i64> = row.try_get(2).map_err(db)?;
-    let categories: String = row.try_get(6).map_err(db)?;
-    Ok(DecisionLogEntry {
-        id: to_u64(row.try_get(0).map_err(db)?, "decision log id")?,
-        at: row.try_get(1).map_err(db)?,
-        subject: subject.map(subject_id).transpose()?,
-        purpose: row.try_get(3).map_err(db)?,
-        channel: row.try_get(4).map_err(db)?,
-        topic: row.try_get(5).map_err(db)?,
-        categories: categories_from_column(&categories)?,
-        allowed: row.try_get(7).map_err(db)?,
-        reason: row.try_get(8).map_err(db)?,
-        evidence: row.try_get(9).map_err(db)?,
-        obligations: row.try_get(10).map_err(db)?,
-        caller: row.try_get(11).map_err(db)?,
-        asked_at: row.try_get(12).map_err(db)?,
-    })
+    rows.iter()
+        .map(|r| kept_store::decision_log::entry_row(&crate::Cols(r)))
+        .collect()
 }
 
 /// Deletes at most `limit` of the oldest entries asked before `before` (oldest by id: entries

@@ -9,17 +9,19 @@ use async_trait::async_trait;
 use kept_core::SubjectId;
 use kept_core::UnixMillis;
 use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
-use kept_core::subject::{ChannelPreference, Contact, Provenance, Subject, Trait};
+use kept_core::subject::{ChannelPreference, Contact, Subject, Trait};
 use kept_store::columns::{
-    CHECKPOINT_COLUMNS, CheckpointColumns, chain_hash, dense_ids, frequency, ledger_subject,
-    quiet_hours, subject_id, to_i64, to_u32, to_u64,
+    CHECKPOINT_COLUMNS, chain_hash, dense_ids, ledger_subject, subject_id, to_i64, to_u32, to_u64,
+};
+use kept_store::columns::{
+    api_key_row, checkpoint_row, contact_row, ledger_row, preference_row, subject_row, trait_row,
 };
 use kept_store::group_commit::{
     BatchWriter, ChainedRow, CheckpointSigner, GroupCommit, HotWrite, HotWritten, LastCheckpoint,
     SignerSlot, answer_hot_batch, hot_batch_uses, plan_checkpoint, plan_hot_batch,
 };
 use kept_store::{
-    ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Role, Store, StoreError,
+    ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Store, StoreError,
     first_duplicate_user_id, last_trait_wins,
 };
 use sqlx::Row;
@@ -35,6 +37,7 @@ mod decision_log;
 mod outbox;
 mod prefcenter;
 mod quarantine;
+mod requests;
 mod uses;
 
 mod collection;
@@ -136,7 +139,9 @@ impl SqliteStore {
             .max_lifetime(None)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.read_only(true))
+            // 4 MiB of page cache per reader, not the writer's 64: the index answers most
+            // reads, and the operating system caches the file for all four readers at once.
+            .connect_with(options.read_only(true).pragma("cache_size", "-4096"))
             .await
             .map_err(unavailable)?;
         let signer = SignerSlot::default();
@@ -443,7 +448,7 @@ async fn read_last_checkpoint(conn: &mut SqliteConnection) -> Result<LastCheckpo
     .map_err(db)?;
     match row {
         None => Ok((0, ChainHash::GENESIS)),
-        Some(row) => checkpoint_row(&row).map(|c| (c.seq, c.digest())),
+        Some(row) => checkpoint_row(&Cols(&row)).map(|c| (c.seq, c.digest())),
     }
 }
 
@@ -550,7 +555,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.read)
                 .await
                 .map_err(db)?;
-                rows.iter().map(ledger_row).collect()
+                rows.iter().map(|r| ledger_row(&Cols(r))).collect()
             }
         }
     }
@@ -608,7 +613,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;
-        row.as_ref().map(checkpoint_row).transpose()
+        row.as_ref().map(|r| checkpoint_row(&Cols(r))).transpose()
     }
 
     async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
@@ -618,7 +623,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;
-        row.as_ref().map(checkpoint_row).transpose()
+        row.as_ref().map(|r| checkpoint_row(&Cols(r))).transpose()
     }
 
     async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
@@ -636,7 +641,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(checkpoint_row).collect()
+        rows.iter().map(|r| checkpoint_row(&Cols(r))).collect()
     }
 
     // --- notices --------------------------------------------------------------------------
@@ -711,7 +716,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;
-        row.as_ref().map(api_key_row).transpose()
+        row.as_ref().map(|r| api_key_row(&Cols(r))).transpose()
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
@@ -722,7 +727,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(api_key_row).collect()
+        rows.iter().map(|r| api_key_row(&Cols(r))).collect()
     }
 
     async fn revoke_api_key(&self, id: &str, at: UnixMillis) -> Result<()> {
@@ -834,7 +839,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(db)?;
-        row.as_ref().map(subject_row).transpose()
+        row.as_ref().map(|r| subject_row(&Cols(r))).transpose()
     }
 
     async fn subject_by_user_id(&self, user_id: &str) -> Result<Option<SubjectId>> {
@@ -855,7 +860,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(subject_row).collect()
+        rows.iter().map(|r| subject_row(&Cols(r))).collect()
     }
 
     async fn subject_count(&self) -> Result<u64> {
@@ -934,7 +939,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(trait_row).collect()
+        rows.iter().map(|r| trait_row(&Cols(r))).collect()
     }
 
     async fn traits_page(&self, after: Option<SubjectId>, limit: u32) -> Result<Vec<Trait>> {
@@ -947,7 +952,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(trait_row).collect()
+        rows.iter().map(|r| trait_row(&Cols(r))).collect()
     }
 
     async fn put_channel_preference(&self, pref: &ChannelPreference) -> Result<()> {
@@ -982,7 +987,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(preference_row).collect()
+        rows.iter().map(|r| preference_row(&Cols(r))).collect()
     }
 
     async fn all_channel_preferences(&self) -> Result<Vec<ChannelPreference>> {
@@ -992,7 +997,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(preference_row).collect()
+        rows.iter().map(|r| preference_row(&Cols(r))).collect()
     }
 
     async fn record_contacts(
@@ -1017,7 +1022,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(contact_row).collect()
+        rows.iter().map(|r| contact_row(&Cols(r))).collect()
     }
 
     async fn contacts_of(&self, subject: SubjectId, since: UnixMillis) -> Result<Vec<Contact>> {
@@ -1030,7 +1035,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(contact_row).collect()
+        rows.iter().map(|r| contact_row(&Cols(r))).collect()
     }
 
     async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
@@ -1171,96 +1176,33 @@ const TRAIT_COLUMNS: &str = "SELECT subject_id, key, value, category, collection
 const PREFERENCE_COLUMNS: &str = "SELECT subject_id, channel, frequency_max, frequency_period, \
      quiet_start, quiet_end, updated_at FROM channel_preferences";
 
-fn ledger_row(row: &SqliteRow) -> Result<LedgerRow> {
-    let seq = to_u64(row.try_get(0).map_err(db)?, "ledger seq")?;
-    Ok(LedgerRow {
-        seq,
-        subject: ledger_subject(seq, row.try_get(1).map_err(db)?)?,
-        bytes: row.try_get(2).map_err(db)?,
-        hash: row.try_get(3).map_err(db)?,
-        at: row.try_get(4).map_err(db)?,
-    })
-}
+/// A row of this backend read through `kept_store::columns::Row`, so the row mappers both
+/// backends share can read it.
+pub(crate) struct Cols<'r>(pub(crate) &'r sqlx::sqlite::SqliteRow);
 
-fn checkpoint_row(row: &SqliteRow) -> Result<Checkpoint> {
-    kept_store::columns::checkpoint(CheckpointColumns {
-        seq: row.try_get(0).map_err(db)?,
-        hash: row.try_get(1).map_err(db)?,
-        at: row.try_get(2).map_err(db)?,
-        key_id: row.try_get(3).map_err(db)?,
-        signature: row.try_get(4).map_err(db)?,
-        prev: row.try_get(5).map_err(db)?,
-    })
-}
-
-fn api_key_row(row: &SqliteRow) -> Result<ApiKeyRecord> {
-    let id: String = row.try_get(0).map_err(db)?;
-    let hash: Vec<u8> = row.try_get(1).map_err(db)?;
-    let role: String = row.try_get(2).map_err(db)?;
-    Ok(ApiKeyRecord {
-        hash: hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(format!("api key `{id}` has a malformed hash")))?,
-        role: Role::parse(&role).ok_or_else(|| {
-            StoreError::Corrupt(format!("api key `{id}` has unknown role `{role}`"))
-        })?,
-        name: row.try_get(3).map_err(db)?,
-        created_at: row.try_get(4).map_err(db)?,
-        revoked_at: row.try_get(5).map_err(db)?,
-        id,
-    })
-}
-
-fn subject_row(row: &SqliteRow) -> Result<Subject> {
-    Ok(Subject {
-        id: subject_id(row.try_get(0).map_err(db)?)?,
-        user_id: row.try_get(1).map_err(db)?,
-        country: row.try_get(2).map_err(db)?,
-        region: row.try_get(3).map_err(db)?,
-        time_zone: row.try_get(4).map_err(db)?,
-        created_at: row.try_get(5).map_err(db)?,
-        erasure_requested_at: row.try_get(6).map_err(db)?,
-        suppressed: row.try_get::<i64, _>(7).map_err(db)? != 0,
-    })
-}
-
-fn trait_row(row: &SqliteRow) -> Result<Trait> {
-    let subject = subject_id(row.try_get(0).map_err(db)?)?;
-    let key: String = row.try_get(1).map_err(db)?;
-    let value: String = row.try_get(2).map_err(db)?;
-    Ok(Trait {
-        value: serde_json::from_str(&value).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "trait `{key}` of subject {subject} is not JSON: {e}"
-            ))
-        })?,
-        subject,
-        key,
-        category: row.try_get(3).map_err(db)?,
-        provenance: Provenance {
-            collection_point: row.try_get(4).map_err(db)?,
-            notice_id: row.try_get(5).map_err(db)?,
-            notice_version: to_u32(row.try_get(6).map_err(db)?, "notice version")?,
-            collected_at: row.try_get(7).map_err(db)?,
-            source: row.try_get(8).map_err(db)?,
-        },
-    })
-}
-
-fn preference_row(row: &SqliteRow) -> Result<ChannelPreference> {
-    let subject = subject_id(row.try_get(0).map_err(db)?)?;
-    let max: Option<i64> = row.try_get(2).map_err(db)?;
-    let period: Option<String> = row.try_get(3).map_err(db)?;
-    let start: Option<i64> = row.try_get(4).map_err(db)?;
-    let end: Option<i64> = row.try_get(5).map_err(db)?;
-    Ok(ChannelPreference {
-        subject,
-        channel: row.try_get(1).map_err(db)?,
-        frequency: frequency(max, period.as_deref())?,
-        quiet_hours: quiet_hours(start, end)?,
-        updated_at: row.try_get(6).map_err(db)?,
-    })
+impl kept_store::columns::Row for Cols<'_> {
+    fn int(&self, i: usize) -> Result<i64> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn int_opt(&self, i: usize) -> Result<Option<i64>> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn text_opt(&self, i: usize) -> Result<Option<String>> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn bytes_opt(&self, i: usize) -> Result<Option<Vec<u8>>> {
+        self.0.try_get(i).map_err(db)
+    }
+    fn flag(&self, i: usize) -> Result<bool> {
+        // SQLite has no boolean type: a flag is an integer, 0 or not.
+        self.0.try_get::<i64, _>(i).map(|n| n != 0).map_err(db)
+    }
 }
 
 fn lost() -> StoreError {
@@ -1287,14 +1229,4 @@ fn conflict(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
         },
         _ => db(e),
     }
-}
-
-fn contact_row(row: &sqlx::sqlite::SqliteRow) -> Result<Contact> {
-    Ok(Contact {
-        subject: subject_id(row.try_get(0).map_err(db)?)?,
-        channel: row.try_get(1).map_err(db)?,
-        purpose: row.try_get(2).map_err(db)?,
-        topic: row.try_get(3).map_err(db)?,
-        at: row.try_get(4).map_err(db)?,
-    })
 }

@@ -2,19 +2,17 @@
 //! read of the due rows and their lease, in one `BEGIN IMMEDIATE` transaction) can never hand
 //! the same delivery to two workers.
 
-use super::{SqliteStore, db};
+use super::{Cols, SqliteStore, db};
 use async_trait::async_trait;
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::columns::{subject_id, to_i64, to_u32, to_u64};
+use kept_store::columns::{to_i64, to_u64};
 use kept_store::outbox::{
-    Attempt, Delivery, DeliveryState, NewDelivery, Outbox, OutboxCounts, status_column,
+    Attempt, Delivery, DeliveryState, NewDelivery, Outbox, OutboxCounts, delivery_row,
 };
 use kept_store::{Result, StoreError};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-const COLUMNS: &str = "id, message_id, event_id, system, subject_id, payload, state, attempts, \
-                       next_attempt_at, created_at, updated_at, last_status, last_error";
+use kept_store::outbox::DELIVERY_COLUMNS as COLUMNS;
 
 #[async_trait]
 impl Outbox for SqliteStore {
@@ -27,8 +25,8 @@ impl Outbox for SqliteStore {
         for d in &deliveries {
             let done = sqlx::query(
                 "INSERT INTO outbox (message_id, event_id, system, subject_id, payload, state, \
-                 attempts, next_attempt_at, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 attempts, next_attempt_at, created_at, updated_at, kind) \
+                 VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             )
             .bind(&d.message_id)
             .bind(&d.event_id)
@@ -38,6 +36,7 @@ impl Outbox for SqliteStore {
             .bind(d.created_at)
             .bind(d.created_at)
             .bind(d.created_at)
+            .bind(d.kind.as_str())
             .execute(&mut *tx)
             .await;
             match done {
@@ -72,7 +71,10 @@ impl Outbox for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        let mut claimed = rows.iter().map(delivery_row).collect::<Result<Vec<_>>>()?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| delivery_row(&Cols(r), 0))
+            .collect::<Result<Vec<_>>>()?;
         for d in &mut claimed {
             sqlx::query("UPDATE outbox SET next_attempt_at = ? WHERE id = ?")
                 .bind(lease_until)
@@ -137,7 +139,7 @@ impl Outbox for SqliteStore {
             .await
             .map_err(db)?
             .as_ref()
-            .map(delivery_row)
+            .map(|r| delivery_row(&Cols(r), 0))
             .transpose()
     }
 
@@ -149,7 +151,7 @@ impl Outbox for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(delivery_row).collect()
+        rows.iter().map(|r| delivery_row(&Cols(r), 0)).collect()
     }
 
     async fn dead_deliveries(&self, after: Option<u64>, limit: u32) -> Result<Vec<Delivery>> {
@@ -165,7 +167,7 @@ impl Outbox for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.iter().map(delivery_row).collect()
+        rows.iter().map(|r| delivery_row(&Cols(r), 0)).collect()
     }
 
     async fn retry_dead_delivery(&self, id: u64, now: UnixMillis) -> Result<Delivery> {
@@ -180,7 +182,7 @@ impl Outbox for SqliteStore {
         .await
         .map_err(db)?;
         match row {
-            Some(row) => delivery_row(&row),
+            Some(row) => delivery_row(&Cols(&row), 0),
             None => Err(StoreError::NotFound {
                 what: "dead letter",
                 key: id.to_string(),
@@ -189,7 +191,7 @@ impl Outbox for SqliteStore {
     }
 
     async fn delete_subject_deliveries(&self, subject: SubjectId) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM outbox WHERE subject_id = ?")
+        let done = sqlx::query("DELETE FROM outbox WHERE subject_id = ? AND kind = 'event'")
             .bind(i64::from(subject.0))
             .execute(&self.write)
             .await
@@ -210,23 +212,4 @@ impl Outbox for SqliteStore {
         }
         Ok(counts)
     }
-}
-
-fn delivery_row(row: &SqliteRow) -> Result<Delivery> {
-    let state: String = row.try_get(6).map_err(db)?;
-    Ok(Delivery {
-        id: to_u64(row.try_get(0).map_err(db)?, "delivery id")?,
-        message_id: row.try_get(1).map_err(db)?,
-        event_id: row.try_get(2).map_err(db)?,
-        system: row.try_get(3).map_err(db)?,
-        subject: subject_id(row.try_get(4).map_err(db)?)?,
-        payload: row.try_get(5).map_err(db)?,
-        state: DeliveryState::from_column(&state)?,
-        attempts: to_u32(row.try_get(7).map_err(db)?, "delivery attempts")?,
-        next_attempt_at: row.try_get(8).map_err(db)?,
-        created_at: row.try_get(9).map_err(db)?,
-        updated_at: row.try_get(10).map_err(db)?,
-        last_status: status_column(row.try_get(11).map_err(db)?)?,
-        last_error: row.try_get(12).map_err(db)?,
-    })
 }

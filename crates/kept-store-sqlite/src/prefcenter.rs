@@ -1,19 +1,13 @@
-//! The preference center's storage on SQLite: spent link ids, sessions and erasure requests. Writes go
+//! The preference center's storage on SQLite: spent link ids and sessions. Writes go
 //! through the single write connection, so `spend_token`'s insert is the one arbiter of which
 //! request spends a token.
 
 use super::{SqliteStore, db};
 use async_trait::async_trait;
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::columns::{subject_id, to_u64};
-use kept_store::prefcenter::{
-    ErasureRequest, ErasureState, NewErasureRequest, NewSession, PrefCenterStore,
-};
-use kept_store::{Result, StoreError};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-const COLUMNS: &str = "id, subject_id, regime, source, state, requested_at, due_at";
+use kept_store::Result;
+use kept_store::columns::subject_id;
+use kept_store::prefcenter::{NewSession, PrefCenterStore};
 
 #[async_trait]
 impl PrefCenterStore for SqliteStore {
@@ -36,52 +30,6 @@ impl PrefCenterStore for SqliteStore {
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() == 1)
-    }
-
-    async fn file_erasure_request(&self, request: NewErasureRequest) -> Result<ErasureRequest> {
-        let mut tx = self.write.begin().await.map_err(db)?;
-        let open = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM erasure_requests WHERE subject_id = ? AND state = 'received'"
-        ))
-        .bind(i64::from(request.subject.0))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        if let Some(row) = open {
-            return erasure_row(&row);
-        }
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO erasure_requests (subject_id, regime, source, state, requested_at, \
-             due_at) VALUES (?, ?, ?, 'received', ?, ?) RETURNING {COLUMNS}"
-        ))
-        .bind(i64::from(request.subject.0))
-        .bind(&request.regime)
-        .bind(&request.source)
-        .bind(request.requested_at)
-        .bind(request.due_at)
-        .fetch_one(&mut *tx)
-        .await;
-        let row = match inserted {
-            Ok(row) => row,
-            Err(e) => {
-                drop(tx);
-                return Err(self.missing_subject(e, [request.subject]).await);
-            }
-        };
-        let stored = erasure_row(&row)?;
-        tx.commit().await.map_err(db)?;
-        Ok(stored)
-    }
-
-    async fn erasure_requests(&self, subject: SubjectId) -> Result<Vec<ErasureRequest>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM erasure_requests WHERE subject_id = ? ORDER BY id"
-        ))
-        .bind(i64::from(subject.0))
-        .fetch_all(&self.read)
-        .await
-        .map_err(db)?;
-        rows.iter().map(erasure_row).collect()
     }
 
     async fn open_session(&self, session: NewSession) -> Result<()> {
@@ -158,17 +106,4 @@ impl PrefCenterStore for SqliteStore {
         .map_err(db)?;
         Ok(done.rows_affected())
     }
-}
-
-fn erasure_row(row: &SqliteRow) -> Result<ErasureRequest> {
-    let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    Ok(ErasureRequest {
-        id: to_u64(row.try_get("id").map_err(get)?, "erasure request id")?,
-        subject: subject_id(row.try_get("subject_id").map_err(get)?)?,
-        regime: row.try_get("regime").map_err(get)?,
-        source: row.try_get("source").map_err(get)?,
-        state: ErasureState::from_column(row.try_get("state").map_err(get)?)?,
-        requested_at: row.try_get("requested_at").map_err(get)?,
-        due_at: row.try_get("due_at").map_err(get)?,
-    })
 }

@@ -5,10 +5,10 @@
 use crate::db;
 use kept_core::SubjectId;
 use kept_store::columns::to_i64;
-use kept_store::uses::{USE_COLUMNS, use_from_columns};
+use kept_store::uses::USE_COLUMNS;
 use kept_store::{Result, UseRecord};
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite};
 
 /// Rows per `INSERT`: 13 bound values each, well under SQLite's 32,766.
 const CHUNK: usize = 1000;
@@ -93,26 +93,7 @@ pub(crate) async fn candidates(
         .fetch_all(pool)
         .await
         .map_err(db)?;
-    rows.iter().map(row).collect()
-}
-
-fn row(r: &SqliteRow) -> Result<UseRecord> {
-    let categories: String = r.try_get(9).map_err(db)?;
-    let kind: String = r.try_get(2).map_err(db)?;
-    use_from_columns(
-        r.try_get(0).map_err(db)?,
-        r.try_get(1).map_err(db)?,
-        &kind,
-        r.try_get(3).map_err(db)?,
-        r.try_get(4).map_err(db)?,
-        r.try_get(5).map_err(db)?,
-        r.try_get(6).map_err(db)?,
-        r.try_get(7).map_err(db)?,
-        r.try_get(8).map_err(db)?,
-        &categories,
-        r.try_get(10).map_err(db)?,
-        r.try_get(11).map_err(db)?,
-        r.try_get(12).map_err(db)?,
-        r.try_get(13).map_err(db)?,
-    )
+    rows.iter()
+        .map(|r| kept_store::uses::use_row(&crate::Cols(r)))
+        .collect()
 }

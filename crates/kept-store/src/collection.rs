@@ -357,3 +357,33 @@ pub trait CollectionStore: Send + Sync {
     async fn set_key_collection_point(&self, key_id: &str, point: Option<&str>) -> Result<()>;
     async fn key_collection_point(&self, key_id: &str) -> Result<Option<String>>;
 }
+
+/// An identity log entry from `id, action, from_subject, into_subject, cause, key_id, at,
+/// undone_at, undoes`.
+pub fn merge_row(row: &impl crate::columns::Row) -> Result<MergeEntry> {
+    use crate::columns::subject_id;
+    Ok(MergeEntry {
+        id: row.int(0)?,
+        action: row.text(1)?,
+        from: subject_id(row.int(2)?)?,
+        into: subject_id(row.int(3)?)?,
+        cause: row.text(4)?,
+        key_id: row.text_opt(5)?,
+        at: row.int(6)?,
+        undone_at: row.int_opt(7)?,
+        undoes: row.int_opt(8)?,
+    })
+}
+
+/// An identifier's keyed hash from column `i`.
+pub fn hash_column(row: &impl crate::columns::Row, i: usize) -> Result<IdentifierHash> {
+    IdentifierHash::from_slice(&row.bytes(i)?)
+        .ok_or_else(|| crate::StoreError::Corrupt("an identity hash is not 32 bytes".into()))
+}
+
+/// An identifier's kind from column `i`.
+pub fn kind_column(row: &impl crate::columns::Row, i: usize) -> Result<IdentifierKind> {
+    let kind = row.text(i)?;
+    IdentifierKind::parse(&kind)
+        .ok_or_else(|| crate::StoreError::Corrupt(format!("unknown identifier kind `{kind}`")))
+}

@@ -1,10 +1,27 @@
 //! Conversions between domain values and the plain columns both backends store them in, so the
-//! two implementations cannot drift apart in how they read a row.
+//! two implementations cannot drift apart in how they read a row: a backend reads its driver's
+//! row through [`Row`], and the row mappers here and beside each type (`outbox::delivery_row`,
+//! `requests::erasure_row`, …) turn it into the domain's value. Only the SQL stays per dialect.
 
-use crate::{Result, StoreError};
+use crate::{ApiKeyRecord, LedgerRow, Result, Role, StoreError};
 use kept_core::SubjectId;
 use kept_core::ledger::{ChainHash, Checkpoint};
-use kept_core::subject::{Frequency, Period, QuietHours};
+use kept_core::subject::{
+    ChannelPreference, Contact, Frequency, Period, Provenance, QuietHours, Subject, Trait,
+};
+
+/// One row as a backend's driver read it, column by position, in the few types both databases
+/// store (integers are 64-bit, booleans are SQLite integers or PostgreSQL booleans). Each
+/// backend implements it once for its row type; a column of the wrong type is `Corrupt`.
+pub trait Row {
+    fn int(&self, i: usize) -> Result<i64>;
+    fn int_opt(&self, i: usize) -> Result<Option<i64>>;
+    fn text(&self, i: usize) -> Result<String>;
+    fn text_opt(&self, i: usize) -> Result<Option<String>>;
+    fn bytes(&self, i: usize) -> Result<Vec<u8>>;
+    fn bytes_opt(&self, i: usize) -> Result<Option<Vec<u8>>>;
+    fn flag(&self, i: usize) -> Result<bool>;
+}
 
 /// A sequence number as a signed 64-bit column.
 pub fn to_i64(n: u64) -> Result<i64> {
@@ -114,5 +131,112 @@ pub fn checkpoint(c: CheckpointColumns) -> Result<Checkpoint> {
             None => None,
             Some(p) => Some(ChainHash::from_slice(&p).ok_or_else(|| malformed("previous digest"))?),
         },
+    })
+}
+
+/// A checkpoint from a row of [`CHECKPOINT_COLUMNS`].
+pub fn checkpoint_row(row: &impl Row) -> Result<Checkpoint> {
+    checkpoint(CheckpointColumns {
+        seq: row.int(0)?,
+        hash: row.bytes(1)?,
+        at: row.int(2)?,
+        key_id: row.text(3)?,
+        signature: row.bytes(4)?,
+        prev: row.bytes_opt(5)?,
+    })
+}
+
+/// A ledger row from `seq, subject_id, bytes, hash, at`, exactly as stored.
+pub fn ledger_row(row: &impl Row) -> Result<LedgerRow> {
+    let seq = to_u64(row.int(0)?, "ledger seq")?;
+    Ok(LedgerRow {
+        seq,
+        subject: ledger_subject(seq, row.int(1)?)?,
+        bytes: row.bytes(2)?,
+        hash: row.bytes(3)?,
+        at: row.int(4)?,
+    })
+}
+
+/// An API key from `id, hash, role, name, created_at, revoked_at`.
+pub fn api_key_row(row: &impl Row) -> Result<ApiKeyRecord> {
+    let id = row.text(0)?;
+    let hash = row.bytes(1)?;
+    let role = row.text(2)?;
+    Ok(ApiKeyRecord {
+        hash: hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("api key `{id}` has a malformed hash")))?,
+        role: Role::parse(&role).ok_or_else(|| {
+            StoreError::Corrupt(format!("api key `{id}` has unknown role `{role}`"))
+        })?,
+        name: row.text(3)?,
+        created_at: row.int(4)?,
+        revoked_at: row.int_opt(5)?,
+        id,
+    })
+}
+
+/// A subject from `id, user_id, country, region, time_zone, created_at,
+/// erasure_requested_at, suppressed`.
+pub fn subject_row(row: &impl Row) -> Result<Subject> {
+    Ok(Subject {
+        id: subject_id(row.int(0)?)?,
+        user_id: row.text_opt(1)?,
+        country: row.text_opt(2)?,
+        region: row.text_opt(3)?,
+        time_zone: row.text_opt(4)?,
+        created_at: row.int(5)?,
+        erasure_requested_at: row.int_opt(6)?,
+        suppressed: row.flag(7)?,
+    })
+}
+
+/// A trait from `subject_id, key, value (JSON text), category, collection_point, notice_id,
+/// notice_version, collected_at, source`.
+pub fn trait_row(row: &impl Row) -> Result<Trait> {
+    let subject = subject_id(row.int(0)?)?;
+    let key = row.text(1)?;
+    let value = row.text(2)?;
+    Ok(Trait {
+        value: serde_json::from_str(&value).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "trait `{key}` of subject {subject} is not JSON: {e}"
+            ))
+        })?,
+        subject,
+        key,
+        category: row.text(3)?,
+        provenance: Provenance {
+            collection_point: row.text(4)?,
+            notice_id: row.text(5)?,
+            notice_version: to_u32(row.int(6)?, "notice version")?,
+            collected_at: row.int(7)?,
+            source: row.text(8)?,
+        },
+    })
+}
+
+/// A channel preference from `subject_id, channel, frequency_max, frequency_period,
+/// quiet_start, quiet_end, updated_at`.
+pub fn preference_row(row: &impl Row) -> Result<ChannelPreference> {
+    Ok(ChannelPreference {
+        subject: subject_id(row.int(0)?)?,
+        channel: row.text(1)?,
+        frequency: frequency(row.int_opt(2)?, row.text_opt(3)?.as_deref())?,
+        quiet_hours: quiet_hours(row.int_opt(4)?, row.int_opt(5)?)?,
+        updated_at: row.int(6)?,
+    })
+}
+
+/// A contact from `subject_id, channel, purpose, topic, at`.
+pub fn contact_row(row: &impl Row) -> Result<Contact> {
+    Ok(Contact {
+        subject: subject_id(row.int(0)?)?,
+        channel: row.text(1)?,
+        purpose: row.text(2)?,
+        topic: row.text_opt(3)?,
+        at: row.int(4)?,
     })
 }

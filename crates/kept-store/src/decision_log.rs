@@ -78,3 +78,27 @@ pub fn categories_from_column(text: &str) -> crate::Result<Vec<String>> {
         crate::StoreError::Corrupt(format!("decision log categories are not a list: {e}"))
     })
 }
+
+/// An entry from `id, at, subject_id, purpose, channel, topic, categories, allowed, reason,
+/// evidence, obligations, caller, asked_at` (the last with entries from before it was kept
+/// reading their `at`).
+pub fn entry_row(row: &impl crate::columns::Row) -> crate::Result<DecisionLogEntry> {
+    Ok(DecisionLogEntry {
+        id: crate::columns::to_u64(row.int(0)?, "decision log id")?,
+        at: row.int(1)?,
+        subject: row
+            .int_opt(2)?
+            .map(crate::columns::subject_id)
+            .transpose()?,
+        purpose: row.text(3)?,
+        channel: row.text_opt(4)?,
+        topic: row.text_opt(5)?,
+        categories: categories_from_column(&row.text(6)?)?,
+        allowed: row.flag(7)?,
+        reason: row.text(8)?,
+        evidence: row.text(9)?,
+        obligations: row.text(10)?,
+        caller: row.text(11)?,
+        asked_at: row.int(12)?,
+    })
+}

@@ -1,5 +1,6 @@
-//! The `Store` trait every Kept database backend implements, the types it speaks, and the
-//! conformance suite (`conformance`) that runs unchanged against each backend.
+//! The `Store` trait every Kept database backend implements, the types it speaks, the row
+//! mapping both share (`columns`), and the conformance suite (`conformance`, behind the
+//! `conformance` feature) that runs unchanged against each backend.
 //!
 //! INVARIANT: a write method returns `Ok` only after its transaction has committed.
 
@@ -14,6 +15,7 @@ pub use group_commit::CheckpointSigner;
 
 pub mod collection;
 pub mod columns;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod decision_log;
 pub mod group_commit;
@@ -22,6 +24,7 @@ pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
 pub mod outbox;
 pub mod prefcenter;
 pub mod quarantine;
+pub mod requests;
 pub mod uses;
 
 pub use uses::{UseKind, UseQuery, UseRecord, UseSubjects};
@@ -181,7 +184,8 @@ pub struct LedgerRow {
 
 /// Persistence for Kept. One implementation per database; all pass `conformance`. The webhook
 /// outbox (`outbox::Outbox`) and the collection API's storage (`collection::CollectionStore`)
-/// are part of every store, and so is the preference center's (`prefcenter::PrefCenterStore`).
+/// are part of every store, and so are the preference center's (`prefcenter::PrefCenterStore`)
+/// and the data subject requests' (`requests::RequestStore`).
 /// One thing heard from the other servers on a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heard {
@@ -196,6 +200,7 @@ pub trait Store:
     outbox::Outbox
     + collection::CollectionStore
     + prefcenter::PrefCenterStore
+    + requests::RequestStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -1,6 +1,9 @@
-//! The webhook outbox: deliveries of collected events to the systems the manifest names, kept in
-//! the database until they are delivered, suppressed or given up on (dead letters), so that
-//! nothing is lost while a destination is down or Kept restarts.
+//! The webhook outbox: deliveries to the systems the manifest names, kept in the database until
+//! they are delivered, suppressed or given up on (dead letters), so that nothing is lost while a
+//! destination is down or Kept restarts. A delivery is of one of two kinds: a collected event
+//! forwarded (`Event`), which goes only where the decision allows it, or a notice the company
+//! owes a system (`Obligation`: an erasure or a withdrawal to carry out), which is owed exactly
+//! when the decision denies and so is never gated by it.
 //!
 //! INVARIANT: one delivery per (event id, system); enqueueing the same pair again is a no-op, so
 //! a collector may enqueue after every retry of an event without sending it twice.
@@ -9,12 +12,51 @@
 //! a server that dies mid-delivery leaves it to be claimed again once the lease has run out
 //! (delivery is at least once; receivers deduplicate on the message id).
 
+use crate::columns::{Row, subject_id, to_u32, to_u64};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-pub mod conformance;
+/// What a delivery carries, and so what may stop it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    /// A collected event forwarded: sent only while the decision for every purpose the system
+    /// declares allows it. Every delivery stored before kinds existed is one.
+    #[default]
+    Event,
+    /// A notice the company owes the system (an erasure or a withdrawal to carry out): owed
+    /// because the decision denies, so no decision suppresses it.
+    Obligation,
+}
+
+impl DeliveryKind {
+    pub const ALL: [DeliveryKind; 2] = [DeliveryKind::Event, DeliveryKind::Obligation];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Event => "event",
+            DeliveryKind::Obligation => "obligation",
+        }
+    }
+
+    /// A stored kind column.
+    pub fn from_column(s: &str) -> Result<DeliveryKind> {
+        DeliveryKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery kind `{s}`")))
+    }
+
+    /// Whether the decision about the subject gates this delivery: asked before it is queued
+    /// and again before each attempt, a denial suppressing it.
+    pub fn gated_by_decision(self) -> bool {
+        self == DeliveryKind::Event
+    }
+}
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,9 +104,11 @@ impl DeliveryState {
 /// A delivery to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDelivery {
+    pub kind: DeliveryKind,
     /// The `webhook-id` the receiver sees, the same on every attempt.
     pub message_id: String,
-    /// The collected event's id (its `messageId`).
+    /// The collected event's id (its `messageId`), or for an obligation the id of what it
+    /// carries out (one delivery per id and system).
     pub event_id: String,
     /// The manifest's system key.
     pub system: String,
@@ -78,6 +122,7 @@ pub struct NewDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub id: u64,
+    pub kind: DeliveryKind,
     pub message_id: String,
     pub event_id: String,
     pub system: String,
@@ -126,6 +171,31 @@ impl Attempt {
             Attempt::Suppressed { .. } => DeliveryState::Suppressed,
         }
     }
+}
+
+/// The SELECT list [`delivery_row`] reads, in order.
+pub const DELIVERY_COLUMNS: &str = "id, message_id, event_id, system, subject_id, payload, state, \
+                                    attempts, next_attempt_at, created_at, updated_at, \
+                                    last_status, last_error, kind";
+
+/// A delivery from [`DELIVERY_COLUMNS`] starting at column `at`.
+pub fn delivery_row(row: &impl Row, at: usize) -> Result<Delivery> {
+    Ok(Delivery {
+        id: to_u64(row.int(at)?, "delivery id")?,
+        message_id: row.text(at + 1)?,
+        event_id: row.text(at + 2)?,
+        system: row.text(at + 3)?,
+        subject: subject_id(row.int(at + 4)?)?,
+        payload: row.text(at + 5)?,
+        state: DeliveryState::from_column(&row.text(at + 6)?)?,
+        attempts: to_u32(row.int(at + 7)?, "delivery attempts")?,
+        next_attempt_at: row.int(at + 8)?,
+        created_at: row.int(at + 9)?,
+        updated_at: row.int(at + 10)?,
+        last_status: status_column(row.int_opt(at + 11)?)?,
+        last_error: row.text_opt(at + 12)?,
+        kind: DeliveryKind::from_column(&row.text(at + 13)?)?,
+    })
 }
 
 /// A stored HTTP status column.
@@ -193,7 +263,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// when no dead letter has this id.
     async fn retry_dead_delivery(&self, id: u64, now: UnixMillis) -> Result<Delivery>;
 
-    /// Deletes every delivery of a subject (erasure). Returns how many there were.
+    /// Deletes every event delivery of a subject (erasure). Its obligations stay: they are what
+    /// carries the erasure out, and keep a payload only until delivered. Returns how many were
+    /// deleted.
     async fn delete_subject_deliveries(&self, subject: SubjectId) -> Result<u64>;
 
     async fn outbox_counts(&self) -> Result<OutboxCounts>;

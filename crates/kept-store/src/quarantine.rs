@@ -26,3 +26,18 @@ pub struct QuarantineEntry {
     /// holds it readable.
     pub sealed: Vec<u8>,
 }
+
+/// An entry from `id, received_at, key_id, key_name, position, code, path, message, sealed`.
+pub fn entry_row(row: &impl crate::columns::Row) -> crate::Result<QuarantineEntry> {
+    Ok(QuarantineEntry {
+        id: crate::columns::to_u64(row.int(0)?, "quarantine id")?,
+        received_at: row.int(1)?,
+        key_id: row.text(2)?,
+        key_name: row.text(3)?,
+        index: crate::columns::to_u32(row.int(4)?, "quarantine position")?,
+        code: row.text(5)?,
+        path: row.text(6)?,
+        message: row.text(7)?,
+        sealed: row.bytes(8)?,
+    })
+}

@@ -183,6 +183,26 @@ impl UseRecord {
     }
 }
 
+/// A use from a row of [`USE_COLUMNS`].
+pub fn use_row(r: &impl crate::columns::Row) -> Result<UseRecord> {
+    use_from_columns(
+        r.int(0)?,
+        r.int(1)?,
+        &r.text(2)?,
+        r.int_opt(3)?,
+        r.bytes_opt(4)?,
+        r.int(5)?,
+        r.text(6)?,
+        r.text_opt(7)?,
+        r.text_opt(8)?,
+        &r.text(9)?,
+        r.text(10)?,
+        r.text(11)?,
+        r.text(12)?,
+        r.text_opt(13)?,
+    )
+}
+
 /// A use back from its columns, in the order `USE_COLUMNS` names them.
 #[expect(
     clippy::too_many_arguments,

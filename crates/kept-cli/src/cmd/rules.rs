@@ -1,9 +1,11 @@
 //! `kept rules`: the rulebook a manifest runs under — the law's rows, each with its legal
-//! source, then the manifest's own tightenings — as a table or as JSON. The manifest is the
+//! source, then the manifest's own tightenings — and the deadlines for answering data subject
+//! requests per regime (`kept_core::rights`), as tables or as JSON. The manifest is the
 //! one every offline command finds (`source::find_manifest`), the demo's when there is none.
 
 use crate::cmd::decide::{Format, print};
 use crate::cmd::source::{Source, find_manifest};
+use kept_core::rights::Rights;
 use kept_core::rulebook::{EffectiveRulebook, Rulebook};
 use kept_server::config::Env;
 use serde::Serialize;
@@ -32,10 +34,19 @@ pub struct Args {
 struct Report {
     manifest: String,
     rules: Vec<kept_core::rulebook::RuleRow>,
+    /// When each kind of data subject request must be answered, per regime.
+    deadlines: Vec<kept_core::rights::DeadlineRow>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rulebook = match Rulebook::builtin() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let rights = match Rights::builtin() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -66,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let report = Report {
                 manifest: found.label,
                 rules: effective.rows(),
+                deadlines: rights.rows(),
             };
             print(&(serde_json::to_string_pretty(&report)? + "\n"))?;
         }
@@ -77,7 +89,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 total - tightenings,
                 found.label
             );
-            print(&format!("{heading}\n\n{}", effective.table()))?;
+            let deadlines = format!(
+                "{} request deadlines (the earliest that applies wins)",
+                rights.rules.len()
+            );
+            print(&format!(
+                "{heading}\n\n{}\n{deadlines}\n\n{}",
+                effective.table(),
+                rights.table()
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -71,6 +71,10 @@ pub struct Args {
     /// is ignored and the connection's address is the client's [default: 0]
     #[arg(long, value_name = "N")]
     trusted_proxies: Option<String>,
+    /// Where a subject's choices are read from: `index` (memory), or `store` (the database on
+    /// every request, to compare in a benchmark) [default: index]
+    #[arg(long, value_name = "FROM")]
+    consent_reads: Option<String>,
     /// Origins whose pages may call the collection endpoints, comma-separated, or `*` for any
     #[arg(long, value_name = "ORIGINS")]
     cors_origins: Option<String>,
@@ -146,6 +150,7 @@ impl Args {
             )
             .set_opt(Key::WebhookMaxAttempts, self.webhook_max_attempts.clone())
             .set_opt(Key::TrustedProxies, self.trusted_proxies.clone())
+            .set_opt(Key::ConsentReads, self.consent_reads.clone())
             .set_opt(Key::CorsOrigins, self.cors_origins.clone())
             .set_opt(Key::DefaultCountry, self.default_country.clone())
             .set_opt(Key::CollectQueue, self.collect_queue.clone())

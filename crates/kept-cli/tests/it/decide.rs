@@ -77,6 +77,14 @@ fn rules_show_the_law_and_the_manifests_tightenings() {
             .any(|r| r["id"].as_str().unwrap().contains("tcpa")),
         "{law}"
     );
+    let deadlines = law["deadlines"].as_array().unwrap();
+    let gdpr = deadlines
+        .iter()
+        .find(|d| d["id"] == "gdpr.requests")
+        .unwrap_or_else(|| panic!("no GDPR deadline: {law}"));
+    assert_eq!(gdpr["within"], "1 month");
+    assert_eq!(gdpr["extension"], "2 months");
+    assert!(gdpr["source"].as_str().unwrap().contains("Art. 12(3)"));
 
     let tightened = format!(
         "{}\n[[policy.tighten]]\nregime = \"us\"\npurpose = \"marketing.*\"\nchannel = \"sms\"\n\
@@ -96,6 +104,12 @@ fn rules_show_the_law_and_the_manifests_tightenings() {
         .unwrap_or_else(|| panic!("no tightening row:\n{text}"));
     assert!(row.contains("marketing.*") && row.contains("sms"), "{row}");
     assert!(row.contains("Opt-in before any marketing text."), "{row}");
+    assert!(text.contains("request deadlines"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("lgpd.requests") && l.contains("15 days")),
+        "{text}"
+    );
 
     let missing = kept(dir.path(), &["rules", "--manifest", "nowhere.toml"]);
     assert_eq!(missing.status.code(), Some(2));

@@ -1,145 +1,16 @@
-//! Consent carried by an event: what it said (`context.consent.categoryPreferences`, the
-//! `Sec-GPC` header, IAB strings), what that means as purposes, which purposes the event may
-//! serve, and which ledger records it implies for the subject.
+//! Consent carried by an event: what its signals (`crate::signals`) mean as purposes, which
+//! purposes the event may serve, and which ledger records it implies for the subject.
 //!
 //! Fail closed: a purpose that needs consent is usable only when the event itself said yes;
 //! missing consent never counts as consent.
 
-use super::message::{FieldError, field_path};
 use crate::UnixMillis;
 use crate::decision::{Compiled, DecisionRequest, PlaceId};
 use crate::ledger::{CollectionMethod, ConsentAction, ConsentRecord};
 use crate::manifest::Manifest;
-use crate::rulebook::{Level, PurposeClass};
+use crate::rulebook::Level;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-
-/// Longest IAB string kept (a TC string with many vendors runs to a few kilobytes).
-pub const MAX_SIGNAL_LEN: usize = 8192;
-
-/// The consent signals one event carried, as it carried them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsentSignals {
-    /// `context.consent.categoryPreferences`: consent-manager category → yes or no.
-    pub categories: BTreeMap<String, bool>,
-    /// Global Privacy Control: the `Sec-GPC: 1` header or `context.consent.gpc`.
-    pub gpc: bool,
-    /// IAB TCF consent string (`context.consent.tcString`), recorded as carried.
-    pub tcf: Option<String>,
-    /// IAB GPP string (`context.consent.gppString`), recorded as carried.
-    pub gpp: Option<String>,
-    /// The GPP sections that apply (`context.consent.gppSid`).
-    pub gpp_sections: Option<String>,
-    /// The deprecated four-character US Privacy string (`context.consent.usPrivacy`).
-    pub us_privacy: Option<String>,
-}
-
-impl ConsentSignals {
-    /// Whether the event carried any choice about purposes.
-    pub fn carried(&self) -> bool {
-        !self.categories.is_empty()
-    }
-}
-
-/// Reads the consent signals of an event's `context` (at `base`, for error paths).
-pub fn signals(
-    context: &Map<String, Value>,
-    gpc_header: bool,
-    base: &str,
-) -> Result<ConsentSignals, FieldError> {
-    let base = field_path(base, "context.consent");
-    let mut out = ConsentSignals {
-        gpc: gpc_header || context.get("gpc").is_some_and(truthy),
-        ..ConsentSignals::default()
-    };
-    let consent = match context.get("consent") {
-        None | Some(Value::Null) => return Ok(out),
-        Some(Value::Object(c)) => c,
-        Some(_) => return Err(FieldError::new(base, "`consent` must be an object")),
-    };
-    match consent.get("categoryPreferences") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(prefs)) => {
-            for (category, value) in prefs {
-                let choice = choice(value).ok_or_else(|| {
-                    FieldError::new(
-                        format!("{base}.categoryPreferences.{category}"),
-                        format!("the choice for `{category}` must be `true` or `false`"),
-                    )
-                })?;
-                out.categories.insert(category.clone(), choice);
-            }
-        }
-        Some(_) => {
-            return Err(FieldError::new(
-                format!("{base}.categoryPreferences"),
-                "`categoryPreferences` must be an object of `true`/`false` choices",
-            ));
-        }
-    }
-    out.gpc |= consent.get("gpc").is_some_and(truthy);
-    let text = |names: &[&str]| -> Result<Option<String>, FieldError> {
-        for name in names {
-            match consent.get(*name) {
-                None | Some(Value::Null) => continue,
-                Some(Value::String(s)) if s.len() <= MAX_SIGNAL_LEN => {
-                    return Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty()));
-                }
-                Some(Value::String(_)) => {
-                    return Err(FieldError::new(
-                        format!("{base}.{name}"),
-                        format!("`{name}` is longer than {MAX_SIGNAL_LEN} characters"),
-                    ));
-                }
-                Some(Value::Array(items)) => {
-                    let joined: Vec<String> = items
-                        .iter()
-                        .map(|i| match i {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    return Ok(Some(joined.join(",")));
-                }
-                Some(Value::Number(n)) => return Ok(Some(n.to_string())),
-                Some(_) => {
-                    return Err(FieldError::new(
-                        format!("{base}.{name}"),
-                        format!("`{name}` must be a string"),
-                    ));
-                }
-            }
-        }
-        Ok(None)
-    };
-    out.tcf = text(&["tcString", "tcfString", "tcf"])?;
-    out.gpp = text(&["gppString", "gpp"])?;
-    out.gpp_sections = text(&["gppSid", "applicableSections"])?;
-    out.us_privacy = text(&["usPrivacy", "uspString", "us_privacy"])?;
-    Ok(out)
-}
-
-fn truthy(v: &Value) -> bool {
-    choice(v) == Some(true)
-}
-
-fn choice(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(1) => Some(true),
-            Some(0) => Some(false),
-            _ => None,
-        },
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "granted" | "yes" | "1" => Some(true),
-            "false" | "denied" | "no" | "0" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
 
 /// Consent-manager categories read as purposes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,9 +77,7 @@ pub fn usable_purposes(
             match req.level {
                 Level::None => true,
                 Level::OptOut => {
-                    let gpc_opts_out = gpc
-                        && (req.gpc.is_some_and(|(_, from)| now >= from)
-                            || query.class == PurposeClass::Advertising);
+                    let gpc_opts_out = gpc && crate::signals::gpc::stops(query.class, req.gpc, now);
                     said != Some(false) && !gpc_opts_out
                 }
                 Level::OptIn => said == Some(true),
@@ -337,17 +206,6 @@ pub fn consent_changes(
     out
 }
 
-/// The purpose a GPC record is filed under: the manifest's first advertising purpose, else
-/// fideslang's `third_party_sharing`.
-pub fn gpc_purpose(manifest: &Manifest) -> String {
-    manifest
-        .purposes
-        .keys()
-        .find(|k| PurposeClass::of(k) == PurposeClass::Advertising)
-        .cloned()
-        .unwrap_or_else(|| "third_party_sharing".to_owned())
-}
-
 /// The opt-in level of a purpose at a place, as the rulebook and manifest set it.
 pub fn level_of(compiled: &Compiled, place: PlaceId, purpose: &str) -> Option<Level> {
     let query = compiled.prepare(&DecisionRequest::new(purpose));
@@ -360,7 +218,6 @@ pub fn level_of(compiled: &Compiled, place: PlaceId, purpose: &str) -> Option<Le
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn manifest() -> Manifest {
         let mut m = crate::manifest::load(&crate::manifest::demo_toml(), "kept.toml")
@@ -371,22 +228,6 @@ mod tests {
             vec!["marketing.advertising.third_party.targeted".into()],
         );
         m
-    }
-
-    #[test]
-    fn signals_are_read_with_paths_for_bad_values() {
-        let ctx = json!({"consent": {
-            "categoryPreferences": {"Advertising": true, "personalize.content.profiled": "denied"},
-            "tcString": "CP1234", "gppString": "DBABMA~CP1234", "gppSid": [7, 8]
-        }});
-        let s = signals(ctx.as_object().unwrap(), true, "").unwrap();
-        assert!(s.gpc && s.carried());
-        assert!(!s.categories["personalize.content.profiled"]);
-        assert_eq!(s.tcf.as_deref(), Some("CP1234"));
-        assert_eq!(s.gpp_sections.as_deref(), Some("7,8"));
-        let bad = json!({"consent": {"categoryPreferences": {"Ads": "maybe"}}});
-        let err = signals(bad.as_object().unwrap(), false, "batch[2]").unwrap_err();
-        assert_eq!(err.path, "batch[2].context.consent.categoryPreferences.Ads");
     }
 
     #[test]

@@ -7,8 +7,8 @@ pub mod message;
 pub mod profile;
 
 pub use consent::{
-    ConsentChange, ConsentSignals, ConsentSnapshot, CurrentConsent, PurposeChoices,
-    consent_changes, gpc_purpose, level_of, purpose_choices, signals, usable_purposes,
+    ConsentChange, ConsentSnapshot, CurrentConsent, PurposeChoices, consent_changes, level_of,
+    purpose_choices, usable_purposes,
 };
 pub use message::{
     Context, FieldError, Message, MessageError, MessageKind, field_path, parse_message,

@@ -848,7 +848,7 @@ impl Compiled {
             return false;
         };
         let channel = query.channel.map(|c| self.channel_key(c));
-        self.manifest.notice_promises(n, category, &p.key, channel)
+        crate::manifest::promises::promises_use(&self.manifest, n, category, &p.key, channel)
     }
 
     /// Whether an email address of `category` collected at `point` under `notice` (at

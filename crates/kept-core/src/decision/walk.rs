@@ -280,8 +280,8 @@ pub(crate) fn legal_gate<V: SubjectView>(
             list([Some(Evidence::Ledger { seq: fact.seq }), cite]),
         ));
     }
-    if let Some((gpc_rule, from)) = req.gpc
-        && now >= from
+    if let Some((gpc_rule, _)) = req.gpc
+        && crate::signals::gpc::in_force(req.gpc, now)
         && view.gpc()
     {
         return Err(deny(

@@ -22,7 +22,7 @@ use crate::decision::{
 };
 use crate::ledger::{CollectionMethod, ConsentAction};
 use crate::rulebook::PurposeClass;
-use crate::subject::{ChannelPreference, Contact, Period, Subject, Trait};
+use crate::subject::{ChannelPreference, Contact, Frequency, Period, QuietHours, Subject, Trait};
 use crate::{SubjectId, UnixMillis};
 use arc_swap::ArcSwap;
 use chrono_tz::Tz;
@@ -30,7 +30,8 @@ use std::sync::Arc;
 pub(crate) use store::{Chunk, Page, Registry, Row, SetKey, StateKind, Watch};
 use store::{
     ContactEntry, ERASURE, Fact, GPC, GPC_SCOPE, HAS_IMPLIED, HAS_PREFS, ImpliedEntry, KNOWN,
-    OriginInfo, PrefEntry, SUPPRESSED, implied_kind, locate, pack_scope, unpack_scope,
+    OriginInfo, PendingEntry, PrefEntry, SUPPRESSED, implied_kind, locate, pack_scope,
+    unpack_scope,
 };
 
 /// One write the index must reflect. The store's write path sends one per committed write;
@@ -136,6 +137,18 @@ impl IndexQuery {
     pub(crate) fn probes(&self, category: usize) -> &[(usize, Origin)] {
         self.probes.get(category).map_or(&[], Vec::as_slice)
     }
+}
+
+/// What the index holds of one known subject besides its consents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectFlags {
+    /// Where its rules come from, as `Compiled::place_of` finds it from its location.
+    pub place: PlaceId,
+    /// It asked for erasure.
+    pub erasure: bool,
+    pub suppressed: bool,
+    /// Its latest GPC signal (of any record) is an opt-out.
+    pub gpc_opted_out: bool,
 }
 
 /// How much memory the index takes.
@@ -300,6 +313,47 @@ impl Snapshot {
         })
     }
 
+    /// What the index holds of a known subject besides its consents; `None` for one it does
+    /// not know (never seen, erased, or merged into another).
+    pub fn subject(&self, id: SubjectId) -> Option<SubjectFlags> {
+        let (c, p, local) = locate(id);
+        let row = *self.chunks.get(c)?.page(p)?.rows.get(usize::from(local))?;
+        (row.flags & KNOWN != 0).then_some(SubjectFlags {
+            place: PlaceId(row.place),
+            erasure: row.flags & ERASURE != 0,
+            suppressed: row.flags & SUPPRESSED != 0,
+            gpc_opted_out: row.flags & GPC != 0,
+        })
+    }
+
+    /// Whether the latest record of `subject` for exactly `topic` of `purpose` on `channel`
+    /// (of any kind, counted or not) is a pending double opt-in.
+    pub fn pending(&self, subject: SubjectId, purpose: &str, channel: &str, topic: &str) -> bool {
+        let Some(scope) = self.ctx.record_scope(purpose, Some(channel), Some(topic)) else {
+            return false;
+        };
+        let (c, p, local) = locate(subject);
+        self.chunks
+            .get(c)
+            .and_then(|chunk| chunk.page(p))
+            .is_some_and(|page| page.is_pending(local, pack_scope(scope)))
+    }
+
+    /// The latest frequency and quiet hours `subject` chose on `channel`, if it chose any.
+    pub fn channel_preference(
+        &self,
+        subject: SubjectId,
+        channel: &str,
+    ) -> Option<(Option<Frequency>, Option<QuietHours>)> {
+        let channel = self.ctx.channel_id(channel)?;
+        let (c, p, local) = locate(subject);
+        let page = self.chunks.get(c)?.page(p)?;
+        page.prefs_of(local)
+            .iter()
+            .find(|e| e.channel == channel)
+            .map(|e| (e.frequency, e.quiet))
+    }
+
     /// Memory taken by bitmaps and per-subject entries, and per known subject.
     pub fn memory(&self) -> MemoryReport {
         let mut bitmap_bytes = 0u64;
@@ -314,8 +368,8 @@ impl Snapshot {
                 + chunk.watch.len() * std::mem::size_of::<Watch>())
                 as u64;
             for page in chunk.pages.iter().flatten() {
-                // Five list headers and the shared-pointer counts.
-                entry_bytes += (page.bytes() + 5 * 24 + 16) as u64;
+                // Six list headers and the shared-pointer counts.
+                entry_bytes += (page.bytes() + 6 * 24 + 16) as u64;
             }
         }
         let subjects = self.subject_count();
@@ -348,6 +402,7 @@ impl Snapshot {
             Change::Trait(t) => self.apply_trait(&t),
             Change::Consent(r) => {
                 self.interacted(r.record.subject, r.record.at);
+                self.track_pending(&r);
                 self.apply_consent(&r);
             }
             Change::Preference(p) => {
@@ -572,10 +627,68 @@ impl Snapshot {
         (kind, topic_negative)
     }
 
+    /// Keeps, per exact topic scope, whether its latest record of any kind (counted or not) is
+    /// a pending double opt-in. Records come in `seq` order (the build reads the ledger in
+    /// order, and every write path applies what it appended, in order).
+    fn track_pending(&mut self, r: &SequencedRecord) {
+        let rec = &r.record;
+        let (Some(channel), Some(topic)) = (rec.channel.as_deref(), rec.topic.as_deref()) else {
+            return;
+        };
+        let Some(scope) = self
+            .ctx
+            .record_scope(&rec.purpose, Some(channel), Some(topic))
+        else {
+            return;
+        };
+        let scope = pack_scope(scope);
+        let (c, p, local) = locate(rec.subject);
+        let pending = rec.action == ConsentAction::Pending;
+        let known = self
+            .chunks
+            .get(c)
+            .and_then(|chunk| chunk.page(p))
+            .is_some_and(|page| page.is_pending(local, scope));
+        if !pending && !known {
+            // Nothing to clear: leave the page unshared.
+            return;
+        }
+        let Some(page) = self.chunk_mut(c).and_then(|chunk| chunk.page_mut(p)) else {
+            return;
+        };
+        let at = page
+            .pending
+            .binary_search_by(|e| (e.local, e.scope).cmp(&(local, scope)));
+        match (at, pending) {
+            (Ok(i), true) => {
+                if let Some(e) = page.pending.get_mut(i) {
+                    e.seq = e.seq.max(r.seq);
+                }
+            }
+            (Err(i), true) => page.pending.insert(
+                i,
+                PendingEntry {
+                    local,
+                    scope,
+                    seq: r.seq,
+                },
+            ),
+            (Ok(i), false) => {
+                if page.pending.get(i).is_some_and(|e| e.seq < r.seq) {
+                    page.pending.remove(i);
+                }
+            }
+            (Err(_), false) => {}
+        }
+    }
+
     fn apply_consent(&mut self, r: &SequencedRecord) {
         let rec = &r.record;
-        // A yes under a notice that did not promise it counts for nothing (as in `StateView`).
-        if rec.action == ConsentAction::Pending || !crate::manifest::promises::counts(rec) {
+        // A yes under a notice that did not promise it counts for nothing (as in `StateView`);
+        // a GPC signal counts whatever it names, as `StateView::gpc` reads it.
+        if rec.action == ConsentAction::Pending
+            || (rec.method != CollectionMethod::Gpc && !crate::manifest::promises::counts(rec))
+        {
             return;
         }
         let ctx = Arc::clone(&self.ctx);
@@ -842,6 +955,7 @@ impl Snapshot {
             page.prefs.retain(|e| e.local != local);
             page.contacts.retain(|e| e.local != local);
             page.implied.retain(|e| e.local != local);
+            page.pending.retain(|e| e.local != local);
         }
         for set in 0..chunk.sets.len() {
             chunk.put(set, id.0, false);

@@ -81,6 +81,16 @@ pub(crate) struct ContactEntry {
     pub at: UnixMillis,
 }
 
+/// An exact topic scope (purpose, channel and topic) of one subject whose latest record, of any
+/// kind, is a pending double opt-in: what the preference page shows as waiting for its
+/// confirmation. The facts leave pending records out, since decisions never count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PendingEntry {
+    pub local: u8,
+    pub scope: u32,
+    pub seq: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ImpliedEntry {
     pub local: u8,
@@ -110,6 +120,8 @@ pub(crate) struct Page {
     pub prefs: Vec<PrefEntry>,
     pub contacts: Vec<ContactEntry>,
     pub implied: Vec<ImpliedEntry>,
+    /// Sorted by (`local`, `scope`).
+    pub pending: Vec<PendingEntry>,
 }
 
 impl Default for Page {
@@ -120,6 +132,7 @@ impl Default for Page {
             prefs: Vec::new(),
             contacts: Vec::new(),
             implied: Vec::new(),
+            pending: Vec::new(),
         }
     }
 }
@@ -193,6 +206,14 @@ impl Page {
             + self.prefs.len() * std::mem::size_of::<PrefEntry>()
             + self.contacts.len() * std::mem::size_of::<ContactEntry>()
             + self.implied.len() * std::mem::size_of::<ImpliedEntry>()
+            + self.pending.len() * std::mem::size_of::<PendingEntry>()
+    }
+
+    /// Whether the latest record of subject `local` on exact scope `scope` is pending.
+    pub fn is_pending(&self, local: u8, scope: u32) -> bool {
+        self.pending
+            .binary_search_by(|e| (e.local, e.scope).cmp(&(local, scope)))
+            .is_ok()
     }
 }
 

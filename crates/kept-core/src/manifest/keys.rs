@@ -1,8 +1,7 @@
 //! How keys relate to each other: the fideslang hierarchy (`user.contact.email` is inside
-//! `user.contact`), rule patterns, and what a notice promises. Shared by `kept lint` and the
-//! decision engine so both read a promise the same way.
+//! `user.contact`) and rule patterns. What a notice promises is `promises`' question.
 
-use super::model::{Manifest, Notice};
+use super::model::Manifest;
 use crate::fideslang;
 
 /// Channels the rulebook knows. A manifest may declare others, but decisions on them fail
@@ -37,30 +36,6 @@ impl Manifest {
             .iter()
             .any(|(declared, c)| c.sensitive && is_within(key, declared))
             || fideslang::is_sensitive_category(key)
-    }
-
-    /// Whether `notice` promised that `category` may be used for `purpose` (and, when given,
-    /// through `channel`). A notice listing a branch (`user.contact`, `essential.service`)
-    /// promises everything inside it; a purpose may also use data promised for the purposes it
-    /// declares itself `compatible_with`.
-    pub fn notice_promises(
-        &self,
-        notice: &Notice,
-        category: &str,
-        purpose: &str,
-        channel: Option<&str>,
-    ) -> bool {
-        let covers_category = notice.categories.iter().any(|c| is_within(category, c));
-        let compatible = self
-            .purposes
-            .get(purpose)
-            .map(|p| p.compatible_with.as_slice())
-            .unwrap_or_default();
-        let covers_purpose = notice.purposes.iter().any(|promised| {
-            is_within(purpose, promised) || compatible.iter().any(|c| is_within(c, promised))
-        });
-        let covers_channel = channel.is_none_or(|ch| notice.channels.iter().any(|c| c == ch));
-        covers_category && covers_purpose && covers_channel
     }
 }
 

@@ -1,6 +1,8 @@
-//! Which notice covers a purpose on a channel: the one rule the banner, collection and the
-//! preference center share, so the notice a customer is shown is the notice the ledger names;
-//! and what a consent record may name when a client names a notice itself.
+//! What a notice promises, asked in one place: which notice covers a purpose on a channel (the
+//! one rule the banner, collection and the preference center share, so the notice a customer is
+//! shown is the notice the ledger names), what a consent record may name when a client names a
+//! notice itself, and whether data collected under a notice may serve a use (the rule the
+//! decisions and `kept lint` share).
 
 use super::keys::is_within;
 use super::model::{Manifest, Notice};
@@ -11,7 +13,7 @@ use crate::ledger::{ConsentAction, ConsentRecord, NoticeRef};
 /// Only the purpose itself counts, never a purpose it is `compatible_with`: consent is given to
 /// what the notice says.
 fn closeness(notice: &Notice, purpose: &str, channel: Option<&str>) -> Option<usize> {
-    if !channel.is_none_or(|c| notice.channels.iter().any(|nc| nc == c)) {
+    if !on_channel(notice, channel) {
         return None;
     }
     notice
@@ -20,6 +22,11 @@ fn closeness(notice: &Notice, purpose: &str, channel: Option<&str>) -> Option<us
         .filter(|p| is_within(purpose, p))
         .map(String::len)
         .max()
+}
+
+/// Whether `notice` names `channel` (when given).
+fn on_channel(notice: &Notice, channel: Option<&str>) -> bool {
+    channel.is_none_or(|c| notice.channels.iter().any(|nc| nc == c))
 }
 
 /// Whether `notice` promises `purpose` (listed itself, or a parent purpose is) on `channel`
@@ -80,6 +87,30 @@ pub fn tied_notices<'m>(manifest: &'m Manifest, purpose: &str, channel: &str) ->
         .filter(|(c, _)| *c == top)
         .map(|(_, id)| id)
         .collect()
+}
+
+/// Whether `notice` promised that data of `category` may be used for `purpose` (and, when
+/// given, through `channel`): a use of data collected under it. A notice listing a branch
+/// (`user.contact`, `essential.service`) promises everything inside it; unlike a consent
+/// ([`promises`]), a purpose may also use data promised for the purposes it declares itself
+/// `compatible_with`.
+pub fn promises_use(
+    manifest: &Manifest,
+    notice: &Notice,
+    category: &str,
+    purpose: &str,
+    channel: Option<&str>,
+) -> bool {
+    let covers_category = notice.categories.iter().any(|c| is_within(category, c));
+    let compatible = manifest
+        .purposes
+        .get(purpose)
+        .map(|p| p.compatible_with.as_slice())
+        .unwrap_or_default();
+    let covers_purpose = notice.purposes.iter().any(|promised| {
+        is_within(purpose, promised) || compatible.iter().any(|c| is_within(c, promised))
+    });
+    covers_category && covers_purpose && on_channel(notice, channel)
 }
 
 /// What a consent record may name as its notice, given the notice the client named.

@@ -697,24 +697,30 @@ impl EffectiveRulebook {
                 r.source.clone(),
             ]
         };
-        let mut widths = [0usize; 8];
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(cells(r)) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for r in &rows {
-            let line: Vec<String> = cells(r)
-                .into_iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            out.push_str(line.join("  ").trim_end());
-            out.push('\n');
-        }
-        out
+        aligned_table(&rows.iter().map(cells).collect::<Vec<_>>())
     }
+}
+
+/// Rows of cells as a text table: each column as wide as its widest cell, two spaces between
+/// columns, no trailing blanks. `kept rules` prints the rules and the request deadlines so.
+pub fn aligned_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// A row's position in the effective rulebook.

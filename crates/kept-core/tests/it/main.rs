@@ -7,10 +7,10 @@
 )]
 
 mod decision;
+mod golden;
 mod index;
 mod ledger_format;
 mod lint;
 mod manifest;
-mod receipt_format;
 mod rulebook;
 mod seed_scenario;

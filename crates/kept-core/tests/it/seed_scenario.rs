@@ -313,3 +313,35 @@ fn the_demo_population_holds_nothing_past_its_retention() {
     assert!(old > 0);
     assert!(pop.traits.iter().all(|x| x.provenance.collected_at <= t));
 }
+
+#[test]
+fn the_demo_names_a_promising_notice_on_every_choice_it_records() {
+    let m = demo_manifest();
+    let pop = demo::population(demo::DEFAULT_SEED, 600, now(), &m).unwrap();
+    let mut named = 0;
+    // The choices made at a collection point (a sign-up, an unsubscription, a banner, the SMS
+    // form) name the notice shown there; objections and GPC signals name none.
+    let at_a_point = |r: &&kept_core::ledger::ConsentRecord| {
+        r.evidence.reference.as_deref().is_some_and(|x| {
+            ["-newsletter", "-unsubscribe", "-banner", "-sms-optin"]
+                .iter()
+                .any(|end| x.ends_with(end))
+        })
+    };
+    for r in pop.consents.iter().filter(at_a_point) {
+        let notice = r
+            .notice
+            .as_ref()
+            .unwrap_or_else(|| panic!("a choice without a notice: {r:?}"));
+        let shown = &m.notices[&notice.id];
+        assert!(
+            kept_core::manifest::promises::promises(shown, &r.purpose, None),
+            "`{}` does not promise `{}`",
+            notice.id,
+            r.purpose
+        );
+        assert_eq!((notice.version, &notice.hash), (shown.version, &shown.hash));
+        named += 1;
+    }
+    assert!(named > 100, "{named}");
+}

@@ -13,9 +13,9 @@ use crate::state::AppState;
 use crate::subjects::consent::{decoded, ledger_state};
 use axum::http::{HeaderMap, header};
 use kept_core::collection::{
-    COLLECTION_SOURCE, ConsentSignals, ConsentSnapshot, CurrentConsent, FieldError, Message,
-    MessageKind, PurposeChoices, consent_changes, event_retain_until, gpc_purpose, level_of,
-    profile_traits, purpose_choices, signals, usable_purposes,
+    COLLECTION_SOURCE, ConsentSnapshot, CurrentConsent, FieldError, Message, MessageKind,
+    PurposeChoices, consent_changes, event_retain_until, level_of, profile_traits, purpose_choices,
+    usable_purposes,
 };
 use kept_core::decision::PlaceId;
 use kept_core::identity::Speaker;
@@ -23,6 +23,7 @@ use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence};
 use kept_core::manifest::{Manifest, promises};
 use kept_core::regime::Regime;
+use kept_core::signals::{ConsentSignals, gpc};
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::ApiKeyRecord;
@@ -62,10 +63,7 @@ impl RequestFacts {
 
 /// Whether the browser sends Global Privacy Control (`Sec-GPC: 1`).
 pub fn sends_gpc(headers: &HeaderMap) -> bool {
-    headers
-        .get("sec-gpc")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == "1")
+    gpc::from_header(headers.get(gpc::HEADER).and_then(|v| v.to_str().ok()))
 }
 
 /// A message checked and ready to write.
@@ -109,7 +107,7 @@ pub async fn ingest(
 
     // Each message checked on its own: one that fails is rejected, and the others go on.
     let check = |message: Message, base: &str, index: Option<usize>| {
-        let signals = signals(
+        let signals = kept_core::signals::read(
             &message.context.subset(&["consent", "gpc"]),
             request.gpc,
             base,
@@ -231,7 +229,7 @@ pub async fn ingest(
             .or_else(|| request.ip.clone())
             .map(|ip| keys.ip_hash(&ip))
     };
-    let gpc_key = gpc_purpose(manifest);
+    let gpc_key = gpc::purpose(manifest);
     let mut records: Vec<ConsentRecord> = Vec::new();
     let mut current: HashMap<SubjectId, CurrentConsent> = HashMap::new();
     for (from, into) in &outcome.merges {

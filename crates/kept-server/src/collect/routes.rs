@@ -76,7 +76,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             header::CONTENT_ENCODING,
-            HeaderName::from_static("sec-gpc"),
+            HeaderName::from_static(kept_core::signals::gpc::HEADER),
         ])
         .max_age(Duration::from_secs(24 * 60 * 60))
 }

@@ -4,11 +4,14 @@
 //! the event is committed, signed per Standard Webhooks, retried with back-off and jitter, kept
 //! as dead letters after the last try, and picked up again when Kept restarts.
 //!
-//! The decision is asked once per event and system when the event is queued (a denied
-//! subject's event is never stored for a system; collection asks it and hands the answers
-//! over, `enqueue_decided`) and again just before each attempt (consent withdrawn or an erasure
-//! requested in the meantime suppresses the delivery). The second answer is recorded as the
-//! delivery's use (`kept_store::uses`, one per declared purpose) before the request is sent.
+//! For an event (`DeliveryKind::Event`) the decision is asked once per event and system when
+//! the event is queued (a denied subject's event is never stored for a system; collection asks
+//! it and hands the answers over, `enqueue_decided`) and again just before each attempt
+//! (consent withdrawn or an erasure requested in the meantime suppresses the delivery). The
+//! second answer is recorded as the delivery's use (`kept_store::uses`, one per declared
+//! purpose) before the request is sent. An obligation (`DeliveryKind::Obligation`: an erasure
+//! or a withdrawal a system must carry out) is owed exactly when the decision denies, so the
+//! worker sends it without asking, and records no use.
 
 pub mod api;
 pub mod backoff;
@@ -24,7 +27,7 @@ use kept_core::index::{IndexQuery, Snapshot};
 use kept_core::manifest::{Manifest, System};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::StoreError;
-use kept_store::outbox::{Attempt, Delivery, NewDelivery};
+use kept_store::outbox::{Attempt, Delivery, DeliveryKind, NewDelivery};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use sign::SecretSource;
@@ -361,6 +364,7 @@ pub async fn enqueue_decided(
                 Ok(allowed) => {
                     let purposes = purposes(&allowed);
                     deliveries.push(NewDelivery {
+                        kind: DeliveryKind::Event,
                         message_id: message_id(e.event_id, key),
                         event_id: e.event_id.to_owned(),
                         system: key.to_owned(),
@@ -582,9 +586,12 @@ struct Ready {
     client: reqwest::Client,
 }
 
-/// Everything an attempt checks before sending: the system and its webhook still there, the
-/// decision for every purpose it declares (asked again now), a secret and a client. Returns
-/// the delivery cleared to go with its uses, or the attempt's outcome without sending.
+/// Everything an attempt checks before sending: the system and its webhook still there, for an
+/// event the decision for every purpose the system declares (asked again now), a secret and a
+/// client. Returns the delivery cleared to go with its uses, or the attempt's outcome without
+/// sending. An obligation (an erasure or a withdrawal the system must carry out) is owed
+/// because the decision denies, so it is not asked, and it is no use of the subject's data
+/// for a purpose: it records none.
 fn prepare(
     state: &AppState,
     decisions: Option<&Snapshot>,
@@ -605,10 +612,16 @@ fn prepare(
             d.system
         )));
     };
-    let allowed = decide_system(decisions, system, d.subject, now).map_err(suppressed)?;
-    // `decide_system` denies without a snapshot, so there is one here.
-    let Some(decisions) = decisions else {
-        return Err(suppressed(NO_DECISIONS.to_owned()));
+    let uses = match d.kind {
+        DeliveryKind::Event => {
+            let allowed = decide_system(decisions, system, d.subject, now).map_err(suppressed)?;
+            // `decide_system` denies without a snapshot, so there is one here.
+            let Some(decisions) = decisions else {
+                return Err(suppressed(NO_DECISIONS.to_owned()));
+            };
+            delivery_uses(decisions, d, allowed, now)
+        }
+        DeliveryKind::Obligation => Vec::new(),
     };
     let secret = sign::secret_for(hook.secret_env.as_deref(), &forwarder.secrets)
         .map_err(|e| failed(forwarder, d, now, None, e.to_string(), None))?;
@@ -621,7 +634,7 @@ fn prepare(
             secret,
             client: client.clone(),
         },
-        delivery_uses(decisions, d, allowed, now),
+        uses,
     ))
 }
 

@@ -209,19 +209,27 @@ pub async fn append(
         ));
     }
     let now = state.now();
+    let snapshot = state.index.snapshot()?;
     let mut records = Vec::with_capacity(body.records.len());
     for (i, input) in body.records.into_iter().enumerate() {
         let field = |name: &str| format!("records[{i}].{name}");
-        let subject = state
-            .store
-            .subject(SubjectId(input.subject))
-            .await?
-            .ok_or_else(|| {
-                ApiError::invalid_field(
-                    field("subject"),
-                    format!("unknown subject `{}`", input.subject),
-                )
-            })?;
+        // A subject the index knows is in the store (subjects are never deleted there, and a
+        // merged one leaves the index); the store is asked only about the others.
+        let id = SubjectId(input.subject);
+        let regime = match state.index.regime(&snapshot, id) {
+            Some(regime) => regime,
+            None => state
+                .store
+                .subject(id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        field("subject"),
+                        format!("unknown subject `{}`", input.subject),
+                    )
+                })?
+                .regime(),
+        };
         let notice = check_against_manifest(&state.manifest, &input)
             .map_err(|(name, message)| ApiError::invalid_field(field(name), message))?;
         if input.source.trim().is_empty() {
@@ -238,13 +246,13 @@ pub async fn append(
         let evidence = input.evidence.unwrap_or_default();
         check_evidence(&|name| field(&format!("evidence.{name}")), &evidence)?;
         records.push(ConsentRecord {
-            subject: subject.id,
+            subject: id,
             purpose: input.purpose,
             channel: input.channel,
             topic: input.topic,
             action: input.action,
             notice,
-            regime: subject.regime().as_str().to_owned(),
+            regime: regime.as_str().to_owned(),
             source: input.source,
             method: input.method,
             evidence: Evidence {
@@ -420,7 +428,9 @@ pub async fn of_subject(
     PathParams(SubjectPath { id }): PathParams<SubjectPath>,
 ) -> Result<Json<SubjectConsents>, ApiError> {
     let subject = SubjectId(id);
-    if state.store.subject(subject).await?.is_none() {
+    // A subject the index knows is in the store; only the others are looked up there.
+    let known = state.index.snapshot()?.subject(subject).is_some();
+    if !known && state.store.subject(subject).await?.is_none() {
         return Err(ApiError::NotFound(format!("subject `{id}` not found")));
     }
     let entries = state.store.ledger_for_subject(subject).await?;

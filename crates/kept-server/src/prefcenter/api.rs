@@ -3,7 +3,7 @@
 //! change them with the same rules the hosted page follows (double opt-in by email, written
 //! consent for texts, ledger records for every change). Also the data export both share.
 
-use super::model::{self, ChangeContext, ChangeError, SmsConsent, Standing, Wanted};
+use super::model::{self, ChangeContext, ChangeError, Choices, SmsConsent, Standing, Wanted};
 use super::token::{Kind, Topic};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
@@ -70,6 +70,12 @@ pub struct PreferenceLink {
 
 async fn subject_standing(state: &AppState, id: u32) -> Result<Standing, ApiError> {
     model::standing(state, SubjectId(id), state.now())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("subject `{id}` not found")))
+}
+
+async fn subject_choices(state: &AppState, id: u32) -> Result<Choices, ApiError> {
+    model::choices(state, SubjectId(id), state.now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("subject `{id}` not found")))
 }
@@ -262,7 +268,7 @@ fn hhmm(m: u16) -> String {
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
-async fn view(state: &AppState, standing: &Standing) -> Result<Preferences, ApiError> {
+async fn view(state: &AppState, standing: &Choices) -> Result<Preferences, ApiError> {
     let manifest = state.manifest.as_ref();
     let notice = |id: Option<&String>| {
         let id = id?;
@@ -278,7 +284,7 @@ async fn view(state: &AppState, standing: &Standing) -> Result<Preferences, ApiE
                 let keys = state.prefcenter.keys(state.store.as_ref()).await?;
                 let mut claims = super::token::fresh(
                     Kind::Unsubscribe,
-                    standing.subject.id,
+                    standing.subject,
                     state.now() + state.prefcenter.config().unsubscribe_ttl,
                 );
                 claims.topic = Some(Topic {
@@ -302,7 +308,7 @@ async fn view(state: &AppState, standing: &Standing) -> Result<Preferences, ApiE
         None => None,
     };
     Ok(Preferences {
-        subject: standing.subject.id.0,
+        subject: standing.subject.0,
         regime: standing.regime.as_str().to_owned(),
         purposes: standing
             .purposes
@@ -382,8 +388,8 @@ pub async fn get_preferences(
     State(state): State<AppState>,
     PathParams(SubjectPath { id }): PathParams<SubjectPath>,
 ) -> Result<Json<Preferences>, ApiError> {
-    let standing = subject_standing(&state, id).await?;
-    Ok(Json(view(&state, &standing).await?))
+    let choices = subject_choices(&state, id).await?;
+    Ok(Json(view(&state, &choices).await?))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -578,7 +584,7 @@ pub async fn put_preferences(
     model::apply(&state, &state.prefcenter, &standing, &wanted, &ctx)
         .await
         .map_err(ChangeError::into_api)?;
-    let after = subject_standing(&state, id).await?;
+    let after = subject_choices(&state, id).await?;
     Ok(Json(view(&state, &after).await?))
 }
 

@@ -10,7 +10,7 @@ use crate::observe;
 use crate::state::AppState;
 use crate::subjects::standing::shown_notice;
 pub use crate::subjects::standing::{
-    ChannelState, DoNotSell, PurposeState, Standing, TopicState, basis,
+    ChannelState, Choices, DoNotSell, PurposeState, Standing, TopicState, basis,
 };
 use crate::web::texts::Texts;
 use kept_core::decision::{DecisionRequest, SequencedRecord};
@@ -24,7 +24,7 @@ use kept_core::subject::{ChannelPreference, Frequency, Provenance, QuietHours, T
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::StoreError;
 use kept_store::collection::{IdentityWrite, NewIdentity};
-use kept_store::prefcenter::ErasureRequest;
+use kept_store::requests::ErasureRequest;
 use rand::RngCore;
 
 /// Reads where `id` stands (`subjects::standing`), from this state's store, index and manifest.
@@ -35,6 +35,17 @@ pub async fn standing(
 ) -> Result<Option<Standing>, ApiError> {
     let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
     crate::subjects::standing::standing(store, &state.index, manifest, id, now).await
+}
+
+/// Where `id` stands as the page and the JSON API show it (`subjects::standing::choices`):
+/// from the index when it can say it exactly, else from this state's store.
+pub async fn choices(
+    state: &AppState,
+    id: SubjectId,
+    now: UnixMillis,
+) -> Result<Option<Choices>, ApiError> {
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
+    crate::subjects::standing::choices(store, &state.index, manifest, id, now).await
 }
 
 /// Why a change could not be made.
@@ -692,10 +703,10 @@ pub async fn request_erasure(
     standing: &Standing,
     now: UnixMillis,
 ) -> Result<ErasureRequest, ChangeError> {
-    let due_at = erasure_deadline(standing.regime, now);
+    let due_at = erasure_deadline(standing.regime, standing.subject.region.as_deref(), now);
     let filed = state
         .store
-        .file_erasure_request(kept_store::prefcenter::NewErasureRequest {
+        .file_erasure_request(kept_store::requests::NewErasureRequest {
             subject: standing.subject.id,
             regime: standing.regime.as_str().to_owned(),
             source: SOURCE.to_owned(),
@@ -715,17 +726,16 @@ pub async fn request_erasure(
     Ok(filed)
 }
 
-/// When an erasure request made at `at` must be answered: GDPR and UK GDPR one month (Art.
-/// 12(3)), CCPA and the US state laws 45 days (Cal. Civ. Code 1798.130, VCDPA and peers), LGPD
-/// 15 days (Art. 19), CASL/PIPEDA 30 days; where no law sets one, and for an unknown place,
-/// the shortest of them.
-pub fn erasure_deadline(regime: Regime, at: UnixMillis) -> UnixMillis {
-    match regime {
-        Regime::Gdpr | Regime::UkGdpr => kept_core::rulebook::add_months(at, 1),
-        Regime::Ccpa | Regime::UsState | Regime::Us => at + 45 * super::DAY,
-        Regime::Casl => at + 30 * super::DAY,
-        Regime::Lgpd | Regime::Strictest => at + 15 * super::DAY,
-    }
+/// When an erasure request made at `at` by a subject under `regime` in `region` must be
+/// answered: the earliest deadline of the law's rows that apply (`kept_core::rights`). Should
+/// the rows shipped with the binary be unreadable, the answer is due at once (fail closed).
+pub fn erasure_deadline(regime: Regime, region: Option<&str>, at: UnixMillis) -> UnixMillis {
+    kept_core::rights::Rights::shipped()
+        .ok()
+        .and_then(|rights| {
+            rights.deadline(regime, region, kept_core::rights::RequestKind::Erasure, at)
+        })
+        .map_or(at, |d| d.due_at)
 }
 
 /// The trait that records `category` as collected at the preference center's own form for

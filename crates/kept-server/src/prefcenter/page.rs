@@ -474,7 +474,7 @@ async fn build_page(
         erasure: standing
             .erasure
             .as_ref()
-            .filter(|e| e.state == kept_store::prefcenter::ErasureState::Received)
+            .filter(|e| e.state == kept_store::requests::ErasureState::Received)
             .map(|e| ErasureView {
                 requested: date(e.requested_at),
                 due: date(e.due_at),
@@ -679,7 +679,14 @@ pub async fn show(
         };
         let gpc_sent = sends_gpc(&headers);
         if gpc_sent {
-            let ctx = context(&state, &headers, ip, t, Some("Sec-GPC: 1".to_owned())).await?;
+            let ctx = context(
+                &state,
+                &headers,
+                ip,
+                t,
+                Some(kept_core::signals::gpc::EVIDENCE.to_owned()),
+            )
+            .await?;
             if model::honour_gpc(&state, &standing, &ctx)
                 .await
                 .map_err(ChangeError::into_api)?

@@ -182,10 +182,11 @@ impl Visitor {
             Some((_, sub)) => sub.to_owned(),
             None => r,
         });
-        let gpc = headers
-            .get("sec-gpc")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() == "1");
+        let gpc = kept_core::signals::gpc::from_header(
+            headers
+                .get(kept_core::signals::gpc::HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
         Visitor {
             country,
             region,
@@ -339,7 +340,7 @@ pub fn banner_config(
                 other => other.as_str(),
             },
             requires,
-            gpc: class == PurposeClass::Advertising || req.gpc.is_some_and(|(_, from)| now >= from),
+            gpc: kept_core::signals::gpc::stops(class, req.gpc, now),
             notice: banner_notice(manifest, key, &locale),
         });
     }

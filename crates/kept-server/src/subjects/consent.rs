@@ -5,9 +5,10 @@
 use crate::http::error::ApiError;
 use crate::index::IndexHandle;
 use kept_core::SubjectId;
-use kept_core::collection::{CurrentConsent, consent_changes, gpc_purpose, level_of};
+use kept_core::collection::{CurrentConsent, consent_changes, level_of};
 use kept_core::ledger::{self, ConsentRecord};
 use kept_core::manifest::Manifest;
+use kept_core::signals::gpc;
 use kept_store::Store;
 
 /// The ledger records `purposes` (and a GPC signal) would add to `current`, for a subject at
@@ -29,7 +30,7 @@ pub fn consent_changes_for(
         gpc,
         current,
         |purpose| level_of(compiled, place, purpose),
-        &gpc_purpose(manifest),
+        &gpc::purpose(manifest),
     ))
 }
 

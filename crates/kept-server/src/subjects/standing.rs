@@ -5,7 +5,8 @@
 
 use crate::http::error::ApiError;
 use crate::index::IndexHandle;
-use kept_core::decision::{DecisionRequest, PlaceId, ReasonCode, SequencedRecord};
+use kept_core::decision::{Compiled, DecisionRequest, PlaceId, ReasonCode, SequencedRecord};
+use kept_core::index::Snapshot;
 use kept_core::ledger::{CollectionMethod, ConsentAction};
 use kept_core::manifest::promises::notice_for;
 use kept_core::manifest::{LegalBasis, Manifest, RegimeKey};
@@ -13,7 +14,7 @@ use kept_core::regime::Regime;
 use kept_core::rulebook::Level;
 use kept_core::subject::{Frequency, QuietHours, Subject, Trait};
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::prefcenter::ErasureRequest;
+use kept_store::requests::ErasureRequest;
 use kept_store::{Store, StoreError};
 
 /// One purpose as the customer sees it.
@@ -110,7 +111,8 @@ fn allows(reason: ReasonCode) -> bool {
         )
 }
 
-/// Reads where `id` stands.
+/// Reads where `id` stands, from the store (the records and traits a change of mind is worked
+/// out from) and the index (the decisions).
 pub async fn standing(
     store: &dyn Store,
     index: &IndexHandle,
@@ -141,6 +143,173 @@ pub async fn standing(
     let snapshot = index.snapshot().map_err(ApiError::from)?;
     let regime = subject.regime();
     let place = compiled.place_of(subject.country.as_deref(), subject.region.as_deref());
+    let gpc_recorded = records
+        .iter()
+        .filter(|r| {
+            r.record.method == CollectionMethod::Gpc && r.record.action != ConsentAction::Pending
+        })
+        .max_by_key(|r| r.seq)
+        .is_some_and(|r| r.record.action == ConsentAction::OptedOut);
+    let known = Basis {
+        id,
+        regime,
+        place,
+        gpc_recorded,
+        pending: &|purpose, channel, topic| {
+            records
+                .iter()
+                .filter(|r| {
+                    r.record.purpose == purpose
+                        && r.record.channel.as_deref() == Some(channel)
+                        && r.record.topic.as_deref() == Some(topic)
+                })
+                .max_by_key(|r| r.seq)
+                .is_some_and(|r| r.record.action == ConsentAction::Pending)
+        },
+        preference: &|channel| {
+            preferences
+                .iter()
+                .filter(|p| p.channel == channel)
+                .max_by_key(|p| p.updated_at)
+                .map_or((None, None), |p| (p.frequency, p.quiet_hours))
+        },
+    };
+    let (purposes, channels, do_not_sell) = work_out(&compiled, &snapshot, manifest, &known, now);
+    Ok(Some(Standing {
+        regime,
+        place,
+        records,
+        purposes,
+        channels,
+        do_not_sell,
+        erasure,
+        traits,
+        subject,
+    }))
+}
+
+/// A subject's choices as the page and the JSON API show them: what `Standing` holds besides
+/// the records and traits a change of mind is worked out from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choices {
+    pub subject: SubjectId,
+    pub regime: Regime,
+    pub place: PlaceId,
+    pub purposes: Vec<PurposeState>,
+    pub channels: Vec<ChannelState>,
+    pub do_not_sell: Option<DoNotSell>,
+    /// The latest erasure request.
+    pub erasure: Option<ErasureRequest>,
+}
+
+impl From<Standing> for Choices {
+    fn from(s: Standing) -> Choices {
+        Choices {
+            subject: s.subject.id,
+            regime: s.regime,
+            place: s.place,
+            purposes: s.purposes,
+            channels: s.channels,
+            do_not_sell: s.do_not_sell,
+            erasure: s.erasure,
+        }
+    }
+}
+
+/// Where `id` stands as the page and the JSON API show it. Read from the index alone when it
+/// serves reads and can answer exactly as the store would (see `choices_in_index`), else from
+/// the store.
+pub async fn choices(
+    store: &dyn Store,
+    index: &IndexHandle,
+    manifest: &Manifest,
+    id: SubjectId,
+    now: UnixMillis,
+) -> Result<Option<Choices>, ApiError> {
+    if index.serves_reads()
+        && let Some(choices) = choices_in_index(index, manifest, id, now)?
+    {
+        return Ok(Some(choices));
+    }
+    Ok(standing(store, index, manifest, id, now)
+        .await?
+        .map(Choices::from))
+}
+
+/// Where `id` stands, read from the index snapshot without the store: the same answer as
+/// `standing` gives (a test holds it to that), since the index keeps, per subject, its place
+/// and location, its latest GPC signal, the pending double opt-ins among its latest records
+/// and its latest channel preferences. `None` when the index cannot say it exactly: a subject
+/// it does not know (the store decides whether that is a 404), or one that asked for erasure
+/// (the request's state and deadline are only in the store).
+pub fn choices_in_index(
+    index: &IndexHandle,
+    manifest: &Manifest,
+    id: SubjectId,
+    now: UnixMillis,
+) -> Result<Option<Choices>, ApiError> {
+    let snapshot = index.snapshot()?;
+    let Some(flags) = snapshot.subject(id) else {
+        return Ok(None);
+    };
+    if flags.erasure {
+        return Ok(None);
+    }
+    let Some(regime) = index.regime(&snapshot, id) else {
+        return Ok(None);
+    };
+    let known = Basis {
+        id,
+        regime,
+        place: flags.place,
+        gpc_recorded: flags.gpc_opted_out,
+        pending: &|purpose, channel, topic| snapshot.pending(id, purpose, channel, topic),
+        preference: &|channel| {
+            snapshot
+                .channel_preference(id, channel)
+                .unwrap_or((None, None))
+        },
+    };
+    let (purposes, channels, do_not_sell) =
+        work_out(snapshot.compiled(), &snapshot, manifest, &known, now);
+    Ok(Some(Choices {
+        subject: id,
+        regime,
+        place: flags.place,
+        purposes,
+        channels,
+        do_not_sell,
+        erasure: None,
+    }))
+}
+
+/// What a subject's choices are worked out from besides the decisions, read from the store
+/// or from the index.
+struct Basis<'a> {
+    id: SubjectId,
+    regime: Regime,
+    place: PlaceId,
+    /// The latest GPC signal recorded (pending ones aside) is an opt-out.
+    gpc_recorded: bool,
+    /// Whether the latest record of exactly (purpose, channel, topic) is pending.
+    pending: &'a dyn Fn(&str, &str, &str) -> bool,
+    /// The latest frequency and quiet hours chosen on a channel.
+    preference: &'a dyn Fn(&str) -> ContactLimits,
+}
+
+/// How often, and when not, a subject may be contacted on a channel.
+type ContactLimits = (Option<Frequency>, Option<QuietHours>);
+
+/// Each purpose, each channel's topics, and "do not sell or share", as the decisions on
+/// `snapshot` see them.
+fn work_out(
+    compiled: &Compiled,
+    snapshot: &Snapshot,
+    manifest: &Manifest,
+    known: &Basis<'_>,
+    now: UnixMillis,
+) -> (Vec<PurposeState>, Vec<ChannelState>, Option<DoNotSell>) {
+    let (id, regime, place) = (known.id, known.regime, known.place);
     let level_of = |req: &DecisionRequest| {
         let query = compiled.prepare(req);
         compiled
@@ -149,7 +318,7 @@ pub async fn standing(
     };
     let decide = |req: &DecisionRequest| allows(snapshot.decide(id, req, now).reason);
 
-    let gpc_purpose = kept_core::collection::gpc_purpose(manifest);
+    let gpc_purpose = kept_core::signals::gpc::purpose(manifest);
     let do_not_sell = manifest.purposes.get(&gpc_purpose).and_then(|_| {
         let req = DecisionRequest::new(&gpc_purpose);
         (level_of(&req) == Level::OptOut).then(|| {
@@ -158,19 +327,11 @@ pub async fn standing(
                 .requirement(place, &query)
                 .and_then(|r| r.gpc)
                 .is_some_and(|(_, from)| now >= from);
-            let gpc_recorded = records
-                .iter()
-                .filter(|r| {
-                    r.record.method == CollectionMethod::Gpc
-                        && r.record.action != ConsentAction::Pending
-                })
-                .max_by_key(|r| r.seq)
-                .is_some_and(|r| r.record.action == ConsentAction::OptedOut);
             DoNotSell {
                 on: !decide(&req),
                 purpose: gpc_purpose.clone(),
                 gpc_binding,
-                gpc_recorded,
+                gpc_recorded: known.gpc_recorded,
             }
         })
     });
@@ -209,19 +370,11 @@ pub async fn standing(
             .filter(|(_, t)| t.channels.contains(channel))
             .map(|(key, t)| {
                 let req = DecisionRequest::new(&t.purpose).channel(channel).topic(key);
-                let exact = records
-                    .iter()
-                    .filter(|r| {
-                        r.record.purpose == t.purpose
-                            && r.record.channel.as_deref() == Some(channel.as_str())
-                            && r.record.topic.as_deref() == Some(key.as_str())
-                    })
-                    .max_by_key(|r| r.seq);
                 TopicState {
                     topic: key.clone(),
                     purpose: t.purpose.clone(),
                     subscribed: decide(&req),
-                    pending: exact.is_some_and(|r| r.record.action == ConsentAction::Pending),
+                    pending: (known.pending)(&t.purpose, channel, key),
                     notice: shown_notice(manifest, &t.purpose, Some(channel), Some(key)),
                 }
             })
@@ -229,27 +382,13 @@ pub async fn standing(
         if topics.is_empty() {
             continue;
         }
-        let pref = preferences
-            .iter()
-            .filter(|p| &p.channel == channel)
-            .max_by_key(|p| p.updated_at);
+        let (frequency, quiet) = (known.preference)(channel);
         channels.push(ChannelState {
             channel: channel.clone(),
             topics,
-            frequency: pref.and_then(|p| p.frequency),
-            quiet: pref.and_then(|p| p.quiet_hours),
+            frequency,
+            quiet,
         });
     }
-
-    Ok(Some(Standing {
-        regime,
-        place,
-        records,
-        purposes,
-        channels,
-        do_not_sell,
-        erasure,
-        traits,
-        subject,
-    }))
+    (purposes, channels, do_not_sell)
 }

@@ -408,6 +408,7 @@ fn sample(key: Key) -> &'static str {
         Key::SmtpPassword => " pass word ",
         Key::SmtpFrom => "Shop <privacy@shop.example>",
         Key::TrustedProxies => "2",
+        Key::ConsentReads => "store",
         Key::LedgerWitness => "/mnt/offsite/witness.log",
         Key::LedgerWitnessUrl => "https://witness.example/kept",
         Key::IdentitySecret => "0123456789abcdef0123456789abcdef",

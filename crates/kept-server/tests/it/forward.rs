@@ -16,7 +16,7 @@ use kept_core::{SubjectId, UnixMillis};
 use kept_server::connect::{self, ForwardConfig, Forwarder, backoff::Backoff};
 use kept_server::consent::ledger::Ledger;
 use kept_server::state::AppState;
-use kept_store::outbox::DeliveryState;
+use kept_store::outbox::{DeliveryKind, DeliveryState, NewDelivery};
 use kept_store::{Role, Store};
 use sha2::Sha256;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -686,6 +686,69 @@ async fn a_consent_withdrawn_before_delivery_suppresses_it() {
         d.payload, "",
         "a suppressed delivery keeps no personal data"
     );
+}
+
+/// An obligation (here an erasure the ad partner must carry out) is owed because the decision
+/// denies: the worker sends it to a subject every event of whom it suppresses, and records no
+/// use of the subject's data for it.
+#[tokio::test]
+async fn an_obligation_is_sent_where_the_decision_denies_and_an_event_is_not() {
+    let (receiver, url) = Receiver::start().await;
+    let s = scene(&url, quick(5)).await;
+    let denied = s.people[1];
+    let queued = |kind: DeliveryKind, id: &str| NewDelivery {
+        kind,
+        message_id: connect::message_id(id, "ad_partner"),
+        event_id: id.to_owned(),
+        system: "ad_partner".into(),
+        subject: denied,
+        payload: format!(
+            r#"{{"type":"{}","data":{{"subject":{}}}}}"#,
+            kind.as_str(),
+            denied.0
+        ),
+        created_at: NOW,
+    };
+    s.app
+        .store
+        .enqueue_deliveries(vec![
+            queued(DeliveryKind::Event, "evt-denied"),
+            queued(DeliveryKind::Obligation, "erasure-1"),
+        ])
+        .await
+        .unwrap();
+    let round = connect::deliver_due(&s.state, NOW).await.unwrap();
+    assert_eq!(
+        (round.claimed, round.delivered, round.suppressed),
+        (2, 1, 1)
+    );
+    let got = receiver.got();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].body.contains("obligation"), "{}", got[0].body);
+    verify(SECRET, &got[0], NOW).unwrap();
+    let event = &s
+        .app
+        .store
+        .deliveries_for_event("evt-denied")
+        .await
+        .unwrap()[0];
+    assert_eq!(event.state, DeliveryState::Suppressed);
+    let owed = &s.app.store.deliveries_for_event("erasure-1").await.unwrap()[0];
+    assert_eq!(
+        (owed.kind, owed.state),
+        (DeliveryKind::Obligation, DeliveryState::Delivered)
+    );
+    let uses = s
+        .app
+        .store
+        .uses_of(&kept_store::UseQuery {
+            subject: denied,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert!(uses.is_empty(), "{uses:?}");
 }
 
 #[tokio::test]

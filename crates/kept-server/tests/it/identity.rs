@@ -827,4 +827,6 @@ async fn after_a_merge_and_its_undo_lookup_decisions_contacts_and_the_index_agre
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(bad.json["error"]["field"], "limit");
+    // The index serves the same choices as the store holds, merged subjects included.
+    assert!(crate::support::preference_reads_agree(&shop.state).await > 0);
 }

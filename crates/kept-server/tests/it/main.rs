@@ -20,6 +20,7 @@ mod notices;
 mod openapi;
 mod prefcenter;
 mod quarantine;
+mod reads;
 mod roles;
 mod snippet;
 mod strict;

@@ -588,6 +588,8 @@ async fn email_opt_in_counts_only_once_confirmed() {
     // The frequency choice was saved beside it.
     let prefs = center.app.store.channel_preferences(subject).await.unwrap();
     assert_eq!(prefs[0].frequency.unwrap().period.as_str(), "week");
+    // The index serves the same choices as the store holds.
+    assert!(crate::support::preference_reads_agree(&center.state).await > 0);
 }
 
 #[tokio::test]
@@ -670,6 +672,8 @@ async fn one_click_unsubscribe_takes_effect_at_once() {
     .await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(center.records(subject).await.len(), n);
+    // The index serves the same choices as the store holds.
+    assert!(crate::support::preference_reads_agree(&center.state).await > 0);
 }
 
 #[tokio::test]
@@ -749,6 +753,8 @@ async fn sms_opt_in_needs_the_disclosure_and_records_written_consent() {
             && t.category == "user.contact.phone_number"
     }));
     assert_eq!(center.decide(subject, texts).await, "allowed.consent");
+    // The index serves the same choices as the store holds.
+    assert!(crate::support::preference_reads_agree(&center.state).await > 0);
 }
 
 #[tokio::test]
@@ -779,6 +785,8 @@ async fn do_not_sell_and_gpc_in_an_opt_out_state() {
     assert_eq!(gpc.method, CollectionMethod::Gpc);
     assert_eq!(gpc.action, ConsentAction::OptedOut);
     assert_eq!(center.decide(subject, ads.clone()).await, "denied.gpc");
+    // The index serves the same choices as the store holds.
+    assert!(crate::support::preference_reads_agree(&center.state).await > 0);
 }
 
 #[tokio::test]
@@ -835,6 +843,8 @@ async fn an_erasure_request_is_stored_with_its_deadline_and_stops_every_use() {
         )
         .await;
     assert_eq!(api.json["erasure"]["state"], "received");
+    // The index serves the same choices as the store holds.
+    assert!(crate::support::preference_reads_agree(&center.state).await > 0);
 }
 
 #[tokio::test]
@@ -1107,6 +1117,8 @@ async fn the_json_api_reads_and_changes_choices() {
         .api("GET", "/v1/subjects/999999/preferences", None)
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // The index serves the same choices as the store holds.
+    assert!(crate::support::preference_reads_agree(&center.state).await > 0);
 }
 
 #[tokio::test]
@@ -1439,6 +1451,8 @@ async fn a_no_to_something_never_given_is_refused_and_a_no_to_a_given_consent_wi
     let last = center.records(subject).await.pop().unwrap();
     assert_eq!(last.topic.as_deref(), Some("newsletter"));
     assert_eq!(last.action, ConsentAction::Withdrawn);
+    // The index serves the same choices as the store holds.
+    assert!(crate::support::preference_reads_agree(&center.state).await > 0);
 }
 
 #[tokio::test]
@@ -1491,6 +1505,8 @@ async fn a_topic_is_shown_and_recorded_with_the_notice_it_names() {
     let pending = center.records(subject).await.pop().unwrap();
     assert_eq!(pending.action, ConsentAction::Pending);
     assert_eq!(pending.notice.unwrap().id, "promo_mail");
+    // The index serves the same choices as the store holds.
+    assert!(crate::support::preference_reads_agree(&center.state).await > 0);
 }
 
 #[tokio::test]

@@ -321,3 +321,26 @@ pub fn newsletter_consent(subject: SubjectId) -> String {
     })
     .to_string()
 }
+
+/// Every subject's choices as the index serves them (`GET /v1/subjects/{id}/preferences`)
+/// are exactly the ones read from the store, on `state` as it stands now; answers how many the
+/// index served itself (the others go to the store: unknown ones, erasure requests).
+pub async fn preference_reads_agree(state: &AppState) -> usize {
+    use kept_server::prefcenter::model::{self, Choices};
+    use kept_server::subjects::standing::choices_in_index;
+    let now = state.now();
+    let beyond = state.index.snapshot().unwrap().id_space() + 2;
+    let mut from_index = 0;
+    for id in (0..beyond).map(SubjectId) {
+        let stored = model::standing(state, id, now)
+            .await
+            .unwrap()
+            .map(Choices::from);
+        if let Some(indexed) = choices_in_index(&state.index, &state.manifest, id, now).unwrap() {
+            assert_eq!(Some(&indexed), stored.as_ref(), "subject {}", id.0);
+            from_index += 1;
+        }
+        assert_eq!(model::choices(state, id, now).await.unwrap(), stored);
+    }
+    from_index
+}

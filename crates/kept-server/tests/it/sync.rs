@@ -139,6 +139,9 @@ async fn what_one_server_writes_the_other_decides_on() {
     let zoe = b.index.directory().unwrap().subject("zoe").unwrap();
     append(on_b.clone(), &app, &newsletter_consent(zoe)).await;
     eventually(&app.router(), &app, "zoe", "allowed.consent").await;
+    // Each server serves from its index the choices the shared store holds.
+    assert!(crate::support::preference_reads_agree(&app.state).await > 0);
+    assert!(crate::support::preference_reads_agree(&b).await > 0);
 }
 
 #[tokio::test]

@@ -98,8 +98,6 @@ impl Harness for Postgres {
 }
 
 kept_store::conformance_tests!(Postgres);
-kept_store::outbox_conformance_tests!(Postgres);
-kept_store::prefcenter_conformance_tests!(Postgres);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_database_extend_one_chain() {

@@ -39,8 +39,6 @@ impl Harness for Sqlite {
 }
 
 kept_store::conformance_tests!(Sqlite);
-kept_store::outbox_conformance_tests!(Sqlite);
-kept_store::prefcenter_conformance_tests!(Sqlite);
 
 #[tokio::test]
 async fn an_acknowledged_append_survives_reopening() {

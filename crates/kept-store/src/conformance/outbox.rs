@@ -1,46 +1,11 @@
-//! The outbox's conformance cases, run by every backend through
-//! [`outbox_conformance_tests!`](crate::outbox_conformance_tests) with the same harness as the
-//! main suite.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed expectation is a failed test"
-)]
+//! The webhook outbox's cases: idempotent enqueueing, leases, attempts, dead letters, erasure,
+//! and the delivery kinds.
 
-use super::{Attempt, Delivery, DeliveryState, NewDelivery, OutboxCounts};
+use crate::outbox::{Attempt, Delivery, DeliveryKind, DeliveryState, NewDelivery, OutboxCounts};
 use crate::{NewSubject, Store, StoreError};
 use kept_core::SubjectId;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// Expands to one `#[tokio::test]` per outbox case, each with a fresh store from the given
-/// [`Harness`](crate::conformance::Harness) type.
-#[macro_export]
-macro_rules! outbox_conformance_tests {
-    ($harness:ty) => {
-        $crate::outbox_conformance_tests!(@cases $harness;
-            outbox_enqueue_is_idempotent_per_event_and_system,
-            outbox_claims_due_deliveries_oldest_first_under_a_lease,
-            outbox_concurrent_claims_never_share_a_delivery,
-            outbox_attempts_retry_deliver_suppress_and_die,
-            outbox_dead_letters_are_listed_and_retried,
-            outbox_erasure_deletes_a_subjects_deliveries,
-        );
-    };
-    (@cases $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                $crate::conformance::run_case::<$harness, _, _>(
-                    $crate::outbox::conformance::$case,
-                )
-                .await;
-            }
-        )*
-    };
-}
 
 const T0: i64 = 1_790_000_000_000;
 
@@ -64,6 +29,7 @@ async fn subjects(store: &dyn Store, n: usize) -> Vec<SubjectId> {
 /// A delivery whose fields all depend on `event` and `system`.
 pub fn delivery(event: &str, system: &str, subject: SubjectId, at: i64) -> NewDelivery {
     NewDelivery {
+        kind: DeliveryKind::Event,
         message_id: format!("msg_{event}_{system}"),
         event_id: event.to_owned(),
         system: system.to_owned(),
@@ -111,6 +77,7 @@ pub async fn outbox_enqueue_is_idempotent_per_event_and_system(store: Arc<dyn St
     assert_eq!(crm.message_id, "msg_e1_crm");
     assert_eq!(crm.subject, s);
     assert_eq!(crm.state, DeliveryState::Pending);
+    assert_eq!(crm.kind, DeliveryKind::Event);
     assert_eq!(crm.attempts, 0);
     assert_eq!(crm.next_attempt_at, T0);
     assert_eq!(crm.created_at, T0);
@@ -431,4 +398,74 @@ pub async fn outbox_erasure_deletes_a_subjects_deliveries(store: Arc<dyn Store>)
     assert!(store.deliveries_for_event("a").await.unwrap().is_empty());
     assert_eq!(store.deliveries_for_event("b").await.unwrap().len(), 1);
     assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
+}
+
+pub async fn outbox_obligations_and_events_are_kinds_of_delivery(store: Arc<dyn Store>) {
+    let ids = subjects(store.as_ref(), 1).await;
+    let s = ids[0];
+    let obligation = |request: &str, system: &str| NewDelivery {
+        kind: DeliveryKind::Obligation,
+        ..delivery(request, system, s, T0)
+    };
+    assert_eq!(
+        store
+            .enqueue_deliveries(vec![
+                delivery("e1", "crm", s, T0),
+                obligation("erasure-1", "crm"),
+                obligation("erasure-1", "ads"),
+            ])
+            .await
+            .unwrap(),
+        3
+    );
+    // One delivery per id and system whatever the kind: an obligation queued again is not
+    // owed twice.
+    assert_eq!(
+        store
+            .enqueue_deliveries(vec![obligation("erasure-1", "crm")])
+            .await
+            .unwrap(),
+        0
+    );
+    let owed = store.deliveries_for_event("erasure-1").await.unwrap();
+    assert_eq!(owed.len(), 2);
+    assert!(owed.iter().all(|d| d.kind == DeliveryKind::Obligation));
+    assert!(!DeliveryKind::Obligation.gated_by_decision());
+    assert!(DeliveryKind::Event.gated_by_decision());
+    // A claim hands out both kinds, each as stored.
+    let claimed = store.claim_due_deliveries(T0, T0 + 10, 10).await.unwrap();
+    let kinds: BTreeSet<(String, DeliveryKind)> = claimed
+        .iter()
+        .map(|d| (d.event_id.clone(), d.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            ("e1".to_owned(), DeliveryKind::Event),
+            ("erasure-1".to_owned(), DeliveryKind::Obligation),
+        ])
+    );
+    let owed_crm = owed.iter().find(|d| d.system == "crm").unwrap();
+    store
+        .record_attempt(
+            owed_crm.id,
+            &Attempt::Delivered {
+                at: T0 + 1,
+                status: 200,
+            },
+        )
+        .await
+        .unwrap();
+    let delivered = store.delivery(owed_crm.id).await.unwrap().unwrap();
+    assert_eq!(
+        (delivered.kind, delivered.state),
+        (DeliveryKind::Obligation, DeliveryState::Delivered)
+    );
+    // Erasure deletes the subject's events, never what is owed to carry it out.
+    assert_eq!(store.delete_subject_deliveries(s).await.unwrap(), 1);
+    assert!(store.deliveries_for_event("e1").await.unwrap().is_empty());
+    assert_eq!(
+        store.deliveries_for_event("erasure-1").await.unwrap().len(),
+        2
+    );
 }
