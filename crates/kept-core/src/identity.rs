@@ -4,7 +4,10 @@
 //! write key's speaker (server key, public key with or without an identity token) may carry out.
 //!
 //! INVARIANT: an identifier's value never leaves this module unsealed except to the caller that
-//! asked to open it; hashes and sealed bytes are all the store ever sees.
+//! asked to open it; hashes and sealed bytes are all the store ever sees. A property of what
+//! this module exports, not of one point to assert: an identifier reaches the store as
+//! `kept_store::collection::NewIdentity`, which has a hash and sealed bytes and no field for the
+//! value; `sealed_values_open_only_with_their_key_and_binding` checks the sealed bytes.
 
 use crate::SubjectId;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -316,11 +319,12 @@ impl IdentityKeys {
 
     /// A subject's data key, wrapped (nonce ‖ ciphertext) so that only this master opens it.
     /// Not bound to the subject id: ids are assigned inside the transaction that stores the key.
-    pub fn wrap(&self, key: &DataKey, nonce: [u8; 24]) -> Result<Vec<u8>, IdentityError> {
+    pub fn seal_data_key(&self, key: &DataKey, nonce: [u8; 24]) -> Result<Vec<u8>, IdentityError> {
         seal_with(&self.wrap, WRAP_AAD, &key.0, nonce)
     }
 
-    pub fn unwrap(&self, wrapped: &[u8]) -> Result<DataKey, IdentityError> {
+    /// Opens a data key `seal_data_key` wrapped under this master.
+    pub fn open_data_key(&self, wrapped: &[u8]) -> Result<DataKey, IdentityError> {
         let bytes = open_with(&self.wrap, WRAP_AAD, wrapped)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| IdentityError::Unseal)?;
         Ok(DataKey(key))
@@ -467,7 +471,7 @@ impl IdentifierCounts {
 
 /// A subject as a plan names it: one that exists, or the n-th one the plan's batch creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SubjectRef {
+pub enum PlannedSubject {
     Existing(SubjectId),
     New(u32),
 }
@@ -546,13 +550,13 @@ impl Overreach {
 pub fn check_speaker(
     claims: &[Claim],
     plan: &Resolution,
-    facts: &HashMap<SubjectRef, OwnerFacts>,
+    facts: &HashMap<PlannedSubject, OwnerFacts>,
     speaker: Speaker,
 ) -> Result<(), Overreach> {
     if speaker == Speaker::Server {
         return Ok(());
     }
-    let known = |s: &SubjectRef| facts.get(s).is_some_and(OwnerFacts::known);
+    let known = |s: &PlannedSubject| facts.get(s).is_some_and(OwnerFacts::known);
     if plan.merge.iter().any(known) {
         return Err(Overreach::MergeKnown);
     }
@@ -573,7 +577,7 @@ pub fn check_speaker(
 
 /// Whether an identity token for the message's user id speaks for `subject`: it holds that
 /// user id.
-pub fn token_covers(claims: &[Claim], subject: SubjectRef) -> bool {
+pub fn token_covers(claims: &[Claim], subject: PlannedSubject) -> bool {
     claims
         .iter()
         .find(|c| c.kind == IdentifierKind::UserId)
@@ -585,7 +589,7 @@ pub fn token_covers(claims: &[Claim], subject: SubjectRef) -> bool {
 pub struct Claim {
     pub kind: IdentifierKind,
     pub hash: IdentifierHash,
-    pub owner: Option<SubjectRef>,
+    pub owner: Option<PlannedSubject>,
 }
 
 /// Why an identifier was not attached or its holder not merged.
@@ -612,18 +616,18 @@ pub struct Refusal {
     pub kind: IdentifierKind,
     pub reason: RefusalReason,
     /// The subject that holds the identifier, when one does.
-    pub holder: Option<SubjectRef>,
+    pub holder: Option<PlannedSubject>,
 }
 
 /// Where a message lands and what changes to get there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolution {
     /// The subject the message belongs to; `None`: a new one must be created.
-    pub subject: Option<SubjectRef>,
+    pub subject: Option<PlannedSubject>,
     /// Identifiers held by nobody, to attach to the subject.
     pub attach: Vec<(IdentifierKind, IdentifierHash)>,
     /// Subjects to merge into the subject, with everything they hold.
-    pub merge: Vec<SubjectRef>,
+    pub merge: Vec<PlannedSubject>,
     pub refused: Vec<Refusal>,
 }
 
@@ -638,13 +642,13 @@ pub struct Resolution {
 ///   join two user ids.
 pub fn resolve(
     claims: &[Claim],
-    facts: &HashMap<SubjectRef, OwnerFacts>,
+    facts: &HashMap<PlannedSubject, OwnerFacts>,
     explicit: bool,
     caps: &Caps,
 ) -> Resolution {
-    let facts_of = |s: SubjectRef| facts.get(&s).copied().unwrap_or_default();
+    let facts_of = |s: PlannedSubject| facts.get(&s).copied().unwrap_or_default();
     let user_claim = claims.iter().find(|c| c.kind == IdentifierKind::UserId);
-    let mut holders: Vec<SubjectRef> = Vec::new();
+    let mut holders: Vec<PlannedSubject> = Vec::new();
     for c in claims.iter().filter(|c| c.kind != IdentifierKind::UserId) {
         if let Some(o) = c.owner
             && !holders.contains(&o)
@@ -789,10 +793,10 @@ mod tests {
     fn sealed_values_open_only_with_their_key_and_binding() {
         let k = keys();
         let data = DataKey([3; 32]);
-        let wrapped = k.wrap(&data, [1; 24]).unwrap();
-        assert_eq!(k.unwrap(&wrapped).unwrap(), data);
+        let wrapped = k.seal_data_key(&data, [1; 24]).unwrap();
+        assert_eq!(k.open_data_key(&wrapped).unwrap(), data);
         let other = IdentityKeys::derive(&[8; 32]);
-        assert_eq!(other.unwrap(&wrapped), Err(IdentityError::Unseal));
+        assert_eq!(other.open_data_key(&wrapped), Err(IdentityError::Unseal));
         let hash = k.identifier_hash(IdentifierKind::Email, "ada@example.com");
         let aad = identifier_aad(IdentifierKind::Email, &hash);
         let sealed = data.seal(&aad, b"ada@example.com", [2; 24]).unwrap();
@@ -804,7 +808,7 @@ mod tests {
         assert!(data.open(&aad, &sealed[..10]).is_err());
     }
 
-    fn claim(kind: IdentifierKind, n: u8, owner: Option<SubjectRef>) -> Claim {
+    fn claim(kind: IdentifierKind, n: u8, owner: Option<PlannedSubject>) -> Claim {
         Claim {
             kind,
             hash: IdentifierHash([n; 32]),
@@ -812,10 +816,10 @@ mod tests {
         }
     }
 
-    const A: SubjectRef = SubjectRef::Existing(SubjectId(1));
-    const B: SubjectRef = SubjectRef::Existing(SubjectId(2));
+    const A: PlannedSubject = PlannedSubject::Existing(SubjectId(1));
+    const B: PlannedSubject = PlannedSubject::Existing(SubjectId(2));
 
-    fn facts(list: &[(SubjectRef, bool, u16)]) -> HashMap<SubjectRef, OwnerFacts> {
+    fn facts(list: &[(PlannedSubject, bool, u16)]) -> HashMap<PlannedSubject, OwnerFacts> {
         list.iter()
             .map(|&(s, identified, anon)| {
                 let mut counts = IdentifierCounts::default();

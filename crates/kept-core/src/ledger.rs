@@ -4,7 +4,10 @@
 //! derived from them and can be checked against them.
 //!
 //! INVARIANT: `encode(decode(b)) == b` for every accepted `b`, and `decode` rejects anything
-//! `encode` cannot produce, so one record has exactly one encoding.
+//! `encode` cannot produce, so one record has exactly one encoding. `decode` asserts the round
+//! trip in debug builds; `decoded_columns` (the verifier's path, which builds no record) relies
+//! on sharing `decode_view` with it; the property test `decoding_never_panics` and the fuzz
+//! target `ledger_record` check both.
 
 use crate::{SubjectId, UnixMillis};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -256,7 +259,12 @@ pub fn encode(record: &ConsentRecord) -> Vec<u8> {
 
 /// Decodes canonical bytes; rejects anything that is not exactly what `encode` writes.
 pub fn decode(bytes: &[u8]) -> Result<ConsentRecord, DecodeError> {
-    decode_view(bytes).map(RecordView::into_record)
+    let record = decode_view(bytes).map(RecordView::into_record)?;
+    debug_assert!(
+        encode(&record) == bytes,
+        "accepted ledger bytes that `encode` would not write"
+    );
+    Ok(record)
 }
 
 /// The values a ledger row also stores in columns of its own (for lookups): whatever a store
@@ -327,6 +335,7 @@ fn decode_view(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         return Err(DecodeError::Trailing(r.rest.len()));
     }
     // INVARIANT: one encoding per record, so a newer version than the record needs is refused.
+    // Checked here in every build (an error, not a `debug_assert!`): stored bytes are input.
     if version != action.since() {
         return Err(DecodeError::Invalid("version"));
     }

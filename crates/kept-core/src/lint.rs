@@ -154,12 +154,12 @@ struct Linter<'a> {
 
 impl Linter<'_> {
     fn report(&mut self, code: &'static str, severity: Severity, path: String, message: String) {
-        let at = self.loaded.locations.get(&path);
+        let at = self.loaded.positions.get(&path);
         self.findings.push(Finding {
             code,
             severity,
             message,
-            file: self.loaded.locations.file.clone(),
+            file: self.loaded.positions.file.clone(),
             line: at.map(|a| a.line),
             column: at.map(|a| a.column),
             path,

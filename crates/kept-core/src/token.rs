@@ -5,6 +5,8 @@
 //! id a new token carries is an input, as randomness is everywhere in this crate.
 //!
 //! INVARIANT: a token whose MAC does not check is never parsed further than its two halves.
+//! An order of statements in `TokenKeys::open`, not a state to assert:
+//! `a_tampered_token_is_refused` checks it with a payload that is not even JSON.
 
 use crate::{SubjectId, UnixMillis};
 use base64::Engine as _;
@@ -265,6 +267,12 @@ mod tests {
         );
         assert_eq!(
             keys.open(Kind::Link, &forged, 0),
+            Err(TokenError::Signature)
+        );
+        // Claims that would not parse, under a wrong MAC: refused for the MAC, unread.
+        let unreadable = format!("{}.{mac}", URL_SAFE_NO_PAD.encode(b"{not json"));
+        assert_eq!(
+            keys.open(Kind::Link, &unreadable, 0),
             Err(TokenError::Signature)
         );
         assert_eq!(

@@ -5,6 +5,9 @@
 //! INVARIANT: a write path hands its `Change`s to `IndexHandle::apply` only after its
 //! transaction committed, and answers its caller only after `apply` returned, so a decision made
 //! after a write was acknowledged sees it. Readers take snapshots and never wait for the writer.
+//! An order every write path keeps, not a state one point can assert: checked end to end by
+//! `rewards_phones_are_not_promised_until_one_member_gives_written_consent` and
+//! `a_toggle_writes_the_ledger_and_flips_the_decision_at_once`, which decide right after a write.
 
 use kept_core::decision::{CompileError, Compiled, SequencedRecord};
 use kept_core::index::{Change, Index, IndexReader, MemoryReport, Snapshot};

@@ -10,7 +10,9 @@
 //! the whole index is built again from the store.
 //!
 //! INVARIANT: a server announces only after its write committed and its own index applied it,
-//! so another server reading the store on hearing it sees the write.
+//! so another server reading the store on hearing it sees the write. `IndexHandle::apply`
+//! announces only once `apply_heard` has returned `Ok`; across two servers,
+//! `what_one_server_writes_the_other_decides_on` checks it.
 
 use crate::announce::{Announcement, parse};
 use crate::clock::Clock;

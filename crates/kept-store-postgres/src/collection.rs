@@ -5,7 +5,7 @@
 use super::{PostgresStore, db};
 use async_trait::async_trait;
 use kept_core::collection::TraitCutoffs;
-use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, SubjectRef};
+use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, PlannedSubject};
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
@@ -323,10 +323,10 @@ impl CollectionStore for PostgresStore {
             .map_err(db)?;
             dense_ids(to_u32(first, "subject id")?, write.new_subjects.len())?
         };
-        let id_of = |r: SubjectRef| -> Result<i64> {
+        let id_of = |r: PlannedSubject| -> Result<i64> {
             match r {
-                SubjectRef::Existing(id) => Ok(i64::from(id.0)),
-                SubjectRef::New(i) => usize::try_from(i)
+                PlannedSubject::Existing(id) => Ok(i64::from(id.0)),
+                PlannedSubject::New(i) => usize::try_from(i)
                     .ok()
                     .and_then(|i| ids.get(i))
                     .map(|id| i64::from(id.0))

@@ -31,6 +31,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod decision_log;
+mod migrations;
 mod outbox;
 mod prefcenter;
 mod quarantine;
@@ -38,8 +39,6 @@ mod requests;
 mod uses;
 
 mod collection;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows the group committer puts in one transaction at most.
 const MAX_BATCH_ROWS: usize = 20_000;
@@ -219,7 +218,9 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(unreachable)?;
-        MIGRATOR
+        migrations::migrator()
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(scrub(&e.to_string(), url)))?;

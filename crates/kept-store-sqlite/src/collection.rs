@@ -5,7 +5,7 @@
 use super::{CHUNK, SqliteStore, db, values_sql};
 use async_trait::async_trait;
 use kept_core::collection::TraitCutoffs;
-use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, SubjectRef};
+use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, PlannedSubject};
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{
@@ -330,10 +330,10 @@ impl CollectionStore for SqliteStore {
                 .map_err(db)?;
             dense_ids(to_u32(next, "subject id")?, write.new_subjects.len())?
         };
-        let id_of = |r: SubjectRef| -> Result<SubjectId> {
+        let id_of = |r: PlannedSubject| -> Result<SubjectId> {
             match r {
-                SubjectRef::Existing(id) => Ok(id),
-                SubjectRef::New(i) => usize::try_from(i)
+                PlannedSubject::Existing(id) => Ok(id),
+                PlannedSubject::New(i) => usize::try_from(i)
                     .ok()
                     .and_then(|i| ids.get(i).copied())
                     .ok_or_else(|| {

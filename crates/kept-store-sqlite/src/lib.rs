@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod decision_log;
+mod migrations;
 mod outbox;
 mod prefcenter;
 mod quarantine;
@@ -41,8 +42,6 @@ mod requests;
 mod uses;
 
 mod collection;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows per multi-row `INSERT`. Full chunks share one prepared statement; SQLite allows 32,766
 /// bound values per statement, far above 500 rows of at most 9 columns.
@@ -129,7 +128,9 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
-        MIGRATOR
+        migrations::migrator()
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?
             .run(&write)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;

@@ -4,11 +4,14 @@
 //!
 //! INVARIANT: an identifier hash has exactly one holder, and a merged subject holds none: a
 //! merge moves its identifiers to the subject it was merged into, so lookups follow merges.
+//! Held by each backend's key on the hash and its merge statement, not checkable here: the
+//! conformance cases `identities_attach_merge_and_follow` and `an_identity_conflict_writes_nothing`
+//! check it.
 
 use crate::{NewSubject, Result};
 use async_trait::async_trait;
 use kept_core::collection::TraitCutoffs;
-use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, SubjectRef};
+use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, PlannedSubject};
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -50,8 +53,8 @@ pub struct IdentityFacts {
 /// holder when attached; it stays when a merge moves the identifier to another holder).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewIdentity {
-    pub subject: SubjectRef,
-    pub key_subject: SubjectRef,
+    pub subject: PlannedSubject,
+    pub key_subject: PlannedSubject,
     pub kind: IdentifierKind,
     pub hash: IdentifierHash,
     pub sealed: Vec<u8>,
@@ -66,8 +69,8 @@ pub struct NewIdentity {
 pub struct NewMerge {
     /// An existing subject, or one this same write creates (made by an earlier message of the
     /// batch, merged by a later one).
-    pub from: SubjectRef,
-    pub into: SubjectRef,
+    pub from: PlannedSubject,
+    pub into: PlannedSubject,
     /// `identify`, `alias`, …
     pub reason: String,
 }
@@ -81,13 +84,13 @@ pub struct NewLocation {
     pub time_zone: Option<String>,
 }
 
-/// Everything one resolution round writes, atomically. `SubjectRef::New(i)` names the i-th
+/// Everything one resolution round writes, atomically. `PlannedSubject::New(i)` names the i-th
 /// entry of `new_subjects`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentityWrite {
     pub new_subjects: Vec<NewSubject>,
     /// Wrapped data keys, for new subjects and for existing ones that had none.
-    pub keys: Vec<(SubjectRef, Vec<u8>)>,
+    pub keys: Vec<(PlannedSubject, Vec<u8>)>,
     pub attach: Vec<NewIdentity>,
     pub merges: Vec<NewMerge>,
     /// User ids for existing subjects that have none yet.

@@ -5,6 +5,11 @@
 //! INVARIANT: a writer is answered `Ok` only after the transaction holding its item committed;
 //! when a batch fails, every writer of that batch gets the error and nothing of it is written.
 //! With a signer installed, no committed record is ever without a checkpoint covering it.
+//! `run` answers only once `write_batch` has returned, and asserts in debug builds that a batch
+//! has one waiting writer per item (so each is answered, with its output or the batch's error).
+//! That `write_batch` returns only after its commit is each backend's part: the conformance
+//! cases `close_refuses_later_writes` and `every_batch_ends_with_a_chained_checkpoint` check it
+//! with the checkpoints, and `a_failed_batch_fails_every_writer_in_it` the failing batch.
 
 use crate::{Result, StoreError};
 use async_trait::async_trait;
@@ -122,6 +127,7 @@ async fn run<W: BatchWriter>(
             continue;
         }
         let count = items.len();
+        debug_assert_eq!(replies.len(), count, "one waiting writer per queued item");
         match writer.write_batch(std::mem::take(&mut items)).await {
             Ok(outputs) if outputs.len() == count => {
                 for (reply, output) in replies.drain(..).zip(outputs) {

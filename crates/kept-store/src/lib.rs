@@ -2,7 +2,10 @@
 //! mapping both share (`columns`), and the conformance suite (`conformance`, behind the
 //! `conformance` feature) that runs unchanged against each backend.
 //!
-//! INVARIANT: a write method returns `Ok` only after its transaction has committed.
+//! INVARIANT: a write method returns `Ok` only after its transaction has committed. A contract
+//! on each backend, not checkable from here: the conformance cases
+//! `concurrent_appends_are_all_acknowledged_and_verify` and `close_refuses_later_writes` check
+//! that every acknowledged write is there to read.
 
 use async_trait::async_trait;
 use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};

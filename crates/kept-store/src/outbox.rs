@@ -6,7 +6,9 @@
 //! when the decision denies and so is never gated by it.
 //!
 //! INVARIANT: one delivery per (event id, system); enqueueing the same pair again is a no-op, so
-//! a collector may enqueue after every retry of an event without sending it twice.
+//! a collector may enqueue after every retry of an event without sending it twice. Held by each
+//! backend's unique key, not checkable here: the conformance case
+//! `outbox_enqueue_is_idempotent_per_event_and_system` checks it.
 //!
 //! Claiming is a lease: a claimed delivery's `next_attempt_at` moves to the end of the lease, so
 //! a server that dies mid-delivery leaves it to be claimed again once the lease has run out

@@ -3,7 +3,10 @@
 //! before its cookie expires). The requests customers file there are `requests`'.
 //!
 //! INVARIANT: `spend_token` answers `true` for a token id at most once, whatever the number of
-//! servers sharing the database. A session revoked is never live again.
+//! servers sharing the database. A session revoked is never live again. Held by the database
+//! (an insert that conflicts), not checkable in one process: the conformance cases
+//! `prefcenter_concurrent_spends_let_one_through` and
+//! `prefcenter_sessions_end_when_revoked_expired_or_replaced` check it.
 
 use crate::Result;
 use async_trait::async_trait;

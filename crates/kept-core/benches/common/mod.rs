@@ -4,7 +4,10 @@
 //! recent sends for some. Simple enough that Cedar and SQL can express the same rule exactly,
 //! which the benchmarks check by comparing answers.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "shared by both benchmarks, and each uses only part of it"
+)]
 
 use kept_core::decision::{Compiled, DecisionRequest, SequencedRecord};
 use kept_core::index::Change;

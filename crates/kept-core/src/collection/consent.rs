@@ -318,7 +318,7 @@ mod tests {
         let loaded = crate::manifest::load(&toml, "kept.toml").unwrap();
         let m = loaded.manifest;
         assert_eq!(m.consent_categories["C0004"].len(), 2);
-        assert!(loaded.locations.get("consent_categories.C0004").is_some());
+        assert!(loaded.positions.get("consent_categories.C0004").is_some());
         let mut cats = BTreeMap::new();
         cats.insert("C0004".to_owned(), true);
         let c = purpose_choices(&m, &cats);

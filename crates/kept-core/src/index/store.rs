@@ -113,7 +113,8 @@ pub(crate) fn implied_kind(kind: CollectionKind) -> Option<u8> {
 #[derive(Debug, Clone)]
 pub(crate) struct Page {
     /// INVARIANT: subject `l`'s facts are `facts[rows[l - 1].fact_end..rows[l].fact_end]` (from
-    /// 0 for `l == 0`), sorted by scope.
+    /// 0 for `l == 0`), sorted by scope. `insert_fact` and `remove_facts`, the only writers of
+    /// `fact_end`, assert it in debug builds (`debug_check_facts`).
     /// Inline, so reaching a row from the page pointer is one hop.
     pub rows: [Row; PAGE_SIZE],
     pub facts: Vec<Fact>,
@@ -165,6 +166,7 @@ impl Page {
         for row in self.rows.iter_mut().skip(usize::from(fact.local)) {
             row.fact_end += 1;
         }
+        self.debug_check_facts(fact.local);
     }
     /// Drops every fact of subject `local`.
     pub fn remove_facts(&mut self, local: u8) {
@@ -174,6 +176,24 @@ impl Page {
         for row in self.rows.iter_mut().skip(usize::from(local)) {
             row.fact_end -= n;
         }
+        self.debug_check_facts(local);
+    }
+    /// The rows' invariant around subject `local`, in debug builds: the last row's facts end
+    /// where `facts` does, and `local`'s slice holds its own facts only, one per scope, sorted.
+    fn debug_check_facts(&self, local: u8) {
+        debug_assert_eq!(
+            self.rows.last().map_or(0, |r| r.fact_end as usize),
+            self.facts.len(),
+            "the last row's facts end where the page's do"
+        );
+        debug_assert!(
+            self.facts_of(local).iter().all(|f| f.local == local),
+            "subject {local}'s slice holds another subject's fact"
+        );
+        debug_assert!(
+            self.facts_of(local).is_sorted_by(|a, b| a.scope < b.scope),
+            "subject {local}'s facts are not one per scope in scope order"
+        );
     }
     pub fn prefs_of(&self, local: u8) -> &[PrefEntry] {
         self.prefs

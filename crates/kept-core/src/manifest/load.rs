@@ -23,14 +23,14 @@ pub struct Loaded {
     /// The `[server]` table, unchecked here: the server validates its own configuration.
     pub server: Option<toml::Table>,
     /// Where each entry, key and reference sits in the file, by key path.
-    pub locations: Locations,
+    pub positions: Positions,
     /// Purpose keys marked `custom = true`: the organisation's own, not fideslang data uses.
     pub custom_purposes: BTreeSet<String>,
 }
 
 /// A position in the manifest file, both 1-based; the column counts characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Location {
+pub struct Position {
     pub line: u32,
     pub column: u32,
 }
@@ -38,13 +38,13 @@ pub struct Location {
 /// Positions by key path (`systems.sms_blaster.uses[0].purpose`,
 /// `purposes."marketing.communications"`), and the file they are in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Locations {
+pub struct Positions {
     pub file: String,
-    by_path: BTreeMap<String, Location>,
+    by_path: BTreeMap<String, Position>,
 }
 
-impl Locations {
-    pub fn get(&self, path: &str) -> Option<Location> {
+impl Positions {
+    pub fn get(&self, path: &str) -> Option<Position> {
         self.by_path.get(path).copied()
     }
 }
@@ -53,7 +53,7 @@ impl Locations {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorLocation {
     pub file: String,
-    pub at: Option<Location>,
+    pub at: Option<Position>,
 }
 
 impl fmt::Display for ErrorLocation {
@@ -158,7 +158,7 @@ pub fn load(source: &str, path: &str) -> Result<Loaded, ManifestError> {
     let raw: RawManifest = toml::from_str(source).map_err(|e| schema_error(&lines, path, &e))?;
     Converter {
         lines: &lines,
-        locations: Locations {
+        positions: Positions {
             file: path.to_owned(),
             by_path: BTreeMap::new(),
         },
@@ -205,14 +205,14 @@ impl<'a> LineIndex<'a> {
         LineIndex { source, starts }
     }
 
-    fn location(&self, offset: usize) -> Location {
+    fn position(&self, offset: usize) -> Position {
         let line = self.starts.partition_point(|&start| start <= offset).max(1);
         let start = self.starts.get(line - 1).copied().unwrap_or(0);
         let column = self
             .source
             .get(start..offset.min(self.source.len()))
             .map_or(0, |s| s.chars().count());
-        Location {
+        Position {
             line: u32::try_from(line).unwrap_or(u32::MAX),
             column: u32::try_from(column + 1).unwrap_or(u32::MAX),
         }
@@ -221,20 +221,20 @@ impl<'a> LineIndex<'a> {
     fn error_location(&self, file: &str, span: Option<Range<usize>>) -> ErrorLocation {
         ErrorLocation {
             file: file.to_owned(),
-            at: span.map(|s| self.location(s.start)),
+            at: span.map(|s| self.position(s.start)),
         }
     }
 }
 
 struct Converter<'a> {
     lines: &'a LineIndex<'a>,
-    locations: Locations,
+    positions: Positions,
 }
 
 impl Converter<'_> {
     fn mark(&mut self, path: String, span: Range<usize>) {
-        let at = self.lines.location(span.start);
-        self.locations.by_path.insert(path, at);
+        let at = self.lines.position(span.start);
+        self.positions.by_path.insert(path, at);
     }
 
     /// Records a reference's position and hands back its value.
@@ -252,7 +252,7 @@ impl Converter<'_> {
 
     fn invalid(&self, span: Range<usize>, message: String) -> ManifestError {
         ManifestError::InvalidValue {
-            location: self.lines.error_location(&self.locations.file, Some(span)),
+            location: self.lines.error_location(&self.positions.file, Some(span)),
             message,
         }
     }
@@ -440,7 +440,7 @@ impl Converter<'_> {
                 consent_categories,
             },
             server: raw.server,
-            locations: self.locations,
+            positions: self.positions,
             custom_purposes,
         })
     }
@@ -727,9 +727,9 @@ mod tests {
     #[test]
     fn line_index_counts_characters_from_one() {
         let lines = LineIndex::new("a = 1\nbé = 2\n");
-        assert_eq!(lines.location(0), Location { line: 1, column: 1 });
-        assert_eq!(lines.location(6), Location { line: 2, column: 1 });
+        assert_eq!(lines.position(0), Position { line: 1, column: 1 });
+        assert_eq!(lines.position(6), Position { line: 2, column: 1 });
         // `=` after a two-byte character is the fourth character of line 2.
-        assert_eq!(lines.location(10), Location { line: 2, column: 4 });
+        assert_eq!(lines.position(10), Position { line: 2, column: 4 });
     }
 }

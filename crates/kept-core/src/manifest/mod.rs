@@ -11,7 +11,7 @@ mod raw;
 
 pub use keys::{KNOWN_CHANNELS, covers, is_within};
 pub(crate) use keys::{child_path, entry_path, item_path};
-pub use load::{ErrorLocation, Loaded, Location, Locations, ManifestError, load, parse_retention};
+pub use load::{ErrorLocation, Loaded, ManifestError, Position, Positions, load, parse_retention};
 pub use model::*;
 
 /// The example manifest `kept init` writes: a retail company, Larkspur Goods. Its SMS marketing

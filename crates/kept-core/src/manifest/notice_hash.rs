@@ -1,7 +1,9 @@
 //! A notice's content hash: what a consent record cites to prove which exact text was shown.
 //!
 //! INVARIANT: the encoding never changes for a given tag; a new encoding gets a new tag, or
-//! every recorded hash would stop matching its notice.
+//! every recorded hash would stop matching its notice. Not checkable at run time (a changed
+//! encoding is self-consistent): the test `notice_hashes_follow_the_content`
+//! (`tests/it/manifest.rs`) pins one notice's hash.
 
 use super::model::{Notice, NoticeText};
 use std::collections::{BTreeMap, BTreeSet};

@@ -382,7 +382,7 @@ fn identity_lines() -> String {
     let data = DataKey([7; 32]);
     out.push_str(&format!(
         "wrapped {}\n",
-        hex::encode(keys.wrap(&data, [1; 24]).unwrap())
+        hex::encode(keys.seal_data_key(&data, [1; 24]).unwrap())
     ));
     let email = normalize(IdentifierKind::Email, IDENTIFIERS[1].1, None).unwrap();
     let aad = identifier_aad(
@@ -410,7 +410,7 @@ fn identifiers_keep_their_hashes_and_sealed_values_open() {
             .map(|v| hex::decode(v.trim()).unwrap())
             .unwrap()
     };
-    let data = keys.unwrap(&field("wrapped ")).unwrap();
+    let data = keys.open_data_key(&field("wrapped ")).unwrap();
     assert_eq!(data, DataKey([7; 32]));
     let email = "ada.lovelace@example.com";
     let aad = identifier_aad(

@@ -6,6 +6,10 @@
 //! INVARIANT: a collection endpoint answers `{"success": true}` only after every event it
 //! accepted is committed (or found already stored), every ledger record it implied is
 //! committed, the index reflects both, and every message it rejected is in the quarantine.
+//! An order of the ingest path, not a state one point can assert: checked end to end by
+//! `a_track_call_is_committed_and_read_back`,
+//! `a_consent_change_carried_by_an_event_is_written_to_the_ledger` and
+//! `a_rejected_message_is_held_sealed_and_listed_to_admins`.
 
 mod body;
 pub mod ingest;

@@ -147,7 +147,7 @@ pub async fn lookup(
     key_subjects.dedup();
     let mut data_keys = HashMap::new();
     for (id, wrapped) in store.subject_keys(&key_subjects).await? {
-        if let Ok(key) = keys.unwrap(&wrapped) {
+        if let Ok(key) = keys.open_data_key(&wrapped) {
             data_keys.insert(id, key);
         }
     }

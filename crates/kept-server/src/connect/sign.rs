@@ -71,7 +71,9 @@ impl WebhookSecret {
     /// The `webhook-signature` header value for one attempt.
     pub fn sign(&self, message_id: &str, timestamp: i64, body: &[u8]) -> String {
         // INVARIANT: HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+        let mac = Hmac::<Sha256>::new_from_slice(&self.0);
+        debug_assert!(mac.is_ok(), "HMAC refused a key of {} bytes", self.0.len());
+        let Ok(mut mac) = mac else {
             return String::new();
         };
         mac.update(message_id.as_bytes());

@@ -3,7 +3,9 @@
 //! keys; and `verify_ledger`, the streaming check behind `kept ledger verify`.
 //!
 //! INVARIANT: the verifying key is in the settings (`ledger.verifying_key`, and every key ever
-//! used in `ledger.verifying_keys`) before any checkpoint it signed is stored.
+//! used in `ledger.verifying_keys`) before any checkpoint it signed is stored. The signer is
+//! installed in `Ledger::ready` only after `publish` returned, and debug builds read the key
+//! back there before installing it.
 
 use crate::consent::witness::Witness;
 use base64::Engine as _;
@@ -172,6 +174,19 @@ impl Ledger {
         self.ready
             .get_or_try_init(|| async {
                 publish(self.store.as_ref(), self.key.verifying_key()).await?;
+                if cfg!(debug_assertions) {
+                    // A failed read proves nothing either way; a list without the key does.
+                    let hex_key = hex::encode(self.key.verifying_key().as_bytes());
+                    let listed = self.store.get_setting(VERIFYING_KEYS_SETTING).await;
+                    debug_assert!(
+                        listed.map_or(true, |keys| keys.is_some_and(|keys| {
+                            String::from_utf8_lossy(&keys)
+                                .lines()
+                                .any(|l| l.trim() == hex_key)
+                        })),
+                        "the ledger would sign under a key the settings do not list"
+                    );
+                }
                 self.store.set_checkpoint_signer(Some(Arc::new(Signer {
                     key: self.key.clone(),
                     clock: self.clock.clone(),

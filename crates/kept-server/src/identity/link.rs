@@ -11,7 +11,8 @@ use crate::index::IndexHandle;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
     Caps, Claim, DataKey, IdentifierHash, IdentifierKind, IdentityKeys, Overreach, OwnerFacts,
-    Refusal, Speaker, SubjectRef, check_speaker, identifier_aad, normalize, resolve, token_covers,
+    PlannedSubject, Refusal, Speaker, check_speaker, identifier_aad, normalize, resolve,
+    token_covers,
 };
 use kept_core::manifest::Manifest;
 use kept_core::subject::Subject;
@@ -345,7 +346,7 @@ fn all_hashes(messages: &[&MessageIds]) -> Vec<IdentifierHash> {
 /// id if someone holds it as one, else an anonymous id.
 fn claims_of(
     m: &MessageIds,
-    mut holder: impl FnMut(&IdentifierHash) -> Option<SubjectRef>,
+    mut holder: impl FnMut(&IdentifierHash) -> Option<PlannedSubject>,
 ) -> Vec<Claim> {
     let mut claims: Vec<Claim> = Vec::with_capacity(m.ids.len() + 1);
     // The message's own user id comes first: it is the one that decides.
@@ -386,7 +387,7 @@ fn report(refusals: &[Refusal], quiet: bool) {
         )
         .increment(1);
         let holder = match r.holder {
-            Some(SubjectRef::Existing(id)) => Some(id.0),
+            Some(PlannedSubject::Existing(id)) => Some(id.0),
             _ => None,
         };
         if quiet {
@@ -450,7 +451,7 @@ fn from_cache(
         }
         let mut missing = false;
         let claims = claims_of(m, |h| match cache.holder(h) {
-            Some(s) => Some(SubjectRef::Existing(s)),
+            Some(s) => Some(PlannedSubject::Existing(s)),
             None => {
                 missing = true;
                 None
@@ -461,15 +462,15 @@ fn from_cache(
         }
         let mut owners = HashMap::new();
         for c in &claims {
-            if let Some(SubjectRef::Existing(s)) = c.owner {
-                owners.insert(SubjectRef::Existing(s), cache.facts.get(&s)?.owner());
+            if let Some(PlannedSubject::Existing(s)) = c.owner {
+                owners.insert(PlannedSubject::Existing(s), cache.facts.get(&s)?.owner());
             }
         }
         let plan = resolve(&claims, &owners, m.explicit, caps);
-        let Some(SubjectRef::Existing(subject)) = plan.subject else {
+        let Some(PlannedSubject::Existing(subject)) = plan.subject else {
             return None;
         };
-        let plan_subject = SubjectRef::Existing(subject);
+        let plan_subject = PlannedSubject::Existing(subject);
         if check_speaker(&claims, &plan, &owners, m.speaker).is_err() {
             return None;
         }
@@ -504,23 +505,23 @@ fn from_cache(
 /// round's earlier messages changed it: what a later message's consent is compared with, as
 /// it would be had the earlier ones been sent alone before it.
 #[derive(Default)]
-struct Consents(HashMap<SubjectRef, kept_core::collection::CurrentConsent>);
+struct Consents(HashMap<PlannedSubject, kept_core::collection::CurrentConsent>);
 
 impl Consents {
     async fn current(
         &mut self,
         state: Reads<'_>,
-        s: SubjectRef,
+        s: PlannedSubject,
     ) -> Result<&mut kept_core::collection::CurrentConsent, ApiError> {
         use std::collections::hash_map::Entry;
         match self.0.entry(s) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
                 let current = match s {
-                    SubjectRef::Existing(id) => {
+                    PlannedSubject::Existing(id) => {
                         crate::subjects::consent::ledger_state(state.store, id).await?
                     }
-                    SubjectRef::New(_) => kept_core::collection::CurrentConsent::default(),
+                    PlannedSubject::New(_) => kept_core::collection::CurrentConsent::default(),
                 };
                 Ok(e.insert(current))
             }
@@ -532,8 +533,8 @@ impl Consents {
     async fn merge(
         &mut self,
         state: Reads<'_>,
-        from: SubjectRef,
-        into: SubjectRef,
+        from: PlannedSubject,
+        into: PlannedSubject,
     ) -> Result<(), ApiError> {
         let theirs = self.current(state, from).await?.clone();
         let ours = self.current(state, into).await?;
@@ -555,8 +556,8 @@ async fn refusal(
     m: &MessageIds,
     claims: &[Claim],
     plan: &kept_core::identity::Resolution,
-    owners: &HashMap<SubjectRef, OwnerFacts>,
-    facts: &HashMap<SubjectRef, Facts>,
+    owners: &HashMap<PlannedSubject, OwnerFacts>,
+    facts: &HashMap<PlannedSubject, Facts>,
     consents: &mut Consents,
 ) -> Result<Option<ApiError>, ApiError> {
     if let Err(overreach) = check_speaker(claims, plan, owners, m.speaker) {
@@ -628,7 +629,7 @@ async fn round(
 /// those subjects' facts, and which of the identifiers its messages verify are verified.
 struct Known {
     holders: HashMap<IdentifierHash, SubjectId>,
-    facts: HashMap<SubjectRef, Facts>,
+    facts: HashMap<PlannedSubject, Facts>,
     verified: HashSet<IdentifierHash>,
 }
 
@@ -668,10 +669,10 @@ async fn read_known(store: &dyn Store, messages: &[&MessageIds]) -> Result<Known
     let mut known: Vec<SubjectId> = holders.values().copied().collect();
     known.sort();
     known.dedup();
-    let mut facts: HashMap<SubjectRef, Facts> = HashMap::new();
+    let mut facts: HashMap<PlannedSubject, Facts> = HashMap::new();
     for f in store.identity_facts(&known).await? {
         facts.insert(
-            SubjectRef::Existing(f.subject),
+            PlannedSubject::Existing(f.subject),
             Facts {
                 identified: f.identified,
                 verified: f.verified,
@@ -708,19 +709,19 @@ async fn read_known(store: &dyn Store, messages: &[&MessageIds]) -> Result<Known
 /// A round's plan, built message by message, each seeing what the earlier ones did.
 struct Planning {
     /// Who holds each identifier, as the messages planned so far leave it.
-    view: HashMap<IdentifierHash, SubjectRef>,
-    facts: HashMap<SubjectRef, Facts>,
+    view: HashMap<IdentifierHash, PlannedSubject>,
+    facts: HashMap<PlannedSubject, Facts>,
     verified: HashSet<IdentifierHash>,
     /// What the round writes in its one transaction.
     write: IdentityWrite,
     /// Identifiers to attach: the subject, the identifier, whether it is verified.
-    intents: Vec<(SubjectRef, Identifier, bool)>,
+    intents: Vec<(PlannedSubject, Identifier, bool)>,
     /// Each accepted message's subject; follows later merges.
-    placed: Vec<SubjectRef>,
+    placed: Vec<PlannedSubject>,
     /// Each accepted message's subject as it was resolved.
-    origins: Vec<SubjectRef>,
+    origins: Vec<PlannedSubject>,
     may_change: Vec<bool>,
-    merges: Vec<(SubjectRef, SubjectRef)>,
+    merges: Vec<(PlannedSubject, PlannedSubject)>,
     merged_by: Vec<usize>,
     relocated: HashSet<SubjectId>,
     renamed: HashSet<SubjectId>,
@@ -735,7 +736,7 @@ impl Planning {
             view: known
                 .holders
                 .iter()
-                .map(|(h, s)| (*h, SubjectRef::Existing(*s)))
+                .map(|(h, s)| (*h, PlannedSubject::Existing(*s)))
                 .collect(),
             facts: known.facts,
             verified: known.verified,
@@ -769,7 +770,7 @@ impl Planning {
         now: UnixMillis,
     ) -> Result<(), ApiError> {
         let claims = claims_of(m, |h| self.view.get(h).copied());
-        let owners: HashMap<SubjectRef, OwnerFacts> =
+        let owners: HashMap<PlannedSubject, OwnerFacts> =
             self.facts.iter().map(|(r, f)| (*r, f.owner())).collect();
         let plan = resolve(&claims, &owners, m.explicit, caps);
         // A message refused here is rejected alone, before it changes anything the later
@@ -816,7 +817,7 @@ impl Planning {
     }
 
     /// A new subject for a message that names none known, where the message says it is.
-    fn new_subject(&mut self, m: &MessageIds, now: UnixMillis) -> SubjectRef {
+    fn new_subject(&mut self, m: &MessageIds, now: UnixMillis) -> PlannedSubject {
         let n = u32::try_from(self.write.new_subjects.len()).unwrap_or(u32::MAX);
         self.write.new_subjects.push(NewSubject {
             user_id: None,
@@ -826,7 +827,7 @@ impl Planning {
             created_at: now,
         });
         self.facts.insert(
-            SubjectRef::New(n),
+            PlannedSubject::New(n),
             Facts {
                 country: m.location.country.clone(),
                 region: m.location.region.clone(),
@@ -834,7 +835,7 @@ impl Planning {
                 ..Facts::default()
             },
         );
-        SubjectRef::New(n)
+        PlannedSubject::New(n)
     }
 
     /// Merges `from` into `subject`: its facts, the identifiers it held, the messages placed
@@ -843,8 +844,8 @@ impl Planning {
         &mut self,
         state: Reads<'_>,
         m: &MessageIds,
-        from: SubjectRef,
-        subject: SubjectRef,
+        from: PlannedSubject,
+        subject: PlannedSubject,
         accepted: usize,
     ) -> Result<(), ApiError> {
         let from_facts = self.facts.remove(&from).unwrap_or_default();
@@ -886,7 +887,7 @@ impl Planning {
         m: &MessageIds,
         kind: IdentifierKind,
         hash: &IdentifierHash,
-        subject: SubjectRef,
+        subject: PlannedSubject,
     ) {
         let Some(identifier) = identifier_value(m, hash) else {
             return;
@@ -901,7 +902,7 @@ impl Planning {
         if kind == IdentifierKind::UserId {
             f.identified = true;
             match subject {
-                SubjectRef::New(n) => {
+                PlannedSubject::New(n) => {
                     if let Some(s) = usize::try_from(n)
                         .ok()
                         .and_then(|n| self.write.new_subjects.get_mut(n))
@@ -909,7 +910,7 @@ impl Planning {
                         s.user_id.get_or_insert_with(|| identifier.value.clone());
                     }
                 }
-                SubjectRef::Existing(id) => {
+                PlannedSubject::Existing(id) => {
                     if self.renamed.insert(id) {
                         self.write.user_ids.push((id, identifier.value.clone()));
                     }
@@ -921,7 +922,7 @@ impl Planning {
     }
 
     /// What a server key or a token names again of the subject's own becomes verified.
-    fn verify_named(&mut self, m: &MessageIds, subject: SubjectRef) {
+    fn verify_named(&mut self, m: &MessageIds, subject: PlannedSubject) {
         if !m.speaker.verifies() {
             return;
         }
@@ -935,10 +936,10 @@ impl Planning {
 
     /// Where the message says it is, for a known subject with no country or time zone yet.
     /// A browser does not move a known customer (their regime would follow).
-    fn relocate(&mut self, m: &MessageIds, subject: SubjectRef) {
+    fn relocate(&mut self, m: &MessageIds, subject: PlannedSubject) {
         let may_relocate =
             m.speaker.verifies() || !self.facts.get(&subject).is_some_and(Facts::known);
-        let SubjectRef::Existing(id) = subject else {
+        let PlannedSubject::Existing(id) = subject else {
             return;
         };
         if !may_relocate {
@@ -969,7 +970,7 @@ impl Planning {
         &mut self,
         state: Reads<'_>,
         m: &MessageIds,
-        subject: SubjectRef,
+        subject: PlannedSubject,
     ) -> Result<(), ApiError> {
         let Some(ask) = &m.consent else {
             return Ok(());
@@ -997,12 +998,12 @@ async fn seal_identifiers(
     identities: &Identities,
     keys: &IdentityKeys,
     plan: &mut Planning,
-) -> Result<HashMap<SubjectRef, DataKey>, ApiError> {
-    let mut data_keys: HashMap<SubjectRef, DataKey> = HashMap::new();
+) -> Result<HashMap<PlannedSubject, DataKey>, ApiError> {
+    let mut data_keys: HashMap<PlannedSubject, DataKey> = HashMap::new();
     let mut need: Vec<SubjectId> = Vec::new();
     if let Ok(cache) = identities.cache.lock() {
         for (s, _, _) in &plan.intents {
-            if let SubjectRef::Existing(id) = s
+            if let PlannedSubject::Existing(id) = s
                 && !data_keys.contains_key(s)
             {
                 match cache.keys.get(id) {
@@ -1018,32 +1019,32 @@ async fn seal_identifiers(
     need.dedup();
     if !need.is_empty() {
         for (id, wrapped) in store.subject_keys(&need).await? {
-            let key = keys.unwrap(&wrapped).map_err(|e| {
+            let key = keys.open_data_key(&wrapped).map_err(|e| {
                 ApiError::Store(StoreError::Corrupt(format!(
                     "the data key of subject {id} does not open: {e}"
                 )))
             })?;
-            data_keys.insert(SubjectRef::Existing(id), key);
+            data_keys.insert(PlannedSubject::Existing(id), key);
         }
     }
     let write = &mut plan.write;
     let mut rng = rand::rngs::OsRng;
     let mut fresh_key =
-        |subject: SubjectRef, write: &mut IdentityWrite| -> Result<DataKey, ApiError> {
+        |subject: PlannedSubject, write: &mut IdentityWrite| -> Result<DataKey, ApiError> {
             let mut bytes = [0u8; 32];
             rng.fill_bytes(&mut bytes);
             let key = DataKey(bytes);
             let mut nonce = [0u8; 24];
             rng.fill_bytes(&mut nonce);
             let wrapped = keys
-                .wrap(&key, nonce)
+                .seal_data_key(&key, nonce)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             write.keys.push((subject, wrapped));
             Ok(key)
         };
     let new_refs = (0..write.new_subjects.len())
-        .map(|i| SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)));
-    let wanted: Vec<SubjectRef> = plan
+        .map(|i| PlannedSubject::New(u32::try_from(i).unwrap_or(u32::MAX)));
+    let wanted: Vec<PlannedSubject> = plan
         .intents
         .iter()
         .map(|(s, _, _)| *s)
@@ -1080,10 +1081,10 @@ async fn seal_identifiers(
 }
 
 /// The id a planned subject has once the round is written (`ids`: the new subjects' ids).
-fn real(ids: &[SubjectId], r: SubjectRef) -> Result<SubjectId, ApiError> {
+fn real(ids: &[SubjectId], r: PlannedSubject) -> Result<SubjectId, ApiError> {
     match r {
-        SubjectRef::Existing(id) => Ok(id),
-        SubjectRef::New(n) => usize::try_from(n)
+        PlannedSubject::Existing(id) => Ok(id),
+        PlannedSubject::New(n) => usize::try_from(n)
             .ok()
             .and_then(|n| ids.get(n).copied())
             .ok_or_else(|| ApiError::Internal(format!("new subject {n} got no id"))),
@@ -1101,7 +1102,7 @@ async fn write_plan(
     let user_ids = write.user_ids.clone();
     let locations: Vec<SubjectId> = write.locations.iter().map(|l| l.subject).collect();
     let ids = store.write_identities(write).await?;
-    let real = |r: SubjectRef| real(&ids, r);
+    let real = |r: PlannedSubject| real(&ids, r);
 
     let mut outcome = Resolution {
         may_change_consent: std::mem::take(&mut plan.may_change),
@@ -1119,7 +1120,7 @@ async fn write_plan(
         outcome.merges.push((real(*from)?, real(*into)?));
     }
     for (i, s) in new_subjects.into_iter().enumerate() {
-        let id = real(SubjectRef::New(u32::try_from(i).unwrap_or(u32::MAX)))?;
+        let id = real(PlannedSubject::New(u32::try_from(i).unwrap_or(u32::MAX)))?;
         outcome.created.push(Subject {
             id,
             user_id: s.user_id,
@@ -1150,7 +1151,7 @@ fn remember(
     identities: &Identities,
     plan: &Planning,
     outcome: &Resolution,
-    data_keys: HashMap<SubjectRef, DataKey>,
+    data_keys: HashMap<PlannedSubject, DataKey>,
     ids: &[SubjectId],
 ) -> Result<(), ApiError> {
     if let Ok(mut cache) = identities.cache.lock() {

@@ -5,7 +5,9 @@
 //!
 //! INVARIANT: every change a customer makes is committed to the ledger (source
 //! `preference_center`, with the notice shown) and applied to the index before the answer
-//! leaves, so the next decision sees it.
+//! leaves, so the next decision sees it. Checked end to end, each change then a decision, by
+//! `a_toggle_writes_the_ledger_and_flips_the_decision_at_once` and
+//! `one_click_unsubscribe_takes_effect_at_once`.
 
 pub mod api;
 pub mod limit;

@@ -14,7 +14,9 @@ pub use crate::subjects::standing::{
 };
 use crate::web::texts::Texts;
 use kept_core::decision::{DecisionRequest, SequencedRecord};
-use kept_core::identity::{DataKey, IdentifierKind, SubjectRef, identifier_aad, normalize_phone};
+use kept_core::identity::{
+    DataKey, IdentifierKind, PlannedSubject, identifier_aad, normalize_phone,
+};
 use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence, NoticeRef};
 use kept_core::manifest::{Manifest, Notice};
@@ -866,16 +868,18 @@ async fn attach_phone(
     };
     let data_key = match store.subject_keys(&[subject]).await?.first() {
         Some((_, wrapped)) => keys
-            .unwrap(wrapped)
+            .open_data_key(wrapped)
             .map_err(|e| StoreError::Corrupt(format!("subject data key: {e}")))?,
         None => {
             let mut key = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut key);
             let key = DataKey(key);
             let wrapped = keys
-                .wrap(&key, nonce())
+                .seal_data_key(&key, nonce())
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
-            write.keys.push((SubjectRef::Existing(subject), wrapped));
+            write
+                .keys
+                .push((PlannedSubject::Existing(subject), wrapped));
             key
         }
     };
@@ -887,8 +891,8 @@ async fn attach_phone(
         )
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     write.attach.push(NewIdentity {
-        subject: SubjectRef::Existing(subject),
-        key_subject: SubjectRef::Existing(subject),
+        subject: PlannedSubject::Existing(subject),
+        key_subject: PlannedSubject::Existing(subject),
         kind: IdentifierKind::Phone,
         hash,
         sealed,
@@ -950,7 +954,7 @@ pub async fn identifiers(
     key_subjects.dedup();
     let mut data_keys = std::collections::HashMap::new();
     for (id, wrapped) in store.subject_keys(&key_subjects).await? {
-        if let Ok(key) = keys.unwrap(&wrapped) {
+        if let Ok(key) = keys.open_data_key(&wrapped) {
             data_keys.insert(id, key);
         }
     }

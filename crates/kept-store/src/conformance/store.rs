@@ -996,7 +996,7 @@ fn ident(n: u8) -> kept_core::identity::IdentifierHash {
 }
 
 fn new_identity(
-    subject: kept_core::identity::SubjectRef,
+    subject: kept_core::identity::PlannedSubject,
     kind: kept_core::identity::IdentifierKind,
     n: u8,
 ) -> crate::collection::NewIdentity {
@@ -1094,7 +1094,7 @@ pub async fn events_and_visits_move_the_last_interaction_forward(store: Arc<dyn 
 
 pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {
     use crate::collection::{IdentityWrite, NewMerge};
-    use kept_core::identity::{IdentifierKind as K, SubjectRef};
+    use kept_core::identity::{IdentifierKind as K, PlannedSubject};
     // One existing subject from outside collection, with a user id column only.
     let known = store
         .insert_subjects(vec![new_subject(Some("u-known"), "DE")])
@@ -1104,15 +1104,15 @@ pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {
         .write_identities(IdentityWrite {
             new_subjects: vec![new_subject(None, "FR"), new_subject(None, "FR")],
             keys: vec![
-                (SubjectRef::New(0), vec![1; 56]),
-                (SubjectRef::New(1), vec![2; 56]),
-                (SubjectRef::Existing(known), vec![3; 56]),
+                (PlannedSubject::New(0), vec![1; 56]),
+                (PlannedSubject::New(1), vec![2; 56]),
+                (PlannedSubject::Existing(known), vec![3; 56]),
             ],
             attach: vec![
-                new_identity(SubjectRef::New(0), K::AnonymousId, 10),
-                new_identity(SubjectRef::New(0), K::Email, 11),
-                new_identity(SubjectRef::New(1), K::AnonymousId, 12),
-                new_identity(SubjectRef::Existing(known), K::UserId, 13),
+                new_identity(PlannedSubject::New(0), K::AnonymousId, 10),
+                new_identity(PlannedSubject::New(0), K::Email, 11),
+                new_identity(PlannedSubject::New(1), K::AnonymousId, 12),
+                new_identity(PlannedSubject::Existing(known), K::UserId, 13),
             ],
             at: T0,
             ..IdentityWrite::default()
@@ -1169,8 +1169,8 @@ pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {
     store
         .write_identities(IdentityWrite {
             merges: vec![NewMerge {
-                from: SubjectRef::Existing(anon),
-                into: SubjectRef::Existing(known),
+                from: PlannedSubject::Existing(anon),
+                into: PlannedSubject::Existing(known),
                 reason: "identify".into(),
             }],
             user_ids: vec![(other, "u-other".into())],
@@ -1209,8 +1209,8 @@ pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {
     store
         .write_identities(IdentityWrite {
             merges: vec![NewMerge {
-                from: SubjectRef::Existing(known),
-                into: SubjectRef::Existing(other),
+                from: PlannedSubject::Existing(known),
+                into: PlannedSubject::Existing(other),
                 reason: "alias".into(),
             }],
             at: T0 + 2,
@@ -1225,7 +1225,7 @@ pub async fn identities_attach_merge_and_follow(store: Arc<dyn Store>) {
 /// moved; an undo gives the merged-away subject back its identifiers and traits, once.
 pub async fn verified_identities_the_identity_log_and_undo(store: Arc<dyn Store>) {
     use crate::collection::{IdentityWrite, NewMerge};
-    use kept_core::identity::{IdentifierKind as K, SubjectRef};
+    use kept_core::identity::{IdentifierKind as K, PlannedSubject};
     let [a, b]: [SubjectId; 2] = store
         .insert_subjects(vec![
             new_subject(Some("u-a"), "DE"),
@@ -1235,14 +1235,14 @@ pub async fn verified_identities_the_identity_log_and_undo(store: Arc<dyn Store>
         .unwrap()
         .try_into()
         .unwrap();
-    let mut verified_email = new_identity(SubjectRef::Existing(a), K::Email, 30);
+    let mut verified_email = new_identity(PlannedSubject::Existing(a), K::Email, 30);
     verified_email.verified = true;
     store
         .write_identities(IdentityWrite {
             attach: vec![
                 verified_email,
-                new_identity(SubjectRef::Existing(a), K::Phone, 31),
-                new_identity(SubjectRef::Existing(b), K::Email, 32),
+                new_identity(PlannedSubject::Existing(a), K::Phone, 31),
+                new_identity(PlannedSubject::Existing(b), K::Email, 32),
             ],
             at: T0,
             ..IdentityWrite::default()
@@ -1282,8 +1282,8 @@ pub async fn verified_identities_the_identity_log_and_undo(store: Arc<dyn Store>
     store
         .write_identities(IdentityWrite {
             merges: vec![NewMerge {
-                from: SubjectRef::Existing(a),
-                into: SubjectRef::Existing(b),
+                from: PlannedSubject::Existing(a),
+                into: PlannedSubject::Existing(b),
                 reason: "alias".into(),
             }],
             key_id: Some("kept_aaaa1111".into()),
@@ -1365,8 +1365,8 @@ pub async fn verified_identities_the_identity_log_and_undo(store: Arc<dyn Store>
     store
         .write_identities(IdentityWrite {
             merges: vec![NewMerge {
-                from: SubjectRef::Existing(a),
-                into: SubjectRef::Existing(b),
+                from: PlannedSubject::Existing(a),
+                into: PlannedSubject::Existing(b),
                 reason: "alias".into(),
             }],
             at: T0 + 20,
@@ -1389,12 +1389,12 @@ pub async fn verified_identities_the_identity_log_and_undo(store: Arc<dyn Store>
 
 pub async fn an_identity_conflict_writes_nothing(store: Arc<dyn Store>) {
     use crate::collection::IdentityWrite;
-    use kept_core::identity::{IdentifierKind as K, SubjectRef};
+    use kept_core::identity::{IdentifierKind as K, PlannedSubject};
     let first = store
         .write_identities(IdentityWrite {
             new_subjects: vec![new_subject(None, "DE")],
-            keys: vec![(SubjectRef::New(0), vec![1; 56])],
-            attach: vec![new_identity(SubjectRef::New(0), K::AnonymousId, 1)],
+            keys: vec![(PlannedSubject::New(0), vec![1; 56])],
+            attach: vec![new_identity(PlannedSubject::New(0), K::AnonymousId, 1)],
             at: T0,
             ..IdentityWrite::default()
         })
@@ -1404,10 +1404,10 @@ pub async fn an_identity_conflict_writes_nothing(store: Arc<dyn Store>) {
     let err = store
         .write_identities(IdentityWrite {
             new_subjects: vec![new_subject(Some("u-late"), "DE")],
-            keys: vec![(SubjectRef::New(0), vec![2; 56])],
+            keys: vec![(PlannedSubject::New(0), vec![2; 56])],
             attach: vec![
-                new_identity(SubjectRef::New(0), K::UserId, 2),
-                new_identity(SubjectRef::New(0), K::AnonymousId, 1),
+                new_identity(PlannedSubject::New(0), K::UserId, 2),
+                new_identity(PlannedSubject::New(0), K::AnonymousId, 1),
             ],
             at: T0,
             ..IdentityWrite::default()
@@ -1421,7 +1421,7 @@ pub async fn an_identity_conflict_writes_nothing(store: Arc<dyn Store>) {
     // A key for a subject that has one is a conflict too; ids stay dense afterwards.
     let err = store
         .write_identities(IdentityWrite {
-            keys: vec![(SubjectRef::Existing(first[0]), vec![3; 56])],
+            keys: vec![(PlannedSubject::Existing(first[0]), vec![3; 56])],
             at: T0,
             ..IdentityWrite::default()
         })
@@ -1441,7 +1441,7 @@ pub async fn an_identity_conflict_writes_nothing(store: Arc<dyn Store>) {
 
 pub async fn events_deduplicate_and_follow_merges(store: Arc<dyn Store>) {
     use crate::collection::{EventWrite, IdentityWrite, NewMerge};
-    use kept_core::identity::SubjectRef;
+    use kept_core::identity::PlannedSubject;
     let ids = store
         .insert_subjects(vec![new_subject(Some("a"), "DE"), new_subject(None, "DE")])
         .await
@@ -1494,8 +1494,8 @@ pub async fn events_deduplicate_and_follow_merges(store: Arc<dyn Store>) {
     store
         .write_identities(IdentityWrite {
             merges: vec![NewMerge {
-                from: SubjectRef::Existing(anon),
-                into: SubjectRef::Existing(user),
+                from: PlannedSubject::Existing(anon),
+                into: PlannedSubject::Existing(user),
                 reason: "identify".into(),
             }],
             at: T0,
