@@ -342,14 +342,14 @@ impl IndexHandle {
     /// not compile ignores writes (it answers nothing anyway).
     pub async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
         let feed = self.live().ok().and_then(|live| live.feed.get());
-        let note = feed.map(|_| crate::sync::Note::of(&changes));
+        let note = feed.map(|_| crate::announce::Note::of(&changes));
         self.apply_heard(changes).await?;
         if let (Some(feed), Some(note)) = (feed, note) {
             for message in note.messages(&feed.origin) {
                 if let Err(e) = feed.store.announce(&message).await {
                     // The write is committed and this server sees it; the others see it after
                     // their next reload. Counted, so an operator can alert on it.
-                    metrics::counter!(crate::sync::ANNOUNCE_FAILED).increment(1);
+                    metrics::counter!(crate::announce::ANNOUNCE_FAILED).increment(1);
                     tracing::error!(error = %e, "cannot announce a change to the other servers");
                 }
             }
@@ -749,7 +749,7 @@ fn load_part(
 
 /// Where a subject is, as the store keeps it (normalised to upper case).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Location {
+pub struct Residence {
     pub country: Option<Box<str>>,
     pub region: Option<Box<str>>,
 }
@@ -770,8 +770,8 @@ pub struct Directory {
     text: String,
     /// Per subject id: its location's position in `location_keys`.
     locations: Vec<u16>,
-    location_keys: Vec<Location>,
-    location_ids: FxHashMap<Location, u16>,
+    location_keys: Vec<Residence>,
+    location_ids: FxHashMap<Residence, u16>,
     /// Subjects merged into another: their user id (kept linked) names the survivor.
     merged: FxHashMap<u32, u32>,
 }
@@ -856,13 +856,13 @@ impl Directory {
     }
 
     /// Where a subject is; `None` for a subject the directory does not know.
-    pub fn location(&self, id: SubjectId) -> Option<&Location> {
+    pub fn location(&self, id: SubjectId) -> Option<&Residence> {
         let slot = *self.locations.get(id.0 as usize)?;
         self.location_keys.get(usize::from(slot))
     }
 
     /// Every subject whose location passes `keep`, in id order.
-    pub fn subjects_where(&self, keep: impl Fn(&Location) -> bool) -> Vec<SubjectId> {
+    pub fn subjects_where(&self, keep: impl Fn(&Residence) -> bool) -> Vec<SubjectId> {
         let wanted: Vec<bool> = self.location_keys.iter().map(keep).collect();
         self.locations
             .iter()
@@ -885,7 +885,7 @@ impl Directory {
                 self.link(id, user_id);
             }
         }
-        let location = Location {
+        let location = Residence {
             country: normalise(s.country.as_deref()),
             region: normalise(s.region.as_deref()),
         };

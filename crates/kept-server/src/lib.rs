@@ -7,6 +7,8 @@
 //! `consent`, `prefcenter`, `connect`, `admin`, `snippet`); ARCHITECTURE.md has the rule.
 
 pub mod admin;
+pub mod announce;
+pub mod clock;
 pub mod collect;
 pub mod config;
 pub mod connect;

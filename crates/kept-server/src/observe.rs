@@ -62,7 +62,6 @@ fn describe() {
         "time to answer an HTTP request, by method, route and status"
     );
     metrics::describe_counter!(LEDGER_APPENDS, "consent records appended to the ledger");
-    crate::connect::describe_metrics();
 }
 
 /// Counts records appended to the ledger.

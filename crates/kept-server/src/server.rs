@@ -182,6 +182,7 @@ impl Server {
             mailer,
         ));
         crate::collect::describe_metrics();
+        crate::collect::quarantine::describe_metrics();
         if config.master_key_file.is_none() {
             tracing::info!(
                 "identifiers are sealed with a master key kept in the database; set \
@@ -249,7 +250,7 @@ impl Server {
             addr: _,
             heard,
         } = self;
-        let following = heard.map(|heard| crate::sync::spawn(&state, heard));
+        let following = heard.map(|heard| crate::sync::spawn(state.follower(), heard));
         let checkpoints = tokio::spawn(checkpoint_periodically(
             state.ledger.clone(),
             config.checkpoint_interval,
@@ -257,7 +258,7 @@ impl Server {
         // Deliveries left pending by an earlier run are picked up by the worker's first round.
         let (stop_forwarding, forwarding_stopped) = tokio::sync::watch::channel(false);
         let forwarding = connect::spawn_worker(state.clone(), forwarding_stopped.clone());
-        let retention = crate::collect::spawn_retention(
+        let retention = crate::collect::retention::spawn_retention(
             state.clone(),
             config.retention_interval,
             forwarding_stopped,

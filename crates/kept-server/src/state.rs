@@ -17,16 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where handlers read the time from. The system clock in production; fixed in tests.
-pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
-
-/// The current time from the system clock.
-pub fn system_now() -> UnixMillis {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    UnixMillis::try_from(now.as_millis()).unwrap_or(UnixMillis::MAX)
-}
+pub use crate::clock::{Clock, system_now};
 
 /// Limits applied to every request, and how far its client's address is believed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +81,7 @@ impl AppState {
             store,
             ledger,
             manifest,
-            metrics: observe::prometheus(),
+            metrics: prometheus(),
             clock: Arc::new(system_now),
             limits: Limits::default(),
             index,
@@ -148,6 +139,33 @@ impl AppState {
     pub fn now(&self) -> UnixMillis {
         (self.clock)()
     }
+
+    /// What following the other servers on one database needs of this state (`sync::spawn`).
+    pub fn follower(&self) -> crate::sync::Follower {
+        crate::sync::Follower {
+            store: self.store.clone(),
+            index: self.index.clone(),
+            identity: self.identity.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// What resolving the subject a caller names reads of this state.
+    pub fn lookup(&self) -> crate::identity::resolve::Lookup<'_> {
+        crate::identity::resolve::Lookup {
+            store: self.store.as_ref(),
+            index: &self.index,
+            identities: &self.identity,
+        }
+    }
+}
+
+/// The metrics recorder, with every metric described (the HTTP layer's, and forwarding's,
+/// which counts from its own worker).
+fn prometheus() -> PrometheusHandle {
+    let handle = observe::prometheus();
+    crate::connect::describe_metrics();
+    handle
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {

@@ -11,18 +11,18 @@ pub const DEFAULT_DATABASE_URL: &str = "./kept-data/kept.db";
 
 /// Where a database URL points.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Location {
+pub enum Database {
     /// An SQLite file: `sqlite://path`, `sqlite:path` or a plain path.
     Sqlite(PathBuf),
     /// A PostgreSQL URL (`postgres://` or `postgresql://`), kept whole for the driver.
     Postgres(String),
 }
 
-impl Location {
-    pub fn parse(url: &str) -> Location {
+impl Database {
+    pub fn parse(url: &str) -> Database {
         let lower = url.get(..13).unwrap_or(url).to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            return Location::Postgres(url.to_string());
+            return Database::Postgres(url.to_string());
         }
         let path = url
             .strip_prefix("sqlite://")
@@ -34,24 +34,24 @@ impl Location {
         } else {
             path
         };
-        Location::Sqlite(PathBuf::from(path))
+        Database::Sqlite(PathBuf::from(path))
     }
 }
 
-impl std::fmt::Debug for Location {
+impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Location::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Location::Postgres(url) => f.debug_tuple("Postgres").field(&redact(url)).finish(),
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres(url) => f.debug_tuple("Postgres").field(&redact(url)).finish(),
         }
     }
 }
 
-impl std::fmt::Display for Location {
+impl std::fmt::Display for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Location::Sqlite(path) => write!(f, "{}", path.display()),
-            Location::Postgres(url) => f.write_str(&redact(url)),
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => f.write_str(&redact(url)),
         }
     }
 }
@@ -63,13 +63,13 @@ pub fn redact(url: &str) -> String {
 
 /// Opens (creating and migrating as needed) the store `url` names.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    open_location(&Location::parse(url)).await
+    open_database(&Database::parse(url)).await
 }
 
-pub async fn open_location(location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_database(location: &Database) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match location {
-        Location::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
-        Location::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
+        Database::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
+        Database::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
     })
 }
 
@@ -98,13 +98,13 @@ impl OpenError {
 /// keys list`, `kept ledger verify`, …) must not leave an empty database behind a mistyped
 /// path, nor report on one as if it were the real one.
 pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, OpenError> {
-    let location = Location::parse(url);
-    if let Location::Sqlite(path) = &location
+    let location = Database::parse(url);
+    if let Database::Sqlite(path) = &location
         && !path.is_file()
     {
         return Err(OpenError::Missing(path.clone()));
     }
-    Ok(open_location(&location).await?)
+    Ok(open_database(&location).await?)
 }
 
 #[cfg(test)]
@@ -114,30 +114,30 @@ mod tests {
     #[test]
     fn urls_pick_the_backend() {
         assert_eq!(
-            Location::parse("postgres://u:p@db/kept"),
-            Location::Postgres("postgres://u:p@db/kept".into())
+            Database::parse("postgres://u:p@db/kept"),
+            Database::Postgres("postgres://u:p@db/kept".into())
         );
         assert_eq!(
-            Location::parse("PostgreSQL://db/kept"),
-            Location::Postgres("PostgreSQL://db/kept".into())
+            Database::parse("PostgreSQL://db/kept"),
+            Database::Postgres("PostgreSQL://db/kept".into())
         );
         assert_eq!(
-            Location::parse("sqlite://./data/kept.db"),
-            Location::Sqlite("./data/kept.db".into())
+            Database::parse("sqlite://./data/kept.db"),
+            Database::Sqlite("./data/kept.db".into())
         );
         assert_eq!(
-            Location::parse("sqlite:///var/lib/kept.db?mode=rwc"),
-            Location::Sqlite("/var/lib/kept.db".into())
+            Database::parse("sqlite:///var/lib/kept.db?mode=rwc"),
+            Database::Sqlite("/var/lib/kept.db".into())
         );
         assert_eq!(
-            Location::parse(DEFAULT_DATABASE_URL),
-            Location::Sqlite("./kept-data/kept.db".into())
+            Database::parse(DEFAULT_DATABASE_URL),
+            Database::Sqlite("./kept-data/kept.db".into())
         );
     }
 
     #[test]
     fn the_password_never_shows() {
-        let location = Location::parse("postgres://kept:hunter2@db/kept");
+        let location = Database::parse("postgres://kept:hunter2@db/kept");
         assert!(!format!("{location:?} {location}").contains("hunter2"));
     }
 

@@ -10,6 +10,7 @@ use crate::http::error::ApiError;
 use crate::identity::link::{self as identity, MessageIds};
 use crate::observe;
 use crate::state::AppState;
+use crate::subjects::consent::{decoded, ledger_state};
 use axum::http::{HeaderMap, header};
 use kept_core::collection::{
     COLLECTION_SOURCE, ConsentSnapshot, CurrentConsent, FieldError, Message, MessageKind,
@@ -19,7 +20,7 @@ use kept_core::collection::{
 use kept_core::decision::PlaceId;
 use kept_core::identity::Speaker;
 use kept_core::index::Change;
-use kept_core::ledger::{self, CollectionMethod, ConsentAction, ConsentRecord, Evidence};
+use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence};
 use kept_core::manifest::{Manifest, promises};
 use kept_core::regime::Regime;
 use kept_core::signals::{ConsentSignals, gpc};
@@ -194,8 +195,13 @@ pub async fn ingest(
     }
 
     let ids: Vec<&MessageIds> = prepared.iter().map(|p| &p.ids).collect();
+    let reads = identity::Reads {
+        store,
+        index: &state.index,
+        manifest,
+    };
     let mut outcome =
-        identity::resolve_all(state, &state.identity, keys, &ids, &key.id, received_at).await?;
+        identity::resolve_all(reads, &state.identity, keys, &ids, &key.id, received_at).await?;
     drop(ids);
     // What resolution refused (a public key speaking for a known customer without a token, a
     // merge it may not make) is rejected alone; the outcome speaks of the others only.
@@ -291,7 +297,9 @@ pub async fn ingest(
             if !seen {
                 let state_now = match current.entry(subject) {
                     Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(ledger_state(state, subject).await?),
+                    Entry::Vacant(e) => {
+                        e.insert(ledger_state(state.store.as_ref(), subject).await?)
+                    }
                 };
                 let changes = consent_changes(
                     &choices.purposes,
@@ -664,54 +672,6 @@ fn fingerprint(choices: &PurposeChoices, gpc: bool) -> u64 {
     h.finish()
 }
 
-/// The ledger records `purposes` (and a GPC signal) would add to `current`, for a subject at
-/// `country`/`region`: the same changes `ingest` then writes. Those that are not GPC opt-outs
-/// are what a public key may not make for a known customer without an identity token.
-pub(crate) fn consent_changes_for(
-    state: &AppState,
-    current: &CurrentConsent,
-    country: Option<&str>,
-    region: Option<&str>,
-    purposes: &std::collections::BTreeMap<String, bool>,
-    gpc: bool,
-) -> Result<Vec<kept_core::collection::ConsentChange>, ApiError> {
-    let compiled = state.index.compiled().map_err(ApiError::from)?;
-    let place = compiled.place_of(country, region);
-    Ok(consent_changes(
-        purposes,
-        gpc,
-        current,
-        |purpose| level_of(compiled, place, purpose),
-        &gpc::purpose(&state.manifest),
-    ))
-}
-
-/// The subject's consent as its ledger records state it now.
-pub(crate) async fn ledger_state(
-    state: &AppState,
-    subject: SubjectId,
-) -> Result<CurrentConsent, ApiError> {
-    let records = decoded(state, subject).await?;
-    Ok(CurrentConsent::from_records(&records))
-}
-
-async fn decoded(state: &AppState, subject: SubjectId) -> Result<Vec<ConsentRecord>, ApiError> {
-    state
-        .store
-        .ledger_for_subject(subject)
-        .await?
-        .iter()
-        .map(|e| {
-            ledger::decode(&e.bytes).map_err(|err| {
-                ApiError::Store(kept_store::StoreError::Corrupt(format!(
-                    "record {} does not decode: {err}",
-                    e.seq
-                )))
-            })
-        })
-        .collect()
-}
-
 /// The consent of a merged subject, carried to the survivor where the survivor has said
 /// nothing about that purpose (or said it earlier): the same choice, now on the survivor's
 /// record, pointing back at the original.
@@ -722,11 +682,11 @@ async fn carried_over(
     current: &mut HashMap<SubjectId, CurrentConsent>,
     now: UnixMillis,
 ) -> Result<Vec<ConsentRecord>, ApiError> {
-    let theirs = decoded(state, from).await?;
+    let theirs = decoded(state.store.as_ref(), from).await?;
     if theirs.is_empty() {
         return Ok(Vec::new());
     }
-    let ours = decoded(state, into).await?;
+    let ours = decoded(state.store.as_ref(), into).await?;
     let latest_at = |records: &[ConsentRecord], pick: &dyn Fn(&ConsentRecord) -> bool| {
         records.iter().filter(|r| pick(r)).map(|r| r.at).max()
     };
@@ -917,35 +877,33 @@ async fn forward(
     candidates: Vec<Candidate>,
     now: UnixMillis,
 ) -> Result<(), ApiError> {
-    let hooks: Vec<(&str, &kept_core::manifest::System)> =
-        crate::connect::webhook_systems(&state.manifest).collect();
-    if hooks.is_empty() {
+    if crate::connect::webhook_systems(&state.manifest)
+        .next()
+        .is_none()
+    {
         return Ok(());
     }
     let decisions = state.index.snapshot().ok();
     let mut views: Vec<(SubjectId, String, Value)> = Vec::new();
-    let mut refused: Vec<(&str, String)> = Vec::with_capacity(hooks.len());
+    let mut decided: Vec<crate::connect::SystemDecisions<'_>> = Vec::new();
     for c in candidates {
-        refused.clear();
-        let wanted = hooks.iter().any(|(key, system)| {
-            match crate::connect::decide_system(decisions.as_deref(), system, c.subject, now) {
-                Ok(_) => true,
-                Err(reason) => {
-                    refused.push((key, reason));
-                    false
-                }
-            }
-        });
-        if wanted {
+        // Asked once per system here; the forwarder queues from these answers.
+        let systems =
+            crate::connect::decide_systems(&state.manifest, decisions.as_deref(), c.subject, now);
+        if systems.iter().any(|(_, d)| d.is_ok()) {
             // Queued for some system: the forwarder counts the ones it is withheld from.
             views.push((
                 c.subject,
                 format!("{source}/{}", c.message_id),
                 forward_view(c),
             ));
+            decided.push(systems);
         } else {
             // Refused by every system, so it never reaches the forwarder: counted here.
-            for (key, reason) in &refused {
+            for (key, reason) in systems
+                .iter()
+                .filter_map(|(k, d)| Some((k, d.as_ref().err()?)))
+            {
                 crate::connect::count_withheld(key, reason);
             }
         }
@@ -961,7 +919,7 @@ async fn forward(
             event,
         })
         .collect();
-    crate::connect::enqueue_for_events(state, &to_forward).await?;
+    crate::connect::enqueue_decided(state, &to_forward, decided, state.now()).await?;
     Ok(())
 }
 

@@ -12,14 +12,11 @@
 //! `a_rejected_message_is_held_sealed_and_listed_to_admins`.
 
 mod body;
-pub(crate) mod ingest;
+pub mod ingest;
 pub mod quarantine;
 pub mod read;
 pub mod retention;
 pub mod routes;
-
-pub use ingest::{RequestFacts, sends_gpc};
-pub use retention::{RetentionReport, run_retention, spawn_retention};
 
 use crate::identity::IdentityConfig;
 use kept_core::identity::Caps;
@@ -39,8 +36,6 @@ pub const MAX_BATCH_EVENTS: usize = 2500;
 pub const RETRY_AFTER_SECS: u64 = 1;
 
 pub const EVENTS: &str = "kept_collect_events_total";
-pub const MERGES: &str = "kept_identity_merges_total";
-pub const REFUSALS: &str = "kept_identity_merge_refusals_total";
 pub const CONSENT_RECORDS: &str = "kept_collect_consent_records_total";
 
 /// How collection behaves, from the server's configuration.
@@ -84,6 +79,7 @@ impl CollectConfig {
             caps: self.caps,
             master_key: self.master_key,
             identity_secret: self.identity_secret.clone(),
+            default_country: self.default_country.clone(),
         }
     }
 }
@@ -197,16 +193,15 @@ impl Collector {
 pub fn describe_metrics() {
     metrics::describe_counter!(EVENTS, "events accepted by the collection API, by type");
     metrics::describe_counter!(
-        MERGES,
+        crate::identity::MERGES,
         "subjects merged into another by identity resolution, by reason"
     );
     metrics::describe_counter!(
-        REFUSALS,
+        crate::identity::REFUSALS,
         "identifiers not attached or subjects not merged by a guard rail, by kind and reason"
     );
     metrics::describe_counter!(
         CONSENT_RECORDS,
         "consent ledger records written because an event carried a consent change"
     );
-    quarantine::describe_metrics();
 }

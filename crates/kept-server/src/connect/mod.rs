@@ -4,8 +4,9 @@
 //! the event is committed, signed per Standard Webhooks, retried with back-off and jitter, kept
 //! as dead letters after the last try, and picked up again when Kept restarts.
 //!
-//! For an event (`DeliveryKind::Event`) the decision is asked twice: when the event is queued
-//! (a denied subject's event is never stored for a system) and again just before each attempt
+//! For an event (`DeliveryKind::Event`) the decision is asked once per event and system when
+//! the event is queued (a denied subject's event is never stored for a system; collection asks
+//! it and hands the answers over, `enqueue_decided`) and again just before each attempt
 //! (consent withdrawn or an erasure requested in the meantime suppresses the delivery). The
 //! second answer is recorded as the delivery's use (`kept_store::uses`, one per declared
 //! purpose) before the request is sent. An obligation (`DeliveryKind::Obligation`: an erasure
@@ -320,14 +321,46 @@ pub async fn enqueue_for_events(
     events: &[EventToForward<'_>],
 ) -> Result<Vec<Forwarded>, StoreError> {
     let now = state.now();
-    let forwarder = &state.forward;
     let snapshot = decisions(state);
+    let decided = events
+        .iter()
+        .map(|e| decide_systems(&state.manifest, snapshot.as_deref(), e.subject, now))
+        .collect();
+    enqueue_decided(state, events, decided, now).await
+}
+
+/// The decision for each system with a webhook, asked once for an event's subject: the
+/// purposes it is allowed for, or the reason it is withheld.
+pub type SystemDecisions<'m> = Vec<(&'m str, Result<Vec<Allowed>, String>)>;
+
+/// Asks, once per system with a webhook, whether it may receive an event of `subject` now.
+pub fn decide_systems<'m>(
+    manifest: &'m Manifest,
+    decisions: Option<&Snapshot>,
+    subject: SubjectId,
+    now: UnixMillis,
+) -> SystemDecisions<'m> {
+    webhook_systems(manifest)
+        .map(|(key, system)| (key, decide_system(decisions, system, subject, now)))
+        .collect()
+}
+
+/// Queues the deliveries of committed events whose systems were already decided
+/// (`decide_systems`, one list per event, in order): a delivery for each system allowed, and
+/// the others counted as withheld. One transaction; one answer per event.
+pub async fn enqueue_decided(
+    state: &AppState,
+    events: &[EventToForward<'_>],
+    decided: Vec<SystemDecisions<'_>>,
+    now: UnixMillis,
+) -> Result<Vec<Forwarded>, StoreError> {
+    let forwarder = &state.forward;
     let mut deliveries = Vec::new();
     let mut answers = Vec::with_capacity(events.len());
-    for e in events {
+    for (e, systems) in events.iter().zip(decided) {
         let mut answer = Forwarded::default();
-        for (key, system) in webhook_systems(&state.manifest) {
-            match decide_system(snapshot.as_deref(), system, e.subject, now) {
+        for (key, decision) in systems {
+            match decision {
                 Ok(allowed) => {
                     let purposes = purposes(&allowed);
                     deliveries.push(NewDelivery {

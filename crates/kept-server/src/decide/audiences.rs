@@ -5,7 +5,7 @@
 use crate::decide::candidates::{FilterInput, filter_candidates};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody};
-use crate::identity::resolve::{SubjectRef, resolve_subjects};
+use crate::identity::resolve::{SubjectName, resolve_subjects};
 use crate::index::IndexHandle;
 use crate::state::AppState;
 use axum::Json;
@@ -144,11 +144,11 @@ async fn resolve_named(
             format!("`candidates.user_ids` may name at most {MAX_CANDIDATES} subjects"),
         ));
     }
-    let refs: Vec<SubjectRef<'_>> = users
+    let refs: Vec<SubjectName<'_>> = users
         .iter()
-        .map(|u| SubjectRef::UserId(u.as_str().into()))
+        .map(|u| SubjectName::UserId(u.as_str().into()))
         .collect();
-    let found = resolve_subjects(state, &refs).await?;
+    let found = resolve_subjects(state.lookup(), &refs).await?;
     let unresolved = found.iter().filter(|f| f.is_none()).count() as u64;
     Ok(Some((
         Candidates::Ids(found.into_iter().flatten().collect()),

@@ -3,7 +3,7 @@
 //! both read it.
 
 use crate::http::error::ApiError;
-use crate::index::{IndexHandle, Location};
+use crate::index::{IndexHandle, Residence};
 use kept_core::audience::{Candidates, PlaceFilter};
 use kept_core::regime::Regime;
 use kept_core::rulebook::Place;
@@ -55,7 +55,7 @@ pub fn filter_candidates(index: &IndexHandle, f: &FilterInput) -> Result<Candida
     if countries.is_empty() {
         return Ok(Candidates::Where(PlaceFilter { regimes, regions }));
     }
-    let keep = |l: &Location| {
+    let keep = |l: &Residence| {
         let country = l.country.as_deref();
         let region = l.region.as_deref();
         let place = Place::resolve(country, region);

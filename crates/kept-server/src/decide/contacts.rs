@@ -150,7 +150,7 @@ pub async fn record(
         .enumerate()
         .map(|(i, c)| c.subject.reference(&field(i, "subject")))
         .collect::<Result<Vec<_>, _>>()?;
-    let subjects = resolve_subjects(&state, &refs).await?;
+    let subjects = resolve_subjects(state.lookup(), &refs).await?;
     let snapshot = state.index.snapshot()?;
     let mut contacts = Vec::with_capacity(list.len());
     let mut used = Vec::with_capacity(list.len());

@@ -7,7 +7,7 @@ use crate::decide::log::{LoggedRequest, Pending};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, is_json, json_error};
 use crate::http::json::{push_field, push_int_field, push_str};
-use crate::identity::resolve::{SubjectRef, resolve_subjects};
+use crate::identity::resolve::{SubjectName, resolve_subjects};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -61,7 +61,7 @@ pub struct SubjectInput {
 
 impl SubjectInput {
     /// The one identifier it holds, or the error naming `field`.
-    pub fn reference(&self, field: &str) -> Result<SubjectRef<'_>, ApiError> {
+    pub fn reference(&self, field: &str) -> Result<SubjectName<'_>, ApiError> {
         fn text(v: &Option<String>) -> Option<Text<'_>> {
             v.as_deref().map(|s| Text(Cow::Borrowed(s)))
         }
@@ -306,7 +306,7 @@ pub(crate) struct WireSubject<'a> {
 
 impl<'a> WireSubject<'a> {
     /// The one identifier, or the error naming `field`.
-    pub(crate) fn take(&mut self, field: &str) -> Result<SubjectRef<'a>, ApiError> {
+    pub(crate) fn take(&mut self, field: &str) -> Result<SubjectName<'a>, ApiError> {
         let given = usize::from(self.user_id.is_some())
             + usize::from(self.email.is_some())
             + usize::from(self.phone.is_some())
@@ -336,18 +336,18 @@ impl<'a> WireSubject<'a> {
             }
         }
         if let Some(Text(v)) = self.user_id.take() {
-            return Ok(SubjectRef::UserId(v));
+            return Ok(SubjectName::UserId(v));
         }
         if let Some(Text(v)) = self.email.take() {
-            return Ok(SubjectRef::Email(v));
+            return Ok(SubjectName::Email(v));
         }
         if let Some(Text(v)) = self.phone.take() {
-            return Ok(SubjectRef::Phone(v));
+            return Ok(SubjectName::Phone(v));
         }
         if let Some(Text(v)) = self.anonymous_id.take() {
-            return Ok(SubjectRef::AnonymousId(v));
+            return Ok(SubjectName::AnonymousId(v));
         }
-        Ok(SubjectRef::Id(self.id.unwrap_or_default()))
+        Ok(SubjectName::Id(self.id.unwrap_or_default()))
     }
 }
 
@@ -608,7 +608,7 @@ async fn answer(
             Err(_) => return Err(r.subject_error(i)),
         }
     }
-    let subjects = resolve_subjects(state, &refs).await?;
+    let subjects = resolve_subjects(state.lookup(), &refs).await?;
     drop(refs);
     let snapshot = state.index.snapshot()?;
     let mut out = Vec::with_capacity(requests.len() * 160 + 16);

@@ -6,107 +6,33 @@
 
 use crate::http::error::ApiError;
 use crate::identity::Identities;
-use crate::state::AppState;
+use crate::identity::cache::Facts;
+use crate::index::IndexHandle;
 use kept_core::collection::{IDENTIFIER_TRAITS, Location, Message, MessageKind, field_path};
 use kept_core::identity::{
-    Caps, Claim, DataKey, IdentifierCounts, IdentifierHash, IdentifierKind, IdentityKeys,
-    Overreach, OwnerFacts, PlannedSubject, Refusal, Speaker, check_speaker, identifier_aad,
-    normalize, resolve, token_covers,
+    Caps, Claim, DataKey, IdentifierHash, IdentifierKind, IdentityKeys, Overreach, OwnerFacts,
+    PlannedSubject, Refusal, Speaker, check_speaker, identifier_aad, normalize, resolve,
+    token_covers,
 };
+use kept_core::manifest::Manifest;
 use kept_core::subject::Subject;
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::collection::{IdentityWrite, NewIdentity, NewLocation, NewMerge};
-use kept_store::{NewSubject, StoreError};
+use kept_store::{NewSubject, Store, StoreError};
 use rand::RngCore;
-use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 
-/// Entries the cache holds before it starts over.
-const CACHE_MAX: usize = 1_000_000;
+/// What a resolution round reads: the store, the index (its rules and directory) and the
+/// manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads<'a> {
+    pub store: &'a dyn Store,
+    pub index: &'a IndexHandle,
+    pub manifest: &'a Manifest,
+}
+
 /// Resolution rounds tried before a request fails (each retry follows a concurrent write).
 const ATTEMPTS: usize = 4;
-
-/// What resolution knows of a subject.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Facts {
-    pub identified: bool,
-    /// It holds a verified email address or phone number.
-    pub verified: bool,
-    pub counts: IdentifierCounts,
-    pub country: Option<String>,
-    pub region: Option<String>,
-    pub time_zone: Option<String>,
-}
-
-impl Facts {
-    fn owner(&self) -> OwnerFacts {
-        OwnerFacts {
-            identified: self.identified,
-            verified: self.verified,
-            counts: self.counts,
-        }
-    }
-
-    /// A known customer (see `OwnerFacts::known`).
-    pub fn known(&self) -> bool {
-        self.owner().known()
-    }
-}
-
-/// Identifiers, subjects and data keys seen recently, so that a known visitor's events need
-/// no identity query at all.
-#[derive(Debug, Default)]
-pub struct IdentityCache {
-    holders: FxHashMap<IdentifierHash, SubjectId>,
-    /// Subjects merged into another: lookups go on to the survivor.
-    merged: FxHashMap<SubjectId, SubjectId>,
-    facts: FxHashMap<SubjectId, Facts>,
-    keys: FxHashMap<SubjectId, DataKey>,
-    /// Identifiers known to be verified: a server key's or a token's message naming only
-    /// these needs no round to verify them.
-    verified: rustc_hash::FxHashSet<IdentifierHash>,
-    /// Subjects another server erased or merged away: identifiers held by them are looked up
-    /// in the store again.
-    gone: rustc_hash::FxHashSet<SubjectId>,
-}
-
-impl IdentityCache {
-    fn holder(&self, hash: &IdentifierHash) -> Option<SubjectId> {
-        let mut at = *self.holders.get(hash)?;
-        // Merges never form a cycle; the bound only guards against a corrupt cache.
-        for _ in 0..32 {
-            match self.merged.get(&at) {
-                Some(next) => at = *next,
-                None => return (!self.gone.contains(&at)).then_some(at),
-            }
-        }
-        None
-    }
-
-    /// After another server changed `subjects` (or, with `gone`, erased or merged them away):
-    /// what this cache knew of them is read from the store again on next use.
-    pub fn invalidate(&mut self, subjects: &[SubjectId], gone: bool) {
-        for s in subjects {
-            self.facts.remove(s);
-            if gone {
-                self.gone.insert(*s);
-            }
-        }
-    }
-
-    fn make_room(&mut self) {
-        if self.holders.len() + self.facts.len() + self.keys.len() + self.verified.len() > CACHE_MAX
-        {
-            *self = IdentityCache::default();
-        }
-    }
-
-    fn forget(&mut self, hashes: &[IdentifierHash]) {
-        for h in hashes {
-            self.holders.remove(h);
-        }
-    }
-}
 
 /// One identifier of a message, normalised and hashed.
 #[derive(Debug, Clone)]
@@ -339,7 +265,7 @@ pub fn identifiers(
 
 /// Where a request's messages landed.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct Resolution {
     /// One per message, in order.
     pub subjects: Vec<SubjectId>,
     /// One per message: whether it may change its subject's consent (a server key's, one for
@@ -363,7 +289,7 @@ pub struct Outcome {
     pub rejected: Vec<(usize, ApiError)>,
 }
 
-impl Outcome {
+impl Resolution {
     pub fn facts_of(&self, s: SubjectId) -> Facts {
         self.facts.get(&s).cloned().unwrap_or_default()
     }
@@ -371,13 +297,13 @@ impl Outcome {
 
 /// Resolves every message of a request.
 pub async fn resolve_all(
-    state: &AppState,
+    state: Reads<'_>,
     identities: &Identities,
     keys: &IdentityKeys,
     messages: &[&MessageIds],
     key_id: &str,
     now: UnixMillis,
-) -> Result<Outcome, ApiError> {
+) -> Result<Resolution, ApiError> {
     let caps = identities.config().caps;
     if let Some(outcome) = from_cache(identities, messages, &caps) {
         return Ok(outcome);
@@ -455,7 +381,7 @@ fn identifier_value<'a>(m: &'a MessageIds, hash: &IdentifierHash) -> Option<&'a 
 fn report(refusals: &[Refusal], quiet: bool) {
     for r in refusals {
         metrics::counter!(
-            crate::collect::REFUSALS,
+            super::REFUSALS,
             "kind" => r.kind.as_str(),
             "reason" => r.reason.as_str()
         )
@@ -484,9 +410,13 @@ fn report(refusals: &[Refusal], quiet: bool) {
 
 /// Every message resolved from the cache, when all its identifiers are known there and
 /// resolution would change nothing.
-fn from_cache(identities: &Identities, messages: &[&MessageIds], caps: &Caps) -> Option<Outcome> {
+fn from_cache(
+    identities: &Identities,
+    messages: &[&MessageIds],
+    caps: &Caps,
+) -> Option<Resolution> {
     let cache = identities.cache.lock().ok()?;
-    let mut outcome = Outcome::default();
+    let mut outcome = Resolution::default();
     let mut refused = Vec::new();
     for m in messages {
         // What a server key or a token says of an email or phone verifies it: a round does.
@@ -580,7 +510,7 @@ struct Consents(HashMap<PlannedSubject, kept_core::collection::CurrentConsent>);
 impl Consents {
     async fn current(
         &mut self,
-        state: &AppState,
+        state: Reads<'_>,
         s: PlannedSubject,
     ) -> Result<&mut kept_core::collection::CurrentConsent, ApiError> {
         use std::collections::hash_map::Entry;
@@ -589,7 +519,7 @@ impl Consents {
             Entry::Vacant(e) => {
                 let current = match s {
                     PlannedSubject::Existing(id) => {
-                        crate::collect::ingest::ledger_state(state, id).await?
+                        crate::subjects::consent::ledger_state(state.store, id).await?
                     }
                     PlannedSubject::New(_) => kept_core::collection::CurrentConsent::default(),
                 };
@@ -602,7 +532,7 @@ impl Consents {
     /// choice says (as the merge carries it over).
     async fn merge(
         &mut self,
-        state: &AppState,
+        state: Reads<'_>,
         from: PlannedSubject,
         into: PlannedSubject,
     ) -> Result<(), ApiError> {
@@ -622,7 +552,7 @@ impl Consents {
 /// identifier it may not make (`check_speaker`), or, for a known customer its token does not
 /// speak for, traits, a consent change or calls under their user id.
 async fn refusal(
-    state: &AppState,
+    state: Reads<'_>,
     m: &MessageIds,
     claims: &[Claim],
     plan: &kept_core::identity::Resolution,
@@ -647,8 +577,9 @@ async fn refusal(
     if let Some(ask) = &m.consent {
         let f = facts.get(&s).cloned().unwrap_or_default();
         let current = consents.current(state, s).await?;
-        let changes = crate::collect::ingest::consent_changes_for(
-            state,
+        let changes = crate::subjects::consent::consent_changes_for(
+            state.index,
+            state.manifest,
             current,
             f.country.as_deref(),
             f.region.as_deref(),
@@ -669,17 +600,42 @@ async fn refusal(
     Ok(None)
 }
 
-/// One resolution round against the store.
+/// One resolution round against the store: read what is known of the messages' identifiers,
+/// plan every message in order, seal the new identifiers, write it all in one transaction,
+/// and remember what is now true.
 async fn round(
-    state: &AppState,
+    state: Reads<'_>,
     identities: &Identities,
     keys: &IdentityKeys,
     messages: &[&MessageIds],
     caps: &Caps,
     key_id: &str,
     now: UnixMillis,
-) -> Result<Outcome, ApiError> {
-    let store = state.store.as_ref();
+) -> Result<Resolution, ApiError> {
+    let known = read_known(state.store, messages).await?;
+    let mut plan = Planning::new(known, key_id, now, messages.len());
+    for (position, m) in messages.iter().enumerate() {
+        plan.message(state, position, m, caps, now).await?;
+    }
+    report(&plan.refused, false);
+    let data_keys = seal_identifiers(state.store, identities, keys, &mut plan).await?;
+    let (outcome, ids) = write_plan(state.store, &mut plan).await?;
+    remember(identities, &plan, &outcome, data_keys, &ids)?;
+    count_merges(messages, &outcome);
+    Ok(outcome)
+}
+
+/// What the store knows of a round's identifiers before it plans: the subject holding each,
+/// those subjects' facts, and which of the identifiers its messages verify are verified.
+struct Known {
+    holders: HashMap<IdentifierHash, SubjectId>,
+    facts: HashMap<PlannedSubject, Facts>,
+    verified: HashSet<IdentifierHash>,
+}
+
+/// Reads who holds the messages' identifiers (by hash, and user ids also by the subjects'
+/// column), the holders' facts, and which held identifiers are verified.
+async fn read_known(store: &dyn Store, messages: &[&MessageIds]) -> Result<Known, ApiError> {
     let hashes = all_hashes(messages);
     let mut holders: HashMap<IdentifierHash, SubjectId> =
         store.find_identities(&hashes).await?.into_iter().collect();
@@ -727,12 +683,6 @@ async fn round(
             },
         );
     }
-
-    // Plan every message in order, each seeing what the earlier ones did.
-    let mut view: HashMap<IdentifierHash, PlannedSubject> = holders
-        .iter()
-        .map(|(h, s)| (*h, PlannedSubject::Existing(*s)))
-        .collect();
     // Which identifiers held already are verified, for messages that verify what they name.
     let to_check: Vec<IdentifierHash> = messages
         .iter()
@@ -740,7 +690,7 @@ async fn round(
         .flat_map(|m| m.email_or_phone().map(|i| i.hash))
         .filter(|h| holders.contains_key(h))
         .collect();
-    let mut verified: HashSet<IdentifierHash> = if to_check.is_empty() {
+    let verified: HashSet<IdentifierHash> = if to_check.is_empty() {
         HashSet::new()
     } else {
         store
@@ -749,189 +699,310 @@ async fn round(
             .into_iter()
             .collect()
     };
-    let mut write = IdentityWrite {
-        at: now,
-        key_id: Some(key_id.to_owned()),
-        ..IdentityWrite::default()
-    };
-    let mut intents: Vec<(PlannedSubject, Identifier, bool)> = Vec::new();
-    let mut placed: Vec<PlannedSubject> = Vec::with_capacity(messages.len());
-    let mut may_change: Vec<bool> = Vec::with_capacity(messages.len());
-    let mut merges: Vec<(PlannedSubject, PlannedSubject)> = Vec::new();
-    let mut merged_by: Vec<usize> = Vec::new();
-    // Each message's subject as it was resolved; `placed` follows later merges.
-    let mut origins: Vec<PlannedSubject> = Vec::with_capacity(messages.len());
-    let mut relocated: HashSet<SubjectId> = HashSet::new();
-    let mut renamed: HashSet<SubjectId> = HashSet::new();
-    let mut refused = Vec::new();
-    let mut rejected = Vec::new();
-    let mut consents = Consents::default();
-    for (position, m) in messages.iter().enumerate() {
-        let claims = claims_of(m, |h| view.get(h).copied());
+    Ok(Known {
+        holders,
+        facts,
+        verified,
+    })
+}
+
+/// A round's plan, built message by message, each seeing what the earlier ones did.
+struct Planning {
+    /// Who holds each identifier, as the messages planned so far leave it.
+    view: HashMap<IdentifierHash, PlannedSubject>,
+    facts: HashMap<PlannedSubject, Facts>,
+    verified: HashSet<IdentifierHash>,
+    /// What the round writes in its one transaction.
+    write: IdentityWrite,
+    /// Identifiers to attach: the subject, the identifier, whether it is verified.
+    intents: Vec<(PlannedSubject, Identifier, bool)>,
+    /// Each accepted message's subject; follows later merges.
+    placed: Vec<PlannedSubject>,
+    /// Each accepted message's subject as it was resolved.
+    origins: Vec<PlannedSubject>,
+    may_change: Vec<bool>,
+    merges: Vec<(PlannedSubject, PlannedSubject)>,
+    merged_by: Vec<usize>,
+    relocated: HashSet<SubjectId>,
+    renamed: HashSet<SubjectId>,
+    refused: Vec<Refusal>,
+    rejected: Vec<(usize, ApiError)>,
+    consents: Consents,
+}
+
+impl Planning {
+    fn new(known: Known, key_id: &str, now: UnixMillis, messages: usize) -> Planning {
+        Planning {
+            view: known
+                .holders
+                .iter()
+                .map(|(h, s)| (*h, PlannedSubject::Existing(*s)))
+                .collect(),
+            facts: known.facts,
+            verified: known.verified,
+            write: IdentityWrite {
+                at: now,
+                key_id: Some(key_id.to_owned()),
+                ..IdentityWrite::default()
+            },
+            intents: Vec::new(),
+            placed: Vec::with_capacity(messages),
+            origins: Vec::with_capacity(messages),
+            may_change: Vec::with_capacity(messages),
+            merges: Vec::new(),
+            merged_by: Vec::new(),
+            relocated: HashSet::new(),
+            renamed: HashSet::new(),
+            refused: Vec::new(),
+            rejected: Vec::new(),
+            consents: Consents::default(),
+        }
+    }
+
+    /// Plans one message: refused alone, or placed on a subject (a new one if it names none
+    /// known) with its merges, identifiers, verifications, location and consent.
+    async fn message(
+        &mut self,
+        state: Reads<'_>,
+        position: usize,
+        m: &MessageIds,
+        caps: &Caps,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        let claims = claims_of(m, |h| self.view.get(h).copied());
         let owners: HashMap<PlannedSubject, OwnerFacts> =
-            facts.iter().map(|(r, f)| (*r, f.owner())).collect();
+            self.facts.iter().map(|(r, f)| (*r, f.owner())).collect();
         let plan = resolve(&claims, &owners, m.explicit, caps);
         // A message refused here is rejected alone, before it changes anything the later
         // ones see: as if it had never been sent.
-        if let Some(error) =
-            refusal(state, m, &claims, &plan, &owners, &facts, &mut consents).await?
+        if let Some(error) = refusal(
+            state,
+            m,
+            &claims,
+            &plan,
+            &owners,
+            &self.facts,
+            &mut self.consents,
+        )
+        .await?
         {
-            rejected.push((position, error));
-            continue;
+            self.rejected.push((position, error));
+            return Ok(());
         }
-        let accepted = placed.len();
-        may_change.push(
+        let accepted = self.placed.len();
+        self.may_change.push(
             m.speaker == Speaker::Server
                 || !plan.subject.is_some_and(|s| {
                     owners.get(&s).is_some_and(OwnerFacts::known)
                         && !(m.speaker == Speaker::Token && token_covers(&claims, s))
                 }),
         );
-        refused.extend(plan.refused.iter().copied());
+        self.refused.extend(plan.refused.iter().copied());
         let subject = match plan.subject {
             Some(s) => s,
-            None => {
-                let n = u32::try_from(write.new_subjects.len()).unwrap_or(u32::MAX);
-                write.new_subjects.push(NewSubject {
-                    user_id: None,
-                    country: m.location.country.clone(),
-                    region: m.location.region.clone(),
-                    time_zone: m.location.time_zone.clone(),
-                    created_at: now,
-                });
-                facts.insert(
-                    PlannedSubject::New(n),
-                    Facts {
-                        country: m.location.country.clone(),
-                        region: m.location.region.clone(),
-                        time_zone: m.location.time_zone.clone(),
-                        ..Facts::default()
-                    },
-                );
-                PlannedSubject::New(n)
-            }
+            None => self.new_subject(m, now),
         };
         for from in &plan.merge {
-            let from_facts = facts.remove(from).unwrap_or_default();
-            let into = facts.entry(subject).or_default();
-            into.counts = into.counts.plus(&from_facts.counts);
-            into.identified |= from_facts.identified;
-            into.verified |= from_facts.verified;
-            if into.country.is_none() {
-                into.country = from_facts.country;
-                into.region = from_facts.region;
-            }
-            if into.time_zone.is_none() {
-                into.time_zone = from_facts.time_zone;
-            }
-            for holder in view.values_mut() {
-                if holder == from {
-                    *holder = subject;
-                }
-            }
-            for p in placed.iter_mut() {
-                if p == from {
-                    *p = subject;
-                }
-            }
-            write.merges.push(NewMerge {
-                from: *from,
-                into: subject,
-                reason: if m.explicit { "alias" } else { "identify" }.to_owned(),
-            });
-            merges.push((*from, subject));
-            merged_by.push(accepted);
-            consents.merge(state, *from, subject).await?;
+            self.merge(state, m, *from, subject, accepted).await?;
         }
         for (kind, hash) in &plan.attach {
-            let Some(identifier) = identifier_value(m, hash) else {
-                continue;
-            };
-            view.insert(*hash, subject);
-            let f = facts.entry(subject).or_default();
-            f.counts.add(*kind, 1);
-            if m.speaker.verifies() && matches!(kind, IdentifierKind::Email | IdentifierKind::Phone)
-            {
-                f.verified = true;
-                verified.insert(*hash);
-            }
-            if *kind == IdentifierKind::UserId {
-                f.identified = true;
-                match subject {
-                    PlannedSubject::New(n) => {
-                        if let Some(s) = usize::try_from(n)
-                            .ok()
-                            .and_then(|n| write.new_subjects.get_mut(n))
-                        {
-                            s.user_id.get_or_insert_with(|| identifier.value.clone());
-                        }
-                    }
-                    PlannedSubject::Existing(id) => {
-                        if renamed.insert(id) {
-                            write.user_ids.push((id, identifier.value.clone()));
-                        }
-                    }
-                }
-            }
-            intents.push((subject, identifier.clone(), m.speaker.verifies()));
+            self.attach(m, *kind, hash, subject);
         }
-        // What a server key or a token names again of the subject's own becomes verified.
-        if m.speaker.verifies() {
-            for i in m.email_or_phone() {
-                if view.get(&i.hash) == Some(&subject) && verified.insert(i.hash) {
-                    write.verify.push(i.hash);
-                    facts.entry(subject).or_default().verified = true;
-                }
-            }
-        }
-        // A browser does not move a known customer (their regime would follow).
-        let may_relocate = m.speaker.verifies() || !facts.get(&subject).is_some_and(Facts::known);
-        if let PlannedSubject::Existing(id) = subject
-            && may_relocate
-        {
-            let f = facts.entry(subject).or_default();
-            let country = f.country.is_none() && m.location.country.is_some();
-            let zone = f.time_zone.is_none() && m.location.time_zone.is_some();
-            if (country || zone) && relocated.insert(id) {
-                if country {
-                    f.country = m.location.country.clone();
-                    f.region = m.location.region.clone();
-                }
-                if zone {
-                    f.time_zone = m.location.time_zone.clone();
-                }
-                write.locations.push(NewLocation {
-                    subject: id,
-                    country: m.location.country.clone().filter(|_| country),
-                    region: m.location.region.clone().filter(|_| country),
-                    time_zone: m.location.time_zone.clone().filter(|_| zone),
-                });
-            }
-        }
-        // What this message's consent changes, the next ones compare with.
-        if let Some(ask) = &m.consent {
-            let f = facts.get(&subject).cloned().unwrap_or_default();
-            let current = consents.current(state, subject).await?;
-            let changes = crate::collect::ingest::consent_changes_for(
-                state,
-                current,
-                f.country.as_deref(),
-                f.region.as_deref(),
-                &ask.purposes,
-                ask.gpc,
-            )?;
-            current.apply(&changes);
-        }
-        placed.push(subject);
-        origins.push(subject);
+        self.verify_named(m, subject);
+        self.relocate(m, subject);
+        self.carry_consent(state, m, subject).await?;
+        self.placed.push(subject);
+        self.origins.push(subject);
+        Ok(())
     }
-    report(&refused, false);
 
-    // Seal the new identifiers, each under its subject's data key.
+    /// A new subject for a message that names none known, where the message says it is.
+    fn new_subject(&mut self, m: &MessageIds, now: UnixMillis) -> PlannedSubject {
+        let n = u32::try_from(self.write.new_subjects.len()).unwrap_or(u32::MAX);
+        self.write.new_subjects.push(NewSubject {
+            user_id: None,
+            country: m.location.country.clone(),
+            region: m.location.region.clone(),
+            time_zone: m.location.time_zone.clone(),
+            created_at: now,
+        });
+        self.facts.insert(
+            PlannedSubject::New(n),
+            Facts {
+                country: m.location.country.clone(),
+                region: m.location.region.clone(),
+                time_zone: m.location.time_zone.clone(),
+                ..Facts::default()
+            },
+        );
+        PlannedSubject::New(n)
+    }
+
+    /// Merges `from` into `subject`: its facts, the identifiers it held, the messages placed
+    /// on it and its consent go to the survivor.
+    async fn merge(
+        &mut self,
+        state: Reads<'_>,
+        m: &MessageIds,
+        from: PlannedSubject,
+        subject: PlannedSubject,
+        accepted: usize,
+    ) -> Result<(), ApiError> {
+        let from_facts = self.facts.remove(&from).unwrap_or_default();
+        let into = self.facts.entry(subject).or_default();
+        into.counts = into.counts.plus(&from_facts.counts);
+        into.identified |= from_facts.identified;
+        into.verified |= from_facts.verified;
+        if into.country.is_none() {
+            into.country = from_facts.country;
+            into.region = from_facts.region;
+        }
+        if into.time_zone.is_none() {
+            into.time_zone = from_facts.time_zone;
+        }
+        for holder in self.view.values_mut() {
+            if *holder == from {
+                *holder = subject;
+            }
+        }
+        for p in self.placed.iter_mut() {
+            if *p == from {
+                *p = subject;
+            }
+        }
+        self.write.merges.push(NewMerge {
+            from,
+            into: subject,
+            reason: if m.explicit { "alias" } else { "identify" }.to_owned(),
+        });
+        self.merges.push((from, subject));
+        self.merged_by.push(accepted);
+        self.consents.merge(state, from, subject).await
+    }
+
+    /// Attaches the identifier `hash` the message names to `subject` (a user id also names
+    /// the subject).
+    fn attach(
+        &mut self,
+        m: &MessageIds,
+        kind: IdentifierKind,
+        hash: &IdentifierHash,
+        subject: PlannedSubject,
+    ) {
+        let Some(identifier) = identifier_value(m, hash) else {
+            return;
+        };
+        self.view.insert(*hash, subject);
+        let f = self.facts.entry(subject).or_default();
+        f.counts.add(kind, 1);
+        if m.speaker.verifies() && matches!(kind, IdentifierKind::Email | IdentifierKind::Phone) {
+            f.verified = true;
+            self.verified.insert(*hash);
+        }
+        if kind == IdentifierKind::UserId {
+            f.identified = true;
+            match subject {
+                PlannedSubject::New(n) => {
+                    if let Some(s) = usize::try_from(n)
+                        .ok()
+                        .and_then(|n| self.write.new_subjects.get_mut(n))
+                    {
+                        s.user_id.get_or_insert_with(|| identifier.value.clone());
+                    }
+                }
+                PlannedSubject::Existing(id) => {
+                    if self.renamed.insert(id) {
+                        self.write.user_ids.push((id, identifier.value.clone()));
+                    }
+                }
+            }
+        }
+        self.intents
+            .push((subject, identifier.clone(), m.speaker.verifies()));
+    }
+
+    /// What a server key or a token names again of the subject's own becomes verified.
+    fn verify_named(&mut self, m: &MessageIds, subject: PlannedSubject) {
+        if !m.speaker.verifies() {
+            return;
+        }
+        for i in m.email_or_phone() {
+            if self.view.get(&i.hash) == Some(&subject) && self.verified.insert(i.hash) {
+                self.write.verify.push(i.hash);
+                self.facts.entry(subject).or_default().verified = true;
+            }
+        }
+    }
+
+    /// Where the message says it is, for a known subject with no country or time zone yet.
+    /// A browser does not move a known customer (their regime would follow).
+    fn relocate(&mut self, m: &MessageIds, subject: PlannedSubject) {
+        let may_relocate =
+            m.speaker.verifies() || !self.facts.get(&subject).is_some_and(Facts::known);
+        let PlannedSubject::Existing(id) = subject else {
+            return;
+        };
+        if !may_relocate {
+            return;
+        }
+        let f = self.facts.entry(subject).or_default();
+        let country = f.country.is_none() && m.location.country.is_some();
+        let zone = f.time_zone.is_none() && m.location.time_zone.is_some();
+        if (country || zone) && self.relocated.insert(id) {
+            if country {
+                f.country = m.location.country.clone();
+                f.region = m.location.region.clone();
+            }
+            if zone {
+                f.time_zone = m.location.time_zone.clone();
+            }
+            self.write.locations.push(NewLocation {
+                subject: id,
+                country: m.location.country.clone().filter(|_| country),
+                region: m.location.region.clone().filter(|_| country),
+                time_zone: m.location.time_zone.clone().filter(|_| zone),
+            });
+        }
+    }
+
+    /// What this message's consent changes, the next ones compare with.
+    async fn carry_consent(
+        &mut self,
+        state: Reads<'_>,
+        m: &MessageIds,
+        subject: PlannedSubject,
+    ) -> Result<(), ApiError> {
+        let Some(ask) = &m.consent else {
+            return Ok(());
+        };
+        let f = self.facts.get(&subject).cloned().unwrap_or_default();
+        let current = self.consents.current(state, subject).await?;
+        let changes = crate::subjects::consent::consent_changes_for(
+            state.index,
+            state.manifest,
+            current,
+            f.country.as_deref(),
+            f.region.as_deref(),
+            &ask.purposes,
+            ask.gpc,
+        )?;
+        current.apply(&changes);
+        Ok(())
+    }
+}
+
+/// Seals the new identifiers, each under its subject's data key: the cached or stored one,
+/// or a fresh one (every new subject gets a key, whether or not it holds an identifier yet).
+async fn seal_identifiers(
+    store: &dyn Store,
+    identities: &Identities,
+    keys: &IdentityKeys,
+    plan: &mut Planning,
+) -> Result<HashMap<PlannedSubject, DataKey>, ApiError> {
     let mut data_keys: HashMap<PlannedSubject, DataKey> = HashMap::new();
     let mut need: Vec<SubjectId> = Vec::new();
     if let Ok(cache) = identities.cache.lock() {
-        for (s, _, _) in &intents {
+        for (s, _, _) in &plan.intents {
             if let PlannedSubject::Existing(id) = s
                 && !data_keys.contains_key(s)
             {
@@ -956,6 +1027,7 @@ async fn round(
             data_keys.insert(PlannedSubject::Existing(id), key);
         }
     }
+    let write = &mut plan.write;
     let mut rng = rand::rngs::OsRng;
     let mut fresh_key =
         |subject: PlannedSubject, write: &mut IdentityWrite| -> Result<DataKey, ApiError> {
@@ -970,16 +1042,20 @@ async fn round(
             write.keys.push((subject, wrapped));
             Ok(key)
         };
-    // Every new subject gets a key, whether or not it holds an identifier yet.
     let new_refs = (0..write.new_subjects.len())
         .map(|i| PlannedSubject::New(u32::try_from(i).unwrap_or(u32::MAX)));
-    let wanted: Vec<PlannedSubject> = intents.iter().map(|(s, _, _)| *s).chain(new_refs).collect();
+    let wanted: Vec<PlannedSubject> = plan
+        .intents
+        .iter()
+        .map(|(s, _, _)| *s)
+        .chain(new_refs)
+        .collect();
     for s in wanted {
         if let std::collections::hash_map::Entry::Vacant(slot) = data_keys.entry(s) {
-            slot.insert(fresh_key(s, &mut write)?);
+            slot.insert(fresh_key(s, write)?);
         }
     }
-    for (subject, identifier, verifies) in &intents {
+    for (subject, identifier, verifies) in &plan.intents {
         let key = data_keys
             .get(subject)
             .ok_or_else(|| ApiError::Internal("a data key went missing".into()))?;
@@ -1001,34 +1077,46 @@ async fn round(
             verified: *verifies,
         });
     }
+    Ok(data_keys)
+}
 
+/// The id a planned subject has once the round is written (`ids`: the new subjects' ids).
+fn real(ids: &[SubjectId], r: PlannedSubject) -> Result<SubjectId, ApiError> {
+    match r {
+        PlannedSubject::Existing(id) => Ok(id),
+        PlannedSubject::New(n) => usize::try_from(n)
+            .ok()
+            .and_then(|n| ids.get(n).copied())
+            .ok_or_else(|| ApiError::Internal(format!("new subject {n} got no id"))),
+    }
+}
+
+/// Writes the plan in one transaction and says where each message landed, in subject ids;
+/// also returns the new subjects' ids.
+async fn write_plan(
+    store: &dyn Store,
+    plan: &mut Planning,
+) -> Result<(Resolution, Vec<SubjectId>), ApiError> {
+    let write = std::mem::take(&mut plan.write);
     let new_subjects = write.new_subjects.clone();
     let user_ids = write.user_ids.clone();
     let locations: Vec<SubjectId> = write.locations.iter().map(|l| l.subject).collect();
     let ids = store.write_identities(write).await?;
-    let real = |r: PlannedSubject| -> Result<SubjectId, ApiError> {
-        match r {
-            PlannedSubject::Existing(id) => Ok(id),
-            PlannedSubject::New(n) => usize::try_from(n)
-                .ok()
-                .and_then(|n| ids.get(n).copied())
-                .ok_or_else(|| ApiError::Internal(format!("new subject {n} got no id"))),
-        }
-    };
+    let real = |r: PlannedSubject| real(&ids, r);
 
-    let mut outcome = Outcome {
-        may_change_consent: may_change,
-        merged_by,
-        rejected,
-        ..Outcome::default()
+    let mut outcome = Resolution {
+        may_change_consent: std::mem::take(&mut plan.may_change),
+        merged_by: std::mem::take(&mut plan.merged_by),
+        rejected: std::mem::take(&mut plan.rejected),
+        ..Resolution::default()
     };
-    for p in &placed {
+    for p in &plan.placed {
         outcome.subjects.push(real(*p)?);
     }
-    for o in &origins {
+    for o in &plan.origins {
         outcome.origins.push(real(*o)?);
     }
-    for (from, into) in &merges {
+    for (from, into) in &plan.merges {
         outcome.merges.push((real(*from)?, real(*into)?));
     }
     for (i, s) in new_subjects.into_iter().enumerate() {
@@ -1051,15 +1139,25 @@ async fn round(
         .collect();
     outcome.updated.sort();
     outcome.updated.dedup();
-    for (r, f) in &facts {
+    for (r, f) in &plan.facts {
         outcome.facts.insert(real(*r)?, f.clone());
     }
+    Ok((outcome, ids))
+}
 
-    // Remember what is now true.
+/// Remembers what is now true in the identity cache: holders, merges, facts, data keys and
+/// verified identifiers.
+fn remember(
+    identities: &Identities,
+    plan: &Planning,
+    outcome: &Resolution,
+    data_keys: HashMap<PlannedSubject, DataKey>,
+    ids: &[SubjectId],
+) -> Result<(), ApiError> {
     if let Ok(mut cache) = identities.cache.lock() {
         cache.make_room();
-        for (hash, r) in &view {
-            cache.holders.insert(*hash, real(*r)?);
+        for (hash, r) in &plan.view {
+            cache.holders.insert(*hash, real(ids, *r)?);
         }
         for (from, into) in &outcome.merges {
             cache.merged.insert(*from, *into);
@@ -1069,18 +1167,22 @@ async fn round(
             cache.facts.insert(*id, f.clone());
         }
         for (r, k) in data_keys {
-            cache.keys.insert(real(r)?, k);
+            cache.keys.insert(real(ids, r)?, k);
         }
-        cache.verified.extend(verified);
+        cache.verified.extend(plan.verified.iter().copied());
     }
+    Ok(())
+}
+
+/// Counts and logs the round's merges.
+fn count_merges(messages: &[&MessageIds], outcome: &Resolution) {
     for (from, into) in &outcome.merges {
         let reason = if messages.iter().any(|m| m.explicit) {
             "alias"
         } else {
             "identify"
         };
-        metrics::counter!(crate::collect::MERGES, "reason" => reason).increment(1);
+        metrics::counter!(super::MERGES, "reason" => reason).increment(1);
         tracing::info!(merged = from.0, into = into.0, reason, "subjects merged");
     }
-    Ok(outcome)
 }

@@ -3,13 +3,19 @@
 //! resolution round holds (`Identities`); linking the identifiers collected messages carry to
 //! subjects, with the guard rails (`link`); finding the subject a caller names (`resolve`).
 
+pub mod cache;
 pub mod link;
 pub mod resolve;
 
+/// Subjects merged into another by identity resolution, by reason.
+pub const MERGES: &str = "kept_identity_merges_total";
+/// Identifiers not attached or subjects not merged by a guard rail, by kind and reason.
+pub const REFUSALS: &str = "kept_identity_merge_refusals_total";
+
 use crate::config::Secret;
+use cache::IdentityCache;
 use kept_core::identity::{Caps, IdentityKeys};
 use kept_store::{Store, StoreError};
-use link::IdentityCache;
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -30,6 +36,8 @@ pub struct IdentityConfig {
     /// The secret identity tokens are minted with (`identity_secret`); `None`: the one in the
     /// database's settings, if any (the demo's), else a public key's token is never valid.
     pub identity_secret: Option<Secret>,
+    /// ISO 3166-1 alpha-2 country national phone numbers are read in.
+    pub default_country: Option<String>,
 }
 
 impl fmt::Debug for IdentityConfig {
@@ -38,6 +46,7 @@ impl fmt::Debug for IdentityConfig {
             .field("caps", &self.caps)
             .field("master_key", &self.master_key.map(|_| "***"))
             .field("identity_secret", &self.identity_secret)
+            .field("default_country", &self.default_country)
             .finish()
     }
 }

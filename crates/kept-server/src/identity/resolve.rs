@@ -5,15 +5,26 @@
 //! looked up by keyed hash, as the collection API stored them, in one query per request.
 
 use crate::http::error::ApiError;
-use crate::state::AppState;
+use crate::identity::Identities;
+use crate::index::IndexHandle;
 use kept_core::SubjectId;
 use kept_core::identity::{IdentifierHash, IdentifierKind, normalize};
+use kept_store::Store;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+/// What resolving reads: the index's directory, the store, and the identity keys and default
+/// country identifiers were stored with.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup<'a> {
+    pub store: &'a dyn Store,
+    pub index: &'a IndexHandle,
+    pub identities: &'a Identities,
+}
+
 /// How a request names a subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubjectRef<'a> {
+pub enum SubjectName<'a> {
     /// Kept's internal id.
     Id(u32),
     UserId(Cow<'a, str>),
@@ -22,15 +33,15 @@ pub enum SubjectRef<'a> {
     AnonymousId(Cow<'a, str>),
 }
 
-impl SubjectRef<'_> {
+impl SubjectName<'_> {
     /// The kind of identifier, as the API names it.
     pub fn kind(&self) -> &'static str {
         match self {
-            SubjectRef::Id(_) => "id",
-            SubjectRef::UserId(_) => "user_id",
-            SubjectRef::Email(_) => "email",
-            SubjectRef::Phone(_) => "phone",
-            SubjectRef::AnonymousId(_) => "anonymous_id",
+            SubjectName::Id(_) => "id",
+            SubjectName::UserId(_) => "user_id",
+            SubjectName::Email(_) => "email",
+            SubjectName::Phone(_) => "phone",
+            SubjectName::AnonymousId(_) => "anonymous_id",
         }
     }
 }
@@ -40,8 +51,8 @@ impl SubjectRef<'_> {
 /// one lock for the whole list; email addresses, phone numbers and anonymous ids are looked up
 /// together, by keyed hash, in one store query for the whole list.
 pub async fn resolve_subjects(
-    state: &AppState,
-    refs: &[SubjectRef<'_>],
+    state: Lookup<'_>,
+    refs: &[SubjectName<'_>],
 ) -> Result<Vec<Option<SubjectId>>, ApiError> {
     let mut out = Vec::with_capacity(refs.len());
     let mut identities = Vec::new();
@@ -50,17 +61,17 @@ pub async fn resolve_subjects(
         for (i, r) in refs.iter().enumerate() {
             out.push(match r {
                 // A subject merged away is its survivor now, as its identifiers are.
-                SubjectRef::Id(id) => Some(directory.survivor(SubjectId(*id))),
-                SubjectRef::UserId(u) => directory.subject(u),
-                SubjectRef::Email(v) => {
+                SubjectName::Id(id) => Some(directory.survivor(SubjectId(*id))),
+                SubjectName::UserId(u) => directory.subject(u),
+                SubjectName::Email(v) => {
                     identities.push((i, IdentifierKind::Email, v.as_ref()));
                     None
                 }
-                SubjectRef::Phone(v) => {
+                SubjectName::Phone(v) => {
                     identities.push((i, IdentifierKind::Phone, v.as_ref()));
                     None
                 }
-                SubjectRef::AnonymousId(v) => {
+                SubjectName::AnonymousId(v) => {
                     identities.push((i, IdentifierKind::AnonymousId, v.as_ref()));
                     None
                 }
@@ -82,12 +93,12 @@ pub async fn resolve_subjects(
 /// keys as the collection API stores them, then looked up in one query. A malformed one
 /// (an email without `@`) names nobody.
 async fn resolve_identities(
-    state: &AppState,
+    state: Lookup<'_>,
     identities: &[(usize, IdentifierKind, &str)],
 ) -> Result<Vec<Option<SubjectId>>, ApiError> {
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
-    let country = state.collect.config().default_country.as_deref();
+    let store = state.store;
+    let keys = state.identities.keys(store).await?;
+    let country = state.identities.config().default_country.as_deref();
     let hashes: Vec<Option<IdentifierHash>> = identities
         .iter()
         .map(|(_, kind, raw)| {

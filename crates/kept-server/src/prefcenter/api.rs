@@ -3,7 +3,7 @@
 //! change them with the same rules the hosted page follows (double opt-in by email, written
 //! consent for texts, ledger records for every change). Also the data export both share.
 
-use super::model::{self, ChangeError, Choices, Context, SmsConsent, Standing, Wanted};
+use super::model::{self, ChangeContext, ChangeError, Choices, SmsConsent, Standing, Wanted};
 use super::token::{Kind, Topic};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
@@ -575,7 +575,7 @@ pub async fn put_preferences(
             text_hash: None,
             reference: e.reference,
         });
-    let ctx = Context {
+    let ctx = ChangeContext {
         method: CollectionMethod::Api,
         evidence,
         texts,

@@ -211,7 +211,7 @@ pub struct Wanted {
 
 /// How and by whom a change is made.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub struct ChangeContext {
     pub method: CollectionMethod,
     pub evidence: Evidence,
     /// The language the customer read the notices in.
@@ -221,7 +221,7 @@ pub struct Context {
 
 /// What a change did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Applied {
     pub records: usize,
     /// Double opt-ins started (a confirmation mail sent).
     pub confirmations: usize,
@@ -230,14 +230,14 @@ pub struct Outcome {
 struct Writer<'a> {
     state: &'a AppState,
     standing: &'a Standing,
-    ctx: &'a Context,
+    ctx: &'a ChangeContext,
     records: Vec<ConsentRecord>,
     changes: Vec<Change>,
     traits: Vec<Trait>,
 }
 
 impl<'a> Writer<'a> {
-    fn new(state: &'a AppState, standing: &'a Standing, ctx: &'a Context) -> Writer<'a> {
+    fn new(state: &'a AppState, standing: &'a Standing, ctx: &'a ChangeContext) -> Writer<'a> {
         Writer {
             state,
             standing,
@@ -308,8 +308,8 @@ pub async fn apply(
     prefcenter: &PrefCenter,
     standing: &Standing,
     wanted: &Wanted,
-    ctx: &Context,
-) -> Result<Outcome, ChangeError> {
+    ctx: &ChangeContext,
+) -> Result<Applied, ChangeError> {
     let manifest = state.manifest.as_ref();
     let mut w = Writer::new(state, standing, ctx);
     let mut confirmations: Vec<Topic> = Vec::new();
@@ -487,7 +487,7 @@ pub async fn apply(
             send_confirmation(state, prefcenter, standing.subject.id, topic, &email, ctx).await?;
         }
     }
-    Ok(Outcome {
+    Ok(Applied {
         records,
         confirmations: confirmations.len(),
     })
@@ -510,7 +510,7 @@ async fn send_confirmation(
     subject: SubjectId,
     topic: &Topic,
     email: &str,
-    ctx: &Context,
+    ctx: &ChangeContext,
 ) -> Result<(), ChangeError> {
     let keys = prefcenter.keys(state.store.as_ref()).await?;
     let mut claims = super::token::fresh(
@@ -549,7 +549,7 @@ pub async fn confirm(
     state: &AppState,
     standing: &Standing,
     topic: &Topic,
-    ctx: &Context,
+    ctx: &ChangeContext,
 ) -> Result<bool, ChangeError> {
     let pending = standing
         .records
@@ -623,7 +623,7 @@ pub async fn withdraw(
     state: &AppState,
     standing: &Standing,
     topic: &Topic,
-    ctx: &Context,
+    ctx: &ChangeContext,
 ) -> Result<usize, ChangeError> {
     let notice = shown_notice(
         &state.manifest,
@@ -653,7 +653,7 @@ pub async fn withdraw(
 pub async fn unsubscribe_all(
     state: &AppState,
     standing: &Standing,
-    ctx: &Context,
+    ctx: &ChangeContext,
 ) -> Result<usize, ChangeError> {
     let manifest = state.manifest.as_ref();
     let mut w = Writer::new(state, standing, ctx);
@@ -679,7 +679,7 @@ pub async fn unsubscribe_all(
 pub async fn honour_gpc(
     state: &AppState,
     standing: &Standing,
-    ctx: &Context,
+    ctx: &ChangeContext,
 ) -> Result<bool, ChangeError> {
     let Some(dns) = &standing.do_not_sell else {
         return Ok(false);

@@ -7,9 +7,9 @@
 //! unsubscribe is the exception RFC 8058 asks for, carried by its signed token instead.
 
 use super::COOKIE;
-use super::model::{self, ChangeError, Context, Standing, Wanted};
+use super::model::{self, ChangeContext, ChangeError, Standing, Wanted};
 use super::token::{Claims, Kind, TokenError, TokenKeys};
-use crate::collect::{RequestFacts, sends_gpc};
+use crate::collect::ingest::{RequestFacts, sends_gpc};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
 use crate::state::AppState;
@@ -560,9 +560,9 @@ async fn context(
     ip: ClientIp,
     t: &'static Texts,
     reference: Option<String>,
-) -> Result<Context, ApiError> {
+) -> Result<ChangeContext, ApiError> {
     let keys = state.identity.keys(state.store.as_ref()).await?;
-    Ok(Context {
+    Ok(ChangeContext {
         method: CollectionMethod::WebForm,
         evidence: evidence(state, headers, ip, reference, Some(keys)),
         texts: t,
@@ -986,7 +986,7 @@ pub async fn sign_out(posted: Posted) -> Response {
 /// page with the error.
 async fn change<F, Fut>(posted: &Posted, anchor: &'static str, run: F) -> Response
 where
-    F: FnOnce(Standing, Context, &'static Texts) -> Fut,
+    F: FnOnce(Standing, ChangeContext, &'static Texts) -> Fut,
     Fut: std::future::Future<Output = Result<&'static str, ChangeError>>,
 {
     let Posted {
@@ -1569,7 +1569,7 @@ pub async fn unsubscribe(
             .await?
             .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
         let keys = state.identity.keys(state.store.as_ref()).await?;
-        let ctx = Context {
+        let ctx = ChangeContext {
             method: CollectionMethod::Reply,
             evidence: evidence(
                 &state,

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use kept_server::collect::quarantine::QUARANTINE_RETENTION;
-use kept_server::collect::run_retention;
+use kept_server::collect::retention::run_retention;
 use kept_store::Role;
 use serde_json::{Value, json};
 

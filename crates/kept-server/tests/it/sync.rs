@@ -77,7 +77,7 @@ async fn what_one_server_writes_the_other_decides_on() {
     }
     // Server A is the test app; server B shares its database and builds its own index.
     let heard_a = app.store.listen().await.unwrap().unwrap();
-    kept_server::sync::spawn(&app.state, heard_a);
+    kept_server::sync::spawn(app.state.follower(), heard_a);
     // The email came from the newsletter form, whose notice promises the newsletter.
     let subject = app.subjects[0];
     add_trait(
@@ -99,7 +99,7 @@ async fn what_one_server_writes_the_other_decides_on() {
         .load(b.store.as_ref(), NOW, &mut |_| {})
         .await
         .unwrap();
-    kept_server::sync::spawn(&b, heard_b);
+    kept_server::sync::spawn(b.follower(), heard_b);
     let on_b = kept_server::router(b.clone());
     assert_eq!(reason(on_b.clone(), &app, "u1").await, "denied.no_consent");
 
@@ -208,7 +208,7 @@ async fn a_merge_and_its_undo_reach_the_other_server() {
         return;
     }
     let heard_a = app.store.listen().await.unwrap().unwrap();
-    kept_server::sync::spawn(&app.state, heard_a);
+    kept_server::sync::spawn(app.state.follower(), heard_a);
     let collect = |body: serde_json::Value, path: &str| {
         axum::http::Request::post(path)
             .header(
@@ -250,7 +250,7 @@ async fn a_merge_and_its_undo_reach_the_other_server() {
         .load(b.store.as_ref(), NOW, &mut |_| {})
         .await
         .unwrap();
-    kept_server::sync::spawn(&b, heard_b);
+    kept_server::sync::spawn(b.follower(), heard_b);
     let on_b = kept_server::router(b.clone());
     append(app.router(), &app, &newsletter_consent(max)).await;
     assert_eq!(reason(app.router(), &app, "max").await, "allowed.consent");
