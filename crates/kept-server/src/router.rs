@@ -24,7 +24,7 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
         .merge(crate::consent::routes())
         .merge(crate::admin::routes())
         .merge(crate::decide::routes())
-        .merge(crate::connect::routes())
+        .merge(crate::connect::api::routes())
         .merge(crate::snippet::routes())
         .merge(crate::collect::routes::routes(&state))
         .merge(crate::prefcenter::routes::routes())

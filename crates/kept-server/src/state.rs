@@ -2,7 +2,7 @@
 //! the limits applied to every request (`Limits`).
 
 use crate::config::DEFAULT_BODY_LIMIT;
-use crate::connect::Forwarder;
+use crate::connect::forwarder::Forwarder;
 use crate::consent::ledger::Ledger;
 use crate::decide::log::DecisionLog;
 use crate::http::auth::Authenticator;
@@ -164,7 +164,7 @@ impl AppState {
 /// which counts from its own worker).
 fn prometheus() -> PrometheusHandle {
     let handle = observe::prometheus();
-    crate::connect::describe_metrics();
+    crate::connect::forwarder::describe_metrics();
     handle
 }
 

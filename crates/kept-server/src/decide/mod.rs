@@ -3,6 +3,7 @@
 //! writer and its API) and the record of uses (the decision each use went ahead under, and its
 //! API).
 
+pub mod answer;
 pub mod audiences;
 pub mod candidates;
 pub mod contacts;

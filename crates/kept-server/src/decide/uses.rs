@@ -2,7 +2,7 @@
 //! into the `UseRecord` the store keeps (`kept_store::uses`). Forwards, exports, contacts and
 //! profile reads all build their records here, so they say the same thing the same way.
 
-use crate::decide::decisions::write_decision;
+use crate::decide::answer::write_decision;
 use kept_core::audience::AudienceResult;
 use kept_core::decision::{Decision, DecisionRequest, ReasonCode};
 use kept_core::index::{IndexQuery, Snapshot};
