@@ -9,7 +9,11 @@ use crate::decide::{
     audiences, contacts, decisions, log_api as decision_log, profile, uses_api as uses,
 };
 use crate::http::error::{ErrorBody, ErrorDetail, MAX_ROW_ID};
+use crate::state::AppState;
 use crate::system;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
 use kept_core::decision::ReasonCode;
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
@@ -30,7 +34,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     paths(
         system::health,
         system::metrics,
-        system::openapi,
+        openapi,
         consents::append,
         consents::of_subject,
         consents::ledger_status,
@@ -138,6 +142,24 @@ pub fn document() -> Value {
         }
     }
     doc
+}
+
+/// The route that serves the document, open without a key like the other operational ones.
+/// It sits here rather than in `system` so that the document, which lists `system`'s handlers,
+/// and the handler that serves it do not import each other.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi))
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "system",
+    responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json"))
+)]
+pub async fn openapi() -> impl IntoResponse {
+    Json(document())
 }
 
 /// The document as committed: pretty JSON with a final newline.

@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
     let limits = state.limits;
     crate::system::routes()
+        .merge(crate::openapi::routes())
         .merge(crate::consent::routes())
         .merge(crate::admin::routes())
         .merge(crate::decide::routes())

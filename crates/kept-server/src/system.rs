@@ -1,4 +1,5 @@
-//! Operational endpoints, open without a key: health, metrics, the OpenAPI document.
+//! Operational endpoints, open without a key: health and metrics (the OpenAPI document is
+//! served beside its builder, in `openapi`).
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -16,7 +17,6 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -62,15 +62,4 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
-}
-
-/// This API's OpenAPI document.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "system",
-    responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json"))
-)]
-pub async fn openapi() -> impl IntoResponse {
-    Json(crate::openapi::document())
 }
