@@ -1,6 +1,7 @@
 //! The consent ledger over HTTP: append records (checked against the manifest, answered only
 //! after commit), read one subject's records, and the ledger's state.
 
+use crate::consent::evidence::{EvidenceBody, check_evidence};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
 use crate::observe;
@@ -18,27 +19,6 @@ use utoipa::ToSchema;
 
 /// Records one request may append at most.
 pub const MAX_RECORDS: usize = 1000;
-
-/// Evidence that the record is genuine. Never raw personal data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, expecting = "an evidence object")]
-pub struct EvidenceBody {
-    /// Keyed hash (hex) of the subject's IP address, computed by the caller.
-    #[serde(default)]
-    #[schema(max_length = 128)]
-    pub ip_hash: Option<String>,
-    #[serde(default)]
-    #[schema(max_length = 512)]
-    pub user_agent: Option<String>,
-    /// Hash (hex) of the exact disclosure text shown.
-    #[serde(default)]
-    #[schema(max_length = 128)]
-    pub text_hash: Option<String>,
-    /// A request, form submission or message id.
-    #[serde(default)]
-    #[schema(max_length = 200)]
-    pub reference: Option<String>,
-}
 
 /// One consent record to append.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
@@ -280,27 +260,6 @@ pub async fn append(
                 .collect(),
         }),
     ))
-}
-
-/// Evidence text goes into the ledger for good: each field within its limit, no control
-/// characters. `field` names a field of the evidence object in the request.
-pub(crate) fn check_evidence(
-    field: &dyn Fn(&str) -> String,
-    evidence: &EvidenceBody,
-) -> Result<(), ApiError> {
-    use crate::http::input::{HASH_MAX, REFERENCE_MAX, USER_AGENT_MAX, ledger_text_opt};
-    ledger_text_opt(&field("ip_hash"), evidence.ip_hash.as_deref(), HASH_MAX)?;
-    ledger_text_opt(
-        &field("user_agent"),
-        evidence.user_agent.as_deref(),
-        USER_AGENT_MAX,
-    )?;
-    ledger_text_opt(&field("text_hash"), evidence.text_hash.as_deref(), HASH_MAX)?;
-    ledger_text_opt(
-        &field("reference"),
-        evidence.reference.as_deref(),
-        REFERENCE_MAX,
-    )
 }
 
 /// Checks the keys a record names against the manifest; returns the notice reference to store,

@@ -2,6 +2,7 @@
 //! signer, verification), its witness file and URL, and the consents API.
 
 pub mod api;
+pub mod evidence;
 pub mod ledger;
 pub mod witness;
 

@@ -556,9 +556,9 @@ pub async fn put_preferences(
         };
     }
     if let Some(e) = &body.evidence {
-        crate::consent::api::check_evidence(
+        crate::consent::evidence::check_evidence(
             &|name| format!("evidence.{name}"),
-            &crate::consent::api::EvidenceBody {
+            &crate::consent::evidence::EvidenceBody {
                 ip_hash: e.ip_hash.clone(),
                 user_agent: e.user_agent.clone(),
                 text_hash: None,
