@@ -5,6 +5,7 @@
 //! `quarantine_limit` messages; beyond, a rejected message is still answered as rejected and
 //! counted (`kept_quarantine_messages_dropped_total`), but not held.
 
+use super::Collector;
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, query_number, query_row_id};
 use crate::state::AppState;
@@ -14,7 +15,7 @@ use axum::extract::{Query, State};
 use kept_core::UnixMillis;
 use kept_core::identity::IdentityKeys;
 use kept_store::quarantine::{MAX_QUARANTINE_PAGE, QuarantineEntry};
-use kept_store::{ApiKeyRecord, StoreError};
+use kept_store::{ApiKeyRecord, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use utoipa::ToSchema;
@@ -108,7 +109,7 @@ pub async fn hold(
     if rejected.is_empty() {
         return Ok(());
     }
-    let held = held(state).await?;
+    let held = held(state.store.as_ref(), &state.collect).await?;
     let limit = state.collect.config().quarantine_limit;
     // Room is taken before the write, so that concurrent requests cannot both take the last
     // place; a failed write gives it back.
@@ -186,40 +187,47 @@ async fn seal_and_write(
 }
 
 /// This process's count of held messages, read from the store the first time.
-async fn held(state: &AppState) -> Result<&AtomicU64, StoreError> {
-    state
-        .collect
+async fn held<'c>(
+    store: &dyn Store,
+    collector: &'c Collector,
+) -> Result<&'c AtomicU64, StoreError> {
+    collector
         .quarantine_held
-        .get_or_try_init(|| async { state.store.quarantine_len().await.map(AtomicU64::new) })
+        .get_or_try_init(|| async { store.quarantine_len().await.map(AtomicU64::new) })
         .await
 }
 
 /// Deletes what has been held longer than [`QUARANTINE_RETENTION`] at `now`, `per_round` rows
 /// per statement; returns how many.
-pub async fn prune(state: &AppState, now: UnixMillis, per_round: u32) -> Result<u64, StoreError> {
+pub async fn prune(
+    store: &dyn Store,
+    collector: &Collector,
+    now: UnixMillis,
+    per_round: u32,
+) -> Result<u64, StoreError> {
     let before = now.saturating_sub(QUARANTINE_RETENTION);
     let mut deleted = 0;
     loop {
-        let n = state.store.prune_quarantine(before, per_round).await?;
+        let n = store.prune_quarantine(before, per_round).await?;
         deleted += n;
         if n < u64::from(per_round) {
             break;
         }
         tokio::task::yield_now().await;
     }
-    count_held(state).await;
+    count_held(store, collector).await;
     Ok(deleted)
 }
 
 /// Counts the held messages again from the store (which other servers may write too), for
 /// the limit and the gauge.
-async fn count_held(state: &AppState) {
-    match state.store.quarantine_len().await {
+async fn count_held(store: &dyn Store, collector: &Collector) {
+    match store.quarantine_len().await {
         Ok(n) => {
-            match state.collect.quarantine_held.get() {
+            match collector.quarantine_held.get() {
                 Some(held) => held.store(n, Ordering::Release),
                 None => {
-                    let _ = state.collect.quarantine_held.set(AtomicU64::new(n));
+                    let _ = collector.quarantine_held.set(AtomicU64::new(n));
                 }
             }
             metrics::gauge!(HELD).set(n as f64);

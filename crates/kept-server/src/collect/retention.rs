@@ -70,7 +70,9 @@ pub async fn run_retention(
         }
         tokio::task::yield_now().await;
     }
-    let quarantined = super::quarantine::prune(state, now, EVENTS_PER_ROUND).await?;
+    let quarantined =
+        super::quarantine::prune(state.store.as_ref(), &state.collect, now, EVENTS_PER_ROUND)
+            .await?;
     metrics::counter!(RETENTION_DELETED, "what" => "events").increment(events);
     metrics::counter!(RETENTION_DELETED, "what" => "traits").increment(traits);
     metrics::counter!(RETENTION_DELETED, "what" => "decisions").increment(decisions);
