@@ -1,63 +1,20 @@
-//! The schema migrations, embedded in the binary (`build.rs` lists `migrations/`) and read the
-//! way sqlx's `migrate!` macro reads them: the same versions, descriptions and checksums, so a
-//! database migrated by an older build is recognised as up to date.
+//! The schema migrations, embedded in the binary (`build.rs` lists `migrations/`), read by
+//! `kept_store::migrate` as sqlx's `migrate!` macro reads them.
 
-use sqlx::error::BoxDynError;
-use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
-use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
+use sqlx::migrate::{MigrateError, Migrator};
 
 /// Every file of `migrations/` as `(file name, SQL)`, in name order.
-const FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+const FILES: kept_store::migrate::Files = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// The migrator over the embedded files.
 pub async fn migrator() -> Result<Migrator, MigrateError> {
-    Migrator::new(Embedded).await
-}
-
-#[derive(Debug)]
-struct Embedded;
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(
-        self,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
-        Box::pin(async {
-            let mut migrations = FILES
-                .iter()
-                .map(|(name, sql)| migration(name, sql))
-                .collect::<Result<Vec<_>, _>>()?;
-            migrations.sort_by_key(|m| m.version);
-            Ok(migrations)
-        })
-    }
-}
-
-/// `<version>_<description>.sql`, as sqlx names a migration.
-fn migration(name: &str, sql: &'static str) -> Result<Migration, BoxDynError> {
-    let (version, rest) = name
-        .split_once('_')
-        .ok_or_else(|| format!("migration `{name}` is not named `<version>_<description>.sql`"))?;
-    let version: i64 = version
-        .parse()
-        .map_err(|_| format!("migration `{name}` does not start with a version number"))?;
-    let migration_type = MigrationType::from_filename(rest);
-    let description = rest
-        .trim_end_matches(migration_type.suffix())
-        .replace('_', " ");
-    Ok(Migration::new(
-        version,
-        Cow::Owned(description),
-        migration_type,
-        Cow::Borrowed(sql),
-        sql.starts_with("-- no-transaction"),
-    ))
+    kept_store::migrate::migrator(FILES).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::migrate::Migration;
 
     /// What identifies a migration to a database that already ran it.
     fn identity(m: &Migration) -> (i64, String, String, Vec<u8>, bool) {

@@ -22,6 +22,8 @@ pub mod columns;
 pub mod conformance;
 pub mod decision_log;
 pub mod group_commit;
+#[cfg(feature = "migrate")]
+pub mod migrate;
 
 pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
 pub mod outbox;
