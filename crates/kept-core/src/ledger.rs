@@ -383,14 +383,14 @@ impl RecordView<'_> {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     // Lengths are u32: no field of a record comes near 4 GiB (requests are size-limited).
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(s.as_bytes().get(..len as usize).unwrap_or_default());
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+pub(crate) fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         None => out.push(0),
         Some(s) => {
@@ -400,12 +400,12 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-struct Reader<'a> {
-    rest: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.rest.len() < n {
             return Err(DecodeError::Truncated(what));
         }
@@ -413,27 +413,27 @@ impl<'a> Reader<'a> {
         self.rest = tail;
         Ok(head)
     }
-    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?.first().copied().unwrap_or_default())
     }
-    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let b = self.take(4, what)?;
         Ok(u32::from_be_bytes(
             b.try_into().map_err(|_| DecodeError::Truncated(what))?,
         ))
     }
-    fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         let b = self.take(8, what)?;
         Ok(i64::from_be_bytes(
             b.try_into().map_err(|_| DecodeError::Truncated(what))?,
         ))
     }
-    fn str(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
+    pub(crate) fn str(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
         let len = self.u32(what)? as usize;
         let b = self.take(len, what)?;
         std::str::from_utf8(b).map_err(|_| DecodeError::Invalid(what))
     }
-    fn opt_str(&mut self, what: &'static str) -> Result<Option<&'a str>, DecodeError> {
+    pub(crate) fn opt_str(&mut self, what: &'static str) -> Result<Option<&'a str>, DecodeError> {
         match self.u8(what)? {
             0 => Ok(None),
             1 => Ok(Some(self.str(what)?)),
@@ -469,8 +469,17 @@ impl fmt::Debug for ChainHash {
 /// inside the hash so that moving a record to another position breaks the chain even if its
 /// neighbours were rewritten consistently.
 pub fn chain_hash(prev: &ChainHash, seq: u64, bytes: &[u8]) -> ChainHash {
+    chain_hash_in(LEDGER_CHAIN, prev, seq, bytes)
+}
+
+/// The consent ledger's chain domain.
+pub const LEDGER_CHAIN: &[u8] = b"kept-ledger-v1";
+
+/// [`chain_hash`] for a chain of its own: `domain` keeps the hashes of one log from ever
+/// standing for another's (the requests log chains under `kept-requests-v1`).
+pub fn chain_hash_in(domain: &[u8], prev: &ChainHash, seq: u64, bytes: &[u8]) -> ChainHash {
     let mut h = blake3::Hasher::new();
-    h.update(b"kept-ledger-v1");
+    h.update(domain);
     h.update(&seq.to_be_bytes());
     h.update(&prev.0);
     h.update(bytes);
@@ -770,9 +779,16 @@ pub struct Uncovered {
     pub newest: UnixMillis,
 }
 
+/// Reads the columns a log's record also stores, checking that its bytes decode.
+pub type ColumnsOf = fn(&[u8]) -> Result<Columns, DecodeError>;
+
 /// Streaming verifier: feed it stored rows in `seq` order, then the checkpoints.
 #[derive(Debug)]
 pub struct ChainVerifier {
+    /// The chain's domain (`LEDGER_CHAIN` for the consent ledger).
+    domain: &'static [u8],
+    /// How a record's bytes are decoded.
+    columns_of: ColumnsOf,
     prev: ChainHash,
     next_seq: u64,
     /// Hashes at checkpointed positions, filled as rows pass by.
@@ -785,9 +801,21 @@ pub struct ChainVerifier {
 impl ChainVerifier {
     /// `checkpoint_seqs`: the positions whose hashes the checkpoints will be compared with.
     pub fn new(checkpoint_seqs: impl IntoIterator<Item = u64>) -> ChainVerifier {
+        ChainVerifier::for_chain(LEDGER_CHAIN, decoded_columns, checkpoint_seqs)
+    }
+
+    /// A verifier of another log built on the same chain and checkpoints: its chain `domain`
+    /// and its records' decoder.
+    pub fn for_chain(
+        domain: &'static [u8],
+        columns_of: ColumnsOf,
+        checkpoint_seqs: impl IntoIterator<Item = u64>,
+    ) -> ChainVerifier {
         let wanted: std::collections::BTreeMap<u64, Option<ChainHash>> =
             checkpoint_seqs.into_iter().map(|s| (s, None)).collect();
         ChainVerifier {
+            domain,
+            columns_of,
             prev: ChainHash::GENESIS,
             next_seq: 1,
             covered_to: wanted.keys().next_back().copied().unwrap_or(0),
@@ -811,11 +839,12 @@ impl ChainVerifier {
                 found: seq,
             });
         }
-        let computed = chain_hash(&self.prev, seq, bytes);
+        let computed = chain_hash_in(self.domain, &self.prev, seq, bytes);
         if &computed != stored_hash {
             return Err(VerifyError::Hash { seq });
         }
-        let decoded = decoded_columns(bytes).map_err(|error| VerifyError::Decode { seq, error })?;
+        let decoded =
+            (self.columns_of)(bytes).map_err(|error| VerifyError::Decode { seq, error })?;
         if let Some(stored) = columns {
             let field = if stored.subject != decoded.subject {
                 Some("subject")

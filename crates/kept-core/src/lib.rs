@@ -16,6 +16,7 @@ pub mod lint;
 pub mod manifest;
 pub mod receipt;
 pub mod regime;
+pub mod requests;
 pub mod rights;
 pub mod rulebook;
 pub mod signals;

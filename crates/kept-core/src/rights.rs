@@ -16,6 +16,7 @@ const DAY: UnixMillis = 24 * 60 * 60 * 1000;
 
 /// What a data subject asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RequestKind {
     Access,

@@ -428,3 +428,73 @@ fn identifiers_keep_their_hashes_and_sealed_values_open() {
     );
     assert!(data.open(&other, &field("sealed ")).is_err());
 }
+
+// --- the requests log ----------------------------------------------------------------------
+
+fn request_records() -> Vec<kept_core::requests::LogRecord> {
+    use kept_core::requests::{LogRecord, RequestKind, State};
+    let intake = LogRecord {
+        request: 12,
+        subject: SubjectId(42),
+        kind: RequestKind::Erasure,
+        from: None,
+        to: State::Received,
+        due_at: 1_792_592_000_000,
+        actor: "key:kept_ab12cd34".into(),
+        reason: None,
+        detail: vec![
+            ("channel".into(), "api".into()),
+            ("regime".into(), "gdpr".into()),
+            ("rule".into(), "gdpr.requests".into()),
+            (
+                "scope.purposes".into(),
+                r#"["marketing.communications"]"#.into(),
+            ),
+            ("verification.method".into(), "company_stated".into()),
+            ("verification.reference".into(), "case-1".into()),
+        ],
+        at: 1_790_000_000_000,
+    };
+    let extended = LogRecord {
+        from: Some(State::Verified),
+        to: State::Extended,
+        due_at: 1_797_862_400_000,
+        reason: Some("three connected systems to search".into()),
+        detail: Vec::new(),
+        at: 1_790_086_400_000,
+        ..intake.clone()
+    };
+    vec![intake, extended]
+}
+
+/// One line per record: its bytes in hex, then its chain hash at its position after the one
+/// before it.
+fn request_lines() -> String {
+    let mut prev = ChainHash::GENESIS;
+    let mut out = String::new();
+    for (i, record) in request_records().iter().enumerate() {
+        let entry = kept_core::requests::chain(&prev, i as u64 + 1, record);
+        out.push_str(&format!(
+            "{} {}\n",
+            hex::encode(&entry.bytes),
+            entry.hash.to_hex()
+        ));
+        prev = entry.hash;
+    }
+    out
+}
+
+#[test]
+fn requests_log_records_keep_their_bytes_and_chain() {
+    let stored = golden("requests/log-v1.txt", request_lines);
+    assert_eq!(request_lines(), stored);
+    let mut verifier = kept_core::requests::verifier([]);
+    for ((i, line), record) in stored.lines().enumerate().zip(request_records()) {
+        let (bytes, hash) = line.split_once(' ').unwrap();
+        let bytes = hex::decode(bytes).unwrap();
+        assert_eq!(kept_core::requests::decode_record(&bytes), Ok(record));
+        let hash = ChainHash::from_slice(&hex::decode(hash).unwrap()).unwrap();
+        verifier.push(i as u64 + 1, &bytes, &hash, None).unwrap();
+    }
+    assert_eq!(verifier.len(), 2);
+}

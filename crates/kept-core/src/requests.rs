@@ -1,0 +1,1067 @@
+//! A data subject request as a first-class record: what was asked (kind and scope), how it came
+//! in (channel), how the subject's identity was verified, when the law wants the answer (from
+//! `rights`, fixed at intake), and where it stands. Its state machine is pure functions that
+//! say which step is allowed and, when not, why, with a stable code. Every step is one record
+//! of the requests log: a canonical encoding chained with the ledger's BLAKE3 chain under a
+//! domain of its own, and covered by the ledger's checkpoints.
+//!
+//! INVARIANT: `encode_record(decode_record(b)) == b` for every accepted `b`, as for the consent
+//! ledger: one record has one encoding. `decode_record` checks it in debug builds.
+
+use crate::ledger::{
+    ChainHash, ChainVerifier, Columns, DecodeError, LedgerEntry, Reader, chain_hash_in,
+    put_opt_str, put_str,
+};
+use crate::regime::Regime;
+pub use crate::rights::RequestKind;
+use crate::rights::Rights;
+use crate::{SubjectId, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The requests log's chain domain: its hashes can never stand for the consent ledger's.
+pub const REQUESTS_CHAIN: &[u8] = b"kept-requests-v1";
+
+/// The requests log's encoding version.
+pub const RECORD_VERSION: u8 = 1;
+
+/// The longest reason, reference or note a request keeps (bytes).
+pub const MAX_TEXT: usize = 2_000;
+
+impl RequestKind {
+    /// A kind by its API name.
+    pub fn parse(s: &str) -> Option<RequestKind> {
+        RequestKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a request came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RequestChannel))]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// The company's systems, through `POST /v1/requests`.
+    Api,
+    /// The customer, signed in to the preference center.
+    PreferenceCenter,
+    /// A public web form, before the person is known to be who they say.
+    PublicForm,
+    /// An operator of the company (the CLI, later the admin console).
+    Operator,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [
+        Channel::Api,
+        Channel::PreferenceCenter,
+        Channel::PublicForm,
+        Channel::Operator,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Api => "api",
+            Channel::PreferenceCenter => "preference_center",
+            Channel::PublicForm => "public_form",
+            Channel::Operator => "operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// How the requester's identity was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationMethod {
+    /// A verified identifier of the subject (an identity token, the preference center's
+    /// session from a signed link, a confirmed double opt-in).
+    VerifiedIdentifier,
+    /// The company verified the person itself and says so through the API, with a reference
+    /// to its own record of it.
+    CompanyStated,
+    /// An authorised agent acts for the subject, with a reference to their proof of authority.
+    Agent,
+}
+
+impl VerificationMethod {
+    pub const ALL: [VerificationMethod; 3] = [
+        VerificationMethod::VerifiedIdentifier,
+        VerificationMethod::CompanyStated,
+        VerificationMethod::Agent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerificationMethod::VerifiedIdentifier => "verified_identifier",
+            VerificationMethod::CompanyStated => "company_stated",
+            VerificationMethod::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VerificationMethod> {
+        VerificationMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// How identity was verified, and by whom on whose behalf.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Verification {
+    pub method: VerificationMethod,
+    /// What shows it: the identifier kind verified (`email`), the company's case number, the
+    /// agent's proof of authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The authorised agent's name, for `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+impl Verification {
+    /// Checks that the verification says what its method needs: a reference for
+    /// `company_stated` and `agent`, and the agent's name for `agent`.
+    pub fn check(&self) -> Result<(), RequestError> {
+        let missing = |field: &'static str| RequestError::Verification {
+            field,
+            method: self.method,
+        };
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
+        match self.method {
+            VerificationMethod::VerifiedIdentifier => Ok(()),
+            VerificationMethod::CompanyStated if blank(&self.reference) => {
+                Err(missing("reference"))
+            }
+            VerificationMethod::CompanyStated => Ok(()),
+            VerificationMethod::Agent if blank(&self.agent) => Err(missing("agent")),
+            VerificationMethod::Agent if blank(&self.reference) => Err(missing("reference")),
+            VerificationMethod::Agent => Ok(()),
+        }
+    }
+}
+
+/// What a request covers. Empty lists mean everything Kept and the systems hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RequestScope))]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Purpose keys (`marketing.communications`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purposes: Vec<String>,
+    /// Data categories (`user.contact.email`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// Systems of the manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub systems: Vec<String>,
+}
+
+impl Scope {
+    /// Whether the request covers everything.
+    pub fn is_all(&self) -> bool {
+        self.purposes.is_empty() && self.categories.is_empty() && self.systems.is_empty()
+    }
+
+    /// The scope with each list sorted and deduplicated: one scope, one stored form.
+    pub fn normalized(mut self) -> Scope {
+        for list in [&mut self.purposes, &mut self.categories, &mut self.systems] {
+            list.sort();
+            list.dedup();
+        }
+        self
+    }
+}
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RequestState))]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Received,
+    Verified,
+    InProgress,
+    Completed,
+    Rejected,
+    /// The answer was put off, once, with a reason, to a later due date the law allows; work
+    /// goes on from where it stood (`Request::resume`).
+    Extended,
+}
+
+impl State {
+    pub const ALL: [State; 6] = [
+        State::Received,
+        State::Verified,
+        State::InProgress,
+        State::Completed,
+        State::Rejected,
+        State::Extended,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Received => "received",
+            State::Verified => "verified",
+            State::InProgress => "in_progress",
+            State::Completed => "completed",
+            State::Rejected => "rejected",
+            State::Extended => "extended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Not yet answered: the deadline still runs.
+    pub fn is_open(self) -> bool {
+        !matches!(self, State::Completed | State::Rejected)
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            State::Received => 1,
+            State::Verified => 2,
+            State::InProgress => 3,
+            State::Completed => 4,
+            State::Rejected => 5,
+            State::Extended => 6,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.tag() == tag)
+    }
+
+    /// The step `advance` takes from a working state.
+    fn next(self) -> Option<State> {
+        match self {
+            State::Received => Some(State::Verified),
+            State::Verified => Some(State::InProgress),
+            State::InProgress => Some(State::Completed),
+            State::Completed | State::Rejected | State::Extended => None,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Assigned by the store; 0 before it is filed.
+    pub id: u64,
+    pub subject: SubjectId,
+    pub kind: RequestKind,
+    pub scope: Scope,
+    pub channel: Channel,
+    /// `None` until identity is verified.
+    pub verification: Option<Verification>,
+    /// The regime key that set the deadline (`gdpr`, …; `strictest` when unknown).
+    pub regime: String,
+    pub region: Option<String>,
+    /// The `rights` row the deadline comes from.
+    pub rule: String,
+    pub state: State,
+    /// While `Extended`: the working state the request was in, from which `advance` goes on.
+    pub resume: Option<State>,
+    pub received_at: UnixMillis,
+    /// The answer is due by then (later once extended).
+    pub due_at: UnixMillis,
+    /// Receipt must be confirmed by then, where the law says so.
+    pub acknowledge_by: Option<UnixMillis>,
+    /// The latest the rule lets an extension put the answer off to; `None`: no extension.
+    pub extension_until: Option<UnixMillis>,
+    /// When the one extension was taken.
+    pub extended_at: Option<UnixMillis>,
+    /// Why it was extended or rejected (the last such reason).
+    pub reason: Option<String>,
+    pub updated_at: UnixMillis,
+}
+
+impl Request {
+    /// Open and past its due date.
+    pub fn is_overdue(&self, now: UnixMillis) -> bool {
+        self.state.is_open() && now > self.due_at
+    }
+
+    /// The state a request in `Extended` works from, else its own.
+    pub fn working_state(&self) -> State {
+        match self.state {
+            State::Extended => self.resume.unwrap_or(State::Received),
+            s => s,
+        }
+    }
+}
+
+/// What a new request says before it is filed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intake {
+    pub subject: SubjectId,
+    pub kind: RequestKind,
+    pub scope: Scope,
+    pub channel: Channel,
+    /// Given at intake when identity is already established (the preference center's session).
+    /// It is recorded; the request still starts `received` and `advance` verifies it.
+    pub verification: Option<Verification>,
+    /// The subject's regime as resolved from where they are; `strictest` when unknown.
+    pub regime: Regime,
+    pub region: Option<String>,
+    pub at: UnixMillis,
+}
+
+/// A request filed now: its deadline from the rows of `rights` for the subject's regime, region
+/// and the kind (a regime no row answers, `strictest`). Should no row apply at all (the shipped
+/// rows always have one), the answer is due at once: failing closed.
+pub fn intake(rights: &Rights, new: Intake) -> Result<Request, RequestError> {
+    if let Some(v) = &new.verification {
+        v.check()?;
+    }
+    let deadline = rights.deadline(new.regime, new.region.as_deref(), new.kind, new.at);
+    let (rule, due_at, acknowledge_by, extension_until) = match deadline {
+        Some(d) => (
+            d.rule.id.clone(),
+            d.due_at,
+            d.acknowledge_by,
+            d.extended_due_at,
+        ),
+        None => ("none".to_owned(), new.at, None, None),
+    };
+    Ok(Request {
+        id: 0,
+        subject: new.subject,
+        kind: new.kind,
+        scope: new.scope.normalized(),
+        channel: new.channel,
+        verification: new.verification,
+        regime: new.regime.as_str().to_owned(),
+        region: new.region,
+        rule,
+        state: State::Received,
+        resume: None,
+        received_at: new.at,
+        due_at,
+        acknowledge_by,
+        extension_until,
+        extended_at: None,
+        reason: None,
+        updated_at: new.at,
+    })
+}
+
+/// A step asked of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// The next step: received → verified → in progress → completed (from `extended`, the
+    /// next step from where it stood). `expect` guards against two operators racing: the step
+    /// is refused unless it leads there. Verifying needs a verification, given here or at
+    /// intake.
+    Advance {
+        expect: Option<State>,
+        verification: Option<Verification>,
+        note: Option<String>,
+    },
+    /// Puts the answer off, once, with a reason, while the first deadline still runs, to
+    /// `until` (default: the latest the rule allows).
+    Extend {
+        reason: String,
+        until: Option<UnixMillis>,
+    },
+    /// Refuses the request, with a reason.
+    Reject { reason: String },
+}
+
+impl Transition {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transition::Advance { .. } => "advance",
+            Transition::Extend { .. } => "extend",
+            Transition::Reject { .. } => "reject",
+        }
+    }
+}
+
+/// Why a request or a step of it is refused. Each has a stable code and names the field to
+/// blame, if one is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("a `{state}` request cannot be {action}: it is closed")]
+    Closed { state: State, action: &'static str },
+    #[error("an `extended` request cannot be extended again")]
+    NotFromExtended,
+    #[error("the request's next step is `{next}`, not `{expected}`")]
+    UnexpectedStep { expected: State, next: State },
+    #[error("the request cannot be verified without a `verification`")]
+    Unverified,
+    #[error("a `{}` verification needs `verification.{field}`", method.as_str())]
+    Verification {
+        field: &'static str,
+        method: VerificationMethod,
+    },
+    #[error("the request was already extended once")]
+    ExtendedTwice,
+    #[error("the `{rule}` deadline allows no extension")]
+    NoExtension { rule: String },
+    #[error("the extension must be asked for before the first deadline passes")]
+    ExtensionLate,
+    #[error(
+        "`until` must be after the current due date and at most {limit} (the rule's extension)"
+    )]
+    ExtensionRange { limit: UnixMillis },
+    #[error("`{field}` is required and may not be blank")]
+    ReasonRequired { field: &'static str },
+    #[error("`{field}` is longer than {MAX_TEXT} bytes")]
+    TooLong { field: &'static str },
+}
+
+impl RequestError {
+    /// Stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestError::Closed { .. } => "request.closed",
+            RequestError::NotFromExtended => "request.already_extended",
+            RequestError::UnexpectedStep { .. } => "request.unexpected_step",
+            RequestError::Unverified => "request.unverified",
+            RequestError::Verification { .. } => "request.verification",
+            RequestError::ExtendedTwice => "request.extended_twice",
+            RequestError::NoExtension { .. } => "request.no_extension",
+            RequestError::ExtensionLate => "request.extension_late",
+            RequestError::ExtensionRange { .. } => "request.extension_range",
+            RequestError::ReasonRequired { .. } => "request.reason_required",
+            RequestError::TooLong { .. } => "request.too_long",
+        }
+    }
+
+    /// The input field to blame, as the API names it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            RequestError::Closed { .. }
+            | RequestError::NotFromExtended
+            | RequestError::ExtendedTwice
+            | RequestError::NoExtension { .. }
+            | RequestError::ExtensionLate => "state",
+            RequestError::UnexpectedStep { .. } => "to",
+            RequestError::Unverified => "verification",
+            RequestError::Verification { field, .. } => match *field {
+                "agent" => "verification.agent",
+                _ => "verification.reference",
+            },
+            RequestError::ExtensionRange { .. } => "until",
+            RequestError::ReasonRequired { field } | RequestError::TooLong { field } => field,
+        }
+    }
+
+    /// Whether the request's state refused the step (a conflict), rather than the input.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            RequestError::Closed { .. }
+                | RequestError::NotFromExtended
+                | RequestError::UnexpectedStep { .. }
+                | RequestError::Unverified
+                | RequestError::ExtendedTwice
+                | RequestError::NoExtension { .. }
+                | RequestError::ExtensionLate
+        )
+    }
+}
+
+fn text(field: &'static str, value: &str) -> Result<String, RequestError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(RequestError::ReasonRequired { field });
+    }
+    if trimmed.len() > MAX_TEXT {
+        return Err(RequestError::TooLong { field });
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A step applied: the request after it and the log record that proves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub request: Request,
+    pub record: LogRecord,
+}
+
+/// Applies `step` to `request` at `now` by `actor`, or says why it may not be taken. Pure:
+/// the store calls it on the row it read under its write lock, and writes the request and the
+/// record in one transaction.
+pub fn apply(
+    request: &Request,
+    step: &Transition,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<Applied, RequestError> {
+    let mut next = request.clone();
+    let mut detail = Vec::new();
+    let mut reason = None;
+    let closed = |action| RequestError::Closed {
+        state: request.state,
+        action,
+    };
+    match step {
+        Transition::Advance {
+            expect,
+            verification,
+            note,
+        } => {
+            let from = request.working_state();
+            let to = from.next().ok_or_else(|| closed("advanced"))?;
+            if let Some(expected) = expect
+                && *expected != to
+            {
+                return Err(RequestError::UnexpectedStep {
+                    expected: *expected,
+                    next: to,
+                });
+            }
+            if to == State::Verified {
+                let v = verification
+                    .clone()
+                    .or_else(|| request.verification.clone())
+                    .ok_or(RequestError::Unverified)?;
+                v.check()?;
+                detail.extend(verification_detail(&v));
+                next.verification = Some(v);
+            } else if verification.is_some() {
+                // Verification is the first step's; a later one would rewrite history.
+                return Err(RequestError::UnexpectedStep {
+                    expected: State::Verified,
+                    next: to,
+                });
+            }
+            if let Some(note) = note {
+                detail.push(("note".to_owned(), text("note", note)?));
+            }
+            next.state = to;
+            next.resume = None;
+        }
+        Transition::Extend { reason: why, until } => {
+            if !request.state.is_open() {
+                return Err(closed("extended"));
+            }
+            if request.state == State::Extended || request.extended_at.is_some() {
+                return Err(RequestError::ExtendedTwice);
+            }
+            let limit = request
+                .extension_until
+                .ok_or_else(|| RequestError::NoExtension {
+                    rule: request.rule.clone(),
+                })?;
+            if now > request.due_at {
+                return Err(RequestError::ExtensionLate);
+            }
+            let new_due = until.unwrap_or(limit);
+            if new_due <= request.due_at || new_due > limit {
+                return Err(RequestError::ExtensionRange { limit });
+            }
+            let why = text("reason", why)?;
+            reason = Some(why.clone());
+            next.reason = Some(why);
+            next.resume = Some(request.state);
+            next.state = State::Extended;
+            next.due_at = new_due;
+            next.extended_at = Some(now);
+        }
+        Transition::Reject { reason: why } => {
+            if !request.state.is_open() {
+                return Err(closed("rejected"));
+            }
+            let why = text("reason", why)?;
+            reason = Some(why.clone());
+            next.reason = Some(why);
+            next.resume = None;
+            next.state = State::Rejected;
+        }
+    }
+    next.updated_at = now;
+    detail.sort();
+    let record = LogRecord {
+        request: request.id,
+        subject: request.subject,
+        kind: request.kind,
+        from: Some(request.state),
+        to: next.state,
+        due_at: next.due_at,
+        actor: actor.to_owned(),
+        reason,
+        detail,
+        at: now,
+    };
+    Ok(Applied {
+        request: next,
+        record,
+    })
+}
+
+fn verification_detail(v: &Verification) -> Vec<(String, String)> {
+    let mut out = vec![(
+        "verification.method".to_owned(),
+        v.method.as_str().to_owned(),
+    )];
+    if let Some(r) = &v.reference {
+        out.push(("verification.reference".to_owned(), r.clone()));
+    }
+    if let Some(a) = &v.agent {
+        out.push(("verification.agent".to_owned(), a.clone()));
+    }
+    out
+}
+
+/// The record of a request's intake: everything the deadline and the scope came from.
+pub fn intake_record(request: &Request, actor: &str) -> LogRecord {
+    let mut detail = vec![
+        ("channel".to_owned(), request.channel.as_str().to_owned()),
+        ("regime".to_owned(), request.regime.clone()),
+        ("rule".to_owned(), request.rule.clone()),
+    ];
+    if let Some(region) = &request.region {
+        detail.push(("region".to_owned(), region.clone()));
+    }
+    let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_default();
+    for (key, values) in [
+        ("scope.categories", &request.scope.categories),
+        ("scope.purposes", &request.scope.purposes),
+        ("scope.systems", &request.scope.systems),
+    ] {
+        if !values.is_empty() {
+            detail.push((key.to_owned(), list(values)));
+        }
+    }
+    if let Some(v) = &request.verification {
+        detail.extend(verification_detail(v));
+    }
+    detail.sort();
+    LogRecord {
+        request: request.id,
+        subject: request.subject,
+        kind: request.kind,
+        from: None,
+        to: request.state,
+        due_at: request.due_at,
+        actor: actor.to_owned(),
+        reason: None,
+        detail,
+        at: request.received_at,
+    }
+}
+
+/// One record of the requests log: a request entering a state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub request: u64,
+    pub subject: SubjectId,
+    pub kind: RequestKind,
+    /// `None` for the intake.
+    pub from: Option<State>,
+    pub to: State,
+    /// The due date after this step.
+    pub due_at: UnixMillis,
+    /// Who took the step: `key:<key id>`, `preference_center`, `operator:<name>`.
+    pub actor: String,
+    pub reason: Option<String>,
+    /// Whatever else the step says, by key, keys in ascending order and each once.
+    pub detail: Vec<(String, String)>,
+    pub at: UnixMillis,
+}
+
+/// The canonical bytes of a log record (version 1):
+///
+/// `1 ‖ request u64 ‖ subject u32 ‖ kind str ‖ from (0 | state tag) ‖ to tag ‖ due i64 ‖
+/// actor str ‖ reason opt str ‖ detail count u32 ‖ (key str ‖ value str)* ‖ at i64`
+///
+/// integers big-endian, `str` a u32 length then UTF-8, `opt str` a 0 or a 1 then the string.
+pub fn encode_record(record: &LogRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&record.request.to_be_bytes());
+    out.extend_from_slice(&record.subject.0.to_be_bytes());
+    put_str(&mut out, record.kind.as_str());
+    out.push(record.from.map_or(0, State::tag));
+    out.push(record.to.tag());
+    out.extend_from_slice(&record.due_at.to_be_bytes());
+    put_str(&mut out, &record.actor);
+    put_opt_str(&mut out, record.reason.as_deref());
+    let count = u32::try_from(record.detail.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    for (key, value) in record.detail.iter().take(count as usize) {
+        put_str(&mut out, key);
+        put_str(&mut out, value);
+    }
+    out.extend_from_slice(&record.at.to_be_bytes());
+    out
+}
+
+/// Decodes canonical bytes; rejects anything `encode_record` would not write.
+pub fn decode_record(bytes: &[u8]) -> Result<LogRecord, DecodeError> {
+    let mut r = Reader { rest: bytes };
+    let version = r.u8("version")?;
+    if version != RECORD_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let request = u64::from_be_bytes(
+        r.take(8, "request")?
+            .try_into()
+            .map_err(|_| DecodeError::Truncated("request"))?,
+    );
+    let subject = SubjectId(r.u32("subject")?);
+    let kind = RequestKind::parse(r.str("kind")?).ok_or(DecodeError::Invalid("kind"))?;
+    let from = match r.u8("from")? {
+        0 => None,
+        tag => Some(State::from_tag(tag).ok_or(DecodeError::Invalid("from"))?),
+    };
+    let to = State::from_tag(r.u8("to")?).ok_or(DecodeError::Invalid("to"))?;
+    let due_at = r.i64("due")?;
+    let actor = r.str("actor")?.to_owned();
+    let reason = r.opt_str("reason")?.map(str::to_owned);
+    let count = r.u32("detail count")?;
+    let mut detail: Vec<(String, String)> = Vec::new();
+    for _ in 0..count {
+        let key = r.str("detail key")?;
+        let value = r.str("detail value")?;
+        // Keys strictly ascending: one order, so one encoding.
+        if detail.last().is_some_and(|(k, _)| k.as_str() >= key) {
+            return Err(DecodeError::Invalid("detail order"));
+        }
+        detail.push((key.to_owned(), value.to_owned()));
+    }
+    let at = r.i64("time")?;
+    if !r.rest.is_empty() {
+        return Err(DecodeError::Trailing(r.rest.len()));
+    }
+    let record = LogRecord {
+        request,
+        subject,
+        kind,
+        from,
+        to,
+        due_at,
+        actor,
+        reason,
+        detail,
+        at,
+    };
+    debug_assert!(
+        encode_record(&record) == bytes,
+        "accepted requests log bytes that `encode_record` would not write"
+    );
+    Ok(record)
+}
+
+/// The columns a log row stores beside its bytes, read from the bytes.
+pub fn record_columns(bytes: &[u8]) -> Result<Columns, DecodeError> {
+    decode_record(bytes).map(|r| Columns {
+        subject: r.subject,
+        at: r.at,
+    })
+}
+
+/// A record chained after `prev` at position `seq` of the requests log.
+pub fn chain(prev: &ChainHash, seq: u64, record: &LogRecord) -> LedgerEntry {
+    let bytes = encode_record(record);
+    let hash = chain_hash_in(REQUESTS_CHAIN, prev, seq, &bytes);
+    LedgerEntry { seq, bytes, hash }
+}
+
+/// A streaming verifier of the requests log, checked against checkpoints at `checkpoint_seqs`.
+pub fn verifier(checkpoint_seqs: impl IntoIterator<Item = u64>) -> ChainVerifier {
+    ChainVerifier::for_chain(REQUESTS_CHAIN, record_columns, checkpoint_seqs)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "test code: a failed expectation is a failed test"
+    )]
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: UnixMillis = 1_772_445_600_000;
+    const DAY: UnixMillis = 24 * 60 * 60 * 1000;
+
+    fn filed(regime: Regime, kind: RequestKind) -> Request {
+        let mut r = intake(
+            &Rights::builtin().unwrap(),
+            Intake {
+                subject: SubjectId(7),
+                kind,
+                scope: Scope::default(),
+                channel: Channel::Api,
+                verification: None,
+                regime,
+                region: None,
+                at: T0,
+            },
+        )
+        .unwrap();
+        r.id = 1;
+        r
+    }
+
+    fn advance() -> Transition {
+        Transition::Advance {
+            expect: None,
+            verification: None,
+            note: None,
+        }
+    }
+
+    fn stated() -> Verification {
+        Verification {
+            method: VerificationMethod::CompanyStated,
+            reference: Some("case-1".into()),
+            agent: None,
+        }
+    }
+
+    #[test]
+    fn intake_takes_the_deadline_of_the_subjects_regime_and_strictest_when_unknown() {
+        let ccpa = filed(Regime::Ccpa, RequestKind::Erasure);
+        assert_eq!(ccpa.rule, "ccpa.requests");
+        assert_eq!(ccpa.due_at, T0 + 45 * DAY);
+        assert_eq!(ccpa.extension_until, Some(T0 + 90 * DAY));
+        let unknown = filed(Regime::Strictest, RequestKind::Access);
+        assert_eq!(unknown.rule, "strictest.requests");
+        assert_eq!(unknown.due_at, T0 + 15 * DAY);
+        assert_eq!(unknown.state, State::Received);
+    }
+
+    #[test]
+    fn the_happy_path_and_its_records() {
+        let r = filed(Regime::Gdpr, RequestKind::Access);
+        let err = apply(&r, &advance(), "key:k", T0 + 1).unwrap_err();
+        assert_eq!(err.code(), "request.unverified");
+        let v = apply(
+            &r,
+            &Transition::Advance {
+                expect: Some(State::Verified),
+                verification: Some(stated()),
+                note: None,
+            },
+            "key:k",
+            T0 + 1,
+        )
+        .unwrap();
+        assert_eq!(v.request.state, State::Verified);
+        assert_eq!(v.record.from, Some(State::Received));
+        assert!(
+            v.record
+                .detail
+                .contains(&("verification.reference".into(), "case-1".into()))
+        );
+        let p = apply(&v.request, &advance(), "key:k", T0 + 2).unwrap();
+        assert_eq!(p.request.state, State::InProgress);
+        let c = apply(&p.request, &advance(), "key:k", T0 + 3).unwrap();
+        assert_eq!(c.request.state, State::Completed);
+        for step in [
+            advance(),
+            Transition::Reject { reason: "x".into() },
+            Transition::Extend {
+                reason: "x".into(),
+                until: None,
+            },
+        ] {
+            assert_eq!(
+                apply(&c.request, &step, "k", T0 + 4).unwrap_err().code(),
+                "request.closed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_step_the_caller_did_not_expect_is_refused() {
+        let r = filed(Regime::Gdpr, RequestKind::Access);
+        let err = apply(
+            &r,
+            &Transition::Advance {
+                expect: Some(State::Completed),
+                verification: Some(stated()),
+                note: None,
+            },
+            "k",
+            T0,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "request.unexpected_step");
+        assert_eq!(err.field(), "to");
+    }
+
+    #[test]
+    fn verification_needs_what_its_method_names() {
+        let agent = Verification {
+            method: VerificationMethod::Agent,
+            reference: Some("poa.pdf".into()),
+            agent: None,
+        };
+        assert_eq!(agent.check().unwrap_err().field(), "verification.agent");
+        let stated = Verification {
+            reference: Some("  ".into()),
+            ..stated()
+        };
+        assert_eq!(stated.check().unwrap_err().code(), "request.verification");
+    }
+
+    #[test]
+    fn extension_once_within_the_rule_and_before_the_deadline() {
+        let r = filed(Regime::Gdpr, RequestKind::Erasure);
+        let limit = r.extension_until.unwrap();
+        let late = apply(
+            &r,
+            &Transition::Extend {
+                reason: "complex".into(),
+                until: None,
+            },
+            "k",
+            r.due_at + 1,
+        );
+        assert_eq!(late.unwrap_err().code(), "request.extension_late");
+        let too_far = apply(
+            &r,
+            &Transition::Extend {
+                reason: "complex".into(),
+                until: Some(limit + 1),
+            },
+            "k",
+            T0 + DAY,
+        );
+        assert_eq!(too_far.unwrap_err().code(), "request.extension_range");
+        let blank = apply(
+            &r,
+            &Transition::Extend {
+                reason: " ".into(),
+                until: None,
+            },
+            "k",
+            T0 + DAY,
+        );
+        assert_eq!(blank.unwrap_err().field(), "reason");
+        let e = apply(
+            &r,
+            &Transition::Extend {
+                reason: "complex".into(),
+                until: None,
+            },
+            "k",
+            T0 + DAY,
+        )
+        .unwrap();
+        assert_eq!(e.request.state, State::Extended);
+        assert_eq!(e.request.due_at, limit);
+        assert_eq!(e.record.due_at, limit);
+        let again = apply(
+            &e.request,
+            &Transition::Extend {
+                reason: "again".into(),
+                until: None,
+            },
+            "k",
+            T0 + 2 * DAY,
+        );
+        assert_eq!(again.unwrap_err().code(), "request.extended_twice");
+        // Work goes on from where it stood, and the extension stays used.
+        let v = apply(
+            &e.request,
+            &Transition::Advance {
+                expect: None,
+                verification: Some(stated()),
+                note: None,
+            },
+            "k",
+            T0 + 2 * DAY,
+        )
+        .unwrap();
+        assert_eq!(v.request.state, State::Verified);
+        let again = apply(
+            &v.request,
+            &Transition::Extend {
+                reason: "again".into(),
+                until: None,
+            },
+            "k",
+            T0 + 3 * DAY,
+        );
+        assert_eq!(again.unwrap_err().code(), "request.extended_twice");
+        let lgpd = filed(Regime::Lgpd, RequestKind::Access);
+        let none = apply(
+            &lgpd,
+            &Transition::Extend {
+                reason: "x".into(),
+                until: None,
+            },
+            "k",
+            T0,
+        );
+        assert_eq!(none.unwrap_err().code(), "request.no_extension");
+    }
+
+    #[test]
+    fn overdue_only_while_open() {
+        let r = filed(Regime::Lgpd, RequestKind::Access);
+        assert!(!r.is_overdue(r.due_at));
+        assert!(r.is_overdue(r.due_at + 1));
+        let done = apply(
+            &r,
+            &Transition::Reject {
+                reason: "no".into(),
+            },
+            "k",
+            T0,
+        )
+        .unwrap();
+        assert!(!done.request.is_overdue(r.due_at + 1));
+    }
+
+    fn sample() -> LogRecord {
+        let mut r = filed(Regime::Gdpr, RequestKind::Erasure);
+        r.verification = Some(stated());
+        intake_record(&r, "key:kept_ab12cd34")
+    }
+
+    #[test]
+    fn records_round_trip_and_chain_in_their_own_domain() {
+        let record = sample();
+        let bytes = encode_record(&record);
+        assert_eq!(decode_record(&bytes), Ok(record.clone()));
+        let entry = chain(&ChainHash::GENESIS, 1, &record);
+        assert_ne!(
+            entry.hash,
+            crate::ledger::chain_hash(&ChainHash::GENESIS, 1, &bytes)
+        );
+        let mut v = verifier([]);
+        assert_eq!(v.push(1, &entry.bytes, &entry.hash, None), Ok(()));
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(decode_record(&trailing), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn detail_keys_out_of_order_do_not_decode() {
+        let mut record = sample();
+        record.detail.reverse();
+        assert_eq!(
+            decode_record(&encode_record(&record)),
+            Err(DecodeError::Invalid("detail order"))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(record) = decode_record(&bytes) {
+                prop_assert_eq!(encode_record(&record), bytes);
+            }
+        }
+    }
+}
