@@ -1,16 +1,283 @@
 //! Data subject requests on PostgreSQL. Several servers may share the database: the partial
-//! unique index on open erasure requests settles a race, not a read before the write.
+//! unique index on open erasure requests settles a race, not a read before the write, and a
+//! request's step takes the requests log's table lock first (one chain, extended by one
+//! writer at a time), then its row, so that two steps of one request are taken one after the
+//! other, each on the row the other left.
 
 use super::{Cols, PostgresStore, db};
 use async_trait::async_trait;
-use kept_core::SubjectId;
-use kept_store::Result;
+use kept_core::ledger::ChainHash;
+use kept_core::requests::{LogRecord, Request, RequestError, Transition, apply, intake_record};
+use kept_core::{SubjectId, UnixMillis};
+use kept_store::columns::{CHECKPOINT_COLUMNS, chain_hash, checkpoint_row, ledger_row, to_i64};
 use kept_store::requests::{
-    ERASURE_COLUMNS, ErasureRequest, NewErasureRequest, RequestStore, erasure_row,
+    ERASURE_COLUMNS, ErasureRequest, NewErasureRequest, OpenCounts, REQUEST_COLUMNS, RequestFilter,
+    RequestStore, Stepped, chain_step, erasure_row, request_row, scope_column, verification_column,
 };
+use kept_store::{LedgerRow, Result, StoreError};
+use sqlx::{PgConnection, Row};
+
+const LOG_COLUMNS: &str = "seq, subject_id, bytes, hash, at";
+
+impl PostgresStore {
+    /// Appends `record` to the requests log inside `conn`'s transaction, with its checkpoint.
+    async fn append_request_log(
+        &self,
+        conn: &mut PgConnection,
+        record: &LogRecord,
+    ) -> Result<(
+        kept_core::ledger::LedgerEntry,
+        Option<kept_core::ledger::Checkpoint>,
+    )> {
+        sqlx::query("LOCK TABLE request_log IN EXCLUSIVE MODE")
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        let tip = sqlx::query("SELECT seq, hash FROM request_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        let tip = match tip {
+            None => (0, ChainHash::GENESIS),
+            Some(row) => {
+                let seq = kept_store::columns::to_u64(row.try_get(0).map_err(db)?, "log seq")?;
+                let hash: Vec<u8> = row.try_get(1).map_err(db)?;
+                (seq, chain_hash(seq, &hash)?)
+            }
+        };
+        let last = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM request_log_checkpoints ORDER BY seq DESC LIMIT 1"
+        ))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+        let last = match last {
+            None => (0, ChainHash::GENESIS),
+            Some(row) => checkpoint_row(&Cols(&row)).map(|c| (c.seq, c.digest()))?,
+        };
+        let signer = self.signer.get();
+        let (entry, checkpoint) = chain_step(record, tip, last, signer.as_ref());
+        sqlx::query(
+            "INSERT INTO request_log (seq, request_id, subject_id, at, bytes, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(to_i64(entry.seq)?)
+        .bind(to_i64(record.request)?)
+        .bind(i64::from(record.subject.0))
+        .bind(record.at)
+        .bind(entry.bytes.as_slice())
+        .bind(entry.hash.0.as_slice())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        if let Some(cp) = &checkpoint {
+            sqlx::query(
+                "INSERT INTO request_log_checkpoints (seq, hash, at, key_id, signature, prev) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(to_i64(cp.seq)?)
+            .bind(cp.hash.0.as_slice())
+            .bind(cp.at)
+            .bind(cp.key_id.as_str())
+            .bind(cp.signature.as_slice())
+            .bind(cp.prev.as_ref().map(|p| p.0.as_slice()))
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
+        Ok((entry, checkpoint))
+    }
+}
 
 #[async_trait]
 impl RequestStore for PostgresStore {
+    async fn file_request(&self, request: Request, actor: &str) -> Result<Stepped> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO requests (subject_id, kind, scope, channel, verification, regime, \
+             region, rule, state, resume, received_at, due_at, acknowledge_by, extension_until, \
+             extended_at, reason, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             RETURNING {REQUEST_COLUMNS}"
+        ))
+        .bind(i64::from(request.subject.0))
+        .bind(request.kind.as_str())
+        .bind(scope_column(&request.scope))
+        .bind(request.channel.as_str())
+        .bind(verification_column(request.verification.as_ref()))
+        .bind(&request.regime)
+        .bind(&request.region)
+        .bind(&request.rule)
+        .bind(request.state.as_str())
+        .bind(request.resume.map(|s| s.as_str()))
+        .bind(request.received_at)
+        .bind(request.due_at)
+        .bind(request.acknowledge_by)
+        .bind(request.extension_until)
+        .bind(request.extended_at)
+        .bind(&request.reason)
+        .bind(request.updated_at)
+        .fetch_one(&mut *tx)
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            Err(e) => {
+                drop(tx);
+                return Err(self.missing_subject(e, [request.subject]).await);
+            }
+        };
+        let stored = request_row(&Cols(&row))?;
+        let record = intake_record(&stored, actor);
+        let (entry, checkpoint) = self.append_request_log(&mut tx, &record).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Stepped {
+            request: stored,
+            entry,
+            checkpoint,
+        })
+    }
+
+    async fn step_request(
+        &self,
+        id: u64,
+        step: &Transition,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<std::result::Result<Stepped, RequestError>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("LOCK TABLE request_log IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(to_i64(id)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                what: "request",
+                key: id.to_string(),
+            });
+        };
+        let current = request_row(&Cols(&row))?;
+        let applied = match apply(&current, step, actor, now) {
+            Ok(applied) => applied,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let next = &applied.request;
+        sqlx::query(
+            "UPDATE requests SET verification = $1, state = $2, resume = $3, due_at = $4, \
+             extended_at = $5, reason = $6, updated_at = $7 WHERE id = $8",
+        )
+        .bind(verification_column(next.verification.as_ref()))
+        .bind(next.state.as_str())
+        .bind(next.resume.map(|s| s.as_str()))
+        .bind(next.due_at)
+        .bind(next.extended_at)
+        .bind(&next.reason)
+        .bind(next.updated_at)
+        .bind(to_i64(id)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let (entry, checkpoint) = self.append_request_log(&mut tx, &applied.record).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Ok(Stepped {
+            request: applied.request,
+            entry,
+            checkpoint,
+        }))
+    }
+
+    async fn request(&self, id: u64) -> Result<Option<Request>> {
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
+        ))
+        .bind(to_i64(id)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| request_row(&Cols(&r))).transpose()
+    }
+
+    async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests \
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
+             AND ($3::bigint IS NULL OR subject_id = $3) AND ($4::bigint IS NULL OR due_at < $4) \
+             AND ($5::bigint IS NULL OR (due_at < $5 AND state NOT IN ('completed', 'rejected'))) \
+             AND ($6::bigint IS NULL OR id < $6) \
+             ORDER BY id DESC LIMIT $7"
+        ))
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(filter.kind.map(|k| k.as_str()))
+        .bind(filter.subject.map(|s| i64::from(s.0)))
+        .bind(filter.due_before)
+        .bind(filter.open_due_before)
+        .bind(filter.before.map(to_i64).transpose()?)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| request_row(&Cols(r))).collect()
+    }
+
+    async fn open_request_counts(&self, now: UnixMillis, window: i64) -> Result<OpenCounts> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FILTER (WHERE due_at < $1), \
+             COUNT(*) FILTER (WHERE due_at >= $1 AND due_at <= $2) \
+             FROM requests WHERE state NOT IN ('completed', 'rejected')",
+        )
+        .bind(now)
+        .bind(now.saturating_add(window))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let count = |i: usize| -> Result<u64> {
+            kept_store::columns::to_u64(row.try_get(i).map_err(db)?, "request count")
+        };
+        Ok(OpenCounts {
+            overdue: count(0)?,
+            due_soon: count(1)?,
+        })
+    }
+
+    async fn request_log_of(&self, id: u64) -> Result<Vec<LedgerRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LOG_COLUMNS} FROM request_log WHERE request_id = $1 ORDER BY seq"
+        ))
+        .bind(to_i64(id)?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| ledger_row(&Cols(r))).collect()
+    }
+
+    async fn request_log_rows(&self, after: u64, limit: u32) -> Result<Vec<LedgerRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LOG_COLUMNS} FROM request_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| ledger_row(&Cols(r))).collect()
+    }
+
+    async fn request_log_checkpoints(&self) -> Result<Vec<kept_core::ledger::Checkpoint>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM request_log_checkpoints ORDER BY seq"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| checkpoint_row(&Cols(r))).collect()
+    }
+
     async fn file_erasure_request(&self, request: NewErasureRequest) -> Result<ErasureRequest> {
         let inserted = sqlx::query(&format!(
             "INSERT INTO erasure_requests (subject_id, regime, source, state, requested_at, \

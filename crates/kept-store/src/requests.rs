@@ -1,6 +1,12 @@
-//! Data subject requests as the store keeps them: what was asked, under which regime, and the
-//! deadline the law gives the company to answer (`kept_core::rights`). The preference center
-//! files erasure requests today; access, portability and the request workflow come next.
+//! Data subject requests as the store keeps them: the requests themselves
+//! (`kept_core::requests::Request`, with their deadline from `kept_core::rights`) and the
+//! requests log, each step of a request a record chained and checkpointed like the consent
+//! ledger. The preference center's older erasure requests (`file_erasure_request`) stay
+//! beside them.
+//!
+//! INVARIANT: a request's row and its log change together: `file_request` and
+//! `step_request` write the row, the log record and its checkpoint in one transaction, or
+//! nothing. The conformance case `requests_a_failed_step_changes_nothing` checks it.
 //!
 //! INVARIANT: a subject has at most one erasure request `Received` at a time, whatever the
 //! number of servers sharing the database. Held by each backend's partial unique index, not
@@ -8,8 +14,12 @@
 //! checks it.
 
 use crate::columns::{Row, subject_id, to_u64};
-use crate::{Result, StoreError};
+use crate::{LedgerRow, Result, StoreError};
 use async_trait::async_trait;
+use kept_core::ledger::{Checkpoint, LedgerEntry};
+use kept_core::requests::{
+    Channel, Request, RequestError, RequestKind, Scope, State, Transition, Verification,
+};
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
@@ -91,9 +101,135 @@ pub fn erasure_row(row: &impl Row) -> Result<ErasureRequest> {
     })
 }
 
+/// The SELECT list [`request_row`] reads, in order.
+pub const REQUEST_COLUMNS: &str = "id, subject_id, kind, scope, channel, verification, regime, \
+     region, rule, state, resume, received_at, due_at, acknowledge_by, extension_until, \
+     extended_at, reason, updated_at";
+
+/// A request's `scope` column.
+pub fn scope_column(scope: &Scope) -> String {
+    serde_json::to_string(scope).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// A request's `verification` column.
+pub fn verification_column(v: Option<&Verification>) -> Option<String> {
+    v.and_then(|v| serde_json::to_string(v).ok())
+}
+
+/// A request from a row of [`REQUEST_COLUMNS`].
+pub fn request_row(row: &impl Row) -> Result<Request> {
+    let id = to_u64(row.int(0)?, "request id")?;
+    let corrupt = |what: &str, value: &str| {
+        StoreError::Corrupt(format!("request {id} has an unknown {what} `{value}`"))
+    };
+    let kind = row.text(2)?;
+    let scope = row.text(3)?;
+    let channel = row.text(4)?;
+    let verification = row.text_opt(5)?;
+    let state = row.text(9)?;
+    let resume = row.text_opt(10)?;
+    Ok(Request {
+        id,
+        subject: subject_id(row.int(1)?)?,
+        kind: RequestKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        scope: serde_json::from_str(&scope).map_err(|_| corrupt("scope", &scope))?,
+        channel: Channel::parse(&channel).ok_or_else(|| corrupt("channel", &channel))?,
+        verification: match verification {
+            None => None,
+            Some(v) => Some(serde_json::from_str(&v).map_err(|_| corrupt("verification", &v))?),
+        },
+        regime: row.text(6)?,
+        region: row.text_opt(7)?,
+        rule: row.text(8)?,
+        state: State::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        resume: match resume {
+            None => None,
+            Some(r) => Some(State::parse(&r).ok_or_else(|| corrupt("state", &r))?),
+        },
+        received_at: row.int(11)?,
+        due_at: row.int(12)?,
+        acknowledge_by: row.int_opt(13)?,
+        extension_until: row.int_opt(14)?,
+        extended_at: row.int_opt(15)?,
+        reason: row.text_opt(16)?,
+        updated_at: row.int(17)?,
+    })
+}
+
+/// Which requests to list: every filter given must hold. Newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFilter {
+    pub state: Option<State>,
+    pub kind: Option<RequestKind>,
+    pub subject: Option<SubjectId>,
+    /// Due strictly before this time.
+    pub due_before: Option<UnixMillis>,
+    /// Open (neither completed nor rejected) and due before this time: overdue at it.
+    pub open_due_before: Option<UnixMillis>,
+    /// Only ids below this one (the next page).
+    pub before: Option<u64>,
+    pub limit: u32,
+}
+
+/// The most requests one listing returns.
+pub const MAX_REQUEST_PAGE: u32 = 1000;
+
+/// Open requests by how soon they are due.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenCounts {
+    /// Open, and due after now but within the window.
+    pub due_soon: u64,
+    /// Open and past their due date.
+    pub overdue: u64,
+}
+
+/// A step taken: the request as it is now and its log record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stepped {
+    pub request: Request,
+    pub entry: LedgerEntry,
+    /// The checkpoint the step committed with, when a signer is installed.
+    pub checkpoint: Option<Checkpoint>,
+}
+
 /// Storage for data subject requests. Write methods return only after their commit.
 #[async_trait]
 pub trait RequestStore: Send + Sync {
+    /// Files `request` (its `id` is assigned here) and appends its intake record
+    /// (`kept_core::requests::intake_record`, by `actor`) to the requests log, with a
+    /// checkpoint when a signer is installed, in one transaction. A subject that does not exist
+    /// is `NotFound`.
+    async fn file_request(&self, request: Request, actor: &str) -> Result<Stepped>;
+
+    /// Takes `step` on request `id` at `now`: reads the row under the write lock, asks
+    /// `kept_core::requests::apply` whether the step is allowed, then writes the row and the
+    /// log record (and its checkpoint) in one transaction. The inner `Err` is the step
+    /// refused, with nothing written; an unknown id is `NotFound`.
+    async fn step_request(
+        &self,
+        id: u64,
+        step: &Transition,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<std::result::Result<Stepped, RequestError>>;
+
+    async fn request(&self, id: u64) -> Result<Option<Request>>;
+
+    /// Requests matching `filter`, newest first.
+    async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>>;
+
+    /// How many open requests are overdue at `now`, and due within `now..=now + window`.
+    async fn open_request_counts(&self, now: UnixMillis, window: i64) -> Result<OpenCounts>;
+
+    /// The log records of one request, in `seq` order.
+    async fn request_log_of(&self, id: u64) -> Result<Vec<LedgerRow>>;
+
+    /// Log rows with `seq > after`, in `seq` order, at most `limit` (for verification).
+    async fn request_log_rows(&self, after: u64, limit: u32) -> Result<Vec<LedgerRow>>;
+
+    /// Every checkpoint of the requests log, in `seq` order.
+    async fn request_log_checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
     /// Files an erasure request, unless the subject already has one `Received`: then that one
     /// is returned unchanged (a second click does not restart the clock). A subject that does
     /// not exist is `NotFound`.
@@ -101,4 +237,19 @@ pub trait RequestStore: Send + Sync {
 
     /// A subject's erasure requests, oldest first.
     async fn erasure_requests(&self, subject: SubjectId) -> Result<Vec<ErasureRequest>>;
+}
+
+/// The log entry of `record`, chained after the log's `tip` (`(0, GENESIS)` when empty), and
+/// the checkpoint it commits with when a signer is installed, chained after the log's `last`
+/// checkpoint. The checkpoint is signed with the ledger's key; it is not the ledger's, so it is
+/// not handed to the ledger's witness.
+pub fn chain_step(
+    record: &kept_core::requests::LogRecord,
+    tip: (u64, kept_core::ledger::ChainHash),
+    last: crate::group_commit::LastCheckpoint,
+    signer: Option<&std::sync::Arc<dyn crate::CheckpointSigner>>,
+) -> (LedgerEntry, Option<Checkpoint>) {
+    let entry = kept_core::requests::chain(&tip.1, tip.0 + 1, record);
+    let checkpoint = signer.map(|s| s.sign(entry.seq, entry.hash, last.1));
+    (entry, checkpoint)
 }

@@ -101,6 +101,9 @@ macro_rules! conformance_tests {
         );
         $crate::conformance_tests!(@module $harness, $crate::conformance::requests;
             requests_erasure_is_filed_once_per_subject,
+            requests_are_filed_stepped_and_logged,
+            requests_a_refused_step_changes_nothing,
+            requests_list_by_filter_and_count_what_is_due,
         );
     };
     (@module $harness:ty, $module:path; $($case:ident),* $(,)?) => {
