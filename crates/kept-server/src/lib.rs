@@ -21,6 +21,7 @@ pub mod index;
 pub mod observe;
 pub mod openapi;
 pub mod prefcenter;
+pub mod requests;
 pub mod router;
 pub mod server;
 pub mod snippet;

@@ -64,6 +64,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::collect::quarantine::list,
         merges::list,
         merges::undo,
+        crate::requests::api::create,
+        crate::requests::api::list,
+        crate::requests::api::show,
+        crate::requests::api::advance,
+        crate::requests::api::extend,
+        crate::requests::api::reject,
         crate::prefcenter::api::preference_link,
         crate::prefcenter::api::get_preferences,
         crate::prefcenter::api::put_preferences,
@@ -74,6 +80,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "system", description = "health, metrics and this document; no key needed"),
         (name = "consent", description = "the consent ledger (role `privacy`)"),
         (name = "keys", description = "API keys (role `admin`)"),
+        (name = "requests", description = "data subject requests, their deadlines and their \
+            hash-chained log (role `privacy`)"),
         (name = "decisions", description = "decisions, purpose-limited profiles and recorded \
             sends (role `decide`)"),
         (name = "audiences", description = "campaign dry runs and exports (role `decide`)"),

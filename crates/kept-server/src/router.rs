@@ -24,6 +24,7 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
         .merge(crate::openapi::routes())
         .merge(crate::consent::routes())
         .merge(crate::admin::routes())
+        .merge(crate::requests::routes())
         .merge(crate::decide::routes())
         .merge(crate::connect::api::routes())
         .merge(crate::snippet::routes())

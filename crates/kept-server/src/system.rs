@@ -54,6 +54,7 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::requests::service::publish_gauges(state.store.as_ref(), state.now()).await;
     state.metrics.run_upkeep();
     (
         [(

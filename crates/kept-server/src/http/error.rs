@@ -69,6 +69,10 @@ pub enum ApiError {
     Rejected { status: StatusCode, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// A data subject request, or a step of one, refused: 409 when the request's state
+    /// refuses it, 422 when the input does; the code is the request's (`request.closed`, …).
+    #[error("{0}")]
+    Request(#[from] kept_core::requests::RequestError),
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,
     #[error("the request took longer than {0} seconds")]
@@ -163,6 +167,7 @@ impl ApiError {
             ApiError::Rejected { status, .. } if status.is_server_error() => "server.internal",
             ApiError::Rejected { .. } => "request.rejected",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Request(e) => e.code(),
             ApiError::MethodNotAllowed => "request.method_not_allowed",
             ApiError::Timeout(_) => "server.timeout",
             ApiError::Store(e) => e.code(),
@@ -186,6 +191,8 @@ impl ApiError {
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::Rejected { status, .. } => *status,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Request(e) if e.is_conflict() => StatusCode::CONFLICT,
+            ApiError::Request(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) => match e {
@@ -225,6 +232,7 @@ impl ApiError {
                     ApiError::InvalidField { field, .. }
                     | ApiError::InvalidEvent { field, .. }
                     | ApiError::WriteKeyRefused { field, .. } => Some(field.clone()),
+                    ApiError::Request(e) => Some(e.field().to_owned()),
                     _ => None,
                 },
                 index: match self {

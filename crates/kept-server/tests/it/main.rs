@@ -22,6 +22,7 @@ mod openapi;
 mod prefcenter;
 mod quarantine;
 mod reads;
+mod requests;
 mod roles;
 mod snippet;
 mod strict;

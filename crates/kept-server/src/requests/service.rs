@@ -1,0 +1,271 @@
+//! The requests service: files a data subject request with its deadline, takes its steps,
+//! tells the lifecycle hook of each, and verifies the requests log. It takes the store and the
+//! ledger (whose key signs the log's checkpoints), never the whole `AppState`, so the CLI runs
+//! the same code offline.
+
+use crate::consent::ledger::{Ledger, VerifyingKey};
+use crate::http::error::ApiError;
+use kept_core::UnixMillis;
+use kept_core::ledger::{ChainHash, Checkpoint, VerifyError, check_checkpoint_chain, key_id};
+use kept_core::requests::{Intake, LogRecord, Transition, decode_record, intake};
+use kept_core::rights::Rights;
+use kept_store::requests::Stepped;
+use kept_store::{Store, StoreError};
+
+/// What a step counts in `/metrics`.
+pub const REQUEST_STEPS: &str = "kept_request_steps_total";
+/// Open requests due within [`DUE_SOON`], as of the last scrape.
+pub const REQUESTS_DUE_SOON: &str = "kept_requests_due_soon";
+/// Open requests past their due date, as of the last scrape.
+pub const REQUESTS_OVERDUE: &str = "kept_requests_overdue";
+/// How soon "due soon" is: seven days.
+pub const DUE_SOON: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Files a request: its deadline from the law's rows for the subject's regime and region
+/// (`strictest` when unknown), the request and its intake record in one transaction, the
+/// record covered by a checkpoint signed with the ledger key.
+pub async fn file(
+    store: &dyn Store,
+    ledger: &Ledger,
+    new: Intake,
+    actor: &str,
+) -> Result<Stepped, ApiError> {
+    let rights = Rights::shipped()
+        .map_err(|e| ApiError::Internal(format!("the shipped request deadlines: {e}")))?;
+    let request = intake(rights, new)?;
+    // The signer the store's checkpoints need is installed once the key is published.
+    ledger.publish_verifying_key().await?;
+    let stepped = store.file_request(request, actor).await?;
+    on_transition(&stepped);
+    Ok(stepped)
+}
+
+/// Takes `step` on request `id`: allowed or refused on the row as it is inside the write's
+/// transaction, so two callers racing cannot both take it.
+pub async fn step(
+    store: &dyn Store,
+    ledger: &Ledger,
+    id: u64,
+    step: &Transition,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<Stepped, ApiError> {
+    ledger.publish_verifying_key().await?;
+    match store.step_request(id, step, actor, now).await {
+        Ok(Ok(stepped)) => {
+            on_transition(&stepped);
+            Ok(stepped)
+        }
+        Ok(Err(refused)) => Err(refused.into()),
+        Err(StoreError::NotFound { .. }) => Err(ApiError::NotFound(format!(
+            "no data subject request has id `{id}`"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// THE lifecycle hook: called once for every step committed (intake included), after its
+/// commit. Lifecycle webhooks to the manifest's systems go out from here: the outbox's
+/// `DeliveryKind::Obligation` (signed, never suppressed by a decision, retried, dead-lettered)
+/// fits them, enqueued in the step's own transaction once propagation is built. Today it logs
+/// the step and counts it.
+pub fn on_transition(stepped: &Stepped) {
+    let request = &stepped.request;
+    tracing::info!(
+        request = request.id,
+        kind = request.kind.as_str(),
+        state = request.state.as_str(),
+        due_at = request.due_at,
+        seq = stepped.entry.seq,
+        "data subject request step"
+    );
+    metrics::counter!(
+        REQUEST_STEPS,
+        "kind" => request.kind.as_str(),
+        "state" => request.state.as_str()
+    )
+    .increment(1);
+}
+
+/// Sets the gauges of open requests due within a week and overdue, read from the store at
+/// `now`. A store that does not answer leaves them as they were.
+pub async fn publish_gauges(store: &dyn Store, now: UnixMillis) {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_gauge!(
+            REQUESTS_DUE_SOON,
+            "open data subject requests due within seven days"
+        );
+        metrics::describe_gauge!(
+            REQUESTS_OVERDUE,
+            "open data subject requests past their due date"
+        );
+        metrics::describe_counter!(
+            REQUEST_STEPS,
+            "data subject request steps committed, by kind and the state entered"
+        );
+    });
+    match store.open_request_counts(now, DUE_SOON).await {
+        Ok(counts) => {
+            metrics::gauge!(REQUESTS_DUE_SOON).set(counts.due_soon as f64);
+            metrics::gauge!(REQUESTS_OVERDUE).set(counts.overdue as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count open data subject requests"),
+    }
+}
+
+/// A request's log, decoded, in order.
+pub async fn log_of(
+    store: &dyn Store,
+    id: u64,
+) -> Result<Vec<(u64, ChainHash, LogRecord)>, ApiError> {
+    let rows = store.request_log_of(id).await?;
+    rows.into_iter()
+        .map(|row| {
+            let record = decode_record(&row.bytes).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "requests log record {} does not decode: {e}",
+                    row.seq
+                ))
+            })?;
+            let hash = kept_store::columns::chain_hash(row.seq, &row.hash)?;
+            Ok((row.seq, hash, record))
+        })
+        .collect()
+}
+
+// --- verification ----------------------------------------------------------------------------
+
+/// How long a log record may wait for its checkpoint before it counts as appended behind
+/// Kept's back: each step commits with its checkpoint, so only a step taken while no signer
+/// was installed waits at all.
+pub const VERIFY_ALLOWANCE: i64 = 61_000;
+
+/// What a clean verification of the requests log saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogReport {
+    pub records: u64,
+    pub checkpoints: usize,
+    pub last_checkpoint: Option<u64>,
+    /// Records after the last checkpoint (all younger than the allowance).
+    pub uncovered: u64,
+}
+
+/// The first thing found wrong in the requests log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFinding {
+    pub seq: u64,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<VerifyError> for LogFinding {
+    fn from(e: VerifyError) -> LogFinding {
+        LogFinding {
+            seq: e.seq(),
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Checks the requests log as `kept ledger verify` checks the ledger: every record's bytes,
+/// chain hash and columns in order, every checkpoint's signature (by the key its id names),
+/// its match with the chain and the chain of checkpoints, and that no record beyond the last
+/// checkpoint is older than [`VERIFY_ALLOWANCE`] at `now`. A changed record breaks the chain;
+/// a removed one leaves a gap; a tail cut away shows as a checkpoint beyond the end, or, cut
+/// with its checkpoints, is found only up to the last checkpoint left (the ledger's witness
+/// does not hold the log's checkpoints). `Err` is a store that could not be read.
+pub async fn verify_log(
+    store: &dyn Store,
+    keys: &[VerifyingKey],
+    now: UnixMillis,
+) -> Result<Result<LogReport, LogFinding>, StoreError> {
+    let checkpoints = match store.request_log_checkpoints().await {
+        Ok(c) => c,
+        Err(StoreError::Corrupt(message)) => {
+            return Ok(Err(LogFinding {
+                seq: 0,
+                code: "requests.checkpoint_corrupt",
+                message,
+            }));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut verifier = kept_core::requests::verifier(checkpoints.iter().map(|c| c.seq));
+    let mut after = 0;
+    loop {
+        let rows = match store.request_log_rows(after, 10_000).await {
+            Ok(rows) => rows,
+            Err(StoreError::Corrupt(message)) => {
+                return Ok(Err(LogFinding {
+                    seq: verifier.len() + 1,
+                    code: "requests.corrupt_row",
+                    message,
+                }));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            break;
+        };
+        for row in &rows {
+            let Some(hash) = ChainHash::from_slice(&row.hash) else {
+                return Ok(Err(LogFinding {
+                    seq: row.seq,
+                    code: "requests.corrupt_row",
+                    message: format!("record {} has a malformed hash", row.seq),
+                }));
+            };
+            let columns = kept_core::ledger::Columns {
+                subject: row.subject,
+                at: row.at,
+            };
+            if let Err(e) = verifier.push(row.seq, &row.bytes, &hash, Some(columns)) {
+                return Ok(Err(e.into()));
+            }
+        }
+        after = last;
+    }
+    let mut sorted: Vec<Checkpoint> = checkpoints.clone();
+    sorted.sort_by_key(|c| c.seq);
+    for cp in &sorted {
+        let checked = match keys.iter().find(|k| key_id(k) == cp.key_id) {
+            Some(key) => verifier.finish(std::slice::from_ref(cp), key),
+            None => Err(VerifyError::CheckpointSignature { seq: cp.seq }),
+        };
+        if let Err(e) = checked {
+            return Ok(Err(e.into()));
+        }
+    }
+    if let Err(e) = check_checkpoint_chain(&sorted) {
+        return Ok(Err(e.into()));
+    }
+    let uncovered = verifier.uncovered();
+    if let Some(u) = uncovered {
+        let late = u.oldest < now.saturating_sub(VERIFY_ALLOWANCE);
+        let future = u.newest > now.saturating_add(VERIFY_ALLOWANCE);
+        if late || future {
+            return Ok(Err(LogFinding {
+                seq: u.first_seq,
+                code: "requests.uncovered",
+                message: format!(
+                    "records {} to {} are not covered by any checkpoint and are {}: they were appended behind Kept's back, or their checkpoints deleted",
+                    u.first_seq,
+                    u.first_seq + u.count - 1,
+                    if late {
+                        "too old to be waiting for one"
+                    } else {
+                        "dated in the future"
+                    }
+                ),
+            }));
+        }
+    }
+    Ok(Ok(LogReport {
+        records: verifier.len(),
+        checkpoints: sorted.len(),
+        last_checkpoint: sorted.last().map(|c| c.seq),
+        uncovered: uncovered.map_or(0, |u| u.count),
+    }))
+}
