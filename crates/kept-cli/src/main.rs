@@ -34,6 +34,9 @@ enum Command {
     /// Manage API keys
     #[command(subcommand)]
     Keys(cmd::keys::Command),
+    /// Data subject requests: file, list, show, advance, extend, reject, verify the log
+    #[command(subcommand)]
+    Dsr(cmd::dsr::Command),
     /// Print the HTTP API's OpenAPI document
     Openapi(cmd::openapi::Args),
     /// Print the effective rulebook: the law's rules with their sources, and the manifest's
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
             Command::Lint(args) => cmd::lint::run(args).await,
             Command::Ledger(c) => cmd::ledger::run(c).await,
             Command::Keys(c) => cmd::keys::run(c).await,
+            Command::Dsr(c) => cmd::dsr::run(c).await,
             Command::Openapi(args) => cmd::openapi::run(args).await,
             Command::Rules(args) => cmd::rules::run(args).await,
             Command::Decide(args) => cmd::decide::run(args).await,

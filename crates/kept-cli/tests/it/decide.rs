@@ -27,7 +27,7 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 /// A demo database in `dir`, and the demo manifest beside it.
-fn demo_database(dir: &Path) -> (String, String) {
+pub(crate) fn demo_database(dir: &Path) -> (String, String) {
     let db = dir.join("kept.db");
     let manifest = dir.join("kept.toml");
     std::fs::write(&manifest, kept_core::manifest::demo_toml()).unwrap();

@@ -8,6 +8,7 @@
 )]
 
 mod decide;
+mod dsr;
 mod keys;
 mod ledger;
 mod lint;
