@@ -25,8 +25,11 @@ pub const REQUESTS_CHAIN: &[u8] = b"kept-requests-v1";
 /// The requests log's encoding version.
 pub const RECORD_VERSION: u8 = 1;
 
-/// The longest reason, reference or note a request keeps (bytes).
+/// The longest reason, reference, agent, note or scope entry a request keeps (bytes).
 pub const MAX_TEXT: usize = 2_000;
+
+/// The most entries one list of a scope holds.
+pub const MAX_SCOPE: usize = 100;
 
 impl RequestKind {
     /// A kind by its API name.
@@ -133,6 +136,12 @@ impl Verification {
             method: self.method,
         };
         let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
+        if let Some(r) = &self.reference {
+            plain("verification.reference", r)?;
+        }
+        if let Some(a) = &self.agent {
+            plain("verification.agent", a)?;
+        }
         match self.method {
             VerificationMethod::VerifiedIdentifier => Ok(()),
             VerificationMethod::CompanyStated if blank(&self.reference) => {
@@ -166,6 +175,26 @@ impl Scope {
     /// Whether the request covers everything.
     pub fn is_all(&self) -> bool {
         self.purposes.is_empty() && self.categories.is_empty() && self.systems.is_empty()
+    }
+
+    /// Checks each list: at most [`MAX_SCOPE`] entries, each a plain, non-blank text.
+    pub fn check(&self) -> Result<(), RequestError> {
+        for (field, list) in [
+            ("scope.purposes", &self.purposes),
+            ("scope.categories", &self.categories),
+            ("scope.systems", &self.systems),
+        ] {
+            if list.len() > MAX_SCOPE {
+                return Err(RequestError::TooLong { field });
+            }
+            for entry in list {
+                if entry.trim().is_empty() {
+                    return Err(RequestError::ReasonRequired { field });
+                }
+                plain(field, entry)?;
+            }
+        }
+        Ok(())
     }
 
     /// The scope with each list sorted and deduplicated: one scope, one stored form.
@@ -326,6 +355,7 @@ pub fn intake(rights: &Rights, new: Intake) -> Result<Request, RequestError> {
     if let Some(v) = &new.verification {
         v.check()?;
     }
+    new.scope.check()?;
     let deadline = rights.deadline(new.regime, new.region.as_deref(), new.kind, new.at);
     let (rule, due_at, acknowledge_by, extension_until) = match deadline {
         Some(d) => (
@@ -419,8 +449,10 @@ pub enum RequestError {
     ExtensionRange { limit: UnixMillis },
     #[error("`{field}` is required and may not be blank")]
     ReasonRequired { field: &'static str },
-    #[error("`{field}` is longer than {MAX_TEXT} bytes")]
+    #[error("`{field}` is longer than {MAX_TEXT} bytes, or holds more than {MAX_SCOPE} entries")]
     TooLong { field: &'static str },
+    #[error("`{field}` holds a control character; it is not allowed")]
+    ControlCharacter { field: &'static str },
 }
 
 impl RequestError {
@@ -438,6 +470,7 @@ impl RequestError {
             RequestError::ExtensionRange { .. } => "request.extension_range",
             RequestError::ReasonRequired { .. } => "request.reason_required",
             RequestError::TooLong { .. } => "request.too_long",
+            RequestError::ControlCharacter { .. } => "request.control_character",
         }
     }
 
@@ -456,7 +489,9 @@ impl RequestError {
                 _ => "verification.reference",
             },
             RequestError::ExtensionRange { .. } => "until",
-            RequestError::ReasonRequired { field } | RequestError::TooLong { field } => field,
+            RequestError::ReasonRequired { field }
+            | RequestError::TooLong { field }
+            | RequestError::ControlCharacter { field } => field,
         }
     }
 
@@ -475,14 +510,24 @@ impl RequestError {
     }
 }
 
+/// Text a request keeps forever: at most [`MAX_TEXT`] bytes, no control characters (NUL,
+/// newlines, escapes).
+fn plain(field: &'static str, value: &str) -> Result<(), RequestError> {
+    if value.len() > MAX_TEXT {
+        return Err(RequestError::TooLong { field });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(RequestError::ControlCharacter { field });
+    }
+    Ok(())
+}
+
 fn text(field: &'static str, value: &str) -> Result<String, RequestError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(RequestError::ReasonRequired { field });
     }
-    if trimmed.len() > MAX_TEXT {
-        return Err(RequestError::TooLong { field });
-    }
+    plain(field, trimmed)?;
     Ok(trimmed.to_owned())
 }
 
@@ -1004,6 +1049,31 @@ mod tests {
             T0,
         );
         assert_eq!(none.unwrap_err().code(), "request.no_extension");
+    }
+
+    #[test]
+    fn text_kept_forever_is_plain() {
+        let r = filed(Regime::Gdpr, RequestKind::Access);
+        let nul = apply(
+            &r,
+            &Transition::Reject {
+                reason: "a\0b".into(),
+            },
+            "k",
+            T0,
+        );
+        assert_eq!(nul.unwrap_err().code(), "request.control_character");
+        let agent = Verification {
+            method: VerificationMethod::Agent,
+            reference: Some("proof\n".into()),
+            agent: Some("Ada".into()),
+        };
+        assert_eq!(agent.check().unwrap_err().field(), "verification.reference");
+        let scope = Scope {
+            purposes: vec![String::new()],
+            ..Scope::default()
+        };
+        assert_eq!(scope.check().unwrap_err().field(), "scope.purposes");
     }
 
     #[test]

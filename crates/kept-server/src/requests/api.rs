@@ -444,10 +444,11 @@ pub async fn show(
     State(state): State<AppState>,
     PathParams(RequestPath { id }): PathParams<RequestPath>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let request = state
-        .store
-        .request(id)
-        .await?
+    let request = match id {
+        id if id > crate::http::error::MAX_ROW_ID => None,
+        id => state.store.request(id).await?,
+    };
+    let request = request
         .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
     Ok(Json(shown(&state, request).await?))
 }

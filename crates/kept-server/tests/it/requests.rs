@@ -210,6 +210,16 @@ async fn bad_input_is_refused_naming_the_field() {
         assert_eq!(answer.json["error"]["field"], field, "{body}");
     }
     let id = filed(&app, "u1", "access").await;
+    let nul = step(&app, id, "reject", json!({ "reason": "a\u{0}b" })).await;
+    assert_eq!(nul.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", nul.text);
+    assert_eq!(nul.code(), "request.control_character");
+    let huge = app
+        .send(get(
+            "/v1/requests/18446744073709551615",
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    assert_eq!(huge.status, StatusCode::NOT_FOUND);
     let blank = step(&app, id, "reject", json!({ "reason": "  " })).await;
     assert_eq!(blank.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(blank.json["error"]["field"], "reason");
