@@ -1203,6 +1203,18 @@ pub async fn erase(posted: Posted) -> Response {
                 ChangeError::Api(e) => e,
                 other => ApiError::Internal(format!("erasure request: {other}")),
             })?;
+        // The first click also files it as a data subject request, with its log.
+        if standing.subject.erasure_requested_at.is_none() {
+            crate::requests::service::file_from_preference_center(
+                state.store.as_ref(),
+                &state.ledger,
+                &standing.subject,
+                standing.regime,
+                kept_core::requests::RequestKind::Erasure,
+                now,
+            )
+            .await?;
+        }
         // Erasure ends every session of the subject, this one included: the page that shows
         // the data is closed from now on.
         state

@@ -40,6 +40,36 @@ pub async fn file(
     Ok(stepped)
 }
 
+/// Who files the preference center's requests, in the log.
+pub const PREFERENCE_CENTER: &str = "preference_center";
+
+/// A request the signed-in customer makes in the preference center (the delete button): the
+/// session, opened by a signed link to a verified address, is the verification recorded.
+pub async fn file_from_preference_center(
+    store: &dyn Store,
+    ledger: &Ledger,
+    subject: &kept_core::subject::Subject,
+    regime: kept_core::regime::Regime,
+    kind: kept_core::requests::RequestKind,
+    now: UnixMillis,
+) -> Result<Stepped, ApiError> {
+    let intake = Intake {
+        subject: subject.id,
+        kind,
+        scope: kept_core::requests::Scope::default(),
+        channel: kept_core::requests::Channel::PreferenceCenter,
+        verification: Some(kept_core::requests::Verification {
+            method: kept_core::requests::VerificationMethod::VerifiedIdentifier,
+            reference: Some("preference center session".to_owned()),
+            agent: None,
+        }),
+        regime,
+        region: subject.region.clone(),
+        at: now,
+    };
+    file(store, ledger, intake, PREFERENCE_CENTER).await
+}
+
 /// Takes `step` on request `id`: allowed or refused on the row as it is inside the write's
 /// transaction, so two callers racing cannot both take it.
 pub async fn step(

@@ -805,6 +805,20 @@ async fn an_erasure_request_is_stored_with_its_deadline_and_stops_every_use() {
     assert_eq!(requests[0].regime, "gdpr");
     // GDPR: one month.
     assert_eq!(requests[0].due_at, kept_core::rulebook::add_months(NOW, 1));
+    // Filed as a data subject request too, verified by the session, once.
+    let filed_requests = center
+        .app
+        .store
+        .requests(&kept_store::requests::RequestFilter {
+            subject: Some(subject),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filed_requests.len(), 1);
+    assert_eq!(filed_requests[0].channel.as_str(), "preference_center");
+    assert_eq!(filed_requests[0].due_at, requests[0].due_at);
     assert_eq!(
         center
             .decide(
