@@ -426,8 +426,8 @@ impl Transition {
 pub enum RequestError {
     #[error("a `{state}` request cannot be {action}: it is closed")]
     Closed { state: State, action: &'static str },
-    #[error("an `extended` request cannot be extended again")]
-    NotFromExtended,
+    #[error("the request is verified already; `verification` belongs to its first step")]
+    VerifiedAlready,
     #[error("the request's next step is `{next}`, not `{expected}`")]
     UnexpectedStep { expected: State, next: State },
     #[error("the request cannot be verified without a `verification`")]
@@ -460,7 +460,7 @@ impl RequestError {
     pub fn code(&self) -> &'static str {
         match self {
             RequestError::Closed { .. } => "request.closed",
-            RequestError::NotFromExtended => "request.already_extended",
+            RequestError::VerifiedAlready => "request.already_verified",
             RequestError::UnexpectedStep { .. } => "request.unexpected_step",
             RequestError::Unverified => "request.unverified",
             RequestError::Verification { .. } => "request.verification",
@@ -478,12 +478,11 @@ impl RequestError {
     pub fn field(&self) -> &'static str {
         match self {
             RequestError::Closed { .. }
-            | RequestError::NotFromExtended
             | RequestError::ExtendedTwice
             | RequestError::NoExtension { .. }
             | RequestError::ExtensionLate => "state",
             RequestError::UnexpectedStep { .. } => "to",
-            RequestError::Unverified => "verification",
+            RequestError::Unverified | RequestError::VerifiedAlready => "verification",
             RequestError::Verification { field, .. } => match *field {
                 "agent" => "verification.agent",
                 _ => "verification.reference",
@@ -500,7 +499,7 @@ impl RequestError {
         matches!(
             self,
             RequestError::Closed { .. }
-                | RequestError::NotFromExtended
+                | RequestError::VerifiedAlready
                 | RequestError::UnexpectedStep { .. }
                 | RequestError::Unverified
                 | RequestError::ExtendedTwice
@@ -580,10 +579,7 @@ pub fn apply(
                 next.verification = Some(v);
             } else if verification.is_some() {
                 // Verification is the first step's; a later one would rewrite history.
-                return Err(RequestError::UnexpectedStep {
-                    expected: State::Verified,
-                    next: to,
-                });
+                return Err(RequestError::VerifiedAlready);
             }
             if let Some(note) = note {
                 detail.push(("note".to_owned(), text("note", note)?));
@@ -906,6 +902,13 @@ mod tests {
                 .detail
                 .contains(&("verification.reference".into(), "case-1".into()))
         );
+        let again = Transition::Advance {
+            expect: None,
+            verification: Some(stated()),
+            note: None,
+        };
+        let late = apply(&v.request, &again, "key:k", T0 + 2).unwrap_err();
+        assert_eq!(late.code(), "request.already_verified");
         let p = apply(&v.request, &advance(), "key:k", T0 + 2).unwrap();
         assert_eq!(p.request.state, State::InProgress);
         let c = apply(&p.request, &advance(), "key:k", T0 + 3).unwrap();

@@ -469,7 +469,7 @@ pub async fn show(
         (status = 401, description = "no key, or an invalid one", body = ErrorBody),
         (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
         (status = 404, description = "no request with this id", body = ErrorBody),
-        (status = 409, description = "the request's state refuses the step: `request.closed`, `request.unexpected_step`, `request.unverified`", body = ErrorBody),
+        (status = 409, description = "the request's state refuses the step: `request.closed`, `request.unexpected_step`, `request.unverified`, `request.already_verified`", body = ErrorBody),
         (status = 422, description = "a field is invalid (`request.verification`, `request.too_long`, …); `error.field` names it", body = ErrorBody),
     )
 )]
