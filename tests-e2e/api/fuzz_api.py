@@ -67,6 +67,10 @@ MANIFEST_OR_CROSS_FIELD = [
     ("PUT", "/v1/subjects/{id}/preferences"),  # purposes and topics
     ("GET", "/v1/decision-log"),  # purposes
     ("GET", "/v1/uses"),  # purposes
+    ("POST", "/v1/requests"),  # exactly one identifier, of a known subject; verification's needs
+    ("POST", "/v1/requests/{id}/advance"),  # the request's state; verification's needs
+    ("POST", "/v1/requests/{id}/extend"),  # the rule's extension; a non-blank reason
+    ("POST", "/v1/requests/{id}/reject"),  # a non-blank reason
 ]
 
 # Segment's calls (see above).
