@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::routing::{get, post, put};
 use kept_core::collection::MessageKind;
-use kept_store::{ApiKeyRecord, Role};
+use kept_store::Role;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -193,7 +193,7 @@ async fn receive(
 ) -> Result<BatchAccepted, ApiError> {
     let received_at = state.now();
     let header_key = match presented_key(&headers) {
-        Ok(key) => Some(authorize(&state, &key).await?),
+        Ok(key) => Some(state.auth.authorize(&key, Role::Public).await?),
         Err(ApiError::MissingKey) => None,
         Err(e) => return Err(e),
     };
@@ -206,7 +206,7 @@ async fn receive(
         Some(key) => key,
         None => {
             let presented = body_write_key(&bytes).ok_or(ApiError::MissingKey)?;
-            authorize(&state, &presented).await?
+            state.auth.authorize(&presented, Role::Public).await?
         }
     };
     let incoming = match kind {
@@ -239,15 +239,6 @@ async fn receive(
         accepted,
         rejected: rejected.iter().map(|r| r.view(batch)).collect(),
     })
-}
-
-async fn authorize(state: &AppState, presented: &str) -> Result<ApiKeyRecord, ApiError> {
-    let key = state.auth.verify(presented).await?;
-    if !key.role.permits(Role::Public) {
-        return Err(ApiError::forbidden(key.role, Role::Public));
-    }
-    tracing::Span::current().record("key", key.id.as_str());
-    Ok(key)
 }
 
 /// The `writeKey` of a body (at the top, or in a batch's first message).
