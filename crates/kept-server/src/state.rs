@@ -150,6 +150,17 @@ impl AppState {
         }
     }
 
+    /// What forwarding (queueing deliveries, the worker's rounds) needs of this state.
+    pub fn forwarding(&self) -> crate::connect::Forwarding {
+        crate::connect::Forwarding {
+            store: self.store.clone(),
+            index: self.index.clone(),
+            manifest: self.manifest.clone(),
+            forwarder: self.forward.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
     /// What resolving the subject a caller names reads of this state.
     pub fn lookup(&self) -> crate::identity::resolve::Lookup<'_> {
         crate::identity::resolve::Lookup {

@@ -919,7 +919,14 @@ async fn forward(
             event,
         })
         .collect();
-    crate::connect::enqueue_decided(state, &to_forward, decided, state.now()).await?;
+    crate::connect::enqueue_decided(
+        state.store.as_ref(),
+        &state.forward,
+        &to_forward,
+        decided,
+        state.now(),
+    )
+    .await?;
     Ok(())
 }
 
