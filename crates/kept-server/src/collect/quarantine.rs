@@ -6,15 +6,12 @@
 //! counted (`kept_quarantine_messages_dropped_total`), but not held.
 
 use super::Collector;
-use crate::http::auth::{Authorized, role};
-use crate::http::error::{ApiError, ErrorBody, query_number, query_row_id};
+use crate::http::error::ApiError;
+use crate::identity::Identities;
 use crate::state::AppState;
-use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
 use kept_core::UnixMillis;
 use kept_core::identity::IdentityKeys;
-use kept_store::quarantine::{MAX_QUARANTINE_PAGE, QuarantineEntry};
+use kept_store::quarantine::QuarantineEntry;
 use kept_store::{ApiKeyRecord, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,13 +245,6 @@ pub fn describe_metrics() {
     metrics::describe_gauge!(HELD, "messages the quarantine holds");
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuarantineParams {
-    after: Option<String>,
-    limit: Option<String>,
-}
-
 /// One held message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QuarantinedView {
@@ -287,8 +277,6 @@ pub struct QuarantinePage {
     pub next_after: Option<u64>,
 }
 
-const DEFAULT_PAGE: u32 = 100;
-
 fn opened(keys: &IdentityKeys, e: QuarantineEntry) -> Result<QuarantinedView, ApiError> {
     let text = keys
         .quarantine_key()
@@ -315,54 +303,27 @@ fn opened(keys: &IdentityKeys, e: QuarantineEntry) -> Result<QuarantinedView, Ap
     })
 }
 
-/// The messages collection rejected one by one in the last seven days, opened, oldest first.
-#[utoipa::path(
-    get,
-    path = "/v1/quarantine",
-    operation_id = "list_quarantine",
-    tag = "collection",
-    params(
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_i64,
-            description = "only messages with a larger id (the previous page's `next_after`)"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
-            description = "at most this many messages, 1 to 1,000 (100)"),
-    ),
-    security(("api_key" = [])),
-    responses(
-        (status = 200, body = QuarantinePage),
-        (status = 401, description = "no API key, or an invalid one", body = ErrorBody),
-        (status = 403, description = "the key's role is not `admin`", body = ErrorBody),
-        (status = 422, description = "a malformed `after` or `limit`, named in `error.field`", body = ErrorBody),
-    )
-)]
-pub async fn list(
-    _caller: Authorized<role::Admin>,
-    State(state): State<AppState>,
-    params: Result<Query<QuarantineParams>, QueryRejection>,
-) -> Result<Json<QuarantinePage>, ApiError> {
-    let Query(p) = params?;
-    let after = query_row_id("after", p.after.as_deref())?;
-    let limit = query_number::<u32>("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_QUARANTINE_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("`limit` must be between 1 and {MAX_QUARANTINE_PAGE}"),
-        ));
-    }
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
+/// The held messages with an id above `after`, at most `limit` (which the caller keeps within
+/// `MAX_QUARANTINE_PAGE`), opened with the identity keys, oldest first.
+pub async fn page(
+    store: &dyn Store,
+    identities: &Identities,
+    after: Option<u64>,
+    limit: u32,
+) -> Result<QuarantinePage, ApiError> {
+    let keys = identities.keys(store).await?;
     let held = store.quarantined(after, limit).await?;
     let full = held.len() == usize::try_from(limit).unwrap_or(usize::MAX);
     let messages = held
         .into_iter()
         .map(|e| opened(keys, e))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(QuarantinePage {
+    Ok(QuarantinePage {
         next_after: if full {
             messages.last().map(|m| m.id)
         } else {
             None
         },
         messages,
-    }))
+    })
 }

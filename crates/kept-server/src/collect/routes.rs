@@ -43,7 +43,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(collect)
         .route("/v1/subjects/lookup", get(read::lookup))
-        .route("/v1/quarantine", get(quarantine::list))
+        .route("/v1/quarantine", get(read::list_quarantine))
         .route("/v1/subjects/{id}/events", get(read::events))
         .route(
             "/v1/keys/{id}/collection-point",
