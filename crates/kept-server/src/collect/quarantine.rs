@@ -8,7 +8,6 @@
 use super::Collector;
 use crate::http::error::ApiError;
 use crate::identity::Identities;
-use crate::state::AppState;
 use kept_core::UnixMillis;
 use kept_core::identity::IdentityKeys;
 use kept_store::quarantine::QuarantineEntry;
@@ -95,9 +94,12 @@ fn without_write_key(raw: &str) -> String {
 }
 
 /// Seals the rejected messages of one request and writes them to the quarantine, before the
-/// request is answered: a client told its message was rejected can find it there.
+/// request is answered: a client told its message was rejected can find it there. The
+/// collector counts what is held; the identity keys seal it.
 pub async fn hold(
-    state: &AppState,
+    store: &dyn Store,
+    collector: &Collector,
+    identities: &Identities,
     key: &ApiKeyRecord,
     received_at: UnixMillis,
     batch: bool,
@@ -106,8 +108,8 @@ pub async fn hold(
     if rejected.is_empty() {
         return Ok(());
     }
-    let held = held(state.store.as_ref(), &state.collect).await?;
-    let limit = state.collect.config().quarantine_limit;
+    let held = held(store, collector).await?;
+    let limit = collector.config().quarantine_limit;
     // Room is taken before the write, so that concurrent requests cannot both take the last
     // place; a failed write gives it back.
     let wanted = rejected.len() as u64;
@@ -133,7 +135,7 @@ pub async fn hold(
     if kept.is_empty() {
         return Ok(());
     }
-    let written = seal_and_write(state, key, received_at, batch, kept).await;
+    let written = seal_and_write(store, identities, key, received_at, batch, kept).await;
     if written.is_err() {
         held.fetch_sub(kept.len() as u64, Ordering::AcqRel);
     }
@@ -146,14 +148,14 @@ pub async fn hold(
 }
 
 async fn seal_and_write(
-    state: &AppState,
+    store: &dyn Store,
+    identities: &Identities,
     key: &ApiKeyRecord,
     received_at: UnixMillis,
     batch: bool,
     rejected: &[Rejected],
 ) -> Result<(), ApiError> {
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
+    let keys = identities.keys(store).await?;
     let mut entries = Vec::with_capacity(rejected.len());
     for r in rejected {
         let index = u32::try_from(r.index).unwrap_or(u32::MAX);

@@ -223,14 +223,33 @@ async fn receive(
     let batch = kind.is_none();
     let accepted = incoming.messages.len();
     let mut rejected = incoming.rejected;
-    let later = ingest::ingest(&state, &key, incoming.messages, &facts, batch, received_at).await?;
+    let with = ingest::Ingest {
+        store: state.store.as_ref(),
+        ledger: &state.ledger,
+        manifest: &state.manifest,
+        index: &state.index,
+        identities: &state.identity,
+        collector: &state.collect,
+        forwarder: &state.forward,
+        clock: &state.clock,
+    };
+    let later = ingest::ingest(with, &key, incoming.messages, &facts, batch, received_at).await?;
     let accepted = accepted - later.len();
     rejected.extend(later);
     rejected.sort_by_key(|r| r.index);
     for r in &mut rejected {
         r.raw = incoming.shared.held(&r.raw);
     }
-    quarantine::hold(&state, &key, received_at, batch, &rejected).await?;
+    quarantine::hold(
+        with.store,
+        with.collector,
+        with.identities,
+        &key,
+        received_at,
+        batch,
+        &rejected,
+    )
+    .await?;
     if accepted == 0 && !rejected.is_empty() {
         return Err(rejected.swap_remove(0).error);
     }
