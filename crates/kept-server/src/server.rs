@@ -259,7 +259,7 @@ impl Server {
         let (stop_forwarding, forwarding_stopped) = tokio::sync::watch::channel(false);
         let forwarding = connect::spawn_worker(state.forwarding(), forwarding_stopped.clone());
         let retention = crate::collect::retention::spawn_retention(
-            state.clone(),
+            state.retention(),
             config.retention_interval,
             forwarding_stopped,
         );

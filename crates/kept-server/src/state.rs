@@ -161,6 +161,18 @@ impl AppState {
         }
     }
 
+    /// What the retention job needs of this state.
+    pub fn retention(&self) -> crate::collect::retention::Retention {
+        crate::collect::retention::Retention {
+            store: self.store.clone(),
+            manifest: self.manifest.clone(),
+            index: self.index.clone(),
+            decision_log: self.decision_log.clone(),
+            collector: self.collect.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
     /// What resolving the subject a caller names reads of this state.
     pub fn lookup(&self) -> crate::identity::resolve::Lookup<'_> {
         crate::identity::resolve::Lookup {
