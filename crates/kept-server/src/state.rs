@@ -158,6 +158,15 @@ impl AppState {
             identities: &self.identity,
         }
     }
+
+    /// What exporting everything held about a subject reads of this state.
+    pub fn export(&self) -> crate::subjects::export::Export<'_> {
+        crate::subjects::export::Export {
+            store: self.store.as_ref(),
+            identities: &self.identity,
+            manifest: &self.manifest,
+        }
+    }
 }
 
 /// The metrics recorder, with every metric described (the HTTP layer's, and forwarding's,

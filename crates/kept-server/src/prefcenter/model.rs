@@ -919,7 +919,12 @@ pub async fn contact_address(
     standing: &Standing,
     kind: IdentifierKind,
 ) -> Result<Option<String>, ApiError> {
-    let opened = identifiers(state, standing.subject.id).await?;
+    let opened = crate::subjects::identifiers::opened(
+        state.store.as_ref(),
+        &state.identity,
+        standing.subject.id,
+    )
+    .await?;
     if let Some((_, value, _)) = opened
         .into_iter()
         .find(|(k, v, _)| *k == kind && v.is_some())
@@ -936,38 +941,6 @@ pub async fn contact_address(
         .iter()
         .filter(|t| t.category == category)
         .find_map(|t| t.value.as_str().map(str::to_owned)))
-}
-
-/// A subject's identifiers: kind, value in clear (`None` when its key is gone) and since when.
-pub async fn identifiers(
-    state: &AppState,
-    subject: SubjectId,
-) -> Result<Vec<(IdentifierKind, Option<String>, UnixMillis)>, ApiError> {
-    let store = state.store.as_ref();
-    let held = store.identities_of(subject).await?;
-    if held.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys = state.identity.keys(store).await?;
-    let mut key_subjects: Vec<SubjectId> = held.iter().map(|i| i.key_subject).collect();
-    key_subjects.sort();
-    key_subjects.dedup();
-    let mut data_keys = std::collections::HashMap::new();
-    for (id, wrapped) in store.subject_keys(&key_subjects).await? {
-        if let Ok(key) = keys.open_data_key(&wrapped) {
-            data_keys.insert(id, key);
-        }
-    }
-    Ok(held
-        .iter()
-        .map(|i| {
-            let value = data_keys
-                .get(&i.key_subject)
-                .and_then(|k| k.open(&identifier_aad(i.kind, &i.hash), &i.sealed).ok())
-                .and_then(|v| String::from_utf8(v).ok());
-            (i.kind, value, i.created_at)
-        })
-        .collect())
 }
 
 /// Finds the subject an email address belongs to, for a sign-in link: by its keyed hash when

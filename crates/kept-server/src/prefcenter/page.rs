@@ -370,15 +370,19 @@ async fn build_page(
             }
         })
         .collect();
-    let identifiers: Vec<IdentifierRow> = model::identifiers(state, standing.subject.id)
-        .await?
-        .into_iter()
-        .map(|(kind, value, since)| IdentifierRow {
-            kind: kind.as_str().replace('_', " "),
-            value: value.unwrap_or_else(|| t.hidden_value.to_owned()),
-            since: date(since),
-        })
-        .collect();
+    let identifiers: Vec<IdentifierRow> = crate::subjects::identifiers::opened(
+        state.store.as_ref(),
+        &state.identity,
+        standing.subject.id,
+    )
+    .await?
+    .into_iter()
+    .map(|(kind, value, since)| IdentifierRow {
+        kind: kind.as_str().replace('_', " "),
+        value: value.unwrap_or_else(|| t.hidden_value.to_owned()),
+        since: date(since),
+    })
+    .collect();
     let traits = standing
         .traits
         .iter()
@@ -1278,7 +1282,7 @@ pub async fn download_json(State(state): State<AppState>, headers: HeaderMap) ->
         Ok(s) => s,
         Err(response) => return response,
     };
-    match super::api::export(&state, &standing).await {
+    match state.export().json(&standing).await {
         Ok(value) => download(
             "application/json",
             format!("my-data-{}.json", standing.subject.id.0),
@@ -1294,7 +1298,7 @@ pub async fn download_csv(State(state): State<AppState>, headers: HeaderMap) -> 
         Ok(s) => s,
         Err(response) => return response,
     };
-    match super::api::export_csv(&state, &standing).await {
+    match state.export().csv(&standing).await {
         Ok(text) => download(
             "text/csv; charset=utf-8",
             format!("my-data-{}.csv", standing.subject.id.0),
