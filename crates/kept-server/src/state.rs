@@ -159,6 +159,18 @@ impl AppState {
         }
     }
 
+    /// What a change of mind in the preference center writes through, of this state.
+    pub fn changes(&self) -> crate::prefcenter::model::Changes<'_> {
+        crate::prefcenter::model::Changes {
+            store: self.store.as_ref(),
+            ledger: &self.ledger,
+            index: &self.index,
+            manifest: &self.manifest,
+            identities: &self.identity,
+            prefcenter: &self.prefcenter,
+        }
+    }
+
     /// What exporting everything held about a subject reads of this state.
     pub fn export(&self) -> crate::subjects::export::Export<'_> {
         crate::subjects::export::Export {

@@ -3,7 +3,7 @@
 //! change them with the same rules the hosted page follows (double opt-in by email, written
 //! consent for texts, ledger records for every change).
 
-use super::model::{self, ChangeContext, ChangeError, Choices, SmsConsent, Standing, Wanted};
+use super::model::{ChangeContext, ChangeError, Choices, SmsConsent, Standing, Wanted};
 use super::token::{Kind, Topic};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
@@ -69,13 +69,15 @@ pub struct PreferenceLink {
 }
 
 async fn subject_standing(state: &AppState, id: u32) -> Result<Standing, ApiError> {
-    model::standing(state, SubjectId(id), state.now())
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
+    crate::subjects::standing::standing(store, &state.index, manifest, SubjectId(id), state.now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("subject `{id}` not found")))
 }
 
 async fn subject_choices(state: &AppState, id: u32) -> Result<Choices, ApiError> {
-    model::choices(state, SubjectId(id), state.now())
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
+    crate::subjects::standing::choices(store, &state.index, manifest, SubjectId(id), state.now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("subject `{id}` not found")))
 }
@@ -581,7 +583,9 @@ pub async fn put_preferences(
         texts,
         now: state.now(),
     };
-    model::apply(&state, &state.prefcenter, &standing, &wanted, &ctx)
+    state
+        .changes()
+        .apply(&standing, &wanted, &ctx)
         .await
         .map_err(ChangeError::into_api)?;
     let after = subject_choices(&state, id).await?;
