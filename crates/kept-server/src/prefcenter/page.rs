@@ -419,7 +419,7 @@ async fn build_page(
             },
         })
         .collect();
-    let events = recent_events(state, standing.subject.id)
+    let events = recent_events(state.store.as_ref(), standing.subject.id)
         .await?
         .into_iter()
         .rev()
@@ -503,7 +503,7 @@ async fn build_page(
 
 /// The latest events of a subject, oldest first.
 async fn recent_events(
-    state: &AppState,
+    store: &dyn kept_store::Store,
     subject: SubjectId,
 ) -> Result<Vec<kept_store::collection::StoredEvent>, ApiError> {
     let mut kept: std::collections::VecDeque<kept_store::collection::StoredEvent> =
@@ -511,7 +511,7 @@ async fn recent_events(
     let mut after = None;
     // Bounded: a subject with a very long history shows the latest of its first pages.
     for _ in 0..10 {
-        let page = state.store.events_of(subject, after, 1_000).await?;
+        let page = store.events_of(subject, after, 1_000).await?;
         let full = page.len() == 1_000;
         after = page.last().map(|e| e.id);
         for e in page {
