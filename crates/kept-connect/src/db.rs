@@ -1,0 +1,175 @@
+//! One connection to one of the company's databases, PostgreSQL or MySQL/MariaDB, behind the
+//! three things the walk asks of it: read rows as text, run a statement, and begin, commit or
+//! roll back a transaction. The URL comes from the environment variable the dataset names.
+
+use crate::ConnectError;
+use crate::sql::{Param, Statement};
+use kept_core::manifest::dataset::{DatabaseKind, Dataset, redact_url as redact};
+use sqlx::{Connection, Row};
+
+/// An open connection of the dataset's kind.
+#[derive(Debug)]
+pub enum Db {
+    Postgres(sqlx::PgConnection),
+    Mysql(sqlx::MySqlConnection),
+}
+
+/// Reads the dataset's URL from `lookup` (the process environment, or a test's map).
+pub fn url_of(
+    dataset: &Dataset,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConnectError> {
+    let url = lookup(&dataset.url_env)
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| ConnectError::MissingUrl {
+            dataset: dataset.id.clone(),
+            env: dataset.url_env.clone(),
+        })?;
+    let scheme_ok = match dataset.kind {
+        DatabaseKind::Postgres => {
+            url.starts_with("postgres://") || url.starts_with("postgresql://")
+        }
+        DatabaseKind::Mysql => url.starts_with("mysql://") || url.starts_with("mariadb://"),
+    };
+    if !scheme_ok {
+        return Err(ConnectError::BadUrl {
+            dataset: dataset.id.clone(),
+            env: dataset.url_env.clone(),
+            message: format!(
+                "expected a `{}` URL, found `{}`",
+                match dataset.kind {
+                    DatabaseKind::Postgres => "postgres://",
+                    DatabaseKind::Mysql => "mysql://",
+                },
+                redact(&url)
+            ),
+        });
+    }
+    Ok(url)
+}
+
+impl Db {
+    /// Connects to `url` as the dataset's kind says.
+    pub async fn connect(dataset: &Dataset, url: &str) -> Result<Db, ConnectError> {
+        let failed = |e: sqlx::Error| ConnectError::Connect {
+            dataset: dataset.id.clone(),
+            url: redact(url),
+            message: e.to_string(),
+        };
+        match dataset.kind {
+            DatabaseKind::Postgres => {
+                let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(failed)?;
+                Ok(Db::Postgres(
+                    sqlx::PgConnection::connect_with(&options)
+                        .await
+                        .map_err(failed)?,
+                ))
+            }
+            DatabaseKind::Mysql => {
+                let url = url.replacen("mariadb://", "mysql://", 1);
+                let options: sqlx::mysql::MySqlConnectOptions = url.parse().map_err(failed)?;
+                let mut connection = sqlx::MySqlConnection::connect_with(&options)
+                    .await
+                    .map_err(failed)?;
+                // Strict mode, whatever the server's default: without it an erasure would
+                // store '' where NULL breaks NOT NULL, or a hash cut short to fit a column,
+                // with a warning instead of an error that rolls back.
+                sqlx::raw_sql(
+                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')",
+                )
+                .execute(&mut connection)
+                .await
+                .map_err(failed)?;
+                Ok(Db::Mysql(connection))
+            }
+        }
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        match self {
+            Db::Postgres(_) => DatabaseKind::Postgres,
+            Db::Mysql(_) => DatabaseKind::Mysql,
+        }
+    }
+
+    /// Runs a statement that takes no parameters (transaction control).
+    pub async fn simple(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Postgres(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+            Db::Mysql(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+        }
+    }
+
+    /// The rows a query returns, every column read as optional text.
+    pub async fn rows(
+        &mut self,
+        statement: &Statement,
+    ) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
+        match self {
+            Db::Postgres(c) => {
+                let mut query = sqlx::query(&statement.text);
+                for param in &statement.params {
+                    query = match param {
+                        Param::Text(v) => query.bind(v.as_str()),
+                        Param::TextArray(v) => query.bind(v.as_slice()),
+                    };
+                }
+                let rows = query.fetch_all(c).await?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len())
+                            .map(|i| row.try_get::<Option<String>, _>(i))
+                            .collect()
+                    })
+                    .collect()
+            }
+            Db::Mysql(c) => {
+                let mut query = sqlx::query(&statement.text);
+                for param in &statement.params {
+                    query = match param {
+                        Param::Text(v) => query.bind(v.as_str()),
+                        Param::TextArray(_) => return Err(array_on_mysql()),
+                    };
+                }
+                let rows = query.fetch_all(c).await?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len())
+                            .map(|i| row.try_get::<Option<String>, _>(i))
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub async fn execute(&mut self, statement: &Statement) -> Result<u64, sqlx::Error> {
+        match self {
+            Db::Postgres(c) => {
+                let mut query = sqlx::query(&statement.text);
+                for param in &statement.params {
+                    query = match param {
+                        Param::Text(v) => query.bind(v.as_str()),
+                        Param::TextArray(v) => query.bind(v.as_slice()),
+                    };
+                }
+                Ok(query.execute(c).await?.rows_affected())
+            }
+            Db::Mysql(c) => {
+                let mut query = sqlx::query(&statement.text);
+                for param in &statement.params {
+                    query = match param {
+                        Param::Text(v) => query.bind(v.as_str()),
+                        Param::TextArray(_) => return Err(array_on_mysql()),
+                    };
+                }
+                Ok(query.execute(c).await?.rows_affected())
+            }
+        }
+    }
+}
+
+fn array_on_mysql() -> sqlx::Error {
+    sqlx::Error::Protocol("an array parameter was built for MySQL, which has none".to_owned())
+}
