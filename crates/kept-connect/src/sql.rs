@@ -209,7 +209,7 @@ fn is_type_name(ty: &str) -> bool {
         && ty
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '.' | '"'))
-        && ty.matches('"').count() % 2 == 0
+        && ty.matches('"').count().is_multiple_of(2)
 }
 
 /// The tables in an order where every table comes after the tables it references (parents

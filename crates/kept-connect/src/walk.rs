@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A row: declared column → its value as text.
 pub type Values = BTreeMap<String, Option<String>>;
 
+/// `(table, column)` → the column's type as the database's catalog names it.
+type ColumnTypes = BTreeMap<(String, String), String>;
+
 /// Everything found of a subject in one dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Found {
@@ -161,8 +164,10 @@ impl Connector {
     pub async fn find(&mut self, subject: &Subject) -> Result<Found, ConnectError> {
         self.begin(Mode::Read).await?;
         let result = self.read(subject, Mode::Read).await;
-        self.end(false).await?;
+        // The read's own error, if any, is the one to report.
+        let ended = self.end(false).await;
         let (_, found) = result?;
+        ended?;
         Ok(found)
     }
 
@@ -172,10 +177,7 @@ impl Connector {
         subject: &Subject,
         key: &HashKey,
     ) -> Result<Plan, ConnectError> {
-        self.begin(Mode::Read).await?;
-        let result = self.read(subject, Mode::Read).await;
-        self.end(false).await?;
-        let (_, found) = result?;
+        let found = self.find(subject).await?;
         Ok(self.plan(&found, key))
     }
 
@@ -290,7 +292,7 @@ impl Connector {
 
     /// The declared tables and columns, checked against the database's catalog; the type of
     /// every declared column, by `(table, column)`.
-    async fn column_types(&mut self) -> Result<BTreeMap<(String, String), String>, ConnectError> {
+    async fn column_types(&mut self) -> Result<ColumnTypes, ConnectError> {
         let kind = self.db.kind();
         let names: Vec<String> = self.dataset.tables.iter().map(|t| t.name.clone()).collect();
         let mut statement = Statement::new(kind);
@@ -356,7 +358,7 @@ impl Connector {
         &mut self,
         subject: &Subject,
         mode: Mode,
-    ) -> Result<(BTreeMap<(String, String), String>, Found), ConnectError> {
+    ) -> Result<(ColumnTypes, Found), ConnectError> {
         if subject.is_empty() {
             return Err(ConnectError::Identity(
                 "no identifier to find the subject by".to_owned(),
