@@ -6,6 +6,13 @@ use crate::ConnectError;
 use crate::sql::{Param, Statement};
 use kept_core::manifest::dataset::{DatabaseKind, Dataset, redact_url as redact};
 use sqlx::{Connection, Row};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, `Send` future. The driver calls are boxed so that the walk's futures are `Send`
+/// (a server spawns them): without it the compiler cannot prove `Executor` for every lifetime
+/// of the borrowed connection (rust-lang/rust#102211).
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'a>>;
 
 /// An open connection of the dataset's kind.
 #[derive(Debug)]
@@ -93,80 +100,84 @@ impl Db {
     }
 
     /// Runs a statement that takes no parameters (transaction control).
-    pub async fn simple(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        match self {
-            Db::Postgres(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
-            Db::Mysql(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
-        }
+    pub fn simple<'a>(&'a mut self, sql: &'static str) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            match self {
+                // A query without arguments goes as text (simple protocol), unprepared.
+                Db::Postgres(c) => sqlx::Executor::execute(c, sql).await.map(|_| ()),
+                Db::Mysql(c) => sqlx::Executor::execute(c, sql).await.map(|_| ()),
+            }
+        })
     }
 
     /// The rows a query returns, every column read as optional text.
-    pub async fn rows(
-        &mut self,
-        statement: &Statement,
-    ) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
-        match self {
-            Db::Postgres(c) => {
-                let mut query = sqlx::query(&statement.text);
-                for param in &statement.params {
-                    query = match param {
-                        Param::Text(v) => query.bind(v.as_str()),
-                        Param::TextArray(v) => query.bind(v.as_slice()),
-                    };
+    pub fn rows<'a>(&'a mut self, statement: &'a Statement) -> Boxed<'a, Vec<Vec<Option<String>>>> {
+        Box::pin(async move {
+            match self {
+                Db::Postgres(c) => {
+                    let mut query = sqlx::query(&statement.text);
+                    for param in &statement.params {
+                        query = match param {
+                            Param::Text(v) => query.bind(v.as_str()),
+                            Param::TextArray(v) => query.bind(v.as_slice()),
+                        };
+                    }
+                    let rows = query.fetch_all(c).await?;
+                    rows.iter()
+                        .map(|row| {
+                            (0..row.len())
+                                .map(|i| row.try_get::<Option<String>, _>(i))
+                                .collect()
+                        })
+                        .collect()
                 }
-                let rows = query.fetch_all(c).await?;
-                rows.iter()
-                    .map(|row| {
-                        (0..row.len())
-                            .map(|i| row.try_get::<Option<String>, _>(i))
-                            .collect()
-                    })
-                    .collect()
-            }
-            Db::Mysql(c) => {
-                let mut query = sqlx::query(&statement.text);
-                for param in &statement.params {
-                    query = match param {
-                        Param::Text(v) => query.bind(v.as_str()),
-                        Param::TextArray(_) => return Err(array_on_mysql()),
-                    };
+                Db::Mysql(c) => {
+                    let mut query = sqlx::query(&statement.text);
+                    for param in &statement.params {
+                        query = match param {
+                            Param::Text(v) => query.bind(v.as_str()),
+                            Param::TextArray(_) => return Err(array_on_mysql()),
+                        };
+                    }
+                    let rows = query.fetch_all(c).await?;
+                    rows.iter()
+                        .map(|row| {
+                            (0..row.len())
+                                .map(|i| row.try_get::<Option<String>, _>(i))
+                                .collect()
+                        })
+                        .collect()
                 }
-                let rows = query.fetch_all(c).await?;
-                rows.iter()
-                    .map(|row| {
-                        (0..row.len())
-                            .map(|i| row.try_get::<Option<String>, _>(i))
-                            .collect()
-                    })
-                    .collect()
             }
-        }
+        })
     }
 
     /// Runs a statement; the number of rows it changed.
-    pub async fn execute(&mut self, statement: &Statement) -> Result<u64, sqlx::Error> {
-        match self {
-            Db::Postgres(c) => {
-                let mut query = sqlx::query(&statement.text);
-                for param in &statement.params {
-                    query = match param {
-                        Param::Text(v) => query.bind(v.as_str()),
-                        Param::TextArray(v) => query.bind(v.as_slice()),
-                    };
+    pub fn execute<'a>(&'a mut self, statement: &'a Statement) -> Boxed<'a, u64> {
+        Box::pin(async move {
+            match self {
+                Db::Postgres(c) => {
+                    let mut query = sqlx::query(&statement.text);
+                    for param in &statement.params {
+                        query = match param {
+                            Param::Text(v) => query.bind(v.as_str()),
+                            Param::TextArray(v) => query.bind(v.as_slice()),
+                        };
+                    }
+                    Ok(query.execute(c).await?.rows_affected())
                 }
-                Ok(query.execute(c).await?.rows_affected())
-            }
-            Db::Mysql(c) => {
-                let mut query = sqlx::query(&statement.text);
-                for param in &statement.params {
-                    query = match param {
-                        Param::Text(v) => query.bind(v.as_str()),
-                        Param::TextArray(_) => return Err(array_on_mysql()),
-                    };
+                Db::Mysql(c) => {
+                    let mut query = sqlx::query(&statement.text);
+                    for param in &statement.params {
+                        query = match param {
+                            Param::Text(v) => query.bind(v.as_str()),
+                            Param::TextArray(_) => return Err(array_on_mysql()),
+                        };
+                    }
+                    Ok(query.execute(c).await?.rows_affected())
                 }
-                Ok(query.execute(c).await?.rows_affected())
             }
-        }
+        })
     }
 }
 

@@ -36,6 +36,7 @@ on_both!(erase_applies_each_strategy_and_a_second_erase_changes_nothing);
 on_both!(a_trigger_refusing_the_last_statement_rolls_everything_back);
 on_both!(a_null_that_breaks_not_null_rolls_back);
 on_both!(the_database_must_have_what_the_manifest_declares);
+on_both!(a_connection_lost_mid_erasure_leaves_nothing_half_done);
 
 async fn find_returns_every_row_the_identity_paths_reach(kind: DatabaseKind) {
     let Some(shop) = Shop::new(kind, "find").await else {
@@ -366,6 +367,54 @@ async fn the_database_must_have_what_the_manifest_declares(kind: DatabaseKind) {
         e.to_string().contains("`orders.total_cents` is of type"),
         "{e}"
     );
+    drop(connector);
+    shop.drop_database().await;
+}
+
+/// What a `kill -9` of the process does to its database: the connection goes in the middle of
+/// the transaction, after some tables were changed, and the database keeps none of it.
+async fn a_connection_lost_mid_erasure_leaves_nothing_half_done(kind: DatabaseKind) {
+    let Some(shop) = Shop::new(kind, "lost").await else {
+        return;
+    };
+    // Deleting the customer (the last statement) takes two seconds.
+    match kind {
+        DatabaseKind::Postgres => {
+            shop.run(
+                "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN PERFORM pg_sleep(2); RETURN OLD; END $$; \
+                 CREATE TRIGGER slow_delete BEFORE DELETE ON customers \
+                 FOR EACH ROW EXECUTE FUNCTION slow_delete();",
+            )
+            .await;
+        }
+        DatabaseKind::Mysql => {
+            shop.run(
+                "CREATE TRIGGER slow_delete BEFORE DELETE ON customers FOR EACH ROW \
+                 SET @slept = SLEEP(2)",
+            )
+            .await;
+        }
+    }
+    let before = shop.dump().await;
+    let dataset = dataset(kind);
+    let mut connector = Connector::open(&dataset, &shop.lookup()).await.unwrap();
+    let erasing = tokio::spawn(async move { connector.erase(&ada(), &KEY).await });
+    // Whatever the erasure reached by then, dropping it closes its connection uncommitted.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    erasing.abort();
+    assert!(erasing.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        shop.dump().await,
+        before,
+        "a lost connection left changes behind"
+    );
+
+    // The next erasure waits for the dead session's locks, then erases everything.
+    let mut connector = Connector::open(&dataset, &shop.lookup()).await.unwrap();
+    let erased = connector.erase(&ada(), &KEY).await.unwrap();
+    assert_eq!((erased.rows_deleted, erased.rows_updated), (5, 3));
+    assert_eq!(shop.count("SELECT COUNT(*) FROM customers").await, 1);
     drop(connector);
     shop.drop_database().await;
 }
