@@ -4,7 +4,8 @@
 
 use crate::ConnectError;
 use crate::sql::{Param, Statement};
-use kept_core::manifest::dataset::{DatabaseKind, Dataset, redact_url as redact};
+use kept_core::manifest::dataset::{DatabaseKind, Dataset};
+use kept_core::redact::{redact_url, scrub};
 use sqlx::{Connection, Row};
 use std::future::Future;
 use std::pin::Pin;
@@ -39,16 +40,20 @@ pub fn url_of(
         DatabaseKind::Mysql => url.starts_with("mysql://") || url.starts_with("mariadb://"),
     };
     if !scheme_ok {
+        // Only the scheme is shown: the value may be anything, a password pasted by mistake too.
+        let found = match url.find("://").and_then(|i| url.get(..i + 3)) {
+            Some(scheme) => format!("a `{scheme}` URL"),
+            None => "a value that is not a URL".to_owned(),
+        };
         return Err(ConnectError::BadUrl {
             dataset: dataset.id.clone(),
             env: dataset.url_env.clone(),
             message: format!(
-                "expected a `{}` URL, found `{}`",
+                "expected a `{}` URL, found {found}",
                 match dataset.kind {
                     DatabaseKind::Postgres => "postgres://",
                     DatabaseKind::Mysql => "mysql://",
-                },
-                redact(&url)
+                }
             ),
         });
     }
@@ -60,8 +65,8 @@ impl Db {
     pub async fn connect(dataset: &Dataset, url: &str) -> Result<Db, ConnectError> {
         let failed = |e: sqlx::Error| ConnectError::Connect {
             dataset: dataset.id.clone(),
-            url: redact(url),
-            message: e.to_string(),
+            url: redact_url(url),
+            message: scrub(&e.to_string(), url),
         };
         match dataset.kind {
             DatabaseKind::Postgres => {

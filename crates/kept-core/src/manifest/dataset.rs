@@ -27,6 +27,7 @@ use super::keys::{child_path, item_path};
 use super::load::Converter;
 use super::raw::Key;
 use crate::identity::IdentifierKind;
+use crate::redact::redact_url;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -534,32 +535,6 @@ fn find_cycle(tables: &[Table]) -> Option<(usize, String, Vec<String>)> {
     (0..tables.len()).find_map(|t| visit(tables, t, &mut Vec::new(), &mut done))
 }
 
-/// A database URL as it may be printed: `scheme://user:***@host/db`, the password replaced;
-/// anything that is not a URL is replaced whole.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return "***".to_owned();
-    };
-    let rest = url.get(scheme_end + 3..).unwrap_or_default();
-    match rest.rfind('@') {
-        Some(at) => {
-            let userinfo = rest.get(..at).unwrap_or_default();
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let redacted = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
-            };
-            format!(
-                "{}{redacted}{}",
-                url.get(..scheme_end + 3).unwrap_or_default(),
-                rest.get(at..).unwrap_or_default()
-            )
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,18 +558,5 @@ mod tests {
         ] {
             assert!(!is_plain_identifier(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn passwords_never_print() {
-        assert_eq!(
-            redact_url("postgres://shop:s3cret@db.internal:5432/shop"),
-            "postgres://shop:***@db.internal:5432/shop"
-        );
-        assert_eq!(
-            redact_url("mysql://root@127.0.0.1:3306/kept_shop"),
-            "mysql://root@127.0.0.1:3306/kept_shop"
-        );
-        assert_eq!(redact_url("not a url s3cret"), "***");
     }
 }
