@@ -192,7 +192,7 @@ fn can_match(tables: &[Table], table: usize, subjects: &Subjects<'_>) -> bool {
             .get(kind)
             .is_some_and(|values| !values.is_empty())
     });
-    // INVARIANT: references have no cycle (the manifest's loader refuses one), so this ends.
+    // References have no cycle (the manifest loader refuses one), so this recursion ends.
     by_identity
         || t.references.iter().any(|r| {
             tables

@@ -215,11 +215,6 @@ impl Connector {
             identifiers: subject.identifiers(),
             column_types: &types,
         };
-        let mut erased = Erased {
-            plan: plan.clone(),
-            rows_deleted: 0,
-            rows_updated: 0,
-        };
         for table_plan in &plan.tables {
             let Some(index) = self
                 .dataset
@@ -247,10 +242,15 @@ impl Connector {
                     actual,
                 });
             }
-            erased.rows_deleted += deleted;
-            erased.rows_updated += updated;
         }
-        Ok(erased)
+        // Every statement changed exactly its table's planned rows (checked above),
+        // so the plan's counts are what was done.
+        let (rows_deleted, rows_updated) = plan.counts();
+        Ok(Erased {
+            plan,
+            rows_deleted,
+            rows_updated,
+        })
     }
 
     async fn begin(&mut self, mode: Mode) -> Result<(), ConnectError> {
