@@ -6,6 +6,8 @@
 #   preferences      GET  /v1/subjects/{id}/preferences, random demo subjects (from the index)
 #   preferences/store the same read with `--consent-reads store` (every read from the database)
 #   consents         GET  /v1/subjects/{id}/consents (the subject's ledger records)
+#   profile          GET  /v1/subjects/{id}/profile?purpose=essential.service.operations (read
+#                    from the store, with one durable use recorded per read)
 #   consent write    POST /v1/consents, one durable ledger record per request
 #   with info logs   /healthz and preferences again under `--log-filter info` (the default)
 #
@@ -66,6 +68,14 @@ request = function()
   return wrk.format("GET", "/v1/subjects/" .. id .. "/consents", {["Authorization"] = "Bearer " .. key})
 end
 LUA
+cat >"$WORK/profile.lua" <<'LUA'
+local key = os.getenv("DECIDE_KEY")
+math.randomseed(os.time())
+request = function()
+  local id = math.random(0, 4999)
+  return wrk.format("GET", "/v1/subjects/" .. id .. "/profile?purpose=essential.service.operations", {["Authorization"] = "Bearer " .. key})
+end
+LUA
 cat >"$WORK/write.lua" <<'LUA'
 local key = os.getenv("KEY")
 math.randomseed(os.time())
@@ -97,7 +107,8 @@ start() {
         sleep 0.1
     done
     KEY="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["privacy"])' "$dir/kept-data/demo-keys.json")"
-    export KEY
+    DECIDE_KEY="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["decide"])' "$dir/kept-data/demo-keys.json")"
+    export KEY DECIDE_KEY
 }
 
 rss() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$SERVER_PID/status"; }
@@ -126,6 +137,7 @@ RSS_START="$(rss)"
 run healthz "$URL:$PORT/healthz"
 run preferences -s "$WORK/preferences.lua" "$URL:$PORT"
 run consents -s "$WORK/consents.lua" "$URL:$PORT"
+run profile -s "$WORK/profile.lua" "$URL:$PORT"
 run write -s "$WORK/write.lua" "$URL:$PORT"
 RSS_END="$(rss)"
 stop
@@ -141,7 +153,7 @@ run preferences_info -s "$WORK/preferences.lua" "$URL:$PORT"
 stop
 
 python3 - "$FIDES_READS" "$FIDES_WRITES" "$RSS_START" "$RSS_END" \
-    "${FIG[healthz]}" "${FIG[preferences]}" "${FIG[consents]}" "${FIG[write]}" \
+    "${FIG[healthz]}" "${FIG[preferences]}" "${FIG[consents]}" "${FIG[profile]}" "${FIG[write]}" \
     "${FIG[healthz_store]}" "${FIG[preferences_store]}" \
     "${FIG[healthz_info]}" "${FIG[preferences_info]}" <<'PY'
 import sys
@@ -149,7 +161,7 @@ fides_reads, fides_writes = float(sys.argv[1]), float(sys.argv[2])
 rss_start, rss_end = sys.argv[3], sys.argv[4]
 rows = [a.split() for a in sys.argv[5:]]
 fig = lambda r: (float(r[0]), float(r[1]), float(r[2]), int(r[3]))
-(h, pref, cons, write, h_store, pref_store, h_info, pref_info) = map(fig, rows)
+(h, pref, cons, prof, write, h_store, pref_store, h_info, pref_info) = map(fig, rows)
 print(f"{'':28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'/healthz':>10}{'x Fides':>9}{'non-2xx':>9}")
 def line(name, r, base, fides=None):
     x = f"{r[0] / fides:8.0f}x" if fides else f"{'':9}"
@@ -158,6 +170,7 @@ print("server 1: --log-filter warn")
 line("  /healthz", h, h)
 line("  preferences (index)", pref, h, fides_reads)
 line("  consents", cons, h, fides_reads)
+line("  profile (+ a durable use)", prof, h, fides_reads)
 line("  consent write (durable)", write, h, fides_writes)
 print("server 2: --log-filter warn --consent-reads store")
 line("  /healthz", h_store, h_store)

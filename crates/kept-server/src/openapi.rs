@@ -61,7 +61,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::collect::read::lookup,
         crate::collect::read::events,
         crate::collect::read::set_collection_point,
-        crate::collect::quarantine::list,
+        crate::collect::read::list_quarantine,
         merges::list,
         merges::undo,
         crate::prefcenter::api::preference_link,

@@ -257,9 +257,9 @@ impl Server {
         ));
         // Deliveries left pending by an earlier run are picked up by the worker's first round.
         let (stop_forwarding, forwarding_stopped) = tokio::sync::watch::channel(false);
-        let forwarding = connect::spawn_worker(state.clone(), forwarding_stopped.clone());
+        let forwarding = connect::spawn_worker(state.forwarding(), forwarding_stopped.clone());
         let retention = crate::collect::retention::spawn_retention(
-            state.clone(),
+            state.retention(),
             config.retention_interval,
             forwarding_stopped,
         );

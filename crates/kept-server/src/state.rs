@@ -150,6 +150,29 @@ impl AppState {
         }
     }
 
+    /// What forwarding (queueing deliveries, the worker's rounds) needs of this state.
+    pub fn forwarding(&self) -> crate::connect::Forwarding {
+        crate::connect::Forwarding {
+            store: self.store.clone(),
+            index: self.index.clone(),
+            manifest: self.manifest.clone(),
+            forwarder: self.forward.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// What the retention job needs of this state.
+    pub fn retention(&self) -> crate::collect::retention::Retention {
+        crate::collect::retention::Retention {
+            store: self.store.clone(),
+            manifest: self.manifest.clone(),
+            index: self.index.clone(),
+            decision_log: self.decision_log.clone(),
+            collector: self.collect.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
     /// What resolving the subject a caller names reads of this state.
     pub fn lookup(&self) -> crate::identity::resolve::Lookup<'_> {
         crate::identity::resolve::Lookup {

@@ -986,10 +986,6 @@ impl Store for PostgresStore {
         quarantine::prune(&self.pool, before, limit).await
     }
 
-    async fn record_uses(&self, used: Vec<kept_store::UseRecord>) -> Result<u64> {
-        uses::record(&self.pool, used).await
-    }
-
     async fn use_candidates(
         &self,
         subject: SubjectId,

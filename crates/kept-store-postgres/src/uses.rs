@@ -1,5 +1,5 @@
-//! The record of uses on PostgreSQL: one `UNNEST` insert (alone, or inside the group
-//! committer's transaction with the contacts they record), and a subject's candidates read
+//! The record of uses on PostgreSQL: one `UNNEST` insert inside the group committer's
+//! transaction (with the contacts they record, if any), and a subject's candidates read
 //! newest first.
 
 use crate::db;
@@ -87,16 +87,6 @@ pub(crate) async fn insert(
     }
     let done = query.execute(&mut *conn).await.map_err(db)?;
     Ok(done.rows_affected())
-}
-
-/// Records `uses` in one transaction (one statement).
-pub(crate) async fn record(pool: &PgPool, uses: Vec<UseRecord>) -> Result<u64> {
-    if uses.is_empty() {
-        return Ok(0);
-    }
-    let mut conn = pool.acquire().await.map_err(db)?;
-    let refs: Vec<&UseRecord> = uses.iter().collect();
-    insert(&mut conn, &refs, &[]).await
 }
 
 pub(crate) async fn candidates(

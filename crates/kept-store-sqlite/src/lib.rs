@@ -3,7 +3,10 @@
 //! SQLite admits one writer at a time, so every write goes through a pool of exactly one
 //! connection (writes queue in memory instead of spinning on the file lock) and ledger appends
 //! and contacts are batched by the group committer; reads use their own pool and, with WAL,
-//! never wait for the writer. `synchronous = FULL` makes a commit durable before it returns.
+//! never wait for the writer. `synchronous = FULL` makes a commit durable before it returns,
+//! except the group committer's: it commits with `synchronous = NORMAL` and syncs the
+//! write-ahead log itself, off the connection, while it writes the next batch (its writers are
+//! answered after that sync).
 
 use async_trait::async_trait;
 use kept_core::SubjectId;
@@ -18,7 +21,8 @@ use kept_store::columns::{
 };
 use kept_store::group_commit::{
     BatchWriter, ChainedRow, CheckpointSigner, GroupCommit, HotWrite, HotWritten, LastCheckpoint,
-    SignerSlot, answer_hot_batch, hot_batch_uses, plan_checkpoint, plan_hot_batch,
+    SignerSlot, Syncing, answer_hot_batch, hot_batch_uses, plan_checkpoint, plan_hot_batch,
+    sync_file,
 };
 use kept_store::{
     ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Store, StoreError,
@@ -29,8 +33,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod decision_log;
@@ -151,6 +157,9 @@ impl SqliteStore {
                 pool: write.clone(),
                 signer: signer.clone(),
                 tip: None,
+                wal: wal_path(path),
+                unsynced: false,
+                written: VecDeque::new(),
             },
             MAX_BATCH_ROWS,
         );
@@ -223,6 +232,19 @@ struct HotWriter {
     /// As of this committer's last commit; `None` after a failure or before the first batch,
     /// when it is read from the database.
     tip: Option<Tip>,
+    /// The write-ahead log, synced after each batch committed with `synchronous = NORMAL`.
+    wal: PathBuf,
+    /// Whether the last batch committed without syncing.
+    unsynced: bool,
+    /// Per batch written and not yet durable, the checkpoint it signed, for the witness.
+    written: VecDeque<Option<(Arc<dyn CheckpointSigner>, Checkpoint)>>,
+}
+
+/// SQLite's write-ahead log of the database at `db`: the file name with `-wal` appended.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -267,19 +289,24 @@ impl BatchWriter for HotWriter {
             let used = hot_batch_uses(&batch);
             if rows.is_empty() && contacts.is_empty() && used.is_empty() && checkpoint.is_none() {
                 self.tip = Some(tip);
+                self.written.push_back(None);
                 return Ok(answer_hot_batch(&batch, rows, None));
             }
             match write_script(&mut conn, &rows, &contacts, &used, checkpoint.as_ref()).await {
                 Ok(()) => {
                     self.tip = Some(next);
-                    if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
-                        signer.committed(cp);
-                    }
-                    return Ok(answer_hot_batch(&batch, rows, checkpoint.as_ref()));
+                    self.unsynced = true;
+                    let answer = answer_hot_batch(&batch, rows, checkpoint.as_ref());
+                    self.written.push_back(signer.zip(checkpoint));
+                    return Ok(answer);
                 }
                 Err(e) => {
-                    // Whatever failed, no transaction may stay open on the write connection.
+                    // Whatever failed, no transaction may stay open on the write connection,
+                    // and its later commits are durable again.
                     let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    let _ = sqlx::query("PRAGMA synchronous = FULL")
+                        .execute(&mut *conn)
+                        .await;
                     if !matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
                         return Err(db(e));
                     }
@@ -303,10 +330,22 @@ impl BatchWriter for HotWriter {
         }
         tx.commit().await.map_err(db)?;
         self.tip = Some(next);
-        if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
-            signer.committed(cp);
+        let answer = answer_hot_batch(&batch, rows, checkpoint.as_ref());
+        self.written.push_back(signer.zip(checkpoint));
+        Ok(answer)
+    }
+
+    fn sync(&mut self) -> Option<Syncing> {
+        if !std::mem::take(&mut self.unsynced) {
+            return None;
         }
-        Ok(answer_hot_batch(&batch, rows, checkpoint.as_ref()))
+        Some(sync_file(self.wal.clone()))
+    }
+
+    fn durable(&mut self) {
+        if let Some(Some((signer, checkpoint))) = self.written.pop_front() {
+            signer.committed(&checkpoint);
+        }
     }
 
     fn weight(item: &HotWrite) -> usize {
@@ -334,7 +373,8 @@ async fn write_script(
         .map(|u| u.columns())
         .collect::<Result<Vec<_>>>()
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let mut sql = String::from("BEGIN IMMEDIATE;");
+    // Committed without waiting for the disk: the committer syncs the log after (`sync`).
+    let mut sql = String::from("PRAGMA synchronous = NORMAL;BEGIN IMMEDIATE;");
     for chunk in rows.chunks(CHUNK) {
         sql.push_str(&values_sql(LEDGER_INSERT, 5, chunk.len(), ";"));
     }
@@ -353,7 +393,7 @@ async fn write_script(
         sql.push_str(CHECKPOINT_INSERT);
         sql.push(';');
     }
-    sql.push_str("COMMIT;");
+    sql.push_str("COMMIT;PRAGMA synchronous = FULL;");
     let mut q = sqlx::query(&sql);
     for row in rows {
         let seq = i64::try_from(row.entry.seq).map_err(|_| {
@@ -1041,10 +1081,6 @@ impl Store for SqliteStore {
 
     async fn append_decision_log(&self, entries: Vec<kept_store::DecisionLogEntry>) -> Result<()> {
         decision_log::append(&self.write, entries).await
-    }
-
-    async fn record_uses(&self, used: Vec<kept_store::UseRecord>) -> Result<u64> {
-        uses::record(&self.write, used).await
     }
 
     async fn use_candidates(

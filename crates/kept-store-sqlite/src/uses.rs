@@ -1,6 +1,6 @@
-//! The record of uses on SQLite: inserts on the write connection (alone, or inside the group
-//! committer's transaction with the contacts they record), and a subject's candidates read
-//! newest first on the read pool.
+//! The record of uses on SQLite: inserts inside the group committer's transaction (with the
+//! contacts they record, if any), and a subject's candidates read newest first on the read
+//! pool.
 
 use crate::db;
 use kept_core::SubjectId;
@@ -53,21 +53,6 @@ pub(crate) async fn insert(conn: &mut SqliteConnection, uses: &[&UseRecord]) -> 
             .map_err(db)?
             .rows_affected();
     }
-    Ok(written)
-}
-
-/// Records `uses` in one transaction.
-pub(crate) async fn record(pool: &SqlitePool, uses: Vec<UseRecord>) -> Result<u64> {
-    if uses.is_empty() {
-        return Ok(0);
-    }
-    let mut conn = pool.acquire().await.map_err(db)?;
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-        .await
-        .map_err(db)?;
-    let refs: Vec<&UseRecord> = uses.iter().collect();
-    let written = insert(&mut tx, &refs).await?;
-    tx.commit().await.map_err(db)?;
     Ok(written)
 }
 

@@ -321,7 +321,8 @@ pub trait Store:
     async fn all_channel_preferences(&self) -> Result<Vec<ChannelPreference>>;
 
     /// Records sent messages together with their uses, in one transaction (through the group
-    /// committer): a contact is never stored without the decision it was sent under.
+    /// committer): a contact is never stored without the decision it was sent under. Either
+    /// list may be empty.
     async fn record_contacts(&self, contacts: Vec<Contact>, uses: Vec<UseRecord>) -> Result<()>;
     /// Contacts at or after `since`, for rebuilding frequency counters.
     async fn contacts_since(&self, since: UnixMillis) -> Result<Vec<Contact>>;
@@ -370,9 +371,12 @@ pub trait Store:
 
     // --- the record of uses ---------------------------------------------------------------
 
-    /// Records uses in one transaction; ids are assigned in order. A forward whose reference
-    /// and purpose are already recorded is skipped. Returns how many were written.
-    async fn record_uses(&self, uses: Vec<UseRecord>) -> Result<u64>;
+    /// Records uses in one transaction, through the group committer (a profile read or an
+    /// export waits for one shared commit, not for one of its own); ids are assigned in order.
+    /// A forward whose reference and purpose are already recorded is skipped.
+    async fn record_uses(&self, uses: Vec<UseRecord>) -> Result<()> {
+        self.record_contacts(Vec::new(), uses).await
+    }
 
     /// The uses naming `subject` alone and every set of subjects (which may or may not hold
     /// it), newest first, with `id < before`, at most `limit`: the candidates `uses_of` sifts.

@@ -3,13 +3,18 @@
 //! written), then identities resolved, consent changes written to the ledger, events and traits
 //! committed, the index brought up to date, and deliveries queued for forwarding.
 
+use super::Collector;
 use super::body::Received;
 use super::quarantine::Rejected;
+use crate::clock::Clock;
+use crate::connect::forwarder::Forwarder;
+use crate::consent::ledger::Ledger;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
+use crate::identity::Identities;
 use crate::identity::link::{self as identity, MessageIds};
+use crate::index::IndexHandle;
 use crate::observe;
-use crate::state::AppState;
 use crate::subjects::consent::{decoded, ledger_state};
 use axum::http::{HeaderMap, header};
 use kept_core::collection::{
@@ -26,8 +31,8 @@ use kept_core::regime::Regime;
 use kept_core::signals::{ConsentSignals, gpc};
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::ApiKeyRecord;
 use kept_store::collection::{EventWrite, NewEvent};
+use kept_store::{ApiKeyRecord, Store};
 use rand::RngCore;
 use serde_json::{Map, Value, json};
 use std::collections::hash_map::Entry;
@@ -66,6 +71,30 @@ pub fn sends_gpc(headers: &HeaderMap) -> bool {
     gpc::from_header(headers.get(gpc::HEADER).and_then(|v| v.to_str().ok()))
 }
 
+/// What taking a request to committed reads and writes: the store, the ledger its consent
+/// changes go to, the manifest, the index, identity resolution, the collector's caches, and
+/// the forwarder deliveries are queued for (at the clock's time). Built by the handler.
+#[derive(Clone, Copy)]
+pub struct Ingest<'a> {
+    pub store: &'a dyn Store,
+    pub ledger: &'a Ledger,
+    pub manifest: &'a Manifest,
+    pub index: &'a IndexHandle,
+    pub identities: &'a Identities,
+    pub collector: &'a Collector,
+    pub forwarder: &'a Forwarder,
+    pub clock: &'a Clock,
+}
+
+impl std::fmt::Debug for Ingest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("store", &self.store)
+            .field("collector", &self.collector)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A message checked and ready to write.
 struct Prepared {
     /// Its position in the request, and its text, should a later check reject it.
@@ -85,24 +114,31 @@ struct Prepared {
 /// paths carry the event's index (`batch[3].event`). An `Err` is the request's: nothing of it
 /// counts as answered.
 pub async fn ingest(
-    state: &AppState,
+    with: Ingest<'_>,
     key: &ApiKeyRecord,
     messages: Vec<Received>,
     request: &RequestFacts,
     batch: bool,
     received_at: UnixMillis,
 ) -> Result<Vec<Rejected>, ApiError> {
-    let collector = &state.collect;
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
-    let compiled = state.index.compiled().map_err(ApiError::from)?.clone();
-    let manifest = state.manifest.as_ref();
+    let Ingest {
+        store,
+        ledger,
+        manifest,
+        index,
+        identities,
+        collector,
+        forwarder: _,
+        clock: _,
+    } = with;
+    let keys = identities.keys(store).await?;
+    let compiled = index.compiled().map_err(ApiError::from)?.clone();
     let default_point = collector.default_point(store, &key.id).await?;
     let default_country = collector.config().default_country.clone();
     let identity_secret = if key.role.is_trusted_writer() {
         None
     } else {
-        state.identity.identity_secret(store).await?
+        identities.identity_secret(store).await?
     };
 
     // Each message checked on its own: one that fails is rejected, and the others go on.
@@ -197,11 +233,11 @@ pub async fn ingest(
     let ids: Vec<&MessageIds> = prepared.iter().map(|p| &p.ids).collect();
     let reads = identity::Reads {
         store,
-        index: &state.index,
+        index,
         manifest,
     };
     let mut outcome =
-        identity::resolve_all(reads, &state.identity, keys, &ids, &key.id, received_at).await?;
+        identity::resolve_all(reads, identities, keys, &ids, &key.id, received_at).await?;
     drop(ids);
     // What resolution refused (a public key speaking for a known customer without a token, a
     // merge it may not make) is rejected alone; the outcome speaks of the others only.
@@ -233,7 +269,7 @@ pub async fn ingest(
     let mut records: Vec<ConsentRecord> = Vec::new();
     let mut current: HashMap<SubjectId, CurrentConsent> = HashMap::new();
     for (from, into) in &outcome.merges {
-        records.extend(carried_over(state, *from, *into, &mut current, received_at).await?);
+        records.extend(carried_over(store, *from, *into, &mut current, received_at).await?);
     }
     // Events of one request mostly carry the same consent from the same regime: judged and
     // encoded once per distinct pair.
@@ -297,9 +333,7 @@ pub async fn ingest(
             if !seen {
                 let state_now = match current.entry(subject) {
                     Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => {
-                        e.insert(ledger_state(state.store.as_ref(), subject).await?)
-                    }
+                    Entry::Vacant(e) => e.insert(ledger_state(store, subject).await?),
                 };
                 let changes = consent_changes(
                     &choices.purposes,
@@ -492,7 +526,7 @@ pub async fn ingest(
     let entries = if records.is_empty() {
         Vec::new()
     } else {
-        let entries = state.ledger.append_many(records).await?;
+        let entries = ledger.append_many(records).await?;
         observe::count_ledger_appends(entries.len());
         metrics::counter!(super::CONSENT_RECORDS).increment(entries.len() as u64);
         entries
@@ -518,7 +552,7 @@ pub async fn ingest(
     }
     // The directory learns the merges first: the merged-away subjects' user ids keep naming
     // a subject (the survivor) while the index forgets them.
-    state.index.record_merges(&outcome.merges, false)?;
+    index.record_merges(&outcome.merges, false)?;
     for (from, _) in &outcome.merges {
         changes.push(Change::Forget(*from));
     }
@@ -537,8 +571,8 @@ pub async fn ingest(
             .into_iter()
             .map(|(subject, at)| Change::Interaction { subject, at }),
     );
-    state.index.apply(changes).await?;
-    state.index.consents_appended(&entries).await?;
+    index.apply(changes).await?;
+    index.consents_appended(&entries).await?;
     if let Ok(mut carried) = collector.carried.lock() {
         if carried.len() > 1_000_000 {
             carried.clear();
@@ -546,7 +580,7 @@ pub async fn ingest(
         carried.extend(fingerprints);
     }
 
-    forward(state, &key.id, candidates, received_at).await?;
+    forward(with, &key.id, candidates, received_at).await?;
     for (kind, n) in counted {
         metrics::counter!(super::EVENTS, "type" => kind).increment(n);
     }
@@ -676,17 +710,17 @@ fn fingerprint(choices: &PurposeChoices, gpc: bool) -> u64 {
 /// nothing about that purpose (or said it earlier): the same choice, now on the survivor's
 /// record, pointing back at the original.
 async fn carried_over(
-    state: &AppState,
+    store: &dyn Store,
     from: SubjectId,
     into: SubjectId,
     current: &mut HashMap<SubjectId, CurrentConsent>,
     now: UnixMillis,
 ) -> Result<Vec<ConsentRecord>, ApiError> {
-    let theirs = decoded(state.store.as_ref(), from).await?;
+    let theirs = decoded(store, from).await?;
     if theirs.is_empty() {
         return Ok(Vec::new());
     }
-    let ours = decoded(state.store.as_ref(), into).await?;
+    let ours = decoded(store, into).await?;
     let latest_at = |records: &[ConsentRecord], pick: &dyn Fn(&ConsentRecord) -> bool| {
         records.iter().filter(|r| pick(r)).map(|r| r.at).max()
     };
@@ -872,24 +906,29 @@ struct Candidate {
 /// destination's JSON: most events go nowhere, and building that JSON for each would cost more
 /// than storing them.
 async fn forward(
-    state: &AppState,
+    with: Ingest<'_>,
     source: &str,
     candidates: Vec<Candidate>,
     now: UnixMillis,
 ) -> Result<(), ApiError> {
-    if crate::connect::webhook_systems(&state.manifest)
-        .next()
-        .is_none()
-    {
+    let Ingest {
+        store,
+        manifest,
+        index,
+        forwarder,
+        clock,
+        ..
+    } = with;
+    if crate::connect::webhook_systems(manifest).next().is_none() {
         return Ok(());
     }
-    let decisions = state.index.snapshot().ok();
+    let decisions = index.snapshot().ok();
     let mut views: Vec<(SubjectId, String, Value)> = Vec::new();
     let mut decided: Vec<crate::connect::SystemDecisions<'_>> = Vec::new();
     for c in candidates {
         // Asked once per system here; the forwarder queues from these answers.
         let systems =
-            crate::connect::decide_systems(&state.manifest, decisions.as_deref(), c.subject, now);
+            crate::connect::decide_systems(manifest, decisions.as_deref(), c.subject, now);
         if systems.iter().any(|(_, d)| d.is_ok()) {
             // Queued for some system: the forwarder counts the ones it is withheld from.
             views.push((
@@ -919,7 +958,7 @@ async fn forward(
             event,
         })
         .collect();
-    crate::connect::enqueue_decided(state, &to_forward, decided, state.now()).await?;
+    crate::connect::enqueue_decided(store, forwarder, &to_forward, decided, clock()).await?;
     Ok(())
 }
 

@@ -6,15 +6,11 @@
 //! counted (`kept_quarantine_messages_dropped_total`), but not held.
 
 use super::Collector;
-use crate::http::auth::{Authorized, role};
-use crate::http::error::{ApiError, ErrorBody, query_number, query_row_id};
-use crate::state::AppState;
-use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use crate::http::error::ApiError;
+use crate::identity::Identities;
 use kept_core::UnixMillis;
 use kept_core::identity::IdentityKeys;
-use kept_store::quarantine::{MAX_QUARANTINE_PAGE, QuarantineEntry};
+use kept_store::quarantine::QuarantineEntry;
 use kept_store::{ApiKeyRecord, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,9 +94,12 @@ fn without_write_key(raw: &str) -> String {
 }
 
 /// Seals the rejected messages of one request and writes them to the quarantine, before the
-/// request is answered: a client told its message was rejected can find it there.
+/// request is answered: a client told its message was rejected can find it there. The
+/// collector counts what is held; the identity keys seal it.
 pub async fn hold(
-    state: &AppState,
+    store: &dyn Store,
+    collector: &Collector,
+    identities: &Identities,
     key: &ApiKeyRecord,
     received_at: UnixMillis,
     batch: bool,
@@ -109,8 +108,8 @@ pub async fn hold(
     if rejected.is_empty() {
         return Ok(());
     }
-    let held = held(state.store.as_ref(), &state.collect).await?;
-    let limit = state.collect.config().quarantine_limit;
+    let held = held(store, collector).await?;
+    let limit = collector.config().quarantine_limit;
     // Room is taken before the write, so that concurrent requests cannot both take the last
     // place; a failed write gives it back.
     let wanted = rejected.len() as u64;
@@ -136,7 +135,7 @@ pub async fn hold(
     if kept.is_empty() {
         return Ok(());
     }
-    let written = seal_and_write(state, key, received_at, batch, kept).await;
+    let written = seal_and_write(store, identities, key, received_at, batch, kept).await;
     if written.is_err() {
         held.fetch_sub(kept.len() as u64, Ordering::AcqRel);
     }
@@ -149,14 +148,14 @@ pub async fn hold(
 }
 
 async fn seal_and_write(
-    state: &AppState,
+    store: &dyn Store,
+    identities: &Identities,
     key: &ApiKeyRecord,
     received_at: UnixMillis,
     batch: bool,
     rejected: &[Rejected],
 ) -> Result<(), ApiError> {
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
+    let keys = identities.keys(store).await?;
     let mut entries = Vec::with_capacity(rejected.len());
     for r in rejected {
         let index = u32::try_from(r.index).unwrap_or(u32::MAX);
@@ -248,13 +247,6 @@ pub fn describe_metrics() {
     metrics::describe_gauge!(HELD, "messages the quarantine holds");
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuarantineParams {
-    after: Option<String>,
-    limit: Option<String>,
-}
-
 /// One held message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QuarantinedView {
@@ -287,8 +279,6 @@ pub struct QuarantinePage {
     pub next_after: Option<u64>,
 }
 
-const DEFAULT_PAGE: u32 = 100;
-
 fn opened(keys: &IdentityKeys, e: QuarantineEntry) -> Result<QuarantinedView, ApiError> {
     let text = keys
         .quarantine_key()
@@ -315,54 +305,27 @@ fn opened(keys: &IdentityKeys, e: QuarantineEntry) -> Result<QuarantinedView, Ap
     })
 }
 
-/// The messages collection rejected one by one in the last seven days, opened, oldest first.
-#[utoipa::path(
-    get,
-    path = "/v1/quarantine",
-    operation_id = "list_quarantine",
-    tag = "collection",
-    params(
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_i64,
-            description = "only messages with a larger id (the previous page's `next_after`)"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
-            description = "at most this many messages, 1 to 1,000 (100)"),
-    ),
-    security(("api_key" = [])),
-    responses(
-        (status = 200, body = QuarantinePage),
-        (status = 401, description = "no API key, or an invalid one", body = ErrorBody),
-        (status = 403, description = "the key's role is not `admin`", body = ErrorBody),
-        (status = 422, description = "a malformed `after` or `limit`, named in `error.field`", body = ErrorBody),
-    )
-)]
-pub async fn list(
-    _caller: Authorized<role::Admin>,
-    State(state): State<AppState>,
-    params: Result<Query<QuarantineParams>, QueryRejection>,
-) -> Result<Json<QuarantinePage>, ApiError> {
-    let Query(p) = params?;
-    let after = query_row_id("after", p.after.as_deref())?;
-    let limit = query_number::<u32>("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_QUARANTINE_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("`limit` must be between 1 and {MAX_QUARANTINE_PAGE}"),
-        ));
-    }
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
+/// The held messages with an id above `after`, at most `limit` (which the caller keeps within
+/// `MAX_QUARANTINE_PAGE`), opened with the identity keys, oldest first.
+pub async fn page(
+    store: &dyn Store,
+    identities: &Identities,
+    after: Option<u64>,
+    limit: u32,
+) -> Result<QuarantinePage, ApiError> {
+    let keys = identities.keys(store).await?;
     let held = store.quarantined(after, limit).await?;
     let full = held.len() == usize::try_from(limit).unwrap_or(usize::MAX);
     let messages = held
         .into_iter()
         .map(|e| opened(keys, e))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(QuarantinePage {
+    Ok(QuarantinePage {
         next_after: if full {
             messages.last().map(|m| m.id)
         } else {
             None
         },
         messages,
-    }))
+    })
 }

@@ -1,9 +1,13 @@
 //! Reading back what collection stored: a subject found by one of its identifiers (its
 //! identifiers opened, its traits with provenance), a subject's events (merged subjects'
-//! included), and setting a write key's default collection point.
+//! included), the messages the quarantine holds, and setting a write key's default collection
+//! point.
 
+use super::quarantine::{self, QuarantinePage};
 use crate::http::auth::{Authorized, role};
-use crate::http::error::{ApiError, ErrorBody, JsonBody, MAX_ROW_ID, PathParams, page_limit};
+use crate::http::error::{
+    ApiError, ErrorBody, JsonBody, MAX_ROW_ID, PathParams, page_limit, query_number, query_row_id,
+};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -11,6 +15,7 @@ use axum::extract::{Query, State};
 use kept_core::SubjectId;
 use kept_core::identity::{IdentifierKind, identifier_aad, normalize};
 use kept_core::regime::Regime;
+use kept_store::quarantine::MAX_QUARANTINE_PAGE;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
@@ -391,4 +396,53 @@ pub async fn set_collection_point(
         .await?;
     state.collect.forget_point(&id);
     Ok(Json(body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// Held messages a page lists when the caller names no `limit`.
+const DEFAULT_QUARANTINE_PAGE: u32 = 100;
+
+/// The messages collection rejected one by one in the last seven days, opened, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/quarantine",
+    operation_id = "list_quarantine",
+    tag = "collection",
+    params(
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_i64,
+            description = "only messages with a larger id (the previous page's `next_after`)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "at most this many messages, 1 to 1,000 (100)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = QuarantinePage),
+        (status = 401, description = "no API key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `admin`", body = ErrorBody),
+        (status = 422, description = "a malformed `after` or `limit`, named in `error.field`", body = ErrorBody),
+    )
+)]
+pub async fn list_quarantine(
+    _caller: Authorized<role::Admin>,
+    State(state): State<AppState>,
+    params: Result<Query<QuarantineParams>, QueryRejection>,
+) -> Result<Json<QuarantinePage>, ApiError> {
+    let Query(p) = params?;
+    let after = query_row_id("after", p.after.as_deref())?;
+    let limit =
+        query_number::<u32>("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_QUARANTINE_PAGE);
+    if !(1..=MAX_QUARANTINE_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("`limit` must be between 1 and {MAX_QUARANTINE_PAGE}"),
+        ));
+    }
+    let page = quarantine::page(state.store.as_ref(), &state.identity, after, limit).await?;
+    Ok(Json(page))
 }

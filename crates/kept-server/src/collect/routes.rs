@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::routing::{get, post, put};
 use kept_core::collection::MessageKind;
-use kept_store::{ApiKeyRecord, Role};
+use kept_store::Role;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -43,7 +43,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(collect)
         .route("/v1/subjects/lookup", get(read::lookup))
-        .route("/v1/quarantine", get(quarantine::list))
+        .route("/v1/quarantine", get(read::list_quarantine))
         .route("/v1/subjects/{id}/events", get(read::events))
         .route(
             "/v1/keys/{id}/collection-point",
@@ -193,7 +193,7 @@ async fn receive(
 ) -> Result<BatchAccepted, ApiError> {
     let received_at = state.now();
     let header_key = match presented_key(&headers) {
-        Ok(key) => Some(authorize(&state, &key).await?),
+        Ok(key) => Some(state.auth.authorize(&key, Role::Public).await?),
         Err(ApiError::MissingKey) => None,
         Err(e) => return Err(e),
     };
@@ -206,7 +206,7 @@ async fn receive(
         Some(key) => key,
         None => {
             let presented = body_write_key(&bytes).ok_or(ApiError::MissingKey)?;
-            authorize(&state, &presented).await?
+            state.auth.authorize(&presented, Role::Public).await?
         }
     };
     let incoming = match kind {
@@ -223,14 +223,33 @@ async fn receive(
     let batch = kind.is_none();
     let accepted = incoming.messages.len();
     let mut rejected = incoming.rejected;
-    let later = ingest::ingest(&state, &key, incoming.messages, &facts, batch, received_at).await?;
+    let with = ingest::Ingest {
+        store: state.store.as_ref(),
+        ledger: &state.ledger,
+        manifest: &state.manifest,
+        index: &state.index,
+        identities: &state.identity,
+        collector: &state.collect,
+        forwarder: &state.forward,
+        clock: &state.clock,
+    };
+    let later = ingest::ingest(with, &key, incoming.messages, &facts, batch, received_at).await?;
     let accepted = accepted - later.len();
     rejected.extend(later);
     rejected.sort_by_key(|r| r.index);
     for r in &mut rejected {
         r.raw = incoming.shared.held(&r.raw);
     }
-    quarantine::hold(&state, &key, received_at, batch, &rejected).await?;
+    quarantine::hold(
+        with.store,
+        with.collector,
+        with.identities,
+        &key,
+        received_at,
+        batch,
+        &rejected,
+    )
+    .await?;
     if accepted == 0 && !rejected.is_empty() {
         return Err(rejected.swap_remove(0).error);
     }
@@ -239,15 +258,6 @@ async fn receive(
         accepted,
         rejected: rejected.iter().map(|r| r.view(batch)).collect(),
     })
-}
-
-async fn authorize(state: &AppState, presented: &str) -> Result<ApiKeyRecord, ApiError> {
-    let key = state.auth.verify(presented).await?;
-    if !key.role.permits(Role::Public) {
-        return Err(ApiError::forbidden(key.role, Role::Public));
-    }
-    tracing::Span::current().record("key", key.id.as_str());
-    Ok(key)
 }
 
 /// The `writeKey` of a body (at the top, or in a batch's first message).

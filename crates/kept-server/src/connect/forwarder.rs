@@ -1,5 +1,6 @@
-//! The forwarding side of the server that `AppState` keeps: how deliveries are made and
-//! retried, the HTTP client, the retry jitter, what wakes the worker, and the metrics it
+//! The forwarding side of the server that `AppState` keeps, and that `Forwarding` hands the
+//! service and its worker with the store, the index and the manifest: how deliveries are made
+//! and retried, the HTTP client, the retry jitter, what wakes the worker, and the metrics it
 //! counts. It imports no handler, so the state can hold it without reaching the routes.
 
 use super::backoff::Backoff;

@@ -20,18 +20,40 @@ pub mod sign;
 
 pub use forwarder::{DELIVERIES, ForwardConfig, Forwarder, QUEUED, WITHHELD, describe_metrics};
 
-use crate::state::AppState;
+use crate::clock::Clock;
+use crate::index::IndexHandle;
 use futures::StreamExt;
 use kept_core::decision::{Decision, DecisionRequest};
 use kept_core::index::{IndexQuery, Snapshot};
 use kept_core::manifest::{Manifest, System};
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::StoreError;
 use kept_store::outbox::{Attempt, Delivery, DeliveryKind, NewDelivery};
+use kept_store::{Store, StoreError};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// What forwarding reads and writes: the outbox (in the store), the decisions it asks (the
+/// index), the systems and their webhooks (the manifest), the forwarder (settings, client,
+/// worker wake-up) and the clock. Cheap to clone; the worker owns one.
+#[derive(Clone)]
+pub struct Forwarding {
+    pub store: Arc<dyn Store>,
+    pub index: IndexHandle,
+    pub manifest: Arc<Manifest>,
+    pub forwarder: Arc<Forwarder>,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarding")
+            .field("store", &self.store)
+            .field("forwarder", &self.forwarder)
+            .finish_non_exhaustive()
+    }
+}
 
 /// One purpose a system declares, allowed for a subject: what was asked and what was answered.
 /// The evidence is written out only for a delivery's use (`delivery_uses`), not for every
@@ -118,8 +140,8 @@ fn delivery_uses(
 }
 
 /// The latest decision snapshot, or `None` (and every use denied) when there is none.
-fn decisions(state: &AppState) -> Option<Arc<Snapshot>> {
-    match state.index.snapshot() {
+fn decisions(index: &IndexHandle) -> Option<Arc<Snapshot>> {
+    match index.snapshot() {
         Ok(snapshot) => Some(snapshot),
         Err(e) => {
             tracing::warn!(error = %e, "no decisions: nothing is forwarded");
@@ -159,41 +181,41 @@ pub struct Withheld {
     pub reason: String,
 }
 
-/// Queues the deliveries of one committed event. Call it after the event's commit and before
-/// answering the client, also for an event deduplicated as a retry (it is idempotent per event
-/// and system), so that a crash between the two leaves the client retrying rather than a
-/// delivery lost.
-pub async fn enqueue_for_event(
-    state: &AppState,
-    subject: SubjectId,
-    event_id: &str,
-    event: &serde_json::Value,
-) -> Result<Forwarded, StoreError> {
-    let mut out = enqueue_for_events(
-        state,
-        &[EventToForward {
-            subject,
-            event_id,
-            event,
-        }],
-    )
-    .await?;
-    Ok(out.pop().unwrap_or_default())
-}
+impl Forwarding {
+    /// Queues the deliveries of one committed event. Call it after the event's commit and
+    /// before answering the client, also for an event deduplicated as a retry (it is
+    /// idempotent per event and system), so that a crash between the two leaves the client
+    /// retrying rather than a delivery lost.
+    pub async fn enqueue_for_event(
+        &self,
+        subject: SubjectId,
+        event_id: &str,
+        event: &serde_json::Value,
+    ) -> Result<Forwarded, StoreError> {
+        let mut out = self
+            .enqueue_for_events(&[EventToForward {
+                subject,
+                event_id,
+                event,
+            }])
+            .await?;
+        Ok(out.pop().unwrap_or_default())
+    }
 
-/// Queues the deliveries of several committed events in one transaction (a batch), one answer
-/// per event in order.
-pub async fn enqueue_for_events(
-    state: &AppState,
-    events: &[EventToForward<'_>],
-) -> Result<Vec<Forwarded>, StoreError> {
-    let now = state.now();
-    let snapshot = decisions(state);
-    let decided = events
-        .iter()
-        .map(|e| decide_systems(&state.manifest, snapshot.as_deref(), e.subject, now))
-        .collect();
-    enqueue_decided(state, events, decided, now).await
+    /// Queues the deliveries of several committed events in one transaction (a batch), one
+    /// answer per event in order.
+    pub async fn enqueue_for_events(
+        &self,
+        events: &[EventToForward<'_>],
+    ) -> Result<Vec<Forwarded>, StoreError> {
+        let now = (self.clock)();
+        let snapshot = decisions(&self.index);
+        let decided = events
+            .iter()
+            .map(|e| decide_systems(&self.manifest, snapshot.as_deref(), e.subject, now))
+            .collect();
+        enqueue_decided(self.store.as_ref(), &self.forwarder, events, decided, now).await
+    }
 }
 
 /// The decision for each system with a webhook, asked once for an event's subject: the
@@ -216,12 +238,12 @@ pub fn decide_systems<'m>(
 /// (`decide_systems`, one list per event, in order): a delivery for each system allowed, and
 /// the others counted as withheld. One transaction; one answer per event.
 pub async fn enqueue_decided(
-    state: &AppState,
+    store: &dyn Store,
+    forwarder: &Forwarder,
     events: &[EventToForward<'_>],
     decided: Vec<SystemDecisions<'_>>,
     now: UnixMillis,
 ) -> Result<Vec<Forwarded>, StoreError> {
-    let forwarder = &state.forward;
     let mut deliveries = Vec::new();
     let mut answers = Vec::with_capacity(events.len());
     for (e, systems) in events.iter().zip(decided) {
@@ -253,7 +275,7 @@ pub async fn enqueue_decided(
         answers.push(answer);
     }
     if !deliveries.is_empty() {
-        let added = state.store.enqueue_deliveries(deliveries).await?;
+        let added = store.enqueue_deliveries(deliveries).await?;
         if added > 0 {
             metrics::counter!(QUEUED).increment(added);
             forwarder.wake();
@@ -354,95 +376,97 @@ pub struct Round {
     pub suppressed: usize,
 }
 
-/// Claims the deliveries due at `now` and attempts each once.
-pub async fn deliver_due(state: &AppState, now: UnixMillis) -> Result<Round, StoreError> {
-    let forwarder = &state.forward;
-    let config = &forwarder.config;
-    let lease = i64::try_from(config.lease().as_millis()).unwrap_or(i64::MAX);
-    let claimed = state
-        .store
-        .claim_due_deliveries(now, now.saturating_add(lease), config.batch)
-        .await?;
-    let mut round = Round {
-        claimed: claimed.len(),
-        ..Round::default()
-    };
-    let snapshot = decisions(state);
-    let mut cleared = Vec::with_capacity(claimed.len());
-    let mut used = Vec::new();
-    for d in claimed {
-        match prepare(state, snapshot.as_deref(), &d, now) {
-            Ok((ready, uses)) => {
-                used.extend(uses);
-                cleared.push((d, Ok(ready)));
-            }
-            Err(outcome) => cleared.push((d, Err(outcome))),
-        }
-    }
-    // The round's uses are recorded in one transaction before any of its data leaves; when
-    // they cannot be, nothing is sent and every delivery is tried again like a refused one.
-    let unrecorded = match state.store.record_uses(used).await {
-        Ok(_) => None,
-        Err(e) => Some(format!("cannot record the use: {e}")),
-    };
-    let unrecorded = unrecorded.as_deref();
-    let attempts: Vec<(Delivery, Attempt)> = futures::stream::iter(cleared)
-        .map(|(d, ready)| async move {
-            let attempt = match (ready, unrecorded) {
-                (Err(outcome), _) => outcome,
-                (Ok(_), Some(error)) => {
-                    failed(&state.forward, &d, now, None, error.to_owned(), None)
-                }
-                (Ok(ready), None) => send(state, &d, ready, now).await,
-            };
-            (d, attempt)
-        })
-        .buffer_unordered(config.concurrency.max(1))
-        .collect()
-        .await;
-    for (d, attempt) in attempts {
-        let outcome = match &attempt {
-            Attempt::Delivered { .. } => {
-                round.delivered += 1;
-                "delivered"
-            }
-            Attempt::Failed {
-                retry_at: Some(_),
-                error,
-                ..
-            } => {
-                round.retrying += 1;
-                tracing::debug!(system = %d.system, delivery = d.id, attempts = d.attempts + 1, %error, "webhook delivery failed; will retry");
-                "failed"
-            }
-            Attempt::Failed {
-                retry_at: None,
-                error,
-                ..
-            } => {
-                round.dead += 1;
-                tracing::warn!(system = %d.system, delivery = d.id, attempts = d.attempts + 1, %error, "webhook delivery failed for the last time; kept as a dead letter");
-                "dead"
-            }
-            Attempt::Suppressed { reason, .. } => {
-                round.suppressed += 1;
-                tracing::debug!(system = %d.system, delivery = d.id, %reason, "webhook delivery suppressed");
-                "suppressed"
-            }
+impl Forwarding {
+    /// Claims the deliveries due at `now` and attempts each once.
+    pub async fn deliver_due(&self, now: UnixMillis) -> Result<Round, StoreError> {
+        let forwarder = self.forwarder.as_ref();
+        let config = &forwarder.config;
+        let lease = i64::try_from(config.lease().as_millis()).unwrap_or(i64::MAX);
+        let claimed = self
+            .store
+            .claim_due_deliveries(now, now.saturating_add(lease), config.batch)
+            .await?;
+        let mut round = Round {
+            claimed: claimed.len(),
+            ..Round::default()
         };
-        metrics::counter!(DELIVERIES, "system" => d.system.clone(), "outcome" => outcome)
-            .increment(1);
-        match state.store.record_attempt(d.id, &attempt).await {
-            Ok(()) => {}
-            // Erased meanwhile: nothing left to record.
-            Err(StoreError::NotFound { .. }) => {}
-            // Left claimed: it comes back when the lease runs out (at least once).
-            Err(e) => {
-                tracing::warn!(delivery = d.id, error = %e, "cannot record a webhook attempt")
+        let snapshot = decisions(&self.index);
+        let mut cleared = Vec::with_capacity(claimed.len());
+        let mut used = Vec::new();
+        for d in claimed {
+            match prepare(&self.manifest, forwarder, snapshot.as_deref(), &d, now) {
+                Ok((ready, uses)) => {
+                    used.extend(uses);
+                    cleared.push((d, Ok(ready)));
+                }
+                Err(outcome) => cleared.push((d, Err(outcome))),
             }
         }
+        // The round's uses are recorded in one transaction before any of its data leaves; when
+        // they cannot be, nothing is sent and every delivery is tried again like a refused one.
+        let unrecorded = match self.store.record_uses(used).await {
+            Ok(_) => None,
+            Err(e) => Some(format!("cannot record the use: {e}")),
+        };
+        let unrecorded = unrecorded.as_deref();
+        let attempts: Vec<(Delivery, Attempt)> = futures::stream::iter(cleared)
+            .map(|(d, ready)| async move {
+                let attempt = match (ready, unrecorded) {
+                    (Err(outcome), _) => outcome,
+                    (Ok(_), Some(error)) => {
+                        failed(forwarder, &d, now, None, error.to_owned(), None)
+                    }
+                    (Ok(ready), None) => send(forwarder, &d, ready, now).await,
+                };
+                (d, attempt)
+            })
+            .buffer_unordered(config.concurrency.max(1))
+            .collect()
+            .await;
+        for (d, attempt) in attempts {
+            let outcome = match &attempt {
+                Attempt::Delivered { .. } => {
+                    round.delivered += 1;
+                    "delivered"
+                }
+                Attempt::Failed {
+                    retry_at: Some(_),
+                    error,
+                    ..
+                } => {
+                    round.retrying += 1;
+                    tracing::debug!(system = %d.system, delivery = d.id, attempts = d.attempts + 1, %error, "webhook delivery failed; will retry");
+                    "failed"
+                }
+                Attempt::Failed {
+                    retry_at: None,
+                    error,
+                    ..
+                } => {
+                    round.dead += 1;
+                    tracing::warn!(system = %d.system, delivery = d.id, attempts = d.attempts + 1, %error, "webhook delivery failed for the last time; kept as a dead letter");
+                    "dead"
+                }
+                Attempt::Suppressed { reason, .. } => {
+                    round.suppressed += 1;
+                    tracing::debug!(system = %d.system, delivery = d.id, %reason, "webhook delivery suppressed");
+                    "suppressed"
+                }
+            };
+            metrics::counter!(DELIVERIES, "system" => d.system.clone(), "outcome" => outcome)
+                .increment(1);
+            match self.store.record_attempt(d.id, &attempt).await {
+                Ok(()) => {}
+                // Erased meanwhile: nothing left to record.
+                Err(StoreError::NotFound { .. }) => {}
+                // Left claimed: it comes back when the lease runs out (at least once).
+                Err(e) => {
+                    tracing::warn!(delivery = d.id, error = %e, "cannot record a webhook attempt")
+                }
+            }
+        }
+        Ok(round)
     }
-    Ok(round)
 }
 
 /// A delivery cleared to go: where, the secret to sign with, and the uses it makes.
@@ -460,14 +484,14 @@ struct Ready {
 /// because the decision denies, so it is not asked, and it is no use of the subject's data
 /// for a purpose: it records none.
 fn prepare(
-    state: &AppState,
+    manifest: &Manifest,
+    forwarder: &Forwarder,
     decisions: Option<&Snapshot>,
     d: &Delivery,
     now: UnixMillis,
 ) -> Result<(Ready, Vec<kept_store::UseRecord>), Attempt> {
-    let forwarder = &state.forward;
     let suppressed = |reason: String| Attempt::Suppressed { at: now, reason };
-    let Some(system) = state.manifest.systems.get(&d.system) else {
+    let Some(system) = manifest.systems.get(&d.system) else {
         return Err(suppressed(format!(
             "the system `{}` is no longer in the manifest",
             d.system
@@ -531,8 +555,7 @@ fn failed(
 }
 
 /// Signs and posts one cleared delivery.
-async fn send(state: &AppState, d: &Delivery, ready: Ready, now: UnixMillis) -> Attempt {
-    let forwarder = &state.forward;
+async fn send(forwarder: &Forwarder, d: &Delivery, ready: Ready, now: UnixMillis) -> Attempt {
     let timestamp = now.div_euclid(1000);
     let signature = ready
         .secret
@@ -601,17 +624,17 @@ fn describe(e: &reqwest::Error) -> String {
 /// Runs rounds until `stop` turns true: at once (deliveries left pending by a previous run
 /// resume at start), whenever an event is queued, and every `poll_interval`.
 pub fn spawn_worker(
-    state: AppState,
+    forwarding: Forwarding,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let forwarder = state.forward.clone();
+        let forwarder = forwarding.forwarder.clone();
         let config = forwarder.config.clone();
         loop {
             if *stop.borrow() {
                 break;
             }
-            let full = match deliver_due(&state, state.now()).await {
+            let full = match forwarding.deliver_due((forwarding.clock)()).await {
                 Ok(round) => round.claimed >= usize::try_from(config.batch).unwrap_or(usize::MAX),
                 Err(StoreError::Closed) => break,
                 Err(e) => {

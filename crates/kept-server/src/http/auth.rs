@@ -163,6 +163,21 @@ impl Authenticator {
         (at.elapsed() < self.ttl).then(|| record.clone())
     }
 
+    /// The stored record of a presented key whose role permits `required`: the key checked
+    /// (`verify`), then its role, and the request's span names the key.
+    pub async fn authorize(
+        &self,
+        presented: &str,
+        required: Role,
+    ) -> Result<ApiKeyRecord, ApiError> {
+        let key = self.verify(presented).await?;
+        if !key.role.permits(required) {
+            return Err(ApiError::forbidden(key.role, required));
+        }
+        tracing::Span::current().record("key", key.id.as_str());
+        Ok(key)
+    }
+
     /// Drops a key from the cache, so that its revocation takes effect on this server at once.
     pub fn forget(&self, id: &str) {
         if let Ok(mut verified) = self.verified.lock() {
@@ -245,11 +260,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let presented = presented_key(&parts.headers)?;
         let auth = Arc::<Authenticator>::from_ref(state);
-        let key = auth.verify(&presented).await?;
-        if !key.role.permits(R::ROLE) {
-            return Err(ApiError::forbidden(key.role, R::ROLE));
-        }
-        tracing::Span::current().record("key", key.id.as_str());
+        let key = auth.authorize(&presented, R::ROLE).await?;
         Ok(Authorized {
             key,
             role: PhantomData,

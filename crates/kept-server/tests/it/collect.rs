@@ -1108,10 +1108,12 @@ async fn retention_deletes_what_outlived_its_purposes() {
     let gus = subject_of(&app, "user_id=gus").await;
     assert_eq!(events_of(&app, gus).await.len(), 2);
 
-    let nothing = run_retention(&app.state, NOW + 30 * DAY).await.unwrap();
+    let nothing = run_retention(&app.state.retention(), NOW + 30 * DAY)
+        .await
+        .unwrap();
     assert_eq!((nothing.events, nothing.traits), (0, 0));
     // Six years on, past the longest purpose the events and the checkout notice serve.
-    let later = run_retention(&app.state, NOW + 6 * 365 * DAY + DAY)
+    let later = run_retention(&app.state.retention(), NOW + 6 * 365 * DAY + DAY)
         .await
         .unwrap();
     assert_eq!(later.events, 2);

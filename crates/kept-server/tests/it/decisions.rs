@@ -516,13 +516,15 @@ async fn denied_decisions_are_logged_and_the_privacy_role_can_query_them() {
     app.state
         .decision_log
         .set_retention(std::time::Duration::from_secs(30 * 86_400));
-    let soon = kept_server::collect::retention::run_retention(&app.state, NOW + 29 * DAY)
-        .await
-        .unwrap();
+    let soon =
+        kept_server::collect::retention::run_retention(&app.state.retention(), NOW + 29 * DAY)
+            .await
+            .unwrap();
     assert_eq!(soon.decisions, 0);
-    let later = kept_server::collect::retention::run_retention(&app.state, NOW + 31 * DAY)
-        .await
-        .unwrap();
+    let later =
+        kept_server::collect::retention::run_retention(&app.state.retention(), NOW + 31 * DAY)
+            .await
+            .unwrap();
     assert_eq!(later.decisions as usize, denied + got.len());
     assert!(
         read("").await.json["entries"]
@@ -720,7 +722,7 @@ async fn a_promise_ends_with_the_data_retention_deletes() {
         ["allowed.consent", "allowed.contract"]
     );
 
-    let report = kept_server::collect::retention::run_retention(&app.state, NOW)
+    let report = kept_server::collect::retention::run_retention(&app.state.retention(), NOW)
         .await
         .unwrap();
     assert_eq!(report.traits, 1);

@@ -311,14 +311,16 @@ async fn only_allowed_subjects_get_signed_deliveries() {
     let s = scene(&url, quick(5)).await;
     let mut reports = Vec::new();
     for (i, person) in s.people.iter().enumerate() {
-        let report = connect::enqueue_for_event(
-            &s.state,
-            *person,
-            &format!("evt-{i}"),
-            &event(&format!("evt-{i}"), &format!("user-{i}")),
-        )
-        .await
-        .unwrap();
+        let report = s
+            .state
+            .forwarding()
+            .enqueue_for_event(
+                *person,
+                &format!("evt-{i}"),
+                &event(&format!("evt-{i}"), &format!("user-{i}")),
+            )
+            .await
+            .unwrap();
         reports.push(report);
     }
     let reason = |i: usize| {
@@ -336,13 +338,15 @@ async fn only_allowed_subjects_get_signed_deliveries() {
     // A system without a webhook is never a destination, whatever the decision.
     assert!(reports.iter().all(|r| r.queued.len() <= 1));
     // An unknown subject: no decision allows anything.
-    let unknown =
-        connect::enqueue_for_event(&s.state, SubjectId(9_999), "evt-x", &event("evt-x", "x"))
-            .await
-            .unwrap();
+    let unknown = s
+        .state
+        .forwarding()
+        .enqueue_for_event(SubjectId(9_999), "evt-x", &event("evt-x", "x"))
+        .await
+        .unwrap();
     assert_eq!(unknown.withheld[0].reason, "denied.unknown_subject");
 
-    let round = connect::deliver_due(&s.state, NOW).await.unwrap();
+    let round = s.state.forwarding().deliver_due(NOW).await.unwrap();
     assert_eq!((round.claimed, round.delivered), (2, 2));
     let got = receiver.got();
     assert_eq!(got.len(), 2);
@@ -378,11 +382,15 @@ async fn only_allowed_subjects_get_signed_deliveries() {
         verify(SECRET, to_user_0, NOW).unwrap()
     );
     // The client retries the same event: nothing new is queued or sent.
-    connect::enqueue_for_event(&s.state, s.people[0], "evt-0", &event("evt-0", "user-0"))
+    s.state
+        .forwarding()
+        .enqueue_for_event(s.people[0], "evt-0", &event("evt-0", "user-0"))
         .await
         .unwrap();
     assert_eq!(
-        connect::deliver_due(&s.state, NOW + 1)
+        s.state
+            .forwarding()
+            .deliver_due(NOW + 1)
             .await
             .unwrap()
             .claimed,
@@ -400,19 +408,25 @@ async fn a_delivery_is_a_use_recorded_with_its_decision() {
     let s = scene(&url, quick(5)).await;
     receiver.answer(500);
     for (i, person) in s.people.iter().enumerate() {
-        connect::enqueue_for_event(
-            &s.state,
-            *person,
-            &format!("evt-{i}"),
-            &event(&format!("evt-{i}"), &format!("user-{i}")),
-        )
-        .await
-        .unwrap();
+        s.state
+            .forwarding()
+            .enqueue_for_event(
+                *person,
+                &format!("evt-{i}"),
+                &event(&format!("evt-{i}"), &format!("user-{i}")),
+            )
+            .await
+            .unwrap();
     }
-    let round = connect::deliver_due(&s.state, NOW).await.unwrap();
+    let round = s.state.forwarding().deliver_due(NOW).await.unwrap();
     assert_eq!((round.claimed, round.retrying), (2, 2));
     receiver.answer(200);
-    let round = connect::deliver_due(&s.state, NOW + 60_000).await.unwrap();
+    let round = s
+        .state
+        .forwarding()
+        .deliver_due(NOW + 60_000)
+        .await
+        .unwrap();
     assert_eq!(round.delivered, 2, "{round:?}");
     assert_eq!(receiver.got().len(), 4);
 
@@ -470,11 +484,13 @@ async fn a_delivery_is_a_use_recorded_with_its_decision() {
 async fn a_delivery_whose_use_cannot_be_recorded_is_not_sent() {
     let (receiver, url) = Receiver::start().await;
     let s = scene(&url, quick(5)).await;
-    connect::enqueue_for_event(&s.state, s.people[0], "evt-u", &event("evt-u", "user-0"))
+    s.state
+        .forwarding()
+        .enqueue_for_event(s.people[0], "evt-u", &event("evt-u", "user-0"))
         .await
         .unwrap();
     s.app.refuse_uses().await;
-    let round = connect::deliver_due(&s.state, NOW).await.unwrap();
+    let round = s.state.forwarding().deliver_due(NOW).await.unwrap();
     assert_eq!((round.claimed, round.retrying), (1, 1), "{round:?}");
     assert!(receiver.got().is_empty(), "nothing left Kept");
     let d = &s.app.store.deliveries_for_event("evt-u").await.unwrap()[0];
@@ -489,7 +505,12 @@ async fn a_delivery_whose_use_cannot_be_recorded_is_not_sent() {
     );
 
     s.app.allow_uses().await;
-    let round = connect::deliver_due(&s.state, NOW + 60_000).await.unwrap();
+    let round = s
+        .state
+        .forwarding()
+        .deliver_due(NOW + 60_000)
+        .await
+        .unwrap();
     assert_eq!(round.delivered, 1, "{round:?}");
     assert_eq!(receiver.got().len(), 1);
     let answer = support::send(
@@ -514,11 +535,13 @@ async fn failures_back_off_then_become_dead_letters_that_can_be_retried() {
     let (receiver, url) = Receiver::start().await;
     let s = scene(&url, quick(3)).await;
     receiver.answer(500);
-    connect::enqueue_for_event(&s.state, s.people[0], "evt-1", &event("evt-1", "user-0"))
+    s.state
+        .forwarding()
+        .enqueue_for_event(s.people[0], "evt-1", &event("evt-1", "user-0"))
         .await
         .unwrap();
 
-    let round = connect::deliver_due(&s.state, NOW).await.unwrap();
+    let round = s.state.forwarding().deliver_due(NOW).await.unwrap();
     assert_eq!((round.claimed, round.retrying), (1, 1));
     let d = &s.app.store.deliveries_for_event("evt-1").await.unwrap()[0];
     assert_eq!(
@@ -533,7 +556,9 @@ async fn failures_back_off_then_become_dead_letters_that_can_be_retried() {
     );
     // Not due yet: nothing is sent.
     assert_eq!(
-        connect::deliver_due(&s.state, NOW + 2_000)
+        s.state
+            .forwarding()
+            .deliver_due(NOW + 2_000)
             .await
             .unwrap()
             .claimed,
@@ -541,7 +566,12 @@ async fn failures_back_off_then_become_dead_letters_that_can_be_retried() {
     );
     assert_eq!(receiver.got().len(), 1);
 
-    let second = connect::deliver_due(&s.state, NOW + 60_000).await.unwrap();
+    let second = s
+        .state
+        .forwarding()
+        .deliver_due(NOW + 60_000)
+        .await
+        .unwrap();
     assert_eq!(second.retrying, 1);
     let d = &s.app.store.deliveries_for_event("evt-1").await.unwrap()[0];
     assert!(
@@ -549,10 +579,17 @@ async fn failures_back_off_then_become_dead_letters_that_can_be_retried() {
         "the second delay doubles: {}",
         d.next_attempt_at - NOW - 60_000
     );
-    let third = connect::deliver_due(&s.state, NOW + 120_000).await.unwrap();
+    let third = s
+        .state
+        .forwarding()
+        .deliver_due(NOW + 120_000)
+        .await
+        .unwrap();
     assert_eq!(third.dead, 1, "the third failure was the last allowed");
     assert_eq!(
-        connect::deliver_due(&s.state, NOW + 10_000_000)
+        s.state
+            .forwarding()
+            .deliver_due(NOW + 10_000_000)
             .await
             .unwrap()
             .claimed,
@@ -617,7 +654,12 @@ async fn failures_back_off_then_become_dead_letters_that_can_be_retried() {
     assert_eq!(retried.json["state"], "pending");
     assert_eq!(retried.json["attempts"], 0);
     // The test app's router has its own state with the fixed clock at NOW.
-    let delivered = connect::deliver_due(&s.state, NOW + 130_000).await.unwrap();
+    let delivered = s
+        .state
+        .forwarding()
+        .deliver_due(NOW + 130_000)
+        .await
+        .unwrap();
     assert_eq!(delivered.delivered, 1);
     assert_eq!(receiver.got().len(), 4);
     let again = s
@@ -636,10 +678,12 @@ async fn a_destination_that_asks_to_wait_is_given_the_time() {
     let s = scene(&url, quick(5)).await;
     receiver.answer(503);
     *receiver.retry_after.lock().unwrap() = Some("30");
-    connect::enqueue_for_event(&s.state, s.people[2], "evt-9", &event("evt-9", "user-2"))
+    s.state
+        .forwarding()
+        .enqueue_for_event(s.people[2], "evt-9", &event("evt-9", "user-2"))
         .await
         .unwrap();
-    connect::deliver_due(&s.state, NOW).await.unwrap();
+    s.state.forwarding().deliver_due(NOW).await.unwrap();
     let d = &s.app.store.deliveries_for_event("evt-9").await.unwrap()[0];
     assert_eq!(d.last_status, Some(503));
     assert_eq!(
@@ -654,10 +698,12 @@ async fn a_destination_that_asks_to_wait_is_given_the_time() {
 async fn a_consent_withdrawn_before_delivery_suppresses_it() {
     let (receiver, url) = Receiver::start().await;
     let s = scene(&url, quick(5)).await;
-    let queued =
-        connect::enqueue_for_event(&s.state, s.people[0], "evt-2", &event("evt-2", "user-0"))
-            .await
-            .unwrap();
+    let queued = s
+        .state
+        .forwarding()
+        .enqueue_for_event(s.people[0], "evt-2", &event("evt-2", "user-0"))
+        .await
+        .unwrap();
     assert_eq!(queued.queued, ["ad_partner"]);
     // The person withdraws before the worker gets to it.
     let entries = s
@@ -673,7 +719,7 @@ async fn a_consent_withdrawn_before_delivery_suppresses_it() {
         .unwrap();
     s.state.index.consents_appended(&entries).await.unwrap();
     s.clock.store(NOW + 20, Ordering::SeqCst);
-    let round = connect::deliver_due(&s.state, NOW + 20).await.unwrap();
+    let round = s.state.forwarding().deliver_due(NOW + 20).await.unwrap();
     assert_eq!(
         (round.claimed, round.suppressed, round.delivered),
         (1, 1, 0)
@@ -717,7 +763,7 @@ async fn an_obligation_is_sent_where_the_decision_denies_and_an_event_is_not() {
         ])
         .await
         .unwrap();
-    let round = connect::deliver_due(&s.state, NOW).await.unwrap();
+    let round = s.state.forwarding().deliver_due(NOW).await.unwrap();
     assert_eq!(
         (round.claimed, round.delivered, round.suppressed),
         (2, 1, 1)
@@ -759,11 +805,17 @@ async fn an_unset_secret_never_sends_unsigned() {
         .state
         .clone()
         .with_forwarder(Forwarder::new(quick(2)).with_secrets(Arc::new(|_: &str| None)));
-    connect::enqueue_for_event(&s.state, s.people[0], "evt-3", &event("evt-3", "user-0"))
+    s.state
+        .forwarding()
+        .enqueue_for_event(s.people[0], "evt-3", &event("evt-3", "user-0"))
         .await
         .unwrap();
-    connect::deliver_due(&s.state, NOW).await.unwrap();
-    connect::deliver_due(&s.state, NOW + 100_000).await.unwrap();
+    s.state.forwarding().deliver_due(NOW).await.unwrap();
+    s.state
+        .forwarding()
+        .deliver_due(NOW + 100_000)
+        .await
+        .unwrap();
     assert!(receiver.got().is_empty());
     let d = &s.app.store.deliveries_for_event("evt-3").await.unwrap()[0];
     assert_eq!(d.state, DeliveryState::Dead);
@@ -810,10 +862,12 @@ async fn pending_deliveries_resume_after_a_restart() {
             clock.clone(),
         )
         .await;
-        connect::enqueue_for_event(&state, ids[0], "evt-r", &event("evt-r", "ca"))
+        state
+            .forwarding()
+            .enqueue_for_event(ids[0], "evt-r", &event("evt-r", "ca"))
             .await
             .unwrap();
-        let round = connect::deliver_due(&state, NOW).await.unwrap();
+        let round = state.forwarding().deliver_due(NOW).await.unwrap();
         assert_eq!(round.retrying, 1, "{round:?}");
         let d = &store.deliveries_for_event("evt-r").await.unwrap()[0];
         assert!(
@@ -844,7 +898,7 @@ async fn pending_deliveries_resume_after_a_restart() {
     )
     .await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = connect::spawn_worker(state.clone(), stopped);
+    let worker = connect::spawn_worker(state.forwarding(), stopped);
     let mut waited = 0;
     while receiver.got().is_empty() && waited < 500 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -856,7 +910,9 @@ async fn pending_deliveries_resume_after_a_restart() {
     assert!(got[0].body.contains("evt-r"));
 
     // A new event wakes the worker at once.
-    connect::enqueue_for_event(&state, person, "evt-s", &event("evt-s", "ca"))
+    state
+        .forwarding()
+        .enqueue_for_event(person, "evt-s", &event("evt-s", "ca"))
         .await
         .unwrap();
     let mut waited = 0;
@@ -956,7 +1012,7 @@ async fn an_event_every_system_refuses_is_counted_as_withheld() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     assert_eq!(withheld("denied.no_consent"), before + 1);
     assert_eq!(
-        connect::deliver_due(&s.state, NOW).await.unwrap().claimed,
+        s.state.forwarding().deliver_due(NOW).await.unwrap().claimed,
         1
     );
 }
@@ -992,7 +1048,7 @@ async fn forwarded_events_carry_the_fields_kept_does_not_read_as_sent() {
         .unwrap();
     let answer = support::send(kept_server::router(s.state.clone()), request).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-    let round = connect::deliver_due(&s.state, NOW).await.unwrap();
+    let round = s.state.forwarding().deliver_due(NOW).await.unwrap();
     assert_eq!(round.delivered, 1, "{round:?}");
     let got = receiver.got();
     let body: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();

@@ -158,7 +158,7 @@ async fn retention_deletes_what_was_held_seven_days() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     assert_eq!(answer.json["rejected"][0]["path"], "batch[1].traits.email");
 
-    let report = run_retention(&app.state, NOW + QUARANTINE_RETENTION)
+    let report = run_retention(&app.state.retention(), NOW + QUARANTINE_RETENTION)
         .await
         .unwrap();
     assert_eq!(report.quarantined, 0, "not yet seven days");
@@ -169,7 +169,7 @@ async fn retention_deletes_what_was_held_seven_days() {
             .len(),
         1
     );
-    let report = run_retention(&app.state, NOW + QUARANTINE_RETENTION + 1)
+    let report = run_retention(&app.state.retention(), NOW + QUARANTINE_RETENTION + 1)
         .await
         .unwrap();
     assert_eq!(report.quarantined, 1);
@@ -252,7 +252,7 @@ async fn a_full_quarantine_counts_what_it_cannot_hold_and_still_answers_it() {
         metrics.text
     );
     // Retention makes room again.
-    run_retention(&app.state, NOW + QUARANTINE_RETENTION + 1)
+    run_retention(&app.state.retention(), NOW + QUARANTINE_RETENTION + 1)
         .await
         .unwrap();
     let answer = app

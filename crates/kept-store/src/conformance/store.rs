@@ -1679,33 +1679,27 @@ pub async fn uses_are_recorded_with_contacts_and_read_per_subject(store: Arc<dyn
     assert_eq!(store.contacts_since(T0).await.unwrap(), vec![contact]);
     // A set naming subjects 1 and 3 (an export), another without 1, and a forward twice.
     let set = |ids: &[u32]| UseSubjects::set(&ids.iter().copied().collect());
-    assert_eq!(
-        store
-            .record_uses(vec![
-                used(UseKind::Export, set(&[1, 3]), Some("exp_1"), T0 + 1),
-                used(UseKind::Export, set(&[2, 3]), Some("exp_2"), T0 + 2),
-                used(
-                    UseKind::Forward,
-                    UseSubjects::One(SubjectId(1)),
-                    Some("msg_1"),
-                    T0 + 3
-                ),
-            ])
-            .await
-            .unwrap(),
-        3
-    );
+    store
+        .record_uses(vec![
+            used(UseKind::Export, set(&[1, 3]), Some("exp_1"), T0 + 1),
+            used(UseKind::Export, set(&[2, 3]), Some("exp_2"), T0 + 2),
+            used(
+                UseKind::Forward,
+                UseSubjects::One(SubjectId(1)),
+                Some("msg_1"),
+                T0 + 3,
+            ),
+        ])
+        .await
+        .unwrap();
+    // A retried forward is one use: the second is skipped (its time would show otherwise).
     let again = used(
         UseKind::Forward,
         UseSubjects::One(SubjectId(1)),
         Some("msg_1"),
         T0 + 9,
     );
-    assert_eq!(
-        store.record_uses(vec![again]).await.unwrap(),
-        0,
-        "a retried forward is one use"
-    );
+    store.record_uses(vec![again]).await.unwrap();
 
     let query = |subject: u32, before: Option<u64>, limit: u32| UseQuery {
         subject: SubjectId(subject),

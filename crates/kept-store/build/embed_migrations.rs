@@ -1,4 +1,5 @@
-//! Lists every file of `migrations/` for `src/migrations.rs` to embed (`OUT_DIR/migrations.rs`),
+//! The build script of both backends (each names this file as its `build`): lists every file of
+//! the backend's `migrations/` for its `src/migrations.rs` to embed (`OUT_DIR/migrations.rs`),
 //! so a new migration is picked up by adding its file, as with sqlx's `migrate!` macro, without
 //! the macro's second, host-side build of sqlx and its database drivers.
 
