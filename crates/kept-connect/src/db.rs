@@ -120,38 +120,12 @@ impl Db {
         Box::pin(async move {
             match self {
                 Db::Postgres(c) => {
-                    let mut query = sqlx::query(&statement.text);
-                    for param in &statement.params {
-                        query = match param {
-                            Param::Text(v) => query.bind(v.as_str()),
-                            Param::TextArray(v) => query.bind(v.as_slice()),
-                        };
-                    }
-                    let rows = query.fetch_all(c).await?;
-                    rows.iter()
-                        .map(|row| {
-                            (0..row.len())
-                                .map(|i| row.try_get::<Option<String>, _>(i))
-                                .collect()
-                        })
-                        .collect()
+                    let rows = postgres_query(statement).fetch_all(c).await?;
+                    rows.iter().map(texts).collect()
                 }
                 Db::Mysql(c) => {
-                    let mut query = sqlx::query(&statement.text);
-                    for param in &statement.params {
-                        query = match param {
-                            Param::Text(v) => query.bind(v.as_str()),
-                            Param::TextArray(_) => return Err(array_on_mysql()),
-                        };
-                    }
-                    let rows = query.fetch_all(c).await?;
-                    rows.iter()
-                        .map(|row| {
-                            (0..row.len())
-                                .map(|i| row.try_get::<Option<String>, _>(i))
-                                .collect()
-                        })
-                        .collect()
+                    let rows = mysql_query(statement)?.fetch_all(c).await?;
+                    rows.iter().map(texts).collect()
                 }
             }
         })
@@ -161,29 +135,49 @@ impl Db {
     pub fn execute<'a>(&'a mut self, statement: &'a Statement) -> Boxed<'a, u64> {
         Box::pin(async move {
             match self {
-                Db::Postgres(c) => {
-                    let mut query = sqlx::query(&statement.text);
-                    for param in &statement.params {
-                        query = match param {
-                            Param::Text(v) => query.bind(v.as_str()),
-                            Param::TextArray(v) => query.bind(v.as_slice()),
-                        };
-                    }
-                    Ok(query.execute(c).await?.rows_affected())
-                }
-                Db::Mysql(c) => {
-                    let mut query = sqlx::query(&statement.text);
-                    for param in &statement.params {
-                        query = match param {
-                            Param::Text(v) => query.bind(v.as_str()),
-                            Param::TextArray(_) => return Err(array_on_mysql()),
-                        };
-                    }
-                    Ok(query.execute(c).await?.rows_affected())
-                }
+                Db::Postgres(c) => Ok(postgres_query(statement).execute(c).await?.rows_affected()),
+                Db::Mysql(c) => Ok(mysql_query(statement)?.execute(c).await?.rows_affected()),
             }
         })
     }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+type MySqlQuery<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
+
+/// The statement with its parameters bound, for PostgreSQL.
+fn postgres_query(statement: &Statement) -> PgQuery<'_> {
+    let mut query = sqlx::query(&statement.text);
+    for param in &statement.params {
+        query = match param {
+            Param::Text(v) => query.bind(v.as_str()),
+            Param::TextArray(v) => query.bind(v.as_slice()),
+        };
+    }
+    query
+}
+
+/// The statement with its parameters bound, for MySQL, which has no array parameters.
+fn mysql_query(statement: &Statement) -> Result<MySqlQuery<'_>, sqlx::Error> {
+    let mut query = sqlx::query(&statement.text);
+    for param in &statement.params {
+        query = match param {
+            Param::Text(v) => query.bind(v.as_str()),
+            Param::TextArray(_) => return Err(array_on_mysql()),
+        };
+    }
+    Ok(query)
+}
+
+/// Every column of a row, read as optional text (the walk casts each to text).
+fn texts<R: Row>(row: &R) -> Result<Vec<Option<String>>, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.len())
+        .map(|i| row.try_get::<Option<String>, _>(i))
+        .collect()
 }
 
 fn array_on_mysql() -> sqlx::Error {
