@@ -181,6 +181,27 @@ impl AppState {
             identities: &self.identity,
         }
     }
+
+    /// What a change of mind in the preference center writes through, of this state.
+    pub fn changes(&self) -> crate::prefcenter::model::Changes<'_> {
+        crate::prefcenter::model::Changes {
+            store: self.store.as_ref(),
+            ledger: &self.ledger,
+            index: &self.index,
+            manifest: &self.manifest,
+            identities: &self.identity,
+            prefcenter: &self.prefcenter,
+        }
+    }
+
+    /// What exporting everything held about a subject reads of this state.
+    pub fn export(&self) -> crate::subjects::export::Export<'_> {
+        crate::subjects::export::Export {
+            store: self.store.as_ref(),
+            identities: &self.identity,
+            manifest: &self.manifest,
+        }
+    }
 }
 
 /// The metrics recorder, with every metric described (the HTTP layer's, and forwarding's,

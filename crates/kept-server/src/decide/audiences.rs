@@ -5,7 +5,7 @@
 use crate::decide::candidates::{FilterInput, filter_candidates};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody};
-use crate::identity::resolve::{SubjectName, resolve_subjects};
+use crate::identity::resolve::{Lookup, SubjectName, resolve_subjects};
 use crate::index::IndexHandle;
 use crate::state::AppState;
 use axum::Json;
@@ -132,7 +132,7 @@ struct Evaluated {
 /// Resolves candidates named by user id (the only ones that may need the store), with how
 /// many named nobody.
 async fn resolve_named(
-    state: &AppState,
+    lookup: Lookup<'_>,
     input: &CandidatesInput,
 ) -> Result<Option<(Candidates, u64)>, ApiError> {
     let CandidatesInput::UserIds(users) = input else {
@@ -148,7 +148,7 @@ async fn resolve_named(
         .iter()
         .map(|u| SubjectName::UserId(u.as_str().into()))
         .collect();
-    let found = resolve_subjects(state.lookup(), &refs).await?;
+    let found = resolve_subjects(lookup, &refs).await?;
     let unresolved = found.iter().filter(|f| f.is_none()).count() as u64;
     Ok(Some((
         Candidates::Ids(found.into_iter().flatten().collect()),
@@ -157,7 +157,7 @@ async fn resolve_named(
 }
 
 /// Turns the input into the core's candidates (user ids resolved by `resolve_named` first).
-fn candidates(state: &AppState, input: &CandidatesInput) -> Result<(Candidates, u64), ApiError> {
+fn candidates(index: &IndexHandle, input: &CandidatesInput) -> Result<(Candidates, u64), ApiError> {
     let too_many = |field: &str| {
         ApiError::invalid_field(
             field,
@@ -177,12 +177,12 @@ fn candidates(state: &AppState, input: &CandidatesInput) -> Result<(Candidates, 
         }
         // Resolved before, on the async side; here only if called without that.
         CandidatesInput::UserIds(_) => (Candidates::Ids(Vec::new()), 0),
-        CandidatesInput::Filter(f) => (filter_candidates(&state.index, f)?, 0),
+        CandidatesInput::Filter(f) => (filter_candidates(index, f)?, 0),
     })
 }
 
 fn run(
-    state: &AppState,
+    index: &IndexHandle,
     input: &AudienceInput,
     named: Option<(Candidates, u64)>,
     now: UnixMillis,
@@ -190,9 +190,9 @@ fn run(
     let started = Instant::now();
     let (candidates, unresolved) = match named {
         Some(named) => named,
-        None => candidates(state, &input.candidates)?,
+        None => candidates(index, &input.candidates)?,
     };
-    let snapshot = state.index.snapshot()?;
+    let snapshot = index.snapshot()?;
     let req = kept_core::audience::AudienceRequest {
         purpose: input.purpose.clone(),
         channel: input.channel.clone(),
@@ -213,7 +213,8 @@ fn run(
 
 /// Runs the evaluation on a blocking thread: over millions of subjects it takes milliseconds.
 async fn evaluate_off_workers(
-    state: &AppState,
+    lookup: Lookup<'_>,
+    now: UnixMillis,
     input: AudienceInput,
 ) -> Result<(Evaluated, AudienceInput), ApiError> {
     if input.sample_size > MAX_SAMPLE {
@@ -222,10 +223,9 @@ async fn evaluate_off_workers(
             format!("`sample_size` may be at most {MAX_SAMPLE}"),
         ));
     }
-    let now = state.now();
-    let named = resolve_named(state, &input.candidates).await?;
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || run(&state, &input, named, now).map(|e| (e, input)))
+    let named = resolve_named(lookup, &input.candidates).await?;
+    let index = lookup.index.clone();
+    tokio::task::spawn_blocking(move || run(&index, &input, named, now).map(|e| (e, input)))
         .await
         .map_err(|e| ApiError::Internal(format!("the audience task failed: {e}")))?
 }
@@ -262,7 +262,7 @@ pub async fn evaluate_audience(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<AudienceInput>,
 ) -> Result<Json<AudienceView>, ApiError> {
-    let (evaluated, _) = evaluate_off_workers(&state, input).await?;
+    let (evaluated, _) = evaluate_off_workers(state.lookup(), state.now(), input).await?;
     let Evaluated {
         result,
         unresolved,
@@ -344,7 +344,7 @@ pub async fn export(
         }
     };
     input.sample_size = 0;
-    let (evaluated, input) = evaluate_off_workers(&state, input).await?;
+    let (evaluated, input) = evaluate_off_workers(state.lookup(), state.now(), input).await?;
     let eligible = evaluated.result.eligible_count;
     let reference = crate::decide::uses::export_id();
     let (used, evaluated) = tokio::task::spawn_blocking(move || {

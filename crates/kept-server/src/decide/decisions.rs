@@ -4,11 +4,11 @@
 //! one buffer instead of building values to serialise.
 
 use crate::decide::answer::write_decision;
-use crate::decide::log::{LoggedRequest, Pending};
+use crate::decide::log::{DecisionLog, LoggedRequest, Pending};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, is_json, json_error};
 use crate::http::json::push_int_field;
-use crate::identity::resolve::{SubjectName, resolve_subjects};
+use crate::identity::resolve::{Lookup, SubjectName, resolve_subjects};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -529,11 +529,19 @@ pub async fn decide(
     let caller = caller.key.id;
     let out = if bytes.len() > INLINE_BODY {
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || runtime.block_on(answer(&state, &bytes, now, &caller)))
-            .await
-            .map_err(|e| ApiError::Internal(format!("the decision task failed: {e}")))??
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(answer(
+                state.lookup(),
+                &state.decision_log,
+                &bytes,
+                now,
+                &caller,
+            ))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the decision task failed: {e}")))??
     } else {
-        answer(&state, &bytes, now, &caller).await?
+        answer(state.lookup(), &state.decision_log, &bytes, now, &caller).await?
     };
     let mut response = Response::new(Body::from(out));
     response.headers_mut().insert(
@@ -581,8 +589,11 @@ fn key<'b>(r: &'b WireRequest<'b>) -> Key<'b> {
     )
 }
 
+/// The decisions `bytes` ask for, resolved through `lookup` and read from its index's
+/// snapshot, written as the answer's body; their share logged to `decision_log`.
 async fn answer(
-    state: &AppState,
+    lookup: Lookup<'_>,
+    decision_log: &DecisionLog,
     bytes: &[u8],
     now: UnixMillis,
     caller: &str,
@@ -608,11 +619,11 @@ async fn answer(
             Err(_) => return Err(r.subject_error(i)),
         }
     }
-    let subjects = resolve_subjects(state.lookup(), &refs).await?;
+    let subjects = resolve_subjects(lookup, &refs).await?;
     drop(refs);
-    let snapshot = state.index.snapshot()?;
+    let snapshot = lookup.index.snapshot()?;
     let mut out = Vec::with_capacity(requests.len() * 160 + 16);
-    let mut log = Log::new(state, requests.len(), now, caller);
+    let mut log = Log::new(decision_log, requests.len(), now, caller);
     if !single {
         out.extend_from_slice(b"{\"decisions\":[");
     }
@@ -622,7 +633,7 @@ async fn answer(
     if !single {
         out.extend_from_slice(b"]}");
     }
-    log.finish(state);
+    log.finish(decision_log);
     Ok(out)
 }
 
@@ -750,11 +761,11 @@ struct Log {
 }
 
 impl Log {
-    fn new(state: &AppState, n: usize, now: UnixMillis, caller: &str) -> Log {
-        let room = state.decision_log.has_room(n);
+    fn new(decision_log: &DecisionLog, n: usize, now: UnixMillis, caller: &str) -> Log {
+        let room = decision_log.has_room(n);
         Log {
             pending: room.then(|| Pending::new(now, caller)),
-            sampler: state.decision_log.sampler(),
+            sampler: decision_log.sampler(),
             reasons: [0; ReasonCode::ALL.len()],
             skipped: 0,
         }
@@ -799,15 +810,15 @@ impl Log {
         }
     }
 
-    fn finish(self, state: &AppState) {
+    fn finish(self, decision_log: &DecisionLog) {
         for (reason, n) in ReasonCode::ALL.iter().zip(self.reasons) {
             if n > 0 {
                 metrics::counter!(DECISIONS, "reason" => reason.as_str()).increment(u64::from(n));
             }
         }
-        state.decision_log.dropped(self.skipped);
+        decision_log.dropped(self.skipped);
         if let Some(p) = self.pending {
-            state.decision_log.submit(p);
+            decision_log.submit(p);
         }
     }
 }

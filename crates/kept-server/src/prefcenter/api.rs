@@ -1,9 +1,9 @@
 //! The preference center's JSON API (role `privacy`), for companies that build their own page:
 //! mint a sign-in link for a customer their app already knows, read a subject's choices, and
 //! change them with the same rules the hosted page follows (double opt-in by email, written
-//! consent for texts, ledger records for every change). Also the data export both share.
+//! consent for texts, ledger records for every change).
 
-use super::model::{self, ChangeContext, ChangeError, Choices, SmsConsent, Standing, Wanted};
+use super::model::{ChangeContext, ChangeError, Choices, SmsConsent, Standing, Wanted};
 use super::token::{Kind, Topic};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody, PathParams};
@@ -17,7 +17,7 @@ use kept_core::rulebook::Level;
 use kept_core::subject::{Frequency, Period, QuietHours};
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize)]
@@ -69,13 +69,15 @@ pub struct PreferenceLink {
 }
 
 async fn subject_standing(state: &AppState, id: u32) -> Result<Standing, ApiError> {
-    model::standing(state, SubjectId(id), state.now())
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
+    crate::subjects::standing::standing(store, &state.index, manifest, SubjectId(id), state.now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("subject `{id}` not found")))
 }
 
 async fn subject_choices(state: &AppState, id: u32) -> Result<Choices, ApiError> {
-    model::choices(state, SubjectId(id), state.now())
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
+    crate::subjects::standing::choices(store, &state.index, manifest, SubjectId(id), state.now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("subject `{id}` not found")))
 }
@@ -581,204 +583,11 @@ pub async fn put_preferences(
         texts,
         now: state.now(),
     };
-    model::apply(&state, &state.prefcenter, &standing, &wanted, &ctx)
+    state
+        .changes()
+        .apply(&standing, &wanted, &ctx)
         .await
         .map_err(ChangeError::into_api)?;
     let after = subject_choices(&state, id).await?;
     Ok(Json(view(&state, &after).await?))
-}
-
-/// Everything held about a subject, for "download my data": identifiers, traits with their
-/// provenance, events, the consent ledger, channel choices and erasure requests.
-pub async fn export(state: &AppState, standing: &Standing) -> Result<Value, ApiError> {
-    let store = state.store.as_ref();
-    let id = standing.subject.id;
-    let identifiers: Vec<Value> = model::identifiers(state, id)
-        .await?
-        .into_iter()
-        .map(|(kind, value, since)| json!({"kind": kind.as_str(), "value": value, "since": since}))
-        .collect();
-    let mut events = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.events_of(id, after, 1_000).await?;
-        let full = page.len() == 1_000;
-        after = page.last().map(|e| e.id);
-        for e in page {
-            let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
-            events.push(json!({
-                "type": e.event.kind,
-                "name": e.event.name,
-                "timestamp": e.event.at,
-                "properties": parse(&e.event.properties),
-                "context": parse(&e.event.context),
-            }));
-        }
-        if !full {
-            break;
-        }
-    }
-    let consents: Vec<Value> = standing
-        .records
-        .iter()
-        .map(|r| {
-            json!({
-                "seq": r.seq,
-                "purpose": r.record.purpose,
-                "channel": r.record.channel,
-                "topic": r.record.topic,
-                "action": r.record.action.as_str(),
-                "notice": r.record.notice.as_ref().map(|n| json!({"id": n.id, "version": n.version, "hash": n.hash})),
-                "regime": r.record.regime,
-                "source": r.record.source,
-                "method": r.record.method.as_str(),
-                "at": r.record.at,
-            })
-        })
-        .collect();
-    let preferences: Vec<Value> = store
-        .channel_preferences(id)
-        .await?
-        .into_iter()
-        .map(|p| {
-            json!({
-                "channel": p.channel,
-                "frequency": frequency_text(p.frequency),
-                "quiet_hours": p.quiet_hours.map(|q| json!({"start": hhmm(q.start_minute), "end": hhmm(q.end_minute)})),
-                "updated_at": p.updated_at,
-            })
-        })
-        .collect();
-    let erasure: Vec<Value> = store
-        .erasure_requests(id)
-        .await?
-        .into_iter()
-        .map(|e| json!({"state": e.state.as_str(), "requested_at": e.requested_at, "due_at": e.due_at, "regime": e.regime}))
-        .collect();
-    Ok(json!({
-        "controller": {
-            "name": state.manifest.organisation.name,
-            "contact": state.manifest.organisation.contact_email,
-        },
-        "subject": {
-            "id": id.0,
-            "user_id": standing.subject.user_id,
-            "country": standing.subject.country,
-            "region": standing.subject.region,
-            "time_zone": standing.subject.time_zone,
-            "regime": standing.regime.as_str(),
-            "created_at": standing.subject.created_at,
-        },
-        "identifiers": identifiers,
-        "traits": standing.traits.iter().map(|t| json!({
-            "key": t.key,
-            "value": t.value,
-            "category": t.category,
-            "collection_point": t.provenance.collection_point,
-            "notice": t.provenance.notice_id,
-            "notice_version": t.provenance.notice_version,
-            "collected_at": t.provenance.collected_at,
-            "source": t.provenance.source,
-        })).collect::<Vec<_>>(),
-        "events": events,
-        "consents": consents,
-        "channel_preferences": preferences,
-        "erasure_requests": erasure,
-    }))
-}
-
-/// The export as CSV: one row per piece of data (`section,key,value,category,source,notice,at`).
-pub async fn export_csv(state: &AppState, standing: &Standing) -> Result<String, ApiError> {
-    let data = export(state, standing).await?;
-    let mut out = String::from("section,key,value,category,source,notice,at\n");
-    let mut row = |cells: [String; 7]| {
-        let line: Vec<_> = cells.iter().map(|c| kept_core::csv::field(c)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
-    };
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    for i in at(&data, "identifiers").as_array().into_iter().flatten() {
-        row([
-            "identifier".into(),
-            text(at(i, "kind")),
-            text(at(i, "value")),
-            String::new(),
-            String::new(),
-            String::new(),
-            text(at(i, "since")),
-        ]);
-    }
-    for t in at(&data, "traits").as_array().into_iter().flatten() {
-        row([
-            "trait".into(),
-            text(at(t, "key")),
-            text(at(t, "value")),
-            text(at(t, "category")),
-            text(at(t, "collection_point")),
-            format!(
-                "{} v{}",
-                text(at(t, "notice")),
-                text(at(t, "notice_version"))
-            ),
-            text(at(t, "collected_at")),
-        ]);
-    }
-    for e in at(&data, "events").as_array().into_iter().flatten() {
-        row([
-            "event".into(),
-            text(at(e, "type")),
-            text(at(e, "name")),
-            String::new(),
-            String::new(),
-            String::new(),
-            text(at(e, "timestamp")),
-        ]);
-    }
-    for c in at(&data, "consents").as_array().into_iter().flatten() {
-        row([
-            "consent".into(),
-            format!(
-                "{} {} {}",
-                text(at(c, "purpose")),
-                text(at(c, "channel")),
-                text(at(c, "topic"))
-            )
-            .trim()
-            .to_owned(),
-            text(at(c, "action")),
-            text(at(c, "method")),
-            text(at(c, "source")),
-            at(at(c, "notice"), "id")
-                .as_str()
-                .map_or_else(String::new, |id| {
-                    format!("{id} v{}", text(at(at(c, "notice"), "version")))
-                }),
-            text(at(c, "at")),
-        ]);
-    }
-    for e in at(&data, "erasure_requests")
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        row([
-            "erasure_request".into(),
-            text(at(e, "state")),
-            format!("due {}", text(at(e, "due_at"))),
-            String::new(),
-            String::new(),
-            String::new(),
-            text(at(e, "requested_at")),
-        ]);
-    }
-    Ok(out)
-}
-
-/// A member of a JSON object, `null` when absent.
-fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
-    v.get(key).unwrap_or(&Value::Null)
 }

@@ -1,13 +1,16 @@
 //! How a change of mind is written: ledger records through the ledger service, channel
 //! preferences and trait provenance through the store, and every one of them into the index.
 //! Where the subject stands before and after is read by `subjects::standing`. The page and the
-//! JSON API share all of it.
+//! JSON API share all of it, through `Changes`: the handles it writes through, not the whole
+//! application state.
 
 use super::token::{Kind, Topic};
 use super::{PrefCenter, SOURCE};
+use crate::consent::ledger::Ledger;
 use crate::http::error::ApiError;
+use crate::identity::Identities;
+use crate::index::IndexHandle;
 use crate::observe;
-use crate::state::AppState;
 use crate::subjects::standing::shown_notice;
 pub use crate::subjects::standing::{
     ChannelState, Choices, DoNotSell, PurposeState, Standing, TopicState, basis,
@@ -24,31 +27,10 @@ use kept_core::regime::Regime;
 use kept_core::rulebook::{Level, PurposeClass};
 use kept_core::subject::{ChannelPreference, Frequency, Provenance, QuietHours, Trait};
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::StoreError;
 use kept_store::collection::{IdentityWrite, NewIdentity};
 use kept_store::requests::ErasureRequest;
+use kept_store::{Store, StoreError};
 use rand::RngCore;
-
-/// Reads where `id` stands (`subjects::standing`), from this state's store, index and manifest.
-pub async fn standing(
-    state: &AppState,
-    id: SubjectId,
-    now: UnixMillis,
-) -> Result<Option<Standing>, ApiError> {
-    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
-    crate::subjects::standing::standing(store, &state.index, manifest, id, now).await
-}
-
-/// Where `id` stands as the page and the JSON API show it (`subjects::standing::choices`):
-/// from the index when it can say it exactly, else from this state's store.
-pub async fn choices(
-    state: &AppState,
-    id: SubjectId,
-    now: UnixMillis,
-) -> Result<Option<Choices>, ApiError> {
-    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
-    crate::subjects::standing::choices(store, &state.index, manifest, id, now).await
-}
 
 /// Why a change could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -116,24 +98,6 @@ impl ChangeError {
             _ => t.sms_needs_agreement,
         }
     }
-}
-
-/// The opt-in level of `purpose` (on `channel`) where the subject is.
-fn level_at(
-    state: &AppState,
-    standing: &Standing,
-    purpose: &str,
-    channel: Option<&str>,
-) -> Option<Level> {
-    let compiled = state.index.compiled().ok()?;
-    let mut req = DecisionRequest::new(purpose);
-    if let Some(c) = channel {
-        req = req.channel(c);
-    }
-    let query = compiled.prepare(&req);
-    compiled
-        .requirement(standing.place, &query)
-        .map(|r| r.level)
 }
 
 /// What a "no" to `purpose` (on `channel`, for `topic`; none: all of them) is: an opt-out
@@ -228,7 +192,7 @@ pub struct Applied {
 }
 
 struct Writer<'a> {
-    state: &'a AppState,
+    svc: Changes<'a>,
     standing: &'a Standing,
     ctx: &'a ChangeContext,
     records: Vec<ConsentRecord>,
@@ -237,9 +201,9 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(state: &'a AppState, standing: &'a Standing, ctx: &'a ChangeContext) -> Writer<'a> {
+    fn new(svc: Changes<'a>, standing: &'a Standing, ctx: &'a ChangeContext) -> Writer<'a> {
         Writer {
-            state,
+            svc,
             standing,
             ctx,
             records: Vec::new(),
@@ -266,7 +230,7 @@ impl<'a> Writer<'a> {
             channel: channel.map(str::to_owned),
             topic: topic.map(str::to_owned),
             action,
-            notice: notice_ref(&self.state.manifest, notice),
+            notice: notice_ref(self.svc.manifest, notice),
             regime: self.standing.regime.as_str().to_owned(),
             source: SOURCE.to_owned(),
             method,
@@ -278,219 +242,579 @@ impl<'a> Writer<'a> {
     /// Commits what was gathered: traits, then the ledger records, then the index.
     async fn commit(self) -> Result<usize, ChangeError> {
         let Writer {
-            state,
+            svc,
             records,
             mut changes,
             traits,
             ..
         } = self;
         if !traits.is_empty() {
-            state.store.upsert_traits(traits.clone()).await?;
+            svc.store.upsert_traits(traits.clone()).await?;
             let none = std::collections::HashSet::new();
-            changes.extend(
-                crate::index::trait_changes(state.store.as_ref(), traits, &none, []).await?,
-            );
+            changes.extend(crate::index::trait_changes(svc.store, traits, &none, []).await?);
         }
         let n = records.len();
         if !records.is_empty() {
-            let entries = state.ledger.append_many(records).await?;
+            let entries = svc.ledger.append_many(records).await?;
             observe::count_ledger_appends(entries.len());
-            state.index.consents_appended(&entries).await?;
+            svc.index.consents_appended(&entries).await?;
         }
-        state.index.apply(changes).await?;
+        svc.index.apply(changes).await?;
         Ok(n)
     }
 }
 
-/// Applies what the customer wants and answers once it is committed and in the index.
-pub async fn apply(
-    state: &AppState,
-    prefcenter: &PrefCenter,
-    standing: &Standing,
-    wanted: &Wanted,
-    ctx: &ChangeContext,
-) -> Result<Applied, ChangeError> {
-    let manifest = state.manifest.as_ref();
-    let mut w = Writer::new(state, standing, ctx);
-    let mut confirmations: Vec<Topic> = Vec::new();
-    // A phone number typed in for texts is attached only once the whole request has passed its
-    // checks: a later unknown topic or channel must leave nothing written.
-    let mut phone_to_attach: Option<String> = None;
+/// What a change of mind reads and writes through: the store, the ledger service, the index,
+/// the manifest, the identity keys (a contact address opened, a phone number sealed and read in
+/// the default country) and the preference center (its keys and mailer, for double opt-in).
+/// Built by the handlers from the application state (`AppState::changes`).
+#[derive(Clone, Copy)]
+pub struct Changes<'a> {
+    pub store: &'a dyn Store,
+    pub ledger: &'a Ledger,
+    pub index: &'a IndexHandle,
+    pub manifest: &'a Manifest,
+    pub identities: &'a Identities,
+    pub prefcenter: &'a PrefCenter,
+}
 
-    for (key, on) in &wanted.purposes {
-        let Some(p) = standing.purposes.iter().find(|p| &p.key == key) else {
-            return Err(ChangeError::UnknownPurpose(key.clone()));
-        };
-        if !p.switchable {
+impl std::fmt::Debug for Changes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Changes<'_> {
+    /// The opt-in level of `purpose` (on `channel`) where the subject is.
+    fn level_at(&self, standing: &Standing, purpose: &str, channel: Option<&str>) -> Option<Level> {
+        let compiled = self.index.compiled().ok()?;
+        let mut req = DecisionRequest::new(purpose);
+        if let Some(c) = channel {
+            req = req.channel(c);
+        }
+        let query = compiled.prepare(&req);
+        compiled
+            .requirement(standing.place, &query)
+            .map(|r| r.level)
+    }
+
+    /// Applies what the customer wants and answers once it is committed and in the index.
+    pub async fn apply(
+        &self,
+        standing: &Standing,
+        wanted: &Wanted,
+        ctx: &ChangeContext,
+    ) -> Result<Applied, ChangeError> {
+        let manifest = self.manifest;
+        let mut w = Writer::new(*self, standing, ctx);
+        let mut confirmations: Vec<Topic> = Vec::new();
+        // A phone number typed in for texts is attached only once the whole request has passed its
+        // checks: a later unknown topic or channel must leave nothing written.
+        let mut phone_to_attach: Option<String> = None;
+
+        for (key, on) in &wanted.purposes {
+            let Some(p) = standing.purposes.iter().find(|p| &p.key == key) else {
+                return Err(ChangeError::UnknownPurpose(key.clone()));
+            };
+            if !p.switchable {
+                if *on == p.allowed {
+                    continue;
+                }
+                return Err(ChangeError::NotSwitchable(key.clone()));
+            }
             if *on == p.allowed {
                 continue;
             }
-            return Err(ChangeError::NotSwitchable(key.clone()));
+            let action = if *on {
+                ConsentAction::Given
+            } else {
+                no_action(&standing.records, key, None, None, Some(p.level))
+            };
+            w.record(
+                (key, None, None),
+                action,
+                ctx.method,
+                p.notice.as_ref(),
+                None,
+            );
         }
-        if *on == p.allowed {
-            continue;
+
+        if let (Some(want), Some(dns)) = (wanted.do_not_sell, &standing.do_not_sell)
+            && want != dns.on
+        {
+            let notice = shown_notice(manifest, &dns.purpose, None, None);
+            let action = if want {
+                ConsentAction::OptedOut
+            } else {
+                ConsentAction::Given
+            };
+            w.record(
+                (&dns.purpose, None, None),
+                action,
+                ctx.method,
+                notice.as_ref(),
+                None,
+            );
         }
-        let action = if *on {
-            ConsentAction::Given
+
+        for (channel, topic, on) in &wanted.topics {
+            let Some(c) = standing.channels.iter().find(|c| &c.channel == channel) else {
+                return Err(ChangeError::UnknownTopic {
+                    channel: channel.clone(),
+                    topic: topic.clone(),
+                });
+            };
+            let Some(t) = c.topics.iter().find(|t| &t.topic == topic) else {
+                return Err(ChangeError::UnknownTopic {
+                    channel: channel.clone(),
+                    topic: topic.clone(),
+                });
+            };
+            if *on == t.subscribed || (*on && t.pending && channel == "email") {
+                continue;
+            }
+            if !*on {
+                // Per topic, a "no" is an unsubscription whatever the purpose's level.
+                w.record(
+                    (&t.purpose, Some(channel), Some(topic)),
+                    no_action(
+                        &standing.records,
+                        &t.purpose,
+                        Some(channel),
+                        Some(topic),
+                        None,
+                    ),
+                    ctx.method,
+                    t.notice.as_ref(),
+                    None,
+                );
+                continue;
+            }
+            match channel.as_str() {
+                // Email marketing is confirmed by a link first (double opt-in): until then the
+                // ledger holds a pending record, which counts for nothing.
+                "email" => {
+                    w.record(
+                        (&t.purpose, Some(channel), Some(topic)),
+                        ConsentAction::Pending,
+                        CollectionMethod::DoubleOptIn,
+                        t.notice.as_ref(),
+                        None,
+                    );
+                    confirmations.push(Topic {
+                        purpose: t.purpose.clone(),
+                        channel: channel.clone(),
+                        topic: Some(topic.clone()),
+                    });
+                }
+                // Marketing texts need prior express written consent to the disclosure (TCPA).
+                "sms" => {
+                    if !wanted.sms.accepted {
+                        return Err(ChangeError::SmsNeedsAgreement);
+                    }
+                    let disclosure = t
+                        .notice
+                        .as_ref()
+                        .and_then(|id| manifest.notices.get(id))
+                        .map(|n| disclosure_text(n, ctx.texts.code));
+                    let text_hash = disclosure.map(|text| blake3::hash(text.as_bytes()).to_hex());
+                    if let Some(phone) =
+                        phone_provenance(&mut w, wanted.sms.phone.as_deref(), t).await?
+                    {
+                        phone_to_attach = Some(phone);
+                    }
+                    w.record(
+                        (&t.purpose, Some(channel), Some(topic)),
+                        ConsentAction::Given,
+                        CollectionMethod::Written,
+                        t.notice.as_ref(),
+                        text_hash.map(|h| h.to_string()),
+                    );
+                }
+                _ => w.record(
+                    (&t.purpose, Some(channel), Some(topic)),
+                    ConsentAction::Given,
+                    ctx.method,
+                    t.notice.as_ref(),
+                    None,
+                ),
+            }
+        }
+
+        // Every channel is checked before any is written: a request naming one unknown channel
+        // changes nothing.
+        let mut prefs = Vec::new();
+        for (channel, frequency, quiet) in &wanted.channels {
+            let Some(c) = standing.channels.iter().find(|c| &c.channel == channel) else {
+                return Err(ChangeError::UnknownChannel(channel.clone()));
+            };
+            if c.frequency == *frequency && c.quiet == *quiet {
+                continue;
+            }
+            prefs.push(ChannelPreference {
+                subject: standing.subject.id,
+                channel: channel.clone(),
+                frequency: *frequency,
+                quiet_hours: *quiet,
+                updated_at: ctx.now,
+            });
+        }
+
+        let email = if confirmations.is_empty() {
+            None
         } else {
-            no_action(&standing.records, key, None, None, Some(p.level))
+            Some(
+                self.contact_address(standing, IdentifierKind::Email)
+                    .await?
+                    .ok_or(ChangeError::NoEmail)?,
+            )
         };
-        w.record(
-            (key, None, None),
-            action,
-            ctx.method,
-            p.notice.as_ref(),
-            None,
-        );
+        if let Some(phone) = &phone_to_attach {
+            self.attach_phone(standing.subject.id, phone, ctx.now)
+                .await?;
+        }
+        for pref in prefs {
+            self.store.put_channel_preference(&pref).await?;
+            w.changes.push(Change::Preference(pref));
+        }
+        let records = w.commit().await?;
+        if let Some(email) = email {
+            for topic in &confirmations {
+                self.send_confirmation(standing.subject.id, topic, &email, ctx)
+                    .await?;
+            }
+        }
+        Ok(Applied {
+            records,
+            confirmations: confirmations.len(),
+        })
     }
 
-    if let (Some(want), Some(dns)) = (wanted.do_not_sell, &standing.do_not_sell)
-        && want != dns.on
-    {
-        let notice = shown_notice(manifest, &dns.purpose, None, None);
-        let action = if want {
-            ConsentAction::OptedOut
-        } else {
-            ConsentAction::Given
+    /// Mails the double opt-in link for `topic`. Sending happens off the request.
+    async fn send_confirmation(
+        &self,
+        subject: SubjectId,
+        topic: &Topic,
+        email: &str,
+        ctx: &ChangeContext,
+    ) -> Result<(), ChangeError> {
+        let keys = self.prefcenter.keys(self.store).await?;
+        let mut claims = super::token::fresh(
+            Kind::Confirm,
+            subject,
+            ctx.now + self.prefcenter.config().confirm_ttl,
+        );
+        claims.topic = Some(topic.clone());
+        claims.locale = Some(ctx.texts.code.to_owned());
+        let link = format!(
+            "{}/preferences/confirm?token={}",
+            self.prefcenter.base_url(),
+            keys.sign(&claims)
+        );
+        let t = ctx.texts;
+        let mail = super::mail::Mail {
+            to: email.to_owned(),
+            subject: format!(
+                "{} · {}",
+                t.mail_confirm_subject, self.manifest.organisation.name
+            ),
+            text: format!("{}\n\n{link}\n\n{}\n", t.mail_confirm_body, t.mail_ignore),
         };
+        let mailer = self.prefcenter.mailer().clone();
+        tokio::spawn(async move {
+            if let Err(e) = mailer.send(mail, &link).await {
+                tracing::warn!(code = e.code(), error = %e, "confirmation mail not sent");
+            }
+        });
+        Ok(())
+    }
+
+    /// Confirms a double opt-in: the `given` record that makes it count, and the email's
+    /// provenance under the notice that promised it. `false` when there was nothing pending.
+    pub async fn confirm(
+        &self,
+        standing: &Standing,
+        topic: &Topic,
+        ctx: &ChangeContext,
+    ) -> Result<bool, ChangeError> {
+        let pending = standing
+            .records
+            .iter()
+            .filter(|r| {
+                r.record.purpose == topic.purpose
+                    && r.record.channel.as_deref() == Some(topic.channel.as_str())
+                    && r.record.topic == topic.topic
+            })
+            .max_by_key(|r| r.seq)
+            .filter(|r| r.record.action == ConsentAction::Pending);
+        let Some(pending) = pending else {
+            return Ok(false);
+        };
+        let notice = pending.record.notice.as_ref().map(|n| n.id.clone());
+        let mut w = Writer::new(*self, standing, ctx);
+        if let Some(id) = &notice {
+            provenance_trait(&mut w, id, kept_core::decision::EMAIL_CATEGORY, None);
+        }
+        let mut evidence = ctx.evidence.clone();
+        evidence.reference = Some(format!("confirms ledger record {}", pending.seq));
+        w.records.push(ConsentRecord {
+            subject: standing.subject.id,
+            purpose: topic.purpose.clone(),
+            channel: Some(topic.channel.clone()),
+            topic: topic.topic.clone(),
+            action: ConsentAction::Given,
+            notice: pending.record.notice.clone(),
+            regime: standing.regime.as_str().to_owned(),
+            source: SOURCE.to_owned(),
+            method: CollectionMethod::DoubleOptIn,
+            evidence,
+            at: ctx.now,
+        });
+        w.commit().await?;
+        self.verify_confirmed_email(standing, ctx.now).await?;
+        Ok(true)
+    }
+
+    /// A confirmed double opt-in proves the address the confirmation was mailed to (the subject's
+    /// contact address): it becomes a verified identifier, one a sign-in link may be sent to.
+    async fn verify_confirmed_email(
+        &self,
+        standing: &Standing,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        let Some(address) = self
+            .contact_address(standing, IdentifierKind::Email)
+            .await?
+        else {
+            return Ok(());
+        };
+        let Ok(normalized) = kept_core::identity::normalize_email(&address) else {
+            return Ok(());
+        };
+        let store = self.store;
+        let keys = self.identities.keys(store).await?;
+        let hash = keys.identifier_hash(IdentifierKind::Email, &normalized);
+        let held = store.find_identities(&[hash]).await?;
+        if held.first().is_some_and(|(_, s)| *s == standing.subject.id) {
+            store
+                .write_identities(IdentityWrite {
+                    verify: vec![hash],
+                    at: now,
+                    ..IdentityWrite::default()
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Withdraws `purpose` (on `channel`, for `topic`) at once: one-click unsubscribe.
+    pub async fn withdraw(
+        &self,
+        standing: &Standing,
+        topic: &Topic,
+        ctx: &ChangeContext,
+    ) -> Result<usize, ChangeError> {
+        let notice = shown_notice(
+            self.manifest,
+            &topic.purpose,
+            Some(&topic.channel),
+            topic.topic.as_deref(),
+        );
+        let action = no_action(
+            &standing.records,
+            &topic.purpose,
+            Some(&topic.channel),
+            topic.topic.as_deref(),
+            None,
+        );
+        let mut w = Writer::new(*self, standing, ctx);
         w.record(
-            (&dns.purpose, None, None),
+            (&topic.purpose, Some(&topic.channel), topic.topic.as_deref()),
             action,
-            ctx.method,
+            CollectionMethod::Reply,
             notice.as_ref(),
             None,
         );
+        w.commit().await
     }
 
-    for (channel, topic, on) in &wanted.topics {
-        let Some(c) = standing.channels.iter().find(|c| &c.channel == channel) else {
-            return Err(ChangeError::UnknownTopic {
-                channel: channel.clone(),
-                topic: topic.clone(),
-            });
-        };
-        let Some(t) = c.topics.iter().find(|t| &t.topic == topic) else {
-            return Err(ChangeError::UnknownTopic {
-                channel: channel.clone(),
-                topic: topic.clone(),
-            });
-        };
-        if *on == t.subscribed || (*on && t.pending && channel == "email") {
-            continue;
-        }
-        if !*on {
-            // Per topic, a "no" is an unsubscription whatever the purpose's level.
+    /// Withdraws every marketing purpose, on every channel.
+    pub async fn unsubscribe_all(
+        &self,
+        standing: &Standing,
+        ctx: &ChangeContext,
+    ) -> Result<usize, ChangeError> {
+        let manifest = self.manifest;
+        let mut w = Writer::new(*self, standing, ctx);
+        for key in manifest.purposes.keys() {
+            if PurposeClass::of(key) != PurposeClass::Marketing {
+                continue;
+            }
+            let notice = shown_notice(manifest, key, None, None);
+            let level = self.level_at(standing, key, None);
             w.record(
-                (&t.purpose, Some(channel), Some(topic)),
-                no_action(
-                    &standing.records,
-                    &t.purpose,
-                    Some(channel),
-                    Some(topic),
-                    None,
-                ),
+                (key, None, None),
+                no_action(&standing.records, key, None, None, level),
                 ctx.method,
-                t.notice.as_ref(),
+                notice.as_ref(),
                 None,
             );
-            continue;
         }
-        match channel.as_str() {
-            // Email marketing is confirmed by a link first (double opt-in): until then the
-            // ledger holds a pending record, which counts for nothing.
-            "email" => {
-                w.record(
-                    (&t.purpose, Some(channel), Some(topic)),
-                    ConsentAction::Pending,
-                    CollectionMethod::DoubleOptIn,
-                    t.notice.as_ref(),
-                    None,
-                );
-                confirmations.push(Topic {
-                    purpose: t.purpose.clone(),
-                    channel: channel.clone(),
-                    topic: Some(topic.clone()),
-                });
-            }
-            // Marketing texts need prior express written consent to the disclosure (TCPA).
-            "sms" => {
-                if !wanted.sms.accepted {
-                    return Err(ChangeError::SmsNeedsAgreement);
-                }
-                let disclosure = t
-                    .notice
-                    .as_ref()
-                    .and_then(|id| manifest.notices.get(id))
-                    .map(|n| disclosure_text(n, ctx.texts.code));
-                let text_hash = disclosure.map(|text| blake3::hash(text.as_bytes()).to_hex());
-                if let Some(phone) =
-                    phone_provenance(&mut w, wanted.sms.phone.as_deref(), t).await?
-                {
-                    phone_to_attach = Some(phone);
-                }
-                w.record(
-                    (&t.purpose, Some(channel), Some(topic)),
-                    ConsentAction::Given,
-                    CollectionMethod::Written,
-                    t.notice.as_ref(),
-                    text_hash.map(|h| h.to_string()),
-                );
-            }
-            _ => w.record(
-                (&t.purpose, Some(channel), Some(topic)),
-                ConsentAction::Given,
-                ctx.method,
-                t.notice.as_ref(),
-                None,
-            ),
-        }
+        w.commit().await
     }
 
-    // Every channel is checked before any is written: a request naming one unknown channel
-    // changes nothing.
-    let mut prefs = Vec::new();
-    for (channel, frequency, quiet) in &wanted.channels {
-        let Some(c) = standing.channels.iter().find(|c| &c.channel == channel) else {
-            return Err(ChangeError::UnknownChannel(channel.clone()));
+    /// Records a GPC signal as an opt-out of sale and sharing where the law makes it one and none
+    /// is recorded yet. `true` when it wrote one.
+    pub async fn honour_gpc(
+        &self,
+        standing: &Standing,
+        ctx: &ChangeContext,
+    ) -> Result<bool, ChangeError> {
+        let Some(dns) = &standing.do_not_sell else {
+            return Ok(false);
         };
-        if c.frequency == *frequency && c.quiet == *quiet {
-            continue;
+        if !dns.gpc_binding || dns.gpc_recorded {
+            return Ok(false);
         }
-        prefs.push(ChannelPreference {
-            subject: standing.subject.id,
-            channel: channel.clone(),
-            frequency: *frequency,
-            quiet_hours: *quiet,
-            updated_at: ctx.now,
-        });
+        let mut w = Writer::new(*self, standing, ctx);
+        w.record(
+            (&dns.purpose, None, None),
+            ConsentAction::OptedOut,
+            CollectionMethod::Gpc,
+            None,
+            None,
+        );
+        w.commit().await?;
+        Ok(true)
     }
 
-    let email = if confirmations.is_empty() {
-        None
-    } else {
-        Some(
-            contact_address(state, standing, IdentifierKind::Email)
-                .await?
-                .ok_or(ChangeError::NoEmail)?,
-        )
-    };
-    if let Some(phone) = &phone_to_attach {
-        attach_phone(state, standing.subject.id, phone, ctx.now).await?;
+    /// Files an erasure request with its legal deadline and stops every use at once.
+    pub async fn request_erasure(
+        &self,
+        standing: &Standing,
+        now: UnixMillis,
+    ) -> Result<ErasureRequest, ChangeError> {
+        let due_at = erasure_deadline(standing.regime, standing.subject.region.as_deref(), now);
+        let filed = self
+            .store
+            .file_erasure_request(kept_store::requests::NewErasureRequest {
+                subject: standing.subject.id,
+                regime: standing.regime.as_str().to_owned(),
+                source: SOURCE.to_owned(),
+                requested_at: now,
+                due_at,
+            })
+            .await?;
+        if standing.subject.erasure_requested_at.is_none() {
+            self.store
+                .set_erasure_requested(standing.subject.id, Some(filed.requested_at))
+                .await?;
+            let mut subject = standing.subject.clone();
+            subject.erasure_requested_at = Some(filed.requested_at);
+            self.index.apply(vec![Change::Subject(subject)]).await?;
+        }
+        Ok(filed)
     }
-    for pref in prefs {
-        state.store.put_channel_preference(&pref).await?;
-        w.changes.push(Change::Preference(pref));
-    }
-    let records = w.commit().await?;
-    if let Some(email) = email {
-        for topic in &confirmations {
-            send_confirmation(state, prefcenter, standing.subject.id, topic, &email, ctx).await?;
+
+    /// Whether a normalised phone number is the subject's already or nobody's (else `PhoneTaken`),
+    /// read before anything is written; the write checks again.
+    async fn phone_is_free(&self, subject: SubjectId, normalized: &str) -> Result<(), ChangeError> {
+        let store = self.store;
+        let keys = self.identities.keys(store).await?;
+        let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
+        match store.find_identities(&[hash]).await?.first() {
+            Some((_, holder)) if *holder != subject => Err(ChangeError::PhoneTaken),
+            _ => Ok(()),
         }
     }
-    Ok(Applied {
-        records,
-        confirmations: confirmations.len(),
-    })
+
+    async fn attach_phone(
+        &self,
+        subject: SubjectId,
+        normalized: &str,
+        now: UnixMillis,
+    ) -> Result<(), ChangeError> {
+        let store = self.store;
+        let keys = self.identities.keys(store).await?;
+        let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
+        match store.find_identities(&[hash]).await?.first() {
+            Some((_, holder)) if *holder == subject => return Ok(()),
+            Some(_) => return Err(ChangeError::PhoneTaken),
+            None => {}
+        }
+        let mut write = IdentityWrite {
+            at: now,
+            ..IdentityWrite::default()
+        };
+        let data_key = match store.subject_keys(&[subject]).await?.first() {
+            Some((_, wrapped)) => keys
+                .open_data_key(wrapped)
+                .map_err(|e| StoreError::Corrupt(format!("subject data key: {e}")))?,
+            None => {
+                let mut key = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut key);
+                let key = DataKey(key);
+                let wrapped = keys
+                    .seal_data_key(&key, nonce())
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                write
+                    .keys
+                    .push((PlannedSubject::Existing(subject), wrapped));
+                key
+            }
+        };
+        let sealed = data_key
+            .seal(
+                &identifier_aad(IdentifierKind::Phone, &hash),
+                normalized.as_bytes(),
+                nonce(),
+            )
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        write.attach.push(NewIdentity {
+            subject: PlannedSubject::Existing(subject),
+            key_subject: PlannedSubject::Existing(subject),
+            kind: IdentifierKind::Phone,
+            hash,
+            sealed,
+            // Typed in by the customer, not proven theirs: not verified.
+            verified: false,
+        });
+        match store.write_identities(write).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { .. }) => Err(ChangeError::PhoneTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A subject's email address or phone number in clear: its identifier opened with its data
+    /// key, else a trait holding it in clear (the demo's).
+    pub async fn contact_address(
+        &self,
+        standing: &Standing,
+        kind: IdentifierKind,
+    ) -> Result<Option<String>, ApiError> {
+        let opened =
+            crate::subjects::identifiers::opened(self.store, self.identities, standing.subject.id)
+                .await?;
+        if let Some((_, value, _)) = opened
+            .into_iter()
+            .find(|(k, v, _)| *k == kind && v.is_some())
+        {
+            return Ok(value);
+        }
+        let category = match kind {
+            IdentifierKind::Email => kept_core::decision::EMAIL_CATEGORY,
+            IdentifierKind::Phone => PHONE_CATEGORY,
+            _ => return Ok(None),
+        };
+        Ok(standing
+            .traits
+            .iter()
+            .filter(|t| t.category == category)
+            .find_map(|t| t.value.as_str().map(str::to_owned)))
+    }
 }
 
 /// The disclosure text of a notice in a language, else its first.
@@ -501,231 +825,6 @@ pub fn disclosure_text(notice: &Notice, code: &str) -> String {
         .or_else(|| notice.locales.values().next())
         .map(|t| t.text.clone())
         .unwrap_or_default()
-}
-
-/// Mails the double opt-in link for `topic`. Sending happens off the request.
-async fn send_confirmation(
-    state: &AppState,
-    prefcenter: &PrefCenter,
-    subject: SubjectId,
-    topic: &Topic,
-    email: &str,
-    ctx: &ChangeContext,
-) -> Result<(), ChangeError> {
-    let keys = prefcenter.keys(state.store.as_ref()).await?;
-    let mut claims = super::token::fresh(
-        Kind::Confirm,
-        subject,
-        ctx.now + prefcenter.config().confirm_ttl,
-    );
-    claims.topic = Some(topic.clone());
-    claims.locale = Some(ctx.texts.code.to_owned());
-    let link = format!(
-        "{}/preferences/confirm?token={}",
-        prefcenter.base_url(),
-        keys.sign(&claims)
-    );
-    let t = ctx.texts;
-    let mail = super::mail::Mail {
-        to: email.to_owned(),
-        subject: format!(
-            "{} · {}",
-            t.mail_confirm_subject, state.manifest.organisation.name
-        ),
-        text: format!("{}\n\n{link}\n\n{}\n", t.mail_confirm_body, t.mail_ignore),
-    };
-    let mailer = prefcenter.mailer().clone();
-    tokio::spawn(async move {
-        if let Err(e) = mailer.send(mail, &link).await {
-            tracing::warn!(code = e.code(), error = %e, "confirmation mail not sent");
-        }
-    });
-    Ok(())
-}
-
-/// Confirms a double opt-in: the `given` record that makes it count, and the email's
-/// provenance under the notice that promised it. `false` when there was nothing pending.
-pub async fn confirm(
-    state: &AppState,
-    standing: &Standing,
-    topic: &Topic,
-    ctx: &ChangeContext,
-) -> Result<bool, ChangeError> {
-    let pending = standing
-        .records
-        .iter()
-        .filter(|r| {
-            r.record.purpose == topic.purpose
-                && r.record.channel.as_deref() == Some(topic.channel.as_str())
-                && r.record.topic == topic.topic
-        })
-        .max_by_key(|r| r.seq)
-        .filter(|r| r.record.action == ConsentAction::Pending);
-    let Some(pending) = pending else {
-        return Ok(false);
-    };
-    let notice = pending.record.notice.as_ref().map(|n| n.id.clone());
-    let mut w = Writer::new(state, standing, ctx);
-    if let Some(id) = &notice {
-        provenance_trait(&mut w, id, kept_core::decision::EMAIL_CATEGORY, None);
-    }
-    let mut evidence = ctx.evidence.clone();
-    evidence.reference = Some(format!("confirms ledger record {}", pending.seq));
-    w.records.push(ConsentRecord {
-        subject: standing.subject.id,
-        purpose: topic.purpose.clone(),
-        channel: Some(topic.channel.clone()),
-        topic: topic.topic.clone(),
-        action: ConsentAction::Given,
-        notice: pending.record.notice.clone(),
-        regime: standing.regime.as_str().to_owned(),
-        source: SOURCE.to_owned(),
-        method: CollectionMethod::DoubleOptIn,
-        evidence,
-        at: ctx.now,
-    });
-    w.commit().await?;
-    verify_confirmed_email(state, standing, ctx.now).await?;
-    Ok(true)
-}
-
-/// A confirmed double opt-in proves the address the confirmation was mailed to (the subject's
-/// contact address): it becomes a verified identifier, one a sign-in link may be sent to.
-async fn verify_confirmed_email(
-    state: &AppState,
-    standing: &Standing,
-    now: UnixMillis,
-) -> Result<(), ApiError> {
-    let Some(address) = contact_address(state, standing, IdentifierKind::Email).await? else {
-        return Ok(());
-    };
-    let Ok(normalized) = kept_core::identity::normalize_email(&address) else {
-        return Ok(());
-    };
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
-    let hash = keys.identifier_hash(IdentifierKind::Email, &normalized);
-    let held = store.find_identities(&[hash]).await?;
-    if held.first().is_some_and(|(_, s)| *s == standing.subject.id) {
-        store
-            .write_identities(IdentityWrite {
-                verify: vec![hash],
-                at: now,
-                ..IdentityWrite::default()
-            })
-            .await?;
-    }
-    Ok(())
-}
-
-/// Withdraws `purpose` (on `channel`, for `topic`) at once: one-click unsubscribe.
-pub async fn withdraw(
-    state: &AppState,
-    standing: &Standing,
-    topic: &Topic,
-    ctx: &ChangeContext,
-) -> Result<usize, ChangeError> {
-    let notice = shown_notice(
-        &state.manifest,
-        &topic.purpose,
-        Some(&topic.channel),
-        topic.topic.as_deref(),
-    );
-    let action = no_action(
-        &standing.records,
-        &topic.purpose,
-        Some(&topic.channel),
-        topic.topic.as_deref(),
-        None,
-    );
-    let mut w = Writer::new(state, standing, ctx);
-    w.record(
-        (&topic.purpose, Some(&topic.channel), topic.topic.as_deref()),
-        action,
-        CollectionMethod::Reply,
-        notice.as_ref(),
-        None,
-    );
-    w.commit().await
-}
-
-/// Withdraws every marketing purpose, on every channel.
-pub async fn unsubscribe_all(
-    state: &AppState,
-    standing: &Standing,
-    ctx: &ChangeContext,
-) -> Result<usize, ChangeError> {
-    let manifest = state.manifest.as_ref();
-    let mut w = Writer::new(state, standing, ctx);
-    for key in manifest.purposes.keys() {
-        if PurposeClass::of(key) != PurposeClass::Marketing {
-            continue;
-        }
-        let notice = shown_notice(manifest, key, None, None);
-        let level = level_at(state, standing, key, None);
-        w.record(
-            (key, None, None),
-            no_action(&standing.records, key, None, None, level),
-            ctx.method,
-            notice.as_ref(),
-            None,
-        );
-    }
-    w.commit().await
-}
-
-/// Records a GPC signal as an opt-out of sale and sharing where the law makes it one and none
-/// is recorded yet. `true` when it wrote one.
-pub async fn honour_gpc(
-    state: &AppState,
-    standing: &Standing,
-    ctx: &ChangeContext,
-) -> Result<bool, ChangeError> {
-    let Some(dns) = &standing.do_not_sell else {
-        return Ok(false);
-    };
-    if !dns.gpc_binding || dns.gpc_recorded {
-        return Ok(false);
-    }
-    let mut w = Writer::new(state, standing, ctx);
-    w.record(
-        (&dns.purpose, None, None),
-        ConsentAction::OptedOut,
-        CollectionMethod::Gpc,
-        None,
-        None,
-    );
-    w.commit().await?;
-    Ok(true)
-}
-
-/// Files an erasure request with its legal deadline and stops every use at once.
-pub async fn request_erasure(
-    state: &AppState,
-    standing: &Standing,
-    now: UnixMillis,
-) -> Result<ErasureRequest, ChangeError> {
-    let due_at = erasure_deadline(standing.regime, standing.subject.region.as_deref(), now);
-    let filed = state
-        .store
-        .file_erasure_request(kept_store::requests::NewErasureRequest {
-            subject: standing.subject.id,
-            regime: standing.regime.as_str().to_owned(),
-            source: SOURCE.to_owned(),
-            requested_at: now,
-            due_at,
-        })
-        .await?;
-    if standing.subject.erasure_requested_at.is_none() {
-        state
-            .store
-            .set_erasure_requested(standing.subject.id, Some(filed.requested_at))
-            .await?;
-        let mut subject = standing.subject.clone();
-        subject.erasure_requested_at = Some(filed.requested_at);
-        state.index.apply(vec![Change::Subject(subject)]).await?;
-    }
-    Ok(filed)
 }
 
 /// When an erasure request made at `at` by a subject under `regime` in `region` must be
@@ -752,7 +851,7 @@ fn provenance_trait(
     category: &str,
     value: Option<serde_json::Value>,
 ) {
-    let manifest = w.state.manifest.as_ref();
+    let manifest = w.svc.manifest;
     let Some((point_key, point, field)) = manifest.collection_points.iter().find_map(|(key, p)| {
         (p.notice == notice && p.kind == kept_core::manifest::CollectionKind::Preference)
             .then(|| p.fields.iter().find(|(_, c)| c.as_str() == category))
@@ -808,18 +907,20 @@ async fn phone_provenance(
     phone: Option<&str>,
     topic: &TopicState,
 ) -> Result<Option<String>, ChangeError> {
-    let state = w.state;
+    let svc = w.svc;
     let subject = w.standing.subject.id;
     let phone = phone.map(str::trim).filter(|p| !p.is_empty());
-    let known = contact_address(state, w.standing, IdentifierKind::Phone).await?;
+    let known = svc
+        .contact_address(w.standing, IdentifierKind::Phone)
+        .await?;
     let (value, given) = match (phone, known) {
         (None, None) => return Err(ChangeError::SmsNeedsAgreement),
         (None, Some(_)) => (None, None),
         (Some(raw), _) => {
-            let default_country = state.collect.config().default_country.clone();
+            let default_country = svc.identities.config().default_country.clone();
             let normalized = normalize_phone(raw, default_country.as_deref())
                 .map_err(|_| ChangeError::PhoneInvalid(raw.to_owned()))?;
-            phone_is_free(state, subject, &normalized).await?;
+            svc.phone_is_free(subject, &normalized).await?;
             (
                 Some(serde_json::json!({ "sealed_identifier": "phone" })),
                 Some(normalized),
@@ -832,153 +933,21 @@ async fn phone_provenance(
     Ok(given)
 }
 
-/// Whether a normalised phone number is the subject's already or nobody's (else `PhoneTaken`),
-/// read before anything is written; the write checks again.
-async fn phone_is_free(
-    state: &AppState,
-    subject: SubjectId,
-    normalized: &str,
-) -> Result<(), ChangeError> {
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
-    let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
-    match store.find_identities(&[hash]).await?.first() {
-        Some((_, holder)) if *holder != subject => Err(ChangeError::PhoneTaken),
-        _ => Ok(()),
-    }
-}
-
-async fn attach_phone(
-    state: &AppState,
-    subject: SubjectId,
-    normalized: &str,
-    now: UnixMillis,
-) -> Result<(), ChangeError> {
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
-    let hash = keys.identifier_hash(IdentifierKind::Phone, normalized);
-    match store.find_identities(&[hash]).await?.first() {
-        Some((_, holder)) if *holder == subject => return Ok(()),
-        Some(_) => return Err(ChangeError::PhoneTaken),
-        None => {}
-    }
-    let mut write = IdentityWrite {
-        at: now,
-        ..IdentityWrite::default()
-    };
-    let data_key = match store.subject_keys(&[subject]).await?.first() {
-        Some((_, wrapped)) => keys
-            .open_data_key(wrapped)
-            .map_err(|e| StoreError::Corrupt(format!("subject data key: {e}")))?,
-        None => {
-            let mut key = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut key);
-            let key = DataKey(key);
-            let wrapped = keys
-                .seal_data_key(&key, nonce())
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            write
-                .keys
-                .push((PlannedSubject::Existing(subject), wrapped));
-            key
-        }
-    };
-    let sealed = data_key
-        .seal(
-            &identifier_aad(IdentifierKind::Phone, &hash),
-            normalized.as_bytes(),
-            nonce(),
-        )
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    write.attach.push(NewIdentity {
-        subject: PlannedSubject::Existing(subject),
-        key_subject: PlannedSubject::Existing(subject),
-        kind: IdentifierKind::Phone,
-        hash,
-        sealed,
-        // Typed in by the customer, not proven theirs: not verified.
-        verified: false,
-    });
-    match store.write_identities(write).await {
-        Ok(_) => Ok(()),
-        Err(StoreError::Conflict { .. }) => Err(ChangeError::PhoneTaken),
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn nonce() -> [u8; 24] {
     let mut n = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut n);
     n
 }
 
-/// A subject's email address or phone number in clear: its identifier opened with its data
-/// key, else a trait holding it in clear (the demo's).
-pub async fn contact_address(
-    state: &AppState,
-    standing: &Standing,
-    kind: IdentifierKind,
-) -> Result<Option<String>, ApiError> {
-    let opened = identifiers(state, standing.subject.id).await?;
-    if let Some((_, value, _)) = opened
-        .into_iter()
-        .find(|(k, v, _)| *k == kind && v.is_some())
-    {
-        return Ok(value);
-    }
-    let category = match kind {
-        IdentifierKind::Email => kept_core::decision::EMAIL_CATEGORY,
-        IdentifierKind::Phone => PHONE_CATEGORY,
-        _ => return Ok(None),
-    };
-    Ok(standing
-        .traits
-        .iter()
-        .filter(|t| t.category == category)
-        .find_map(|t| t.value.as_str().map(str::to_owned)))
-}
-
-/// A subject's identifiers: kind, value in clear (`None` when its key is gone) and since when.
-pub async fn identifiers(
-    state: &AppState,
-    subject: SubjectId,
-) -> Result<Vec<(IdentifierKind, Option<String>, UnixMillis)>, ApiError> {
-    let store = state.store.as_ref();
-    let held = store.identities_of(subject).await?;
-    if held.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys = state.identity.keys(store).await?;
-    let mut key_subjects: Vec<SubjectId> = held.iter().map(|i| i.key_subject).collect();
-    key_subjects.sort();
-    key_subjects.dedup();
-    let mut data_keys = std::collections::HashMap::new();
-    for (id, wrapped) in store.subject_keys(&key_subjects).await? {
-        if let Ok(key) = keys.open_data_key(&wrapped) {
-            data_keys.insert(id, key);
-        }
-    }
-    Ok(held
-        .iter()
-        .map(|i| {
-            let value = data_keys
-                .get(&i.key_subject)
-                .and_then(|k| k.open(&identifier_aad(i.kind, &i.hash), &i.sealed).ok())
-                .and_then(|v| String::from_utf8(v).ok());
-            (i.kind, value, i.created_at)
-        })
-        .collect())
-}
-
 /// Finds the subject an email address belongs to, for a sign-in link: by its keyed hash when
 /// the address is verified, and in demo mode among the demo's email traits too.
 pub async fn subject_by_email(
-    state: &AppState,
+    store: &dyn Store,
+    identities: &Identities,
     prefcenter: &PrefCenter,
     normalized: &str,
 ) -> Result<Option<SubjectId>, ApiError> {
-    let store = state.store.as_ref();
-    let keys = state.identity.keys(store).await?;
+    let keys = identities.keys(store).await?;
     let hash = keys.identifier_hash(IdentifierKind::Email, normalized);
     // A sign-in link goes only to a verified address of the subject it opens: one anybody
     // could have attached through a public key proves nothing.

@@ -26,6 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, Evidence};
+use kept_core::manifest::Manifest;
 use kept_core::subject::{Frequency, Period, QuietHours};
 use kept_core::{SubjectId, UnixMillis};
 use serde::Deserialize;
@@ -216,15 +217,14 @@ fn minutes_text(m: u16) -> String {
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
-fn notice_view(state: &AppState, id: Option<&String>, t: &Texts) -> Option<NoticeView> {
+fn notice_view(manifest: &Manifest, id: Option<&String>, t: &Texts) -> Option<NoticeView> {
     let id = id?;
-    let n = state.manifest.notices.get(id)?;
+    let n = manifest.notices.get(id)?;
     let text = n
         .locales
         .get(t.code)
         .or_else(|| {
-            state
-                .manifest
+            manifest
                 .organisation
                 .locales
                 .first()
@@ -293,7 +293,7 @@ async fn build_page(
                     (anchor, title)
                 }),
                 on: p.allowed,
-                notice: notice_view(state, p.notice.as_ref(), t),
+                notice: notice_view(manifest, p.notice.as_ref(), t),
             }
         })
         .collect();
@@ -332,7 +332,7 @@ async fn build_page(
                             notice: if sms {
                                 None
                             } else {
-                                notice_view(state, tp.notice.as_ref(), t)
+                                notice_view(manifest, tp.notice.as_ref(), t)
                             },
                         }
                     })
@@ -362,7 +362,7 @@ async fn build_page(
                 disclosure: if sms {
                     ch.topics
                         .iter()
-                        .find_map(|tp| notice_view(state, tp.notice.as_ref(), t))
+                        .find_map(|tp| notice_view(manifest, tp.notice.as_ref(), t))
                 } else {
                     None
                 },
@@ -370,15 +370,19 @@ async fn build_page(
             }
         })
         .collect();
-    let identifiers: Vec<IdentifierRow> = model::identifiers(state, standing.subject.id)
-        .await?
-        .into_iter()
-        .map(|(kind, value, since)| IdentifierRow {
-            kind: kind.as_str().replace('_', " "),
-            value: value.unwrap_or_else(|| t.hidden_value.to_owned()),
-            since: date(since),
-        })
-        .collect();
+    let identifiers: Vec<IdentifierRow> = crate::subjects::identifiers::opened(
+        state.store.as_ref(),
+        &state.identity,
+        standing.subject.id,
+    )
+    .await?
+    .into_iter()
+    .map(|(kind, value, since)| IdentifierRow {
+        kind: kind.as_str().replace('_', " "),
+        value: value.unwrap_or_else(|| t.hidden_value.to_owned()),
+        since: date(since),
+    })
+    .collect();
     let traits = standing
         .traits
         .iter()
@@ -415,7 +419,7 @@ async fn build_page(
             },
         })
         .collect();
-    let events = recent_events(state, standing.subject.id)
+    let events = recent_events(state.store.as_ref(), standing.subject.id)
         .await?
         .into_iter()
         .rev()
@@ -499,7 +503,7 @@ async fn build_page(
 
 /// The latest events of a subject, oldest first.
 async fn recent_events(
-    state: &AppState,
+    store: &dyn kept_store::Store,
     subject: SubjectId,
 ) -> Result<Vec<kept_store::collection::StoredEvent>, ApiError> {
     let mut kept: std::collections::VecDeque<kept_store::collection::StoredEvent> =
@@ -507,7 +511,7 @@ async fn recent_events(
     let mut after = None;
     // Bounded: a subject with a very long history shows the latest of its first pages.
     for _ in 0..10 {
-        let page = state.store.events_of(subject, after, 1_000).await?;
+        let page = store.events_of(subject, after, 1_000).await?;
         let full = page.len() == 1_000;
         after = page.last().map(|e| e.id);
         for e in page {
@@ -535,14 +539,12 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session
 }
 
 fn evidence(
-    state: &AppState,
     headers: &HeaderMap,
     ip: ClientIp,
     reference: Option<String>,
     ip_key: Option<&kept_core::identity::IdentityKeys>,
 ) -> Evidence {
     let facts = RequestFacts::new(headers, ip);
-    let _ = state;
     Evidence {
         ip_hash: facts
             .ip
@@ -564,7 +566,7 @@ async fn context(
     let keys = state.identity.keys(state.store.as_ref()).await?;
     Ok(ChangeContext {
         method: CollectionMethod::WebForm,
-        evidence: evidence(state, headers, ip, reference, Some(keys)),
+        evidence: evidence(headers, ip, reference, Some(keys)),
         texts: t,
         now: state.now(),
     })
@@ -619,7 +621,8 @@ async fn signed_in_post(
 }
 
 async fn load_standing(state: &AppState, subject: SubjectId) -> Result<Option<Standing>, ApiError> {
-    model::standing(state, subject, state.now()).await
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
+    crate::subjects::standing::standing(store, &state.index, manifest, subject, state.now()).await
 }
 
 fn done_path(t: &Texts, done: &str, anchor: &str) -> String {
@@ -687,7 +690,9 @@ pub async fn show(
                 Some(kept_core::signals::gpc::EVIDENCE.to_owned()),
             )
             .await?;
-            if model::honour_gpc(&state, &standing, &ctx)
+            if state
+                .changes()
+                .honour_gpc(&standing, &ctx)
                 .await
                 .map_err(ChangeError::into_api)?
                 && let Some(fresh) = load_standing(&state, standing.subject.id).await?
@@ -831,7 +836,14 @@ pub async fn sign_in(
         .await;
     }
     if let Some(address) = normalized {
-        let subject = match model::subject_by_email(&state, &state.prefcenter, &address).await {
+        let subject = match model::subject_by_email(
+            state.store.as_ref(),
+            &state.identity,
+            &state.prefcenter,
+            &address,
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => return e.into_response(),
         };
@@ -1064,7 +1076,7 @@ pub async fn save_purposes(posted: Posted) -> Response {
                     .collect(),
                 ..Wanted::default()
             };
-            model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            state.changes().apply(&standing, &wanted, &ctx).await?;
             Ok("saved")
         }
     })
@@ -1131,7 +1143,7 @@ pub async fn save_messages(posted: Posted) -> Response {
                 phone: field(form, "phone").map(str::to_owned),
                 accepted: field(form, "sms_agree").is_some(),
             };
-            let outcome = model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            let outcome = state.changes().apply(&standing, &wanted, &ctx).await?;
             Ok(if outcome.confirmations > 0 {
                 "confirm_sent"
             } else {
@@ -1152,7 +1164,7 @@ pub async fn save_do_not_sell(posted: Posted) -> Response {
                 do_not_sell: Some(on),
                 ..Wanted::default()
             };
-            model::apply(state, &state.prefcenter, &standing, &wanted, &ctx).await?;
+            state.changes().apply(&standing, &wanted, &ctx).await?;
             Ok("saved")
         }
     })
@@ -1164,7 +1176,7 @@ pub async fn unsubscribe_all(posted: Posted) -> Response {
     change(&posted, "messages", |standing, ctx, _| {
         let state = &posted.state;
         async move {
-            model::unsubscribe_all(state, &standing, &ctx).await?;
+            state.changes().unsubscribe_all(&standing, &ctx).await?;
             Ok("unsubscribed_all")
         }
     })
@@ -1197,7 +1209,9 @@ pub async fn erase(posted: Posted) -> Response {
         let standing = load_standing(state, session.claims.subject())
             .await?
             .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
-        let filed = model::request_erasure(state, &standing, now)
+        let filed = state
+            .changes()
+            .request_erasure(&standing, now)
             .await
             .map_err(|e| match e {
                 ChangeError::Api(e) => e,
@@ -1278,7 +1292,7 @@ pub async fn download_json(State(state): State<AppState>, headers: HeaderMap) ->
         Ok(s) => s,
         Err(response) => return response,
     };
-    match super::api::export(&state, &standing).await {
+    match state.export().json(&standing).await {
         Ok(value) => download(
             "application/json",
             format!("my-data-{}.json", standing.subject.id.0),
@@ -1294,7 +1308,7 @@ pub async fn download_csv(State(state): State<AppState>, headers: HeaderMap) -> 
         Ok(s) => s,
         Err(response) => return response,
     };
-    match super::api::export_csv(&state, &standing).await {
+    match state.export().csv(&standing).await {
         Ok(text) => download(
             "text/csv; charset=utf-8",
             format!("my-data-{}.csv", standing.subject.id.0),
@@ -1495,7 +1509,9 @@ pub async fn confirm(
             .ok_or_else(|| ApiError::NotFound("subject not found".into()))?;
         let mut ctx = context(&state, &headers, ip, t, None).await?;
         ctx.method = CollectionMethod::DoubleOptIn;
-        model::confirm(&state, &standing, &topic, &ctx)
+        state
+            .changes()
+            .confirm(&standing, &topic, &ctx)
             .await
             .map_err(ChangeError::into_api)
     }
@@ -1572,7 +1588,6 @@ pub async fn unsubscribe(
         let ctx = ChangeContext {
             method: CollectionMethod::Reply,
             evidence: evidence(
-                &state,
                 &headers,
                 ip,
                 Some(if field(&form, "List-Unsubscribe") == Some("One-Click") {
@@ -1598,7 +1613,9 @@ pub async fn unsubscribe(
         if latest.is_some_and(|r| r.record.action == ConsentAction::Withdrawn) {
             return Ok(());
         }
-        model::withdraw(&state, &standing, &topic, &ctx)
+        state
+            .changes()
+            .withdraw(&standing, &topic, &ctx)
             .await
             .map(|_| ())
             .map_err(ChangeError::into_api)

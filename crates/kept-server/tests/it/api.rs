@@ -312,7 +312,8 @@ async fn panics_and_timeouts_answer_json() {
                 items[3].to_string()
             }),
         )
-        .route("/stuck", get_route(std::future::pending::<&'static str>));
+        .route("/stuck", get_route(std::future::pending::<&'static str>))
+        .route("/ok", get_route(|| async { "ok" }));
     let router = kept_server::router::router_with(extra, app.state.clone());
     let boom = crate::support::send(router.clone(), get("/boom", None)).await;
     assert_eq!(boom.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -321,8 +322,10 @@ async fn panics_and_timeouts_answer_json() {
     let stuck = crate::support::send(router.clone(), get("/stuck", None)).await;
     assert_eq!(stuck.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(stuck.code(), "server.timeout");
-    let health = crate::support::send(router, get("/healthz", None)).await;
-    assert_eq!(health.status, StatusCode::OK);
+    // Still serving (a route that needs nothing, so a busy machine cannot make it miss the
+    // 20 ms this router allows).
+    let after = crate::support::send(router, get("/ok", None)).await;
+    assert_eq!(after.status, StatusCode::OK);
 }
 
 #[tokio::test]

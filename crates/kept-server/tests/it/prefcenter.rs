@@ -1541,7 +1541,8 @@ async fn a_confirmed_double_opt_in_verifies_the_address() {
     assert!(store.verified_identities(&[hash]).await.unwrap().is_empty());
     assert_eq!(
         kept_server::prefcenter::model::subject_by_email(
-            &center.state,
+            store,
+            &center.state.identity,
             &center.state.prefcenter,
             "newbie@example.com"
         )
@@ -1586,7 +1587,8 @@ async fn a_confirmed_double_opt_in_verifies_the_address() {
     );
     assert_eq!(
         kept_server::prefcenter::model::subject_by_email(
-            &center.state,
+            store,
+            &center.state.identity,
             &center.state.prefcenter,
             "newbie@example.com"
         )

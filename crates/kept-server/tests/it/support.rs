@@ -326,13 +326,13 @@ pub fn newsletter_consent(subject: SubjectId) -> String {
 /// are exactly the ones read from the store, on `state` as it stands now; answers how many the
 /// index served itself (the others go to the store: unknown ones, erasure requests).
 pub async fn preference_reads_agree(state: &AppState) -> usize {
-    use kept_server::prefcenter::model::{self, Choices};
-    use kept_server::subjects::standing::choices_in_index;
+    use kept_server::subjects::standing::{Choices, choices, choices_in_index, standing};
+    let (store, manifest) = (state.store.as_ref(), state.manifest.as_ref());
     let now = state.now();
     let beyond = state.index.snapshot().unwrap().id_space() + 2;
     let mut from_index = 0;
     for id in (0..beyond).map(SubjectId) {
-        let stored = model::standing(state, id, now)
+        let stored = standing(store, &state.index, manifest, id, now)
             .await
             .unwrap()
             .map(Choices::from);
@@ -340,7 +340,12 @@ pub async fn preference_reads_agree(state: &AppState) -> usize {
             assert_eq!(Some(&indexed), stored.as_ref(), "subject {}", id.0);
             from_index += 1;
         }
-        assert_eq!(model::choices(state, id, now).await.unwrap(), stored);
+        assert_eq!(
+            choices(store, &state.index, manifest, id, now)
+                .await
+                .unwrap(),
+            stored
+        );
     }
     from_index
 }
