@@ -172,7 +172,7 @@ pub async fn undo(
     // Consent the merge carried to the survivor stops counting for it first: should the undo
     // itself then fail, the survivor is left denied more, never allowed more.
     let now = state.now();
-    let reverts = carried_consent_reverts(&state, &merge, now).await?;
+    let reverts = carried_consent_reverts(state.store.as_ref(), &merge, now).await?;
     if !reverts.is_empty() {
         let entries = state.ledger.append_many(reverts).await?;
         state.index.consents_appended(&entries).await?;
@@ -208,7 +208,7 @@ pub const UNDO_SOURCE: &str = "merge_undo";
 /// latest record on the survivor is such a carried `given`, the survivor's own earlier choice
 /// again, or `withdrawn` when it had none. Carried refusals and opt-outs stay: they only deny.
 async fn carried_consent_reverts(
-    state: &AppState,
+    store: &dyn kept_store::Store,
     merge: &MergeEntry,
     now: kept_core::UnixMillis,
 ) -> Result<Vec<ConsentRecord>, ApiError> {
@@ -221,7 +221,7 @@ async fn carried_consent_reverts(
     };
     let mut latest: BTreeMap<String, ConsentRecord> = BTreeMap::new();
     let mut own: BTreeMap<String, ConsentAction> = BTreeMap::new();
-    for entry in state.store.ledger_for_subject(merge.into).await? {
+    for entry in store.ledger_for_subject(merge.into).await? {
         let record = ledger::decode(&entry.bytes).map_err(|e| {
             ApiError::Store(StoreError::Corrupt(format!(
                 "record {} does not decode: {e}",

@@ -13,11 +13,10 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use kept_core::SubjectId;
-use kept_core::identity::{IdentifierKind, identifier_aad, normalize};
+use kept_core::identity::{IdentifierKind, normalize};
 use kept_core::regime::Regime;
 use kept_store::quarantine::MAX_QUARANTINE_PAGE;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 
 /// Exactly one identifier to look a subject up by.
@@ -146,25 +145,13 @@ pub async fn lookup(
         .map_or(subject, |(_, survivor)| *survivor);
     let facts = store.subject(subject).await?.ok_or_else(not_found)?;
 
-    let held = store.identities_of(subject).await?;
-    let mut key_subjects: Vec<SubjectId> = held.iter().map(|i| i.key_subject).collect();
-    key_subjects.sort();
-    key_subjects.dedup();
-    let mut data_keys = HashMap::new();
-    for (id, wrapped) in store.subject_keys(&key_subjects).await? {
-        if let Ok(key) = keys.open_data_key(&wrapped) {
-            data_keys.insert(id, key);
-        }
-    }
-    let identifiers = held
-        .iter()
-        .map(|i| IdentifierView {
-            kind: i.kind.as_str().to_owned(),
-            value: data_keys
-                .get(&i.key_subject)
-                .and_then(|k| k.open(&identifier_aad(i.kind, &i.hash), &i.sealed).ok())
-                .and_then(|v| String::from_utf8(v).ok()),
-            since: i.created_at,
+    let identifiers = crate::subjects::identifiers::opened(store, &state.identity, subject)
+        .await?
+        .into_iter()
+        .map(|(kind, value, since)| IdentifierView {
+            kind: kind.as_str().to_owned(),
+            value,
+            since,
         })
         .collect();
     let traits = store

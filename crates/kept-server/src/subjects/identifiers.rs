@@ -1,6 +1,6 @@
 //! A subject's identifiers as Kept holds them: each one's kind, its value opened with the data
 //! key it is sealed under (none once that key is shredded), and since when it is held. The
-//! preference page, its changes and the export read them here.
+//! preference page, its changes, the export and the lookup by identifier read them here.
 
 use crate::http::error::ApiError;
 use crate::identity::Identities;
