@@ -43,6 +43,9 @@ enum Command {
     Decide(cmd::decide::Args),
     /// Dry-run a campaign: who may be reached, and a table of who may not and why
     Audience(cmd::audience::Args),
+    /// Data subject requests: find and erase a subject in the company's own databases
+    #[command(subcommand)]
+    Dsr(cmd::dsr_connect::Command),
 }
 
 /// The allocators' settings `kept serve` runs with unless its environment sets them. Freed
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Rules(args) => cmd::rules::run(args).await,
             Command::Decide(args) => cmd::decide::run(args).await,
             Command::Audience(args) => cmd::audience::run(args).await,
+            Command::Dsr(c) => cmd::dsr_connect::run(c).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@
 )]
 
 mod decide;
+mod dsr_connect;
 mod keys;
 mod ledger;
 mod lint;
