@@ -34,7 +34,8 @@ enum Command {
     /// Manage API keys
     #[command(subcommand)]
     Keys(cmd::keys::Command),
-    /// Data subject requests: file, list, show, advance, extend, reject, verify the log
+    /// Data subject requests: file, list, show, advance, extend, reject, verify the log; find
+    /// and erase a subject in the company's own databases
     #[command(subcommand)]
     Dsr(cmd::dsr::Command),
     /// Print the HTTP API's OpenAPI document

@@ -270,6 +270,7 @@ impl fmt::Debug for IdentifierHash {
 pub struct IdentityKeys {
     hash_key: [u8; 32],
     ip_key: [u8; 32],
+    dataset_key: [u8; 32],
     wrap: XChaCha20Poly1305,
     quarantine: DataKey,
 }
@@ -287,6 +288,7 @@ impl IdentityKeys {
         IdentityKeys {
             hash_key: blake3::derive_key("kept 2026 identifier hash v1", master),
             ip_key: blake3::derive_key("kept 2026 ip address hash v1", master),
+            dataset_key: blake3::derive_key("kept 2026 dataset column hash v1", master),
             wrap: XChaCha20Poly1305::new(&wrap_key.into()),
             quarantine: DataKey(blake3::derive_key("kept 2026 quarantine v1", master)),
         }
@@ -308,6 +310,13 @@ impl IdentityKeys {
         hasher.update(&[0]);
         hasher.update(normalized.as_bytes());
         IdentifierHash(*hasher.finalize().as_bytes())
+    }
+
+    /// The key the connectors' `hash` erasure replaces a column's value with a keyed hash of,
+    /// in the company's own databases: its own key, so those hashes reveal nothing of the
+    /// identifier hashes Kept looks people up by.
+    pub fn dataset_hash_key(&self) -> [u8; 32] {
+        self.dataset_key
     }
 
     /// The keyed hash (hex) of a client IP address, for consent evidence.

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod lint;
 pub mod manifest;
 pub mod receipt;
+pub mod redact;
 pub mod regime;
 pub mod requests;
 pub mod rights;

@@ -2,6 +2,8 @@
 //! changed notice texts, uses of data that no notice promised, and the organisation's own
 //! rules. Every finding has a stable code and points at the line it is about.
 
+mod datasets;
+
 use crate::decision::{Compiled, EMAIL_CATEGORY, SoftOptInNever};
 use crate::fideslang;
 use crate::manifest::{
@@ -112,6 +114,17 @@ pub mod codes {
     pub const TRANSLATION_MISSING: &str = "translation.missing";
     /// A translation for a locale the organisation does not list, shown to no one (warning).
     pub const TRANSLATION_UNKNOWN_LOCALE: &str = "translation.unknown_locale";
+    /// A dataset column holds a category no notice covers.
+    pub const DATASET_CATEGORY_NOT_IN_NOTICE: &str = "dataset.category_not_in_notice";
+    /// A dataset table that no identity column reaches through the declared references.
+    pub const DATASET_TABLE_UNREACHABLE: &str = "dataset.table_unreachable";
+    /// A column kept on erasure for a purpose whose legal basis is neither a legal obligation
+    /// nor a contract.
+    pub const DATASET_KEEP_WITHOUT_OBLIGATION: &str = "dataset.keep_without_obligation";
+    /// Erasure deletes a table's rows but keeps child rows that reference them.
+    pub const DATASET_DELETE_LEAVES_CHILDREN: &str = "dataset.delete_leaves_children";
+    /// Erasure nulls or hashes a key that kept child rows reference.
+    pub const DATASET_KEY_ERASED: &str = "dataset.key_erased";
 }
 
 /// Checks a manifest. `recorded` are the notice hashes stored earlier (empty without a
@@ -132,6 +145,7 @@ pub fn lint(loaded: &Loaded, recorded: &[RecordedNotice]) -> Vec<Finding> {
     linter.systems();
     linter.rules_and_policy();
     linter.consent_categories();
+    linter.datasets();
     let mut findings = linter.findings;
     findings.sort_by_key(|f| (f.line.is_none(), f.line, f.column, f.code));
     findings

@@ -1,6 +1,7 @@
 //! `kept dsr`: data subject requests offline, against the database, through the same service
 //! the server's `/v1/requests` uses: file one, list, show with its log, take its steps, and
-//! verify the requests log's chain and checkpoints.
+//! verify the requests log's chain and checkpoints; `find` and `erase` are the connectors'
+//! (`dsr_connect`).
 
 use crate::cmd::source::{Source, config};
 use anyhow::Context;
@@ -58,6 +59,9 @@ Exit status: 0 done, 1 refused (the reason's code is printed), 2 unusable input.
 2 unusable input."
     )]
     Verify(VerifyArgs),
+    /// `find` and `erase`: the subject in the company's own databases, through the connectors
+    #[command(flatten)]
+    Connect(crate::cmd::dsr_connect::Command),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -308,6 +312,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             take(&args.source, args.id, &step, &args.operator, args.format).await
         }
         Command::Verify(args) => verify(args).await,
+        Command::Connect(c) => crate::cmd::dsr_connect::run(c).await,
     }
 }
 

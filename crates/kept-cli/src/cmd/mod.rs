@@ -4,6 +4,7 @@
 pub mod audience;
 pub mod decide;
 pub mod dsr;
+pub mod dsr_connect;
 pub mod init;
 pub mod keys;
 pub mod ledger;

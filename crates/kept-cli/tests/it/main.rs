@@ -9,6 +9,7 @@
 
 mod decide;
 mod dsr;
+mod dsr_connect;
 mod keys;
 mod ledger;
 mod lint;

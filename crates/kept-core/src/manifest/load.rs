@@ -226,19 +226,19 @@ impl<'a> LineIndex<'a> {
     }
 }
 
-struct Converter<'a> {
+pub(super) struct Converter<'a> {
     lines: &'a LineIndex<'a>,
     positions: Positions,
 }
 
 impl Converter<'_> {
-    fn mark(&mut self, path: String, span: Range<usize>) {
+    pub(super) fn mark(&mut self, path: String, span: Range<usize>) {
         let at = self.lines.position(span.start);
         self.positions.by_path.insert(path, at);
     }
 
     /// Records a reference's position and hands back its value.
-    fn reference(&mut self, path: String, key: &Spanned<String>) -> String {
+    pub(super) fn reference(&mut self, path: String, key: &Spanned<String>) -> String {
         self.mark(path, key.span());
         key.get_ref().clone()
     }
@@ -250,7 +250,7 @@ impl Converter<'_> {
             .collect()
     }
 
-    fn invalid(&self, span: Range<usize>, message: String) -> ManifestError {
+    pub(super) fn invalid(&self, span: Range<usize>, message: String) -> ManifestError {
         ManifestError::InvalidValue {
             location: self.lines.error_location(&self.positions.file, Some(span)),
             message,
@@ -408,6 +408,8 @@ impl Converter<'_> {
             });
         }
 
+        let datasets = self.datasets(raw.dataset)?;
+
         let mut consent_categories = BTreeMap::new();
         for (key, purposes) in raw.consent_categories {
             // Consent managers name their categories their own way (`Advertising`, `C0004`),
@@ -438,6 +440,7 @@ impl Converter<'_> {
                 rules: Rules { forbid },
                 policy: Policy { tighten },
                 consent_categories,
+                datasets,
             },
             server: raw.server,
             positions: self.positions,

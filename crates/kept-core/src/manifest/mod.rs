@@ -1,7 +1,9 @@
 //! The manifest (`kept.toml`): the shared data map that marketing, legal and engineering own
 //! together. `model` holds the checked, typed manifest every other part reads; `load` turns a
-//! file into it, with positions for `kept lint`; `keys` says how keys and promises relate.
+//! file into it, with positions for `kept lint`; `keys` says how keys and promises relate;
+//! `dataset` declares the company's own databases for the connectors.
 
+pub mod dataset;
 mod keys;
 mod load;
 pub mod model;

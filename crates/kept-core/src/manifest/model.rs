@@ -24,6 +24,10 @@ pub struct Manifest {
     /// stands for, as purpose keys. A category that is itself a purpose key needs no entry.
     #[serde(default)]
     pub consent_categories: BTreeMap<String, Vec<String>>,
+    /// The company's own databases the connectors walk for data subject requests
+    /// (`[[dataset]]`, see `manifest::dataset`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<super::dataset::Dataset>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

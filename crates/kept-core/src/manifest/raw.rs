@@ -41,6 +41,9 @@ pub(super) struct RawManifest {
     /// Consent-manager category (`context.consent.categoryPreferences` key) → purpose keys.
     #[serde(default)]
     pub consent_categories: BTreeMap<Key, Vec<Key>>,
+    /// The company's own databases (`[[dataset]]`), for the connectors.
+    #[serde(default)]
+    pub dataset: Vec<super::dataset::RawDataset>,
     /// Server configuration; the server checks it, the manifest only carries it.
     pub server: Option<toml::Table>,
 }

@@ -7,6 +7,7 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+mod datasets;
 mod decision;
 mod golden;
 mod index;
