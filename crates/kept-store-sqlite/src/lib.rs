@@ -3,10 +3,7 @@
 //! SQLite admits one writer at a time, so every write goes through a pool of exactly one
 //! connection (writes queue in memory instead of spinning on the file lock) and ledger appends
 //! and contacts are batched by the group committer; reads use their own pool and, with WAL,
-//! never wait for the writer. `synchronous = FULL` makes a commit durable before it returns,
-//! except the group committer's: it commits with `synchronous = NORMAL` and syncs the
-//! write-ahead log itself, off the connection, while it writes the next batch (its writers are
-//! answered after that sync).
+//! never wait for the writer. `synchronous = FULL` makes a commit durable before it returns.
 
 use async_trait::async_trait;
 use kept_core::SubjectId;
@@ -21,8 +18,7 @@ use kept_store::columns::{
 };
 use kept_store::group_commit::{
     BatchWriter, ChainedRow, CheckpointSigner, GroupCommit, HotWrite, HotWritten, LastCheckpoint,
-    SignerSlot, Syncing, answer_hot_batch, hot_batch_uses, plan_checkpoint, plan_hot_batch,
-    sync_file,
+    SignerSlot, answer_hot_batch, hot_batch_uses, plan_checkpoint, plan_hot_batch,
 };
 use kept_store::{
     ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Store, StoreError,
@@ -33,10 +29,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 mod decision_log;
@@ -157,9 +151,6 @@ impl SqliteStore {
                 pool: write.clone(),
                 signer: signer.clone(),
                 tip: None,
-                wal: wal_path(path),
-                unsynced: false,
-                written: VecDeque::new(),
             },
             MAX_BATCH_ROWS,
         );
@@ -232,19 +223,6 @@ struct HotWriter {
     /// As of this committer's last commit; `None` after a failure or before the first batch,
     /// when it is read from the database.
     tip: Option<Tip>,
-    /// The write-ahead log, synced after each batch committed with `synchronous = NORMAL`.
-    wal: PathBuf,
-    /// Whether the last batch committed without syncing.
-    unsynced: bool,
-    /// Per batch written and not yet durable, the checkpoint it signed, for the witness.
-    written: VecDeque<Option<(Arc<dyn CheckpointSigner>, Checkpoint)>>,
-}
-
-/// SQLite's write-ahead log of the database at `db`: the file name with `-wal` appended.
-fn wal_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -289,24 +267,19 @@ impl BatchWriter for HotWriter {
             let used = hot_batch_uses(&batch);
             if rows.is_empty() && contacts.is_empty() && used.is_empty() && checkpoint.is_none() {
                 self.tip = Some(tip);
-                self.written.push_back(None);
                 return Ok(answer_hot_batch(&batch, rows, None));
             }
             match write_script(&mut conn, &rows, &contacts, &used, checkpoint.as_ref()).await {
                 Ok(()) => {
                     self.tip = Some(next);
-                    self.unsynced = true;
-                    let answer = answer_hot_batch(&batch, rows, checkpoint.as_ref());
-                    self.written.push_back(signer.zip(checkpoint));
-                    return Ok(answer);
+                    if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
+                        signer.committed(cp);
+                    }
+                    return Ok(answer_hot_batch(&batch, rows, checkpoint.as_ref()));
                 }
                 Err(e) => {
-                    // Whatever failed, no transaction may stay open on the write connection,
-                    // and its later commits are durable again.
+                    // Whatever failed, no transaction may stay open on the write connection.
                     let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    let _ = sqlx::query("PRAGMA synchronous = FULL")
-                        .execute(&mut *conn)
-                        .await;
                     if !matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
                         return Err(db(e));
                     }
@@ -330,22 +303,10 @@ impl BatchWriter for HotWriter {
         }
         tx.commit().await.map_err(db)?;
         self.tip = Some(next);
-        let answer = answer_hot_batch(&batch, rows, checkpoint.as_ref());
-        self.written.push_back(signer.zip(checkpoint));
-        Ok(answer)
-    }
-
-    fn sync(&mut self) -> Option<Syncing> {
-        if !std::mem::take(&mut self.unsynced) {
-            return None;
+        if let (Some(signer), Some(cp)) = (&signer, &checkpoint) {
+            signer.committed(cp);
         }
-        Some(sync_file(self.wal.clone()))
-    }
-
-    fn durable(&mut self) {
-        if let Some(Some((signer, checkpoint))) = self.written.pop_front() {
-            signer.committed(&checkpoint);
-        }
+        Ok(answer_hot_batch(&batch, rows, checkpoint.as_ref()))
     }
 
     fn weight(item: &HotWrite) -> usize {
@@ -373,8 +334,7 @@ async fn write_script(
         .map(|u| u.columns())
         .collect::<Result<Vec<_>>>()
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    // Committed without waiting for the disk: the committer syncs the log after (`sync`).
-    let mut sql = String::from("PRAGMA synchronous = NORMAL;BEGIN IMMEDIATE;");
+    let mut sql = String::from("BEGIN IMMEDIATE;");
     for chunk in rows.chunks(CHUNK) {
         sql.push_str(&values_sql(LEDGER_INSERT, 5, chunk.len(), ";"));
     }
@@ -393,7 +353,7 @@ async fn write_script(
         sql.push_str(CHECKPOINT_INSERT);
         sql.push(';');
     }
-    sql.push_str("COMMIT;PRAGMA synchronous = FULL;");
+    sql.push_str("COMMIT;");
     let mut q = sqlx::query(&sql);
     for row in rows {
         let seq = i64::try_from(row.entry.seq).map_err(|_| {

@@ -2,31 +2,21 @@
 //! whatever has queued up in a single transaction and then answers each writer. A batch that
 //! extends the ledger ends with a signed checkpoint of its tip, in the same transaction.
 //!
-//! A backend may commit without waiting for the disk and hand back a future that makes the
-//! commit durable (an fsync of SQLite's write-ahead log, run off the committer): the committer
-//! then writes the next batch while the previous one syncs, and answers a batch's writers only
-//! once its sync is done. A failed sync fails its writers and every later write, as a database
-//! that cannot reach its disk must not be trusted to say what it kept.
-//!
-//! INVARIANT: a writer is answered `Ok` only after the transaction holding its item committed
-//! and is durable; when a batch fails, every writer of that batch gets the error and nothing of
-//! it is written. With a signer installed, no committed record is ever without a checkpoint
-//! covering it. `run` answers only once `write_batch` (and the batch's sync, if any) has
-//! returned, and asserts in debug builds that a batch has one waiting writer per item (so each
-//! is answered, with its output or the batch's error). That `write_batch` returns only after
-//! its commit is each backend's part: the conformance cases `close_refuses_later_writes` and
-//! `every_batch_ends_with_a_chained_checkpoint` check it with the checkpoints, and
-//! `a_failed_batch_fails_every_writer_in_it` the failing batch.
+//! INVARIANT: a writer is answered `Ok` only after the transaction holding its item committed;
+//! when a batch fails, every writer of that batch gets the error and nothing of it is written.
+//! With a signer installed, no committed record is ever without a checkpoint covering it.
+//! `run` answers only once `write_batch` has returned, and asserts in debug builds that a batch
+//! has one waiting writer per item (so each is answered, with its output or the batch's error).
+//! That `write_batch` returns only after its commit is each backend's part: the conformance
+//! cases `close_refuses_later_writes` and `every_batch_ends_with_a_chained_checkpoint` check it
+//! with the checkpoints, and `a_failed_batch_fails_every_writer_in_it` the failing batch.
 
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use kept_core::ledger::{ChainHash, Checkpoint, ConsentRecord, LedgerEntry};
 use kept_core::subject::Contact;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -44,41 +34,6 @@ pub trait BatchWriter: Send + 'static {
     fn weight(_item: &Self::Item) -> usize {
         1
     }
-
-    /// After a `write_batch` that committed without waiting for the disk: the future that
-    /// makes the commit durable. The committer writes the next batch meanwhile, and answers
-    /// this batch's writers (and calls `durable`) only once it resolved. `None`, the default:
-    /// the commit was durable when `write_batch` returned.
-    fn sync(&mut self) -> Option<Syncing> {
-        None
-    }
-
-    /// Called once per batch `write_batch` wrote, in order, once it is durable: for what must
-    /// not happen before (telling a witness of the checkpoint the batch signed).
-    fn durable(&mut self) {}
-}
-
-/// A sync in flight: resolves once everything committed before it started is on disk.
-pub type Syncing = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
-
-/// Syncs the data of the file at `path` to disk, on a blocking thread. Any handle on a file
-/// syncs what every other handle wrote to it, so a backend can sync a log its database writes.
-pub fn sync_file(path: std::path::PathBuf) -> Syncing {
-    Box::pin(async move {
-        let file = path.clone();
-        let synced = tokio::task::spawn_blocking(move || {
-            std::fs::File::open(&file).and_then(|file| file.sync_data())
-        })
-        .await;
-        match synced {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-                "cannot sync `{}`: {e}",
-                path.display()
-            ))),
-            Err(e) => Err(StoreError::Unavailable(format!("a sync stopped: {e}"))),
-        }
-    })
 }
 
 enum Message<I, O> {
@@ -144,13 +99,6 @@ impl<W: BatchWriter> GroupCommit<W> {
     }
 }
 
-/// A batch written whose writers wait for its sync.
-struct Unsynced<O> {
-    outputs: Vec<O>,
-    replies: Vec<oneshot::Sender<Result<O>>>,
-    sync: Syncing,
-}
-
 async fn run<W: BatchWriter>(
     mut writer: W,
     mut rx: mpsc::Receiver<Message<W::Item, W::Output>>,
@@ -158,23 +106,7 @@ async fn run<W: BatchWriter>(
 ) {
     let mut items = Vec::new();
     let mut replies = Vec::new();
-    let mut unsynced: Option<Unsynced<W::Output>> = None;
-    // Set by a failed sync: every later write fails with it.
-    let mut broken: Option<StoreError> = None;
-    loop {
-        // With a batch syncing, take what has queued since (to write it meanwhile); when
-        // nothing has, wait for the sync instead of for a writer.
-        let first = match unsynced.is_some() {
-            false => rx.recv().await,
-            true => match rx.try_recv() {
-                Ok(message) => Some(message),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
-                    settle(&mut writer, unsynced.take(), &mut broken).await;
-                    continue;
-                }
-            },
-        };
-        let Some(first) = first else { break };
+    while let Some(first) = rx.recv().await {
         let mut weight = 0;
         let mut next = Some(first);
         while let Some(message) = next.take() {
@@ -196,27 +128,11 @@ async fn run<W: BatchWriter>(
         }
         let count = items.len();
         debug_assert_eq!(replies.len(), count, "one waiting writer per queued item");
-        if let Some(error) = &broken {
-            items.clear();
-            fail(replies.drain(..), error);
-            continue;
-        }
         match writer.write_batch(std::mem::take(&mut items)).await {
             Ok(outputs) if outputs.len() == count => {
-                let sync = writer.sync();
-                let durable = sync.is_none();
-                // The previous batch's sync began before this batch was written: it is
-                // answered first, so that batches become durable, and are answered, in order.
-                settle(&mut writer, unsynced.take(), &mut broken).await;
-                let batch = Unsynced {
-                    outputs,
-                    replies: std::mem::take(&mut replies),
-                    sync: sync.unwrap_or_else(|| Box::pin(async { Ok(()) })),
-                };
-                if durable {
-                    settle(&mut writer, Some(batch), &mut broken).await;
-                } else {
-                    unsynced = Some(batch);
+                for (reply, output) in replies.drain(..).zip(outputs) {
+                    // A writer that stopped waiting still had its item committed.
+                    let _ = reply.send(Ok(output));
                 }
             }
             Ok(outputs) => {
@@ -224,46 +140,16 @@ async fn run<W: BatchWriter>(
                     "a batch of {count} writes produced {} results",
                     outputs.len()
                 ));
-                fail(replies.drain(..), &error);
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(error.clone()));
+                }
             }
-            Err(error) => fail(replies.drain(..), &error),
-        }
-    }
-    settle(&mut writer, unsynced.take(), &mut broken).await;
-}
-
-/// Waits for `batch`'s sync and answers its writers: with their outputs once it is durable,
-/// with the error otherwise (which then breaks the committer for good).
-async fn settle<W: BatchWriter>(
-    writer: &mut W,
-    batch: Option<Unsynced<W::Output>>,
-    broken: &mut Option<StoreError>,
-) {
-    let Some(batch) = batch else { return };
-    let synced = batch.sync.await;
-    match (synced, broken.as_ref()) {
-        (Ok(()), None) => {
-            writer.durable();
-            for (reply, output) in batch.replies.into_iter().zip(batch.outputs) {
-                // A writer that stopped waiting still had its item committed.
-                let _ = reply.send(Ok(output));
+            Err(error) => {
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(error.clone()));
+                }
             }
         }
-        (Ok(()), Some(error)) => fail(batch.replies.into_iter(), error),
-        (Err(error), _) => {
-            tracing::error!(error = %error, "a commit could not be synced to disk; refusing every later write");
-            let error = StoreError::Unavailable(format!(
-                "the database could not be synced to disk ({error}); restart the server once the disk is healthy"
-            ));
-            fail(batch.replies.into_iter(), &error);
-            broken.get_or_insert(error);
-        }
-    }
-}
-
-fn fail<O>(replies: impl Iterator<Item = oneshot::Sender<Result<O>>>, error: &StoreError) {
-    for reply in replies {
-        let _ = reply.send(Err(error.clone()));
     }
 }
 
@@ -491,91 +377,5 @@ mod tests {
         );
         assert!(gc.submit(7).await.is_err());
         assert_eq!(gc.submit(8).await.unwrap(), 16);
-    }
-
-    /// Commits at once, syncs when told to (or fails the sync), and counts `durable` calls.
-    struct Lagging {
-        gates: Arc<std::sync::Mutex<Vec<oneshot::Receiver<bool>>>>,
-        durable: Arc<AtomicUsize>,
-    }
-
-    #[async_trait]
-    impl BatchWriter for Lagging {
-        type Item = u32;
-        type Output = u32;
-        async fn write_batch(&mut self, items: Vec<u32>) -> Result<Vec<u32>> {
-            Ok(items)
-        }
-        fn sync(&mut self) -> Option<Syncing> {
-            let gate = self.gates.lock().unwrap().remove(0);
-            Some(Box::pin(async move {
-                match gate.await {
-                    Ok(true) => Ok(()),
-                    _ => Err(StoreError::Unavailable("disk gone".into())),
-                }
-            }))
-        }
-        fn durable(&mut self) {
-            self.durable.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn lagging(
-        batches: usize,
-    ) -> (
-        GroupCommit<Lagging>,
-        Vec<oneshot::Sender<bool>>,
-        Arc<AtomicUsize>,
-    ) {
-        let (open, gates): (Vec<_>, Vec<_>) = (0..batches).map(|_| oneshot::channel()).unzip();
-        let durable = Arc::new(AtomicUsize::new(0));
-        let gc = GroupCommit::start(
-            Lagging {
-                gates: Arc::new(std::sync::Mutex::new(gates)),
-                durable: durable.clone(),
-            },
-            64,
-        );
-        (gc, open, durable)
-    }
-
-    #[tokio::test]
-    async fn a_writer_is_answered_only_once_its_batch_is_synced() {
-        let (gc, mut open, durable) = lagging(2);
-        let gc = Arc::new(gc);
-        let first = tokio::spawn({
-            let gc = gc.clone();
-            async move { gc.submit(1).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!first.is_finished(), "answered before its sync");
-        assert_eq!(durable.load(Ordering::SeqCst), 0);
-        open.remove(0).send(true).unwrap();
-        assert_eq!(first.await.unwrap().unwrap(), 1);
-        assert_eq!(durable.load(Ordering::SeqCst), 1);
-        open.remove(0).send(true).unwrap();
-        assert_eq!(gc.submit(2).await.unwrap(), 2);
-        assert_eq!(durable.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn a_failed_sync_fails_its_writers_and_every_later_write() {
-        let (gc, mut open, durable) = lagging(1);
-        let gc = Arc::new(gc);
-        let first = tokio::spawn({
-            let gc = gc.clone();
-            async move { gc.submit(1).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        open.remove(0).send(false).unwrap();
-        assert!(matches!(
-            first.await.unwrap(),
-            Err(StoreError::Unavailable(_))
-        ));
-        assert!(matches!(
-            gc.submit(2).await,
-            Err(StoreError::Unavailable(_))
-        ));
-        assert_eq!(durable.load(Ordering::SeqCst), 0);
     }
 }

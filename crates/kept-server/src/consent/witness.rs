@@ -1,7 +1,10 @@
 //! The ledger's witness outside the database: every checkpoint, once committed, is appended to
 //! a file and fsync'd (one line per checkpoint, `Checkpoint::to_witness_line`), and optionally
 //! POSTed to a URL. Neither ever holds up an append: a dedicated thread writes the file, one
-//! fsync per group of lines, and a task posts with retries.
+//! fsync per group of lines and at most one every `SYNC_EVERY` (unless a flush is asked for),
+//! and a task posts with retries. A crash may leave the file a few checkpoints behind the
+//! database, which a verification reads as a witness that has not seen the newest ones yet;
+//! never ahead of it, since a line is written only after its checkpoint committed.
 
 use kept_core::ledger::{Checkpoint, WitnessLineError};
 use std::collections::VecDeque;
@@ -19,6 +22,10 @@ const MAX_PENDING_POSTS: usize = 100_000;
 const POST_BATCH: usize = 1_000;
 /// The longest wait between two attempts at the URL.
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// The shortest time between two fsyncs of the witness file, so that it does not compete with
+/// the database's own commits for the disk (every group commit signs a checkpoint). Lines that
+/// come meanwhile are gathered into the next write.
+const SYNC_EVERY: Duration = Duration::from_millis(50);
 
 /// A witness that could not be set up or read.
 #[derive(Debug, thiserror::Error)]
@@ -156,23 +163,37 @@ impl Drop for Witness {
     }
 }
 
-/// The writer thread: each wake-up writes every queued line, then one fsync.
+/// The writer thread: each wake-up gathers the queued lines (waiting, when the last fsync was
+/// less than `SYNC_EVERY` ago and nobody asked for a flush, until then), writes them, then one
+/// fsync.
 fn write_lines(
     mut file: std::fs::File,
     path: &Path,
     rx: mpsc::Receiver<Message>,
     posts: Option<tokio::sync::mpsc::UnboundedSender<Vec<String>>>,
 ) {
+    let mut last_sync: Option<std::time::Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut lines = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Line(line) => lines.push(line),
-                Message::Flush(done) => flushes.push(done),
+        loop {
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Line(line) => lines.push(line),
+                    Message::Flush(done) => flushes.push(done),
+                }
+                next = rx.try_recv().ok();
             }
-            next = rx.try_recv().ok();
+            let left =
+                last_sync.map_or(Duration::ZERO, |at| SYNC_EVERY.saturating_sub(at.elapsed()));
+            if !flushes.is_empty() || left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(message) => next = Some(message),
+                Err(_) => break,
+            }
         }
         if !lines.is_empty() {
             let mut text = lines.join("\n");
@@ -180,6 +201,7 @@ fn write_lines(
             let written = file
                 .write_all(text.as_bytes())
                 .and_then(|()| file.sync_data());
+            last_sync = Some(std::time::Instant::now());
             if let Err(e) = written {
                 // The checkpoints are in the database; the witness of these is lost.
                 tracing::error!(error = %e, path = %path.display(), lines = lines.len(), "writing the ledger witness failed");
