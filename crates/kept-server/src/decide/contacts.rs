@@ -3,10 +3,10 @@
 //! for it (asked before the send counts against any cap) in the same commit, through the
 //! store's group committer, then applied to the index before the answer.
 
-use crate::decide::decisions::SubjectInput;
 use crate::decide::uses::{self, Use};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, JsonBody};
+use crate::identity::resolve::SubjectInput;
 use crate::identity::resolve::resolve_subjects;
 use crate::state::AppState;
 use axum::Json;

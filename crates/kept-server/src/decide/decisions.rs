@@ -8,7 +8,9 @@ use crate::decide::log::{DecisionLog, LoggedRequest, Pending};
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{ApiError, ErrorBody, is_json, json_error};
 use crate::http::json::push_int_field;
-use crate::identity::resolve::{Lookup, SubjectName, resolve_subjects};
+use crate::identity::resolve::{
+    Lookup, SubjectInput, SubjectName, check_one_identifier, resolve_subjects,
+};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -39,42 +41,6 @@ const LINEAR_LOOKUP: usize = 16;
 pub const DECISIONS: &str = "kept_decisions_total";
 
 // --- the documented shapes (the handler reads the same JSON through the borrowed types below) --
-
-/// Who the decision is about: exactly one identifier.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubjectInput {
-    /// The company's own user id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "u-1042")]
-    pub user_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anonymous_id: Option<String>,
-    /// Kept's internal subject id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<u32>,
-}
-
-impl SubjectInput {
-    /// The one identifier it holds, or the error naming `field`.
-    pub fn reference(&self, field: &str) -> Result<SubjectName<'_>, ApiError> {
-        fn text(v: &Option<String>) -> Option<Text<'_>> {
-            v.as_deref().map(|s| Text(Cow::Borrowed(s)))
-        }
-        WireSubject {
-            user_id: text(&self.user_id),
-            email: text(&self.email),
-            phone: text(&self.phone),
-            anonymous_id: text(&self.anonymous_id),
-            id: self.id,
-        }
-        .take(field)
-    }
-}
 
 /// May `purpose` use this subject's data (`categories`, or the ones `channel` reaches the person
 /// through) via `channel`, for `topic`, now (or at `at`)?
@@ -307,34 +273,20 @@ pub(crate) struct WireSubject<'a> {
 impl<'a> WireSubject<'a> {
     /// The one identifier, or the error naming `field`.
     pub(crate) fn take(&mut self, field: &str) -> Result<SubjectName<'a>, ApiError> {
-        let given = usize::from(self.user_id.is_some())
-            + usize::from(self.email.is_some())
-            + usize::from(self.phone.is_some())
-            + usize::from(self.anonymous_id.is_some())
-            + usize::from(self.id.is_some());
-        if given != 1 {
-            return Err(ApiError::invalid_field(
-                field,
-                format!(
-                    "`{field}` must hold exactly one of `user_id`, `email`, `phone`, \
-                     `anonymous_id`, `id` (it holds {given})"
-                ),
-            ));
-        }
         // Checked before anything is taken, so a failed call leaves the subject as it was.
-        for (kind, value) in [
-            ("user_id", &self.user_id),
-            ("email", &self.email),
-            ("phone", &self.phone),
-            ("anonymous_id", &self.anonymous_id),
-        ] {
-            if value.as_ref().is_some_and(|v| v.0.trim().is_empty()) {
-                return Err(ApiError::invalid_field(
-                    format!("{field}.{kind}"),
-                    format!("`{field}.{kind}` is empty"),
-                ));
-            }
+        fn text<'t>(t: &'t Option<Text<'_>>) -> Option<&'t str> {
+            t.as_ref().map(|t| t.0.as_ref())
         }
+        check_one_identifier(
+            field,
+            [
+                ("user_id", text(&self.user_id)),
+                ("email", text(&self.email)),
+                ("phone", text(&self.phone)),
+                ("anonymous_id", text(&self.anonymous_id)),
+            ],
+            self.id,
+        )?;
         if let Some(Text(v)) = self.user_id.take() {
             return Ok(SubjectName::UserId(v));
         }

@@ -10,8 +10,10 @@ use crate::index::IndexHandle;
 use kept_core::SubjectId;
 use kept_core::identity::{IdentifierHash, IdentifierKind, normalize};
 use kept_store::Store;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use utoipa::ToSchema;
 
 /// What resolving reads: the index's directory, the store, and the identity keys and default
 /// country identifiers were stored with.
@@ -31,6 +33,86 @@ pub enum SubjectName<'a> {
     Email(Cow<'a, str>),
     Phone(Cow<'a, str>),
     AnonymousId(Cow<'a, str>),
+}
+
+/// Who a call is about (a decision, a contact, a data subject request): exactly one
+/// identifier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectInput {
+    /// The company's own user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "u-1042")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    /// Kept's internal subject id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+}
+
+impl SubjectInput {
+    /// The one identifier it holds, or the error naming `field`.
+    pub fn reference(&self, field: &str) -> Result<SubjectName<'_>, ApiError> {
+        check_one_identifier(
+            field,
+            [
+                ("user_id", self.user_id.as_deref()),
+                ("email", self.email.as_deref()),
+                ("phone", self.phone.as_deref()),
+                ("anonymous_id", self.anonymous_id.as_deref()),
+            ],
+            self.id,
+        )?;
+        fn given(v: &Option<String>) -> Option<Cow<'_, str>> {
+            v.as_deref().map(Cow::Borrowed)
+        }
+        Ok(if let Some(v) = given(&self.user_id) {
+            SubjectName::UserId(v)
+        } else if let Some(v) = given(&self.email) {
+            SubjectName::Email(v)
+        } else if let Some(v) = given(&self.phone) {
+            SubjectName::Phone(v)
+        } else if let Some(v) = given(&self.anonymous_id) {
+            SubjectName::AnonymousId(v)
+        } else {
+            SubjectName::Id(self.id.unwrap_or_default())
+        })
+    }
+}
+
+/// Checks that exactly one identifier names a subject in the object at `field` (its
+/// `user_id`, `email`, `phone`, `anonymous_id` as given, then its `id`) and that none given is
+/// empty: the 422 naming the field otherwise. Every API that takes a subject object checks it
+/// here, then builds its `SubjectName` from the one given.
+pub fn check_one_identifier(
+    field: &str,
+    given: [(&'static str, Option<&str>); 4],
+    id: Option<u32>,
+) -> Result<(), ApiError> {
+    let count = given.iter().filter(|(_, v)| v.is_some()).count() + usize::from(id.is_some());
+    if count != 1 {
+        return Err(ApiError::invalid_field(
+            field,
+            format!(
+                "`{field}` must hold exactly one of `user_id`, `email`, `phone`, \
+                 `anonymous_id`, `id` (it holds {count})"
+            ),
+        ));
+    }
+    for (kind, value) in given {
+        if value.is_some_and(|v| v.trim().is_empty()) {
+            return Err(ApiError::invalid_field(
+                format!("{field}.{kind}"),
+                format!("`{field}.{kind}` is empty"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl SubjectName<'_> {

@@ -7,7 +7,7 @@ use crate::http::auth::{Authorized, role};
 use crate::http::error::{
     ApiError, ErrorBody, JsonBody, PathParams, query_limit, query_number, query_row_id,
 };
-use crate::identity::resolve::{SubjectName, resolve_subjects};
+use crate::identity::resolve::{SubjectInput, resolve_subjects};
 use crate::requests::service;
 use crate::state::AppState;
 use axum::Json;
@@ -22,66 +22,8 @@ use kept_core::requests::{
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::requests::{MAX_REQUEST_PAGE, RequestFilter};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
-
-/// The subject a request is about: exactly one identifier.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RequestSubject {
-    #[serde(default)]
-    pub user_id: Option<String>,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub phone: Option<String>,
-    #[serde(default)]
-    pub anonymous_id: Option<String>,
-    /// Kept's internal id.
-    #[serde(default)]
-    pub id: Option<u32>,
-}
-
-impl RequestSubject {
-    /// The one identifier given, or a 422 naming `subject`.
-    fn name(&self) -> Result<SubjectName<'_>, ApiError> {
-        let mut given = Vec::new();
-        for (kind, value) in [
-            ("user_id", &self.user_id),
-            ("email", &self.email),
-            ("phone", &self.phone),
-            ("anonymous_id", &self.anonymous_id),
-        ] {
-            if let Some(v) = value {
-                if v.trim().is_empty() {
-                    return Err(ApiError::invalid_field(
-                        format!("subject.{kind}"),
-                        format!("`subject.{kind}` is empty"),
-                    ));
-                }
-                given.push((kind, v.as_str()));
-            }
-        }
-        let count = given.len() + usize::from(self.id.is_some());
-        if count != 1 {
-            return Err(ApiError::invalid_field(
-                "subject",
-                format!(
-                    "`subject` must hold exactly one of `user_id`, `email`, `phone`, \
-                     `anonymous_id`, `id` (it holds {count})"
-                ),
-            ));
-        }
-        Ok(match (given.first(), self.id) {
-            (Some(("user_id", v)), _) => SubjectName::UserId(Cow::Borrowed(v)),
-            (Some(("email", v)), _) => SubjectName::Email(Cow::Borrowed(v)),
-            (Some(("phone", v)), _) => SubjectName::Phone(Cow::Borrowed(v)),
-            (Some((_, v)), _) => SubjectName::AnonymousId(Cow::Borrowed(v)),
-            (None, id) => SubjectName::Id(id.unwrap_or_default()),
-        })
-    }
-}
 
 /// A request to file.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -90,7 +32,7 @@ impl RequestSubject {
     expecting = "a request object with `subject` and `kind`"
 )]
 pub struct NewRequest {
-    pub subject: RequestSubject,
+    pub subject: SubjectInput,
     pub kind: RequestKind,
     /// What it covers; absent or empty lists: everything.
     #[serde(default)]
@@ -314,7 +256,7 @@ pub async fn create(
             "`preference_center` requests are filed by the preference center itself",
         ));
     }
-    let name = body.subject.name()?;
+    let name = body.subject.reference("subject")?;
     let found = resolve_subjects(state.lookup(), std::slice::from_ref(&name)).await?;
     let subject_id = found.first().copied().flatten();
     let subject = match subject_id {
