@@ -279,6 +279,11 @@ pub struct VerifyArgs {
     /// The time to judge uncovered records by, in Unix milliseconds (default: now)
     #[arg(long, value_name = "UNIX_MS")]
     now: Option<i64>,
+    /// The requests log's witness file (`requests-witness.log` beside the ledger's witness),
+    /// kept where the database's administrators cannot rewrite it: with it, a tail cut away
+    /// together with its checkpoints is found too
+    #[arg(long, value_name = "FILE")]
+    witness: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     #[command(flatten)]
@@ -340,7 +345,16 @@ async fn ledger(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Ledge
             SigningKey::from_bytes(&seed)
         }
     };
-    Ok(Ledger::new(store.clone(), key))
+    let mut ledger = Ledger::new(store.clone(), key);
+    if let Some(path) = config.requests_witness_path() {
+        let witness = kept_server::consent::witness::Witness::open(
+            &path,
+            None,
+            std::time::Duration::from_secs(1),
+        )?;
+        ledger = ledger.with_requests_witness(Arc::new(witness));
+    }
+    Ok(ledger)
 }
 
 fn now() -> i64 {
@@ -564,6 +578,23 @@ async fn take(
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let witness = match &args.witness {
+        None => None,
+        Some(path) => match kept_server::consent::witness::read_witness(path) {
+            Ok((checkpoints, torn)) => {
+                if torn > 0 && args.format == Format::Text {
+                    eprintln!(
+                        "note: the witness ends with an unfinished line (a crash while writing it); it was left out"
+                    );
+                }
+                Some(checkpoints)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
     let store = open(&args.source).await?;
     let keys: Vec<VerifyingKey> = if args.public_keys.is_empty() {
         published_verifying_keys(store.as_ref()).await?
@@ -581,7 +612,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         keys
     };
     let at = args.now.unwrap_or_else(now);
-    let verdict = service::verify_log(store.as_ref(), &keys, at).await?;
+    let verdict = service::verify_log(store.as_ref(), &keys, at, witness.as_deref()).await?;
     store.close().await?;
     match (verdict, args.format) {
         (Ok(report), Format::Json) => println!(
@@ -592,6 +623,10 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 "checkpoints": report.checkpoints,
                 "last_checkpoint": report.last_checkpoint,
                 "uncovered": report.uncovered,
+                "witness": report.witnessed.map(|(checkpoints, last)| serde_json::json!({
+                    "checkpoints": checkpoints,
+                    "last_seq": last,
+                })),
             })
         ),
         (Ok(report), Format::Text) => {
@@ -608,7 +643,15 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             if report.uncovered > 0 {
                 println!("{} recent records wait for a checkpoint", report.uncovered);
             }
-            println!("not proven: that nothing was cut after the last checkpoint together with it");
+            match report.witnessed {
+                Some((checkpoints, Some(last))) => println!(
+                    "{checkpoints} witnessed checkpoints match the log and are all in the database: nothing up to record {last} was cut or rewritten"
+                ),
+                Some((_, None)) => println!("the witness holds no checkpoint yet"),
+                None => println!(
+                    "not proven: that nothing was cut after the last checkpoint together with it: only a witness (--witness) can show the log's end"
+                ),
+            }
         }
         (Err(finding), format) => {
             match format {

@@ -1,6 +1,6 @@
 //! `kept dsr` on a demo database: a request filed with its deadline, refused a step it may not
 //! take (exit 1, with the code), taken through its steps, listed, shown with its log, and the
-//! requests log verified; without a ledger key nothing is written.
+//! requests log verified, with the witness its steps were written to; without a ledger key nothing is written.
 
 use crate::decide::demo_database;
 use std::path::Path;
@@ -113,4 +113,13 @@ fn a_request_is_filed_stepped_listed_shown_and_its_log_verified() {
     assert_eq!(verified["verdict"], "intact");
     assert_eq!(verified["records"], 3);
     assert_eq!(verified["checkpoints"], 3);
+    assert_eq!(verified["witness"], serde_json::Value::Null);
+
+    // Each step's checkpoint went to the requests log's witness beside the ledger's.
+    let witness = dir.path().join("kept-data").join("requests-witness.log");
+    let witness = witness.to_str().unwrap();
+    let witnessed = json(&run(&["verify", "--witness", witness, "--format", "json"]));
+    assert_eq!(witnessed["verdict"], "intact");
+    assert_eq!(witnessed["witness"]["checkpoints"], 3);
+    assert_eq!(witnessed["witness"]["last_seq"], 3);
 }
