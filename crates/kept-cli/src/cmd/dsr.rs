@@ -510,6 +510,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         subject: args.subject.map(SubjectId),
         due_before: None,
         open_due_before: args.overdue.then_some(now),
+        not_overdue_at: None,
         before: None,
         limit: args.limit,
     };
