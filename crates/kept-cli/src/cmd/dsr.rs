@@ -6,6 +6,7 @@
 use crate::cmd::source::{Source, config};
 use anyhow::Context;
 use kept_core::SubjectId;
+use kept_core::identity::IdentifierKind;
 use kept_core::regime::Regime;
 use kept_core::requests::{
     Channel, Intake, Request, RequestKind, Scope, State, Transition, Verification,
@@ -156,18 +157,20 @@ impl VerificationArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("who").required(true)))]
 pub struct NewArgs {
     /// The subject's internal id
-    #[arg(
-        long,
-        value_name = "ID",
-        conflicts_with = "user_id",
-        required_unless_present = "user_id"
-    )]
+    #[arg(long, value_name = "ID", group = "who")]
     subject: Option<u32>,
     /// The subject's user id in the company's systems
-    #[arg(long, value_name = "USER_ID")]
+    #[arg(long, value_name = "USER_ID", group = "who")]
     user_id: Option<String>,
+    /// The subject's email address (found by its keyed hash, as the server finds it)
+    #[arg(long, value_name = "ADDRESS", group = "who")]
+    email: Option<String>,
+    /// The subject's phone number (found by its keyed hash)
+    #[arg(long, value_name = "NUMBER", group = "who")]
+    phone: Option<String>,
     #[arg(long, value_enum)]
     kind: KindArg,
     /// Only these purposes (repeat); default everything
@@ -452,17 +455,44 @@ async fn with_log(store: &dyn Store, request: Request) -> anyhow::Result<Request
 
 async fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.source).await?;
-    let id = match (args.subject, &args.user_id) {
-        (Some(id), _) => Some(SubjectId(id)),
-        (None, Some(user)) => store.subject_by_user_id(user).await?,
+    let identifier = match (&args.email, &args.phone) {
+        (Some(email), _) => Some((IdentifierKind::Email, email.as_str())),
+        (None, Some(phone)) => Some((IdentifierKind::Phone, phone.as_str())),
         (None, None) => None,
+    };
+    let id = match (args.subject, &args.user_id, identifier) {
+        (Some(id), _, _) => Some(SubjectId(id)),
+        (None, Some(user), _) => store.subject_by_user_id(user).await?,
+        (None, None, Some((kind, raw))) => {
+            let config = config(&args.source).map_err(anyhow::Error::msg)?;
+            let normalized = match kept_core::identity::normalize(
+                kind,
+                raw,
+                config.default_country.as_deref(),
+            ) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("--{}: {e}", kind.as_str());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let identities = crate::cmd::source::identities(&config).map_err(anyhow::Error::msg)?;
+            let keys = identities.keys(store.as_ref()).await?;
+            let hash = keys.identifier_hash(kind, &normalized);
+            store
+                .find_identities(&[hash])
+                .await?
+                .first()
+                .map(|(_, subject)| *subject)
+        }
+        (None, None, None) => None,
     };
     let subject = match id {
         Some(id) => store.subject(id).await?,
         None => None,
     };
     let Some(subject) = subject else {
-        eprintln!("no such subject");
+        eprintln!("no subject is known by that identifier");
         return Ok(ExitCode::from(2));
     };
     let ledger = ledger(&args.source, &store).await?;
