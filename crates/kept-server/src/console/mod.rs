@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod datamap;
 pub mod overview;
 pub mod pages;
 pub mod routes;
@@ -26,27 +27,30 @@ use session::{Keys, Lifetimes};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
     Overview,
+    DataMap,
     Audit,
     Operators,
 }
 
 impl Page {
-    pub const ALL: [Page; 3] = [Page::Overview, Page::Audit, Page::Operators];
+    pub const ALL: [Page; 4] = [Page::Overview, Page::DataMap, Page::Audit, Page::Operators];
 
     pub fn path(self) -> &'static str {
         match self {
             Page::Overview => "/admin",
+            Page::DataMap => "/admin/data-map",
             Page::Audit => "/admin/audit",
             Page::Operators => "/admin/operators",
         }
     }
 
-    /// Who may open the page: the overview is every team's; the audit log is the privacy
+    /// Who may open the page: the overview and the data map (read-only) are every team's; the
+    /// audit log is the privacy
     /// team's; the operators are the administrators'. `admin` may open everything.
     pub fn roles(self) -> &'static [OperatorRole] {
         use OperatorRole::{Admin, Engineering, Marketing, Privacy};
         match self {
-            Page::Overview => &[Marketing, Privacy, Engineering, Admin],
+            Page::Overview | Page::DataMap => &[Marketing, Privacy, Engineering, Admin],
             Page::Audit => &[Privacy, Admin],
             Page::Operators => &[Admin],
         }

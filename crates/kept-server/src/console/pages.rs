@@ -4,6 +4,7 @@
 //! sign-in form's token or the session's CSRF token).
 
 use crate::console::audit::{self, Actor};
+use crate::console::datamap::{self, RopaRow};
 use crate::console::overview::{self, Overview};
 use crate::console::session::{self, SignedIn};
 use crate::console::texts::{self, ConsoleTexts};
@@ -59,6 +60,7 @@ fn frame(
                     href: p.path(),
                     label: match p {
                         Page::Overview => t.nav_overview,
+                        Page::DataMap => t.nav_data_map,
                         Page::Audit => t.nav_audit,
                         Page::Operators => t.nav_operators,
                     },
@@ -495,4 +497,157 @@ pub async fn operators(
         lang,
         &headers,
     )
+}
+
+#[derive(Template)]
+#[template(path = "console/datamap.html")]
+struct DataMapPage {
+    f: Frame,
+    graph: String,
+    /// Key, name, notice, categories.
+    points: Vec<(String, String, String, String)>,
+    /// Key, version, purposes, categories.
+    notices: Vec<(String, u32, String, String)>,
+    /// Key, name, owner, purposes.
+    systems: Vec<(String, String, String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "console/record.html")]
+struct RecordPage {
+    f: Frame,
+    rows: Vec<RopaRow>,
+    generated: String,
+}
+
+/// `GET /admin/data-map`: the manifest's collection points, notices, purposes and systems as a
+/// graph, and as tables.
+pub async fn data_map(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::DataMap).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let f = frame(&state, lang, &headers, Page::DataMap.path(), Some(&signed));
+    let m = &state.manifest;
+    let team = |key: &str| {
+        m.teams
+            .get(key)
+            .map_or_else(|| key.to_owned(), |t| t.name.clone())
+    };
+    let graph = datamap::graph_svg(
+        m,
+        [
+            f.t.collection_points,
+            f.t.notices,
+            f.t.purposes,
+            f.t.systems,
+        ],
+    );
+    let points = m
+        .collection_points
+        .iter()
+        .map(|(k, c)| {
+            let mut categories: Vec<&str> = c.fields.values().map(String::as_str).collect();
+            categories.sort_unstable();
+            categories.dedup();
+            (
+                k.clone(),
+                c.name.clone(),
+                c.notice.clone(),
+                categories.join(", "),
+            )
+        })
+        .collect();
+    let notices = m
+        .notices
+        .iter()
+        .map(|(k, n)| {
+            (
+                k.clone(),
+                n.version,
+                n.purposes.join(", "),
+                n.categories.join(", "),
+            )
+        })
+        .collect();
+    let systems = m
+        .systems
+        .iter()
+        .map(|(k, s)| {
+            let mut purposes: Vec<&str> = s.uses.iter().map(|u| u.purpose.as_str()).collect();
+            purposes.dedup();
+            (
+                k.clone(),
+                s.name.clone(),
+                team(&s.owner),
+                purposes.join(", "),
+            )
+        })
+        .collect();
+    with_lang(
+        html(
+            StatusCode::OK,
+            DataMapPage {
+                f,
+                graph,
+                points,
+                notices,
+                systems,
+            }
+            .render(),
+        ),
+        &state,
+        lang,
+        &headers,
+    )
+}
+
+/// `GET /admin/data-map/record`: the record of processing activities as a printable page.
+pub async fn record(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::DataMap).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let f = frame(
+        &state,
+        lang,
+        &headers,
+        "/admin/data-map/record",
+        Some(&signed),
+    );
+    let rows = datamap::record_of_processing(&state.manifest);
+    let generated = datetime(state.now());
+    html(StatusCode::OK, RecordPage { f, rows, generated }.render())
+}
+
+/// `GET /admin/data-map/record.csv`: the record of processing activities as CSV.
+pub async fn record_csv(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, None, Page::DataMap).await {
+        return r;
+    }
+    let csv = datamap::record_csv(&datamap::record_of_processing(&state.manifest));
+    let mut response = (StatusCode::OK, csv).into_response();
+    let h = response.headers_mut();
+    crate::web::frame::security_headers(h);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"record-of-processing.csv\""),
+    );
+    response
 }

@@ -14,6 +14,9 @@ pub fn routes() -> Router<AppState> {
             get(pages::sign_in_form).post(pages::sign_in),
         )
         .route("/admin/sign-out", post(pages::sign_out))
+        .route("/admin/data-map", get(pages::data_map))
+        .route("/admin/data-map/record", get(pages::record))
+        .route("/admin/data-map/record.csv", get(pages::record_csv))
         .route("/admin/audit", get(pages::audit))
         .route("/admin/operators", get(pages::operators))
 }

@@ -349,3 +349,53 @@ async fn the_console_speaks_the_customers_languages() {
         .expect("the language sticks");
     assert!(cookie.contains("Path=/admin"));
 }
+
+#[tokio::test]
+async fn the_data_map_and_the_record_of_processing_are_every_teams() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "ben@example.com", OperatorRole::Marketing).await;
+    let signed = try_sign_in(
+        &app,
+        "ben@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let map = app.send(page("/admin/data-map", Some(&cookie))).await;
+    assert_eq!(map.status, StatusCode::OK);
+    assert!(map.text.contains("<svg"), "the graph");
+    assert!(
+        map.text.contains("id=\"system-email_platform\""),
+        "the tables beside it"
+    );
+    let record = app
+        .send(page("/admin/data-map/record", Some(&cookie)))
+        .await;
+    assert_eq!(record.status, StatusCode::OK);
+    assert!(
+        record
+            .text
+            .contains("id=\"purpose-marketing.communications\"")
+    );
+    let csv = app
+        .send(page("/admin/data-map/record.csv", Some(&cookie)))
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(csv.text.starts_with("purpose,name,description,owner,"));
+    assert!(
+        csv.text
+            .lines()
+            .any(|l| l.starts_with("marketing.communications,"))
+    );
+    // Without a session, nothing.
+    let anonymous = app.send(page("/admin/data-map/record.csv", None)).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+}
