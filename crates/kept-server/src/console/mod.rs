@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod datamap;
+pub mod ledger;
 pub mod overview;
 pub mod pages;
 pub mod routes;
@@ -28,30 +29,38 @@ use session::{Keys, Lifetimes};
 pub enum Page {
     Overview,
     DataMap,
+    Ledger,
     Audit,
     Operators,
 }
 
 impl Page {
-    pub const ALL: [Page; 4] = [Page::Overview, Page::DataMap, Page::Audit, Page::Operators];
+    pub const ALL: [Page; 5] = [
+        Page::Overview,
+        Page::DataMap,
+        Page::Ledger,
+        Page::Audit,
+        Page::Operators,
+    ];
 
     pub fn path(self) -> &'static str {
         match self {
             Page::Overview => "/admin",
             Page::DataMap => "/admin/data-map",
+            Page::Ledger => "/admin/ledger",
             Page::Audit => "/admin/audit",
             Page::Operators => "/admin/operators",
         }
     }
 
     /// Who may open the page: the overview and the data map (read-only) are every team's; the
-    /// audit log is the privacy
-    /// team's; the operators are the administrators'. `admin` may open everything.
+    /// ledger and the audit log
+    /// are the privacy team's; the operators are the administrators'. `admin` may open everything.
     pub fn roles(self) -> &'static [OperatorRole] {
         use OperatorRole::{Admin, Engineering, Marketing, Privacy};
         match self {
             Page::Overview | Page::DataMap => &[Marketing, Privacy, Engineering, Admin],
-            Page::Audit => &[Privacy, Admin],
+            Page::Ledger | Page::Audit => &[Privacy, Admin],
             Page::Operators => &[Admin],
         }
     }
@@ -69,6 +78,8 @@ pub struct Console {
     pub lifetimes: Lifetimes,
     per_ip: Limiter,
     per_address: Limiter,
+    /// The last ledger verification started from the console.
+    pub ledger_runs: std::sync::Arc<ledger::Runs>,
 }
 
 impl Default for Console {
@@ -92,6 +103,7 @@ impl Console {
                 burst: 5,
                 refill_ms: 60_000,
             }),
+            ledger_runs: std::sync::Arc::default(),
         }
     }
 

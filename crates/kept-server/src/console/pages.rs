@@ -61,6 +61,7 @@ fn frame(
                     label: match p {
                         Page::Overview => t.nav_overview,
                         Page::DataMap => t.nav_data_map,
+                        Page::Ledger => t.nav_ledger,
                         Page::Audit => t.nav_audit,
                         Page::Operators => t.nav_operators,
                     },
@@ -348,6 +349,38 @@ pub async fn sign_in(posted: Posted<AppState>) -> Response {
     )
 }
 
+/// The signed-in operator of a form post to `page`, or the answer to give instead: the post
+/// must come from the console's own pages (the browser's site headers) and carry the
+/// session's CSRF token.
+async fn require_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+    page: Page,
+) -> Result<SignedIn, Response> {
+    let signed = require(state, headers, None, page).await?;
+    let keys = state
+        .console
+        .keys(state.store.as_ref())
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    if crate::web::session::cross_site(state.prefcenter.base_url(), headers)
+        || !keys.csrf_matches(&signed.session_id, field(form, "csrf").unwrap_or_default())
+    {
+        let f = frame(state, None, headers, page.path(), Some(&signed));
+        let message = f.t.cross_site;
+        return Err(refused(f, StatusCode::FORBIDDEN, message));
+    }
+    Ok(signed)
+}
+
+fn actor(signed: &SignedIn) -> Actor {
+    Actor {
+        operator: Some(signed.operator.id),
+        name: signed.operator.email.clone(),
+    }
+}
+
 /// `POST /admin/sign-out`: ends the session everywhere (its row is revoked, not just the
 /// cookie dropped).
 pub async fn sign_out(posted: Posted<AppState>) -> Response {
@@ -359,21 +392,13 @@ pub async fn sign_out(posted: Posted<AppState>) -> Response {
     } = posted;
     let secure = secure(state.prefcenter.base_url(), &headers);
     let clear = session::cookie("", state.console.lifetimes, secure);
-    let signed = match require(&state, &headers, None, Page::Overview).await {
-        Ok(s) => s,
-        Err(_) => return redirect("/admin/sign-in", &[clear]),
-    };
-    let f = frame(&state, None, &headers, "/admin", Some(&signed));
-    let keys = match state.console.keys(state.store.as_ref()).await {
-        Ok(k) => k,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    if crate::web::session::cross_site(state.prefcenter.base_url(), &headers)
-        || !keys.csrf_matches(&signed.session_id, field(&form, "csrf").unwrap_or_default())
-    {
-        let message = f.t.cross_site;
-        return refused(f, StatusCode::FORBIDDEN, message);
+    if cookie::read(&headers, session::COOKIE).is_none_or(str::is_empty) {
+        return redirect("/admin/sign-in", &[clear]);
     }
+    let signed = match require_post(&state, &headers, &form, Page::Overview).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let now = state.now();
     if let Err(e) = state
         .store
@@ -382,11 +407,16 @@ pub async fn sign_out(posted: Posted<AppState>) -> Response {
     {
         return ApiError::from(e).into_response();
     }
-    let actor = Actor {
-        operator: Some(signed.operator.id),
-        name: signed.operator.email.clone(),
-    };
-    if let Err(e) = audit::record(state.store.as_ref(), &actor, "sign_out", None, None, now).await {
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "sign_out",
+        None,
+        None,
+        now,
+    )
+    .await
+    {
         return ApiError::from(e).into_response();
     }
     redirect("/admin/sign-in", &[clear])
@@ -650,4 +680,223 @@ pub async fn record_csv(State(state): State<AppState>, headers: HeaderMap) -> Re
         HeaderValue::from_static("attachment; filename=\"record-of-processing.csv\""),
     );
     response
+}
+
+/// A verification run as the ledger page shows it.
+#[derive(Debug)]
+struct RunRow {
+    by: String,
+    started: String,
+    total: u64,
+    /// How many records are checked, while it runs.
+    running: Option<u64>,
+    verdict: Option<String>,
+    lines: Vec<String>,
+    unproven: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/ledger.html")]
+struct LedgerPage {
+    f: Frame,
+    records: u64,
+    last_checkpoint: Option<(u64, String)>,
+    witness: String,
+    run: Option<RunRow>,
+    refresh: bool,
+    /// Whether the receipt checked out, and what was found.
+    receipt: Option<(bool, String)>,
+}
+
+async fn ledger_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    lang: Option<&str>,
+    signed: &SignedIn,
+    receipt: Option<(bool, String)>,
+) -> Response {
+    use crate::console::ledger::{Outcome, WitnessState};
+    let f = frame(state, lang, headers, Page::Ledger.path(), Some(signed));
+    let t = f.t;
+    let store = state.store.as_ref();
+    let witness_path = state.ledger.witness().map(|w| w.path().to_path_buf());
+    let read = async {
+        Ok::<_, kept_store::StoreError>((
+            store.ledger_len().await?,
+            store.last_checkpoint().await?,
+            crate::console::ledger::witness_state(store, witness_path).await?,
+        ))
+    };
+    let (records, last, witness) = match read.await {
+        Ok(r) => r,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let witness = match witness {
+        WitnessState::Off => t.witness_off.to_owned(),
+        WitnessState::Agrees { path, last_seq } => {
+            format!("{path}: {} {last_seq}", t.witness_agrees)
+        }
+        WitnessState::Disagrees { path, last_seq } => {
+            format!("{path}: {} {last_seq}", t.witness_disagrees)
+        }
+        WitnessState::Empty { path } => format!("{path}: {}", t.witness_empty),
+        WitnessState::Unreadable { path, error } => format!("{path}: {error}"),
+    };
+    let run = state.console.ledger_runs.view().map(|r| {
+        let (verdict, lines, unproven) = match &r.outcome {
+            None => (None, Vec::new(), Vec::new()),
+            Some((Outcome::Intact { proven, unproven }, _)) => {
+                (Some(t.intact.to_owned()), proven.clone(), unproven.clone())
+            }
+            Some((Outcome::Tampered { seq, code, message }, _)) => (
+                Some(format!("{} ({code}, #{seq})", t.tampered)),
+                vec![message.clone()],
+                Vec::new(),
+            ),
+            Some((Outcome::NoKey, _)) => (Some(t.no_key.to_owned()), Vec::new(), Vec::new()),
+            Some((Outcome::Failed(e), _)) => {
+                (Some(format!("{}: {e}", t.failed)), Vec::new(), Vec::new())
+            }
+        };
+        RunRow {
+            by: r.by,
+            started: datetime(r.started_at),
+            total: r.total,
+            running: r.outcome.is_none().then_some(r.done),
+            verdict,
+            lines,
+            unproven,
+        }
+    });
+    let refresh = run.as_ref().is_some_and(|r| r.running.is_some());
+    html(
+        StatusCode::OK,
+        LedgerPage {
+            f,
+            records,
+            last_checkpoint: last.map(|cp| (cp.seq, datetime(cp.at))),
+            witness,
+            run,
+            refresh,
+            receipt,
+        }
+        .render(),
+    )
+}
+
+/// `GET /admin/ledger`: the ledger, its witness, the last verification and a receipt check.
+pub async fn ledger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::Ledger).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    with_lang(
+        ledger_page(&state, &headers, lang, &signed, None).await,
+        &state,
+        lang,
+        &headers,
+    )
+}
+
+/// `POST /admin/ledger/verify`: starts a verification (unless one runs) and shows its progress.
+pub async fn verify_ledger(posted: Posted<AppState>) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Ledger).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let started = crate::console::ledger::start(
+        state.console.ledger_runs.clone(),
+        state.store.clone(),
+        state.ledger.witness().map(|w| w.path().to_path_buf()),
+        signed.operator.email.clone(),
+        state.clock.clone(),
+    )
+    .await;
+    match started {
+        Ok(true) => {
+            if let Err(e) = audit::record(
+                state.store.as_ref(),
+                &actor(&signed),
+                "ledger.verify",
+                None,
+                None,
+                state.now(),
+            )
+            .await
+            {
+                return ApiError::from(e).into_response();
+            }
+        }
+        Ok(false) => {}
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    redirect(Page::Ledger.path(), &[])
+}
+
+/// `POST /admin/ledger/receipt`: checks a pasted receipt against the ledger.
+pub async fn check_receipt(posted: Posted<AppState>) -> Response {
+    use crate::console::ledger::ReceiptCheck;
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Ledger).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let text = field(&form, "receipt").unwrap_or_default();
+    let checked = match crate::console::ledger::check_receipt(state.store.as_ref(), text).await {
+        Ok(c) => c,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let t = frame(&state, None, &headers, Page::Ledger.path(), Some(&signed)).t;
+    let (ok, shown, detail) = match checked {
+        ReceiptCheck::Valid {
+            seq,
+            subject,
+            purpose,
+            action,
+            at,
+        } => (
+            true,
+            format!(
+                "{}: #{seq}, subject {subject}, {purpose} {action}, {}",
+                t.receipt_valid,
+                datetime(at)
+            ),
+            format!("valid #{seq}"),
+        ),
+        ReceiptCheck::Invalid { code, message } => (
+            false,
+            format!("{}: {message} ({code})", t.receipt_invalid),
+            format!("invalid {code}"),
+        ),
+    };
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "ledger.receipt_check",
+        None,
+        Some(detail),
+        state.now(),
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    ledger_page(&state, &headers, None, &signed, Some((ok, shown))).await
 }

@@ -399,3 +399,126 @@ async fn the_data_map_and_the_record_of_processing_are_every_teams() {
     let anonymous = app.send(page("/admin/data-map/record.csv", None)).await;
     assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn the_privacy_team_verifies_the_ledger_and_checks_a_receipt_from_the_page() {
+    let app = TestApp::new().await;
+    // A consent record to verify and to make a receipt of.
+    let given = app
+        .send(crate::support::post(
+            "/v1/consents",
+            Some(app.key(kept_store::Role::Privacy)),
+            &crate::support::newsletter_consent(app.subjects[0]),
+        ))
+        .await;
+    assert!(given.status.is_success(), "{}", given.text);
+    let secret = operator(&app, "ana@example.com", OperatorRole::Privacy).await;
+    let signed = try_sign_in(
+        &app,
+        "ana@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let ledger = app.send(page("/admin/ledger", Some(&cookie))).await;
+    assert_eq!(ledger.status, StatusCode::OK);
+    let csrf = hidden(&ledger.text, "csrf");
+
+    let forged = app
+        .send(form_post(
+            "/admin/ledger/verify",
+            &[("csrf", "nope")],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let started = app
+        .send(form_post(
+            "/admin/ledger/verify",
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER);
+    let mut page_text = String::new();
+    for _ in 0..100 {
+        page_text = app.send(page("/admin/ledger", Some(&cookie))).await.text;
+        if !page_text.contains("http-equiv=\"refresh\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(page_text.contains("Intact"), "{page_text}");
+    assert!(
+        page_text.contains("form an unbroken hash chain"),
+        "{page_text}"
+    );
+
+    // A receipt as the customer downloaded it, then the same with its purpose changed.
+    let entry = app
+        .store
+        .ledger_for_subject(app.subjects[0])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let record = kept_core::ledger::decode(&entry.bytes).unwrap();
+    let checkpoint = app
+        .state
+        .ledger
+        .checkpoint_covering(entry.seq)
+        .await
+        .unwrap()
+        .unwrap();
+    let receipt = kept_core::receipt::build(
+        &app.state.manifest,
+        kept_core::receipt::Entry {
+            seq: entry.seq,
+            hash: &entry.hash,
+            bytes: &entry.bytes,
+            record: &record,
+            checkpoint: Some(&checkpoint),
+        },
+        "en",
+        "https://kept.test/preferences",
+        &app.state.ledger.verifying_key(),
+        |m| app.state.ledger.sign(m),
+    );
+    let check = |text: String| {
+        form_post(
+            "/admin/ledger/receipt",
+            &[("csrf", &csrf), ("receipt", &text)],
+            Some(&cookie),
+            &[],
+        )
+    };
+    let valid = app.send(check(receipt.to_string())).await;
+    assert_eq!(valid.status, StatusCode::OK);
+    assert!(
+        valid.text.contains("Valid: signed by this ledger"),
+        "{}",
+        valid.text
+    );
+    let mut changed = receipt.clone();
+    changed["consentTimestamp"] = serde_json::json!(1);
+    let invalid = app.send(check(changed.to_string())).await;
+    assert!(invalid.text.contains("Not valid"), "{}", invalid.text);
+    let garbage = app.send(check("<script>".to_owned())).await;
+    assert!(garbage.text.contains("receipt.not_json"));
+    assert!(!garbage.text.contains("<script>"), "escaped");
+
+    let audit = app.store.audit_log(None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
+    assert!(actions.contains(&"ledger.verify"), "{actions:?}");
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "ledger.receipt_check")
+            .count(),
+        3
+    );
+}
