@@ -30,15 +30,19 @@ pub enum Page {
     Overview,
     DataMap,
     Ledger,
+    Keys,
+    Webhooks,
     Audit,
     Operators,
 }
 
 impl Page {
-    pub const ALL: [Page; 5] = [
+    pub const ALL: [Page; 7] = [
         Page::Overview,
         Page::DataMap,
         Page::Ledger,
+        Page::Keys,
+        Page::Webhooks,
         Page::Audit,
         Page::Operators,
     ];
@@ -48,6 +52,8 @@ impl Page {
             Page::Overview => "/admin",
             Page::DataMap => "/admin/data-map",
             Page::Ledger => "/admin/ledger",
+            Page::Keys => "/admin/keys",
+            Page::Webhooks => "/admin/webhooks",
             Page::Audit => "/admin/audit",
             Page::Operators => "/admin/operators",
         }
@@ -55,12 +61,13 @@ impl Page {
 
     /// Who may open the page: the overview and the data map (read-only) are every team's; the
     /// ledger and the audit log
-    /// are the privacy team's; the operators are the administrators'. `admin` may open everything.
+    /// are the privacy team's; keys and webhooks the engineering team's; the operators are the administrators'. `admin` may open everything.
     pub fn roles(self) -> &'static [OperatorRole] {
         use OperatorRole::{Admin, Engineering, Marketing, Privacy};
         match self {
             Page::Overview | Page::DataMap => &[Marketing, Privacy, Engineering, Admin],
             Page::Ledger | Page::Audit => &[Privacy, Admin],
+            Page::Keys | Page::Webhooks => &[Engineering, Admin],
             Page::Operators => &[Admin],
         }
     }

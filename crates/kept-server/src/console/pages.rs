@@ -62,6 +62,8 @@ fn frame(
                         Page::Overview => t.nav_overview,
                         Page::DataMap => t.nav_data_map,
                         Page::Ledger => t.nav_ledger,
+                        Page::Keys => t.nav_keys,
+                        Page::Webhooks => t.nav_webhooks,
                         Page::Audit => t.nav_audit,
                         Page::Operators => t.nav_operators,
                     },
@@ -899,4 +901,316 @@ pub async fn check_receipt(posted: Posted<AppState>) -> Response {
         return ApiError::from(e).into_response();
     }
     ledger_page(&state, &headers, None, &signed, Some((ok, shown))).await
+}
+
+/// A key as the keys page shows it.
+#[derive(Debug)]
+struct KeyRow {
+    id: String,
+    role: &'static str,
+    name: String,
+    since: String,
+    revoked: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/keys.html")]
+struct KeysPage {
+    f: Frame,
+    keys: Vec<KeyRow>,
+    roles: Vec<&'static str>,
+    /// A key just made, shown once.
+    created: Option<String>,
+    error: Option<&'static str>,
+}
+
+async fn keys_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    lang: Option<&str>,
+    signed: &SignedIn,
+    status: StatusCode,
+    created: Option<String>,
+    error: Option<&'static str>,
+) -> Response {
+    let f = frame(state, lang, headers, Page::Keys.path(), Some(signed));
+    let keys = match state.store.list_api_keys().await {
+        Ok(k) => k,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let keys = keys
+        .into_iter()
+        .map(|k| KeyRow {
+            id: k.id,
+            role: k.role.as_str(),
+            name: k.name,
+            since: datetime(k.created_at),
+            revoked: k.revoked_at.map(datetime),
+        })
+        .collect();
+    let roles = kept_store::Role::ALL.iter().map(|r| r.as_str()).collect();
+    html(
+        status,
+        KeysPage {
+            f,
+            keys,
+            roles,
+            created,
+            error,
+        }
+        .render(),
+    )
+}
+
+/// `GET /admin/keys`.
+pub async fn keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::Keys).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let page = keys_page(&state, &headers, lang, &signed, StatusCode::OK, None, None).await;
+    with_lang(page, &state, lang, &headers)
+}
+
+/// The longest key name the console takes.
+const MAX_KEY_NAME: usize = 100;
+
+/// `POST /admin/keys`: makes a key and shows its secret once.
+pub async fn create_key(posted: Posted<AppState>) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Keys).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let t = frame(&state, None, &headers, Page::Keys.path(), Some(&signed)).t;
+    let name = field(&form, "name").unwrap_or_default().trim();
+    let role = field(&form, "role").and_then(kept_store::Role::parse);
+    let (Some(role), true) = (role, (1..=MAX_KEY_NAME).contains(&name.chars().count())) else {
+        return keys_page(
+            &state,
+            &headers,
+            None,
+            &signed,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            Some(t.name_required),
+        )
+        .await;
+    };
+    let now = state.now();
+    let (secret, record) =
+        match crate::http::auth::create_key(state.store.as_ref(), role, name, now).await {
+            Ok(k) => k,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "key.create",
+        Some(format!("key:{}", record.id)),
+        Some(format!("role {}", role.as_str())),
+        now,
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    keys_page(
+        &state,
+        &headers,
+        None,
+        &signed,
+        StatusCode::CREATED,
+        Some(secret.expose().to_owned()),
+        None,
+    )
+    .await
+}
+
+/// `POST /admin/keys/{id}/revoke`.
+pub async fn revoke_key(
+    axum::extract::Path(id): axum::extract::Path<String>,
+    posted: Posted<AppState>,
+) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Keys).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let now = state.now();
+    if let Err(e) =
+        crate::admin::keys::revoke_key(state.store.as_ref(), &state.auth, &id, now).await
+    {
+        return e.into_response();
+    }
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "key.revoke",
+        Some(format!("key:{id}")),
+        None,
+        now,
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    redirect(Page::Keys.path(), &[])
+}
+
+/// A dead letter as the webhooks page shows it.
+#[derive(Debug)]
+struct DeadRow {
+    id: u64,
+    system: String,
+    at: String,
+    attempts: u32,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/webhooks.html")]
+struct WebhooksPage {
+    f: Frame,
+    /// Name, key, owner, webhook URL.
+    systems: Vec<(String, String, String, Option<String>)>,
+    /// Pending, delivered, dead.
+    counts: (u64, u64, u64),
+    dead: Vec<DeadRow>,
+    /// Id, received, key, code, message.
+    quarantine: Vec<(u64, String, String, String, String)>,
+    notice: Option<&'static str>,
+}
+
+/// How many dead letters and quarantined messages the page lists.
+const WEBHOOK_ROWS: u32 = 50;
+
+/// `GET /admin/webhooks`: systems, deliveries, dead letters (with retry) and the quarantine.
+pub async fn webhooks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::Webhooks).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let f = frame(&state, lang, &headers, Page::Webhooks.path(), Some(&signed));
+    let notice = (q.reason.as_deref() == Some("retried")).then_some(f.t.queued_again);
+    let store = state.store.as_ref();
+    let read = async {
+        Ok::<_, kept_store::StoreError>((
+            store.outbox_counts().await?,
+            store.dead_deliveries(None, WEBHOOK_ROWS).await?,
+            store.quarantined(None, WEBHOOK_ROWS).await?,
+        ))
+    };
+    let (counts, dead, quarantine) = match read.await {
+        Ok(r) => r,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let m = &state.manifest;
+    let systems = m
+        .systems
+        .iter()
+        .map(|(k, s)| {
+            let owner = m
+                .teams
+                .get(&s.owner)
+                .map_or_else(|| s.owner.clone(), |t| t.name.clone());
+            (
+                s.name.clone(),
+                k.clone(),
+                owner,
+                s.webhook.as_ref().map(|w| w.url.clone()),
+            )
+        })
+        .collect();
+    let dead = dead
+        .into_iter()
+        .map(|d| DeadRow {
+            id: d.id,
+            system: d.system,
+            at: datetime(d.updated_at),
+            attempts: d.attempts,
+            error: d.last_error.unwrap_or_default(),
+        })
+        .collect();
+    let quarantine = quarantine
+        .into_iter()
+        .map(|q| (q.id, datetime(q.received_at), q.key_id, q.code, q.message))
+        .collect();
+    with_lang(
+        html(
+            StatusCode::OK,
+            WebhooksPage {
+                f,
+                systems,
+                counts: (counts.pending, counts.delivered, counts.dead),
+                dead,
+                quarantine,
+                notice,
+            }
+            .render(),
+        ),
+        &state,
+        lang,
+        &headers,
+    )
+}
+
+/// `POST /admin/webhooks/dead/{id}/retry`: queues a dead letter again.
+pub async fn retry_dead_letter(
+    axum::extract::Path(id): axum::extract::Path<String>,
+    posted: Posted<AppState>,
+) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Webhooks).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return ApiError::NotFound(format!("no dead letter has id `{id}`")).into_response();
+    };
+    let now = state.now();
+    if let Err(e) = crate::connect::api::retry(state.store.as_ref(), &state.forward, id, now).await
+    {
+        return e.into_response();
+    }
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "dead_letter.retry",
+        Some(format!("delivery:{id}")),
+        None,
+        now,
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    redirect("/admin/webhooks?reason=retried", &[])
 }

@@ -20,6 +20,13 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/ledger", get(pages::ledger))
         .route("/admin/ledger/verify", post(pages::verify_ledger))
         .route("/admin/ledger/receipt", post(pages::check_receipt))
+        .route("/admin/keys", get(pages::keys).post(pages::create_key))
+        .route("/admin/keys/{id}/revoke", post(pages::revoke_key))
+        .route("/admin/webhooks", get(pages::webhooks))
+        .route(
+            "/admin/webhooks/dead/{id}/retry",
+            post(pages::retry_dead_letter),
+        )
         .route("/admin/audit", get(pages::audit))
         .route("/admin/operators", get(pages::operators))
 }

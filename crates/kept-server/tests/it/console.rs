@@ -522,3 +522,156 @@ async fn the_privacy_team_verifies_the_ledger_and_checks_a_receipt_from_the_page
         3
     );
 }
+
+#[tokio::test]
+async fn the_engineering_team_makes_and_revokes_keys_and_retries_a_dead_letter() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "eve@example.com", OperatorRole::Engineering).await;
+    let signed = try_sign_in(
+        &app,
+        "eve@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let keys = app.send(page("/admin/keys", Some(&cookie))).await;
+    assert_eq!(keys.status, StatusCode::OK);
+    let csrf = hidden(&keys.text, "csrf");
+
+    let nameless = app
+        .send(form_post(
+            "/admin/keys",
+            &[("csrf", &csrf), ("role", "decide"), ("name", " ")],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(nameless.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let made = app
+        .send(form_post(
+            "/admin/keys",
+            &[("csrf", &csrf), ("role", "decide"), ("name", "send tool")],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let at = made
+        .text
+        .find("<p><code>kept_")
+        .expect("the secret, shown once");
+    let rest = &made.text[at + "<p><code>".len()..];
+    let key = rest[..rest.find('<').unwrap()].to_owned();
+    let decide = |key: &str| {
+        crate::support::post(
+            "/v1/decisions",
+            Some(key),
+            &serde_json::json!({"subject": {"id": app.subjects[0].0}, "purpose": "marketing.communications", "channel": "email"}).to_string(),
+        )
+    };
+    assert_eq!(app.send(decide(&key)).await.status, StatusCode::OK);
+    let again = app.send(page("/admin/keys", Some(&cookie))).await;
+    assert!(
+        !again.text.contains(&key),
+        "the secret is never shown again"
+    );
+
+    let record = app
+        .store
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "send tool")
+        .unwrap();
+    let revoked = app
+        .send(form_post(
+            &format!("/admin/keys/{}/revoke", record.id),
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.send(decide(&key)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "revoked at once"
+    );
+
+    // A dead letter, retried from the page.
+    app.store
+        .enqueue_deliveries(vec![kept_store::outbox::NewDelivery {
+            kind: kept_store::outbox::DeliveryKind::Event,
+            message_id: "msg-1".to_owned(),
+            event_id: "evt-1".to_owned(),
+            system: "ad_partner".to_owned(),
+            subject: app.subjects[0],
+            payload: "{}".to_owned(),
+            created_at: NOW,
+        }])
+        .await
+        .unwrap();
+    let delivery = app
+        .store
+        .deliveries_for_event("evt-1")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    app.store
+        .record_attempt(
+            delivery.id,
+            &kept_store::outbox::Attempt::Failed {
+                at: NOW,
+                status: Some(500),
+                error: "HTTP 500 <b>boom</b>".to_owned(),
+                retry_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let hooks = app.send(page("/admin/webhooks", Some(&cookie))).await;
+    assert_eq!(hooks.status, StatusCode::OK);
+    assert!(
+        hooks.text.contains("HTTP 500 &#60;b&#62;boom&#60;/b&#62;"),
+        "escaped: {}",
+        hooks.text
+    );
+    let retried = app
+        .send(form_post(
+            &format!("/admin/webhooks/dead/{}/retry", delivery.id),
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.store
+            .delivery(delivery.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        kept_store::outbox::DeliveryState::Pending
+    );
+    let missing = app
+        .send(form_post(
+            "/admin/webhooks/dead/999999/retry",
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let audit = app.store.audit_log(None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
+    assert_eq!(
+        &actions[..3],
+        &["dead_letter.retry", "key.revoke", "key.create"]
+    );
+}
