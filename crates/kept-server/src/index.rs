@@ -861,6 +861,18 @@ impl Directory {
         self.location_keys.get(usize::from(slot))
     }
 
+    /// The countries subjects are located in, sorted.
+    pub fn countries(&self) -> Vec<&str> {
+        let mut countries: Vec<&str> = self
+            .location_keys
+            .iter()
+            .filter_map(|l| l.country.as_deref())
+            .collect();
+        countries.sort_unstable();
+        countries.dedup();
+        countries
+    }
+
     /// Every subject whose location passes `keep`, in id order.
     pub fn subjects_where(&self, keep: impl Fn(&Residence) -> bool) -> Vec<SubjectId> {
         let wanted: Vec<bool> = self.location_keys.iter().map(keep).collect();

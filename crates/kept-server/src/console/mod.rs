@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod campaigns;
 pub mod datamap;
 pub mod ledger;
 pub mod overview;
@@ -29,6 +30,7 @@ use session::{Keys, Lifetimes};
 pub enum Page {
     Overview,
     DataMap,
+    Campaigns,
     Ledger,
     Keys,
     Webhooks,
@@ -37,9 +39,10 @@ pub enum Page {
 }
 
 impl Page {
-    pub const ALL: [Page; 7] = [
+    pub const ALL: [Page; 8] = [
         Page::Overview,
         Page::DataMap,
+        Page::Campaigns,
         Page::Ledger,
         Page::Keys,
         Page::Webhooks,
@@ -51,6 +54,7 @@ impl Page {
         match self {
             Page::Overview => "/admin",
             Page::DataMap => "/admin/data-map",
+            Page::Campaigns => "/admin/campaigns",
             Page::Ledger => "/admin/ledger",
             Page::Keys => "/admin/keys",
             Page::Webhooks => "/admin/webhooks",
@@ -59,13 +63,14 @@ impl Page {
         }
     }
 
-    /// Who may open the page: the overview and the data map (read-only) are every team's; the
+    /// Who may open the page: the overview and the data map (read-only) are every team's; campaigns the marketing team's; the
     /// ledger and the audit log
     /// are the privacy team's; keys and webhooks the engineering team's; the operators are the administrators'. `admin` may open everything.
     pub fn roles(self) -> &'static [OperatorRole] {
         use OperatorRole::{Admin, Engineering, Marketing, Privacy};
         match self {
             Page::Overview | Page::DataMap => &[Marketing, Privacy, Engineering, Admin],
+            Page::Campaigns => &[Marketing, Admin],
             Page::Ledger | Page::Audit => &[Privacy, Admin],
             Page::Keys | Page::Webhooks => &[Engineering, Admin],
             Page::Operators => &[Admin],

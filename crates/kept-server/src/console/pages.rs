@@ -61,6 +61,7 @@ fn frame(
                     label: match p {
                         Page::Overview => t.nav_overview,
                         Page::DataMap => t.nav_data_map,
+                        Page::Campaigns => t.nav_campaigns,
                         Page::Ledger => t.nav_ledger,
                         Page::Keys => t.nav_keys,
                         Page::Webhooks => t.nav_webhooks,
@@ -1213,4 +1214,216 @@ pub async fn retry_dead_letter(
         return ApiError::from(e).into_response();
     }
     redirect("/admin/webhooks?reason=retried", &[])
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CampaignQuery {
+    lang: Option<String>,
+    purpose: Option<String>,
+    channel: Option<String>,
+    topic: Option<String>,
+    at: Option<String>,
+}
+
+/// What the campaign form was filled with, to show again.
+#[derive(Debug, Default)]
+struct CampaignForm {
+    purpose: String,
+    channel: String,
+    topic: String,
+    at: String,
+}
+
+/// One bar of the exclusions chart.
+#[derive(Debug)]
+struct Bar {
+    reason: String,
+    count: u64,
+    y: u32,
+    width: u32,
+}
+
+/// A dry run as the page shows it.
+#[derive(Debug)]
+struct CampaignResult {
+    eligible: u64,
+    candidates: u64,
+    bars: Vec<Bar>,
+    chart_height: u32,
+    reasons: Vec<String>,
+    /// Name, eligible, count per reason (in `reasons`' order).
+    regimes: Vec<(String, u64, Vec<u64>)>,
+    countries: Vec<(String, u64, Vec<u64>)>,
+}
+
+#[derive(Template)]
+#[template(path = "console/campaigns.html")]
+struct CampaignsPage {
+    f: Frame,
+    form: CampaignForm,
+    purposes: Vec<(String, String)>,
+    channels: Vec<String>,
+    topics: Vec<String>,
+    result: Option<CampaignResult>,
+    error: Option<&'static str>,
+}
+
+/// The widest bar of the exclusions chart, in the chart's units.
+const BAR_WIDTH: u64 = 400;
+
+/// `GET /admin/campaigns?purpose=&channel=&topic=&at=`: the dry-run form and, once filled, who
+/// may be reached and who is excluded by reason, overall, by regime and by country.
+pub async fn campaigns(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<CampaignQuery>, QueryRejection>,
+) -> Response {
+    use crate::console::campaigns::{breakdown, count};
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::Campaigns).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let f = frame(
+        &state,
+        lang,
+        &headers,
+        Page::Campaigns.path(),
+        Some(&signed),
+    );
+    let t = f.t;
+    let m = &state.manifest;
+    let purposes = m
+        .purposes
+        .iter()
+        .map(|(k, p)| (k.clone(), p.name.clone()))
+        .collect();
+    let mut channels: Vec<String> = kept_core::manifest::KNOWN_CHANNELS
+        .iter()
+        .map(|c| (*c).to_owned())
+        .chain(m.channels.keys().cloned())
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let topics = m.topics.keys().cloned().collect();
+    let nonempty = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let form = CampaignForm {
+        purpose: nonempty(&q.purpose).unwrap_or_default(),
+        channel: nonempty(&q.channel).unwrap_or_default(),
+        topic: nonempty(&q.topic).unwrap_or_default(),
+        at: nonempty(&q.at).unwrap_or_default(),
+    };
+    let page = |form, result, error, status| {
+        html(
+            status,
+            CampaignsPage {
+                f: f.clone(),
+                form,
+                purposes: Vec::clone(&purposes),
+                channels: channels.clone(),
+                topics: Vec::clone(&topics),
+                result,
+                error,
+            }
+            .render(),
+        )
+    };
+    if form.purpose.is_empty() {
+        return with_lang(
+            page(form, None, None, StatusCode::OK),
+            &state,
+            lang,
+            &headers,
+        );
+    }
+    if !m.purposes.contains_key(&form.purpose) {
+        return page(
+            form,
+            None,
+            Some(t.unknown_purpose),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    let now = state.now();
+    let at = if form.at.is_empty() {
+        Some(now)
+    } else {
+        chrono::NaiveDateTime::parse_from_str(&form.at, "%Y-%m-%dT%H:%M")
+            .ok()
+            .map(|d| d.and_utc().timestamp_millis())
+            .filter(|at| *at >= now)
+    };
+    let Some(at) = at else {
+        return page(
+            form,
+            None,
+            Some(t.at_in_past),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    };
+    let input = crate::decide::audiences::AudienceInput {
+        purpose: form.purpose.clone(),
+        channel: (!form.channel.is_empty()).then(|| form.channel.clone()),
+        topic: (!form.topic.is_empty()).then(|| form.topic.clone()),
+        categories: Vec::new(),
+        candidates: crate::decide::audiences::CandidatesInput::Everyone,
+        sample_size: 0,
+    };
+    let b = match breakdown(state.lookup(), at, input).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let max = b
+        .overall
+        .excluded
+        .iter()
+        .map(|e| e.count)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let bars: Vec<Bar> = b
+        .overall
+        .excluded
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Bar {
+            reason: e.reason.clone(),
+            count: e.count,
+            y: 4 + 26 * u32::try_from(i).unwrap_or(0),
+            width: u32::try_from(e.count.saturating_mul(BAR_WIDTH) / max).unwrap_or(0),
+        })
+        .collect();
+    let rows = |views: &[(String, crate::decide::audiences::AudienceView)]| {
+        views
+            .iter()
+            .map(|(name, v)| {
+                (
+                    name.clone(),
+                    v.eligible,
+                    b.reasons.iter().map(|r| count(v, r)).collect(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let result = CampaignResult {
+        eligible: b.overall.eligible,
+        candidates: b.overall.candidates,
+        chart_height: 8 + 26 * u32::try_from(bars.len()).unwrap_or(0),
+        bars,
+        regimes: rows(&b.by_regime),
+        countries: rows(&b.by_country),
+        reasons: b.reasons.clone(),
+    };
+    with_lang(
+        page(form, Some(result), None, StatusCode::OK),
+        &state,
+        lang,
+        &headers,
+    )
 }

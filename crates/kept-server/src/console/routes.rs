@@ -17,6 +17,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/data-map", get(pages::data_map))
         .route("/admin/data-map/record", get(pages::record))
         .route("/admin/data-map/record.csv", get(pages::record_csv))
+        .route("/admin/campaigns", get(pages::campaigns))
         .route("/admin/ledger", get(pages::ledger))
         .route("/admin/ledger/verify", post(pages::verify_ledger))
         .route("/admin/ledger/receipt", post(pages::check_receipt))

@@ -262,7 +262,17 @@ pub async fn evaluate_audience(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<AudienceInput>,
 ) -> Result<Json<AudienceView>, ApiError> {
-    let (evaluated, _) = evaluate_off_workers(state.lookup(), state.now(), input).await?;
+    dry_run(state.lookup(), state.now(), input).await.map(Json)
+}
+
+/// The dry run of a campaign at `now` (the API's and the console's).
+pub async fn dry_run(
+    lookup: Lookup<'_>,
+    now: UnixMillis,
+    input: AudienceInput,
+) -> Result<AudienceView, ApiError> {
+    let index = lookup.index.clone();
+    let (evaluated, _) = evaluate_off_workers(lookup, now, input).await?;
     let Evaluated {
         result,
         unresolved,
@@ -271,7 +281,7 @@ pub async fn evaluate_audience(
     } = evaluated;
     let excluded = exclusions(&result, unresolved);
     let sample = {
-        let directory = state.index.directory()?;
+        let directory = index.directory()?;
         result
             .sample
             .iter()
@@ -281,7 +291,7 @@ pub async fn evaluate_audience(
             })
             .collect()
     };
-    Ok(Json(AudienceView {
+    Ok(AudienceView {
         candidates: result.eligible_count + excluded.values().sum::<u64>(),
         eligible: result.eligible_count,
         excluded: excluded
@@ -298,7 +308,7 @@ pub async fn evaluate_audience(
             .map(|o| o.as_str().to_owned())
             .collect(),
         took_ms,
-    }))
+    })
 }
 
 /// Streams the eligible subjects' ids (internal id and user id), one per line, without holding

@@ -675,3 +675,79 @@ async fn the_engineering_team_makes_and_revokes_keys_and_retries_a_dead_letter()
         &["dead_letter.retry", "key.revoke", "key.create"]
     );
 }
+
+#[tokio::test]
+async fn a_marketer_dry_runs_a_campaign_and_sees_who_is_excluded_and_why() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "ben@example.com", OperatorRole::Marketing).await;
+    let signed = try_sign_in(
+        &app,
+        "ben@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let empty = app.send(page("/admin/campaigns", Some(&cookie))).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(empty.text.contains("name=\"purpose\""));
+
+    let run = app
+        .send(page(
+            "/admin/campaigns?purpose=marketing.communications&channel=sms&topic=&at=",
+            Some(&cookie),
+        ))
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.text);
+    // The same answer the API gives.
+    let api = app
+        .send(crate::support::post(
+            "/v1/audiences/evaluate",
+            Some(app.key(kept_store::Role::Decide)),
+            &serde_json::json!({"purpose": "marketing.communications", "channel": "sms"})
+                .to_string(),
+        ))
+        .await;
+    let eligible = api.json["eligible"].as_u64().unwrap();
+    let candidates = api.json["candidates"].as_u64().unwrap();
+    assert!(
+        run.text.contains(&format!(
+            "<span class=\"figure\">{eligible}</span> may be reached of {candidates}"
+        )),
+        "{}",
+        run.text
+    );
+    for e in api.json["excluded"].as_array().unwrap() {
+        assert!(
+            run.text
+                .contains(&format!("<code>{}</code>", e["reason"].as_str().unwrap()))
+        );
+    }
+    assert!(
+        run.text.contains("<th scope=\"row\">gdpr</th>"),
+        "by regime"
+    );
+    assert!(run.text.contains("<th scope=\"row\">DE</th>"), "by country");
+    assert!(run.text.contains("<svg"), "the chart");
+
+    let past = app
+        .send(page(
+            "/admin/campaigns?purpose=marketing.communications&at=2001-01-01T00:00",
+            Some(&cookie),
+        ))
+        .await;
+    assert_eq!(past.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let future = app
+        .send(page(
+            "/admin/campaigns?purpose=marketing.communications&at=2099-01-01T09:00",
+            Some(&cookie),
+        ))
+        .await;
+    assert_eq!(future.status, StatusCode::OK);
+    let unknown = app
+        .send(page("/admin/campaigns?purpose=%3Cscript%3E", Some(&cookie)))
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!unknown.text.contains("<script>"));
+}
