@@ -248,6 +248,19 @@ pub struct SystemUse {
     pub channels: Vec<String>,
 }
 
+impl Manifest {
+    /// The systems deliveries may go to, in key order: a webhook and a secret to sign with. One
+    /// without a secret gets nothing (`kept lint` warns, `webhook.unsigned`): Kept never sends
+    /// unsigned deliveries.
+    pub fn webhook_systems(&self) -> impl Iterator<Item = (&str, &System)> {
+        self.systems.iter().filter_map(|(key, system)| {
+            let hook = system.webhook.as_ref()?;
+            hook.secret_env.as_ref()?;
+            Some((key.as_str(), system))
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Webhook {
     pub url: String,

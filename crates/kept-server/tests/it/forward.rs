@@ -133,6 +133,7 @@ fn manifest_posting_to(url: &str) -> Manifest {
     ads.webhook = Some(Webhook {
         url: url.to_owned(),
         secret_env: Some("KEPT_AD_PARTNER_SECRET".into()),
+        ..Webhook::default()
     });
     ads.uses = vec![SystemUse {
         purpose: ADS.into(),
