@@ -199,12 +199,21 @@ pub async fn open(
         return Ok(tasks);
     }
     let secret = ack_secret(work.store.as_ref()).await?;
-    let identifiers = crate::subjects::identifiers::opened(
+    let mut identifiers = crate::subjects::identifiers::opened(
         work.store.as_ref(),
         &work.identities,
         request.subject,
     )
     .await?;
+    // The company's user id is the subject's own column, not a sealed identifier.
+    if let Some(subject) = work.store.subject(request.subject).await?
+        && let Some(user_id) = subject.user_id
+    {
+        identifiers.insert(
+            0,
+            (IdentifierKind::UserId, Some(user_id), subject.created_at),
+        );
+    }
     let event_id = obligation_key(request.id);
     let deliveries: Vec<NewDelivery> = missing
         .into_iter()
