@@ -148,6 +148,16 @@ async fn settle(
         Err(ApiError::Request(RequestError::TaskSettled { .. })) => {
             return current(work, id, true).await;
         }
+        // The request completed (or was closed) since: a task settled before is a replay all
+        // the same, answered as the first time.
+        Err(ApiError::Request(e @ RequestError::NotInProgress { .. })) => {
+            let settled = current(work, id, true).await?;
+            let target = target.to_string();
+            return match settled.tasks.iter().find(|t| t.target == target) {
+                Some(task) if task.state.is_settled() => Ok(settled),
+                _ => Err(e.into()),
+            };
+        }
         Err(e) => return Err(e),
     };
     let request = complete_if_settled(work, request, now).await?;

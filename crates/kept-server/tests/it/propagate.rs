@@ -397,6 +397,17 @@ async fn systems_receive_signed_obligations_and_their_acknowledgements_complete_
         ]
     );
 
+    // A replay after the request completed is answered the same, and changes nothing.
+    let late = s.ack(id, "ad_partner", json!({ "token": token })).await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.text);
+    assert_eq!(late.json["replayed"], true);
+    assert_eq!(late.json["state"], "completed");
+    assert_eq!(late.json["task"], acked.json["task"]);
+    assert_eq!(
+        s.shown(id).await["log"].as_array().unwrap().len(),
+        log.len()
+    );
+
     // The ad partner subscribes to the lifecycle: every step, in order, signed; the CRM does
     // not.
     s.deliver_after(1_000).await;
