@@ -41,11 +41,17 @@ fn lifecycle_key(request: u64, seq: u64) -> String {
 
 /// The secret acknowledgement tokens are made with.
 pub async fn ack_secret(store: &dyn Store) -> Result<[u8; 32], StoreError> {
-    let mut fresh = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
-    let kept = store
-        .put_setting_if_absent(ACK_SECRET_SETTING, &fresh)
-        .await?;
+    // Read first: only the very first use writes.
+    let kept = match store.get_setting(ACK_SECRET_SETTING).await? {
+        Some(kept) => kept,
+        None => {
+            let mut fresh = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+            store
+                .put_setting_if_absent(ACK_SECRET_SETTING, &fresh)
+                .await?
+        }
+    };
     kept.as_slice()
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("setting `{ACK_SECRET_SETTING}` is not 32 bytes")))
@@ -174,10 +180,18 @@ pub async fn open(
         .iter()
         .map(ToString::to_string)
         .collect();
-    let tasks = work
-        .store
-        .create_request_tasks(request.id, &targets, now)
-        .await?;
+    // Read first: the sweep finds them all there, and writes nothing.
+    let existing = work.store.request_tasks(request.id).await?;
+    let tasks = if targets
+        .iter()
+        .all(|target| existing.iter().any(|t| &t.target == target))
+    {
+        existing
+    } else {
+        work.store
+            .create_request_tasks(request.id, &targets, now)
+            .await?
+    };
     let owed_systems: Vec<&str> = tasks
         .iter()
         .filter(|t| !t.state.is_settled())
@@ -334,5 +348,32 @@ mod tests {
         assert_eq!(obligation_request(&obligation_key(12)), Some(12));
         assert_eq!(obligation_request("request:12:step:3"), None);
         assert_eq!(obligation_request("evt-1"), None);
+    }
+
+    #[test]
+    fn a_system_is_sent_the_identifiers_its_uses_read() {
+        let reading = |categories: &[&str]| System {
+            name: "x".into(),
+            owner: "t".into(),
+            uses: vec![kept_core::manifest::SystemUse {
+                purpose: "p".into(),
+                categories: categories.iter().map(|c| (*c).to_owned()).collect(),
+                channels: vec![],
+            }],
+            webhook: None,
+        };
+        let contact = reading(&["user.contact"]);
+        let email = reading(&["user.contact.email"]);
+        let browsing = reading(&["user.behavior.browsing_history"]);
+        for (system, email_sent, phone_sent) in [
+            (&contact, true, true),
+            (&email, true, false),
+            (&browsing, false, false),
+        ] {
+            assert!(known_by(system, IdentifierKind::UserId));
+            assert_eq!(known_by(system, IdentifierKind::Email), email_sent);
+            assert_eq!(known_by(system, IdentifierKind::Phone), phone_sent);
+            assert!(!known_by(system, IdentifierKind::AnonymousId));
+        }
     }
 }
