@@ -125,6 +125,9 @@ pub mod codes {
     pub const DATASET_DELETE_LEAVES_CHILDREN: &str = "dataset.delete_leaves_children";
     /// Erasure nulls or hashes a key that kept child rows reference.
     pub const DATASET_KEY_ERASED: &str = "dataset.key_erased";
+    /// A system's webhook names no `secret_env`: Kept signs every delivery, so it sends the
+    /// system nothing, not even the obligations of data subject requests (warning).
+    pub const WEBHOOK_UNSIGNED: &str = "webhook.unsigned";
 }
 
 /// Checks a manifest. `recorded` are the notice hashes stored earlier (empty without a
@@ -713,6 +716,17 @@ impl Linter<'_> {
                 );
             } else {
                 self.check_team(child_path(&base, "owner"), &system.owner);
+            }
+            if let Some(hook) = &system.webhook
+                && hook.secret_env.is_none()
+            {
+                self.warning(
+                    codes::WEBHOOK_UNSIGNED,
+                    child_path(&base, "webhook"),
+                    format!(
+                        "system `{id}` has a webhook without `secret_env`; Kept sends only signed deliveries, so it gets no events, no request steps and no obligations to carry out"
+                    ),
+                );
             }
             for (u, system_use) in system.uses.iter().enumerate() {
                 let use_base = item_path(&child_path(&base, "uses"), u);

@@ -284,6 +284,144 @@ impl fmt::Display for State {
     }
 }
 
+/// Where one task of a request's work stands. A request in progress completes once every one
+/// of its tasks is settled: done, or handled by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Not done yet (a system not yet acknowledged, a worker not yet finished).
+    Pending,
+    /// Done: Kept's own work finished, or the system acknowledged.
+    Done,
+    /// The last try failed (its error in the task's detail); it may still be done or handled.
+    Failed,
+    /// Handled by hand by an operator, with a note.
+    Handled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 4] = [
+        TaskState::Pending,
+        TaskState::Done,
+        TaskState::Failed,
+        TaskState::Handled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Done => "done",
+            TaskState::Failed => "failed",
+            TaskState::Handled => "handled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Done or handled: nothing more to do, and never changed again.
+    pub fn is_settled(self) -> bool {
+        matches!(self, TaskState::Done | TaskState::Handled)
+    }
+}
+
+/// What one task of a request works on: Kept's own data (`kept`), one of the company's
+/// databases the manifest declares (`dataset:<name>`), or a system the manifest gives a
+/// webhook (`system:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Target {
+    Kept,
+    Dataset(String),
+    System(String),
+}
+
+impl Target {
+    /// A target as written (`kept`, `dataset:shop`, `system:crm`).
+    pub fn parse(s: &str) -> Option<Target> {
+        let named = |name: &str| {
+            (!name.is_empty() && !name.chars().any(|c| c.is_control() || c.is_whitespace()))
+                .then(|| name.to_owned())
+        };
+        match s.split_once(':') {
+            None if s == "kept" => Some(Target::Kept),
+            Some(("dataset", name)) => named(name).map(Target::Dataset),
+            Some(("system", name)) => named(name).map(Target::System),
+            _ => None,
+        }
+    }
+
+    /// The system's key, for a system target.
+    pub fn system(&self) -> Option<&str> {
+        match self {
+            Target::System(name) => Some(name),
+            Target::Kept | Target::Dataset(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Kept => f.write_str("kept"),
+            Target::Dataset(name) => write!(f, "dataset:{name}"),
+            Target::System(name) => write!(f, "system:{name}"),
+        }
+    }
+}
+
+impl From<Target> for String {
+    fn from(t: Target) -> String {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for Target {
+    type Error = String;
+    fn try_from(s: String) -> Result<Target, String> {
+        Target::parse(&s).ok_or_else(|| {
+            format!("`{s}` is not a task target: `kept`, `dataset:<name>` or `system:<name>`")
+        })
+    }
+}
+
+/// The work a request of `kind` owes, given the datasets and the systems with a webhook the
+/// manifest declares (each list in its order): Kept's own data always; the datasets where the
+/// data itself is erased or given out (erasure, access, portability); the systems where they
+/// must act (every kind but access and portability, which Kept answers from what it and the
+/// datasets hold). A scope naming systems narrows the systems to those.
+pub fn owed_targets<'a>(
+    kind: RequestKind,
+    scope: &Scope,
+    datasets: impl IntoIterator<Item = &'a str>,
+    systems: impl IntoIterator<Item = &'a str>,
+) -> Vec<Target> {
+    let (datasets_owed, systems_owed) = match kind {
+        RequestKind::Erasure => (true, true),
+        RequestKind::Access | RequestKind::Portability => (true, false),
+        RequestKind::Rectification
+        | RequestKind::Restriction
+        | RequestKind::Objection
+        | RequestKind::OptOut
+        | RequestKind::LimitSensitive => (false, true),
+    };
+    let mut targets = vec![Target::Kept];
+    if datasets_owed {
+        targets.extend(datasets.into_iter().map(|d| Target::Dataset(d.to_owned())));
+    }
+    if systems_owed {
+        targets.extend(
+            systems
+                .into_iter()
+                .filter(|s| scope.systems.is_empty() || scope.systems.iter().any(|n| n == s))
+                .map(|s| Target::System(s.to_owned())),
+        );
+    }
+    targets
+}
+
 /// A request as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -408,6 +546,16 @@ pub enum Transition {
     },
     /// Refuses the request, with a reason.
     Reject { reason: String },
+    /// Settles one task of a request in progress (its state does not change): `target`'s work
+    /// done (by Kept's own worker, or acknowledged by the system), or handled by hand by an
+    /// operator, which needs a `note`. The store writes the task and this record together.
+    Settle {
+        target: String,
+        handled: bool,
+        note: Option<String>,
+        /// What the work did, as its task keeps it (counts, the acknowledgement's reference).
+        detail: Option<String>,
+    },
 }
 
 impl Transition {
@@ -416,6 +564,7 @@ impl Transition {
             Transition::Advance { .. } => "advance",
             Transition::Extend { .. } => "extend",
             Transition::Reject { .. } => "reject",
+            Transition::Settle { .. } => "settle",
         }
     }
 }
@@ -453,6 +602,27 @@ pub enum RequestError {
     TooLong { field: &'static str },
     #[error("`{field}` holds a control character; it is not allowed")]
     ControlCharacter { field: &'static str },
+    #[error(
+        "a `{state}` request has no work under way: only a request in progress has tasks to settle"
+    )]
+    NotInProgress { state: State },
+    #[error(
+        "the request cannot be completed while these tasks are not done: {}",
+        quoted(targets)
+    )]
+    TasksPending { targets: Vec<String> },
+    #[error("the request has no task `{target}`")]
+    UnknownTask { target: String },
+    #[error("the task `{target}` is settled already")]
+    TaskSettled { target: String },
+}
+
+fn quoted(targets: &[String]) -> String {
+    targets
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl RequestError {
@@ -471,6 +641,10 @@ impl RequestError {
             RequestError::ReasonRequired { .. } => "request.reason_required",
             RequestError::TooLong { .. } => "request.too_long",
             RequestError::ControlCharacter { .. } => "request.control_character",
+            RequestError::NotInProgress { .. } => "request.not_in_progress",
+            RequestError::TasksPending { .. } => "request.tasks_pending",
+            RequestError::UnknownTask { .. } => "request.unknown_task",
+            RequestError::TaskSettled { .. } => "request.task_settled",
         }
     }
 
@@ -480,7 +654,11 @@ impl RequestError {
             RequestError::Closed { .. }
             | RequestError::ExtendedTwice
             | RequestError::NoExtension { .. }
-            | RequestError::ExtensionLate => "state",
+            | RequestError::ExtensionLate
+            | RequestError::NotInProgress { .. }
+            | RequestError::TasksPending { .. }
+            | RequestError::TaskSettled { .. } => "state",
+            RequestError::UnknownTask { .. } => "target",
             RequestError::UnexpectedStep { .. } => "to",
             RequestError::Unverified | RequestError::VerifiedAlready => "verification",
             RequestError::Verification { field, .. } => match *field {
@@ -505,6 +683,9 @@ impl RequestError {
                 | RequestError::ExtendedTwice
                 | RequestError::NoExtension { .. }
                 | RequestError::ExtensionLate
+                | RequestError::NotInProgress { .. }
+                | RequestError::TasksPending { .. }
+                | RequestError::TaskSettled { .. }
         )
     }
 }
@@ -623,6 +804,35 @@ pub fn apply(
             next.reason = Some(why);
             next.resume = None;
             next.state = State::Rejected;
+        }
+        Transition::Settle {
+            target,
+            handled,
+            note,
+            detail: work,
+        } => {
+            if request.working_state() != State::InProgress {
+                return Err(RequestError::NotInProgress {
+                    state: request.state,
+                });
+            }
+            let target = text("target", target)?;
+            detail.push(("task".to_owned(), target));
+            let settled = if *handled {
+                TaskState::Handled
+            } else {
+                TaskState::Done
+            };
+            detail.push(("task.state".to_owned(), settled.as_str().to_owned()));
+            match note {
+                Some(note) => detail.push(("note".to_owned(), text("note", note)?)),
+                None if *handled => return Err(RequestError::ReasonRequired { field: "note" }),
+                None => {}
+            }
+            if let Some(work) = work.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+                plain("detail", work)?;
+                detail.push(("task.detail".to_owned(), work.to_owned()));
+            }
         }
     }
     next.updated_at = now;
@@ -1094,6 +1304,84 @@ mod tests {
         )
         .unwrap();
         assert!(!done.request.is_overdue(r.due_at + 1));
+    }
+
+    #[test]
+    fn each_kind_owes_its_targets_and_a_task_settles_only_in_progress() {
+        let owed = |kind, scope: &Scope| {
+            owed_targets(kind, scope, ["shop"], ["crm", "ads"])
+                .into_iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+        };
+        let all = Scope::default();
+        assert_eq!(
+            owed(RequestKind::Erasure, &all),
+            ["kept", "dataset:shop", "system:crm", "system:ads"]
+        );
+        assert_eq!(owed(RequestKind::Access, &all), ["kept", "dataset:shop"]);
+        assert_eq!(
+            owed(RequestKind::OptOut, &all),
+            ["kept", "system:crm", "system:ads"]
+        );
+        let crm_only = Scope {
+            systems: vec!["crm".into()],
+            ..Scope::default()
+        };
+        assert_eq!(
+            owed(RequestKind::Restriction, &crm_only),
+            ["kept", "system:crm"]
+        );
+        for t in ["kept", "dataset:shop", "system:crm"] {
+            assert_eq!(Target::parse(t).unwrap().to_string(), t);
+        }
+        for bad in ["", "kept:x", "system:", "system:a b", "table:x"] {
+            assert_eq!(Target::parse(bad), None, "{bad}");
+        }
+
+        let settle = |handled, note: Option<&str>| Transition::Settle {
+            target: "system:crm".into(),
+            handled,
+            note: note.map(str::to_owned),
+            detail: None,
+        };
+        let received = filed(Regime::Gdpr, RequestKind::Erasure);
+        assert_eq!(
+            apply(&received, &settle(false, None), "kept", T0)
+                .unwrap_err()
+                .code(),
+            "request.not_in_progress"
+        );
+        let mut working = received.clone();
+        working.state = State::InProgress;
+        let done = apply(&working, &settle(false, None), "kept", T0 + 1).unwrap();
+        assert_eq!(done.request.state, State::InProgress);
+        assert_eq!(done.record.from, Some(State::InProgress));
+        assert_eq!(done.record.to, State::InProgress);
+        assert_eq!(
+            done.record.detail,
+            [
+                ("task".to_owned(), "system:crm".to_owned()),
+                ("task.state".to_owned(), "done".to_owned())
+            ]
+        );
+        assert_eq!(
+            decode_record(&encode_record(&done.record)).unwrap(),
+            done.record
+        );
+        assert_eq!(
+            apply(&working, &settle(true, None), "kept", T0)
+                .unwrap_err()
+                .code(),
+            "request.reason_required"
+        );
+        let handled = apply(&working, &settle(true, Some("called them")), "x", T0).unwrap();
+        assert!(
+            handled
+                .record
+                .detail
+                .contains(&("note".into(), "called them".into()))
+        );
     }
 
     fn sample() -> LogRecord {

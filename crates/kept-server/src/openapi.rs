@@ -70,6 +70,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::requests::api::advance,
         crate::requests::api::extend,
         crate::requests::api::reject,
+        crate::requests::api::handled,
+        crate::requests::api::acknowledge,
         crate::prefcenter::api::preference_link,
         crate::prefcenter::api::get_preferences,
         crate::prefcenter::api::put_preferences,
@@ -80,8 +82,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "system", description = "health, metrics and this document; no key needed"),
         (name = "consent", description = "the consent ledger (role `privacy`)"),
         (name = "keys", description = "API keys (role `admin`)"),
-        (name = "requests", description = "data subject requests, their deadlines and their \
-            hash-chained log (role `privacy`)"),
+        (name = "requests", description = "data subject requests, their deadlines, their \
+            tasks and their hash-chained log (role `privacy`); a system acknowledges its \
+            obligation with the token the obligation carried, without a key"),
         (name = "decisions", description = "decisions, purpose-limited profiles and recorded \
             sends (role `decide`)"),
         (name = "audiences", description = "campaign dry runs and exports (role `decide`)"),

@@ -21,6 +21,9 @@ use tokio::net::TcpListener;
 /// How long shutdown waits for the webhook worker's round in flight.
 const FORWARDING_STOP: Duration = Duration::from_secs(5);
 
+/// How often the work of requests in progress is swept (`requests::tasks::sweep`).
+const REQUEST_SWEEP: Duration = Duration::from_secs(60);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -262,6 +265,13 @@ impl Server {
         // Deliveries left pending by an earlier run are picked up by the worker's first round.
         let (stop_forwarding, forwarding_stopped) = tokio::sync::watch::channel(false);
         let forwarding = connect::spawn_worker(state.forwarding(), forwarding_stopped.clone());
+        // The work of requests left in progress by a crash is opened again at start.
+        let sweep = crate::requests::tasks::spawn_sweep(
+            state.work(),
+            state.clock.clone(),
+            REQUEST_SWEEP,
+            forwarding_stopped.clone(),
+        );
         let retention = crate::collect::retention::spawn_retention(
             state.retention(),
             config.retention_interval,
@@ -285,6 +295,7 @@ impl Server {
         // after a restart, once its lease has run out.
         let _ = stop_forwarding.send(true);
         retention.abort();
+        sweep.abort();
         let mut forwarding = forwarding;
         if tokio::time::timeout(FORWARDING_STOP, &mut forwarding)
             .await

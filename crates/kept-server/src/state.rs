@@ -143,6 +143,19 @@ impl AppState {
         (self.clock)()
     }
 
+    /// What the requests service works with, of this state: callbacks are addressed at the
+    /// server's public URL (the preference center's, `public_url`).
+    pub fn work(&self) -> crate::requests::work::Work {
+        crate::requests::work::Work {
+            store: self.store.clone(),
+            ledger: self.ledger.clone(),
+            manifest: self.manifest.clone(),
+            identities: self.identity.clone(),
+            forwarder: Some(self.forward.clone()),
+            base_url: self.prefcenter.base_url().to_owned(),
+        }
+    }
+
     /// What following the other servers on one database needs of this state (`sync::spawn`).
     pub fn follower(&self) -> crate::sync::Follower {
         crate::sync::Follower {
@@ -161,6 +174,7 @@ impl AppState {
             manifest: self.manifest.clone(),
             forwarder: self.forward.clone(),
             clock: self.clock.clone(),
+            requests: self.work(),
         }
     }
 

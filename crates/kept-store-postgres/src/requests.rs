@@ -7,17 +7,32 @@
 use super::{Cols, PostgresStore, db};
 use async_trait::async_trait;
 use kept_core::ledger::ChainHash;
-use kept_core::requests::{LogRecord, Request, RequestError, Transition, apply, intake_record};
+use kept_core::requests::{
+    LogRecord, Request, RequestError, TaskState, Transition, apply, intake_record,
+};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::columns::{CHECKPOINT_COLUMNS, chain_hash, checkpoint_row, ledger_row, to_i64};
 use kept_store::requests::{
     ERASURE_COLUMNS, ErasureRequest, NewErasureRequest, OpenCounts, REQUEST_COLUMNS, RequestFilter,
-    RequestStore, Stepped, chain_step, erasure_row, request_row, scope_column, verification_column,
+    RequestStore, RequestTask, Stepped, TASK_COLUMNS, chain_step, check_tasks, erasure_row,
+    request_row, scope_column, settled, task_row, verification_column,
 };
 use kept_store::{LedgerRow, Result, StoreError};
 use sqlx::{PgConnection, Row};
 
 const LOG_COLUMNS: &str = "seq, subject_id, bytes, hash, at";
+
+/// The tasks of request `id`, by target, read on `conn`.
+async fn tasks_on(conn: &mut PgConnection, id: u64) -> Result<Vec<RequestTask>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {TASK_COLUMNS} FROM request_tasks WHERE request_id = $1 ORDER BY target"
+    ))
+    .bind(to_i64(id)?)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.iter().map(|r| task_row(&Cols(r))).collect()
+}
 
 impl PostgresStore {
     /// Appends `record` to the requests log inside `conn`'s transaction, with its checkpoint.
@@ -168,6 +183,25 @@ impl RequestStore for PostgresStore {
             Err(refused) => return Ok(Err(refused)),
         };
         let next = &applied.request;
+        let tasks = tasks_on(&mut tx, id).await?;
+        if let Err(refused) = check_tasks(step, next.state, &tasks) {
+            return Ok(Err(refused));
+        }
+        if let Some((target, state, detail)) = settled(step) {
+            sqlx::query(
+                "UPDATE request_tasks SET state = $1, detail = COALESCE($2, detail), \
+                 attempts = attempts + $3, updated_at = $4 WHERE request_id = $5 AND target = $6",
+            )
+            .bind(state.as_str())
+            .bind(detail)
+            .bind(i64::from(state == TaskState::Done))
+            .bind(now)
+            .bind(to_i64(id)?)
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         sqlx::query(
             "UPDATE requests SET verification = $1, state = $2, resume = $3, due_at = $4, \
              extended_at = $5, reason = $6, updated_at = $7 WHERE id = $8",
@@ -190,6 +224,79 @@ impl RequestStore for PostgresStore {
             entry,
             checkpoint,
         }))
+    }
+
+    async fn create_request_tasks(
+        &self,
+        id: u64,
+        targets: &[String],
+        now: UnixMillis,
+    ) -> Result<Vec<RequestTask>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The request's row lock orders this after (or before) a step that would complete it.
+        let exists = sqlx::query("SELECT 1 FROM requests WHERE id = $1 FOR UPDATE")
+            .bind(to_i64(id)?)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                what: "request",
+                key: id.to_string(),
+            });
+        }
+        for target in targets {
+            sqlx::query(
+                "INSERT INTO request_tasks (request_id, target, state, attempts, created_at, \
+                 updated_at) VALUES ($1, $2, 'pending', 0, $3, $3) \
+                 ON CONFLICT (request_id, target) DO NOTHING",
+            )
+            .bind(to_i64(id)?)
+            .bind(target)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let tasks = tasks_on(&mut tx, id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(tasks)
+    }
+
+    async fn set_request_task(
+        &self,
+        id: u64,
+        target: &str,
+        state: TaskState,
+        detail: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<RequestTask>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "UPDATE request_tasks SET state = $1, detail = $2, attempts = attempts + $3, \
+             updated_at = $4 WHERE request_id = $5 AND target = $6 \
+             AND state NOT IN ('done', 'handled')",
+        )
+        .bind(state.as_str())
+        .bind(detail)
+        .bind(i64::from(state == TaskState::Failed))
+        .bind(now)
+        .bind(to_i64(id)?)
+        .bind(target)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let task = tasks_on(&mut tx, id)
+            .await?
+            .into_iter()
+            .find(|t| t.target == target);
+        tx.commit().await.map_err(db)?;
+        Ok(task)
+    }
+
+    async fn request_tasks(&self, id: u64) -> Result<Vec<RequestTask>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        tasks_on(&mut conn, id).await
     }
 
     async fn request(&self, id: u64) -> Result<Option<Request>> {

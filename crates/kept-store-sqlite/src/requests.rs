@@ -5,17 +5,32 @@
 use super::{Cols, SqliteStore, db};
 use async_trait::async_trait;
 use kept_core::ledger::ChainHash;
-use kept_core::requests::{LogRecord, Request, RequestError, Transition, apply, intake_record};
+use kept_core::requests::{
+    LogRecord, Request, RequestError, TaskState, Transition, apply, intake_record,
+};
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::columns::{CHECKPOINT_COLUMNS, chain_hash, checkpoint_row, ledger_row, to_i64};
 use kept_store::requests::{
     ERASURE_COLUMNS, ErasureRequest, NewErasureRequest, OpenCounts, REQUEST_COLUMNS, RequestFilter,
-    RequestStore, Stepped, chain_step, erasure_row, request_row, scope_column, verification_column,
+    RequestStore, RequestTask, Stepped, TASK_COLUMNS, chain_step, check_tasks, erasure_row,
+    request_row, scope_column, settled, task_row, verification_column,
 };
 use kept_store::{LedgerRow, Result, StoreError};
 use sqlx::{Row, SqliteConnection};
 
 const LOG_COLUMNS: &str = "seq, subject_id, bytes, hash, at";
+
+/// The tasks of request `id`, by target, read on `conn`.
+async fn tasks_on(conn: &mut SqliteConnection, id: u64) -> Result<Vec<RequestTask>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {TASK_COLUMNS} FROM request_tasks WHERE request_id = ? ORDER BY target"
+    ))
+    .bind(to_i64(id)?)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.iter().map(|r| task_row(&Cols(r))).collect()
+}
 
 impl SqliteStore {
     /// Appends `record` to the requests log inside `conn`'s transaction, with its checkpoint.
@@ -157,6 +172,25 @@ impl RequestStore for SqliteStore {
             Err(refused) => return Ok(Err(refused)),
         };
         let next = &applied.request;
+        let tasks = tasks_on(&mut tx, id).await?;
+        if let Err(refused) = check_tasks(step, next.state, &tasks) {
+            return Ok(Err(refused));
+        }
+        if let Some((target, state, detail)) = settled(step) {
+            sqlx::query(
+                "UPDATE request_tasks SET state = ?, detail = COALESCE(?, detail), \
+                 attempts = attempts + ?, updated_at = ? WHERE request_id = ? AND target = ?",
+            )
+            .bind(state.as_str())
+            .bind(detail)
+            .bind(i64::from(state == TaskState::Done))
+            .bind(now)
+            .bind(to_i64(id)?)
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         sqlx::query(
             "UPDATE requests SET verification = ?, state = ?, resume = ?, due_at = ?, \
              extended_at = ?, reason = ?, updated_at = ? WHERE id = ?",
@@ -179,6 +213,79 @@ impl RequestStore for SqliteStore {
             entry,
             checkpoint,
         }))
+    }
+
+    async fn create_request_tasks(
+        &self,
+        id: u64,
+        targets: &[String],
+        now: UnixMillis,
+    ) -> Result<Vec<RequestTask>> {
+        let mut tx = self.write.begin().await.map_err(db)?;
+        let exists = sqlx::query("SELECT 1 FROM requests WHERE id = ?")
+            .bind(to_i64(id)?)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                what: "request",
+                key: id.to_string(),
+            });
+        }
+        for target in targets {
+            sqlx::query(
+                "INSERT INTO request_tasks (request_id, target, state, attempts, created_at, \
+                 updated_at) VALUES (?, ?, 'pending', 0, ?, ?) \
+                 ON CONFLICT (request_id, target) DO NOTHING",
+            )
+            .bind(to_i64(id)?)
+            .bind(target)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let tasks = tasks_on(&mut tx, id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(tasks)
+    }
+
+    async fn set_request_task(
+        &self,
+        id: u64,
+        target: &str,
+        state: TaskState,
+        detail: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<RequestTask>> {
+        let mut tx = self.write.begin().await.map_err(db)?;
+        sqlx::query(
+            "UPDATE request_tasks SET state = ?, detail = ?, attempts = attempts + ?, \
+             updated_at = ? WHERE request_id = ? AND target = ? \
+             AND state NOT IN ('done', 'handled')",
+        )
+        .bind(state.as_str())
+        .bind(detail)
+        .bind(i64::from(state == TaskState::Failed))
+        .bind(now)
+        .bind(to_i64(id)?)
+        .bind(target)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let task = tasks_on(&mut tx, id)
+            .await?
+            .into_iter()
+            .find(|t| t.target == target);
+        tx.commit().await.map_err(db)?;
+        Ok(task)
+    }
+
+    async fn request_tasks(&self, id: u64) -> Result<Vec<RequestTask>> {
+        let mut conn = self.read.acquire().await.map_err(db)?;
+        tasks_on(&mut conn, id).await
     }
 
     async fn request(&self, id: u64) -> Result<Option<Request>> {

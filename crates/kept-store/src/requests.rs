@@ -8,6 +8,11 @@
 //! `step_request` write the row, the log record and its checkpoint in one transaction, or
 //! nothing. The conformance case `requests_a_failed_step_changes_nothing` checks it.
 //!
+//! INVARIANT: a request with tasks is completed only once every one of them is settled (done
+//! or handled), checked inside the step's transaction (`check_tasks`), and a settled task never
+//! changes again. The conformance case `requests_complete_only_when_every_task_is_settled`
+//! checks it.
+//!
 //! INVARIANT: a subject has at most one erasure request `Received` at a time, whatever the
 //! number of servers sharing the database. Held by each backend's partial unique index, not
 //! checkable in one process: the conformance case `requests_erasure_is_filed_once_per_subject`
@@ -18,7 +23,7 @@ use crate::{LedgerRow, Result, StoreError};
 use async_trait::async_trait;
 use kept_core::ledger::{Checkpoint, LedgerEntry};
 use kept_core::requests::{
-    Channel, Request, RequestError, RequestKind, Scope, State, Transition, Verification,
+    Channel, Request, RequestError, RequestKind, Scope, State, TaskState, Transition, Verification,
 };
 use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -185,6 +190,106 @@ pub struct OpenCounts {
     pub overdue: u64,
 }
 
+/// One task of a request's work: what it is done on (`kept`, `dataset:<name>`,
+/// `system:<name>`, as `kept_core::requests::Target` writes it) and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestTask {
+    pub request: u64,
+    pub target: String,
+    pub state: TaskState,
+    /// What the work did or why it failed (counts as JSON, an error, an operator's note).
+    pub detail: Option<String>,
+    /// Tries reported: each `failed`, and the one that was `done`.
+    pub attempts: u32,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+/// The SELECT list [`task_row`] reads, in order.
+pub const TASK_COLUMNS: &str =
+    "request_id, target, state, detail, attempts, created_at, updated_at";
+
+/// A task from a row of [`TASK_COLUMNS`].
+pub fn task_row(row: &impl Row) -> Result<RequestTask> {
+    let request = to_u64(row.int(0)?, "request id")?;
+    let state = row.text(2)?;
+    Ok(RequestTask {
+        request,
+        target: row.text(1)?,
+        state: TaskState::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "a task of request {request} has an unknown state `{state}`"
+            ))
+        })?,
+        detail: row.text_opt(3)?,
+        attempts: crate::columns::to_u32(row.int(4)?, "task attempts")?,
+        created_at: row.int(5)?,
+        updated_at: row.int(6)?,
+    })
+}
+
+/// What a step's transaction checks and writes of the request's tasks, beside the request and
+/// its log record: the task a `Settle` settles (refused when it is unknown or settled
+/// already), and, for a step into `completed`, that no task is left unsettled. Both backends
+/// call it with the rows they read inside the transaction.
+pub fn check_tasks(
+    step: &Transition,
+    entering: State,
+    tasks: &[RequestTask],
+) -> std::result::Result<(), RequestError> {
+    if let Transition::Settle { target, .. } = step {
+        let task = tasks
+            .iter()
+            .find(|t| t.target == target.trim())
+            .ok_or_else(|| RequestError::UnknownTask {
+                target: target.clone(),
+            })?;
+        if task.state.is_settled() {
+            return Err(RequestError::TaskSettled {
+                target: task.target.clone(),
+            });
+        }
+    }
+    if entering == State::Completed {
+        let pending: Vec<String> = tasks
+            .iter()
+            .filter(|t| !t.state.is_settled())
+            .map(|t| t.target.clone())
+            .collect();
+        if !pending.is_empty() {
+            return Err(RequestError::TasksPending { targets: pending });
+        }
+    }
+    Ok(())
+}
+
+/// The state and detail a `Settle` step leaves its task in.
+pub fn settled(step: &Transition) -> Option<(&str, TaskState, Option<String>)> {
+    match step {
+        Transition::Settle {
+            target,
+            handled,
+            note,
+            detail,
+        } => {
+            let state = if *handled {
+                TaskState::Handled
+            } else {
+                TaskState::Done
+            };
+            // An operator's note is what a task handled by hand keeps; the work's own detail
+            // otherwise.
+            let kept = if *handled {
+                note.clone()
+            } else {
+                detail.clone()
+            };
+            Some((target.trim(), state, kept))
+        }
+        Transition::Advance { .. } | Transition::Extend { .. } | Transition::Reject { .. } => None,
+    }
+}
+
 /// A step taken: the request as it is now and its log record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stepped {
@@ -204,9 +309,10 @@ pub trait RequestStore: Send + Sync {
     async fn file_request(&self, request: Request, actor: &str) -> Result<Stepped>;
 
     /// Takes `step` on request `id` at `now`: reads the row under the write lock, asks
-    /// `kept_core::requests::apply` whether the step is allowed, then writes the row and the
-    /// log record (and its checkpoint) in one transaction. The inner `Err` is the step
-    /// refused, with nothing written; an unknown id is `NotFound`.
+    /// `kept_core::requests::apply` whether the step is allowed and [`check_tasks`] whether the
+    /// request's tasks allow it, then writes the row, the settled task (`Settle`) and the log
+    /// record (and its checkpoint) in one transaction. The inner `Err` is the step refused,
+    /// with nothing written; an unknown id is `NotFound`.
     async fn step_request(
         &self,
         id: u64,
@@ -231,6 +337,33 @@ pub trait RequestStore: Send + Sync {
 
     /// Every checkpoint of the requests log, in `seq` order.
     async fn request_log_checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    /// Creates the tasks of request `id`'s work, one per target, each `pending`; a target that
+    /// already has one keeps it as it is (idempotent: a repeated call, or a sweep after a
+    /// crash, adds only what is missing). Returns every task of the request, by target. An
+    /// unknown request is `NotFound`.
+    async fn create_request_tasks(
+        &self,
+        id: u64,
+        targets: &[String],
+        now: UnixMillis,
+    ) -> Result<Vec<RequestTask>>;
+
+    /// Records a try of one task that did not settle it: `pending` again, or `failed` (one
+    /// more attempt) with `detail` saying why. A settled task (done, handled) never changes:
+    /// it is returned as it is. `None` when the request has no such task. Settling goes
+    /// through `step_request` (`Transition::Settle`), which logs it.
+    async fn set_request_task(
+        &self,
+        id: u64,
+        target: &str,
+        state: TaskState,
+        detail: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<RequestTask>>;
+
+    /// The tasks of request `id`, by target.
+    async fn request_tasks(&self, id: u64) -> Result<Vec<RequestTask>>;
 
     /// Files an erasure request, unless the subject already has one `Received`: then that one
     /// is returned unchanged (a second click does not restart the clock). A subject that does

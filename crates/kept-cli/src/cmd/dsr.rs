@@ -1,7 +1,8 @@
 //! `kept dsr`: data subject requests offline, against the database, through the same service
-//! the server's `/v1/requests` uses: file one, list, show with its log, take its steps, and
-//! verify the requests log's chain and checkpoints; `find` and `erase` are the connectors'
-//! (`dsr_connect`).
+//! the server's `/v1/requests` uses: file one, list, show with its log and tasks, take its
+//! steps, mark a task handled by hand, and verify the requests log's chain and checkpoints;
+//! `find` and `erase` are the connectors' (`dsr_connect`). Obligations a step queues for the
+//! manifest's systems are sent by the running server's worker.
 
 use crate::cmd::source::{Source, config};
 use anyhow::Context;
@@ -9,7 +10,7 @@ use kept_core::SubjectId;
 use kept_core::identity::IdentifierKind;
 use kept_core::regime::Regime;
 use kept_core::requests::{
-    Channel, Intake, Request, RequestKind, Scope, State, Transition, Verification,
+    Channel, Intake, Request, RequestKind, Scope, State, Target, Transition, Verification,
     VerificationMethod,
 };
 use kept_server::consent::ledger::{
@@ -17,7 +18,8 @@ use kept_server::consent::ledger::{
 };
 use kept_server::http::error::ApiError;
 use kept_server::requests::api::{LogView, RequestView};
-use kept_server::requests::service;
+use kept_server::requests::work::Work;
+use kept_server::requests::{service, tasks};
 use kept_store::Store;
 use kept_store::requests::{MAX_REQUEST_PAGE, RequestFilter};
 use std::process::ExitCode;
@@ -53,6 +55,14 @@ Exit status: 0 done, 1 refused (the reason's code is printed), 2 unusable input.
     Extend(ExtendArgs),
     /// Reject a request, with a reason
     Reject(RejectArgs),
+    /// Mark a task of a request in progress handled by hand, with a note; the request
+    /// completes once every task is done or handled
+    #[command(after_help = "Examples:
+  kept dsr handled 7 system:crm --note \"erased in the CRM's console, ticket 4411\"
+  kept dsr handled 7 dataset:shop --note \"rows removed by the DBA\"
+
+Exit status: 0 done, 1 refused (the reason's code is printed), 2 unusable input.")]
+    Handled(HandledArgs),
     /// Verify the requests log: its hash chain, every stored column, the signed checkpoints
     /// and their chain; name the first bad record
     #[command(
@@ -274,6 +284,22 @@ pub struct RejectArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct HandledArgs {
+    id: u64,
+    /// The task: `kept`, `dataset:<name>` or `system:<name>`
+    target: String,
+    /// What was done, and how it is known
+    #[arg(long)]
+    note: String,
+    #[arg(long, value_name = "NAME", default_value = "cli")]
+    operator: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    source: Source,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The ledger's verifying key (a file, PEM or hex, or the key in hex); repeat for old
     /// keys. Default: the keys the database publishes
@@ -319,6 +345,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             take(&args.source, args.id, &step, &args.operator, args.format).await
         }
+        Command::Handled(args) => handled(args).await,
         Command::Verify(args) => verify(args).await,
         Command::Connect(c) => crate::cmd::dsr_connect::run(c).await,
     }
@@ -360,6 +387,28 @@ async fn ledger(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Ledge
     Ok(ledger)
 }
 
+/// What the requests service works with, offline: the manifest (its datasets and systems),
+/// the ledger, and the identity keys that open a subject's identifiers for an obligation.
+/// Callbacks are addressed at `public_url`, else the address `kept serve` binds.
+async fn work(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Work> {
+    let setup = crate::cmd::source::setup(source).map_err(anyhow::Error::msg)?;
+    let ledger = ledger(source, store).await?;
+    let identities = crate::cmd::source::identities(&setup.config).map_err(anyhow::Error::msg)?;
+    let base_url = setup
+        .config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", setup.config.bind));
+    Ok(Work {
+        store: store.clone(),
+        ledger: Arc::new(ledger),
+        manifest: Arc::new(setup.manifest),
+        identities: Arc::new(identities),
+        forwarder: None,
+        base_url,
+    })
+}
+
 fn now() -> i64 {
     kept_server::state::system_now()
 }
@@ -391,6 +440,18 @@ fn print(view: &RequestView, format: Format) -> anyhow::Result<()> {
             }
             for step in view.log.iter().flatten() {
                 print_step(step);
+            }
+            for task in view.tasks.iter().flatten() {
+                println!(
+                    "  task {:<24} {:<8} {}{}",
+                    task.target,
+                    task.state.as_str(),
+                    time(task.updated_at),
+                    task.detail
+                        .as_deref()
+                        .map(|d| format!("  {d}"))
+                        .unwrap_or_default()
+                );
             }
         }
     }
@@ -450,7 +511,8 @@ async fn with_log(store: &dyn Store, request: Request) -> anyhow::Result<Request
             detail: r.detail.into_iter().collect(),
         })
         .collect();
-    Ok(RequestView::new(request, now(), Some(log)))
+    let tasks = store.request_tasks(request.id).await?;
+    Ok(RequestView::new(request, now(), Some(log)).with_tasks(tasks))
 }
 
 async fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
@@ -495,7 +557,7 @@ async fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         eprintln!("no subject is known by that identifier");
         return Ok(ExitCode::from(2));
     };
-    let ledger = ledger(&args.source, &store).await?;
+    let work = work(&args.source, &store).await?;
     let intake = Intake {
         subject: subject.id,
         kind: args.kind.into(),
@@ -511,7 +573,7 @@ async fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         at: now(),
     };
     let actor = format!("operator:{}", args.operator);
-    let filed = service::file(store.as_ref(), &ledger, intake, &actor).await;
+    let filed = service::file(&work, intake, &actor).await;
     let code = match filed {
         Ok(stepped) => {
             print(
@@ -594,14 +656,47 @@ async fn take(
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     let store = open(source).await?;
-    let ledger = ledger(source, &store).await?;
+    let work = work(source, &store).await?;
     let actor = format!("operator:{operator}");
-    let code = match service::step(store.as_ref(), &ledger, id, step, &actor, now()).await {
+    let code = match service::step(&work, id, step, &actor, now()).await {
         Ok(stepped) => {
             print(&with_log(store.as_ref(), stepped.request).await?, format)?;
             ExitCode::SUCCESS
         }
         Err(e) if e.status().is_client_error() => refused(&e, format),
+        Err(e) => return Err(anyhow::anyhow!("{e}")),
+    };
+    store.close().await?;
+    Ok(code)
+}
+
+async fn handled(args: HandledArgs) -> anyhow::Result<ExitCode> {
+    let Some(target) = Target::parse(&args.target) else {
+        eprintln!(
+            "`{}` is not a task target: `kept`, `dataset:<name>` or `system:<name>`",
+            args.target
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let store = open(&args.source).await?;
+    let work = work(&args.source, &store).await?;
+    let actor = format!("operator:{}", args.operator);
+    let done = tasks::handled(&work, args.id, &target, &args.note, &actor, now()).await;
+    let code = match done {
+        Ok(settled) if settled.replayed => refused(
+            &ApiError::from(kept_core::requests::RequestError::TaskSettled {
+                target: target.to_string(),
+            }),
+            args.format,
+        ),
+        Ok(settled) => {
+            print(
+                &with_log(store.as_ref(), settled.request).await?,
+                args.format,
+            )?;
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.status().is_client_error() => refused(&e, args.format),
         Err(e) => return Err(anyhow::anyhow!("{e}")),
     };
     store.close().await?;

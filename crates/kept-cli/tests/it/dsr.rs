@@ -218,3 +218,75 @@ fn a_request_is_filed_for_the_subject_an_email_address_names() {
     ]);
     assert_eq!(two.status.code(), Some(2), "one identifier at a time");
 }
+
+#[test]
+fn a_request_in_progress_completes_once_its_tasks_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, manifest) = demo_database(dir.path());
+    let key = dir.path().join("ledger.key");
+    std::fs::write(&key, "03".repeat(32)).unwrap();
+    let run = |args: &[&str]| dsr(dir.path(), &db, &manifest, Some(&key), args);
+    let filed = json(&run(&[
+        "new",
+        "--user-id",
+        "u000011",
+        "--kind",
+        "opt-out",
+        "--verification",
+        "company-stated",
+        "--reference",
+        "case-7",
+        "--format",
+        "json",
+    ]));
+    let id = filed["id"].as_u64().unwrap().to_string();
+    assert!(run(&["advance", &id]).status.success());
+    let working = json(&run(&["advance", &id, "--format", "json"]));
+    assert_eq!(working["state"], "in_progress");
+    let targets: Vec<&str> = working["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["kept", "system:ad_partner"]);
+
+    let early = run(&["advance", &id, "--to", "completed", "--format", "json"]);
+    assert_eq!(early.status.code(), Some(1));
+    assert_eq!(json(&early)["code"], "request.tasks_pending");
+    let malformed = run(&["handled", &id, "shop", "--note", "x"]);
+    assert_eq!(malformed.status.code(), Some(2));
+
+    let kept = json(&run(&[
+        "handled",
+        &id,
+        "kept",
+        "--note",
+        "gate written by hand",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(kept["state"], "in_progress");
+    let done = run(&[
+        "handled",
+        &id,
+        "system:ad_partner",
+        "--note",
+        "opted out in the partner's console",
+    ]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert!(text.contains("completed"), "{text}");
+    assert!(text.contains("task system:ad_partner"), "{text}");
+    let again = run(&[
+        "handled", &id, "kept", "--note", "again", "--format", "json",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(json(&again)["code"], "request.task_settled");
+    let verified = json(&run(&["verify", "--format", "json"]));
+    assert_eq!(verified["verdict"], "intact");
+}

@@ -657,9 +657,23 @@ impl Converter<'_> {
                         ),
                     ));
                 }
+                let acknowledge = match &w.acknowledge {
+                    None => Acknowledge::default(),
+                    Some(a) => Acknowledge::parse(a.get_ref()).ok_or_else(|| {
+                        self.invalid(
+                            a.span(),
+                            format!(
+                                "invalid acknowledge `{}`, expected `callback` or `on_delivery`",
+                                a.get_ref()
+                            ),
+                        )
+                    })?,
+                };
                 Some(Webhook {
                     url: w.url.into_inner(),
                     secret_env: w.secret_env,
+                    acknowledge,
+                    lifecycle: w.lifecycle,
                 })
             }
         };

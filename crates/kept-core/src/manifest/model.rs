@@ -248,11 +248,56 @@ pub struct SystemUse {
     pub channels: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl Manifest {
+    /// The systems deliveries may go to, in key order: a webhook and a secret to sign with. One
+    /// without a secret gets nothing (`kept lint` warns, `webhook.unsigned`): Kept never sends
+    /// unsigned deliveries.
+    pub fn webhook_systems(&self) -> impl Iterator<Item = (&str, &System)> {
+        self.systems.iter().filter_map(|(key, system)| {
+            let hook = system.webhook.as_ref()?;
+            hook.secret_env.as_ref()?;
+            Some((key.as_str(), system))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Webhook {
     pub url: String,
     /// Name of the environment variable holding the signing secret (never the secret itself).
     pub secret_env: Option<String>,
+    /// How the system says it carried out a data subject request's obligation.
+    pub acknowledge: Acknowledge,
+    /// Whether the system is sent every step of every data subject request
+    /// (`request.received`, `request.verified`, …): `lifecycle = true`.
+    pub lifecycle: bool,
+}
+
+/// How a system acknowledges an obligation (an erasure, a rectification, an opt-out to carry
+/// out): `acknowledge = "callback"` (the default) or `"on_delivery"` in its webhook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acknowledge {
+    /// The system posts to the callback URL the obligation carries, with its token, once done.
+    #[default]
+    Callback,
+    /// The delivery answered 2xx is the acknowledgement (a system that acts on receipt).
+    OnDelivery,
+}
+
+impl Acknowledge {
+    pub const ALL: [Acknowledge; 2] = [Acknowledge::Callback, Acknowledge::OnDelivery];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acknowledge::Callback => "callback",
+            Acknowledge::OnDelivery => "on_delivery",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Acknowledge> {
+        Acknowledge::ALL.into_iter().find(|a| a.as_str() == s)
+    }
 }
 
 /// The organisation's own rules, checked by `kept lint`.

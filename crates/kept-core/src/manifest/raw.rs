@@ -215,6 +215,9 @@ pub(super) struct RawUse {
 pub(super) struct RawWebhook {
     pub url: Spanned<String>,
     pub secret_env: Option<String>,
+    pub acknowledge: Option<Spanned<String>>,
+    #[serde(default)]
+    pub lifecycle: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

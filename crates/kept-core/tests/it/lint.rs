@@ -908,3 +908,24 @@ fn a_legal_basis_table_leaving_regimes_of_a_family_to_a_contradicting_default_is
         assert_eq!(findings(&replace(all_us, quiet), &[]), [], "{quiet}");
     }
 }
+
+#[test]
+fn a_webhook_without_a_secret_is_warned_about() {
+    let unsigned = replace(
+        "owner = \"marketing\"\n\n[[systems.mailer.uses]]",
+        "owner = \"marketing\"\nwebhook = { url = \"https://mailer.example/kept\", acknowledge = \"on_delivery\" }\n\n[[systems.mailer.uses]]",
+    );
+    let found = findings(&unsigned, &[]);
+    assert_eq!(codes_of(&found), BTreeSet::from([codes::WEBHOOK_UNSIGNED]));
+    assert_eq!(found[0].severity, Severity::Warning);
+    assert!(
+        found[0].message.contains("`mailer`"),
+        "{}",
+        found[0].message
+    );
+    let signed = replace(
+        "owner = \"marketing\"\n\n[[systems.mailer.uses]]",
+        "owner = \"marketing\"\nwebhook = { url = \"https://mailer.example/kept\", secret_env = \"KEPT_MAILER_SECRET\", lifecycle = true }\n\n[[systems.mailer.uses]]",
+    );
+    assert_eq!(findings(&signed, &[]), []);
+}

@@ -403,6 +403,12 @@ fn malformed_values_are_errors_at_the_value() {
             "invalid webhook url",
         ),
         (
+            "secret_env = \"KEPT_AD_PARTNER_SECRET\" }",
+            "secret_env = \"KEPT_AD_PARTNER_SECRET\", acknowledge = \"maybe\" }",
+            "\"maybe\"",
+            "invalid acknowledge `maybe`, expected `callback` or `on_delivery`",
+        ),
+        (
             "contact_email = \"privacy@larkspur.example\"",
             "contact_email = { address = \"privacy@larkspur.example\" }",
             "{ address",

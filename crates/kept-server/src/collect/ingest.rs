@@ -919,7 +919,7 @@ async fn forward(
         clock,
         ..
     } = with;
-    if crate::connect::webhook_systems(manifest).next().is_none() {
+    if manifest.webhook_systems().next().is_none() {
         return Ok(());
     }
     let decisions = index.snapshot().ok();

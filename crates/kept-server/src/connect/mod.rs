@@ -10,8 +10,10 @@
 //! (consent withdrawn or an erasure requested in the meantime suppresses the delivery). The
 //! second answer is recorded as the delivery's use (`kept_store::uses`, one per declared
 //! purpose) before the request is sent. An obligation (`DeliveryKind::Obligation`: an erasure
-//! or a withdrawal a system must carry out) is owed exactly when the decision denies, so the
-//! worker sends it without asking, and records no use.
+//! or a withdrawal a system must carry out, a data subject request's obligation or step) is
+//! owed exactly when the decision denies, so the worker sends it without asking, and records no
+//! use; what became of a request's obligation is told to its task
+//! (`requests::tasks::delivery_outcome`).
 
 pub mod api;
 pub mod backoff;
@@ -19,6 +21,7 @@ pub mod forwarder;
 pub mod sign;
 
 pub use forwarder::{DELIVERIES, ForwardConfig, Forwarder, QUEUED, WITHHELD, describe_metrics};
+pub use sign::{message_id, rfc3339};
 
 use crate::clock::Clock;
 use crate::index::IndexHandle;
@@ -44,6 +47,8 @@ pub struct Forwarding {
     pub manifest: Arc<Manifest>,
     pub forwarder: Arc<Forwarder>,
     pub clock: Clock,
+    /// The requests service, told what became of each obligation of a request (its task).
+    pub requests: crate::requests::work::Work,
 }
 
 impl std::fmt::Debug for Forwarding {
@@ -229,7 +234,8 @@ pub fn decide_systems<'m>(
     subject: SubjectId,
     now: UnixMillis,
 ) -> SystemDecisions<'m> {
-    webhook_systems(manifest)
+    manifest
+        .webhook_systems()
         .map(|(key, system)| (key, decide_system(decisions, system, subject, now)))
         .collect()
 }
@@ -294,16 +300,6 @@ pub(crate) fn count_withheld(system: &str, reason: &str) {
     .increment(1);
 }
 
-/// The systems deliveries may go to: a webhook and a secret to sign with. One without a
-/// secret is skipped (and reported at start): Kept never sends unsigned deliveries.
-pub(crate) fn webhook_systems(manifest: &Manifest) -> impl Iterator<Item = (&str, &System)> {
-    manifest.systems.iter().filter_map(|(key, system)| {
-        let hook = system.webhook.as_ref()?;
-        hook.secret_env.as_ref()?;
-        Some((key.as_str(), system))
-    })
-}
-
 /// Problems with the manifest's webhooks, for the log at start (a secret that is not set).
 pub fn webhook_warnings(manifest: &Manifest, forwarder: &Forwarder) -> Vec<String> {
     manifest
@@ -316,21 +312,6 @@ pub fn webhook_warnings(manifest: &Manifest, forwarder: &Forwarder) -> Vec<Strin
                 .map(|e| format!("system `{key}`: {e}"))
         })
         .collect()
-}
-
-/// The `webhook-id` of an event's delivery to a system: the same for every attempt and for a
-/// retried event, different for every other pair.
-pub fn message_id(event_id: &str, system: &str) -> String {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"kept.webhook.v1\0");
-    hasher.update(event_id.as_bytes());
-    hasher.update(b"\0");
-    hasher.update(system.as_bytes());
-    let hash = hasher.finalize();
-    format!(
-        "msg_{}",
-        hex::encode(hash.as_bytes().get(..16).unwrap_or_default())
-    )
 }
 
 /// The body sent: the Standard Webhooks envelope (`type`, `timestamp`, `data`) around the
@@ -356,12 +337,6 @@ pub fn payload(
         },
     });
     body.to_string()
-}
-
-fn rfc3339(at: UnixMillis) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 /// What one round of the worker did.
@@ -456,6 +431,9 @@ impl Forwarding {
             metrics::counter!(DELIVERIES, "system" => d.system.clone(), "outcome" => outcome)
                 .increment(1);
             match self.store.record_attempt(d.id, &attempt).await {
+                Ok(()) if d.kind == DeliveryKind::Obligation => {
+                    crate::requests::tasks::delivery_outcome(&self.requests, &d, &attempt).await;
+                }
                 Ok(()) => {}
                 // Erased meanwhile: nothing left to record.
                 Err(StoreError::NotFound { .. }) => {}

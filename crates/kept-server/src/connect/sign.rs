@@ -1,6 +1,8 @@
 //! Signing deliveries the Standard Webhooks way: `webhook-signature: v1,<base64 HMAC-SHA256>`
 //! over `"{webhook-id}.{webhook-timestamp}.{body}"`, keyed with the system's secret.
 //!
+//! The `webhook-id` (`message_id`) and the envelope's time (`rfc3339`) are made here too.
+//!
 //! A secret is written `whsec_<base64>` (the prefix is optional), as the reference libraries
 //! read it. It lives in the environment variable the manifest names (`secret_env`), never in the
 //! manifest, and never reaches a log: `Debug` shows only its length.
@@ -83,6 +85,28 @@ impl WebhookSecret {
         mac.update(body);
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
+}
+
+/// The `webhook-id` of an event's delivery to a system: the same for every attempt and for a
+/// retried event, different for every other pair.
+pub fn message_id(event_id: &str, system: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kept.webhook.v1\0");
+    hasher.update(event_id.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(system.as_bytes());
+    let hash = hasher.finalize();
+    format!(
+        "msg_{}",
+        hex::encode(hash.as_bytes().get(..16).unwrap_or_default())
+    )
+}
+
+/// A time as the envelope's `timestamp` writes it (RFC 3339, UTC, milliseconds).
+pub fn rfc3339(at: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 /// Where secrets are read from by variable name: the process environment in production, a map

@@ -73,6 +73,10 @@ pub enum ApiError {
     /// refuses it, 422 when the input does; the code is the request's (`request.closed`, …).
     #[error("{0}")]
     Request(#[from] kept_core::requests::RequestError),
+    /// An acknowledgement of a data subject request's obligation whose token is not the one
+    /// the obligation carried for that request and system (403).
+    #[error("`token` is not the acknowledgement token of this request's obligation to this system")]
+    AckTokenInvalid,
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,
     #[error("the request took longer than {0} seconds")]
@@ -167,6 +171,7 @@ impl ApiError {
             ApiError::Rejected { status, .. } if status.is_server_error() => "server.internal",
             ApiError::Rejected { .. } => "request.rejected",
             ApiError::NotFound(_) => "not_found",
+            ApiError::AckTokenInvalid => "request.ack_token_invalid",
             ApiError::Request(e) => e.code(),
             ApiError::MethodNotAllowed => "request.method_not_allowed",
             ApiError::Timeout(_) => "server.timeout",
@@ -191,6 +196,7 @@ impl ApiError {
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::Rejected { status, .. } => *status,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::AckTokenInvalid => StatusCode::FORBIDDEN,
             ApiError::Request(e) if e.is_conflict() => StatusCode::CONFLICT,
             ApiError::Request(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -233,6 +239,7 @@ impl ApiError {
                     | ApiError::InvalidEvent { field, .. }
                     | ApiError::WriteKeyRefused { field, .. } => Some(field.clone()),
                     ApiError::Request(e) => Some(e.field().to_owned()),
+                    ApiError::AckTokenInvalid => Some("token".to_owned()),
                     _ => None,
                 },
                 index: match self {

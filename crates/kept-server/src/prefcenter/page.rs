@@ -1209,8 +1209,7 @@ pub async fn erase(posted: Posted) -> Response {
         // The first click also files it as a data subject request, with its log.
         if standing.subject.erasure_requested_at.is_none() {
             crate::requests::service::file_from_preference_center(
-                state.store.as_ref(),
-                &state.ledger,
+                &state.work(),
                 &standing.subject,
                 standing.regime,
                 kept_core::requests::RequestKind::Erasure,

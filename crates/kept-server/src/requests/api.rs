@@ -1,6 +1,8 @@
 //! `/v1/requests`: data subject requests for the privacy team (role `privacy`, and `admin`):
-//! file one, list them by state, kind, subject and due date, show one with its log, and take
-//! its steps (advance, extend, reject). Each answer shows the request as stored after its
+//! file one, list them by state, kind, subject and due date, show one with its log and its
+//! tasks, take its steps (advance, extend, reject) and mark a task handled by hand. And the one
+//! route a system calls without an API key: the acknowledgement of its obligation, authorised
+//! by the token the obligation carried. Each answer shows the request as stored after its
 //! transaction committed.
 
 use crate::http::auth::{Authorized, role};
@@ -8,7 +10,7 @@ use crate::http::error::{
     ApiError, ErrorBody, JsonBody, PathParams, query_limit, query_number, query_row_id,
 };
 use crate::identity::resolve::{SubjectInput, resolve_subjects};
-use crate::requests::service;
+use crate::requests::{service, tasks};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -16,11 +18,11 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use kept_core::regime::Regime;
 use kept_core::requests::{
-    Channel, Intake, LogRecord, Request, RequestKind, Scope, State as RequestState, Transition,
-    Verification,
+    Channel, Intake, LogRecord, Request, RequestError, RequestKind, Scope, State as RequestState,
+    Target, TaskState, Transition, Verification,
 };
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::requests::{MAX_REQUEST_PAGE, RequestFilter};
+use kept_store::requests::{MAX_REQUEST_PAGE, RequestFilter, RequestTask};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -103,6 +105,34 @@ pub struct LogView {
     pub detail: BTreeMap<String, String>,
 }
 
+/// One task of a request's work, and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    /// What it is done on: `kept`, `dataset:<name>` or `system:<name>`.
+    #[schema(example = "system:crm")]
+    pub target: String,
+    pub state: TaskState,
+    /// What the work did (counts as JSON), why its last try failed (a dead letter's error), or
+    /// the note of an operator who handled it by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Tries reported: each failed one, and the one that was done.
+    pub attempts: u32,
+    pub updated_at: i64,
+}
+
+impl From<RequestTask> for TaskView {
+    fn from(t: RequestTask) -> TaskView {
+        TaskView {
+            target: t.target,
+            state: t.state,
+            detail: t.detail,
+            attempts: t.attempts,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
 /// A data subject request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RequestView {
@@ -143,6 +173,10 @@ pub struct RequestView {
     /// Every step, oldest first (shown by `GET /v1/requests/{id}` and by the steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<Vec<LogView>>,
+    /// The work it owes, by target, from the moment it is in progress (shown with the log):
+    /// it completes once every task is `done` or `handled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<TaskView>>,
 }
 
 impl RequestView {
@@ -168,7 +202,14 @@ impl RequestView {
             reason: r.reason,
             updated_at: r.updated_at,
             log,
+            tasks: None,
         }
+    }
+
+    /// The view with the request's tasks.
+    pub fn with_tasks(mut self, tasks: Vec<RequestTask>) -> RequestView {
+        self.tasks = Some(tasks.into_iter().map(TaskView::from).collect());
+        self
     }
 }
 
@@ -186,14 +227,15 @@ fn log_view(seq: u64, hash: kept_core::ledger::ChainHash, r: LogRecord) -> LogVi
     }
 }
 
-/// A request with its whole log.
+/// A request with its whole log and its tasks.
 async fn shown(state: &AppState, request: Request) -> Result<RequestView, ApiError> {
     let log = service::log_of(state.store.as_ref(), request.id)
         .await?
         .into_iter()
         .map(|(seq, hash, r)| log_view(seq, hash, r))
         .collect();
-    Ok(RequestView::new(request, state.now(), Some(log)))
+    let tasks = state.store.request_tasks(request.id).await?;
+    Ok(RequestView::new(request, state.now(), Some(log)).with_tasks(tasks))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -280,13 +322,7 @@ pub async fn create(
         region: subject.region.clone(),
         at: now,
     };
-    let stepped = service::file(
-        state.store.as_ref(),
-        &state.ledger,
-        intake,
-        &actor(&caller.key),
-    )
-    .await?;
+    let stepped = service::file(&state.work(), intake, &actor(&caller.key)).await?;
     Ok((
         StatusCode::CREATED,
         Json(shown(&state, stepped.request).await?),
@@ -409,7 +445,7 @@ pub async fn show(
         (status = 401, description = "no key, or an invalid one", body = ErrorBody),
         (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
         (status = 404, description = "no request with this id", body = ErrorBody),
-        (status = 409, description = "the request's state refuses the step: `request.closed`, `request.unexpected_step`, `request.unverified`, `request.already_verified`", body = ErrorBody),
+        (status = 409, description = "the request's state refuses the step: `request.closed`, `request.unexpected_step`, `request.unverified`, `request.already_verified`, `request.tasks_pending` (a task is neither done nor handled; the message names them)", body = ErrorBody),
         (status = 422, description = "a field is invalid (`request.verification`, `request.too_long`, …); `error.field` names it", body = ErrorBody),
     )
 )]
@@ -502,14 +538,183 @@ async fn take(
             "no data subject request has id `{id}`"
         )));
     }
-    let stepped = service::step(
-        state.store.as_ref(),
-        &state.ledger,
+    let stepped = service::step(&state.work(), id, step, &actor(&caller.key), state.now()).await?;
+    Ok(Json(shown(state, stepped.request).await?))
+}
+
+/// An acknowledgement a system sends once it carried out its obligation.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Acknowledgement {
+    /// The `data.callback.token` of the obligation.
+    pub token: String,
+    /// The system's own reference for what it did (a ticket, a job id), kept on the task.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// What a system is answered when it acknowledges: its task, and the request's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Acknowledged {
+    pub request: u64,
+    pub system: String,
+    pub task: TaskView,
+    /// The request's state after it (`completed` once this was the last task).
+    pub state: RequestState,
+    /// `true` when the task was settled already: nothing changed.
+    pub replayed: bool,
+}
+
+/// An operator's account of a task done by hand.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Handled {
+    /// What was done, and how it is known (kept on the task and in the requests log).
+    pub note: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SystemPath {
+    id: u64,
+    system: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TaskPath {
+    id: u64,
+    target: String,
+}
+
+/// A task the request does not have is a 404, like the request itself.
+fn task_not_found(e: ApiError) -> ApiError {
+    match e {
+        ApiError::Request(RequestError::UnknownTask { target }) => {
+            ApiError::NotFound(format!("the request has no task `{target}`"))
+        }
+        ApiError::Store(kept_store::StoreError::NotFound { .. }) => {
+            ApiError::NotFound("no data subject request has this id".to_owned())
+        }
+        e => e,
+    }
+}
+
+/// A system acknowledges that it carried out its obligation for a request (the callback the
+/// obligation carries). No API key: the token the obligation carried is the authority. A
+/// replay answers the same, with `replayed`, and changes nothing; once every task of the
+/// request is settled, the request is completed.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/systems/{system}/ack",
+    operation_id = "acknowledge_obligation",
+    tag = "requests",
+    params(
+        ("id" = u64, Path, description = "the request's id (`data.request` of the obligation)"),
+        ("system" = String, Path, description = "the system's key in the manifest (`data.system`)"),
+    ),
+    request_body = Acknowledgement,
+    responses(
+        (status = 200, body = Acknowledged),
+        (status = 400, description = "the body is not JSON", body = ErrorBody),
+        (status = 403, description = "`request.ack_token_invalid`: the token is not this obligation's", body = ErrorBody),
+        (status = 404, description = "the request has no task for this system", body = ErrorBody),
+        (status = 409, description = "`request.not_in_progress`: the request was rejected or is not in progress", body = ErrorBody),
+        (status = 422, description = "a field is missing or invalid; `error.field` names it", body = ErrorBody),
+    )
+)]
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    PathParams(SystemPath { id, system }): PathParams<SystemPath>,
+    JsonBody(body): JsonBody<Acknowledgement>,
+) -> Result<Json<Acknowledged>, ApiError> {
+    if body.token.trim().is_empty() {
+        return Err(ApiError::invalid_field("token", "`token` is required"));
+    }
+    if id > crate::http::error::MAX_ROW_ID || Target::parse(&format!("system:{system}")).is_none() {
+        // Nothing a token could have been made for: refused like a wrong token.
+        return Err(ApiError::AckTokenInvalid);
+    }
+    let settled = tasks::acknowledge(
+        &state.work(),
         id,
-        step,
+        &system,
+        &body.token,
+        body.reference,
+        state.now(),
+    )
+    .await
+    .map_err(task_not_found)?;
+    let target = format!("system:{system}");
+    let task = settled
+        .tasks
+        .into_iter()
+        .find(|t| t.target == target)
+        .ok_or_else(|| ApiError::NotFound(format!("the request has no task `{target}`")))?;
+    Ok(Json(Acknowledged {
+        request: id,
+        system,
+        task: task.into(),
+        state: settled.request.state,
+        replayed: settled.replayed,
+    }))
+}
+
+/// Marks a task of a request in progress handled by hand, with a note saying what was done
+/// (a system without a webhook called, a dead letter's erasure done in its console). Once
+/// every task is settled, the request is completed. A task settled already is refused with
+/// `request.task_settled`.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/tasks/{target}/handled",
+    operation_id = "handle_request_task",
+    tag = "requests",
+    params(
+        ("id" = u64, Path, description = "the request's id"),
+        ("target" = String, Path, description = "the task's target: `kept`, `dataset:<name>` or `system:<name>`"),
+    ),
+    request_body = Handled,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = RequestView),
+        (status = 400, description = "the body is not JSON", body = ErrorBody),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no request with this id, or no such task", body = ErrorBody),
+        (status = 409, description = "`request.task_settled` (done or handled already) or `request.not_in_progress`", body = ErrorBody),
+        (status = 422, description = "`note` is blank or too long, or `target` malformed; `error.field` names it", body = ErrorBody),
+    )
+)]
+pub async fn handled(
+    caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(TaskPath { id, target }): PathParams<TaskPath>,
+    JsonBody(body): JsonBody<Handled>,
+) -> Result<Json<RequestView>, ApiError> {
+    let Some(target) = Target::parse(&target) else {
+        return Err(ApiError::invalid_field(
+            "target",
+            format!("`{target}` is not a task target: `kept`, `dataset:<name>` or `system:<name>`"),
+        ));
+    };
+    if id > crate::http::error::MAX_ROW_ID {
+        return Err(ApiError::NotFound(format!(
+            "no data subject request has id `{id}`"
+        )));
+    }
+    let settled = tasks::handled(
+        &state.work(),
+        id,
+        &target,
+        &body.note,
         &actor(&caller.key),
         state.now(),
     )
-    .await?;
-    Ok(Json(shown(state, stepped.request).await?))
+    .await
+    .map_err(task_not_found)?;
+    if settled.replayed {
+        return Err(RequestError::TaskSettled {
+            target: target.to_string(),
+        }
+        .into());
+    }
+    Ok(Json(shown(&state, settled.request).await?))
 }

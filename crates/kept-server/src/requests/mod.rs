@@ -1,10 +1,15 @@
 //! Data subject requests: filing one with its legal deadline, its steps through a state
-//! machine (`kept_core::requests`), each step a record of the hash-chained requests log, and
-//! the lifecycle hook every step calls (`service::on_transition`). Handlers in `api`, the work
-//! in `service`; exports, erasure and propagation to systems plug in at the hook.
+//! machine (`kept_core::requests`), each step a record of the hash-chained requests log, the
+//! lifecycle hook every step calls (`service::on_transition`), and the work a request owes:
+//! its tasks (`work`: the handles and which targets are owed; `tasks`: finished, acknowledged,
+//! handled by hand, then the request completed) and its propagation to the manifest's systems
+//! (`propagate`: obligations, acknowledgement tokens, lifecycle webhooks). Handlers in `api`.
 
 pub mod api;
+pub mod propagate;
 pub mod service;
+pub mod tasks;
+pub mod work;
 
 use crate::state::AppState;
 use axum::Router;
@@ -18,4 +23,12 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/requests/{id}/advance", post(api::advance))
         .route("/v1/requests/{id}/extend", post(api::extend))
         .route("/v1/requests/{id}/reject", post(api::reject))
+        .route(
+            "/v1/requests/{id}/systems/{system}/ack",
+            post(api::acknowledge),
+        )
+        .route(
+            "/v1/requests/{id}/tasks/{target}/handled",
+            post(api::handled),
+        )
 }

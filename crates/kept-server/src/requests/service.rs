@@ -1,10 +1,12 @@
 //! The requests service: files a data subject request with its deadline, takes its steps,
-//! tells the lifecycle hook of each, and verifies the requests log. It takes the store and the
-//! ledger (whose key signs the log's checkpoints), never the whole `AppState`, so the CLI runs
-//! the same code offline.
+//! tells the lifecycle hook of each, and verifies the requests log. It takes `Work` (the store,
+//! the ledger whose key signs the log's checkpoints, the manifest, …), never the whole
+//! `AppState`, so the CLI runs the same code offline.
 
 use crate::consent::ledger::{Ledger, VerifyingKey};
 use crate::http::error::ApiError;
+use crate::requests::propagate;
+use crate::requests::work::Work;
 use kept_core::UnixMillis;
 use kept_core::ledger::{ChainHash, Checkpoint, VerifyError, check_checkpoint_chain, key_id};
 use kept_core::requests::{Intake, LogRecord, Transition, decode_record, intake};
@@ -24,20 +26,15 @@ pub const DUE_SOON: i64 = 7 * 24 * 60 * 60 * 1000;
 /// Files a request: its deadline from the law's rows for the subject's regime and region
 /// (`strictest` when unknown), the request and its intake record in one transaction, the
 /// record covered by a checkpoint signed with the ledger key.
-pub async fn file(
-    store: &dyn Store,
-    ledger: &Ledger,
-    new: Intake,
-    actor: &str,
-) -> Result<Stepped, ApiError> {
+pub async fn file(work: &Work, new: Intake, actor: &str) -> Result<Stepped, ApiError> {
     let rights = Rights::shipped()
         .map_err(|e| ApiError::Internal(format!("the shipped request deadlines: {e}")))?;
     let request = intake(rights, new)?;
     // The signer the store's checkpoints need is installed once the key is published.
-    ledger.publish_verifying_key().await?;
-    let stepped = store.file_request(request, actor).await?;
-    witness(ledger, &stepped);
-    on_transition(&stepped);
+    work.ledger.publish_verifying_key().await?;
+    let stepped = work.store.file_request(request, actor).await?;
+    witness(&work.ledger, &stepped);
+    on_transition(work, &stepped).await;
     Ok(stepped)
 }
 
@@ -47,8 +44,7 @@ pub const PREFERENCE_CENTER: &str = "preference_center";
 /// A request the signed-in customer makes in the preference center (the delete button): the
 /// session, opened by a signed link to a verified address, is the verification recorded.
 pub async fn file_from_preference_center(
-    store: &dyn Store,
-    ledger: &Ledger,
+    work: &Work,
     subject: &kept_core::subject::Subject,
     regime: kept_core::regime::Regime,
     kind: kept_core::requests::RequestKind,
@@ -68,24 +64,24 @@ pub async fn file_from_preference_center(
         region: subject.region.clone(),
         at: now,
     };
-    file(store, ledger, intake, PREFERENCE_CENTER).await
+    file(work, intake, PREFERENCE_CENTER).await
 }
 
-/// Takes `step` on request `id`: allowed or refused on the row as it is inside the write's
-/// transaction, so two callers racing cannot both take it.
+/// Takes `step` on request `id`: allowed or refused on the row (and its tasks) as they are
+/// inside the write's transaction, so two callers racing cannot both take it. A step into
+/// `completed` is refused while a task is not settled (`request.tasks_pending`, naming them).
 pub async fn step(
-    store: &dyn Store,
-    ledger: &Ledger,
+    work: &Work,
     id: u64,
     step: &Transition,
     actor: &str,
     now: UnixMillis,
 ) -> Result<Stepped, ApiError> {
-    ledger.publish_verifying_key().await?;
-    match store.step_request(id, step, actor, now).await {
+    work.ledger.publish_verifying_key().await?;
+    match work.store.step_request(id, step, actor, now).await {
         Ok(Ok(stepped)) => {
-            witness(ledger, &stepped);
-            on_transition(&stepped);
+            witness(&work.ledger, &stepped);
+            on_transition(work, &stepped).await;
             Ok(stepped)
         }
         Ok(Err(refused)) => Err(refused.into()),
@@ -105,12 +101,25 @@ fn witness(ledger: &Ledger, stepped: &Stepped) {
 }
 
 /// THE lifecycle hook: called once for every step committed (intake included), after its
-/// commit. Lifecycle webhooks to the manifest's systems go out from here: the outbox's
-/// `DeliveryKind::Obligation` (signed, never suppressed by a decision, retried, dead-lettered)
-/// fits them, enqueued in the step's own transaction once propagation is built. Today it logs
-/// the step and counts it.
-pub fn on_transition(stepped: &Stepped) {
+/// commit. It logs and counts the step, queues it for the systems that subscribe to the
+/// lifecycle (`propagate::lifecycle`), and when the request enters `in_progress` opens its
+/// work: its tasks and the systems' obligations (`propagate::open`). What cannot be queued
+/// now is logged, not returned (the step is committed): the sweep opens the work of every
+/// request in progress again (`tasks::sweep`); a lifecycle step lost that way is not resent.
+pub async fn on_transition(work: &Work, stepped: &Stepped) {
     let request = &stepped.request;
+    if let Err(e) = propagate::lifecycle(work, stepped).await {
+        tracing::warn!(request = request.id, error = %e, "cannot queue the request's step for the systems");
+    }
+    let entered = decode_record(&stepped.entry.bytes)
+        .map(|r| propagate::entered(&r))
+        .unwrap_or(false);
+    if entered
+        && request.state == kept_core::requests::State::InProgress
+        && let Err(e) = propagate::open(work, request, request.updated_at).await
+    {
+        tracing::warn!(request = request.id, error = %e, "cannot open the request's work; the sweep tries again");
+    }
     tracing::info!(
         request = request.id,
         kind = request.kind.as_str(),

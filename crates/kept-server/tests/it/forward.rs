@@ -30,13 +30,14 @@ const ADS: &str = "marketing.advertising.third_party.targeted";
 // --- the receiver ------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: String,
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: String,
 }
 
+/// A system's webhook endpoint on a loopback port, as `propagate` uses it too.
 #[derive(Clone)]
-struct Receiver {
+pub struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     /// The status it answers with.
     status: Arc<AtomicU16>,
@@ -46,7 +47,7 @@ struct Receiver {
 
 impl Receiver {
     /// Listens on a free loopback port; returns the URL to post to.
-    async fn start() -> (Receiver, String) {
+    pub async fn start() -> (Receiver, String) {
         let receiver = Receiver {
             got: Arc::new(Mutex::new(Vec::new())),
             status: Arc::new(AtomicU16::new(200)),
@@ -61,11 +62,11 @@ impl Receiver {
         (receiver, url)
     }
 
-    fn answer(&self, status: u16) {
+    pub fn answer(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 }
@@ -91,7 +92,7 @@ async fn receive(
 /// Verifies one delivery as a receiver would: the secret's base64 after `whsec_`, HMAC-SHA256
 /// over `id.timestamp.body`, any one of the space-separated `v1,` signatures matching, and the
 /// timestamp within five minutes of `now`. Returns the message id.
-fn verify(secret: &str, received: &Received, now: UnixMillis) -> Result<String, String> {
+pub fn verify(secret: &str, received: &Received, now: UnixMillis) -> Result<String, String> {
     let header = |name: &str| {
         received
             .headers
@@ -133,6 +134,7 @@ fn manifest_posting_to(url: &str) -> Manifest {
     ads.webhook = Some(Webhook {
         url: url.to_owned(),
         secret_env: Some("KEPT_AD_PARTNER_SECRET".into()),
+        ..Webhook::default()
     });
     ads.uses = vec![SystemUse {
         purpose: ADS.into(),

@@ -21,6 +21,7 @@ mod identity;
 mod notices;
 mod openapi;
 mod prefcenter;
+mod propagate;
 mod quarantine;
 mod reads;
 mod requests;

@@ -121,11 +121,44 @@ async fn a_request_goes_through_its_steps_and_its_log_shows_each() {
     let twice = step(&app, id, "extend", json!({ "reason": "again" })).await;
     assert_eq!(twice.status, StatusCode::CONFLICT);
     assert_eq!(twice.code(), "request.extended_twice");
-    for to in ["in_progress", "completed"] {
-        let answer = step(&app, id, "advance", json!({ "to": to })).await;
+    let working = step(&app, id, "advance", json!({ "to": "in_progress" })).await;
+    assert_eq!(working.status, StatusCode::OK, "{}", working.text);
+    assert_eq!(working.json["state"], "in_progress");
+    // An erasure owes Kept's own data and every system with a signed webhook (the demo's ad
+    // partner): completing it by hand is refused while they are pending.
+    let targets: Vec<String> = working.json["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(targets, ["kept", "system:ad_partner"]);
+    let early = step(&app, id, "advance", json!({ "to": "completed" })).await;
+    assert_eq!(early.status, StatusCode::CONFLICT, "{}", early.text);
+    assert_eq!(early.code(), "request.tasks_pending");
+    assert!(early.text.contains("`system:ad_partner`"), "{}", early.text);
+    let mut last = None;
+    for target in &targets {
+        let answer = step(
+            &app,
+            id,
+            &format!("tasks/{target}/handled"),
+            json!({ "note": "done by hand" }),
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-        assert_eq!(answer.json["state"], to);
+        last = Some(answer);
     }
+    // The last task settled completes the request, by Kept.
+    let last = last.unwrap();
+    assert_eq!(last.json["state"], "completed", "{}", last.text);
+    assert!(
+        last.json["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "handled" && t["detail"] == "done by hand")
+    );
     let closed = step(&app, id, "reject", json!({ "reason": "too late" })).await;
     assert_eq!(closed.status, StatusCode::CONFLICT);
     assert_eq!(closed.code(), "request.closed");
@@ -141,8 +174,32 @@ async fn a_request_goes_through_its_steps_and_its_log_shows_each() {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|s| s["from"] != s["to"])
         .map(|s| (s["from"].clone(), s["to"].clone()))
         .collect();
+    let settled: Vec<(Value, Value)> = shown.json["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["from"] == s["to"])
+        .map(|s| {
+            (
+                s["detail"]["task"].clone(),
+                s["detail"]["task.state"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        settled,
+        [
+            (json!("kept"), json!("handled")),
+            (json!("system:ad_partner"), json!("handled"))
+        ]
+    );
+    assert_eq!(
+        shown.json["log"].as_array().unwrap().last().unwrap()["actor"],
+        "kept"
+    );
     assert_eq!(
         steps,
         vec![
@@ -157,8 +214,8 @@ async fn a_request_goes_through_its_steps_and_its_log_shows_each() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(report.records, 5);
-    assert_eq!(report.checkpoints, 5);
+    assert_eq!(report.records, 7);
+    assert_eq!(report.checkpoints, 7);
 }
 
 #[tokio::test]
@@ -508,14 +565,18 @@ async fn a_witness_finds_a_tail_cut_away_with_its_checkpoints() {
         )
         .unwrap(),
     );
-    let ledger =
+    let ledger = std::sync::Arc::new(
         kept_server::consent::ledger::Ledger::new(app.store.clone(), crate::support::signing_key())
-            .with_requests_witness(witness);
+            .with_requests_witness(witness),
+    );
+    let work = kept_server::requests::work::Work {
+        ledger: ledger.clone(),
+        ..app.state.work()
+    };
     let mut ids = Vec::new();
     for subject in &app.subjects[..3] {
         let filed = service::file(
-            app.store.as_ref(),
-            &ledger,
+            &work,
             kept_core::requests::Intake {
                 subject: *subject,
                 kind: kept_core::requests::RequestKind::Access,
@@ -533,8 +594,7 @@ async fn a_witness_finds_a_tail_cut_away_with_its_checkpoints() {
         ids.push(filed.request.id);
     }
     let rejected = service::step(
-        app.store.as_ref(),
-        &ledger,
+        &work,
         ids[2],
         &kept_core::requests::Transition::Reject {
             reason: "not them".to_owned(),

@@ -197,6 +197,22 @@ fn endpoints() -> Vec<Endpoint> {
             success: StatusCode::NOT_FOUND,
         },
         Endpoint {
+            operation: "POST /v1/requests/{id}/tasks/{target}/handled",
+            path: "/v1/requests/999999/tasks/kept/handled",
+            body: Some(|_| r#"{"note": "matrix"}"#.to_owned()),
+            access: Key(Role::Privacy),
+            success: StatusCode::NOT_FOUND,
+        },
+        // A system acknowledging its obligation sends no key: the token is the authority, and
+        // any key, good or bad, is not read. A token not made for this request is refused.
+        Endpoint {
+            operation: "POST /v1/requests/{id}/systems/{system}/ack",
+            path: "/v1/requests/999999/systems/ad_partner/ack",
+            body: Some(|_| format!(r#"{{"token": "{}"}}"#, "0".repeat(64))),
+            access: Open,
+            success: StatusCode::FORBIDDEN,
+        },
+        Endpoint {
             operation: "GET /v1/decision-log",
             path: "/v1/decision-log?limit=10",
             body: None,

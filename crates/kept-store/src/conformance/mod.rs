@@ -105,6 +105,7 @@ macro_rules! conformance_tests {
             requests_are_filed_stepped_and_logged,
             requests_a_refused_step_changes_nothing,
             requests_list_by_filter_and_count_what_is_due,
+            requests_complete_only_when_every_task_is_settled,
         );
         $crate::conformance_tests!(@module $harness, $crate::conformance::operators;
             operators_are_created_once_per_email_and_read_back,

@@ -7,8 +7,8 @@ use kept_core::SubjectId;
 use kept_core::ledger::{ChainHash, Columns, check_checkpoint_chain};
 use kept_core::regime::Regime;
 use kept_core::requests::{
-    Channel, Intake, LogRecord, Request, RequestKind, Scope, State, Transition, Verification,
-    VerificationMethod, decode_record,
+    Channel, Intake, LogRecord, Request, RequestKind, Scope, State, TaskState, Transition,
+    Verification, VerificationMethod, decode_record,
 };
 use kept_core::rights::Rights;
 use std::sync::Arc;
@@ -359,4 +359,163 @@ pub async fn requests_list_by_filter_and_count_what_is_due(store: Arc<dyn Store>
     );
     let counts = store.open_request_counts(T0, 7 * 24 * HOUR).await.unwrap();
     assert_eq!(counts, OpenCounts::default());
+}
+
+pub async fn requests_complete_only_when_every_task_is_settled(store: Arc<dyn Store>) {
+    let signer = TestSigner::new(4);
+    store.set_checkpoint_signer(Some(signer.clone()));
+    let s = subject(store.as_ref()).await;
+    let id = store
+        .file_request(intake(s, RequestKind::Erasure), "key:test")
+        .await
+        .unwrap()
+        .request
+        .id;
+    let targets: Vec<String> = ["kept", "dataset:shop", "system:crm"]
+        .map(str::to_owned)
+        .to_vec();
+    let missing = store.create_request_tasks(999_999, &targets, T0).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+    let tasks = store.create_request_tasks(id, &targets, T0).await.unwrap();
+    assert_eq!(
+        tasks.iter().map(|t| t.target.as_str()).collect::<Vec<_>>(),
+        ["dataset:shop", "kept", "system:crm"]
+    );
+    assert!(tasks.iter().all(|t| t.state == TaskState::Pending
+        && t.attempts == 0
+        && t.detail.is_none()
+        && t.created_at == T0));
+
+    let settle = |target: &str, handled: bool, note: Option<&str>| Transition::Settle {
+        target: target.to_owned(),
+        handled,
+        note: note.map(str::to_owned),
+        detail: Some(r#"{"rows":3}"#.to_owned()),
+    };
+    // Nothing settles before the request is in progress.
+    let early = store
+        .step_request(id, &settle("kept", false, None), "kept", T0)
+        .await
+        .unwrap();
+    assert_eq!(early.unwrap_err().code(), "request.not_in_progress");
+    let step = |t: Transition, at: i64| {
+        let store = store.clone();
+        async move { store.step_request(id, &t, "key:test", at).await.unwrap() }
+    };
+    step(advance(Some(stated())), T0 + 1).await.unwrap();
+    step(advance(None), T0 + 2).await.unwrap();
+
+    // A try that failed is recorded without settling, and counted.
+    let failed = store
+        .set_request_task(
+            id,
+            "system:crm",
+            TaskState::Failed,
+            Some("answered 500"),
+            T0 + 3,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.detail.as_deref(), Some("answered 500"));
+    assert_eq!(failed.updated_at, T0 + 3);
+    assert_eq!(
+        store
+            .set_request_task(id, "system:nope", TaskState::Failed, None, T0 + 3)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Completing while tasks are open is refused, naming them, and changes nothing.
+    let log_before = store.request_log_rows(0, u32::MAX).await.unwrap().len();
+    let refused = step(advance(None), T0 + 4).await.unwrap_err();
+    assert_eq!(refused.code(), "request.tasks_pending");
+    assert_eq!(
+        refused,
+        kept_core::requests::RequestError::TasksPending {
+            targets: targets_sorted(&["dataset:shop", "kept", "system:crm"])
+        }
+    );
+    assert_eq!(
+        store.request(id).await.unwrap().unwrap().state,
+        State::InProgress
+    );
+
+    // Settling writes the task and its log record together.
+    let done = step(settle("kept", false, None), T0 + 5).await.unwrap();
+    assert_eq!(done.request.state, State::InProgress);
+    assert!(done.entry.seq > 0);
+    let unknown = step(settle("system:nope", false, None), T0 + 5).await;
+    assert_eq!(unknown.unwrap_err().code(), "request.unknown_task");
+    let again = step(settle("kept", false, None), T0 + 6).await;
+    assert_eq!(again.unwrap_err().code(), "request.task_settled");
+    let no_note = step(settle("system:crm", true, None), T0 + 6).await;
+    assert_eq!(no_note.unwrap_err().code(), "request.reason_required");
+    step(settle("system:crm", true, Some("removed by phone")), T0 + 7)
+        .await
+        .unwrap();
+    step(settle("dataset:shop", false, None), T0 + 8)
+        .await
+        .unwrap();
+    // A settled task never changes again, and a second creation keeps what is there.
+    let unchanged = store
+        .set_request_task(id, "kept", TaskState::Failed, Some("late"), T0 + 9)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unchanged.state, TaskState::Done);
+    let tasks = store
+        .create_request_tasks(id, &targets, T0 + 9)
+        .await
+        .unwrap();
+    let by = |target: &str| tasks.iter().find(|t| t.target == target).unwrap().clone();
+    assert_eq!(by("kept").state, TaskState::Done);
+    assert_eq!(by("kept").attempts, 1);
+    assert_eq!(by("kept").detail.as_deref(), Some(r#"{"rows":3}"#));
+    assert_eq!(by("kept").updated_at, T0 + 5);
+    assert_eq!(by("system:crm").state, TaskState::Handled);
+    assert_eq!(by("system:crm").detail.as_deref(), Some("removed by phone"));
+    assert_eq!(by("system:crm").attempts, 1, "the failed try stays counted");
+    assert_eq!(
+        store.request_log_rows(0, u32::MAX).await.unwrap().len(),
+        log_before + 3
+    );
+
+    let completed = step(advance(None), T0 + 10).await.unwrap();
+    assert_eq!(completed.request.state, State::Completed);
+    let records = verified_log(store.as_ref(), &signer).await;
+    let settled: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r.from == Some(State::InProgress) && r.to == State::InProgress)
+        .map(|r| {
+            let get = |k: &str| {
+                r.detail
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (get("task"), get("task.state"))
+        })
+        .collect();
+    assert_eq!(
+        settled,
+        [
+            ("kept".to_owned(), "done".to_owned()),
+            ("system:crm".to_owned(), "handled".to_owned()),
+            ("dataset:shop".to_owned(), "done".to_owned()),
+        ]
+    );
+}
+
+fn targets_sorted(targets: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = targets.iter().map(|t| (*t).to_owned()).collect();
+    out.sort();
+    out
 }
