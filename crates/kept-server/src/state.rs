@@ -60,6 +60,8 @@ pub struct AppState {
     pub identity: Arc<crate::identity::Identities>,
     /// The preference center: its signing keys, mailer and sign-in limits.
     pub prefcenter: Arc<crate::prefcenter::PrefCenter>,
+    /// Where the connectors read each dataset's URL: the environment variable it names.
+    pub dataset_urls: Arc<crate::subjects::export::DatasetUrls>,
 }
 
 impl fmt::Debug for AppState {
@@ -90,7 +92,17 @@ impl AppState {
             collect: Arc::new(crate::collect::Collector::default()),
             identity: Arc::new(crate::identity::Identities::default()),
             prefcenter: Arc::new(crate::prefcenter::PrefCenter::default()),
+            dataset_urls: Arc::new(|name: &str| std::env::var(name).ok()),
         }
+    }
+
+    /// Reads the datasets' URLs through `urls` instead of the environment.
+    pub fn with_dataset_urls(
+        mut self,
+        urls: Arc<crate::subjects::export::DatasetUrls>,
+    ) -> AppState {
+        self.dataset_urls = urls;
+        self
     }
 
     /// Collects with `collector` (its configuration) instead of the defaults, and resolves
@@ -194,12 +206,22 @@ impl AppState {
         }
     }
 
+    /// What handing an access request's export over reads and writes of this state.
+    pub fn hand_over(&self) -> crate::requests::export::HandOver<'_> {
+        crate::requests::export::HandOver {
+            export: self.export(),
+            index: &self.index,
+            ledger: &self.ledger,
+        }
+    }
+
     /// What exporting everything held about a subject reads of this state.
     pub fn export(&self) -> crate::subjects::export::Export<'_> {
         crate::subjects::export::Export {
             store: self.store.as_ref(),
             identities: &self.identity,
             manifest: &self.manifest,
+            dataset_urls: self.dataset_urls.as_ref(),
         }
     }
 }
