@@ -108,17 +108,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let ledger = ledger(&args.source, &store).await?;
-    let master_key = match &setup.config.master_key_file {
-        Some(path) => {
-            Some(kept_server::identity::load_master_key(path).map_err(anyhow::Error::msg)?)
-        }
-        None => None,
-    };
-    let identities =
-        kept_server::identity::Identities::new(kept_server::identity::IdentityConfig {
-            master_key,
-            ..Default::default()
-        });
+    let identities = crate::cmd::source::identities(&setup.config).map_err(anyhow::Error::msg)?;
     let index = IndexHandle::new(&setup.manifest);
     let env = |name: &str| std::env::var(name).ok();
     let hand_over = HandOver {

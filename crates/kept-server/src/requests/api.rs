@@ -394,7 +394,8 @@ pub async fn show(
 }
 
 /// Takes a request's next step: received → verified (with a verification) → in progress →
-/// completed; from `extended`, the next step from where it stood.
+/// completed; from `extended`, the next step from where it stood. Completing an access or
+/// portability request notes the BLAKE3 hash of its JSON export in the step.
 #[utoipa::path(
     post,
     path = "/v1/requests/{id}/advance",
@@ -419,10 +420,24 @@ pub async fn advance(
     PathParams(RequestPath { id }): PathParams<RequestPath>,
     JsonBody(body): JsonBody<Advance>,
 ) -> Result<Json<RequestView>, ApiError> {
+    // Completing an access or portability request records the hash of its export.
+    let mut note = body.note;
+    if id <= crate::http::error::MAX_ROW_ID
+        && let Some(request) = state.store.request(id).await?
+        && let Some(mark) = state
+            .hand_over()
+            .completion_note(&request, state.now())
+            .await?
+    {
+        note = Some(match note {
+            Some(n) => format!("{}; {mark}", n.trim()),
+            None => mark,
+        });
+    }
     let step = Transition::Advance {
         expect: body.to,
         verification: body.verification,
-        note: body.note,
+        note,
     };
     take(&state, &caller, id, &step).await
 }

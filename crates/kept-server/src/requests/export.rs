@@ -291,3 +291,30 @@ impl HandOver<'_> {
         Ok((done.request, rendered))
     }
 }
+
+impl HandOver<'_> {
+    /// What completing `request` records of its export: for an access or portability request
+    /// in progress (its next step completes it), the hash of the JSON export as it stands
+    /// now, so the log names what the answer was. `None` for any other request, or when no
+    /// export can be made (the subject erased since): completing is not held up by it.
+    pub async fn completion_note(
+        &self,
+        request: &Request,
+        now: UnixMillis,
+    ) -> Result<Option<String>, ApiError> {
+        let exportable = matches!(request.kind, RequestKind::Access | RequestKind::Portability);
+        if !exportable || request.working_state() != State::InProgress {
+            return Ok(None);
+        }
+        let t = crate::web::texts::choose(None, None, &self.export.manifest.organisation.locales);
+        match self.render(request, Format::Json, t, now).await {
+            Ok(rendered) => Ok(Some(format!(
+                "export json blake3:{} ({} bytes)",
+                rendered.hash,
+                rendered.bytes.len()
+            ))),
+            Err(ApiError::Export { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

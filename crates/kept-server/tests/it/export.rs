@@ -329,6 +329,39 @@ async fn an_erased_subject_gets_no_export() {
 }
 
 #[tokio::test]
+async fn completing_an_access_request_notes_its_exports_hash() {
+    let app = TestApp::new().await;
+    let id = file(&app, "u1", "access").await;
+    verify(&app, id).await;
+    for to in ["in_progress", "completed"] {
+        let answer = app
+            .send(post(
+                &format!("/v1/requests/{id}/advance"),
+                Some(app.key(Role::Privacy)),
+                &json!({ "to": to, "note": "sent by mail" }).to_string(),
+            ))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    }
+    let shown = app
+        .send(get(
+            &format!("/v1/requests/{id}"),
+            Some(app.key(Role::Privacy)),
+        ))
+        .await;
+    let log = shown.json["log"].as_array().unwrap();
+    let done = log.last().unwrap();
+    assert_eq!(done["to"], "completed");
+    let note = done["detail"]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("sent by mail; export json blake3:"),
+        "{note}"
+    );
+    // The in-progress step carried the note as given: only completion adds the hash.
+    assert_eq!(log[log.len() - 2]["detail"]["note"], "sent by mail");
+}
+
+#[tokio::test]
 async fn the_schema_is_published() {
     let app = TestApp::new().await;
     let answer = app.send(get("/schema/export-v1.json", None)).await;
