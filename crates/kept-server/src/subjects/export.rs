@@ -863,9 +863,10 @@ impl Document {
         Ok(Rendered::new(format, bytes))
     }
 
-    /// The JSON document (`docs/schema/export-v1.json`).
+    /// The JSON document (`docs/schema/export-v1.json`), compact: machine-readable, the page
+    /// is the one to read.
     pub fn json(&self) -> Result<Vec<u8>, ApiError> {
-        serde_json::to_vec_pretty(self)
+        serde_json::to_vec(self)
             .map_err(|e| ApiError::Internal(format!("export as JSON: {e}")))
     }
 
