@@ -60,6 +60,8 @@ pub struct AppState {
     pub identity: Arc<crate::identity::Identities>,
     /// The preference center: its signing keys, mailer and sign-in limits.
     pub prefcenter: Arc<crate::prefcenter::PrefCenter>,
+    /// The console: its token keys, session lifetimes and sign-in brakes.
+    pub console: Arc<crate::console::Console>,
     /// Where the connectors read each dataset's URL: the environment variable it names.
     pub dataset_urls: Arc<crate::subjects::export::DatasetUrls>,
 }
@@ -92,6 +94,7 @@ impl AppState {
             collect: Arc::new(crate::collect::Collector::default()),
             identity: Arc::new(crate::identity::Identities::default()),
             prefcenter: Arc::new(crate::prefcenter::PrefCenter::default()),
+            console: Arc::new(crate::console::Console::default()),
             dataset_urls: Arc::new(|name: &str| std::env::var(name).ok()),
         }
     }

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 mod decision_log;
 mod migrations;
+mod operators;
 mod outbox;
 mod prefcenter;
 mod quarantine;

@@ -26,6 +26,7 @@ pub mod group_commit;
 pub mod migrate;
 
 pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
+pub mod operators;
 pub mod outbox;
 pub mod prefcenter;
 pub mod quarantine;
@@ -206,6 +207,7 @@ pub trait Store:
     + collection::CollectionStore
     + prefcenter::PrefCenterStore
     + requests::RequestStore
+    + operators::OperatorStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -866,8 +866,7 @@ impl Document {
     /// The JSON document (`docs/schema/export-v1.json`), compact: machine-readable, the page
     /// is the one to read.
     pub fn json(&self) -> Result<Vec<u8>, ApiError> {
-        serde_json::to_vec(self)
-            .map_err(|e| ApiError::Internal(format!("export as JSON: {e}")))
+        serde_json::to_vec(self).map_err(|e| ApiError::Internal(format!("export as JSON: {e}")))
     }
 
     /// The CSV bundle: a zip with one CSV file per section and one per table found in each
@@ -1184,10 +1183,9 @@ impl PageTable {
     }
 }
 
+/// A time as every page writes it.
 fn when(ms: UnixMillis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
+    crate::web::frame::datetime(ms)
 }
 
 fn opt(v: &Option<String>) -> String {

@@ -1,0 +1,19 @@
+//! The console's routes.
+
+use crate::console::pages;
+use crate::state::AppState;
+use axum::Router;
+use axum::routing::{get, post};
+
+/// The console's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin", get(pages::overview))
+        .route(
+            "/admin/sign-in",
+            get(pages::sign_in_form).post(pages::sign_in),
+        )
+        .route("/admin/sign-out", post(pages::sign_out))
+        .route("/admin/audit", get(pages::audit))
+        .route("/admin/operators", get(pages::operators))
+}
