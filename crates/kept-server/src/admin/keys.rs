@@ -180,14 +180,26 @@ pub async fn revoke(
     State(state): State<AppState>,
     PathParams(KeyPath { id }): PathParams<KeyPath>,
 ) -> Result<StatusCode, ApiError> {
-    match state.store.revoke_api_key(&id, state.now()).await {
+    revoke_key(state.store.as_ref(), &state.auth, &id, state.now()).await?;
+    tracing::info!(%id, by = %caller.key.id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes key `id` in the store and forgets it at once on this server (the API's revoke and
+/// the console's).
+pub async fn revoke_key(
+    store: &dyn kept_store::Store,
+    auth: &auth::Authenticator,
+    id: &str,
+    now: kept_core::UnixMillis,
+) -> Result<(), ApiError> {
+    match store.revoke_api_key(id, now).await {
         Ok(()) => {}
         Err(StoreError::NotFound { .. }) => {
             return Err(ApiError::NotFound(format!("API key `{id}` not found")));
         }
         Err(e) => return Err(e.into()),
     }
-    state.auth.forget(&id);
-    tracing::info!(%id, by = %caller.key.id, "API key revoked");
-    Ok(StatusCode::NO_CONTENT)
+    auth.forget(id);
+    Ok(())
 }

@@ -150,6 +150,17 @@ pub async fn retry_dead_letter(
     State(state): State<AppState>,
     PathParams(DeadLetterPath { id }): PathParams<DeadLetterPath>,
 ) -> Result<Json<DeadLetter>, ApiError> {
+    let delivery = retry(state.store.as_ref(), &state.forward, id, state.now()).await?;
+    Ok(Json(DeadLetter::from(delivery)))
+}
+
+/// Queues dead letter `id` again and wakes the worker (the API's retry and the console's).
+pub async fn retry(
+    store: &dyn kept_store::Store,
+    forward: &crate::connect::Forwarder,
+    id: u64,
+    now: kept_core::UnixMillis,
+) -> Result<kept_store::outbox::Delivery, ApiError> {
     // An id no row can have names no dead letter.
     if id > MAX_ROW_ID {
         return Err(kept_store::StoreError::NotFound {
@@ -158,8 +169,8 @@ pub async fn retry_dead_letter(
         }
         .into());
     }
-    let delivery = state.store.retry_dead_delivery(id, state.now()).await?;
+    let delivery = store.retry_dead_delivery(id, now).await?;
     tracing::info!(delivery = id, system = %delivery.system, "dead letter queued again");
-    state.forward.wake();
-    Ok(Json(DeadLetter::from(delivery)))
+    forward.wake();
+    Ok(delivery)
 }

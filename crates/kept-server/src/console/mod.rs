@@ -9,6 +9,8 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod datamap;
+pub mod ledger;
 pub mod overview;
 pub mod pages;
 pub mod routes;
@@ -26,28 +28,46 @@ use session::{Keys, Lifetimes};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
     Overview,
+    DataMap,
+    Ledger,
+    Keys,
+    Webhooks,
     Audit,
     Operators,
 }
 
 impl Page {
-    pub const ALL: [Page; 3] = [Page::Overview, Page::Audit, Page::Operators];
+    pub const ALL: [Page; 7] = [
+        Page::Overview,
+        Page::DataMap,
+        Page::Ledger,
+        Page::Keys,
+        Page::Webhooks,
+        Page::Audit,
+        Page::Operators,
+    ];
 
     pub fn path(self) -> &'static str {
         match self {
             Page::Overview => "/admin",
+            Page::DataMap => "/admin/data-map",
+            Page::Ledger => "/admin/ledger",
+            Page::Keys => "/admin/keys",
+            Page::Webhooks => "/admin/webhooks",
             Page::Audit => "/admin/audit",
             Page::Operators => "/admin/operators",
         }
     }
 
-    /// Who may open the page: the overview is every team's; the audit log is the privacy
-    /// team's; the operators are the administrators'. `admin` may open everything.
+    /// Who may open the page: the overview and the data map (read-only) are every team's; the
+    /// ledger and the audit log
+    /// are the privacy team's; keys and webhooks the engineering team's; the operators are the administrators'. `admin` may open everything.
     pub fn roles(self) -> &'static [OperatorRole] {
         use OperatorRole::{Admin, Engineering, Marketing, Privacy};
         match self {
-            Page::Overview => &[Marketing, Privacy, Engineering, Admin],
-            Page::Audit => &[Privacy, Admin],
+            Page::Overview | Page::DataMap => &[Marketing, Privacy, Engineering, Admin],
+            Page::Ledger | Page::Audit => &[Privacy, Admin],
+            Page::Keys | Page::Webhooks => &[Engineering, Admin],
             Page::Operators => &[Admin],
         }
     }
@@ -65,6 +85,8 @@ pub struct Console {
     pub lifetimes: Lifetimes,
     per_ip: Limiter,
     per_address: Limiter,
+    /// The last ledger verification started from the console.
+    pub ledger_runs: std::sync::Arc<ledger::Runs>,
 }
 
 impl Default for Console {
@@ -88,6 +110,7 @@ impl Console {
                 burst: 5,
                 refill_ms: 60_000,
             }),
+            ledger_runs: std::sync::Arc::default(),
         }
     }
 

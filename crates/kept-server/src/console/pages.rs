@@ -4,6 +4,7 @@
 //! sign-in form's token or the session's CSRF token).
 
 use crate::console::audit::{self, Actor};
+use crate::console::datamap::{self, RopaRow};
 use crate::console::overview::{self, Overview};
 use crate::console::session::{self, SignedIn};
 use crate::console::texts::{self, ConsoleTexts};
@@ -59,6 +60,10 @@ fn frame(
                     href: p.path(),
                     label: match p {
                         Page::Overview => t.nav_overview,
+                        Page::DataMap => t.nav_data_map,
+                        Page::Ledger => t.nav_ledger,
+                        Page::Keys => t.nav_keys,
+                        Page::Webhooks => t.nav_webhooks,
                         Page::Audit => t.nav_audit,
                         Page::Operators => t.nav_operators,
                     },
@@ -346,6 +351,38 @@ pub async fn sign_in(posted: Posted<AppState>) -> Response {
     )
 }
 
+/// The signed-in operator of a form post to `page`, or the answer to give instead: the post
+/// must come from the console's own pages (the browser's site headers) and carry the
+/// session's CSRF token.
+async fn require_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+    page: Page,
+) -> Result<SignedIn, Response> {
+    let signed = require(state, headers, None, page).await?;
+    let keys = state
+        .console
+        .keys(state.store.as_ref())
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    if crate::web::session::cross_site(state.prefcenter.base_url(), headers)
+        || !keys.csrf_matches(&signed.session_id, field(form, "csrf").unwrap_or_default())
+    {
+        let f = frame(state, None, headers, page.path(), Some(&signed));
+        let message = f.t.cross_site;
+        return Err(refused(f, StatusCode::FORBIDDEN, message));
+    }
+    Ok(signed)
+}
+
+fn actor(signed: &SignedIn) -> Actor {
+    Actor {
+        operator: Some(signed.operator.id),
+        name: signed.operator.email.clone(),
+    }
+}
+
 /// `POST /admin/sign-out`: ends the session everywhere (its row is revoked, not just the
 /// cookie dropped).
 pub async fn sign_out(posted: Posted<AppState>) -> Response {
@@ -357,21 +394,13 @@ pub async fn sign_out(posted: Posted<AppState>) -> Response {
     } = posted;
     let secure = secure(state.prefcenter.base_url(), &headers);
     let clear = session::cookie("", state.console.lifetimes, secure);
-    let signed = match require(&state, &headers, None, Page::Overview).await {
-        Ok(s) => s,
-        Err(_) => return redirect("/admin/sign-in", &[clear]),
-    };
-    let f = frame(&state, None, &headers, "/admin", Some(&signed));
-    let keys = match state.console.keys(state.store.as_ref()).await {
-        Ok(k) => k,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    if crate::web::session::cross_site(state.prefcenter.base_url(), &headers)
-        || !keys.csrf_matches(&signed.session_id, field(&form, "csrf").unwrap_or_default())
-    {
-        let message = f.t.cross_site;
-        return refused(f, StatusCode::FORBIDDEN, message);
+    if cookie::read(&headers, session::COOKIE).is_none_or(str::is_empty) {
+        return redirect("/admin/sign-in", &[clear]);
     }
+    let signed = match require_post(&state, &headers, &form, Page::Overview).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let now = state.now();
     if let Err(e) = state
         .store
@@ -380,11 +409,16 @@ pub async fn sign_out(posted: Posted<AppState>) -> Response {
     {
         return ApiError::from(e).into_response();
     }
-    let actor = Actor {
-        operator: Some(signed.operator.id),
-        name: signed.operator.email.clone(),
-    };
-    if let Err(e) = audit::record(state.store.as_ref(), &actor, "sign_out", None, None, now).await {
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "sign_out",
+        None,
+        None,
+        now,
+    )
+    .await
+    {
         return ApiError::from(e).into_response();
     }
     redirect("/admin/sign-in", &[clear])
@@ -495,4 +529,688 @@ pub async fn operators(
         lang,
         &headers,
     )
+}
+
+#[derive(Template)]
+#[template(path = "console/datamap.html")]
+struct DataMapPage {
+    f: Frame,
+    graph: String,
+    /// Key, name, notice, categories.
+    points: Vec<(String, String, String, String)>,
+    /// Key, version, purposes, categories.
+    notices: Vec<(String, u32, String, String)>,
+    /// Key, name, owner, purposes.
+    systems: Vec<(String, String, String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "console/record.html")]
+struct RecordPage {
+    f: Frame,
+    rows: Vec<RopaRow>,
+    generated: String,
+}
+
+/// `GET /admin/data-map`: the manifest's collection points, notices, purposes and systems as a
+/// graph, and as tables.
+pub async fn data_map(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::DataMap).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let f = frame(&state, lang, &headers, Page::DataMap.path(), Some(&signed));
+    let m = &state.manifest;
+    let team = |key: &str| {
+        m.teams
+            .get(key)
+            .map_or_else(|| key.to_owned(), |t| t.name.clone())
+    };
+    let graph = datamap::graph_svg(
+        m,
+        [
+            f.t.collection_points,
+            f.t.notices,
+            f.t.purposes,
+            f.t.systems,
+        ],
+    );
+    let points = m
+        .collection_points
+        .iter()
+        .map(|(k, c)| {
+            let mut categories: Vec<&str> = c.fields.values().map(String::as_str).collect();
+            categories.sort_unstable();
+            categories.dedup();
+            (
+                k.clone(),
+                c.name.clone(),
+                c.notice.clone(),
+                categories.join(", "),
+            )
+        })
+        .collect();
+    let notices = m
+        .notices
+        .iter()
+        .map(|(k, n)| {
+            (
+                k.clone(),
+                n.version,
+                n.purposes.join(", "),
+                n.categories.join(", "),
+            )
+        })
+        .collect();
+    let systems = m
+        .systems
+        .iter()
+        .map(|(k, s)| {
+            let mut purposes: Vec<&str> = s.uses.iter().map(|u| u.purpose.as_str()).collect();
+            purposes.dedup();
+            (
+                k.clone(),
+                s.name.clone(),
+                team(&s.owner),
+                purposes.join(", "),
+            )
+        })
+        .collect();
+    with_lang(
+        html(
+            StatusCode::OK,
+            DataMapPage {
+                f,
+                graph,
+                points,
+                notices,
+                systems,
+            }
+            .render(),
+        ),
+        &state,
+        lang,
+        &headers,
+    )
+}
+
+/// `GET /admin/data-map/record`: the record of processing activities as a printable page.
+pub async fn record(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::DataMap).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let f = frame(
+        &state,
+        lang,
+        &headers,
+        "/admin/data-map/record",
+        Some(&signed),
+    );
+    let rows = datamap::record_of_processing(&state.manifest);
+    let generated = datetime(state.now());
+    html(StatusCode::OK, RecordPage { f, rows, generated }.render())
+}
+
+/// `GET /admin/data-map/record.csv`: the record of processing activities as CSV.
+pub async fn record_csv(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, None, Page::DataMap).await {
+        return r;
+    }
+    let csv = datamap::record_csv(&datamap::record_of_processing(&state.manifest));
+    let mut response = (StatusCode::OK, csv).into_response();
+    let h = response.headers_mut();
+    crate::web::frame::security_headers(h);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"record-of-processing.csv\""),
+    );
+    response
+}
+
+/// A verification run as the ledger page shows it.
+#[derive(Debug)]
+struct RunRow {
+    by: String,
+    started: String,
+    total: u64,
+    /// How many records are checked, while it runs.
+    running: Option<u64>,
+    verdict: Option<String>,
+    lines: Vec<String>,
+    unproven: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/ledger.html")]
+struct LedgerPage {
+    f: Frame,
+    records: u64,
+    last_checkpoint: Option<(u64, String)>,
+    witness: String,
+    run: Option<RunRow>,
+    refresh: bool,
+    /// Whether the receipt checked out, and what was found.
+    receipt: Option<(bool, String)>,
+}
+
+async fn ledger_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    lang: Option<&str>,
+    signed: &SignedIn,
+    receipt: Option<(bool, String)>,
+) -> Response {
+    use crate::console::ledger::{Outcome, WitnessState};
+    let f = frame(state, lang, headers, Page::Ledger.path(), Some(signed));
+    let t = f.t;
+    let store = state.store.as_ref();
+    let witness_path = state.ledger.witness().map(|w| w.path().to_path_buf());
+    let read = async {
+        Ok::<_, kept_store::StoreError>((
+            store.ledger_len().await?,
+            store.last_checkpoint().await?,
+            crate::console::ledger::witness_state(store, witness_path).await?,
+        ))
+    };
+    let (records, last, witness) = match read.await {
+        Ok(r) => r,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let witness = match witness {
+        WitnessState::Off => t.witness_off.to_owned(),
+        WitnessState::Agrees { path, last_seq } => {
+            format!("{path}: {} {last_seq}", t.witness_agrees)
+        }
+        WitnessState::Disagrees { path, last_seq } => {
+            format!("{path}: {} {last_seq}", t.witness_disagrees)
+        }
+        WitnessState::Empty { path } => format!("{path}: {}", t.witness_empty),
+        WitnessState::Unreadable { path, error } => format!("{path}: {error}"),
+    };
+    let run = state.console.ledger_runs.view().map(|r| {
+        let (verdict, lines, unproven) = match &r.outcome {
+            None => (None, Vec::new(), Vec::new()),
+            Some((Outcome::Intact { proven, unproven }, _)) => {
+                (Some(t.intact.to_owned()), proven.clone(), unproven.clone())
+            }
+            Some((Outcome::Tampered { seq, code, message }, _)) => (
+                Some(format!("{} ({code}, #{seq})", t.tampered)),
+                vec![message.clone()],
+                Vec::new(),
+            ),
+            Some((Outcome::NoKey, _)) => (Some(t.no_key.to_owned()), Vec::new(), Vec::new()),
+            Some((Outcome::Failed(e), _)) => {
+                (Some(format!("{}: {e}", t.failed)), Vec::new(), Vec::new())
+            }
+        };
+        RunRow {
+            by: r.by,
+            started: datetime(r.started_at),
+            total: r.total,
+            running: r.outcome.is_none().then_some(r.done),
+            verdict,
+            lines,
+            unproven,
+        }
+    });
+    let refresh = run.as_ref().is_some_and(|r| r.running.is_some());
+    html(
+        StatusCode::OK,
+        LedgerPage {
+            f,
+            records,
+            last_checkpoint: last.map(|cp| (cp.seq, datetime(cp.at))),
+            witness,
+            run,
+            refresh,
+            receipt,
+        }
+        .render(),
+    )
+}
+
+/// `GET /admin/ledger`: the ledger, its witness, the last verification and a receipt check.
+pub async fn ledger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::Ledger).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    with_lang(
+        ledger_page(&state, &headers, lang, &signed, None).await,
+        &state,
+        lang,
+        &headers,
+    )
+}
+
+/// `POST /admin/ledger/verify`: starts a verification (unless one runs) and shows its progress.
+pub async fn verify_ledger(posted: Posted<AppState>) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Ledger).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let started = crate::console::ledger::start(
+        state.console.ledger_runs.clone(),
+        state.store.clone(),
+        state.ledger.witness().map(|w| w.path().to_path_buf()),
+        signed.operator.email.clone(),
+        state.clock.clone(),
+    )
+    .await;
+    match started {
+        Ok(true) => {
+            if let Err(e) = audit::record(
+                state.store.as_ref(),
+                &actor(&signed),
+                "ledger.verify",
+                None,
+                None,
+                state.now(),
+            )
+            .await
+            {
+                return ApiError::from(e).into_response();
+            }
+        }
+        Ok(false) => {}
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    redirect(Page::Ledger.path(), &[])
+}
+
+/// `POST /admin/ledger/receipt`: checks a pasted receipt against the ledger.
+pub async fn check_receipt(posted: Posted<AppState>) -> Response {
+    use crate::console::ledger::ReceiptCheck;
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Ledger).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let text = field(&form, "receipt").unwrap_or_default();
+    let checked = match crate::console::ledger::check_receipt(state.store.as_ref(), text).await {
+        Ok(c) => c,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let t = frame(&state, None, &headers, Page::Ledger.path(), Some(&signed)).t;
+    let (ok, shown, detail) = match checked {
+        ReceiptCheck::Valid {
+            seq,
+            subject,
+            purpose,
+            action,
+            at,
+        } => (
+            true,
+            format!(
+                "{}: #{seq}, subject {subject}, {purpose} {action}, {}",
+                t.receipt_valid,
+                datetime(at)
+            ),
+            format!("valid #{seq}"),
+        ),
+        ReceiptCheck::Invalid { code, message } => (
+            false,
+            format!("{}: {message} ({code})", t.receipt_invalid),
+            format!("invalid {code}"),
+        ),
+    };
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "ledger.receipt_check",
+        None,
+        Some(detail),
+        state.now(),
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    ledger_page(&state, &headers, None, &signed, Some((ok, shown))).await
+}
+
+/// A key as the keys page shows it.
+#[derive(Debug)]
+struct KeyRow {
+    id: String,
+    role: &'static str,
+    name: String,
+    since: String,
+    revoked: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/keys.html")]
+struct KeysPage {
+    f: Frame,
+    keys: Vec<KeyRow>,
+    roles: Vec<&'static str>,
+    /// A key just made, shown once.
+    created: Option<String>,
+    error: Option<&'static str>,
+}
+
+async fn keys_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    lang: Option<&str>,
+    signed: &SignedIn,
+    status: StatusCode,
+    created: Option<String>,
+    error: Option<&'static str>,
+) -> Response {
+    let f = frame(state, lang, headers, Page::Keys.path(), Some(signed));
+    let keys = match state.store.list_api_keys().await {
+        Ok(k) => k,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let keys = keys
+        .into_iter()
+        .map(|k| KeyRow {
+            id: k.id,
+            role: k.role.as_str(),
+            name: k.name,
+            since: datetime(k.created_at),
+            revoked: k.revoked_at.map(datetime),
+        })
+        .collect();
+    let roles = kept_store::Role::ALL.iter().map(|r| r.as_str()).collect();
+    html(
+        status,
+        KeysPage {
+            f,
+            keys,
+            roles,
+            created,
+            error,
+        }
+        .render(),
+    )
+}
+
+/// `GET /admin/keys`.
+pub async fn keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::Keys).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let page = keys_page(&state, &headers, lang, &signed, StatusCode::OK, None, None).await;
+    with_lang(page, &state, lang, &headers)
+}
+
+/// The longest key name the console takes.
+const MAX_KEY_NAME: usize = 100;
+
+/// `POST /admin/keys`: makes a key and shows its secret once.
+pub async fn create_key(posted: Posted<AppState>) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Keys).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let t = frame(&state, None, &headers, Page::Keys.path(), Some(&signed)).t;
+    let name = field(&form, "name").unwrap_or_default().trim();
+    let role = field(&form, "role").and_then(kept_store::Role::parse);
+    let (Some(role), true) = (role, (1..=MAX_KEY_NAME).contains(&name.chars().count())) else {
+        return keys_page(
+            &state,
+            &headers,
+            None,
+            &signed,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            Some(t.name_required),
+        )
+        .await;
+    };
+    let now = state.now();
+    let (secret, record) =
+        match crate::http::auth::create_key(state.store.as_ref(), role, name, now).await {
+            Ok(k) => k,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "key.create",
+        Some(format!("key:{}", record.id)),
+        Some(format!("role {}", role.as_str())),
+        now,
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    keys_page(
+        &state,
+        &headers,
+        None,
+        &signed,
+        StatusCode::CREATED,
+        Some(secret.expose().to_owned()),
+        None,
+    )
+    .await
+}
+
+/// `POST /admin/keys/{id}/revoke`.
+pub async fn revoke_key(
+    axum::extract::Path(id): axum::extract::Path<String>,
+    posted: Posted<AppState>,
+) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Keys).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let now = state.now();
+    if let Err(e) =
+        crate::admin::keys::revoke_key(state.store.as_ref(), &state.auth, &id, now).await
+    {
+        return e.into_response();
+    }
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "key.revoke",
+        Some(format!("key:{id}")),
+        None,
+        now,
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    redirect(Page::Keys.path(), &[])
+}
+
+/// A dead letter as the webhooks page shows it.
+#[derive(Debug)]
+struct DeadRow {
+    id: u64,
+    system: String,
+    at: String,
+    attempts: u32,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/webhooks.html")]
+struct WebhooksPage {
+    f: Frame,
+    /// Name, key, owner, webhook URL.
+    systems: Vec<(String, String, String, Option<String>)>,
+    /// Pending, delivered, dead.
+    counts: (u64, u64, u64),
+    dead: Vec<DeadRow>,
+    /// Id, received, key, code, message.
+    quarantine: Vec<(u64, String, String, String, String)>,
+    notice: Option<&'static str>,
+}
+
+/// How many dead letters and quarantined messages the page lists.
+const WEBHOOK_ROWS: u32 = 50;
+
+/// `GET /admin/webhooks`: systems, deliveries, dead letters (with retry) and the quarantine.
+pub async fn webhooks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let q = query(q);
+    let lang = q.lang.as_deref();
+    let signed = match require(&state, &headers, lang, Page::Webhooks).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let f = frame(&state, lang, &headers, Page::Webhooks.path(), Some(&signed));
+    let notice = (q.reason.as_deref() == Some("retried")).then_some(f.t.queued_again);
+    let store = state.store.as_ref();
+    let read = async {
+        Ok::<_, kept_store::StoreError>((
+            store.outbox_counts().await?,
+            store.dead_deliveries(None, WEBHOOK_ROWS).await?,
+            store.quarantined(None, WEBHOOK_ROWS).await?,
+        ))
+    };
+    let (counts, dead, quarantine) = match read.await {
+        Ok(r) => r,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let m = &state.manifest;
+    let systems = m
+        .systems
+        .iter()
+        .map(|(k, s)| {
+            let owner = m
+                .teams
+                .get(&s.owner)
+                .map_or_else(|| s.owner.clone(), |t| t.name.clone());
+            (
+                s.name.clone(),
+                k.clone(),
+                owner,
+                s.webhook.as_ref().map(|w| w.url.clone()),
+            )
+        })
+        .collect();
+    let dead = dead
+        .into_iter()
+        .map(|d| DeadRow {
+            id: d.id,
+            system: d.system,
+            at: datetime(d.updated_at),
+            attempts: d.attempts,
+            error: d.last_error.unwrap_or_default(),
+        })
+        .collect();
+    let quarantine = quarantine
+        .into_iter()
+        .map(|q| (q.id, datetime(q.received_at), q.key_id, q.code, q.message))
+        .collect();
+    with_lang(
+        html(
+            StatusCode::OK,
+            WebhooksPage {
+                f,
+                systems,
+                counts: (counts.pending, counts.delivered, counts.dead),
+                dead,
+                quarantine,
+                notice,
+            }
+            .render(),
+        ),
+        &state,
+        lang,
+        &headers,
+    )
+}
+
+/// `POST /admin/webhooks/dead/{id}/retry`: queues a dead letter again.
+pub async fn retry_dead_letter(
+    axum::extract::Path(id): axum::extract::Path<String>,
+    posted: Posted<AppState>,
+) -> Response {
+    let Posted {
+        state,
+        headers,
+        form,
+        ..
+    } = posted;
+    let signed = match require_post(&state, &headers, &form, Page::Webhooks).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return ApiError::NotFound(format!("no dead letter has id `{id}`")).into_response();
+    };
+    let now = state.now();
+    if let Err(e) = crate::connect::api::retry(state.store.as_ref(), &state.forward, id, now).await
+    {
+        return e.into_response();
+    }
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &actor(&signed),
+        "dead_letter.retry",
+        Some(format!("delivery:{id}")),
+        None,
+        now,
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    redirect("/admin/webhooks?reason=retried", &[])
 }

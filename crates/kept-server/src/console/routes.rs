@@ -14,6 +14,19 @@ pub fn routes() -> Router<AppState> {
             get(pages::sign_in_form).post(pages::sign_in),
         )
         .route("/admin/sign-out", post(pages::sign_out))
+        .route("/admin/data-map", get(pages::data_map))
+        .route("/admin/data-map/record", get(pages::record))
+        .route("/admin/data-map/record.csv", get(pages::record_csv))
+        .route("/admin/ledger", get(pages::ledger))
+        .route("/admin/ledger/verify", post(pages::verify_ledger))
+        .route("/admin/ledger/receipt", post(pages::check_receipt))
+        .route("/admin/keys", get(pages::keys).post(pages::create_key))
+        .route("/admin/keys/{id}/revoke", post(pages::revoke_key))
+        .route("/admin/webhooks", get(pages::webhooks))
+        .route(
+            "/admin/webhooks/dead/{id}/retry",
+            post(pages::retry_dead_letter),
+        )
         .route("/admin/audit", get(pages::audit))
         .route("/admin/operators", get(pages::operators))
 }

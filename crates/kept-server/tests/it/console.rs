@@ -349,3 +349,329 @@ async fn the_console_speaks_the_customers_languages() {
         .expect("the language sticks");
     assert!(cookie.contains("Path=/admin"));
 }
+
+#[tokio::test]
+async fn the_data_map_and_the_record_of_processing_are_every_teams() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "ben@example.com", OperatorRole::Marketing).await;
+    let signed = try_sign_in(
+        &app,
+        "ben@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let map = app.send(page("/admin/data-map", Some(&cookie))).await;
+    assert_eq!(map.status, StatusCode::OK);
+    assert!(map.text.contains("<svg"), "the graph");
+    assert!(
+        map.text.contains("id=\"system-email_platform\""),
+        "the tables beside it"
+    );
+    let record = app
+        .send(page("/admin/data-map/record", Some(&cookie)))
+        .await;
+    assert_eq!(record.status, StatusCode::OK);
+    assert!(
+        record
+            .text
+            .contains("id=\"purpose-marketing.communications\"")
+    );
+    let csv = app
+        .send(page("/admin/data-map/record.csv", Some(&cookie)))
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(csv.text.starts_with("purpose,name,description,owner,"));
+    assert!(
+        csv.text
+            .lines()
+            .any(|l| l.starts_with("marketing.communications,"))
+    );
+    // Without a session, nothing.
+    let anonymous = app.send(page("/admin/data-map/record.csv", None)).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn the_privacy_team_verifies_the_ledger_and_checks_a_receipt_from_the_page() {
+    let app = TestApp::new().await;
+    // A consent record to verify and to make a receipt of.
+    let given = app
+        .send(crate::support::post(
+            "/v1/consents",
+            Some(app.key(kept_store::Role::Privacy)),
+            &crate::support::newsletter_consent(app.subjects[0]),
+        ))
+        .await;
+    assert!(given.status.is_success(), "{}", given.text);
+    let secret = operator(&app, "ana@example.com", OperatorRole::Privacy).await;
+    let signed = try_sign_in(
+        &app,
+        "ana@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let ledger = app.send(page("/admin/ledger", Some(&cookie))).await;
+    assert_eq!(ledger.status, StatusCode::OK);
+    let csrf = hidden(&ledger.text, "csrf");
+
+    let forged = app
+        .send(form_post(
+            "/admin/ledger/verify",
+            &[("csrf", "nope")],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let started = app
+        .send(form_post(
+            "/admin/ledger/verify",
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER);
+    let mut page_text = String::new();
+    for _ in 0..100 {
+        page_text = app.send(page("/admin/ledger", Some(&cookie))).await.text;
+        if !page_text.contains("http-equiv=\"refresh\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(page_text.contains("Intact"), "{page_text}");
+    assert!(
+        page_text.contains("form an unbroken hash chain"),
+        "{page_text}"
+    );
+
+    // A receipt as the customer downloaded it, then the same with its purpose changed.
+    let entry = app
+        .store
+        .ledger_for_subject(app.subjects[0])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let record = kept_core::ledger::decode(&entry.bytes).unwrap();
+    let checkpoint = app
+        .state
+        .ledger
+        .checkpoint_covering(entry.seq)
+        .await
+        .unwrap()
+        .unwrap();
+    let receipt = kept_core::receipt::build(
+        &app.state.manifest,
+        kept_core::receipt::Entry {
+            seq: entry.seq,
+            hash: &entry.hash,
+            bytes: &entry.bytes,
+            record: &record,
+            checkpoint: Some(&checkpoint),
+        },
+        "en",
+        "https://kept.test/preferences",
+        &app.state.ledger.verifying_key(),
+        |m| app.state.ledger.sign(m),
+    );
+    let check = |text: String| {
+        form_post(
+            "/admin/ledger/receipt",
+            &[("csrf", &csrf), ("receipt", &text)],
+            Some(&cookie),
+            &[],
+        )
+    };
+    let valid = app.send(check(receipt.to_string())).await;
+    assert_eq!(valid.status, StatusCode::OK);
+    assert!(
+        valid.text.contains("Valid: signed by this ledger"),
+        "{}",
+        valid.text
+    );
+    let mut changed = receipt.clone();
+    changed["consentTimestamp"] = serde_json::json!(1);
+    let invalid = app.send(check(changed.to_string())).await;
+    assert!(invalid.text.contains("Not valid"), "{}", invalid.text);
+    let garbage = app.send(check("<script>".to_owned())).await;
+    assert!(garbage.text.contains("receipt.not_json"));
+    assert!(!garbage.text.contains("<script>"), "escaped");
+
+    let audit = app.store.audit_log(None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
+    assert!(actions.contains(&"ledger.verify"), "{actions:?}");
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "ledger.receipt_check")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn the_engineering_team_makes_and_revokes_keys_and_retries_a_dead_letter() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "eve@example.com", OperatorRole::Engineering).await;
+    let signed = try_sign_in(
+        &app,
+        "eve@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let keys = app.send(page("/admin/keys", Some(&cookie))).await;
+    assert_eq!(keys.status, StatusCode::OK);
+    let csrf = hidden(&keys.text, "csrf");
+
+    let nameless = app
+        .send(form_post(
+            "/admin/keys",
+            &[("csrf", &csrf), ("role", "decide"), ("name", " ")],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(nameless.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let made = app
+        .send(form_post(
+            "/admin/keys",
+            &[("csrf", &csrf), ("role", "decide"), ("name", "send tool")],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let at = made
+        .text
+        .find("<p><code>kept_")
+        .expect("the secret, shown once");
+    let rest = &made.text[at + "<p><code>".len()..];
+    let key = rest[..rest.find('<').unwrap()].to_owned();
+    let decide = |key: &str| {
+        crate::support::post(
+            "/v1/decisions",
+            Some(key),
+            &serde_json::json!({"subject": {"id": app.subjects[0].0}, "purpose": "marketing.communications", "channel": "email"}).to_string(),
+        )
+    };
+    assert_eq!(app.send(decide(&key)).await.status, StatusCode::OK);
+    let again = app.send(page("/admin/keys", Some(&cookie))).await;
+    assert!(
+        !again.text.contains(&key),
+        "the secret is never shown again"
+    );
+
+    let record = app
+        .store
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "send tool")
+        .unwrap();
+    let revoked = app
+        .send(form_post(
+            &format!("/admin/keys/{}/revoke", record.id),
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.send(decide(&key)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "revoked at once"
+    );
+
+    // A dead letter, retried from the page.
+    app.store
+        .enqueue_deliveries(vec![kept_store::outbox::NewDelivery {
+            kind: kept_store::outbox::DeliveryKind::Event,
+            message_id: "msg-1".to_owned(),
+            event_id: "evt-1".to_owned(),
+            system: "ad_partner".to_owned(),
+            subject: app.subjects[0],
+            payload: "{}".to_owned(),
+            created_at: NOW,
+        }])
+        .await
+        .unwrap();
+    let delivery = app
+        .store
+        .deliveries_for_event("evt-1")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    app.store
+        .record_attempt(
+            delivery.id,
+            &kept_store::outbox::Attempt::Failed {
+                at: NOW,
+                status: Some(500),
+                error: "HTTP 500 <b>boom</b>".to_owned(),
+                retry_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let hooks = app.send(page("/admin/webhooks", Some(&cookie))).await;
+    assert_eq!(hooks.status, StatusCode::OK);
+    assert!(
+        hooks.text.contains("HTTP 500 &#60;b&#62;boom&#60;/b&#62;"),
+        "escaped: {}",
+        hooks.text
+    );
+    let retried = app
+        .send(form_post(
+            &format!("/admin/webhooks/dead/{}/retry", delivery.id),
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.store
+            .delivery(delivery.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        kept_store::outbox::DeliveryState::Pending
+    );
+    let missing = app
+        .send(form_post(
+            "/admin/webhooks/dead/999999/retry",
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let audit = app.store.audit_log(None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
+    assert_eq!(
+        &actions[..3],
+        &["dead_letter.retry", "key.revoke", "key.create"]
+    );
+}
