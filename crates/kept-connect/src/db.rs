@@ -80,19 +80,20 @@ impl Db {
             DatabaseKind::Mysql => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
                 let options: sqlx::mysql::MySqlConnectOptions = url.parse().map_err(failed)?;
-                let mut connection = sqlx::MySqlConnection::connect_with(&options)
+                let connection = sqlx::MySqlConnection::connect_with(&options)
                     .await
                     .map_err(failed)?;
                 // Strict mode, whatever the server's default: without it an erasure would
                 // store '' where NULL breaks NOT NULL, or a hash cut short to fit a column,
-                // with a warning instead of an error that rolls back.
-                sqlx::raw_sql(
+                // with a warning instead of an error that rolls back. Through `simple`, whose
+                // boxed future keeps `connect`'s `Send`.
+                let mut db = Db::Mysql(connection);
+                db.simple(
                     "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')",
                 )
-                .execute(&mut connection)
                 .await
                 .map_err(failed)?;
-                Ok(Db::Mysql(connection))
+                Ok(db)
             }
         }
     }

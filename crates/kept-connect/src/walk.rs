@@ -146,7 +146,7 @@ impl Connector {
     /// `lookup` (`|name| std::env::var(name).ok()` in the product).
     pub async fn open(
         dataset: &Dataset,
-        lookup: &dyn Fn(&str) -> Option<String>,
+        lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Connector, ConnectError> {
         let url = url_of(dataset, lookup)?;
         let db = Db::connect(dataset, &url).await?;

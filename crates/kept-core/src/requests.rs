@@ -556,6 +556,13 @@ pub enum Transition {
         /// What the work did, as its task keeps it (counts, the acknowledgement's reference).
         detail: Option<String>,
     },
+    /// Records something done for the request that does not move it (its export handed
+    /// over): the state stays, the log proves when it happened and what it was. `detail`
+    /// keys are plain names; refused on a rejected request.
+    Note {
+        note: String,
+        detail: Vec<(String, String)>,
+    },
 }
 
 impl Transition {
@@ -565,6 +572,7 @@ impl Transition {
             Transition::Extend { .. } => "extend",
             Transition::Reject { .. } => "reject",
             Transition::Settle { .. } => "settle",
+            Transition::Note { .. } => "note",
         }
     }
 }
@@ -834,6 +842,41 @@ pub fn apply(
                 detail.push(("task.detail".to_owned(), work.to_owned()));
             }
         }
+        Transition::Note { note, detail: more } => {
+            if request.state == State::Rejected {
+                return Err(closed("noted"));
+            }
+            detail.push(("note".to_owned(), text("note", note)?));
+            for (key, value) in more {
+                plain("detail", key)?;
+                plain("detail", value)?;
+                if key.is_empty() || key == "note" {
+                    return Err(RequestError::ReasonRequired { field: "detail" });
+                }
+                if detail.iter().all(|(k, _)| k != key) {
+                    detail.push((key.clone(), value.clone()));
+                }
+            }
+            // A note leaves the request as it stood, `updated_at` included.
+            next.updated_at = request.updated_at;
+            detail.sort();
+            let record = LogRecord {
+                request: request.id,
+                subject: request.subject,
+                kind: request.kind,
+                from: Some(request.state),
+                to: request.state,
+                due_at: request.due_at,
+                actor: actor.to_owned(),
+                reason: None,
+                detail,
+                at: now,
+            };
+            return Ok(Applied {
+                request: next,
+                record,
+            });
+        }
     }
     next.updated_at = now;
     detail.sort();
@@ -1087,6 +1130,43 @@ mod tests {
         assert_eq!(unknown.rule, "strictest.requests");
         assert_eq!(unknown.due_at, T0 + 15 * DAY);
         assert_eq!(unknown.state, State::Received);
+    }
+
+    #[test]
+    fn a_note_keeps_the_state_and_is_refused_once_rejected() {
+        let r = filed(Regime::Gdpr, RequestKind::Access);
+        let note = Transition::Note {
+            note: "export downloaded".into(),
+            detail: vec![("export.format".into(), "json".into())],
+        };
+        let noted = apply(&r, &note, "export", T0 + DAY).unwrap();
+        assert_eq!(noted.request, r, "nothing of the request moves");
+        assert_eq!(noted.record.from, Some(State::Received));
+        assert_eq!(noted.record.to, State::Received);
+        assert_eq!(noted.record.at, T0 + DAY);
+        assert_eq!(
+            noted.record.detail,
+            vec![
+                ("export.format".to_owned(), "json".to_owned()),
+                ("note".to_owned(), "export downloaded".to_owned())
+            ]
+        );
+        let bytes = encode_record(&noted.record);
+        assert_eq!(decode_record(&bytes).unwrap(), noted.record);
+        let rejected = apply(
+            &r,
+            &Transition::Reject {
+                reason: "not the subject".into(),
+            },
+            "k",
+            T0,
+        )
+        .unwrap()
+        .request;
+        assert_eq!(
+            apply(&rejected, &note, "export", T0).unwrap_err().code(),
+            "request.closed"
+        );
     }
 
     #[test]

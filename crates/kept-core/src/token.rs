@@ -1,5 +1,6 @@
 //! The preference center's signed tokens: sign-in links, session cookies, double opt-in
-//! confirmations, one-click unsubscribe links and sign-in form tokens. Each is
+//! confirmations, one-click unsubscribe links and sign-in form tokens, and the download links of
+//! an access request's export. Each is
 //! `base64url(claims) "." base64url(mac)`, the MAC a keyed BLAKE3 under a key of its own kind
 //! derived from one server secret, so a token of one kind never passes as another. The random
 //! id a new token carries is an input, as randomness is everywhere in this crate.
@@ -28,15 +29,19 @@ pub enum Kind {
     Unsubscribe,
     /// The sign-in form, before there is a session.
     SignInForm,
+    /// Downloads the export that answers a data subject request (`Claims::request`), until it
+    /// expires; it may be used again.
+    Export,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Link,
         Kind::Session,
         Kind::Confirm,
         Kind::Unsubscribe,
         Kind::SignInForm,
+        Kind::Export,
     ];
 
     fn context(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Kind {
             Kind::Confirm => "kept 2026 preference center double opt-in v1",
             Kind::Unsubscribe => "kept 2026 preference center one-click unsubscribe v1",
             Kind::SignInForm => "kept 2026 preference center sign-in form v1",
+            Kind::Export => "kept 2026 data subject request export link v1",
         }
     }
 
@@ -56,6 +62,7 @@ impl Kind {
             Kind::Confirm => 2,
             Kind::Unsubscribe => 3,
             Kind::SignInForm => 4,
+            Kind::Export => 5,
         }
     }
 }
@@ -90,6 +97,9 @@ pub struct Claims {
     /// The locale the page was shown in, carried to the next page.
     #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
+    /// The data subject request an export link answers.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
 }
 
 impl Claims {
@@ -102,6 +112,7 @@ impl Claims {
             expires,
             topic: None,
             locale: None,
+            request: None,
         }
     }
 
@@ -140,7 +151,7 @@ impl TokenError {
 /// The MAC keys, one per kind, plus the CSRF key. `Debug` shows none of them.
 #[derive(Clone)]
 pub struct TokenKeys {
-    kinds: [[u8; 32]; 5],
+    kinds: [[u8; 32]; 6],
     csrf: [u8; 32],
 }
 
@@ -153,7 +164,7 @@ impl fmt::Debug for TokenKeys {
 impl TokenKeys {
     /// Derives every key from the server's preference-center secret.
     pub fn derive(secret: &[u8; 32]) -> TokenKeys {
-        let mut kinds = [[0u8; 32]; 5];
+        let mut kinds = [[0u8; 32]; 6];
         for kind in Kind::ALL {
             if let Some(slot) = kinds.get_mut(kind.slot()) {
                 *slot = blake3::derive_key(kind.context(), secret);

@@ -62,6 +62,8 @@ pub struct AppState {
     pub prefcenter: Arc<crate::prefcenter::PrefCenter>,
     /// The console: its token keys, session lifetimes and sign-in brakes.
     pub console: Arc<crate::console::Console>,
+    /// Where the connectors read each dataset's URL: the environment variable it names.
+    pub dataset_urls: Arc<crate::subjects::export::DatasetUrls>,
 }
 
 impl fmt::Debug for AppState {
@@ -93,7 +95,17 @@ impl AppState {
             identity: Arc::new(crate::identity::Identities::default()),
             prefcenter: Arc::new(crate::prefcenter::PrefCenter::default()),
             console: Arc::new(crate::console::Console::default()),
+            dataset_urls: Arc::new(|name: &str| std::env::var(name).ok()),
         }
+    }
+
+    /// Reads the datasets' URLs through `urls` instead of the environment.
+    pub fn with_dataset_urls(
+        mut self,
+        urls: Arc<crate::subjects::export::DatasetUrls>,
+    ) -> AppState {
+        self.dataset_urls = urls;
+        self
     }
 
     /// Collects with `collector` (its configuration) instead of the defaults, and resolves
@@ -211,12 +223,22 @@ impl AppState {
         }
     }
 
+    /// What handing an access request's export over reads and writes of this state.
+    pub fn hand_over(&self) -> crate::requests::export::HandOver<'_> {
+        crate::requests::export::HandOver {
+            export: self.export(),
+            index: &self.index,
+            work: self.work(),
+        }
+    }
+
     /// What exporting everything held about a subject reads of this state.
     pub fn export(&self) -> crate::subjects::export::Export<'_> {
         crate::subjects::export::Export {
             store: self.store.as_ref(),
             identities: &self.identity,
             manifest: &self.manifest,
+            dataset_urls: self.dataset_urls.as_ref(),
         }
     }
 }

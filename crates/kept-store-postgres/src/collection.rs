@@ -715,6 +715,17 @@ impl CollectionStore for PostgresStore {
         })
     }
 
+    async fn identity_log_of(&self, subjects: &[SubjectId]) -> Result<Vec<MergeEntry>> {
+        let rows = sqlx::query(&format!(
+            "{LOG_COLUMNS} WHERE from_subject_id = ANY($1) ORDER BY id"
+        ))
+        .bind(id_column(subjects))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| merge_row(&crate::Cols(r))).collect()
+    }
+
     async fn merged_into(&self, subject: SubjectId) -> Result<Vec<SubjectId>> {
         let ids: Vec<i64> = sqlx::query_scalar(&format!(
             "{MERGED_INTO} SELECT id FROM m WHERE id <> $1 ORDER BY id"

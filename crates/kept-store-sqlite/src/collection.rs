@@ -724,6 +724,25 @@ impl CollectionStore for SqliteStore {
         })
     }
 
+    async fn identity_log_of(&self, subjects: &[SubjectId]) -> Result<Vec<MergeEntry>> {
+        let mut out = Vec::new();
+        for chunk in subjects.chunks(CHUNK) {
+            let sql = format!(
+                "{LOG_COLUMNS} WHERE from_subject_id IN {} ORDER BY id",
+                places(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(i64::from(s.0));
+            }
+            for row in q.fetch_all(&self.read).await.map_err(db)? {
+                out.push(merge_row(&crate::Cols(&row))?);
+            }
+        }
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
     async fn merged_into(&self, subject: SubjectId) -> Result<Vec<SubjectId>> {
         let ids: Vec<i64> = sqlx::query_scalar(&format!(
             "{MERGED_INTO} SELECT id FROM m WHERE id <> ?1 ORDER BY id"

@@ -154,6 +154,28 @@ impl Outbox for SqliteStore {
         rows.iter().map(|r| delivery_row(&Cols(r), 0)).collect()
     }
 
+    async fn deliveries_of(
+        &self,
+        subject: SubjectId,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let after = match after {
+            Some(a) => to_i64(a)?,
+            None => -1,
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE subject_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(i64::from(subject.0))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| delivery_row(&Cols(r), 0)).collect()
+    }
+
     async fn dead_deliveries(&self, after: Option<u64>, limit: u32) -> Result<Vec<Delivery>> {
         let after = match after {
             Some(a) => to_i64(a)?,

@@ -320,6 +320,11 @@ pub trait CollectionStore: Send + Sync {
     /// Subjects merged into `subject`, directly or through others.
     async fn merged_into(&self, subject: SubjectId) -> Result<Vec<SubjectId>>;
 
+    /// The identity log entries of the subjects merged away (or restored) among `subjects`,
+    /// oldest first: with `subjects` a subject and those [`merged_into`](Self::merged_into)
+    /// it, every merge that made it what it is, and its own merge if it was merged away.
+    async fn identity_log_of(&self, subjects: &[SubjectId]) -> Result<Vec<MergeEntry>>;
+
     /// Inserts events (skipping any whose `(source, message_id)` is stored) and upserts
     /// traits, in one transaction shared with other writers (group commit). The same
     /// transaction moves each subject's last interaction to its latest event, if later

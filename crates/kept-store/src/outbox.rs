@@ -271,4 +271,13 @@ pub trait Outbox: Send + Sync + 'static {
     async fn delete_subject_deliveries(&self, subject: SubjectId) -> Result<u64>;
 
     async fn outbox_counts(&self) -> Result<OutboxCounts>;
+
+    /// A subject's deliveries with `id > after`, in id order, at most `limit` (an access
+    /// export pages through them).
+    async fn deliveries_of(
+        &self,
+        subject: SubjectId,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
 }

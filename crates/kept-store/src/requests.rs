@@ -286,7 +286,10 @@ pub fn settled(step: &Transition) -> Option<(&str, TaskState, Option<String>)> {
             };
             Some((target.trim(), state, kept))
         }
-        Transition::Advance { .. } | Transition::Extend { .. } | Transition::Reject { .. } => None,
+        Transition::Advance { .. }
+        | Transition::Extend { .. }
+        | Transition::Reject { .. }
+        | Transition::Note { .. } => None,
     }
 }
 

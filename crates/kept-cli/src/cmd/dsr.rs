@@ -1,8 +1,9 @@
 //! `kept dsr`: data subject requests offline, against the database, through the same service
 //! the server's `/v1/requests` uses: file one, list, show with its log and tasks, take its
 //! steps, mark a task handled by hand, and verify the requests log's chain and checkpoints;
-//! `find` and `erase` are the connectors' (`dsr_connect`). Obligations a step queues for the
-//! manifest's systems are sent by the running server's worker.
+//! `export` hands an access request's export over (`dsr_export`); `find` and `erase` are the
+//! connectors' (`dsr_connect`). Obligations a step queues for the manifest's systems are sent by
+//! the running server's worker.
 
 use crate::cmd::source::{Source, config};
 use anyhow::Context;
@@ -70,6 +71,9 @@ Exit status: 0 done, 1 refused (the reason's code is printed), 2 unusable input.
 2 unusable input."
     )]
     Verify(VerifyArgs),
+    /// Hand over the export that answers an access or portability request (JSON, CSV in a
+    /// zip, or an HTML page), recorded in the request's log; or print its download links
+    Export(crate::cmd::dsr_export::ExportArgs),
     /// `find` and `erase`: the subject in the company's own databases, through the connectors
     #[command(flatten)]
     Connect(crate::cmd::dsr_connect::Command),
@@ -347,18 +351,19 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Handled(args) => handled(args).await,
         Command::Verify(args) => verify(args).await,
+        Command::Export(args) => crate::cmd::dsr_export::export(args).await,
         Command::Connect(c) => crate::cmd::dsr_connect::run(c).await,
     }
 }
 
-async fn open(source: &Source) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) async fn open(source: &Source) -> anyhow::Result<Arc<dyn Store>> {
     let config = config(source).map_err(anyhow::Error::msg)?;
     Ok(kept_server::store::open_existing(config.database_url.expose()).await?)
 }
 
 /// The ledger, for its key: the configured key file, else the demo database's own key. A
 /// database with neither gets no step written: its log would have records no checkpoint covers.
-async fn ledger(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Ledger> {
+pub(crate) async fn ledger(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Ledger> {
     let config = config(source).map_err(anyhow::Error::msg)?;
     let key = match &config.ledger_key_file {
         Some(path) => ledger::load_signing_key(path)
@@ -390,7 +395,7 @@ async fn ledger(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Ledge
 /// What the requests service works with, offline: the manifest (its datasets and systems),
 /// the ledger, and the identity keys that open a subject's identifiers for an obligation.
 /// Callbacks are addressed at `public_url`, else the address `kept serve` binds.
-async fn work(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Work> {
+pub(crate) async fn work(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Work> {
     let setup = crate::cmd::source::setup(source).map_err(anyhow::Error::msg)?;
     let ledger = ledger(source, store).await?;
     let identities = crate::cmd::source::identities(&setup.config).map_err(anyhow::Error::msg)?;

@@ -6,6 +6,7 @@ pub mod audience;
 pub mod decide;
 pub mod dsr;
 pub mod dsr_connect;
+pub mod dsr_export;
 pub mod init;
 pub mod keys;
 pub mod ledger;

@@ -290,3 +290,113 @@ fn a_request_in_progress_completes_once_its_tasks_are_handled() {
     let verified = json(&run(&["verify", "--format", "json"]));
     assert_eq!(verified["verdict"], "intact");
 }
+
+#[test]
+fn an_access_request_is_exported_and_each_export_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, manifest) = demo_database(dir.path());
+    let key = dir.path().join("ledger.key");
+    std::fs::write(&key, "03".repeat(32)).unwrap();
+    let run = |args: &[&str]| dsr(dir.path(), &db, &manifest, Some(&key), args);
+    let filed = json(&run(&[
+        "new",
+        "--user-id",
+        "u000011",
+        "--kind",
+        "access",
+        "--format",
+        "json",
+    ]));
+    let id = filed["id"].as_u64().unwrap().to_string();
+
+    // Not verified yet: refused with the code, nothing written.
+    let early = run(&["export", &id]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("export.not_ready"));
+
+    let verified = run(&[
+        "advance",
+        &id,
+        "--verification",
+        "company-stated",
+        "--reference",
+        "case-7",
+    ]);
+    assert!(verified.status.success());
+    let out = dir.path().join("export.json");
+    let exported = run(&["export", &id, "--out", out.to_str().unwrap()]);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let document: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(document["format"], "kept-export-v1");
+    assert_eq!(document["subject"]["user_id"], "u000011");
+    assert_eq!(document["request"]["id"].to_string(), id);
+
+    let page = run(&["export", &id, "--format", "html", "--lang", "de"]);
+    assert!(page.status.success());
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(page.contains("Was wir gespeichert haben"), "{page}");
+
+    let shown = json(&run(&["show", &id, "--format", "json"]));
+    let notes: Vec<&serde_json::Value> = shown["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["detail"]["note"] == "export handed over")
+        .collect();
+    assert_eq!(notes.len(), 2);
+    assert_eq!(notes[0]["detail"]["export.format"], "json");
+    assert_eq!(
+        notes[0]["detail"]["export.blake3"],
+        blake3::hash(&std::fs::read(&out).unwrap())
+            .to_hex()
+            .as_str()
+    );
+    assert_eq!(notes[1]["detail"]["export.format"], "html");
+    assert_eq!(notes[0]["actor"], "operator:cli");
+
+    // Links need the server's public URL.
+    let no_base = run(&["export", &id, "--link"]);
+    assert!(!no_base.status.success());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kept"));
+    let linked = command
+        .args(["dsr", "export", &id, "--link"])
+        .args(["--database-url", &db, "--manifest", &manifest])
+        .current_dir(dir.path())
+        .env_remove("KEPT_DATABASE_URL")
+        .env_remove("KEPT_MANIFEST")
+        .env("KEPT_LEDGER_KEY_FILE", &key)
+        .env("KEPT_PUBLIC_URL", "https://kept.example.com")
+        .output()
+        .unwrap();
+    assert!(
+        linked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    let links = json(&linked);
+    assert!(
+        links["json"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://kept.example.com/exports/")
+    );
+
+    // An erasure request is not answered with an export.
+    let erasure = json(&run(&[
+        "new",
+        "--user-id",
+        "u000012",
+        "--kind",
+        "erasure",
+        "--format",
+        "json",
+    ]));
+    let refused = run(&["export", &erasure["id"].as_u64().unwrap().to_string()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("export.not_exportable"));
+}

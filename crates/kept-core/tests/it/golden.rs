@@ -154,6 +154,9 @@ fn claims(kind: Kind) -> Claims {
     if matches!(kind, Kind::Link | Kind::SignInForm) {
         c.locale = Some("de".into());
     }
+    if kind == Kind::Export {
+        c.request = Some(42);
+    }
     c
 }
 

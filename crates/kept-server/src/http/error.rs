@@ -77,6 +77,12 @@ pub enum ApiError {
     /// the obligation carried for that request and system (403).
     #[error("`token` is not the acknowledgement token of this request's obligation to this system")]
     AckTokenInvalid,
+    /// An access export, or the link to one, refused; see [`ExportRefusal`].
+    #[error("{message}")]
+    Export {
+        refusal: ExportRefusal,
+        message: String,
+    },
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,
     #[error("the request took longer than {0} seconds")]
@@ -86,6 +92,36 @@ pub enum ApiError {
     /// A bug or an unexpected failure; the detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
+}
+
+/// Why an access export or its download link is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportRefusal {
+    /// The link's token is malformed, not signed by this server, or of another kind.
+    LinkInvalid,
+    /// The link has expired.
+    LinkExpired,
+    /// The link names a request that is not its subject's, or not an access request.
+    LinkMismatch,
+    /// The request is not of a kind an export answers (access, portability).
+    NotExportable,
+    /// The request's identity is not verified yet.
+    NotReady,
+    /// The request was rejected, or its subject erased, since.
+    Gone,
+}
+
+impl ExportRefusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            ExportRefusal::LinkInvalid => "export.link_invalid",
+            ExportRefusal::LinkExpired => "export.link_expired",
+            ExportRefusal::LinkMismatch => "export.link_mismatch",
+            ExportRefusal::NotExportable => "export.not_exportable",
+            ExportRefusal::NotReady => "export.not_ready",
+            ExportRefusal::Gone => "export.gone",
+        }
+    }
 }
 
 /// A query parameter read as a number of type `T`; a value that is not one is a 422 naming
@@ -173,6 +209,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::AckTokenInvalid => "request.ack_token_invalid",
             ApiError::Request(e) => e.code(),
+            ApiError::Export { refusal, .. } => refusal.code(),
             ApiError::MethodNotAllowed => "request.method_not_allowed",
             ApiError::Timeout(_) => "server.timeout",
             ApiError::Store(e) => e.code(),
@@ -199,6 +236,13 @@ impl ApiError {
             ApiError::AckTokenInvalid => StatusCode::FORBIDDEN,
             ApiError::Request(e) if e.is_conflict() => StatusCode::CONFLICT,
             ApiError::Request(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Export { refusal, .. } => match refusal {
+                ExportRefusal::LinkInvalid
+                | ExportRefusal::LinkExpired
+                | ExportRefusal::LinkMismatch => StatusCode::FORBIDDEN,
+                ExportRefusal::NotExportable | ExportRefusal::NotReady => StatusCode::CONFLICT,
+                ExportRefusal::Gone => StatusCode::GONE,
+            },
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) => match e {

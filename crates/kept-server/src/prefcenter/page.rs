@@ -14,13 +14,12 @@ use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::web::form::{field, fields, form_or_empty};
-use crate::web::frame::{self, Chrome, html, redirect, security_headers};
+use crate::web::frame::{self, Chrome, html, redirect};
 use crate::web::frame::{date, datetime};
 use crate::web::session::{Session, cross_site};
 use crate::web::texts::{self, Texts};
 use crate::web::{self, cookie, form, i18n};
 use askama::Template;
-use axum::body::Body;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -1276,46 +1275,51 @@ async fn signed_in_get(
 }
 
 fn download(content_type: &'static str, filename: String, body: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(body));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    security_headers(h);
-    response
+    crate::web::frame::attachment(content_type, &filename, body)
 }
 
-/// `GET /preferences/data.json`: everything held about the customer.
+/// `GET /preferences/data.json`, `data.zip` and `data.html`: everything held about the
+/// customer, as an access request of its own, verified by the session and answered at once.
+async fn download_export(
+    state: &AppState,
+    headers: &HeaderMap,
+    format: crate::subjects::export::Format,
+) -> Response {
+    let (standing, t) = match signed_in_get(state, headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    // A link on another site must not file requests in the customer's name.
+    if cross_site(state.prefcenter.base_url(), headers) {
+        return refused(state, t, StatusCode::FORBIDDEN, t.cross_site);
+    }
+    let answered = state
+        .hand_over()
+        .answer_at_once(&standing.subject, standing.regime, format, t, state.now())
+        .await;
+    match answered {
+        Ok((_, rendered)) => download(
+            format.content_type(),
+            format.file_name(standing.subject.id),
+            rendered.bytes,
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /preferences/data.json`: the export as JSON.
 pub async fn download_json(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (standing, _) = match signed_in_get(&state, &headers).await {
-        Ok(s) => s,
-        Err(response) => return response,
-    };
-    match state.export().json(&standing).await {
-        Ok(value) => download(
-            "application/json",
-            format!("my-data-{}.json", standing.subject.id.0),
-            serde_json::to_vec_pretty(&value).unwrap_or_default(),
-        ),
-        Err(e) => e.into_response(),
-    }
+    download_export(&state, &headers, crate::subjects::export::Format::Json).await
 }
 
-/// `GET /preferences/data.csv`: the same, one row per piece of data.
+/// `GET /preferences/data.zip`: the export as a zip of CSV files.
 pub async fn download_csv(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (standing, _) = match signed_in_get(&state, &headers).await {
-        Ok(s) => s,
-        Err(response) => return response,
-    };
-    match state.export().csv(&standing).await {
-        Ok(text) => download(
-            "text/csv; charset=utf-8",
-            format!("my-data-{}.csv", standing.subject.id.0),
-            text.into_bytes(),
-        ),
-        Err(e) => e.into_response(),
-    }
+    download_export(&state, &headers, crate::subjects::export::Format::Csv).await
+}
+
+/// `GET /preferences/data.html`: the export as a page in the customer's language.
+pub async fn download_html(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    download_export(&state, &headers, crate::subjects::export::Format::Html).await
 }
 
 /// `GET /preferences/receipts/{seq}`: the signed receipt of one of the customer's records.

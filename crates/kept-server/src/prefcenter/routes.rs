@@ -22,7 +22,8 @@ pub fn routes() -> Router<AppState> {
         .route("/preferences/unsubscribe-all", post(page::unsubscribe_all))
         .route("/preferences/erase", post(page::erase))
         .route("/preferences/data.json", get(page::download_json))
-        .route("/preferences/data.csv", get(page::download_csv))
+        .route("/preferences/data.zip", get(page::download_csv))
+        .route("/preferences/data.html", get(page::download_html))
         .route("/preferences/receipts/{seq}", get(page::receipt))
         .route(
             "/preferences/confirm",

@@ -430,7 +430,8 @@ pub async fn show(
 }
 
 /// Takes a request's next step: received → verified (with a verification) → in progress →
-/// completed; from `extended`, the next step from where it stood.
+/// completed; from `extended`, the next step from where it stood. Completing an access or
+/// portability request notes the BLAKE3 hash of its JSON export in the step.
 #[utoipa::path(
     post,
     path = "/v1/requests/{id}/advance",
@@ -455,10 +456,33 @@ pub async fn advance(
     PathParams(RequestPath { id }): PathParams<RequestPath>,
     JsonBody(body): JsonBody<Advance>,
 ) -> Result<Json<RequestView>, ApiError> {
+    // Completing an access or portability request records the hash of its export.
+    // The operator answering it (by mail, say) settles Kept's and the databases' tasks with
+    // that note and the hash, which completes it.
+    let note = body.note;
+    if id <= crate::http::error::MAX_ROW_ID
+        && let Some(request) = state.store.request(id).await?
+        && let Some(mark) = state
+            .hand_over()
+            .completion_note(&request, state.now())
+            .await?
+    {
+        let note = match &note {
+            Some(n) => format!("{}; {mark}", n.trim()),
+            None => mark,
+        };
+        let settled = state
+            .hand_over()
+            .settle_local_tasks_by_hand(&request, &note, &actor(&caller.key), state.now())
+            .await?;
+        if !settled.state.is_open() {
+            return Ok(Json(shown(&state, settled).await?));
+        }
+    }
     let step = Transition::Advance {
         expect: body.to,
         verification: body.verification,
-        note: body.note,
+        note,
     };
     take(&state, &caller, id, &step).await
 }
@@ -717,4 +741,176 @@ pub async fn handled(
         .into());
     }
     Ok(Json(shown(&state, settled.request).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkParams {
+    lang: Option<String>,
+}
+
+/// Signed download links to the export that answers an access or portability request, one
+/// per format, and when they expire. The link is the only authority a download needs: hand it
+/// to the subject. Each download is recorded in the request's log with the hash of what was
+/// handed over.
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}/export",
+    operation_id = "request_export_links",
+    tag = "requests",
+    params(
+        ("id" = u64, Path, description = "the request's id"),
+        ("lang" = Option<String>, Query, description = "the language of the HTML page (`en`, `de`, `fr`, `es`); default the organisation's first"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = crate::requests::export::Links),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no request with this id", body = ErrorBody),
+        (status = 409, description = "`export.not_exportable` (not an access or portability request) or `export.not_ready` (not verified yet)", body = ErrorBody),
+        (status = 410, description = "`export.gone`: the request was rejected, or its subject erased", body = ErrorBody),
+        (status = 422, description = "`id` is not a number, or `lang` is not a language the pages speak", body = ErrorBody),
+    )
+)]
+pub async fn export_links(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(RequestPath { id }): PathParams<RequestPath>,
+    params: Result<Query<LinkParams>, QueryRejection>,
+) -> Result<Json<crate::requests::export::Links>, ApiError> {
+    let Query(params) = params?;
+    let locale = match params.lang.as_deref() {
+        None => None,
+        Some(code) => Some(
+            crate::web::texts::by_code(code)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "lang",
+                        format!("`{code}` is not a language the pages speak (en, de, fr, es)"),
+                    )
+                })?
+                .code,
+        ),
+    };
+    let request = match id {
+        id if id > crate::http::error::MAX_ROW_ID => None,
+        id => state.store.request(id).await?,
+    };
+    let request = request
+        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+    crate::requests::export::exportable(&request)?;
+    let erased = state
+        .store
+        .subject(request.subject)
+        .await?
+        .is_none_or(|s| s.erasure_requested_at.is_some());
+    if erased {
+        return Err(ApiError::Export {
+            refusal: crate::http::error::ExportRefusal::Gone,
+            message: format!(
+                "the subject of request `{id}` was erased, or asked to be; nothing is handed over"
+            ),
+        });
+    }
+    let keys = state.prefcenter.keys(state.store.as_ref()).await?;
+    Ok(Json(crate::requests::export::links(
+        keys,
+        state.prefcenter.base_url(),
+        &request,
+        locale,
+        state.now(),
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadParams {
+    format: Option<String>,
+    lang: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenPath {
+    token: String,
+}
+
+/// Downloads the export a signed link names (no API key: the link is the authority), in
+/// `format`. Each download is recorded in the request's log with the export's hash. Not
+/// cached anywhere (`Cache-Control: no-store`).
+#[utoipa::path(
+    get,
+    path = "/exports/{token}",
+    operation_id = "download_export",
+    tag = "requests",
+    params(
+        ("token" = String, Path, description = "the signed link's token"),
+        ("format" = Option<String>, Query, description = "`json` (the default, schema at `/schema/export-v1.json`), `csv` (a zip with one CSV file per section) or `html`"),
+        ("lang" = Option<String>, Query, description = "the HTML page's language; default the link's, else `Accept-Language`"),
+    ),
+    responses(
+        (status = 200, description = "the export, as an attachment", content(
+            ("application/json"),
+            ("application/zip"),
+            ("text/html"),
+        )),
+        (status = 403, description = "`export.link_invalid` (tampered or not a link), `export.link_expired`, `export.link_mismatch` (names no access request of its subject)", body = ErrorBody),
+        (status = 409, description = "`export.not_ready`, `export.not_exportable`", body = ErrorBody),
+        (status = 410, description = "`export.gone`: the request was rejected, or its subject erased, since", body = ErrorBody),
+        (status = 422, description = "`format` is not `json`, `csv` or `html`", body = ErrorBody),
+    )
+)]
+pub async fn download(
+    State(state): State<AppState>,
+    PathParams(TokenPath { token }): PathParams<TokenPath>,
+    params: Result<Query<DownloadParams>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use crate::subjects::export::Format;
+    let Query(params) = params?;
+    let format = match params.format.as_deref() {
+        None => Format::Json,
+        Some(f) => Format::parse(f).ok_or_else(|| {
+            ApiError::invalid_field("format", format!("`{f}` is not `json`, `csv` or `html`"))
+        })?,
+    };
+    let now = state.now();
+    let keys = state.prefcenter.keys(state.store.as_ref()).await?;
+    let (claims, request) =
+        crate::requests::export::open_link(keys, state.store.as_ref(), &token, now).await?;
+    let lang = params.lang.as_deref().or(claims.locale.as_deref());
+    let t = crate::web::i18n::language(&state.manifest.organisation.locales, lang, &headers);
+    let rendered = state
+        .hand_over()
+        .hand_over(
+            &request,
+            format,
+            t,
+            crate::requests::export::VIA_LINK,
+            Some(&claims.id),
+            now,
+        )
+        .await?;
+    Ok(crate::web::frame::attachment(
+        format.content_type(),
+        &format.file_name(request.subject),
+        rendered.bytes,
+    ))
+}
+
+/// The JSON Schema every JSON export follows (`format`: `kept-export-v1`).
+#[utoipa::path(
+    get,
+    path = "/schema/export-v1.json",
+    operation_id = "export_schema",
+    tag = "requests",
+    responses((status = 200, description = "the JSON Schema (draft 2020-12)", content_type = "application/schema+json")),
+)]
+pub async fn export_schema() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/schema+json")],
+        crate::subjects::export::SCHEMA,
+    )
+        .into_response()
 }

@@ -2,10 +2,12 @@
 //! machine (`kept_core::requests`), each step a record of the hash-chained requests log, the
 //! lifecycle hook every step calls (`service::on_transition`), and the work a request owes:
 //! its tasks (`work`: the handles and which targets are owed; `tasks`: finished, acknowledged,
-//! handled by hand, then the request completed) and its propagation to the manifest's systems
-//! (`propagate`: obligations, acknowledgement tokens, lifecycle webhooks). Handlers in `api`.
+//! handled by hand, then the request completed), its propagation to the manifest's systems
+//! (`propagate`: obligations, acknowledgement tokens, lifecycle webhooks), and the answer to
+//! access and portability requests (`export`: links, downloads). Handlers in `api`.
 
 pub mod api;
+pub mod export;
 pub mod propagate;
 pub mod service;
 pub mod tasks;
@@ -30,5 +32,11 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/requests/{id}/tasks/{target}/handled",
             post(api::handled),
+        )
+        .route("/v1/requests/{id}/export", get(api::export_links))
+        .route("/exports/{token}", get(api::download))
+        .route(
+            crate::subjects::export::SCHEMA_PATH,
+            get(api::export_schema),
         )
 }

@@ -132,6 +132,19 @@ pub fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response
     response
 }
 
+/// A file to save (`Content-Disposition: attachment`) with the headers every page carries, so
+/// no cache, shared or not, keeps it.
+pub fn attachment(content_type: &'static str, filename: &str, body: Vec<u8>) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    security_headers(h);
+    response
+}
+
 /// The headers every page and redirect carries: not cached, not framed, no referrer to other
 /// sites, nothing but inline styles and own images.
 pub fn security_headers(h: &mut HeaderMap) {

@@ -16,6 +16,7 @@ mod console;
 mod decisions;
 mod demo;
 mod e2e;
+mod export;
 mod forward;
 mod identity;
 mod notices;

