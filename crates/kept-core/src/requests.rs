@@ -408,6 +408,10 @@ pub enum Transition {
     },
     /// Refuses the request, with a reason.
     Reject { reason: String },
+    /// Lifts the restriction a restriction request put on the subject's data (GDPR Art.
+    /// 18(3)), with a reason: once it was carried out (in progress or completed). The state
+    /// stays; the log records the lifting.
+    Lift { reason: String },
 }
 
 impl Transition {
@@ -416,6 +420,7 @@ impl Transition {
             Transition::Advance { .. } => "advance",
             Transition::Extend { .. } => "extend",
             Transition::Reject { .. } => "reject",
+            Transition::Lift { .. } => "lift",
         }
     }
 }
@@ -453,6 +458,12 @@ pub enum RequestError {
     TooLong { field: &'static str },
     #[error("`{field}` holds a control character; it is not allowed")]
     ControlCharacter { field: &'static str },
+    #[error("only a `restriction` request can be lifted, not a `{kind}` request")]
+    NotLiftable { kind: RequestKind },
+    #[error("a `{state}` restriction has put no gate yet: it is lifted once in progress")]
+    NotInForce { state: State },
+    #[error("a `{state}` request is not carried out: it is once `in_progress`")]
+    NotStarted { state: State },
 }
 
 impl RequestError {
@@ -471,6 +482,9 @@ impl RequestError {
             RequestError::ReasonRequired { .. } => "request.reason_required",
             RequestError::TooLong { .. } => "request.too_long",
             RequestError::ControlCharacter { .. } => "request.control_character",
+            RequestError::NotLiftable { .. } => "request.not_liftable",
+            RequestError::NotInForce { .. } => "request.not_in_force",
+            RequestError::NotStarted { .. } => "request.not_started",
         }
     }
 
@@ -480,7 +494,10 @@ impl RequestError {
             RequestError::Closed { .. }
             | RequestError::ExtendedTwice
             | RequestError::NoExtension { .. }
-            | RequestError::ExtensionLate => "state",
+            | RequestError::ExtensionLate
+            | RequestError::NotInForce { .. }
+            | RequestError::NotStarted { .. } => "state",
+            RequestError::NotLiftable { .. } => "kind",
             RequestError::UnexpectedStep { .. } => "to",
             RequestError::Unverified | RequestError::VerifiedAlready => "verification",
             RequestError::Verification { field, .. } => match *field {
@@ -505,6 +522,9 @@ impl RequestError {
                 | RequestError::ExtendedTwice
                 | RequestError::NoExtension { .. }
                 | RequestError::ExtensionLate
+                | RequestError::NotLiftable { .. }
+                | RequestError::NotInForce { .. }
+                | RequestError::NotStarted { .. }
         )
     }
 }
@@ -613,6 +633,21 @@ pub fn apply(
             next.state = State::Extended;
             next.due_at = new_due;
             next.extended_at = Some(now);
+        }
+        Transition::Lift { reason: why } => {
+            if request.kind != RequestKind::Restriction {
+                return Err(RequestError::NotLiftable { kind: request.kind });
+            }
+            let carried_out = matches!(request.working_state(), State::InProgress)
+                || request.state == State::Completed;
+            if !carried_out {
+                return Err(RequestError::NotInForce {
+                    state: request.state,
+                });
+            }
+            let why = text("reason", why)?;
+            reason = Some(why);
+            detail.push(("gate".to_owned(), "lifted".to_owned()));
         }
         Transition::Reject { reason: why } => {
             if !request.state.is_open() {
@@ -1077,6 +1112,35 @@ mod tests {
             ..Scope::default()
         };
         assert_eq!(scope.check().unwrap_err().field(), "scope.purposes");
+    }
+
+    #[test]
+    fn only_a_restriction_carried_out_is_lifted_and_the_log_says_so() {
+        let lift = || Transition::Lift {
+            reason: "accuracy checked".into(),
+        };
+        let objection = filed(Regime::Gdpr, RequestKind::Objection);
+        let err = apply(&objection, &lift(), "k", T0).unwrap_err();
+        assert_eq!((err.code(), err.field()), ("request.not_liftable", "kind"));
+        let r = filed(Regime::Gdpr, RequestKind::Restriction);
+        let early = apply(&r, &lift(), "k", T0).unwrap_err();
+        assert_eq!(early.code(), "request.not_in_force");
+        let mut started = r.clone();
+        started.state = State::InProgress;
+        let blank = Transition::Lift { reason: " ".into() };
+        assert_eq!(
+            apply(&started, &blank, "k", T0).unwrap_err().field(),
+            "reason"
+        );
+        let lifted = apply(&started, &lift(), "k", T0 + 1).unwrap();
+        assert_eq!(lifted.request.state, State::InProgress);
+        assert_eq!(lifted.record.from, Some(State::InProgress));
+        assert_eq!(lifted.record.to, State::InProgress);
+        assert_eq!(lifted.record.reason.as_deref(), Some("accuracy checked"));
+        assert_eq!(
+            lifted.record.detail,
+            vec![("gate".to_owned(), "lifted".to_owned())]
+        );
     }
 
     #[test]

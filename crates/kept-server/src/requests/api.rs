@@ -1,14 +1,15 @@
 //! `/v1/requests`: data subject requests for the privacy team (role `privacy`, and `admin`):
 //! file one, list them by state, kind, subject and due date, show one with its log, and take
-//! its steps (advance, extend, reject). Each answer shows the request as stored after its
-//! transaction committed.
+//! its steps (advance, extend, reject), carry it out again (apply) and lift a restriction.
+//! Each answer shows the request as stored after its transaction committed.
 
 use crate::http::auth::{Authorized, role};
 use crate::http::error::{
     ApiError, ErrorBody, JsonBody, PathParams, query_limit, query_number, query_row_id,
 };
 use crate::identity::resolve::{SubjectInput, resolve_subjects};
-use crate::requests::service;
+use crate::requests::carry::CarryOut;
+use crate::requests::{gates, rectify, service};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -44,6 +45,11 @@ pub struct NewRequest {
     /// How identity was verified, when it already is; `advance` to `verified` records it.
     #[serde(default)]
     pub verification: Option<Verification>,
+    /// For a `rectification`, and only for one: the traits and identifiers to correct, with
+    /// their correct values. Checked as collection checks them, sealed with the subject's
+    /// data key; the log keeps their targets and a keyed digest.
+    #[serde(default)]
+    pub corrections: Option<rectify::Corrections>,
 }
 
 /// The next step of a request.
@@ -78,6 +84,14 @@ pub struct Extend {
 #[serde(deny_unknown_fields)]
 pub struct Reject {
     /// Why the request is refused (the subject is told).
+    pub reason: String,
+}
+
+/// The lifting of a restriction, with its reason.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lift {
+    /// Why the restriction ends (Art. 18(3): the subject is told before it is lifted).
     pub reason: String,
 }
 
@@ -222,6 +236,15 @@ pub struct RequestPath {
     id: u64,
 }
 
+fn carry_out(state: &AppState) -> CarryOut<'_> {
+    CarryOut {
+        store: state.store.as_ref(),
+        identities: &state.identity,
+        index: &state.index,
+        manifest: &state.manifest,
+    }
+}
+
 fn actor(caller: &kept_store::ApiKeyRecord) -> String {
     format!("key:{}", caller.id)
 }
@@ -269,22 +292,35 @@ pub async fn create(
             format!("no subject is known by this `subject.{}`", name.kind()),
         ));
     };
+    let scope = body.scope.unwrap_or_default();
+    gates::check_scope(&state.manifest, body.kind, &scope)?;
     let now = state.now();
     let intake = Intake {
         subject: subject.id,
         kind: body.kind,
-        scope: body.scope.unwrap_or_default(),
+        scope,
         channel,
         verification: body.verification,
         regime: Regime::resolve(subject.country.as_deref(), subject.region.as_deref()),
         region: subject.region.clone(),
         at: now,
     };
-    let stepped = service::file(
+    let sealed = rectify::seal(
+        state.store.as_ref(),
+        &state.identity,
+        &state.manifest,
+        body.kind,
+        subject.id,
+        body.corrections.as_ref(),
+        now,
+    )
+    .await?;
+    let stepped = service::file_with(
         state.store.as_ref(),
         &state.ledger,
         intake,
         &actor(&caller.key),
+        sealed,
     )
     .await?;
     Ok((
@@ -396,7 +432,10 @@ pub async fn show(
 }
 
 /// Takes a request's next step: received → verified (with a verification) → in progress →
-/// completed; from `extended`, the next step from where it stood.
+/// completed; from `extended`, the next step from where it stood. A rectification,
+/// restriction, objection, opt-out of sale or limit on sensitive data entering `in_progress`
+/// is carried out at once (`requests::carry`): corrected, or its gate in force, when the
+/// answer comes.
 #[utoipa::path(
     post,
     path = "/v1/requests/{id}/advance",
@@ -426,7 +465,13 @@ pub async fn advance(
         verification: body.verification,
         note: body.note,
     };
-    take(&state, &caller, id, &step).await
+    let stepped = step_of(&state, &caller, id, &step).await?;
+    if stepped.request.state == RequestState::InProgress {
+        carry_out(&state)
+            .request(&stepped.request, state.now())
+            .await?;
+    }
+    Ok(Json(shown(&state, stepped.request).await?))
 }
 
 /// Puts the answer off, once, with a reason, while the first deadline still runs, up to the
@@ -493,18 +538,108 @@ pub async fn reject(
     take(&state, &caller, id, &step).await
 }
 
-async fn take(
-    state: &AppState,
-    caller: &Authorized<role::Privacy>,
-    id: u64,
-    step: &Transition,
+/// Carries out a request again, as entering `in_progress` did: a rectification's corrections
+/// are written; for a restriction, objection, opt-out of sale or limit on sensitive data, its
+/// gate is written (once per request) and put in force. Safe to repeat, for instance after an
+/// `advance` whose work could not be finished.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/apply",
+    operation_id = "apply_request",
+    tag = "requests",
+    params(("id" = u64, Path, description = "the request's id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = RequestView),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no request with this id", body = ErrorBody),
+        (status = 409, description = "`request.not_started`: the request is not in progress or completed", body = ErrorBody),
+        (status = 422, description = "`id` is not a number", body = ErrorBody),
+    )
+)]
+pub async fn apply(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(RequestPath { id }): PathParams<RequestPath>,
+) -> Result<Json<RequestView>, ApiError> {
+    let request = match id {
+        id if id > crate::http::error::MAX_ROW_ID => None,
+        id => state.store.request(id).await?,
+    };
+    let request = request
+        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+    carry_out(&state).request(&request, state.now()).await?;
+    Ok(Json(shown(&state, request).await?))
+}
+
+/// Lifts the restriction of processing a restriction request put in force (GDPR Art. 18(3)),
+/// with a reason recorded in the request's log. Objections and opt-outs are not lifted: they
+/// end when the person gives consent again.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/lift",
+    operation_id = "lift_request",
+    tag = "requests",
+    params(("id" = u64, Path, description = "the request's id")),
+    request_body = Lift,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = RequestView),
+        (status = 400, description = "the body is not JSON", body = ErrorBody),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no request with this id", body = ErrorBody),
+        (status = 409, description = "`request.not_liftable` (not a restriction) or `request.not_in_force` (not carried out yet)", body = ErrorBody),
+        (status = 422, description = "`reason` is blank or too long; `error.field` names it", body = ErrorBody),
+    )
+)]
+pub async fn lift(
+    caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(RequestPath { id }): PathParams<RequestPath>,
+    JsonBody(body): JsonBody<Lift>,
 ) -> Result<Json<RequestView>, ApiError> {
     if id > crate::http::error::MAX_ROW_ID {
         return Err(ApiError::NotFound(format!(
             "no data subject request has id `{id}`"
         )));
     }
-    let stepped = service::step(
+    let stepped = gates::lift(
+        state.store.as_ref(),
+        &state.ledger,
+        &state.index,
+        id,
+        body.reason,
+        &actor(&caller.key),
+        state.now(),
+    )
+    .await?;
+    Ok(Json(shown(&state, stepped.request).await?))
+}
+
+async fn take(
+    state: &AppState,
+    caller: &Authorized<role::Privacy>,
+    id: u64,
+    step: &Transition,
+) -> Result<Json<RequestView>, ApiError> {
+    let stepped = step_of(state, caller, id, step).await?;
+    Ok(Json(shown(state, stepped.request).await?))
+}
+
+async fn step_of(
+    state: &AppState,
+    caller: &Authorized<role::Privacy>,
+    id: u64,
+    step: &Transition,
+) -> Result<kept_store::requests::Stepped, ApiError> {
+    if id > crate::http::error::MAX_ROW_ID {
+        return Err(ApiError::NotFound(format!(
+            "no data subject request has id `{id}`"
+        )));
+    }
+    service::step(
         state.store.as_ref(),
         &state.ledger,
         id,
@@ -512,6 +647,5 @@ async fn take(
         &actor(&caller.key),
         state.now(),
     )
-    .await?;
-    Ok(Json(shown(state, stepped.request).await?))
+    .await
 }

@@ -1,9 +1,14 @@
 //! Data subject requests: filing one with its legal deadline, its steps through a state
 //! machine (`kept_core::requests`), each step a record of the hash-chained requests log, and
 //! the lifecycle hook every step calls (`service::on_transition`). Handlers in `api`, the work
-//! in `service`; exports, erasure and propagation to systems plug in at the hook.
+//! in `service`; exports, erasure and propagation to systems plug in at the hook. The requests
+//! that gate a subject's data (restriction, objection, opt-out of sale, limit on sensitive
+//! data) are carried out by `gates`, rectification by `rectify`, both through `carry`.
 
 pub mod api;
+pub mod carry;
+pub mod gates;
+pub mod rectify;
 pub mod service;
 
 use crate::state::AppState;
@@ -18,4 +23,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/requests/{id}/advance", post(api::advance))
         .route("/v1/requests/{id}/extend", post(api::extend))
         .route("/v1/requests/{id}/reject", post(api::reject))
+        .route("/v1/requests/{id}/apply", post(api::apply))
+        .route("/v1/requests/{id}/lift", post(api::lift))
 }

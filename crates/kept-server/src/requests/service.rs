@@ -30,12 +30,31 @@ pub async fn file(
     new: Intake,
     actor: &str,
 ) -> Result<Stepped, ApiError> {
+    file_with(store, ledger, new, actor, None).await
+}
+
+/// `file`, with a rectification's sealed corrections written in the same transaction and
+/// named in the intake record (`requests::rectify::seal`).
+pub async fn file_with(
+    store: &dyn Store,
+    ledger: &Ledger,
+    new: Intake,
+    actor: &str,
+    corrections: Option<crate::requests::rectify::Sealed>,
+) -> Result<Stepped, ApiError> {
     let rights = Rights::shipped()
         .map_err(|e| ApiError::Internal(format!("the shipped request deadlines: {e}")))?;
     let request = intake(rights, new)?;
     // The signer the store's checkpoints need is installed once the key is published.
     ledger.publish_verifying_key().await?;
-    let stepped = store.file_request(request, actor).await?;
+    let stepped = match corrections {
+        Some(sealed) => {
+            store
+                .file_request_with(request, actor, sealed.detail, sealed.corrections)
+                .await?
+        }
+        None => store.file_request(request, actor).await?,
+    };
     on_transition(&stepped);
     Ok(stepped)
 }

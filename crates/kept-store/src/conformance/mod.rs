@@ -104,6 +104,8 @@ macro_rules! conformance_tests {
             requests_are_filed_stepped_and_logged,
             requests_a_refused_step_changes_nothing,
             requests_list_by_filter_and_count_what_is_due,
+            requests_gates_are_put_once_read_and_lifted,
+            requests_corrections_are_filed_with_their_request_and_carried_out,
         );
     };
     (@module $harness:ty, $module:path; $($case:ident),* $(,)?) => {
