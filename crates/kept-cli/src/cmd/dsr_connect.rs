@@ -282,20 +282,10 @@ fn chosen<'a>(all: &'a [Dataset], ids: &[String]) -> anyhow::Result<Vec<&'a Data
 /// The `hash` strategy's key, derived from Kept's master secret as the server derives its
 /// identity keys: the `master_key_file`, else the one kept in Kept's database.
 async fn hash_key(config: &kept_server::config::Config) -> anyhow::Result<HashKey> {
-    let master_key = match &config.master_key_file {
-        Some(path) => {
-            Some(kept_server::identity::load_master_key(path).map_err(anyhow::Error::msg)?)
-        }
-        None => None,
-    };
+    let identities = crate::cmd::source::identities(config).map_err(anyhow::Error::msg)?;
     let store = kept_server::store::open(config.database_url.expose())
         .await
         .context("opening Kept's database for the hash key")?;
-    let identities =
-        kept_server::identity::Identities::new(kept_server::identity::IdentityConfig {
-            master_key,
-            ..Default::default()
-        });
     let keys = identities.keys(store.as_ref()).await?;
     Ok(HashKey(keys.dataset_hash_key()))
 }
