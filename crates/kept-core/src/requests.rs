@@ -464,6 +464,10 @@ pub enum RequestError {
     NotInForce { state: State },
     #[error("a `{state}` request is not carried out: it is once `in_progress`")]
     NotStarted { state: State },
+    #[error(
+        "another subject took the corrected `{kind}` since the request was filed; merge or erase first, then apply again"
+    )]
+    IdentifierTaken { kind: &'static str },
 }
 
 impl RequestError {
@@ -485,6 +489,7 @@ impl RequestError {
             RequestError::NotLiftable { .. } => "request.not_liftable",
             RequestError::NotInForce { .. } => "request.not_in_force",
             RequestError::NotStarted { .. } => "request.not_started",
+            RequestError::IdentifierTaken { .. } => "request.identifier_taken",
         }
     }
 
@@ -498,6 +503,7 @@ impl RequestError {
             | RequestError::NotInForce { .. }
             | RequestError::NotStarted { .. } => "state",
             RequestError::NotLiftable { .. } => "kind",
+            RequestError::IdentifierTaken { .. } => "corrections",
             RequestError::UnexpectedStep { .. } => "to",
             RequestError::Unverified | RequestError::VerifiedAlready => "verification",
             RequestError::Verification { field, .. } => match *field {
@@ -525,6 +531,7 @@ impl RequestError {
                 | RequestError::NotLiftable { .. }
                 | RequestError::NotInForce { .. }
                 | RequestError::NotStarted { .. }
+                | RequestError::IdentifierTaken { .. }
         )
     }
 }

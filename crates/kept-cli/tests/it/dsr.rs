@@ -218,3 +218,62 @@ fn a_request_is_filed_for_the_subject_an_email_address_names() {
     ]);
     assert_eq!(two.status.code(), Some(2), "one identifier at a time");
 }
+
+#[test]
+fn a_restriction_advanced_offline_is_in_force_for_the_next_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, manifest) = demo_database(dir.path());
+    let key = dir.path().join("ledger.key");
+    std::fs::write(&key, "03".repeat(32)).unwrap();
+    let run = |args: &[&str]| dsr(dir.path(), &db, &manifest, Some(&key), args);
+    let decide = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_kept"))
+            .args([
+                "decide",
+                "--subject-user-id",
+                "u000011",
+                "--purpose",
+                "marketing.communications",
+                "--database-url",
+                &db,
+                "--manifest",
+                &manifest,
+                "--format",
+                "json",
+            ])
+            .current_dir(dir.path())
+            .env_remove("KEPT_DATABASE_URL")
+            .env_remove("KEPT_MANIFEST")
+            .output()
+            .unwrap();
+        json(&out)["reason"].as_str().unwrap().to_owned()
+    };
+    assert_ne!(decide(), "denied.restricted_by_request");
+    let filed = json(&run(&[
+        "new",
+        "--user-id",
+        "u000011",
+        "--kind",
+        "restriction",
+        "--format",
+        "json",
+    ]));
+    let id = filed["id"].as_u64().unwrap().to_string();
+    let verified = run(&[
+        "advance",
+        &id,
+        "--verification",
+        "company-stated",
+        "--reference",
+        "case-7",
+    ]);
+    assert!(verified.status.success());
+    let started = run(&["advance", &id, "--format", "json"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    assert_eq!(json(&started)["state"], "in_progress");
+    assert_eq!(decide(), "denied.restricted_by_request");
+}

@@ -376,8 +376,8 @@ impl Snapshot {
                 + chunk.watch.len() * std::mem::size_of::<Watch>())
                 as u64;
             for page in chunk.pages.iter().flatten() {
-                // Six list headers and the shared-pointer counts.
-                entry_bytes += (page.bytes() + 6 * 24 + 16) as u64;
+                // Seven list headers and the shared-pointer counts.
+                entry_bytes += (page.bytes() + 7 * 24 + 16) as u64;
             }
         }
         let subjects = self.subject_count();

@@ -29,11 +29,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-/// The provenance `source` of a value a request corrected.
-pub fn source_of(request: u64) -> String {
-    format!("request:{request}")
-}
-
 /// What a rectification request corrects.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -292,7 +287,7 @@ pub async fn apply(
     let data_key = keys
         .open_data_key(wrapped)
         .map_err(|e| StoreError::Corrupt(format!("subject data key: {e}")))?;
-    let source = source_of(request.id);
+    let source = Provenance::corrected_source(request.id);
     let held = store.traits(subject).await?;
     let mut applied = Applied::default();
     let mut traits = Vec::new();
@@ -413,13 +408,10 @@ async fn replace_identifier(
     match store.find_identities(&[hash]).await?.first() {
         Some((_, holder)) if *holder == subject => {}
         Some(_) => {
-            return Err(ApiError::Rejected {
-                status: axum::http::StatusCode::CONFLICT,
-                message: format!(
-                    "another subject took the corrected `{}` since the request was filed; merge or erase first, then apply again",
-                    kind.as_str()
-                ),
-            });
+            return Err(kept_core::requests::RequestError::IdentifierTaken {
+                kind: kind.as_str(),
+            }
+            .into());
         }
         None => {
             let sealed = data_key

@@ -124,6 +124,7 @@ impl Export<'_> {
                 "notice_version": t.provenance.notice_version,
                 "collected_at": t.provenance.collected_at,
                 "source": t.provenance.source,
+                "corrected_by_request": t.provenance.corrected_by_request(),
             })).collect::<Vec<_>>(),
             "events": events,
             "consents": consents,
