@@ -37,6 +37,7 @@ mod corrections;
 mod decision_log;
 mod gates;
 mod migrations;
+mod operators;
 mod outbox;
 mod prefcenter;
 mod quarantine;

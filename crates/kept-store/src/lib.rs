@@ -28,6 +28,7 @@ pub mod group_commit;
 pub mod migrate;
 
 pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
+pub mod operators;
 pub mod outbox;
 pub mod prefcenter;
 pub mod quarantine;
@@ -210,6 +211,7 @@ pub trait Store:
     + requests::RequestStore
     + gates::GateStore
     + corrections::CorrectionStore
+    + operators::OperatorStore
     + Send
     + Sync
     + std::fmt::Debug

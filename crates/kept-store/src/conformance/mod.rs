@@ -1,7 +1,7 @@
 //! The conformance suite: one story every backend must tell the same way. A backend's test
 //! crate implements [`Harness`] (a fresh, empty store per case) and expands
 //! [`conformance_tests!`](crate::conformance_tests) once, which makes one `#[tokio::test]` per
-//! case of every module here (`store`, `outbox`, `prefcenter`, `requests`).
+//! case of every module here (`store`, `outbox`, `prefcenter`, `requests`, `operators`).
 //!
 //! The cases panic on a failed expectation: they are test code, compiled only with the
 //! `conformance` feature (which the backends' tests turn on, and the product never does), so
@@ -14,6 +14,7 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+pub mod operators;
 pub mod outbox;
 pub mod prefcenter;
 pub mod requests;
@@ -106,6 +107,12 @@ macro_rules! conformance_tests {
             requests_list_by_filter_and_count_what_is_due,
             requests_gates_are_put_once_read_and_lifted,
             requests_corrections_are_filed_with_their_request_and_carried_out,
+        );
+        $crate::conformance_tests!(@module $harness, $crate::conformance::operators;
+            operators_are_created_once_per_email_and_read_back,
+            operators_use_each_totp_step_once_and_only_forward,
+            operator_sessions_end_when_revoked_idle_or_expired,
+            audit_log_appends_and_pages_newest_first,
         );
     };
     (@module $harness:ty, $module:path; $($case:ident),* $(,)?) => {
