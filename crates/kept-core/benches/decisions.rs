@@ -35,10 +35,8 @@ permit (principal, action == Action::"use", resource == Purpose::"marketing.comm
 when {
   !principal.erasure && !principal.suppressed && principal.email_promised &&
   (
-    (principal.regime == "us" && principal.consent != "withdrawn" && principal.consent != "opted_out") ||
-    principal.consent == "given" ||
-    (principal.consent == "none" && principal.email_from_purchase &&
-      ["gdpr", "uk_gdpr", "ccpa", "us_state"].contains(principal.regime))
+    (["us", "ccpa", "us_state"].contains(principal.regime) && principal.consent != "withdrawn" && principal.consent != "opted_out") ||
+    principal.consent == "given"
   ) &&
   (principal.weekly_max < 0 || principal.sent_this_week < principal.weekly_max)
 };

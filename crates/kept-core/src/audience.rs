@@ -355,6 +355,17 @@ fn chunk_audience(
             ReasonCode::DeniedSuppressed,
         );
     }
+    // Gate 1, the requests part: few subjects have a gate, each checked as a decision would.
+    let gated = &rest & set(Layout::GATED);
+    for id in &gated {
+        let stopped = snapshot
+            .view(SubjectId(id), q)
+            .and_then(|view| walk::request_gate(&snapshot.ctx, query, &view));
+        if let Some((reason, _)) = stopped {
+            tally.add(reason, 1);
+            rest.remove(id);
+        }
+    }
 
     // Gate 2: the promise.
     if query.forbidden.is_some() {

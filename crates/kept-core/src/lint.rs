@@ -81,6 +81,10 @@ pub mod codes {
     /// regime whose rules allow it, or no purchase collection point collecting an email
     /// address under a notice that promises the purpose by email.
     pub const PURPOSE_SOFT_OPT_IN_NEVER_APPLIES: &str = "purpose.soft_opt_in_never_applies";
+    /// `sale_or_sharing = true` on a purpose necessary for the service (`essential`,
+    /// `operations`, `finance`): uses necessary for the service pass every request's gate, so
+    /// the opt-out of sale or sharing would never stop it.
+    pub const PURPOSE_SALE_OR_SHARING_ESSENTIAL: &str = "purpose.sale_or_sharing_essential";
     pub const SYSTEM_NO_OWNER: &str = "system.no_owner";
     /// A system uses a category for a purpose (and channel) that no notice covering that
     /// category promises.
@@ -355,6 +359,26 @@ impl Linter<'_> {
             }
         }
         self.soft_opt_in();
+        self.sale_or_sharing();
+    }
+
+    /// A purpose declared a sale or sharing that is also necessary for the service: the
+    /// opt-out's gate leaves necessary uses alone, so the declaration would promise an opt-out
+    /// that never happens.
+    fn sale_or_sharing(&mut self) {
+        for (id, purpose) in &self.manifest.purposes {
+            if purpose.sale_or_sharing
+                && crate::rulebook::PurposeClass::of(id) == crate::rulebook::PurposeClass::Essential
+            {
+                self.error(
+                    codes::PURPOSE_SALE_OR_SHARING_ESSENTIAL,
+                    child_path(&entry_path("purposes", id), "sale_or_sharing"),
+                    format!(
+                        "purpose `{id}` is declared `sale_or_sharing`, but it is necessary for the service (its key is under `essential`, `operations` or `finance`), and necessary uses pass an opt-out of sale or sharing; give the sale or sharing a purpose of its own"
+                    ),
+                );
+            }
+        }
     }
 
     /// Regimes of one family left to a `default` that asks for another level than the ones

@@ -563,6 +563,10 @@ pub enum Transition {
         note: String,
         detail: Vec<(String, String)>,
     },
+    /// Lifts the restriction a restriction request put on the subject's data (GDPR Art.
+    /// 18(3)), with a reason: once it was carried out (in progress or completed). The state
+    /// stays; the log records the lifting.
+    Lift { reason: String },
 }
 
 impl Transition {
@@ -573,6 +577,7 @@ impl Transition {
             Transition::Reject { .. } => "reject",
             Transition::Settle { .. } => "settle",
             Transition::Note { .. } => "note",
+            Transition::Lift { .. } => "lift",
         }
     }
 }
@@ -610,6 +615,16 @@ pub enum RequestError {
     TooLong { field: &'static str },
     #[error("`{field}` holds a control character; it is not allowed")]
     ControlCharacter { field: &'static str },
+    #[error("only a `restriction` request can be lifted, not a `{kind}` request")]
+    NotLiftable { kind: RequestKind },
+    #[error("a `{state}` restriction has put no gate yet: it is lifted once in progress")]
+    NotInForce { state: State },
+    #[error("a `{state}` request is not carried out: it is once `in_progress`")]
+    NotStarted { state: State },
+    #[error(
+        "another subject took the corrected `{kind}` since the request was filed; merge or erase first, then apply again"
+    )]
+    IdentifierTaken { kind: &'static str },
     #[error(
         "a `{state}` request has no work under way: only a request in progress has tasks to settle"
     )]
@@ -653,6 +668,10 @@ impl RequestError {
             RequestError::TasksPending { .. } => "request.tasks_pending",
             RequestError::UnknownTask { .. } => "request.unknown_task",
             RequestError::TaskSettled { .. } => "request.task_settled",
+            RequestError::NotLiftable { .. } => "request.not_liftable",
+            RequestError::NotInForce { .. } => "request.not_in_force",
+            RequestError::NotStarted { .. } => "request.not_started",
+            RequestError::IdentifierTaken { .. } => "request.identifier_taken",
         }
     }
 
@@ -667,6 +686,9 @@ impl RequestError {
             | RequestError::TasksPending { .. }
             | RequestError::TaskSettled { .. } => "state",
             RequestError::UnknownTask { .. } => "target",
+            RequestError::NotInForce { .. } | RequestError::NotStarted { .. } => "state",
+            RequestError::NotLiftable { .. } => "kind",
+            RequestError::IdentifierTaken { .. } => "corrections",
             RequestError::UnexpectedStep { .. } => "to",
             RequestError::Unverified | RequestError::VerifiedAlready => "verification",
             RequestError::Verification { field, .. } => match *field {
@@ -694,6 +716,10 @@ impl RequestError {
                 | RequestError::NotInProgress { .. }
                 | RequestError::TasksPending { .. }
                 | RequestError::TaskSettled { .. }
+                | RequestError::NotLiftable { .. }
+                | RequestError::NotInForce { .. }
+                | RequestError::NotStarted { .. }
+                | RequestError::IdentifierTaken { .. }
         )
     }
 }
@@ -802,6 +828,21 @@ pub fn apply(
             next.state = State::Extended;
             next.due_at = new_due;
             next.extended_at = Some(now);
+        }
+        Transition::Lift { reason: why } => {
+            if request.kind != RequestKind::Restriction {
+                return Err(RequestError::NotLiftable { kind: request.kind });
+            }
+            let carried_out = matches!(request.working_state(), State::InProgress)
+                || request.state == State::Completed;
+            if !carried_out {
+                return Err(RequestError::NotInForce {
+                    state: request.state,
+                });
+            }
+            let why = text("reason", why)?;
+            reason = Some(why);
+            detail.push(("gate".to_owned(), "lifted".to_owned()));
         }
         Transition::Reject { reason: why } => {
             if !request.state.is_open() {
@@ -1367,6 +1408,35 @@ mod tests {
             ..Scope::default()
         };
         assert_eq!(scope.check().unwrap_err().field(), "scope.purposes");
+    }
+
+    #[test]
+    fn only_a_restriction_carried_out_is_lifted_and_the_log_says_so() {
+        let lift = || Transition::Lift {
+            reason: "accuracy checked".into(),
+        };
+        let objection = filed(Regime::Gdpr, RequestKind::Objection);
+        let err = apply(&objection, &lift(), "k", T0).unwrap_err();
+        assert_eq!((err.code(), err.field()), ("request.not_liftable", "kind"));
+        let r = filed(Regime::Gdpr, RequestKind::Restriction);
+        let early = apply(&r, &lift(), "k", T0).unwrap_err();
+        assert_eq!(early.code(), "request.not_in_force");
+        let mut started = r.clone();
+        started.state = State::InProgress;
+        let blank = Transition::Lift { reason: " ".into() };
+        assert_eq!(
+            apply(&started, &blank, "k", T0).unwrap_err().field(),
+            "reason"
+        );
+        let lifted = apply(&started, &lift(), "k", T0 + 1).unwrap();
+        assert_eq!(lifted.request.state, State::InProgress);
+        assert_eq!(lifted.record.from, Some(State::InProgress));
+        assert_eq!(lifted.record.to, State::InProgress);
+        assert_eq!(lifted.record.reason.as_deref(), Some("accuracy checked"));
+        assert_eq!(
+            lifted.record.detail,
+            vec![("gate".to_owned(), "lifted".to_owned())]
+        );
     }
 
     #[test]

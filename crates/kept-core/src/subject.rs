@@ -38,8 +38,22 @@ pub struct Provenance {
     pub notice_id: String,
     pub notice_version: u32,
     pub collected_at: UnixMillis,
-    /// `collection`, `import`, `demo`, `api`, …
+    /// `collection`, `import`, `demo`, `api`, …, or `request:<id>` for a value a
+    /// rectification request corrected.
     pub source: String,
+}
+
+impl Provenance {
+    /// The `source` of a value data subject request `id` corrected.
+    pub fn corrected_source(id: u64) -> String {
+        format!("request:{id}")
+    }
+
+    /// The rectification request that corrected the value, if one did ("corrected by request
+    /// N" where a person or the privacy team reads it).
+    pub fn corrected_by_request(&self) -> Option<u64> {
+        self.source.strip_prefix("request:")?.parse().ok()
+    }
 }
 
 /// One trait of a subject's profile, with its data category and provenance.
@@ -125,4 +139,26 @@ pub struct Contact {
     pub purpose: String,
     pub topic: Option<String>,
     pub at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrected_value_names_its_request_and_nothing_else_does() {
+        let mut p = Provenance {
+            collection_point: "checkout".into(),
+            notice_id: "checkout".into(),
+            notice_version: 1,
+            collected_at: 0,
+            source: Provenance::corrected_source(12),
+        };
+        assert_eq!(p.source, "request:12");
+        assert_eq!(p.corrected_by_request(), Some(12));
+        for other in ["collection", "request:", "request:x", "requests:3"] {
+            p.source = other.into();
+            assert_eq!(p.corrected_by_request(), None, "{other}");
+        }
+    }
 }

@@ -33,6 +33,7 @@ impl Note {
                 Change::Contact(c) => c.subject,
                 Change::Interaction { subject, .. } => *subject,
                 Change::ForgetTraits(id) => *id,
+                Change::Gates { subject, .. } => *subject,
                 Change::Forget(id) => {
                     note.forget.insert(id.0);
                     continue;

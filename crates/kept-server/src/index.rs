@@ -204,6 +204,8 @@ enum Part {
     /// Merges in force, `(merged away, merged into)`: last, so the merged subjects' parts read
     /// before are dropped again.
     Merges(Vec<(SubjectId, SubjectId)>),
+    /// The gates data subject requests put in force, by subject.
+    Gates(Vec<kept_core::decision::SubjectGate>),
 }
 
 impl IndexHandle {
@@ -541,6 +543,7 @@ impl IndexHandle {
             after = Some(last.0);
             send(Part::Merges(page)).await?;
         }
+        send(Part::Gates(store.gates_in_force().await?)).await?;
 
         let (done, report) = oneshot::channel();
         live.jobs
@@ -741,6 +744,25 @@ fn load_part(
             }
             for (from, _) in merges {
                 index.apply(Change::Forget(from));
+            }
+        }
+        Part::Gates(gates) => {
+            // One change per subject holding them: a merged-away subject's gates stand on the
+            // subject it was merged into.
+            let mut by_holder: std::collections::BTreeMap<SubjectId, Vec<_>> = Default::default();
+            {
+                let dir = directory
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for g in gates {
+                    by_holder
+                        .entry(dir.survivor(g.subject))
+                        .or_default()
+                        .push(g);
+                }
+            }
+            for (subject, gates) in by_holder {
+                index.apply(Change::Gates { subject, gates });
             }
         }
     }

@@ -75,6 +75,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::requests::api::export_links,
         crate::requests::api::download,
         crate::requests::api::export_schema,
+        crate::requests::api::apply,
+        crate::requests::api::lift,
         crate::prefcenter::api::preference_link,
         crate::prefcenter::api::get_preferences,
         crate::prefcenter::api::put_preferences,

@@ -70,6 +70,7 @@ pub async fn subject_changes(
             .into_iter()
             .map(Change::Contact),
     );
+    changes.extend(crate::requests::gates::gate_changes(store, subject).await?);
     Ok(changes)
 }
 

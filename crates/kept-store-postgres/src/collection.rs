@@ -133,7 +133,7 @@ async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(
     Ok(())
 }
 
-async fn upsert_traits(conn: &mut PgConnection, traits: &[Trait]) -> Result<()> {
+pub(crate) async fn upsert_traits(conn: &mut PgConnection, traits: &[Trait]) -> Result<()> {
     let values: Vec<String> = traits
         .iter()
         .map(|t| serde_json::to_string(&t.value))

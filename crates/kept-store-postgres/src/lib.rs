@@ -30,7 +30,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod corrections;
 mod decision_log;
+mod gates;
 mod migrations;
 mod operators;
 mod outbox;

@@ -124,7 +124,7 @@ pub(crate) async fn record_interactions(
     Ok(())
 }
 
-async fn upsert_traits(conn: &mut SqliteConnection, traits: &[Trait]) -> Result<()> {
+pub(crate) async fn upsert_traits(conn: &mut SqliteConnection, traits: &[Trait]) -> Result<()> {
     for chunk in traits.chunks(CHUNK) {
         let values: Vec<String> = chunk
             .iter()

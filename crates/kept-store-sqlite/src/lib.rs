@@ -33,7 +33,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod corrections;
 mod decision_log;
+mod gates;
 mod migrations;
 mod operators;
 mod outbox;

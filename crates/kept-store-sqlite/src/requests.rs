@@ -96,11 +96,16 @@ impl SqliteStore {
         }
         Ok((entry, checkpoint))
     }
-}
 
-#[async_trait]
-impl RequestStore for SqliteStore {
-    async fn file_request(&self, request: Request, actor: &str) -> Result<Stepped> {
+    /// Files `request` with `detail` added to its intake record and `corrections` written
+    /// beside it, in one transaction.
+    pub(crate) async fn file_in(
+        &self,
+        request: Request,
+        actor: &str,
+        detail: Vec<(String, String)>,
+        corrections: Vec<kept_store::corrections::StoredCorrection>,
+    ) -> Result<Stepped> {
         let mut tx = self.write.begin().await.map_err(db)?;
         let inserted = sqlx::query(&format!(
             "INSERT INTO requests (subject_id, kind, scope, channel, verification, regime, \
@@ -135,7 +140,20 @@ impl RequestStore for SqliteStore {
             }
         };
         let stored = request_row(&Cols(&row))?;
-        let record = intake_record(&stored, actor);
+        for c in &corrections {
+            sqlx::query(
+                "INSERT INTO request_corrections (request_id, target, sealed) VALUES (?, ?, ?)",
+            )
+            .bind(to_i64(stored.id)?)
+            .bind(c.target.as_str())
+            .bind(c.sealed.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let mut record = intake_record(&stored, actor);
+        record.detail.extend(detail);
+        record.detail.sort();
         let (entry, checkpoint) = self.append_request_log(&mut tx, &record).await?;
         tx.commit().await.map_err(db)?;
         Ok(Stepped {
@@ -143,6 +161,13 @@ impl RequestStore for SqliteStore {
             entry,
             checkpoint,
         })
+    }
+}
+
+#[async_trait]
+impl RequestStore for SqliteStore {
+    async fn file_request(&self, request: Request, actor: &str) -> Result<Stepped> {
+        self.file_in(request, actor, Vec::new(), Vec::new()).await
     }
 
     async fn step_request(

@@ -20,7 +20,9 @@ pub mod collection;
 pub mod columns;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod corrections;
 pub mod decision_log;
+pub mod gates;
 pub mod group_commit;
 #[cfg(feature = "migrate")]
 pub mod migrate;
@@ -207,6 +209,8 @@ pub trait Store:
     + collection::CollectionStore
     + prefcenter::PrefCenterStore
     + requests::RequestStore
+    + gates::GateStore
+    + corrections::CorrectionStore
     + operators::OperatorStore
     + Send
     + Sync

@@ -289,7 +289,8 @@ pub fn settled(step: &Transition) -> Option<(&str, TaskState, Option<String>)> {
         Transition::Advance { .. }
         | Transition::Extend { .. }
         | Transition::Reject { .. }
-        | Transition::Note { .. } => None,
+        | Transition::Note { .. }
+        | Transition::Lift { .. } => None,
     }
 }
 

@@ -300,5 +300,8 @@ fn evidence_text(e: &ExplainedEvidence) -> String {
             local_time,
         } => format!("quiet hours on {channel} {start}–{end}; it is {local_time} there"),
         ExplainedEvidence::TimeZoneFallback { note } => (*note).to_owned(),
+        ExplainedEvidence::Request { id } => {
+            format!("data subject request {id} (restriction, objection, opt-out or limit)")
+        }
     }
 }

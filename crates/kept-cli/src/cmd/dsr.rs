@@ -664,6 +664,20 @@ async fn take(
     let work = work(source, &store).await?;
     let actor = format!("operator:{operator}");
     let code = match service::step(&work, id, step, &actor, now()).await {
+        Ok(stepped) if stepped.request.state == State::InProgress => {
+            // Carried out as the server does it on `advance`: corrections written, gates put,
+            // and Kept's own task settled.
+            if let Err(e) = carry_out(source, &work, &stepped.request).await {
+                eprintln!(
+                    "error: request {id} is in progress, but carrying it out failed: {e}; run `kept dsr advance` again once fixed, or `POST /v1/requests/{id}/apply`"
+                );
+                store.close().await?;
+                return Ok(ExitCode::FAILURE);
+            }
+            let request = store.request(id).await?.unwrap_or(stepped.request);
+            print(&with_log(store.as_ref(), request).await?, format)?;
+            ExitCode::SUCCESS
+        }
         Ok(stepped) => {
             print(&with_log(store.as_ref(), stepped.request).await?, format)?;
             ExitCode::SUCCESS
@@ -706,6 +720,44 @@ async fn handled(args: HandledArgs) -> anyhow::Result<ExitCode> {
     };
     store.close().await?;
     Ok(code)
+}
+
+/// Carries out a request that entered `in_progress` offline, through the server's service
+/// (`requests::carry`), and settles its task for Kept's own data. The index it updates is this
+/// command's own; it announces the subject to servers sharing a PostgreSQL database, and a
+/// server on SQLite reads the gates at start.
+async fn carry_out(
+    source: &Source,
+    work: &Work,
+    request: &kept_core::requests::Request,
+) -> anyhow::Result<()> {
+    let setup = crate::cmd::source::setup(source).map_err(anyhow::Error::msg)?;
+    let identities = crate::cmd::source::identities(&setup.config).map_err(anyhow::Error::msg)?;
+    let index = kept_server::index::IndexHandle::new(&setup.manifest);
+    index.announce_to(work.store.clone());
+    let outcome = kept_server::requests::carry::CarryOut {
+        store: work.store.as_ref(),
+        identities: &identities,
+        index: &index,
+        manifest: &setup.manifest,
+    }
+    .request(request, now())
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(detail) = outcome.detail() {
+        tasks::finish(
+            work,
+            request.id,
+            &Target::Kept,
+            tasks::Outcome::Done {
+                detail: Some(detail),
+            },
+            now(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {

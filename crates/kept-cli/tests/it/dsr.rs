@@ -257,16 +257,17 @@ fn a_request_in_progress_completes_once_its_tasks_are_handled() {
     let malformed = run(&["handled", &id, "shop", "--note", "x"]);
     assert_eq!(malformed.status.code(), Some(2));
 
-    let kept = json(&run(&[
-        "handled",
-        &id,
-        "kept",
-        "--note",
-        "gate written by hand",
-        "--format",
-        "json",
-    ]));
-    assert_eq!(kept["state"], "in_progress");
+    // Kept's own part, the opt-out's gate, was carried out on entering `in_progress`.
+    let shown = json(&run(&["show", &id, "--format", "json"]));
+    let kept = shown["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "kept")
+        .unwrap()
+        .clone();
+    assert_eq!(kept["state"], "done", "{kept}");
+    assert_eq!(shown["state"], "in_progress");
     let done = run(&[
         "handled",
         &id,
@@ -399,4 +400,63 @@ fn an_access_request_is_exported_and_each_export_logged() {
     let refused = run(&["export", &erasure["id"].as_u64().unwrap().to_string()]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("export.not_exportable"));
+}
+
+#[test]
+fn a_restriction_advanced_offline_is_in_force_for_the_next_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, manifest) = demo_database(dir.path());
+    let key = dir.path().join("ledger.key");
+    std::fs::write(&key, "03".repeat(32)).unwrap();
+    let run = |args: &[&str]| dsr(dir.path(), &db, &manifest, Some(&key), args);
+    let decide = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_kept"))
+            .args([
+                "decide",
+                "--subject-user-id",
+                "u000011",
+                "--purpose",
+                "marketing.communications",
+                "--database-url",
+                &db,
+                "--manifest",
+                &manifest,
+                "--format",
+                "json",
+            ])
+            .current_dir(dir.path())
+            .env_remove("KEPT_DATABASE_URL")
+            .env_remove("KEPT_MANIFEST")
+            .output()
+            .unwrap();
+        json(&out)["reason"].as_str().unwrap().to_owned()
+    };
+    assert_ne!(decide(), "denied.restricted_by_request");
+    let filed = json(&run(&[
+        "new",
+        "--user-id",
+        "u000011",
+        "--kind",
+        "restriction",
+        "--format",
+        "json",
+    ]));
+    let id = filed["id"].as_u64().unwrap().to_string();
+    let verified = run(&[
+        "advance",
+        &id,
+        "--verification",
+        "company-stated",
+        "--reference",
+        "case-7",
+    ]);
+    assert!(verified.status.success());
+    let started = run(&["advance", &id, "--format", "json"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    assert_eq!(json(&started)["state"], "in_progress");
+    assert_eq!(decide(), "denied.restricted_by_request");
 }

@@ -13,6 +13,7 @@
 //! topic is unsubscribed whatever the purpose-level records say.
 
 mod compiled;
+pub mod gates;
 mod state;
 pub(crate) mod walk;
 
@@ -21,6 +22,7 @@ pub use compiled::{
     PointInfo, PurposeId, PurposeInfo, Query, RecordScope, Refresh, Requirement, Scope, ScopeId,
     SoftOptInNever, TopicId, TopicInfo, channel_categories,
 };
+pub use gates::{GateKind, GateRule, SubjectGate};
 pub use state::{SequencedRecord, SubjectState};
 
 use crate::UnixMillis;
@@ -82,6 +84,14 @@ pub enum ReasonCode {
     DeniedUnknownSubject,
     DeniedErasurePending,
     DeniedSuppressed,
+    /// A restriction of processing the person asked for (GDPR Art. 18).
+    DeniedRestrictedByRequest,
+    /// An objection the person made through a data subject request (Art. 21).
+    DeniedObjectedByRequest,
+    /// An opt-out of sale or sharing through a request (Cal. Civ. Code 1798.120).
+    DeniedOptedOutOfSale,
+    /// A limit on the use of sensitive data through a request (1798.121).
+    DeniedSensitiveUseLimited,
     DeniedForbiddenUse,
     DeniedNotPromised,
     DeniedNoLegalBasis,
@@ -99,7 +109,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 24] = [
+    pub const ALL: [ReasonCode; 28] = [
         ReasonCode::AllowedConsent,
         ReasonCode::AllowedContract,
         ReasonCode::AllowedOptOutRegime,
@@ -111,6 +121,10 @@ impl ReasonCode {
         ReasonCode::DeniedUnknownSubject,
         ReasonCode::DeniedErasurePending,
         ReasonCode::DeniedSuppressed,
+        ReasonCode::DeniedRestrictedByRequest,
+        ReasonCode::DeniedObjectedByRequest,
+        ReasonCode::DeniedOptedOutOfSale,
+        ReasonCode::DeniedSensitiveUseLimited,
         ReasonCode::DeniedForbiddenUse,
         ReasonCode::DeniedNotPromised,
         ReasonCode::DeniedNoLegalBasis,
@@ -139,6 +153,10 @@ impl ReasonCode {
             ReasonCode::DeniedUnknownSubject => "denied.unknown_subject",
             ReasonCode::DeniedErasurePending => "denied.erasure_pending",
             ReasonCode::DeniedSuppressed => "denied.suppressed",
+            ReasonCode::DeniedRestrictedByRequest => "denied.restricted_by_request",
+            ReasonCode::DeniedObjectedByRequest => "denied.objected_by_request",
+            ReasonCode::DeniedOptedOutOfSale => "denied.opted_out_of_sale",
+            ReasonCode::DeniedSensitiveUseLimited => "denied.sensitive_use_limited",
             ReasonCode::DeniedForbiddenUse => "denied.forbidden_use",
             ReasonCode::DeniedNotPromised => "denied.not_promised",
             ReasonCode::DeniedNoLegalBasis => "denied.no_legal_basis",
@@ -214,6 +232,8 @@ pub enum Evidence {
     },
     /// The subject's time zone is unknown: quiet hours were read in UTC.
     TimeZoneFallback,
+    /// A data subject request whose gate stops the use.
+    Request { id: u64 },
 }
 
 pub type EvidenceList = SmallVec<[Evidence; 4]>;
@@ -314,6 +334,7 @@ impl Decision {
                 Evidence::TimeZoneFallback => ExplainedEvidence::TimeZoneFallback {
                     note: "the subject's time zone is unknown: quiet hours were read in UTC",
                 },
+                Evidence::Request { id } => ExplainedEvidence::Request { id },
             })
             .collect();
         Explained {
@@ -380,6 +401,10 @@ pub enum ExplainedEvidence {
     },
     TimeZoneFallback {
         note: &'static str,
+    },
+    /// The data subject request (`/v1/requests/{id}`) whose gate stops the use.
+    Request {
+        id: u64,
     },
 }
 

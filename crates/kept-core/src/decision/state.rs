@@ -46,6 +46,8 @@ pub struct SubjectState {
     /// preference-center visits. Messages the company sent are not interactions: a company
     /// cannot keep a consent alive by writing to someone.
     pub last_interaction: Option<UnixMillis>,
+    /// The gates its data subject requests put on its data, lifted ones left out.
+    pub gates: Vec<super::SubjectGate>,
 }
 
 impl SubjectState {
@@ -57,6 +59,7 @@ impl SubjectState {
             preferences: Vec::new(),
             contacts: Vec::new(),
             last_interaction: None,
+            gates: Vec::new(),
         }
     }
 }
@@ -66,6 +69,7 @@ pub(crate) struct StateView<'a> {
     ctx: &'a Compiled,
     /// The latest record of each scope (pending and GPC records left out).
     latest: Vec<(RecordScope, &'a SequencedRecord)>,
+    gates: Vec<super::GateRule>,
 }
 
 impl<'a> StateView<'a> {
@@ -94,6 +98,7 @@ impl<'a> StateView<'a> {
             state,
             ctx,
             latest: latest.into_iter().collect(),
+            gates: state.gates.iter().map(|g| ctx.compile_gate(g)).collect(),
         }
     }
 
@@ -277,5 +282,9 @@ impl SubjectView for StateView<'_> {
 
     fn time_zone(&self) -> Option<Tz> {
         self.state.subject.time_zone.as_deref()?.parse().ok()
+    }
+
+    fn gates(&self) -> &[super::GateRule] {
+        &self.gates
     }
 }

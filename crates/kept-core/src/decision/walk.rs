@@ -77,6 +77,9 @@ pub(crate) trait SubjectView {
     fn contacts_between(&self, channel: ChannelId, after: UnixMillis, until: UnixMillis) -> u32;
     /// `None`: no time zone, or one Kept does not know.
     fn time_zone(&self) -> Option<Tz>;
+    /// The gates data subject requests put on the subject (empty for nearly every subject,
+    /// and a view answers that from a flag).
+    fn gates(&self) -> &[super::GateRule];
     /// Minutes after local midnight at `now` in `tz` (a view may cache it).
     fn local_minute(&self, tz: Tz, now: UnixMillis) -> u16 {
         local_minute(tz, now)
@@ -123,6 +126,9 @@ impl SubjectView for Unknown {
     fn time_zone(&self) -> Option<Tz> {
         None
     }
+    fn gates(&self) -> &[super::GateRule] {
+        &[]
+    }
 }
 
 fn deny(reason: ReasonCode, evidence: EvidenceList) -> Decision {
@@ -153,6 +159,21 @@ pub(crate) fn subject_gate<V: SubjectView>(query: &Query, view: &V) -> Result<()
     Ok(())
 }
 
+/// Gate 1, the requests part: a restriction, objection, opt-out of sale or limit on
+/// sensitive data the subject asked for that stops this use. The requirement is looked up only
+/// for a subject with a gate, so the common path is one empty-slice test.
+pub(crate) fn request_gate<V: SubjectView>(
+    ctx: &Compiled,
+    query: &Query,
+    view: &V,
+) -> Option<(ReasonCode, Evidence)> {
+    let gates = view.gates();
+    if gates.is_empty() {
+        return None;
+    }
+    super::gates::stopped_by(gates, query, ctx.requirement(view.place(), query))
+}
+
 /// The walk.
 pub(crate) fn walk<V: SubjectView>(
     ctx: &Compiled,
@@ -165,6 +186,9 @@ pub(crate) fn walk<V: SubjectView>(
     }
     if let Err(reason) = subject_gate(query, view) {
         return deny(reason, EvidenceList::new());
+    }
+    if let Some((reason, evidence)) = request_gate(ctx, query, view) {
+        return deny(reason, smallvec![evidence]);
     }
 
     // Gate 2: the promise.

@@ -29,8 +29,8 @@ use chrono_tz::Tz;
 use std::sync::Arc;
 pub(crate) use store::{Chunk, Page, Registry, Row, SetKey, StateKind, Watch};
 use store::{
-    ContactEntry, ERASURE, Fact, GPC, GPC_SCOPE, HAS_IMPLIED, HAS_PREFS, ImpliedEntry, KNOWN,
-    OriginInfo, PendingEntry, PrefEntry, SUPPRESSED, implied_kind, locate, pack_scope,
+    ContactEntry, ERASURE, Fact, GATED, GPC, GPC_SCOPE, HAS_IMPLIED, HAS_PREFS, ImpliedEntry,
+    KNOWN, OriginInfo, PendingEntry, PrefEntry, SUPPRESSED, implied_kind, locate, pack_scope,
     unpack_scope,
 };
 
@@ -59,6 +59,12 @@ pub enum Change {
     /// sends this and then the traits the store still holds, in one publish, so no promise
     /// outlives the data it was made for.
     ForgetTraits(SubjectId),
+    /// Every gate a subject's data subject requests put on its data, replacing the ones it
+    /// had (empty: none left, after a restriction was lifted).
+    Gates {
+        subject: SubjectId,
+        gates: Vec<crate::decision::SubjectGate>,
+    },
 }
 
 /// Fixed bitmap positions; provenance bitmaps are numbered after them as they appear.
@@ -77,9 +83,11 @@ impl Layout {
     pub(crate) const SUPPRESSED: usize = 2;
     pub(crate) const GPC: usize = 3;
     pub(crate) const IMPLIED: usize = 4;
+    /// Subjects with a gate from a data subject request.
+    pub(crate) const GATED: usize = 5;
 
     fn new(ctx: &Compiled) -> Layout {
-        let places = 5;
+        let places = 6;
         let preferences = places + ctx.places().len();
         let states = preferences + ctx.channels.len();
         let topics = states + ctx.scope_count() * StateKind::ALL.len();
@@ -368,8 +376,8 @@ impl Snapshot {
                 + chunk.watch.len() * std::mem::size_of::<Watch>())
                 as u64;
             for page in chunk.pages.iter().flatten() {
-                // Six list headers and the shared-pointer counts.
-                entry_bytes += (page.bytes() + 6 * 24 + 16) as u64;
+                // Seven list headers and the shared-pointer counts.
+                entry_bytes += (page.bytes() + 7 * 24 + 16) as u64;
             }
         }
         let subjects = self.subject_count();
@@ -413,7 +421,31 @@ impl Snapshot {
             Change::Contact(c) => self.apply_contact(&c),
             Change::Forget(id) => self.forget(id),
             Change::ForgetTraits(id) => self.forget_traits(id),
+            Change::Gates { subject, gates } => self.apply_gates(subject, &gates),
         }
+    }
+
+    /// Replaces a subject's gates, compiled against the manifest.
+    fn apply_gates(&mut self, subject: SubjectId, gates: &[crate::decision::SubjectGate]) {
+        let rules: Vec<crate::decision::GateRule> =
+            gates.iter().map(|g| self.ctx.compile_gate(g)).collect();
+        let gated = !rules.is_empty();
+        let (c, p, local) = locate(subject);
+        self.len = self.len.max(subject.0.saturating_add(1));
+        let Some(chunk) = self.chunk_mut(c) else {
+            return;
+        };
+        if let Some(page) = chunk.page_mut(p) {
+            page.set_gates(local, rules);
+            if let Some(row) = page.rows.get_mut(usize::from(local)) {
+                if gated {
+                    row.flags |= GATED;
+                } else {
+                    row.flags &= !GATED;
+                }
+            }
+        }
+        chunk.put(Layout::GATED, subject.0, gated);
     }
 
     /// Keeps the latest interaction of `subject`.
@@ -448,7 +480,7 @@ impl Snapshot {
         let old_place = (row.flags & KNOWN != 0).then_some(row.place);
         let row_tz_changed = row.tz != tz;
         let erasure = s.erasure_requested_at.is_some();
-        let mut flags = KNOWN | (row.flags & (GPC | HAS_PREFS | HAS_IMPLIED));
+        let mut flags = KNOWN | (row.flags & (GPC | HAS_PREFS | HAS_IMPLIED | GATED));
         if erasure {
             flags |= ERASURE;
         }
@@ -956,6 +988,7 @@ impl Snapshot {
             page.contacts.retain(|e| e.local != local);
             page.implied.retain(|e| e.local != local);
             page.pending.retain(|e| e.local != local);
+            page.set_gates(local, Vec::new());
         }
         for set in 0..chunk.sets.len() {
             chunk.put(set, id.0, false);
@@ -1105,6 +1138,13 @@ impl SubjectView for IndexView<'_> {
 
     fn time_zone(&self) -> Option<Tz> {
         self.row.tz
+    }
+
+    fn gates(&self) -> &[crate::decision::GateRule] {
+        if self.row.flags & GATED == 0 {
+            return &[];
+        }
+        self.page.gates_of(self.local)
     }
 }
 

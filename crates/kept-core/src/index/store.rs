@@ -2,7 +2,7 @@
 //! pages of 256 subjects. Everything sits behind `Arc`s and is copied on write, so publishing a
 //! snapshot is a shallow copy and a write copies only the page and bitmaps it touches.
 
-use crate::decision::{ChannelId, PointId, RecordScope, TopicId};
+use crate::decision::{ChannelId, GateRule, PointId, RecordScope, TopicId};
 use crate::ledger::{CollectionMethod, ConsentAction};
 use crate::manifest::CollectionKind;
 use crate::subject::{Frequency, QuietHours};
@@ -23,6 +23,8 @@ pub(crate) const SUPPRESSED: u8 = 4;
 pub(crate) const GPC: u8 = 8;
 pub(crate) const HAS_PREFS: u8 = 16;
 pub(crate) const HAS_IMPLIED: u8 = 32;
+/// The subject has gates from its data subject requests (`Page::gates`).
+pub(crate) const GATED: u8 = 64;
 
 /// Sixteen bytes per subject: flags, place, time zone, where the subject's facts end in its
 /// page (they start where the previous subject's end), so one read finds them, and the
@@ -123,6 +125,8 @@ pub(crate) struct Page {
     pub implied: Vec<ImpliedEntry>,
     /// Sorted by (`local`, `scope`).
     pub pending: Vec<PendingEntry>,
+    /// The gates of the page's subjects with `GATED` set, sorted by `local`, one entry each.
+    pub gates: Vec<(u8, Arc<[GateRule]>)>,
 }
 
 impl Default for Page {
@@ -134,6 +138,7 @@ impl Default for Page {
             contacts: Vec::new(),
             implied: Vec::new(),
             pending: Vec::new(),
+            gates: Vec::new(),
         }
     }
 }
@@ -220,6 +225,31 @@ impl Page {
         range_of(&self.implied, local, |f| f.local)
     }
 
+    pub fn gates_of(&self, local: u8) -> &[GateRule] {
+        self.gates
+            .binary_search_by_key(&local, |(l, _)| *l)
+            .ok()
+            .and_then(|i| self.gates.get(i))
+            .map_or(&[], |(_, g)| g)
+    }
+
+    /// Sets subject `local`'s gates (none: removes its entry).
+    pub fn set_gates(&mut self, local: u8, gates: Vec<GateRule>) {
+        let pos = self.gates.binary_search_by_key(&local, |(l, _)| *l);
+        match (pos, gates.is_empty()) {
+            (Ok(i), true) => {
+                self.gates.remove(i);
+            }
+            (Ok(i), false) => {
+                if let Some(slot) = self.gates.get_mut(i) {
+                    slot.1 = gates.into();
+                }
+            }
+            (Err(i), false) => self.gates.insert(i, (local, gates.into())),
+            (Err(_), true) => {}
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         self.rows.len() * std::mem::size_of::<Row>()
             + self.facts.len() * std::mem::size_of::<Fact>()
@@ -227,6 +257,7 @@ impl Page {
             + self.contacts.len() * std::mem::size_of::<ContactEntry>()
             + self.implied.len() * std::mem::size_of::<ImpliedEntry>()
             + self.pending.len() * std::mem::size_of::<PendingEntry>()
+            + self.gates.len() * std::mem::size_of::<(u8, Arc<[GateRule]>)>()
     }
 
     /// Whether the latest record of subject `local` on exact scope `scope` is pending.

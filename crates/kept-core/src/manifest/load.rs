@@ -515,6 +515,10 @@ impl Converter<'_> {
                 self.mark(child_path(base, "soft_opt_in"), soft.span());
                 soft.into_inner()
             }),
+            sale_or_sharing: raw.sale_or_sharing.is_some_and(|sale| {
+                self.mark(child_path(base, "sale_or_sharing"), sale.span());
+                sale.into_inner()
+            }),
             compatible_with: self
                 .references(&child_path(base, "compatible_with"), &raw.compatible_with),
             translations: self.translations(base, raw.locales),

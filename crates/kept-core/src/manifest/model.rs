@@ -105,6 +105,11 @@ pub struct Purpose {
     /// ePrivacy soft opt-in may be used for this purpose (email marketing of own similar
     /// products to customers whose email came from a purchase).
     pub soft_opt_in: bool,
+    /// The purpose sells or shares personal data (CCPA "sale" and "sharing" for cross-context
+    /// behavioural advertising), so an opt-out of sale or sharing stops it. Purposes under
+    /// `marketing.advertising` and `third_party_sharing` are so without saying.
+    #[serde(default)]
+    pub sale_or_sharing: bool,
     /// Other purposes whose collected data this purpose may also use (declared compatible).
     pub compatible_with: Vec<String>,
     /// `name` and `description` in other languages, by locale (`de`).

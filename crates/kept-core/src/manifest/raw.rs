@@ -89,6 +89,7 @@ pub(super) struct RawPurpose {
     pub legal_basis: Option<Spanned<RawLegalBasis>>,
     pub retention: Option<Spanned<String>>,
     pub soft_opt_in: Option<Spanned<bool>>,
+    pub sale_or_sharing: Option<Spanned<bool>>,
     #[serde(default)]
     pub compatible_with: Vec<Key>,
     /// The key is the organisation's own, not a fideslang data use.

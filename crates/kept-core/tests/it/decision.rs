@@ -57,6 +57,7 @@ pub fn test_manifest() -> Manifest {
             legal_basis: BTreeMap::from([(RegimeKey::Regime(Regime::Gdpr), LegalBasis::Consent)]),
             retention_days: 30,
             soft_opt_in: false,
+            sale_or_sharing: false,
             compatible_with: vec![],
             translations: BTreeMap::new(),
         },
@@ -335,7 +336,44 @@ fn examples() -> Vec<(ReasonCode, S, DecisionRequest, UnixMillis)> {
         }),
     );
     no_tz.state.subject.time_zone = None;
+    let gated = |kind: kept_core::decision::GateKind| {
+        let mut s = S::at("US-CA").customer();
+        s.state.gates.push(kept_core::decision::SubjectGate {
+            request: 1,
+            subject: SubjectId(1),
+            kind,
+            purposes: vec![],
+            categories: vec![],
+            since: t - DAY,
+        });
+        s
+    };
+    use kept_core::decision::GateKind;
     vec![
+        (
+            DeniedRestrictedByRequest,
+            gated(GateKind::Restriction),
+            req(MARKETING, "email"),
+            t,
+        ),
+        (
+            DeniedObjectedByRequest,
+            gated(GateKind::Objection),
+            req(MARKETING, "email"),
+            t,
+        ),
+        (
+            DeniedOptedOutOfSale,
+            gated(GateKind::OptOutOfSale),
+            DecisionRequest::new("marketing.advertising.third_party.targeted"),
+            t,
+        ),
+        (
+            DeniedSensitiveUseLimited,
+            gated(GateKind::LimitSensitive),
+            DecisionRequest::new(MARKETING).category("user.health_and_medical"),
+            t,
+        ),
         (
             AllowedConsent,
             S::at("DE").customer().given(MARKETING, Some("email")),

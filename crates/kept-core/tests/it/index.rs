@@ -5,7 +5,10 @@
 
 use crate::decision::{DAY, date, test_ctx, test_manifest};
 use kept_core::audience::{AudienceRequest, Candidates, PlaceFilter, evaluate};
-use kept_core::decision::{DecisionRequest, ReasonCode, SequencedRecord, SubjectState, decide};
+use kept_core::decision::{
+    DecisionRequest, GateKind, ReasonCode, SequencedRecord, SubjectGate as GateSpec, SubjectState,
+    decide,
+};
 use kept_core::index::{Change, Index};
 use kept_core::ledger::{CollectionMethod, ConsentAction, ConsentRecord, Evidence as Proof};
 use kept_core::manifest::Manifest;
@@ -241,6 +244,51 @@ fn population(seed: u64, m: &Manifest) -> Population {
                 subject: SubjectId(*id),
                 at,
             });
+        }
+    }
+    // Some subjects asked for a restriction, objected, opted out of sale or limited their
+    // sensitive data by a request; some of those gates are lifted again.
+    let mut request = 0;
+    for id in &ids {
+        if !rng.gen_bool(0.2) {
+            continue;
+        }
+        let mut gates = Vec::new();
+        for _ in 0..rng.gen_range(1..3) {
+            request += 1;
+            let scoped = |rng: &mut ChaCha8Rng, items: &[String]| -> Vec<String> {
+                (0..rng.gen_range(0..2))
+                    .map(|_| pick(rng, items).clone())
+                    .collect()
+            };
+            let categories: Vec<String> = CATEGORIES.iter().map(|c| (*c).to_owned()).collect();
+            let branches: Vec<String> = purposes
+                .iter()
+                .map(|p| p.split('.').next().unwrap_or(p).to_owned())
+                .chain(purposes.iter().cloned())
+                .collect();
+            gates.push(GateSpec {
+                request,
+                subject: SubjectId(*id),
+                kind: *pick(&mut rng, &GateKind::ALL),
+                purposes: scoped(&mut rng, &branches),
+                categories: scoped(&mut rng, &categories),
+                since: now - DAY,
+            });
+        }
+        changes.push(Change::Gates {
+            subject: SubjectId(*id),
+            gates: gates.clone(),
+        });
+        if rng.gen_bool(0.3) {
+            gates.pop();
+            changes.push(Change::Gates {
+                subject: SubjectId(*id),
+                gates: gates.clone(),
+            });
+        }
+        if let Some(state) = states.get_mut(id) {
+            state.gates = gates;
         }
     }
     // Some subjects move to another time zone after their choices were recorded.

@@ -9,6 +9,7 @@
 
 mod datasets;
 mod decision;
+mod gates;
 mod golden;
 mod index;
 mod ledger_format;

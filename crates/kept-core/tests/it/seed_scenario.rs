@@ -253,6 +253,7 @@ fn the_demo_population_agrees_between_index_and_decision() {
                 .cloned()
                 .collect(),
             last_interaction: None,
+            gates: Vec::new(),
         };
         for r in &requests {
             assert_eq!(

@@ -559,11 +559,13 @@ pub async fn ingest(
     let fresh: HashSet<SubjectId> = outcome.created.iter().map(|s| s.id).collect();
     let merged_into = outcome.merges.iter().map(|(_, into)| *into);
     changes.extend(crate::index::trait_changes(store, traits, &fresh, merged_into).await?);
-    // A survivor's last interaction includes the merged subject's (the store took the later).
+    // A survivor's last interaction includes the merged subject's (the store took the later),
+    // and the gates of the merged subject's data subject requests now stand on it.
     for (_, into) in &outcome.merges {
         if let Some(at) = store.last_interaction(*into).await? {
             changes.push(Change::Interaction { subject: *into, at });
         }
+        changes.extend(crate::requests::gates::gate_changes(store, *into).await?);
     }
     // The subjects' own events are interactions (Colorado's consent refresh counts from them).
     changes.extend(

@@ -157,7 +157,15 @@ impl Witness {
 }
 
 impl Drop for Witness {
+    /// Writes what is still queued before the witness goes (a command that ends without
+    /// `close`, the CLI's): the writer ends once its channel closes, after its last write.
     fn drop(&mut self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
         if let Some(poster) = &self.poster {
             poster.abort();
         }

@@ -133,6 +133,10 @@ fn write_evidence(out: &mut Vec<u8>, ctx: &Compiled, query: &Query, e: &Evidence
             clock(out, "end", end_minute);
             clock(out, "local_time", local_minute);
         }
+        Evidence::Request { id } => {
+            push_str(out, "request");
+            push_int_field(out, "id", i64::try_from(id).unwrap_or(i64::MAX));
+        }
         Evidence::TimeZoneFallback => {
             push_str(out, "time_zone_fallback");
             push_field(

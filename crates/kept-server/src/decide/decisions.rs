@@ -139,6 +139,9 @@ pub enum EvidenceView {
     },
     /// The subject's time zone is unknown: quiet hours were read in UTC.
     TimeZoneFallback { note: String },
+    /// The data subject request (`/v1/requests/{id}`) whose restriction, objection, opt-out
+    /// of sale or limit on sensitive data stops the use.
+    Request { id: u64 },
 }
 
 /// The answer to one use.

@@ -184,6 +184,8 @@ struct TraitRow {
     collected: String,
     point: String,
     notice: String,
+    /// The rectification request that corrected the value, if one did.
+    corrected: Option<u64>,
 }
 
 struct EventRow {
@@ -390,6 +392,7 @@ async fn build_page(
                 }
             },
             collected: date(tr.provenance.collected_at),
+            corrected: tr.provenance.corrected_by_request(),
             point: manifest
                 .collection_points
                 .get(&tr.provenance.collection_point)

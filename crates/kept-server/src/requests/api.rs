@@ -1,6 +1,7 @@
 //! `/v1/requests`: data subject requests for the privacy team (role `privacy`, and `admin`):
 //! file one, list them by state, kind, subject and due date, show one with its log and its
-//! tasks, take its steps (advance, extend, reject) and mark a task handled by hand. And the one
+//! tasks, take its steps (advance, extend, reject), carry it out again (apply), lift a
+//! restriction and mark a task handled by hand. And the one
 //! route a system calls without an API key: the acknowledgement of its obligation, authorised
 //! by the token the obligation carried. Each answer shows the request as stored after its
 //! transaction committed.
@@ -10,7 +11,8 @@ use crate::http::error::{
     ApiError, ErrorBody, JsonBody, PathParams, query_limit, query_number, query_row_id,
 };
 use crate::identity::resolve::{SubjectInput, resolve_subjects};
-use crate::requests::{service, tasks};
+use crate::requests::carry::CarryOut;
+use crate::requests::{gates, rectify, service, tasks};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -46,6 +48,11 @@ pub struct NewRequest {
     /// How identity was verified, when it already is; `advance` to `verified` records it.
     #[serde(default)]
     pub verification: Option<Verification>,
+    /// For a `rectification`, and only for one: the traits and identifiers to correct, with
+    /// their correct values. Checked as collection checks them, sealed with the subject's
+    /// data key; the log keeps their targets and a keyed digest.
+    #[serde(default)]
+    pub corrections: Option<rectify::Corrections>,
 }
 
 /// The next step of a request.
@@ -80,6 +87,14 @@ pub struct Extend {
 #[serde(deny_unknown_fields)]
 pub struct Reject {
     /// Why the request is refused (the subject is told).
+    pub reason: String,
+}
+
+/// The lifting of a restriction, with its reason.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lift {
+    /// Why the restriction ends (Art. 18(3): the subject is told before it is lifted).
     pub reason: String,
 }
 
@@ -264,6 +279,39 @@ pub struct RequestPath {
     id: u64,
 }
 
+fn carry_out(state: &AppState) -> CarryOut<'_> {
+    CarryOut {
+        store: state.store.as_ref(),
+        identities: &state.identity,
+        index: &state.index,
+        manifest: &state.manifest,
+    }
+}
+
+/// Carries out a rectification or a gate (`requests::carry`) on `request` in progress, then
+/// settles its task for Kept's own data (which completes it once its systems acknowledged).
+async fn carry_out_and_settle(state: &AppState, request: &Request) -> Result<(), ApiError> {
+    let now = state.now();
+    if let Some(detail) = carry_out(state).request(request, now).await?.detail() {
+        match tasks::finish(
+            &state.work(),
+            request.id,
+            &Target::Kept,
+            tasks::Outcome::Done {
+                detail: Some(detail),
+            },
+            now,
+        )
+        .await
+        {
+            // Carried out again (`apply`) after its task was settled: nothing more to say.
+            Ok(_) | Err(ApiError::Request(RequestError::TaskSettled { .. })) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn actor(caller: &kept_store::ApiKeyRecord) -> String {
     format!("key:{}", caller.id)
 }
@@ -311,18 +359,30 @@ pub async fn create(
             format!("no subject is known by this `subject.{}`", name.kind()),
         ));
     };
+    let scope = body.scope.unwrap_or_default();
+    gates::check_scope(&state.manifest, body.kind, &scope)?;
     let now = state.now();
     let intake = Intake {
         subject: subject.id,
         kind: body.kind,
-        scope: body.scope.unwrap_or_default(),
+        scope,
         channel,
         verification: body.verification,
         regime: Regime::resolve(subject.country.as_deref(), subject.region.as_deref()),
         region: subject.region.clone(),
         at: now,
     };
-    let stepped = service::file(&state.work(), intake, &actor(&caller.key)).await?;
+    let sealed = rectify::seal(
+        state.store.as_ref(),
+        &state.identity,
+        &state.manifest,
+        body.kind,
+        subject.id,
+        body.corrections.as_ref(),
+        now,
+    )
+    .await?;
+    let stepped = service::file_with(&state.work(), intake, &actor(&caller.key), sealed).await?;
     Ok((
         StatusCode::CREATED,
         Json(shown(&state, stepped.request).await?),
@@ -431,7 +491,10 @@ pub async fn show(
 
 /// Takes a request's next step: received → verified (with a verification) → in progress →
 /// completed; from `extended`, the next step from where it stood. Completing an access or
-/// portability request notes the BLAKE3 hash of its JSON export in the step.
+/// portability request notes the BLAKE3 hash of its JSON export in the step. A rectification,
+/// restriction, objection, opt-out of sale or limit on sensitive data entering `in_progress`
+/// is carried out at once (`requests::carry`): corrected, or its gate in force, when the
+/// answer comes.
 #[utoipa::path(
     post,
     path = "/v1/requests/{id}/advance",
@@ -484,7 +547,12 @@ pub async fn advance(
         verification: body.verification,
         note,
     };
-    take(&state, &caller, id, &step).await
+    let stepped = step_of(&state, &caller, id, &step).await?;
+    if stepped.request.state == RequestState::InProgress {
+        carry_out_and_settle(&state, &stepped.request).await?;
+    }
+    let request = state.store.request(id).await?.unwrap_or(stepped.request);
+    Ok(Json(shown(&state, request).await?))
 }
 
 /// Puts the answer off, once, with a reason, while the first deadline still runs, up to the
@@ -557,13 +625,102 @@ async fn take(
     id: u64,
     step: &Transition,
 ) -> Result<Json<RequestView>, ApiError> {
+    let stepped = step_of(state, caller, id, step).await?;
+    Ok(Json(shown(state, stepped.request).await?))
+}
+
+async fn step_of(
+    state: &AppState,
+    caller: &Authorized<role::Privacy>,
+    id: u64,
+    step: &Transition,
+) -> Result<kept_store::requests::Stepped, ApiError> {
     if id > crate::http::error::MAX_ROW_ID {
         return Err(ApiError::NotFound(format!(
             "no data subject request has id `{id}`"
         )));
     }
-    let stepped = service::step(&state.work(), id, step, &actor(&caller.key), state.now()).await?;
-    Ok(Json(shown(state, stepped.request).await?))
+    service::step(&state.work(), id, step, &actor(&caller.key), state.now()).await
+}
+
+/// Carries out a request again, as entering `in_progress` did: a rectification's corrections
+/// are written; for a restriction, objection, opt-out of sale or limit on sensitive data, its
+/// gate is written (once per request) and put in force. Safe to repeat, for instance after an
+/// `advance` whose work could not be finished.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/apply",
+    operation_id = "apply_request",
+    tag = "requests",
+    params(("id" = u64, Path, description = "the request's id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = RequestView),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no request with this id", body = ErrorBody),
+        (status = 409, description = "`request.not_started`: the request is not in progress or completed", body = ErrorBody),
+        (status = 422, description = "`id` is not a number", body = ErrorBody),
+    )
+)]
+pub async fn apply(
+    _caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(RequestPath { id }): PathParams<RequestPath>,
+) -> Result<Json<RequestView>, ApiError> {
+    let request = match id {
+        id if id > crate::http::error::MAX_ROW_ID => None,
+        id => state.store.request(id).await?,
+    };
+    let request = request
+        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+    carry_out_and_settle(&state, &request).await?;
+    let request = state.store.request(id).await?.unwrap_or(request);
+    Ok(Json(shown(&state, request).await?))
+}
+
+/// Lifts the restriction of processing a restriction request put in force (GDPR Art. 18(3)),
+/// with a reason recorded in the request's log. Objections and opt-outs are not lifted: they
+/// end when the person gives consent again.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/lift",
+    operation_id = "lift_request",
+    tag = "requests",
+    params(("id" = u64, Path, description = "the request's id")),
+    request_body = Lift,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = RequestView),
+        (status = 400, description = "the body is not JSON", body = ErrorBody),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no request with this id", body = ErrorBody),
+        (status = 409, description = "`request.not_liftable` (not a restriction) or `request.not_in_force` (not carried out yet)", body = ErrorBody),
+        (status = 422, description = "`reason` is blank or too long; `error.field` names it", body = ErrorBody),
+    )
+)]
+pub async fn lift(
+    caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(RequestPath { id }): PathParams<RequestPath>,
+    JsonBody(body): JsonBody<Lift>,
+) -> Result<Json<RequestView>, ApiError> {
+    if id > crate::http::error::MAX_ROW_ID {
+        return Err(ApiError::NotFound(format!(
+            "no data subject request has id `{id}`"
+        )));
+    }
+    let stepped = gates::lift(
+        &state.work(),
+        &state.index,
+        id,
+        body.reason,
+        &actor(&caller.key),
+        state.now(),
+    )
+    .await?;
+    Ok(Json(shown(&state, stepped.request).await?))
 }
 
 /// An acknowledgement a system sends once it carried out its obligation.

@@ -4,11 +4,16 @@
 //! its tasks (`work`: the handles and which targets are owed; `tasks`: finished, acknowledged,
 //! handled by hand, then the request completed), its propagation to the manifest's systems
 //! (`propagate`: obligations, acknowledgement tokens, lifecycle webhooks), and the answer to
-//! access and portability requests (`export`: links, downloads). Handlers in `api`.
+//! access and portability requests (`export`: links, downloads). The requests that gate a
+//! subject's data (restriction, objection, opt-out of sale, limit on sensitive data) are
+//! carried out by `gates`, rectification by `rectify`, both through `carry`. Handlers in `api`.
 
 pub mod api;
+pub mod carry;
 pub mod export;
+pub mod gates;
 pub mod propagate;
+pub mod rectify;
 pub mod service;
 pub mod tasks;
 pub mod work;
@@ -39,4 +44,6 @@ pub fn routes() -> Router<AppState> {
             crate::subjects::export::SCHEMA_PATH,
             get(api::export_schema),
         )
+        .route("/v1/requests/{id}/apply", post(api::apply))
+        .route("/v1/requests/{id}/lift", post(api::lift))
 }

@@ -27,12 +27,30 @@ pub const DUE_SOON: i64 = 7 * 24 * 60 * 60 * 1000;
 /// (`strictest` when unknown), the request and its intake record in one transaction, the
 /// record covered by a checkpoint signed with the ledger key.
 pub async fn file(work: &Work, new: Intake, actor: &str) -> Result<Stepped, ApiError> {
+    file_with(work, new, actor, None).await
+}
+
+/// `file`, with a rectification's sealed corrections written in the same transaction and
+/// named in the intake record (`requests::rectify::seal`).
+pub async fn file_with(
+    work: &Work,
+    new: Intake,
+    actor: &str,
+    corrections: Option<crate::requests::rectify::Sealed>,
+) -> Result<Stepped, ApiError> {
     let rights = Rights::shipped()
         .map_err(|e| ApiError::Internal(format!("the shipped request deadlines: {e}")))?;
     let request = intake(rights, new)?;
     // The signer the store's checkpoints need is installed once the key is published.
     work.ledger.publish_verifying_key().await?;
-    let stepped = work.store.file_request(request, actor).await?;
+    let stepped = match corrections {
+        Some(sealed) => {
+            work.store
+                .file_request_with(request, actor, sealed.detail, sealed.corrections)
+                .await?
+        }
+        None => work.store.file_request(request, actor).await?,
+    };
     witness(&work.ledger, &stepped);
     on_transition(work, &stepped).await;
     Ok(stepped)

@@ -251,6 +251,9 @@ pub struct TraitView {
     pub notice_version: u32,
     pub collected_at: UnixMillis,
     pub source: String,
+    /// The request whose rectification set the value ("corrected by request N").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrected_by_request: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -671,6 +674,7 @@ impl Export<'_> {
                     notice_version: t.provenance.notice_version,
                     collected_at: t.provenance.collected_at,
                     source: t.provenance.source.clone(),
+                    corrected_by_request: t.provenance.corrected_by_request(),
                 })
                 .collect(),
             events,

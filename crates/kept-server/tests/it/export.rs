@@ -352,7 +352,10 @@ async fn completing_an_access_request_notes_its_exports_hash() {
     let log = shown.json["log"].as_array().unwrap();
     let done = log.last().unwrap();
     assert_eq!(done["to"], "completed");
-    assert_eq!(done["actor"], "kept", "completed once every task was settled");
+    assert_eq!(
+        done["actor"], "kept",
+        "completed once every task was settled"
+    );
     // Kept's task was settled by the operator with their note and the export's hash.
     let settled = &log[log.len() - 2];
     assert_eq!(settled["detail"]["task"], "kept");

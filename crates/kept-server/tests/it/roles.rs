@@ -236,6 +236,20 @@ fn endpoints() -> Vec<Endpoint> {
             success: StatusCode::OK,
         },
         Endpoint {
+            operation: "POST /v1/requests/{id}/apply",
+            path: "/v1/requests/999999/apply",
+            body: Some(|_| "{}".to_owned()),
+            access: Key(Role::Privacy),
+            success: StatusCode::NOT_FOUND,
+        },
+        Endpoint {
+            operation: "POST /v1/requests/{id}/lift",
+            path: "/v1/requests/999999/lift",
+            body: Some(|_| r#"{"reason": "matrix"}"#.to_owned()),
+            access: Key(Role::Privacy),
+            success: StatusCode::NOT_FOUND,
+        },
+        Endpoint {
             operation: "GET /v1/decision-log",
             path: "/v1/decision-log?limit=10",
             body: None,

@@ -288,3 +288,62 @@ async fn a_merge_and_its_undo_reach_the_other_server() {
     eventually(&on_b, &app, "mia", &mia_alone).await;
     eventually(&on_b, &app, "max", "allowed.consent").await;
 }
+
+#[tokio::test]
+async fn a_gate_put_on_one_server_is_honoured_by_the_other_and_lifted_there_too() {
+    let app = TestApp::new().await;
+    if app.store.backend() != Backend::Postgres {
+        eprintln!(
+            "skipped: servers share a database only on PostgreSQL (set KEPT_TEST_BACKEND=postgres)"
+        );
+        return;
+    }
+    let heard_a = app.store.listen().await.unwrap().unwrap();
+    kept_server::sync::spawn(app.state.follower(), heard_a);
+    let b = AppState::new(
+        app.store.clone(),
+        app.state.ledger.clone(),
+        app.state.manifest.clone(),
+    )
+    .with_clock(Arc::new(|| NOW));
+    let heard_b = b.store.listen().await.unwrap().unwrap();
+    b.index
+        .load(b.store.as_ref(), NOW, &mut |_| {})
+        .await
+        .unwrap();
+    kept_server::sync::spawn(b.follower(), heard_b);
+    let on_b = kept_server::router(b.clone());
+    // The gate answers before anything else the newsletter would be denied or allowed by.
+    let before = reason(on_b.clone(), &app, "u2").await;
+    assert_ne!(before, "denied.restricted_by_request");
+    let privacy = |path: &str, body: serde_json::Value| {
+        post(path, Some(app.key(Role::Privacy)), &body.to_string())
+    };
+    let filed = app
+        .send(privacy(
+            "/v1/requests",
+            json!({ "subject": { "user_id": "u2" }, "kind": "restriction",
+                    "verification": { "method": "company_stated", "reference": "case-3" } }),
+        ))
+        .await;
+    assert_eq!(filed.status, StatusCode::CREATED, "{}", filed.text);
+    let id = filed.json["id"].as_u64().unwrap();
+    for to in ["verified", "in_progress"] {
+        let stepped = app
+            .send(privacy(
+                &format!("/v1/requests/{id}/advance"),
+                json!({ "to": to }),
+            ))
+            .await;
+        assert_eq!(stepped.status, StatusCode::OK, "{}", stepped.text);
+    }
+    eventually(&on_b, &app, "u2", "denied.restricted_by_request").await;
+    let lifted = app
+        .send(privacy(
+            &format!("/v1/requests/{id}/lift"),
+            json!({ "reason": "accuracy verified" }),
+        ))
+        .await;
+    assert_eq!(lifted.status, StatusCode::OK, "{}", lifted.text);
+    eventually(&on_b, &app, "u2", &before).await;
+}

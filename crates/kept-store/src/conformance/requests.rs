@@ -4,6 +4,7 @@ use crate::conformance::TestSigner;
 use crate::requests::{ErasureState, NewErasureRequest, OpenCounts, RequestFilter};
 use crate::{NewSubject, Store, StoreError};
 use kept_core::SubjectId;
+use kept_core::decision::SubjectGate;
 use kept_core::ledger::{ChainHash, Columns, check_checkpoint_chain};
 use kept_core::regime::Regime;
 use kept_core::requests::{
@@ -518,4 +519,226 @@ fn targets_sorted(targets: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = targets.iter().map(|t| (*t).to_owned()).collect();
     out.sort();
     out
+}
+
+fn gate(request: &Request, kind: kept_core::decision::GateKind, at: i64) -> SubjectGate {
+    SubjectGate {
+        request: request.id,
+        subject: request.subject,
+        kind,
+        purposes: vec!["marketing".into()],
+        categories: vec!["user.behavior".into()],
+        since: at,
+    }
+}
+
+pub async fn requests_gates_are_put_once_read_and_lifted(store: Arc<dyn Store>) {
+    use kept_core::decision::GateKind;
+    let s = subject(store.as_ref()).await;
+    let other = subject(store.as_ref()).await;
+    let restriction = store
+        .file_request(intake(s, RequestKind::Restriction), "key:k")
+        .await
+        .unwrap()
+        .request;
+    let opt_out = store
+        .file_request(intake(s, RequestKind::OptOut), "key:k")
+        .await
+        .unwrap()
+        .request;
+    let objection = store
+        .file_request(intake(other, RequestKind::Objection), "key:k")
+        .await
+        .unwrap()
+        .request;
+    assert!(store.gates_in_force().await.unwrap().is_empty());
+    let restricted = gate(&restriction, GateKind::Restriction, T0);
+    assert!(store.put_gate(&restricted).await.unwrap());
+    // Putting it again, even changed, keeps the first.
+    let changed = SubjectGate {
+        since: T0 + HOUR,
+        purposes: vec![],
+        ..restricted.clone()
+    };
+    assert!(!store.put_gate(&changed).await.unwrap());
+    let opted = gate(&opt_out, GateKind::OptOutOfSale, T0 + HOUR);
+    let objected = gate(&objection, GateKind::Objection, T0 + 2 * HOUR);
+    assert!(store.put_gate(&opted).await.unwrap());
+    assert!(store.put_gate(&objected).await.unwrap());
+    assert_eq!(
+        store.gates_of(s).await.unwrap(),
+        vec![restricted.clone(), opted.clone()]
+    );
+    assert_eq!(
+        store.gates_in_force().await.unwrap(),
+        vec![restricted.clone(), opted.clone(), objected.clone()]
+    );
+    assert_eq!(
+        store
+            .lift_gate(restriction.id, T0 + 3 * HOUR)
+            .await
+            .unwrap(),
+        Some(restricted.clone())
+    );
+    assert_eq!(
+        store
+            .lift_gate(restriction.id, T0 + 4 * HOUR)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.lift_gate(999_999, T0).await.unwrap(), None);
+    assert_eq!(store.gates_of(s).await.unwrap(), vec![opted.clone()]);
+    // A lifted gate is not put back by its request.
+    assert!(!store.put_gate(&restricted).await.unwrap());
+    assert_eq!(store.gates_in_force().await.unwrap(), vec![opted, objected]);
+    let missing = store
+        .put_gate(&SubjectGate {
+            request: 999_999,
+            ..restricted
+        })
+        .await;
+    assert!(
+        matches!(
+            missing,
+            Err(StoreError::NotFound {
+                what: "request",
+                ..
+            })
+        ),
+        "{missing:?}"
+    );
+}
+
+pub async fn requests_corrections_are_filed_with_their_request_and_carried_out(
+    store: Arc<dyn Store>,
+) {
+    use crate::collection::{IdentityWrite, NewIdentity};
+    use crate::corrections::StoredCorrection;
+    use kept_core::identity::{IdentifierHash, IdentifierKind, PlannedSubject};
+    use kept_core::subject::{Provenance, Trait};
+    let s = subject(store.as_ref()).await;
+    let corrections = vec![
+        StoredCorrection {
+            target: "identifier:email".into(),
+            sealed: vec![1; 40],
+        },
+        StoredCorrection {
+            target: "trait:first_name".into(),
+            sealed: vec![2; 40],
+        },
+    ];
+    let filed = store
+        .file_request_with(
+            intake(s, RequestKind::Rectification),
+            "key:k",
+            vec![("corrections.digest".into(), "ab12".into())],
+            corrections.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.corrections(filed.request.id).await.unwrap(),
+        corrections
+    );
+    let record = decode_record(&filed.entry.bytes).unwrap();
+    assert!(
+        record
+            .detail
+            .contains(&("corrections.digest".into(), "ab12".into())),
+        "{record:?}"
+    );
+    assert!(
+        store
+            .corrections(filed.request.id + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A request whose corrections cannot be written is not filed.
+    let before = store
+        .requests(&RequestFilter {
+            limit: 100,
+            ..RequestFilter::default()
+        })
+        .await
+        .unwrap();
+    let twice = store
+        .file_request_with(
+            intake(s, RequestKind::Rectification),
+            "key:k",
+            Vec::new(),
+            vec![corrections[0].clone(), corrections[0].clone()],
+        )
+        .await;
+    assert!(twice.is_err());
+    let after = store
+        .requests(&RequestFilter {
+            limit: 100,
+            ..RequestFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+
+    let name = |value: &str, source: &str| Trait {
+        subject: s,
+        key: "first_name".into(),
+        value: serde_json::json!(value),
+        category: "user.name".into(),
+        provenance: Provenance {
+            collection_point: "signup".into(),
+            notice_id: "newsletter".into(),
+            notice_version: 1,
+            collected_at: T0,
+            source: source.into(),
+        },
+    };
+    store
+        .upsert_traits(vec![name("Ada", "collection")])
+        .await
+        .unwrap();
+    let corrected = name("Augusta", "request:1");
+    store.correct_traits(vec![corrected.clone()]).await.unwrap();
+    assert_eq!(store.traits(s).await.unwrap(), vec![corrected]);
+
+    let hash = |n: u8| IdentifierHash([n; 32]);
+    let attach = |n: u8| NewIdentity {
+        subject: PlannedSubject::Existing(s),
+        key_subject: PlannedSubject::Existing(s),
+        kind: IdentifierKind::Email,
+        hash: hash(n),
+        sealed: vec![n; 40],
+        verified: false,
+    };
+    store
+        .write_identities(IdentityWrite {
+            attach: vec![attach(7), attach(8)],
+            at: T0,
+            ..IdentityWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .drop_identities(s, IdentifierKind::Email, &hash(8))
+            .await
+            .unwrap(),
+        1
+    );
+    let held: Vec<IdentifierHash> = store
+        .identities_of(s)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.hash)
+        .collect();
+    assert_eq!(held, vec![hash(8)]);
+    assert_eq!(
+        store
+            .drop_identities(s, IdentifierKind::Email, &hash(8))
+            .await
+            .unwrap(),
+        0
+    );
 }
