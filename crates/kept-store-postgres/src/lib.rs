@@ -31,6 +31,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod decision_log;
+mod erasure;
 mod migrations;
 mod outbox;
 mod prefcenter;
@@ -1004,7 +1005,7 @@ impl Store for PostgresStore {
 }
 
 const SUBJECT_COLUMNS: &str = "SELECT id, user_id, country, region, time_zone, created_at, \
-     erasure_requested_at, suppressed FROM subjects";
+     erasure_requested_at, suppressed, erased_at, erasure_suppressed_at FROM subjects";
 
 const TRAIT_COLUMNS: &str = "SELECT subject_id, key, value::TEXT, category, collection_point, \
      notice_id, notice_version, collected_at, source FROM traits";

@@ -8,6 +8,7 @@ use kept_core::collection::TraitCutoffs;
 use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, PlannedSubject};
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
+use kept_store::erasure::{CARRY_SUPPRESSED, MARK_SUPPRESSED};
 use kept_store::collection::{
     CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry, NewEvent,
     StoredEvent, StoredIdentity, UndoneMerge, consent_keys, hash_column, interactions, kind_column,
@@ -494,6 +495,22 @@ impl CollectionStore for SqliteStore {
             .map_err(db)?;
             sqlx::query("DELETE FROM traits WHERE subject_id = ?")
                 .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query(&crate::erasure::lite(CARRY_SUPPRESSED))
+                .bind(from)
+                .bind(into)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        // A suppressed identifier collected again marks its holder (after the merges: the
+        // subject that holds it now).
+        for a in &write.attach {
+            sqlx::query(&crate::erasure::lite(MARK_SUPPRESSED))
+                .bind(write.at)
+                .bind(a.hash.0.as_slice())
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod decision_log;
+mod erasure;
 mod migrations;
 mod outbox;
 mod prefcenter;
@@ -1165,7 +1166,7 @@ fn unpack_ledger_page(packed: &SqliteRow) -> Result<Option<Vec<LedgerRow>>> {
 }
 
 const SUBJECT_COLUMNS: &str = "SELECT id, user_id, country, region, time_zone, created_at, \
-     erasure_requested_at, suppressed FROM subjects";
+     erasure_requested_at, suppressed, erased_at, erasure_suppressed_at FROM subjects";
 
 const TRAIT_COLUMNS: &str = "SELECT subject_id, key, value, category, collection_point, \
      notice_id, notice_version, collected_at, source FROM traits";

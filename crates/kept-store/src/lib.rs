@@ -21,6 +21,7 @@ pub mod columns;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod decision_log;
+pub mod erasure;
 pub mod group_commit;
 #[cfg(feature = "migrate")]
 pub mod migrate;
@@ -190,7 +191,8 @@ pub struct LedgerRow {
 /// Persistence for Kept. One implementation per database; all pass `conformance`. The webhook
 /// outbox (`outbox::Outbox`) and the collection API's storage (`collection::CollectionStore`)
 /// are part of every store, and so are the preference center's (`prefcenter::PrefCenterStore`)
-/// and the data subject requests' (`requests::RequestStore`).
+/// and the data subject requests' (`requests::RequestStore`), and erasure with its suppression
+/// list (`erasure::ErasureStore`).
 /// One thing heard from the other servers on a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heard {
@@ -206,6 +208,7 @@ pub trait Store:
     + collection::CollectionStore
     + prefcenter::PrefCenterStore
     + requests::RequestStore
+    + erasure::ErasureStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -81,6 +81,8 @@ pub enum ReasonCode {
     DeniedUnknownTopic,
     DeniedUnknownSubject,
     DeniedErasurePending,
+    /// Holds an identifier suppressed after an earlier erasure: no use but an essential one.
+    DeniedSuppressedAfterErasure,
     DeniedSuppressed,
     DeniedForbiddenUse,
     DeniedNotPromised,
@@ -99,7 +101,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 24] = [
+    pub const ALL: [ReasonCode; 25] = [
         ReasonCode::AllowedConsent,
         ReasonCode::AllowedContract,
         ReasonCode::AllowedOptOutRegime,
@@ -110,6 +112,7 @@ impl ReasonCode {
         ReasonCode::DeniedUnknownTopic,
         ReasonCode::DeniedUnknownSubject,
         ReasonCode::DeniedErasurePending,
+        ReasonCode::DeniedSuppressedAfterErasure,
         ReasonCode::DeniedSuppressed,
         ReasonCode::DeniedForbiddenUse,
         ReasonCode::DeniedNotPromised,
@@ -138,6 +141,7 @@ impl ReasonCode {
             ReasonCode::DeniedUnknownTopic => "denied.unknown_topic",
             ReasonCode::DeniedUnknownSubject => "denied.unknown_subject",
             ReasonCode::DeniedErasurePending => "denied.erasure_pending",
+            ReasonCode::DeniedSuppressedAfterErasure => "denied.suppressed_after_erasure",
             ReasonCode::DeniedSuppressed => "denied.suppressed",
             ReasonCode::DeniedForbiddenUse => "denied.forbidden_use",
             ReasonCode::DeniedNotPromised => "denied.not_promised",

@@ -23,6 +23,7 @@ pub(crate) const SUPPRESSED: u8 = 4;
 pub(crate) const GPC: u8 = 8;
 pub(crate) const HAS_PREFS: u8 = 16;
 pub(crate) const HAS_IMPLIED: u8 = 32;
+pub(crate) const ERASURE_SUPPRESSED: u8 = 64;
 
 /// Sixteen bytes per subject: flags, place, time zone, where the subject's facts end in its
 /// page (they start where the previous subject's end), so one read finds them, and the

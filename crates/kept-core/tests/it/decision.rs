@@ -140,6 +140,8 @@ pub fn subject(id: u32, location: &str) -> Subject {
         created_at: date(2020, 1, 1),
         erasure_requested_at: None,
         suppressed: false,
+        erased_at: None,
+        erasure_suppressed_at: None,
     }
 }
 

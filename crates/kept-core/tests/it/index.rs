@@ -116,6 +116,8 @@ fn population(seed: u64, m: &Manifest) -> Population {
             created_at: now - 2000 * DAY,
             erasure_requested_at: rng.gen_bool(0.05).then_some(now - DAY),
             suppressed: rng.gen_bool(0.05),
+            erased_at: rng.gen_bool(0.02).then_some(now - DAY),
+            erasure_suppressed_at: rng.gen_bool(0.05).then_some(now - DAY),
         };
         let mut state = SubjectState::new(subject.clone());
         // Sometimes the subject first arrives elsewhere and moves.

@@ -1130,6 +1130,8 @@ async fn write_plan(
             created_at: s.created_at,
             erasure_requested_at: None,
             suppressed: false,
+            erased_at: None,
+            erasure_suppressed_at: None,
         });
     }
     outcome.updated = user_ids

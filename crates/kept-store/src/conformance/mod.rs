@@ -1,7 +1,7 @@
 //! The conformance suite: one story every backend must tell the same way. A backend's test
 //! crate implements [`Harness`] (a fresh, empty store per case) and expands
 //! [`conformance_tests!`](crate::conformance_tests) once, which makes one `#[tokio::test]` per
-//! case of every module here (`store`, `outbox`, `prefcenter`, `requests`).
+//! case of every module here (`store`, `outbox`, `prefcenter`, `requests`, `erasure`).
 //!
 //! The cases panic on a failed expectation: they are test code, compiled only with the
 //! `conformance` feature (which the backends' tests turn on, and the product never does), so
@@ -14,6 +14,7 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+pub mod erasure;
 pub mod outbox;
 pub mod prefcenter;
 pub mod requests;
@@ -104,6 +105,11 @@ macro_rules! conformance_tests {
             requests_are_filed_stepped_and_logged,
             requests_a_refused_step_changes_nothing,
             requests_list_by_filter_and_count_what_is_due,
+        );
+        $crate::conformance_tests!(@module $harness, $crate::conformance::erasure;
+            erasure_deletes_everything_but_what_the_law_keeps,
+            erasure_is_idempotent,
+            erasure_suppressed_identifiers_mark_their_new_holder,
         );
     };
     (@module $harness:ty, $module:path; $($case:ident),* $(,)?) => {
