@@ -8,13 +8,13 @@ use kept_core::collection::TraitCutoffs;
 use kept_core::identity::{IdentifierCounts, IdentifierHash, IdentifierKind, PlannedSubject};
 use kept_core::subject::Trait;
 use kept_core::{SubjectId, UnixMillis};
-use kept_store::erasure::{CARRY_SUPPRESSED, MARK_SUPPRESSED};
 use kept_store::collection::{
     CollectionStore, DeletedTraits, EventWrite, IdentityFacts, IdentityWrite, MergeEntry, NewEvent,
     StoredEvent, StoredIdentity, UndoneMerge, consent_keys, hash_column, interactions, kind_column,
     merge_row, undo_refusal,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
+use kept_store::erasure::{CARRY_SUPPRESSED, MARK_SUPPRESSED};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
 use kept_store::{Result, StoreError, last_trait_wins};
 use sqlx::Row;

@@ -20,12 +20,11 @@ async fn traits_kept(
     plan: &ErasurePlan,
     subject: SubjectId,
 ) -> Result<Vec<(String, Option<Retained>)>> {
-    let rows =
-        sqlx::query("SELECT key, category, collected_at FROM traits WHERE subject_id = $1")
-            .bind(i64::from(subject.0))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
+    let rows = sqlx::query("SELECT key, category, collected_at FROM traits WHERE subject_id = $1")
+        .bind(i64::from(subject.0))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let key: String = row.try_get(0).map_err(db)?;
@@ -71,7 +70,10 @@ impl ErasureStore for PostgresStore {
             .map_err(db)?;
         let mut report = ErasureReport {
             subject: survivor,
-            subjects: family.iter().map(|s| subject_id(*s)).collect::<Result<_>>()?,
+            subjects: family
+                .iter()
+                .map(|s| subject_id(*s))
+                .collect::<Result<_>>()?,
             already_erased: false,
             erased_at: plan.at,
             deleted: Default::default(),

@@ -4,6 +4,7 @@
 
 use super::{SqliteStore, db};
 use async_trait::async_trait;
+use kept_core::SubjectId;
 use kept_core::identity::IdentifierHash;
 use kept_store::columns::subject_id;
 use kept_store::erasure::{
@@ -11,7 +12,6 @@ use kept_store::erasure::{
     SUPPRESS_ONE, SURVIVOR, TOMBSTONE, retained_trait,
 };
 use kept_store::{Result, StoreError};
-use kept_core::SubjectId;
 use sqlx::{Row, SqliteConnection};
 
 /// A shared statement with SQLite's numbered placeholders.
@@ -75,7 +75,10 @@ impl ErasureStore for SqliteStore {
             .map_err(db)?;
         let mut report = ErasureReport {
             subject: survivor,
-            subjects: family.iter().map(|s| subject_id(*s)).collect::<Result<_>>()?,
+            subjects: family
+                .iter()
+                .map(|s| subject_id(*s))
+                .collect::<Result<_>>()?,
             already_erased: false,
             erased_at: plan.at,
             deleted: Default::default(),
@@ -137,11 +140,12 @@ impl ErasureStore for SqliteStore {
     async fn suppressed(&self, hashes: &[IdentifierHash]) -> Result<Vec<IdentifierHash>> {
         let mut out = Vec::new();
         for hash in hashes {
-            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM suppressions WHERE hash = ?")
-                .bind(hash.0.as_slice())
-                .fetch_optional(&self.read)
-                .await
-                .map_err(db)?;
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM suppressions WHERE hash = ?")
+                    .bind(hash.0.as_slice())
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(db)?;
             if found.is_some() {
                 out.push(*hash);
             }

@@ -113,8 +113,8 @@ pub fn retained_trait(
         .iter()
         .filter(|r| r.category == category)
         .map(|r| {
-            let until = collected_at
-                .saturating_add(UnixMillis::from(r.retention_days).saturating_mul(DAY));
+            let until =
+                collected_at.saturating_add(UnixMillis::from(r.retention_days).saturating_mul(DAY));
             (r, until)
         })
         .filter(|(_, until)| *until > plan.at)
@@ -155,7 +155,10 @@ pub const SUPPRESS_ONE: &str = "INSERT INTO suppressions (hash, request_id, supp
 /// data key first (crypto-shredding), then what refers to identity log entries before them.
 /// Traits are deleted one by one beside these, as the plan keeps some.
 pub const DELETES: &[(&str, &str)] = &[
-    ("subject_keys", "DELETE FROM subject_keys WHERE subject_id = $1"),
+    (
+        "subject_keys",
+        "DELETE FROM subject_keys WHERE subject_id = $1",
+    ),
     (
         "identities",
         "DELETE FROM identities WHERE subject_id = $1 OR key_subject_id = $1",
@@ -185,7 +188,10 @@ pub const DELETES: &[(&str, &str)] = &[
     ),
     ("contacts", "DELETE FROM contacts WHERE subject_id = $1"),
     ("uses", "DELETE FROM uses WHERE subject_id = $1"),
-    ("decision_log", "DELETE FROM decision_log WHERE subject_id = $1"),
+    (
+        "decision_log",
+        "DELETE FROM decision_log WHERE subject_id = $1",
+    ),
     // Obligations owed to the systems (erase, withdraw) stay: they carry out this erasure.
     (
         "outbox",

@@ -29,9 +29,9 @@ use chrono_tz::Tz;
 use std::sync::Arc;
 pub(crate) use store::{Chunk, Page, Registry, Row, SetKey, StateKind, Watch};
 use store::{
-    ContactEntry, ERASURE, ERASURE_SUPPRESSED, Fact, GPC, GPC_SCOPE, HAS_IMPLIED, HAS_PREFS, ImpliedEntry, KNOWN,
-    OriginInfo, PendingEntry, PrefEntry, SUPPRESSED, implied_kind, locate, pack_scope,
-    unpack_scope,
+    ContactEntry, ERASURE, ERASURE_SUPPRESSED, Fact, GPC, GPC_SCOPE, HAS_IMPLIED, HAS_PREFS,
+    ImpliedEntry, KNOWN, OriginInfo, PendingEntry, PrefEntry, SUPPRESSED, implied_kind, locate,
+    pack_scope, unpack_scope,
 };
 
 /// One write the index must reflect. The store's write path sends one per committed write;

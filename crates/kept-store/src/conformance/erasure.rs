@@ -122,9 +122,17 @@ async fn people(store: &Arc<dyn Store>) -> (SubjectId, SubjectId, SubjectId) {
             actor: "kept_test".into(),
             reference: None,
         };
-        store.record_contacts(vec![contact], vec![used]).await.unwrap();
         store
-            .append_decision_log(vec![logged(1, Some(s.0), "marketing.communications", "denied.no_consent")])
+            .record_contacts(vec![contact], vec![used])
+            .await
+            .unwrap();
+        store
+            .append_decision_log(vec![logged(
+                1,
+                Some(s.0),
+                "marketing.communications",
+                "denied.no_consent",
+            )])
             .await
             .unwrap();
         store.append_consent(record(s.0, 1)).await.unwrap();
@@ -182,7 +190,11 @@ pub async fn erasure_deletes_everything_but_what_the_law_keeps(store: Arc<dyn St
     assert_eq!(deleted("prefcenter_sessions"), 2);
     assert_eq!(deleted("merges"), 1);
     assert_eq!(deleted("identity_log"), 1);
-    assert_eq!(deleted("outbox"), 2, "event deliveries go, obligations stay");
+    assert_eq!(
+        deleted("outbox"),
+        2,
+        "event deliveries go, obligations stay"
+    );
     // `b`'s traits moved to `a` with the merge: `a` holds two, one kept for the law.
     assert_eq!(deleted("traits"), 1);
     assert_eq!(report.retained.len(), 1);
@@ -224,12 +236,18 @@ pub async fn erasure_deletes_everything_but_what_the_law_keeps(store: Arc<dyn St
         let tomb = store.subject(s).await.unwrap().unwrap();
         assert_eq!(tomb.erased_at, Some(T0 + 10));
         assert!(tomb.erasure_requested_at.is_some());
-        assert_eq!((tomb.user_id, tomb.country, tomb.time_zone), (None, None, None));
+        assert_eq!(
+            (tomb.user_id, tomb.country, tomb.time_zone),
+            (None, None, None)
+        );
     }
     // The ledger stays whole, and still verifies.
     assert_eq!(store.ledger_len().await.unwrap(), ledger_before);
     assert_eq!(store.ledger_for_subject(a).await.unwrap().len(), 1);
-    assert_eq!(super::verify_stored_chain(store.as_ref()).await, ledger_before);
+    assert_eq!(
+        super::verify_stored_chain(store.as_ref()).await,
+        ledger_before
+    );
     // The suppression list holds the keyed hashes, nothing else.
     let mut listed = store
         .suppressed(&[ident(10), ident(11), ident(20), ident(90)])
@@ -247,7 +265,10 @@ pub async fn erasure_deletes_everything_but_what_the_law_keeps(store: Arc<dyn St
         vec![(ident(20), c)]
     );
     let other = store.subject(c).await.unwrap().unwrap();
-    assert_eq!((other.erased_at, other.user_id.as_deref()), (None, Some("u-c")));
+    assert_eq!(
+        (other.erased_at, other.user_id.as_deref()),
+        (None, Some("u-c"))
+    );
 }
 
 pub async fn erasure_is_idempotent(store: Arc<dyn Store>) {

@@ -772,7 +772,12 @@ pub async fn close_refuses_later_writes(store: Arc<dyn Store>) {
 
 // --- decision log ----------------------------------------------------------------------------
 
-pub(crate) fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::DecisionLogEntry {
+pub(crate) fn logged(
+    i: u32,
+    subject: Option<u32>,
+    purpose: &str,
+    reason: &str,
+) -> crate::DecisionLogEntry {
     crate::DecisionLogEntry {
         id: 0,
         at: T0 + i64::from(i) * 10,
