@@ -453,6 +453,12 @@ pub enum RequestError {
     TooLong { field: &'static str },
     #[error("`{field}` holds a control character; it is not allowed")]
     ControlCharacter { field: &'static str },
+    /// Only an erasure request is carried out by erasing.
+    #[error("request {id} is a `{}` request, not an erasure", kind.as_str())]
+    NotErasure { id: u64, kind: RequestKind },
+    /// An erasure is carried out once its request is verified, and until it is completed.
+    #[error("request {id} is `{}`: an erasure is carried out once verified and until completed", state.as_str())]
+    NotExecutable { id: u64, state: State },
 }
 
 impl RequestError {
@@ -471,6 +477,8 @@ impl RequestError {
             RequestError::ReasonRequired { .. } => "request.reason_required",
             RequestError::TooLong { .. } => "request.too_long",
             RequestError::ControlCharacter { .. } => "request.control_character",
+            RequestError::NotErasure { .. } => "request.not_erasure",
+            RequestError::NotExecutable { .. } => "request.not_executable",
         }
     }
 
@@ -480,7 +488,9 @@ impl RequestError {
             RequestError::Closed { .. }
             | RequestError::ExtendedTwice
             | RequestError::NoExtension { .. }
-            | RequestError::ExtensionLate => "state",
+            | RequestError::ExtensionLate
+            | RequestError::NotExecutable { .. } => "state",
+            RequestError::NotErasure { .. } => "kind",
             RequestError::UnexpectedStep { .. } => "to",
             RequestError::Unverified | RequestError::VerifiedAlready => "verification",
             RequestError::Verification { field, .. } => match *field {
@@ -505,6 +515,8 @@ impl RequestError {
                 | RequestError::ExtendedTwice
                 | RequestError::NoExtension { .. }
                 | RequestError::ExtensionLate
+                | RequestError::NotErasure { .. }
+                | RequestError::NotExecutable { .. }
         )
     }
 }

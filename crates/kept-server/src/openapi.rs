@@ -70,6 +70,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::requests::api::advance,
         crate::requests::api::extend,
         crate::requests::api::reject,
+        crate::requests::api::erase,
         crate::prefcenter::api::preference_link,
         crate::prefcenter::api::get_preferences,
         crate::prefcenter::api::put_preferences,

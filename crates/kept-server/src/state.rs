@@ -194,6 +194,19 @@ impl AppState {
         }
     }
 
+    /// What carrying out an erasure request uses of this state; dataset URLs come from the
+    /// process environment.
+    pub fn erasure(&self) -> crate::requests::erase::Erasure<'_> {
+        crate::requests::erase::Erasure {
+            store: self.store.as_ref(),
+            ledger: &self.ledger,
+            identities: &self.identity,
+            manifest: &self.manifest,
+            index: Some(&self.index),
+            env: &crate::requests::erase::ProcessEnv,
+        }
+    }
+
     /// What exporting everything held about a subject reads of this state.
     pub fn export(&self) -> crate::subjects::export::Export<'_> {
         crate::subjects::export::Export {

@@ -316,14 +316,14 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn open(source: &Source) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) async fn open(source: &Source) -> anyhow::Result<Arc<dyn Store>> {
     let config = config(source).map_err(anyhow::Error::msg)?;
     Ok(kept_server::store::open_existing(config.database_url.expose()).await?)
 }
 
 /// The ledger, for its key: the configured key file, else the demo database's own key. A
 /// database with neither gets no step written: its log would have records no checkpoint covers.
-async fn ledger(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Ledger> {
+pub(crate) async fn ledger(source: &Source, store: &Arc<dyn Store>) -> anyhow::Result<Ledger> {
     let config = config(source).map_err(anyhow::Error::msg)?;
     let key = match &config.ledger_key_file {
         Some(path) => ledger::load_signing_key(path)
@@ -404,7 +404,7 @@ fn time(ms: i64) -> String {
 }
 
 /// An answer the server would give as a 4xx: printed with its code, exit 1.
-fn refused(e: &ApiError, format: Format) -> ExitCode {
+pub(crate) fn refused(e: &ApiError, format: Format) -> ExitCode {
     let body = e.body();
     match format {
         Format::Json => println!(
