@@ -15,6 +15,7 @@ mod config;
 mod decisions;
 mod demo;
 mod e2e;
+mod erasure;
 mod forward;
 mod identity;
 mod notices;
