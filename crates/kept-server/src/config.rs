@@ -177,6 +177,9 @@ pub enum WitnessFile {
 /// The witness file's name in the data directory.
 pub const DEFAULT_WITNESS_FILE: &str = "ledger-witness.log";
 
+/// The requests log's witness file: beside the ledger's, under this name.
+pub const REQUESTS_WITNESS_FILE: &str = "requests-witness.log";
+
 impl Config {
     /// The witness file, `None` when switched off.
     pub fn witness_path(&self) -> Option<PathBuf> {
@@ -185,6 +188,16 @@ impl Config {
             WitnessFile::At(path) => Some(path.clone()),
             WitnessFile::Off => None,
         }
+    }
+
+    /// The requests log's witness file: [`REQUESTS_WITNESS_FILE`] in the ledger witness's
+    /// folder, `None` when the ledger's witness is switched off.
+    pub fn requests_witness_path(&self) -> Option<PathBuf> {
+        let ledger = self.witness_path()?;
+        Some(match ledger.parent() {
+            Some(dir) => dir.join(REQUESTS_WITNESS_FILE),
+            None => PathBuf::from(REQUESTS_WITNESS_FILE),
+        })
     }
 }
 

@@ -113,6 +113,10 @@ impl Server {
             )?;
             ledger = ledger.with_witness(Arc::new(witness));
         }
+        if let Some(path) = config.requests_witness_path() {
+            let witness = crate::consent::witness::Witness::open(&path, None, WITNESS_RETRY)?;
+            ledger = ledger.with_requests_witness(Arc::new(witness));
+        }
         let ledger = Arc::new(ledger);
         // Records no checkpoint covers yet (a crash of an older release, another writer) are
         // covered before anything else is appended.

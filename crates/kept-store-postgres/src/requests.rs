@@ -210,6 +210,7 @@ impl RequestStore for PostgresStore {
              AND ($3::bigint IS NULL OR subject_id = $3) AND ($4::bigint IS NULL OR due_at < $4) \
              AND ($5::bigint IS NULL OR (due_at < $5 AND state NOT IN ('completed', 'rejected'))) \
              AND ($6::bigint IS NULL OR id < $6) \
+             AND ($8::bigint IS NULL OR state IN ('completed', 'rejected') OR due_at >= $8) \
              ORDER BY id DESC LIMIT $7"
         ))
         .bind(filter.state.map(|s| s.as_str()))
@@ -219,6 +220,7 @@ impl RequestStore for PostgresStore {
         .bind(filter.open_due_before)
         .bind(filter.before.map(to_i64).transpose()?)
         .bind(i64::from(filter.limit))
+        .bind(filter.not_overdue_at)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

@@ -199,6 +199,7 @@ impl RequestStore for SqliteStore {
              AND (?3 IS NULL OR subject_id = ?3) AND (?4 IS NULL OR due_at < ?4) \
              AND (?5 IS NULL OR (due_at < ?5 AND state NOT IN ('completed', 'rejected'))) \
              AND (?6 IS NULL OR id < ?6) \
+             AND (?8 IS NULL OR state IN ('completed', 'rejected') OR due_at >= ?8) \
              ORDER BY id DESC LIMIT ?7"
         ))
         .bind(filter.state.map(|s| s.as_str()))
@@ -208,6 +209,7 @@ impl RequestStore for SqliteStore {
         .bind(filter.open_due_before)
         .bind(filter.before.map(to_i64).transpose()?)
         .bind(i64::from(filter.limit))
+        .bind(filter.not_overdue_at)
         .fetch_all(&self.read)
         .await
         .map_err(db)?;

@@ -166,6 +166,8 @@ pub struct RequestFilter {
     pub due_before: Option<UnixMillis>,
     /// Open (neither completed nor rejected) and due before this time: overdue at it.
     pub open_due_before: Option<UnixMillis>,
+    /// Not overdue at this time: closed, or due at or after it.
+    pub not_overdue_at: Option<UnixMillis>,
     /// Only ids below this one (the next page).
     pub before: Option<u64>,
     pub limit: u32,

@@ -6,6 +6,7 @@
 use crate::cmd::source::{Source, config};
 use anyhow::Context;
 use kept_core::SubjectId;
+use kept_core::identity::IdentifierKind;
 use kept_core::regime::Regime;
 use kept_core::requests::{
     Channel, Intake, Request, RequestKind, Scope, State, Transition, Verification,
@@ -156,18 +157,20 @@ impl VerificationArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("who").required(true)))]
 pub struct NewArgs {
     /// The subject's internal id
-    #[arg(
-        long,
-        value_name = "ID",
-        conflicts_with = "user_id",
-        required_unless_present = "user_id"
-    )]
+    #[arg(long, value_name = "ID", group = "who")]
     subject: Option<u32>,
     /// The subject's user id in the company's systems
-    #[arg(long, value_name = "USER_ID")]
+    #[arg(long, value_name = "USER_ID", group = "who")]
     user_id: Option<String>,
+    /// The subject's email address (found by its keyed hash, as the server finds it)
+    #[arg(long, value_name = "ADDRESS", group = "who")]
+    email: Option<String>,
+    /// The subject's phone number (found by its keyed hash)
+    #[arg(long, value_name = "NUMBER", group = "who")]
+    phone: Option<String>,
     #[arg(long, value_enum)]
     kind: KindArg,
     /// Only these purposes (repeat); default everything
@@ -279,6 +282,11 @@ pub struct VerifyArgs {
     /// The time to judge uncovered records by, in Unix milliseconds (default: now)
     #[arg(long, value_name = "UNIX_MS")]
     now: Option<i64>,
+    /// The requests log's witness file (`requests-witness.log` beside the ledger's witness),
+    /// kept where the database's administrators cannot rewrite it: with it, a tail cut away
+    /// together with its checkpoints is found too
+    #[arg(long, value_name = "FILE")]
+    witness: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     #[command(flatten)]
@@ -340,7 +348,16 @@ pub(crate) async fn ledger(source: &Source, store: &Arc<dyn Store>) -> anyhow::R
             SigningKey::from_bytes(&seed)
         }
     };
-    Ok(Ledger::new(store.clone(), key))
+    let mut ledger = Ledger::new(store.clone(), key);
+    if let Some(path) = config.requests_witness_path() {
+        let witness = kept_server::consent::witness::Witness::open(
+            &path,
+            None,
+            std::time::Duration::from_secs(1),
+        )?;
+        ledger = ledger.with_requests_witness(Arc::new(witness));
+    }
+    Ok(ledger)
 }
 
 fn now() -> i64 {
@@ -438,17 +455,44 @@ async fn with_log(store: &dyn Store, request: Request) -> anyhow::Result<Request
 
 async fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.source).await?;
-    let id = match (args.subject, &args.user_id) {
-        (Some(id), _) => Some(SubjectId(id)),
-        (None, Some(user)) => store.subject_by_user_id(user).await?,
+    let identifier = match (&args.email, &args.phone) {
+        (Some(email), _) => Some((IdentifierKind::Email, email.as_str())),
+        (None, Some(phone)) => Some((IdentifierKind::Phone, phone.as_str())),
         (None, None) => None,
+    };
+    let id = match (args.subject, &args.user_id, identifier) {
+        (Some(id), _, _) => Some(SubjectId(id)),
+        (None, Some(user), _) => store.subject_by_user_id(user).await?,
+        (None, None, Some((kind, raw))) => {
+            let config = config(&args.source).map_err(anyhow::Error::msg)?;
+            let normalized = match kept_core::identity::normalize(
+                kind,
+                raw,
+                config.default_country.as_deref(),
+            ) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("--{}: {e}", kind.as_str());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let identities = crate::cmd::source::identities(&config).map_err(anyhow::Error::msg)?;
+            let keys = identities.keys(store.as_ref()).await?;
+            let hash = keys.identifier_hash(kind, &normalized);
+            store
+                .find_identities(&[hash])
+                .await?
+                .first()
+                .map(|(_, subject)| *subject)
+        }
+        (None, None, None) => None,
     };
     let subject = match id {
         Some(id) => store.subject(id).await?,
         None => None,
     };
     let Some(subject) = subject else {
-        eprintln!("no such subject");
+        eprintln!("no subject is known by that identifier");
         return Ok(ExitCode::from(2));
     };
     let ledger = ledger(&args.source, &store).await?;
@@ -496,6 +540,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         subject: args.subject.map(SubjectId),
         due_before: None,
         open_due_before: args.overdue.then_some(now),
+        not_overdue_at: None,
         before: None,
         limit: args.limit,
     };
@@ -564,6 +609,23 @@ async fn take(
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let witness = match &args.witness {
+        None => None,
+        Some(path) => match kept_server::consent::witness::read_witness(path) {
+            Ok((checkpoints, torn)) => {
+                if torn > 0 && args.format == Format::Text {
+                    eprintln!(
+                        "note: the witness ends with an unfinished line (a crash while writing it); it was left out"
+                    );
+                }
+                Some(checkpoints)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
     let store = open(&args.source).await?;
     let keys: Vec<VerifyingKey> = if args.public_keys.is_empty() {
         published_verifying_keys(store.as_ref()).await?
@@ -581,7 +643,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         keys
     };
     let at = args.now.unwrap_or_else(now);
-    let verdict = service::verify_log(store.as_ref(), &keys, at).await?;
+    let verdict = service::verify_log(store.as_ref(), &keys, at, witness.as_deref()).await?;
     store.close().await?;
     match (verdict, args.format) {
         (Ok(report), Format::Json) => println!(
@@ -592,6 +654,10 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 "checkpoints": report.checkpoints,
                 "last_checkpoint": report.last_checkpoint,
                 "uncovered": report.uncovered,
+                "witness": report.witnessed.map(|(checkpoints, last)| serde_json::json!({
+                    "checkpoints": checkpoints,
+                    "last_seq": last,
+                })),
             })
         ),
         (Ok(report), Format::Text) => {
@@ -608,7 +674,15 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             if report.uncovered > 0 {
                 println!("{} recent records wait for a checkpoint", report.uncovered);
             }
-            println!("not proven: that nothing was cut after the last checkpoint together with it");
+            match report.witnessed {
+                Some((checkpoints, Some(last))) => println!(
+                    "{checkpoints} witnessed checkpoints match the log and are all in the database: nothing up to record {last} was cut or rewritten"
+                ),
+                Some((_, None)) => println!("the witness holds no checkpoint yet"),
+                None => println!(
+                    "not proven: that nothing was cut after the last checkpoint together with it: only a witness (--witness) can show the log's end"
+                ),
+            }
         }
         (Err(finding), format) => {
             match format {

@@ -233,7 +233,7 @@ async fn erase_request(id: u64, source: &Source, format: Format) -> anyhow::Resu
     let setup = setup(source).map_err(anyhow::Error::msg)?;
     let store = crate::cmd::dsr::open(source).await?;
     let ledger = crate::cmd::dsr::ledger(source, &store).await?;
-    let identities = identities(&setup.config)?;
+    let identities = crate::cmd::source::identities(&setup.config).map_err(anyhow::Error::msg)?;
     let erasure = kept_server::requests::erase::Erasure {
         store: store.as_ref(),
         ledger: &ledger,
@@ -327,24 +327,6 @@ fn print_outcome(outcome: &kept_server::requests::erase::Outcome) {
     }
 }
 
-/// Kept's identities, with the master secret from `master_key_file` or the database.
-fn identities(
-    config: &kept_server::config::Config,
-) -> anyhow::Result<kept_server::identity::Identities> {
-    let master_key = match &config.master_key_file {
-        Some(path) => {
-            Some(kept_server::identity::load_master_key(path).map_err(anyhow::Error::msg)?)
-        }
-        None => None,
-    };
-    Ok(kept_server::identity::Identities::new(
-        kept_server::identity::IdentityConfig {
-            master_key,
-            ..Default::default()
-        },
-    ))
-}
-
 fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -415,10 +397,10 @@ fn chosen<'a>(all: &'a [Dataset], ids: &[String]) -> anyhow::Result<Vec<&'a Data
 /// The `hash` strategy's key, derived from Kept's master secret as the server derives its
 /// identity keys: the `master_key_file`, else the one kept in Kept's database.
 async fn hash_key(config: &kept_server::config::Config) -> anyhow::Result<HashKey> {
+    let identities = crate::cmd::source::identities(config).map_err(anyhow::Error::msg)?;
     let store = kept_server::store::open(config.database_url.expose())
         .await
         .context("opening Kept's database for the hash key")?;
-    let identities = identities(config)?;
     let keys = identities.keys(store.as_ref()).await?;
     Ok(HashKey(keys.dataset_hash_key()))
 }

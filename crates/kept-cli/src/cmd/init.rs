@@ -1,5 +1,6 @@
 //! `kept init`: writes the commented example manifest, so a team starts from a working data map
-//! rather than a blank file.
+//! rather than a blank file; with `--demo`, the demo's manifest (the example and what the demo
+//! population adds), to extend and run with `kept serve --demo --manifest`.
 
 use anyhow::Context;
 use kept_core::manifest::EXAMPLE_TOML;
@@ -13,6 +14,8 @@ Examples:
   kept init                 write ./kept.toml
   kept init privacy         write privacy/kept.toml (the directory is created if needed)
   kept init --force         replace an existing kept.toml
+  kept init --demo demo     write demo/kept.toml: the manifest `kept serve --demo` runs, to
+                            extend and serve with `kept serve --demo --manifest demo/kept.toml`
 
 The example is a retail company, Larkspur Goods. `kept lint` reports one problem in it on
 purpose: its SMS marketing tool uses phone numbers that no notice promised for marketing.")]
@@ -23,6 +26,10 @@ pub struct Args {
     /// Replace an existing `kept.toml`
     #[arg(long)]
     pub force: bool,
+    /// Write the demo's manifest (the example with what the demo population was collected
+    /// under) instead of the example
+    #[arg(long)]
+    pub demo: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -49,7 +56,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Err(e).with_context(|| format!("cannot write `{}`", path.display()));
         }
     };
-    file.write_all(EXAMPLE_TOML.as_bytes())
+    let text = if args.demo {
+        kept_core::manifest::demo_toml()
+    } else {
+        EXAMPLE_TOML.to_owned()
+    };
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write `{}`", path.display()))?;
     println!("wrote {}", path.display());

@@ -28,7 +28,9 @@ pub struct Args {
     /// An SQLite file path or a `postgres://` URL [default: ./kept-data/kept.db]
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
-    /// The manifest to load; ignored with `--demo` [default: ./kept.toml]
+    /// The manifest to load [default: ./kept.toml; with `--demo`, the demo manifest]. With
+    /// `--demo` it must declare what the demo population was collected under: the demo
+    /// manifest with additions (`kept init --demo` writes it)
     #[arg(long, value_name = "PATH")]
     manifest: Option<String>,
     /// File holding the Ed25519 key that signs ledger checkpoints
@@ -182,7 +184,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(usage_error(&e.to_string())),
     };
-    let (source, path) = if early.demo {
+    let named = match Config::early_setting(&env, &flags, Key::Manifest) {
+        Ok(named) => named.is_some(),
+        Err(e) => return Ok(usage_error(&e.to_string())),
+    };
+    let (source, path) = if early.demo && !named {
         (
             kept_core::manifest::demo_toml(),
             "kept.toml (demo)".to_owned(),

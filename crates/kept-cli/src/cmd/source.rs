@@ -102,3 +102,20 @@ fn flags(source: &Source) -> Flags {
         .set_opt(Key::Manifest, source.manifest.clone());
     flags
 }
+
+/// The identity service an offline command hashes and opens identifiers with, derived from
+/// Kept's master secret as the server derives it: the `master_key_file`, else the one kept in
+/// Kept's database (read on first use), and the configured default country for phone numbers.
+pub fn identities(config: &Config) -> Result<kept_server::identity::Identities, String> {
+    let master_key = match &config.master_key_file {
+        Some(path) => Some(kept_server::identity::load_master_key(path)?),
+        None => None,
+    };
+    Ok(kept_server::identity::Identities::new(
+        kept_server::identity::IdentityConfig {
+            master_key,
+            default_country: config.default_country.clone(),
+            ..Default::default()
+        },
+    ))
+}

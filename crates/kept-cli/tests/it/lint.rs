@@ -64,6 +64,15 @@ fn init_writes_the_example_and_lint_flags_the_sms_tool() {
 }
 
 #[test]
+fn init_demo_writes_the_manifest_the_demo_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = kept(&["init", "--demo", "demo"], dir.path());
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    let written = std::fs::read_to_string(dir.path().join("demo/kept.toml")).unwrap();
+    assert_eq!(written, kept_core::manifest::demo_toml());
+}
+
+#[test]
 fn init_refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kept.toml");

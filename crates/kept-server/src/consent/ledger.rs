@@ -111,6 +111,8 @@ pub struct Ledger {
     key: SigningKey,
     clock: Clock,
     witness: Option<Arc<Witness>>,
+    /// Where the requests log's checkpoints (signed by the same key) are witnessed.
+    requests_witness: Option<Arc<Witness>>,
     /// Done once the verifying key is published and the signer installed in the store.
     ready: tokio::sync::OnceCell<()>,
 }
@@ -121,6 +123,7 @@ impl fmt::Debug for Ledger {
         f.debug_struct("Ledger")
             .field("key_id", &key_id(&self.key.verifying_key()))
             .field("witness", &self.witness)
+            .field("requests_witness", &self.requests_witness)
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
@@ -136,6 +139,7 @@ impl Ledger {
             key,
             clock: system_clock(),
             witness: None,
+            requests_witness: None,
             ready: tokio::sync::OnceCell::new(),
         }
     }
@@ -149,6 +153,19 @@ impl Ledger {
     pub fn with_witness(mut self, witness: Arc<Witness>) -> Ledger {
         self.witness = Some(witness);
         self
+    }
+
+    /// Also appends every checkpoint of the requests log to `witness` (a file of its own).
+    pub fn with_requests_witness(mut self, witness: Arc<Witness>) -> Ledger {
+        self.requests_witness = Some(witness);
+        self
+    }
+
+    /// Hands a committed checkpoint of the requests log to its witness, if there is one.
+    pub fn witness_request_checkpoint(&self, checkpoint: &Checkpoint) {
+        if let Some(witness) = &self.requests_witness {
+            witness.record(checkpoint);
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -237,7 +254,7 @@ impl Ledger {
 
     /// Waits until every checkpoint signed so far is in the witness file.
     pub async fn flush_witness(&self) {
-        if let Some(witness) = &self.witness {
+        for witness in self.witness.iter().chain(&self.requests_witness) {
             witness.flush().await;
         }
     }
@@ -248,7 +265,7 @@ impl Ledger {
         if self.ready.initialized() {
             self.store.set_checkpoint_signer(None);
         }
-        if let Some(witness) = &self.witness {
+        for witness in self.witness.iter().chain(&self.requests_witness) {
             witness.close().await;
         }
     }

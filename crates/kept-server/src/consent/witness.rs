@@ -1,4 +1,5 @@
-//! The ledger's witness outside the database: every checkpoint, once committed, is appended to
+//! A witness outside the database for the ledger and, in a file of its own, for the requests
+//! log: every checkpoint, once committed, is appended to
 //! a file and fsync'd (one line per checkpoint, `Checkpoint::to_witness_line`), and optionally
 //! POSTed to a URL. Neither ever holds up an append: a dedicated thread writes the file, one
 //! fsync per group of lines and at most one every `SYNC_EVERY` (unless a flush is asked for),
@@ -30,9 +31,9 @@ const SYNC_EVERY: Duration = Duration::from_millis(50);
 /// A witness that could not be set up or read.
 #[derive(Debug, thiserror::Error)]
 pub enum WitnessError {
-    #[error("cannot open the ledger witness `{path}`: {message}")]
+    #[error("cannot open the witness `{path}`: {message}")]
     Open { path: PathBuf, message: String },
-    #[error("the ledger witness `{path}` line {line} is not a checkpoint: {error}")]
+    #[error("the witness `{path}` line {line} is not a checkpoint: {error}")]
     Line {
         path: PathBuf,
         line: usize,

@@ -346,13 +346,11 @@ pub async fn list(
         subject: query_number::<u32>("subject", params.subject.as_deref())?.map(SubjectId),
         due_before: query_number::<i64>("due_before", params.due_before.as_deref())?,
         open_due_before: (overdue == Some(true)).then_some(now),
+        not_overdue_at: (overdue == Some(false)).then_some(now),
         before: query_row_id("before", params.before.as_deref())?,
         limit,
     };
-    let mut requests = state.store.requests(&filter).await?;
-    if overdue == Some(false) {
-        requests.retain(|r| !r.is_overdue(now));
-    }
+    let requests = state.store.requests(&filter).await?;
     let next_before = (requests.len() == limit as usize)
         .then(|| requests.last().map(|r| r.id))
         .flatten();

@@ -36,6 +36,7 @@ pub async fn file(
     // The signer the store's checkpoints need is installed once the key is published.
     ledger.publish_verifying_key().await?;
     let stepped = store.file_request(request, actor).await?;
+    witness(ledger, &stepped);
     on_transition(&stepped);
     Ok(stepped)
 }
@@ -83,6 +84,7 @@ pub async fn step(
     ledger.publish_verifying_key().await?;
     match store.step_request(id, step, actor, now).await {
         Ok(Ok(stepped)) => {
+            witness(ledger, &stepped);
             on_transition(&stepped);
             Ok(stepped)
         }
@@ -91,6 +93,14 @@ pub async fn step(
             "no data subject request has id `{id}`"
         ))),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Hands the checkpoint a step committed with to the requests log's witness, so that a tail
+/// cut away together with its checkpoints is still found.
+fn witness(ledger: &Ledger, stepped: &Stepped) {
+    if let Some(checkpoint) = &stepped.checkpoint {
+        ledger.witness_request_checkpoint(checkpoint);
     }
 }
 
@@ -179,6 +189,9 @@ pub struct LogReport {
     pub last_checkpoint: Option<u64>,
     /// Records after the last checkpoint (all younger than the allowance).
     pub uncovered: u64,
+    /// The witness's checkpoints, all found in the database and matching the chain, and the
+    /// last record they cover; `None` when no witness was given.
+    pub witnessed: Option<(usize, Option<u64>)>,
 }
 
 /// The first thing found wrong in the requests log.
@@ -201,15 +214,18 @@ impl From<VerifyError> for LogFinding {
 
 /// Checks the requests log as `kept ledger verify` checks the ledger: every record's bytes,
 /// chain hash and columns in order, every checkpoint's signature (by the key its id names),
-/// its match with the chain and the chain of checkpoints, and that no record beyond the last
-/// checkpoint is older than [`VERIFY_ALLOWANCE`] at `now`. A changed record breaks the chain;
-/// a removed one leaves a gap; a tail cut away shows as a checkpoint beyond the end, or, cut
-/// with its checkpoints, is found only up to the last checkpoint left (the ledger's witness
-/// does not hold the log's checkpoints). `Err` is a store that could not be read.
+/// its match with the chain and the chain of checkpoints, the `witness`'s checkpoints if
+/// given (each signed, matching the chain, and still in the database), and that no record
+/// beyond the last checkpoint is older than [`VERIFY_ALLOWANCE`] at `now`. A changed record
+/// breaks the chain; a removed one leaves a gap; a tail cut away shows as a checkpoint beyond
+/// the end, or, cut with its checkpoints, as a witnessed checkpoint beyond the end or missing
+/// from the database. Without a witness such a cut is found only up to the last checkpoint
+/// left. `Err` is a store that could not be read.
 pub async fn verify_log(
     store: &dyn Store,
     keys: &[VerifyingKey],
     now: UnixMillis,
+    witness: Option<&[Checkpoint]>,
 ) -> Result<Result<LogReport, LogFinding>, StoreError> {
     let checkpoints = match store.request_log_checkpoints().await {
         Ok(c) => c,
@@ -222,7 +238,10 @@ pub async fn verify_log(
         }
         Err(e) => return Err(e),
     };
-    let mut verifier = kept_core::requests::verifier(checkpoints.iter().map(|c| c.seq));
+    let mut witnessed: Vec<Checkpoint> = witness.map(<[Checkpoint]>::to_vec).unwrap_or_default();
+    witnessed.sort_by_key(|c| c.seq);
+    let mut verifier =
+        kept_core::requests::verifier(checkpoints.iter().chain(witnessed.iter()).map(|c| c.seq));
     let mut after = 0;
     loop {
         let rows = match store.request_log_rows(after, 10_000).await {
@@ -271,6 +290,28 @@ pub async fn verify_log(
     if let Err(e) = check_checkpoint_chain(&sorted) {
         return Ok(Err(e.into()));
     }
+    // The witness's checkpoints: each signed and matching the chain, then in the database.
+    for cp in &witnessed {
+        let checked = match keys.iter().find(|k| key_id(k) == cp.key_id) {
+            Some(key) => verifier.finish(std::slice::from_ref(cp), key),
+            None => Err(VerifyError::CheckpointSignature { seq: cp.seq }),
+        };
+        if let Err(e) = checked {
+            let mut finding = LogFinding::from(e);
+            finding.message = format!("witnessed: {}", finding.message);
+            return Ok(Err(finding));
+        }
+        if !sorted.contains(cp) {
+            return Ok(Err(LogFinding {
+                seq: cp.seq,
+                code: "requests.checkpoint_missing",
+                message: format!(
+                    "the witnessed checkpoint at record {} is missing from the database: checkpoints were deleted or replaced",
+                    cp.seq
+                ),
+            }));
+        }
+    }
     let uncovered = verifier.uncovered();
     if let Some(u) = uncovered {
         let late = u.oldest < now.saturating_sub(VERIFY_ALLOWANCE);
@@ -297,5 +338,6 @@ pub async fn verify_log(
         checkpoints: sorted.len(),
         last_checkpoint: sorted.last().map(|c| c.seq),
         uncovered: uncovered.map_or(0, |u| u.count),
+        witnessed: witness.map(|_| (witnessed.len(), witnessed.last().map(|c| c.seq))),
     }))
 }

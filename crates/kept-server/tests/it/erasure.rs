@@ -324,7 +324,7 @@ async fn an_erasure_request_erases_the_person_everywhere_and_suppresses_them() {
         "{note}"
     );
     assert!(matches!(
-        kept_server::requests::service::verify_log(app.store.as_ref(), &keys, NOW)
+        kept_server::requests::service::verify_log(app.store.as_ref(), &keys, NOW, None)
             .await
             .unwrap(),
         Ok(_)

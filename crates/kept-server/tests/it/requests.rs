@@ -153,7 +153,7 @@ async fn a_request_goes_through_its_steps_and_its_log_shows_each() {
             (json!("in_progress"), json!("completed")),
         ]
     );
-    let report = service::verify_log(app.store.as_ref(), &ledger_keys(&app).await, NOW)
+    let report = service::verify_log(app.store.as_ref(), &ledger_keys(&app).await, NOW, None)
         .await
         .unwrap()
         .unwrap();
@@ -415,7 +415,7 @@ async fn verify_names_a_changed_a_removed_and_a_cut_off_record() {
         step(&app, id, "reject", json!({ "reason": "not them" })).await;
     }
     let keys = ledger_keys(&app).await;
-    let verdict = service::verify_log(app.store.as_ref(), &keys, NOW)
+    let verdict = service::verify_log(app.store.as_ref(), &keys, NOW, None)
         .await
         .unwrap();
     assert_eq!(verdict.map(|r| r.records), Ok(6));
@@ -423,7 +423,7 @@ async fn verify_names_a_changed_a_removed_and_a_cut_off_record() {
 
     // The last record cut off: its checkpoint is beyond the end.
     app.execute("DELETE FROM request_log WHERE seq = 6").await;
-    let cut = service::verify_log(app.store.as_ref(), &keys, NOW)
+    let cut = service::verify_log(app.store.as_ref(), &keys, NOW, None)
         .await
         .unwrap();
     assert_eq!(cut.unwrap_err().code, "ledger.checkpoint_beyond_end");
@@ -431,14 +431,14 @@ async fn verify_names_a_changed_a_removed_and_a_cut_off_record() {
     // allowance is left uncovered, and what is left verifies (the limit the report states).
     app.execute("DELETE FROM request_log_checkpoints WHERE seq = 6")
         .await;
-    let verdict = service::verify_log(app.store.as_ref(), &keys, NOW)
+    let verdict = service::verify_log(app.store.as_ref(), &keys, NOW, None)
         .await
         .unwrap();
     assert_eq!(verdict.map(|r| r.records), Ok(5));
 
     // A record removed from the middle.
     app.execute("DELETE FROM request_log WHERE seq = 3").await;
-    let removed = service::verify_log(app.store.as_ref(), &keys, NOW)
+    let removed = service::verify_log(app.store.as_ref(), &keys, NOW, None)
         .await
         .unwrap();
     let finding = removed.unwrap_err();
@@ -462,7 +462,7 @@ async fn verify_names_a_changed_a_removed_and_a_cut_off_record() {
         }
     ))
     .await;
-    let changed = service::verify_log(app.store.as_ref(), &ledger_keys(&app).await, NOW)
+    let changed = service::verify_log(app.store.as_ref(), &ledger_keys(&app).await, NOW, None)
         .await
         .unwrap();
     let finding = changed.unwrap_err();
@@ -489,8 +489,89 @@ async fn verify_names_a_changed_a_removed_and_a_cut_off_record() {
         )
         .await
         .unwrap();
-    let late = service::verify_log(app.store.as_ref(), &[], NOW + VERIFY_ALLOWANCE + 1)
+    let late = service::verify_log(app.store.as_ref(), &[], NOW + VERIFY_ALLOWANCE + 1, None)
         .await
         .unwrap();
     assert_eq!(late.unwrap_err().code, "requests.uncovered");
+}
+
+#[tokio::test]
+async fn a_witness_finds_a_tail_cut_away_with_its_checkpoints() {
+    let app = TestApp::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("requests-witness.log");
+    let witness = std::sync::Arc::new(
+        kept_server::consent::witness::Witness::open(
+            &path,
+            None,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap(),
+    );
+    let ledger =
+        kept_server::consent::ledger::Ledger::new(app.store.clone(), crate::support::signing_key())
+            .with_requests_witness(witness);
+    let mut ids = Vec::new();
+    for subject in &app.subjects[..3] {
+        let filed = service::file(
+            app.store.as_ref(),
+            &ledger,
+            kept_core::requests::Intake {
+                subject: *subject,
+                kind: kept_core::requests::RequestKind::Access,
+                scope: Default::default(),
+                channel: kept_core::requests::Channel::Operator,
+                verification: None,
+                regime: kept_core::regime::Regime::Gdpr,
+                region: None,
+                at: NOW,
+            },
+            "operator",
+        )
+        .await
+        .unwrap();
+        ids.push(filed.request.id);
+    }
+    let rejected = service::step(
+        app.store.as_ref(),
+        &ledger,
+        ids[2],
+        &kept_core::requests::Transition::Reject {
+            reason: "not them".to_owned(),
+        },
+        "operator",
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rejected.entry.seq, 4);
+    ledger.flush_witness().await;
+    let (witnessed, torn) = kept_server::consent::witness::read_witness(&path).unwrap();
+    assert_eq!(torn, 0);
+    assert_eq!(
+        witnessed,
+        app.store.request_log_checkpoints().await.unwrap()
+    );
+    let keys = ledger_keys(&app).await;
+    let intact = service::verify_log(app.store.as_ref(), &keys, NOW, Some(&witnessed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(intact.witnessed, Some((4, Some(4))));
+
+    // The last two records cut away with their checkpoints: without the witness what is left
+    // verifies; with it, the cut is named.
+    unlock_log(&app).await;
+    app.execute("DELETE FROM request_log WHERE seq >= 3").await;
+    app.execute("DELETE FROM request_log_checkpoints WHERE seq >= 3")
+        .await;
+    let blind = service::verify_log(app.store.as_ref(), &keys, NOW, None)
+        .await
+        .unwrap();
+    assert_eq!(blind.map(|r| r.records), Ok(2));
+    let seen = service::verify_log(app.store.as_ref(), &keys, NOW, Some(&witnessed))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!((seen.code, seen.seq), ("ledger.checkpoint_beyond_end", 3));
 }

@@ -312,6 +312,22 @@ pub async fn requests_list_by_filter_and_count_what_is_due(store: Arc<dyn Store>
         ids(store.requests(&overdue).await.unwrap()),
         vec![b.id, a.id]
     );
+    // The rest, filtered in the query so a page is never short: what the core calls not
+    // overdue at that time.
+    let on_time = RequestFilter {
+        not_overdue_at: Some(late),
+        ..all.clone()
+    };
+    let expected: Vec<u64> = store
+        .requests(&all)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| !r.is_overdue(late))
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(expected, vec![c.id]);
+    assert_eq!(ids(store.requests(&on_time).await.unwrap()), expected);
     let due_before = RequestFilter {
         due_before: Some(a.due_at),
         ..all.clone()
