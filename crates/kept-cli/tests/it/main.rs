@@ -10,6 +10,7 @@
 mod decide;
 mod dsr;
 mod dsr_connect;
+mod dsr_erase;
 mod keys;
 mod ledger;
 mod lint;
