@@ -138,18 +138,22 @@ impl ErasureStore for SqliteStore {
     }
 
     async fn suppressed(&self, hashes: &[IdentifierHash]) -> Result<Vec<IdentifierHash>> {
-        let mut out = Vec::new();
-        for hash in hashes {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM suppressions WHERE hash = ?")
-                    .bind(hash.0.as_slice())
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(db)?;
-            if found.is_some() {
-                out.push(*hash);
+        let mut found: Vec<Vec<u8>> = Vec::new();
+        for chunk in hashes.chunks(500) {
+            let sql = format!(
+                "SELECT hash FROM suppressions WHERE hash IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql);
+            for hash in chunk {
+                q = q.bind(hash.0.as_slice());
             }
+            found.extend(q.fetch_all(&self.read).await.map_err(db)?);
         }
-        Ok(out)
+        Ok(hashes
+            .iter()
+            .filter(|h| found.iter().any(|f| f.as_slice() == h.0.as_slice()))
+            .copied()
+            .collect())
     }
 }
