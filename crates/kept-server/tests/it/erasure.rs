@@ -379,9 +379,10 @@ async fn a_connector_failing_leaves_the_request_in_progress_then_a_second_run_fi
         .restart_with(manifest_with_shop())
         .await;
     let env = ShopEnv(Some(shop_url.clone()));
-    assert_eq!(identify(&app, "1", ADA).await.status, StatusCode::OK);
-    let ada = subject_of(&app, "1").await;
-    let id = verified_request(&app, "1").await;
+    // A user id the shop's integer `customers.id` cannot hold: Ada is found by her email.
+    assert_eq!(identify(&app, "ada-1", ADA).await.status, StatusCode::OK);
+    let ada = subject_of(&app, "ada-1").await;
+    let id = verified_request(&app, "ada-1").await;
     // Halfway: a table the manifest declares is gone.
     let mut db = sqlx::PgConnection::connect(&shop_url).await.unwrap();
     sqlx::raw_sql("ALTER TABLE support_tickets RENAME TO support_tickets_away")
@@ -423,7 +424,7 @@ async fn a_connector_failing_leaves_the_request_in_progress_then_a_second_run_fi
     assert_eq!(shown.json["state"], "in_progress");
     // Every use stopped meanwhile.
     assert_eq!(
-        decide(&app, "1", "marketing.communications").await,
+        decide(&app, "ada-1", "marketing.communications").await,
         "denied.erasure_pending"
     );
 
