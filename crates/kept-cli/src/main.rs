@@ -34,6 +34,9 @@ enum Command {
     /// Manage API keys
     #[command(subcommand)]
     Keys(cmd::keys::Command),
+    /// The console's operators: create one (email, role, password, TOTP), list them
+    #[command(subcommand)]
+    Admin(cmd::admin::Command),
     /// Data subject requests: file, list, show, advance, extend, reject, verify the log; find
     /// and erase a subject in the company's own databases
     #[command(subcommand)]
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Lint(args) => cmd::lint::run(args).await,
             Command::Ledger(c) => cmd::ledger::run(c).await,
             Command::Keys(c) => cmd::keys::run(c).await,
+            Command::Admin(c) => cmd::admin::run(c).await,
             Command::Dsr(c) => cmd::dsr::run(c).await,
             Command::Openapi(args) => cmd::openapi::run(args).await,
             Command::Rules(args) => cmd::rules::run(args).await,

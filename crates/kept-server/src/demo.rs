@@ -31,6 +31,8 @@ pub enum DemoLoadError {
     SubjectIds { want: usize, got: usize },
     #[error("cannot write the demo keys to `{path}`: {message}")]
     KeysFile { path: PathBuf, message: String },
+    #[error("cannot create the demo console operator {0}")]
+    Operator(String),
 }
 
 impl DemoLoadError {
@@ -40,6 +42,7 @@ impl DemoLoadError {
             DemoLoadError::Store(e) => e.code(),
             DemoLoadError::SubjectIds { .. } => "demo.subject_ids",
             DemoLoadError::KeysFile { .. } => "demo.keys_file",
+            DemoLoadError::Operator(_) => "demo.operator",
         }
     }
 }
@@ -214,11 +217,51 @@ async fn write_demo_keys(
         "identity_secret",
         String::from_utf8_lossy(&secret).into_owned(),
     );
-    let json = serde_json::to_string_pretty(&keys).unwrap_or_default() + "\n";
+    let mut doc: serde_json::Map<String, serde_json::Value> = keys
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+        .collect();
+    doc.insert("operators".to_owned(), demo_operators(store, now).await?);
+    let json = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
     write_private(path, json.as_bytes(), true).map_err(|e| DemoLoadError::KeysFile {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// One console operator per role (`admin@larkspur.example`, …), each with a generated password
+/// and TOTP secret, for the keys file: the tour signs in with them.
+async fn demo_operators(
+    store: &dyn Store,
+    now: UnixMillis,
+) -> Result<serde_json::Value, DemoLoadError> {
+    let mut operators = serde_json::Map::new();
+    for role in kept_store::operators::OperatorRole::ALL {
+        let email = format!("{}@larkspur.example", role.as_str());
+        let password = crate::console::accounts::generated_password();
+        let created = crate::console::accounts::create(store, &email, role, &password, now).await;
+        let created = match created {
+            Ok(Ok(created)) => created,
+            Ok(Err(e)) => {
+                return Err(DemoLoadError::Operator(format!("{email}: {e}")));
+            }
+            Err(e) => return Err(DemoLoadError::Operator(format!("{email}: {e}"))),
+        };
+        tracing::info!(
+            role = role.as_str(),
+            email = %created.email,
+            "demo console operator created; its password and TOTP secret are in the keys file"
+        );
+        operators.insert(
+            role.as_str().to_owned(),
+            serde_json::json!({
+                "email": created.email,
+                "password": password,
+                "totp_secret": created.totp_secret,
+            }),
+        );
+    }
+    Ok(serde_json::Value::Object(operators))
 }
 
 /// Writes a file only its owner can read; an existing file is replaced only when `replace`.

@@ -13,6 +13,7 @@ pub mod collect;
 pub mod config;
 pub mod connect;
 pub mod consent;
+pub mod console;
 pub mod decide;
 pub mod demo;
 pub mod http;

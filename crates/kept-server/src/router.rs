@@ -30,6 +30,7 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
         .merge(crate::snippet::routes())
         .merge(crate::collect::routes::routes(&state))
         .merge(crate::prefcenter::routes::routes())
+        .merge(crate::console::routes::routes())
         .merge(extra)
         .fallback(crate::http::error::not_found)
         .method_not_allowed_fallback(crate::http::error::method_not_allowed)

@@ -60,6 +60,8 @@ pub struct AppState {
     pub identity: Arc<crate::identity::Identities>,
     /// The preference center: its signing keys, mailer and sign-in limits.
     pub prefcenter: Arc<crate::prefcenter::PrefCenter>,
+    /// The console: its token keys, session lifetimes and sign-in brakes.
+    pub console: Arc<crate::console::Console>,
 }
 
 impl fmt::Debug for AppState {
@@ -90,6 +92,7 @@ impl AppState {
             collect: Arc::new(crate::collect::Collector::default()),
             identity: Arc::new(crate::identity::Identities::default()),
             prefcenter: Arc::new(crate::prefcenter::PrefCenter::default()),
+            console: Arc::new(crate::console::Console::default()),
         }
     }
 

@@ -33,6 +33,7 @@ use std::time::Duration;
 mod decision_log;
 mod erasure;
 mod migrations;
+mod operators;
 mod outbox;
 mod prefcenter;
 mod quarantine;

@@ -36,6 +36,7 @@ use std::time::Duration;
 mod decision_log;
 mod erasure;
 mod migrations;
+mod operators;
 mod outbox;
 mod prefcenter;
 mod quarantine;

@@ -27,6 +27,7 @@ pub mod group_commit;
 pub mod migrate;
 
 pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
+pub mod operators;
 pub mod outbox;
 pub mod prefcenter;
 pub mod quarantine;
@@ -209,6 +210,7 @@ pub trait Store:
     + prefcenter::PrefCenterStore
     + requests::RequestStore
     + erasure::ErasureStore
+    + operators::OperatorStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -1,6 +1,7 @@
 //! One module per subcommand; each has `Args` (or a `Command` enum) and `run`. `source` is
 //! where the offline ones read from.
 
+pub mod admin;
 pub mod audience;
 pub mod decide;
 pub mod dsr;

@@ -7,6 +7,7 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+mod admin;
 mod decide;
 mod dsr;
 mod dsr_connect;

@@ -10,7 +10,6 @@
 //! `one_click_unsubscribe_takes_effect_at_once`.
 
 pub mod api;
-pub mod limit;
 pub mod mail;
 pub mod model;
 pub mod page;
@@ -18,10 +17,10 @@ pub mod routes;
 pub mod token;
 
 use crate::config::Config;
+use crate::web::limit::{Limiter, Rate};
 use axum::http::HeaderMap;
 use kept_core::UnixMillis;
 use kept_store::{Store, StoreError};
-use limit::{Limiter, Rate};
 use mail::Mailer;
 use std::fmt;
 use std::sync::OnceLock;

@@ -15,6 +15,7 @@ use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::web::form::{field, fields, form_or_empty};
 use crate::web::frame::{self, Chrome, html, redirect, security_headers};
+use crate::web::frame::{date, datetime};
 use crate::web::session::{Session, cross_site};
 use crate::web::texts::{self, Texts};
 use crate::web::{self, cookie, form, i18n};
@@ -24,11 +25,11 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kept_core::SubjectId;
 use kept_core::index::Change;
 use kept_core::ledger::{CollectionMethod, ConsentAction, Evidence};
 use kept_core::manifest::Manifest;
 use kept_core::subject::{Frequency, Period, QuietHours};
-use kept_core::{SubjectId, UnixMillis};
 use serde::Deserialize;
 use std::collections::HashSet;
 
@@ -199,18 +200,6 @@ struct HistoryRow {
     choice: &'static str,
     how: String,
     notice: String,
-}
-
-fn date(ms: UnixMillis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_default()
-}
-
-fn datetime(ms: UnixMillis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
 }
 
 fn minutes_text(m: u16) -> String {

@@ -102,6 +102,20 @@ fn contrast(a: f64, b: f64) -> f64 {
     (hi + 0.05) / (lo + 0.05)
 }
 
+/// A day as pages show it (`2026-12-04`, UTC).
+pub fn date(ms: kept_core::UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// A moment as pages show it (`2026-12-04 09:30 UTC`).
+pub fn datetime(ms: kept_core::UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
 /// An HTML answer with the headers every page carries.
 pub fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
     let body = match body {

@@ -16,7 +16,7 @@ struct DemoApp {
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
     state: AppState,
-    keys: HashMap<String, String>,
+    keys: HashMap<String, Value>,
 }
 
 impl DemoApp {
@@ -53,7 +53,7 @@ impl DemoApp {
     async fn post(&self, path: &str, body: &Value) -> Answer {
         send(
             kept_server::router(self.state.clone()),
-            post(path, Some(&self.keys["decide"]), &body.to_string()),
+            post(path, self.keys["decide"].as_str(), &body.to_string()),
         )
         .await
     }

@@ -174,8 +174,13 @@ async fn the_demo_loads_once_and_writes_its_keys_privately() {
     assert_eq!(store.ledger_len().await.unwrap(), loaded.consents as u64);
     assert!(!store.checkpoints().await.unwrap().is_empty());
 
-    let keys: BTreeMap<String, String> =
+    let mut file: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&loaded.keys_file).unwrap()).unwrap();
+    let operators = file.remove("operators").expect("the console's operators");
+    let keys: BTreeMap<String, String> = file
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap().to_owned()))
+        .collect();
     assert_eq!(
         keys.keys().map(String::as_str).collect::<Vec<_>>(),
         [
@@ -195,6 +200,23 @@ async fn the_demo_loads_once_and_writes_its_keys_privately() {
     let auth = kept_server::http::auth::Authenticator::new(store.clone());
     for (role, key) in keys.iter().filter(|(name, _)| *name != "identity_secret") {
         assert_eq!(auth.verify(key).await.unwrap().role.as_str(), role);
+    }
+    // One operator per team, who can sign in with what the file says.
+    for role in kept_store::operators::OperatorRole::ALL {
+        let op = &operators[role.as_str()];
+        let email = op["email"].as_str().unwrap();
+        let password = op["password"].as_str().unwrap();
+        assert!(!log.contains(password), "a password in the log");
+        let secret =
+            kept_server::console::accounts::secret_from_base32(op["totp_secret"].as_str().unwrap())
+                .unwrap();
+        let code = kept_server::console::accounts::code_at(&secret, NOW);
+        let signed =
+            kept_server::console::accounts::sign_in(store.as_ref(), email, password, &code, NOW)
+                .await
+                .unwrap()
+                .expect("the demo operator signs in");
+        assert_eq!(signed.role, role);
     }
     #[cfg(unix)]
     {

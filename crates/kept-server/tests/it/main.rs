@@ -12,6 +12,7 @@ mod audiences;
 mod batch;
 mod collect;
 mod config;
+mod console;
 mod decisions;
 mod demo;
 mod e2e;

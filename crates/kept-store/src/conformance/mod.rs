@@ -1,7 +1,8 @@
 //! The conformance suite: one story every backend must tell the same way. A backend's test
 //! crate implements [`Harness`] (a fresh, empty store per case) and expands
 //! [`conformance_tests!`](crate::conformance_tests) once, which makes one `#[tokio::test]` per
-//! case of every module here (`store`, `outbox`, `prefcenter`, `requests`, `erasure`).
+//! case of every module here (`store`, `outbox`, `prefcenter`, `requests`, `operators`,
+//! `erasure`).
 //!
 //! The cases panic on a failed expectation: they are test code, compiled only with the
 //! `conformance` feature (which the backends' tests turn on, and the product never does), so
@@ -15,6 +16,7 @@
 )]
 
 pub mod erasure;
+pub mod operators;
 pub mod outbox;
 pub mod prefcenter;
 pub mod requests;
@@ -105,6 +107,12 @@ macro_rules! conformance_tests {
             requests_are_filed_stepped_and_logged,
             requests_a_refused_step_changes_nothing,
             requests_list_by_filter_and_count_what_is_due,
+        );
+        $crate::conformance_tests!(@module $harness, $crate::conformance::operators;
+            operators_are_created_once_per_email_and_read_back,
+            operators_use_each_totp_step_once_and_only_forward,
+            operator_sessions_end_when_revoked_idle_or_expired,
+            audit_log_appends_and_pages_newest_first,
         );
         $crate::conformance_tests!(@module $harness, $crate::conformance::erasure;
             erasure_deletes_everything_but_what_the_law_keeps,

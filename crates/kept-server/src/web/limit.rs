@@ -1,5 +1,6 @@
-//! Token buckets that slow down sign-in requests, per email address and per client address, in
-//! memory (a restart forgets them; that is fine for a brake on mail floods). Time is an input.
+//! Token buckets that slow down sign-in requests (the preference center's and the console's),
+//! per email address and per client address, in memory (a restart forgets them; that is fine
+//! for a brake on mail floods and password guessing). Time is an input.
 
 use kept_core::UnixMillis;
 use std::collections::HashMap;

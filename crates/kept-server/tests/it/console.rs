@@ -1,0 +1,524 @@
+//! The console's sign-in as an attacker would try it and as an operator uses it: email,
+//! password and a TOTP code; one answer for every refusal; a code used once; a fresh session
+//! at every sign-in; a session that sign-out ends everywhere; forms refused from other sites
+//! or without their token; pages refused to the roles they are not for; every sign-in and
+//! sign-out in the audit log.
+
+use crate::prefcenter::form_post;
+use crate::support::{Answer, NOW, TestApp};
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use kept_server::console::accounts;
+use kept_store::operators::OperatorRole;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn operator(app: &TestApp, email: &str, role: OperatorRole) -> Vec<u8> {
+    accounts::create(app.store.as_ref(), email, role, PASSWORD, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    app.store
+        .operator_by_email(email)
+        .await
+        .unwrap()
+        .unwrap()
+        .totp_secret
+}
+
+fn page(path: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut req = Request::get(path).header(header::HOST, "kept.test");
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    req.body(Body::empty()).unwrap()
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+async fn form_token(app: &TestApp) -> String {
+    let form = app.send(page("/admin/sign-in", None)).await;
+    assert_eq!(form.status, StatusCode::OK);
+    hidden(&form.text, "form_token")
+}
+
+async fn try_sign_in(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    code: &str,
+    cookie: Option<&str>,
+) -> Answer {
+    let token = form_token(app).await;
+    app.send(form_post(
+        "/admin/sign-in",
+        &[
+            ("form_token", &token),
+            ("email", email),
+            ("password", password),
+            ("code", code),
+        ],
+        cookie,
+        &[],
+    ))
+    .await
+}
+
+fn session_cookie(answer: &Answer) -> String {
+    let set = answer
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("kept_console=") && !c.starts_with("kept_console=;"))
+        .unwrap_or_else(|| panic!("no session cookie: {:?}", answer.headers))
+        .to_owned();
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    assert!(set.contains("Path=/admin"), "{set}");
+    set.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_with_password_and_code_and_out_again() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "ana@example.com", OperatorRole::Privacy).await;
+    let before = app.send(page("/admin", None)).await;
+    assert_eq!(before.status, StatusCode::SEE_OTHER);
+    assert_eq!(before.headers[header::LOCATION], "/admin/sign-in");
+
+    let code = accounts::code_at(&secret, NOW);
+    let signed = try_sign_in(&app, "Ana@Example.com ", PASSWORD, &code, None).await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.text);
+    assert_eq!(signed.headers[header::LOCATION], "/admin");
+    let cookie = session_cookie(&signed);
+    let overview = app.send(page("/admin", Some(&cookie))).await;
+    assert_eq!(overview.status, StatusCode::OK);
+    assert!(
+        overview.text.contains("ana@example.com (privacy)"),
+        "{}",
+        overview.text
+    );
+    assert!(
+        overview.text.contains("href=\"/admin/audit\""),
+        "the privacy team sees the audit log"
+    );
+    assert!(
+        !overview.text.contains("href=\"/admin/operators\""),
+        "but not the operators"
+    );
+    assert_eq!(overview.headers[header::CACHE_CONTROL], "no-store");
+
+    // Sign-out needs the session's CSRF token.
+    let forged = app
+        .send(form_post(
+            "/admin/sign-out",
+            &[("csrf", "forged")],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let csrf = hidden(&overview.text, "csrf");
+    let out = app
+        .send(form_post(
+            "/admin/sign-out",
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    // The cookie kept (stolen, copied) opens nothing once signed out.
+    let after = app.send(page("/admin", Some(&cookie))).await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        after.headers[header::LOCATION],
+        "/admin/sign-in?reason=session"
+    );
+
+    let audit = app.store.audit_log(None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
+    assert_eq!(actions, vec!["sign_out", "sign_in"]);
+    assert!(audit.iter().all(|e| e.entry.actor == "ana@example.com"));
+}
+
+#[tokio::test]
+async fn every_refusal_reads_the_same_and_a_code_works_once() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "ana@example.com", OperatorRole::Admin).await;
+    let code = accounts::code_at(&secret, NOW);
+    let wrong_password =
+        try_sign_in(&app, "ana@example.com", "not the password", &code, None).await;
+    let unknown = try_sign_in(&app, "nobody@example.com", PASSWORD, &code, None).await;
+    let wrong_code = try_sign_in(&app, "ana@example.com", PASSWORD, "000000", None).await;
+    let refusal = |a: &Answer| {
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+        let at = a.text.find("role=\"alert\">").unwrap();
+        a.text[at..at + 80].to_owned()
+    };
+    assert_eq!(refusal(&wrong_password), refusal(&unknown));
+    assert_eq!(refusal(&wrong_code), refusal(&unknown));
+    assert!(
+        unknown
+            .headers
+            .get(header::SET_COOKIE)
+            .is_none_or(|c| !c.to_str().unwrap().starts_with("kept_console="))
+    );
+
+    let first = try_sign_in(&app, "ana@example.com", PASSWORD, &code, None).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    // The same code again (seen over a shoulder) is refused; the next step's is not.
+    let replay = try_sign_in(&app, "ana@example.com", PASSWORD, &code, None).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    let next = accounts::code_at(&secret, NOW + 30_000);
+    let second = try_sign_in(&app, "ana@example.com", PASSWORD, &next, None).await;
+    assert_eq!(second.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_sign_in_always_starts_a_new_session() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "ana@example.com", OperatorRole::Admin).await;
+    let first = try_sign_in(
+        &app,
+        "ana@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let old = session_cookie(&first);
+    // A cookie planted before sign-in (fixation) or held from before is replaced and ended.
+    let second = try_sign_in(
+        &app,
+        "ana@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW + 30_000),
+        Some(&old),
+    )
+    .await;
+    let new = session_cookie(&second);
+    assert_ne!(old, new);
+    assert_eq!(
+        app.send(page("/admin", Some(&old))).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        app.send(page("/admin", Some(&new))).await.status,
+        StatusCode::OK
+    );
+    let planted = app
+        .send(page("/admin", Some("kept_console=chosen-by-an-attacker")))
+        .await;
+    assert_eq!(planted.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn forms_from_other_sites_or_without_their_token_are_refused() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "ana@example.com", OperatorRole::Admin).await;
+    let code = accounts::code_at(&secret, NOW);
+    let token = form_token(&app).await;
+    let fields = [
+        ("form_token", token.as_str()),
+        ("email", "ana@example.com"),
+        ("password", PASSWORD),
+        ("code", code.as_str()),
+    ];
+    let cross = app
+        .send(form_post(
+            "/admin/sign-in",
+            &fields,
+            None,
+            &[
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ))
+        .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    let no_token = app
+        .send(form_post("/admin/sign-in", &fields[1..], None, &[]))
+        .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    let forged = app
+        .send(form_post(
+            "/admin/sign-in",
+            &[
+                ("form_token", "9999999999999.AAAA"),
+                fields[1],
+                fields[2],
+                fields[3],
+            ],
+            None,
+            &[],
+        ))
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    // None of them used the code up.
+    let ok = app
+        .send(form_post("/admin/sign-in", &fields, None, &[]))
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn guessing_is_slowed_down() {
+    let app = TestApp::new().await;
+    operator(&app, "ana@example.com", OperatorRole::Admin).await;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(
+            try_sign_in(&app, "ana@example.com", "guess", "123456", None)
+                .await
+                .status,
+        );
+    }
+    assert_eq!(&statuses[..5], &[StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(statuses[6], StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn pages_are_refused_to_roles_they_are_not_for() {
+    let app = TestApp::new().await;
+    let mut sessions = Vec::new();
+    for (i, role) in OperatorRole::ALL.into_iter().enumerate() {
+        let email = format!("{}@example.com", role.as_str());
+        let secret = operator(&app, &email, role).await;
+        let signed = try_sign_in(
+            &app,
+            &email,
+            PASSWORD,
+            &accounts::code_at(&secret, NOW + i as i64),
+            None,
+        )
+        .await;
+        sessions.push((role, session_cookie(&signed)));
+    }
+    for (role, cookie) in &sessions {
+        for page_ in kept_server::console::Page::ALL {
+            let answer = app.send(page(page_.path(), Some(cookie))).await;
+            let want = if page_.allows(*role) {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(answer.status, want, "{} on {}", role.as_str(), page_.path());
+        }
+    }
+    let (_, privacy) = &sessions[1];
+    let audit = app.send(page("/admin/audit", Some(privacy))).await;
+    assert!(
+        audit.text.contains("<code>sign_in</code>"),
+        "{}",
+        audit.text
+    );
+    assert!(audit.text.contains("marketing@example.com"));
+    let (_, admin) = &sessions[3];
+    let operators = app.send(page("/admin/operators", Some(admin))).await;
+    for role in OperatorRole::ALL {
+        assert!(
+            operators
+                .text
+                .contains(&format!("{}@example.com", role.as_str()))
+        );
+    }
+    assert!(!operators.text.contains("argon2"), "no hash on the page");
+}
+
+#[tokio::test]
+async fn the_console_speaks_the_customers_languages() {
+    let app = TestApp::new().await;
+    let german = app.send(page("/admin/sign-in?lang=de", None)).await;
+    assert!(german.text.contains("<html lang=\"de\">"));
+    assert!(german.text.contains("Anmelden"));
+    let cookie = german
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("kept_lang=de"))
+        .expect("the language sticks");
+    assert!(cookie.contains("Path=/admin"));
+}
+
+#[tokio::test]
+async fn the_data_map_and_the_record_of_processing_are_every_teams() {
+    let app = TestApp::new().await;
+    let secret = operator(&app, "ben@example.com", OperatorRole::Marketing).await;
+    let signed = try_sign_in(
+        &app,
+        "ben@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let map = app.send(page("/admin/data-map", Some(&cookie))).await;
+    assert_eq!(map.status, StatusCode::OK);
+    assert!(map.text.contains("<svg"), "the graph");
+    assert!(
+        map.text.contains("id=\"system-email_platform\""),
+        "the tables beside it"
+    );
+    let record = app
+        .send(page("/admin/data-map/record", Some(&cookie)))
+        .await;
+    assert_eq!(record.status, StatusCode::OK);
+    assert!(
+        record
+            .text
+            .contains("id=\"purpose-marketing.communications\"")
+    );
+    let csv = app
+        .send(page("/admin/data-map/record.csv", Some(&cookie)))
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(csv.text.starts_with("purpose,name,description,owner,"));
+    assert!(
+        csv.text
+            .lines()
+            .any(|l| l.starts_with("marketing.communications,"))
+    );
+    // Without a session, nothing.
+    let anonymous = app.send(page("/admin/data-map/record.csv", None)).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn the_privacy_team_verifies_the_ledger_and_checks_a_receipt_from_the_page() {
+    let app = TestApp::new().await;
+    // A consent record to verify and to make a receipt of.
+    let given = app
+        .send(crate::support::post(
+            "/v1/consents",
+            Some(app.key(kept_store::Role::Privacy)),
+            &crate::support::newsletter_consent(app.subjects[0]),
+        ))
+        .await;
+    assert!(given.status.is_success(), "{}", given.text);
+    let secret = operator(&app, "ana@example.com", OperatorRole::Privacy).await;
+    let signed = try_sign_in(
+        &app,
+        "ana@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let ledger = app.send(page("/admin/ledger", Some(&cookie))).await;
+    assert_eq!(ledger.status, StatusCode::OK);
+    let csrf = hidden(&ledger.text, "csrf");
+
+    let forged = app
+        .send(form_post(
+            "/admin/ledger/verify",
+            &[("csrf", "nope")],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let started = app
+        .send(form_post(
+            "/admin/ledger/verify",
+            &[("csrf", &csrf)],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER);
+    let mut page_text = String::new();
+    for _ in 0..100 {
+        page_text = app.send(page("/admin/ledger", Some(&cookie))).await.text;
+        if !page_text.contains("http-equiv=\"refresh\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(page_text.contains("Intact"), "{page_text}");
+    assert!(
+        page_text.contains("form an unbroken hash chain"),
+        "{page_text}"
+    );
+
+    // A receipt as the customer downloaded it, then the same with its purpose changed.
+    let entry = app
+        .store
+        .ledger_for_subject(app.subjects[0])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let record = kept_core::ledger::decode(&entry.bytes).unwrap();
+    let checkpoint = app
+        .state
+        .ledger
+        .checkpoint_covering(entry.seq)
+        .await
+        .unwrap()
+        .unwrap();
+    let receipt = kept_core::receipt::build(
+        &app.state.manifest,
+        kept_core::receipt::Entry {
+            seq: entry.seq,
+            hash: &entry.hash,
+            bytes: &entry.bytes,
+            record: &record,
+            checkpoint: Some(&checkpoint),
+        },
+        "en",
+        "https://kept.test/preferences",
+        &app.state.ledger.verifying_key(),
+        |m| app.state.ledger.sign(m),
+    );
+    let check = |text: String| {
+        form_post(
+            "/admin/ledger/receipt",
+            &[("csrf", &csrf), ("receipt", &text)],
+            Some(&cookie),
+            &[],
+        )
+    };
+    let valid = app.send(check(receipt.to_string())).await;
+    assert_eq!(valid.status, StatusCode::OK);
+    assert!(
+        valid.text.contains("Valid: signed by this ledger"),
+        "{}",
+        valid.text
+    );
+    let mut changed = receipt.clone();
+    changed["consentTimestamp"] = serde_json::json!(1);
+    let invalid = app.send(check(changed.to_string())).await;
+    assert!(invalid.text.contains("Not valid"), "{}", invalid.text);
+    let garbage = app.send(check("<script>".to_owned())).await;
+    assert!(garbage.text.contains("receipt.not_json"));
+    assert!(!garbage.text.contains("<script>"), "escaped");
+
+    let audit = app.store.audit_log(None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
+    assert!(actions.contains(&"ledger.verify"), "{actions:?}");
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "ledger.receipt_check")
+            .count(),
+        3
+    );
+}
