@@ -129,6 +129,26 @@ pub fn predicate(
         let Some(values) = subjects.identifiers.get(kind).filter(|v| !v.is_empty()) else {
             continue;
         };
+        // A value the column's type cannot hold names no row there (a user id `u42` in an
+        // integer column): it is left out rather than failing the cast.
+        let values: Vec<String> = match statement.kind {
+            DatabaseKind::Postgres => {
+                let ty = subjects
+                    .column_types
+                    .get(&(t.name.clone(), column.clone()))
+                    .map_or("", String::as_str);
+                values
+                    .iter()
+                    .filter(|v| !is_integer_type(ty) || is_integer(v))
+                    .cloned()
+                    .collect()
+            }
+            DatabaseKind::Mysql => values.clone(),
+        };
+        if values.is_empty() {
+            continue;
+        }
+        let values = &values;
         if !first {
             statement.push(" OR ");
         }
@@ -176,6 +196,10 @@ pub fn predicate(
         predicate(statement, tables, parent, subjects)?;
         statement.push(")");
     }
+    if first {
+        // Every identifier was left out: no row can be the subject's.
+        statement.push("FALSE");
+    }
     statement.push(")");
     Ok(true)
 }
@@ -200,6 +224,17 @@ fn can_match(tables: &[Table], table: usize, subjects: &Subjects<'_>) -> bool {
                 .position(|p| p.name == r.parent_table)
                 .is_some_and(|p| can_match(tables, p, subjects))
         })
+}
+
+/// PostgreSQL's integer types, as `format_type` writes them.
+fn is_integer_type(ty: &str) -> bool {
+    matches!(ty, "smallint" | "integer" | "bigint")
+}
+
+/// A decimal integer, as an integer column could hold it.
+fn is_integer(value: &str) -> bool {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    !digits.is_empty() && digits.len() <= 19 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A type name as PostgreSQL's `format_type` writes it, safe to write after `CAST(… AS`:
@@ -365,5 +400,12 @@ mod tests {
         assert!(is_type_name("public.\"Email\""));
         assert!(!is_type_name("text); drop table x; --"));
         assert!(!is_type_name("a\"b"));
+    }
+
+    #[test]
+    fn a_value_an_integer_column_cannot_hold_is_left_out() {
+        assert!(is_integer("42") && is_integer("-7"));
+        assert!(!is_integer("u000011") && !is_integer("") && !is_integer("1e3"));
+        assert!(is_integer_type("bigint") && !is_integer_type("text"));
     }
 }

@@ -149,7 +149,12 @@ impl Connector {
         lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Connector, ConnectError> {
         let url = url_of(dataset, lookup)?;
-        let db = Db::connect(dataset, &url).await?;
+        Connector::connect(dataset, &url).await
+    }
+
+    /// Connects to the dataset's database at `url`, read before with [`url_of`].
+    pub async fn connect(dataset: &Dataset, url: &str) -> Result<Connector, ConnectError> {
+        let db = Db::connect(dataset, url).await?;
         Ok(Connector {
             dataset: dataset.clone(),
             db,

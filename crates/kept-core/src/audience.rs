@@ -348,6 +348,13 @@ fn chunk_audience(
         set(Layout::ERASURE),
         ReasonCode::DeniedErasurePending,
     );
+    if query.class != PurposeClass::Essential {
+        tally.exclude(
+            &mut rest,
+            set(Layout::ERASURE_SUPPRESSED),
+            ReasonCode::DeniedSuppressedAfterErasure,
+        );
+    }
     if query.channel.is_some() {
         tally.exclude(
             &mut rest,

@@ -327,6 +327,8 @@ pub fn population(
             created_at,
             erasure_requested_at: None,
             suppressed: false,
+            erased_at: None,
+            erasure_suppressed_at: None,
         };
         let regime = subject.regime();
         generate_subject(&mut rng, &plan, &mut out, &subject, regime, &person, now);

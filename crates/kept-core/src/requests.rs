@@ -615,6 +615,12 @@ pub enum RequestError {
     TooLong { field: &'static str },
     #[error("`{field}` holds a control character; it is not allowed")]
     ControlCharacter { field: &'static str },
+    /// Only an erasure request is carried out by erasing.
+    #[error("request {id} is a `{}` request, not an erasure", kind.as_str())]
+    NotErasure { id: u64, kind: RequestKind },
+    /// An erasure is carried out once its request is verified, and until it is completed.
+    #[error("request {id} is `{}`: an erasure is carried out once verified and until completed", state.as_str())]
+    NotExecutable { id: u64, state: State },
     #[error("only a `restriction` request can be lifted, not a `{kind}` request")]
     NotLiftable { kind: RequestKind },
     #[error("a `{state}` restriction has put no gate yet: it is lifted once in progress")]
@@ -672,6 +678,8 @@ impl RequestError {
             RequestError::NotInForce { .. } => "request.not_in_force",
             RequestError::NotStarted { .. } => "request.not_started",
             RequestError::IdentifierTaken { .. } => "request.identifier_taken",
+            RequestError::NotErasure { .. } => "request.not_erasure",
+            RequestError::NotExecutable { .. } => "request.not_executable",
         }
     }
 
@@ -689,6 +697,8 @@ impl RequestError {
             RequestError::NotInForce { .. } | RequestError::NotStarted { .. } => "state",
             RequestError::NotLiftable { .. } => "kind",
             RequestError::IdentifierTaken { .. } => "corrections",
+            RequestError::NotExecutable { .. } => "state",
+            RequestError::NotErasure { .. } => "kind",
             RequestError::UnexpectedStep { .. } => "to",
             RequestError::Unverified | RequestError::VerifiedAlready => "verification",
             RequestError::Verification { field, .. } => match *field {
@@ -720,6 +730,8 @@ impl RequestError {
                 | RequestError::NotInForce { .. }
                 | RequestError::NotStarted { .. }
                 | RequestError::IdentifierTaken { .. }
+                | RequestError::NotErasure { .. }
+                | RequestError::NotExecutable { .. }
         )
     }
 }

@@ -23,6 +23,16 @@ pub struct Subject {
     pub erasure_requested_at: Option<UnixMillis>,
     /// On the suppression list: never contacted.
     pub suppressed: bool,
+    /// Set once the subject is erased: a tombstone that keeps its id from being given to anyone
+    /// else (the ledger and the requests log name subjects by id). Nothing else of it is held
+    /// but what the law requires; decisions know it no more.
+    #[serde(default)]
+    pub erased_at: Option<UnixMillis>,
+    /// Set when the subject was found holding an identifier suppressed after an earlier
+    /// erasure (its keyed hash is on the suppression list): every use for a purpose that is
+    /// not essential is denied (`denied.suppressed_after_erasure`).
+    #[serde(default)]
+    pub erasure_suppressed_at: Option<UnixMillis>,
 }
 
 impl Subject {

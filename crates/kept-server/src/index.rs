@@ -1019,6 +1019,8 @@ mod tests {
             created_at: 0,
             erasure_requested_at: None,
             suppressed: false,
+            erased_at: None,
+            erasure_suppressed_at: None,
         }
     }
 

@@ -77,6 +77,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::requests::api::export_schema,
         crate::requests::api::apply,
         crate::requests::api::lift,
+        crate::requests::api::erase,
         crate::prefcenter::api::preference_link,
         crate::prefcenter::api::get_preferences,
         crate::prefcenter::api::put_preferences,

@@ -232,6 +232,22 @@ impl AppState {
         }
     }
 
+    /// What carrying out an erasure request uses of this state and of `work` (`AppState::work`);
+    /// dataset URLs come from the process environment.
+    pub fn erasure<'a>(
+        &'a self,
+        work: &'a crate::requests::work::Work,
+    ) -> crate::requests::erase::Erasure<'a> {
+        crate::requests::erase::Erasure {
+            store: self.store.as_ref(),
+            work,
+            identities: &self.identity,
+            manifest: &self.manifest,
+            index: Some(&self.index),
+            env: &crate::requests::erase::ProcessEnv,
+        }
+    }
+
     /// What exporting everything held about a subject reads of this state.
     pub fn export(&self) -> crate::subjects::export::Export<'_> {
         crate::subjects::export::Export {

@@ -14,6 +14,7 @@ use kept_store::collection::{
     merge_row, undo_refusal,
 };
 use kept_store::columns::{dense_ids, subject_id, to_u32};
+use kept_store::erasure::{CARRY_SUPPRESSED, MARK_SUPPRESSED};
 use kept_store::group_commit::{BatchWriter, GroupCommit};
 use kept_store::{Result, StoreError, last_trait_wins};
 use sqlx::Row;
@@ -488,6 +489,22 @@ impl CollectionStore for PostgresStore {
             .map_err(db)?;
             sqlx::query("DELETE FROM traits WHERE subject_id = $1")
                 .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query(CARRY_SUPPRESSED)
+                .bind(from)
+                .bind(into)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        // A suppressed identifier collected again marks its holder (after the merges: the
+        // subject that holds it now).
+        for a in &write.attach {
+            sqlx::query(MARK_SUPPRESSED)
+                .bind(write.at)
+                .bind(a.hash.0.as_slice())
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 mod corrections;
 mod decision_log;
+mod erasure;
 mod gates;
 mod migrations;
 mod operators;
@@ -1007,7 +1008,7 @@ impl Store for PostgresStore {
 }
 
 const SUBJECT_COLUMNS: &str = "SELECT id, user_id, country, region, time_zone, created_at, \
-     erasure_requested_at, suppressed FROM subjects";
+     erasure_requested_at, suppressed, erased_at, erasure_suppressed_at FROM subjects";
 
 const TRAIT_COLUMNS: &str = "SELECT subject_id, key, value::TEXT, category, collection_point, \
      notice_id, notice_version, collected_at, source FROM traits";

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 mod corrections;
 mod decision_log;
+mod erasure;
 mod gates;
 mod migrations;
 mod operators;
@@ -1168,7 +1169,7 @@ fn unpack_ledger_page(packed: &SqliteRow) -> Result<Option<Vec<LedgerRow>>> {
 }
 
 const SUBJECT_COLUMNS: &str = "SELECT id, user_id, country, region, time_zone, created_at, \
-     erasure_requested_at, suppressed FROM subjects";
+     erasure_requested_at, suppressed, erased_at, erasure_suppressed_at FROM subjects";
 
 const TRAIT_COLUMNS: &str = "SELECT subject_id, key, value, category, collection_point, \
      notice_id, notice_version, collected_at, source FROM traits";

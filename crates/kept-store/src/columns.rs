@@ -179,7 +179,7 @@ pub fn api_key_row(row: &impl Row) -> Result<ApiKeyRecord> {
 }
 
 /// A subject from `id, user_id, country, region, time_zone, created_at,
-/// erasure_requested_at, suppressed`.
+/// erasure_requested_at, suppressed, erased_at, erasure_suppressed_at`.
 pub fn subject_row(row: &impl Row) -> Result<Subject> {
     Ok(Subject {
         id: subject_id(row.int(0)?)?,
@@ -190,6 +190,8 @@ pub fn subject_row(row: &impl Row) -> Result<Subject> {
         created_at: row.int(5)?,
         erasure_requested_at: row.int_opt(6)?,
         suppressed: row.flag(7)?,
+        erased_at: row.int_opt(8)?,
+        erasure_suppressed_at: row.int_opt(9)?,
     })
 }
 

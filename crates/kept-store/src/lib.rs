@@ -22,6 +22,7 @@ pub mod columns;
 pub mod conformance;
 pub mod corrections;
 pub mod decision_log;
+pub mod erasure;
 pub mod gates;
 pub mod group_commit;
 #[cfg(feature = "migrate")]
@@ -193,7 +194,8 @@ pub struct LedgerRow {
 /// Persistence for Kept. One implementation per database; all pass `conformance`. The webhook
 /// outbox (`outbox::Outbox`) and the collection API's storage (`collection::CollectionStore`)
 /// are part of every store, and so are the preference center's (`prefcenter::PrefCenterStore`)
-/// and the data subject requests' (`requests::RequestStore`).
+/// and the data subject requests' (`requests::RequestStore`), and erasure with its suppression
+/// list (`erasure::ErasureStore`).
 /// One thing heard from the other servers on a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heard {
@@ -211,6 +213,7 @@ pub trait Store:
     + requests::RequestStore
     + gates::GateStore
     + corrections::CorrectionStore
+    + erasure::ErasureStore
     + operators::OperatorStore
     + Send
     + Sync

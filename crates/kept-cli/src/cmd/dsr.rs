@@ -487,7 +487,7 @@ fn time(ms: i64) -> String {
 }
 
 /// An answer the server would give as a 4xx: printed with its code, exit 1.
-fn refused(e: &ApiError, format: Format) -> ExitCode {
+pub(crate) fn refused(e: &ApiError, format: Format) -> ExitCode {
     let body = e.body();
     match format {
         Format::Json => println!(

@@ -52,12 +52,24 @@ pub struct FindArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
+  kept dsr erase --request 7
+  kept dsr erase --request 7 --format json
   kept dsr erase --email ada@example.com --dry-run
   kept dsr erase --email ada@example.com --format json
 
-Each database is changed in one transaction: children before parents, and a failure rolls that
-database back. Erasing twice changes nothing the second time.")]
+With --request, the erasure request is carried out: every dataset, then Kept's own copy (data
+key shredded, rows deleted but what the law keeps, identifiers on the suppression list), the
+request moved to in_progress and, once every target is done, to completed. Run it again after
+a failure or an interruption to finish. Exit status: 0 completed, 1 a target failed (the
+request stays in progress), 2 refused or unusable input.
+
+Without it, only the datasets: each database is changed in one transaction, children before
+parents, and a failure rolls that database back. Erasing twice changes nothing the second
+time.")]
 pub struct EraseArgs {
+    /// Carry out this erasure request (its subject is the request's)
+    #[arg(long, value_name = "ID", conflicts_with_all = ["emails", "phones", "user_ids", "datasets", "dry_run"])]
+    request: Option<u64>,
     #[command(flatten)]
     subject: SubjectArgs,
     /// List every row and column erasure would touch, and how; change nothing
@@ -154,6 +166,9 @@ pub async fn find(args: FindArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
+    if let Some(id) = args.request {
+        return erase_request(id, &args.source, args.format).await;
+    }
     let setup = setup(&args.source).map_err(anyhow::Error::msg)?;
     let subject = subject_of(&args.subject)?;
     let datasets = chosen(&setup.manifest.datasets, &args.subject.datasets)?;
@@ -210,6 +225,106 @@ pub async fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
         Format::Text => print_erase(&report),
     }
     Ok(exit_code(&report.failed))
+}
+
+/// `kept dsr erase --request`: the erasure service the server's `POST /v1/requests/{id}/erase`
+/// runs, offline against the database.
+async fn erase_request(id: u64, source: &Source, format: Format) -> anyhow::Result<ExitCode> {
+    let setup = setup(source).map_err(anyhow::Error::msg)?;
+    let store = crate::cmd::dsr::open(source).await?;
+    let work = crate::cmd::dsr::work(source, &store).await?;
+    let identities = crate::cmd::source::identities(&setup.config).map_err(anyhow::Error::msg)?;
+    let erasure = kept_server::requests::erase::Erasure {
+        store: store.as_ref(),
+        work: &work,
+        identities: &identities,
+        manifest: &setup.manifest,
+        index: None,
+        env: &kept_server::requests::erase::ProcessEnv,
+    };
+    let spinner = spinner(&format!("erasing request {id}"));
+    let actor = "operator:cli";
+    let result = kept_server::requests::erase::execute(
+        &erasure,
+        id,
+        actor,
+        kept_server::state::system_now(),
+    )
+    .await;
+    spinner.finish_and_clear();
+    let code = match result {
+        Ok(outcome) => {
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
+                Format::Text => print_outcome(&outcome),
+            }
+            if outcome.done() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) if e.status().is_client_error() => {
+            let format = match format {
+                Format::Json => crate::cmd::dsr::Format::Json,
+                Format::Text => crate::cmd::dsr::Format::Text,
+            };
+            crate::cmd::dsr::refused(&e, format);
+            ExitCode::from(2)
+        }
+        Err(e) => return Err(anyhow::anyhow!("{e}")),
+    };
+    store.close().await?;
+    Ok(code)
+}
+
+/// A spinner on a terminal, nothing elsewhere.
+fn spinner(message: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        progress(&format!("{message}…"));
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+fn print_outcome(outcome: &kept_server::requests::erase::Outcome) {
+    println!(
+        "request {}  subject {}  {}",
+        outcome.request,
+        outcome.subject,
+        outcome.state.as_str()
+    );
+    for t in &outcome.targets {
+        let status = match t.status {
+            kept_server::requests::erase::TargetStatus::Done => "done",
+            kept_server::requests::erase::TargetStatus::Failed => "FAILED",
+            kept_server::requests::erase::TargetStatus::Pending => "pending",
+        };
+        println!("  {:<24} {status:<8} {}", t.target, t.detail);
+        for (table, n) in &t.counts {
+            println!("      {table}: {n}");
+        }
+        for r in &t.retained {
+            let until = r.until.map(|u| format!(" until {u}")).unwrap_or_default();
+            println!(
+                "      kept {} {} ({}) for {} ({}){until}",
+                r.table, r.item, r.category, r.purpose, r.basis
+            );
+        }
+    }
+    if outcome.state != kept_core::requests::State::Completed {
+        println!(
+            "The request stays in progress: run `kept dsr erase --request {}` again.",
+            outcome.request
+        );
+    }
 }
 
 fn env_lookup(name: &str) -> Option<String> {

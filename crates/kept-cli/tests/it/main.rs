@@ -11,6 +11,7 @@ mod admin;
 mod decide;
 mod dsr;
 mod dsr_connect;
+mod dsr_erase;
 mod keys;
 mod ledger;
 mod lint;

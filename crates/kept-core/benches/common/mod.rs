@@ -130,6 +130,8 @@ pub fn changes(p: &Person, seq: &mut u64) -> Vec<Change> {
         created_at: NOW - 400 * DAY,
         erasure_requested_at: p.erasure.then_some(NOW - DAY),
         suppressed: p.suppressed,
+        erased_at: None,
+        erasure_suppressed_at: None,
     })];
     let email = |point: &str, notice: &str| {
         Change::Trait(Trait {

@@ -4,9 +4,7 @@
 
 use super::{DecisionRequest, ReasonCode};
 use crate::UnixMillis;
-use crate::manifest::{
-    CollectionKind, KNOWN_CHANNELS, LegalBasis, Manifest, RegimeKey, covers, is_within,
-};
+use crate::manifest::{CollectionKind, KNOWN_CHANNELS, LegalBasis, Manifest, covers, is_within};
 use crate::regime::Regime;
 use crate::rulebook::{
     EffectiveRulebook, Level, Obligations, Place, PurposeClass, RefreshFrom, RuleId,
@@ -264,11 +262,7 @@ impl Compiled {
             let id = PurposeId(id_of(i, "purposes", usize::from(u16::MAX))?);
             let mut basis = [None; 8];
             for (slot, regime) in basis.iter_mut().zip(Regime::ALL) {
-                *slot = p
-                    .legal_basis
-                    .get(&RegimeKey::Regime(regime))
-                    .or_else(|| p.legal_basis.get(&RegimeKey::Default))
-                    .copied();
+                *slot = p.basis_in(regime);
             }
             purposes.push(PurposeInfo {
                 key: key.clone(),

@@ -83,6 +83,8 @@ pub enum ReasonCode {
     DeniedUnknownTopic,
     DeniedUnknownSubject,
     DeniedErasurePending,
+    /// Holds an identifier suppressed after an earlier erasure: no use but an essential one.
+    DeniedSuppressedAfterErasure,
     DeniedSuppressed,
     /// A restriction of processing the person asked for (GDPR Art. 18).
     DeniedRestrictedByRequest,
@@ -109,7 +111,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 28] = [
+    pub const ALL: [ReasonCode; 29] = [
         ReasonCode::AllowedConsent,
         ReasonCode::AllowedContract,
         ReasonCode::AllowedOptOutRegime,
@@ -120,6 +122,7 @@ impl ReasonCode {
         ReasonCode::DeniedUnknownTopic,
         ReasonCode::DeniedUnknownSubject,
         ReasonCode::DeniedErasurePending,
+        ReasonCode::DeniedSuppressedAfterErasure,
         ReasonCode::DeniedSuppressed,
         ReasonCode::DeniedRestrictedByRequest,
         ReasonCode::DeniedObjectedByRequest,
@@ -152,6 +155,7 @@ impl ReasonCode {
             ReasonCode::DeniedUnknownTopic => "denied.unknown_topic",
             ReasonCode::DeniedUnknownSubject => "denied.unknown_subject",
             ReasonCode::DeniedErasurePending => "denied.erasure_pending",
+            ReasonCode::DeniedSuppressedAfterErasure => "denied.suppressed_after_erasure",
             ReasonCode::DeniedSuppressed => "denied.suppressed",
             ReasonCode::DeniedRestrictedByRequest => "denied.restricted_by_request",
             ReasonCode::DeniedObjectedByRequest => "denied.objected_by_request",

@@ -120,9 +120,15 @@ impl<'a> StateView<'a> {
 
 impl SubjectView for StateView<'_> {
     fn status(&self) -> Option<Status> {
+        let subject = &self.state.subject;
+        // An erased subject is a tombstone: Kept knows it no more.
+        if subject.erased_at.is_some() {
+            return None;
+        }
         Some(Status {
-            erasure: self.state.subject.erasure_requested_at.is_some(),
-            suppressed: self.state.subject.suppressed,
+            erasure: subject.erasure_requested_at.is_some(),
+            erasure_suppressed: subject.erasure_suppressed_at.is_some(),
+            suppressed: subject.suppressed,
         })
     }
 

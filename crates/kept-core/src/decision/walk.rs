@@ -15,6 +15,8 @@ use smallvec::smallvec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Status {
     pub erasure: bool,
+    /// Holds an identifier suppressed after an earlier erasure.
+    pub erasure_suppressed: bool,
     pub suppressed: bool,
 }
 
@@ -152,6 +154,9 @@ pub(crate) fn subject_gate<V: SubjectView>(query: &Query, view: &V) -> Result<()
     let status = view.status().ok_or(ReasonCode::DeniedUnknownSubject)?;
     if status.erasure {
         return Err(ReasonCode::DeniedErasurePending);
+    }
+    if status.erasure_suppressed && query.class != PurposeClass::Essential {
+        return Err(ReasonCode::DeniedSuppressedAfterErasure);
     }
     if status.suppressed && query.channel.is_some() {
         return Err(ReasonCode::DeniedSuppressed);

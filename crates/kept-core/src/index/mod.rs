@@ -29,9 +29,9 @@ use chrono_tz::Tz;
 use std::sync::Arc;
 pub(crate) use store::{Chunk, Page, Registry, Row, SetKey, StateKind, Watch};
 use store::{
-    ContactEntry, ERASURE, Fact, GATED, GPC, GPC_SCOPE, HAS_IMPLIED, HAS_PREFS, ImpliedEntry,
-    KNOWN, OriginInfo, PendingEntry, PrefEntry, SUPPRESSED, implied_kind, locate, pack_scope,
-    unpack_scope,
+    ContactEntry, ERASURE, ERASURE_SUPPRESSED, Fact, GATED, GPC, GPC_SCOPE, HAS_IMPLIED, HAS_PREFS,
+    ImpliedEntry, KNOWN, OriginInfo, PendingEntry, PrefEntry, SUPPRESSED, implied_kind, locate,
+    pack_scope, unpack_scope,
 };
 
 /// One write the index must reflect. The store's write path sends one per committed write;
@@ -85,9 +85,11 @@ impl Layout {
     pub(crate) const IMPLIED: usize = 4;
     /// Subjects with a gate from a data subject request.
     pub(crate) const GATED: usize = 5;
+    /// Subjects whose identifier was collected again after their erasure.
+    pub(crate) const ERASURE_SUPPRESSED: usize = 6;
 
     fn new(ctx: &Compiled) -> Layout {
-        let places = 6;
+        let places = 7;
         let preferences = places + ctx.places().len();
         let states = preferences + ctx.channels.len();
         let topics = states + ctx.scope_count() * StateKind::ALL.len();
@@ -154,6 +156,8 @@ pub struct SubjectFlags {
     pub place: PlaceId,
     /// It asked for erasure.
     pub erasure: bool,
+    /// It holds an identifier suppressed after an earlier erasure.
+    pub erasure_suppressed: bool,
     pub suppressed: bool,
     /// Its latest GPC signal (of any record) is an opt-out.
     pub gpc_opted_out: bool,
@@ -329,6 +333,7 @@ impl Snapshot {
         (row.flags & KNOWN != 0).then_some(SubjectFlags {
             place: PlaceId(row.place),
             erasure: row.flags & ERASURE != 0,
+            erasure_suppressed: row.flags & ERASURE_SUPPRESSED != 0,
             suppressed: row.flags & SUPPRESSED != 0,
             gpc_opted_out: row.flags & GPC != 0,
         })
@@ -463,6 +468,12 @@ impl Snapshot {
     }
 
     fn apply_subject(&mut self, s: &Subject) {
+        if s.erased_at.is_some() {
+            // A tombstone: the index knows the subject no more.
+            self.len = self.len.max(s.id.0.saturating_add(1));
+            self.forget(s.id);
+            return;
+        }
         let place = self.ctx.place_of(s.country.as_deref(), s.region.as_deref());
         let tz: Option<Tz> = s.time_zone.as_deref().and_then(|z| z.parse().ok());
         let layout = self.layout;
@@ -487,6 +498,10 @@ impl Snapshot {
         if s.suppressed {
             flags |= SUPPRESSED;
         }
+        let erasure_suppressed = s.erasure_suppressed_at.is_some();
+        if erasure_suppressed {
+            flags |= ERASURE_SUPPRESSED;
+        }
         *row = Row {
             flags,
             place: place.0,
@@ -505,6 +520,7 @@ impl Snapshot {
         chunk.put(Layout::KNOWN, s.id.0, true);
         chunk.put(Layout::ERASURE, s.id.0, erasure);
         chunk.put(Layout::SUPPRESSED, s.id.0, s.suppressed);
+        chunk.put(Layout::ERASURE_SUPPRESSED, s.id.0, erasure_suppressed);
         if old_place != Some(place.0) {
             if let Some(old) = old_place {
                 chunk.put(layout.place(PlaceId(old)), s.id.0, false);
@@ -1034,6 +1050,7 @@ impl SubjectView for IndexView<'_> {
     fn status(&self) -> Option<Status> {
         Some(Status {
             erasure: self.row.flags & ERASURE != 0,
+            erasure_suppressed: self.row.flags & ERASURE_SUPPRESSED != 0,
             suppressed: self.row.flags & SUPPRESSED != 0,
         })
     }

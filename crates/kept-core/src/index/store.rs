@@ -25,6 +25,8 @@ pub(crate) const HAS_PREFS: u8 = 16;
 pub(crate) const HAS_IMPLIED: u8 = 32;
 /// The subject has gates from its data subject requests (`Page::gates`).
 pub(crate) const GATED: u8 = 64;
+/// The subject was suppressed after an erasure (`Page::suppressed`).
+pub(crate) const ERASURE_SUPPRESSED: u8 = 128;
 
 /// Sixteen bytes per subject: flags, place, time zone, where the subject's facts end in its
 /// page (they start where the previous subject's end), so one read finds them, and the

@@ -118,6 +118,14 @@ pub struct Purpose {
 }
 
 impl Purpose {
+    /// The legal basis this purpose relies on in `regime`: its own entry, else `default`.
+    pub fn basis_in(&self, regime: crate::regime::Regime) -> Option<LegalBasis> {
+        self.legal_basis
+            .get(&RegimeKey::Regime(regime))
+            .or_else(|| self.legal_basis.get(&RegimeKey::Default))
+            .copied()
+    }
+
     /// The name and description in `locale`, or as written when it has no translation there.
     pub fn text_in(&self, locale: &str) -> (&str, &str) {
         translated(&self.name, &self.description, &self.translations, locale)

@@ -141,6 +141,8 @@ pub fn subject(id: u32, location: &str) -> Subject {
         created_at: date(2020, 1, 1),
         erasure_requested_at: None,
         suppressed: false,
+        erased_at: None,
+        erasure_suppressed_at: None,
     }
 }
 
@@ -327,6 +329,8 @@ fn examples() -> Vec<(ReasonCode, S, DecisionRequest, UnixMillis)> {
     erased.state.subject.erasure_requested_at = Some(t - DAY);
     let mut suppressed = S::at("DE").customer();
     suppressed.state.subject.suppressed = true;
+    let mut came_back = S::at("DE").customer();
+    came_back.state.subject.erasure_suppressed_at = Some(t - DAY);
     let mut no_tz = S::at("DE").customer().given(MARKETING, None).pref(
         "email",
         None,
@@ -428,6 +432,12 @@ fn examples() -> Vec<(ReasonCode, S, DecisionRequest, UnixMillis)> {
             DeniedErasurePending,
             erased,
             req("essential.service.notifications.email", "email"),
+            t,
+        ),
+        (
+            DeniedSuppressedAfterErasure,
+            came_back,
+            req(MARKETING, "email"),
             t,
         ),
         (
@@ -899,4 +909,26 @@ fn a_stored_ledger_entry_becomes_a_sequenced_record() {
     let mut broken = entry.clone();
     broken.bytes.push(0);
     assert!(SequencedRecord::from_entry(&broken).is_err());
+}
+
+#[test]
+fn a_subject_suppressed_after_an_erasure_gets_only_essential_uses() {
+    let t = now();
+    let mut came_back = S::at("DE").customer();
+    came_back.state.subject.erasure_suppressed_at = Some(t - DAY);
+    let essential = came_back.decide_at(&req("essential.service.notifications.email", "email"), t);
+    assert_ne!(essential.reason, ReasonCode::DeniedSuppressedAfterErasure);
+    for purpose in [MARKETING, "personalize.content.profiled"] {
+        let d = came_back.decide_at(&DecisionRequest::new(purpose), t);
+        assert_eq!(
+            d.reason,
+            ReasonCode::DeniedSuppressedAfterErasure,
+            "{purpose}"
+        );
+    }
+    // An erased subject is a tombstone: Kept knows it no more.
+    let mut erased = S::at("DE").customer();
+    erased.state.subject.erased_at = Some(t - DAY);
+    let d = erased.decide_at(&req(MARKETING, "email"), t);
+    assert_eq!(d.reason, ReasonCode::DeniedUnknownSubject);
 }

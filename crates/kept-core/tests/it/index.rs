@@ -119,6 +119,8 @@ fn population(seed: u64, m: &Manifest) -> Population {
             created_at: now - 2000 * DAY,
             erasure_requested_at: rng.gen_bool(0.05).then_some(now - DAY),
             suppressed: rng.gen_bool(0.05),
+            erased_at: rng.gen_bool(0.02).then_some(now - DAY),
+            erasure_suppressed_at: rng.gen_bool(0.05).then_some(now - DAY),
         };
         let mut state = SubjectState::new(subject.clone());
         // Sometimes the subject first arrives elsewhere and moves.
@@ -435,7 +437,13 @@ fn check_audiences(
         let got = evaluate(&index.snapshot(), &audience, pop.now);
         // The same, subject by subject.
         let ids: Vec<u32> = match &candidates {
-            Candidates::All => pop.states.keys().copied().collect(),
+            // An erased subject is known to no one: no candidate of "everyone" or of a place.
+            Candidates::All => pop
+                .states
+                .iter()
+                .filter(|(_, s)| s.subject.erased_at.is_none())
+                .map(|(id, _)| *id)
+                .collect(),
             Candidates::Ids(ids) => {
                 let mut v: Vec<u32> = ids.iter().map(|s| s.0).collect();
                 v.sort_unstable();
@@ -445,6 +453,7 @@ fn check_audiences(
             Candidates::Where(f) => pop
                 .states
                 .iter()
+                .filter(|(_, s)| s.subject.erased_at.is_none())
                 .filter(|(_, s)| {
                     let place = ctx.place(
                         ctx.place_of(s.subject.country.as_deref(), s.subject.region.as_deref()),

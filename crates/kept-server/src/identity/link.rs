@@ -1101,8 +1101,31 @@ async fn write_plan(
     let new_subjects = write.new_subjects.clone();
     let user_ids = write.user_ids.clone();
     let locations: Vec<SubjectId> = write.locations.iter().map(|l| l.subject).collect();
+    let attached: Vec<(PlannedSubject, IdentifierHash)> =
+        write.attach.iter().map(|a| (a.subject, a.hash)).collect();
+    let at = write.at;
     let ids = store.write_identities(write).await?;
     let real = |r: PlannedSubject| real(&ids, r);
+    // An identifier on the suppression list (erased before) collected again: the store marked
+    // its holder in the write; the index learns it here.
+    let hashes: Vec<_> = attached.iter().map(|(_, h)| *h).collect();
+    let suppressed = if hashes.is_empty() {
+        Vec::new()
+    } else {
+        store.suppressed(&hashes).await?
+    };
+    let mut marked: Vec<PlannedSubject> = attached
+        .iter()
+        .filter(|(_, h)| suppressed.contains(h))
+        .map(|(s, _)| *s)
+        .collect();
+    if !marked.is_empty() {
+        tracing::info!(
+            identifiers = marked.len(),
+            "identifiers suppressed after an erasure were collected again; their subjects are suppressed"
+        );
+    }
+    marked.dedup();
 
     let mut outcome = Resolution {
         may_change_consent: std::mem::take(&mut plan.may_change),
@@ -1130,12 +1153,26 @@ async fn write_plan(
             created_at: s.created_at,
             erasure_requested_at: None,
             suppressed: false,
+            erased_at: None,
+            erasure_suppressed_at: marked
+                .contains(&PlannedSubject::New(u32::try_from(i).unwrap_or(u32::MAX)))
+                .then_some(at),
         });
     }
+    // Existing subjects marked, and the survivors of merges (which carry a mark along), are
+    // read back from the store.
+    let mut reread: Vec<SubjectId> = Vec::new();
+    for m in &marked {
+        if let PlannedSubject::Existing(id) = m {
+            reread.push(*id);
+        }
+    }
+    reread.extend(outcome.merges.iter().map(|(_, into)| *into));
     outcome.updated = user_ids
         .iter()
         .map(|(id, _)| *id)
         .chain(locations)
+        .chain(reread)
         .collect();
     outcome.updated.sort();
     outcome.updated.dedup();

@@ -1071,3 +1071,43 @@ pub async fn export_schema() -> axum::response::Response {
     )
         .into_response()
 }
+
+/// Carries out an erasure request: every dataset of the manifest through its connector, then
+/// Kept's own copy (data key shredded, rows deleted but what the law keeps, identifiers put on
+/// the suppression list). The request goes to `in_progress`, and to `completed` once every
+/// target is done; otherwise it stays in progress, the failure in the answer, and may be run
+/// again.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/erase",
+    operation_id = "erase_request",
+    tag = "requests",
+    params(("id" = u64, Path, description = "the request's id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "each target's outcome; `state` is `completed` when every one is done", body = crate::requests::erase::Outcome),
+        (status = 401, description = "no key, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the key's role is not `privacy` or `admin`", body = ErrorBody),
+        (status = 404, description = "no request with this id", body = ErrorBody),
+        (status = 409, description = "`request.not_erasure` (another kind of request) or `request.not_executable` (not verified yet, or closed)", body = ErrorBody),
+    )
+)]
+pub async fn erase(
+    caller: Authorized<role::Privacy>,
+    State(state): State<AppState>,
+    PathParams(RequestPath { id }): PathParams<RequestPath>,
+) -> Result<Json<crate::requests::erase::Outcome>, ApiError> {
+    if id > crate::http::error::MAX_ROW_ID {
+        return Err(ApiError::NotFound(format!(
+            "no data subject request has id `{id}`"
+        )));
+    }
+    let outcome = crate::requests::erase::execute(
+        &state.erasure(&state.work()),
+        id,
+        &actor(&caller.key),
+        state.now(),
+    )
+    .await?;
+    Ok(Json(outcome))
+}

@@ -3,13 +3,15 @@
 //! lifecycle hook every step calls (`service::on_transition`), and the work a request owes:
 //! its tasks (`work`: the handles and which targets are owed; `tasks`: finished, acknowledged,
 //! handled by hand, then the request completed), its propagation to the manifest's systems
-//! (`propagate`: obligations, acknowledgement tokens, lifecycle webhooks), and the answer to
-//! access and portability requests (`export`: links, downloads). The requests that gate a
+//! (`propagate`: obligations, acknowledgement tokens, lifecycle webhooks), the answer to access
+//! and portability requests (`export`: links, downloads), and carrying out an erasure
+//! (`erase`: the company's databases, then Kept's own data). The requests that gate a
 //! subject's data (restriction, objection, opt-out of sale, limit on sensitive data) are
 //! carried out by `gates`, rectification by `rectify`, both through `carry`. Handlers in `api`.
 
 pub mod api;
 pub mod carry;
+pub mod erase;
 pub mod export;
 pub mod gates;
 pub mod propagate;
@@ -46,4 +48,5 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/requests/{id}/apply", post(api::apply))
         .route("/v1/requests/{id}/lift", post(api::lift))
+        .route("/v1/requests/{id}/erase", post(api::erase))
 }

@@ -16,6 +16,7 @@ mod console;
 mod decisions;
 mod demo;
 mod e2e;
+mod erasure;
 mod export;
 mod forward;
 mod gates;

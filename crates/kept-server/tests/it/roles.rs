@@ -250,6 +250,13 @@ fn endpoints() -> Vec<Endpoint> {
             success: StatusCode::NOT_FOUND,
         },
         Endpoint {
+            operation: "POST /v1/requests/{id}/erase",
+            path: "/v1/requests/999999/erase",
+            body: None,
+            access: Key(Role::Privacy),
+            success: StatusCode::NOT_FOUND,
+        },
+        Endpoint {
             operation: "GET /v1/decision-log",
             path: "/v1/decision-log?limit=10",
             body: None,

@@ -1,7 +1,8 @@
 //! The conformance suite: one story every backend must tell the same way. A backend's test
 //! crate implements [`Harness`] (a fresh, empty store per case) and expands
 //! [`conformance_tests!`](crate::conformance_tests) once, which makes one `#[tokio::test]` per
-//! case of every module here (`store`, `outbox`, `prefcenter`, `requests`, `operators`).
+//! case of every module here (`store`, `outbox`, `prefcenter`, `requests`, `operators`,
+//! `erasure`).
 //!
 //! The cases panic on a failed expectation: they are test code, compiled only with the
 //! `conformance` feature (which the backends' tests turn on, and the product never does), so
@@ -14,6 +15,7 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+pub mod erasure;
 pub mod operators;
 pub mod outbox;
 pub mod prefcenter;
@@ -114,6 +116,11 @@ macro_rules! conformance_tests {
             operators_use_each_totp_step_once_and_only_forward,
             operator_sessions_end_when_revoked_idle_or_expired,
             audit_log_appends_and_pages_newest_first,
+        );
+        $crate::conformance_tests!(@module $harness, $crate::conformance::erasure;
+            erasure_deletes_everything_but_what_the_law_keeps,
+            erasure_is_idempotent,
+            erasure_suppressed_identifiers_mark_their_new_holder,
         );
     };
     (@module $harness:ty, $module:path; $($case:ident),* $(,)?) => {

@@ -772,7 +772,12 @@ pub async fn close_refuses_later_writes(store: Arc<dyn Store>) {
 
 // --- decision log ----------------------------------------------------------------------------
 
-fn logged(i: u32, subject: Option<u32>, purpose: &str, reason: &str) -> crate::DecisionLogEntry {
+pub(crate) fn logged(
+    i: u32,
+    subject: Option<u32>,
+    purpose: &str,
+    reason: &str,
+) -> crate::DecisionLogEntry {
     crate::DecisionLogEntry {
         id: 0,
         at: T0 + i64::from(i) * 10,
@@ -991,11 +996,11 @@ pub async fn decision_log_appends_and_filters(store: Arc<dyn Store>) {
 
 // --- collection: identities, merges, events, retention ----------------------------------------
 
-fn ident(n: u8) -> kept_core::identity::IdentifierHash {
+pub(crate) fn ident(n: u8) -> kept_core::identity::IdentifierHash {
     kept_core::identity::IdentifierHash([n; 32])
 }
 
-fn new_identity(
+pub(crate) fn new_identity(
     subject: kept_core::identity::PlannedSubject,
     kind: kept_core::identity::IdentifierKind,
     n: u8,
@@ -1010,7 +1015,7 @@ fn new_identity(
     }
 }
 
-fn event(
+pub(crate) fn event(
     source: &str,
     message_id: &str,
     subject: SubjectId,
