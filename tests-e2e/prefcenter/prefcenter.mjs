@@ -266,7 +266,7 @@ await test('email opt-in is confirmed by a link (double opt-in)', async () => {
   equal(prefs.body.channels.find((c) => c.channel === 'email').frequency, 'week', 'frequency saved');
 });
 
-await test('download my data (JSON and CSV) and a signed receipt', async () => {
+await test('download my data (JSON, a CSV zip, a page), each an access request, and a signed receipt', async () => {
   await page.goto(`${KEPT_URL}/preferences`);
   const [json] = await Promise.all([
     page.waitForEvent('download'),
@@ -276,13 +276,23 @@ await test('download my data (JSON and CSV) and a signed receipt', async () => {
   equal(data.subject.id, ada, 'my own data');
   assert(data.identifiers.some((i) => i.kind === 'email' && i.value === ADA), 'the email is in it');
   assert(data.consents.length >= 3, 'the consent history is in it');
-  const [csv] = await Promise.all([
+  const [zip] = await Promise.all([
     page.waitForEvent('download'),
-    page.getByText('Download my data (CSV)').click(),
+    page.getByText('Download my data (CSV, zip)').click(),
   ]);
-  const text = fs.readFileSync(await csv.path(), 'utf8');
-  assert(text.startsWith('section,key,value'), 'a CSV header');
-  assert(text.includes(ADA), 'the email in the CSV');
+  const bytes = fs.readFileSync(await zip.path());
+  equal(bytes.subarray(0, 2).toString('latin1'), 'PK', 'a zip of CSV files');
+  const [pageFile] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByText('Download my data (web page)').click(),
+  ]);
+  const html = fs.readFileSync(await pageFile.path(), 'utf8');
+  assert(html.toLowerCase().startsWith('<!doctype html>'), 'a page');
+  assert(html.includes(ADA), 'the email on the page');
+  const filed = await api('privacy', 'GET', `/v1/requests?subject=${ada}&kind=access`);
+  equal(filed.body.requests.length, 3, 'each download an access request of its own');
+  assert(filed.body.requests.every((r) => r.state === 'completed' && r.channel === 'preference_center'),
+    'answered at once');
 
   const [receipt] = await Promise.all([
     page.waitForEvent('download'),
@@ -387,11 +397,15 @@ await test('delete my data: a request with its legal deadline that stops every u
   const banner = await page.locator('.alert[role=status]').innerText();
   assert(banner.includes('delete your data'), `the request is visible: ${banner}`);
   await check(page, 'erasure-requested');
-  const prefs = await api('privacy', 'GET', `/v1/subjects/${ada}/preferences`);
-  equal(prefs.body.erasure.state, 'received', 'stored');
-  const days = (prefs.body.erasure.due_at - prefs.body.erasure.requested_at) / 86400000;
+  const list = await api('privacy', 'GET', `/v1/requests?subject=${ada}&kind=erasure`);
+  equal(list.status, 200, 'the request is listed');
+  const request = list.body.requests[0];
+  equal(request.channel, 'preference_center', 'filed from the preference center');
+  const days = (request.due_at - request.received_at) / 86400000;
   assert(days >= 28 && days <= 31, `GDPR: one month (${days} days)`);
-  equal(await decide(ada, { purpose: 'essential.service.operations' }), 'denied.erasure_pending', 'every use stops');
+  // Every use stops at once; the erasure then runs (the person is unknown once it ran).
+  const reason = await decide(ada, { purpose: 'essential.service.operations' });
+  assert(['denied.erasure_pending', 'denied.unknown_subject'].includes(reason), `every use stops: ${reason}`);
 });
 
 await test('keyboard: every control is reachable with Tab', async () => {

@@ -1210,14 +1210,45 @@ pub async fn erase(posted: Posted) -> Response {
             })?;
         // The first click also files it as a data subject request, with its log.
         if standing.subject.erasure_requested_at.is_none() {
-            crate::requests::service::file_from_preference_center(
-                &state.work(),
+            let work = state.work();
+            let stepped = crate::requests::service::file_from_preference_center(
+                &work,
                 &standing.subject,
                 standing.regime,
                 kept_core::requests::RequestKind::Erasure,
                 now,
             )
             .await?;
+            // Verified by the session: carried out at once, off this request (the company's
+            // databases may take a while); a run a crash cut short is resumed with
+            // `POST /v1/requests/{id}/erase` or `kept dsr erase --request`.
+            let id = stepped.request.id;
+            crate::requests::service::step(
+                &work,
+                id,
+                &kept_core::requests::Transition::Advance {
+                    expect: Some(kept_core::requests::State::Verified),
+                    verification: None,
+                    note: None,
+                },
+                crate::requests::service::PREFERENCE_CENTER,
+                now,
+            )
+            .await?;
+            let state = state.clone();
+            tokio::spawn(async move {
+                let now = state.now();
+                let result = crate::requests::erase::execute(
+                    &state.erasure(&work),
+                    id,
+                    crate::requests::service::PREFERENCE_CENTER,
+                    now,
+                )
+                .await;
+                if let Err(e) = result {
+                    tracing::warn!(request = id, error = %e, "the preference center's erasure could not be carried out; resume it with POST /v1/requests/{id}/erase");
+                }
+            });
         }
         // Erasure ends every session of the subject, this one included: the page that shows
         // the data is closed from now on.
