@@ -211,6 +211,11 @@ pub async fn execute(
         };
         service::step(e.work, id, &started, actor, now).await?;
     }
+    // The request's tasks and obligations, opened again in case a crash came between the step
+    // to `in_progress` and their opening (idempotent: only what is missing is added).
+    if let Some(working) = e.store.request(id).await? {
+        crate::requests::propagate::open(e.work, &working, now).await?;
+    }
 
     // Every use stops now, while the datasets are erased.
     let subject = survivor(e.store, request.subject).await?;
