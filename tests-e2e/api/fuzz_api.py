@@ -70,6 +70,10 @@ MANIFEST_OR_CROSS_FIELD = [
     ("POST", "/v1/requests"),  # exactly one identifier, of a known subject; verification's needs
     ("POST", "/v1/requests/{id}/advance"),  # the request's state; verification's needs
     ("POST", "/v1/requests/{id}/extend"),  # the rule's extension; a non-blank reason
+    ("GET", "/v1/requests/{id}/export"),  # a language the pages speak
+    ("GET", "/exports/{token}"),  # a format and language the pages speak
+    ("POST", "/v1/requests/{id}/tasks/{target}/handled"),  # a target's shape; a non-blank note
+    ("POST", "/v1/requests/{id}/systems/{system}/ack"),  # a non-blank token
     ("POST", "/v1/requests/{id}/reject"),  # a non-blank reason
 ]
 
@@ -148,7 +152,8 @@ def config_text():
     for check in CHECKS:
         lines += [f"[checks.{check}]", "enabled = true"]
         if check == "positive_data_acceptance":
-            lines.append('expected-statuses = ["2xx", "401", "403", "404", "409", "413", "429"]')
+            # 409 and 410: the answer depends on the request's state (closed, rejected, erased).
+            lines.append('expected-statuses = ["2xx", "401", "403", "404", "409", "410", "413", "429"]')
         if check == "negative_data_rejection":
             lines.append(
                 'expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", '
@@ -168,7 +173,7 @@ def config_text():
             "[[operations]]",
             f'include-name = "{method} {path}"',
             "[operations.checks.positive_data_acceptance]",
-            'expected-statuses = ["2xx", "401", "403", "404", "409", "413", "422", "429"]',
+            'expected-statuses = ["2xx", "401", "403", "404", "409", "410", "413", "422", "429"]',
             "",
         ]
     return "\n".join(lines)
