@@ -145,8 +145,12 @@ async fn settle(
     };
     let (request, replayed) = match service::step(work, id, &step, actor, now).await {
         Ok(stepped) => (stepped.request, false),
+        // Settled before: a replay, which still completes the request when a crash came
+        // between the task's settling and the completion.
         Err(ApiError::Request(RequestError::TaskSettled { .. })) => {
-            return current(work, id, true).await;
+            let replay = current(work, id, true).await?;
+            let request = complete_if_settled(work, replay.request, now).await?;
+            return Ok(Settled { request, ..replay });
         }
         // The request completed (or was closed) since: a task settled before is a replay all
         // the same, answered as the first time.

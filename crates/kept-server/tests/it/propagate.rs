@@ -631,3 +631,61 @@ async fn the_sweep_opens_the_work_a_crash_left_unopened_once() {
     assert_eq!(body["data"]["action"], "restrict");
     assert_eq!(body["data"]["scope"]["systems"], json!(["crm"]));
 }
+
+#[tokio::test]
+async fn a_settle_replayed_after_a_crash_completes_the_request() {
+    let s = Scene::new(5).await;
+    let filed = s
+        .call(
+            "/v1/requests",
+            json!({ "subject": { "user_id": "u1" }, "kind": "restriction",
+                    "scope": { "systems": ["crm"] } }),
+        )
+        .await;
+    let id = filed.json["id"].as_u64().unwrap();
+    s.call(
+        &format!("/v1/requests/{id}/advance"),
+        json!({ "verification": { "method": "company_stated", "reference": "case-3" } }),
+    )
+    .await;
+    s.call(&format!("/v1/requests/{id}/advance"), json!({}))
+        .await;
+    let work = s.app.state.work();
+    let shown = s.shown(id).await;
+    assert_eq!(
+        task(&shown, "kept")["state"],
+        "done",
+        "a restriction is in force at once"
+    );
+    // The CRM's task settled behind the service's back, as if the server died between the
+    // settling and the completion that should have followed it.
+    let settle = Transition::Settle {
+        target: "system:crm".into(),
+        handled: true,
+        note: Some("told the CRM by phone".into()),
+        detail: None,
+    };
+    s.app
+        .store
+        .step_request(id, &settle, "key:test", s.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.shown(id).await["state"], "in_progress");
+
+    // The operator's step sent again: a replay, which completes the request.
+    let crm = Target::System("crm".into());
+    let again = tasks::handled(
+        &work,
+        id,
+        &crm,
+        "told the CRM by phone",
+        "key:test",
+        s.now(),
+    )
+    .await
+    .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.request.state, State::Completed);
+    assert_eq!(s.shown(id).await["state"], "completed");
+}
