@@ -17,6 +17,7 @@ pub mod pages;
 pub mod routes;
 pub mod session;
 pub mod texts;
+pub mod visit;
 
 use crate::web::limit::{Limiter, Rate};
 use axum::http::HeaderMap;
@@ -74,6 +75,20 @@ impl Page {
             Page::Ledger | Page::Audit => &[Privacy, Admin],
             Page::Keys | Page::Webhooks => &[Engineering, Admin],
             Page::Operators => &[Admin],
+        }
+    }
+
+    /// The page's name in the navigation.
+    pub fn label(self, t: &texts::ConsoleTexts) -> &'static str {
+        match self {
+            Page::Overview => t.nav_overview,
+            Page::DataMap => t.nav_data_map,
+            Page::Campaigns => t.nav_campaigns,
+            Page::Ledger => t.nav_ledger,
+            Page::Keys => t.nav_keys,
+            Page::Webhooks => t.nav_webhooks,
+            Page::Audit => t.nav_audit,
+            Page::Operators => t.nav_operators,
         }
     }
 

@@ -1,87 +1,24 @@
-//! The console's handlers and pages: sign-in, sign-out, the overview, the audit log and the
-//! operators. Every page checks the session and the role before reading anything; every post
-//! checks that it came from the console's own pages (the browser's site headers, then the
-//! sign-in form's token or the session's CSRF token).
+//! The console's handlers and pages. Every page but sign-in takes a `Visit` (a read) or an
+//! `Act` (a form post), so the session, the role and the CSRF token are checked before the
+//! handler reads anything; the sign-in post checks its own form token.
 
 use crate::console::audit::{self, Actor};
 use crate::console::datamap::{self, RopaRow};
 use crate::console::overview::{self, Overview};
-use crate::console::session::{self, SignedIn};
-use crate::console::texts::{self, ConsoleTexts};
+use crate::console::session;
+use crate::console::visit::{Act, Frame, Visit, frame, refused, with_lang};
 use crate::console::{Page, accounts, secure};
 use crate::http::error::ApiError;
 use crate::state::AppState;
+use crate::web::cookie;
 use crate::web::form::{Posted, field};
-use crate::web::frame::{Chrome, chrome, datetime, html, redirect};
-use crate::web::{cookie, i18n};
+use crate::web::frame::{datetime, html, redirect};
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-
-/// A link of the console's navigation.
-#[derive(Debug, Clone)]
-pub struct Nav {
-    pub href: &'static str,
-    pub label: &'static str,
-    pub current: bool,
-}
-
-/// What every console page's frame shows.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub c: Chrome,
-    pub t: &'static ConsoleTexts,
-    /// Who is signed in (`email (role)`), if anyone.
-    pub who: Option<String>,
-    pub csrf: String,
-    pub nav: Vec<Nav>,
-    /// The page the language form reloads.
-    pub path: &'static str,
-}
-
-fn frame(
-    state: &AppState,
-    lang: Option<&str>,
-    headers: &HeaderMap,
-    path: &'static str,
-    signed: Option<&SignedIn>,
-) -> Frame {
-    let pref = i18n::language(&state.manifest.organisation.locales, lang, headers);
-    let t = texts::for_code(pref.code);
-    let nav = signed
-        .map(|s| {
-            Page::ALL
-                .into_iter()
-                .filter(|p| p.allows(s.operator.role))
-                .map(|p| Nav {
-                    href: p.path(),
-                    label: match p {
-                        Page::Overview => t.nav_overview,
-                        Page::DataMap => t.nav_data_map,
-                        Page::Campaigns => t.nav_campaigns,
-                        Page::Ledger => t.nav_ledger,
-                        Page::Keys => t.nav_keys,
-                        Page::Webhooks => t.nav_webhooks,
-                        Page::Audit => t.nav_audit,
-                        Page::Operators => t.nav_operators,
-                    },
-                    current: p.path() == path,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Frame {
-        c: chrome(&state.manifest.organisation, pref, path),
-        t,
-        who: signed.map(|s| format!("{} ({})", s.operator.email, s.operator.role.as_str())),
-        csrf: signed.map(|s| s.csrf.clone()).unwrap_or_default(),
-        nav,
-        path,
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PageQuery {
@@ -145,21 +82,6 @@ struct OperatorsPage {
     operators: Vec<OperatorRow>,
 }
 
-/// A page that only says why it cannot be shown.
-#[derive(Template)]
-#[template(
-    source = "{% extends \"console/base.html\" %}{% block content %}<h1>{{ f.t.console }}</h1><p class=\"alert\" role=\"alert\">{{ message }}</p>{% endblock %}",
-    ext = "html"
-)]
-struct RefusedPage {
-    f: Frame,
-    message: &'static str,
-}
-
-fn refused(f: Frame, status: StatusCode, message: &'static str) -> Response {
-    html(status, RefusedPage { f, message }.render())
-}
-
 async fn sign_in_page(
     state: &AppState,
     f: Frame,
@@ -182,61 +104,6 @@ async fn sign_in_page(
         }
         .render(),
     )
-}
-
-/// The signed-in operator, or the answer to give instead: to sign in (with "your session
-/// ended" when a cookie came), or refused when their role may not open `page`.
-async fn require(
-    state: &AppState,
-    headers: &HeaderMap,
-    lang: Option<&str>,
-    page: Page,
-) -> Result<SignedIn, Response> {
-    let keys = state
-        .console
-        .keys(state.store.as_ref())
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
-    let signed = session::signed_in(
-        state.store.as_ref(),
-        keys,
-        state.console.lifetimes,
-        headers,
-        state.now(),
-    )
-    .await
-    .map_err(|e| ApiError::from(e).into_response())?;
-    let Some(signed) = signed else {
-        let ended = cookie::read(headers, session::COOKIE).is_some_and(|c| !c.is_empty());
-        let to = if ended {
-            "/admin/sign-in?reason=session"
-        } else {
-            "/admin/sign-in"
-        };
-        return Err(redirect(to, &[]));
-    };
-    if !page.allows(signed.operator.role) {
-        let f = frame(state, lang, headers, page.path(), Some(&signed));
-        let message = f.t.forbidden;
-        return Err(refused(f, StatusCode::FORBIDDEN, message));
-    }
-    Ok(signed)
-}
-
-/// Adds the language cookie when the page was asked for in a language.
-fn with_lang(
-    mut response: Response,
-    state: &AppState,
-    lang: Option<&str>,
-    headers: &HeaderMap,
-) -> Response {
-    if let Some(code) = lang.filter(|l| crate::web::texts::ALL.iter().any(|t| t.code == *l)) {
-        let secure = secure(state.prefcenter.base_url(), headers);
-        if let Ok(v) = HeaderValue::from_str(&i18n::lang_cookie(session::PATH, code, secure)) {
-            response.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    response
 }
 
 /// `GET /admin/sign-in`.
@@ -352,56 +219,17 @@ pub async fn sign_in(posted: Posted<AppState>) -> Response {
     )
 }
 
-/// The signed-in operator of a form post to `page`, or the answer to give instead: the post
-/// must come from the console's own pages (the browser's site headers) and carry the
-/// session's CSRF token.
-async fn require_post(
-    state: &AppState,
-    headers: &HeaderMap,
-    form: &[(String, String)],
-    page: Page,
-) -> Result<SignedIn, Response> {
-    let signed = require(state, headers, None, page).await?;
-    let keys = state
-        .console
-        .keys(state.store.as_ref())
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
-    if crate::web::session::cross_site(state.prefcenter.base_url(), headers)
-        || !keys.csrf_matches(&signed.session_id, field(form, "csrf").unwrap_or_default())
-    {
-        let f = frame(state, None, headers, page.path(), Some(&signed));
-        let message = f.t.cross_site;
-        return Err(refused(f, StatusCode::FORBIDDEN, message));
-    }
-    Ok(signed)
-}
-
-fn actor(signed: &SignedIn) -> Actor {
-    Actor {
-        operator: Some(signed.operator.id),
-        name: signed.operator.email.clone(),
-    }
-}
-
 /// `POST /admin/sign-out`: ends the session everywhere (its row is revoked, not just the
 /// cookie dropped).
-pub async fn sign_out(posted: Posted<AppState>) -> Response {
-    let Posted {
+pub async fn sign_out(act: Act) -> Response {
+    let Act {
         state,
         headers,
-        form,
+        signed,
         ..
-    } = posted;
-    let secure = secure(state.prefcenter.base_url(), &headers);
+    } = &act;
+    let secure = secure(state.prefcenter.base_url(), headers);
     let clear = session::cookie("", state.console.lifetimes, secure);
-    if cookie::read(&headers, session::COOKIE).is_none_or(str::is_empty) {
-        return redirect("/admin/sign-in", &[clear]);
-    }
-    let signed = match require_post(&state, &headers, &form, Page::Overview).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let now = state.now();
     if let Err(e) = state
         .store
@@ -412,7 +240,7 @@ pub async fn sign_out(posted: Posted<AppState>) -> Response {
     }
     if let Err(e) = audit::record(
         state.store.as_ref(),
-        &actor(&signed),
+        &act.actor(),
         "sign_out",
         None,
         None,
@@ -426,46 +254,21 @@ pub async fn sign_out(posted: Posted<AppState>) -> Response {
 }
 
 /// `GET /admin`: the overview.
-pub async fn overview(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
-    let q = query(q);
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::Overview).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let o = match overview::read(state.store.as_ref(), state.now()).await {
+pub async fn overview(v: Visit) -> Response {
+    let o = match overview::read(v.state.store.as_ref(), v.state.now()).await {
         Ok(o) => o,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let f = frame(&state, lang, &headers, Page::Overview.path(), Some(&signed));
-    with_lang(
-        html(StatusCode::OK, OverviewPage { f, o }.render()),
-        &state,
-        lang,
-        &headers,
-    )
+    v.show(StatusCode::OK, OverviewPage { f: v.frame(), o }.render())
 }
 
 /// How many audit entries a page shows.
 const AUDIT_PAGE: u32 = 100;
 
 /// `GET /admin/audit?before=`: the audit log, newest first.
-pub async fn audit(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
+pub async fn audit(v: Visit, q: Result<Query<PageQuery>, QueryRejection>) -> Response {
     let q = query(q);
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::Audit).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let entries = match state.store.audit_log(q.before, AUDIT_PAGE).await {
+    let entries = match v.state.store.audit_log(q.before, AUDIT_PAGE).await {
         Ok(e) => e,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -483,28 +286,13 @@ pub async fn audit(
             detail: e.entry.detail.unwrap_or_default(),
         })
         .collect();
-    let f = frame(&state, lang, &headers, Page::Audit.path(), Some(&signed));
-    with_lang(
-        html(StatusCode::OK, AuditPage { f, entries, older }.render()),
-        &state,
-        lang,
-        &headers,
-    )
+    let f = v.frame();
+    v.show(StatusCode::OK, AuditPage { f, entries, older }.render())
 }
 
 /// `GET /admin/operators`.
-pub async fn operators(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
-    let q = query(q);
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::Operators).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let operators = match state.store.operators().await {
+pub async fn operators(v: Visit) -> Response {
+    let operators = match v.state.store.operators().await {
         Ok(o) => o,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -517,19 +305,8 @@ pub async fn operators(
             disabled: o.disabled_at.is_some(),
         })
         .collect();
-    let f = frame(
-        &state,
-        lang,
-        &headers,
-        Page::Operators.path(),
-        Some(&signed),
-    );
-    with_lang(
-        html(StatusCode::OK, OperatorsPage { f, operators }.render()),
-        &state,
-        lang,
-        &headers,
-    )
+    let f = v.frame();
+    v.show(StatusCode::OK, OperatorsPage { f, operators }.render())
 }
 
 #[derive(Template)]
@@ -555,19 +332,9 @@ struct RecordPage {
 
 /// `GET /admin/data-map`: the manifest's collection points, notices, purposes and systems as a
 /// graph, and as tables.
-pub async fn data_map(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
-    let q = query(q);
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::DataMap).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let f = frame(&state, lang, &headers, Page::DataMap.path(), Some(&signed));
-    let m = &state.manifest;
+pub async fn data_map(v: Visit) -> Response {
+    let f = v.frame();
+    let m = &v.state.manifest;
     let team = |key: &str| {
         m.teams
             .get(key)
@@ -623,54 +390,30 @@ pub async fn data_map(
             )
         })
         .collect();
-    with_lang(
-        html(
-            StatusCode::OK,
-            DataMapPage {
-                f,
-                graph,
-                points,
-                notices,
-                systems,
-            }
-            .render(),
-        ),
-        &state,
-        lang,
-        &headers,
+    v.show(
+        StatusCode::OK,
+        DataMapPage {
+            f,
+            graph,
+            points,
+            notices,
+            systems,
+        }
+        .render(),
     )
 }
 
 /// `GET /admin/data-map/record`: the record of processing activities as a printable page.
-pub async fn record(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
-    let q = query(q);
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::DataMap).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let f = frame(
-        &state,
-        lang,
-        &headers,
-        "/admin/data-map/record",
-        Some(&signed),
-    );
-    let rows = datamap::record_of_processing(&state.manifest);
-    let generated = datetime(state.now());
-    html(StatusCode::OK, RecordPage { f, rows, generated }.render())
+pub async fn record(v: Visit) -> Response {
+    let f = v.frame_at("/admin/data-map/record");
+    let rows = datamap::record_of_processing(&v.state.manifest);
+    let generated = datetime(v.state.now());
+    v.show(StatusCode::OK, RecordPage { f, rows, generated }.render())
 }
 
 /// `GET /admin/data-map/record.csv`: the record of processing activities as CSV.
-pub async fn record_csv(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = require(&state, &headers, None, Page::DataMap).await {
-        return r;
-    }
-    let csv = datamap::record_csv(&datamap::record_of_processing(&state.manifest));
+pub async fn record_csv(v: Visit) -> Response {
+    let csv = datamap::record_csv(&datamap::record_of_processing(&v.state.manifest));
     let mut response = (StatusCode::OK, csv).into_response();
     let h = response.headers_mut();
     crate::web::frame::security_headers(h);
@@ -711,15 +454,8 @@ struct LedgerPage {
     receipt: Option<(bool, String)>,
 }
 
-async fn ledger_page(
-    state: &AppState,
-    headers: &HeaderMap,
-    lang: Option<&str>,
-    signed: &SignedIn,
-    receipt: Option<(bool, String)>,
-) -> Response {
+async fn ledger_page(state: &AppState, f: Frame, receipt: Option<(bool, String)>) -> Response {
     use crate::console::ledger::{Outcome, WitnessState};
-    let f = frame(state, lang, headers, Page::Ledger.path(), Some(signed));
     let t = f.t;
     let store = state.store.as_ref();
     let witness_path = state.ledger.witness().map(|w| w.path().to_path_buf());
@@ -788,37 +524,14 @@ async fn ledger_page(
 }
 
 /// `GET /admin/ledger`: the ledger, its witness, the last verification and a receipt check.
-pub async fn ledger(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
-    let q = query(q);
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::Ledger).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    with_lang(
-        ledger_page(&state, &headers, lang, &signed, None).await,
-        &state,
-        lang,
-        &headers,
-    )
+pub async fn ledger(v: Visit) -> Response {
+    let page = ledger_page(&v.state, v.frame(), None).await;
+    with_lang(page, &v.state, v.lang.as_deref(), &v.headers)
 }
 
 /// `POST /admin/ledger/verify`: starts a verification (unless one runs) and shows its progress.
-pub async fn verify_ledger(posted: Posted<AppState>) -> Response {
-    let Posted {
-        state,
-        headers,
-        form,
-        ..
-    } = posted;
-    let signed = match require_post(&state, &headers, &form, Page::Ledger).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn verify_ledger(act: Act) -> Response {
+    let Act { state, signed, .. } = &act;
     let started = crate::console::ledger::start(
         state.console.ledger_runs.clone(),
         state.store.clone(),
@@ -831,7 +544,7 @@ pub async fn verify_ledger(posted: Posted<AppState>) -> Response {
         Ok(true) => {
             if let Err(e) = audit::record(
                 state.store.as_ref(),
-                &actor(&signed),
+                &act.actor(),
                 "ledger.verify",
                 None,
                 None,
@@ -849,24 +562,16 @@ pub async fn verify_ledger(posted: Posted<AppState>) -> Response {
 }
 
 /// `POST /admin/ledger/receipt`: checks a pasted receipt against the ledger.
-pub async fn check_receipt(posted: Posted<AppState>) -> Response {
+pub async fn check_receipt(act: Act) -> Response {
     use crate::console::ledger::ReceiptCheck;
-    let Posted {
-        state,
-        headers,
-        form,
-        ..
-    } = posted;
-    let signed = match require_post(&state, &headers, &form, Page::Ledger).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let text = field(&form, "receipt").unwrap_or_default();
+    let state = &act.state;
+    let text = act.field("receipt").unwrap_or_default();
     let checked = match crate::console::ledger::check_receipt(state.store.as_ref(), text).await {
         Ok(c) => c,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let t = frame(&state, None, &headers, Page::Ledger.path(), Some(&signed)).t;
+    let f = act.frame();
+    let t = f.t;
     let (ok, shown, detail) = match checked {
         ReceiptCheck::Valid {
             seq,
@@ -891,7 +596,7 @@ pub async fn check_receipt(posted: Posted<AppState>) -> Response {
     };
     if let Err(e) = audit::record(
         state.store.as_ref(),
-        &actor(&signed),
+        &act.actor(),
         "ledger.receipt_check",
         None,
         Some(detail),
@@ -901,7 +606,7 @@ pub async fn check_receipt(posted: Posted<AppState>) -> Response {
     {
         return ApiError::from(e).into_response();
     }
-    ledger_page(&state, &headers, None, &signed, Some((ok, shown))).await
+    ledger_page(state, f, Some((ok, shown))).await
 }
 
 /// A key as the keys page shows it.
@@ -927,14 +632,11 @@ struct KeysPage {
 
 async fn keys_page(
     state: &AppState,
-    headers: &HeaderMap,
-    lang: Option<&str>,
-    signed: &SignedIn,
+    f: Frame,
     status: StatusCode,
     created: Option<String>,
     error: Option<&'static str>,
 ) -> Response {
-    let f = frame(state, lang, headers, Page::Keys.path(), Some(signed));
     let keys = match state.store.list_api_keys().await {
         Ok(k) => k,
         Err(e) => return ApiError::from(e).into_response(),
@@ -964,50 +666,23 @@ async fn keys_page(
 }
 
 /// `GET /admin/keys`.
-pub async fn keys(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
-    let q = query(q);
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::Keys).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let page = keys_page(&state, &headers, lang, &signed, StatusCode::OK, None, None).await;
-    with_lang(page, &state, lang, &headers)
+pub async fn keys(v: Visit) -> Response {
+    let page = keys_page(&v.state, v.frame(), StatusCode::OK, None, None).await;
+    with_lang(page, &v.state, v.lang.as_deref(), &v.headers)
 }
 
 /// The longest key name the console takes.
 const MAX_KEY_NAME: usize = 100;
 
 /// `POST /admin/keys`: makes a key and shows its secret once.
-pub async fn create_key(posted: Posted<AppState>) -> Response {
-    let Posted {
-        state,
-        headers,
-        form,
-        ..
-    } = posted;
-    let signed = match require_post(&state, &headers, &form, Page::Keys).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let t = frame(&state, None, &headers, Page::Keys.path(), Some(&signed)).t;
-    let name = field(&form, "name").unwrap_or_default().trim();
-    let role = field(&form, "role").and_then(kept_store::Role::parse);
+pub async fn create_key(act: Act) -> Response {
+    let state = &act.state;
+    let f = act.frame();
+    let name = act.field("name").unwrap_or_default().trim();
+    let role = act.field("role").and_then(kept_store::Role::parse);
     let (Some(role), true) = (role, (1..=MAX_KEY_NAME).contains(&name.chars().count())) else {
-        return keys_page(
-            &state,
-            &headers,
-            None,
-            &signed,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(t.name_required),
-        )
-        .await;
+        let error = Some(f.t.name_required);
+        return keys_page(state, f, StatusCode::UNPROCESSABLE_ENTITY, None, error).await;
     };
     let now = state.now();
     let (secret, record) =
@@ -1017,7 +692,7 @@ pub async fn create_key(posted: Posted<AppState>) -> Response {
         };
     if let Err(e) = audit::record(
         state.store.as_ref(),
-        &actor(&signed),
+        &act.actor(),
         "key.create",
         Some(format!("key:{}", record.id)),
         Some(format!("role {}", role.as_str())),
@@ -1028,10 +703,8 @@ pub async fn create_key(posted: Posted<AppState>) -> Response {
         return ApiError::from(e).into_response();
     }
     keys_page(
-        &state,
-        &headers,
-        None,
-        &signed,
+        state,
+        f,
         StatusCode::CREATED,
         Some(secret.expose().to_owned()),
         None,
@@ -1042,18 +715,9 @@ pub async fn create_key(posted: Posted<AppState>) -> Response {
 /// `POST /admin/keys/{id}/revoke`.
 pub async fn revoke_key(
     axum::extract::Path(id): axum::extract::Path<String>,
-    posted: Posted<AppState>,
+    act: Act,
 ) -> Response {
-    let Posted {
-        state,
-        headers,
-        form,
-        ..
-    } = posted;
-    let signed = match require_post(&state, &headers, &form, Page::Keys).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let state = &act.state;
     let now = state.now();
     if let Err(e) =
         crate::admin::keys::revoke_key(state.store.as_ref(), &state.auth, &id, now).await
@@ -1062,7 +726,7 @@ pub async fn revoke_key(
     }
     if let Err(e) = audit::record(
         state.store.as_ref(),
-        &actor(&signed),
+        &act.actor(),
         "key.revoke",
         Some(format!("key:{id}")),
         None,
@@ -1103,18 +767,10 @@ struct WebhooksPage {
 const WEBHOOK_ROWS: u32 = 50;
 
 /// `GET /admin/webhooks`: systems, deliveries, dead letters (with retry) and the quarantine.
-pub async fn webhooks(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
+pub async fn webhooks(v: Visit, q: Result<Query<PageQuery>, QueryRejection>) -> Response {
     let q = query(q);
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::Webhooks).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let f = frame(&state, lang, &headers, Page::Webhooks.path(), Some(&signed));
+    let state = &v.state;
+    let f = v.frame();
     let notice = (q.reason.as_deref() == Some("retried")).then_some(f.t.queued_again);
     let store = state.store.as_ref();
     let read = async {
@@ -1159,40 +815,26 @@ pub async fn webhooks(
         .into_iter()
         .map(|q| (q.id, datetime(q.received_at), q.key_id, q.code, q.message))
         .collect();
-    with_lang(
-        html(
-            StatusCode::OK,
-            WebhooksPage {
-                f,
-                systems,
-                counts: (counts.pending, counts.delivered, counts.dead),
-                dead,
-                quarantine,
-                notice,
-            }
-            .render(),
-        ),
-        &state,
-        lang,
-        &headers,
+    v.show(
+        StatusCode::OK,
+        WebhooksPage {
+            f,
+            systems,
+            counts: (counts.pending, counts.delivered, counts.dead),
+            dead,
+            quarantine,
+            notice,
+        }
+        .render(),
     )
 }
 
 /// `POST /admin/webhooks/dead/{id}/retry`: queues a dead letter again.
 pub async fn retry_dead_letter(
     axum::extract::Path(id): axum::extract::Path<String>,
-    posted: Posted<AppState>,
+    act: Act,
 ) -> Response {
-    let Posted {
-        state,
-        headers,
-        form,
-        ..
-    } = posted;
-    let signed = match require_post(&state, &headers, &form, Page::Webhooks).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let state = &act.state;
     let Ok(id) = id.parse::<u64>() else {
         return ApiError::NotFound(format!("no dead letter has id `{id}`")).into_response();
     };
@@ -1203,7 +845,7 @@ pub async fn retry_dead_letter(
     }
     if let Err(e) = audit::record(
         state.store.as_ref(),
-        &actor(&signed),
+        &act.actor(),
         "dead_letter.retry",
         Some(format!("delivery:{id}")),
         None,
@@ -1218,7 +860,6 @@ pub async fn retry_dead_letter(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct CampaignQuery {
-    lang: Option<String>,
     purpose: Option<String>,
     channel: Option<String>,
     topic: Option<String>,
@@ -1273,25 +914,11 @@ const BAR_WIDTH: u64 = 400;
 
 /// `GET /admin/campaigns?purpose=&channel=&topic=&at=`: the dry-run form and, once filled, who
 /// may be reached and who is excluded by reason, overall, by regime and by country.
-pub async fn campaigns(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<CampaignQuery>, QueryRejection>,
-) -> Response {
+pub async fn campaigns(v: Visit, q: Result<Query<CampaignQuery>, QueryRejection>) -> Response {
     use crate::console::campaigns::{breakdown, count};
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let lang = q.lang.as_deref();
-    let signed = match require(&state, &headers, lang, Page::Campaigns).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let f = frame(
-        &state,
-        lang,
-        &headers,
-        Page::Campaigns.path(),
-        Some(&signed),
-    );
+    let state = &v.state;
+    let f = v.frame();
     let t = f.t;
     let m = &state.manifest;
     let purposes = m
@@ -1337,9 +964,9 @@ pub async fn campaigns(
     if form.purpose.is_empty() {
         return with_lang(
             page(form, None, None, StatusCode::OK),
-            &state,
-            lang,
-            &headers,
+            state,
+            v.lang.as_deref(),
+            &v.headers,
         );
     }
     if !m.purposes.contains_key(&form.purpose) {
@@ -1422,8 +1049,8 @@ pub async fn campaigns(
     };
     with_lang(
         page(form, Some(result), None, StatusCode::OK),
-        &state,
-        lang,
-        &headers,
+        state,
+        v.lang.as_deref(),
+        &v.headers,
     )
 }
