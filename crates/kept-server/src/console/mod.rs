@@ -37,13 +37,17 @@ pub enum Page {
     Webhooks,
     Audit,
     Operators,
+    Subjects,
+    Requests,
 }
 
 impl Page {
-    pub const ALL: [Page; 8] = [
+    pub const ALL: [Page; 10] = [
         Page::Overview,
         Page::DataMap,
         Page::Campaigns,
+        Page::Subjects,
+        Page::Requests,
         Page::Ledger,
         Page::Keys,
         Page::Webhooks,
@@ -61,18 +65,21 @@ impl Page {
             Page::Webhooks => "/admin/webhooks",
             Page::Audit => "/admin/audit",
             Page::Operators => "/admin/operators",
+            Page::Subjects => "/admin/subjects",
+            Page::Requests => "/admin/requests",
         }
     }
 
-    /// Who may open the page: the overview and the data map (read-only) are every team's; campaigns the marketing team's; the
-    /// ledger and the audit log
-    /// are the privacy team's; keys and webhooks the engineering team's; the operators are the administrators'. `admin` may open everything.
+    /// Who may open the page: the overview and the data map (read-only) are every team's;
+    /// campaigns the marketing team's; subjects, requests, the ledger and the audit log the
+    /// privacy team's; keys and webhooks the engineering team's; the operators the
+    /// administrators'. `admin` may open everything.
     pub fn roles(self) -> &'static [OperatorRole] {
         use OperatorRole::{Admin, Engineering, Marketing, Privacy};
         match self {
             Page::Overview | Page::DataMap => &[Marketing, Privacy, Engineering, Admin],
             Page::Campaigns => &[Marketing, Admin],
-            Page::Ledger | Page::Audit => &[Privacy, Admin],
+            Page::Subjects | Page::Requests | Page::Ledger | Page::Audit => &[Privacy, Admin],
             Page::Keys | Page::Webhooks => &[Engineering, Admin],
             Page::Operators => &[Admin],
         }
@@ -89,6 +96,8 @@ impl Page {
             Page::Webhooks => t.nav_webhooks,
             Page::Audit => t.nav_audit,
             Page::Operators => t.nav_operators,
+            Page::Subjects => t.nav_subjects,
+            Page::Requests => t.nav_requests,
         }
     }
 
