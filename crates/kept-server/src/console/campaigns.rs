@@ -94,3 +94,47 @@ pub fn count(view: &AudienceView, reason: &str) -> u64 {
         .find(|e| e.reason == reason)
         .map_or(0, |e| e.count)
 }
+
+/// Why one person is or is not in a campaign's audience: the decision the audience made for
+/// them, with its evidence. A view, not a use: nothing is recorded as a use of their data.
+#[derive(Debug, Clone)]
+pub struct Why {
+    /// Kept's id of the person, `None` when nobody is known by what was given.
+    pub subject: Option<kept_core::SubjectId>,
+    pub allowed: bool,
+    pub reason: String,
+    /// Each piece of evidence, as the decision API writes it.
+    pub evidence: Vec<String>,
+}
+
+/// Decides `request` at `at` for the person `name` names, from the index the audience reads.
+pub async fn why(
+    lookup: Lookup<'_>,
+    name: crate::identity::resolve::SubjectName<'_>,
+    request: &kept_core::decision::DecisionRequest,
+    at: UnixMillis,
+) -> Result<Why, ApiError> {
+    let subject = crate::identity::resolve::resolve_subjects(lookup, &[name])
+        .await?
+        .into_iter()
+        .next()
+        .flatten();
+    let snapshot = lookup.index.snapshot()?;
+    let prepared = snapshot.prepare(request);
+    let decision = match subject {
+        Some(id) => snapshot.decide_prepared(id, &prepared, at),
+        // Nobody known: the denial an unknown subject gets.
+        None => snapshot.decide_prepared(kept_core::SubjectId(u32::MAX), &prepared, at),
+    };
+    let explained = decision.explain(snapshot.compiled(), &prepared.query);
+    Ok(Why {
+        subject,
+        allowed: explained.allowed,
+        reason: explained.reason.as_str().to_owned(),
+        evidence: explained
+            .evidence
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default())
+            .collect(),
+    })
+}

@@ -10,6 +10,7 @@ use crate::console::texts::ConsoleTexts;
 use crate::console::visit::{Act, Frame, Visit, frame, refused, with_lang};
 use crate::console::{Page, accounts, secure};
 use crate::http::error::ApiError;
+use crate::identity::resolve::SubjectName;
 use crate::state::AppState;
 use crate::web::cookie;
 use crate::web::form::{Posted, field};
@@ -917,6 +918,8 @@ pub async fn retry_dead_letter(
 #[derive(Debug, Default, Deserialize)]
 pub struct CampaignQuery {
     purpose: Option<String>,
+    who: Option<String>,
+    who_kind: Option<String>,
     channel: Option<String>,
     topic: Option<String>,
     at: Option<String>,
@@ -926,6 +929,8 @@ pub struct CampaignQuery {
 #[derive(Debug, Default)]
 struct CampaignForm {
     purpose: String,
+    who: String,
+    who_kind: String,
     channel: String,
     topic: String,
     at: String,
@@ -962,6 +967,7 @@ struct CampaignsPage {
     channels: Vec<String>,
     topics: Vec<String>,
     result: Option<CampaignResult>,
+    why: Option<crate::console::campaigns::Why>,
     error: Option<&'static str>,
 }
 
@@ -998,11 +1004,13 @@ pub async fn campaigns(v: Visit, q: Result<Query<CampaignQuery>, QueryRejection>
     };
     let form = CampaignForm {
         purpose: nonempty(&q.purpose).unwrap_or_default(),
+        who: nonempty(&q.who).unwrap_or_default(),
+        who_kind: nonempty(&q.who_kind).unwrap_or_else(|| "email".to_owned()),
         channel: nonempty(&q.channel).unwrap_or_default(),
         topic: nonempty(&q.topic).unwrap_or_default(),
         at: nonempty(&q.at).unwrap_or_default(),
     };
-    let page = |form, result, error, status| {
+    let page = |form, result, why, error, status| {
         html(
             status,
             CampaignsPage {
@@ -1012,6 +1020,7 @@ pub async fn campaigns(v: Visit, q: Result<Query<CampaignQuery>, QueryRejection>
                 channels: channels.clone(),
                 topics: Vec::clone(&topics),
                 result,
+                why,
                 error,
             }
             .render(),
@@ -1019,7 +1028,7 @@ pub async fn campaigns(v: Visit, q: Result<Query<CampaignQuery>, QueryRejection>
     };
     if form.purpose.is_empty() {
         return with_lang(
-            page(form, None, None, StatusCode::OK),
+            page(form, None, None, None, StatusCode::OK),
             state,
             v.lang.as_deref(),
             &v.headers,
@@ -1028,6 +1037,7 @@ pub async fn campaigns(v: Visit, q: Result<Query<CampaignQuery>, QueryRejection>
     if !m.purposes.contains_key(&form.purpose) {
         return page(
             form,
+            None,
             None,
             Some(t.unknown_purpose),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1046,9 +1056,58 @@ pub async fn campaigns(v: Visit, q: Result<Query<CampaignQuery>, QueryRejection>
         return page(
             form,
             None,
+            None,
             Some(t.at_in_past),
             StatusCode::UNPROCESSABLE_ENTITY,
         );
+    };
+    let name = match form.who_kind.as_str() {
+        _ if form.who.is_empty() => None,
+        "email" => Some(SubjectName::Email(form.who.as_str().into())),
+        "phone" => Some(SubjectName::Phone(form.who.as_str().into())),
+        "user_id" => Some(SubjectName::UserId(form.who.as_str().into())),
+        _ => {
+            return page(
+                form,
+                None,
+                None,
+                Some(t.unknown_who_kind),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            );
+        }
+    };
+    let why = match name {
+        None => None,
+        Some(name) => {
+            let request = kept_core::decision::DecisionRequest {
+                purpose: form.purpose.clone(),
+                channel: (!form.channel.is_empty()).then(|| form.channel.clone()),
+                topic: (!form.topic.is_empty()).then(|| form.topic.clone()),
+                categories: Vec::new(),
+            };
+            let why = match crate::console::campaigns::why(state.lookup(), name, &request, at).await
+            {
+                Ok(w) => w,
+                Err(e) => return e.into_response(),
+            };
+            // Looking a person up is an operator's act on their data: audited, never with
+            // what was typed.
+            let target = why.subject.map(|s| format!("subject:{}", s.0));
+            let detail = format!("{} {}", form.who_kind, why.reason);
+            if let Err(e) = audit::record(
+                state.store.as_ref(),
+                &v.actor(),
+                "campaign.why",
+                target,
+                Some(detail),
+                now,
+            )
+            .await
+            {
+                return ApiError::from(e).into_response();
+            }
+            Some(why)
+        }
     };
     let input = crate::decide::audiences::AudienceInput {
         purpose: form.purpose.clone(),
@@ -1104,9 +1163,79 @@ pub async fn campaigns(v: Visit, q: Result<Query<CampaignQuery>, QueryRejection>
         reasons: b.reasons.clone(),
     };
     with_lang(
-        page(form, Some(result), None, StatusCode::OK),
+        page(form, Some(result), why, None, StatusCode::OK),
         state,
         v.lang.as_deref(),
         &v.headers,
     )
+}
+
+/// `POST /admin/campaigns/export`: the audience that may be reached now, as CSV or NDJSON,
+/// through the API's export: every subject in it is recorded as a use before the first byte,
+/// under the operator (`operator:<id>`), and the export is in the audit log.
+pub async fn export_campaign(act: Act) -> Response {
+    use crate::decide::audiences::{AudienceInput, CandidatesInput, ExportFormat, export_audience};
+    let state = &act.state;
+    let purpose = act.field("purpose").unwrap_or_default().trim().to_owned();
+    let format = match act.field("format") {
+        Some("csv") => ExportFormat::Csv,
+        Some("ndjson") => ExportFormat::Ndjson,
+        _ => {
+            return ApiError::invalid_field("format", "choose `csv` or `ndjson`").into_response();
+        }
+    };
+    if !state.manifest.purposes.contains_key(&purpose) {
+        return ApiError::invalid_field(
+            "purpose",
+            format!("no purpose `{purpose}` in the manifest"),
+        )
+        .into_response();
+    }
+    let optional = |name: &str| {
+        act.field(name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let input = AudienceInput {
+        purpose: purpose.clone(),
+        channel: optional("channel"),
+        topic: optional("topic"),
+        categories: Vec::new(),
+        candidates: CandidatesInput::Everyone,
+        sample_size: 0,
+    };
+    let now = state.now();
+    let caller = format!("operator:{}", act.signed.operator.id);
+    let response = match export_audience(state.lookup(), now, input, format, &caller).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let detail = format!(
+        "{purpose} {} {}",
+        act.field("channel").unwrap_or_default(),
+        response
+            .headers()
+            .get("x-kept-eligible")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("0")
+    );
+    let target = response
+        .headers()
+        .get("x-kept-export-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|r| format!("export:{r}"));
+    if let Err(e) = audit::record(
+        state.store.as_ref(),
+        &act.actor(),
+        "campaign.export",
+        target,
+        Some(detail),
+        now,
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    response
 }

@@ -81,6 +81,7 @@ pub fn table() -> Vec<Entry> {
         page(DataMap, "/admin/data-map/record").get(pages::record),
         page(DataMap, "/admin/data-map/record.csv").get(pages::record_csv),
         page(Campaigns, "/admin/campaigns").get(pages::campaigns),
+        page(Campaigns, "/admin/campaigns/export").post(pages::export_campaign),
         page(Ledger, "/admin/ledger").get(pages::ledger),
         page(Ledger, "/admin/ledger/verify").post(pages::verify_ledger),
         page(Ledger, "/admin/ledger/receipt").post(pages::check_receipt),

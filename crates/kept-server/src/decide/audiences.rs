@@ -354,19 +354,33 @@ pub async fn export(
         }
     };
     input.sample_size = 0;
-    let (evaluated, input) = evaluate_off_workers(state.lookup(), state.now(), input).await?;
+    export_audience(state.lookup(), state.now(), input, format, &caller.key.id).await
+}
+
+/// The export of `input`'s eligible subjects at `now` in `format`, as a streamed download,
+/// its uses recorded under `caller` before the first byte (the API's export and the console's).
+pub async fn export_audience(
+    lookup: Lookup<'_>,
+    now: UnixMillis,
+    mut input: AudienceInput,
+    format: ExportFormat,
+    caller: &str,
+) -> Result<Response, ApiError> {
+    input.sample_size = 0;
+    let (evaluated, input) = evaluate_off_workers(lookup, now, input).await?;
     let eligible = evaluated.result.eligible_count;
     let reference = crate::decide::uses::export_id();
+    let caller = caller.to_owned();
     let (used, evaluated) = tokio::task::spawn_blocking(move || {
-        let used = export_uses(&evaluated, &input, &caller.key.id, &reference);
+        let used = export_uses(&evaluated, &input, &caller, &reference);
         (used, evaluated)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the export's decisions failed: {e}")))?;
     let reference = used.first().and_then(|u| u.reference.clone());
     // Written before the first byte leaves: an export that cannot be recorded is not made.
-    state.store.record_uses(used).await?;
-    let stream = export_stream(state.index.clone(), evaluated.result.eligible, format);
+    lookup.store.record_uses(used).await?;
+    let stream = export_stream(lookup.index.clone(), evaluated.result.eligible, format);
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     let (content_type, file) = match format {

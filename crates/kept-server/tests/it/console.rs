@@ -874,3 +874,156 @@ async fn the_overview_charts_consent_by_regime_days_and_decisions() {
         "{decisions}"
     );
 }
+
+/// A marketer asks why one person is in or out of the audience (audited, nothing recorded as a
+/// use), then exports the audience: the file is the API's export, every person in it is
+/// recorded as a use under the operator before the first byte, and the export is audited.
+#[tokio::test]
+async fn a_marketer_asks_why_and_exports_the_audience_as_a_recorded_use() {
+    use crate::support::post;
+    let app = TestApp::new().await;
+    let u1 = app.subjects[0];
+    crate::decisions::add_trait(&app, u1, "email", "user.contact.email", "newsletter_signup").await;
+    let consent = serde_json::json!({ "records": [{
+        "subject": u1.0, "purpose": "marketing.communications", "channel": "email",
+        "action": "given", "notice": "newsletter", "method": "double_opt_in", "source": "api",
+        "evidence": { "reference": "signup-8" }
+    }]});
+    let given = app
+        .send(post(
+            "/v1/consents",
+            Some(app.key(kept_store::Role::Privacy)),
+            &consent.to_string(),
+        ))
+        .await;
+    assert_eq!(given.status, StatusCode::CREATED, "{}", given.text);
+    let api = app
+        .send(post(
+            "/v1/audiences/evaluate",
+            Some(app.key(kept_store::Role::Decide)),
+            &serde_json::json!({"purpose": "marketing.communications", "channel": "email"})
+                .to_string(),
+        ))
+        .await;
+    let eligible = api.json["eligible"].as_u64().unwrap();
+    assert!(eligible >= 1, "{}", api.text);
+
+    let secret = operator(&app, "mia@example.com", OperatorRole::Marketing).await;
+    let signed = try_sign_in(
+        &app,
+        "mia@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let base = "/admin/campaigns?purpose=marketing.communications&channel=email&topic=&at=";
+    let why = app
+        .send(page(
+            &format!("{base}&who_kind=user_id&who=u1"),
+            Some(&cookie),
+        ))
+        .await;
+    assert_eq!(why.status, StatusCode::OK, "{}", why.text);
+    let section = &why.text[why.text.find("id=\"why\"").unwrap()..];
+    assert!(
+        section.contains("In the audience: <code>allowed."),
+        "{section}"
+    );
+    let nobody = app
+        .send(page(
+            &format!("{base}&who_kind=email&who=nobody%40example.com"),
+            Some(&cookie),
+        ))
+        .await;
+    assert!(nobody.text.contains("Nobody is known by that identifier"));
+    assert!(nobody.text.contains("<code>denied.unknown_subject</code>"));
+    let bad = app
+        .send(page(&format!("{base}&who_kind=fax&who=1"), Some(&cookie)))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let uses = |app: &TestApp| {
+        let store = app.store.clone();
+        async move {
+            store
+                .uses_of(&kept_store::uses::UseQuery {
+                    subject: u1,
+                    before: None,
+                    limit: 100,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert!(uses(&app).await.is_empty(), "asking why is not a use");
+
+    let csrf = hidden(&why.text, "csrf");
+    let wrong = app
+        .send(form_post(
+            "/admin/campaigns/export",
+            &[
+                ("csrf", &csrf),
+                ("purpose", "marketing.communications"),
+                ("format", "xlsx"),
+            ],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let file = app
+        .send(form_post(
+            "/admin/campaigns/export",
+            &[
+                ("csrf", &csrf),
+                ("purpose", "marketing.communications"),
+                ("channel", "email"),
+                ("topic", ""),
+                ("format", "csv"),
+            ],
+            Some(&cookie),
+            &[],
+        ))
+        .await;
+    assert_eq!(file.status, StatusCode::OK, "{}", file.text);
+    assert_eq!(
+        file.headers["x-kept-eligible"],
+        eligible.to_string().as_str()
+    );
+    assert!(file.text.starts_with("id,user_id\n"), "{}", file.text);
+    assert!(file.text.contains(&format!("{},u1", u1.0)), "{}", file.text);
+    let used = uses(&app).await;
+    assert_eq!(used.len(), 1, "{used:?}");
+    let operator_id = app
+        .store
+        .operator_by_email("mia@example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    assert_eq!(used[0].actor, format!("operator:{operator_id}"));
+
+    let secret = operator(&app, "pia@example.com", OperatorRole::Privacy).await;
+    let privacy = session_cookie(
+        &try_sign_in(
+            &app,
+            "pia@example.com",
+            PASSWORD,
+            &accounts::code_at(&secret, NOW),
+            None,
+        )
+        .await,
+    );
+    let audit = app.send(page("/admin/audit", Some(&privacy))).await;
+    assert!(
+        audit.text.contains("<code>campaign.why</code>"),
+        "{}",
+        audit.text
+    );
+    assert!(audit.text.contains("<code>campaign.export</code>"));
+    assert!(
+        !audit.text.contains("nobody@example.com"),
+        "what was typed stays out"
+    );
+}
