@@ -576,3 +576,35 @@ async fn other_teams_and_forms_without_their_token_are_refused() {
     assert_eq!(state_of(&app, id).await, State::Received);
     assert_eq!(log_len(&app, id).await, 1);
 }
+
+#[tokio::test]
+async fn the_requests_pages_speak_the_consoles_languages() {
+    let app = TestApp::new().await;
+    let id = file(&app, "u1", "erasure").await;
+    let ana = sign_in(&app, "ana@example.com", OperatorRole::Privacy).await;
+    for (lang, queue_words, request_words) in [
+        ("de", "Offene Betroffenenanfragen", "Identität prüfen"),
+        (
+            "fr",
+            "celles en retard d&#39;abord",
+            "Vérifier l&#39;identité",
+        ),
+        ("es", "primero las vencidas", "Verificar la identidad"),
+    ] {
+        let queue = app
+            .send(page(
+                &format!("/admin/requests?lang={lang}"),
+                Some(&ana.cookie),
+            ))
+            .await;
+        assert!(queue.text.contains(queue_words), "{lang}: {}", queue.text);
+        let shown = app
+            .send(page(
+                &format!("/admin/requests/{id}?lang={lang}"),
+                Some(&ana.cookie),
+            ))
+            .await;
+        assert!(shown.text.contains(request_words), "{lang}: {}", shown.text);
+        assert!(shown.text.contains(&format!("<html lang=\"{lang}\">")));
+    }
+}
