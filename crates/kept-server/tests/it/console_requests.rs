@@ -608,3 +608,25 @@ async fn the_requests_pages_speak_the_consoles_languages() {
         assert!(shown.text.contains(&format!("<html lang=\"{lang}\">")));
     }
 }
+
+#[tokio::test]
+async fn the_language_form_reloads_the_request_shown() {
+    let app = TestApp::new().await;
+    let id = file(&app, "u1", "access").await;
+    let ana = sign_in(&app, "ana@example.com", OperatorRole::Privacy).await;
+    let shown = app
+        .send(page(&format!("/admin/requests/{id}"), Some(&ana.cookie)))
+        .await;
+    assert!(
+        shown.text.contains(&format!(
+            "<form method=\"get\" action=\"/admin/requests/{id}\">"
+        )),
+        "{}",
+        shown.text
+    );
+    assert!(
+        shown
+            .text
+            .contains("href=\"/admin/requests\" aria-current=\"page\"")
+    );
+}

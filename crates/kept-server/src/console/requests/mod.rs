@@ -475,6 +475,7 @@ fn not_found(f: Frame) -> Response {
 
 /// Request `id`'s page with `status`, or the not-found page.
 async fn answer(state: &AppState, f: Frame, id: u64, status: StatusCode, o: Outcome) -> Response {
+    let f = f.reloading(format!("/admin/requests/{id}"));
     match read::request(state.store.as_ref(), id).await {
         Ok(Some(shown)) => html(status, request_page(f, shown, state.now(), o).render()),
         Ok(None) => not_found(f),
