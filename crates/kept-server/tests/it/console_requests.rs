@@ -269,6 +269,35 @@ async fn a_request_page_shows_its_facts_timeline_and_tasks() {
     assert!(tasks.contains("not delivered yet"), "{tasks}");
     assert_eq!(tasks.matches("action=\"/admin/requests/").count(), 2);
     assert!(text.contains(&format!("action=\"/admin/requests/{id}/erase\"")));
+    // Once the partner's endpoint answered, the obligation is delivered and waits for its
+    // acknowledgement.
+    let sent = app
+        .store
+        .deliveries_for_event(&format!("request:{id}"))
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    app.store
+        .record_attempt(
+            sent[0].id,
+            &kept_store::outbox::Attempt::Delivered {
+                at: NOW,
+                status: 202,
+            },
+        )
+        .await
+        .unwrap();
+    let shown = app
+        .send(page(&format!("/admin/requests/{id}"), Some(&ana.cookie)))
+        .await;
+    assert!(
+        shown
+            .text
+            .contains("delivered, waiting for the acknowledgement"),
+        "{}",
+        shown.text
+    );
+
     assert!(!text.contains(&format!("action=\"/admin/requests/{id}/verify\"")));
 
     for missing in [

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use kept_core::requests::{
     RequestKind, State, Target, TaskState, Verification, VerificationMethod,
 };
+use kept_store::outbox::DeliveryState;
 use kept_store::requests::QueueFilter;
 use read::{Due, QueueRow, Shown, due};
 use serde::Deserialize;
@@ -223,7 +224,7 @@ struct TaskLine {
     error: String,
     /// Who settled it, when, and what they said or the work did.
     settled_by: String,
-    /// For a system: where its obligation stands.
+    /// For a system: where the obligation sent to it stands.
     obligation: Option<&'static str>,
     /// The note field of its form is the one refused.
     invalid: bool,
@@ -319,6 +320,7 @@ fn request_page(f: Frame, shown: Shown, now: i64, o: Outcome) -> RequestPage {
         request: r,
         log,
         tasks,
+        obligations,
     } = shown;
     let working = r.working_state();
     let open = r.state.is_open();
@@ -375,18 +377,15 @@ fn request_page(f: Frame, shown: Shown, now: i64, o: Outcome) -> RequestPage {
         .map(|row| {
             let task = row.task;
             let detail = task.detail.clone().unwrap_or_default();
-            let system = Target::parse(&task.target).is_some_and(|t| t.system().is_some());
-            let obligation = system
-                .then(|| match task.state {
-                    TaskState::Done => Some(t.acknowledged),
-                    TaskState::Handled => None,
-                    TaskState::Failed if detail.starts_with("dead letter") => Some(t.dead_letter),
-                    TaskState::Pending if detail.starts_with("delivered") => {
-                        Some(t.delivered_waiting)
-                    }
-                    TaskState::Failed | TaskState::Pending => Some(t.not_delivered),
-                })
-                .flatten();
+            let system = Target::parse(&task.target).and_then(|t| t.system().map(str::to_owned));
+            let sent = system.and_then(|name| obligations.iter().find(|d| d.system == name));
+            let obligation = sent.map(|d| match d.state {
+                DeliveryState::Delivered if task.state == TaskState::Done => t.acknowledged,
+                DeliveryState::Delivered => t.delivered_waiting,
+                DeliveryState::Pending => t.not_delivered,
+                DeliveryState::Dead => t.dead_letter,
+                DeliveryState::Suppressed => t.suppressed,
+            });
             let settled = task.state.is_settled();
             TaskLine {
                 invalid: o.invalid == format!("note:{}", task.target),

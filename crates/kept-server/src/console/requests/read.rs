@@ -1,11 +1,13 @@
 //! What the requests pages read, through the store and the requests service's own reads: the
 //! queue (open requests soonest due first, each with its tasks counted) and one request with
-//! its log decoded and its tasks, each settled task with who settled it.
+//! its log decoded, its tasks (each settled one with who settled it) and the obligations sent
+//! to its systems.
 
 use crate::http::error::ApiError;
 use crate::requests::service::{self, DUE_SOON};
 use kept_core::UnixMillis;
 use kept_core::requests::{LogRecord, Request};
+use kept_store::outbox::Delivery;
 use kept_store::requests::{QueueFilter, RequestTask};
 use kept_store::{Store, StoreError};
 
@@ -72,6 +74,8 @@ pub struct Shown {
     /// Its log, oldest first, with each record's position.
     pub log: Vec<(u64, LogRecord)>,
     pub tasks: Vec<TaskRow>,
+    /// The obligations sent to the systems for it, one delivery per system.
+    pub obligations: Vec<Delivery>,
 }
 
 /// Request `id` with its log and its tasks; `None` when there is no such request.
@@ -105,10 +109,14 @@ pub async fn request(store: &dyn Store, id: u64) -> Result<Option<Shown>, ApiErr
             TaskRow { task, settled_by }
         })
         .collect();
+    let obligations = store
+        .deliveries_for_event(&crate::requests::propagate::obligation_key(id))
+        .await?;
     Ok(Some(Shown {
         request,
         log,
         tasks,
+        obligations,
     }))
 }
 
