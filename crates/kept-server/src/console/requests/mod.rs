@@ -309,10 +309,6 @@ struct RequestPage {
     o: Outcome,
 }
 
-fn list(values: &[String]) -> String {
-    values.join(", ")
-}
-
 /// The page of request `shown` at `now`.
 fn request_page(f: Frame, shown: Shown, now: i64, o: Outcome) -> RequestPage {
     let t = texts::texts(f.t.code);
@@ -422,7 +418,7 @@ fn request_page(f: Frame, shown: Shown, now: i64, o: Outcome) -> RequestPage {
         [&r.scope.purposes, &r.scope.categories, &r.scope.systems]
             .into_iter()
             .filter(|l| !l.is_empty())
-            .map(|l| list(l))
+            .map(|l| l.join(", "))
             .collect::<Vec<_>>()
             .join("; ")
     });
