@@ -401,7 +401,7 @@ fn postgres(n: u32) -> Option<(u64, Duration, Duration)> {
              CREATE INDEX consents_by_subject ON consents (subject, purpose, channel);
              CREATE INDEX preferences_by_subject ON preferences (subject, channel);
              CREATE INDEX contacts_by_subject ON contacts (subject, channel, at);
-             ANALYZE;",
+             ANALYZE subjects, provenance, consents, preferences, contacts;",
         )
         .await
         .unwrap();
