@@ -19,6 +19,7 @@ const PAGES = {
   '/admin': ['marketing', 'privacy', 'engineering', 'admin'],
   '/admin/data-map': ['marketing', 'privacy', 'engineering', 'admin'],
   '/admin/campaigns': ['marketing', 'admin'],
+  '/admin/requests': ['privacy', 'admin'],
   '/admin/ledger': ['privacy', 'admin'],
   '/admin/keys': ['engineering', 'admin'],
   '/admin/webhooks': ['engineering', 'admin'],
@@ -229,6 +230,48 @@ await test('an engineer makes a key and sees it once', async () => {
   equal(r.status, 200, 'the key works');
   await page.goto(`${KEPT_URL}/admin/keys`);
   assert(!(await page.content()).includes(key), 'and is not shown again');
+});
+
+await test('the privacy lead carries an access request from the queue to completed', async () => {
+  const keys = JSON.parse(fs.readFileSync(KEYS_FILE, 'utf8'));
+  const filed = await fetch(`${KEPT_URL}/v1/requests`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${keys.privacy}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ subject: { user_id: 'u000011' }, kind: 'access' }),
+  });
+  equal(filed.status, 201, 'the request is filed through the API');
+  const { id } = await filed.json();
+  const page = sessions.privacy;
+  await page.goto(`${KEPT_URL}/admin/requests`);
+  const row = page.locator(`#queue a[href="/admin/requests/${id}"]`);
+  assert(await row.count() === 1, `request ${id} is in the queue`);
+  await check(page, 'requests-queue');
+  await Promise.all([page.waitForNavigation(), row.click()]);
+  equal(new URL(page.url()).pathname, `/admin/requests/${id}`, 'the request opens');
+  await check(page, 'request-received');
+
+  await page.selectOption('#verify-method', 'verified_identifier');
+  await page.fill('#verify-reference', 'email');
+  await submit(page, `/admin/requests/${id}/verify`);
+  assert((await page.locator('h1').innerText()).includes('verified'), 'verified');
+  await submit(page, `/admin/requests/${id}/start`);
+  assert((await page.locator('h1').innerText()).includes('in_progress'), 'in progress');
+  await check(page, 'request-in-progress');
+  await submit(page, `/admin/requests/${id}/export`);
+  const link = await page.locator('section[role=status] code').first().innerText();
+  assert(link.includes('/exports/'), `the download link is shown: ${link}`);
+  await page.goto(`${KEPT_URL}/admin/requests/${id}`);
+  await page.fill('#complete-note', 'sent by mail');
+  await submit(page, `/admin/requests/${id}/complete`);
+  assert((await page.locator('h1').innerText()).includes('completed'), 'completed');
+  const timeline = await page.locator('#timeline').innerText();
+  assert(timeline.includes(`operator:${OPERATORS.privacy.email}`), 'the steps are the operator\'s');
+  await check(page, 'request-completed');
+
+  const shown = await fetch(`${KEPT_URL}/v1/requests/${id}`, { headers: { Authorization: `Bearer ${keys.privacy}` } });
+  equal((await shown.json()).state, 'completed', 'the API sees it completed');
+  await page.goto(`${KEPT_URL}/admin/audit`);
+  assert((await page.locator('main').innerText()).includes('request.advance'), 'the steps are in the audit log');
 });
 
 await test('a forged form and a session after sign-out are refused', async () => {

@@ -232,6 +232,19 @@ impl AppState {
         }
     }
 
+    /// What taking a request's next step uses of this state (`requests::steps`).
+    pub fn steps(&self) -> crate::requests::steps::Steps<'_> {
+        crate::requests::steps::Steps {
+            hand_over: self.hand_over(),
+            carry: crate::requests::carry::CarryOut {
+                store: self.store.as_ref(),
+                identities: &self.identity,
+                index: &self.index,
+                manifest: &self.manifest,
+            },
+        }
+    }
+
     /// What carrying out an erasure request uses of this state and of `work` (`AppState::work`);
     /// dataset URLs come from the process environment.
     pub fn erasure<'a>(

@@ -13,9 +13,9 @@ use kept_core::requests::{
 use kept_core::{SubjectId, UnixMillis};
 use kept_store::columns::{CHECKPOINT_COLUMNS, chain_hash, checkpoint_row, ledger_row, to_i64};
 use kept_store::requests::{
-    ERASURE_COLUMNS, ErasureRequest, NewErasureRequest, OpenCounts, REQUEST_COLUMNS, RequestFilter,
-    RequestStore, RequestTask, Stepped, TASK_COLUMNS, chain_step, check_tasks, erasure_row,
-    request_row, scope_column, settled, task_row, verification_column,
+    ERASURE_COLUMNS, ErasureRequest, NewErasureRequest, OpenCounts, QueueFilter, REQUEST_COLUMNS,
+    RequestFilter, RequestStore, RequestTask, Stepped, TASK_COLUMNS, chain_step, check_tasks,
+    erasure_row, request_row, scope_column, settled, task_row, verification_column,
 };
 use kept_store::{LedgerRow, Result, StoreError};
 use sqlx::{PgConnection, Row};
@@ -353,6 +353,25 @@ impl RequestStore for PostgresStore {
         .bind(filter.before.map(to_i64).transpose()?)
         .bind(i64::from(filter.limit))
         .bind(filter.not_overdue_at)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| request_row(&Cols(r))).collect()
+    }
+
+    async fn request_queue(&self, filter: &QueueFilter) -> Result<Vec<Request>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests \
+             WHERE state NOT IN ('completed', 'rejected') \
+             AND ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
+             AND ($3::bigint IS NULL OR due_at > $3 OR (due_at = $3 AND id > $4)) \
+             ORDER BY due_at, id LIMIT $5"
+        ))
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(filter.kind.map(|k| k.as_str()))
+        .bind(filter.after.map(|(due_at, _)| due_at))
+        .bind(filter.after.map(|(_, id)| to_i64(id)).transpose()?)
+        .bind(i64::from(filter.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

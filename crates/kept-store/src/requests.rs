@@ -178,6 +178,19 @@ pub struct RequestFilter {
     pub limit: u32,
 }
 
+/// Which open requests to list for the privacy team's queue, in the order they are due: by
+/// due date, then id. Open requests past their due date come first, since their due date is
+/// the earliest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueFilter {
+    /// Only this state; a closed state (completed, rejected) lists nothing.
+    pub state: Option<State>,
+    pub kind: Option<RequestKind>,
+    /// Only requests after this `(due_at, id)` in the queue's order (the next page).
+    pub after: Option<(UnixMillis, u64)>,
+    pub limit: u32,
+}
+
 /// The most requests one listing returns.
 pub const MAX_REQUEST_PAGE: u32 = 1000;
 
@@ -329,6 +342,9 @@ pub trait RequestStore: Send + Sync {
 
     /// Requests matching `filter`, newest first.
     async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>>;
+
+    /// Open requests matching `filter`, soonest due first.
+    async fn request_queue(&self, filter: &QueueFilter) -> Result<Vec<Request>>;
 
     /// How many open requests are overdue at `now`, and due within `now..=now + window`.
     async fn open_request_counts(&self, now: UnixMillis, window: i64) -> Result<OpenCounts>;

@@ -14,6 +14,7 @@ pub mod datamap;
 pub mod ledger;
 pub mod overview;
 pub mod pages;
+pub mod requests;
 pub mod routes;
 pub mod session;
 pub mod texts;

@@ -2,7 +2,7 @@
 //! the role matrix (`matrix`) the tests walk and the docs list is read from it.
 
 use crate::console::Page;
-use crate::console::pages;
+use crate::console::{pages, requests};
 use crate::state::AppState;
 use axum::Router;
 use axum::handler::Handler;
@@ -69,7 +69,7 @@ fn page(page: Page, path: &'static str) -> Entry {
 
 /// Every console route.
 pub fn table() -> Vec<Entry> {
-    use Page::{Audit, Campaigns, DataMap, Keys, Ledger, Operators, Overview, Webhooks};
+    use Page::{Audit, Campaigns, DataMap, Keys, Ledger, Operators, Overview, Requests, Webhooks};
     vec![
         open("/admin/sign-in")
             .get(pages::sign_in_form)
@@ -82,6 +82,16 @@ pub fn table() -> Vec<Entry> {
         page(DataMap, "/admin/data-map/record.csv").get(pages::record_csv),
         page(Campaigns, "/admin/campaigns").get(pages::campaigns),
         page(Campaigns, "/admin/campaigns/export").post(pages::export_campaign),
+        page(Requests, "/admin/requests").get(requests::queue),
+        page(Requests, "/admin/requests/{id}").get(requests::show),
+        page(Requests, "/admin/requests/{id}/verify").post(requests::verify),
+        page(Requests, "/admin/requests/{id}/start").post(requests::start),
+        page(Requests, "/admin/requests/{id}/complete").post(requests::complete),
+        page(Requests, "/admin/requests/{id}/extend").post(requests::extend),
+        page(Requests, "/admin/requests/{id}/reject").post(requests::reject),
+        page(Requests, "/admin/requests/{id}/handled").post(requests::handled),
+        page(Requests, "/admin/requests/{id}/erase").post(requests::erase),
+        page(Requests, "/admin/requests/{id}/export").post(requests::export),
         page(Ledger, "/admin/ledger").get(pages::ledger),
         page(Ledger, "/admin/ledger/verify").post(pages::verify_ledger),
         page(Ledger, "/admin/ledger/receipt").post(pages::check_receipt),

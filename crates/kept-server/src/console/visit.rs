@@ -44,7 +44,16 @@ pub struct Frame {
     pub csrf: String,
     pub nav: Vec<Nav>,
     /// The page the language form reloads.
-    pub path: &'static str,
+    pub path: String,
+}
+
+impl Frame {
+    /// The frame with the language form reloading `path`: a page whose address names what it
+    /// shows (`/admin/requests/7`) under its route's place in the navigation.
+    pub fn reloading(mut self, path: String) -> Frame {
+        self.path = path;
+        self
+    }
 }
 
 /// The frame of the page at `path`, in the language asked for (`lang`, else the cookie, else
@@ -77,7 +86,7 @@ pub fn frame(
         who: signed.map(|s| format!("{} ({})", s.operator.email, s.operator.role.as_str())),
         csrf: signed.map(|s| s.csrf.clone()).unwrap_or_default(),
         nav,
-        path,
+        path: path.to_owned(),
     }
 }
 

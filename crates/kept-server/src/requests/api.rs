@@ -11,7 +11,6 @@ use crate::http::error::{
     ApiError, ErrorBody, JsonBody, PathParams, query_limit, query_number, query_row_id,
 };
 use crate::identity::resolve::{SubjectInput, resolve_subjects};
-use crate::requests::carry::CarryOut;
 use crate::requests::{gates, rectify, service, tasks};
 use crate::state::AppState;
 use axum::Json;
@@ -279,39 +278,6 @@ pub struct RequestPath {
     id: u64,
 }
 
-fn carry_out(state: &AppState) -> CarryOut<'_> {
-    CarryOut {
-        store: state.store.as_ref(),
-        identities: &state.identity,
-        index: &state.index,
-        manifest: &state.manifest,
-    }
-}
-
-/// Carries out a rectification or a gate (`requests::carry`) on `request` in progress, then
-/// settles its task for Kept's own data (which completes it once its systems acknowledged).
-async fn carry_out_and_settle(state: &AppState, request: &Request) -> Result<(), ApiError> {
-    let now = state.now();
-    if let Some(detail) = carry_out(state).request(request, now).await?.detail() {
-        match tasks::finish(
-            &state.work(),
-            request.id,
-            &Target::Kept,
-            tasks::Outcome::Done {
-                detail: Some(detail),
-            },
-            now,
-        )
-        .await
-        {
-            // Carried out again (`apply`) after its task was settled: nothing more to say.
-            Ok(_) | Err(ApiError::Request(RequestError::TaskSettled { .. })) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 fn actor(caller: &kept_store::ApiKeyRecord) -> String {
     format!("key:{}", caller.id)
 }
@@ -519,39 +485,15 @@ pub async fn advance(
     PathParams(RequestPath { id }): PathParams<RequestPath>,
     JsonBody(body): JsonBody<Advance>,
 ) -> Result<Json<RequestView>, ApiError> {
-    // Completing an access or portability request records the hash of its export.
-    // The operator answering it (by mail, say) settles Kept's and the databases' tasks with
-    // that note and the hash, which completes it.
-    let note = body.note;
-    if id <= crate::http::error::MAX_ROW_ID
-        && let Some(request) = state.store.request(id).await?
-        && let Some(mark) = state
-            .hand_over()
-            .completion_note(&request, state.now())
-            .await?
-    {
-        let note = match &note {
-            Some(n) => format!("{}; {mark}", n.trim()),
-            None => mark,
-        };
-        let settled = state
-            .hand_over()
-            .settle_local_tasks_by_hand(&request, &note, &actor(&caller.key), state.now())
-            .await?;
-        if !settled.state.is_open() {
-            return Ok(Json(shown(&state, settled).await?));
-        }
-    }
-    let step = Transition::Advance {
-        expect: body.to,
+    let advance = crate::requests::steps::Advance {
+        to: body.to,
         verification: body.verification,
-        note,
+        note: body.note,
     };
-    let stepped = step_of(&state, &caller, id, &step).await?;
-    if stepped.request.state == RequestState::InProgress {
-        carry_out_and_settle(&state, &stepped.request).await?;
-    }
-    let request = state.store.request(id).await?.unwrap_or(stepped.request);
+    let request = state
+        .steps()
+        .advance(id, advance, &actor(&caller.key), state.now())
+        .await?;
     Ok(Json(shown(&state, request).await?))
 }
 
@@ -674,7 +616,10 @@ pub async fn apply(
     };
     let request = request
         .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
-    carry_out_and_settle(&state, &request).await?;
+    state
+        .steps()
+        .carry_out_and_settle(&request, state.now())
+        .await?;
     let request = state.store.request(id).await?.unwrap_or(request);
     Ok(Json(shown(&state, request).await?))
 }
@@ -950,34 +895,18 @@ pub async fn export_links(
                 .code,
         ),
     };
-    let request = match id {
-        id if id > crate::http::error::MAX_ROW_ID => None,
-        id => state.store.request(id).await?,
-    };
-    let request = request
-        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
-    crate::requests::export::exportable(&request)?;
-    let erased = state
-        .store
-        .subject(request.subject)
-        .await?
-        .is_none_or(|s| s.erasure_requested_at.is_some());
-    if erased {
-        return Err(ApiError::Export {
-            refusal: crate::http::error::ExportRefusal::Gone,
-            message: format!(
-                "the subject of request `{id}` was erased, or asked to be; nothing is handed over"
-            ),
-        });
-    }
     let keys = state.prefcenter.keys(state.store.as_ref()).await?;
-    Ok(Json(crate::requests::export::links(
-        keys,
-        state.prefcenter.base_url(),
-        &request,
-        locale,
-        state.now(),
-    )))
+    Ok(Json(
+        crate::requests::export::links_for(
+            state.store.as_ref(),
+            keys,
+            state.prefcenter.base_url(),
+            id,
+            locale,
+            state.now(),
+        )
+        .await?,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

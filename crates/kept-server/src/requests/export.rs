@@ -101,6 +101,39 @@ pub fn links(
     }
 }
 
+/// Signed links to the export answering request `id` (see [`links`]), or the refusal: no such
+/// request, not one an export answers now ([`exportable`]), or its subject erased (or asked
+/// to be), when nothing is handed over.
+pub async fn links_for(
+    store: &dyn Store,
+    keys: &TokenKeys,
+    base_url: &str,
+    id: u64,
+    locale: Option<&str>,
+    now: UnixMillis,
+) -> Result<Links, ApiError> {
+    let request = match id {
+        id if id > crate::http::error::MAX_ROW_ID => None,
+        id => store.request(id).await?,
+    };
+    let request = request
+        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+    exportable(&request)?;
+    let erased = store
+        .subject(request.subject)
+        .await?
+        .is_none_or(|s| s.erasure_requested_at.is_some());
+    if erased {
+        return Err(refused(
+            ExportRefusal::Gone,
+            format!(
+                "the subject of request `{id}` was erased, or asked to be; nothing is handed over"
+            ),
+        ));
+    }
+    Ok(links(keys, base_url, &request, locale, now))
+}
+
 /// The claims of a genuine, unexpired download link and the request it names, or the
 /// refusal: a token that does not check, has expired, or names a request that is not the
 /// subject's access request. The link is the only authority, so each is refused alike

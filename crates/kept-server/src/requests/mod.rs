@@ -7,7 +7,8 @@
 //! and portability requests (`export`: links, downloads), and carrying out an erasure
 //! (`erase`: the company's databases, then Kept's own data). The requests that gate a
 //! subject's data (restriction, objection, opt-out of sale, limit on sensitive data) are
-//! carried out by `gates`, rectification by `rectify`, both through `carry`. Handlers in `api`.
+//! carried out by `gates`, rectification by `rectify`, both through `carry`. A request's next
+//! step, as the API and the console take it, is `steps`. Handlers in `api`.
 
 pub mod api;
 pub mod carry;
@@ -17,6 +18,7 @@ pub mod gates;
 pub mod propagate;
 pub mod rectify;
 pub mod service;
+pub mod steps;
 pub mod tasks;
 pub mod work;
 

@@ -108,6 +108,7 @@ macro_rules! conformance_tests {
             requests_are_filed_stepped_and_logged,
             requests_a_refused_step_changes_nothing,
             requests_list_by_filter_and_count_what_is_due,
+            requests_queue_lists_open_ones_soonest_due_first,
             requests_complete_only_when_every_task_is_settled,
             requests_gates_are_put_once_read_and_lifted,
             requests_corrections_are_filed_with_their_request_and_carried_out,

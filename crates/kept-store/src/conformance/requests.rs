@@ -1,7 +1,7 @@
 //! The data subject requests' cases.
 
 use crate::conformance::TestSigner;
-use crate::requests::{ErasureState, NewErasureRequest, OpenCounts, RequestFilter};
+use crate::requests::{ErasureState, NewErasureRequest, OpenCounts, QueueFilter, RequestFilter};
 use crate::{NewSubject, Store, StoreError};
 use kept_core::SubjectId;
 use kept_core::decision::SubjectGate;
@@ -67,6 +67,10 @@ pub async fn requests_erasure_is_filed_once_per_subject(store: Arc<dyn Store>) {
 }
 
 fn intake(subject: SubjectId, kind: RequestKind) -> Request {
+    intake_at(subject, kind, T0)
+}
+
+fn intake_at(subject: SubjectId, kind: RequestKind, at: i64) -> Request {
     kept_core::requests::intake(
         &Rights::builtin().unwrap(),
         Intake {
@@ -77,7 +81,7 @@ fn intake(subject: SubjectId, kind: RequestKind) -> Request {
             verification: None,
             regime: Regime::Gdpr,
             region: None,
-            at: T0,
+            at,
         },
     )
     .unwrap()
@@ -360,6 +364,99 @@ pub async fn requests_list_by_filter_and_count_what_is_due(store: Arc<dyn Store>
     );
     let counts = store.open_request_counts(T0, 7 * 24 * HOUR).await.unwrap();
     assert_eq!(counts, OpenCounts::default());
+}
+
+pub async fn requests_queue_lists_open_ones_soonest_due_first(store: Arc<dyn Store>) {
+    let s = subject(store.as_ref()).await;
+    let file = |kind: RequestKind, at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .file_request(intake_at(s, kind, at), "k")
+                .await
+                .unwrap()
+                .request
+        }
+    };
+    let a = file(RequestKind::Access, T0 + 2 * HOUR).await;
+    let b = file(RequestKind::Erasure, T0).await;
+    let c = file(RequestKind::Access, T0 + HOUR).await;
+    let d = file(RequestKind::Erasure, T0 - HOUR).await;
+    let e = file(RequestKind::Erasure, T0).await;
+    assert!(d.due_at < b.due_at && b.due_at == e.due_at && e.due_at < c.due_at);
+    store
+        .step_request(
+            d.id,
+            &Transition::Reject {
+                reason: "not the subject".into(),
+            },
+            "k",
+            T0,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .step_request(a.id, &advance(Some(stated())), "k", T0 + 3 * HOUR)
+        .await
+        .unwrap()
+        .unwrap();
+    let ids = |list: Vec<Request>| list.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = QueueFilter {
+        limit: 100,
+        ..QueueFilter::default()
+    };
+    // The rejected one is closed: not in the queue. Equal due dates go by id.
+    assert_eq!(
+        ids(store.request_queue(&all).await.unwrap()),
+        vec![b.id, e.id, c.id, a.id]
+    );
+    let access = QueueFilter {
+        kind: Some(RequestKind::Access),
+        ..all.clone()
+    };
+    assert_eq!(
+        ids(store.request_queue(&access).await.unwrap()),
+        vec![c.id, a.id]
+    );
+    let verified = QueueFilter {
+        state: Some(State::Verified),
+        ..all.clone()
+    };
+    assert_eq!(
+        ids(store.request_queue(&verified).await.unwrap()),
+        vec![a.id]
+    );
+    let rejected = QueueFilter {
+        state: Some(State::Rejected),
+        ..all.clone()
+    };
+    assert!(store.request_queue(&rejected).await.unwrap().is_empty());
+    let first = QueueFilter {
+        limit: 2,
+        ..all.clone()
+    };
+    assert_eq!(
+        ids(store.request_queue(&first).await.unwrap()),
+        vec![b.id, e.id]
+    );
+    let next = QueueFilter {
+        after: Some((e.due_at, e.id)),
+        ..first.clone()
+    };
+    assert_eq!(
+        ids(store.request_queue(&next).await.unwrap()),
+        vec![c.id, a.id]
+    );
+    let between = QueueFilter {
+        after: Some((b.due_at, b.id)),
+        limit: 1,
+        ..all
+    };
+    assert_eq!(
+        ids(store.request_queue(&between).await.unwrap()),
+        vec![e.id]
+    );
 }
 
 pub async fn requests_complete_only_when_every_task_is_settled(store: Arc<dyn Store>) {
