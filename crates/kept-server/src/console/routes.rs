@@ -2,7 +2,7 @@
 //! the role matrix (`matrix`) the tests walk and the docs list is read from it.
 
 use crate::console::Page;
-use crate::console::pages;
+use crate::console::{pages, subjects};
 use crate::state::AppState;
 use axum::Router;
 use axum::handler::Handler;
@@ -69,7 +69,7 @@ fn page(page: Page, path: &'static str) -> Entry {
 
 /// Every console route.
 pub fn table() -> Vec<Entry> {
-    use Page::{Audit, Campaigns, DataMap, Keys, Ledger, Operators, Overview, Webhooks};
+    use Page::{Audit, Campaigns, DataMap, Keys, Ledger, Operators, Overview, Subjects, Webhooks};
     vec![
         open("/admin/sign-in")
             .get(pages::sign_in_form)
@@ -81,6 +81,11 @@ pub fn table() -> Vec<Entry> {
         page(DataMap, "/admin/data-map/record").get(pages::record),
         page(DataMap, "/admin/data-map/record.csv").get(pages::record_csv),
         page(Campaigns, "/admin/campaigns").get(pages::campaigns),
+        page(Subjects, "/admin/subjects").get(subjects::search),
+        page(Subjects, "/admin/subjects/{id}").get(subjects::view),
+        page(Subjects, "/admin/subjects/{id}/link").post(subjects::mint_link),
+        page(Subjects, "/admin/subjects/{id}/requests").post(subjects::start_request),
+        page(Subjects, "/admin/subjects/{id}/merges/{merge}/undo").post(subjects::undo_merge),
         page(Ledger, "/admin/ledger").get(pages::ledger),
         page(Ledger, "/admin/ledger/verify").post(pages::verify_ledger),
         page(Ledger, "/admin/ledger/receipt").post(pages::check_receipt),

@@ -11,9 +11,9 @@ use axum::http::{Request, StatusCode, header};
 use kept_server::console::accounts;
 use kept_store::operators::OperatorRole;
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
-async fn operator(app: &TestApp, email: &str, role: OperatorRole) -> Vec<u8> {
+pub(crate) async fn operator(app: &TestApp, email: &str, role: OperatorRole) -> Vec<u8> {
     accounts::create(app.store.as_ref(), email, role, PASSWORD, NOW)
         .await
         .unwrap()
@@ -26,7 +26,7 @@ async fn operator(app: &TestApp, email: &str, role: OperatorRole) -> Vec<u8> {
         .totp_secret
 }
 
-fn page(path: &str, cookie: Option<&str>) -> Request<Body> {
+pub(crate) fn page(path: &str, cookie: Option<&str>) -> Request<Body> {
     let mut req = Request::get(path).header(header::HOST, "kept.test");
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);
@@ -34,7 +34,7 @@ fn page(path: &str, cookie: Option<&str>) -> Request<Body> {
     req.body(Body::empty()).unwrap()
 }
 
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let at = html
         .find(&marker)
@@ -49,7 +49,7 @@ async fn form_token(app: &TestApp) -> String {
     hidden(&form.text, "form_token")
 }
 
-async fn try_sign_in(
+pub(crate) async fn try_sign_in(
     app: &TestApp,
     email: &str,
     password: &str,
@@ -71,7 +71,7 @@ async fn try_sign_in(
     .await
 }
 
-fn session_cookie(answer: &Answer) -> String {
+pub(crate) fn session_cookie(answer: &Answer) -> String {
     let set = answer
         .headers
         .get_all(header::SET_COOKIE)
@@ -313,7 +313,8 @@ async fn pages_are_refused_to_roles_they_are_not_for() {
     let routes = matrix();
     assert!(routes.len() > 15, "{routes:?}");
     for (method, path, guard) in &routes {
-        let path = path.replace("{id}", "1");
+        // Every path parameter (`{id}`, `{merge}`) is called with `1`.
+        let path = path.replace("{id}", "1").replace("{merge}", "1");
         let Guard::Page(page_) = guard else {
             assert_eq!(path, "/admin/sign-in", "only the sign-in is open");
             continue;

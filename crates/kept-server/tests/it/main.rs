@@ -13,6 +13,7 @@ mod batch;
 mod collect;
 mod config;
 mod console;
+mod console_subjects;
 mod decisions;
 mod demo;
 mod e2e;
