@@ -511,3 +511,59 @@ async fn an_operator_undoes_a_merge_from_the_page() {
                 && e.entry.target.as_deref() == Some(format!("merge:{}", merge.id).as_str()))
     );
 }
+
+#[tokio::test]
+async fn a_long_ledger_is_shown_newest_first_a_page_at_a_time() {
+    let app = TestApp::new().await;
+    let id = app.subjects[0];
+    let records: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"subject": id.0, "purpose": "marketing.communications", "channel": "email",
+                   "topic": "newsletter", "action": if i % 2 == 0 { "given" } else { "withdrawn" },
+                   "notice": "newsletter", "method": "double_opt_in", "source": "api",
+                   "evidence": {"reference": format!("form-{i}")}})
+        })
+        .collect();
+    let appended = app
+        .send(post(
+            "/v1/consents",
+            Some(app.key(Role::Privacy)),
+            &json!({ "records": records }).to_string(),
+        ))
+        .await;
+    assert!(appended.status.is_success(), "{}", appended.text);
+    let seqs: Vec<u64> = app
+        .store
+        .ledger_for_subject(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs.len(), 60);
+
+    let desk = sign_in(&app, "ana@example.com", OperatorRole::Privacy, 0).await;
+    let first = desk.get(&app, &format!("/admin/subjects/{}", id.0)).await;
+    let shown = |html: &str| -> Vec<u64> {
+        let table = row_free(html, "timeline");
+        table
+            .split("<td>#")
+            .skip(1)
+            .map(|s| s[..s.find('<').unwrap()].parse().unwrap())
+            .collect()
+    };
+    let page_one = shown(&first.text);
+    let newest: Vec<u64> = seqs.iter().rev().take(50).copied().collect();
+    assert_eq!(page_one, newest);
+    let older = format!("/admin/subjects/{}?before={}", id.0, newest[49]);
+    assert!(
+        first.text.contains(&format!("href=\"{older}\"")),
+        "{}",
+        first.text
+    );
+    let second = desk.get(&app, &older).await;
+    let page_two = shown(&second.text);
+    let rest: Vec<u64> = seqs.iter().rev().skip(50).copied().collect();
+    assert_eq!(page_two, rest);
+    assert!(!second.text.contains("?before="), "the last page");
+}
