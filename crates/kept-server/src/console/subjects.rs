@@ -967,10 +967,7 @@ impl Reader<'_> {
             })
             .collect();
 
-        let mut family = store.merged_into(id).await?;
-        family.push(id);
-        let merges = store
-            .identity_log_of(&family)
+        let merges = merges_of(store, id)
             .await?
             .into_iter()
             .rev()
@@ -1026,6 +1023,17 @@ impl Reader<'_> {
             requests,
         }))
     }
+}
+
+/// The identity log's entries that concern `id`: those of the subjects merged into it, and
+/// its own merge if it was merged away; oldest first.
+async fn merges_of(
+    store: &dyn Store,
+    id: SubjectId,
+) -> Result<Vec<kept_store::collection::MergeEntry>, ApiError> {
+    let mut family = store.merged_into(id).await?;
+    family.push(id);
+    Ok(store.identity_log_of(&family).await?)
 }
 
 #[derive(Template)]
@@ -1336,8 +1344,16 @@ pub async fn undo_merge(Path((raw, merge)): Path<(String, String)>, act: Act) ->
         Ok(None) => return refused(f, StatusCode::NOT_FOUND, s.unknown_subject),
         Err(e) => return e.into_response(),
     };
-    let Ok(merge) = merge.parse::<i64>() else {
-        return ApiError::NotFound(format!("no merge `{merge}` in the identity log"))
+    // Only a merge that made this subject what it is is undone from its page.
+    let concerns = match merge.parse::<i64>() {
+        Ok(merge) => match merges_of(state.store.as_ref(), id).await {
+            Ok(entries) => entries.iter().any(|e| e.id == merge).then_some(merge),
+            Err(e) => return e.into_response(),
+        },
+        Err(_) => None,
+    };
+    let Some(merge) = concerns else {
+        return ApiError::NotFound(format!("no merge `{merge}` of subject `{}`", id.0))
             .into_response();
     };
     let undo = crate::admin::merges::Undo {

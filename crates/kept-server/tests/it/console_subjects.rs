@@ -499,10 +499,31 @@ async fn an_operator_undoes_a_merge_from_the_page() {
     let found = desk.get(&app, "/admin/subjects?q=u8%40shop.test").await;
     assert_eq!(location(&found), format!("/admin/subjects/{}", from.0));
 
-    let again = desk.post(&app, &action, &[]).await;
+    // The restored subject's page shows its merge, undone, and offers no undo again.
+    let restored = desk.get(&app, &format!("/admin/subjects/{}", from.0)).await;
+    let merges = row_free(&restored.text, "merges");
+    assert!(merges.contains("Undone"), "{merges}");
+    assert!(!merges.contains("/undo\""), "{merges}");
+    let again = desk
+        .post(
+            &app,
+            &format!("/admin/subjects/{}/merges/{}/undo", from.0, merge.id),
+            &[],
+        )
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
-    let shown = desk.get(&app, &format!("/admin/subjects/{}", into.0)).await;
-    assert!(!shown.text.contains(&action), "no undo offered twice");
+    // A merge is undone only from the page of a subject it concerns.
+    let elsewhere = desk
+        .post(
+            &app,
+            &format!(
+                "/admin/subjects/{}/merges/{}/undo",
+                app.subjects[0].0, merge.id
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
     assert!(
         audit(&app)
             .await
