@@ -4,9 +4,9 @@
 use crate::db;
 use kept_store::columns::to_i64;
 use kept_store::decision_log::categories_column;
-use kept_store::{DecisionLogEntry, DecisionLogQuery, Result};
+use kept_store::{DecisionCount, DecisionLogEntry, DecisionLogQuery, Result};
 use sqlx::postgres::PgPool;
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{Postgres, QueryBuilder, Row};
 
 pub(crate) async fn append(pool: &PgPool, entries: Vec<DecisionLogEntry>) -> Result<()> {
     if entries.is_empty() {
@@ -30,7 +30,9 @@ pub(crate) async fn append(pool: &PgPool, entries: Vec<DecisionLogEntry>) -> Res
     let obligations: Vec<&str> = entries.iter().map(|e| e.obligations.as_str()).collect();
     let callers: Vec<&str> = entries.iter().map(|e| e.caller.as_str()).collect();
     let asked: Vec<i64> = entries.iter().map(|e| e.asked_at).collect();
-    // One statement is one transaction; `WITH ORDINALITY` keeps the ids in the given order.
+    // The entries and the day's counts in one transaction; `WITH ORDINALITY` keeps the ids in
+    // the given order.
+    let mut tx = pool.begin().await.map_err(db)?;
     sqlx::query(
         "INSERT INTO decision_log (at, subject_id, purpose, channel, topic, categories, allowed, \
          reason, evidence, obligations, caller, asked_at) \
@@ -53,10 +55,51 @@ pub(crate) async fn append(pool: &PgPool, entries: Vec<DecisionLogEntry>) -> Res
     .bind(&obligations)
     .bind(&callers)
     .bind(&asked)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(db)?;
-    Ok(())
+    let counted = kept_store::decision_log::count_by_day(&entries);
+    let days: Vec<i64> = counted.iter().map(|c| c.day).collect();
+    let reasons: Vec<&str> = counted.iter().map(|c| c.reason.as_str()).collect();
+    let allowed: Vec<bool> = counted.iter().map(|c| c.allowed).collect();
+    let counts = counted
+        .iter()
+        .map(|c| to_i64(c.count))
+        .collect::<Result<Vec<i64>>>()?;
+    sqlx::query(
+        "INSERT INTO decision_counts (day, reason, allowed, count) \
+         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BOOLEAN[], $4::BIGINT[]) \
+         ON CONFLICT (day, reason) DO UPDATE SET count = decision_counts.count + excluded.count",
+    )
+    .bind(&days)
+    .bind(&reasons)
+    .bind(&allowed)
+    .bind(&counts)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)
+}
+
+pub(crate) async fn counts(pool: &PgPool, since: i64) -> Result<Vec<DecisionCount>> {
+    let rows = sqlx::query(
+        "SELECT day, reason, allowed, count FROM decision_counts WHERE day >= $1 \
+         ORDER BY day, reason",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            Ok(DecisionCount {
+                day: r.try_get(0).map_err(db)?,
+                reason: r.try_get(1).map_err(db)?,
+                allowed: r.try_get(2).map_err(db)?,
+                count: kept_store::columns::to_u64(r.try_get(3).map_err(db)?, "decision count")?,
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn read(pool: &PgPool, query: &DecisionLogQuery) -> Result<Vec<DecisionLogEntry>> {

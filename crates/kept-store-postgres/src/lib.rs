@@ -963,6 +963,10 @@ impl Store for PostgresStore {
         decision_log::read(&self.pool, query).await
     }
 
+    async fn decision_counts(&self, since: i64) -> Result<Vec<kept_store::DecisionCount>> {
+        decision_log::counts(&self.pool, since).await
+    }
+
     async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64> {
         decision_log::prune(&self.pool, before, limit).await
     }

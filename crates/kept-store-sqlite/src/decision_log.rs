@@ -4,9 +4,9 @@
 use crate::db;
 use kept_store::columns::to_i64;
 use kept_store::decision_log::categories_column;
-use kept_store::{DecisionLogEntry, DecisionLogQuery, Result};
+use kept_store::{DecisionCount, DecisionLogEntry, DecisionLogQuery, Result};
 use sqlx::sqlite::SqlitePool;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 /// Rows per `INSERT`: 12 bound values each, well under SQLite's 32,766.
 const CHUNK: usize = 1000;
@@ -37,7 +37,41 @@ pub(crate) async fn append(pool: &SqlitePool, entries: Vec<DecisionLogEntry>) ->
         });
         insert.build().execute(&mut *tx).await.map_err(db)?;
     }
+    for c in kept_store::decision_log::count_by_day(&entries) {
+        sqlx::query(
+            "INSERT INTO decision_counts (day, reason, allowed, count) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (day, reason) DO UPDATE SET count = count + excluded.count",
+        )
+        .bind(c.day)
+        .bind(c.reason.as_str())
+        .bind(c.allowed)
+        .bind(to_i64(c.count)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
     tx.commit().await.map_err(db)
+}
+
+pub(crate) async fn counts(pool: &SqlitePool, since: i64) -> Result<Vec<DecisionCount>> {
+    let rows = sqlx::query(
+        "SELECT day, reason, allowed, count FROM decision_counts WHERE day >= ? \
+         ORDER BY day, reason",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            Ok(DecisionCount {
+                day: r.try_get(0).map_err(db)?,
+                reason: r.try_get(1).map_err(db)?,
+                allowed: r.try_get(2).map_err(db)?,
+                count: kept_store::columns::to_u64(r.try_get(3).map_err(db)?, "decision count")?,
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn read(

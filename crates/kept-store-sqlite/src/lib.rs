@@ -1063,6 +1063,10 @@ impl Store for SqliteStore {
         decision_log::read(&self.read, query).await
     }
 
+    async fn decision_counts(&self, since: i64) -> Result<Vec<kept_store::DecisionCount>> {
+        decision_log::counts(&self.read, since).await
+    }
+
     async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64> {
         decision_log::prune(&self.write, before, limit).await
     }

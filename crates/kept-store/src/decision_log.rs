@@ -33,6 +33,42 @@ pub struct DecisionLogEntry {
     pub caller: String,
 }
 
+/// Logged decisions of one reason on one day (UTC, by when they were asked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionCount {
+    /// Days since 1970-01-01.
+    pub day: i64,
+    pub reason: String,
+    pub allowed: bool,
+    pub count: u64,
+}
+
+/// The day (since 1970-01-01, UTC) of `at`.
+pub fn day_of(at: UnixMillis) -> i64 {
+    at.div_euclid(24 * 60 * 60 * 1000)
+}
+
+/// `entries` counted per day and reason, for the counts the store adds to with them.
+pub fn count_by_day(entries: &[DecisionLogEntry]) -> Vec<DecisionCount> {
+    let mut counts: std::collections::BTreeMap<(i64, &str), (bool, u64)> =
+        std::collections::BTreeMap::new();
+    for e in entries {
+        let c = counts
+            .entry((day_of(e.asked_at), e.reason.as_str()))
+            .or_insert((e.allowed, 0));
+        c.1 += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((day, reason), (allowed, count))| DecisionCount {
+            day,
+            reason: reason.to_owned(),
+            allowed,
+            count,
+        })
+        .collect()
+}
+
 /// Which entries to read: all conditions hold, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionLogQuery {

@@ -28,7 +28,7 @@ pub mod group_commit;
 #[cfg(feature = "migrate")]
 pub mod migrate;
 
-pub use decision_log::{DecisionLogEntry, DecisionLogQuery};
+pub use decision_log::{DecisionCount, DecisionLogEntry, DecisionLogQuery};
 pub mod operators;
 pub mod outbox;
 pub mod prefcenter;
@@ -361,6 +361,10 @@ pub trait Store:
     async fn decision_log(&self, query: &DecisionLogQuery) -> Result<Vec<DecisionLogEntry>>;
     /// Deletes at most `limit` of the oldest entries made before `before`; returns how many.
     async fn prune_decision_log(&self, before: UnixMillis, limit: u32) -> Result<u64>;
+
+    /// Logged decisions per day and reason from day `since` (days since 1970-01-01) on,
+    /// oldest first: what every `append_decision_log` added to, in its transaction.
+    async fn decision_counts(&self, since: i64) -> Result<Vec<DecisionCount>>;
 
     // --- the quarantine of rejected messages ---------------------------------------------
 

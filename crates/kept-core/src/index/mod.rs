@@ -14,6 +14,7 @@
 //! newest contact.
 
 mod store;
+mod tally;
 
 use crate::decision::walk::{self, Fact as ViewFact, Implied, Origin, Pref, Status, SubjectView};
 use crate::decision::{
@@ -33,6 +34,7 @@ use store::{
     ImpliedEntry, KNOWN, OriginInfo, PendingEntry, PrefEntry, SUPPRESSED, implied_kind, locate,
     pack_scope, unpack_scope,
 };
+pub use tally::{ConsentTally, DayCount, SERIES_DAYS, ScopeTally, StateCounts};
 
 /// One write the index must reflect. The store's write path sends one per committed write;
 /// a start-up build sends the whole store (subjects, then traits, then the ledger in `seq`
@@ -127,6 +129,8 @@ pub struct Snapshot {
     pub(crate) layout: Layout,
     /// One past the highest subject id seen.
     len: u32,
+    /// Consent records per day, shared by every snapshot of one build (`tally`).
+    series: Arc<tally::Series>,
 }
 
 /// A request prepared against a snapshot: the compiled query and the bitmaps to probe.
@@ -191,6 +195,7 @@ impl Snapshot {
             registry: Arc::new(registry),
             layout,
             len: 0,
+            series: Arc::default(),
         }
     }
 
@@ -754,6 +759,7 @@ impl Snapshot {
             }
         };
         let packed = scope.map_or(GPC_SCOPE, pack_scope);
+        let series = Arc::clone(&self.series);
         let Some(chunk) = self.chunk_mut(c) else {
             return;
         };
@@ -801,6 +807,8 @@ impl Snapshot {
                 page.insert_fact(pos, fact);
             }
         }
+        // Counted once: a record heard again, or older than the one held, returned above.
+        series.count(rec.action, rec.at);
         if gpc {
             let on = rec.action == ConsentAction::OptedOut;
             if let Some(row) = page.rows.get_mut(usize::from(local)) {

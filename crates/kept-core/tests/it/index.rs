@@ -599,3 +599,129 @@ fn memory_is_reported_per_subject() {
     assert!(report.bitmap_bytes > 0);
     assert!(report.bytes_per_subject > 4.0);
 }
+
+/// The overview's counts: subjects per consent state for each purpose scope and regime, from
+/// the bitmaps, and consent records per day.
+#[test]
+fn the_overview_counts_states_per_scope_and_regime_and_records_per_day() {
+    use crate::decision::record;
+    use kept_core::index::StateCounts;
+    let places = ["DE", "DE", "DE", "US-CA", "US-CA", "US-TX"];
+    let mut index = Index::new(test_ctx());
+    index.apply_and_publish(
+        places
+            .iter()
+            .enumerate()
+            .map(|(id, p)| Change::Subject(crate::decision::subject(id as u32, p))),
+    );
+    let day1 = date(2026, 5, 1) + 3_600_000;
+    let day2 = day1 + DAY;
+    let mk = "marketing.communications";
+    let given = record(
+        1,
+        0,
+        mk,
+        Some("email"),
+        None,
+        ConsentAction::Given,
+        CollectionMethod::WebForm,
+        day1,
+    );
+    index.apply_and_publish([
+        Change::Consent(given.clone()),
+        Change::Consent(record(
+            2,
+            1,
+            mk,
+            None,
+            None,
+            ConsentAction::Withdrawn,
+            CollectionMethod::WebForm,
+            day1,
+        )),
+        Change::Consent(record(
+            3,
+            3,
+            mk,
+            Some("email"),
+            None,
+            ConsentAction::OptedOut,
+            CollectionMethod::Api,
+            day2,
+        )),
+        Change::Consent(record(
+            4,
+            0,
+            mk,
+            Some("email"),
+            None,
+            ConsentAction::Given,
+            CollectionMethod::WebForm,
+            day2,
+        )),
+        // Heard twice: counted once.
+        Change::Consent(given),
+    ]);
+    let snapshot = index.snapshot();
+    let tally = snapshot.consent_tally();
+    assert_eq!(tally.subjects, 6);
+    assert_eq!(
+        tally.by_regime,
+        [(Regime::Gdpr, 3), (Regime::Ccpa, 2), (Regime::UsState, 1)]
+    );
+    for scope in &tally.scopes {
+        for ((regime, counts), (_, people)) in scope.regimes.iter().zip(&tally.by_regime) {
+            assert_eq!(counts.total(), *people, "{scope:?} {regime:?}");
+        }
+    }
+    let email = tally
+        .scopes
+        .iter()
+        .find(|s| s.purpose == mk && s.channel.as_deref() == Some("email"))
+        .unwrap();
+    assert_eq!(
+        email.regimes,
+        [
+            (
+                Regime::Gdpr,
+                StateCounts {
+                    given: 1,
+                    withdrawn: 1,
+                    none: 1,
+                    ..StateCounts::default()
+                }
+            ),
+            (
+                Regime::Ccpa,
+                StateCounts {
+                    opted_out: 1,
+                    none: 1,
+                    ..StateCounts::default()
+                }
+            ),
+            (
+                Regime::UsState,
+                StateCounts {
+                    none: 1,
+                    ..StateCounts::default()
+                }
+            ),
+        ]
+    );
+    let days = snapshot.consent_days(day2, 3);
+    let counts: Vec<(u64, u64)> = days.iter().map(|d| (d.given, d.refused)).collect();
+    assert_eq!(counts, [(0, 0), (1, 1), (1, 1)]);
+    assert_eq!(days[2].day, day2 / DAY);
+
+    // An erased subject leaves the counts of states; the days keep what the ledger holds.
+    index.apply_and_publish([Change::Forget(SubjectId(0))]);
+    let tally = index.snapshot().consent_tally();
+    assert_eq!(tally.subjects, 5);
+    let email = tally
+        .scopes
+        .iter()
+        .find(|s| s.purpose == mk && s.channel.as_deref() == Some("email"))
+        .unwrap();
+    assert_eq!(email.regimes[0].1.given, 0);
+    assert_eq!(index.snapshot().consent_days(day2, 1)[0].given, 1);
+}

@@ -6,6 +6,7 @@ use crate::console::audit::{self, Actor};
 use crate::console::datamap::{self, RopaRow};
 use crate::console::overview::{self, Overview};
 use crate::console::session;
+use crate::console::texts::ConsoleTexts;
 use crate::console::visit::{Act, Frame, Visit, frame, refused, with_lang};
 use crate::console::{Page, accounts, secure};
 use crate::http::error::ApiError;
@@ -45,6 +46,9 @@ struct SignInPage<'a> {
 struct OverviewPage {
     f: Frame,
     o: Overview,
+    states: [(&'static str, &'static str); 6],
+    witness: String,
+    verified: Option<String>,
 }
 
 /// One audit entry as the page shows it.
@@ -255,11 +259,82 @@ pub async fn sign_out(act: Act) -> Response {
 
 /// `GET /admin`: the overview.
 pub async fn overview(v: Visit) -> Response {
-    let o = match overview::read(v.state.store.as_ref(), v.state.now()).await {
-        Ok(o) => o,
+    let state = &v.state;
+    let snapshot = state.index.snapshot().ok();
+    let store = state.store.as_ref();
+    let read = async {
+        let o = overview::read(store, snapshot.as_deref(), state.now()).await?;
+        let witness = crate::console::ledger::witness_state(
+            store,
+            state.ledger.witness().map(|w| w.path().to_path_buf()),
+        )
+        .await?;
+        Ok::<_, kept_store::StoreError>((o, witness))
+    };
+    let (o, witness) = match read.await {
+        Ok(r) => r,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    v.show(StatusCode::OK, OverviewPage { f: v.frame(), o }.render())
+    let f = v.frame();
+    let witness = witness_text(f.t, witness);
+    let verified = state.console.ledger_runs.view().and_then(|r| {
+        Some(format!(
+            "{}, {}",
+            verdict(f.t, &r.outcome?.0),
+            datetime(r.started_at)
+        ))
+    });
+    let states = overview::STATES.map(|(state, colour)| (state_label(f.t, state), colour));
+    v.show(
+        StatusCode::OK,
+        OverviewPage {
+            f,
+            o,
+            states,
+            witness,
+            verified,
+        }
+        .render(),
+    )
+}
+
+/// A consent state's name on the page.
+fn state_label(t: &ConsoleTexts, state: &str) -> &'static str {
+    match state {
+        "given" => t.state_given,
+        "withdrawn" => t.state_withdrawn,
+        "refused" => t.state_refused,
+        "opted_out" => t.state_opted_out,
+        "objected" => t.state_objected,
+        _ => t.state_none,
+    }
+}
+
+/// What the witness file says, as the ledger and overview pages show it.
+fn witness_text(t: &ConsoleTexts, witness: crate::console::ledger::WitnessState) -> String {
+    use crate::console::ledger::WitnessState;
+    match witness {
+        WitnessState::Off => t.witness_off.to_owned(),
+        WitnessState::Agrees { path, last_seq } => {
+            format!("{path}: {} {last_seq}", t.witness_agrees)
+        }
+        WitnessState::Disagrees { path, last_seq } => {
+            format!("{path}: {} {last_seq}", t.witness_disagrees)
+        }
+        WitnessState::Empty { path } => format!("{path}: {}", t.witness_empty),
+        WitnessState::Unreadable { path, error } => format!("{path}: {error}"),
+    }
+}
+
+/// A finished verification's verdict in one line.
+fn verdict(t: &ConsoleTexts, outcome: &crate::console::ledger::Outcome) -> String {
+    use crate::console::ledger::Outcome;
+    match outcome {
+        Outcome::Intact { .. } => t.intact.to_owned(),
+        Outcome::Tampered { seq, code, .. } => format!("{} ({code}, #{seq})", t.tampered),
+        Outcome::NoKey => t.no_key.to_owned(),
+        Outcome::Failed(e) => format!("{}: {e}", t.failed),
+    }
 }
 
 /// How many audit entries a page shows.
@@ -455,7 +530,7 @@ struct LedgerPage {
 }
 
 async fn ledger_page(state: &AppState, f: Frame, receipt: Option<(bool, String)>) -> Response {
-    use crate::console::ledger::{Outcome, WitnessState};
+    use crate::console::ledger::Outcome;
     let t = f.t;
     let store = state.store.as_ref();
     let witness_path = state.ledger.witness().map(|w| w.path().to_path_buf());
@@ -470,33 +545,14 @@ async fn ledger_page(state: &AppState, f: Frame, receipt: Option<(bool, String)>
         Ok(r) => r,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let witness = match witness {
-        WitnessState::Off => t.witness_off.to_owned(),
-        WitnessState::Agrees { path, last_seq } => {
-            format!("{path}: {} {last_seq}", t.witness_agrees)
-        }
-        WitnessState::Disagrees { path, last_seq } => {
-            format!("{path}: {} {last_seq}", t.witness_disagrees)
-        }
-        WitnessState::Empty { path } => format!("{path}: {}", t.witness_empty),
-        WitnessState::Unreadable { path, error } => format!("{path}: {error}"),
-    };
+    let witness = witness_text(t, witness);
     let run = state.console.ledger_runs.view().map(|r| {
-        let (verdict, lines, unproven) = match &r.outcome {
-            None => (None, Vec::new(), Vec::new()),
-            Some((Outcome::Intact { proven, unproven }, _)) => {
-                (Some(t.intact.to_owned()), proven.clone(), unproven.clone())
-            }
-            Some((Outcome::Tampered { seq, code, message }, _)) => (
-                Some(format!("{} ({code}, #{seq})", t.tampered)),
-                vec![message.clone()],
-                Vec::new(),
-            ),
-            Some((Outcome::NoKey, _)) => (Some(t.no_key.to_owned()), Vec::new(), Vec::new()),
-            Some((Outcome::Failed(e), _)) => {
-                (Some(format!("{}: {e}", t.failed)), Vec::new(), Vec::new())
-            }
+        let (lines, unproven) = match &r.outcome {
+            Some((Outcome::Intact { proven, unproven }, _)) => (proven.clone(), unproven.clone()),
+            Some((Outcome::Tampered { message, .. }, _)) => (vec![message.clone()], Vec::new()),
+            _ => (Vec::new(), Vec::new()),
         };
+        let verdict = r.outcome.as_ref().map(|(o, _)| verdict(t, o));
         RunRow {
             by: r.by,
             started: datetime(r.started_at),

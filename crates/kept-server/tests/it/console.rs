@@ -790,3 +790,88 @@ async fn a_marketer_dry_runs_a_campaign_and_sees_who_is_excluded_and_why() {
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!unknown.text.contains("<script>"));
 }
+
+/// The overview counts people from the index: a consent given in Germany shows in the GDPR bar
+/// of its purpose and channel and on today's line; a denied decision shows in the week's
+/// reasons once the log has written it. Each chart has its numbers in a table beside it.
+#[tokio::test]
+async fn the_overview_charts_consent_by_regime_days_and_decisions() {
+    use crate::support::post;
+    let app = TestApp::new().await;
+    let consent = serde_json::json!({ "records": [{
+        "subject": app.subjects[0].0,
+        "purpose": "marketing.communications",
+        "channel": "email",
+        "action": "given",
+        "notice": "newsletter",
+        "method": "double_opt_in",
+        "source": "api",
+        "evidence": { "reference": "signup-7" }
+    }]});
+    let given = app
+        .send(post(
+            "/v1/consents",
+            Some(app.key(kept_store::Role::Privacy)),
+            &consent.to_string(),
+        ))
+        .await;
+    assert_eq!(given.status, StatusCode::CREATED, "{}", given.text);
+    let decided = app
+        .send(post(
+            "/v1/decisions",
+            Some(app.key(kept_store::Role::Decide)),
+            &serde_json::json!({ "requests": [{ "subject": { "user_id": "u2" },
+                "purpose": "marketing.communications", "channel": "sms" }] })
+            .to_string(),
+        ))
+        .await;
+    assert_eq!(decided.status, StatusCode::OK, "{}", decided.text);
+    let reason = decided.json["decisions"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.starts_with("denied."), "{reason}");
+    app.state.decision_log.flush().await;
+
+    let secret = operator(&app, "m@example.com", OperatorRole::Marketing).await;
+    let signed = try_sign_in(
+        &app,
+        "m@example.com",
+        PASSWORD,
+        &accounts::code_at(&secret, NOW),
+        None,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let page_ = app.send(page("/admin", Some(&cookie))).await;
+    assert_eq!(page_.status, StatusCode::OK);
+    let html = &page_.text;
+    let states = &html
+        [html.find("id=\"consent-states\"").unwrap()..html.find("id=\"consent-days\"").unwrap()];
+    let email = &states[states.find("marketing.communications · email").unwrap()..];
+    // The table row of the GDPR bar: given 1, nothing else.
+    assert!(
+        email.contains("<tr><th scope=\"row\">gdpr</th><td>1</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>"),
+        "{email}"
+    );
+    assert!(email.contains("<title>gdpr: given 1</title>"), "{email}");
+    let days =
+        &html[html.find("id=\"consent-days\"").unwrap()..html.find("id=\"decisions\"").unwrap()];
+    let today = chrono::DateTime::from_timestamp_millis(NOW)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(
+        days.contains(&format!(
+            "<tr><th scope=\"row\">{today}</th><td>1</td><td>0</td></tr>"
+        )),
+        "{days}"
+    );
+    let decisions = &html[html.find("id=\"decisions\"").unwrap()..];
+    assert!(
+        decisions.contains(&format!(
+            "<tr><th scope=\"row\"><code>{reason}</code></th><td>1</td></tr>"
+        )),
+        "{decisions}"
+    );
+}

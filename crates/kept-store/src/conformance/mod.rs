@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
             key_collection_points_round_trip,
             decision_log_appends_and_filters,
             decision_log_prunes_the_oldest_first,
+            decision_counts_add_up_per_day_and_reason,
             quarantine_holds_pages_and_prunes,
             uses_are_recorded_with_contacts_and_read_per_subject,
         );

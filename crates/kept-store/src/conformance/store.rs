@@ -833,6 +833,51 @@ pub async fn decision_log_prunes_the_oldest_first(store: Arc<dyn Store>) {
     assert_eq!(times, vec![T0 + 90, T0 + 80, T0 + 70, T0 + 60, T0 + 50]);
 }
 
+pub async fn decision_counts_add_up_per_day_and_reason(store: Arc<dyn Store>) {
+    use crate::DecisionCount;
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    let at = |i: u32, day: i64, reason: &str| {
+        let mut e = logged(i, Some(i), "marketing.communications", reason);
+        e.allowed = reason.starts_with("allowed");
+        e.asked_at = T0 + day * DAY;
+        e
+    };
+    store
+        .append_decision_log(vec![
+            at(0, 0, "denied.no_consent"),
+            at(1, 0, "denied.no_consent"),
+            at(2, 0, "allowed.consent"),
+            at(3, 1, "denied.no_consent"),
+        ])
+        .await
+        .unwrap();
+    // A second batch adds to the same day's counts; pruning the log leaves them.
+    store
+        .append_decision_log(vec![at(4, 1, "denied.no_consent")])
+        .await
+        .unwrap();
+    store.prune_decision_log(T0 + 10 * DAY, 100).await.unwrap();
+    let day0 = crate::decision_log::day_of(T0);
+    let count = |day: i64, reason: &str, allowed: bool, count: u64| DecisionCount {
+        day,
+        reason: reason.to_owned(),
+        allowed,
+        count,
+    };
+    assert_eq!(
+        store.decision_counts(day0).await.unwrap(),
+        vec![
+            count(day0, "allowed.consent", true, 1),
+            count(day0, "denied.no_consent", false, 2),
+            count(day0 + 1, "denied.no_consent", false, 2),
+        ]
+    );
+    assert_eq!(
+        store.decision_counts(day0 + 1).await.unwrap(),
+        vec![count(day0 + 1, "denied.no_consent", false, 2)]
+    );
+}
+
 pub async fn quarantine_holds_pages_and_prunes(store: Arc<dyn Store>) {
     use crate::quarantine::QuarantineEntry;
     let entry = |i: u32| QuarantineEntry {
