@@ -13,12 +13,14 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const AXE_SOURCE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 const { KEPT_URL, ARTIFACTS, KEYS_FILE } = process.env;
-const OPERATORS = JSON.parse(fs.readFileSync(KEYS_FILE, 'utf8')).operators;
+const DEMO_KEYS = JSON.parse(fs.readFileSync(KEYS_FILE, 'utf8'));
+const OPERATORS = DEMO_KEYS.operators;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const PAGES = {
   '/admin': ['marketing', 'privacy', 'engineering', 'admin'],
   '/admin/data-map': ['marketing', 'privacy', 'engineering', 'admin'],
   '/admin/campaigns': ['marketing', 'admin'],
+  '/admin/subjects': ['privacy', 'admin'],
   '/admin/requests': ['privacy', 'admin'],
   '/admin/ledger': ['privacy', 'admin'],
   '/admin/keys': ['engineering', 'admin'],
@@ -272,6 +274,33 @@ await test('the privacy lead carries an access request from the queue to complet
   equal((await shown.json()).state, 'completed', 'the API sees it completed');
   await page.goto(`${KEPT_URL}/admin/audit`);
   assert((await page.locator('main').innerText()).includes('request.advance'), 'the steps are in the audit log');
+});
+
+await test('the privacy lead finds a customer by email and reads their page', async () => {
+  // The shop's backend tells Kept a demo customer's email address, with their newsletter choice.
+  const email = 'e2e.subject@larkspur.example';
+  const basic = Buffer.from(`${DEMO_KEYS.server}:`).toString('base64');
+  const r = await fetch(`${KEPT_URL}/v1/identify`, {
+    method: 'POST',
+    headers: { Authorization: `Basic ${basic}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ userId: 'u000011', traits: { email },
+      context: { kept: { collection_point: 'newsletter_signup' },
+        consent: { categoryPreferences: { 'marketing.communications': true } } } }),
+  });
+  equal(r.status, 200, 'the identify is taken');
+  const page = sessions.privacy;
+  await page.goto(`${KEPT_URL}/admin/subjects`);
+  await check(page, 'subjects');
+  await page.fill('#q', email);
+  await Promise.all([page.waitForNavigation(), page.click('#subject-search button[type=submit]')]);
+  assert(/\/admin\/subjects\/\d+$/.test(new URL(page.url()).pathname), `sent to the subject's page: ${page.url()}`);
+  const text = await page.locator('main').innerText();
+  assert(text.includes(email), 'the address, opened');
+  assert(await page.locator('#timeline tbody tr').count() > 0, 'the consent ledger');
+  const cells = await page.locator('#decisions tbody td').allInnerTexts();
+  assert(cells.length > 0 && cells.every((c) => /^(allowed|denied)\./.test(c.trim())), `a reason in every cell: ${cells.slice(0, 6)}`);
+  assert(await page.locator('#decisions thead th').count() > 2, 'purposes by channel');
+  await check(page, 'subject');
 });
 
 await test('a forged form and a session after sign-out are refused', async () => {

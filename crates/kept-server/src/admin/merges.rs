@@ -154,50 +154,79 @@ pub async fn undo(
     State(state): State<AppState>,
     PathParams(MergePath { id }): PathParams<MergePath>,
 ) -> Result<Json<Undone>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no merge `{id}` in the identity log"));
-    let merge = state
-        .store
-        .identity_log(Some(id.saturating_add(1)), 1)
-        .await?
-        .into_iter()
-        .find(|e| e.id == id && e.action == "merge")
-        .ok_or_else(not_found)?;
-    if merge.undone_at.is_some() {
-        return Err(StoreError::Conflict {
-            what: "merge",
-            key: format!("{id} (already undone)"),
-        }
-        .into());
-    }
-    // Consent the merge carried to the survivor stops counting for it first: should the undo
-    // itself then fail, the survivor is left denied more, never allowed more.
-    let now = state.now();
-    let reverts = carried_consent_reverts(state.store.as_ref(), &merge, now).await?;
-    if !reverts.is_empty() {
-        let entries = state.ledger.append_many(reverts).await?;
-        state.index.consents_appended(&entries).await?;
-    }
-    let undone = match state.store.undo_merge(id, Some(&caller.key.id), now).await {
-        Ok(u) => u,
-        Err(StoreError::NotFound { .. }) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
+    let undo = Undo {
+        store: state.store.as_ref(),
+        ledger: &state.ledger,
+        index: &state.index,
+        identities: &state.identity,
     };
-    let (from, into) = (undone.entry.from, undone.entry.into);
-    // What resolution remembered of both is stale: the restored subject's identifiers point
-    // at it again.
-    if let Ok(mut cache) = state.identity.cache.lock() {
-        *cache = Default::default();
+    undo.merge(id, &caller.key.id, state.now()).await.map(Json)
+}
+
+/// What undoing a merge writes to: the store, the ledger (consent the merge carried over), the
+/// index and the identity cache. The API and the console undo through it.
+#[derive(Debug, Clone, Copy)]
+pub struct Undo<'a> {
+    pub store: &'a dyn kept_store::Store,
+    pub ledger: &'a crate::consent::ledger::Ledger,
+    pub index: &'a crate::index::IndexHandle,
+    pub identities: &'a crate::identity::Identities,
+}
+
+impl Undo<'_> {
+    /// Undoes merge `id` at `now` for `by` (an API key's public id, or an operator), as
+    /// `POST /v1/merges/{id}/undo` describes: `NotFound` for no such merge, `Conflict` for one
+    /// already undone or whose survivor was merged away since.
+    pub async fn merge(
+        &self,
+        id: i64,
+        by: &str,
+        now: kept_core::UnixMillis,
+    ) -> Result<Undone, ApiError> {
+        let not_found = || ApiError::NotFound(format!("no merge `{id}` in the identity log"));
+        let merge = self
+            .store
+            .identity_log(Some(id.saturating_add(1)), 1)
+            .await?
+            .into_iter()
+            .find(|e| e.id == id && e.action == "merge")
+            .ok_or_else(not_found)?;
+        if merge.undone_at.is_some() {
+            return Err(StoreError::Conflict {
+                what: "merge",
+                key: format!("{id} (already undone)"),
+            }
+            .into());
+        }
+        // Consent the merge carried to the survivor stops counting for it first: should the
+        // undo itself then fail, the survivor is left denied more, never allowed more.
+        let reverts = carried_consent_reverts(self.store, &merge, now).await?;
+        if !reverts.is_empty() {
+            let entries = self.ledger.append_many(reverts).await?;
+            self.index.consents_appended(&entries).await?;
+        }
+        let undone = match self.store.undo_merge(id, Some(by), now).await {
+            Ok(u) => u,
+            Err(StoreError::NotFound { .. }) => return Err(not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        let (from, into) = (undone.entry.from, undone.entry.into);
+        // What resolution remembered of both is stale: the restored subject's identifiers
+        // point at it again.
+        if let Ok(mut cache) = self.identities.cache.lock() {
+            *cache = Default::default();
+        }
+        self.index.record_merges(&[(from, into)], true)?;
+        let mut changes = crate::sync::subject_changes(self.store, from, now).await?;
+        changes.extend(crate::sync::subject_changes(self.store, into, now).await?);
+        self.index.apply(changes).await?;
+        tracing::info!(merge = id, from = from.0, into = into.0, by = %by, "merge undone");
+        Ok(Undone {
+            undo: undone.entry.into(),
+            identifiers: undone.identifiers,
+            traits: undone.traits,
+        })
     }
-    state.index.record_merges(&[(from, into)], true)?;
-    let mut changes = crate::sync::subject_changes(state.store.as_ref(), from, now).await?;
-    changes.extend(crate::sync::subject_changes(state.store.as_ref(), into, now).await?);
-    state.index.apply(changes).await?;
-    tracing::info!(merge = id, from = from.0, into = into.0, by = %caller.key.id, "merge undone");
-    Ok(Json(Undone {
-        undo: undone.entry.into(),
-        identifiers: undone.identifiers,
-        traits: undone.traits,
-    }))
 }
 
 /// Source of the ledger records an undo writes.

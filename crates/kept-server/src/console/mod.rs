@@ -5,7 +5,8 @@
 //! token (`session`). Each page is open to the roles `Page::roles` names; everything an
 //! operator does is appended to the audit log (`audit`). Handlers and pages in `pages` (their
 //! routes in `routes`, so that the state this module holds does not import them), the
-//! overview's figures in `overview`, words in `texts`.
+//! overview's figures in `overview`, words in `texts`; the subjects pages (handlers, their
+//! service and words) in `subjects`.
 
 pub mod accounts;
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod pages;
 pub mod requests;
 pub mod routes;
 pub mod session;
+pub mod subjects;
 pub mod texts;
 pub mod visit;
 

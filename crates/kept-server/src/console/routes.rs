@@ -2,7 +2,7 @@
 //! the role matrix (`matrix`) the tests walk and the docs list is read from it.
 
 use crate::console::Page;
-use crate::console::{pages, requests};
+use crate::console::{pages, requests, subjects};
 use crate::state::AppState;
 use axum::Router;
 use axum::handler::Handler;
@@ -69,7 +69,9 @@ fn page(page: Page, path: &'static str) -> Entry {
 
 /// Every console route.
 pub fn table() -> Vec<Entry> {
-    use Page::{Audit, Campaigns, DataMap, Keys, Ledger, Operators, Overview, Requests, Webhooks};
+    use Page::{
+        Audit, Campaigns, DataMap, Keys, Ledger, Operators, Overview, Requests, Subjects, Webhooks,
+    };
     vec![
         open("/admin/sign-in")
             .get(pages::sign_in_form)
@@ -92,6 +94,11 @@ pub fn table() -> Vec<Entry> {
         page(Requests, "/admin/requests/{id}/handled").post(requests::handled),
         page(Requests, "/admin/requests/{id}/erase").post(requests::erase),
         page(Requests, "/admin/requests/{id}/export").post(requests::export),
+        page(Subjects, "/admin/subjects").get(subjects::search),
+        page(Subjects, "/admin/subjects/{id}").get(subjects::view),
+        page(Subjects, "/admin/subjects/{id}/link").post(subjects::mint_link),
+        page(Subjects, "/admin/subjects/{id}/requests").post(subjects::start_request),
+        page(Subjects, "/admin/subjects/{id}/merges/{merge}/undo").post(subjects::undo_merge),
         page(Ledger, "/admin/ledger").get(pages::ledger),
         page(Ledger, "/admin/ledger/verify").post(pages::verify_ledger),
         page(Ledger, "/admin/ledger/receipt").post(pages::check_receipt),

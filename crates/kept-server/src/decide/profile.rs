@@ -16,9 +16,11 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use kept_core::SubjectId;
 use kept_core::decision::{DecisionRequest, ReasonCode};
 use kept_core::index::IndexQuery;
+use kept_core::index::Snapshot;
+use kept_core::subject::Trait;
+use kept_core::{SubjectId, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use utoipa::ToSchema;
@@ -107,43 +109,20 @@ pub async fn profile(
     };
     let traits = state.store.traits(subject).await?;
     let snapshot = state.index.snapshot()?;
-    let ctx = snapshot.compiled().clone();
     let now = state.now();
-    let mut prepared: HashMap<String, IndexQuery> = HashMap::new();
+    let sifted = sift(
+        &snapshot,
+        subject,
+        traits,
+        &purpose,
+        params.channel.as_deref(),
+        now,
+    );
+    let shown = sifted.shown;
     let mut visible = Vec::new();
     let mut withheld = Vec::new();
-    // Per category shown, the decision that allowed it, in the order first shown.
-    let mut shown: Vec<(String, crate::decide::uses::Decided)> = Vec::new();
-    for t in traits {
-        let q = prepared.entry(t.category.clone()).or_insert_with(|| {
-            snapshot.prepare(&DecisionRequest {
-                purpose: purpose.clone(),
-                channel: params.channel.clone(),
-                topic: None,
-                categories: vec![t.category.clone()],
-            })
-        });
-        let decision = snapshot.decide_prepared(subject, q, now);
-        let p = &t.provenance;
-        // The index answers for the category (any collection of it); this trait's own
-        // collection must have promised the use too.
-        let promised_here = ctx.promises(
-            &q.query,
-            ctx.point_id(&p.collection_point),
-            ctx.notice_id(&p.notice_id),
-            p.notice_version,
-            &t.category,
-        );
-        let reason = if decision.allowed && !promised_here {
-            ReasonCode::DeniedNotPromised
-        } else {
-            decision.reason
-        };
+    for (t, reason) in sifted.traits {
         if reason.is_allowed() {
-            if !shown.iter().any(|(c, _)| *c == t.category) {
-                let decided = crate::decide::uses::decided(&snapshot, q, decision);
-                shown.push((t.category.clone(), decided));
-            }
             visible.push(VisibleTrait {
                 key: t.key,
                 value: t.value,
@@ -189,4 +168,63 @@ pub async fn profile(
         traits: visible,
         withheld,
     }))
+}
+
+/// A subject's traits sifted for one purpose: each with the reason it may or may not be used
+/// for the purpose now, and per category that may, the decision that allowed it.
+#[derive(Debug, Clone)]
+pub struct Sifted {
+    pub traits: Vec<(Trait, ReasonCode)>,
+    /// Per category allowed, the decision, in the order first allowed.
+    pub shown: Vec<(String, crate::decide::uses::Decided)>,
+}
+
+/// Sifts `traits` for `purpose` (through `channel`) at `now`, as the decision API decides: a
+/// trait may be used when the decision for its category allows it and the trait itself was
+/// collected under a notice that promised the purpose. Decides only; recording the use is
+/// the caller's (a profile read records one, an operator looking does not).
+pub fn sift(
+    snapshot: &Snapshot,
+    subject: SubjectId,
+    traits: Vec<Trait>,
+    purpose: &str,
+    channel: Option<&str>,
+    now: UnixMillis,
+) -> Sifted {
+    let ctx = snapshot.compiled().clone();
+    let mut prepared: HashMap<String, IndexQuery> = HashMap::new();
+    let mut out = Vec::with_capacity(traits.len());
+    let mut shown: Vec<(String, crate::decide::uses::Decided)> = Vec::new();
+    for t in traits {
+        let q = prepared.entry(t.category.clone()).or_insert_with(|| {
+            snapshot.prepare(&DecisionRequest {
+                purpose: purpose.to_owned(),
+                channel: channel.map(str::to_owned),
+                topic: None,
+                categories: vec![t.category.clone()],
+            })
+        });
+        let decision = snapshot.decide_prepared(subject, q, now);
+        let p = &t.provenance;
+        // The index answers for the category (any collection of it); this trait's own
+        // collection must have promised the use too.
+        let promised_here = ctx.promises(
+            &q.query,
+            ctx.point_id(&p.collection_point),
+            ctx.notice_id(&p.notice_id),
+            p.notice_version,
+            &t.category,
+        );
+        let reason = if decision.allowed && !promised_here {
+            ReasonCode::DeniedNotPromised
+        } else {
+            decision.reason
+        };
+        if reason.is_allowed() && !shown.iter().any(|(c, _)| *c == t.category) {
+            let decided = crate::decide::uses::decided(snapshot, q, decision);
+            shown.push((t.category.clone(), decided));
+        }
+        out.push((t, reason));
+    }
+    Sifted { traits: out, shown }
 }

@@ -140,20 +140,19 @@ pub async fn preference_link(
         }
     };
     let locale = body.locale.map(|l| l.code().to_owned());
-    let keys = state.prefcenter.keys(state.store.as_ref()).await?;
-    let now = state.now();
-    let mut claims = super::token::fresh(Kind::Link, SubjectId(id), now + ttl);
-    claims.locale = locale;
+    let (url, expires_at) = state
+        .prefcenter
+        .sign_in_link(
+            state.store.as_ref(),
+            SubjectId(id),
+            ttl,
+            locale,
+            state.now(),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(PreferenceLink {
-            url: format!(
-                "{}/preferences/open?token={}",
-                state.prefcenter.base_url(),
-                keys.sign(&claims)
-            ),
-            expires_at: claims.expires,
-        }),
+        Json(PreferenceLink { url, expires_at }),
     ))
 }
 

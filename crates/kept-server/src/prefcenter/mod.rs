@@ -171,6 +171,28 @@ impl PrefCenter {
             .await
     }
 
+    /// A signed, single-use sign-in link to the preference page for `subject`, working until
+    /// `now + ttl`, in `locale` if given: the one way every link is made (the emailed sign-in,
+    /// the API's, the console's). Returns the link and when it stops working.
+    pub async fn sign_in_link(
+        &self,
+        store: &dyn Store,
+        subject: kept_core::SubjectId,
+        ttl: UnixMillis,
+        locale: Option<String>,
+        now: UnixMillis,
+    ) -> Result<(String, UnixMillis), StoreError> {
+        let keys = self.keys(store).await?;
+        let mut claims = token::fresh(token::Kind::Link, subject, now.saturating_add(ttl));
+        claims.locale = locale;
+        let url = format!(
+            "{}/preferences/open?token={}",
+            self.base_url(),
+            keys.sign(&claims)
+        );
+        Ok((url, claims.expires))
+    }
+
     /// Whether a sign-in request for `address` from `ip` may go ahead at `now`.
     pub fn admit_sign_in(&self, address: &str, ip: Option<&str>, now: UnixMillis) -> bool {
         let by_ip = ip.is_none_or(|ip| self.per_ip.take(ip, now));

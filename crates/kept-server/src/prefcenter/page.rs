@@ -839,17 +839,20 @@ pub async fn sign_in(
             Err(e) => return e.into_response(),
         };
         if let Some(subject) = subject {
-            let mut claims = super::token::fresh(
-                Kind::Link,
-                subject,
-                now + state.prefcenter.config().link_ttl,
-            );
-            claims.locale = Some(t.code.to_owned());
-            let link = format!(
-                "{}/preferences/open?token={}",
-                state.prefcenter.base_url(),
-                keys.sign(&claims)
-            );
+            let link = state
+                .prefcenter
+                .sign_in_link(
+                    state.store.as_ref(),
+                    subject,
+                    state.prefcenter.config().link_ttl,
+                    Some(t.code.to_owned()),
+                    now,
+                )
+                .await;
+            let link = match link {
+                Ok((link, _)) => link,
+                Err(e) => return ApiError::from(e).into_response(),
+            };
             let mail = super::mail::Mail {
                 to: address,
                 subject: format!(

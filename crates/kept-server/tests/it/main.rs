@@ -14,6 +14,7 @@ mod collect;
 mod config;
 mod console;
 mod console_requests;
+mod console_subjects;
 mod decisions;
 mod demo;
 mod e2e;
