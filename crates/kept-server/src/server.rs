@@ -9,7 +9,7 @@ use crate::demo::{self, DemoLoadError};
 use crate::state::{self, AppState, Limits};
 use crate::store;
 use kept_core::UnixMillis;
-use kept_core::manifest::Manifest;
+use kept_core::manifest::{Loaded, Manifest};
 use kept_store::{NoticeHash, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -87,7 +87,8 @@ pub struct Server {
 
 impl Server {
     /// Opens the store, prepares the ledger (and the demo), and binds `config.bind`.
-    pub async fn start(config: Config, manifest: Manifest) -> Result<Server, ServeError> {
+    pub async fn start(config: Config, loaded: Loaded) -> Result<Server, ServeError> {
+        let manifest = loaded.manifest.clone();
         let started = Instant::now();
         let now = state::system_now();
         // Installed first so that the demo's appends are counted too.
@@ -159,6 +160,7 @@ impl Server {
         index.read_from_store(config.consent_reads == crate::config::ConsentReads::Store);
 
         let state = AppState::new(store, ledger, Arc::new(manifest))
+            .with_manifest_source(Arc::new(loaded))
             .with_index(index)
             .with_limits(Limits {
                 body_limit: config.body_limit,
@@ -318,8 +320,8 @@ impl Server {
 }
 
 /// Starts the server on `config` and runs it until SIGINT or SIGTERM.
-pub async fn serve(config: Config, manifest: Manifest) -> Result<(), ServeError> {
-    Server::start(config, manifest)
+pub async fn serve(config: Config, loaded: Loaded) -> Result<(), ServeError> {
+    Server::start(config, loaded)
         .await?
         .run(shutdown_signal())
         .await

@@ -10,7 +10,7 @@ use crate::index::IndexHandle;
 use crate::observe;
 use axum::extract::FromRef;
 use kept_core::UnixMillis;
-use kept_core::manifest::Manifest;
+use kept_core::manifest::{Loaded, Manifest};
 use kept_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::fmt;
@@ -44,6 +44,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub ledger: Arc<Ledger>,
     pub manifest: Arc<Manifest>,
+    /// The manifest as loaded from its file (positions, custom purposes), for the console's
+    /// live `kept lint`; `None` when the server was handed a bare manifest.
+    pub manifest_source: Option<Arc<Loaded>>,
     pub auth: Arc<Authenticator>,
     pub metrics: PrometheusHandle,
     pub clock: Clock,
@@ -85,6 +88,7 @@ impl AppState {
             store,
             ledger,
             manifest,
+            manifest_source: None,
             metrics: prometheus(),
             clock: Arc::new(system_now),
             limits: Limits::default(),
@@ -132,6 +136,15 @@ impl AppState {
     /// Logs decisions through `log` instead of the writer `new` started.
     pub fn with_decision_log(mut self, log: DecisionLog) -> AppState {
         self.decision_log = log;
+        self
+    }
+
+    /// Keeps the file `manifest` was loaded from, so the console can lint it.
+    pub fn with_manifest_source(mut self, loaded: Arc<Loaded>) -> AppState {
+        // INVARIANT: the source is the manifest this state runs, or lint would speak of
+        // another one.
+        debug_assert!(loaded.manifest == *self.manifest);
+        self.manifest_source = Some(loaded);
         self
     }
 

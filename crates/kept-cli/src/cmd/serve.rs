@@ -232,7 +232,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!(variable = %unknown.var, "{unknown}");
     }
     tracing::debug!(?config, "configuration");
-    match kept_server::serve(config, loaded.manifest).await {
+    match kept_server::serve(config, loaded).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ kept_server::ServeError::NoLedgerKey) => Ok(usage_error(&e.to_string())),
         Err(e) => {

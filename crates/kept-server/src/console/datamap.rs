@@ -2,11 +2,316 @@
 //! asks a controller to keep (per purpose: who answers for it, the categories of data, the
 //! legal basis per regime, how long the data is kept, to which systems it goes), as rows for
 //! the page and as CSV; and the map itself as an SVG graph, collection points → notices →
-//! purposes → systems, each box with its owning team.
+//! purposes → systems, each box with its owning team; the live `kept lint` findings, each
+//! pointing at the row of the element it is about; and what is known of a notice's versions.
 
-use kept_core::manifest::{Manifest, RegimeKey};
+use kept_core::lint::{self, RecordedNotice};
+use kept_core::manifest::{Loaded, Manifest, Notice, RegimeKey};
+use kept_store::{Store, StoreError};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+
+/// The data map pages' own words.
+#[derive(Debug)]
+pub struct DataMapTexts {
+    pub findings: &'static str,
+    pub no_findings: &'static str,
+    pub lint_unavailable: &'static str,
+    pub severity: &'static str,
+    pub error: &'static str,
+    pub warning: &'static str,
+    pub code: &'static str,
+    pub message: &'static str,
+    pub element: &'static str,
+    pub line: &'static str,
+    pub retention_days: &'static str,
+    pub notice_title: &'static str,
+    pub versions: &'static str,
+    pub version: &'static str,
+    pub hash: &'static str,
+    pub first_recorded: &'static str,
+    pub state: &'static str,
+    pub current: &'static str,
+    pub earlier: &'static str,
+    pub later: &'static str,
+    pub changed_without_bump: &'static str,
+    pub none_recorded: &'static str,
+    pub current_text: &'static str,
+    pub channels: &'static str,
+    pub locale: &'static str,
+    pub no_text_diff: &'static str,
+    pub unknown_notice: &'static str,
+    pub back: &'static str,
+}
+
+static EN: DataMapTexts = DataMapTexts {
+    findings: "Lint findings",
+    no_findings: "No findings: `kept lint` finds nothing to fix in the manifest this server runs.",
+    lint_unavailable: "This server was started without the manifest's file, so it cannot lint it here; run `kept lint`.",
+    severity: "Severity",
+    error: "error",
+    warning: "warning",
+    code: "Code",
+    message: "Message",
+    element: "Element",
+    line: "line",
+    retention_days: "Retention (days)",
+    notice_title: "Notice",
+    versions: "Recorded versions",
+    version: "Version",
+    hash: "Content hash",
+    first_recorded: "First recorded",
+    state: "State",
+    current: "the version the manifest declares",
+    earlier: "earlier version",
+    later: "later than the manifest's version",
+    changed_without_bump: "the manifest's text differs from this recorded version without a new version number",
+    none_recorded: "No version of this notice has been recorded in the database yet.",
+    current_text: "Current text",
+    channels: "Channels",
+    locale: "Language",
+    no_text_diff: "Kept records each version's content hash and when it was first seen, not its text, so earlier versions cannot be shown or compared line by line.",
+    unknown_notice: "The manifest declares no such notice, and none was recorded.",
+    back: "Back to the data map",
+};
+
+static DE: DataMapTexts = DataMapTexts {
+    findings: "Lint-Befunde",
+    no_findings: "Keine Befunde: `kept lint` findet im Manifest dieses Servers nichts zu beheben.",
+    lint_unavailable: "Dieser Server wurde ohne die Datei des Manifests gestartet und kann es hier nicht prüfen; führen Sie `kept lint` aus.",
+    severity: "Schwere",
+    error: "Fehler",
+    warning: "Warnung",
+    code: "Code",
+    message: "Meldung",
+    element: "Element",
+    line: "Zeile",
+    retention_days: "Aufbewahrung (Tage)",
+    notice_title: "Hinweis",
+    versions: "Erfasste Versionen",
+    version: "Version",
+    hash: "Inhalts-Hash",
+    first_recorded: "Zuerst erfasst",
+    state: "Stand",
+    current: "die Version, die das Manifest angibt",
+    earlier: "frühere Version",
+    later: "neuer als die Version des Manifests",
+    changed_without_bump: "der Text im Manifest weicht von dieser erfassten Version ab, ohne neue Versionsnummer",
+    none_recorded: "Von diesem Hinweis wurde noch keine Version in der Datenbank erfasst.",
+    current_text: "Aktueller Text",
+    channels: "Kanäle",
+    locale: "Sprache",
+    no_text_diff: "Kept speichert zu jeder Version ihren Inhalts-Hash und wann sie zuerst gesehen wurde, nicht ihren Text; frühere Versionen lassen sich daher nicht anzeigen oder zeilenweise vergleichen.",
+    unknown_notice: "Das Manifest enthält keinen solchen Hinweis, und keiner wurde erfasst.",
+    back: "Zurück zur Datenlandkarte",
+};
+
+static FR: DataMapTexts = DataMapTexts {
+    findings: "Constats du linter",
+    no_findings: "Aucun constat : `kept lint` ne trouve rien à corriger dans le manifeste de ce serveur.",
+    lint_unavailable: "Ce serveur a été démarré sans le fichier du manifeste et ne peut pas le vérifier ici ; lancez `kept lint`.",
+    severity: "Gravité",
+    error: "erreur",
+    warning: "avertissement",
+    code: "Code",
+    message: "Message",
+    element: "Élément",
+    line: "ligne",
+    retention_days: "Conservation (jours)",
+    notice_title: "Notice",
+    versions: "Versions enregistrées",
+    version: "Version",
+    hash: "Empreinte du contenu",
+    first_recorded: "Première fois enregistrée",
+    state: "État",
+    current: "la version que déclare le manifeste",
+    earlier: "version antérieure",
+    later: "plus récente que la version du manifeste",
+    changed_without_bump: "le texte du manifeste diffère de cette version enregistrée sans nouveau numéro de version",
+    none_recorded: "Aucune version de cette notice n'a encore été enregistrée dans la base.",
+    current_text: "Texte actuel",
+    channels: "Canaux",
+    locale: "Langue",
+    no_text_diff: "Kept enregistre pour chaque version l'empreinte de son contenu et la date à laquelle elle a été vue pour la première fois, pas son texte : les versions antérieures ne peuvent donc pas être affichées ni comparées ligne à ligne.",
+    unknown_notice: "Le manifeste ne déclare aucune notice de ce nom, et aucune n'a été enregistrée.",
+    back: "Retour à la cartographie des données",
+};
+
+static ES: DataMapTexts = DataMapTexts {
+    findings: "Hallazgos del linter",
+    no_findings: "Sin hallazgos: `kept lint` no encuentra nada que corregir en el manifiesto de este servidor.",
+    lint_unavailable: "Este servidor se inició sin el archivo del manifiesto y no puede revisarlo aquí; ejecute `kept lint`.",
+    severity: "Gravedad",
+    error: "error",
+    warning: "aviso",
+    code: "Código",
+    message: "Mensaje",
+    element: "Elemento",
+    line: "línea",
+    retention_days: "Conservación (días)",
+    notice_title: "Aviso",
+    versions: "Versiones registradas",
+    version: "Versión",
+    hash: "Hash del contenido",
+    first_recorded: "Registrada por primera vez",
+    state: "Estado",
+    current: "la versión que declara el manifiesto",
+    earlier: "versión anterior",
+    later: "posterior a la versión del manifiesto",
+    changed_without_bump: "el texto del manifiesto difiere de esta versión registrada sin un nuevo número de versión",
+    none_recorded: "Aún no se ha registrado ninguna versión de este aviso en la base de datos.",
+    current_text: "Texto actual",
+    channels: "Canales",
+    locale: "Idioma",
+    no_text_diff: "Kept guarda de cada versión el hash de su contenido y cuándo se vio por primera vez, no su texto; por eso las versiones anteriores no se pueden mostrar ni comparar línea a línea.",
+    unknown_notice: "El manifiesto no declara ese aviso y no se ha registrado ninguno.",
+    back: "Volver al mapa de datos",
+};
+
+/// The data map pages' words in the language `code` names (English otherwise).
+pub fn texts(code: &str) -> &'static DataMapTexts {
+    match code {
+        "de" => &DE,
+        "fr" => &FR,
+        "es" => &ES,
+        _ => &EN,
+    }
+}
+
+/// The `id` of an element's row on the data map page: `purpose-<key>`, `notice-<key>`,
+/// `point-<key>`, `system-<key>`. Manifest keys are lowercase letters, digits, `_`, `-` and
+/// `.` (the loader refuses others), so the id is a valid HTML id and its `#` link needs no
+/// escaping.
+pub fn element_id(kind: &str, key: &str) -> String {
+    format!("{kind}-{key}")
+}
+
+/// One `kept lint` finding as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingRow {
+    pub error: bool,
+    pub code: &'static str,
+    pub message: String,
+    /// The key path the finding is about (`systems.sms_blaster.uses[0]`).
+    pub path: String,
+    pub line: Option<u32>,
+    /// The row of the data map the finding is about, when the page has one.
+    pub anchor: Option<String>,
+}
+
+/// The manifest's `kept lint` findings, with the notice hashes the store recorded (as
+/// `kept lint --database-url` compares them), each with the data map row it is about.
+pub async fn findings(store: &dyn Store, loaded: &Loaded) -> Result<Vec<FindingRow>, StoreError> {
+    let recorded: Vec<RecordedNotice> = store
+        .notice_hashes()
+        .await?
+        .into_iter()
+        .map(|h| RecordedNotice {
+            notice_id: h.notice_id,
+            version: h.version,
+            hash: h.hash,
+        })
+        .collect();
+    Ok(lint::lint(loaded, &recorded)
+        .into_iter()
+        .map(|f| FindingRow {
+            error: f.severity == lint::Severity::Error,
+            code: f.code,
+            anchor: anchor(&loaded.manifest, &f.path),
+            message: f.message,
+            path: f.path,
+            line: f.line,
+        })
+        .collect())
+}
+
+/// The row id a finding's key path points at: its section and first key
+/// (`purposes."marketing.communications".owner` → `purpose-marketing.communications`), when
+/// the page has a row for that section and the manifest declares that key.
+fn anchor(manifest: &Manifest, path: &str) -> Option<String> {
+    let (section, rest) = path.split_once('.')?;
+    let key = match rest.strip_prefix('"') {
+        // Keys never hold `"` or `\` (the loader refuses them), so the closing quote ends it.
+        Some(quoted) => quoted.split_once('"')?.0,
+        None => rest.split(['.', '[']).next()?,
+    };
+    let (kind, known) = match section {
+        "purposes" => ("purpose", manifest.purposes.contains_key(key)),
+        "notices" => ("notice", manifest.notices.contains_key(key)),
+        "collection_points" => ("point", manifest.collection_points.contains_key(key)),
+        "systems" => ("system", manifest.systems.contains_key(key)),
+        _ => return None,
+    };
+    known.then(|| element_id(kind, key))
+}
+
+/// Where a recorded version stands against the manifest's notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    /// The version and content the manifest declares.
+    Current,
+    /// The manifest's version number, but other content: changed without a version bump.
+    ChangedWithoutBump,
+    Earlier,
+    /// Later than the manifest's (or the manifest no longer declares the notice).
+    Later,
+}
+
+/// One recorded version of a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeVersion {
+    pub version: u32,
+    pub hash: String,
+    pub first_recorded: kept_core::UnixMillis,
+    pub state: VersionState,
+}
+
+/// What Kept knows of a notice: the manifest's current version (its texts and promises) and
+/// every version the store recorded (hash and first sighting), oldest first.
+#[derive(Debug, Clone)]
+pub struct NoticeHistory {
+    pub key: String,
+    pub current: Option<Notice>,
+    pub versions: Vec<NoticeVersion>,
+}
+
+/// The notice `key`'s history, or `None` when neither the manifest nor the store knows it.
+pub async fn notice_history(
+    store: &dyn Store,
+    manifest: &Manifest,
+    key: &str,
+) -> Result<Option<NoticeHistory>, StoreError> {
+    let current = manifest.notices.get(key).cloned();
+    let mut versions: Vec<NoticeVersion> = store
+        .notice_hashes()
+        .await?
+        .into_iter()
+        .filter(|h| h.notice_id == key)
+        .map(|h| {
+            let state = match &current {
+                Some(n) if h.version == n.version && h.hash == n.hash => VersionState::Current,
+                Some(n) if h.version == n.version => VersionState::ChangedWithoutBump,
+                Some(n) if h.version < n.version => VersionState::Earlier,
+                _ => VersionState::Later,
+            };
+            NoticeVersion {
+                version: h.version,
+                hash: h.hash,
+                first_recorded: h.recorded_at,
+                state,
+            }
+        })
+        .collect();
+    if current.is_none() && versions.is_empty() {
+        return Ok(None);
+    }
+    versions.sort_by_key(|v| v.version);
+    Ok(Some(NoticeHistory {
+        key: key.to_owned(),
+        current,
+        versions,
+    }))
+}
 
 /// One purpose's row of the record of processing activities.
 #[derive(Debug, Clone, PartialEq, Eq)]

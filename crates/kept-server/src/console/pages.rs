@@ -3,7 +3,9 @@
 //! handler reads anything; the sign-in post checks its own form token.
 
 use crate::console::audit::{self, Actor};
-use crate::console::datamap::{self, RopaRow};
+use crate::console::datamap::{
+    self, DataMapTexts, FindingRow, NoticeHistory, RopaRow, VersionState,
+};
 use crate::console::overview::{self, Overview};
 use crate::console::session;
 use crate::console::texts::ConsoleTexts;
@@ -389,13 +391,28 @@ pub async fn operators(v: Visit) -> Response {
 #[template(path = "console/datamap.html")]
 struct DataMapPage {
     f: Frame,
+    d: &'static DataMapTexts,
     graph: String,
-    /// Key, name, notice, categories.
-    points: Vec<(String, String, String, String)>,
-    /// Key, version, purposes, categories.
-    notices: Vec<(String, u32, String, String)>,
-    /// Key, name, owner, purposes.
-    systems: Vec<(String, String, String, String)>,
+    /// The live lint findings; `None` when the server has no manifest file to lint.
+    findings: Option<Vec<FindingRow>>,
+    /// Row id and the purpose's record.
+    purposes: Vec<(String, RopaRow)>,
+    /// Row id, key, name, notice's row id, notice, categories.
+    points: Vec<(String, String, String, String, String, String)>,
+    /// Row id, key, version, purposes, categories.
+    notices: Vec<(String, String, u32, String, String)>,
+    /// Row id, key, name, owner, purposes.
+    systems: Vec<(String, String, String, String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "console/notice.html")]
+struct NoticePage {
+    f: Frame,
+    d: &'static DataMapTexts,
+    n: NoticeHistory,
+    /// Version, hash, first recorded, state in words.
+    versions: Vec<(u32, String, String, &'static str)>,
 }
 
 #[derive(Template)]
@@ -406,11 +423,19 @@ struct RecordPage {
     generated: String,
 }
 
-/// `GET /admin/data-map`: the manifest's collection points, notices, purposes and systems as a
-/// graph, and as tables.
+/// `GET /admin/data-map`: the live `kept lint` findings, and the manifest's collection
+/// points, notices, purposes and systems as a graph and as tables.
 pub async fn data_map(v: Visit) -> Response {
     let f = v.frame();
+    let d = datamap::texts(f.t.code);
     let m = &v.state.manifest;
+    let findings = match &v.state.manifest_source {
+        Some(loaded) => match datamap::findings(v.state.store.as_ref(), loaded).await {
+            Ok(findings) => Some(findings),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        None => None,
+    };
     let team = |key: &str| {
         m.teams
             .get(key)
@@ -425,6 +450,10 @@ pub async fn data_map(v: Visit) -> Response {
             f.t.systems,
         ],
     );
+    let purposes = datamap::record_of_processing(m)
+        .into_iter()
+        .map(|r| (datamap::element_id("purpose", &r.purpose), r))
+        .collect();
     let points = m
         .collection_points
         .iter()
@@ -433,8 +462,10 @@ pub async fn data_map(v: Visit) -> Response {
             categories.sort_unstable();
             categories.dedup();
             (
+                datamap::element_id("point", k),
                 k.clone(),
                 c.name.clone(),
+                datamap::element_id("notice", &c.notice),
                 c.notice.clone(),
                 categories.join(", "),
             )
@@ -445,6 +476,7 @@ pub async fn data_map(v: Visit) -> Response {
         .iter()
         .map(|(k, n)| {
             (
+                datamap::element_id("notice", k),
                 k.clone(),
                 n.version,
                 n.purposes.join(", "),
@@ -459,6 +491,7 @@ pub async fn data_map(v: Visit) -> Response {
             let mut purposes: Vec<&str> = s.uses.iter().map(|u| u.purpose.as_str()).collect();
             purposes.dedup();
             (
+                datamap::element_id("system", k),
                 k.clone(),
                 s.name.clone(),
                 team(&s.owner),
@@ -470,13 +503,43 @@ pub async fn data_map(v: Visit) -> Response {
         StatusCode::OK,
         DataMapPage {
             f,
+            d,
             graph,
+            findings,
+            purposes,
             points,
             notices,
             systems,
         }
         .render(),
     )
+}
+
+/// `GET /admin/data-map/notices/{key}`: what is known of a notice's versions: the manifest's
+/// current text and promises, and each version the database recorded (its hash, when first
+/// seen). Only hashes are recorded, so there is no text of earlier versions to compare.
+pub async fn notice(axum::extract::Path(key): axum::extract::Path<String>, v: Visit) -> Response {
+    let f = v.frame();
+    let d = datamap::texts(f.t.code);
+    let n = match datamap::notice_history(v.state.store.as_ref(), &v.state.manifest, &key).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return refused(f, StatusCode::NOT_FOUND, d.unknown_notice),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let versions = n
+        .versions
+        .iter()
+        .map(|x| {
+            let state = match x.state {
+                VersionState::Current => d.current,
+                VersionState::ChangedWithoutBump => d.changed_without_bump,
+                VersionState::Earlier => d.earlier,
+                VersionState::Later => d.later,
+            };
+            (x.version, x.hash.clone(), datetime(x.first_recorded), state)
+        })
+        .collect();
+    v.show(StatusCode::OK, NoticePage { f, d, n, versions }.render())
 }
 
 /// `GET /admin/data-map/record`: the record of processing activities as a printable page.

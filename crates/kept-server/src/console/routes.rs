@@ -82,6 +82,7 @@ pub fn table() -> Vec<Entry> {
         page(DataMap, "/admin/data-map").get(pages::data_map),
         page(DataMap, "/admin/data-map/record").get(pages::record),
         page(DataMap, "/admin/data-map/record.csv").get(pages::record_csv),
+        page(DataMap, "/admin/data-map/notices/{id}").get(pages::notice),
         page(Campaigns, "/admin/campaigns").get(pages::campaigns),
         page(Campaigns, "/admin/campaigns/export").post(pages::export_campaign),
         page(Requests, "/admin/requests").get(requests::queue),

@@ -1,7 +1,7 @@
 //! The real server on port 0, driven by a real HTTP client; then a graceful shutdown that signs
 //! a final checkpoint.
 
-use crate::support::{demo_manifest, new_subject, newsletter_consent};
+use crate::support::{demo_loaded, new_subject, newsletter_consent};
 use kept_server::config::{Config, DatabaseUrl};
 use kept_server::server::Server;
 use kept_store::Role;
@@ -19,7 +19,7 @@ async fn serves_over_http_and_shuts_down_with_a_final_checkpoint() {
         data_dir: dir.path().join("data"),
         ..Config::default()
     };
-    let server = Server::start(config, demo_manifest()).await.unwrap();
+    let server = Server::start(config, demo_loaded()).await.unwrap();
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0);
     let store = server.state().store.clone();
@@ -101,7 +101,7 @@ async fn without_a_ledger_key_the_server_says_how_to_make_one() {
         database_url: DatabaseUrl::new(dir.path().join("kept.db").to_str().unwrap()),
         ..Config::default()
     };
-    let err = Server::start(config, demo_manifest()).await.unwrap_err();
+    let err = Server::start(config, demo_loaded()).await.unwrap_err();
     assert_eq!(err.code(), "serve.no_ledger_key");
     assert!(err.to_string().contains("kept keys ledger-keygen"), "{err}");
 }

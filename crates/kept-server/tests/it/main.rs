@@ -13,6 +13,7 @@ mod batch;
 mod collect;
 mod config;
 mod console;
+mod console_datamap;
 mod console_requests;
 mod console_subjects;
 mod decisions;

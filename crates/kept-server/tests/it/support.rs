@@ -19,9 +19,13 @@ use tower::ServiceExt;
 pub const NOW: UnixMillis = 1_780_000_000_000;
 
 pub fn demo_manifest() -> Manifest {
+    demo_loaded().manifest
+}
+
+/// The demo manifest as loaded from its file, positions and all.
+pub fn demo_loaded() -> kept_core::manifest::Loaded {
     kept_core::manifest::load(&kept_core::manifest::demo_toml(), "kept.toml")
         .expect("the demo manifest loads")
-        .manifest
 }
 
 /// A fresh, empty store for one test (see `test_store_url`).
@@ -96,7 +100,9 @@ impl TestApp {
         let url = test_store_url(&dir).await;
         let store = kept_server::store::open(&url).await.unwrap();
         let ledger = Arc::new(Ledger::new(store.clone(), signing_key()));
-        let state = AppState::new(store.clone(), ledger, Arc::new(demo_manifest()))
+        let loaded = demo_loaded();
+        let state = AppState::new(store.clone(), ledger, Arc::new(loaded.manifest.clone()))
+            .with_manifest_source(Arc::new(loaded))
             .with_limits(limits)
             .with_clock(Arc::new(|| NOW));
         let mut keys = HashMap::new();
