@@ -303,6 +303,26 @@ await test('the privacy lead finds a customer by email and reads their page', as
   await check(page, 'subject');
 });
 
+await test('the data map shows the lint findings and a notice opens with its recorded versions', async () => {
+  const page = sessions.marketing;
+  await page.goto(`${KEPT_URL}/admin/data-map`);
+  const findings = await page.locator('section[aria-labelledby=findings-title]').innerText();
+  assert(findings.includes('No findings'), `the demo lints clean: ${findings.slice(0, 400)}`);
+  // Every link to a row of the page has its row.
+  const anchors = await page.locator('main a[href^="#"]').evaluateAll((as) => as.map((a) => a.getAttribute('href').slice(1)));
+  for (const id of anchors) {
+    assert(await page.locator(`[id="${id}"]`).count() === 1, `a row for #${id}`);
+  }
+  await Promise.all([page.waitForNavigation(), page.click('a[href="/admin/data-map/notices/rewards"]')]);
+  equal(new URL(page.url()).pathname, '/admin/data-map/notices/rewards', 'the notice page');
+  const text = await page.locator('main').innerText();
+  assert(text.includes('Recorded versions'), `the versions: ${text.slice(0, 400)}`);
+  assert(text.includes('the version the manifest declares'), 'the running version was recorded at start');
+  await check(page, 'notice');
+  const unknown = await page.goto(`${KEPT_URL}/admin/data-map/notices/nope`);
+  equal(unknown.status(), 404, 'an unknown notice');
+});
+
 await test('a forged form and a session after sign-out are refused', async () => {
   const page = sessions.admin;
   const cookies = await page.context().cookies();

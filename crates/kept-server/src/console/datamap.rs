@@ -46,8 +46,8 @@ pub struct DataMapTexts {
 
 static EN: DataMapTexts = DataMapTexts {
     findings: "Lint findings",
-    no_findings: "No findings: `kept lint` finds nothing to fix in the manifest this server runs.",
-    lint_unavailable: "This server was started without the manifest's file, so it cannot lint it here; run `kept lint`.",
+    no_findings: "No findings: kept lint finds nothing to fix in the manifest this server runs.",
+    lint_unavailable: "This server was started without the manifest's file, so it cannot lint it here; run kept lint.",
     severity: "Severity",
     error: "error",
     warning: "warning",
@@ -77,8 +77,8 @@ static EN: DataMapTexts = DataMapTexts {
 
 static DE: DataMapTexts = DataMapTexts {
     findings: "Lint-Befunde",
-    no_findings: "Keine Befunde: `kept lint` findet im Manifest dieses Servers nichts zu beheben.",
-    lint_unavailable: "Dieser Server wurde ohne die Datei des Manifests gestartet und kann es hier nicht prüfen; führen Sie `kept lint` aus.",
+    no_findings: "Keine Befunde: kept lint findet im Manifest dieses Servers nichts zu beheben.",
+    lint_unavailable: "Dieser Server wurde ohne die Datei des Manifests gestartet und kann es hier nicht prüfen; führen Sie kept lint aus.",
     severity: "Schwere",
     error: "Fehler",
     warning: "Warnung",
@@ -108,8 +108,8 @@ static DE: DataMapTexts = DataMapTexts {
 
 static FR: DataMapTexts = DataMapTexts {
     findings: "Constats du linter",
-    no_findings: "Aucun constat : `kept lint` ne trouve rien à corriger dans le manifeste de ce serveur.",
-    lint_unavailable: "Ce serveur a été démarré sans le fichier du manifeste et ne peut pas le vérifier ici ; lancez `kept lint`.",
+    no_findings: "Aucun constat : kept lint ne trouve rien à corriger dans le manifeste de ce serveur.",
+    lint_unavailable: "Ce serveur a été démarré sans le fichier du manifeste et ne peut pas le vérifier ici ; lancez kept lint.",
     severity: "Gravité",
     error: "erreur",
     warning: "avertissement",
@@ -139,8 +139,8 @@ static FR: DataMapTexts = DataMapTexts {
 
 static ES: DataMapTexts = DataMapTexts {
     findings: "Hallazgos del linter",
-    no_findings: "Sin hallazgos: `kept lint` no encuentra nada que corregir en el manifiesto de este servidor.",
-    lint_unavailable: "Este servidor se inició sin el archivo del manifiesto y no puede revisarlo aquí; ejecute `kept lint`.",
+    no_findings: "Sin hallazgos: kept lint no encuentra nada que corregir en el manifiesto de este servidor.",
+    lint_unavailable: "Este servidor se inició sin el archivo del manifiesto y no puede revisarlo aquí; ejecute kept lint.",
     severity: "Gravedad",
     error: "error",
     warning: "aviso",
@@ -610,6 +610,28 @@ mod tests {
         let csv = record_csv(&rows);
         assert_eq!(csv.lines().count(), rows.len() + 1);
         assert!(csv.starts_with("purpose,name,"));
+    }
+
+    #[test]
+    fn a_finding_points_at_the_row_of_its_section_and_key() {
+        let manifest = demo();
+        for (path, want) in [
+            (
+                "purposes.\"marketing.communications\".owner",
+                Some("purpose-marketing.communications"),
+            ),
+            ("systems.sms_blaster.uses[0]", Some("system-sms_blaster")),
+            ("notices.rewards", Some("notice-rewards")),
+            (
+                "collection_points.checkout.fields.email",
+                Some("point-checkout"),
+            ),
+            ("purposes.\"not.declared\"", None),
+            ("channels.fax", None),
+            ("organisation", None),
+        ] {
+            assert_eq!(anchor(&manifest, path).as_deref(), want, "{path}");
+        }
     }
 
     #[test]
