@@ -10,6 +10,7 @@ use kept_core::manifest::{Loaded, Manifest, Notice, RegimeKey};
 use kept_store::{Store, StoreError};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// The data map pages' own words.
 #[derive(Debug)]
@@ -200,8 +201,13 @@ pub struct FindingRow {
 }
 
 /// The manifest's `kept lint` findings, with the notice hashes the store recorded (as
-/// `kept lint --database-url` compares them), each with the data map row it is about.
-pub async fn findings(store: &dyn Store, loaded: &Loaded) -> Result<Vec<FindingRow>, StoreError> {
+/// `kept lint --database-url` compares them), each with the data map row it is about. The
+/// lint runs off the async workers: it compiles the manifest's promises, which may take
+/// milliseconds.
+pub async fn findings(
+    store: &dyn Store,
+    loaded: Arc<Loaded>,
+) -> Result<Vec<FindingRow>, StoreError> {
     let recorded: Vec<RecordedNotice> = store
         .notice_hashes()
         .await?
@@ -212,7 +218,13 @@ pub async fn findings(store: &dyn Store, loaded: &Loaded) -> Result<Vec<FindingR
             hash: h.hash,
         })
         .collect();
-    Ok(lint::lint(loaded, &recorded)
+    let (loaded, found) = tokio::task::spawn_blocking(move || {
+        let found = lint::lint(&loaded, &recorded);
+        (loaded, found)
+    })
+    .await
+    .map_err(|e| StoreError::Database(format!("the lint task stopped: {e}")))?;
+    Ok(found
         .into_iter()
         .map(|f| FindingRow {
             error: f.severity == lint::Severity::Error,

@@ -430,7 +430,7 @@ pub async fn data_map(v: Visit) -> Response {
     let d = datamap::texts(f.t.code);
     let m = &v.state.manifest;
     let findings = match &v.state.manifest_source {
-        Some(loaded) => match datamap::findings(v.state.store.as_ref(), loaded).await {
+        Some(loaded) => match datamap::findings(v.state.store.as_ref(), loaded.clone()).await {
             Ok(findings) => Some(findings),
             Err(e) => return ApiError::from(e).into_response(),
         },
