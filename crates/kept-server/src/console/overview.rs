@@ -118,11 +118,21 @@ pub struct StackedRow {
 pub const BAR: u64 = 600;
 
 fn stacked(tally: &ConsentTally) -> Vec<StackedGroup> {
+    // A purpose on one channel is drawn only where it stands otherwise than the purpose on
+    // every channel (a record for that channel alone); the same bars again would say nothing.
+    let same_as_purpose = |s: &kept_core::index::ScopeTally| {
+        s.channel.is_some()
+            && tally
+                .scopes
+                .iter()
+                .any(|p| p.purpose == s.purpose && p.channel.is_none() && p.regimes == s.regimes)
+    };
     tally
         .scopes
         .iter()
         // A scope nobody has a record for says nothing a table of people would not.
         .filter(|s| s.regimes.iter().any(|(_, c)| c.none < c.total()))
+        .filter(|s| !same_as_purpose(s))
         .map(|s| StackedGroup {
             purpose: s.purpose.clone(),
             channel: s.channel.clone(),
