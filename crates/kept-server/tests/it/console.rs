@@ -791,6 +791,30 @@ async fn a_marketer_dry_runs_a_campaign_and_sees_who_is_excluded_and_why() {
     assert!(!unknown.text.contains("<script>"));
 }
 
+/// `subject` gives consent to marketing by email under the newsletter's notice, through the API.
+async fn email_consent_given(app: &TestApp, subject: kept_core::SubjectId) {
+    let consent = serde_json::json!({ "records": [{
+        "subject": subject.0, "purpose": "marketing.communications", "channel": "email",
+        "action": "given", "notice": "newsletter", "method": "double_opt_in", "source": "api",
+        "evidence": { "reference": "signup-7" }
+    }]});
+    let given = app
+        .send(crate::support::post(
+            "/v1/consents",
+            Some(app.key(kept_store::Role::Privacy)),
+            &consent.to_string(),
+        ))
+        .await;
+    assert_eq!(given.status, StatusCode::CREATED, "{}", given.text);
+}
+
+/// The session cookie of a new operator of `role`, signed in with the code of `NOW`.
+async fn session_of(app: &TestApp, email: &str, role: OperatorRole) -> String {
+    let secret = operator(app, email, role).await;
+    let signed = try_sign_in(app, email, PASSWORD, &accounts::code_at(&secret, NOW), None).await;
+    session_cookie(&signed)
+}
+
 /// The overview counts people from the index: a consent given in Germany shows in the GDPR bar
 /// of its purpose and channel and on today's line; a denied decision shows in the week's
 /// reasons once the log has written it. Each chart has its numbers in a table beside it.
@@ -798,24 +822,7 @@ async fn a_marketer_dry_runs_a_campaign_and_sees_who_is_excluded_and_why() {
 async fn the_overview_charts_consent_by_regime_days_and_decisions() {
     use crate::support::post;
     let app = TestApp::new().await;
-    let consent = serde_json::json!({ "records": [{
-        "subject": app.subjects[0].0,
-        "purpose": "marketing.communications",
-        "channel": "email",
-        "action": "given",
-        "notice": "newsletter",
-        "method": "double_opt_in",
-        "source": "api",
-        "evidence": { "reference": "signup-7" }
-    }]});
-    let given = app
-        .send(post(
-            "/v1/consents",
-            Some(app.key(kept_store::Role::Privacy)),
-            &consent.to_string(),
-        ))
-        .await;
-    assert_eq!(given.status, StatusCode::CREATED, "{}", given.text);
+    email_consent_given(&app, app.subjects[0]).await;
     let decided = app
         .send(post(
             "/v1/decisions",
@@ -833,16 +840,7 @@ async fn the_overview_charts_consent_by_regime_days_and_decisions() {
     assert!(reason.starts_with("denied."), "{reason}");
     app.state.decision_log.flush().await;
 
-    let secret = operator(&app, "m@example.com", OperatorRole::Marketing).await;
-    let signed = try_sign_in(
-        &app,
-        "m@example.com",
-        PASSWORD,
-        &accounts::code_at(&secret, NOW),
-        None,
-    )
-    .await;
-    let cookie = session_cookie(&signed);
+    let cookie = session_of(&app, "m@example.com", OperatorRole::Marketing).await;
     let page_ = app.send(page("/admin", Some(&cookie))).await;
     assert_eq!(page_.status, StatusCode::OK);
     let html = &page_.text;
@@ -885,19 +883,7 @@ async fn a_marketer_asks_why_and_exports_the_audience_as_a_recorded_use() {
     let app = TestApp::new().await;
     let u1 = app.subjects[0];
     crate::decisions::add_trait(&app, u1, "email", "user.contact.email", "newsletter_signup").await;
-    let consent = serde_json::json!({ "records": [{
-        "subject": u1.0, "purpose": "marketing.communications", "channel": "email",
-        "action": "given", "notice": "newsletter", "method": "double_opt_in", "source": "api",
-        "evidence": { "reference": "signup-8" }
-    }]});
-    let given = app
-        .send(post(
-            "/v1/consents",
-            Some(app.key(kept_store::Role::Privacy)),
-            &consent.to_string(),
-        ))
-        .await;
-    assert_eq!(given.status, StatusCode::CREATED, "{}", given.text);
+    email_consent_given(&app, u1).await;
     let api = app
         .send(post(
             "/v1/audiences/evaluate",
@@ -909,16 +895,7 @@ async fn a_marketer_asks_why_and_exports_the_audience_as_a_recorded_use() {
     let eligible = api.json["eligible"].as_u64().unwrap();
     assert!(eligible >= 1, "{}", api.text);
 
-    let secret = operator(&app, "mia@example.com", OperatorRole::Marketing).await;
-    let signed = try_sign_in(
-        &app,
-        "mia@example.com",
-        PASSWORD,
-        &accounts::code_at(&secret, NOW),
-        None,
-    )
-    .await;
-    let cookie = session_cookie(&signed);
+    let cookie = session_of(&app, "mia@example.com", OperatorRole::Marketing).await;
     let base = "/admin/campaigns?purpose=marketing.communications&channel=email&topic=&at=";
     let why = app
         .send(page(
@@ -1005,17 +982,7 @@ async fn a_marketer_asks_why_and_exports_the_audience_as_a_recorded_use() {
         .id;
     assert_eq!(used[0].actor, format!("operator:{operator_id}"));
 
-    let secret = operator(&app, "pia@example.com", OperatorRole::Privacy).await;
-    let privacy = session_cookie(
-        &try_sign_in(
-            &app,
-            "pia@example.com",
-            PASSWORD,
-            &accounts::code_at(&secret, NOW),
-            None,
-        )
-        .await,
-    );
+    let privacy = session_of(&app, "pia@example.com", OperatorRole::Privacy).await;
     let audit = app.send(page("/admin/audit", Some(&privacy))).await;
     assert!(
         audit.text.contains("<code>campaign.why</code>"),
