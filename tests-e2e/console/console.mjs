@@ -303,7 +303,7 @@ await test('the privacy lead finds a customer by email and reads their page', as
   await check(page, 'subject');
 });
 
-await test('the data map shows the lint findings and a notice opens with its recorded versions', async () => {
+await test('the data map shows the lint findings and a notice opens with its recorded versions and their comparison', async () => {
   const page = sessions.marketing;
   await page.goto(`${KEPT_URL}/admin/data-map`);
   const findings = await page.locator('section[aria-labelledby=findings-title]').innerText();
@@ -318,7 +318,14 @@ await test('the data map shows the lint findings and a notice opens with its rec
   const text = await page.locator('main').innerText();
   assert(text.includes('Recorded versions'), `the versions: ${text.slice(0, 400)}`);
   assert(text.includes('the version the manifest declares'), 'the running version was recorded at start');
+  // The demo's notices were recorded once, at this start: nothing to compare yet.
+  assert(text.includes('Only one version of this notice has been recorded'), `nothing to compare: ${text.slice(-400)}`);
   await check(page, 'notice');
+  const bad = await page.goto(`${KEPT_URL}/admin/data-map/notices/rewards?from=nope`);
+  equal(bad.status(), 422, 'a from that names no recorded version');
+  const alert = await page.locator('[role=alert]').innerText();
+  assert(alert.startsWith('from:'), `the field is named: ${alert}`);
+  await check(page, 'notice-bad-version');
   const unknown = await page.goto(`${KEPT_URL}/admin/data-map/notices/nope`);
   equal(unknown.status(), 404, 'an unknown notice');
 });

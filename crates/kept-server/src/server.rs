@@ -8,9 +8,8 @@ use crate::consent::ledger::{self, Ledger};
 use crate::demo::{self, DemoLoadError};
 use crate::state::{self, AppState, Limits};
 use crate::store;
-use kept_core::UnixMillis;
-use kept_core::manifest::{Loaded, Manifest};
-use kept_store::{NoticeHash, Store, StoreError};
+use kept_core::manifest::Loaded;
+use kept_store::{Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,9 +94,7 @@ impl Server {
         crate::observe::prometheus();
         create_sqlite_dir(&config.database_url)?;
         let store = store::open(config.database_url.expose()).await?;
-        store
-            .record_notice_hashes(&notice_hashes(&manifest, now))
-            .await?;
+        crate::console::datamap::record_notices(store.as_ref(), &manifest, now).await?;
         let signing_key = match (&config.ledger_key_file, config.demo) {
             (Some(path), _) => {
                 ledger::load_signing_key(path).map_err(|e| ServeError::LedgerKey {
@@ -375,19 +372,6 @@ async fn checkpoint_periodically(ledger: Arc<Ledger>, interval: Duration) {
             Err(e) => tracing::warn!(error = %e, "ledger checkpoint failed; retrying next time"),
         }
     }
-}
-
-fn notice_hashes(manifest: &Manifest, now: UnixMillis) -> Vec<NoticeHash> {
-    manifest
-        .notices
-        .iter()
-        .map(|(id, n)| NoticeHash {
-            notice_id: id.clone(),
-            version: n.version,
-            hash: n.hash.clone(),
-            recorded_at: now,
-        })
-        .collect()
 }
 
 /// SQLite cannot create the directory its file goes in; make it for the default

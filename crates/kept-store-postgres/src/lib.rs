@@ -21,8 +21,8 @@ use kept_store::group_commit::{
     SignerSlot, answer_hot_batch, plan_checkpoint, plan_hot_batch, touches_ledger,
 };
 use kept_store::{
-    ApiKeyRecord, Backend, Heard, LedgerRow, NewSubject, NoticeHash, Result, Store, StoreError,
-    first_duplicate_user_id, last_trait_wins,
+    ApiKeyRecord, Backend, Heard, LedgerRow, NewSubject, NoticeContent, NoticeHash, Result, Store,
+    StoreError, first_duplicate_user_id, last_trait_wins,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
@@ -553,6 +553,66 @@ impl Store for PostgresStore {
                     version: to_u32(row.try_get(1).map_err(db)?, "notice version")?,
                     hash: row.try_get(2).map_err(db)?,
                     recorded_at: row.try_get(3).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_notices(&self, notices: &[NoticeContent]) -> Result<()> {
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = notices.iter().map(|n| n.notice_id.as_str()).collect();
+        let versions: Vec<i64> = notices.iter().map(|n| i64::from(n.version)).collect();
+        let digests: Vec<&str> = notices.iter().map(|n| n.hash.as_str()).collect();
+        let contents: Vec<&str> = notices.iter().map(|n| n.content.as_str()).collect();
+        let ats: Vec<i64> = notices.iter().map(|n| n.recorded_at).collect();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO notice_hashes (notice_id, version, hash, recorded_at) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[]) \
+             ON CONFLICT (notice_id, version) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&digests)
+        .bind(&ats)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO notice_texts (notice_id, version, hash, content, recorded_at) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[]) \
+             ON CONFLICT (notice_id, version, hash) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&digests)
+        .bind(&contents)
+        .bind(&ats)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn notice_contents(&self, notice_id: &str) -> Result<Vec<NoticeContent>> {
+        let rows = sqlx::query(
+            "SELECT notice_id, version, hash, content, recorded_at FROM notice_texts \
+             WHERE notice_id = $1 ORDER BY version, recorded_at, hash",
+        )
+        .bind(notice_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(NoticeContent {
+                    notice_id: row.try_get(0).map_err(db)?,
+                    version: to_u32(row.try_get(1).map_err(db)?, "notice version")?,
+                    hash: row.try_get(2).map_err(db)?,
+                    content: row.try_get(3).map_err(db)?,
+                    recorded_at: row.try_get(4).map_err(db)?,
                 })
             })
             .collect()

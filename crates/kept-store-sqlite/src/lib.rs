@@ -21,8 +21,8 @@ use kept_store::group_commit::{
     SignerSlot, answer_hot_batch, hot_batch_uses, plan_checkpoint, plan_hot_batch,
 };
 use kept_store::{
-    ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeHash, Result, Store, StoreError,
-    first_duplicate_user_id, last_trait_wins,
+    ApiKeyRecord, Backend, LedgerRow, NewSubject, NoticeContent, NoticeHash, Result, Store,
+    StoreError, first_duplicate_user_id, last_trait_wins,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -688,6 +688,66 @@ impl Store for SqliteStore {
                     version: to_u32(row.try_get(1).map_err(db)?, "notice version")?,
                     hash: row.try_get(2).map_err(db)?,
                     recorded_at: row.try_get(3).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_notices(&self, notices: &[NoticeContent]) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        for chunk in notices.chunks(CHUNK) {
+            let sql = values_sql(
+                "INSERT INTO notice_hashes (notice_id, version, hash, recorded_at) VALUES ",
+                4,
+                chunk.len(),
+                " ON CONFLICT (notice_id, version) DO NOTHING",
+            );
+            let mut q = sqlx::query(&sql);
+            for n in chunk {
+                q = q
+                    .bind(n.notice_id.as_str())
+                    .bind(i64::from(n.version))
+                    .bind(n.hash.as_str())
+                    .bind(n.recorded_at);
+            }
+            q.execute(&mut *tx).await.map_err(db)?;
+            let sql = values_sql(
+                "INSERT INTO notice_texts (notice_id, version, hash, content, recorded_at) VALUES ",
+                5,
+                chunk.len(),
+                " ON CONFLICT (notice_id, version, hash) DO NOTHING",
+            );
+            let mut q = sqlx::query(&sql);
+            for n in chunk {
+                q = q
+                    .bind(n.notice_id.as_str())
+                    .bind(i64::from(n.version))
+                    .bind(n.hash.as_str())
+                    .bind(n.content.as_str())
+                    .bind(n.recorded_at);
+            }
+            q.execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn notice_contents(&self, notice_id: &str) -> Result<Vec<NoticeContent>> {
+        let rows = sqlx::query(
+            "SELECT notice_id, version, hash, content, recorded_at FROM notice_texts \
+             WHERE notice_id = ? ORDER BY version, recorded_at, hash",
+        )
+        .bind(notice_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(NoticeContent {
+                    notice_id: row.try_get(0).map_err(db)?,
+                    version: to_u32(row.try_get(1).map_err(db)?, "notice version")?,
+                    hash: row.try_get(2).map_err(db)?,
+                    content: row.try_get(3).map_err(db)?,
+                    recorded_at: row.try_get(4).map_err(db)?,
                 })
             })
             .collect()

@@ -171,6 +171,18 @@ pub struct NoticeHash {
     pub recorded_at: UnixMillis,
 }
 
+/// What a notice version said, kept beside its hash so that two versions can be compared:
+/// `content` is the notice's canonical JSON as the manifest stated it (titles and texts per
+/// language, categories, purposes, channels). Keyed by id, version and hash; never overwritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeContent {
+    pub notice_id: String,
+    pub version: u32,
+    pub hash: String,
+    pub content: String,
+    pub recorded_at: UnixMillis,
+}
+
 /// A subject to create; the store assigns its dense id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSubject {
@@ -286,6 +298,12 @@ pub trait Store:
     /// Records the hashes of the manifest's notices (idempotent per id and version).
     async fn record_notice_hashes(&self, hashes: &[NoticeHash]) -> Result<()>;
     async fn notice_hashes(&self) -> Result<Vec<NoticeHash>>;
+    /// Records the manifest's notices as the server starts, in one transaction: each one's
+    /// hash (as [`Store::record_notice_hashes`]: the first seen per id and version stays) and
+    /// its content (inserted when its id, version and hash are new; never overwritten).
+    async fn record_notices(&self, notices: &[NoticeContent]) -> Result<()>;
+    /// Every content recorded for the notice `notice_id`, by version, then first recorded.
+    async fn notice_contents(&self, notice_id: &str) -> Result<Vec<NoticeContent>>;
 
     // --- API keys -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ pub mod dataset;
 mod keys;
 mod load;
 pub mod model;
+mod notice_content;
 mod notice_hash;
 pub mod promises;
 mod raw;

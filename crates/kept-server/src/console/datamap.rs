@@ -7,8 +7,8 @@
 
 use kept_core::lint::{self, RecordedNotice};
 use kept_core::manifest::{Loaded, Manifest, Notice, RegimeKey};
-use kept_store::{Store, StoreError};
-use std::collections::BTreeSet;
+use kept_store::{NoticeContent, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -40,7 +40,23 @@ pub struct DataMapTexts {
     pub current_text: &'static str,
     pub channels: &'static str,
     pub locale: &'static str,
-    pub no_text_diff: &'static str,
+    pub compare: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub show_changes: &'static str,
+    pub changes: &'static str,
+    pub change: &'static str,
+    pub line_text: &'static str,
+    pub added: &'static str,
+    pub removed: &'static str,
+    pub unchanged: &'static str,
+    pub title_and_text: &'static str,
+    pub text_column: &'static str,
+    pub text_kept: &'static str,
+    pub text_not_kept: &'static str,
+    pub no_text: &'static str,
+    pub only_one_version: &'static str,
+    pub not_a_version: &'static str,
     pub unknown_notice: &'static str,
     pub back: &'static str,
 }
@@ -71,7 +87,23 @@ static EN: DataMapTexts = DataMapTexts {
     current_text: "Current text",
     channels: "Channels",
     locale: "Language",
-    no_text_diff: "Kept records each version's content hash and when it was first seen, not its text, so earlier versions cannot be shown or compared line by line.",
+    compare: "Compare two versions",
+    from: "From",
+    to: "To",
+    show_changes: "Show changes",
+    changes: "Changes",
+    change: "Change",
+    line_text: "Line",
+    added: "added",
+    removed: "removed",
+    unchanged: "unchanged",
+    title_and_text: "title and text",
+    text_column: "Text",
+    text_kept: "kept",
+    text_not_kept: "not kept",
+    no_text: "was recorded before Kept kept notice texts: only its hash is known, so its text cannot be shown or compared.",
+    only_one_version: "Only one version of this notice has been recorded: there is nothing to compare yet.",
+    not_a_version: "is not a version of this notice recorded in the database: give a version number or a content hash from the table.",
     unknown_notice: "The manifest declares no such notice, and none was recorded.",
     back: "Back to the data map",
 };
@@ -102,7 +134,23 @@ static DE: DataMapTexts = DataMapTexts {
     current_text: "Aktueller Text",
     channels: "Kanäle",
     locale: "Sprache",
-    no_text_diff: "Kept speichert zu jeder Version ihren Inhalts-Hash und wann sie zuerst gesehen wurde, nicht ihren Text; frühere Versionen lassen sich daher nicht anzeigen oder zeilenweise vergleichen.",
+    compare: "Zwei Versionen vergleichen",
+    from: "Von",
+    to: "Bis",
+    show_changes: "Änderungen zeigen",
+    changes: "Änderungen",
+    change: "Änderung",
+    line_text: "Zeile",
+    added: "hinzugefügt",
+    removed: "entfernt",
+    unchanged: "unverändert",
+    title_and_text: "Titel und Text",
+    text_column: "Text",
+    text_kept: "gespeichert",
+    text_not_kept: "nicht gespeichert",
+    no_text: "wurde erfasst, bevor Kept die Texte von Hinweisen speicherte: nur ihr Hash ist bekannt, ihr Text lässt sich daher weder anzeigen noch vergleichen.",
+    only_one_version: "Von diesem Hinweis wurde erst eine Version erfasst: noch gibt es nichts zu vergleichen.",
+    not_a_version: "ist keine in der Datenbank erfasste Version dieses Hinweises: geben Sie eine Versionsnummer oder einen Inhalts-Hash aus der Tabelle an.",
     unknown_notice: "Das Manifest enthält keinen solchen Hinweis, und keiner wurde erfasst.",
     back: "Zurück zur Datenlandkarte",
 };
@@ -133,7 +181,23 @@ static FR: DataMapTexts = DataMapTexts {
     current_text: "Texte actuel",
     channels: "Canaux",
     locale: "Langue",
-    no_text_diff: "Kept enregistre pour chaque version l'empreinte de son contenu et la date à laquelle elle a été vue pour la première fois, pas son texte : les versions antérieures ne peuvent donc pas être affichées ni comparées ligne à ligne.",
+    compare: "Comparer deux versions",
+    from: "De",
+    to: "À",
+    show_changes: "Afficher les modifications",
+    changes: "Modifications",
+    change: "Modification",
+    line_text: "Ligne",
+    added: "ajoutée",
+    removed: "supprimée",
+    unchanged: "inchangée",
+    title_and_text: "titre et texte",
+    text_column: "Texte",
+    text_kept: "conservé",
+    text_not_kept: "non conservé",
+    no_text: "a été enregistrée avant que Kept ne conserve le texte des notices : seule son empreinte est connue, son texte ne peut donc être ni affiché ni comparé.",
+    only_one_version: "Une seule version de cette notice a été enregistrée : il n'y a encore rien à comparer.",
+    not_a_version: "n'est pas une version de cette notice enregistrée dans la base : indiquez un numéro de version ou une empreinte du tableau.",
     unknown_notice: "Le manifeste ne déclare aucune notice de ce nom, et aucune n'a été enregistrée.",
     back: "Retour à la cartographie des données",
 };
@@ -164,7 +228,23 @@ static ES: DataMapTexts = DataMapTexts {
     current_text: "Texto actual",
     channels: "Canales",
     locale: "Idioma",
-    no_text_diff: "Kept guarda de cada versión el hash de su contenido y cuándo se vio por primera vez, no su texto; por eso las versiones anteriores no se pueden mostrar ni comparar línea a línea.",
+    compare: "Comparar dos versiones",
+    from: "Desde",
+    to: "Hasta",
+    show_changes: "Mostrar cambios",
+    changes: "Cambios",
+    change: "Cambio",
+    line_text: "Línea",
+    added: "añadida",
+    removed: "eliminada",
+    unchanged: "sin cambios",
+    title_and_text: "título y texto",
+    text_column: "Texto",
+    text_kept: "guardado",
+    text_not_kept: "no guardado",
+    no_text: "se registró antes de que Kept guardara los textos de los avisos: solo se conoce su hash, así que su texto no se puede mostrar ni comparar.",
+    only_one_version: "Solo se ha registrado una versión de este aviso: todavía no hay nada que comparar.",
+    not_a_version: "no es una versión de este aviso registrada en la base de datos: indique un número de versión o un hash de contenido de la tabla.",
     unknown_notice: "El manifiesto no declara ese aviso y no se ha registrado ninguno.",
     back: "Volver al mapa de datos",
 };
@@ -276,15 +356,42 @@ pub struct NoticeVersion {
     pub hash: String,
     pub first_recorded: kept_core::UnixMillis,
     pub state: VersionState,
+    /// What the version said: recorded with its hash, or the manifest's notice when the hash is
+    /// the manifest's. `None` for a version recorded before Kept kept notice texts.
+    pub content: Option<Notice>,
 }
 
 /// What Kept knows of a notice: the manifest's current version (its texts and promises) and
-/// every version the store recorded (hash and first sighting), oldest first.
+/// every version the store recorded (hash, first sighting, content where kept), oldest first.
+/// A version number recorded under several hashes (a text changed without a new number) is
+/// one entry per hash.
 #[derive(Debug, Clone)]
 pub struct NoticeHistory {
     pub key: String,
     pub current: Option<Notice>,
     pub versions: Vec<NoticeVersion>,
+}
+
+/// The manifest's notices as the server records them at start: each one's hash and content, in
+/// one transaction (a hash already recorded for an id and version stays, a content is added
+/// once per id, version and hash).
+pub async fn record_notices(
+    store: &dyn Store,
+    manifest: &Manifest,
+    now: kept_core::UnixMillis,
+) -> Result<(), StoreError> {
+    let notices: Vec<NoticeContent> = manifest
+        .notices
+        .iter()
+        .map(|(id, n)| NoticeContent {
+            notice_id: id.clone(),
+            version: n.version,
+            hash: n.hash.clone(),
+            content: n.content_json(),
+            recorded_at: now,
+        })
+        .collect();
+    store.record_notices(&notices).await
 }
 
 /// The notice `key`'s history, or `None` when neither the manifest nor the store knows it.
@@ -294,35 +401,178 @@ pub async fn notice_history(
     key: &str,
 ) -> Result<Option<NoticeHistory>, StoreError> {
     let current = manifest.notices.get(key).cloned();
-    let mut versions: Vec<NoticeVersion> = store
-        .notice_hashes()
-        .await?
+    // (version, hash) → first recorded, content.
+    let mut seen: BTreeMap<(u32, String), (kept_core::UnixMillis, Option<Notice>)> =
+        BTreeMap::new();
+    for h in store.notice_hashes().await? {
+        if h.notice_id == key {
+            seen.insert((h.version, h.hash), (h.recorded_at, None));
+        }
+    }
+    for c in store.notice_contents(key).await? {
+        let content = Notice::from_content_json(c.version, &c.hash, &c.content);
+        let entry = seen
+            .entry((c.version, c.hash))
+            .or_insert((c.recorded_at, None));
+        entry.0 = entry.0.min(c.recorded_at);
+        entry.1 = content;
+    }
+    if current.is_none() && seen.is_empty() {
+        return Ok(None);
+    }
+    let mut versions: Vec<NoticeVersion> = seen
         .into_iter()
-        .filter(|h| h.notice_id == key)
-        .map(|h| {
+        .map(|((version, hash), (first_recorded, content))| {
             let state = match &current {
-                Some(n) if h.version == n.version && h.hash == n.hash => VersionState::Current,
-                Some(n) if h.version == n.version => VersionState::ChangedWithoutBump,
-                Some(n) if h.version < n.version => VersionState::Earlier,
+                Some(n) if version == n.version && hash == n.hash => VersionState::Current,
+                Some(n) if version == n.version => VersionState::ChangedWithoutBump,
+                Some(n) if version < n.version => VersionState::Earlier,
                 _ => VersionState::Later,
             };
+            // The hash covers the whole content, so the manifest's notice is what a version
+            // with its hash said, even one recorded before texts were kept.
+            let content = content.or_else(|| {
+                current
+                    .as_ref()
+                    .filter(|n| n.version == version && n.hash == hash)
+                    .cloned()
+            });
             NoticeVersion {
-                version: h.version,
-                hash: h.hash,
-                first_recorded: h.recorded_at,
+                version,
+                hash,
+                first_recorded,
                 state,
+                content,
             }
         })
         .collect();
-    if current.is_none() && versions.is_empty() {
-        return Ok(None);
-    }
-    versions.sort_by_key(|v| v.version);
+    versions.sort_by_key(|v| (v.version, v.first_recorded));
     Ok(Some(NoticeHistory {
         key: key.to_owned(),
         current,
         versions,
     }))
+}
+
+/// Which of a notice's recorded versions a `from` or `to` names: its content hash, or its
+/// version number (the latest recorded under that number when several hashes share it).
+/// `None` for anything else.
+pub fn find_version(versions: &[NoticeVersion], wanted: &str) -> Option<usize> {
+    let wanted = wanted.trim();
+    versions
+        .iter()
+        .rposition(|v| v.hash == wanted || v.version.to_string() == wanted)
+}
+
+/// The versions compared when the page names none: the manifest's (else the latest recorded)
+/// and the one recorded before it. `None` with fewer than two versions.
+pub fn default_pair(versions: &[NoticeVersion]) -> Option<(usize, usize)> {
+    let to = versions
+        .iter()
+        .position(|v| v.state == VersionState::Current)
+        .unwrap_or(versions.len().checked_sub(1)?);
+    match to.checked_sub(1) {
+        Some(from) => Some((from, to)),
+        None if versions.len() > 1 => Some((0, 1)),
+        None => None,
+    }
+}
+
+/// How a line fares from one version to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineChange {
+    Added,
+    Removed,
+    Unchanged,
+}
+
+/// One line of a diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffLine {
+    pub change: LineChange,
+    pub text: String,
+}
+
+/// What a part of a notice is: a language's title and text, or one of its lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiffPart {
+    /// The language's code; its first line is the title.
+    Locale(String),
+    Purposes,
+    Categories,
+    Channels,
+}
+
+/// The changes of one part of a notice from one version to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartDiff {
+    pub part: DiffPart,
+    pub lines: Vec<DiffLine>,
+}
+
+impl PartDiff {
+    pub fn changed(&self) -> bool {
+        self.lines.iter().any(|l| l.change != LineChange::Unchanged)
+    }
+}
+
+/// The line diff of `old` to `new`.
+pub fn diff_lines(old: &[&str], new: &[&str]) -> Vec<DiffLine> {
+    similar::TextDiff::from_slices(old, new)
+        .iter_all_changes()
+        .map(|c| DiffLine {
+            change: match c.tag() {
+                similar::ChangeTag::Insert => LineChange::Added,
+                similar::ChangeTag::Delete => LineChange::Removed,
+                similar::ChangeTag::Equal => LineChange::Unchanged,
+            },
+            text: c.value().to_owned(),
+        })
+        .collect()
+}
+
+/// How `new` differs from `old`, part by part: each language's title and text (a language
+/// only one of them has is all added or all removed), then the purposes, categories and
+/// channels, compared as sorted sets as the hash compares them.
+pub fn notice_diff(old: &Notice, new: &Notice) -> Vec<PartDiff> {
+    let locales: BTreeSet<&String> = old.locales.keys().chain(new.locales.keys()).collect();
+    let text_lines = |n: &Notice, locale: &str| -> Vec<String> {
+        n.locales.get(locale).map_or_else(Vec::new, |t| {
+            std::iter::once(t.title.clone())
+                .chain(t.text.lines().map(str::to_owned))
+                .collect()
+        })
+    };
+    let mut parts: Vec<PartDiff> = locales
+        .into_iter()
+        .map(|locale| {
+            let (a, b) = (text_lines(old, locale), text_lines(new, locale));
+            PartDiff {
+                part: DiffPart::Locale(locale.clone()),
+                lines: diff_lines(&as_strs(&a), &as_strs(&b)),
+            }
+        })
+        .collect();
+    let set = |list: &[String]| -> Vec<String> {
+        let set: BTreeSet<&String> = list.iter().collect();
+        set.into_iter().cloned().collect()
+    };
+    for (part, a, b) in [
+        (DiffPart::Purposes, &old.purposes, &new.purposes),
+        (DiffPart::Categories, &old.categories, &new.categories),
+        (DiffPart::Channels, &old.channels, &new.channels),
+    ] {
+        let (a, b) = (set(a), set(b));
+        parts.push(PartDiff {
+            part,
+            lines: diff_lines(&as_strs(&a), &as_strs(&b)),
+        });
+    }
+    parts
+}
+
+fn as_strs(lines: &[String]) -> Vec<&str> {
+    lines.iter().map(String::as_str).collect()
 }
 
 /// One purpose's row of the record of processing activities.

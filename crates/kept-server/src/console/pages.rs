@@ -4,7 +4,7 @@
 
 use crate::console::audit::{self, Actor};
 use crate::console::datamap::{
-    self, DataMapTexts, FindingRow, NoticeHistory, RopaRow, VersionState,
+    self, DataMapTexts, DiffPart, FindingRow, LineChange, NoticeHistory, RopaRow, VersionState,
 };
 use crate::console::overview::{self, Overview};
 use crate::console::session;
@@ -411,8 +411,40 @@ struct NoticePage {
     f: Frame,
     d: &'static DataMapTexts,
     n: NoticeHistory,
-    /// Version, hash, first recorded, state in words.
-    versions: Vec<(u32, String, String, &'static str)>,
+    /// Version, hash, first recorded, state in words, whether its text is kept.
+    versions: Vec<(u32, String, String, &'static str, bool)>,
+    /// The hashes compared (`from`, `to`), to select them in the form.
+    selected: (String, String),
+    /// The field a bad `from` or `to` was given in.
+    error: Option<&'static str>,
+    compared: Option<Compared>,
+}
+
+/// Two versions of a notice side by side: what the page says of each, and their diff when
+/// both texts are kept.
+struct Compared {
+    /// Version and hash of each.
+    from: (u32, String),
+    to: (u32, String),
+    /// Those of the two (by version) whose text was not kept.
+    missing: Vec<u32>,
+    parts: Vec<ShownPart>,
+}
+
+/// One part of a notice's diff (a language's title and text, or a list) as the page shows it.
+struct ShownPart {
+    heading: String,
+    /// The language code of a text part.
+    lang: Option<String>,
+    changed: bool,
+    /// What happened to each line, in words, and the line.
+    lines: Vec<(LineChange, &'static str, String)>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NoticeQuery {
+    from: Option<String>,
+    to: Option<String>,
 }
 
 #[derive(Template)]
@@ -515,10 +547,16 @@ pub async fn data_map(v: Visit) -> Response {
     )
 }
 
-/// `GET /admin/data-map/notices/{key}`: what is known of a notice's versions: the manifest's
-/// current text and promises, and each version the database recorded (its hash, when first
-/// seen). Only hashes are recorded, so there is no text of earlier versions to compare.
-pub async fn notice(axum::extract::Path(key): axum::extract::Path<String>, v: Visit) -> Response {
+/// `GET /admin/data-map/notices/{key}?from=&to=`: what is known of a notice's versions: the
+/// manifest's current text and promises, each version the database recorded (its hash, when
+/// first seen, whether its text is kept), and the line diff of two of them (`from` and `to`,
+/// each a version number or a content hash; by default the previous and the current).
+pub async fn notice(
+    axum::extract::Path(key): axum::extract::Path<String>,
+    v: Visit,
+    q: Result<Query<NoticeQuery>, QueryRejection>,
+) -> Response {
+    let q = q.map(|Query(q)| q).unwrap_or_default();
     let f = v.frame();
     let d = datamap::texts(f.t.code);
     let n = match datamap::notice_history(v.state.store.as_ref(), &v.state.manifest, &key).await {
@@ -536,10 +574,110 @@ pub async fn notice(axum::extract::Path(key): axum::extract::Path<String>, v: Vi
                 VersionState::Earlier => d.earlier,
                 VersionState::Later => d.later,
             };
-            (x.version, x.hash.clone(), datetime(x.first_recorded), state)
+            (
+                x.version,
+                x.hash.clone(),
+                datetime(x.first_recorded),
+                state,
+                x.content.is_some(),
+            )
         })
         .collect();
-    v.show(StatusCode::OK, NoticePage { f, d, n, versions }.render())
+    let (from, to) = (asked(q.from.as_deref()), asked(q.to.as_deref()));
+    let pick = |wanted: Option<&str>, fallback: Option<usize>| match wanted {
+        Some(w) => datamap::find_version(&n.versions, w).map(Some).ok_or(()),
+        None => Ok(fallback),
+    };
+    let default = datamap::default_pair(&n.versions);
+    let picked = pick(from, default.map(|p| p.0))
+        .map_err(|()| "from")
+        .and_then(|a| {
+            pick(to, default.map(|p| p.1))
+                .map_err(|()| "to")
+                .map(|b| (a, b))
+        });
+    let (status, error, pair) = match picked {
+        Ok((Some(a), Some(b))) => (StatusCode::OK, None, Some((a, b))),
+        Ok(_) => (StatusCode::OK, None, None),
+        Err(field) => (StatusCode::UNPROCESSABLE_ENTITY, Some(field), None),
+    };
+    let compared =
+        pair.and_then(|(a, b)| Some(compare(f.t, d, n.versions.get(a)?, n.versions.get(b)?)));
+    let selected = compared.as_ref().map_or_else(
+        || (String::new(), String::new()),
+        |c| (c.from.1.clone(), c.to.1.clone()),
+    );
+    v.show(
+        status,
+        NoticePage {
+            f,
+            d,
+            n,
+            versions,
+            selected,
+            error,
+            compared,
+        }
+        .render(),
+    )
+}
+
+/// A query parameter's value, unless it is missing or blank.
+fn asked(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Two versions of a notice as the page shows them.
+fn compare(
+    t: &ConsoleTexts,
+    d: &DataMapTexts,
+    a: &datamap::NoticeVersion,
+    b: &datamap::NoticeVersion,
+) -> Compared {
+    let missing = [a, b]
+        .iter()
+        .filter(|v| v.content.is_none())
+        .map(|v| v.version)
+        .collect();
+    let parts = match (&a.content, &b.content) {
+        (Some(old), Some(new)) => datamap::notice_diff(old, new)
+            .into_iter()
+            .map(|p| {
+                let changed = p.changed();
+                let (heading, lang) = match p.part {
+                    DiffPart::Locale(code) => (d.title_and_text.to_owned(), Some(code)),
+                    DiffPart::Purposes => (t.purposes.to_owned(), None),
+                    DiffPart::Categories => (t.categories.to_owned(), None),
+                    DiffPart::Channels => (d.channels.to_owned(), None),
+                };
+                let lines = p
+                    .lines
+                    .into_iter()
+                    .map(|l| {
+                        let word = match l.change {
+                            LineChange::Added => d.added,
+                            LineChange::Removed => d.removed,
+                            LineChange::Unchanged => d.unchanged,
+                        };
+                        (l.change, word, l.text)
+                    })
+                    .collect();
+                ShownPart {
+                    heading,
+                    lang,
+                    changed,
+                    lines,
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Compared {
+        from: (a.version, a.hash.clone()),
+        to: (b.version, b.hash.clone()),
+        missing,
+        parts,
+    }
 }
 
 /// `GET /admin/data-map/record`: the record of processing activities as a printable page.

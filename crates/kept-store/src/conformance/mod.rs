@@ -23,7 +23,7 @@ pub mod requests;
 pub mod store;
 
 use crate::group_commit::CheckpointSigner;
-use crate::{ApiKeyRecord, NewSubject, NoticeHash, Role, Store, StoreError};
+use crate::{ApiKeyRecord, NewSubject, NoticeContent, NoticeHash, Role, Store, StoreError};
 use async_trait::async_trait;
 use ed25519_dalek::SigningKey;
 use futures::FutureExt;
@@ -67,6 +67,7 @@ macro_rules! conformance_tests {
             every_batch_ends_with_a_chained_checkpoint,
             a_checkpoint_of_the_tip_covers_records_appended_unsigned,
             notice_hashes_are_idempotent,
+            notice_contents_are_kept_per_version_and_hash,
             api_keys_insert_lookup_revoke,
             settings_put_if_absent_keeps_the_first_value,
             subjects_get_dense_ids_in_insert_order,

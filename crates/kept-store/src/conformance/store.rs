@@ -314,6 +314,60 @@ pub async fn notice_hashes_are_idempotent(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn notice_contents_are_kept_per_version_and_hash(store: Arc<dyn Store>) {
+    let c = |id: &str, version: u32, hash: &str, content: &str, at: i64| NoticeContent {
+        notice_id: id.into(),
+        version,
+        hash: hash.into(),
+        content: content.into(),
+        recorded_at: at,
+    };
+    store.record_notices(&[]).await.unwrap();
+    store
+        .record_notices(&[
+            c("rewards", 1, "aa", "{\"a\":1}", T0),
+            c("newsletter", 1, "bb", "{\"b\":1}", T0),
+        ])
+        .await
+        .unwrap();
+    // A later start: the same version again with other content under the same hash (never
+    // overwritten), the same version under a new hash (a text changed without a new version
+    // number: kept too), and a new version.
+    store
+        .record_notices(&[
+            c("rewards", 1, "aa", "{\"a\":2}", T0 + 1),
+            c("rewards", 1, "cc", "{\"c\":1}", T0 + 1),
+            c("rewards", 2, "dd", "{\"d\":1}", T0 + 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.notice_contents("rewards").await.unwrap(),
+        vec![
+            c("rewards", 1, "aa", "{\"a\":1}", T0),
+            c("rewards", 1, "cc", "{\"c\":1}", T0 + 1),
+            c("rewards", 2, "dd", "{\"d\":1}", T0 + 2),
+        ]
+    );
+    assert!(store.notice_contents("nope").await.unwrap().is_empty());
+    // The hashes are recorded with the contents, first seen per id and version.
+    let hashes: Vec<(String, u32, String)> = store
+        .notice_hashes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.notice_id, h.version, h.hash))
+        .collect();
+    assert_eq!(
+        hashes,
+        vec![
+            ("newsletter".to_owned(), 1, "bb".to_owned()),
+            ("rewards".to_owned(), 1, "aa".to_owned()),
+            ("rewards".to_owned(), 2, "dd".to_owned()),
+        ]
+    );
+}
+
 pub async fn api_keys_insert_lookup_revoke(store: Arc<dyn Store>) {
     let key = |id: &str, byte: u8, role: Role, at: i64| ApiKeyRecord {
         id: id.into(),
