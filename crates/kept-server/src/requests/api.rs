@@ -446,12 +446,7 @@ pub async fn show(
     State(state): State<AppState>,
     PathParams(RequestPath { id }): PathParams<RequestPath>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let request = match id {
-        id if id > crate::http::error::MAX_ROW_ID => None,
-        id => state.store.request(id).await?,
-    };
-    let request = request
-        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+    let request = service::stored(state.store.as_ref(), id).await?;
     Ok(Json(shown(&state, request).await?))
 }
 
@@ -577,11 +572,7 @@ async fn step_of(
     id: u64,
     step: &Transition,
 ) -> Result<kept_store::requests::Stepped, ApiError> {
-    if id > crate::http::error::MAX_ROW_ID {
-        return Err(ApiError::NotFound(format!(
-            "no data subject request has id `{id}`"
-        )));
-    }
+    let id = service::row_id(id)?;
     service::step(&state.work(), id, step, &actor(&caller.key), state.now()).await
 }
 
@@ -610,12 +601,7 @@ pub async fn apply(
     State(state): State<AppState>,
     PathParams(RequestPath { id }): PathParams<RequestPath>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let request = match id {
-        id if id > crate::http::error::MAX_ROW_ID => None,
-        id => state.store.request(id).await?,
-    };
-    let request = request
-        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+    let request = service::stored(state.store.as_ref(), id).await?;
     state
         .steps()
         .carry_out_and_settle(&request, state.now())
@@ -651,11 +637,7 @@ pub async fn lift(
     PathParams(RequestPath { id }): PathParams<RequestPath>,
     JsonBody(body): JsonBody<Lift>,
 ) -> Result<Json<RequestView>, ApiError> {
-    if id > crate::http::error::MAX_ROW_ID {
-        return Err(ApiError::NotFound(format!(
-            "no data subject request has id `{id}`"
-        )));
-    }
+    let id = service::row_id(id)?;
     let stepped = gates::lift(
         &state.work(),
         &state.index,
@@ -821,11 +803,7 @@ pub async fn handled(
             format!("`{target}` is not a task target: `kept`, `dataset:<name>` or `system:<name>`"),
         ));
     };
-    if id > crate::http::error::MAX_ROW_ID {
-        return Err(ApiError::NotFound(format!(
-            "no data subject request has id `{id}`"
-        )));
-    }
+    let id = service::row_id(id)?;
     let settled = tasks::handled(
         &state.work(),
         id,
@@ -1026,11 +1004,7 @@ pub async fn erase(
     State(state): State<AppState>,
     PathParams(RequestPath { id }): PathParams<RequestPath>,
 ) -> Result<Json<crate::requests::erase::Outcome>, ApiError> {
-    if id > crate::http::error::MAX_ROW_ID {
-        return Err(ApiError::NotFound(format!(
-            "no data subject request has id `{id}`"
-        )));
-    }
+    let id = service::row_id(id)?;
     let outcome = crate::requests::erase::execute(
         &state.erasure(&state.work()),
         id,

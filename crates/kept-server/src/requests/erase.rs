@@ -187,7 +187,7 @@ pub async fn execute(
         .store
         .request(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+        .ok_or_else(|| service::not_found(id))?;
     if request.kind != RequestKind::Erasure {
         return Err(RequestError::NotErasure {
             id,

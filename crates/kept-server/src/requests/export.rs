@@ -112,12 +112,7 @@ pub async fn links_for(
     locale: Option<&str>,
     now: UnixMillis,
 ) -> Result<Links, ApiError> {
-    let request = match id {
-        id if id > crate::http::error::MAX_ROW_ID => None,
-        id => store.request(id).await?,
-    };
-    let request = request
-        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+    let request = crate::requests::service::stored(store, id).await?;
     exportable(&request)?;
     let erased = store
         .subject(request.subject)
@@ -227,9 +222,7 @@ impl HandOver<'_> {
             crate::requests::tasks::handled(&self.work, request.id, &target, note, actor, now)
                 .await?;
         }
-        self.store().request(request.id).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("no data subject request has id `{}`", request.id))
-        })
+        crate::requests::service::stored(self.store(), request.id).await
     }
 
     /// The tasks for Kept's data and the company's databases of a request in progress that
@@ -362,19 +355,13 @@ impl HandOver<'_> {
         for to in [State::Verified, State::InProgress] {
             service::step(&self.work, id, &advance(to, None), PREFERENCE_CENTER, now).await?;
         }
-        let in_progress =
-            self.store().request(id).await?.ok_or_else(|| {
-                ApiError::NotFound(format!("no data subject request has id `{id}`"))
-            })?;
+        let in_progress = crate::requests::service::stored(self.store(), id).await?;
         // Handing the export over settles Kept's and the databases' tasks, which completes
         // the request (an access request owes no system).
         let rendered = self
             .hand_over(&in_progress, format, t, PREFERENCE_CENTER, None, now)
             .await?;
-        let done =
-            self.store().request(id).await?.ok_or_else(|| {
-                ApiError::NotFound(format!("no data subject request has id `{id}`"))
-            })?;
+        let done = crate::requests::service::stored(self.store(), id).await?;
         Ok((done, rendered))
     }
 }

@@ -103,11 +103,30 @@ pub async fn step(
             Ok(stepped)
         }
         Ok(Err(refused)) => Err(refused.into()),
-        Err(StoreError::NotFound { .. }) => Err(ApiError::NotFound(format!(
-            "no data subject request has id `{id}`"
-        ))),
+        Err(StoreError::NotFound { .. }) => Err(not_found(id)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The answer for a request id nothing is stored under.
+pub fn not_found(id: u64) -> ApiError {
+    ApiError::NotFound(format!("no data subject request has id `{id}`"))
+}
+
+/// `id` when a row could hold it; else the same 404 as for an id nothing is stored under.
+pub fn row_id(id: u64) -> Result<u64, ApiError> {
+    if id > crate::http::error::MAX_ROW_ID {
+        return Err(not_found(id));
+    }
+    Ok(id)
+}
+
+/// Request `id` as stored, or the 404 naming it.
+pub async fn stored(store: &dyn Store, id: u64) -> Result<kept_core::requests::Request, ApiError> {
+    store
+        .request(row_id(id)?)
+        .await?
+        .ok_or_else(|| not_found(id))
 }
 
 /// Hands the checkpoint a step committed with to the requests log's witness, so that a tail

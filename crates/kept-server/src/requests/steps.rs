@@ -7,6 +7,7 @@
 use crate::http::error::{ApiError, MAX_ROW_ID};
 use crate::requests::carry::CarryOut;
 use crate::requests::export::HandOver;
+use crate::requests::service::not_found;
 use crate::requests::{service, tasks};
 use kept_core::UnixMillis;
 use kept_core::requests::{Request, RequestError, State, Target, Transition, Verification};
@@ -30,10 +31,6 @@ pub struct Advance {
     pub to: Option<State>,
     pub verification: Option<Verification>,
     pub note: Option<String>,
-}
-
-fn not_found(id: u64) -> ApiError {
-    ApiError::NotFound(format!("no data subject request has id `{id}`"))
 }
 
 impl Steps<'_> {

@@ -174,11 +174,7 @@ async fn settle(
 }
 
 async fn current(work: &Work, id: u64, replayed: bool) -> Result<Settled, ApiError> {
-    let request = work
-        .store
-        .request(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no data subject request has id `{id}`")))?;
+    let request = service::stored(work.store.as_ref(), id).await?;
     let tasks = work.store.request_tasks(id).await?;
     Ok(Settled {
         request,
