@@ -392,16 +392,7 @@ async fn the_console_speaks_the_customers_languages() {
 #[tokio::test]
 async fn the_data_map_and_the_record_of_processing_are_every_teams() {
     let app = TestApp::new().await;
-    let secret = operator(&app, "ben@example.com", OperatorRole::Marketing).await;
-    let signed = try_sign_in(
-        &app,
-        "ben@example.com",
-        PASSWORD,
-        &accounts::code_at(&secret, NOW),
-        None,
-    )
-    .await;
-    let cookie = session_cookie(&signed);
+    let cookie = session_of(&app, "ben@example.com", OperatorRole::Marketing).await;
     let map = app.send(page("/admin/data-map", Some(&cookie))).await;
     assert_eq!(map.status, StatusCode::OK);
     assert!(map.text.contains("<svg"), "the graph");
@@ -451,16 +442,7 @@ async fn the_privacy_team_verifies_the_ledger_and_checks_a_receipt_from_the_page
         ))
         .await;
     assert!(given.status.is_success(), "{}", given.text);
-    let secret = operator(&app, "ana@example.com", OperatorRole::Privacy).await;
-    let signed = try_sign_in(
-        &app,
-        "ana@example.com",
-        PASSWORD,
-        &accounts::code_at(&secret, NOW),
-        None,
-    )
-    .await;
-    let cookie = session_cookie(&signed);
+    let cookie = session_of(&app, "ana@example.com", OperatorRole::Privacy).await;
     let ledger = app.send(page("/admin/ledger", Some(&cookie))).await;
     assert_eq!(ledger.status, StatusCode::OK);
     let csrf = hidden(&ledger.text, "csrf");
@@ -565,16 +547,7 @@ async fn the_privacy_team_verifies_the_ledger_and_checks_a_receipt_from_the_page
 #[tokio::test]
 async fn the_engineering_team_makes_and_revokes_keys_and_retries_a_dead_letter() {
     let app = TestApp::new().await;
-    let secret = operator(&app, "eve@example.com", OperatorRole::Engineering).await;
-    let signed = try_sign_in(
-        &app,
-        "eve@example.com",
-        PASSWORD,
-        &accounts::code_at(&secret, NOW),
-        None,
-    )
-    .await;
-    let cookie = session_cookie(&signed);
+    let cookie = session_of(&app, "eve@example.com", OperatorRole::Engineering).await;
     let keys = app.send(page("/admin/keys", Some(&cookie))).await;
     assert_eq!(keys.status, StatusCode::OK);
     let csrf = hidden(&keys.text, "csrf");
@@ -718,16 +691,7 @@ async fn the_engineering_team_makes_and_revokes_keys_and_retries_a_dead_letter()
 #[tokio::test]
 async fn a_marketer_dry_runs_a_campaign_and_sees_who_is_excluded_and_why() {
     let app = TestApp::new().await;
-    let secret = operator(&app, "ben@example.com", OperatorRole::Marketing).await;
-    let signed = try_sign_in(
-        &app,
-        "ben@example.com",
-        PASSWORD,
-        &accounts::code_at(&secret, NOW),
-        None,
-    )
-    .await;
-    let cookie = session_cookie(&signed);
+    let cookie = session_of(&app, "ben@example.com", OperatorRole::Marketing).await;
     let empty = app.send(page("/admin/campaigns", Some(&cookie))).await;
     assert_eq!(empty.status, StatusCode::OK);
     assert!(empty.text.contains("name=\"purpose\""));
